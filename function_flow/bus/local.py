@@ -1,0 +1,124 @@
+"""In-process bus: a worker pool that delivers messages like Pub/Sub would.
+
+Delivery is at least once: a handler that raises gets the message again
+after a capped backoff, as Pub/Sub redelivers an unacknowledged message.
+Delayed messages wait in a heap served by one timer thread, so a retry
+backoff never keeps a worker sleeping.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from typing import Callable
+
+from function_flow.records import Message, MessageKind
+
+logger = logging.getLogger("function_flow.bus")
+
+_STOP = object()
+
+
+class LocalBus:
+    """Delivers messages to one handler on `workers` threads."""
+
+    def __init__(self, workers: int = 8, clock: Callable[[], float] = time.monotonic) -> None:
+        self.workers = max(1, int(workers))
+        self._clock = clock
+        self._handler: Callable[[Message], object] | None = None
+        self._ready: queue.SimpleQueue = queue.SimpleQueue()
+        self._timers: list[tuple[float, int, Message, int]] = []
+        self._sequence = itertools.count()
+        self._lock = threading.Condition()
+        self._busy = 0             # messages queued or being handled now
+        self._delayed_work = 0     # delayed RUN_TASK messages (retries)
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+    def subscribe(self, handler: Callable[[Message], object]) -> None:
+        """Set the handler and start the threads (idempotent)."""
+        self._handler = handler
+        if self._threads:
+            return
+        for number in range(self.workers):
+            thread = threading.Thread(target=self._work, name=f"function-flow-worker-{number}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        timer = threading.Thread(target=self._tick, name="function-flow-timer", daemon=True)
+        timer.start()
+        self._threads.append(timer)
+
+    def publish(self, message: Message, delay: float = 0.0) -> None:
+        self._publish(message, delay, deliveries=0)
+
+    def _publish(self, message: Message, delay: float, deliveries: int) -> None:
+        with self._lock:
+            if delay > 0:
+                heapq.heappush(self._timers, (self._clock() + delay, next(self._sequence),
+                                              message, deliveries))
+                if message.kind is MessageKind.RUN_TASK:
+                    self._delayed_work += 1
+                self._lock.notify_all()
+                return
+            self._busy += 1
+        self._ready.put((message, deliveries))
+
+    def _work(self) -> None:
+        while True:
+            item = self._ready.get()
+            if item is _STOP:
+                return
+            message, deliveries = item
+            try:
+                assert self._handler is not None
+                self._handler(message)
+            except Exception:  # a transient error: redeliver later, like Pub/Sub
+                logger.exception("handling %s failed; redelivering", message)
+                self._publish(message, min(10.0, 0.05 * 2 ** deliveries), deliveries + 1)
+            finally:
+                with self._lock:
+                    self._busy -= 1
+                    self._lock.notify_all()
+
+    def _tick(self) -> None:
+        with self._lock:
+            while not self._closed:
+                now = self._clock()
+                while self._timers and self._timers[0][0] <= now:
+                    _, _, message, deliveries = heapq.heappop(self._timers)
+                    if message.kind is MessageKind.RUN_TASK:
+                        self._delayed_work -= 1
+                    self._busy += 1
+                    self._ready.put((message, deliveries))
+                timeout = self._timers[0][0] - now if self._timers else None
+                self._lock.wait(timeout)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until nothing is queued, running or waiting to be retried.
+
+        Lease checks far in the future do not count: they only matter if a
+        task hangs, and waiting for them would keep a finished program alive.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self._busy or self._delayed_work:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._lock.wait(remaining)
+        return True
+
+    def close(self) -> None:
+        """Stop the threads; messages not yet handled are dropped."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+        for thread in self._threads:
+            if thread.name.startswith("function-flow-worker"):
+                self._ready.put(_STOP)
+        self._threads = []

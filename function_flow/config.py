@@ -1,0 +1,66 @@
+"""Settings read from environment variables, with documented defaults.
+
+| variable | default | meaning |
+| --- | --- | --- |
+| FUNCTION_FLOW_BACKEND | auto | `embedded` or `gcp`; auto picks `gcp` when Google Cloud settings are present |
+| FUNCTION_FLOW_DB | .function_flow/function_flow.db | SQLite file of the embedded backend |
+| FUNCTION_FLOW_WORKERS | 8 | worker threads of the embedded backend |
+| GOOGLE_CLOUD_PROJECT | (from google.auth) | project of Firestore and Pub/Sub |
+| FIRESTORE_EMULATOR_HOST, PUBSUB_EMULATOR_HOST | unset | use the emulators |
+| FUNCTION_FLOW_FIRESTORE_DATABASE | (default) | named Firestore database |
+| FUNCTION_FLOW_COLLECTION_PREFIX | empty | prefix of every collection name |
+| FUNCTION_FLOW_SCHEDULE_TOPIC | Job(schedule_topic=...) | Pub/Sub topic of scheduling messages |
+| FUNCTION_FLOW_EVENTS_TOPIC | Job(external_event_topic=...) | topic of external events |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Mapping
+
+from function_flow.errors import ConfigurationError
+
+_CLOUD_MARKERS = ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "GCP_PROJECT",
+                  "FIRESTORE_EMULATOR_HOST", "K_SERVICE", "FUNCTION_TARGET")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything configurable about where state lives and messages go."""
+
+    backend: str = "embedded"
+    db_path: str = os.path.join(".function_flow", "function_flow.db")
+    workers: int = 8
+    project: str | None = None
+    firestore_database: str = "(default)"
+    collection_prefix: str = ""
+    schedule_topic: str | None = None
+    events_topic: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        backend = env.get("FUNCTION_FLOW_BACKEND", "").strip().lower() or "auto"
+        if backend == "auto":
+            backend = "gcp" if any(env.get(k) for k in _CLOUD_MARKERS) else "embedded"
+        if backend not in ("embedded", "gcp"):
+            raise ConfigurationError(
+                f"FUNCTION_FLOW_BACKEND={backend!r} is not a backend; "
+                "use 'embedded' or 'gcp'")
+        try:
+            workers = int(env.get("FUNCTION_FLOW_WORKERS", "8"))
+        except ValueError as exc:
+            raise ConfigurationError("FUNCTION_FLOW_WORKERS must be an integer") from exc
+        project = (env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT")
+                   or env.get("GCP_PROJECT") or None)
+        return cls(
+            backend=backend,
+            db_path=env.get("FUNCTION_FLOW_DB") or cls.db_path,
+            workers=workers,
+            project=project,
+            firestore_database=env.get("FUNCTION_FLOW_FIRESTORE_DATABASE") or "(default)",
+            collection_prefix=env.get("FUNCTION_FLOW_COLLECTION_PREFIX", ""),
+            schedule_topic=env.get("FUNCTION_FLOW_SCHEDULE_TOPIC") or None,
+            events_topic=env.get("FUNCTION_FLOW_EVENTS_TOPIC") or None,
+        )

@@ -1,0 +1,575 @@
+"""The state machine that advances runs. Pure logic over a store and a bus.
+
+Every backend runs this same code. It never imports a database or cloud
+client; adapters behind `ports.Store` and `ports.Bus` do the I/O.
+
+How a task moves (see DESIGN.md for why it is shaped this way):
+
+  WAITING --deps done--> QUEUED (or READY, then QUEUED once it holds a slot)
+  QUEUED  --claim: a transaction on the task's own record--> RUNNING
+  RUNNING --complete: a transaction on the task's own record--> SUCCEEDED
+          |  which also writes `deps_done.<task>` into each dependent
+          |  (blind writes: they read nothing, so they never contend)
+          +--> QUEUED again (attempt + 1, after a backoff) or FAILED
+
+A dependent with a single dependency is queued inside the completing
+transaction. A join (several dependencies) is read after the commit by each
+completer; the last completer to commit is sure to see it complete, and a
+transaction on the join lets exactly one of them queue it. The run ends when
+the virtual end task, which depends on every sink, completes the same way.
+
+Every message names its target (run, task, attempt), so a duplicate or a
+late message finds the task already claimed or advanced and changes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import random
+import socket
+import time
+import traceback
+import uuid
+from typing import Any, Callable, Iterable, Protocol
+
+from function_flow.dag import END_TASK_ID, Dag, TaskSpec
+from function_flow.errors import RunNotFoundError, RunStillActiveError
+from function_flow.ports import Bus, Store, Transaction
+from function_flow.records import (Message, MessageKind, RunRecord, RunStatus,
+                                   TaskRecord, TaskStatus)
+
+logger = logging.getLogger("function_flow.engine")
+
+#: How long a synchronous attempt may run before its lease expires, when the
+#: task sets no timeout (Cloud Functions 2nd gen stop at 60 minutes).
+DEFAULT_LEASE_SECONDS = 3600.0
+#: How long an asynchronous attempt (a Future) may wait for its event when
+#: the task sets no timeout. Long, but not forever: nothing waits silently.
+DEFAULT_ASYNC_LEASE_SECONDS = 7 * 24 * 3600.0
+
+
+class Pending:
+    """Base of values a task returns to say "an external event completes me".
+
+    `futures.Future` derives from it. The engine only needs `trigger_id`.
+    """
+
+    trigger_id: str
+
+
+class Workflow(Protocol):
+    """What the engine needs from a job definition (tasks.Job provides it)."""
+
+    name: str
+    dag: Dag
+    max_parallel_tasks: int
+
+    def invoke(self, spec: TaskSpec, run_id: str, attempt: int) -> Any:
+        """Run the task body and return its result (or a Pending)."""
+
+
+@dataclasses.dataclass
+class _Completion:
+    """What a committed completion asks the engine to do next."""
+
+    publish: list[Message] = dataclasses.field(default_factory=list)
+    publish_delay: float = 0.0
+    joins: tuple[str, ...] = ()
+    fill_slots: bool = False
+    run_ended: RunStatus | None = None
+
+
+def new_run_id(job_name: str) -> str:
+    """Readable, sortable and unique: `<job>-<UTC time>-<random>`."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{job_name}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def process_owner() -> str:
+    """Identifies this process, for runs the embedded backend executes."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Engine:
+    """Advances the runs of one workflow. Thread-safe: it keeps no run state."""
+
+    def __init__(self, workflow: Workflow, store: Store, bus: Bus, *,
+                 clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None,
+                 lease_check_messages: bool = True) -> None:
+        self.workflow = workflow
+        self.dag: Dag = workflow.dag
+        self.store = store
+        self.bus = bus
+        self.clock = clock
+        self.rng = rng or random.Random()
+        #: The local bus can deliver delayed messages, so each attempt gets a
+        #: message that checks its lease; on Pub/Sub the poller scans instead.
+        self.lease_check_messages = lease_check_messages
+        parallel = max(1, int(workflow.max_parallel_tasks))
+        #: 0 means the graph can never run more than max_parallel_tasks at
+        #: once, so the run needs no slot records at all.
+        self.slots = 0 if self.dag.width_bound <= parallel else parallel
+
+    # ------------------------------------------------------------------ start
+
+    def start(self, args: dict[str, Any] | None = None, run_id: str | None = None,
+              owner: str | None = None) -> tuple[str, bool]:
+        """Create a run and queue its root tasks. Returns (run_id, created).
+
+        With a caller-chosen run id the call is idempotent: when the run
+        exists, nothing is written and created is False.
+        """
+        args = dict(args or {})
+        json.dumps(args)  # arguments must be storable on every backend
+        run_id = run_id or new_run_id(self.workflow.name)
+        now = self.clock()
+        records: list[TaskRecord] = []
+        slots: dict[int, str] = {}
+        to_publish: list[Message] = []
+        for task_id in self.dag.order:
+            record = TaskRecord(task_id=task_id)
+            if not self.dag.tasks[task_id].deps:
+                if self.slots and len(slots) >= self.slots:
+                    record.status = TaskStatus.READY
+                else:
+                    record.status, record.attempt, record.queued_at = TaskStatus.QUEUED, 1, now
+                    if self.slots:
+                        record.slot = len(slots)
+                        slots[record.slot] = task_id
+                    to_publish.append(Message(run_id, task_id, 1))
+            records.append(record)
+        records.append(TaskRecord(task_id=END_TASK_ID))
+        run = RunRecord(run_id=run_id, job_name=self.workflow.name,
+                        dag_hash=self.dag.digest(), args=args, slots=self.slots,
+                        created_at=now, owner=owner)
+        if not self.store.create_run(run, records, slots):
+            return run_id, False
+        for message in to_publish:
+            self.bus.publish(message)
+        logger.info("run %s started: %d tasks", run_id, len(self.dag.tasks))
+        return run_id, True
+
+    # --------------------------------------------------------------- messages
+
+    def handle(self, message: Message) -> str:
+        """Act on one scheduling message; returns what happened, for logs.
+
+        Never raises for a message that cannot be acted on (unknown run or
+        task, duplicate, stale attempt): those are answered and dropped.
+        Errors of the store or bus propagate so the message is redelivered.
+        """
+        if message.task_id != END_TASK_ID and message.task_id not in self.dag.tasks:
+            logger.warning("message for unknown task %r of run %s dropped",
+                           message.task_id, message.run_id)
+            return "unknown_task"
+        if message.kind is MessageKind.CHECK_LEASE:
+            return self.check_lease(message.run_id, message.task_id, message.attempt)
+        return self.execute(message.run_id, message.task_id, message.attempt)
+
+    def execute(self, run_id: str, task_id: str, attempt: int) -> str:
+        """Claim attempt `attempt` of a task and, if this call won, run it."""
+        if task_id == END_TASK_ID:
+            return "unknown_task"
+        spec = self.dag.tasks[task_id]
+        now = self.clock()
+        lease = spec.timeout or DEFAULT_LEASE_SECONDS
+
+        def claim(tx: Transaction) -> tuple[str, TaskRecord | None]:
+            run = tx.get_run(run_id)
+            if run is None:
+                return "unknown_run", None
+            task = tx.get_tasks(run_id, [task_id]).get(task_id)
+            if task is None:
+                return "unknown_task", None
+            if run.status is not RunStatus.RUNNING:
+                return f"run_{run.status.value.lower()}", task
+            if task.status is TaskStatus.QUEUED and task.attempt == attempt:
+                if task.not_before and task.not_before > now:
+                    return "early", task
+                tx.update_task(run_id, task_id, {
+                    "status": TaskStatus.RUNNING.value, "started_at": now,
+                    "lease_until": now + lease, "not_before": None,
+                    "finished_at": None})
+                return "claimed", task
+            if task.attempt > attempt or task.status is TaskStatus.WAITING:
+                return "stale", task
+            return "duplicate", task
+
+        verdict, task = self.store.transact(claim)
+        if verdict == "early":
+            assert task is not None and task.not_before is not None
+            self.bus.publish(Message(run_id, task_id, attempt), task.not_before - now)
+            return verdict
+        if verdict == "duplicate" and task is not None \
+                and task.status is TaskStatus.SUCCEEDED and task.attempt == attempt:
+            # Our earlier delivery may have died between its commit and its
+            # follow-up messages: repeat them (duplicates of those are harmless).
+            self._advance_after_success(run_id, task_id)
+            return "redelivered"
+        if verdict != "claimed":
+            logger.info("run %s task %s attempt %d: %s, nothing to do",
+                        run_id, task_id, attempt, verdict)
+            return verdict
+        if self.lease_check_messages:
+            self.bus.publish(Message(run_id, task_id, attempt, MessageKind.CHECK_LEASE),
+                             lease)
+        return self._run_body(run_id, spec, attempt)
+
+    def _run_body(self, run_id: str, spec: TaskSpec, attempt: int) -> str:
+        try:
+            value = self.workflow.invoke(spec, run_id, attempt)
+            if isinstance(value, Pending):
+                self._await_event(run_id, spec, attempt, value.trigger_id)
+                return "waiting"
+            value = _storable(spec.task_id, value)
+        except Exception:  # the task's own error: record it, never crash the bus
+            error = traceback.format_exc()
+            logger.warning("run %s task %s attempt %d failed:\n%s",
+                           run_id, spec.task_id, attempt, error)
+            self.complete(run_id, spec.task_id, attempt, ok=False, error=error)
+            return "failed"
+        self.complete(run_id, spec.task_id, attempt, ok=True, value=value)
+        return "succeeded"
+
+    def _await_event(self, run_id: str, spec: TaskSpec, attempt: int, trigger_id: str) -> None:
+        """Leave the attempt RUNNING until an external event completes it."""
+        if not isinstance(trigger_id, str) or not trigger_id:
+            raise ValueError(f"task {spec.task_id!r} returned a Future without a trigger id")
+        self.store.put_trigger(trigger_id, run_id, spec.task_id, attempt)
+        lease = spec.timeout or DEFAULT_ASYNC_LEASE_SECONDS
+        now = self.clock()
+
+        def record(tx: Transaction) -> bool:
+            task = tx.get_tasks(run_id, [spec.task_id]).get(spec.task_id)
+            if task is None or task.status is not TaskStatus.RUNNING or task.attempt != attempt:
+                return False
+            tx.update_task(run_id, spec.task_id,
+                           {"trigger_id": trigger_id, "lease_until": now + lease})
+            return True
+
+        if self.store.transact(record) and self.lease_check_messages:
+            self.bus.publish(Message(run_id, spec.task_id, attempt,
+                                     MessageKind.CHECK_LEASE), lease)
+
+    # ------------------------------------------------------------- completion
+
+    def complete(self, run_id: str, task_id: str, attempt: int, *, ok: bool,
+                 value: Any = None, error: str | None = None) -> str:
+        """Record the outcome of one attempt, exactly once, and advance the run.
+
+        Also the entry point for asynchronous completion (external events).
+        Returns "stale" when the attempt was already completed or superseded.
+        """
+        spec = self.dag.tasks[task_id]
+        now = self.clock()
+        retry_delay = spec.retry_backoff.delay(attempt, self.rng)
+
+        def finish(tx: Transaction) -> _Completion | None:
+            task = tx.get_tasks(run_id, [task_id]).get(task_id)
+            if task is None or task.status is not TaskStatus.RUNNING or task.attempt != attempt:
+                return None
+            if ok:
+                return self._record_success(tx, run_id, task, value, now)
+            return self._record_failure(tx, run_id, task, spec, error or "failed",
+                                        now, retry_delay)
+
+        completion = self.store.transact(finish)
+        if completion is None:
+            logger.info("run %s task %s attempt %d already completed; outcome ignored",
+                        run_id, task_id, attempt)
+            return "stale"
+        self._follow_up(run_id, completion)
+        if completion.run_ended is not None:
+            logger.info("run %s ended: %s", run_id, completion.run_ended.value)
+        return "succeeded" if ok else "failed"
+
+    def _record_success(self, tx: Transaction, run_id: str, task: TaskRecord,
+                        value: Any, now: float) -> _Completion:
+        completion = _Completion()
+        done = {f"deps_done.{task.task_id}": TaskStatus.SUCCEEDED.value}
+        handed_slot = False
+        joins = []
+        for dependent in self.dag.dependents_of(task.task_id):
+            if dependent == END_TASK_ID or len(self.dag.deps_of(dependent)) > 1:
+                tx.update_task(run_id, dependent, done)
+                joins.append(dependent)
+                continue
+            # Our success alone makes this dependent runnable: queue it here,
+            # in the same transaction, with no read and no extra message.
+            fields: dict[str, Any] = dict(done)
+            if task.slot is None or not handed_slot:
+                fields.update(status=TaskStatus.QUEUED.value, attempt=1, queued_at=now)
+                if task.slot is not None:
+                    fields["slot"] = task.slot
+                    tx.set_slot(run_id, task.slot, dependent)
+                    handed_slot = True
+                completion.publish.append(Message(run_id, dependent, 1))
+            else:
+                fields["status"] = TaskStatus.READY.value
+                completion.fill_slots = True
+            tx.update_task(run_id, dependent, fields)
+        if task.slot is not None and not handed_slot:
+            tx.set_slot(run_id, task.slot, None)
+            completion.fill_slots = True
+        tx.update_task(run_id, task.task_id, {
+            "status": TaskStatus.SUCCEEDED.value, "result": value, "error": None,
+            "finished_at": now, "lease_until": None, "slot": None})
+        completion.joins = tuple(joins)
+        return completion
+
+    def _record_failure(self, tx: Transaction, run_id: str, task: TaskRecord,
+                        spec: TaskSpec, error: str, now: float,
+                        retry_delay: float) -> _Completion:
+        if task.attempt - task.interrupted <= spec.retries:
+            tx.update_task(run_id, task.task_id, {
+                "status": TaskStatus.QUEUED.value, "attempt": task.attempt + 1,
+                "error": error, "lease_until": None, "queued_at": now,
+                "not_before": now + retry_delay, "finished_at": now})
+            return _Completion(publish=[Message(run_id, task.task_id, task.attempt + 1)],
+                               publish_delay=retry_delay)
+        run = tx.get_run(run_id)
+        tx.update_task(run_id, task.task_id, {
+            "status": TaskStatus.FAILED.value, "error": error,
+            "finished_at": now, "lease_until": None, "slot": None})
+        if task.slot is not None:
+            tx.set_slot(run_id, task.slot, None)
+        completion = _Completion()
+        if run is not None and run.status is RunStatus.RUNNING:
+            first_line = error.strip().splitlines()[-1] if error.strip() else "failed"
+            tx.update_run(run_id, {
+                "status": RunStatus.FAILED.value, "finished_at": now,
+                "error": f"task {task.task_id!r} failed: {first_line}"})
+            completion.run_ended = RunStatus.FAILED
+        return completion
+
+    def _follow_up(self, run_id: str, completion: _Completion) -> None:
+        """Work that happens after a commit: messages, joins, free slots."""
+        for message in completion.publish:
+            self.bus.publish(message, completion.publish_delay)
+        for join in completion.joins:
+            self._check_join(run_id, join)
+        if completion.fill_slots:
+            self.fill_slots(run_id)
+
+    def _advance_after_success(self, run_id: str, task_id: str) -> None:
+        """Repeat the follow-up of a recorded success (idempotent)."""
+        dependents = self.dag.dependents_of(task_id)
+        records = {t.task_id: t for t in self.store.get_tasks(run_id, dependents)}
+        completion = _Completion()
+        for dependent in dependents:
+            record = records.get(dependent)
+            if record is None:
+                continue
+            if record.status is TaskStatus.QUEUED:
+                completion.publish.append(Message(run_id, dependent, record.attempt))
+            elif record.status is TaskStatus.READY:
+                completion.fill_slots = True
+            elif record.status is TaskStatus.WAITING:
+                completion.joins += (dependent,)
+        self._follow_up(run_id, completion)
+
+    def _check_join(self, run_id: str, join_id: str) -> None:
+        """Queue a join (or end the run) if all its dependencies are done.
+
+        A plain read first: most completers of a wide join find it incomplete
+        and never open a transaction on it, which keeps the join cold.
+        """
+        deps = self.dag.deps_of(join_id)
+        records = self.store.get_tasks(run_id, [join_id])
+        if not records or not _join_complete(records[0], deps):
+            return
+        now = self.clock()
+
+        def queue(tx: Transaction) -> _Completion | None:
+            run = tx.get_run(run_id) if join_id == END_TASK_ID else None
+            join = tx.get_tasks(run_id, [join_id]).get(join_id)
+            if join is None or not _join_complete(join, deps):
+                return None
+            if join_id == END_TASK_ID:
+                tx.update_task(run_id, join_id, {"status": TaskStatus.SUCCEEDED.value,
+                                                 "finished_at": now})
+                if run is not None and run.status is RunStatus.RUNNING:
+                    tx.update_run(run_id, {"status": RunStatus.SUCCEEDED.value,
+                                           "finished_at": now})
+                    return _Completion(run_ended=RunStatus.SUCCEEDED)
+                return _Completion()
+            if self.slots:
+                tx.update_task(run_id, join_id, {"status": TaskStatus.READY.value})
+                return _Completion(fill_slots=True)
+            tx.update_task(run_id, join_id, {"status": TaskStatus.QUEUED.value,
+                                             "attempt": 1, "queued_at": now})
+            return _Completion(publish=[Message(run_id, join_id, 1)])
+
+        completion = self.store.transact(queue)
+        if completion is not None:
+            self._follow_up(run_id, completion)
+            if completion.run_ended is not None:
+                logger.info("run %s ended: %s", run_id, completion.run_ended.value)
+
+    # ------------------------------------------------------------------ slots
+
+    def fill_slots(self, run_id: str) -> None:
+        """Give free concurrency slots to READY tasks.
+
+        Both a task that becomes READY and a task that frees a slot call this
+        after committing, so one of the two always sees the other's write.
+        """
+        if not self.slots:
+            return
+        while True:
+            ready = self.store.find_tasks(run_id, TaskStatus.READY, self.slots)
+            if not ready:
+                return
+            free = self.store.find_free_slots(run_id, self.slots, len(ready))
+            if not free:
+                return
+            progressed = False
+            for task, slot in zip(ready, free):
+                message = self.store.transact(
+                    lambda tx, t=task.task_id, s=slot: self._take_slot(tx, run_id, t, s))
+                if message is not None:
+                    self.bus.publish(message)
+                    progressed = True
+            if not progressed:
+                return
+
+    def _take_slot(self, tx: Transaction, run_id: str, task_id: str,
+                   slot: int) -> Message | None:
+        holder = tx.get_slot(run_id, slot)
+        task = tx.get_tasks(run_id, [task_id]).get(task_id)
+        if holder is not None or task is None or task.status is not TaskStatus.READY:
+            return None
+        tx.set_slot(run_id, slot, task_id)
+        tx.update_task(run_id, task_id, {
+            "status": TaskStatus.QUEUED.value, "attempt": task.attempt + 1,
+            "slot": slot, "queued_at": self.clock()})
+        return Message(run_id, task_id, task.attempt + 1)
+
+    # ----------------------------------------------------------------- leases
+
+    def check_lease(self, run_id: str, task_id: str, attempt: int) -> str:
+        """Fail (and maybe retry) an attempt whose executor went silent."""
+        if task_id == END_TASK_ID:
+            return "unknown_task"
+        records = self.store.get_tasks(run_id, [task_id])
+        if not records:
+            return "unknown_task"
+        task = records[0]
+        if task.status is not TaskStatus.RUNNING or task.attempt != attempt:
+            return "stale"
+        now = self.clock()
+        if task.lease_until is not None and task.lease_until > now:
+            if self.lease_check_messages:
+                self.bus.publish(Message(run_id, task_id, attempt, MessageKind.CHECK_LEASE),
+                                 task.lease_until - now)
+            return "lease_valid"
+        spec = self.dag.tasks[task_id]
+        limit = spec.timeout or "default lease"
+        self.complete(run_id, task_id, attempt, ok=False, error=(
+            f"TimeoutError: attempt {attempt} of task {task_id!r} did not finish "
+            f"within its lease ({limit} s): it timed out or its executor died"))
+        return "lease_expired"
+
+    # ----------------------------------------------------------------- resume
+
+    def resume(self, run_id: str, owner: str | None = None,
+               owner_alive: Callable[[str], bool] | None = None) -> RunRecord:
+        """Pick up a run whose executing process died (embedded backend).
+
+        Attempts that were RUNNING in the dead process are queued again as a
+        new attempt without using up a retry; tasks that succeeded are never
+        run again. Also re-sends anything a crash may have left unsent.
+        """
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise RunNotFoundError(run_id)
+        if run.status.is_final:
+            return run
+        if run.owner and owner_alive is not None and run.owner != owner \
+                and owner_alive(run.owner):
+            raise RunStillActiveError(
+                f"run {run_id} is still being executed by process {run.owner}; "
+                "wait for it or stop that process first")
+        if owner is not None:
+            self.store.transact(lambda tx: tx.update_run(run_id, {"owner": owner}))
+        self.recover(run_id, executors_dead=True)
+        return run
+
+    def recover(self, run_id: str, executors_dead: bool = False) -> None:
+        """Find work a crash or a lost message left behind, and redo it.
+
+        Safe to call at any time: every step it takes is idempotent. With
+        executors_dead, RUNNING attempts are re-queued at once instead of
+        waiting for their lease to expire.
+        """
+        now = self.clock()
+        for task in self.store.get_tasks(run_id):
+            if task.task_id != END_TASK_ID and task.task_id not in self.dag.tasks:
+                continue
+            if task.status is TaskStatus.QUEUED:
+                delay = max(0.0, (task.not_before or now) - now)
+                self.bus.publish(Message(run_id, task.task_id, task.attempt), delay)
+            elif task.status is TaskStatus.RUNNING:
+                if executors_dead:
+                    self._requeue_interrupted(run_id, task)
+                elif task.lease_until is not None and task.lease_until <= now:
+                    self.check_lease(run_id, task.task_id, task.attempt)
+            elif task.status is TaskStatus.WAITING and \
+                    _join_complete(task, self.dag.deps_of(task.task_id)):
+                self._check_join(run_id, task.task_id)
+        self.fill_slots(run_id)
+
+    def _requeue_interrupted(self, run_id: str, task: TaskRecord) -> None:
+        now = self.clock()
+
+        def requeue(tx: Transaction) -> Message | None:
+            current = tx.get_tasks(run_id, [task.task_id]).get(task.task_id)
+            if current is None or current.status is not TaskStatus.RUNNING \
+                    or current.attempt != task.attempt:
+                return None
+            # The interrupted attempt does not count against retries: the
+            # task did not fail, its process was killed.
+            tx.update_task(run_id, task.task_id, {
+                "status": TaskStatus.QUEUED.value, "attempt": current.attempt + 1,
+                "interrupted": current.interrupted + 1,
+                "queued_at": now, "lease_until": None, "not_before": None})
+            return Message(run_id, task.task_id, current.attempt + 1)
+
+        message = self.store.transact(requeue)
+        if message is not None:
+            self.bus.publish(message)
+
+    # ---------------------------------------------------------------- queries
+
+    def run_status(self, run_id: str) -> RunRecord:
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise RunNotFoundError(run_id)
+        return run
+
+    def task_records(self, run_id: str) -> list[TaskRecord]:
+        """Task records in graph order, without the virtual end task."""
+        by_id = {t.task_id: t for t in self.store.get_tasks(run_id)}
+        return [by_id[t] for t in self.dag.order if t in by_id] + \
+            [t for i, t in by_id.items() if i not in self.dag.tasks and i != END_TASK_ID]
+
+
+def _join_complete(record: TaskRecord, deps: Iterable[str]) -> bool:
+    return record.status is TaskStatus.WAITING and all(
+        record.deps_done.get(dep) == TaskStatus.SUCCEEDED.value for dep in deps)
+
+
+def _storable(task_id: str, value: Any) -> Any:
+    """Results must survive every backend: JSON types only, checked here."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"task {task_id!r} returned a {type(value).__name__} that cannot be "
+            f"stored as a result ({exc}); return JSON-compatible data "
+            "(dict, list, str, number, bool, None)") from exc

@@ -1,0 +1,48 @@
+"""Exceptions raised to users of function_flow.
+
+Every error a user can cause has its own class here, carries a message that
+says what to do next, and derives from `FunctionFlowError`, so callers can
+catch the whole family without catching Python's own errors.
+"""
+
+
+class FunctionFlowError(Exception):
+    """Base class of every error raised by function_flow."""
+
+
+class DefinitionError(FunctionFlowError):
+    """A workflow definition is invalid (duplicate id, unknown dep, cycle...).
+
+    Raised while the module that defines the workflow is imported, so a
+    mistake is found before anything runs.
+    """
+
+    def __init__(self, message: str, task_id: str | None = None) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
+
+class RunNotFoundError(FunctionFlowError):
+    """No run with the given id exists in the configured store."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            f"no run with id {run_id!r} in this store; "
+            "list runs with `function-flow status`")
+        self.run_id = run_id
+
+
+class RunStillActiveError(FunctionFlowError):
+    """A run cannot be resumed because a live process is still executing it."""
+
+
+class ConfigurationError(FunctionFlowError):
+    """Settings (environment variables, Job arguments) are inconsistent."""
+
+
+class TransientBackendError(FunctionFlowError):
+    """The store or bus failed in a way that a later retry may fix.
+
+    Cloud Functions entry points let this propagate so that Pub/Sub
+    redelivers the message; everything else is acknowledged.
+    """

@@ -1,0 +1,99 @@
+"""Futures: what an asynchronous task returns (upstream-compatible).
+
+A task that starts something long (a BigQuery job, a Dataflow pipeline, a
+file that will appear in Cloud Storage) returns a `Future` naming a trigger
+id. Its attempt stays RUNNING until the external event listener receives a
+message that one of the `Future` subclasses recognises, whose `Result`
+carries the same trigger id.
+
+Subclass `Future` and implement `handle_message` to teach the listener a new
+kind of event; subclasses register themselves, as in Function Flow.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any, ClassVar, Mapping, Optional
+
+from function_flow.engine import Pending
+
+
+class Result:
+    """The outcome of an asynchronous task, parsed from an external event."""
+
+    def __init__(self, trigger_id: str, is_success: bool,
+                 result: Optional[Any] = None, error: Optional[Any] = None) -> None:
+        self.trigger_id = trigger_id
+        self.is_success = is_success
+        self.result = result
+        self.error = error
+
+    def __repr__(self) -> str:
+        return (f"Result(trigger_id={self.trigger_id!r}, is_success={self.is_success!r}, "
+                f"result={self.result!r}, error={self.error!r})")
+
+
+class Future(Pending):
+    """Returned by a task whose completion arrives later as an event."""
+
+    all_futures: ClassVar[list[type["Future"]]] = []
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.all_futures.append(cls)
+
+    def __init__(self, trigger_id: str) -> None:
+        self.trigger_id = trigger_id
+
+    @classmethod
+    def handle_message(cls, message: Mapping[str, Any]) -> Optional[Result]:
+        """Return a Result if this class recognises `message`, else None."""
+        raise NotImplementedError("Future subclasses implement handle_message")
+
+
+class BigQueryFuture(Future):
+    """Completed by a BigQuery `jobservice.jobcompleted` audit log message.
+
+    Route those logs to the external events topic with a log sink (see the
+    README); the BigQuery job id is the trigger id.
+    """
+
+    @classmethod
+    def handle_message(cls, message: Mapping[str, Any]) -> Optional[Result]:
+        if get_value(message, "resource.type") != "bigquery_resource":
+            return None
+        job = "protoPayload.serviceData.jobCompletedEvent.job.jobName"
+        job_id = get_value(message, f"{job}.jobId")
+        location = get_value(message, f"{job}.location")
+        if get_value(message, "protoPayload.status.code"):
+            return Result(trigger_id=job_id, is_success=False,
+                          error=get_value(message, "protoPayload.status.message"))
+        return Result(trigger_id=job_id, is_success=True,
+                      result={"job_id": job_id, "location": location})
+
+
+class GCSFuture(Future):
+    """Completed when an object with the given gs:// prefix exists."""
+
+    GCS_EVENT_TYPE = "gcs_path_create"
+
+    def __init__(self, path_prefix: str) -> None:
+        super().__init__(urllib.parse.quote(path_prefix, safe=""))
+        self.path_prefix = path_prefix
+
+    @classmethod
+    def handle_message(cls, message: Mapping[str, Any]) -> Optional[Result]:
+        if get_value(message, "function_flow_event_type") != cls.GCS_EVENT_TYPE:
+            return None
+        prefix = get_value(message, "path_prefix")
+        return Result(trigger_id=urllib.parse.quote(prefix, safe=""), is_success=True,
+                      result=prefix)
+
+
+def get_value(obj: Mapping[str, Any], keypath: str) -> Any:
+    """`get_value(d, 'a.b')` is d['a']['b'], or None when any key is missing."""
+    for key in keypath.split("."):
+        if not isinstance(obj, Mapping) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj

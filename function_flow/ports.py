@@ -1,0 +1,88 @@
+"""The engine's two ports: a transactional store and a message bus.
+
+Adapters (store/sqlite.py, store/firestore.py, bus/local.py, bus/pubsub.py)
+implement these protocols and nothing else: they store and send, the engine
+decides. The conformance suite in tests/ runs against every store adapter.
+
+Transaction rules, which Firestore imposes and SQLite follows for parity:
+all reads come before the first write, and the transaction function may run
+more than once, so it must not have side effects outside the transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Protocol, TypeVar
+
+from function_flow.records import Message, RunRecord, TaskRecord, TaskStatus
+
+T = TypeVar("T")
+
+
+class Transaction(Protocol):
+    """Reads and writes that commit together or not at all."""
+
+    def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    def get_tasks(self, run_id: str, task_ids: Iterable[str]) -> dict[str, TaskRecord]:
+        """Read several task records; missing ones are absent from the result."""
+
+    def get_slot(self, run_id: str, slot: int) -> str | None:
+        """The task holding concurrency slot `slot`, or None if it is free."""
+
+    def update_run(self, run_id: str, fields: dict[str, Any]) -> None: ...
+
+    def update_task(self, run_id: str, task_id: str, fields: dict[str, Any]) -> None:
+        """Merge `fields` into a task record without reading it.
+
+        A key "deps_done.<dep>" sets one entry of the deps_done map, so that
+        several tasks can write into the same record without conflicting.
+        """
+
+    def set_slot(self, run_id: str, slot: int, holder: str | None) -> None: ...
+
+
+class Store(Protocol):
+    """Durable run state."""
+
+    def transact(self, fn: Callable[[Transaction], T]) -> T:
+        """Run `fn` in a transaction, retrying it on contention."""
+
+    def create_run(self, run: RunRecord, tasks: list[TaskRecord],
+                   slots: dict[int, str]) -> bool:
+        """Create a run with all its task records at once.
+
+        Returns False, writing nothing, when a run with that id exists. A
+        failure leaves nothing behind: no run record without its tasks.
+        """
+
+    def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    def get_tasks(self, run_id: str, task_ids: Iterable[str] | None = None) -> list[TaskRecord]:
+        """Task records of a run (all of them when task_ids is None)."""
+
+    def find_tasks(self, run_id: str, status: TaskStatus, limit: int) -> list[TaskRecord]:
+        """Up to `limit` tasks of a run in `status` (a query, not a scan)."""
+
+    def find_free_slots(self, run_id: str, count: int, limit: int) -> list[int]:
+        """Up to `limit` free slot numbers among 0..count-1."""
+
+    def list_runs(self, limit: int = 50) -> list[RunRecord]:
+        """Most recent runs first."""
+
+    def put_trigger(self, trigger_id: str, run_id: str, task_id: str, attempt: int) -> None:
+        """Remember which task attempt an external event with this id completes."""
+
+    def get_trigger(self, trigger_id: str) -> tuple[str, str, int] | None: ...
+
+    def delete_trigger(self, trigger_id: str) -> None: ...
+
+    def delete_run(self, run_id: str) -> None: ...
+
+    def runs_started_before(self, timestamp: float) -> list[str]: ...
+
+
+class Bus(Protocol):
+    """Delivers scheduling messages at least once, in any order."""
+
+    def publish(self, message: Message, delay: float = 0.0) -> None:
+        """Send `message`, delivered no earlier than `delay` seconds from now."""

@@ -1,0 +1,183 @@
+"""What the engine stores and sends: run and task records, and messages.
+
+Records are plain dataclasses that every store adapter turns into rows or
+documents with `to_dict`/`from_dict`. Times are seconds since the epoch
+(floats), which every backend stores as-is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from typing import Any
+
+
+class RunStatus(str, enum.Enum):
+    """Status of a run (one execution of a job). Final ones never change."""
+
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    # Function Flow's name for SUCCEEDED, kept so upstream code keeps working.
+    FINISHED = "SUCCEEDED"
+
+    @property
+    def is_final(self) -> bool:
+        return self is not RunStatus.RUNNING
+
+
+class TaskStatus(str, enum.Enum):
+    """Status of one task in one run.
+
+    WAITING: some dependency is not done. READY: dependencies done, waiting
+    for a concurrency slot. QUEUED: a message to run attempt `attempt` is on
+    its way (or, after a failure, waiting out its backoff). RUNNING: claimed
+    by an executor (or waiting for an external event) until `lease_until`.
+    """
+
+    WAITING = "WAITING"
+    READY = "READY"
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    CANCELLED = "CANCELLED"
+
+    FINISHED = "SUCCEEDED"  # Function Flow's name for SUCCEEDED
+
+    @property
+    def is_final(self) -> bool:
+        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED,
+                        TaskStatus.SKIPPED, TaskStatus.CANCELLED)
+
+
+@dataclasses.dataclass
+class RunRecord:
+    """`runs/{run_id}`: written at start and when the run ends, never per task."""
+
+    run_id: str
+    job_name: str
+    dag_hash: str
+    args: dict[str, Any]
+    status: RunStatus = RunStatus.RUNNING
+    #: Number of concurrency slots; 0 when the graph can never exceed
+    #: max_parallel_tasks, so no slot bookkeeping is needed.
+    slots: int = 0
+    created_at: float = 0.0
+    finished_at: float | None = None
+    error: str | None = None
+    #: Who executes the run on the embedded backend ("host:pid"), so that
+    #: `resume` can refuse to resume a run that a live process still runs.
+    owner: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["status"] = self.status.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunRecord":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        values["status"] = RunStatus(values.get("status", "RUNNING"))
+        return cls(**values)
+
+
+@dataclasses.dataclass
+class TaskRecord:
+    """`runs/{run_id}/tasks/{task_id}`: written only by its own transitions.
+
+    `deps_done` maps each finished dependency to its final status; other
+    tasks write into it with blind field writes that never read this record.
+    """
+
+    task_id: str
+    status: TaskStatus = TaskStatus.WAITING
+    attempt: int = 0
+    deps_done: dict[str, str] = dataclasses.field(default_factory=dict)
+    slot: int | None = None
+    lease_until: float | None = None
+    not_before: float | None = None
+    queued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: Any = None
+    error: str | None = None
+    trigger_id: str | None = None
+    #: Attempts cut short by a dead process (kill -9, then `resume`); they
+    #: do not count against the task's retries.
+    interrupted: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["status"] = self.status.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TaskRecord":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        values["status"] = TaskStatus(values.get("status", "WAITING"))
+        values["deps_done"] = dict(values.get("deps_done") or {})
+        return cls(**values)
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        if self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+class MessageKind(str, enum.Enum):
+    """What a scheduling message asks for."""
+
+    RUN_TASK = "run_task"          # claim and execute attempt `attempt`
+    CHECK_LEASE = "check_lease"    # has attempt `attempt` overrun its lease?
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """A scheduling message. It names its target; it never says "schedule something"."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    kind: MessageKind = MessageKind.RUN_TASK
+
+    def to_json(self) -> bytes:
+        return json.dumps({"run_id": self.run_id, "task_id": self.task_id,
+                           "attempt": self.attempt,
+                           "kind": self.kind.value}).encode()
+
+    def attributes(self) -> dict[str, str]:
+        """Pub/Sub attributes, so a message is meaningful in logs."""
+        return {"run_id": self.run_id, "task_id": self.task_id,
+                "attempt": str(self.attempt), "kind": self.kind.value}
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> "Message":
+        """Parse a message; raises ValueError with a readable reason."""
+        try:
+            payload = json.loads(data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"message is not JSON: {exc}") from exc
+        if not isinstance(payload, dict):
+            raise ValueError("message is not a JSON object")
+        try:
+            run_id, task_id, attempt = payload["run_id"], payload["task_id"], payload["attempt"]
+        except KeyError as exc:
+            raise ValueError(f"message lacks field {exc.args[0]!r}") from exc
+        if not isinstance(run_id, str) or not isinstance(task_id, str) \
+                or not isinstance(attempt, int) or isinstance(attempt, bool):
+            raise ValueError("message fields have the wrong types")
+        try:
+            kind = MessageKind(payload.get("kind", MessageKind.RUN_TASK.value))
+        except ValueError as exc:
+            raise ValueError(f"unknown message kind {payload.get('kind')!r}") from exc
+        return cls(run_id=run_id, task_id=task_id, attempt=attempt, kind=kind)

@@ -1,0 +1,281 @@
+"""The workflow API, compatible with Google's Function Flow.
+
+    from function_flow import tasks, futures
+
+    job = tasks.Job(name='test_job', schedule_topic='SCHEDULE', max_parallel_tasks=5)
+
+    @job.task(task_id='step2', deps=['step1'], retries=2, timeout=600)
+    def step2(task, job):
+        return job.get_task_result('step1')
+
+Constructing a Job touches no network and needs no credentials: the backend
+(embedded SQLite, or Firestore + Pub/Sub) is chosen on first use.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from function_flow import engine as engine_module
+from function_flow.backends import Backend, from_settings, pid_alive
+from function_flow.config import Settings
+from function_flow.dag import Backoff, Dag, TaskSpec, make_spec
+from function_flow.errors import DefinitionError, FunctionFlowError, RunNotFoundError
+from function_flow.records import RunRecord, RunStatus, TaskStatus
+
+JobStatus = RunStatus  # Function Flow's name for the status of a run
+
+__all__ = ["Job", "Task", "TaskStatus", "JobStatus", "Backoff", "cleanup_expired_jobs"]
+
+
+class Task:
+    """A task as its function sees it: `task.id`, `task.deps`, `task.task_args`.
+
+    During execution it also carries `run_id` and `attempt` (1 for the first
+    try), which Function Flow did not have.
+    """
+
+    def __init__(self, task_id: str, deps: list[str], func: Callable[..., Any] | None,
+                 task_args: dict[str, Any] | None = None) -> None:
+        self.id = task_id
+        self.deps = list(deps)
+        self.func = func
+        self.task_args = dict(task_args or {})
+        self.status = TaskStatus.WAITING
+        self.run_id: str | None = None
+        self.attempt = 0
+
+    def __repr__(self) -> str:
+        return f"Task(id={self.id!r}, deps={self.deps!r})"
+
+
+class Job:
+    """A workflow: a named DAG of tasks, and the handle to start and run it."""
+
+    def __init__(self, name: str, db: Any = None, pubsub: Any = None,
+                 schedule_topic: str = "SCHEDULE",
+                 external_event_topic: str = "SCHEDULE_EXTERNAL_EVENTS",
+                 max_parallel_tasks: int = 5, project: Optional[str] = None,
+                 backend: Backend | None = None) -> None:
+        if not isinstance(name, str) or not name or "/" in name:
+            raise DefinitionError(f"job name must be a non-empty string without '/', got {name!r}")
+        if not isinstance(max_parallel_tasks, int) or max_parallel_tasks < 1:
+            raise DefinitionError(
+                f"job {name!r}: max_parallel_tasks must be an integer >= 1, "
+                f"got {max_parallel_tasks!r}")
+        self.name = name
+        self.id: str | None = None
+        self.db = db
+        self.pubsub = pubsub
+        self.project = project
+        self.schedule_topic = schedule_topic
+        self.external_event_topic = external_event_topic
+        self.max_parallel_tasks = max_parallel_tasks
+        self.tasks: list[Task] = []
+        self._specs: list[TaskSpec] = []
+        self._dag: Dag | None = None
+        self._backend = backend
+        self._engine: engine_module.Engine | None = None
+        self._lock = threading.Lock()
+        self._args_cache: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------ definition
+
+    def task(self, task_id: str, deps: Optional[list[str]] = None, *,
+             retries: int = 0, retry_backoff: Backoff | float | None = None,
+             timeout: float | None = None, task_args: dict[str, Any] | None = None,
+             remote_topic: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Declare a task. Returns the function unchanged, so it stays testable.
+
+        retries: extra attempts after a failure (0: fail at once).
+        retry_backoff: seconds before the first retry, or a `Backoff`; later
+            retries wait exponentially longer, with jitter, up to its maximum.
+        timeout: seconds an attempt may run before it counts as failed.
+        """
+        if remote_topic is not None:
+            raise DefinitionError(
+                f"task {task_id!r}: remote_topic (remote Pub/Sub tasks) is not "
+                "supported yet; run the task locally for now", task_id)
+
+        def register(func: Callable[..., Any]) -> Callable[..., Any]:
+            spec = make_spec(task_id, deps, func, retries=retries,
+                             retry_backoff=retry_backoff, timeout=timeout,
+                             task_args=task_args)
+            if any(s.task_id == task_id for s in self._specs):
+                raise DefinitionError(
+                    f"task {task_id!r} is defined twice in job {self.name!r}; "
+                    "task ids must be unique", task_id)
+            self._specs.append(spec)
+            self.tasks.append(Task(task_id, list(spec.deps), func, spec.task_args))
+            self._dag = None
+            self._engine = None
+            return func
+
+        return register
+
+    @property
+    def dag(self) -> Dag:
+        """The validated graph; raises DefinitionError naming the bad task."""
+        if self._dag is None:
+            self._dag = Dag(self.name, self._specs)
+        return self._dag
+
+    def validate(self) -> None:
+        """Check the whole definition now (ids, deps, cycles)."""
+        _ = self.dag
+
+    # --------------------------------------------------------------- backend
+
+    def use_backend(self, backend: Backend) -> "Job":
+        """Run this job on `backend` instead of the one settings choose."""
+        self._backend = backend
+        self._engine = None
+        return self
+
+    @property
+    def backend(self) -> Backend:
+        with self._lock:
+            if self._backend is None:
+                self._backend = from_settings(Settings.from_env(), self)
+            return self._backend
+
+    @property
+    def engine(self) -> engine_module.Engine:
+        if self._engine is None:
+            dag, backend = self.dag, self.backend
+            with self._lock:
+                if self._engine is None:
+                    self._engine = backend.engine(self)
+                    assert self._engine.dag is dag
+        return self._engine
+
+    # ----------------------------------------------------------------- runs
+
+    def start(self, argv: Optional[dict[str, Any]] = None,
+              run_id: Optional[str] = None) -> str:
+        """Start a run with arguments `argv`; sets and returns `job.id`."""
+        if argv is not None and not isinstance(argv, dict):
+            raise FunctionFlowError(
+                f"job {self.name!r}: arguments must be a dict, got {type(argv).__name__}")
+        owner = engine_module.process_owner() if self.backend.kind == "embedded" else None
+        run_id, _ = self.engine.start(argv or {}, run_id=run_id, owner=owner)
+        self.id = run_id
+        self._args_cache = None
+        return run_id
+
+    def resume(self, run_id: str) -> RunRecord:
+        """Finish a run whose process died; succeeded tasks do not run again."""
+        run = self.engine.resume(run_id, owner=engine_module.process_owner(),
+                                 owner_alive=pid_alive)
+        self.id = run_id
+        return run
+
+    def wait(self, run_id: Optional[str] = None, timeout: Optional[float] = None,
+             poll_interval: float = 0.05) -> RunRecord:
+        """Block until the run ends; returns its final record."""
+        run_id = run_id or self.id
+        if run_id is None:
+            raise FunctionFlowError("no run to wait for: call job.start() first")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            run = self.engine.run_status(run_id)
+            if run.status.is_final:
+                return run
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} still {run.status.value} after {timeout} s")
+            time.sleep(poll_interval)
+
+    def run(self, argv: Optional[dict[str, Any]] = None,
+            timeout: Optional[float] = None) -> RunRecord:
+        """Start a run and wait for it to end."""
+        return self.wait(self.start(argv), timeout=timeout)
+
+    # ------------------------------------------------ used inside task bodies
+
+    def get_arguments(self) -> dict[str, Any]:
+        """The arguments the current run was started with."""
+        if self._args_cache is None:
+            run = self.engine.store.get_run(self._current_run())
+            if run is None:
+                raise RunNotFoundError(self._current_run())
+            self._args_cache = dict(run.args)
+        return dict(self._args_cache)
+
+    def get_task_result(self, task_id: str) -> Any:
+        """The stored result of `task_id` in the current run (None if none yet)."""
+        if task_id not in self.dag.tasks:
+            raise FunctionFlowError(
+                f"job {self.name!r} has no task {task_id!r}; "
+                f"its tasks are {', '.join(self.dag.order)}")
+        records = self.engine.store.get_tasks(self._current_run(), [task_id])
+        return records[0].result if records else None
+
+    def _current_run(self) -> str:
+        if self.id is None:
+            raise FunctionFlowError(
+                f"job {self.name!r} has no current run: call job.start() first, "
+                "or use the job passed to the task function")
+        return self.id
+
+    def invoke(self, spec: TaskSpec, run_id: str, attempt: int) -> Any:
+        """Call a task's function the way it was declared (engine.Workflow)."""
+        bound_job = copy.copy(self)
+        bound_job.id = run_id
+        bound_job._args_cache = None
+        task = Task(spec.task_id, list(spec.deps), spec.func, spec.task_args)
+        task.status, task.run_id, task.attempt = TaskStatus.RUNNING, run_id, attempt
+        if spec.func is None:
+            return None
+        if spec.call_style == "positional":
+            return spec.func(task, bound_job)
+        if spec.call_style == "none":
+            return spec.func()
+        kwargs: dict[str, Any] = {}
+        if spec.pass_task:
+            kwargs["task"] = task
+        if spec.pass_job:
+            kwargs["job"] = bound_job
+        return spec.func(**kwargs)
+
+    # ------------------------------------------------- Cloud Functions hooks
+
+    def make_scheduler(self) -> Callable[..., Any]:
+        """The `scheduler` Cloud Function (Pub/Sub trigger on SCHEDULE)."""
+        from function_flow import functions
+
+        self.validate()
+        return functions.make_scheduler(self)
+
+    def make_external_event_listener(self) -> Callable[..., Any]:
+        """The `external_event_listener` Cloud Function (SCHEDULE_EXTERNAL_EVENTS)."""
+        from function_flow import functions
+
+        self.validate()
+        return functions.make_external_event_listener(self)
+
+    def make_poller(self) -> Callable[..., Any]:
+        """The `poller` Cloud Function (Cloud Scheduler or HTTP)."""
+        from function_flow import functions
+
+        self.validate()
+        return functions.make_poller(self)
+
+    def make_start(self) -> Callable[..., Any]:
+        """The `start` Cloud Function (HTTP): JSON body = run arguments."""
+        from function_flow import functions
+
+        self.validate()
+        return functions.make_start(self)
+
+
+def cleanup_expired_jobs(db: Any = None, project: Optional[str] = None,
+                         max_expire_days: int = 30, job: Optional[Job] = None) -> int:
+    """Delete runs started more than `max_expire_days` ago; returns how many."""
+    backend = job.backend if job is not None else from_settings(Settings.from_env())
+    expired = backend.store.runs_started_before(time.time() - max_expire_days * 86400)
+    for run_id in expired:
+        backend.store.delete_run(run_id)
+    return len(expired)
