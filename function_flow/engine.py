@@ -500,20 +500,25 @@ class Engine:
         self.recover(run_id, executors_dead=True)
         return run
 
-    def recover(self, run_id: str, executors_dead: bool = False) -> None:
+    def recover(self, run_id: str, executors_dead: bool = False,
+                stale_after: float = 0.0) -> None:
         """Find work a crash or a lost message left behind, and redo it.
 
         Safe to call at any time: every step it takes is idempotent. With
         executors_dead, RUNNING attempts are re-queued at once instead of
-        waiting for their lease to expire.
+        waiting for their lease to expire. A QUEUED task is sent again only
+        when it has waited `stale_after` seconds past its due time, so a
+        periodic poller does not duplicate messages that are still in flight.
         """
         now = self.clock()
         for task in self.store.get_tasks(run_id):
             if task.task_id != END_TASK_ID and task.task_id not in self.dag.tasks:
                 continue
             if task.status is TaskStatus.QUEUED:
-                delay = max(0.0, (task.not_before or now) - now)
-                self.bus.publish(Message(run_id, task.task_id, task.attempt), delay)
+                due = max(task.not_before or 0.0, task.queued_at or 0.0)
+                if due + stale_after <= now or executors_dead:
+                    delay = max(0.0, (task.not_before or now) - now)
+                    self.bus.publish(Message(run_id, task.task_id, task.attempt), delay)
             elif task.status is TaskStatus.RUNNING:
                 if executors_dead:
                     self._requeue_interrupted(run_id, task)
