@@ -118,7 +118,8 @@ class Engine:
     # ------------------------------------------------------------------ start
 
     def start(self, args: dict[str, Any] | None = None, run_id: str | None = None,
-              owner: str | None = None) -> tuple[str, bool]:
+              owner: str | None = None,
+              source: str | None = None) -> tuple[str, bool]:
         """Create a run and queue its root tasks. Returns (run_id, created).
 
         With a caller-chosen run id the call is idempotent: when the run
@@ -146,7 +147,7 @@ class Engine:
         records.append(TaskRecord(task_id=END_TASK_ID))
         run = RunRecord(run_id=run_id, job_name=self.workflow.name,
                         dag_hash=self.dag.digest(), args=args, slots=self.slots,
-                        created_at=now, owner=owner)
+                        created_at=now, owner=owner, source=source)
         if not self.store.create_run(run, records, slots):
             return run_id, False
         for message in to_publish:
@@ -187,6 +188,13 @@ class Engine:
             if task is None:
                 return "unknown_task", None
             if run.status is not RunStatus.RUNNING:
+                if task.status is TaskStatus.QUEUED and task.attempt == attempt:
+                    # The run ended while this was queued: it will never run.
+                    tx.update_task(run_id, task_id, {
+                        "status": TaskStatus.CANCELLED.value, "finished_at": now,
+                        "slot": None})
+                    if task.slot is not None:
+                        tx.set_slot(run_id, task.slot, None)
                 return f"run_{run.status.value.lower()}", task
             if task.status is TaskStatus.QUEUED and task.attempt == attempt:
                 if task.not_before and task.not_before > now:
