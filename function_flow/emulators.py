@@ -1,0 +1,203 @@
+"""Start and stop the Firestore and Pub/Sub emulators of the Google Cloud CLI.
+
+Used by the test suite (tests/conftest.py) and by `function-flow dev`, which
+runs the deployed topology locally. Each emulator runs in its own process
+group on a free port of 127.0.0.1; `Emulator.stop()` ends that group by its
+id, so the Java process that `gcloud` spawns never outlives us.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+#: Project id the emulators and the local backend use when none is set.
+DEFAULT_PROJECT = "function-flow-local"
+
+#: Emulator name -> (gcloud arguments, directory under the SDK's platform/).
+_EMULATORS = {
+    "firestore": (["emulators", "firestore", "start"], "cloud-firestore-emulator"),
+    "pubsub": (["beta", "emulators", "pubsub", "start"], "pubsub-emulator"),
+}
+
+_INSTALL_HINT = ("install the Google Cloud CLI (https://cloud.google.com/sdk/docs/install), "
+                 "then `gcloud components install beta cloud-firestore-emulator "
+                 "pubsub-emulator` (or the apt packages google-cloud-cli-firestore-emulator "
+                 "and google-cloud-cli-pubsub-emulator), and Java 11 or newer")
+
+
+class EmulatorError(RuntimeError):
+    """An emulator is not installed, did not start or did not answer."""
+
+
+@dataclasses.dataclass
+class Emulator:
+    """A running emulator: `host` is "127.0.0.1:PORT"."""
+
+    name: str
+    host: str
+    project: str
+    process: subprocess.Popen
+    log_path: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment variables that point Google Cloud clients at this emulator."""
+        variable = "FIRESTORE_EMULATOR_HOST" if self.name == "firestore" \
+            else "PUBSUB_EMULATOR_HOST"
+        return {variable: self.host}
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as log:
+                return "".join(log.readlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """End the emulator's process group (gcloud and its Java child)."""
+        if self.process.poll() is None or _group_alive(self.process.pid):
+            _signal_group(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+            # The Java child may outlive gcloud's wrapper: end the group for sure.
+            deadline = time.monotonic() + timeout
+            while _group_alive(self.process.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _group_alive(self.process.pid):
+                _signal_group(self.process.pid, signal.SIGKILL)
+            if self.process.poll() is None:
+                self.process.wait(timeout)
+        try:
+            os.unlink(self.log_path)
+        except OSError:
+            pass
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def missing_requirements(names: tuple[str, ...] = ("firestore", "pubsub")) -> list[str]:
+    """What is missing to run the named emulators (empty when all is there)."""
+    missing = []
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        missing.append("the `gcloud` command (Google Cloud CLI)")
+    else:
+        platform = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(gcloud))),
+                                "platform")
+        # Only judge components when the SDK layout is the usual one.
+        if os.path.isdir(platform):
+            for name in names:
+                directory = _EMULATORS[name][1]
+                if not os.path.isdir(os.path.join(platform, directory)):
+                    missing.append(f"the gcloud component {directory}")
+    if shutil.which("java") is None:
+        missing.append("Java (the emulators run on a JVM, version 11 or newer)")
+    return missing
+
+
+def check_requirements(names: tuple[str, ...] = ("firestore", "pubsub")) -> None:
+    """Raise EmulatorError naming everything missing and how to install it."""
+    missing = missing_requirements(names)
+    if missing:
+        raise EmulatorError(f"cannot run the {' and '.join(names)} emulator(s): missing "
+                            f"{', '.join(missing)}; {_INSTALL_HINT}")
+
+
+def start(name: str, project: str = DEFAULT_PROJECT, port: int | None = None,
+          timeout: float = 90.0) -> Emulator:
+    """Start emulator `name` ("firestore" or "pubsub") and wait until it answers."""
+    if name not in _EMULATORS:
+        raise ValueError(f"unknown emulator {name!r}; use one of {sorted(_EMULATORS)}")
+    check_requirements((name,))
+    host = f"127.0.0.1:{port or free_port()}"
+    args = ["gcloud", *_EMULATORS[name][0], f"--host-port={host}", "--quiet"]
+    if name == "pubsub":
+        args.append(f"--project={project}")
+    log = tempfile.NamedTemporaryFile(prefix=f"function-flow-{name}-emulator-",
+                                      suffix=".log", delete=False)
+    with log:
+        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    emulator = Emulator(name, host, project, process, log.name)
+    try:
+        _wait_until_ready(emulator, timeout)
+    except EmulatorError as exc:
+        tail = emulator.log_tail()
+        emulator.stop()
+        raise EmulatorError(f"{exc}\n{tail}") from None
+    except BaseException:
+        emulator.stop()
+        raise
+    return emulator
+
+
+def _wait_until_ready(emulator: Emulator, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    url = f"http://{emulator.host}/"
+    while True:
+        if emulator.process.poll() is not None:
+            raise EmulatorError(f"the {emulator.name} emulator exited with code "
+                                f"{emulator.process.returncode} before answering; its log:")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise EmulatorError(f"the {emulator.name} emulator did not answer on {url} "
+                                f"within {timeout:.0f} s; its log:")
+        time.sleep(0.25)
+
+
+def start_firestore_emulator(project: str = DEFAULT_PROJECT, port: int | None = None) -> Emulator:
+    """The Firestore emulator, answering on `Emulator.host`."""
+    return start("firestore", project, port)
+
+
+def start_pubsub_emulator(project: str = DEFAULT_PROJECT, port: int | None = None) -> Emulator:
+    """The Pub/Sub emulator for `project`, answering on `Emulator.host`."""
+    return start("pubsub", project, port)
+
+
+def reset_firestore(host: str, project: str = DEFAULT_PROJECT,
+                    database: str = "(default)") -> None:
+    """Delete every document in a Firestore emulator database."""
+    url = (f"http://{host}/emulator/v1/projects/{project}/databases/"
+           f"{database}/documents")
+    request = urllib.request.Request(url, method="DELETE")
+    with urllib.request.urlopen(request, timeout=30):
+        pass

@@ -1,0 +1,109 @@
+"""Pytest fixtures around the real Firestore and Pub/Sub emulators.
+
+The emulators start once per test session (each takes several seconds) on
+free ports, in their own process groups, and stop by process-group id at the
+end of the session. Session fixtures do not change os.environ, so tests of
+the embedded backend never see emulator variables; tests that need them ask
+for `firestore_env` / `gcp_env`, which set them for that one test only.
+
+If the Google Cloud CLI, its emulator components or Java are missing, the
+tests that need them fail (not skip) with one line saying what to install.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Iterator
+
+import pytest
+
+from function_flow import emulators
+from function_flow.emulators import DEFAULT_PROJECT, Emulator
+
+PROJECT = DEFAULT_PROJECT
+
+
+def unique_prefix() -> str:
+    """A collection prefix no other test uses, so tests never see each other's data."""
+    return f"t{uuid.uuid4().hex[:10]}_"
+
+
+def _start(name: str) -> Emulator:
+    try:
+        emulators.check_requirements((name,))
+    except emulators.EmulatorError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        return emulators.start(name, PROJECT)
+    except emulators.EmulatorError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def gcloud_available() -> None:
+    """Fails with an install hint unless gcloud, both emulators and Java are present."""
+    try:
+        emulators.check_requirements(("firestore", "pubsub"))
+    except emulators.EmulatorError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator() -> Iterator[Emulator]:
+    """The Firestore emulator for the whole session; `.host` is "127.0.0.1:PORT"."""
+    emulator = _start("firestore")
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator() -> Iterator[Emulator]:
+    """The Pub/Sub emulator (project PROJECT) for the whole session."""
+    emulator = _start("pubsub")
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture
+def collection_prefix() -> str:
+    return unique_prefix()
+
+
+@pytest.fixture
+def firestore_env(firestore_emulator: Emulator, collection_prefix: str,
+                  monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Point this test's Google Cloud clients and Settings at the Firestore emulator."""
+    env = {"FIRESTORE_EMULATOR_HOST": firestore_emulator.host,
+           "GOOGLE_CLOUD_PROJECT": PROJECT,
+           "FUNCTION_FLOW_COLLECTION_PREFIX": collection_prefix}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def gcp_env(firestore_env: dict[str, str], pubsub_emulator: Emulator,
+            monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Both emulators for this test: FUNCTION_FLOW_BACKEND=gcp plus their hosts."""
+    env = dict(firestore_env, PUBSUB_EMULATOR_HOST=pubsub_emulator.host,
+               FUNCTION_FLOW_BACKEND="gcp")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def firestore_store(firestore_env: dict[str, str], collection_prefix: str):
+    """A FirestoreStore on the emulator with a collection prefix of its own."""
+    from function_flow.store.firestore import FirestoreStore
+
+    store = FirestoreStore(project=PROJECT, prefix=collection_prefix)
+    store.client  # built now, while this test's environment is set
+    try:
+        yield store
+    finally:
+        store.close()
