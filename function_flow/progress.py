@@ -1,0 +1,233 @@
+"""Follow a run until it ends, and render runs and tasks for the terminal.
+
+Backend-agnostic: `follow` only needs a callable returning the run record and
+its task records, so the embedded `run`/`resume` commands and a `dev` command
+that watches the emulators share the same view.
+
+On a terminal the view is a live table (rich.Live). When stdout is not a
+terminal (CI logs, tests, `| tee`), it prints one plain line per observed
+state change instead, which reads well in a log and can be grepped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import time
+from typing import Any, Callable, Iterable
+
+from rich import box
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from function_flow.records import RunRecord, TaskRecord, TaskStatus
+
+#: Returns the current run record and its task records (virtual tasks excluded).
+Fetch = Callable[[], "tuple[RunRecord, list[TaskRecord]]"]
+
+STATUS_STYLES = {
+    "WAITING": "dim", "READY": "cyan", "QUEUED": "cyan", "RUNNING": "yellow",
+    "SUCCEEDED": "green", "FAILED": "bold red", "SKIPPED": "dim",
+    "CANCELLED": "magenta",
+}
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console that does not squeeze tables into 80 columns in logs.
+
+    Rich assumes 80 columns when output is not a terminal, which would fold
+    run ids; logs have no width limit, so use COLUMNS or a wide default.
+    """
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, highlight=False, width=160)
+    return console
+
+
+def follow(fetch: Fetch, console: Console, *, live: bool | None = None,
+           interval: float = 0.1) -> tuple[RunRecord, list[TaskRecord]]:
+    """Show the run's progress until it reaches a final status; return the last view."""
+    if live is None:
+        live = console.is_terminal
+    if not live:
+        return _follow_plain(fetch, console, interval)
+    run, tasks = fetch()
+    with Live(render_progress(run, tasks), console=console, transient=True,
+              refresh_per_second=8) as view:
+        while not run.status.is_final:
+            time.sleep(interval)
+            run, tasks = fetch()
+            view.update(render_progress(run, tasks))
+    return run, tasks
+
+
+def _follow_plain(fetch: Fetch, console: Console,
+                  interval: float) -> tuple[RunRecord, list[TaskRecord]]:
+    seen: dict[str, tuple[TaskStatus, int]] = {}
+    while True:
+        run, tasks = fetch()
+        for line in state_changes(seen, tasks):
+            console.print(line, markup=False, soft_wrap=True)
+        if run.status.is_final:
+            return run, tasks
+        time.sleep(interval)
+
+
+def state_changes(seen: dict[str, tuple[TaskStatus, int]],
+                  tasks: Iterable[TaskRecord]) -> list[str]:
+    """Lines for tasks whose (status, attempt) changed since `seen`; updates it.
+
+    Waiting for dependencies or a first start is not news, so it is not printed. Polling can miss a short-lived
+    state (a fast task may go from QUEUED to SUCCEEDED between two looks).
+    """
+    lines = []
+    for task in tasks:
+        state = (task.status, task.attempt)
+        if seen.get(task.task_id) == state:
+            continue
+        seen[task.task_id] = state
+        if task.status in (TaskStatus.WAITING, TaskStatus.READY) or \
+                (task.status is TaskStatus.QUEUED and task.attempt <= 1):
+            continue
+        lines.append(describe_change(task))
+    return lines
+
+
+def describe_change(task: TaskRecord) -> str:
+    """One log line for a task's current state."""
+    status = task.status
+    line = f"{task.task_id}: {status.value}"
+    if status is TaskStatus.RUNNING:
+        line += f" (attempt {task.attempt})"
+    elif status is TaskStatus.QUEUED and task.attempt > 1:
+        line += f" (attempt {task.attempt}, retry)"
+    elif status.is_final and task.duration is not None:
+        line += f" in {format_duration(task.duration)}"
+    if status is TaskStatus.FAILED and task.error:
+        line += f": {last_line(task.error)}"
+    return line
+
+
+def render_progress(run: RunRecord, tasks: list[TaskRecord]) -> Group:
+    """The live view: a header line and one row per task."""
+    header = Text.assemble((f"run {run.run_id}", "bold"), f"  job {run.job_name}  ",
+                           styled_status(run.status.value),
+                           f"  {format_duration(run_duration(run))}")
+    table = Table(box=box.SIMPLE, show_edge=False)
+    table.add_column("task", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("attempt", justify="right")
+    table.add_column("duration", justify="right")
+    now = time.time()
+    for task in tasks:
+        running = task.status is TaskStatus.RUNNING and task.started_at is not None
+        duration = (now - task.started_at) if running else task.duration  # type: ignore[operator]
+        table.add_row(Text(task.task_id), styled_status(task.status.value),
+                      str(task.attempt or ""), format_duration(duration))
+    return Group(header, table)
+
+
+def summary_table(tasks: list[TaskRecord], *, errors: bool = False) -> Table:
+    """Task, status, attempts, duration (and the last error line, if asked)."""
+    table = Table(box=box.SIMPLE, show_edge=False)
+    table.add_column("task", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("attempts", justify="right", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    if errors:
+        table.add_column("error", overflow="fold")
+    for task in tasks:
+        row: list[Any] = [Text(task.task_id), styled_status(task.status.value),
+                          format_attempts(task), format_duration(task.duration)]
+        if errors:
+            row.append(Text(last_line(task.error) if task.error else ""))
+        table.add_row(*row)
+    return table
+
+
+def runs_table(runs: list[RunRecord]) -> Table:
+    """Run id, job, status, started, duration: one row per run."""
+    table = Table(box=box.SIMPLE, show_edge=False)
+    table.add_column("run id", no_wrap=True)
+    table.add_column("job", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    for run in runs:
+        table.add_row(Text(run.run_id), Text(run.job_name), styled_status(run.status.value),
+                      format_time(run.created_at), format_duration(run_duration(run)))
+    return table
+
+
+def results_lines(tasks: list[TaskRecord], task_ids: Iterable[str]) -> list[str]:
+    """`task: <result as compact JSON>` for each of `task_ids` that succeeded."""
+    by_id = {task.task_id: task for task in tasks}
+    lines = []
+    for task_id in task_ids:
+        task = by_id.get(task_id)
+        if task is not None and task.status is TaskStatus.SUCCEEDED:
+            lines.append(f"{task_id}: {compact_json(task.result)}")
+    return lines
+
+
+def compact_json(value: Any, limit: int = 2000) -> str:
+    """A result on one line, cut at `limit` characters so a big one stays readable."""
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=repr)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
+def styled_status(status: str) -> Text:
+    return Text(status, style=STATUS_STYLES.get(status, ""))
+
+
+def format_attempts(task: TaskRecord) -> str:
+    """Attempts so far; those cut short by a killed process are shown apart."""
+    if not task.attempt:
+        return "0"
+    if task.interrupted:
+        return f"{task.attempt} ({task.interrupted} interrupted)"
+    return str(task.attempt)
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, rest = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{rest:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def format_time(timestamp: float | None) -> str:
+    if not timestamp:
+        return "-"
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def run_duration(run: RunRecord) -> float | None:
+    """Wall time of a run: until it ended, or until now while it runs."""
+    if not run.created_at:
+        return None
+    end = run.finished_at if run.status.is_final else time.time()
+    return None if end is None else max(0.0, end - run.created_at)
+
+
+def last_line(error: str) -> str:
+    """The last non-empty line of a stored error: usually `Type: message`."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def final_status_line(run: RunRecord) -> str:
+    return f"run {run.run_id} {run.status.value} in {format_duration(run_duration(run))}"
+
+
+__all__ = ["Fetch", "follow", "make_console", "render_progress", "summary_table",
+           "runs_table", "results_lines", "state_changes", "final_status_line",
+           "last_line"]

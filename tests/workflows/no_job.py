@@ -1,0 +1,3 @@
+"""A Python file without any Job."""
+
+VALUE = 42
