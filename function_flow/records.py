@@ -73,6 +73,9 @@ class RunRecord:
     #: Who executes the run on the embedded backend ("host:pid"), so that
     #: `resume` can refuse to resume a run that a live process still runs.
     owner: str | None = None
+    #: Where the workflow was defined (the CLI stores the file's absolute
+    #: path), so that `function-flow resume RUN_ID` can load it again.
+    source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -155,13 +155,18 @@ class Job:
     # ----------------------------------------------------------------- runs
 
     def start(self, argv: Optional[dict[str, Any]] = None,
-              run_id: Optional[str] = None) -> str:
-        """Start a run with arguments `argv`; sets and returns `job.id`."""
+              run_id: Optional[str] = None, source: Optional[str] = None) -> str:
+        """Start a run with arguments `argv`; sets and returns `job.id`.
+
+        source: where the workflow is defined (a file path), stored on the
+        run so that `function-flow resume` can find it again.
+        """
         if argv is not None and not isinstance(argv, dict):
             raise FunctionFlowError(
                 f"job {self.name!r}: arguments must be a dict, got {type(argv).__name__}")
         owner = engine_module.process_owner() if self.backend.kind == "embedded" else None
-        run_id, _ = self.engine.start(argv or {}, run_id=run_id, owner=owner)
+        run_id, _ = self.engine.start(argv or {}, run_id=run_id, owner=owner,
+                                      source=source)
         self.id = run_id
         self._args_cache = None
         return run_id
