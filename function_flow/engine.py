@@ -50,6 +50,11 @@ DEFAULT_LEASE_SECONDS = 3600.0
 #: How long an asynchronous attempt (a Future) may wait for its event when
 #: the task sets no timeout. Long, but not forever: nothing waits silently.
 DEFAULT_ASYNC_LEASE_SECONDS = 7 * 24 * 3600.0
+#: An executor completes its attempt without re-reading the task record when
+#: at least this much of its lease is left: until the lease ends, nobody else
+#: may touch a RUNNING attempt, so the read could only confirm what it knows.
+#: The margin absorbs clock differences between machines.
+LEASE_SAFETY_MARGIN_SECONDS = 10.0
 
 
 class Pending:
@@ -114,6 +119,9 @@ class Engine:
         #: 0 means the graph can never run more than max_parallel_tasks at
         #: once, so the run needs no slot records at all.
         self.slots = 0 if self.dag.width_bound <= parallel else parallel
+        #: With a single sink, the sink's own completion ends the run; only
+        #: several sinks need the virtual end task to join them.
+        self.end_record = len(self.dag.sinks) > 1
 
     # ------------------------------------------------------------------ start
 
@@ -144,7 +152,8 @@ class Engine:
                         slots[record.slot] = task_id
                     to_publish.append(Message(run_id, task_id, 1))
             records.append(record)
-        records.append(TaskRecord(task_id=END_TASK_ID))
+        if self.end_record:
+            records.append(TaskRecord(task_id=END_TASK_ID))
         run = RunRecord(run_id=run_id, job_name=self.workflow.name,
                         dag_hash=self.dag.digest(), args=args, slots=self.slots,
                         created_at=now, owner=owner, source=source)
@@ -209,6 +218,7 @@ class Engine:
             return "duplicate", task
 
         verdict, task = self.store.transact(claim)
+        claimed_until = now + lease
         if verdict == "early":
             assert task is not None and task.not_before is not None
             self.bus.publish(Message(run_id, task_id, attempt), task.not_before - now)
@@ -226,9 +236,11 @@ class Engine:
         if self.lease_check_messages:
             self.bus.publish(Message(run_id, task_id, attempt, MessageKind.CHECK_LEASE),
                              lease)
-        return self._run_body(run_id, spec, attempt)
+        assert task is not None
+        return self._run_body(run_id, spec, attempt, task, claimed_until)
 
-    def _run_body(self, run_id: str, spec: TaskSpec, attempt: int) -> str:
+    def _run_body(self, run_id: str, spec: TaskSpec, attempt: int,
+                  claimed: TaskRecord, claimed_until: float) -> str:
         try:
             value = self.workflow.invoke(spec, run_id, attempt)
             if isinstance(value, Pending):
@@ -239,9 +251,11 @@ class Engine:
             error = traceback.format_exc()
             logger.warning("run %s task %s attempt %d failed:\n%s",
                            run_id, spec.task_id, attempt, error)
-            self.complete(run_id, spec.task_id, attempt, ok=False, error=error)
+            self.complete(run_id, spec.task_id, attempt, ok=False, error=error,
+                          claimed=claimed, claimed_until=claimed_until)
             return "failed"
-        self.complete(run_id, spec.task_id, attempt, ok=True, value=value)
+        self.complete(run_id, spec.task_id, attempt, ok=True, value=value,
+                      claimed=claimed, claimed_until=claimed_until)
         return "succeeded"
 
     def _await_event(self, run_id: str, spec: TaskSpec, attempt: int, trigger_id: str) -> None:
@@ -267,18 +281,28 @@ class Engine:
     # ------------------------------------------------------------- completion
 
     def complete(self, run_id: str, task_id: str, attempt: int, *, ok: bool,
-                 value: Any = None, error: str | None = None) -> str:
+                 value: Any = None, error: str | None = None,
+                 claimed: TaskRecord | None = None,
+                 claimed_until: float | None = None) -> str:
         """Record the outcome of one attempt, exactly once, and advance the run.
 
         Also the entry point for asynchronous completion (external events).
         Returns "stale" when the attempt was already completed or superseded.
+        The executor that claimed the attempt passes its claim: while its
+        lease is comfortably valid, the task record need not be read again.
         """
         spec = self.dag.tasks[task_id]
         now = self.clock()
         retry_delay = spec.retry_backoff.delay(attempt, self.rng)
+        fenced = (claimed is not None and claimed_until is not None
+                  and now + LEASE_SAFETY_MARGIN_SECONDS < claimed_until)
 
         def finish(tx: Transaction) -> _Completion | None:
-            task = tx.get_tasks(run_id, [task_id]).get(task_id)
+            if fenced:
+                assert claimed is not None
+                task = dataclasses.replace(claimed, status=TaskStatus.RUNNING)
+            else:
+                task = tx.get_tasks(run_id, [task_id]).get(task_id)
             if task is None or task.status is not TaskStatus.RUNNING or task.attempt != attempt:
                 return None
             if ok:
@@ -298,11 +322,14 @@ class Engine:
 
     def _record_success(self, tx: Transaction, run_id: str, task: TaskRecord,
                         value: Any, now: float) -> _Completion:
+        dependents = self.dag.dependents_of(task.task_id)
+        ends_run = dependents == (END_TASK_ID,) and not self.end_record
+        run = tx.get_run(run_id) if ends_run else None  # reads before writes
         completion = _Completion()
         done = {f"deps_done.{task.task_id}": TaskStatus.SUCCEEDED.value}
         handed_slot = False
         joins = []
-        for dependent in self.dag.dependents_of(task.task_id):
+        for dependent in dependents if not ends_run else ():
             if dependent == END_TASK_ID or len(self.dag.deps_of(dependent)) > 1:
                 tx.update_task(run_id, dependent, done)
                 joins.append(dependent)
@@ -327,6 +354,9 @@ class Engine:
         tx.update_task(run_id, task.task_id, {
             "status": TaskStatus.SUCCEEDED.value, "result": value, "error": None,
             "finished_at": now, "lease_until": None, "slot": None})
+        if run is not None and run.status is RunStatus.RUNNING:
+            tx.update_run(run_id, {"status": RunStatus.SUCCEEDED.value, "finished_at": now})
+            completion.run_ended = RunStatus.SUCCEEDED
         completion.joins = tuple(joins)
         return completion
 
