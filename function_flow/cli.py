@@ -21,7 +21,9 @@ import click
 
 from function_flow import __version__, backends, graphs, loader, progress
 from function_flow.config import Settings
+from function_flow.dag import END_TASK_ID
 from function_flow.errors import FunctionFlowError, RunNotFoundError, RunStillActiveError
+from function_flow.ports import Store
 from function_flow.records import RunRecord, RunStatus, TaskRecord, TaskStatus
 from function_flow.tasks import Job
 
@@ -71,8 +73,8 @@ def db_path() -> str:
     return Settings.from_env().db_path
 
 
-def open_store() -> Any:
-    """The store runs were recorded in, without creating one that does not exist."""
+def open_store() -> Store | None:
+    """The embedded store that `run` writes to; None (not a new empty file) if absent."""
     if not os.path.exists(db_path()):
         return None
     from function_flow.store.sqlite import SqliteStore
@@ -80,17 +82,15 @@ def open_store() -> Any:
     return SqliteStore(db_path())
 
 
-def get_run(store: Any, run_id: str) -> RunRecord:
+def get_run(store: Store | None, run_id: str) -> RunRecord:
     run = store.get_run(run_id) if store is not None else None
     if run is None:
         fail(str(RunNotFoundError(run_id)))
     return run
 
 
-def stored_tasks(store: Any, run_id: str) -> list[TaskRecord]:
+def stored_tasks(store: Store, run_id: str) -> list[TaskRecord]:
     """A run's task records without the workflow file: in the order they started."""
-    from function_flow.dag import END_TASK_ID
-
     tasks = [t for t in store.get_tasks(run_id) if t.task_id != END_TASK_ID]
     never = float("inf")
     return sorted(tasks, key=lambda t: (t.started_at or t.queued_at or never, t.task_id))
@@ -108,7 +108,7 @@ def follow_to_end(job: Job, backend: backends.Backend, run_id: str, *,
         return engine.run_status(run_id), engine.task_records(run_id)
 
     try:
-        run, _ = progress.follow(fetch, out)
+        progress.follow(fetch, out)
         # Tasks already running when the run failed still finish: wait for
         # them so the summary shows where they ended.
         backend.bus.wait_idle()  # type: ignore[attr-defined]

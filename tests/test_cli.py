@@ -1,0 +1,251 @@
+"""The `function-flow` command line, run as a user runs it: in a subprocess.
+
+Each test runs in its own temporary working directory, so the embedded
+backend's database (.function_flow/function_flow.db) is private to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+WORKFLOWS = Path(__file__).parent / "workflows"
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def flow(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `function-flow ARGS` in `cwd` and capture its output."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FUNCTION_FLOW_")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "function_flow.cli", *args], cwd=cwd,
+                          env=full_env, capture_output=True, text=True, timeout=100)
+
+
+def workflow(name: str) -> str:
+    return str(WORKFLOWS / f"{name}.py")
+
+
+def run_id_of(output: str) -> str:
+    match = re.search(r"function-flow status (\S+)", output)
+    assert match, f"no status hint in output:\n{output}"
+    return match.group(1)
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Usage and definition errors: exit 2, exactly one `error:` line, no traceback."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------ run
+
+
+def test_run_succeeds_shows_tasks_results_and_hint(tmp_path: Path) -> None:
+    result = flow(tmp_path, "run", workflow("simple"),
+                  "--arg", "n=3", "--arg", "name=bob", "--arg", "ids=[1,2]",
+                  "--arg", "dry=true", "--arg", "label=[not json")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for task in "abcd":
+        assert re.search(rf"^\s*{task}\s+SUCCEEDED\s+1\s", out, re.MULTILINE), out
+    # The sink's result, as JSON, with the --arg values typed as JSON when they parse.
+    results = out.split("\nresults:\n", 1)[1].splitlines()
+    assert results[0].startswith("  d: "), out
+    value = json.loads(results[0].split(": ", 1)[1])
+    assert value["args"] == {"n": 3, "name": "bob", "ids": [1, 2], "dry": True,
+                             "label": "[not json"}
+    assert value["parts"] == ["from b", "from c"]
+    run_id = run_id_of(out)
+    assert run_id.startswith("simple-")
+    assert (tmp_path / ".function_flow" / "function_flow.db").exists()
+
+
+def test_run_database_location_follows_env(tmp_path: Path) -> None:
+    db = tmp_path / "elsewhere" / "runs.db"
+    result = flow(tmp_path, "run", workflow("simple"), env={"FUNCTION_FLOW_DB": str(db)})
+    assert result.returncode == 0, result.stderr
+    assert db.exists()
+    assert not (tmp_path / ".function_flow").exists()
+    listed = flow(tmp_path, "status", env={"FUNCTION_FLOW_DB": str(db)})
+    assert run_id_of(result.stdout) in listed.stdout
+
+
+def test_run_prints_one_line_per_state_change_when_not_a_tty(tmp_path: Path) -> None:
+    result = flow(tmp_path, "run", workflow("simple"))
+    assert result.returncode == 0
+    assert re.search(r"^d: SUCCEEDED in \d", result.stdout, re.MULTILINE), result.stdout
+    assert "\x1b[" not in result.stdout  # no terminal control codes in logs
+
+
+def test_run_failing_task_exits_1_and_status_shows_traceback(tmp_path: Path) -> None:
+    result = flow(tmp_path, "run", workflow("failing"))
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert re.search(r"explode\s+FAILED", result.stdout)
+    assert re.search(r"prepare\s+SUCCEEDED", result.stdout)
+    assert "task 'explode' failed: ValueError: boom happened with 1" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    run_id = run_id_of(result.stderr)
+
+    shown = flow(tmp_path, "status", run_id)
+    assert shown.returncode == 0
+    assert "FAILED" in shown.stdout
+    assert "Traceback (most recent call last)" in shown.stdout
+    # The traceback is the task's own, down to the helper that raised.
+    assert "in helper_that_breaks" in shown.stdout
+    assert "ValueError: boom happened with 1" in shown.stdout
+
+
+def test_run_picks_job_with_job_option(tmp_path: Path) -> None:
+    result = flow(tmp_path, "run", workflow("two_jobs"), "--job", "second_job")
+    assert result.returncode == 0, result.stderr
+    assert 'two: "second"' in result.stdout
+    assert re.search(r"^\s*two\s+SUCCEEDED", result.stdout, re.MULTILINE)
+    assert not re.search(r"^\s*one\s", result.stdout, re.MULTILINE)
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["run", "missing.py"], ["no such file: missing.py"]),
+    (["run", workflow("broken_import")],
+     ["cannot import", "broken_import.py", "NameError: name 'foo' is not defined"]),
+    (["run", workflow("two_jobs")], ["several jobs", "first_job, second_job", "--job"]),
+    (["run", workflow("two_jobs"), "--job", "nope"],
+     ["no job named 'nope'", "first_job, second_job"]),
+    (["run", workflow("no_job")], ["defines no Job"]),
+    (["run", workflow("simple"), "--arg", "novalue"], ["--arg 'novalue'", "key=value"]),
+    (["run", workflow("simple"), "--arg", "=3"], ["key=value"]),
+    (["run", workflow("cycle")], ["dependency cycle", "x -> y -> z -> x"]),
+    (["run", workflow("duplicate")], ["task 'same' is defined twice"]),
+    (["graph", workflow("cycle")], ["dependency cycle"]),
+    (["graph", "missing.py"], ["no such file"]),
+    (["status", "no-such-run"], ["no run with id 'no-such-run'"]),
+    (["resume", "no-such-run"], ["no run with id 'no-such-run'"]),
+    (["run"], ["Missing argument"]),
+    (["run", workflow("simple"), "--workers", "0"], ["--workers"]),
+    (["graph", workflow("simple"), "--format", "svg"], ["svg"]),
+    (["no-such-command"], ["no-such-command"]),
+])
+def test_bad_input_is_one_error_line_and_exit_2(tmp_path: Path, args: list[str],
+                                                fragments: list[str]) -> None:
+    assert_one_error_line(flow(tmp_path, *args), *fragments)
+
+
+def test_bad_input_creates_no_run(tmp_path: Path) -> None:
+    flow(tmp_path, "run", workflow("cycle"))
+    listed = flow(tmp_path, "status")
+    assert listed.returncode == 0
+    assert "no runs yet" in listed.stdout
+
+
+def test_version(tmp_path: Path) -> None:
+    result = flow(tmp_path, "--version")
+    assert result.returncode == 0
+    from function_flow import __version__
+    assert __version__ in result.stdout
+
+
+# --------------------------------------------------------------------- status
+
+
+def test_status_lists_runs(tmp_path: Path) -> None:
+    ok = run_id_of(flow(tmp_path, "run", workflow("simple")).stdout)
+    bad = run_id_of(flow(tmp_path, "run", workflow("failing")).stderr)
+    listed = flow(tmp_path, "status")
+    assert listed.returncode == 0
+    assert re.search(rf"{re.escape(ok)}\s+simple\s+SUCCEEDED", listed.stdout), listed.stdout
+    assert re.search(rf"{re.escape(bad)}\s+failing\s+FAILED", listed.stdout), listed.stdout
+
+
+def test_status_of_a_run_shows_its_tasks(tmp_path: Path) -> None:
+    run_id = run_id_of(flow(tmp_path, "run", workflow("simple"), "--arg", "n=1").stdout)
+    shown = flow(tmp_path, "status", run_id)
+    assert shown.returncode == 0
+    assert f"run {run_id} SUCCEEDED" in shown.stdout
+    for task in "abcd":
+        assert re.search(rf"^\s*{task}\s+SUCCEEDED\s+1\s", shown.stdout, re.MULTILINE)
+    assert '{"n": 1}' in shown.stdout
+    assert "Traceback" not in shown.stdout
+
+
+def test_status_without_database_creates_none(tmp_path: Path) -> None:
+    result = flow(tmp_path, "status")
+    assert result.returncode == 0
+    assert "no runs yet" in result.stdout
+    assert not (tmp_path / ".function_flow").exists()
+
+
+# ---------------------------------------------------------------------- graph
+
+
+def test_graph_text_lists_levels_and_deps(tmp_path: Path) -> None:
+    result = flow(tmp_path, "graph", workflow("simple"))
+    assert result.returncode == 0
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    assert lines.index("level 1") < lines.index("a") < lines.index("level 2")
+    assert "b  <- a" in lines and "c  <- a" in lines
+    assert lines.index("level 3") < lines.index("d  <- b, c")
+
+
+def test_graph_mermaid_has_every_edge(tmp_path: Path) -> None:
+    result = flow(tmp_path, "graph", workflow("simple"), "--format", "mermaid")
+    assert result.returncode == 0
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    assert lines[0] == "graph TD"
+    edges = {line for line in lines if "-->" in line}
+    assert edges == {"a --> b", "a --> c", "b --> d", "c --> d"}
+
+
+def test_graph_dot_has_every_edge(tmp_path: Path) -> None:
+    result = flow(tmp_path, "graph", workflow("two_jobs"), "--job", "first_job",
+                  "--format", "dot")
+    assert result.returncode == 0
+    assert result.stdout.startswith('digraph "first_job" {')
+    assert '"one";' in result.stdout and "->" not in result.stdout
+    diamond = flow(tmp_path, "graph", workflow("simple"), "--format", "dot").stdout
+    edges = {line.strip() for line in diamond.splitlines() if "->" in line}
+    assert edges == {'"a" -> "b";', '"a" -> "c";', '"b" -> "d";', '"c" -> "d";'}
+    assert diamond.rstrip().endswith("}")
+
+
+def test_graph_mermaid_escapes_awkward_task_ids(tmp_path: Path) -> None:
+    (tmp_path / "odd.py").write_text(
+        "from function_flow import tasks\n"
+        "job = tasks.Job(name='odd')\n"
+        "@job.task(task_id='end')\n"
+        "def f1(task, job): pass\n"
+        "@job.task(task_id='load data', deps=['end'])\n"
+        "def f2(task, job): pass\n")
+    result = flow(tmp_path, "graph", "odd.py", "--format", "mermaid")
+    assert result.returncode == 0, result.stderr
+    assert '["end"]' in result.stdout and '["load data"]' in result.stdout
+    edge = next(line.strip() for line in result.stdout.splitlines() if "-->" in line)
+    source, target = edge.split(" --> ")
+    assert source != "end" and " " not in target  # reserved word and space replaced
+
+
+# --------------------------------------------------------------------- resume
+
+
+def test_resume_of_a_finished_run_reports_it(tmp_path: Path) -> None:
+    run_id = run_id_of(flow(tmp_path, "run", workflow("simple")).stdout)
+    result = flow(tmp_path, "resume", run_id)
+    assert result.returncode == 0, result.stderr
+    assert f"run {run_id} already ended: SUCCEEDED" in result.stdout
+
+
+def test_resume_of_a_failed_run_reports_it_and_exits_1(tmp_path: Path) -> None:
+    run_id = run_id_of(flow(tmp_path, "run", workflow("failing")).stderr)
+    result = flow(tmp_path, "resume", run_id)
+    assert result.returncode == 1
+    assert f"run {run_id} already ended: FAILED" in result.stdout

@@ -1,0 +1,174 @@
+"""kill -9 in the middle of `function-flow run`, then `function-flow resume`.
+
+The workflow (tests/workflows/durable.py) appends "<task> <run> <pid>" to a
+marker file on every execution, and its task `blocker` waits for a gate file.
+So the kill happens at a known point, without sleeps: once `blocker` has
+written its marker, `first`, `second` and `side` have succeeded and `blocker`
+is running. The marker counts then prove what ran again after the resume.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+WORKFLOWS = Path(__file__).parent / "workflows"
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Refusals are usage errors: exit 2, one `error:` line, no traceback."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+class Scenario:
+    """A temporary project directory with marker and gate files."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.markers = root / "markers.txt"
+        self.gate = root / "gate"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FUNCTION_FLOW_")}
+        self.env.update(FF_TEST_MARKERS=str(self.markers), FF_TEST_GATE=str(self.gate))
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "function_flow.cli", *args]
+
+    def flow(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(*args), cwd=self.root, env=self.env,
+                              capture_output=True, text=True, timeout=100)
+
+    def start(self, workflow: str) -> subprocess.Popen:
+        log = open(self.root / "run.log", "w", encoding="utf-8")
+        return subprocess.Popen(self.command("run", workflow), cwd=self.root, env=self.env,
+                                stdout=log, stderr=subprocess.STDOUT)
+
+    def marks(self) -> list[tuple[str, str, int]]:
+        """(task, run id, pid) for every task execution so far."""
+        if not self.markers.exists():
+            return []
+        rows = []
+        for line in self.markers.read_text(encoding="utf-8").splitlines():
+            task, run_id, pid = line.split()
+            rows.append((task, run_id, int(pid)))
+        return rows
+
+    def wait_until_blocked(self, process: subprocess.Popen) -> str:
+        """Wait for `blocker` to start; returns the run id. (pytest-timeout bounds it.)"""
+        while not any(task == "blocker" for task, _, _ in self.marks()):
+            assert process.poll() is None, (self.root / "run.log").read_text()
+            time.sleep(0.02)
+        return self.marks()[0][1]
+
+
+def counts(marks: list[tuple[str, str, int]]) -> dict[str, int]:
+    return dict(collections.Counter(task for task, _, _ in marks))
+
+
+def kill(process: subprocess.Popen) -> None:
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def test_resume_after_kill_runs_only_unfinished_tasks(tmp_path: Path) -> None:
+    scene = Scenario(tmp_path)
+    process = scene.start(str(WORKFLOWS / "durable.py"))
+    run_id = scene.wait_until_blocked(process)
+    kill(process)
+    assert process.returncode == -signal.SIGKILL
+    before = scene.marks()
+    assert counts(before) == {"first": 1, "second": 1, "side": 1, "blocker": 1}
+    assert {pid for _, _, pid in before} == {process.pid}
+
+    still = scene.flow("status", run_id)
+    assert f"run {run_id} RUNNING" in still.stdout
+
+    scene.gate.touch()
+    resumed = scene.flow("resume", run_id)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"run {run_id} SUCCEEDED" in resumed.stdout
+
+    after = scene.marks()
+    # Nothing that had succeeded ran again; the interrupted task and the
+    # one after it ran in the resuming process.
+    assert counts(after) == {"first": 1, "second": 1, "side": 1, "blocker": 2, "last": 1}
+    new = after[len(before):]
+    assert [task for task, _, _ in new] == ["blocker", "last"]
+    assert all(rid == run_id for _, rid, _ in after)
+    assert all(pid != process.pid for _, _, pid in new)
+    results = resumed.stdout.split("\nresults:\n", 1)[1]
+    assert 'last: ["first", "second", "side", "unblocked"]' in results
+
+    shown = scene.flow("status", run_id)
+    assert f"run {run_id} SUCCEEDED" in shown.stdout
+    assert "2 (1 interrupted)" in shown.stdout  # blocker's attempts
+
+    again = scene.flow("resume", run_id)
+    assert again.returncode == 0
+    assert f"run {run_id} already ended: SUCCEEDED" in again.stdout
+    assert scene.marks() == after
+
+
+def test_resume_refuses_while_the_original_process_lives(tmp_path: Path) -> None:
+    scene = Scenario(tmp_path)
+    process = scene.start(str(WORKFLOWS / "durable.py"))
+    try:
+        run_id = scene.wait_until_blocked(process)
+        refused = scene.flow("resume", run_id)
+        assert_one_error_line(refused, run_id, "still being executed", str(process.pid))
+        assert counts(scene.marks()) == {"first": 1, "second": 1, "side": 1, "blocker": 1}
+    finally:
+        scene.gate.touch()
+        process.wait(timeout=100)
+    assert process.returncode == 0, (tmp_path / "run.log").read_text()
+    assert counts(scene.marks()) == {"first": 1, "second": 1, "side": 1, "blocker": 1,
+                                     "last": 1}
+
+
+def test_resume_finds_a_moved_workflow_with_file_option(tmp_path: Path) -> None:
+    scene = Scenario(tmp_path)
+    original = tmp_path / "pipeline.py"
+    shutil.copy(WORKFLOWS / "durable.py", original)
+    process = scene.start("pipeline.py")  # relative: the run records the absolute path
+    run_id = scene.wait_until_blocked(process)
+    kill(process)
+    moved = tmp_path / "moved" / "pipeline.py"
+    moved.parent.mkdir()
+    original.rename(moved)
+    scene.gate.touch()
+
+    lost = scene.flow("resume", run_id)
+    assert_one_error_line(lost, "no such file", str(original))
+
+    resumed = scene.flow("resume", run_id, "--file", str(moved))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert counts(scene.marks()) == {"first": 1, "second": 1, "side": 1, "blocker": 2,
+                                     "last": 1}
+
+
+def test_resume_refuses_a_workflow_whose_graph_changed(tmp_path: Path) -> None:
+    scene = Scenario(tmp_path)
+    path = tmp_path / "pipeline.py"
+    shutil.copy(WORKFLOWS / "durable.py", path)
+    process = scene.start(str(path))
+    run_id = scene.wait_until_blocked(process)
+    kill(process)
+    path.write_text(path.read_text() + (
+        "\n\n@job.task(task_id='extra', deps=['last'])\n"
+        "def extra(task, job):\n    mark(task)\n"))
+    changed = scene.flow("resume", run_id)
+    assert_one_error_line(changed, "changed since run", run_id)
+    assert counts(scene.marks())["blocker"] == 1
