@@ -147,10 +147,14 @@ def make_spec(task_id: Any, deps: Any, func: Callable[..., Any] | None, *,
     if task_id in deps:
         raise DefinitionError(
             f"task {task_id!r} depends on itself: cycle {task_id} -> {task_id}", task_id)
-    if not isinstance(retries, int) or retries < 0:
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise DefinitionError(
             f"task {task_id!r}: retries must be an integer >= 0, got {retries!r}", task_id)
     if isinstance(retry_backoff, (int, float)) and not isinstance(retry_backoff, bool):
+        if not 0 <= retry_backoff < float("inf"):
+            raise DefinitionError(
+                f"task {task_id!r}: retry_backoff must be a number of seconds >= 0, "
+                f"got {retry_backoff!r}", task_id)
         retry_backoff = Backoff(initial=float(retry_backoff),
                                 maximum=max(300.0, float(retry_backoff)))
     elif retry_backoff is None:
@@ -159,7 +163,8 @@ def make_spec(task_id: Any, deps: Any, func: Callable[..., Any] | None, *,
         raise DefinitionError(
             f"task {task_id!r}: retry_backoff must be seconds or a Backoff, "
             f"got {retry_backoff!r}", task_id)
-    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+    if timeout is not None and (not isinstance(timeout, (int, float))
+                                or isinstance(timeout, bool) or not 0 < timeout < float("inf")):
         raise DefinitionError(
             f"task {task_id!r}: timeout must be a positive number of seconds, "
             f"got {timeout!r}", task_id)
