@@ -115,6 +115,12 @@ def test_run_picks_job_with_job_option(tmp_path: Path) -> None:
     assert not re.search(r"^\s*one\s", result.stdout, re.MULTILINE)
 
 
+def test_job_option_also_accepts_the_variable_name(tmp_path: Path) -> None:
+    result = flow(tmp_path, "graph", workflow("two_jobs"), "--job", "first")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("job first_job: 1 tasks")
+
+
 @pytest.mark.parametrize("args, fragments", [
     (["run", "missing.py"], ["no such file: missing.py"]),
     (["run", workflow("broken_import")],
