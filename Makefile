@@ -16,6 +16,7 @@ $(STAMP): setup.py requirements.txt
 
 demo: $(STAMP)
 	$(BIN)/function-flow run samples/main.py --arg region=EMEA
+	@echo; cat samples/output/sales_report.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
