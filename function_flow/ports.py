@@ -18,6 +18,13 @@ from function_flow.records import Message, RunRecord, TaskRecord, TaskStatus
 T = TypeVar("T")
 
 
+class ReadAfterWriteError(RuntimeError):
+    """Engine bug: a transaction read after writing (Firestore forbids it).
+
+    Every store adapter raises this same class, so the rule is tested once.
+    """
+
+
 class Transaction(Protocol):
     """Reads and writes that commit together or not at all."""
 

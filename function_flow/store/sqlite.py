@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, TypeVar
 
+from function_flow.ports import ReadAfterWriteError  # noqa: F401 (re-exported)
 from function_flow.records import RunRecord, TaskRecord, TaskStatus
 
 T = TypeVar("T")
@@ -54,10 +55,6 @@ CREATE TABLE IF NOT EXISTS triggers (
 """
 
 DEFAULT_PATH = os.path.join(".function_flow", "function_flow.db")
-
-
-class ReadAfterWriteError(RuntimeError):
-    """Engine bug: a transaction read after writing (Firestore forbids it)."""
 
 
 class _SqliteTransaction:

@@ -1,0 +1,471 @@
+"""Firestore store: run state of the GCP backend, one document per record.
+
+Schema (every collection name starts with the configured prefix):
+
+    {prefix}runs/{run_id}                  the run record
+    {prefix}runs/{run_id}/tasks/{task_id}  one task record per task
+    {prefix}runs/{run_id}/slots/{n}        {"holder": task_id or null}
+    {prefix}triggers/{trigger_id}          {"run_id", "task_id", "attempt"}
+
+Record fields are stored as they are, except `args` (run) and `result`
+(task), which hold arbitrary JSON and are stored as JSON text in `args_json`
+and `result_json`: Firestore refuses arrays of arrays, very large integers and
+map keys like "__x__", so JSON text is the only lossless form. Document ids
+that Firestore reserves ("__end__", the engine's virtual end task, ".",
+"..", anything with "/") are stored escaped: "~" + percent-encoding (any id
+starting with "~" is escaped too, so the mapping stays one-to-one).
+
+`deps_done` is a map written with blind field updates (`deps_done.<task>`,
+quoted with FieldPath for ids with special characters), so completers never
+read the dependent's document and never contend on it.
+
+Every transition runs in a Firestore transaction. Reads come before writes
+(Firestore enforces it; this adapter raises ports.ReadAfterWriteError like
+the SQLite one). Queries never run inside a transaction: on the emulator a
+query in a transaction conflicts with every write to that collection.
+
+create_run: a run of up to 500 documents is created in one transaction that
+first checks the run does not exist. A bigger run (a transaction or batch
+holds at most 500 writes) writes its task and slot documents first, with
+`create` in batches of 500 (a batch fails whole if any document exists, so
+two concurrent creators never overwrite each other's tasks), then creates
+the run document last in a transaction that checks it does not exist. On any
+failure it deletes the documents it wrote, so no run document ever exists
+without its tasks. A process killed in the middle can leave task documents
+without a run document; nothing reads them (every engine path starts from
+the run), and `delete_run(run_id)` removes them.
+
+Operation counts, for the benchmark: `reads` and `writes` count documents,
+as Firestore bills them. A get counts 1 per document asked for (found or
+not), a query the number of documents it returned, at least 1. Every set,
+update, create and delete counts 1; inside a transaction, reads count on
+every attempt and writes once, when the commit succeeds.
+
+Transient failures (unavailable, deadline exceeded, a transaction still
+aborted after its retries) are raised as errors.TransientBackendError, so a
+Cloud Function lets Pub/Sub redeliver the message.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import threading
+import urllib.parse
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.field_path import FieldPath
+
+from function_flow.errors import TransientBackendError
+from function_flow.ports import ReadAfterWriteError
+from function_flow.records import RunRecord, TaskRecord, TaskStatus
+
+T = TypeVar("T")
+
+#: Firestore's limit of writes in one transaction or batch.
+MAX_WRITES = 500
+#: Attempts of a transaction before it counts as a transient failure.
+DEFAULT_MAX_ATTEMPTS = 20
+
+_TRANSIENT = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.Aborted,
+              gexc.InternalServerError, gexc.ResourceExhausted, gexc.RetryError)
+#: Record fields holding arbitrary JSON, and the document field storing it.
+_JSON_FIELDS = {"args": "args_json", "result": "result_json"}
+_RESERVED_ID = re.compile(r"^__.*__$|^\.{1,2}$|^~|/")
+
+
+def doc_id(key: str) -> str:
+    """The document id of a run, task or trigger id (see module docstring)."""
+    if _RESERVED_ID.search(key):
+        return "~" + urllib.parse.quote(key, safe="")
+    return key
+
+
+def _transient(exc: Exception) -> TransientBackendError:
+    error = TransientBackendError(f"Firestore: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _translated(method: Callable[..., T]) -> Callable[..., T]:
+    """Raise Firestore's transient errors as TransientBackendError."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return method(*args, **kwargs)
+        except _TRANSIENT as exc:
+            raise _transient(exc) from exc
+    return wrapper
+
+
+def _encode(fields: dict[str, Any]) -> dict[str, Any]:
+    """Record fields -> document fields (JSON fields as text)."""
+    data = {}
+    for key, value in fields.items():
+        if key in _JSON_FIELDS:
+            data[_JSON_FIELDS[key]] = json.dumps(value)
+        else:
+            data[key] = value
+    return data
+
+
+def _decode(data: dict[str, Any]) -> dict[str, Any]:
+    """Document fields -> record fields."""
+    fields = dict(data)
+    for key, stored in _JSON_FIELDS.items():
+        if stored in fields:
+            text = fields.pop(stored)
+            fields[key] = json.loads(text) if text is not None else None
+    return fields
+
+
+def _update_paths(fields: dict[str, Any]) -> dict[str, Any]:
+    """An update's keys as Firestore field paths ("a.b" sets entry b of map a)."""
+    data = {}
+    for key, value in _encode(fields).items():
+        if "." in key:
+            field, entry = key.split(".", 1)
+            data[FieldPath(field, entry).to_api_repr()] = value
+        else:
+            data[FieldPath(key).to_api_repr()] = value
+    return data
+
+
+class _FirestoreTransaction:
+    """ports.Transaction over one attempt of a Firestore transaction."""
+
+    def __init__(self, store: "FirestoreStore", tx: Any) -> None:
+        self._store = store
+        self._tx = tx
+        self.writes = 0
+
+    def _reading(self, documents: int) -> None:
+        if self.writes:
+            raise ReadAfterWriteError("transaction read after a write")
+        self._store._count(reads=max(1, documents))
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        self._reading(1)
+        snapshot = next(iter(self._tx.get(self._store._run_ref(run_id))))
+        return self._store._run_from(snapshot)
+
+    def get_tasks(self, run_id: str, task_ids: Iterable[str]) -> dict[str, TaskRecord]:
+        refs = [self._store._task_ref(run_id, t) for t in dict.fromkeys(task_ids)]
+        self._reading(len(refs))
+        if not refs:
+            return {}
+        found = {}
+        for snapshot in self._tx.get_all(refs):
+            if snapshot.exists:
+                record = TaskRecord.from_dict(_decode(snapshot.to_dict()))
+                found[record.task_id] = record
+        return found
+
+    def get_slot(self, run_id: str, slot: int) -> str | None:
+        self._reading(1)
+        snapshot = next(iter(self._tx.get(self._store._slot_ref(run_id, slot))))
+        return (snapshot.to_dict() or {}).get("holder") if snapshot.exists else None
+
+    def update_run(self, run_id: str, fields: dict[str, Any]) -> None:
+        self.writes += 1
+        self._tx.update(self._store._run_ref(run_id), _update_paths(fields))
+
+    def update_task(self, run_id: str, task_id: str, fields: dict[str, Any]) -> None:
+        self.writes += 1
+        self._tx.update(self._store._task_ref(run_id, task_id), _update_paths(fields))
+
+    def set_slot(self, run_id: str, slot: int, holder: str | None) -> None:
+        self.writes += 1
+        self._tx.set(self._store._slot_ref(run_id, slot), {"holder": holder})
+
+
+class FirestoreStore:
+    """ports.Store on Firestore (see module docstring for schema and counting).
+
+    Building it is free of network calls: the client is made on first use,
+    so defining a Job never needs credentials.
+    """
+
+    def __init__(self, project: str | None = None, database: str = "(default)",
+                 prefix: str = "", client: Any = None,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
+        self.project = project
+        self.database = database or "(default)"
+        self.prefix = prefix
+        self.max_attempts = max_attempts
+        self._client = client
+        self._lock = threading.Lock()
+        self.reads = 0
+        self.writes = 0
+
+    # ------------------------------------------------------------ plumbing
+
+    @property
+    def client(self) -> firestore.Client:
+        with self._lock:
+            if self._client is None:
+                import os
+
+                from function_flow.emulators import DEFAULT_PROJECT
+
+                project = self.project
+                if project is None and os.environ.get("FIRESTORE_EMULATOR_HOST"):
+                    project = DEFAULT_PROJECT
+                self._client = firestore.Client(project=project, database=self.database)
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _count(self, reads: int = 0, writes: int = 0) -> None:
+        with self._lock:
+            self.reads += reads
+            self.writes += writes
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.reads = self.writes = 0
+
+    def _runs(self) -> Any:
+        return self.client.collection(f"{self.prefix}runs")
+
+    def _run_ref(self, run_id: str) -> Any:
+        return self._runs().document(doc_id(run_id))
+
+    def _task_ref(self, run_id: str, task_id: str) -> Any:
+        return self._run_ref(run_id).collection("tasks").document(doc_id(task_id))
+
+    def _slot_ref(self, run_id: str, slot: int) -> Any:
+        return self._run_ref(run_id).collection("slots").document(str(int(slot)))
+
+    def _trigger_ref(self, trigger_id: str) -> Any:
+        return self.client.collection(f"{self.prefix}triggers").document(doc_id(trigger_id))
+
+    def _query(self, query: Any) -> list[Any]:
+        snapshots = list(query.stream())
+        self._count(reads=max(1, len(snapshots)))
+        return snapshots
+
+    @staticmethod
+    def _run_from(snapshot: Any) -> RunRecord | None:
+        return RunRecord.from_dict(_decode(snapshot.to_dict())) if snapshot.exists else None
+
+    # --------------------------------------------------------- transactions
+
+    def transact(self, fn: Callable[[Any], T]) -> T:
+        attempts: list[_FirestoreTransaction] = []
+
+        @firestore.transactional
+        def run(tx: Any) -> T:
+            wrapper = _FirestoreTransaction(self, tx)
+            attempts.append(wrapper)
+            return fn(wrapper)
+
+        try:
+            result = run(self.client.transaction(max_attempts=self.max_attempts))
+        except _TRANSIENT as exc:
+            raise _transient(exc) from exc
+        except ValueError as exc:
+            # The client reports "Failed to commit transaction in N attempts"
+            # as a ValueError caused by the last Aborted.
+            if isinstance(exc.__cause__, gexc.Aborted):
+                raise _transient(exc) from exc
+            raise
+        self._count(writes=attempts[-1].writes if attempts else 0)
+        return result
+
+    @_translated
+    def create_run(self, run: RunRecord, tasks: list[TaskRecord],
+                   slots: dict[int, str]) -> bool:
+        run_ref = self._run_ref(run.run_id)
+        documents = [(self._task_ref(run.run_id, t.task_id), _encode(t.to_dict()))
+                     for t in tasks]
+        documents += [(self._slot_ref(run.run_id, n), {"holder": holder})
+                      for n, holder in slots.items()]
+        run_data = _encode(run.to_dict())
+        if len(documents) + 1 <= MAX_WRITES:
+            return self._create_in_one_transaction(run_ref, run_data, documents)
+        return self._create_in_batches(run.run_id, run_ref, run_data, documents)
+
+    def _create_in_one_transaction(self, run_ref: Any, run_data: dict[str, Any],
+                                   documents: list[tuple[Any, dict[str, Any]]]) -> bool:
+        @firestore.transactional
+        def create(tx: Any) -> bool:
+            self._count(reads=1)
+            if next(iter(tx.get(run_ref))).exists:
+                return False
+            for ref, data in documents:
+                tx.set(ref, data)
+            tx.create(run_ref, run_data)
+            return True
+
+        created = self._commit(create)
+        if created:
+            self._count(writes=len(documents) + 1)
+        return created
+
+    def _create_in_batches(self, run_id: str, run_ref: Any, run_data: dict[str, Any],
+                           documents: list[tuple[Any, dict[str, Any]]]) -> bool:
+        self._count(reads=1)
+        if run_ref.get().exists:
+            return False
+        written: list[Any] = []
+        try:
+            for start in range(0, len(documents), MAX_WRITES):
+                chunk = documents[start:start + MAX_WRITES]
+                batch = self.client.batch()
+                for ref, data in chunk:
+                    batch.create(ref, data)
+                batch.commit()
+                self._count(writes=len(chunk))
+                written.extend(ref for ref, _ in chunk)
+
+            @firestore.transactional
+            def create(tx: Any) -> bool:
+                self._count(reads=1)
+                if next(iter(tx.get(run_ref))).exists:
+                    return False
+                tx.create(run_ref, run_data)
+                return True
+
+            created = self._commit(create)
+        except gexc.AlreadyExists as exc:
+            self._delete_refs(written)
+            if self._run_ref(run_id).get().exists:
+                return False
+            raise TransientBackendError(
+                f"run {run_id!r} is being created by another caller at the same time "
+                "(or an interrupted creation left its tasks behind: `delete_run` "
+                "removes them); retry later") from exc
+        except BaseException:
+            self._delete_refs(written)
+            raise
+        if not created:
+            self._delete_refs(written)
+            return False
+        self._count(writes=1)
+        return True
+
+    def _commit(self, fn: Any) -> bool:
+        try:
+            return fn(self.client.transaction(max_attempts=self.max_attempts))
+        except ValueError as exc:
+            if isinstance(exc.__cause__, gexc.Aborted):
+                raise _transient(exc) from exc
+            raise
+
+    def _delete_refs(self, refs: list[Any]) -> None:
+        for start in range(0, len(refs), MAX_WRITES):
+            batch = self.client.batch()
+            chunk = refs[start:start + MAX_WRITES]
+            for ref in chunk:
+                batch.delete(ref)
+            batch.commit()
+            self._count(writes=len(chunk))
+
+    # ---------------------------------------------------------------- reads
+
+    @_translated
+    def get_run(self, run_id: str) -> RunRecord | None:
+        self._count(reads=1)
+        return self._run_from(self._run_ref(run_id).get())
+
+    @_translated
+    def get_tasks(self, run_id: str,
+                  task_ids: Iterable[str] | None = None) -> list[TaskRecord]:
+        if task_ids is None:
+            snapshots = self._query(self._run_ref(run_id).collection("tasks"))
+            return [TaskRecord.from_dict(_decode(s.to_dict())) for s in snapshots]
+        wanted = list(dict.fromkeys(task_ids))
+        if not wanted:
+            return []
+        self._count(reads=len(wanted))
+        found = {}
+        for snapshot in self.client.get_all([self._task_ref(run_id, t) for t in wanted]):
+            if snapshot.exists:
+                record = TaskRecord.from_dict(_decode(snapshot.to_dict()))
+                found[record.task_id] = record
+        return [found[t] for t in wanted if t in found]
+
+    @_translated
+    def find_tasks(self, run_id: str, status: TaskStatus, limit: int) -> list[TaskRecord]:
+        if limit <= 0:
+            return []
+        query = (self._run_ref(run_id).collection("tasks")
+                 .where(filter=FieldFilter("status", "==", TaskStatus(status).value))
+                 .limit(limit))
+        return [TaskRecord.from_dict(_decode(s.to_dict())) for s in self._query(query)]
+
+    @_translated
+    def find_free_slots(self, run_id: str, count: int, limit: int) -> list[int]:
+        query = (self._run_ref(run_id).collection("slots")
+                 .where(filter=FieldFilter("holder", "!=", None)))
+        taken = {int(s.id) for s in self._query(query)}
+        return [n for n in range(count) if n not in taken][:max(0, limit)]
+
+    @_translated
+    def list_runs(self, limit: int = 50) -> list[RunRecord]:
+        query = self._runs().order_by("created_at", direction=firestore.Query.DESCENDING)
+        return [RunRecord.from_dict(_decode(s.to_dict()))
+                for s in self._query(query.limit(limit))]
+
+    @_translated
+    def runs_started_before(self, timestamp: float) -> list[str]:
+        query = (self._runs().where(filter=FieldFilter("created_at", "<", timestamp))
+                 .select(["run_id"]))
+        return [s.get("run_id") for s in self._query(query)]
+
+    # ------------------------------------------------------------- triggers
+
+    @_translated
+    def put_trigger(self, trigger_id: str, run_id: str, task_id: str, attempt: int) -> None:
+        self._count(writes=1)
+        self._trigger_ref(trigger_id).set(
+            {"trigger_id": trigger_id, "run_id": run_id, "task_id": task_id,
+             "attempt": attempt})
+
+    @_translated
+    def get_trigger(self, trigger_id: str) -> tuple[str, str, int] | None:
+        self._count(reads=1)
+        snapshot = self._trigger_ref(trigger_id).get()
+        if not snapshot.exists:
+            return None
+        data = snapshot.to_dict()
+        return data["run_id"], data["task_id"], int(data["attempt"])
+
+    @_translated
+    def delete_trigger(self, trigger_id: str) -> None:
+        self._count(writes=1)
+        self._trigger_ref(trigger_id).delete()
+
+    # ------------------------------------------------------------- deletion
+
+    @_translated
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run's tasks, slots and triggers, then the run itself.
+
+        Not atomic (a run can exceed 500 documents); the run document goes
+        last, so an interrupted deletion can simply be repeated.
+        """
+        run_ref = self._run_ref(run_id)
+        refs: list[Any] = []
+        for name in ("tasks", "slots"):
+            refs.extend(self._listed(run_ref.collection(name)))
+        triggers = self.client.collection(f"{self.prefix}triggers").where(
+            filter=FieldFilter("run_id", "==", run_id)).select([])
+        refs.extend(s.reference for s in self._query(triggers))
+        self._delete_refs(refs)
+        self._delete_refs([run_ref])
+
+    def _listed(self, collection: Any) -> Iterator[Any]:
+        refs = list(collection.list_documents(page_size=MAX_WRITES))
+        self._count(reads=max(1, len(refs)))
+        return iter(refs)

@@ -1,0 +1,377 @@
+"""One conformance suite for every store adapter (ports.Store / ports.Transaction).
+
+Each test runs on the SQLite store (a fresh file) and on the Firestore store
+(the real emulator, a collection prefix of its own). The engine relies on
+exactly these behaviours, so an adapter that passes here runs the engine.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+import pytest
+
+from function_flow.backends import Backend
+from function_flow.bus.local import LocalBus
+from function_flow.ports import ReadAfterWriteError, Store
+from function_flow.records import RunRecord, RunStatus, TaskRecord, TaskStatus
+from function_flow.store.sqlite import SqliteStore
+from function_flow.tasks import Job
+
+# Ids Firestore treats specially: dots and backticks in field paths, "__x__"
+# and "." as document ids, non-ASCII, spaces.
+ODD_IDS = ["plain", "with.dots", "dash-and space", "back`tick", "déjà", "~tilde", "."]
+
+
+@pytest.fixture(params=["sqlite", "firestore"])
+def store(request: pytest.FixtureRequest, tmp_path) -> Store:
+    if request.param == "sqlite":
+        sqlite = SqliteStore(str(tmp_path / "state.db"))
+        yield sqlite
+        sqlite.close()
+    else:
+        yield request.getfixturevalue("firestore_store")
+
+
+def make_run(store: Store, run_id: str = "run-1", task_ids: list[str] | None = None,
+             slots: dict[int, str] | None = None, created_at: float = 100.0,
+             args: dict[str, Any] | None = None, slot_count: int = 0) -> bool:
+    run = RunRecord(run_id=run_id, job_name="job", dag_hash="h", args=args or {"n": 1},
+                    slots=slot_count, created_at=created_at)
+    tasks = [TaskRecord(task_id=t) for t in (task_ids or ["a", "b", "c"])]
+    return store.create_run(run, tasks, slots or {})
+
+
+def in_threads(count: int, fn: Callable[[int], Any]) -> list[Any]:
+    """Run fn(0..count-1) on `count` threads that start together; return results."""
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = fn(i)
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+# ------------------------------------------------------------- create_run
+
+def test_create_run_stores_run_and_tasks(store: Store) -> None:
+    assert make_run(store, task_ids=["a", "b"], args={"nested": [[1, 2], {"k": None}]})
+    run = store.get_run("run-1")
+    assert run is not None and run.status is RunStatus.RUNNING
+    assert run.args == {"nested": [[1, 2], {"k": None}]}
+    assert sorted(t.task_id for t in store.get_tasks("run-1")) == ["a", "b"]
+    assert store.get_run("other") is None
+
+
+def test_create_run_is_idempotent(store: Store) -> None:
+    assert make_run(store, task_ids=["a", "b"], args={"first": True})
+    store.transact(lambda tx: tx.update_task("run-1", "a", {"status": "RUNNING"}))
+    assert not make_run(store, task_ids=["a", "b", "z"], args={"second": True})
+    assert store.get_run("run-1").args == {"first": True}
+    tasks = {t.task_id: t for t in store.get_tasks("run-1")}
+    assert sorted(tasks) == ["a", "b"]
+    assert tasks["a"].status is TaskStatus.RUNNING
+
+
+def test_concurrent_create_run_creates_once(store: Store) -> None:
+    results = in_threads(4, lambda i: make_run(store, task_ids=["a", "b"],
+                                               args={"caller": i}))
+    assert sorted(results) == [False, False, False, True]
+    winner = results.index(True)
+    assert store.get_run("run-1").args == {"caller": winner}
+
+
+def test_failed_create_run_leaves_nothing(store: Store) -> None:
+    run = RunRecord(run_id="bad", job_name="job", dag_hash="h", args={})
+    tasks = [TaskRecord(task_id="a"), TaskRecord(task_id="b", error=object())]  # unstorable
+    with pytest.raises(Exception):
+        store.create_run(run, tasks, {})
+    assert store.get_run("bad") is None
+    assert store.get_tasks("bad") == []
+
+
+@pytest.mark.parametrize("size", [499, 700])
+def test_large_run_is_created_whole_or_not_at_all(store: Store, size: int) -> None:
+    """Past 500 documents Firestore needs several batches; the contract holds anyway."""
+    ids = [f"t{i:04d}" for i in range(size)]
+    run = RunRecord(run_id="big", job_name="job", dag_hash="h", args={})
+    broken = [TaskRecord(task_id=t) for t in ids]
+    broken[-1].error = object()  # the last document cannot be stored
+    with pytest.raises(Exception):
+        store.create_run(run, broken, {})
+    assert store.get_run("big") is None
+    assert store.get_tasks("big") == []
+
+    assert store.create_run(run, [TaskRecord(task_id=t) for t in ids], {0: ids[0]})
+    assert not store.create_run(run, [TaskRecord(task_id=t) for t in ids], {})
+    assert len(store.get_tasks("big")) == size
+    assert store.find_free_slots("big", 2, 5) == [1]
+
+
+# ------------------------------------------------------------ records
+
+def test_update_run_and_task_records(store: Store) -> None:
+    make_run(store)
+
+    def change(tx) -> None:
+        tx.update_run("run-1", {"status": RunStatus.SUCCEEDED.value, "finished_at": 5.0})
+        tx.update_task("run-1", "a", {"status": TaskStatus.SUCCEEDED.value, "attempt": 2,
+                                      "result": {"rows": [[1, "x"], [2, "y"]], "__k__": 1}})
+
+    store.transact(change)
+    run = store.get_run("run-1")
+    assert (run.status, run.finished_at) == (RunStatus.SUCCEEDED, 5.0)
+    a = store.get_tasks("run-1", ["a"])[0]
+    assert a.status is TaskStatus.SUCCEEDED and a.attempt == 2
+    assert a.result == {"rows": [[1, "x"], [2, "y"]], "__k__": 1}
+    b = store.get_tasks("run-1", ["b"])[0]
+    assert b.status is TaskStatus.WAITING and b.result is None
+
+
+def test_get_tasks_by_id_keeps_order_and_skips_missing(store: Store) -> None:
+    make_run(store)
+    assert [t.task_id for t in store.get_tasks("run-1", ["c", "nope", "a"])] == ["c", "a"]
+    found = store.transact(lambda tx: tx.get_tasks("run-1", ["b", "nope"]))
+    assert list(found) == ["b"]
+
+
+def test_odd_task_ids_round_trip(store: Store) -> None:
+    ids = ODD_IDS + ["__end__"]
+    make_run(store, run_id="run.odd", task_ids=ids)
+    for task_id in ids:
+        store.transact(lambda tx, t=task_id: tx.update_task(
+            "run.odd", t, {"status": TaskStatus.READY.value}))
+    tasks = {t.task_id: t for t in store.get_tasks("run.odd")}
+    assert sorted(tasks) == sorted(ids)
+    assert all(t.status is TaskStatus.READY for t in tasks.values())
+    assert store.transact(lambda tx: sorted(tx.get_tasks("run.odd", ids))) == sorted(ids)
+
+
+def test_concurrent_blind_deps_done_updates_all_land(store: Store) -> None:
+    """Completers write deps_done.<dep> into one join without reading it."""
+    deps = [f"{name}-{i}" for i, name in enumerate(ODD_IDS)] + ["x"]
+    make_run(store, task_ids=deps + ["join"])
+
+    def complete(i: int) -> None:
+        dep = deps[i]
+
+        def tx_fn(tx) -> None:
+            mine = tx.get_tasks("run-1", [dep])[dep]
+            tx.update_task("run-1", dep, {"status": TaskStatus.SUCCEEDED.value,
+                                          "attempt": mine.attempt + 1})
+            tx.update_task("run-1", "join", {f"deps_done.{dep}": TaskStatus.SUCCEEDED.value})
+
+        store.transact(tx_fn)
+
+    in_threads(len(deps), complete)
+    join = store.get_tasks("run-1", ["join"])[0]
+    assert join.deps_done == {dep: "SUCCEEDED" for dep in deps}
+    assert join.status is TaskStatus.WAITING
+
+
+# ------------------------------------------------------- transactions
+
+def test_read_after_write_is_rejected_and_rolled_back(store: Store) -> None:
+    make_run(store)
+
+    def bad(tx) -> None:
+        tx.update_task("run-1", "a", {"status": TaskStatus.FAILED.value})
+        tx.get_run("run-1")
+
+    with pytest.raises(ReadAfterWriteError):
+        store.transact(bad)
+    assert store.get_tasks("run-1", ["a"])[0].status is TaskStatus.WAITING
+
+
+def test_exception_in_transaction_writes_nothing(store: Store) -> None:
+    make_run(store)
+
+    def failing(tx) -> None:
+        tx.get_run("run-1")
+        tx.update_task("run-1", "a", {"status": TaskStatus.FAILED.value})
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        store.transact(failing)
+    assert store.get_tasks("run-1", ["a"])[0].status is TaskStatus.WAITING
+
+
+def test_compare_and_set_from_many_threads_has_one_winner(store: Store) -> None:
+    make_run(store)
+    store.transact(lambda tx: tx.update_task("run-1", "a", {"status": "QUEUED", "attempt": 1}))
+
+    def claim(i: int) -> bool:
+        def tx_fn(tx) -> bool:
+            task = tx.get_tasks("run-1", ["a"])["a"]
+            if task.status is not TaskStatus.QUEUED:
+                return False
+            tx.update_task("run-1", "a", {"status": "RUNNING", "error": f"claimed by {i}"})
+            return True
+
+        return store.transact(tx_fn)
+
+    results = in_threads(8, claim)
+    assert results.count(True) == 1
+    task = store.get_tasks("run-1", ["a"])[0]
+    assert task.status is TaskStatus.RUNNING
+    assert task.error == f"claimed by {results.index(True)}"
+
+
+# -------------------------------------------------------------- queries
+
+def test_find_tasks_by_status_with_limit(store: Store) -> None:
+    make_run(store, task_ids=["a", "b", "c", "d"])
+
+    def ready(tx) -> None:
+        for task_id in ("a", "c", "d"):
+            tx.update_task("run-1", task_id, {"status": TaskStatus.READY.value})
+
+    store.transact(ready)
+    assert sorted(t.task_id for t in store.find_tasks("run-1", TaskStatus.READY, 10)) \
+        == ["a", "c", "d"]
+    limited = store.find_tasks("run-1", TaskStatus.READY, 2)
+    assert len(limited) == 2 and {t.task_id for t in limited} <= {"a", "c", "d"}
+    assert [t.task_id for t in store.find_tasks("run-1", TaskStatus.WAITING, 10)] == ["b"]
+    assert store.find_tasks("run-1", TaskStatus.RUNNING, 10) == []
+
+
+def test_slots(store: Store) -> None:
+    make_run(store, slots={0: "a"}, slot_count=3)
+    assert store.find_free_slots("run-1", 3, 10) == [1, 2]
+    assert store.transact(lambda tx: (tx.get_slot("run-1", 0), tx.get_slot("run-1", 2))) \
+        == ("a", None)
+    store.transact(lambda tx: tx.set_slot("run-1", 1, "b"))
+    assert store.find_free_slots("run-1", 3, 10) == [2]
+    store.transact(lambda tx: tx.set_slot("run-1", 0, None))
+    assert store.find_free_slots("run-1", 3, 10) == [0, 2]
+    assert store.find_free_slots("run-1", 3, 1) == [0]
+    assert store.transact(lambda tx: tx.get_slot("run-1", 1)) == "b"
+
+
+def test_triggers(store: Store) -> None:
+    store.put_trigger("bq/job:1", "run-1", "a", 2)
+    assert store.get_trigger("bq/job:1") == ("run-1", "a", 2)
+    store.put_trigger("bq/job:1", "run-1", "a", 3)
+    assert store.get_trigger("bq/job:1") == ("run-1", "a", 3)
+    store.delete_trigger("bq/job:1")
+    assert store.get_trigger("bq/job:1") is None
+    assert store.get_trigger("never") is None
+
+
+def test_list_runs_newest_first(store: Store) -> None:
+    for run_id, created in (("r1", 10.0), ("r3", 30.0), ("r2", 20.0)):
+        make_run(store, run_id=run_id, created_at=created)
+    assert [r.run_id for r in store.list_runs()] == ["r3", "r2", "r1"]
+    assert [r.run_id for r in store.list_runs(limit=2)] == ["r3", "r2"]
+
+
+def test_runs_started_before(store: Store) -> None:
+    for run_id, created in (("r1", 10.0), ("r2", 20.0), ("r3", 30.0)):
+        make_run(store, run_id=run_id, created_at=created)
+    assert sorted(store.runs_started_before(25.0)) == ["r1", "r2"]
+    assert store.runs_started_before(5.0) == []
+
+
+def test_delete_run_removes_everything(store: Store) -> None:
+    make_run(store, run_id="gone", slots={0: "a", 1: "b"}, slot_count=2)
+    make_run(store, run_id="kept", slots={0: "a"}, slot_count=2)
+    store.put_trigger("t-gone", "gone", "a", 1)
+    store.put_trigger("t-kept", "kept", "a", 1)
+    store.delete_run("gone")
+    assert store.get_run("gone") is None
+    assert store.get_tasks("gone") == []
+    assert store.find_free_slots("gone", 2, 5) == [0, 1]
+    assert store.get_trigger("t-gone") is None
+    assert [r.run_id for r in store.list_runs()] == ["kept"]
+    assert len(store.get_tasks("kept")) == 3
+    assert store.find_free_slots("kept", 2, 5) == [1]
+    assert store.get_trigger("t-kept") == ("kept", "a", 1)
+    assert make_run(store, run_id="gone")  # the id can be used again
+
+
+# ---------------------------------------------------- Firestore specifics
+
+def test_firestore_counts_document_operations(firestore_store) -> None:
+    store = firestore_store
+    make_run(store, task_ids=["a", "b"], slots={0: "a"}, slot_count=1)
+    assert (store.reads, store.writes) == (1, 4)  # existence check; run, 2 tasks, 1 slot
+    store.reset_counts()
+    store.get_run("run-1")
+    store.get_tasks("run-1", ["a", "b"])
+    store.find_tasks("run-1", TaskStatus.RUNNING, 5)  # no match still bills one read
+    assert (store.reads, store.writes) == (4, 0)
+    store.reset_counts()
+
+    def claim(tx) -> None:
+        tx.get_tasks("run-1", ["a"])
+        tx.update_task("run-1", "a", {"status": "RUNNING"})
+        tx.update_task("run-1", "b", {"deps_done.a": "SUCCEEDED"})
+        tx.set_slot("run-1", 0, None)
+
+    store.transact(claim)
+    assert (store.reads, store.writes) == (1, 3)
+
+
+def test_firestore_uses_prefixed_collections(firestore_store, firestore_emulator) -> None:
+    """Two stores with different prefixes share a database without seeing each other."""
+    from function_flow.store.firestore import FirestoreStore
+
+    make_run(firestore_store)
+    other = FirestoreStore(project=firestore_store.project, prefix="other_" +
+                           firestore_store.prefix, client=firestore_store.client)
+    assert other.get_run("run-1") is None
+    assert firestore_store.client.collection(f"{firestore_store.prefix}runs") \
+        .document("run-1").get().exists
+
+
+# ------------------------------------------------- the engine on Firestore
+
+def test_engine_runs_a_dag_on_firestore(firestore_store) -> None:
+    """chain a -> b, fan-out b -> c1..c4, fan-in -> d, with max_parallel_tasks=2."""
+    bus = LocalBus(4)
+    job = Job("fs_dag", max_parallel_tasks=2,
+              backend=Backend("firestore-test", firestore_store, bus))
+    ran: list[str] = []
+    lock = threading.Lock()
+
+    def body(task_id: str, value: Callable[[Job], Any]):
+        def run(task, job):
+            with lock:
+                ran.append(task_id)
+            return value(job)
+        return run
+
+    job.task("a")(body("a", lambda j: j.get_arguments()["n"]))
+    job.task("b", deps=["a"])(body("b", lambda j: j.get_task_result("a") + 1))
+    for i in range(4):
+        job.task(f"c{i}", deps=["b"])(
+            body(f"c{i}", lambda j, i=i: [j.get_task_result("b"), i]))
+    job.task("d", deps=[f"c{i}" for i in range(4)])(
+        body("d", lambda j: sum(j.get_task_result(f"c{i}")[1] for i in range(4))))
+
+    run_id = job.start({"n": 10})
+    try:
+        run = job.wait(run_id, timeout=240)
+    finally:
+        bus.wait_idle()
+        bus.close()
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    results = {t.task_id: t.result for t in job.engine.task_records(run_id)}
+    assert results == {"a": 10, "b": 11, "c0": [11, 0], "c1": [11, 1], "c2": [11, 2],
+                       "c3": [11, 3], "d": 6}
+    assert sorted(ran) == sorted(results)  # each body ran exactly once
+    assert ran[:2] == ["a", "b"] and ran[-1] == "d"
