@@ -50,17 +50,20 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import threading
 import urllib.parse
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from google.api_core import exceptions as gexc
+from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
-from function_flow.errors import TransientBackendError
+from function_flow.emulators import DEFAULT_PROJECT
+from function_flow.errors import ConfigurationError, TransientBackendError
 from function_flow.ports import ReadAfterWriteError
 from function_flow.records import RunRecord, TaskRecord, TaskStatus
 
@@ -209,14 +212,16 @@ class FirestoreStore:
     def client(self) -> firestore.Client:
         with self._lock:
             if self._client is None:
-                import os
-
-                from function_flow.emulators import DEFAULT_PROJECT
-
                 project = self.project
                 if project is None and os.environ.get("FIRESTORE_EMULATOR_HOST"):
                     project = DEFAULT_PROJECT
-                self._client = firestore.Client(project=project, database=self.database)
+                try:
+                    self._client = firestore.Client(project=project, database=self.database)
+                except DefaultCredentialsError as exc:
+                    raise ConfigurationError(
+                        "no Google Cloud credentials for Firestore: run `gcloud auth "
+                        "application-default login` and set GOOGLE_CLOUD_PROJECT, or set "
+                        f"FIRESTORE_EMULATOR_HOST to use the emulator ({exc})") from exc
             return self._client
 
     def close(self) -> None:

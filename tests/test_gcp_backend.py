@@ -1,0 +1,97 @@
+"""The GCP backend as assembled by gcp.py: Firestore + Pub/Sub on the emulators."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from function_flow.backends import from_settings
+from function_flow.config import Settings
+from function_flow.errors import ConfigurationError
+from function_flow.records import Message, RunStatus
+from function_flow.tasks import Job
+
+CLOUD_VARIABLES = ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "GCP_PROJECT",
+                   "FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST")
+
+
+def test_defining_a_gcp_job_needs_no_credentials(monkeypatch, tmp_path) -> None:
+    for name in CLOUD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))
+    job = Job("offline")
+    backend = from_settings(Settings(backend="gcp"), job)
+    assert backend.kind == "gcp" and backend.lease_check_messages is False
+    with pytest.raises(ConfigurationError, match="FIRESTORE_EMULATOR_HOST"):
+        backend.store.get_run("anything")
+
+
+def test_settings_choose_database_prefix_topic_and_emulator_project(gcp_env) -> None:
+    settings = Settings(
+        backend="gcp", project=None, collection_prefix="p_", schedule_topic="T1")
+    backend = from_settings(settings, Job("j", schedule_topic="ignored"))
+    assert backend.store.prefix == "p_"
+    assert backend.store.project == "function-flow-local"
+    assert backend.bus.topic == "T1"
+    assert from_settings(Settings(backend="gcp"), Job("j", schedule_topic="MINE")).bus.topic \
+        == "MINE"
+
+
+def test_upstream_style_db_client_is_reused(firestore_env) -> None:
+    from google.cloud import firestore
+
+    client = firestore.Client(project="function-flow-local")
+    backend = from_settings(Settings(backend="gcp"), Job("j", db=client))
+    assert backend.store.client is client
+
+
+def test_a_dag_runs_over_pubsub_and_firestore(gcp_env, monkeypatch) -> None:
+    """Messages travel through the Pub/Sub emulator; handling them as the
+    scheduler function would drives the run to SUCCEEDED in Firestore."""
+    from google.cloud import pubsub_v1
+
+    topic = f"schedule-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("FUNCTION_FLOW_SCHEDULE_TOPIC", topic)
+    job = Job("gcp_dag", max_parallel_tasks=2)
+
+    @job.task("a")
+    def a(task, job):
+        return job.get_arguments()["n"]
+
+    for i in range(3):
+        job.task(f"b{i}", deps=["a"])(lambda task, job, i=i: job.get_task_result("a") + i)
+
+    @job.task("c", deps=["b0", "b1", "b2"])
+    def c(task, job):
+        return sum(job.get_task_result(f"b{i}") for i in range(3))
+
+    assert job.backend.kind == "gcp"
+    project = "function-flow-local"
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    topic_path = publisher.topic_path(project, topic)
+    subscription = subscriber.subscription_path(project, topic + "-pull")
+    publisher.create_topic(request={"name": topic_path})
+    subscriber.create_subscription(request={"name": subscription, "topic": topic_path})
+
+    run_id = job.start({"n": 5})
+    handled = []
+    while not job.engine.run_status(run_id).status.is_final:
+        response = subscriber.pull(request={"subscription": subscription,
+                                            "max_messages": 10}, timeout=30)
+        for received in response.received_messages:
+            message = Message.from_json(received.message.data)
+            handled.append((message.task_id, job.engine.handle(message)))
+            subscriber.acknowledge(request={"subscription": subscription,
+                                            "ack_ids": [received.ack_id]})
+    run = job.engine.run_status(run_id)
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    results = {t.task_id: t.result for t in job.engine.task_records(run_id)}
+    assert results == {"a": 5, "b0": 5, "b1": 6, "b2": 7, "c": 18}
+    assert sorted(t for t, verdict in handled if verdict == "succeeded") == \
+        ["a", "b0", "b1", "b2", "c"]
+    assert job.backend.store.get_run(run_id).run_id == run_id
+    job.backend.close()
+    subscriber.close()
