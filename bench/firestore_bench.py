@@ -1,0 +1,476 @@
+"""Benchmark the GCP backend on the real Firestore and Pub/Sub emulators.
+
+    .venv/bin/python bench/firestore_bench.py                      # ours only
+    .venv/bin/python bench/firestore_bench.py --compare-upstream   # and Function Flow 0.0.7
+
+For a chain of 10 and of 50 tasks, a 1 -> 50 -> 1 fan-out (max_parallel_tasks
+50) and the sample workflow's shape (no-op bodies), each with 1 and with 8
+concurrent scheduler workers, it prints wall time, Firestore document reads
+and writes per task, Pub/Sub messages per task, scheduler invocations per
+task and transaction failures, and with --compare-upstream the same for
+Google's Function Flow 0.0.7 and the ratios ours/upstream.
+
+Driven the way Cloud Functions would (bench/harness.py): every scheduling
+message goes through the Pub/Sub emulator; N worker threads, each standing
+for one function instance with its own Job, pull from a subscription on the
+run's SCHEDULE topic, call the real `job.make_scheduler()` entry point with a
+legacy event dict, and ack when it returns or nack when it raises. The
+poller runs every --poll-every seconds in its own thread; its operations are
+reported apart (they cost per second of run time, not per task).
+
+The script starts both emulators on free ports (function_flow/emulators.py)
+and stops them by process group at the end, also on Ctrl-C. Upstream runs in
+a separate process from a throwaway venv (default /tmp/ff-upstream-venv,
+made on first use with `pip install function-flow==0.0.7`), because its
+module is also called `function_flow` (bench/upstream_driver.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, BENCH_DIR)
+
+import harness  # noqa: E402
+import instrument  # noqa: E402
+from shapes import SHAPES, Shape  # noqa: E402
+
+PROJECT = "function-flow-bench"
+UPSTREAM_PACKAGE = "function-flow==0.0.7"
+DEFAULT_VENV = os.path.join(tempfile.gettempdir(), "ff-upstream-venv")
+#: Innermost frames to charge operations to, in priority order (--by-site).
+OUR_SITES = ("function_flow/engine.py", "function_flow/timers.py",
+             "function_flow/functions.py", "function_flow/store/firestore.py")
+#: Exception names that mean "a transaction gave up" on either side.
+GAVE_UP = ("TransientBackendError", "ValueError", "Aborted", "RetryError")
+
+
+@dataclasses.dataclass
+class Result:
+    """One side's numbers for one shape and worker count."""
+
+    side: str
+    shape: str
+    tasks: int
+    workers: int
+    finished: bool
+    status: str
+    seconds: float
+    invocations: int
+    errors: dict[str, int]
+    error_samples: list[str]
+    counts: dict[str, Any]
+    store_reads: int | None = None
+    store_writes: int | None = None
+    outcomes: dict[str, int] = dataclasses.field(default_factory=dict)
+    poller_calls: int = 0
+
+    def per_task(self, key: str) -> float:
+        return self.counts.get(key, 0) / self.tasks
+
+    @property
+    def doc_ops_per_task(self) -> float:
+        return self.per_task("reads") + self.per_task("writes")
+
+    @property
+    def gave_up(self) -> int:
+        return sum(n for name, n in self.errors.items() if name in GAVE_UP)
+
+
+# ---------------------------------------------------------------- our side
+
+
+class _OutcomeLog(logging.Handler):
+    """Collects the scheduler's outcome per message ("succeeded", "duplicate"...)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.outcomes: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg.startswith("scheduler: run") and record.args:
+            outcome = str(record.args[-1])
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+def _our_job(shape: Shape, name: str, topic: str) -> Any:
+    from function_flow import tasks
+
+    job = tasks.Job(name=name, schedule_topic=topic, project=PROJECT,
+                    max_parallel_tasks=shape.max_parallel_tasks)
+    for task_id, deps in shape.deps.items():
+        job.task(task_id=task_id, deps=list(deps))(_noop)
+    job.use_backend(_our_backend(job, topic))
+    return job
+
+
+def _noop(task: Any, job: Any) -> None:
+    return None
+
+
+def _our_backend(job: Any, topic: str) -> Any:
+    """The GCP backend as deployed functions build it (function_flow/gcp.py)."""
+    from function_flow.config import Settings
+
+    settings = dataclasses.replace(Settings.from_env(), backend="gcp", project=PROJECT,
+                                   schedule_topic=topic)
+    try:
+        from function_flow import gcp
+    except ImportError:  # gcp.py not written yet: assemble the same parts here
+        from function_flow.backends import Backend
+        from function_flow.bus.pubsub import PubSubBus
+        from function_flow.store.firestore import FirestoreStore
+        from function_flow.timers import FirestoreTimers
+
+        store = FirestoreStore(project=PROJECT)
+        bus = PubSubBus(topic, PROJECT, timers=FirestoreTimers(lambda: store.client))
+        return Backend("gcp", store, bus, lease_check_messages=False)
+    return gcp.backend(settings, job)
+
+
+def run_ours(shape: Shape, workers: int, timeout: float, poll_every: float,
+             counters: instrument.Counters) -> Result:
+    suffix = uuid.uuid4().hex[:6]
+    name = f"ours-{shape.name}-w{workers}"
+    topic = f"SCHEDULE-{name}-{suffix}"
+    with instrument.uncounted():
+        subscription = harness.create_subscription(PROJECT, topic, f"sub-{name}-{suffix}")
+        starter = _our_job(shape, name, topic)
+        jobs = [_our_job(shape, name, topic) for _ in range(workers)]
+        schedulers = [job.make_scheduler() for job in jobs]
+        poller_job = _our_job(shape, name, topic)
+        poller = poller_job.make_poller() if poll_every > 0 else None
+        monitor = _our_job(shape, name, topic)
+    stores = [job.backend.store for job in [starter, *jobs]]
+    for store in stores:
+        store.reset_counts()
+    counters.reset()
+    log = _OutcomeLog()
+    functions_logger = logging.getLogger("function_flow.functions")
+    functions_logger.addHandler(log)
+    functions_logger.setLevel(logging.INFO)
+
+    def status() -> str | None:
+        if starter.id is None:
+            return None
+        run = monitor.backend.store.get_run(starter.id)
+        return run.status.value if run is not None and run.status.is_final else None
+
+    try:
+        outcome = harness.drive(subscription, schedulers, starter.start, status, timeout,
+                                poller=poller, poll_every=poll_every)
+    finally:
+        functions_logger.removeHandler(log)
+    counts = counters.snapshot()
+    for job in [starter, *jobs, poller_job, monitor]:
+        job.backend.close()
+    return Result("ours", shape.name, shape.size, workers, outcome.finished, outcome.status,
+                  outcome.seconds, outcome.invocations, outcome.errors,
+                  outcome.error_samples, counts,
+                  store_reads=sum(s.reads for s in stores),
+                  store_writes=sum(s.writes for s in stores),
+                  outcomes=dict(log.outcomes), poller_calls=outcome.poller_calls)
+
+
+# ----------------------------------------------------------- upstream side
+
+
+def ensure_upstream_venv(path: str) -> str:
+    """The venv's python, with Function Flow 0.0.7 installed (made once)."""
+    python = os.path.join(path, "bin", "python")
+    probe = [python, "-c", "import function_flow.tasks"]
+    if os.path.exists(python) and subprocess.run(probe, capture_output=True).returncode == 0:
+        return python
+    print(f"creating {path} with {UPSTREAM_PACKAGE} (once)...", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", path], check=True)
+    subprocess.run([python, "-m", "pip", "install", "-q", UPSTREAM_PACKAGE], check=True)
+    subprocess.run(probe, check=True)
+    return python
+
+
+def run_upstream(python: str, shape: Shape, workers: int, timeout: float,
+                 by_site: bool, env: dict[str, str]) -> Result:
+    command = [python, os.path.join(BENCH_DIR, "upstream_driver.py"), "--shape", shape.name,
+               "--workers", str(workers), "--project", PROJECT, "--timeout", str(timeout)]
+    if by_site:
+        command.append("--by-site")
+    # Never inherit our package's location: upstream's module has the same name.
+    env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env,
+                              timeout=timeout + 120)
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+        data = json.loads(lines[-1]) if lines else {"error": done.stderr[-2000:]}
+    except subprocess.TimeoutExpired:
+        data = {"error": f"driver did not exit within {timeout + 120:.0f} s"}
+    if "error" in data:
+        return Result("upstream", shape.name, shape.size, workers, False, "driver error",
+                      0.0, 0, {"driver": 1}, [str(data["error"])[-500:]], {})
+    return Result("upstream", shape.name, shape.size, workers, data["finished"],
+                  data["status"], data["seconds"], data["invocations"], data["errors"],
+                  data["error_samples"], data["counts"])
+
+
+# ------------------------------------------------------------------ output
+
+
+def _seconds(result: Result, timeout: float) -> str:
+    if result.status == "driver error":
+        return "error"
+    if not result.finished:
+        return f"DNF (>{timeout:.0f})"
+    return f"{result.seconds:.2f}"
+
+
+def _ratio(ours: float, theirs: float, ours_ok: bool = True, theirs_ok: bool = True) -> str:
+    if not theirs_ok and ours_ok:
+        return "< 1 (DNF)"
+    if theirs == 0:
+        return "-"
+    return f"{ours / theirs:.2f}"
+
+
+def render(results: list[Result], timeouts: dict[str, float], args: argparse.Namespace) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=200)
+    table = Table(
+        title="function_flow on the Firestore + Pub/Sub emulators (no-op task bodies)",
+        caption=(
+            "Counted at the Firestore RPC layer, the same way for both sides "
+            "(bench/instrument.py): a get = 1 read per document asked for, a query = "
+            "documents returned (min 1), every set/update/create/delete = 1 write, "
+            "inside or outside transactions (a transaction attempt that aborts still "
+            "counts what it read and sent). 'store r/w' is our FirestoreStore's own "
+            "counters (transaction writes counted once, on success). Includes starting "
+            "the run; excludes the poller (shown apart). msgs = Pub/Sub publishes; "
+            "calls = scheduler invocations; tx aborted/gave up = commits the emulator "
+            "aborted (retried by the client) / invocations that raised because a "
+            "transaction gave up (redelivered). Ratios are ours/upstream."),
+        box=box.SIMPLE_HEAVY, caption_justify="left")
+    for column in ("shape", "tasks", "workers", "side", "wall s", "reads/task",
+                   "writes/task", "ops/task", "msgs/task", "calls/task",
+                   "tx aborted / gave up", "store r/w per task", "poller r"):
+        table.add_column(column, justify="left" if column in ("shape", "side") else "right")
+    by_key: dict[tuple[str, int], dict[str, Result]] = {}
+    for result in results:
+        by_key.setdefault((result.shape, result.workers), {})[result.side] = result
+    for (shape, workers), sides in by_key.items():
+        for side in ("ours", "upstream"):
+            r = sides.get(side)
+            if r is None:
+                continue
+            store = (f"{r.store_reads / r.tasks:.1f} / {r.store_writes / r.tasks:.1f}"
+                     if r.store_reads is not None else "")
+            poller = r.counts.get("categories", {}).get("poller", {}).get("reads", 0)
+            table.add_row(
+                shape, str(r.tasks), str(workers), side, _seconds(r, timeouts[side]),
+                f"{r.per_task('reads'):.1f}", f"{r.per_task('writes'):.1f}",
+                f"{r.doc_ops_per_task:.1f}", f"{r.per_task('publishes'):.2f}",
+                f"{r.invocations / r.tasks:.2f}",
+                f"{r.counts.get('commit_failures', 0)} / {r.gave_up}", store,
+                f"{poller} ({r.poller_calls} polls)" if side == "ours" else "",
+                style=None if side == "ours" else "dim")
+        ours, theirs = sides.get("ours"), sides.get("upstream")
+        if ours is not None and theirs is not None and theirs.status != "driver error":
+            table.add_row(
+                "", "", "", "ratio", _ratio(ours.seconds, theirs.seconds,
+                                            ours.finished, theirs.finished),
+                _ratio(ours.per_task("reads"), theirs.per_task("reads")),
+                _ratio(ours.per_task("writes"), theirs.per_task("writes")),
+                _ratio(ours.doc_ops_per_task, theirs.doc_ops_per_task),
+                _ratio(ours.per_task("publishes"), theirs.per_task("publishes")),
+                _ratio(ours.invocations, theirs.invocations), "", "", "",
+                style="bold cyan", end_section=True)
+        else:
+            table.rows[-1].end_section = True
+    console.print(table)
+    if args.by_site:
+        _render_sites(console, results)
+    for result in results:
+        if result.error_samples:
+            console.print(f"[yellow]{result.side} {result.shape} w{result.workers} errors "
+                          f"{result.errors}:[/] " + " | ".join(result.error_samples[:2]))
+        if result.outcomes and args.verbose:
+            console.print(f"{result.side} {result.shape} w{result.workers} outcomes: "
+                          f"{result.outcomes}")
+    _render_targets(console, results)
+
+
+def _render_sites(console: Any, results: list[Result]) -> None:
+    from rich.table import Table
+
+    for result in results:
+        sites = result.counts.get("by_site", {})
+        if not sites:
+            continue
+        table = Table(title=f"{result.side} {result.shape}, {result.workers} workers: "
+                            "per call site, per task")
+        for column in ("site", "reads", "writes", "queries", "transactions",
+                       "commits", "aborted", "msgs"):
+            table.add_column(column, justify="left" if column == "site" else "right")
+        ordered = sorted(sites.items(), key=lambda kv: -(kv[1].get("reads", 0)
+                                                         + kv[1].get("writes", 0)))
+        for site, c in ordered:
+            table.add_row(site, *(f"{c.get(k, 0) / result.tasks:.2f}" for k in (
+                "reads", "writes", "queries", "transactions", "commits",
+                "commit_failures", "publishes")))
+        console.print(table)
+
+
+def check_targets(results: list[Result]) -> list[tuple[bool, str]]:
+    """The issue's targets, each with whether this run met it."""
+    checks: list[tuple[bool, str]] = []
+    ours = {(r.shape, r.workers): r for r in results if r.side == "ours"}
+    for workers in sorted({w for _, w in ours}):
+        small, big = ours.get(("chain-10", workers)), ours.get(("chain-50", workers))
+        if small and big and small.finished and big.finished:
+            spread = abs(big.doc_ops_per_task - small.doc_ops_per_task) \
+                / small.doc_ops_per_task
+            checks.append((spread <= 0.10,
+                           f"doc ops/task independent of size, {workers} worker(s): chain-10 "
+                           f"{small.doc_ops_per_task:.2f} vs chain-50 "
+                           f"{big.doc_ops_per_task:.2f} ({spread:.0%}, target <= 10%)"))
+    for r in ours.values():
+        checks.append((r.finished and r.doc_ops_per_task <= 8,
+                       f"{r.shape} w{r.workers}: {r.doc_ops_per_task:.2f} doc ops/task "
+                       "(target <= 8)"))
+    for shape in ("chain-50", "fan-1-50-1"):
+        r = ours.get((shape, 8))
+        if r is not None:
+            checks.append((r.finished and r.seconds < 10,
+                           f"{shape} with 8 workers: {_seconds(r, 0)} s (target < 10 s)"))
+            checks.append((r.gave_up == 0,
+                           f"{shape} with 8 workers: {r.gave_up} transactions gave up "
+                           f"(target 0; {r.counts.get('commit_failures', 0)} aborted "
+                           "commits were retried)"))
+    for r in results:
+        if r.side != "upstream" or r.status == "driver error":
+            continue
+        mine = ours.get((r.shape, r.workers))
+        if mine is not None:
+            faster = mine.finished and (not r.finished or mine.seconds < r.seconds)
+            checks.append((faster, f"{r.shape} w{r.workers}: ours {_seconds(mine, 0)} s vs "
+                                   f"upstream {_seconds(r, r.seconds)} s"))
+    return checks
+
+
+def _render_targets(console: Any, results: list[Result]) -> None:
+    for ok, text in check_targets(results):
+        console.print(f"[green]met[/]    {text}" if ok else f"[red]MISSED[/] {text}")
+
+
+# -------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark the GCP backend on the Firestore and Pub/Sub emulators.")
+    parser.add_argument("--shapes", default=",".join(SHAPES),
+                        help=f"comma-separated, from {', '.join(SHAPES)} (default: all)")
+    parser.add_argument("--workers", default="1,8",
+                        help="comma-separated scheduler worker counts (default: 1,8)")
+    parser.add_argument("--timeout", type=float, default=180.0,
+                        help="seconds before one of our runs counts as not finished")
+    parser.add_argument("--compare-upstream", action="store_true",
+                        help=f"also run Google's {UPSTREAM_PACKAGE} (separate process)")
+    parser.add_argument("--upstream-timeout", type=float, default=60.0,
+                        help="seconds before an upstream run is reported as DNF (default 60; "
+                             "upstream needs 99-152 s for chain-50 with 8 workers)")
+    parser.add_argument("--upstream-venv", default=DEFAULT_VENV,
+                        help=f"venv for upstream, made on first use (default {DEFAULT_VENV})")
+    parser.add_argument("--poll-every", type=float, default=1.0,
+                        help="seconds between poller calls; 0 turns the poller off")
+    parser.add_argument("--by-site", action="store_true",
+                        help="break operations down by engine function (call site)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print each case's scheduler outcomes (claimed, duplicate...)")
+    args = parser.parse_args(argv)
+    args.shape_list = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    unknown = [s for s in args.shape_list if s not in SHAPES]
+    if unknown:
+        parser.error(f"unknown shape(s) {', '.join(unknown)}; use {', '.join(SHAPES)}")
+    try:
+        args.worker_list = [int(w) for w in args.workers.split(",") if w.strip()]
+    except ValueError:
+        parser.error(f"--workers must be comma-separated integers, got {args.workers!r}")
+    if not args.worker_list or min(args.worker_list) < 1:
+        parser.error("--workers needs at least one count, each >= 1")
+    return args
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from function_flow import emulators
+
+    try:
+        emulators.check_requirements()
+    except emulators.EmulatorError as exc:
+        print(f"firestore_bench: {exc}", file=sys.stderr)
+        return 2
+    log_path = os.path.join(tempfile.gettempdir(), f"firestore-bench-{os.getpid()}.log")
+    logging.basicConfig(filename=log_path, level=logging.WARNING,
+                        format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
+    upstream_python = ensure_upstream_venv(args.upstream_venv) \
+        if args.compare_upstream else None
+    signal.signal(signal.SIGTERM, _terminate)
+    started: list[Any] = []
+    results: list[Result] = []
+    try:
+        firestore = emulators.start("firestore", PROJECT)
+        started.append(firestore)
+        pubsub = emulators.start("pubsub", PROJECT)
+        started.append(pubsub)
+        os.environ.update(firestore.env)
+        os.environ.update(pubsub.env)
+        os.environ.update(GOOGLE_CLOUD_PROJECT=PROJECT, FUNCTION_FLOW_BACKEND="gcp")
+        counters = instrument.install(OUR_SITES if args.by_site else ())
+        for shape_name in args.shape_list:
+            shape = SHAPES[shape_name]
+            for workers in args.worker_list:
+                print(f"{shape.name}, {workers} worker(s): ours...", file=sys.stderr, flush=True)
+                results.append(run_ours(shape, workers, args.timeout, args.poll_every,
+                                        counters))
+                emulators.reset_firestore(firestore.host, PROJECT)
+                if upstream_python is not None:
+                    print(f"{shape.name}, {workers} worker(s): upstream...", file=sys.stderr,
+                          flush=True)
+                    results.append(run_upstream(upstream_python, shape, workers,
+                                                args.upstream_timeout, args.by_site,
+                                                dict(os.environ)))
+                    emulators.reset_firestore(firestore.host, PROJECT)
+    except KeyboardInterrupt:
+        print("interrupted; stopping the emulators", file=sys.stderr)
+        return 130
+    finally:
+        for emulator in reversed(started):
+            emulator.stop()
+    render(results, {"ours": args.timeout, "upstream": args.upstream_timeout}, args)
+    print(f"(warnings and errors of the run are logged in {log_path})")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump([dataclasses.asdict(r) for r in results], out, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
