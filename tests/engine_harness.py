@@ -82,6 +82,9 @@ class Scenario:
     fail_attempts: dict[int, frozenset[int]] = dataclasses.field(default_factory=dict)
     #: (task index, attempt) whose body dies half way
     body_crashes: frozenset[tuple[int, int]] = frozenset()
+    #: (task index, attempt) whose body runs about as long as its lease, or
+    #: longer, while other deliveries go on (sequential mode only)
+    slow_bodies: frozenset[tuple[int, int]] = frozenset()
     #: operation number -> "in_tx" | "after_commit" (publishes crash before sending)
     crash_ops: dict[int, str] = dataclasses.field(default_factory=dict)
     seed: int = 0
@@ -425,13 +428,17 @@ class HarnessWorkflow:
             key = (task_id, attempt)
             if key in h.bodies:
                 rec.violation(f"body of {task_id} attempt {attempt} started twice")
-            h.bodies[key] = {"outcome": "started", "start_seq": rec.seq}
+            start = h.clock.now()
+            h.bodies[key] = {"outcome": "started", "start_seq": rec.seq, "start": start}
             h.body_order.append(key)
-            h.executing += 1
-            h.max_executing = max(h.max_executing, h.executing)
-            if h.executing > h.scenario.max_parallel:
-                rec.violation(f"{h.executing} bodies executing at once while starting "
-                              f"{task_id} attempt {attempt}; max_parallel_tasks is "
+            h.executing[key] = start
+            # A body whose lease has run out counts as dead (its function
+            # timed out), whether or not it is still unwinding here.
+            live = [k for k, began in h.executing.items() if start < began + LEASE]
+            h.max_executing = max(h.max_executing, len(live))
+            if len(live) > h.scenario.max_parallel:
+                rec.violation(f"{len(live)} bodies executing at once while starting "
+                              f"{task_id} attempt {attempt}: {live}; max_parallel_tasks is "
                               f"{h.scenario.max_parallel}")
         try:
             if rec.failed_seq is not None and h.scenario.threads == 0:
@@ -455,6 +462,8 @@ class HarnessWorkflow:
                 h.yield_thread()
             else:
                 h.interleave()
+            if (index, attempt) in h.scenario.slow_bodies:
+                h.overrun(task_id, attempt, start)
             if (index, attempt) in h.scenario.body_crashes:
                 h.bodies[key]["outcome"] = "crashed"
                 raise SimulatedCrash(f"executor of {task_id} attempt {attempt} died")
@@ -467,7 +476,8 @@ class HarnessWorkflow:
             return value
         finally:
             with h.body_lock:
-                h.executing -= 1
+                del h.executing[key]
+                h.bodies[key]["expired"] = h.clock.now() >= start + LEASE
 
 
 def build_dag(scenario: Scenario) -> Dag:
@@ -500,7 +510,7 @@ class Harness:
         self.body_lock = threading.Lock()
         self.bodies: dict[tuple[str, int], dict[str, Any]] = {}
         self.body_order: list[tuple[str, int]] = []
-        self.executing = 0
+        self.executing: dict[tuple[str, int], float] = {}
         self.max_executing = 0
         self.crashed_deliveries: set[tuple[str, int]] = set()
         self.delivered: list[Message] = []
@@ -525,17 +535,29 @@ class Harness:
         """Give other threads a chance to interleave with a running body."""
         threading.Event().wait(0.0005)
 
-    def interleave(self) -> None:
+    def overrun(self, task_id: str, attempt: int, start: float) -> None:
+        """A body that runs for about its whole lease, or longer (sequential mode).
+
+        Time passes while it runs, and other deliveries happen meanwhile: its
+        lease check may fire and its next attempt may run before it returns.
+        """
+        self.clock.advance_to(start + LEASE + self.rng.uniform(-15.0, 20.0))
+        self._log(f"{task_id} a{attempt} still running at t="
+                  f"{self.clock.now() - 1_000_000.0:.2f} (lease ends "
+                  f"{start + LEASE - 1_000_000.0:.2f})")
+        self.interleave(force=True)
+
+    def interleave(self, force: bool = False) -> None:
         """Deliver a few due messages while a body runs (sequential mode).
 
         Only messages already due: the clock must not move while a live
         executor holds a lease, or its lease would expire under it.
         """
-        if self.depth >= 4 or self.rng.random() >= self.scenario.interleave_rate:
+        if self.depth >= 4 or (not force and self.rng.random() >= self.scenario.interleave_rate):
             return
         self.depth += 1
         try:
-            for _ in range(self.rng.randint(1, 3)):
+            for _ in range(self.rng.randint(1, 6 if force else 3)):
                 with self.bus.cond:
                     item = self._pick() if self.bus.pool else None
                 if item is None:
@@ -803,7 +825,8 @@ class Harness:
         any_failed = any(records[t].status is F for t in names)
         if (run.status is RunStatus.FAILED) != any_failed:
             problems.append(f"run {run.status.value}, a task FAILED: {any_failed}")
-        if not self.crasher.fired and not sc.body_crashes:
+        timed_out = any(body.get("expired") for body in self.bodies.values())
+        if not crashes and not timed_out:
             expected = RunStatus.FAILED if sc.permanently_failing() else RunStatus.SUCCEEDED
             if run.status is not expected:
                 problems.append(f"run {run.status.value}, expected {expected.value} "
@@ -825,12 +848,12 @@ class Harness:
         committed = {(tr.task_id, tr.old_attempt): tr.new for tr in rec.transitions
                      if tr.old is R}
         for (t, a), body in self.bodies.items():
-            if body["outcome"] == "ok" and committed.get((t, a)) is not S \
-                    and (t, a) not in self.crashed_deliveries:
+            dead = (t, a) in self.crashed_deliveries or body.get("expired")
+            if body["outcome"] == "ok" and committed.get((t, a)) is not S and not dead:
                 problems.append(f"{t} attempt {a}: body succeeded but its success never "
-                                "committed, and its executor did not crash")
+                                "committed, and its executor did not crash or time out")
             if body["outcome"] == "raised" and committed.get((t, a)) not in (Q, F) \
-                    and (t, a) not in self.crashed_deliveries:
+                    and not dead:
                 problems.append(f"{t} attempt {a}: body failed but no failure committed")
             if (t, a) not in rec.claim_seq:
                 problems.append(f"{t} attempt {a}: body ran without a committed claim")

@@ -61,14 +61,19 @@ def scenarios(draw: st.DrawFn, *, failures: bool = True, crashes: bool = False,
             max_size=max(1, n // 6)))
     crash_ops: dict[int, str] = {}
     body_crashes: frozenset[tuple[int, int]] = frozenset()
+    slow_bodies: frozenset[tuple[int, int]] = frozenset()
     if crashes:
         crash_ops = draw(st.dictionaries(st.integers(0, 8 * n + 10), CRASH_MODES,
                                          min_size=1, max_size=4))
         body_crashes = draw(st.frozensets(st.tuples(st.integers(0, n - 1), st.integers(1, 2)),
                                           max_size=2))
+        if not threads:
+            slow_bodies = draw(st.frozensets(
+                st.tuples(st.integers(0, n - 1), st.integers(1, 2)), max_size=2))
     scenario = Scenario(
         deps=deps, max_parallel=draw(st.integers(1, 8)), retries=retries,
         fail_attempts=fail_attempts, body_crashes=body_crashes, crash_ops=crash_ops,
+        slow_bodies=slow_bodies,
         seed=draw(st.integers(0, 2**32 - 1)),
         duplicate_rate=draw(st.sampled_from([0.0, 0.15, 0.4])),
         reinject_rate=draw(st.sampled_from([0.0, 0.05])),
