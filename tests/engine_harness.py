@@ -35,10 +35,12 @@ import os
 import random
 import tempfile
 import threading
+import traceback
 from typing import Any, Callable, Iterable
 
 from function_flow.dag import END_TASK_ID, Backoff, Dag, TaskSpec, make_spec
 from function_flow.engine import Engine
+from function_flow.functions import POLLER_STALE_AFTER_SECONDS
 from function_flow.records import Message, MessageKind, RunStatus, TaskStatus
 from function_flow.store.sqlite import SqliteStore
 
@@ -218,8 +220,6 @@ class Recorder:
         key = ("task", task_id)
         self.writers[key].add(actor)
         self.write_count[(key, actor)] += 1
-        if "slot" in fields and fields["slot"] is not None:
-            pass  # slot records are checked through set_slot
         if "status" not in fields:
             return
         old, old_attempt = self.status[task_id], self.attempt[task_id]
@@ -394,14 +394,11 @@ class PoolBus:
         self.pool: list[_Pending] = []
         self.cond = threading.Condition()
         self.seq = 0
-        self.published: list[Message] = []
 
     def publish(self, message: Message, delay: float = 0.0) -> None:
         if self.crasher.next(f"publish {message}") is not None:
             raise SimulatedCrash(f"crash before publishing {message}")
         self.put(message, self.clock.now() + max(0.0, delay))
-        with self.cond:
-            self.published.append(message)
 
     def put(self, message: Message, due: float, generation: int = 0) -> None:
         with self.cond:
@@ -429,8 +426,7 @@ class HarnessWorkflow:
             if key in h.bodies:
                 rec.violation(f"body of {task_id} attempt {attempt} started twice")
             start = h.clock.now()
-            h.bodies[key] = {"outcome": "started", "start_seq": rec.seq, "start": start}
-            h.body_order.append(key)
+            h.bodies[key] = {"outcome": "started", "start": start}
             h.executing[key] = start
             # A body whose lease has run out counts as dead (its function
             # timed out), whether or not it is still unwinding here.
@@ -509,7 +505,6 @@ class Harness:
                                      lease_check_messages=scenario.lease_check_messages)
         self.body_lock = threading.Lock()
         self.bodies: dict[tuple[str, int], dict[str, Any]] = {}
-        self.body_order: list[tuple[str, int]] = []
         self.executing: dict[tuple[str, int], float] = {}
         self.max_executing = 0
         self.crashed_deliveries: set[tuple[str, int]] = set()
@@ -574,7 +569,7 @@ class Harness:
         armed = self.crasher.armed()
         self.crasher.local.armed = True
         try:
-            self.engine.recover(self.run_id)
+            self.engine.recover(self.run_id, stale_after=POLLER_STALE_AFTER_SECONDS)
             self._log("poller: recover")
         except SimulatedCrash as crash:
             self._log(f"poller: recover CRASHED ({crash})")
@@ -704,7 +699,6 @@ class Harness:
                         self.busy -= 1
                         self.bus.cond.notify_all()
         except BaseException as exc:  # report, and stop the others
-            import traceback
             with self.bus.cond:
                 self.errors.append("".join(traceback.format_exception(exc)))
                 self.stopped = True
@@ -766,7 +760,9 @@ class Harness:
             self.recover_rounds += 1
             if self.recover_rounds > self.crash_count() + 1:
                 break  # judged in check(): more rounds than crashes explain
-            self.clock.advance_to(self.clock.now() + LEASE + 1.0)
+            # The poller runs every minute; by the time it finds the stall,
+            # leases of dead executors and its grace period have passed.
+            self.clock.advance_to(self.clock.now() + max(LEASE, POLLER_STALE_AFTER_SECONDS) + 1.0)
             if self.scenario.resume_on_stall:
                 # The embedded backend's `function-flow resume`: nothing runs
                 # now, so every RUNNING attempt's executor is dead.
@@ -774,7 +770,7 @@ class Harness:
                 self.engine.resume(self.run_id)
             else:
                 self._log(f"pool empty, run not ended: poller round {self.recover_rounds}")
-                self.engine.recover(self.run_id)
+                self.engine.recover(self.run_id, stale_after=POLLER_STALE_AFTER_SECONDS)
         # Late duplicates after the end must change nothing.
         for message in list(dict.fromkeys(self.delivered)):
             self.bus.put(message, self.clock.now())
