@@ -158,6 +158,13 @@ class Engine:
                         dag_hash=self.dag.digest(), args=args, slots=self.slots,
                         created_at=now, owner=owner, source=source)
         if not self.store.create_run(run, records, slots):
+            # A retried start (same run id) may follow one that died before
+            # publishing: send the roots that are still queued again.
+            existing = self.store.get_run(run_id)
+            if existing is not None and existing.status is RunStatus.RUNNING:
+                for root in self.store.get_tasks(run_id, self.dag.roots):
+                    if root.status is TaskStatus.QUEUED:
+                        self.bus.publish(Message(run_id, root.task_id, root.attempt))
             return run_id, False
         for message in to_publish:
             self.bus.publish(message)
@@ -229,6 +236,13 @@ class Engine:
             # follow-up messages: repeat them (duplicates of those are harmless).
             self._advance_after_success(run_id, task_id)
             return "redelivered"
+        if verdict == "stale" and task is not None and task.attempt > attempt \
+                and task.status is TaskStatus.QUEUED:
+            # Attempt `attempt` failed and the retry is queued, but the
+            # delivery that queued it may have died before sending it.
+            delay = max(0.0, (task.not_before or now) - now)
+            self.bus.publish(Message(run_id, task_id, task.attempt), delay)
+            return "stale"
         if verdict != "claimed":
             logger.info("run %s task %s attempt %d: %s, nothing to do",
                         run_id, task_id, attempt, verdict)
@@ -398,7 +412,8 @@ class Engine:
         """Repeat the follow-up of a recorded success (idempotent)."""
         dependents = self.dag.dependents_of(task_id)
         records = {t.task_id: t for t in self.store.get_tasks(run_id, dependents)}
-        completion = _Completion()
+        # A slot freed by that success may not have been handed out yet.
+        completion = _Completion(fill_slots=bool(self.slots))
         for dependent in dependents:
             record = records.get(dependent)
             if record is None:
@@ -460,11 +475,13 @@ class Engine:
         if not self.slots:
             return
         while True:
-            ready = self.store.find_tasks(run_id, TaskStatus.READY, self.slots)
-            if not ready:
-                return
-            free = self.store.find_free_slots(run_id, self.slots, len(ready))
+            # Free slots first: usually one, so only that many READY records
+            # are read (reading `slots` of them per completion dominated).
+            free = self.store.find_free_slots(run_id, self.slots, self.slots)
             if not free:
+                return
+            ready = self.store.find_tasks(run_id, TaskStatus.READY, len(free))
+            if not ready:
                 return
             progressed = False
             for task, slot in zip(ready, free):
@@ -603,8 +620,14 @@ class Engine:
 
 
 def _join_complete(record: TaskRecord, deps: Iterable[str]) -> bool:
-    return record.status is TaskStatus.WAITING and all(
-        record.deps_done.get(dep) == TaskStatus.SUCCEEDED.value for dep in deps)
+    deps = tuple(deps)
+    done = record.deps_done
+    # Every completer of a join reads it: counting first keeps a wide join
+    # O(1) per completer until its last dependency, instead of O(N).
+    if record.status is not TaskStatus.WAITING or len(done) < len(deps):
+        return False
+    succeeded = TaskStatus.SUCCEEDED.value
+    return all(done.get(dep) == succeeded for dep in deps)
 
 
 def _storable(task_id: str, value: Any) -> Any:

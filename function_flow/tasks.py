@@ -81,6 +81,7 @@ class Job:
         self._engine: engine_module.Engine | None = None
         self._lock = threading.Lock()
         self._args_cache: dict[str, Any] | None = None
+        self._last_repair = 0.0
 
     # ------------------------------------------------------------ definition
 
@@ -189,9 +190,26 @@ class Job:
             run = self.engine.run_status(run_id)
             if run.status.is_final:
                 return run
+            self.repair_if_stalled(run_id)
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} still {run.status.value} after {timeout} s")
             time.sleep(poll_interval)
+
+    def repair_if_stalled(self, run_id: str, every: float = 2.0) -> None:
+        """On the embedded backend, do what the poller does on Google Cloud.
+
+        When the in-process bus has nothing queued, running or delayed but
+        the run has not ended, a follow-up step may have been lost to an
+        error between a commit and its messages: `recover` redoes it. Rate
+        limited, and a no-op while the bus is busy.
+        """
+        wait_idle = getattr(self.backend.bus, "wait_idle", None)
+        now = time.monotonic()
+        if wait_idle is None or now - self._last_repair < every:
+            return
+        self._last_repair = now
+        if wait_idle(0):
+            self.engine.recover(run_id, stale_after=every)
 
     def run(self, argv: Optional[dict[str, Any]] = None,
             timeout: Optional[float] = None) -> RunRecord:
