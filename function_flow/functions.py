@@ -19,9 +19,10 @@ import base64
 import binascii
 import json
 import logging
+import re
 from typing import TYPE_CHECKING, Any, Callable
 
-from function_flow.errors import FunctionFlowError
+from function_flow.errors import FunctionFlowError, TransientBackendError
 from function_flow.records import Message
 
 if TYPE_CHECKING:
@@ -74,6 +75,30 @@ def _ack(event: Any, outcome: str, status: int = 200) -> Any:
     return None
 
 
+def _is_transient(exc: BaseException) -> bool:
+    """Errors worth a redelivery: the store or Pub/Sub may answer next time."""
+    if isinstance(exc, TransientBackendError):
+        return True
+    try:
+        from function_flow.bus.pubsub import transient_errors
+    except ImportError:  # google-cloud-pubsub not installed: embedded only
+        return False
+    return isinstance(exc, transient_errors())
+
+
+def _raise_for_redelivery(what: str, exc: BaseException) -> None:
+    """Log an error that must not be acknowledged; the caller re-raises it.
+
+    Raising is how a Pub/Sub-triggered function says "not done": Pub/Sub
+    (or functions-framework, answering 500 to a push) delivers again later.
+    """
+    if _is_transient(exc):
+        logger.warning("%s: transient backend error, message will be redelivered: %s",
+                       what, exc)
+    else:
+        logger.exception("%s: unexpected error, message will be redelivered", what)
+
+
 def make_scheduler(job: "Job") -> Callable[..., Any]:
     """Build the scheduler: one message names one task attempt to advance."""
 
@@ -89,7 +114,11 @@ def make_scheduler(job: "Job") -> Callable[..., Any]:
                 return {"error": str(exc)}, 400
             logger.warning("scheduler: message rejected and acknowledged: %s", exc)
             return _ack(event, "rejected")
-        outcome = job.engine.handle(message)
+        try:
+            outcome = job.engine.handle(message)
+        except Exception as exc:
+            _raise_for_redelivery(f"scheduler: {message}", exc)
+            raise
         logger.info("scheduler: run %s task %s attempt %d: %s", message.run_id,
                     message.task_id, message.attempt, outcome)
         return _ack(event, outcome)
@@ -99,7 +128,6 @@ def make_scheduler(job: "Job") -> Callable[..., Any]:
 
 def make_external_event_listener(job: "Job") -> Callable[..., Any]:
     """Build the listener: completes asynchronous tasks from external events."""
-    from function_flow import futures
 
     def external_event_listener(event: Any, context: Any = None) -> Any:
         del context
@@ -112,48 +140,97 @@ def make_external_event_listener(job: "Job") -> Callable[..., Any]:
         if not isinstance(payload, dict):
             logger.warning("external event is not a JSON object; acknowledged")
             return _ack(event, "rejected")
-        for future_class in futures.Future.all_futures:
-            result = future_class.handle_message(payload)
-            if result is None:
-                continue
-            trigger = job.engine.store.get_trigger(result.trigger_id)
-            if trigger is None:
-                logger.warning("external event for unknown trigger %r; acknowledged",
-                               result.trigger_id)
-                return _ack(event, "unknown_trigger")
-            run_id, task_id, attempt = trigger
-            if task_id not in job.dag.tasks:
-                return _ack(event, "unknown_task")
-            error = None if result.is_success else str(result.error or "failed")
-            outcome = job.engine.complete(run_id, task_id, attempt, ok=result.is_success,
-                                          value=result.result, error=error)
-            job.engine.store.delete_trigger(result.trigger_id)
-            return _ack(event, outcome)
-        logger.info("external event matched no Future class; acknowledged")
-        return _ack(event, "ignored")
+        try:
+            outcome = _complete_from_event(job, payload)
+        except Exception as exc:
+            _raise_for_redelivery("external event listener", exc)
+            raise
+        return _ack(event, outcome)
 
     return external_event_listener
 
 
+def _complete_from_event(job: "Job", payload: dict[str, Any]) -> str:
+    """Find the Future class that recognises `payload` and complete its task."""
+    from function_flow import futures
+
+    for future_class in futures.Future.all_futures:
+        try:
+            result = future_class.handle_message(payload)
+        except Exception:  # a user's parser choking on a foreign event
+            logger.warning("external event: %s.handle_message failed; acknowledged",
+                           future_class.__name__, exc_info=True)
+            return "rejected"
+        if result is None:
+            continue
+        if not isinstance(result.trigger_id, str) or not result.trigger_id:
+            logger.warning("external event matched %s but has no trigger id; acknowledged",
+                           future_class.__name__)
+            return "rejected"
+        trigger = job.engine.store.get_trigger(result.trigger_id)
+        if trigger is None:
+            logger.warning("external event for unknown trigger %r; acknowledged",
+                           result.trigger_id)
+            return "unknown_trigger"
+        run_id, task_id, attempt = trigger
+        if task_id not in job.dag.tasks:
+            logger.warning("external event for unknown task %r of run %s; acknowledged",
+                           task_id, run_id)
+            return "unknown_task"
+        error = None if result.is_success else str(result.error or "failed")
+        outcome = job.engine.complete(run_id, task_id, attempt, ok=result.is_success,
+                                      value=result.result, error=error)
+        job.engine.store.delete_trigger(result.trigger_id)
+        logger.info("external event: run %s task %s attempt %d: %s",
+                    run_id, task_id, attempt, outcome)
+        return outcome
+    logger.info("external event matched no Future class; acknowledged")
+    return "ignored"
+
+
+#: A QUEUED task is sent again by the poller only this long after it was due,
+#: so messages still in flight are not duplicated on every poll.
+POLLER_STALE_AFTER_SECONDS = 60.0
+
+
 def make_poller(job: "Job") -> Callable[..., Any]:
-    """Build the poller: finds expired leases and lost messages of live runs."""
+    """Build the poller: due timers, expired leases and lost messages.
+
+    Cloud Scheduler calls it (over HTTP, or through a Pub/Sub topic) every
+    minute. It publishes delayed messages that are due (Pub/Sub cannot delay
+    a message), and lets the engine find live runs' expired leases, joins
+    nobody queued and messages that never arrived. Every step is idempotent,
+    so two pollers at once only risk duplicate messages, which are harmless.
+    """
 
     def poller(*args: Any, **kwargs: Any) -> Any:
         del kwargs
-        recovered = 0
-        for run in job.engine.store.list_runs(limit=100):
+        engine = job.engine
+        release_due = getattr(engine.bus, "release_due", None)
+        timers = release_due() if release_due is not None else 0
+        checked = 0
+        for run in engine.store.list_runs(limit=100):
             if run.job_name == job.name and not run.status.is_final:
-                job.engine.recover(run.run_id)
-                recovered += 1
+                engine.recover(run.run_id, stale_after=POLLER_STALE_AFTER_SECONDS)
+                checked += 1
+        logger.info("poller: %d due timer(s) published, %d live run(s) checked",
+                    timers, checked)
         if args and _is_http_request(args[0]):
-            return {"runs_checked": recovered}, 200
+            return {"runs_checked": checked, "timers_published": timers}, 200
         return None
 
     return poller
 
 
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
+
+
 def make_start(job: "Job") -> Callable[..., Any]:
-    """Build the HTTP start function: JSON body = arguments; answers the run id."""
+    """Build the HTTP start function: JSON body = arguments; answers the run id.
+
+    A caller-chosen run id (header X-Function-Flow-Run-Id) makes a retried
+    request idempotent: the second call answers the run the first created.
+    """
 
     def start(request: Any) -> Any:
         raw = request.get_data(cache=True) if hasattr(request, "get_data") else b""
@@ -165,14 +242,27 @@ def make_start(job: "Job") -> Callable[..., Any]:
         else:
             args = {}
         if not isinstance(args, dict):
-            return {"error": "run arguments must be a JSON object"}, 400
+            return {"error": "run arguments must be a JSON object, got "
+                             f"{type(args).__name__}"}, 400
         run_id = request.headers.get(RUN_ID_HEADER) or None
-        if run_id is not None and ("/" in run_id or len(run_id) > 200):
-            return {"error": f"{RUN_ID_HEADER} must be at most 200 characters, no '/'"}, 400
+        if run_id is not None and not _RUN_ID.fullmatch(run_id):
+            return {"error": f"{RUN_ID_HEADER} must be 1-200 letters, digits, "
+                             "'.', '_', ':' or '-', starting with a letter or digit"}, 400
         try:
-            started = job.start(args, run_id=run_id)
-        except (FunctionFlowError, TypeError, ValueError) as exc:
+            # The engine, not job.start(): job.id is shared by every request
+            # this instance serves at once.
+            started, created = job.engine.start(args, run_id=run_id)
+        except (TypeError, ValueError) as exc:
             return {"error": str(exc)}, 400
-        return {"run_id": started}, 200
+        except Exception as exc:
+            if _is_transient(exc):
+                logger.warning("start: transient backend error: %s", exc)
+                return {"error": f"backend unavailable, retry later: {exc}"}, 503
+            if isinstance(exc, FunctionFlowError):
+                logger.error("start: %s", exc)
+                return {"error": str(exc)}, 500
+            raise
+        logger.info("start: run %s %s", started, "created" if created else "already exists")
+        return {"run_id": started, "created": created}, 200
 
     return start

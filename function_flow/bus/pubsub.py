@@ -1,0 +1,192 @@
+"""Pub/Sub bus: scheduling messages on the SCHEDULE topic.
+
+Each message is `records.Message.to_json()` with its run, task, attempt and
+kind as attributes, so a message means something in Cloud Logging and in
+the Pub/Sub console. Publishing waits for Pub/Sub's acknowledgement: a lost
+publish raises (TransientBackendError when a retry may fix it), so the
+caller's own message is redelivered instead of the run stalling silently.
+
+Pub/Sub cannot delay a message, and a function instance must never sleep
+through a retry backoff, so a delayed message is written to a timer store
+(`timers.FirestoreTimers`) and the poller publishes it once it is due.
+
+Clients are built on first publish: constructing a Job stays network-free,
+and a process forked by gunicorn builds its own gRPC channel after the fork.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+from typing import Any, Callable, Protocol
+
+from function_flow.errors import ConfigurationError, TransientBackendError
+from function_flow.records import Message
+
+logger = logging.getLogger("function_flow.bus.pubsub")
+
+#: How long to wait for Pub/Sub to acknowledge one publish.
+PUBLISH_TIMEOUT_SECONDS = 60.0
+
+
+class TimerStore(Protocol):
+    """Where delayed messages wait until they are due (see timers.py)."""
+
+    def add(self, message: Message, due_at: float) -> None: ...
+
+    def publish_due(self, publish: Callable[[Message], Any], limit: int = 500) -> int: ...
+
+
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """google.api_core errors that a later attempt may not see again."""
+    from google.api_core import exceptions as gexc
+
+    return (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError,
+            gexc.Aborted, gexc.ResourceExhausted, gexc.Unknown, gexc.RetryError,
+            gexc.GatewayTimeout, gexc.TooManyRequests, concurrent.futures.TimeoutError)
+
+
+class PubSubBus:
+    """Publishes scheduling messages on one topic; delayed ones go to timers."""
+
+    def __init__(self, topic: str, project: str | None = None,
+                 timers: TimerStore | None = None,
+                 publish_timeout: float = PUBLISH_TIMEOUT_SECONDS) -> None:
+        if not topic or "/" in topic:
+            raise ConfigurationError(
+                f"Pub/Sub topic must be a topic id without '/', got {topic!r}; "
+                "set Job(schedule_topic=...) or FUNCTION_FLOW_SCHEDULE_TOPIC")
+        self.topic = topic
+        self.timers = timers
+        self.publish_timeout = publish_timeout
+        self._project = project
+        self._publisher: Any = None
+        self._topic_ready = False
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------- clients
+
+    @property
+    def project(self) -> str:
+        """The project: given, or Application Default Credentials' project."""
+        if self._project is None:
+            import google.auth
+            from google.auth.exceptions import DefaultCredentialsError
+
+            try:
+                _, self._project = google.auth.default()
+            except DefaultCredentialsError as exc:
+                raise ConfigurationError(
+                    "no Google Cloud project for Pub/Sub: set GOOGLE_CLOUD_PROJECT "
+                    f"({exc})") from exc
+            if not self._project:
+                raise ConfigurationError(
+                    "no Google Cloud project for Pub/Sub: set GOOGLE_CLOUD_PROJECT")
+        return self._project
+
+    @property
+    def topic_path(self) -> str:
+        return f"projects/{self.project}/topics/{self.topic}"
+
+    @property
+    def publisher(self) -> Any:
+        """The PublisherClient, built once per process on first use."""
+        if self._publisher is None:
+            with self._lock:
+                if self._publisher is None:
+                    from google.cloud import pubsub_v1
+
+                    # Every publish is waited for at once, so batching could
+                    # only add latency: send each message straight away.
+                    batch = pubsub_v1.types.BatchSettings(max_latency=0.001)
+                    self._publisher = pubsub_v1.PublisherClient(batch_settings=batch)
+        return self._publisher
+
+    def _retry(self) -> Any:
+        """The client's own retries, bounded by publish_timeout in all."""
+        from google.api_core import exceptions as gexc
+        from google.api_core.retry import Retry, if_exception_type
+
+        return Retry(predicate=if_exception_type(gexc.ServiceUnavailable, gexc.Aborted,
+                                                 gexc.DeadlineExceeded, gexc.Unknown,
+                                                 gexc.InternalServerError,
+                                                 gexc.ResourceExhausted),
+                     initial=0.1, maximum=5.0, timeout=self.publish_timeout)
+
+    def _ensure_topic(self) -> None:
+        """Create the topic if it is missing, as Function Flow does."""
+        if self._topic_ready:
+            return
+        from google.api_core import exceptions as gexc
+
+        try:
+            self.publisher.create_topic(request={"name": self.topic_path},
+                                        retry=self._retry(), timeout=self.publish_timeout)
+            logger.info("created Pub/Sub topic %s", self.topic_path)
+        except gexc.AlreadyExists:
+            pass
+        except gexc.PermissionDenied:
+            # Deployed functions often may publish but not create topics;
+            # the deployment created it, and publishing will tell if not.
+            logger.debug("no permission to create %s; assuming it exists", self.topic_path)
+        except transient_errors() as exc:
+            raise TransientBackendError(
+                f"Pub/Sub unavailable while creating topic {self.topic_path}: {exc}") from exc
+        self._topic_ready = True
+
+    # ------------------------------------------------------------- publish
+
+    def publish(self, message: Message, delay: float = 0.0) -> None:
+        """Send `message` now, or store it as a timer when `delay` > 0."""
+        if delay > 0:
+            if self.timers is None:
+                raise ConfigurationError(
+                    "PubSubBus needs a timer store for delayed messages "
+                    "(retry backoff); build it with timers=FirestoreTimers(...)")
+            self.timers.add(message, time.time() + delay)
+            logger.debug("run %s task %s attempt %d: due in %.1f s (timer)",
+                         message.run_id, message.task_id, message.attempt, delay)
+            return
+        self.publish_now(message)
+
+    def publish_now(self, message: Message) -> str:
+        """Publish and wait for Pub/Sub to accept it; returns the message id."""
+        from google.api_core import exceptions as gexc
+
+        self._ensure_topic()
+        try:
+            try:
+                return self._send(message)
+            except gexc.NotFound:
+                # The topic vanished (or creating it was not allowed and it
+                # never existed): try to create it once more, then publish.
+                self._topic_ready = False
+                self._ensure_topic()
+                return self._send(message)
+        except transient_errors() as exc:
+            raise TransientBackendError(
+                f"publishing {message} on {self.topic_path} failed: {exc}") from exc
+
+    def release_due(self, limit: int = 500) -> int:
+        """Publish delayed messages whose time has come (the poller calls this)."""
+        if self.timers is None:
+            return 0
+        return self.timers.publish_due(self.publish_now, limit)
+
+    def _send(self, message: Message) -> str:
+        future = self.publisher.publish(self.topic_path, message.to_json(),
+                                        retry=self._retry(), timeout=self.publish_timeout,
+                                        **message.attributes())
+        return future.result(timeout=self.publish_timeout)
+
+    def close(self) -> None:
+        """Flush and stop the publisher's background threads."""
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            try:
+                publisher.stop()
+            except Exception:  # already stopped, or Pub/Sub gone: nothing to flush
+                logger.debug("stopping the Pub/Sub publisher failed", exc_info=True)
+        self._topic_ready = False
