@@ -4,6 +4,11 @@ Delivery is at least once: a handler that raises gets the message again
 after a capped backoff, as Pub/Sub redelivers an unacknowledged message.
 Delayed messages wait in a heap served by one timer thread, so a retry
 backoff never keeps a worker sleeping.
+
+Per message the bus wakes one worker and nobody else: the timer thread is
+woken only when a new delay is due sooner than every other (each claimed
+task schedules a lease check an hour ahead, which must not cost a thread
+switch), and wait_idle() only when the bus becomes idle.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ class LocalBus:
         self._ready: queue.SimpleQueue = queue.SimpleQueue()
         self._timers: list[tuple[float, int, Message, int]] = []
         self._sequence = itertools.count()
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
+        self._timer_wakeup = threading.Condition(self._lock)  # the heap's head changed
+        self._idle = threading.Condition(self._lock)          # nothing left to do
         self._busy = 0             # messages queued or being handled now
         self._delayed_work = 0     # delayed RUN_TASK messages (retries)
         self._threads: list[threading.Thread] = []
@@ -59,11 +66,12 @@ class LocalBus:
     def _publish(self, message: Message, delay: float, deliveries: int) -> None:
         with self._lock:
             if delay > 0:
-                heapq.heappush(self._timers, (self._clock() + delay, next(self._sequence),
-                                              message, deliveries))
+                entry = (self._clock() + delay, next(self._sequence), message, deliveries)
+                heapq.heappush(self._timers, entry)
                 if message.kind is MessageKind.RUN_TASK:
                     self._delayed_work += 1
-                self._lock.notify_all()
+                if self._timers[0] is entry:  # due before anything the timer waits for
+                    self._timer_wakeup.notify()
                 return
             self._busy += 1
         self._ready.put((message, deliveries))
@@ -83,7 +91,8 @@ class LocalBus:
             finally:
                 with self._lock:
                     self._busy -= 1
-                    self._lock.notify_all()
+                    if not self._busy and not self._delayed_work:
+                        self._idle.notify_all()
 
     def _tick(self) -> None:
         with self._lock:
@@ -96,7 +105,7 @@ class LocalBus:
                     self._busy += 1
                     self._ready.put((message, deliveries))
                 timeout = self._timers[0][0] - now if self._timers else None
-                self._lock.wait(timeout)
+                self._timer_wakeup.wait(timeout)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until nothing is queued, running or waiting to be retried.
@@ -110,14 +119,15 @@ class LocalBus:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                self._lock.wait(remaining)
+                self._idle.wait(remaining)
         return True
 
     def close(self) -> None:
         """Stop the threads; messages not yet handled are dropped."""
         with self._lock:
             self._closed = True
-            self._lock.notify_all()
+            self._timer_wakeup.notify_all()
+            self._idle.notify_all()
         for thread in self._threads:
             if thread.name.startswith("function-flow-worker"):
                 self._ready.put(_STOP)

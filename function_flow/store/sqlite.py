@@ -3,7 +3,11 @@
 WAL mode with synchronous=NORMAL: a commit survives the process being
 killed (kill -9) at any point; only a power cut can lose the last commits.
 Each thread gets its own connection; `BEGIN IMMEDIATE` serializes writers,
-so a transaction never needs retrying.
+so a transaction never needs retrying. Writers of one process first queue
+on a Python lock per database file: SQLite's own busy handler polls with
+sleeps of 1 to 100 ms, which under a pool of worker threads costs far more
+than the transactions themselves (bench/engine_bench.py shows it). Other
+processes still wait through busy_timeout.
 
 Records are stored as JSON next to the columns that queries filter on. The
 transaction object refuses a read after a write, like Firestore does, so
@@ -12,12 +16,16 @@ engine code that passes here also passes on Firestore.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import math
 import os
+import re
 import sqlite3
 import threading
 import time
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from function_flow.ports import ReadAfterWriteError  # noqa: F401 (re-exported)
 from function_flow.records import RunRecord, TaskRecord, TaskStatus
@@ -56,31 +64,85 @@ CREATE TABLE IF NOT EXISTS triggers (
 
 DEFAULT_PATH = os.path.join(".function_flow", "function_flow.db")
 
+#: Most task ids bound into one `IN (...)` query (SQLite allows 32766).
+_BATCH = 500
+
+_WRITE_LOCKS: dict[str, threading.RLock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(path: str) -> threading.RLock:
+    """The lock every writer of this database file in this process takes."""
+    key = os.path.realpath(path)
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(key, threading.RLock())
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _chunks(items: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(items), _BATCH):
+        yield items[start:start + _BATCH]
+
+
+def _select_tasks(conn: sqlite3.Connection, run_id: str,
+                  task_ids: list[str]) -> list[tuple[str, str]]:
+    """(task_id, data) rows of the given tasks, one query per _BATCH ids."""
+    rows: list[tuple[str, str]] = []
+    for chunk in _chunks(task_ids):
+        marks = ",".join("?" * len(chunk))
+        rows.extend(conn.execute(
+            f"SELECT task_id, data FROM tasks WHERE run_id = ? AND task_id IN ({marks})",
+            (run_id, *chunk)).fetchall())
+    return rows
+
 
 class _SqliteTransaction:
+    """One BEGIN IMMEDIATE transaction; it holds the write lock throughout.
+
+    Records read in the transaction are kept (parsed), so a later update of
+    the same record merges into them instead of reading the row again: no
+    other writer can change the row while this transaction holds the lock.
+    """
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._wrote = False
+        self._tasks: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self._runs: dict[str, dict[str, Any] | None] = {}
 
     def _reading(self) -> None:
         if self._wrote:
             raise ReadAfterWriteError("transaction read after a write")
 
+    def _run_data(self, run_id: str) -> dict[str, Any] | None:
+        if run_id not in self._runs:
+            row = self._conn.execute("SELECT data FROM runs WHERE run_id = ?",
+                                     (run_id,)).fetchone()
+            self._runs[run_id] = json.loads(row[0]) if row else None
+        return self._runs[run_id]
+
     def get_run(self, run_id: str) -> RunRecord | None:
         self._reading()
-        row = self._conn.execute("SELECT data FROM runs WHERE run_id = ?",
-                                 (run_id,)).fetchone()
-        return RunRecord.from_dict(json.loads(row[0])) if row else None
+        data = self._run_data(run_id)
+        return RunRecord.from_dict(data) if data is not None else None
 
     def get_tasks(self, run_id: str, task_ids: Iterable[str]) -> dict[str, TaskRecord]:
         self._reading()
+        wanted = list(dict.fromkeys(task_ids))
+        unread = [t for t in wanted if (run_id, t) not in self._tasks]
+        if unread:
+            for task_id in unread:
+                self._tasks[(run_id, task_id)] = None
+            for task_id, data in _select_tasks(self._conn, run_id, unread):
+                self._tasks[(run_id, task_id)] = json.loads(data)
         found = {}
-        for task_id in task_ids:
-            row = self._conn.execute(
-                "SELECT data FROM tasks WHERE run_id = ? AND task_id = ?",
-                (run_id, task_id)).fetchone()
-            if row:
-                found[task_id] = TaskRecord.from_dict(json.loads(row[0]))
+        for task_id in wanted:
+            data = self._tasks[(run_id, task_id)]
+            if data is not None:
+                found[task_id] = TaskRecord.from_dict(data)
         return found
 
     def get_slot(self, run_id: str, slot: int) -> str | None:
@@ -91,26 +153,53 @@ class _SqliteTransaction:
 
     def update_run(self, run_id: str, fields: dict[str, Any]) -> None:
         self._wrote = True
-        row = self._conn.execute("SELECT data FROM runs WHERE run_id = ?",
-                                 (run_id,)).fetchone()
-        if row is None:
+        data = self._run_data(run_id)
+        if data is None:
             return
-        data = json.loads(row[0])
         data.update(fields)
         self._conn.execute("UPDATE runs SET status = ?, data = ? WHERE run_id = ?",
-                           (data["status"], json.dumps(data), run_id))
+                           (data["status"], _dumps(data), run_id))
 
     def update_task(self, run_id: str, task_id: str, fields: dict[str, Any]) -> None:
         self._wrote = True
-        row = self._conn.execute("SELECT data FROM tasks WHERE run_id = ? AND task_id = ?",
-                                 (run_id, task_id)).fetchone()
-        if row is None:
+        key = (run_id, task_id)
+        if key not in self._tasks and self._blind_update(run_id, task_id, fields):
             return
-        data = json.loads(row[0])
+        if key in self._tasks:
+            data = self._tasks[key]
+        else:
+            row = self._conn.execute("SELECT data FROM tasks WHERE run_id = ? AND task_id = ?",
+                                     (run_id, task_id)).fetchone()
+            data = self._tasks[key] = json.loads(row[0]) if row else None
+        if data is None:
+            return
         _merge(data, fields)
         self._conn.execute(
             "UPDATE tasks SET status = ?, data = ? WHERE run_id = ? AND task_id = ?",
-            (data["status"], json.dumps(data), run_id, task_id))
+            (data["status"], _dumps(data), run_id, task_id))
+
+    def _blind_update(self, run_id: str, task_id: str, fields: dict[str, Any]) -> bool:
+        """Set map entries ("deps_done.<task>") of an unread record, in SQL.
+
+        That is what a completer writes into each dependent. A wide join's
+        record grows to one entry per dependency, and SQLite's json_set edits
+        it without a round trip through Python's json (O(N) per completer in
+        C instead of in Python). Returns False, doing nothing, for any other
+        update: small records are cheaper to merge in Python.
+        """
+        arguments: list[Any] = []
+        for name, value in fields.items():
+            path = _entry_path(name)
+            if path is None or not _plain_scalar(value):
+                return False
+            arguments += (path, _dumps(value))
+        if not arguments:
+            return False
+        setters = ", ".join("?, json(?)" for _ in fields)
+        self._conn.execute(
+            f"UPDATE tasks SET data = json_set(data, {setters}) "
+            "WHERE run_id = ? AND task_id = ?", (*arguments, run_id, task_id))
+        return True
 
     def set_slot(self, run_id: str, slot: int, holder: str | None) -> None:
         self._wrote = True
@@ -118,6 +207,26 @@ class _SqliteTransaction:
             "INSERT INTO slots (run_id, slot, holder) VALUES (?, ?, ?) "
             "ON CONFLICT (run_id, slot) DO UPDATE SET holder = excluded.holder",
             (run_id, slot, holder))
+
+
+#: A key that can be written as a double-quoted label of a SQLite JSON path.
+_PATH_LABEL = re.compile(r'[^"\\\x00-\x1f]+')
+
+
+@functools.lru_cache(maxsize=4096)
+def _entry_path(key: str) -> str | None:
+    """'deps_done.t1' -> '$."deps_done"."t1"'; None unless the key is a map entry."""
+    field, dot, entry = key.partition(".")
+    if not dot or not _PATH_LABEL.fullmatch(field) or not _PATH_LABEL.fullmatch(entry):
+        return None
+    return f'$."{field}"."{entry}"'
+
+
+def _plain_scalar(value: Any) -> bool:
+    """Whether SQLite's json() accepts `value` exactly as Python's json wrote it."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return True
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _merge(data: dict[str, Any], fields: dict[str, Any]) -> None:
@@ -138,6 +247,7 @@ class SqliteStore:
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         self._local = threading.local()
+        self._write_lock = _write_lock(path)
         with self._connection() as conn:
             conn.executescript(_SCHEMA)
 
@@ -158,50 +268,49 @@ class SqliteStore:
             conn.close()
             self._local.conn = None
 
-    def transact(self, fn: Callable[[Any], T]) -> T:
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error) under the write lock."""
         conn = self._connection()
-        for attempt in range(50):
+        with self._write_lock:
+            for attempt in range(50):
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as exc:  # locked by another process
+                    if "locked" not in str(exc) or attempt == 49:
+                        raise
+                    time.sleep(0.01 * (attempt + 1))
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as exc:  # database is locked
-                if "locked" not in str(exc) or attempt == 49:
-                    raise
-                time.sleep(0.01 * (attempt + 1))
-        try:
-            result = fn(_SqliteTransaction(conn))
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def transact(self, fn: Callable[[Any], T]) -> T:
+        with self._writing() as conn:
+            return fn(_SqliteTransaction(conn))
 
     def create_run(self, run: RunRecord, tasks: list[TaskRecord],
                    slots: dict[int, str]) -> bool:
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._writing() as conn:
             exists = conn.execute("SELECT 1 FROM runs WHERE run_id = ?",
                                   (run.run_id,)).fetchone()
             if exists:
-                conn.execute("ROLLBACK")
-                return False
+                return False  # nothing was written: the commit is empty
             conn.execute(
                 "INSERT INTO runs (run_id, job_name, status, created_at, data) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (run.run_id, run.job_name, run.status.value, run.created_at,
-                 json.dumps(run.to_dict())))
+                 _dumps(run.to_dict())))
             conn.executemany(
                 "INSERT INTO tasks (run_id, task_id, status, data) VALUES (?, ?, ?, ?)",
-                [(run.run_id, t.task_id, t.status.value, json.dumps(t.to_dict()))
+                [(run.run_id, t.task_id, t.status.value, _dumps(t.to_dict()))
                  for t in tasks])
             conn.executemany(
                 "INSERT INTO slots (run_id, slot, holder) VALUES (?, ?, ?)",
                 [(run.run_id, slot, holder) for slot, holder in slots.items()])
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
         return True
 
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -215,13 +324,10 @@ class SqliteStore:
         if task_ids is None:
             rows = conn.execute("SELECT data FROM tasks WHERE run_id = ?",
                                 (run_id,)).fetchall()
-        else:
-            rows = []
-            for task_id in task_ids:
-                rows.extend(conn.execute(
-                    "SELECT data FROM tasks WHERE run_id = ? AND task_id = ?",
-                    (run_id, task_id)).fetchall())
-        return [TaskRecord.from_dict(json.loads(r[0])) for r in rows]
+            return [TaskRecord.from_dict(json.loads(r[0])) for r in rows]
+        wanted = list(dict.fromkeys(task_ids))
+        found = dict(_select_tasks(conn, run_id, wanted))
+        return [TaskRecord.from_dict(json.loads(found[t])) for t in wanted if t in found]
 
     def find_tasks(self, run_id: str, status: TaskStatus, limit: int) -> list[TaskRecord]:
         rows = self._connection().execute(
@@ -241,9 +347,10 @@ class SqliteStore:
         return [RunRecord.from_dict(json.loads(r[0])) for r in rows]
 
     def put_trigger(self, trigger_id: str, run_id: str, task_id: str, attempt: int) -> None:
-        self._connection().execute(
-            "INSERT OR REPLACE INTO triggers (trigger_id, run_id, task_id, attempt) "
-            "VALUES (?, ?, ?, ?)", (trigger_id, run_id, task_id, attempt))
+        with self._write_lock:
+            self._connection().execute(
+                "INSERT OR REPLACE INTO triggers (trigger_id, run_id, task_id, attempt) "
+                "VALUES (?, ?, ?, ?)", (trigger_id, run_id, task_id, attempt))
 
     def get_trigger(self, trigger_id: str) -> tuple[str, str, int] | None:
         row = self._connection().execute(
@@ -252,15 +359,14 @@ class SqliteStore:
         return (row[0], row[1], row[2]) if row else None
 
     def delete_trigger(self, trigger_id: str) -> None:
-        self._connection().execute("DELETE FROM triggers WHERE trigger_id = ?",
-                                   (trigger_id,))
+        with self._write_lock:
+            self._connection().execute("DELETE FROM triggers WHERE trigger_id = ?",
+                                       (trigger_id,))
 
     def delete_run(self, run_id: str) -> None:
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        for table in ("tasks", "slots", "triggers", "runs"):
-            conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
-        conn.execute("COMMIT")
+        with self._writing() as conn:
+            for table in ("tasks", "slots", "triggers", "runs"):
+                conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
 
     def runs_started_before(self, timestamp: float) -> list[str]:
         return [r[0] for r in self._connection().execute(
