@@ -317,8 +317,11 @@ class SqliteStore:
         return [TaskRecord.from_dict(json.loads(found[t])) for t in wanted if t in found]
 
     def find_tasks(self, run_id: str, status: TaskStatus, limit: int) -> list[TaskRecord]:
+        # Without INDEXED BY, SQLite (no ANALYZE statistics) scans the run's
+        # primary key range instead: O(tasks) per call, 75 us at 1000 tasks.
         rows = self._connection().execute(
-            "SELECT data FROM tasks WHERE run_id = ? AND status = ? LIMIT ?",
+            "SELECT data FROM tasks INDEXED BY tasks_by_status "
+            "WHERE run_id = ? AND status = ? LIMIT ?",
             (run_id, status.value, limit)).fetchall()
         return [TaskRecord.from_dict(json.loads(r[0])) for r in rows]
 
