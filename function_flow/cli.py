@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import Any, NoReturn
 
 import click
@@ -105,6 +106,7 @@ def follow_to_end(job: Job, backend: backends.Backend, run_id: str, *,
               f"(job {job.name}, {len(job.dag.tasks)} tasks)", markup=False)
 
     def fetch() -> tuple[RunRecord, list[TaskRecord]]:
+        job.repair_if_stalled(run_id)
         return engine.run_status(run_id), engine.task_records(run_id)
 
     try:
@@ -127,8 +129,9 @@ def follow_to_end(job: Job, backend: backends.Backend, run_id: str, *,
     sys.exit(EXIT_RUN_FAILED)
 
 
-def report(out: Any, run: RunRecord, tasks: list[TaskRecord], sinks: tuple[str, ...]) -> None:
-    """Summary table, results of the sinks, final status and the status hint."""
+def report(out: Any, run: RunRecord, tasks: list[TaskRecord], sinks: tuple[str, ...],
+           details: bool = True) -> None:
+    """Summary table, results of the sinks, final status and (if `details`) the status hint."""
     out.print(progress.summary_table(tasks))
     results = progress.results_lines(tasks, sinks)
     if results:
@@ -136,7 +139,8 @@ def report(out: Any, run: RunRecord, tasks: list[TaskRecord], sinks: tuple[str, 
         for line in results:
             out.print(f"  {line}", markup=False, soft_wrap=True)
     out.print(progress.final_status_line(run), markup=False)
-    out.print(f"details: function-flow status {run.run_id}", markup=False)
+    if details:
+        out.print(f"details: function-flow status {run.run_id}", markup=False)
 
 
 # -------------------------------------------------------------------- commands
@@ -258,6 +262,87 @@ def graph(file: str, job_name: str | None, fmt: str) -> None:
     """Print the task graph of a workflow FILE."""
     job = load_job(file, job_name)
     click.echo(graphs.render(job.dag, fmt))
+
+
+@cli.command("dev")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--job", "job_name", metavar="NAME", help="Job to run when FILE defines several.")
+@click.option("--arg", "arg_pairs", multiple=True, metavar="KEY=VALUE",
+              help="Run argument (JSON value, else a string). Repeatable.")
+@click.option("--signature-type", type=click.Choice(["event", "cloudevent", "http"]),
+              default="event", show_default=True,
+              help="How scheduler and external_event_listener take Pub/Sub pushes: "
+                   "1st gen event, 2nd gen cloudevent, or http (raw push envelope).")
+def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
+                signature_type: str) -> None:
+    """Run FILE on the deployed topology, locally: Firestore and Pub/Sub
+    emulators, one functions-framework process per entry point."""
+    from function_flow import dev, emulators
+    from function_flow.engine import new_run_id
+
+    args = parse_args(arg_pairs)
+    job = load_job(file, job_name)
+    try:
+        emulators.check_requirements()
+    except emulators.EmulatorError as exc:
+        fail(str(exc))
+    out, err = progress.make_console(), progress.make_console(stderr=True)
+    run_id = new_run_id(job.name)
+    stack = dev.LocalStack(file, job_name, schedule_topic=job.schedule_topic,
+                           events_topic=job.external_event_topic,
+                           signature_type=signature_type,
+                           log_path=dev.default_log_path(run_id))
+    out.print(f"starting emulators and functions; their log: {stack.log_path}", markup=False)
+    code = EXIT_RUN_FAILED
+    with dev.sigterm_unwinds():
+        try:
+            stack.start()
+            run_id = stack.start_run(args, run_id=run_id)
+            code = follow_dev_run(stack, job, run_id, out, err)
+        except KeyboardInterrupt:
+            err.print("interrupted; stopping emulators and functions", markup=False)
+            code = 130
+        except dev.Terminated:
+            err.print("terminated; stopping emulators and functions", markup=False)
+            code = 128 + 15
+        except (dev.DevError, emulators.EmulatorError) as exc:
+            err.print(f"error: {exc}", markup=False, soft_wrap=True)
+            code = EXIT_USAGE
+        finally:
+            with dev.signals_ignored():
+                stack.stop()
+    sys.exit(code)
+
+
+def follow_dev_run(stack: Any, job: Job, run_id: str, out: Any, err: Any) -> int:
+    """`run`'s progress view and summary, reading the run from the Firestore emulator."""
+    store = stack.store
+    out.print(f"started run {run_id} (job {job.name}, {len(job.dag.tasks)} tasks) "
+              f"through {stack.start_url}", markup=False)
+
+    def fetch() -> tuple[RunRecord, list[TaskRecord]]:
+        run = store.get_run(run_id)
+        if run is None:
+            fail(f"run {run_id} vanished from the Firestore emulator")
+        return run, stored_tasks(store, run_id)
+
+    progress.follow(fetch, out, interval=0.25)
+    # Tasks already running when the run failed still finish: give them a
+    # moment so the summary shows where they ended.
+    deadline = time.monotonic() + 10
+    run, tasks = fetch()
+    while any(t.status in (TaskStatus.RUNNING, TaskStatus.QUEUED) for t in tasks) \
+            and time.monotonic() < deadline:
+        time.sleep(0.25)
+        run, tasks = fetch()
+    report(out, run, tasks, sinks=job.dag.sinks, details=False)
+    out.print(f"function logs: {stack.log_path}", markup=False)
+    if run.status is RunStatus.SUCCEEDED:
+        return EXIT_OK
+    err.print(f"error: {run.error or 'run ' + run.status.value}", markup=False, soft_wrap=True)
+    err.print(f"last lines of {stack.log_path}:", markup=False)
+    err.print(stack.log_tail(20).rstrip(), markup=False, soft_wrap=True)
+    return EXIT_RUN_FAILED
 
 
 # ------------------------------------------------------------------ entry point

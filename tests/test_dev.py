@@ -1,0 +1,202 @@
+"""`function-flow dev`: the deployed topology on this machine, run as a user runs it.
+
+Each test starts the real Firestore and Pub/Sub emulators and one
+functions-framework process per entry point (through the command, in a
+subprocess), so a message takes the deployed path: Pub/Sub push ->
+functions-framework -> Firestore. After the command exits, every process it
+started (named with its PID in its log) must be gone, and its ports closed.
+
+Each test takes 10-20 s (emulator start-up), so there are few of them; they
+fail with an install hint when gcloud, its emulators or Java are missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = Path(__file__).parent / "workflows"
+SAMPLE = ROOT / "samples" / "main.py"
+SAMPLE_TASKS = ("task_1", "task_2", "task_3", "task_4", "taskr1", "taskr2", "task_5", "task_6")
+
+pytestmark = pytest.mark.timeout(240)
+needs_emulators = pytest.mark.usefixtures("gcloud_available")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The caller's environment without settings that would point elsewhere."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("FUNCTION_FLOW_") and not k.endswith("_EMULATOR_HOST")
+           and k not in ("GOOGLE_CLOUD_PROJECT", "COLUMNS")}
+    env.update(extra)
+    return env
+
+
+def dev_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "function_flow.cli", "dev", *args]
+
+
+def run_dev(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(dev_command(*args), cwd=cwd, env=clean_env(**env),
+                          capture_output=True, text=True, timeout=200)
+
+
+def dev_log(cwd: Path) -> str:
+    """The log `dev` wrote under .function_flow/ (one per test directory)."""
+    logs = sorted((cwd / ".function_flow").glob("dev-*.log"))
+    assert len(logs) == 1, f"expected one dev log, found {logs}"
+    return logs[0].read_text(encoding="utf-8")
+
+
+def started_processes(log: str) -> tuple[list[int], list[int]]:
+    """PIDs and 127.0.0.1 ports of what `dev` says it started (emulators, functions)."""
+    lines = [line for line in log.splitlines() if " dev " in line and "(pid " in line
+             and not re.search(r"\bstopped\b", line)]
+    pids = [int(pid) for line in lines for pid in re.findall(r"\(pid (\d+)\)", line)]
+    ports = [int(port) for line in lines for port in re.findall(r"127\.0\.0\.1:(\d+)", line)]
+    return pids, ports
+
+
+def live_members(pgid: int) -> list[int]:
+    """Processes (not zombies) of process group `pgid`; `dev` made each child a group."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, group = fields[0], int(fields[2])
+        if (group == pgid or int(entry) == pgid) and state != "Z":
+            members.append(int(entry))
+    return members
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def assert_all_stopped(log: str) -> None:
+    """Both emulators and the four functions were started, and nothing of them is left."""
+    pids, ports = started_processes(log)
+    assert len(pids) == 6, f"expected 2 emulators + 4 functions in the log:\n{log}"
+    assert len(ports) == 6, log
+    left = {pid: live_members(pid) for pid in pids if live_members(pid)}
+    assert not left, f"process groups still alive after dev exited: {left}"
+    assert not [port for port in ports if port_open(port)], "a port is still open"
+
+
+# ---------------------------------------------------------------------- tests
+
+
+@needs_emulators
+def test_dev_runs_the_sample_through_pubsub_and_functions_framework(tmp_path: Path) -> None:
+    output_dir = tmp_path / "report"
+    result = run_dev(tmp_path, str(SAMPLE), "--arg", "region=EMEA",
+                     "--arg", f"output_dir={output_dir}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for task_id in SAMPLE_TASKS:
+        assert re.search(rf"^\s*{task_id}\s+SUCCEEDED\s+1\b", out, re.M), out
+    assert re.search(r'^\s+task_6: .*"focus_region": "EMEA"', out, re.M), out
+    assert re.search(r"^run sample_job-\S+ SUCCEEDED in ", out, re.M), out
+    assert (output_dir / "sales_report.md").exists()
+    log = dev_log(tmp_path)
+    assert "function logs: .function_flow/dev-sample_job-" in out
+    # Every task ran in the scheduler process, delivered by a push subscription.
+    for task_id in SAMPLE_TASKS:
+        assert re.search(rf" scheduler .*task {task_id} attempt 1: succeeded", log), log
+    assert_all_stopped(log)
+
+
+@needs_emulators
+def test_dev_exits_1_and_shows_the_log_when_the_workflow_fails(tmp_path: Path) -> None:
+    # Also covers 2nd gen functions: CloudEvents built from the push.
+    result = run_dev(tmp_path, str(WORKFLOWS / "failing.py"), "--signature-type", "cloudevent")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.search(r"^\s*prepare\s+SUCCEEDED", result.stdout, re.M), result.stdout
+    assert re.search(r"^\s*explode\s+FAILED", result.stdout, re.M), result.stdout
+    assert "error: task 'explode' failed: ValueError: boom happened with 1" in result.stderr
+    assert "last lines of .function_flow/dev-failing-" in result.stderr
+    assert "raise ValueError(f\"boom happened with {value}\")" in result.stderr
+    assert_all_stopped(dev_log(tmp_path))
+
+
+@needs_emulators
+def test_ctrl_c_mid_run_stops_every_process(tmp_path: Path) -> None:
+    # Also covers plain HTTP functions reading the raw push envelope.
+    markers, gate = tmp_path / "markers", tmp_path / "gate"
+    process = subprocess.Popen(
+        dev_command(str(WORKFLOWS / "durable.py"), "--signature-type", "http"),
+        cwd=tmp_path, env=clean_env(FF_TEST_MARKERS=str(markers), FF_TEST_GATE=str(gate)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # `blocker` runs inside the scheduler function until the gate exists,
+        # which it never does: the run is deterministically mid-way.
+        while process.poll() is None and not (
+                markers.exists() and "blocker" in markers.read_text()):
+            try:
+                process.wait(0.2)
+            except subprocess.TimeoutExpired:
+                pass
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, out + err
+    assert "interrupted; stopping emulators and functions" in err
+    assert "Traceback" not in err
+    log = dev_log(tmp_path)
+    assert re.search(r" scheduler .*task second attempt 1: succeeded", log), log
+    assert_all_stopped(log)
+
+
+@needs_emulators
+def test_sigterm_stops_every_process(tmp_path: Path) -> None:
+    markers, gate = tmp_path / "markers", tmp_path / "gate"
+    process = subprocess.Popen(
+        dev_command(str(WORKFLOWS / "durable.py")), cwd=tmp_path,
+        env=clean_env(FF_TEST_MARKERS=str(markers), FF_TEST_GATE=str(gate)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while process.poll() is None and not (markers.exists() and "first" in markers.read_text()):
+            try:
+                process.wait(0.2)
+            except subprocess.TimeoutExpired:
+                pass
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 128 + signal.SIGTERM, out + err
+    assert "terminated; stopping emulators and functions" in err
+    assert_all_stopped(dev_log(tmp_path))
+
+
+def test_missing_gcloud_is_one_clear_error(tmp_path: Path) -> None:
+    result = subprocess.run(dev_command(str(SAMPLE)), cwd=tmp_path,
+                            env=clean_env(PATH=str(tmp_path)),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "gcloud" in lines[0] and "install" in lines[0], lines[0]
+    assert not (tmp_path / ".function_flow").exists()
