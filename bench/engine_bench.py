@@ -227,7 +227,9 @@ def print_table(rows: list[tuple[Scenario, dict[str, Any], dict[str, Any]]],
                 "record is SUCCEEDED. heap = tracemalloc peak of one extra untimed run "
                 "(all threads); RSS = resource.getrusage maxrss growth over the timed runs, "
                 "each scenario in a fresh process. Embedded = SqliteStore (WAL, "
-                "synchronous=NORMAL, temp dir) + LocalBus.")
+                "synchronous=NORMAL, temp dir) + LocalBus. "
+                f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end "
+                "(other work on the machine inflates the embedded column).")
     table.add_column("scenario")
     table.add_column("tasks", justify="right")
     table.add_column("in-process\nwall s", justify="right")
