@@ -19,7 +19,9 @@ import base64
 import binascii
 import json
 import logging
+import os
 import re
+import sys
 from typing import TYPE_CHECKING, Any, Callable
 
 from function_flow.errors import FunctionFlowError, TransientBackendError
@@ -68,6 +70,36 @@ def pubsub_payload(event: Any) -> tuple[bytes, dict[str, str]]:
     return data, dict(attributes) if isinstance(attributes, dict) else {}
 
 
+class _CloudLoggingFormatter(logging.Formatter):
+    """One JSON object per line, the form Cloud Logging parses into fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"severity": record.levelname, "message": record.getMessage(),
+                 "logger": record.name}
+        if record.exc_info:
+            entry["message"] += "\n" + self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _log_like_a_cloud_function() -> None:
+    """Make INFO logs of function_flow visible when running as a function.
+
+    Python drops INFO records by default, which would hide every "run X task
+    Y: succeeded" line. functions-framework sets FUNCTION_TARGET (so does the
+    Cloud Functions runtime); then, unless the application configured
+    logging itself, function_flow logs JSON lines to stdout.
+    """
+    if not os.environ.get("FUNCTION_TARGET"):
+        return
+    package_logger = logging.getLogger("function_flow")
+    if package_logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_CloudLoggingFormatter())
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
+
+
 def _ack(event: Any, outcome: str, status: int = 200) -> Any:
     """What to return: a JSON response for HTTP pushes, None otherwise."""
     if _is_http_request(event):
@@ -101,6 +133,7 @@ def _raise_for_redelivery(what: str, exc: BaseException) -> None:
 
 def make_scheduler(job: "Job") -> Callable[..., Any]:
     """Build the scheduler: one message names one task attempt to advance."""
+    _log_like_a_cloud_function()
 
     def scheduler(event: Any, context: Any = None) -> Any:
         del context
@@ -128,6 +161,7 @@ def make_scheduler(job: "Job") -> Callable[..., Any]:
 
 def make_external_event_listener(job: "Job") -> Callable[..., Any]:
     """Build the listener: completes asynchronous tasks from external events."""
+    _log_like_a_cloud_function()
 
     def external_event_listener(event: Any, context: Any = None) -> Any:
         del context
@@ -202,6 +236,7 @@ def make_poller(job: "Job") -> Callable[..., Any]:
     nobody queued and messages that never arrived. Every step is idempotent,
     so two pollers at once only risk duplicate messages, which are harmless.
     """
+    _log_like_a_cloud_function()
 
     def poller(*args: Any, **kwargs: Any) -> Any:
         del kwargs
@@ -231,6 +266,7 @@ def make_start(job: "Job") -> Callable[..., Any]:
     A caller-chosen run id (header X-Function-Flow-Run-Id) makes a retried
     request idempotent: the second call answers the run the first created.
     """
+    _log_like_a_cloud_function()
 
     def start(request: Any) -> Any:
         raw = request.get_data(cache=True) if hasattr(request, "get_data") else b""

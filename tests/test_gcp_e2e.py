@@ -1,0 +1,275 @@
+"""The deployed topology, end to end, on the Firestore and Pub/Sub emulators.
+
+Workflow files run unchanged under functions-framework (tests/functions_stack.py):
+`start` and `poller` as HTTP functions, `scheduler` behind push subscriptions
+of the Pub/Sub emulator on the SCHEDULE topic, exactly as Pub/Sub invokes a
+deployed function. State is read back from Firestore with FirestoreStore.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import pathlib
+from typing import Any
+
+import pytest
+
+from emulators import PROJECT
+from function_flow.functions import RUN_ID_HEADER
+from function_flow.records import Message, RunStatus, TaskStatus
+from function_flow.timers import FirestoreTimers
+from functions_stack import Stack, post, wait_for
+from test_sample import EXPECTED_DEPS, valid_rows
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "main.py"
+WORKFLOWS = pathlib.Path(__file__).resolve().parent / "workflows_gcp"
+SIGNATURES = ("event", "cloudevent", "http")
+
+#: What a healthy log never contains: a failed delivery, a transaction that
+#: gave up, an error answer from functions-framework.
+TROUBLE = ("Failed to commit transaction", "TransientBackendError", "will be redelivered",
+           "Traceback", "ERROR")
+
+
+@pytest.fixture
+def executions(tmp_path) -> pathlib.Path:
+    return tmp_path / "executions.jsonl"
+
+
+@pytest.fixture
+def stack(gcp_env, executions) -> Any:
+    stack = Stack(dict(gcp_env, FUNCTION_FLOW_TEST_EXECUTIONS=str(executions)), PROJECT)
+    try:
+        yield stack
+    finally:
+        stack.close()
+
+
+def final_run(store, run_id: str, timeout: float = 120.0):
+    def ended():
+        run = store.get_run(run_id)
+        return run if run is not None and run.status.is_final else None
+    return wait_for(ended, f"run {run_id} to end", timeout)
+
+
+def executed(path: pathlib.Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def tasks_of(store, run_id: str) -> dict:
+    return {t.task_id: t for t in store.get_tasks(run_id) if t.task_id != "__end__"}
+
+
+def push_envelope(data: bytes, message_id: str = "1") -> dict:
+    """What a Pub/Sub push subscription POSTs (the emulator sends the same)."""
+    return {"message": {"data": base64.b64encode(data).decode(), "attributes": {},
+                        "messageId": message_id, "publishTime": "2026-01-01T00:00:00Z"},
+            "subscription": f"projects/{PROJECT}/subscriptions/scheduler"}
+
+
+# ------------------------------------------------------------------ the sample
+
+
+@pytest.mark.parametrize("signature", SIGNATURES)
+def test_sample_runs_through_start_pubsub_push_and_scheduler(stack, firestore_store,
+                                                             tmp_path, signature):
+    scheduler = stack.function(SAMPLE, "scheduler", signature)
+    start = stack.function(SAMPLE, "start", "http")
+    stack.push(scheduler)
+
+    status, body = post(start.url, {"region": "EMEA", "output_dir": str(tmp_path / "out")})
+    assert status == 200, body
+    run = final_run(firestore_store, body["run_id"])
+
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    records = tasks_of(firestore_store, run.run_id)
+    assert set(records) == set(EXPECTED_DEPS)
+    assert all(r.status is TaskStatus.SUCCEEDED and r.attempt == 1 for r in records.values())
+    rows = valid_rows()
+    summary = records["task_6"].result
+    assert summary["total_revenue"] == pytest.approx(sum(r["revenue"] for r in rows),
+                                                     abs=0.005)
+    assert summary["rows_used"] == len(rows) and summary["focus_region"] == "EMEA"
+    report = json.loads(pathlib.Path(summary["report"]).read_text())
+    assert report["run_id"] == run.run_id
+    for task_id, deps in EXPECTED_DEPS.items():
+        for dep in deps:
+            assert records[task_id].started_at >= records[dep].finished_at
+    logs = stack.logs()
+    assert not [word for word in TROUBLE if word in logs], logs[-3000:]
+
+
+# ------------------------------------------------------------------ duplicates
+
+
+def test_every_message_delivered_twice_runs_each_body_once(stack, firestore_store,
+                                                           executions):
+    source = WORKFLOWS / "diamond.py"
+    scheduler = stack.function(source, "scheduler", "cloudevent")
+    start = stack.function(source, "start", "http")
+    # Two subscriptions on the topic: Pub/Sub delivers every message to each.
+    stack.push(scheduler)
+    stack.push(scheduler)
+
+    status, body = post(start.url, {"x": 5})
+    assert status == 200, body
+    run = final_run(firestore_store, body["run_id"])
+
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    records = tasks_of(firestore_store, run.run_id)
+    assert records["d"].result == 5 * 2 + 5 * 3
+    ran = collections.Counter(e["task_id"] for e in executed(executions))
+    assert ran == {"a": 1, "b": 1, "c": 1, "d": 1}
+    # Every task's message did arrive twice (or more: follow-ups are repeated
+    # by duplicates): the second delivery found the task already claimed.
+    handled = collections.Counter()
+    for entry in stack.functions[0].json_logs():
+        message = entry.get("message", "")
+        if message.startswith(f"scheduler: run {run.run_id} task "):
+            handled[message.split(" task ")[1].split(" ")[0]] += 1
+    assert all(handled[task] >= 2 for task in "abcd"), handled
+    logs = stack.logs()
+    assert not [word for word in TROUBLE if word in logs], logs[-3000:]
+
+
+# -------------------------------------------------------------- 8 instances
+
+
+def test_fan_out_of_50_on_8_scheduler_instances(stack, firestore_store, executions):
+    """1 -> 50 -> 1 with max_parallel_tasks=50 on 8 scheduler processes.
+
+    One functions-framework with WORKERS=8: eight gunicorn worker processes,
+    each with its own Firestore and Pub/Sub clients, like eight function
+    instances; the emulator's push subscription spreads its concurrent
+    deliveries over them. Each worker has 2 threads: with 1, gunicorn's
+    sync worker closes every connection and the emulator's push client then
+    stalls about 2 s per delivery, which real Pub/Sub does not do.
+    """
+    source = WORKFLOWS / "fanout.py"
+    scheduler = stack.function(source, "scheduler", "cloudevent", workers=8, threads=2)
+    start = stack.function(source, "start", "http")
+    stack.push(scheduler)
+
+    status, body = post(start.url, {})
+    assert status == 200, body
+    run = final_run(firestore_store, body["run_id"], timeout=180)
+
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    records = tasks_of(firestore_store, run.run_id)
+    assert len(records) == 52
+    assert all(r.status is TaskStatus.SUCCEEDED and r.attempt == 1 for r in records.values())
+    assert records["join"].result == sum(range(50))
+    runs = executed(executions)
+    assert collections.Counter(e["task_id"] for e in runs) == {t: 1 for t in records}
+    assert len({e["pid"] for e in runs}) > 1, "all deliveries went to one process"
+    join = records["join"]
+    assert all(join.started_at >= records[f"branch_{n}"].finished_at for n in range(50))
+    logs = stack.logs()
+    assert not [word for word in TROUBLE if word in logs], logs[-3000:]
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("signature", SIGNATURES)
+def test_bad_messages_are_acknowledged_and_change_nothing(stack, firestore_store,
+                                                          executions, signature):
+    source = WORKFLOWS / "diamond.py"
+    scheduler = stack.function(source, "scheduler", signature)
+    start = stack.function(source, "start", "http")
+    # No subscription yet, so messages reach nobody: deliver a's by hand,
+    # which leaves a SUCCEEDED and b, c QUEUED while bad messages arrive.
+    stack.ensure_topic()
+    run_id = post(start.url, {})[1]["run_id"]
+    assert post(scheduler.url, push_envelope(Message(run_id, "a", 1).to_json()))[0] == 200
+    before = [t.to_dict() for t in firestore_store.get_tasks(run_id)]
+    assert tasks_of(firestore_store, run_id)["a"].status is TaskStatus.SUCCEEDED
+
+    bad = {"not JSON": b"\x00\xff garbage",
+           "JSON array": b"[]",
+           "unknown run": Message("no-such-run", "a", 1).to_json(),
+           "unknown task": Message(run_id, "zzz", 1).to_json(),
+           "stale attempt": Message(run_id, "a", 0).to_json()}
+    for number, (name, data) in enumerate(bad.items()):
+        status, answer = post(scheduler.url, push_envelope(data, str(number + 10)))
+        assert 200 <= status < 300, f"{name}: {status} {answer}"
+
+    # The same through the emulator's push subscription: logged, not retried.
+    stack.push(scheduler)
+    for data in bad.values():
+        stack.publish(data)
+    expected = ["rejected and acknowledged", "unknown_run", "unknown_task", "stale"]
+
+    def all_logged():
+        text = scheduler.log()
+        return all(text.count(word) >= 2 for word in expected)
+    wait_for(all_logged, "the scheduler to log every bad message")
+
+    assert [t.to_dict() for t in firestore_store.get_tasks(run_id)] == before
+    assert [e["task_id"] for e in executed(executions)] == ["a"]
+    assert "Traceback" not in scheduler.log()
+
+
+def test_start_answers_bad_bodies_with_400_json(stack, firestore_store):
+    start = stack.function(WORKFLOWS / "diamond.py", "start", "http")
+    status, body = post(start.url, "this is not json")
+    assert status == 400 and "not JSON" in body["error"]
+    status, body = post(start.url, [1, 2, 3])
+    assert status == 400 and "JSON object" in body["error"]
+    assert firestore_store.list_runs() == []
+
+
+def test_start_twice_with_the_same_run_id_makes_one_run(stack, firestore_store, executions):
+    source = WORKFLOWS / "diamond.py"
+    scheduler = stack.function(source, "scheduler", "http")
+    start = stack.function(source, "start", "http")
+    stack.push(scheduler)
+
+    first = post(start.url, {"x": 2}, headers={RUN_ID_HEADER: "nightly-2026-11-22"})
+    second = post(start.url, {"x": 2}, headers={RUN_ID_HEADER: "nightly-2026-11-22"})
+
+    assert first == (200, {"run_id": "nightly-2026-11-22", "created": True})
+    assert second == (200, {"run_id": "nightly-2026-11-22", "created": False})
+    run = final_run(firestore_store, "nightly-2026-11-22")
+    assert run.status is RunStatus.SUCCEEDED
+    assert [r.run_id for r in firestore_store.list_runs()] == ["nightly-2026-11-22"]
+    assert collections.Counter(e["task_id"] for e in executed(executions)) == {
+        "a": 1, "b": 1, "c": 1, "d": 1}
+
+
+# ------------------------------------------------------- retries as timers
+
+
+def test_retry_backoff_waits_as_a_timer_the_poller_publishes(stack, firestore_store,
+                                                             executions, collection_prefix):
+    source = WORKFLOWS / "flaky.py"
+    scheduler = stack.function(source, "scheduler", "event")
+    start = stack.function(source, "start", "http")
+    poller = stack.function(source, "poller", "http")
+    stack.push(scheduler)
+    timers = FirestoreTimers(lambda: firestore_store.client, prefix=collection_prefix)
+
+    run_id = post(start.url, {})[1]["run_id"]
+    # The first attempt failed; its retry is a timer document, not a sleeper.
+    wait_for(lambda: timers.pending() == 1, "the retry to be stored as a timer")
+    flaky = tasks_of(firestore_store, run_id)["flaky"]
+    assert (flaky.status, flaky.attempt) == (TaskStatus.QUEUED, 2)
+    assert "first attempt fails on purpose" in flaky.error
+
+    def poll_until_done():
+        status, body = post(poller.url, {})
+        assert status == 200, body
+        run = firestore_store.get_run(run_id)
+        return run if run.status.is_final else None
+    run = wait_for(poll_until_done, "the poller to release the retry", interval=0.5)
+
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    assert tasks_of(firestore_store, run_id)["after"].result == "ok on attempt 2"
+    assert [(e["task_id"], e["attempt"]) for e in executed(executions)] == [
+        ("flaky", 1), ("flaky", 2), ("after", 1)]
+    assert timers.pending() == 0

@@ -1,0 +1,23 @@
+"""Shared by the workflows here: record each task body execution in a file.
+
+The e2e tests run these workflows in several functions-framework processes
+at once; each execution appends one JSON line (O_APPEND, one write, so lines
+from different processes never interleave) to $FUNCTION_FLOW_TEST_EXECUTIONS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+
+def record(task, **extra) -> None:
+    path = os.environ["FUNCTION_FLOW_TEST_EXECUTIONS"]
+    line = json.dumps({"run_id": task.run_id, "task_id": task.id, "attempt": task.attempt,
+                       "pid": os.getpid(), "at": time.time(), **extra}) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
