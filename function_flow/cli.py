@@ -297,6 +297,9 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
     with dev.sigterm_unwinds():
         try:
             stack.start()
+            out.print(f"Pub/Sub emulator on {stack.pubsub.host} (topics {job.schedule_topic}, "
+                      f"{job.external_event_topic}), Firestore emulator on "
+                      f"{stack.firestore.host}, project {stack.project}", markup=False)
             run_id = stack.start_run(args, run_id=run_id)
             code = follow_dev_run(stack, job, run_id, out, err)
         except KeyboardInterrupt:

@@ -160,8 +160,13 @@ class LocalStack:
             run = stack.store.get_run(run_id)
 
     firestore/pubsub: emulators already running (e.g. a test session's) to
-    use instead of starting new ones; they are not stopped by `stop()`.
-    collection_prefix and topic names let several stacks share emulators.
+    use instead of starting new ones; they are not stopped by `stop()`, and
+    the push subscriptions made on them are deleted. collection_prefix and
+    topic names (Pub/Sub ids: 3+ characters, starting with a letter) let
+    several stacks share emulators.
+    log_path: where the functions' output goes; by default a temporary
+    file, kept after `stop()` so that it can still be read.
+    on_event: called with each line the stack itself logs (startup steps).
     """
 
     def __init__(self, source: str, job_name: str | None = None, *,
@@ -200,6 +205,7 @@ class LocalStack:
         self._poller_stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._store: Any = None
+        self._subscriptions: list[str] = []
 
     # ------------------------------------------------------------ lifecycle
 
@@ -236,14 +242,22 @@ class LocalStack:
         if self._poller is not None:
             self._poller.join(timeout)
             self._poller = None
+        if self.pubsub is not None and all(e is not self.pubsub for e in self._own_emulators):
+            # Shared emulators outlive us: leave no subscription pushing to
+            # a port that is about to close.
+            while self._subscriptions:
+                with contextlib.suppress(Exception):
+                    self._pubsub_call("DELETE", f"subscriptions/{self._subscriptions.pop()}")
         functions = list(self.functions.values())
+        self.functions = {}
         with contextlib.suppress(Exception):
             # On SIGTERM gunicorn waits for running task bodies (up to 30 s,
             # even on its "quick" SIGINT): allow a short grace, then SIGKILL,
             # as Cloud Functions does to an instance it scales down.
             stop_groups([f.process for f in functions], min(timeout, FUNCTION_GRACE_SECONDS))
-            self._write("dev", "stopped " + ", ".join(f"{f.name} (pid {f.pid})"
-                                                      for f in functions))
+            if functions:
+                self._write("dev", "stopped " + ", ".join(f"{f.name} (pid {f.pid})"
+                                                          for f in functions))
         for pump in self._pumps:
             pump.join(timeout)
         self._pumps.clear()
@@ -444,6 +458,7 @@ class LocalStack:
                 "pushConfig": {"pushEndpoint": self.functions[target].url},
                 "ackDeadlineSeconds": ACK_DEADLINE_SECONDS,
             })
+            self._subscriptions.append(name)
             self._event(f"push subscription {name}: {topic} -> {target}")
 
     def _start_functions(self) -> None:

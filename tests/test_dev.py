@@ -135,6 +135,17 @@ def test_dev_exits_1_and_shows_the_log_when_the_workflow_fails(tmp_path: Path) -
 
 
 @needs_emulators
+def test_dev_calls_the_poller_so_a_retry_after_backoff_runs(tmp_path: Path) -> None:
+    result = run_dev(tmp_path, str(WORKFLOWS / "retry_once.py"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^\s*a\s+SUCCEEDED\s+2\b", result.stdout, re.M), result.stdout
+    assert re.search(r"^\s+b: 20$", result.stdout, re.M), result.stdout
+    log = dev_log(tmp_path)
+    assert re.search(r" poller .*[1-9]\d* due timer\(s\) published", log), log
+    assert_all_stopped(log)
+
+
+@needs_emulators
 def test_ctrl_c_mid_run_stops_every_process(tmp_path: Path) -> None:
     # Also covers plain HTTP functions reading the raw push envelope.
     markers, gate = tmp_path / "markers", tmp_path / "gate"
