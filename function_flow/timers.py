@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import time
 import uuid
 from typing import Any, Callable
@@ -75,8 +76,12 @@ class FirestoreTimers:
         now = self.clock()
         query = (self.collection.where(filter=FieldFilter("due_at", "<=", now))
                  .order_by("due_at").limit(limit))
+        due = list(query.stream())
+        # Pollers running at once start at different timers, so they rarely
+        # contend for the same document.
+        random.shuffle(due)
         sent = 0
-        for snapshot in query.stream():
+        for snapshot in due:
             claim = self._claim(snapshot.reference, now)
             if claim is None:
                 continue
@@ -96,6 +101,7 @@ class FirestoreTimers:
 
     def _claim(self, ref: Any, now: float) -> str | None:
         """Take the timer for this poller; None if it is gone or taken."""
+        from google.api_core import exceptions as gexc
         from google.cloud import firestore
 
         claim = uuid.uuid4().hex
@@ -111,7 +117,14 @@ class FirestoreTimers:
             transaction.update(ref, {"claim": claim, "claimed_until": now + CLAIM_SECONDS})
             return True
 
-        return claim if take(self._client().transaction()) else None
+        try:
+            return claim if take(self._client().transaction()) else None
+        except (gexc.Aborted, ValueError) as exc:
+            # Another poller's transaction on this timer won ("Failed to
+            # commit transaction"): it publishes the timer, or, if it fails
+            # too, the timer stays for the next poll.
+            logger.info("timer %s contended, left to another poller: %s", ref.id, exc)
+            return None
 
     def _release(self, ref: Any, claim: str) -> None:
         """Delete a published timer unless someone stored it anew meanwhile."""

@@ -62,8 +62,12 @@ class FunctionProcess:
         return entries
 
     def stop(self) -> None:
-        """End the server's process group (gunicorn and its workers)."""
-        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        """End the server's process group (gunicorn and its workers).
+
+        SIGINT is gunicorn's quick shutdown; SIGTERM would wait for idle
+        keep-alive connections of the emulator's push client.
+        """
+        for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGKILL, 10.0)):
             try:
                 os.killpg(self.process.pid, sig)
             except ProcessLookupError:

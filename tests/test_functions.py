@@ -399,3 +399,36 @@ def test_start_answers_503_when_pubsub_is_down(tmp_path, monkeypatch):
     answer, status = http_start(job, "{}", run_id="retry-me")
     assert status == 503
     assert "retry" in answer["error"]
+
+
+# ------------------------------------------------------------------ poller
+
+
+@pytest.mark.parametrize("form", ["http", "legacy", "cloudevent"])
+def test_poller_sends_a_lost_message_again_once_it_is_overdue(tmp_path, form):
+    job, calls = make_job(tmp_path)
+    run_id = http_start(job, "{}")[0]["run_id"]
+    outbox: Outbox = job.backend.bus  # type: ignore[assignment]
+    outbox.take()  # the root's message is lost
+    poller = job.make_poller()
+
+    def poll() -> Any:
+        if form == "http":  # Cloud Scheduler calling the HTTP function
+            with FLASK_APP.test_request_context("/", method="POST"):
+                return poller(flask.request)
+        if form == "legacy":  # Cloud Scheduler publishing to a topic
+            return poller({"data": encode("tick")}, None)
+        return poller(CloudEvent({"type": "google.cloud.pubsub.topic.v1.messagePublished",
+                                  "source": "//pubsub.googleapis.com/x"},
+                                 {"message": {"data": encode("tick")}}))
+
+    answer = poll()  # still in flight, as far as anyone can tell: left alone
+    assert outbox.take() == []
+    assert answer == (({"runs_checked": 1, "timers_published": 0}, 200)
+                      if form == "http" else None)
+
+    now = job.engine.clock()
+    job.engine.clock = lambda: now + 61  # a minute later, the message is overdue
+    poll()
+    assert outbox.take() == [Message(run_id, "a", 1)]
+    assert calls == []

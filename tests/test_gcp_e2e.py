@@ -273,3 +273,63 @@ def test_retry_backoff_waits_as_a_timer_the_poller_publishes(stack, firestore_st
     assert [(e["task_id"], e["attempt"]) for e in executed(executions)] == [
         ("flaky", 1), ("flaky", 2), ("after", 1)]
     assert timers.pending() == 0
+
+
+def test_two_pollers_at_once_publish_each_due_timer_once(firestore_store, collection_prefix):
+    """Timers are claimed in a transaction each: concurrent pollers never both send one."""
+    import threading
+
+    clock = [1000.0]
+    timers = FirestoreTimers(lambda: firestore_store.client, prefix=collection_prefix,
+                             clock=lambda: clock[0])
+    due = [Message("run", f"t{n}", 2) for n in range(20)]
+    for message in due:
+        timers.add(message, due_at=999.0)
+    timers.add(Message("run", "later", 2), due_at=1030.0)
+    sent: list[Message] = []
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+
+    def publish(message: Message) -> None:
+        with lock:
+            sent.append(message)
+
+    def poll() -> None:
+        try:
+            timers.publish_due(publish)
+        except BaseException as exc:  # collected: a crashing poller fails the test
+            failures.append(exc)
+
+    pollers = [threading.Thread(target=poll) for _ in range(2)]
+    for thread in pollers:
+        thread.start()
+    for thread in pollers:
+        thread.join()
+    # A timer both contended for may be left to the next poll: never lost.
+    timers.publish_due(publish)
+
+    assert failures == []
+    assert sorted(sent, key=lambda m: m.task_id) == sorted(due, key=lambda m: m.task_id)
+    assert timers.pending() == 1  # the one due later stays
+    clock[0] = 1031.0
+    assert timers.publish_due(publish) == 1 and sent[-1].task_id == "later"
+    assert timers.pending() == 0
+
+
+def test_a_timer_whose_publish_fails_is_published_by_a_later_poller(firestore_store,
+                                                                    collection_prefix):
+    clock = [1000.0]
+    timers = FirestoreTimers(lambda: firestore_store.client, prefix=collection_prefix,
+                             clock=lambda: clock[0])
+    timers.add(Message("run", "t", 2), due_at=1000.0)
+
+    def broken(message: Message) -> None:
+        raise ConnectionError("Pub/Sub unreachable")
+
+    with pytest.raises(ConnectionError):
+        timers.publish_due(broken)
+    sent: list[Message] = []
+    assert timers.publish_due(sent.append) == 0  # still claimed by the failed poller
+    clock[0] += 61  # the claim expires
+    assert timers.publish_due(sent.append) == 1
+    assert sent == [Message("run", "t", 2)] and timers.pending() == 0
