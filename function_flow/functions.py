@@ -8,9 +8,15 @@ function, or a plain HTTP endpoint behind a Pub/Sub push subscription:
 - `fn(cloud_event)` whose data is `{"message": {...}, "subscription": ...}`
 - `fn(request)`, a flask request whose JSON body is a push envelope.
 
+A push subscription may also target an event or cloudevent function:
+functions-framework turns a raw push envelope (one with "subscription" and
+"message.messageId") into the first or second form before calling us.
+
 Bad input never becomes an endless redelivery loop (DESIGN.md invariant 6):
-a malformed, unknown or duplicate message is logged and acknowledged; only a
-transient backend error is raised, so that Pub/Sub delivers again.
+a malformed, unknown or duplicate message is logged and acknowledged. A
+store or bus failure is raised (logged as transient, or with its traceback
+when unexpected), so Pub/Sub delivers again instead of the run stalling; a
+task body's own exception never gets here, the engine records it.
 """
 
 from __future__ import annotations
