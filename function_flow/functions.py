@@ -31,7 +31,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable
 
 from function_flow.errors import FunctionFlowError, TransientBackendError
-from function_flow.records import Message
+from function_flow.records import Message, RunStatus
 
 if TYPE_CHECKING:
     from function_flow.tasks import Job
@@ -231,6 +231,8 @@ def _complete_from_event(job: "Job", payload: dict[str, Any]) -> str:
 #: A QUEUED task is sent again by the poller only this long after it was due,
 #: so messages still in flight are not duplicated on every poll.
 POLLER_STALE_AFTER_SECONDS = 60.0
+#: Live runs one poller call checks; older ones wait for the next call.
+POLLER_MAX_RUNS = 1000
 
 
 def make_poller(job: "Job") -> Callable[..., Any]:
@@ -250,8 +252,8 @@ def make_poller(job: "Job") -> Callable[..., Any]:
         release_due = getattr(engine.bus, "release_due", None)
         timers = release_due() if release_due is not None else 0
         checked = 0
-        for run in engine.store.list_runs(limit=100):
-            if run.job_name == job.name and not run.status.is_final:
+        for run in engine.store.list_runs(limit=POLLER_MAX_RUNS, status=RunStatus.RUNNING):
+            if run.job_name == job.name:
                 engine.recover(run.run_id, stale_after=POLLER_STALE_AFTER_SECONDS)
                 checked += 1
         logger.info("poller: %d due timer(s) published, %d live run(s) checked",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Protocol, TypeVar
 
-from function_flow.records import Message, RunRecord, TaskRecord, TaskStatus
+from function_flow.records import Message, RunRecord, RunStatus, TaskRecord, TaskStatus
 
 T = TypeVar("T")
 
@@ -73,8 +73,14 @@ class Store(Protocol):
     def find_free_slots(self, run_id: str, count: int, limit: int) -> list[int]:
         """Up to `limit` free slot numbers among 0..count-1."""
 
-    def list_runs(self, limit: int = 50) -> list[RunRecord]:
-        """Most recent runs first."""
+    def list_runs(self, limit: int = 50,
+                  status: RunStatus | None = None) -> list[RunRecord]:
+        """Most recent runs first; with `status`, only runs in that status.
+
+        Filtered by status, the order is unspecified (on Firestore it would
+        need a composite index): the poller wants every live run, not the
+        newest ones.
+        """
 
     def put_trigger(self, trigger_id: str, run_id: str, task_id: str, attempt: int) -> None:
         """Remember which task attempt an external event with this id completes."""

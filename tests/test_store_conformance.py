@@ -375,3 +375,15 @@ def test_engine_runs_a_dag_on_firestore(firestore_store) -> None:
                        "c3": [11, 3], "d": 6}
     assert sorted(ran) == sorted(results)  # each body ran exactly once
     assert ran[:2] == ["a", "b"] and ran[-1] == "d"
+
+
+def test_list_runs_by_status_finds_old_live_runs(store: Store) -> None:
+    """The poller asks for every RUNNING run, however many newer runs ended."""
+    make_run(store, run_id="old-live", created_at=1.0)
+    for number in range(5):
+        make_run(store, run_id=f"done-{number}", created_at=10.0 + number)
+        store.transact(lambda tx, n=number: tx.update_run(
+            f"done-{n}", {"status": RunStatus.SUCCEEDED.value}))
+    assert [r.run_id for r in store.list_runs(limit=3)] == ["done-4", "done-3", "done-2"]
+    live = store.list_runs(limit=3, status=RunStatus.RUNNING)
+    assert [r.run_id for r in live] == ["old-live"]

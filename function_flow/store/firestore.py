@@ -65,7 +65,7 @@ from google.cloud.firestore_v1.field_path import FieldPath
 from function_flow.emulators import DEFAULT_PROJECT
 from function_flow.errors import ConfigurationError, TransientBackendError
 from function_flow.ports import ReadAfterWriteError
-from function_flow.records import RunRecord, TaskRecord, TaskStatus
+from function_flow.records import RunRecord, RunStatus, TaskRecord, TaskStatus
 
 T = TypeVar("T")
 
@@ -417,8 +417,12 @@ class FirestoreStore:
         return [n for n in range(count) if n not in taken][:max(0, limit)]
 
     @_translated
-    def list_runs(self, limit: int = 50) -> list[RunRecord]:
-        query = self._runs().order_by("created_at", direction=firestore.Query.DESCENDING)
+    def list_runs(self, limit: int = 50,
+                  status: RunStatus | None = None) -> list[RunRecord]:
+        if status is not None:  # no order_by: that would need a composite index
+            query = self._runs().where(filter=FieldFilter("status", "==", status.value))
+        else:
+            query = self._runs().order_by("created_at", direction=firestore.Query.DESCENDING)
         return [RunRecord.from_dict(_decode(s.to_dict()))
                 for s in self._query(query.limit(limit))]
 

@@ -28,7 +28,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from function_flow.ports import ReadAfterWriteError  # noqa: F401 (re-exported)
-from function_flow.records import RunRecord, TaskRecord, TaskStatus
+from function_flow.records import RunRecord, RunStatus, TaskRecord, TaskStatus
 
 T = TypeVar("T")
 
@@ -331,9 +331,15 @@ class SqliteStore:
             (run_id,)).fetchall()}
         return [s for s in range(count) if s not in taken][:limit]
 
-    def list_runs(self, limit: int = 50) -> list[RunRecord]:
-        rows = self._connection().execute(
-            "SELECT data FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+    def list_runs(self, limit: int = 50,
+                  status: RunStatus | None = None) -> list[RunRecord]:
+        if status is None:
+            rows = self._connection().execute(
+                "SELECT data FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+        else:
+            rows = self._connection().execute(
+                "SELECT data FROM runs WHERE status = ? ORDER BY created_at DESC LIMIT ?",
+                (status.value, limit)).fetchall()
         return [RunRecord.from_dict(json.loads(r[0])) for r in rows]
 
     def put_trigger(self, trigger_id: str, run_id: str, task_id: str, attempt: int) -> None:
