@@ -197,10 +197,10 @@ class Engine:
         lease = spec.timeout or DEFAULT_LEASE_SECONDS
 
         def claim(tx: Transaction) -> tuple[str, TaskRecord | None]:
-            run = tx.get_run(run_id)
+            run, tasks = tx.get_run_and_tasks(run_id, [task_id])
             if run is None:
                 return "unknown_run", None
-            task = tx.get_tasks(run_id, [task_id]).get(task_id)
+            task = tasks.get(task_id)
             if task is None:
                 return "unknown_task", None
             if run.status is not RunStatus.RUNNING:

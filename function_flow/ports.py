@@ -33,6 +33,10 @@ class Transaction(Protocol):
     def get_tasks(self, run_id: str, task_ids: Iterable[str]) -> dict[str, TaskRecord]:
         """Read several task records; missing ones are absent from the result."""
 
+    def get_run_and_tasks(self, run_id: str, task_ids: Iterable[str]
+                          ) -> tuple[RunRecord | None, dict[str, TaskRecord]]:
+        """get_run and get_tasks in one round trip where the backend allows."""
+
     def get_slot(self, run_id: str, slot: int) -> str | None:
         """The task holding concurrency slot `slot`, or None if it is free."""
 

@@ -304,6 +304,9 @@ class _RecordingTx:
     def get_tasks(self, run_id: str, task_ids: Iterable[str]) -> Any:
         return self._inner.get_tasks(run_id, task_ids)
 
+    def get_run_and_tasks(self, run_id: str, task_ids: Iterable[str]) -> Any:
+        return self._inner.get_run_and_tasks(run_id, task_ids)
+
     def get_slot(self, run_id: str, slot: int) -> Any:
         return self._inner.get_slot(run_id, slot)
 

@@ -139,15 +139,29 @@ def _update_paths(fields: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-class _FirestoreTransaction:
-    """ports.Transaction over one attempt of a Firestore transaction."""
+class _NeedsRead(Exception):
+    """A transaction function read something: it needs a real transaction."""
 
-    def __init__(self, store: "FirestoreStore", tx: Any) -> None:
+
+class _FirestoreTransaction:
+    """ports.Transaction over one attempt of a Firestore transaction.
+
+    Over a WriteBatch instead (`batch=True`), it probes whether the function
+    only writes: the first read raises _NeedsRead. A function that never
+    reads commits as one batch write (one round trip instead of begin and
+    commit); it is just as atomic, and without reads there is nothing a
+    transaction could check.
+    """
+
+    def __init__(self, store: "FirestoreStore", tx: Any, batch: bool = False) -> None:
         self._store = store
         self._tx = tx
+        self._batch = batch
         self.writes = 0
 
     def _reading(self, documents: int) -> None:
+        if self._batch:
+            raise _NeedsRead
         if self.writes:
             raise ReadAfterWriteError("transaction read after a write")
         self._store._count(reads=max(1, documents))
@@ -168,6 +182,20 @@ class _FirestoreTransaction:
                 record = TaskRecord.from_dict(_decode(snapshot.to_dict()))
                 found[record.task_id] = record
         return found
+
+    def get_run_and_tasks(self, run_id: str, task_ids: Iterable[str]
+                          ) -> tuple[RunRecord | None, dict[str, TaskRecord]]:
+        run_ref = self._store._run_ref(run_id)
+        refs = [self._store._task_ref(run_id, t) for t in dict.fromkeys(task_ids)]
+        self._reading(1 + len(refs))
+        run, found = None, {}
+        for snapshot in self._tx.get_all([run_ref, *refs]):
+            if snapshot.reference.path == run_ref.path:
+                run = self._store._run_from(snapshot)
+            elif snapshot.exists:
+                record = TaskRecord.from_dict(_decode(snapshot.to_dict()))
+                found[record.task_id] = record
+        return run, found
 
     def get_slot(self, run_id: str, slot: int) -> str | None:
         self._reading(1)
@@ -266,6 +294,20 @@ class FirestoreStore:
     # --------------------------------------------------------- transactions
 
     def transact(self, fn: Callable[[Any], T]) -> T:
+        batch = self.client.batch()
+        probe = _FirestoreTransaction(self, batch, batch=True)
+        try:
+            result = fn(probe)
+        except _NeedsRead:
+            pass
+        else:
+            if probe.writes:
+                try:
+                    batch.commit()
+                except _TRANSIENT as exc:
+                    raise _transient(exc) from exc
+                self._count(writes=probe.writes)
+            return result
         attempts: list[_FirestoreTransaction] = []
 
         @firestore.transactional

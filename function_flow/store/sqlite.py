@@ -134,6 +134,10 @@ class _SqliteTransaction:
                 found[task_id] = TaskRecord.from_dict(data)
         return found
 
+    def get_run_and_tasks(self, run_id: str, task_ids: Iterable[str]
+                          ) -> tuple[RunRecord | None, dict[str, TaskRecord]]:
+        return self.get_run(run_id), self.get_tasks(run_id, task_ids)
+
     def get_slot(self, run_id: str, slot: int) -> str | None:
         self._reading()
         row = self._conn.execute("SELECT holder FROM slots WHERE run_id = ? AND slot = ?",
