@@ -201,3 +201,23 @@ def reset_firestore(host: str, project: str = DEFAULT_PROJECT,
     request = urllib.request.Request(url, method="DELETE")
     with urllib.request.urlopen(request, timeout=30):
         pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m function_flow.emulators --check`: can the emulators run here?"""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["--check"]:
+        print("usage: python -m function_flow.emulators --check", file=sys.stderr)
+        return 2
+    try:
+        check_requirements()
+    except EmulatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
