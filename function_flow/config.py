@@ -39,11 +39,19 @@ class Settings:
     events_topic: str | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None,
+                 cloud_hint: bool = False) -> "Settings":
+        """Read the settings; `cloud_hint` makes auto pick `gcp`.
+
+        The hint is a Job built the Function Flow way, with a Firestore
+        client (`db=`), a Pub/Sub client (`pubsub=`) or a `project=`: its
+        author asked for Google Cloud even when no variable says so.
+        """
         env = os.environ if env is None else env
         backend = env.get("FUNCTION_FLOW_BACKEND", "").strip().lower() or "auto"
         if backend == "auto":
-            backend = "gcp" if any(env.get(k) for k in _CLOUD_MARKERS) else "embedded"
+            cloud = cloud_hint or any(env.get(k) for k in _CLOUD_MARKERS)
+            backend = "gcp" if cloud else "embedded"
         if backend not in ("embedded", "gcp"):
             raise ConfigurationError(
                 f"FUNCTION_FLOW_BACKEND={backend!r} is not a backend; "

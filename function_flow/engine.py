@@ -166,10 +166,25 @@ class Engine:
                     if root.status is TaskStatus.QUEUED:
                         self.bus.publish(Message(run_id, root.task_id, root.attempt))
             return run_id, False
-        for message in to_publish:
-            self.bus.publish(message)
+        try:
+            for message in to_publish:
+                self.bus.publish(message)
+        except BaseException:
+            # A run whose roots were never sent would be found by the poller
+            # and executed after its caller was told the start failed (and
+            # may have started it again). A failed start leaves no run.
+            self._discard_failed_start(run_id)
+            raise
         logger.info("run %s started: %d tasks", run_id, len(self.dag.tasks))
         return run_id, True
+
+    def _discard_failed_start(self, run_id: str) -> None:
+        try:
+            self.store.delete_run(run_id)
+        except Exception:  # the original error matters more; say what is left
+            logger.exception("run %s: start failed and its records could not be "
+                             "deleted; delete them with cleanup or retry the start "
+                             "with the same run id", run_id)
 
     # --------------------------------------------------------------- messages
 
@@ -261,7 +276,7 @@ class Engine:
                 self._await_event(run_id, spec, attempt, value.trigger_id)
                 return "waiting"
             value = _storable(spec.task_id, value)
-        except Exception:  # the task's own error: record it, never crash the bus
+        except (Exception, SystemExit):  # the task's own error: record it, never crash the bus
             error = traceback.format_exc()
             logger.warning("run %s task %s attempt %d failed:\n%s",
                            run_id, spec.task_id, attempt, error)

@@ -9,8 +9,8 @@ Cloud Function's cold start) never needs credentials.
 Project, in order: settings.project (GOOGLE_CLOUD_PROJECT and friends), the
 Job's `project` argument, "function-flow-local" when an emulator is
 configured, else Application Default Credentials (resolved by each client
-on first use). A Job built with an upstream-style `db=firestore.Client()`
-keeps using that client.
+on first use). A Job built with an upstream-style `db=firestore.Client()` or
+`pubsub=pubsub_v1.PublisherClient()` keeps using those clients.
 """
 
 from __future__ import annotations
@@ -55,7 +55,11 @@ def backend(settings: Settings, job: Any = None) -> Backend:
     topic = (settings.schedule_topic or getattr(job, "schedule_topic", None)
              or DEFAULT_SCHEDULE_TOPIC)
     timers = FirestoreTimers(lambda: state.client, prefix=settings.collection_prefix)
-    bus = PubSubBus(topic, project=project_for(settings, job), timers=timers)
+    publisher = getattr(job, "pubsub", None)
+    if publisher is not None and not hasattr(publisher, "publish"):
+        publisher = None  # not a PublisherClient: build our own
+    bus = PubSubBus(topic, project=project_for(settings, job), timers=timers,
+                    publisher=publisher)
     # Pub/Sub cannot deliver a message hours later cheaply; the poller scans
     # for expired leases instead of the engine sending lease-check messages.
     return Backend("gcp", state, bus, lease_check_messages=False)

@@ -137,6 +137,11 @@ class TaskRecord:
         return self.finished_at - self.started_at
 
 
+#: Longest run or task id a message may name. Firestore allows document ids
+#: of 1,500 bytes; anything near that is garbage, not an id we created.
+MAX_ID_LENGTH = 500
+
+
 class MessageKind(str, enum.Enum):
     """What a scheduling message asks for."""
 
@@ -179,6 +184,9 @@ class Message:
         if not isinstance(run_id, str) or not isinstance(task_id, str) \
                 or not isinstance(attempt, int) or isinstance(attempt, bool):
             raise ValueError("message fields have the wrong types")
+        for name, value in (("run_id", run_id), ("task_id", task_id)):
+            if not value or len(value) > MAX_ID_LENGTH:
+                raise ValueError(f"message {name} must be 1 to {MAX_ID_LENGTH} characters")
         try:
             kind = MessageKind(payload.get("kind", MessageKind.RUN_TASK.value))
         except ValueError as exc:

@@ -14,6 +14,7 @@ Constructing a Job touches no network and needs no credentials: the backend
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import threading
 import time
@@ -27,6 +28,13 @@ from function_flow.errors import DefinitionError, FunctionFlowError, RunNotFound
 from function_flow.records import RunRecord, RunStatus, TaskStatus
 
 JobStatus = RunStatus  # Function Flow's name for the status of a run
+
+#: (job name, run id) of the task body running in this thread. Function
+#: Flow's scheduler set `id` on the module-level job before calling a task,
+#: so bodies may use that global job instead of the one passed to them; this
+#: keeps that working when one process runs tasks of several runs at once.
+_executing: contextvars.ContextVar[Optional[tuple[str, str]]] = contextvars.ContextVar(
+    "function_flow_executing", default=None)
 
 __all__ = ["Job", "Task", "TaskStatus", "JobStatus", "Backoff", "cleanup_expired_jobs"]
 
@@ -67,7 +75,7 @@ class Job:
                 f"job {name!r}: max_parallel_tasks must be an integer >= 1, "
                 f"got {max_parallel_tasks!r}")
         self.name = name
-        self.id: str | None = None
+        self._id: str | None = None
         self.db = db
         self.pubsub = pubsub
         self.project = project
@@ -80,8 +88,21 @@ class Job:
         self._backend = backend
         self._engine: engine_module.Engine | None = None
         self._lock = threading.Lock()
-        self._args_cache: dict[str, Any] | None = None
+        self._args_cache: tuple[str, dict[str, Any]] | None = None  # (run id, args)
         self._last_repair = 0.0
+
+    @property
+    def id(self) -> str | None:
+        """The current run: the one a task body of this job is running in,
+        else the one `start()` last started."""
+        executing = _executing.get()
+        if executing is not None and executing[0] == self.name:
+            return executing[1]
+        return self._id
+
+    @id.setter
+    def id(self, run_id: str | None) -> None:
+        self._id = run_id
 
     # ------------------------------------------------------------ definition
 
@@ -96,6 +117,11 @@ class Job:
             retries wait exponentially longer, with jitter, up to its maximum.
         timeout: seconds an attempt may run before it counts as failed.
         """
+        if callable(task_id):  # a bare @job.task: Python passed the function
+            name = getattr(task_id, "__name__", "task")
+            raise DefinitionError(
+                f"task function {name}() in job {self.name!r}: @job.task needs a "
+                f"task id; write @job.task(task_id='{name}', deps=[...])", name)
         if remote_topic is not None:
             raise DefinitionError(
                 f"task {task_id!r}: remote_topic (remote Pub/Sub tasks) is not "
@@ -140,8 +166,13 @@ class Job:
     def backend(self) -> Backend:
         with self._lock:
             if self._backend is None:
-                self._backend = from_settings(Settings.from_env(), self)
+                self._backend = from_settings(
+                    Settings.from_env(cloud_hint=self._asks_for_cloud()), self)
             return self._backend
+
+    def _asks_for_cloud(self) -> bool:
+        """Built the Function Flow way, with Google Cloud clients or a project."""
+        return _names_cloud(self.db, self.pubsub, self.project)
 
     @property
     def engine(self) -> engine_module.Engine:
@@ -169,7 +200,6 @@ class Job:
         run_id, _ = self.engine.start(argv or {}, run_id=run_id, owner=owner,
                                       source=source)
         self.id = run_id
-        self._args_cache = None
         return run_id
 
     def resume(self, run_id: str) -> RunRecord:
@@ -220,12 +250,13 @@ class Job:
 
     def get_arguments(self) -> dict[str, Any]:
         """The arguments the current run was started with."""
-        if self._args_cache is None:
-            run = self.engine.store.get_run(self._current_run())
+        run_id = self._current_run()
+        if self._args_cache is None or self._args_cache[0] != run_id:
+            run = self.engine.store.get_run(run_id)
             if run is None:
-                raise RunNotFoundError(self._current_run())
-            self._args_cache = dict(run.args)
-        return dict(self._args_cache)
+                raise RunNotFoundError(run_id)
+            self._args_cache = (run_id, dict(run.args))
+        return dict(self._args_cache[1])
 
     def get_task_result(self, task_id: str) -> Any:
         """The stored result of `task_id` in the current run (None if none yet)."""
@@ -252,16 +283,20 @@ class Job:
         task.status, task.run_id, task.attempt = TaskStatus.RUNNING, run_id, attempt
         if spec.func is None:
             return None
-        if spec.call_style == "positional":
-            return spec.func(task, bound_job)
-        if spec.call_style == "none":
-            return spec.func()
-        kwargs: dict[str, Any] = {}
-        if spec.pass_task:
-            kwargs["task"] = task
-        if spec.pass_job:
-            kwargs["job"] = bound_job
-        return spec.func(**kwargs)
+        token = _executing.set((self.name, run_id))
+        try:
+            if spec.call_style == "positional":
+                return spec.func(task, bound_job)
+            if spec.call_style == "none":
+                return spec.func()
+            kwargs: dict[str, Any] = {}
+            if spec.pass_task:
+                kwargs["task"] = task
+            if spec.pass_job:
+                kwargs["job"] = bound_job
+            return spec.func(**kwargs)
+        finally:
+            _executing.reset(token)
 
     # ------------------------------------------------- Cloud Functions hooks
 
@@ -294,10 +329,31 @@ class Job:
         return functions.make_start(self)
 
 
+def _names_cloud(db: Any, pubsub: Any, project: Optional[str]) -> bool:
+    return bool(project) or hasattr(db, "collection") or hasattr(pubsub, "publish")
+
+
+class _CloudClients:
+    """What gcp.backend reads from a Job, for calls made without one."""
+
+    def __init__(self, db: Any, project: Optional[str]) -> None:
+        self.db, self.pubsub, self.project = db, None, project
+        self.schedule_topic = "SCHEDULE"
+
+
 def cleanup_expired_jobs(db: Any = None, project: Optional[str] = None,
                          max_expire_days: int = 30, job: Optional[Job] = None) -> int:
-    """Delete runs started more than `max_expire_days` ago; returns how many."""
-    backend = job.backend if job is not None else from_settings(Settings.from_env())
+    """Delete runs started more than `max_expire_days` ago; returns how many.
+
+    As in Function Flow, `db` (a Firestore client) and `project` select the
+    Firestore store; `job` uses that job's backend; with none of them, the
+    settings decide (the embedded store unless Google Cloud settings exist).
+    """
+    if job is not None:
+        backend = job.backend
+    else:
+        settings = Settings.from_env(cloud_hint=_names_cloud(db, None, project))
+        backend = from_settings(settings, _CloudClients(db, project))
     expired = backend.store.runs_started_before(time.time() - max_expire_days * 86400)
     for run_id in expired:
         backend.store.delete_run(run_id)

@@ -507,3 +507,92 @@ def test_defining_a_job_needs_no_credentials_or_network(monkeypatch):
     assert all(callable(f) for f in entry_points)
     assert [t.id for t in job.tasks] == ["first", "second"]
     assert callable(module.scheduler)
+
+
+# ------------------------------------------- the module-level job, sys.exit
+
+def test_task_body_may_use_the_module_level_job_when_deployed(tmp_path):
+    """Function Flow's scheduler set `id` on the global job, so bodies could
+    call `example_job.get_task_result(...)` instead of the job they get."""
+    example_job = tasks.Job(name="global_job")
+
+    @example_job.task(task_id="a")
+    def a(task, job):
+        return example_job.get_arguments()["n"] + 1
+
+    @example_job.task(task_id="b", deps=["a"])
+    def b(task, job):
+        return {"a": example_job.get_task_result("a"), "run": example_job.id}
+
+    backend = recording_backend(tmp_path)
+    example_job.use_backend(backend)
+    scheduler = example_job.make_scheduler()
+    # Started through the engine, as the `start` function does: the global
+    # job's own id stays unset, as in a fresh Cloud Functions instance.
+    run_id, _ = example_job.engine.start({"n": 41})
+    other_run, _ = example_job.engine.start({"n": 1})
+    assert example_job.id is None
+    while backend.bus.published:
+        message, _ = backend.bus.published.pop(0)
+        scheduler(pubsub_event(message.to_json()), None)
+
+    for run, a_result in ((run_id, 42), (other_run, 2)):
+        assert example_job.engine.run_status(run).status is RunStatus.SUCCEEDED
+        assert records_of(example_job, run)["b"].result == {"a": a_result, "run": run}
+    assert example_job.id is None  # outside a task body, nothing leaked
+
+
+def test_task_calling_sys_exit_fails_the_run_instead_of_hanging(embedded):
+    job = tasks.Job(name="exits")
+
+    @job.task(task_id="quits")
+    def quits(task, job):
+        raise SystemExit("giving up")
+
+    run = job.use_backend(embedded()).run(timeout=30)
+
+    assert run.status is RunStatus.FAILED
+    record = records_of(job, run.run_id)["quits"]
+    assert record.status is TaskStatus.FAILED and "SystemExit: giving up" in record.error
+
+
+def test_bare_task_decorator_is_a_definition_error_naming_the_function():
+    job = tasks.Job(name="bare")
+    with pytest.raises(DefinitionError, match=r"load_rows\(\).*task_id='load_rows'"):
+        @job.task
+        def load_rows(task, job):
+            return 1
+
+
+class FailingBus:
+    """Pub/Sub refusing every publish after `allowed` of them."""
+
+    def __init__(self, allowed: int) -> None:
+        self.allowed, self.published = allowed, []
+
+    def publish(self, message: Message, delay: float = 0.0) -> None:
+        if len(self.published) >= self.allowed:
+            raise FunctionFlowError("Pub/Sub unavailable")
+        self.published.append(message)
+
+
+@pytest.mark.parametrize("allowed", [0, 1])
+def test_a_start_that_fails_leaves_no_run_behind(tmp_path, allowed):
+    job = tasks.Job(name="two_roots")
+    for root in ("r1", "r2"):
+        job.task(task_id=root)(lambda task, job: None)
+    store = SqliteStore(str(tmp_path / "runs.db"))
+    job.use_backend(Backend(kind="embedded", store=store, bus=FailingBus(allowed),
+                            lease_check_messages=False))
+
+    with pytest.raises(FunctionFlowError, match="unavailable"):
+        job.start({"x": 1}, run_id="chosen-id")
+
+    assert store.get_run("chosen-id") is None
+    assert store.get_tasks("chosen-id") == []
+    assert store.list_runs() == []
+    # The caller's retry with the same id creates the run afresh.
+    bus = job.backend.bus
+    bus.allowed = len(bus.published) + 2
+    assert job.start({"x": 1}, run_id="chosen-id") == "chosen-id"
+    assert store.get_run("chosen-id").status is RunStatus.RUNNING

@@ -193,6 +193,9 @@ BAD_MESSAGES = {
     "missing attempt": b'{"run_id": "r", "task_id": "a"}',
     "wrong types": b'{"run_id": 1, "task_id": "a", "attempt": "1"}',
     "unknown kind": b'{"run_id": "r", "task_id": "a", "attempt": 1, "kind": "explode"}',
+    # Ids no store accepts (Firestore would answer InvalidArgument forever).
+    "empty run id": b'{"run_id": "", "task_id": "a", "attempt": 1}',
+    "huge task id": b'{"run_id": "r", "task_id": "' + b"x" * 2000 + b'", "attempt": 1}',
 }
 
 

@@ -47,6 +47,59 @@ def test_upstream_style_db_client_is_reused(firestore_env) -> None:
     assert backend.store.client is client
 
 
+def test_upstream_style_clients_or_project_choose_google_cloud(monkeypatch, tmp_path) -> None:
+    """Function Flow users pass `db=firestore.Client()`: no variable needed."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import firestore, pubsub_v1
+
+    for name in CLOUD_VARIABLES + ("FUNCTION_FLOW_BACKEND", "K_SERVICE", "FUNCTION_TARGET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FUNCTION_FLOW_DB", str(tmp_path / "local.db"))
+    client = firestore.Client(project="p", credentials=AnonymousCredentials())
+    publisher = pubsub_v1.PublisherClient(credentials=AnonymousCredentials())
+
+    with_db = Job("with_db", db=client, pubsub=publisher)
+    assert with_db.backend.kind == "gcp"
+    assert with_db.backend.store.client is client
+    assert with_db.backend.bus.publisher is publisher
+    assert Job("with_project", project="p").backend.kind == "gcp"
+    assert Job("plain").backend.kind == "embedded"
+    monkeypatch.setenv("FUNCTION_FLOW_BACKEND", "embedded")  # an explicit choice wins
+    assert Job("forced", db=client).backend.kind == "embedded"
+
+
+def test_cleanup_expired_jobs_with_an_upstream_db_client_cleans_firestore(
+        firestore_env, firestore_store, monkeypatch) -> None:
+    import time
+
+    from google.cloud import firestore
+
+    from function_flow import tasks
+    from function_flow.engine import Engine
+
+    job = Job("cleanup_fs")
+    job.task("a")(lambda task, job: None)
+
+    class Quiet:
+        def publish(self, message, delay=0.0):
+            pass
+
+    def start_days_ago(days: float) -> str:
+        engine = Engine(job, firestore_store, Quiet(),
+                        clock=lambda: time.time() - days * 86400)
+        return engine.start({})[0]
+
+    old, recent = start_days_ago(40), start_days_ago(2)
+    client = firestore.Client(project="function-flow-local")
+    # Only the client says "Firestore" now (the collection prefix stays).
+    for name in CLOUD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+    assert tasks.cleanup_expired_jobs(db=client, max_expire_days=30) == 1
+    assert firestore_store.get_run(old) is None
+    assert firestore_store.get_run(recent) is not None
+
+
 def test_a_dag_runs_over_pubsub_and_firestore(gcp_env, monkeypatch) -> None:
     """Messages travel through the Pub/Sub emulator; handling them as the
     scheduler function would drives the run to SUCCEEDED in Firestore."""

@@ -85,7 +85,7 @@ class LocalBus:
             try:
                 assert self._handler is not None
                 self._handler(message)
-            except Exception:  # a transient error: redeliver later, like Pub/Sub
+            except (Exception, SystemExit):  # redeliver later, like Pub/Sub; keep the thread
                 logger.exception("handling %s failed; redelivering", message)
                 self._publish(message, min(10.0, 0.05 * 2 ** deliveries), deliveries + 1)
             finally:

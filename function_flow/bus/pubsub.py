@@ -53,7 +53,8 @@ class PubSubBus:
 
     def __init__(self, topic: str, project: str | None = None,
                  timers: TimerStore | None = None,
-                 publish_timeout: float = PUBLISH_TIMEOUT_SECONDS) -> None:
+                 publish_timeout: float = PUBLISH_TIMEOUT_SECONDS,
+                 publisher: Any = None) -> None:
         if not topic or "/" in topic:
             raise ConfigurationError(
                 f"Pub/Sub topic must be a topic id without '/', got {topic!r}; "
@@ -62,7 +63,9 @@ class PubSubBus:
         self.timers = timers
         self.publish_timeout = publish_timeout
         self._project = project
-        self._publisher: Any = None
+        #: A PublisherClient the caller made (Function Flow's `Job(pubsub=...)`),
+        #: else built on first publish.
+        self._publisher: Any = publisher
         self._topic_ready = False
         self._lock = threading.Lock()
 
