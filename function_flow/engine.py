@@ -634,6 +634,25 @@ class Engine:
             [t for i, t in by_id.items() if i not in self.dag.tasks and i != END_TASK_ID]
 
 
+def fail_run(store: Store, run_id: str, error: str, now: float) -> bool:
+    """End a RUNNING run as FAILED from outside (cleanup of runs stuck too long).
+
+    Needs no workflow definition: only the run record changes. Queued tasks
+    are cancelled when their message arrives, running ones finish without
+    starting anything new, exactly as after a task failure. Returns whether
+    this call ended the run.
+    """
+    def end(tx: Transaction) -> bool:
+        run = tx.get_run(run_id)
+        if run is None or run.status is not RunStatus.RUNNING:
+            return False
+        tx.update_run(run_id, {"status": RunStatus.FAILED.value, "finished_at": now,
+                               "error": error})
+        return True
+
+    return store.transact(end)
+
+
 def _join_complete(record: TaskRecord, deps: Iterable[str]) -> bool:
     deps = tuple(deps)
     done = record.deps_done

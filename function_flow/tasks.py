@@ -342,19 +342,33 @@ class _CloudClients:
 
 
 def cleanup_expired_jobs(db: Any = None, project: Optional[str] = None,
-                         max_expire_days: int = 30, job: Optional[Job] = None) -> int:
+                         max_expire_days: int = 30,
+                         max_timeout_days: Optional[float] = None,
+                         job: Optional[Job] = None) -> int:
     """Delete runs started more than `max_expire_days` ago; returns how many.
 
     As in Function Flow, `db` (a Firestore client) and `project` select the
     Firestore store; `job` uses that job's backend; with none of them, the
     settings decide (the embedded store unless Google Cloud settings exist).
+
+    max_timeout_days: runs still RUNNING that long after they started are
+    marked FAILED (Function Flow's default was 1 day; here it is off unless
+    given, because a run may wait days for a human approval by design).
     """
     if job is not None:
         backend = job.backend
     else:
         settings = Settings.from_env(cloud_hint=_names_cloud(db, None, project))
         backend = from_settings(settings, _CloudClients(db, project))
-    expired = backend.store.runs_started_before(time.time() - max_expire_days * 86400)
+    now = time.time()
+    if max_timeout_days is not None:
+        for run in backend.store.list_runs(limit=100_000, status=RunStatus.RUNNING):
+            if run.created_at < now - max_timeout_days * 86400:
+                engine_module.fail_run(
+                    backend.store, run.run_id, now=now,
+                    error=f"run timed out: still running {max_timeout_days} day(s) "
+                          "after it started (cleanup_expired_jobs max_timeout_days)")
+    expired = backend.store.runs_started_before(now - max_expire_days * 86400)
     for run_id in expired:
         backend.store.delete_run(run_id)
     return len(expired)

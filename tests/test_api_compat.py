@@ -365,6 +365,27 @@ def test_cleanup_expired_jobs_deletes_only_old_runs(tmp_path):
     assert tasks.cleanup_expired_jobs(job=job, max_expire_days=30) == 0
 
 
+def test_cleanup_expired_jobs_fails_runs_running_too_long(tmp_path):
+    """Function Flow's max_timeout_days: a run stuck RUNNING is ended, once."""
+    job = tasks.Job(name="stuck")
+    job.task(task_id="a")(lambda task, job: 1)
+    backend = recording_backend(tmp_path)
+    job.use_backend(backend)
+    stuck, _ = Engine(job, backend.store, backend.bus,
+                      clock=lambda: time.time() - 3 * 86400).start({})
+    fresh = job.start()
+
+    assert tasks.cleanup_expired_jobs(job=job, max_expire_days=30, max_timeout_days=2) == 0
+
+    run = backend.store.get_run(stuck)
+    assert run.status is RunStatus.FAILED and "timed out" in run.error
+    assert backend.store.get_run(fresh).status is RunStatus.RUNNING
+    # The stuck run's queued root never starts now.
+    message, _ = backend.bus.published[0]
+    assert job.engine.handle(message) == "run_failed"
+    assert records_of(job, stuck)["a"].status is TaskStatus.CANCELLED
+
+
 # ---------------------------------------------------------------- retries
 
 def flaky_job(retries: int, attempts_seen: list[int]) -> tasks.Job:
