@@ -11,6 +11,7 @@ stderr starting with "error:", never a traceback.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -25,10 +26,14 @@ from function_flow.config import Settings
 from function_flow.dag import END_TASK_ID
 from function_flow.errors import FunctionFlowError, RunNotFoundError, RunStillActiveError
 from function_flow.ports import Store
-from function_flow.records import RunRecord, RunStatus, TaskRecord, TaskStatus
+from function_flow.records import Message, RunRecord, RunStatus, TaskRecord, TaskStatus
 from function_flow.tasks import Job
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
+
+#: Once a run has ended, how long `run` and `resume` wait for its tasks that
+#: are still busy before cancelling them and exiting.
+FINAL_GRACE_SECONDS = 2.0
 
 
 class CliError(click.ClickException):
@@ -111,9 +116,7 @@ def follow_to_end(job: Job, backend: backends.Backend, run_id: str, *,
 
     try:
         progress.follow(fetch, out)
-        # Tasks already running when the run failed still finish: wait for
-        # them so the summary shows where they ended.
-        backend.bus.wait_idle()  # type: ignore[attr-defined]
+        settle(job, backend, run_id)
     except KeyboardInterrupt:
         err.print(f"interrupted; the run is left as it is. Finish it with: "
                   f"function-flow resume {run_id}", markup=False)
@@ -127,6 +130,30 @@ def follow_to_end(job: Job, backend: backends.Backend, run_id: str, *,
     err.print(f"error: {run.error or 'run ' + run.status.value}", markup=False, soft_wrap=True)
     err.print(f"see the traceback with: function-flow status {run_id}", markup=False)
     sys.exit(EXIT_RUN_FAILED)
+
+
+def settle(job: Job, backend: backends.Backend, run_id: str) -> None:
+    """Once the run has ended, leave no task of it queued or running, promptly.
+
+    Tasks already running when the run failed get a short grace to finish,
+    so the summary shows where they ended. What is still busy after it (a
+    body that overran its timeout, a retry waiting out its backoff) cannot
+    change the outcome and would keep the command waiting for minutes, so
+    it is cancelled instead: the bodies die when this process exits, and
+    `status` must not show them running forever in an ended run.
+    """
+    bus = backend.bus
+    if not bus.wait_idle(timeout=FINAL_GRACE_SECONDS):  # type: ignore[attr-defined]
+        engine = job.engine
+        # Bodies still running here are interrupted: recover() queues them
+        # again; delivering a queued task of an ended run cancels it.
+        engine.recover(run_id, executors_dead=True)
+        for task in engine.task_records(run_id):
+            if task.status is TaskStatus.QUEUED:
+                engine.handle(Message(run_id, task.task_id, task.attempt))
+    # backends.embedded() waits for the bus at exit, for scripts that call
+    # job.start() and return; the run is settled, so skip that wait.
+    atexit.unregister(bus.wait_idle)  # type: ignore[attr-defined]
 
 
 def report(out: Any, run: RunRecord, tasks: list[TaskRecord], sinks: tuple[str, ...],

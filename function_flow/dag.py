@@ -85,36 +85,45 @@ def _call_style(task_id: str, func: Callable[..., Any]) -> tuple[str, bool, bool
     kinds = inspect.Parameter
     takes_kwargs = any(p.kind == kinds.VAR_KEYWORD for p in params)
     takes_args = any(p.kind == kinds.VAR_POSITIONAL for p in params)
-    by_name = {p.name for p in params
-               if p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)}
-    named = by_name & {"task", "job"}
+    # Positional-only parameters cannot receive task=/job= keywords.
+    named = {p.name for p in params if p.name in ("task", "job")
+             and p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)}
     name = getattr(func, "__name__", repr(func))
+
+    def cannot_supply(missing: list[str], called_as: str) -> DefinitionError:
+        return DefinitionError(
+            f"task {task_id!r}: function {name}() requires parameter(s) "
+            f"{', '.join(missing)} that function_flow cannot supply; it is called "
+            f"as {called_as}; declare it as `def f(task, job)` or `def f(**context)`",
+            task_id)
+
     if named or takes_kwargs:
-        unfillable = [p.name for p in params
-                      if p.default is p.empty and p.name not in ("task", "job")
+        pass_task, pass_job = "task" in named or takes_kwargs, "job" in named or takes_kwargs
+        unfillable = [p.name + (" (positional-only)" if p.kind == kinds.POSITIONAL_ONLY else "")
+                      for p in params
+                      if p.default is p.empty and p.name not in named
                       and p.kind in (kinds.POSITIONAL_OR_KEYWORD,
                                      kinds.KEYWORD_ONLY, kinds.POSITIONAL_ONLY)]
         if unfillable:
-            raise DefinitionError(
-                f"task {task_id!r}: function {name}() requires parameter(s) "
-                f"{', '.join(unfillable)} that function_flow cannot supply; "
-                "declare it as `def f(task, job)` or `def f(**context)`",
-                task_id)
-        return "keywords", "task" in named or takes_kwargs, "job" in named or takes_kwargs
+            keywords = [k for k, passed in (("task", pass_task), ("job", pass_job)) if passed]
+            raise cannot_supply(unfillable, f"func({', '.join(k + '=...' for k in keywords)})")
+        return "keywords", pass_task, pass_job
     positional = [p for p in params
                   if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)]
     required = [p for p in positional if p.default is p.empty]
     required_kw = [p.name for p in params
                    if p.kind == kinds.KEYWORD_ONLY and p.default is p.empty]
     if len(required) > 2 or required_kw:
-        extra = required_kw or [p.name for p in required[2:]]
-        raise DefinitionError(
-            f"task {task_id!r}: function {name}() requires parameter(s) "
-            f"{', '.join(extra)} that function_flow cannot supply; it is called "
-            "as func(task, job); declare it as `def f(task, job)` or "
-            "`def f(**context)`", task_id)
+        raise cannot_supply(required_kw or [p.name for p in required[2:]], "func(task, job)")
     if not positional and not takes_args:
         return "none", False, False
+    if len(positional) < 2 and not takes_args:
+        # e.g. `def f(context)`: func(task, job) would fail with a TypeError
+        # on the first run; say so now, while the workflow is being defined.
+        raise DefinitionError(
+            f"task {task_id!r}: function {name}() takes one positional parameter "
+            f"({positional[0].name}) but is called as func(task, job); "
+            "declare it as `def f(task, job)` or `def f(**context)`", task_id)
     return "positional", True, True
 
 
@@ -191,6 +200,11 @@ class Dag:
                     f"task {spec.task_id!r} is defined twice in job {name!r}; "
                     "task ids must be unique", spec.task_id)
             self.tasks[spec.task_id] = spec
+        if not self.tasks:
+            # A run of nothing would never reach its end task: it would wait forever.
+            raise DefinitionError(
+                f"job {name!r} has no tasks: declare at least one with "
+                "@job.task(task_id=...) before running or deploying it")
         for spec in self.tasks.values():
             for dep in spec.deps:
                 if dep not in self.tasks:

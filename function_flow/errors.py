@@ -46,3 +46,12 @@ class TransientBackendError(FunctionFlowError):
     Cloud Functions entry points let this propagate so that Pub/Sub
     redelivers the message; everything else is acknowledged.
     """
+
+
+class StoreUnavailableError(ConfigurationError):
+    """The embedded store's database cannot be opened or created.
+
+    A missing or read-only directory, or a file that is not a SQLite
+    database. Retrying cannot fix it; the message names the path and how to
+    point function_flow at a usable one.
+    """

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,22 @@ def test_run_failing_task_exits_1_and_status_shows_traceback(tmp_path: Path) -> 
     assert "ValueError: boom happened with 1" in shown.stdout
 
 
+def test_failed_run_exits_without_waiting_for_leftover_tasks(tmp_path: Path) -> None:
+    # slow sleeps 20 s and flaky waits out a 60-120 s retry backoff when
+    # explode fails the run; the command must end soon after that.
+    started = time.monotonic()
+    result = flow(tmp_path, "run", workflow("leftovers"))
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert elapsed < 15, f"took {elapsed:.1f}s"
+    assert "task 'explode' failed: ValueError: boom" in result.stderr
+    # What it did not wait for is cancelled, not left running in an ended run.
+    shown = flow(tmp_path, "status", run_id_of(result.stderr))
+    assert re.search(r"^\s*explode\s+FAILED", shown.stdout, re.MULTILINE), shown.stdout
+    for task in ("slow", "flaky"):
+        assert re.search(rf"^\s*{task}\s+CANCELLED", shown.stdout, re.MULTILINE), shown.stdout
+
+
 def test_run_picks_job_with_job_option(tmp_path: Path) -> None:
     result = flow(tmp_path, "run", workflow("two_jobs"), "--job", "second_job")
     assert result.returncode == 0, result.stderr
@@ -133,6 +150,7 @@ def test_job_option_also_accepts_the_variable_name(tmp_path: Path) -> None:
     (["run", workflow("simple"), "--arg", "=3"], ["key=value"]),
     (["run", workflow("cycle")], ["dependency cycle", "x -> y -> z -> x"]),
     (["run", workflow("duplicate")], ["task 'same' is defined twice"]),
+    (["run", workflow("empty")], ["job 'empty' has no tasks", "@job.task(task_id=...)"]),
     (["graph", workflow("cycle")], ["dependency cycle"]),
     (["graph", "missing.py"], ["no such file"]),
     (["status", "no-such-run"], ["no run with id 'no-such-run'"]),
@@ -145,6 +163,24 @@ def test_job_option_also_accepts_the_variable_name(tmp_path: Path) -> None:
 def test_bad_input_is_one_error_line_and_exit_2(tmp_path: Path, args: list[str],
                                                 fragments: list[str]) -> None:
     assert_one_error_line(flow(tmp_path, *args), *fragments)
+
+
+@pytest.mark.parametrize("args", [["run", workflow("simple")], ["status"],
+                                  ["status", "some-run"], ["resume", "some-run"]])
+def test_database_that_is_not_sqlite_is_one_error_line(tmp_path: Path, args: list[str]) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n")
+    result = flow(tmp_path, *args, env={"FUNCTION_FLOW_DB": str(notes)})
+    assert_one_error_line(result, str(notes), "not a SQLite database", "FUNCTION_FLOW_DB")
+    assert notes.read_text() == "not a database\n"
+
+
+def test_database_path_that_cannot_be_created_is_one_error_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    db = blocker / "runs.db"
+    result = flow(tmp_path, "run", workflow("simple"), env={"FUNCTION_FLOW_DB": str(db)})
+    assert_one_error_line(result, str(db), "set FUNCTION_FLOW_DB to a file in a writable")
 
 
 def test_bad_input_creates_no_run(tmp_path: Path) -> None:

@@ -142,12 +142,50 @@ def test_function_that_cannot_accept_the_call(func, missing):
     assert error.task_id == "bad_sig"
 
 
+def one_parameter(context):
+    return None
+
+
+def one_optional(value=1):
+    return None
+
+
+def task_positional_only(task, /, **context):
+    return None
+
+
+def task_positional_only_job_named(task, /, job):
+    return None
+
+
+@pytest.mark.parametrize("func,fragment", [
+    (one_parameter, "takes one positional parameter (context)"),
+    (one_optional, "takes one positional parameter (value)"),
+    (task_positional_only, "requires parameter(s) task (positional-only)"),
+    (task_positional_only_job_named, "requires parameter(s) task (positional-only)")])
+def test_function_that_cannot_take_task_and_job_is_rejected_when_declared(func, fragment):
+    job = tasks.Job(name="checked")
+    error = definition_error(lambda: job.task(task_id="bad_call")(func))
+    message = str(error)
+    assert message.startswith(f"task 'bad_call': function {func.__name__}() ")
+    assert fragment in message
+    assert message.endswith("declare it as `def f(task, job)` or `def f(**context)`")
+    assert error.task_id == "bad_call"
+
+
 @pytest.mark.parametrize("func", [
     lambda task, job: None, lambda t, j: None, lambda job, **context: None,
     lambda **context: None, lambda task: None, lambda: None, lambda *args: None,
-    lambda task, job, extra=1: None])
+    lambda task, job, extra=1: None, lambda task, job, /: None, lambda t, j=None: None,
+    lambda t, *rest: None, lambda task=None, /, **context: None])
 def test_functions_that_can_accept_the_call(func):
     tasks.Job(name="checked").task(task_id="fine")(func)
+
+
+def test_job_without_tasks_is_rejected():
+    error = definition_error(tasks.Job(name="hollow").validate)
+    assert str(error).startswith("job 'hollow' has no tasks: declare at least one "
+                                 "with @job.task(task_id=...)")
 
 
 @pytest.mark.parametrize("options,fragment", [

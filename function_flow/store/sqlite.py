@@ -27,6 +27,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
+from function_flow.errors import StoreUnavailableError
 from function_flow.ports import ReadAfterWriteError  # noqa: F401 (re-exported)
 from function_flow.records import RunRecord, RunStatus, TaskRecord, TaskStatus
 
@@ -232,25 +233,46 @@ def _merge(data: dict[str, Any], fields: dict[str, Any]) -> None:
             data[key] = value
 
 
+def _unavailable(path: str, exc: BaseException) -> StoreUnavailableError:
+    """Why the database at `path` cannot be used, and what to do about it."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
+        advice = ("it is not a SQLite database; point FUNCTION_FLOW_DB at another "
+                  "file, or move this one away")
+    else:
+        advice = f"{reason}; set FUNCTION_FLOW_DB to a file in a writable directory"
+    return StoreUnavailableError(f"cannot open the database {path}: {advice}")
+
+
 class SqliteStore:
     """The embedded backend's store (see module docstring)."""
 
     def __init__(self, path: str = DEFAULT_PATH) -> None:
         self.path = path
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
         self._local = threading.local()
-        with self._connection() as conn:
-            conn.executescript(_SCHEMA)
+        # Open the file and create the schema now: a bad path or a file that
+        # is not a database fails here, with advice, not in a worker thread.
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            with self._connection() as conn:
+                conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            self.close()
+            raise _unavailable(path, exc) from exc
 
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=60000")
+            try:
+                conn = sqlite3.connect(self.path, timeout=60, isolation_level=None,
+                                       check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA busy_timeout=60000")
+            except sqlite3.Error:
+                if conn is not None:  # do not leak a half-opened connection
+                    conn.close()
+                raise
             self._local.conn = conn
         return conn
 
