@@ -169,7 +169,7 @@ class Engine:
         try:
             for message in to_publish:
                 self.bus.publish(message)
-        except BaseException:
+        except Exception:
             # A run whose roots were never sent would be found by the poller
             # and executed after its caller was told the start failed (and
             # may have started it again). A failed start leaves no run.
