@@ -29,13 +29,16 @@ def chain(length: int) -> Shape:
     return Shape(f"chain-{length}", deps)
 
 
-def fan(width: int) -> Shape:
-    """1 -> width -> 1, with max_parallel_tasks = width (every branch may run)."""
+def fan(width: int, parallel: int | None = None) -> Shape:
+    """1 -> width -> 1; max_parallel_tasks = width (every branch may run)
+    unless `parallel` is given, which makes the run hand concurrency slots
+    from task to task."""
     deps: dict[str, list[str]] = {"root": []}
     for i in range(1, width + 1):
         deps[f"b{i}"] = ["root"]
     deps["join"] = [f"b{i}" for i in range(1, width + 1)]
-    return Shape(f"fan-1-{width}-1", deps, max_parallel_tasks=width)
+    name = f"fan-1-{width}-1" + (f"-p{parallel}" if parallel else "")
+    return Shape(name, deps, max_parallel_tasks=parallel or width)
 
 
 def sample() -> Shape:
@@ -53,4 +56,5 @@ def sample() -> Shape:
     return Shape("sample", deps)
 
 
-SHAPES: dict[str, Shape] = {s.name: s for s in (chain(10), chain(50), fan(50), sample())}
+SHAPES: dict[str, Shape] = {s.name: s for s in (chain(10), chain(50), fan(50), fan(50, 5),
+                                                  sample())}

@@ -138,18 +138,22 @@ class Engine:
         run_id = run_id or new_run_id(self.workflow.name)
         now = self.clock()
         records: list[TaskRecord] = []
-        slots: dict[int, str] = {}
+        # Every slot record exists from the start, so that taking a free one
+        # is a compare-and-set of a record that is there (see ports.Store).
+        slots: dict[int, str | None] = dict.fromkeys(range(self.slots))
+        held = 0
         to_publish: list[Message] = []
         for task_id in self.dag.order:
             record = TaskRecord(task_id=task_id)
             if not self.dag.tasks[task_id].deps:
-                if self.slots and len(slots) >= self.slots:
+                if self.slots and held >= self.slots:
                     record.status = TaskStatus.READY
                 else:
                     record.status, record.attempt, record.queued_at = TaskStatus.QUEUED, 1, now
                     if self.slots:
-                        record.slot = len(slots)
-                        slots[record.slot] = task_id
+                        record.slot = held
+                        slots[held] = task_id
+                        held += 1
                     to_publish.append(Message(run_id, task_id, 1))
             records.append(record)
         if self.end_record:
@@ -325,6 +329,14 @@ class Engine:
         retry_delay = spec.retry_backoff.delay(attempt, self.rng)
         fenced = (claimed is not None and claimed_until is not None
                   and now + LEASE_SAFETY_MARGIN_SECONDS < claimed_until)
+        successor = None
+        if ok and fenced and claimed is not None and claimed.slot is not None \
+                and not self._queues_a_dependent(task_id):
+            # Our slot will be free: hand it straight to a READY task (found
+            # by a query now, compare-and-set in the transaction) instead of
+            # freeing it and making fill_slots look for both again.
+            ready = self.store.find_tasks(run_id, TaskStatus.READY, 1)
+            successor = ready[0].task_id if ready else None
 
         def finish(tx: Transaction) -> _Completion | None:
             if fenced:
@@ -332,14 +344,18 @@ class Engine:
                 task = dataclasses.replace(claimed, status=TaskStatus.RUNNING)
             else:
                 task = tx.get_tasks(run_id, [task_id]).get(task_id)
+            heir = tx.get_tasks(run_id, [successor]).get(successor) if successor else None
             if task is None or task.status is not TaskStatus.RUNNING or task.attempt != attempt:
                 return None
             if ok:
-                return self._record_success(tx, run_id, task, value, now)
+                return self._record_success(tx, run_id, task, value, now, heir)
             return self._record_failure(tx, run_id, task, spec, error or "failed",
                                         now, retry_delay)
 
-        completion = self.store.transact(finish)
+        # Every record read here is written (the successor too, when it is
+        # taken), except the run's when it has already ended: compare-and-set
+        # is safe, and a store falls back to a transaction for that case.
+        completion = self.store.transact(finish, compare_and_set=True)
         if completion is None:
             logger.info("run %s task %s attempt %d already completed; outcome ignored",
                         run_id, task_id, attempt)
@@ -349,8 +365,14 @@ class Engine:
             logger.info("run %s ended: %s", run_id, completion.run_ended.value)
         return "succeeded" if ok else "failed"
 
+    def _queues_a_dependent(self, task_id: str) -> bool:
+        """Whether a success of `task_id` queues a dependent (which inherits its slot)."""
+        return any(d != END_TASK_ID and len(self.dag.deps_of(d)) == 1
+                   for d in self.dag.dependents_of(task_id))
+
     def _record_success(self, tx: Transaction, run_id: str, task: TaskRecord,
-                        value: Any, now: float) -> _Completion:
+                        value: Any, now: float,
+                        heir: TaskRecord | None = None) -> _Completion:
         dependents = self.dag.dependents_of(task.task_id)
         ends_run = dependents == (END_TASK_ID,) and not self.end_record
         run = tx.get_run(run_id) if ends_run else None  # reads before writes
@@ -378,8 +400,11 @@ class Engine:
                 completion.fill_slots = True
             tx.update_task(run_id, dependent, fields)
         if task.slot is not None and not handed_slot:
-            tx.set_slot(run_id, task.slot, None)
-            completion.fill_slots = True
+            if heir is not None and heir.status is TaskStatus.READY:
+                completion.publish.append(self._give_slot(tx, run_id, task.slot, heir))
+            else:
+                tx.set_slot(run_id, task.slot, None)
+                completion.fill_slots = True
         tx.update_task(run_id, task.task_id, {
             "status": TaskStatus.SUCCEEDED.value, "result": value, "error": None,
             "finished_at": now, "lease_until": None, "slot": None})
@@ -473,7 +498,9 @@ class Engine:
                                              "attempt": 1, "queued_at": now})
             return _Completion(publish=[Message(run_id, join_id, 1)])
 
-        completion = self.store.transact(queue)
+        # Every completer of the join writes into it (blind): compare-and-set
+        # lets the queuing retry on a fresh read instead of locking the join.
+        completion = self.store.transact(queue, compare_and_set=True)
         if completion is not None:
             self._follow_up(run_id, completion)
             if completion.run_ended is not None:
@@ -501,7 +528,8 @@ class Engine:
             progressed = False
             for task, slot in zip(ready, free):
                 message = self.store.transact(
-                    lambda tx, t=task.task_id, s=slot: self._take_slot(tx, run_id, t, s))
+                    lambda tx, t=task.task_id, s=slot: self._take_slot(tx, run_id, t, s),
+                    compare_and_set=True)
                 if message is not None:
                     self.bus.publish(message)
                     progressed = True
@@ -514,11 +542,16 @@ class Engine:
         task = tx.get_tasks(run_id, [task_id]).get(task_id)
         if holder is not None or task is None or task.status is not TaskStatus.READY:
             return None
-        tx.set_slot(run_id, slot, task_id)
-        tx.update_task(run_id, task_id, {
+        return self._give_slot(tx, run_id, slot, task)
+
+    def _give_slot(self, tx: Transaction, run_id: str, slot: int,
+                   task: TaskRecord) -> Message:
+        """Make READY `task` the holder of `slot` and queue its next attempt."""
+        tx.set_slot(run_id, slot, task.task_id)
+        tx.update_task(run_id, task.task_id, {
             "status": TaskStatus.QUEUED.value, "attempt": task.attempt + 1,
             "slot": slot, "queued_at": self.clock()})
-        return Message(run_id, task_id, task.attempt + 1)
+        return Message(run_id, task.task_id, task.attempt + 1)
 
     # ----------------------------------------------------------------- leases
 

@@ -55,12 +55,23 @@ class Transaction(Protocol):
 class Store(Protocol):
     """Durable run state."""
 
-    def transact(self, fn: Callable[[Transaction], T]) -> T:
-        """Run `fn` in a transaction, retrying it on contention."""
+    def transact(self, fn: Callable[[Transaction], T], *,
+                 compare_and_set: bool = False) -> T:
+        """Run `fn` in a transaction, retrying it on contention.
+
+        compare_and_set: a promise that whenever `fn` writes, it writes every
+        record it read. A store may then skip locking and instead commit on
+        the condition that nothing `fn` read has changed since (and run `fn`
+        again if something has). Contended records then cost a failed commit
+        instead of a lock wait (about 2 s per conflict on the Firestore
+        emulator, see DESIGN.md).
+        """
 
     def create_run(self, run: RunRecord, tasks: list[TaskRecord],
-                   slots: dict[int, str]) -> bool:
-        """Create a run with all its task records at once.
+                   slots: dict[int, str | None]) -> bool:
+        """Create a run with all its task and slot records at once.
+
+        `slots` maps slot number -> holding task id, or None for a free slot.
 
         Returns False, writing nothing, when a run with that id exists. A
         failure leaves nothing behind: no run record without its tasks.

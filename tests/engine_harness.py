@@ -199,17 +199,24 @@ class Recorder:
             if not writes:
                 return
             # The actor: the task whose own record the transaction advances.
-            # Writes into other tasks' records are deps_done blind writes.
-            actors = [w[1] for w in writes if w[0] == "task"
-                      and not any(k.startswith("deps_done.") for k in w[2])]
-            if len(actors) != 1:
+            # Writes into other tasks' records are deps_done blind writes, or
+            # a READY task queued with a slot: the heir of a finishing task's
+            # slot, which advances its own record (alone, in fill_slots).
+            heirs = {w[1] for w in writes if w[0] == "task" and "slot" in w[2]
+                     and w[2].get("status") == Q.value and self.status.get(w[1]) is RD
+                     and not any(k.startswith("deps_done.") for k in w[2])}
+            actors = [w[1] for w in writes if w[0] == "task" and w[1] not in heirs
+                      and not any(k.startswith("deps_done.") for k in w[2])] or sorted(heirs)
+            if len(actors) != 1 or len(heirs) > 1:
                 self.violations.append(
                     f"commit {seq}: a transaction must advance exactly one task's own "
-                    f"record, this one advanced {actors}: {writes}")
+                    f"record (and hand its slot to at most one READY task), this one "
+                    f"advanced {actors}, heirs {sorted(heirs)}: {writes}")
             actor = actors[0] if actors else "?"
             for write in writes:
                 if write[0] == "task":
-                    self._task_write(seq, actor, write[1], write[2])
+                    writer = write[1] if write[1] in heirs else actor
+                    self._task_write(seq, writer, write[1], write[2])
                 elif write[0] == "run":
                     self._run_write(seq, actor, write[1])
                 else:
@@ -358,7 +365,7 @@ class RecordingStore:
         self.recorder = recorder
         self.crasher = crasher
 
-    def transact(self, fn: Callable[[Any], Any]) -> Any:
+    def transact(self, fn: Callable[[Any], Any], *, compare_and_set: bool = False) -> Any:
         mode = self.crasher.next("transact")
         writes: list[tuple] = []
 
@@ -371,13 +378,13 @@ class RecordingStore:
 
         # One lock over commit and log keeps the log in commit order.
         with self.recorder.lock:
-            result = self.inner.transact(recorded)
+            result = self.inner.transact(recorded, compare_and_set=compare_and_set)
             self.recorder.record_commit(writes)
         if mode == "after_commit":
             raise SimulatedCrash("crash right after a commit")
         return result
 
-    def create_run(self, run: Any, tasks: list[Any], slots: dict[int, str]) -> bool:
+    def create_run(self, run: Any, tasks: list[Any], slots: dict[int, str | None]) -> bool:
         with self.recorder.lock:
             created = self.inner.create_run(run, tasks, slots)
             if created:

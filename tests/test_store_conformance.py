@@ -35,7 +35,7 @@ def store(request: pytest.FixtureRequest, tmp_path) -> Store:
 
 
 def make_run(store: Store, run_id: str = "run-1", task_ids: list[str] | None = None,
-             slots: dict[int, str] | None = None, created_at: float = 100.0,
+             slots: dict[int, str | None] | None = None, created_at: float = 100.0,
              args: dict[str, Any] | None = None, slot_count: int = 0) -> bool:
     run = RunRecord(run_id=run_id, job_name="job", dag_hash="h", args=args or {"n": 1},
                     slots=slot_count, created_at=created_at)
@@ -210,7 +210,9 @@ def test_exception_in_transaction_writes_nothing(store: Store) -> None:
     assert store.get_tasks("run-1", ["a"])[0].status is TaskStatus.WAITING
 
 
-def test_compare_and_set_from_many_threads_has_one_winner(store: Store) -> None:
+@pytest.mark.parametrize("compare_and_set", [False, True])
+def test_compare_and_set_from_many_threads_has_one_winner(store: Store,
+                                                          compare_and_set: bool) -> None:
     make_run(store)
     store.transact(lambda tx: tx.update_task("run-1", "a", {"status": "QUEUED", "attempt": 1}))
 
@@ -222,13 +224,79 @@ def test_compare_and_set_from_many_threads_has_one_winner(store: Store) -> None:
             tx.update_task("run-1", "a", {"status": "RUNNING", "error": f"claimed by {i}"})
             return True
 
-        return store.transact(tx_fn)
+        return store.transact(tx_fn, compare_and_set=compare_and_set)
 
     results = in_threads(8, claim)
     assert results.count(True) == 1
     task = store.get_tasks("run-1", ["a"])[0]
     assert task.status is TaskStatus.RUNNING
     assert task.error == f"claimed by {results.index(True)}"
+
+
+def test_compare_and_set_loses_no_update(store: Store) -> None:
+    """Read-modify-write from many threads at once: every increment lands."""
+    make_run(store)
+
+    def increment(i: int) -> None:
+        for _ in range(3):
+            def tx_fn(tx) -> None:
+                task = tx.get_tasks("run-1", ["a"])["a"]
+                tx.update_task("run-1", "a", {"attempt": task.attempt + 1})
+            store.transact(tx_fn, compare_and_set=True)
+
+    in_threads(6, increment)
+    assert store.get_tasks("run-1", ["a"])[0].attempt == 18
+
+
+def test_compare_and_set_slot_handover_gives_each_slot_once(store: Store) -> None:
+    """Many takers race for two free slots: each slot gets exactly one task,
+    and each task at most one slot (the engine's _take_slot, as a store sees it)."""
+    tasks = [f"t{i}" for i in range(6)]
+    make_run(store, task_ids=tasks, slot_count=2, slots={0: None, 1: None})
+
+    def ready(tx) -> None:
+        for task_id in tasks:
+            tx.update_task("run-1", task_id, {"status": TaskStatus.READY.value})
+    store.transact(ready)
+
+    def take(i: int) -> bool:
+        task_id, slot = tasks[i], i % 2
+
+        def tx_fn(tx) -> bool:
+            holder = tx.get_slot("run-1", slot)
+            task = tx.get_tasks("run-1", [task_id])[task_id]
+            if holder is not None or task.status is not TaskStatus.READY:
+                return False
+            tx.set_slot("run-1", slot, task_id)
+            tx.update_task("run-1", task_id, {"status": TaskStatus.QUEUED.value,
+                                              "slot": slot})
+            return True
+
+        return store.transact(tx_fn, compare_and_set=True)
+
+    results = in_threads(6, take)
+    assert results.count(True) == 2
+    holders = {slot: store.transact(lambda tx, s=slot: tx.get_slot("run-1", s))
+               for slot in (0, 1)}
+    queued = {t.task_id: t.slot for t in store.find_tasks("run-1", TaskStatus.QUEUED, 10)}
+    assert {holder: slot for slot, holder in holders.items()} == queued
+
+
+def test_compare_and_set_that_reads_more_than_it_writes_still_isolates(store: Store) -> None:
+    """A function that breaks the promise (reads the run, writes only a task)
+    is still run correctly: the store falls back to a real transaction."""
+    make_run(store)
+
+    def tx_fn(tx) -> int:
+        run = tx.get_run("run-1")
+        task = tx.get_tasks("run-1", ["a"])["a"]
+        tx.update_task("run-1", "a", {"attempt": task.attempt + 1,
+                                      "error": run.status.value})
+        return task.attempt + 1
+
+    results = in_threads(4, lambda i: store.transact(tx_fn, compare_and_set=True))
+    assert sorted(results) == [1, 2, 3, 4]
+    assert store.get_tasks("run-1", ["a"])[0].error == "RUNNING"
 
 
 # -------------------------------------------------------------- queries

@@ -301,12 +301,14 @@ class SqliteStore:
             raise
         conn.execute("COMMIT")
 
-    def transact(self, fn: Callable[[Any], T]) -> T:
+    def transact(self, fn: Callable[[Any], T], *, compare_and_set: bool = False) -> T:
+        # Writers are serialized by BEGIN IMMEDIATE: nothing to gain from
+        # compare-and-set, and nothing ever conflicts.
         with self._writing() as conn:
             return fn(_SqliteTransaction(conn))
 
     def create_run(self, run: RunRecord, tasks: list[TaskRecord],
-                   slots: dict[int, str]) -> bool:
+                   slots: dict[int, str | None]) -> bool:
         with self._writing() as conn:
             exists = conn.execute("SELECT 1 FROM runs WHERE run_id = ?",
                                   (run.run_id,)).fetchone()
