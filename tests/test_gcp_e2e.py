@@ -146,8 +146,21 @@ def test_every_message_delivered_twice_runs_each_body_once(stack, firestore_stor
 # -------------------------------------------------------------- 8 instances
 
 
-def test_fan_out_of_50_on_8_scheduler_instances(stack, firestore_store, executions):
-    """1 -> 50 -> 1 with max_parallel_tasks=50 on 8 scheduler processes.
+def most_running_at_once(records: list) -> int:
+    """The largest number of RUNNING intervals (claim to completion) that overlap."""
+    events = sorted([(r.started_at, 1) for r in records] +
+                    [(r.finished_at, -1) for r in records])  # at a tie, ends first
+    running = most = 0
+    for _, change in events:
+        running += change
+        most = max(most, running)
+    return most
+
+
+@pytest.mark.parametrize("max_parallel", [50, 5])
+def test_fan_out_of_50_on_8_scheduler_instances(stack, firestore_store, executions,
+                                                max_parallel):
+    """1 -> 50 -> 1 on 8 scheduler processes, with max_parallel_tasks 50 and 5.
 
     One functions-framework with WORKERS=8: eight gunicorn worker processes,
     each with its own Firestore and Pub/Sub clients, like eight function
@@ -157,6 +170,7 @@ def test_fan_out_of_50_on_8_scheduler_instances(stack, firestore_store, executio
     stalls about 2 s per delivery, which real Pub/Sub does not do.
     """
     source = WORKFLOWS / "fanout.py"
+    stack.env["FANOUT_MAX_PARALLEL"] = str(max_parallel)
     scheduler = stack.function(source, "scheduler", "cloudevent", workers=8, threads=2)
     start = stack.function(source, "start", "http")
     stack.push(scheduler)
@@ -175,6 +189,8 @@ def test_fan_out_of_50_on_8_scheduler_instances(stack, firestore_store, executio
     assert len({e["pid"] for e in runs}) > 1, "all deliveries went to one process"
     join = records["join"]
     assert all(join.started_at >= records[f"branch_{n}"].finished_at for n in range(50))
+    # With 5, concurrency slots pass from task to task by compare-and-set.
+    assert most_running_at_once(list(records.values())) <= max_parallel
     logs = stack.logs()
     assert not [word for word in TROUBLE if word in logs], logs[-3000:]
 
