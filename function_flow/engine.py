@@ -473,8 +473,8 @@ class Engine:
         and never open a transaction on it, which keeps the join cold.
         """
         deps = self.dag.deps_of(join_id)
-        records = self.store.get_tasks(run_id, [join_id])
-        if not records or not _join_complete(records[0], deps):
+        progress = self.store.join_progress(run_id, join_id)
+        if progress is None or not progress.complete(len(deps)):
             return
         now = self.clock()
 
@@ -687,10 +687,9 @@ def fail_run(store: Store, run_id: str, error: str, now: float) -> bool:
 
 
 def _join_complete(record: TaskRecord, deps: Iterable[str]) -> bool:
+    """The full check on a join's record (completers ask join_progress first)."""
     deps = tuple(deps)
     done = record.deps_done
-    # Every completer of a join reads it: counting first keeps a wide join
-    # O(1) per completer until its last dependency, instead of O(N).
     if record.status is not TaskStatus.WAITING or len(done) < len(deps):
         return False
     succeeded = TaskStatus.SUCCEEDED.value

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Protocol, TypeVar
 
-from function_flow.records import Message, RunRecord, RunStatus, TaskRecord, TaskStatus
+from function_flow.records import (JoinProgress, Message, RunRecord, RunStatus, TaskRecord,
+                                   TaskStatus)
 
 T = TypeVar("T")
 
@@ -81,6 +82,13 @@ class Store(Protocol):
 
     def get_tasks(self, run_id: str, task_ids: Iterable[str] | None = None) -> list[TaskRecord]:
         """Task records of a run (all of them when task_ids is None)."""
+
+    def join_progress(self, run_id: str, task_id: str) -> JoinProgress | None:
+        """Status and deps_done counts of one task (None if it does not exist).
+
+        Each of a join's N completers asks once; a store should answer
+        without building the N-entry map when it can (SQLite counts rows).
+        """
 
     def find_tasks(self, run_id: str, status: TaskStatus, limit: int) -> list[TaskRecord]:
         """Up to `limit` tasks of a run in `status` (a query, not a scan)."""

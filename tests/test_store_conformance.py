@@ -142,6 +142,29 @@ def test_update_run_and_task_records(store: Store) -> None:
     assert b.status is TaskStatus.WAITING and b.result is None
 
 
+ODD_RESULTS = [2 ** 70, -(2 ** 64), 1e308, 1.5e-300, -0.0, "déjà \"q\" \\ \n\u0000",
+               {"__x__": [[1, 2], []], "k": None, "": {"a.b": True}}, [], {}, None, False]
+
+
+@pytest.mark.parametrize("read_first", [False, True])
+def test_results_round_trip_exactly(store: Store, read_first: bool) -> None:
+    """Written blind (as an executor completes its claim) or after a read."""
+    make_run(store, task_ids=[f"t{i}" for i in range(len(ODD_RESULTS))])
+
+    def complete(tx) -> None:
+        if read_first:
+            tx.get_tasks("run-1", [f"t{i}" for i in range(len(ODD_RESULTS))])
+        for i, value in enumerate(ODD_RESULTS):
+            tx.update_task("run-1", f"t{i}", {"status": TaskStatus.SUCCEEDED.value,
+                                              "result": value, "lease_until": None})
+
+    store.transact(complete)
+    for i, value in enumerate(ODD_RESULTS):
+        record = store.get_tasks("run-1", [f"t{i}"])[0]
+        assert record.status is TaskStatus.SUCCEEDED
+        assert record.result == value and type(record.result) is type(value), (i, value)
+
+
 def test_get_tasks_by_id_keeps_order_and_skips_missing(store: Store) -> None:
     make_run(store)
     assert [t.task_id for t in store.get_tasks("run-1", ["c", "nope", "a"])] == ["c", "a"]

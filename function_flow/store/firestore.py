@@ -67,7 +67,7 @@ from google.cloud.firestore_v1.field_path import FieldPath
 from function_flow.emulators import DEFAULT_PROJECT
 from function_flow.errors import ConfigurationError, TransientBackendError
 from function_flow.ports import ReadAfterWriteError
-from function_flow.records import RunRecord, RunStatus, TaskRecord, TaskStatus
+from function_flow.records import JoinProgress, RunRecord, RunStatus, TaskRecord, TaskStatus
 
 T = TypeVar("T")
 
@@ -534,6 +534,11 @@ class FirestoreStore:
                 record = TaskRecord.from_dict(_decode(snapshot.to_dict()))
                 found[record.task_id] = record
         return [found[t] for t in wanted if t in found]
+
+    def join_progress(self, run_id: str, task_id: str) -> JoinProgress | None:
+        # One document read whatever its size: counting would not be cheaper.
+        records = self.get_tasks(run_id, [task_id])
+        return JoinProgress.of(records[0]) if records else None
 
     @_translated
     def find_tasks(self, run_id: str, status: TaskStatus, limit: int) -> list[TaskRecord]:

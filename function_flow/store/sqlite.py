@@ -9,19 +9,19 @@ thread switch per transaction (a convoy under the GIL), while the busy
 handler lets the thread that just committed start its next transaction at
 once; bench/engine_bench.py measured the lock 20-30% slower.
 
-Records are stored as JSON next to the columns that queries filter on. The
-transaction object refuses a read after a write, like Firestore does, so
-engine code that passes here also passes on Firestore.
+Records are stored as JSON next to the columns that queries filter on,
+except `deps_done`: each entry is a row of its own table, so a completer's
+blind write into a wide join is one small insert instead of a rewrite of a
+record that grows to one entry per dependency, and `join_progress` counts
+entries in SQL. The transaction object refuses a read after a write, like
+Firestore does, so engine code that passes here also passes on Firestore.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
-import math
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from function_flow.errors import StoreUnavailableError
 from function_flow.ports import ReadAfterWriteError  # noqa: F401 (re-exported)
-from function_flow.records import RunRecord, RunStatus, TaskRecord, TaskStatus
+from function_flow.records import JoinProgress, RunRecord, RunStatus, TaskRecord, TaskStatus
 
 T = TypeVar("T")
 
@@ -49,6 +49,13 @@ CREATE TABLE IF NOT EXISTS tasks (
     PRIMARY KEY (run_id, task_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (run_id, status);
+CREATE TABLE IF NOT EXISTS deps_done (
+    run_id  TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    dep     TEXT NOT NULL,
+    status  TEXT NOT NULL,
+    PRIMARY KEY (run_id, task_id, dep)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS slots (
     run_id TEXT NOT NULL,
     slot   INTEGER NOT NULL,
@@ -77,16 +84,55 @@ def _chunks(items: list[str]) -> Iterator[list[str]]:
         yield items[start:start + _BATCH]
 
 
+#: A task row's columns: its id, its JSON data and its deps_done entries as
+#: one JSON object (see _task_record).
+_TASK_COLUMNS = ("task_id, data, (SELECT json_group_object(dep, status) FROM deps_done AS d "
+                 "WHERE d.run_id = tasks.run_id AND d.task_id = tasks.task_id)")
+_DEP_PREFIX = "deps_done."
+
+
+def _deps(deps: str | None) -> dict[str, str]:
+    return json.loads(deps) if deps and deps != "{}" else {}
+
+
+def _record(fields: dict[str, Any], deps: dict[str, str]) -> TaskRecord:
+    """A task record from its JSON fields and its deps_done rows."""
+    if deps:
+        fields = dict(fields, deps_done={**fields.get("deps_done", {}), **deps})
+    return TaskRecord.from_dict(fields)
+
+
+def _task_record(data: str, deps: str | None) -> TaskRecord:
+    return _record(json.loads(data), _deps(deps))
+
+
 def _select_tasks(conn: sqlite3.Connection, run_id: str,
-                  task_ids: list[str]) -> list[tuple[str, str]]:
-    """(task_id, data) rows of the given tasks, one query per _BATCH ids."""
-    rows: list[tuple[str, str]] = []
+                  task_ids: list[str]) -> list[tuple[str, str, str | None]]:
+    """(task_id, data, deps_done) rows of the given tasks, one query per _BATCH ids."""
+    rows: list[tuple[str, str, str | None]] = []
     for chunk in _chunks(task_ids):
         marks = ",".join("?" * len(chunk))
         rows.extend(conn.execute(
-            f"SELECT task_id, data FROM tasks WHERE run_id = ? AND task_id IN ({marks})",
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE run_id = ? AND task_id IN ({marks})",
             (run_id, *chunk)).fetchall())
     return rows
+
+
+def _write_deps_done(conn: sqlite3.Connection, run_id: str, task_id: str,
+                     entries: dict[str, str]) -> None:
+    conn.executemany(
+        "INSERT INTO deps_done (run_id, task_id, dep, status) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (run_id, task_id, dep) DO UPDATE SET status = excluded.status",
+        [(run_id, task_id, dep, status) for dep, status in entries.items()])
+
+
+def _new_task_json(conn: sqlite3.Connection, run_id: str, record: TaskRecord) -> str:
+    """The JSON data column of a new task record; deps_done entries go to their table."""
+    fields = record.to_dict()
+    entries = fields.pop("deps_done")
+    if entries:
+        _write_deps_done(conn, run_id, record.task_id, entries)
+    return _dumps(fields)
 
 
 class _SqliteTransaction:
@@ -100,7 +146,8 @@ class _SqliteTransaction:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._wrote = False
-        self._tasks: dict[tuple[str, str], dict[str, Any] | None] = {}
+        #: (run, task) -> (JSON fields, deps_done rows), or None if missing.
+        self._tasks: dict[tuple[str, str], tuple[dict[str, Any], dict[str, str]] | None] = {}
         self._runs: dict[str, dict[str, Any] | None] = {}
 
     def _reading(self) -> None:
@@ -126,13 +173,13 @@ class _SqliteTransaction:
         if unread:
             for task_id in unread:
                 self._tasks[(run_id, task_id)] = None
-            for task_id, data in _select_tasks(self._conn, run_id, unread):
-                self._tasks[(run_id, task_id)] = json.loads(data)
+            for task_id, data, deps in _select_tasks(self._conn, run_id, unread):
+                self._tasks[(run_id, task_id)] = (json.loads(data), _deps(deps))
         found = {}
         for task_id in wanted:
-            data = self._tasks[(run_id, task_id)]
-            if data is not None:
-                found[task_id] = TaskRecord.from_dict(data)
+            cached = self._tasks[(run_id, task_id)]
+            if cached is not None:
+                found[task_id] = _record(*cached)
         return found
 
     def get_run_and_tasks(self, run_id: str, task_ids: Iterable[str]
@@ -157,43 +204,39 @@ class _SqliteTransaction:
     def update_task(self, run_id: str, task_id: str, fields: dict[str, Any]) -> None:
         self._wrote = True
         key = (run_id, task_id)
-        if key not in self._tasks and self._blind_update(run_id, task_id, fields):
+        deps = {k[len(_DEP_PREFIX):]: v for k, v in fields.items() if k.startswith(_DEP_PREFIX)}
+        if deps:  # a completer's blind write: rows of their own, the record is not read
+            _write_deps_done(self._conn, run_id, task_id, deps)
+            fields = {k: v for k, v in fields.items() if not k.startswith(_DEP_PREFIX)}
+            cached = self._tasks.get(key)
+            if cached is not None:
+                cached[1].update(deps)
+            if not fields:
+                return
+        if key not in self._tasks and all(name.isidentifier() for name in fields):
+            # Unread (an executor completing the attempt it claimed): set the
+            # fields in SQL, without a round trip of the record through Python.
+            fields = {k: TaskStatus(v).value if k == "status" else v for k, v in fields.items()}
+            paths = ", ".join(f"'$.{name}', json(?)" for name in fields)
+            status = "status = ?, " if "status" in fields else ""
+            self._conn.execute(
+                f"UPDATE tasks SET {status}data = json_set(data, {paths}) "
+                "WHERE run_id = ? AND task_id = ?",
+                ([fields["status"]] if status else [])
+                + [_dumps(value) for value in fields.values()] + [run_id, task_id])
             return
-        if key in self._tasks:
-            data = self._tasks[key]
-        else:
+        if key not in self._tasks:
             row = self._conn.execute("SELECT data FROM tasks WHERE run_id = ? AND task_id = ?",
                                      (run_id, task_id)).fetchone()
-            data = self._tasks[key] = json.loads(row[0]) if row else None
-        if data is None:
+            self._tasks[key] = (json.loads(row[0]), {}) if row else None
+        cached = self._tasks[key]
+        if cached is None:
             return
+        data = cached[0]
         _merge(data, fields)
         self._conn.execute(
             "UPDATE tasks SET status = ?, data = ? WHERE run_id = ? AND task_id = ?",
             (data["status"], _dumps(data), run_id, task_id))
-
-    def _blind_update(self, run_id: str, task_id: str, fields: dict[str, Any]) -> bool:
-        """Set map entries ("deps_done.<task>") of an unread record, in SQL.
-
-        That is what a completer writes into each dependent. A wide join's
-        record grows to one entry per dependency, and SQLite's json_set edits
-        it without a round trip through Python's json (O(N) per completer in
-        C instead of in Python). Returns False, doing nothing, for any other
-        update: small records are cheaper to merge in Python.
-        """
-        arguments: list[Any] = []
-        for name, value in fields.items():
-            path = _entry_path(name)
-            if path is None or not _plain_scalar(value):
-                return False
-            arguments += (path, _dumps(value))
-        if not arguments:
-            return False
-        setters = ", ".join("?, json(?)" for _ in fields)
-        self._conn.execute(
-            f"UPDATE tasks SET data = json_set(data, {setters}) "
-            "WHERE run_id = ? AND task_id = ?", (*arguments, run_id, task_id))
-        return True
 
     def set_slot(self, run_id: str, slot: int, holder: str | None) -> None:
         self._wrote = True
@@ -202,25 +245,6 @@ class _SqliteTransaction:
             "ON CONFLICT (run_id, slot) DO UPDATE SET holder = excluded.holder",
             (run_id, slot, holder))
 
-
-#: A key that can be written as a double-quoted label of a SQLite JSON path.
-_PATH_LABEL = re.compile(r'[^"\\\x00-\x1f]+')
-
-
-@functools.lru_cache(maxsize=4096)
-def _entry_path(key: str) -> str | None:
-    """'deps_done.t1' -> '$."deps_done"."t1"'; None unless the key is a map entry."""
-    field, dot, entry = key.partition(".")
-    if not dot or not _PATH_LABEL.fullmatch(field) or not _PATH_LABEL.fullmatch(entry):
-        return None
-    return f'$."{field}"."{entry}"'
-
-
-def _plain_scalar(value: Any) -> bool:
-    """Whether SQLite's json() accepts `value` exactly as Python's json wrote it."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return True
-    return isinstance(value, float) and math.isfinite(value)
 
 
 def _merge(data: dict[str, Any], fields: dict[str, Any]) -> None:
@@ -321,8 +345,8 @@ class SqliteStore:
                  _dumps(run.to_dict())))
             conn.executemany(
                 "INSERT INTO tasks (run_id, task_id, status, data) VALUES (?, ?, ?, ?)",
-                [(run.run_id, t.task_id, t.status.value, _dumps(t.to_dict()))
-                 for t in tasks])
+                [(run.run_id, t.task_id, t.status.value,
+                  _new_task_json(conn, run.run_id, t)) for t in tasks])
             conn.executemany(
                 "INSERT INTO slots (run_id, slot, holder) VALUES (?, ?, ?)",
                 [(run.run_id, slot, holder) for slot, holder in slots.items()])
@@ -337,21 +361,37 @@ class SqliteStore:
                   task_ids: Iterable[str] | None = None) -> list[TaskRecord]:
         conn = self._connection()
         if task_ids is None:
-            rows = conn.execute("SELECT data FROM tasks WHERE run_id = ?",
+            rows = conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE run_id = ?",
                                 (run_id,)).fetchall()
-            return [TaskRecord.from_dict(json.loads(r[0])) for r in rows]
+            return [_task_record(r[1], r[2]) for r in rows]
         wanted = list(dict.fromkeys(task_ids))
-        found = dict(_select_tasks(conn, run_id, wanted))
-        return [TaskRecord.from_dict(json.loads(found[t])) for t in wanted if t in found]
+        found = {r[0]: r for r in _select_tasks(conn, run_id, wanted)}
+        return [_task_record(found[t][1], found[t][2]) for t in wanted if t in found]
+
+    def join_progress(self, run_id: str, task_id: str) -> JoinProgress | None:
+        row = self._connection().execute(
+            "SELECT status, json_extract(data, '$.deps_done'), "
+            "(SELECT count(*) FROM deps_done AS d WHERE d.run_id = tasks.run_id "
+            " AND d.task_id = tasks.task_id), "
+            "(SELECT count(*) FROM deps_done AS d WHERE d.run_id = tasks.run_id "
+            " AND d.task_id = tasks.task_id AND d.status != 'SUCCEEDED') "
+            "FROM tasks WHERE run_id = ? AND task_id = ?", (run_id, task_id)).fetchone()
+        if row is None:
+            return None
+        status, in_data, done, unsuccessful = row
+        if in_data and in_data != "{}":  # written before deps_done had its table
+            record = self.get_tasks(run_id, [task_id])[0]
+            return JoinProgress.of(record)
+        return JoinProgress(TaskStatus(status), done, unsuccessful)
 
     def find_tasks(self, run_id: str, status: TaskStatus, limit: int) -> list[TaskRecord]:
         # Without INDEXED BY, SQLite (no ANALYZE statistics) scans the run's
         # primary key range instead: O(tasks) per call, 75 us at 1000 tasks.
         rows = self._connection().execute(
-            "SELECT data FROM tasks INDEXED BY tasks_by_status "
+            f"SELECT {_TASK_COLUMNS} FROM tasks INDEXED BY tasks_by_status "
             "WHERE run_id = ? AND status = ? LIMIT ?",
             (run_id, status.value, limit)).fetchall()
-        return [TaskRecord.from_dict(json.loads(r[0])) for r in rows]
+        return [_task_record(r[1], r[2]) for r in rows]
 
     def find_free_slots(self, run_id: str, count: int, limit: int) -> list[int]:
         taken = {r[0] for r in self._connection().execute(
@@ -387,7 +427,7 @@ class SqliteStore:
 
     def delete_run(self, run_id: str) -> None:
         with self._writing() as conn:
-            for table in ("tasks", "slots", "triggers", "runs"):
+            for table in ("tasks", "deps_done", "slots", "triggers", "runs"):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
 
     def runs_started_before(self, timestamp: float) -> list[str]:
