@@ -37,7 +37,7 @@ import uuid
 from typing import Any, Callable, Iterable, Protocol
 
 from function_flow.dag import END_TASK_ID, Dag, TaskSpec
-from function_flow.errors import RunNotFoundError, RunStillActiveError
+from function_flow.errors import RunNotFoundError, RunStillActiveError, TransientBackendError
 from function_flow.ports import Bus, Store, Transaction
 from function_flow.records import (Message, MessageKind, RunRecord, RunStatus,
                                    TaskRecord, TaskStatus)
@@ -55,6 +55,9 @@ DEFAULT_ASYNC_LEASE_SECONDS = 7 * 24 * 3600.0
 #: may touch a RUNNING attempt, so the read could only confirm what it knows.
 #: The margin absorbs clock differences between machines.
 LEASE_SAFETY_MARGIN_SECONDS = 10.0
+#: Pauses before recording an outcome again after the store failed in a way
+#: that leaves unknown whether the first try landed (see Engine.complete).
+COMPLETION_RETRY_DELAYS = (0.2, 1.0, 3.0)
 
 
 class Pending:
@@ -338,13 +341,14 @@ class Engine:
             ready = self.store.find_tasks(run_id, TaskStatus.READY, 1)
             successor = ready[0].task_id if ready else None
 
-        def finish(tx: Transaction) -> _Completion | None:
-            if fenced:
+        def finish(tx: Transaction, trust_claim: bool = True) -> _Completion | None:
+            if fenced and trust_claim:
                 assert claimed is not None
                 task = dataclasses.replace(claimed, status=TaskStatus.RUNNING)
             else:
                 task = tx.get_tasks(run_id, [task_id]).get(task_id)
-            heir = tx.get_tasks(run_id, [successor]).get(successor) if successor else None
+            heir = tx.get_tasks(run_id, [successor]).get(successor) \
+                if successor and trust_claim else None
             if task is None or task.status is not TaskStatus.RUNNING or task.attempt != attempt:
                 return None
             if ok:
@@ -355,7 +359,11 @@ class Engine:
         # Every record read here is written (the successor too, when it is
         # taken), except the run's when it has already ended: compare-and-set
         # is safe, and a store falls back to a transaction for that case.
-        completion = self.store.transact(finish, compare_and_set=True)
+        try:
+            completion = self.store.transact(finish, compare_and_set=True)
+        except TransientBackendError as exc:
+            completion = self._complete_again(run_id, task_id, attempt, ok, exc,
+                                              lambda tx: finish(tx, trust_claim=False))
         if completion is None:
             logger.info("run %s task %s attempt %d already completed; outcome ignored",
                         run_id, task_id, attempt)
@@ -364,6 +372,36 @@ class Engine:
         if completion.run_ended is not None:
             logger.info("run %s ended: %s", run_id, completion.run_ended.value)
         return "succeeded" if ok else "failed"
+
+    def _complete_again(self, run_id: str, task_id: str, attempt: int, ok: bool,
+                        error: TransientBackendError,
+                        finish: Callable[[Transaction], _Completion | None]
+                        ) -> _Completion | None:
+        """Record an outcome after the store failed to say whether it did.
+
+        The body's result exists only in this process: redelivering the
+        message would find the attempt RUNNING and wait for its lease (an
+        hour by default), then fail a task that succeeded. So try again here,
+        reading the record this time: if the first commit landed, only its
+        follow-up messages are missing, and they are sent again.
+        """
+        for delay in COMPLETION_RETRY_DELAYS:
+            logger.warning("run %s task %s attempt %d: recording the outcome failed (%s); "
+                           "trying again in %.1f s", run_id, task_id, attempt, error, delay)
+            time.sleep(delay)
+            try:
+                completion = self.store.transact(finish)
+            except TransientBackendError as exc:
+                error = exc
+                continue
+            if completion is None and ok:
+                records = self.store.get_tasks(run_id, [task_id])
+                if records and records[0].status is TaskStatus.SUCCEEDED \
+                        and records[0].attempt == attempt:
+                    self._advance_after_success(run_id, task_id)  # the first try landed
+                    return _Completion()
+            return completion
+        raise error
 
     def _queues_a_dependent(self, task_id: str) -> bool:
         """Whether a success of `task_id` queues a dependent (which inherits its slot)."""
@@ -513,9 +551,14 @@ class Engine:
 
         Both a task that becomes READY and a task that frees a slot call this
         after committing, so one of the two always sees the other's write.
+        A take that loses a race is not a reason to stop: the winner may be
+        a finishing task handing its own slot to our candidate, which leaves
+        our free slot to us. So look again, until there is nothing to pair
+        or the same pairs fail twice (the store is then ahead of us anyway).
         """
         if not self.slots:
             return
+        failed_on = None
         while True:
             # Free slots first: usually one, so only that many READY records
             # are read (reading `slots` of them per completion dominated).
@@ -525,16 +568,18 @@ class Engine:
             ready = self.store.find_tasks(run_id, TaskStatus.READY, len(free))
             if not ready:
                 return
+            pairs = list(zip((t.task_id for t in ready), free))
+            if pairs == failed_on:
+                return
             progressed = False
-            for task, slot in zip(ready, free):
+            for task_id, slot in pairs:
                 message = self.store.transact(
-                    lambda tx, t=task.task_id, s=slot: self._take_slot(tx, run_id, t, s),
+                    lambda tx, t=task_id, s=slot: self._take_slot(tx, run_id, t, s),
                     compare_and_set=True)
                 if message is not None:
                     self.bus.publish(message)
                     progressed = True
-            if not progressed:
-                return
+            failed_on = None if progressed else pairs
 
     def _take_slot(self, tx: Transaction, run_id: str, task_id: str,
                    slot: int) -> Message | None:

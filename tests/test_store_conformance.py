@@ -142,7 +142,8 @@ def test_update_run_and_task_records(store: Store) -> None:
     assert b.status is TaskStatus.WAITING and b.result is None
 
 
-ODD_RESULTS = [2 ** 70, -(2 ** 64), 1e308, 1.5e-300, -0.0, "déjà \"q\" \\ \n\u0000",
+ODD_RESULTS = [2 ** 70, -(2 ** 64), 1e308, 1.5e-300, -0.0, float("inf"), -float("inf"),
+               "déjà \"q\" \\ \n\u0000",
                {"__x__": [[1, 2], []], "k": None, "": {"a.b": True}}, [], {}, None, False]
 
 

@@ -165,6 +165,8 @@ class _CompareAndSet:
         self._client = client
         self.read_times: dict[str, Any] = {}  # document path -> update time (None: missing)
         self.writes: list[tuple[str, Any, dict[str, Any]]] = []
+        #: Whether the batch carries preconditions (then it must not be resent).
+        self.guarded = False
 
     def get(self, ref: Any) -> list[Any]:
         return self.get_all([ref])
@@ -172,8 +174,9 @@ class _CompareAndSet:
     def get_all(self, refs: list[Any]) -> list[Any]:
         snapshots = list(self._client.get_all(refs))
         for snapshot in snapshots:
-            self.read_times[snapshot.reference.path] = (
-                snapshot.update_time if snapshot.exists else None)
+            # A document read twice is checked against its first read.
+            self.read_times.setdefault(snapshot.reference.path,
+                                       snapshot.update_time if snapshot.exists else None)
         return snapshots
 
     def update(self, ref: Any, data: dict[str, Any]) -> None:
@@ -193,6 +196,7 @@ class _CompareAndSet:
         for kind, ref, data in self.writes:
             if ref.path in self.read_times and ref.path not in guarded:
                 guarded.add(ref.path)
+                self.guarded = True
                 # A document read exists, so a set of it is an update of the
                 # fields it has (records are written with all their fields).
                 option = self._client.write_option(last_update_time=self.read_times[ref.path])
@@ -373,7 +377,15 @@ class FirestoreStore:
             if batch is None:  # it read something it does not write: lock it
                 return self._transact(fn)
             try:
-                batch.commit()
+                # No automatic retry: a resend of a commit that did land would
+                # fail its preconditions and look like a lost race, and the
+                # step would be decided again on top of itself. An error that
+                # leaves the outcome unknown is raised instead (transient), so
+                # the message is redelivered and the engine sees what landed.
+                if recorder.guarded:
+                    batch.commit(retry=None)
+                else:  # blind writes: a resend writes the same values again
+                    batch.commit()
             except (gexc.FailedPrecondition, gexc.Aborted):
                 # Someone changed what we read: decide again on fresh reads,
                 # after a short random pause so two losers do not collide again.

@@ -120,8 +120,12 @@ def _select_tasks(conn: sqlite3.Connection, run_id: str,
 
 def _write_deps_done(conn: sqlite3.Connection, run_id: str, task_id: str,
                      entries: dict[str, str]) -> None:
+    # Like an update of a missing Firestore document, nothing is written for
+    # a task that does not exist.
     conn.executemany(
-        "INSERT INTO deps_done (run_id, task_id, dep, status) VALUES (?, ?, ?, ?) "
+        "INSERT INTO deps_done (run_id, task_id, dep, status) "
+        "SELECT ?, ?, ?, ? WHERE EXISTS "
+        "(SELECT 1 FROM tasks WHERE run_id = ?1 AND task_id = ?2) "
         "ON CONFLICT (run_id, task_id, dep) DO UPDATE SET status = excluded.status",
         [(run_id, task_id, dep, status) for dep, status in entries.items()])
 
@@ -213,17 +217,7 @@ class _SqliteTransaction:
                 cached[1].update(deps)
             if not fields:
                 return
-        if key not in self._tasks and all(name.isidentifier() for name in fields):
-            # Unread (an executor completing the attempt it claimed): set the
-            # fields in SQL, without a round trip of the record through Python.
-            fields = {k: TaskStatus(v).value if k == "status" else v for k, v in fields.items()}
-            paths = ", ".join(f"'$.{name}', json(?)" for name in fields)
-            status = "status = ?, " if "status" in fields else ""
-            self._conn.execute(
-                f"UPDATE tasks SET {status}data = json_set(data, {paths}) "
-                "WHERE run_id = ? AND task_id = ?",
-                ([fields["status"]] if status else [])
-                + [_dumps(value) for value in fields.values()] + [run_id, task_id])
+        if key not in self._tasks and self._set_in_sql(run_id, task_id, fields):
             return
         if key not in self._tasks:
             row = self._conn.execute("SELECT data FROM tasks WHERE run_id = ? AND task_id = ?",
@@ -237,6 +231,29 @@ class _SqliteTransaction:
         self._conn.execute(
             "UPDATE tasks SET status = ?, data = ? WHERE run_id = ? AND task_id = ?",
             (data["status"], _dumps(data), run_id, task_id))
+
+    def _set_in_sql(self, run_id: str, task_id: str, fields: dict[str, Any]) -> bool:
+        """Set top-level fields of an unread record with json_set; False if it cannot.
+
+        That is an executor completing the attempt it claimed: no round trip
+        of the record through Python. Values SQLite's JSON refuses (NaN,
+        infinities, which Python's json writes) take the read-and-merge way.
+        """
+        if not all(name.isidentifier() for name in fields):
+            return False
+        fields = {k: TaskStatus(v).value if k == "status" else v for k, v in fields.items()}
+        try:
+            values = [json.dumps(v, separators=(",", ":"), allow_nan=False)
+                      for v in fields.values()]
+        except ValueError:
+            return False
+        paths = ", ".join(f"'$.{name}', json(?)" for name in fields)
+        status = "status = ?, " if "status" in fields else ""
+        self._conn.execute(
+            f"UPDATE tasks SET {status}data = json_set(data, {paths}) "
+            "WHERE run_id = ? AND task_id = ?",
+            ([fields["status"]] if status else []) + values + [run_id, task_id])
+        return True
 
     def set_slot(self, run_id: str, slot: int, holder: str | None) -> None:
         self._wrote = True

@@ -1,0 +1,164 @@
+"""Races and store failures the property tests reach only by luck, replayed exactly.
+
+Each test drives the engine over the real SQLite store and a bus that keeps
+messages, and forces one interleaving or failure at a precise point.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from typing import Any
+
+import pytest
+
+from function_flow import engine as engine_module
+from function_flow import tasks
+from function_flow.engine import Engine, Pending
+from function_flow.errors import TransientBackendError
+from function_flow.records import Message, RunStatus, TaskStatus
+from function_flow.store.sqlite import SqliteStore
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+
+    def publish(self, message: Message, delay: float = 0.0) -> None:
+        self.sent.append(message)
+
+
+class WaitsForEvent(Pending):
+    trigger_id = "event-of-b"
+
+
+class Workflow:
+    """Independent tasks a, b, c, d; b waits for an external event."""
+
+    def __init__(self, max_parallel: int) -> None:
+        job = tasks.Job(name="races", max_parallel_tasks=max_parallel)
+        for task_id in "abcd":
+            job.task(task_id=task_id)(lambda task, job: 1)
+        self.name, self.dag, self.max_parallel_tasks = job.name, job.dag, max_parallel
+
+    def invoke(self, spec: Any, run_id: str, attempt: int) -> Any:
+        return WaitsForEvent() if spec.task_id == "b" else 1
+
+
+def slots_and_statuses(store: SqliteStore, run_id: str) -> tuple[list[int], dict[str, str]]:
+    return (store.find_free_slots(run_id, 2, 2),
+            {t.task_id: t.status.value for t in store.get_tasks(run_id)
+             if t.task_id != "__end__"})
+
+
+def test_a_filler_that_loses_its_candidate_to_a_slot_hand_over_fills_its_slot(tmp_path):
+    """a and b hold the 2 slots, c and d are READY. b completes by an event and
+    frees its slot; while its fill_slots picks c, a finishes and hands its slot
+    to c. b's take fails, and b must still give its free slot to d."""
+    store = SqliteStore(str(tmp_path / "runs.db"))
+    engine = Engine(Workflow(max_parallel=2), store, Outbox(), lease_check_messages=False)
+    run_id, _ = engine.start({})
+    assert engine.execute(run_id, "b", 1) == "waiting"
+
+    find_ready = store.find_tasks
+    def find_tasks_while_a_finishes(run: str, status: TaskStatus, limit: int) -> list:
+        found = find_ready(run, status, limit)
+        if status is TaskStatus.READY and engine.store.find_tasks is not find_ready:
+            store.find_tasks = find_ready  # once
+            assert engine.execute(run_id, "a", 1) == "succeeded"  # hands slot 0 to c
+        return found
+    store.find_tasks = find_tasks_while_a_finishes  # type: ignore[method-assign]
+
+    assert engine.complete(run_id, "b", 1, ok=True) == "succeeded"
+
+    free, statuses = slots_and_statuses(store, run_id)
+    assert free == [] and statuses == {"a": "SUCCEEDED", "b": "SUCCEEDED",
+                                       "c": "QUEUED", "d": "QUEUED"}
+
+
+class FailingCommits:
+    """The SQLite store, except that chosen commits raise a transient error,
+    either before writing (nothing landed) or after (the outcome is unknown
+    to the caller, but the commit landed)."""
+
+    def __init__(self, inner: SqliteStore) -> None:
+        self.inner = inner
+        self.failures: list[str] = []  # "before" or "after", one per transact
+
+    def transact(self, fn: Any, **options: Any) -> Any:
+        failure = self.failures.pop(0) if self.failures else None
+        if failure == "before":
+            raise TransientBackendError("Firestore: 503 unavailable (nothing written)")
+        result = self.inner.transact(fn, **options)
+        if failure == "after":
+            raise TransientBackendError("Firestore: deadline exceeded (it did land)")
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("failure", ["before", "after"])
+def test_a_completion_whose_commit_fails_is_recorded_once_without_waiting_for_the_lease(
+        tmp_path, monkeypatch, failure):
+    monkeypatch.setattr(engine_module, "COMPLETION_RETRY_DELAYS", (0.0, 0.0))
+    job = tasks.Job(name="chain", max_parallel_tasks=1)
+    ran: list[str] = []
+    job.task(task_id="first")(lambda task, job: ran.append("first") or 1)
+    job.task(task_id="second", deps=["first"])(lambda task, job: ran.append("second") or 2)
+    store = FailingCommits(SqliteStore(str(tmp_path / "runs.db")))
+    outbox = Outbox()
+    engine = Engine(job, store, outbox, lease_check_messages=False)
+    run_id, _ = engine.start({})
+    store.failures = [None, failure]  # the claim commits, the completion fails
+
+    assert engine.execute(run_id, "first", 1) == "succeeded"
+
+    first = store.get_tasks(run_id, ["first"])[0]
+    assert first.status is TaskStatus.SUCCEEDED and first.attempt == 1
+    # The follow-up message arrives (sent again if the first try landed), and
+    # the run goes on; the body did not run twice.
+    second = [m for m in outbox.sent if m.task_id == "second"]
+    assert second and engine.execute(run_id, "second", second[-1].attempt) == "succeeded"
+    assert engine.run_status(run_id).status is RunStatus.SUCCEEDED
+    assert ran == ["first", "second"]
+
+
+def test_a_completion_that_keeps_failing_is_left_to_redelivery(tmp_path, monkeypatch):
+    monkeypatch.setattr(engine_module, "COMPLETION_RETRY_DELAYS", (0.0, 0.0))
+    job = tasks.Job(name="one")
+    job.task(task_id="only")(lambda task, job: 1)
+    store = FailingCommits(SqliteStore(str(tmp_path / "runs.db")))
+    engine = Engine(job, store, Outbox(), lease_check_messages=False)
+    run_id, _ = engine.start({})
+    store.failures = [None, "before", "before", "before"]
+
+    with pytest.raises(TransientBackendError):
+        engine.execute(run_id, "only", 1)
+    assert store.get_tasks(run_id, ["only"])[0].status is TaskStatus.RUNNING
+
+
+def test_results_that_json_writes_but_sqlite_json_refuses_are_stored(tmp_path):
+    """NaN and infinities: Python's json writes them, SQLite's json() does not."""
+    job = tasks.Job(name="floats")
+    job.task(task_id="loss")(lambda task, job: {"loss": math.nan, "best": math.inf,
+                                                "worst": -math.inf})
+    store = SqliteStore(str(tmp_path / "runs.db"))
+    engine = Engine(job, store, Outbox(), lease_check_messages=False)
+    run_id, _ = engine.start({})
+
+    assert engine.execute(run_id, "loss", 1) == "succeeded"
+    result = store.get_tasks(run_id, ["loss"])[0].result
+    assert math.isnan(result["loss"]) and result["best"] == math.inf
+    assert result["worst"] == -math.inf
+    assert engine.run_status(run_id).status is RunStatus.SUCCEEDED
+
+
+def test_deps_done_written_for_a_missing_task_leaves_nothing(tmp_path):
+    store = SqliteStore(str(tmp_path / "runs.db"))
+    engine = Engine(Workflow(max_parallel=4), store, Outbox(), lease_check_messages=False)
+    run_id, _ = engine.start({})
+    store.transact(lambda tx: tx.update_task(run_id, "ghost", {"deps_done.a": "SUCCEEDED"}))
+    assert store.join_progress(run_id, "ghost") is None
+    assert store._connection().execute(
+        "SELECT count(*) FROM deps_done WHERE task_id = 'ghost'").fetchone()[0] == 0
