@@ -209,6 +209,25 @@ def test_concurrent_blind_deps_done_updates_all_land(store: Store) -> None:
 
 # ------------------------------------------------------- transactions
 
+def test_join_progress_counts_deps_done_entries(store: Store) -> None:
+    make_run(store, task_ids=["a", "b", "join"])
+    assert store.join_progress("run-1", "join") == (TaskStatus.WAITING, 0, 0)
+    assert store.join_progress("run-1", "nope") is None
+
+    store.transact(lambda tx: tx.update_task("run-1", "join", {"deps_done.a": "SUCCEEDED"}))
+    store.transact(lambda tx: tx.update_task("run-1", "join", {"deps_done.b": "FAILED"}))
+    assert store.join_progress("run-1", "join") == (TaskStatus.WAITING, 2, 1)
+    assert not store.join_progress("run-1", "join").complete(2)
+
+    # An entry written again counts once; its new status replaces the old one.
+    store.transact(lambda tx: tx.update_task("run-1", "join", {"deps_done.b": "SUCCEEDED"}))
+    store.transact(lambda tx: tx.update_task("run-1", "join", {"deps_done.a": "SUCCEEDED"}))
+    progress = store.join_progress("run-1", "join")
+    assert progress == (TaskStatus.WAITING, 2, 0) and progress.complete(2)
+    store.transact(lambda tx: tx.update_task("run-1", "join", {"status": "QUEUED"}))
+    assert not store.join_progress("run-1", "join").complete(2)
+
+
 def test_read_after_write_is_rejected_and_rolled_back(store: Store) -> None:
     make_run(store)
 
