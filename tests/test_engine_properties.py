@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import types
 
-import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 

@@ -7,7 +7,6 @@ messages, and forces one interleaving or failure at a precise point.
 from __future__ import annotations
 
 import math
-import pathlib
 from typing import Any
 
 import pytest

@@ -95,6 +95,7 @@ DEFAULT_PATH = os.path.join(".function_flow", "function_flow.db")
 #: Most task ids bound into one `IN (...)` query (SQLite allows 32766).
 _BATCH = 500
 
+
 def _dumps(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"))
 
