@@ -26,7 +26,7 @@ from function_flow.config import Settings
 from function_flow.dag import END_TASK_ID
 from function_flow.errors import FunctionFlowError, RunNotFoundError, RunStillActiveError
 from function_flow.ports import Store
-from function_flow.records import Message, RunRecord, RunStatus, TaskRecord, TaskStatus
+from function_flow.records import RunRecord, RunStatus, TaskRecord, TaskStatus
 from function_flow.tasks import Job
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
@@ -144,13 +144,7 @@ def settle(job: Job, backend: backends.Backend, run_id: str) -> None:
     """
     bus = backend.bus
     if not bus.wait_idle(timeout=FINAL_GRACE_SECONDS):  # type: ignore[attr-defined]
-        engine = job.engine
-        # Bodies still running here are interrupted: recover() queues them
-        # again; delivering a queued task of an ended run cancels it.
-        engine.recover(run_id, executors_dead=True)
-        for task in engine.task_records(run_id):
-            if task.status is TaskStatus.QUEUED:
-                engine.handle(Message(run_id, task.task_id, task.attempt))
+        job.engine.retire_leftovers(run_id)
     # backends.embedded() waits for the bus at exit, for scripts that call
     # job.start() and return; the run is settled, so skip that wait.
     atexit.unregister(bus.wait_idle)  # type: ignore[attr-defined]

@@ -34,13 +34,13 @@ import socket
 import time
 import traceback
 import uuid
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Protocol
 
 from function_flow.dag import END_TASK_ID, Dag, TaskSpec
 from function_flow.errors import RunNotFoundError, RunStillActiveError, TransientBackendError
 from function_flow.ports import Bus, Store, Transaction
-from function_flow.records import (Message, MessageKind, RunRecord, RunStatus,
-                                   TaskRecord, TaskStatus)
+from function_flow.records import (JoinProgress, Message, MessageKind, RunRecord,
+                                   RunStatus, TaskRecord, TaskStatus)
 
 logger = logging.getLogger("function_flow.engine")
 
@@ -519,7 +519,7 @@ class Engine:
         def queue(tx: Transaction) -> _Completion | None:
             run = tx.get_run(run_id) if join_id == END_TASK_ID else None
             join = tx.get_tasks(run_id, [join_id]).get(join_id)
-            if join is None or not _join_complete(join, deps):
+            if join is None or not JoinProgress.of(join).complete(len(deps)):
                 return None
             if join_id == END_TASK_ID:
                 tx.update_task(run_id, join_id, {"status": TaskStatus.SUCCEEDED.value,
@@ -648,6 +648,20 @@ class Engine:
         self.recover(run_id, executors_dead=True)
         return run
 
+    def retire_leftovers(self, run_id: str) -> None:
+        """After a run ended, leave none of its tasks queued or running.
+
+        For a process about to exit while attempts of an ended run are still
+        busy in it (a body that overran its timeout, a retry waiting out its
+        backoff): they cannot change the outcome, and the records must not
+        show them running forever. Running attempts count as interrupted and
+        are queued again; a queued task of an ended run is cancelled when
+        its message is handled.
+        """
+        self.recover(run_id, executors_dead=True)
+        for task in self.store.find_tasks(run_id, TaskStatus.QUEUED, len(self.dag.tasks)):
+            self.handle(Message(run_id, task.task_id, task.attempt))
+
     def recover(self, run_id: str, executors_dead: bool = False,
                 stale_after: float = 0.0) -> None:
         """Find work a crash or a lost message left behind, and redo it.
@@ -673,7 +687,7 @@ class Engine:
                 elif task.lease_until is not None and task.lease_until <= now:
                     self.check_lease(run_id, task.task_id, task.attempt)
             elif task.status is TaskStatus.WAITING and \
-                    _join_complete(task, self.dag.deps_of(task.task_id)):
+                    JoinProgress.of(task).complete(len(self.dag.deps_of(task.task_id))):
                 self._check_join(run_id, task.task_id)
         self.fill_slots(run_id)
 
@@ -729,16 +743,6 @@ def fail_run(store: Store, run_id: str, error: str, now: float) -> bool:
         return True
 
     return store.transact(end)
-
-
-def _join_complete(record: TaskRecord, deps: Iterable[str]) -> bool:
-    """The full check on a join's record (completers ask join_progress first)."""
-    deps = tuple(deps)
-    done = record.deps_done
-    if record.status is not TaskStatus.WAITING or len(done) < len(deps):
-        return False
-    succeeded = TaskStatus.SUCCEEDED.value
-    return all(done.get(dep) == succeeded for dep in deps)
 
 
 def _storable(task_id: str, value: Any) -> Any:

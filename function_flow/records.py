@@ -171,7 +171,11 @@ class JoinProgress(NamedTuple):
                    sum(1 for s in statuses if s != TaskStatus.SUCCEEDED.value))
 
     def complete(self, deps: int) -> bool:
-        """Whether a WAITING join of `deps` dependencies may be queued now."""
+        """Whether a WAITING join of `deps` dependencies may be queued now.
+
+        Counting is enough: only a task's own dependencies write deps_done
+        entries into it, so `deps` entries mean every one of them is done.
+        """
         return self.status is TaskStatus.WAITING and self.done >= deps and not self.unsuccessful
 
 

@@ -18,6 +18,7 @@ import contextvars
 import copy
 import threading
 import time
+import types
 from typing import Any, Callable, Optional
 
 from function_flow import engine as engine_module
@@ -333,14 +334,6 @@ def _names_cloud(db: Any, pubsub: Any, project: Optional[str]) -> bool:
     return bool(project) or hasattr(db, "collection") or hasattr(pubsub, "publish")
 
 
-class _CloudClients:
-    """What gcp.backend reads from a Job, for calls made without one."""
-
-    def __init__(self, db: Any, project: Optional[str]) -> None:
-        self.db, self.pubsub, self.project = db, None, project
-        self.schedule_topic = "SCHEDULE"
-
-
 def cleanup_expired_jobs(db: Any = None, project: Optional[str] = None,
                          max_expire_days: int = 30,
                          max_timeout_days: Optional[float] = None,
@@ -359,7 +352,8 @@ def cleanup_expired_jobs(db: Any = None, project: Optional[str] = None,
         backend = job.backend
     else:
         settings = Settings.from_env(cloud_hint=_names_cloud(db, None, project))
-        backend = from_settings(settings, _CloudClients(db, project))
+        # gcp.backend reads the clients and project from a Job; none here.
+        backend = from_settings(settings, types.SimpleNamespace(db=db, project=project))
     now = time.time()
     if max_timeout_days is not None:
         for run in backend.store.list_runs(limit=100_000, status=RunStatus.RUNNING):

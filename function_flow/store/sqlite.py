@@ -96,8 +96,8 @@ DEFAULT_PATH = os.path.join(".function_flow", "function_flow.db")
 _BATCH = 500
 
 
-def _dumps(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"))
+def _dumps(data: Any, allow_nan: bool = True) -> str:
+    return json.dumps(data, separators=(",", ":"), allow_nan=allow_nan)
 
 
 def _chunks(items: list[str]) -> Iterator[list[str]]:
@@ -118,9 +118,7 @@ def _deps(deps: str | None) -> dict[str, str]:
 
 def _record(fields: dict[str, Any], deps: dict[str, str]) -> TaskRecord:
     """A task record from its JSON fields and its deps_done rows."""
-    if deps:
-        fields = dict(fields, deps_done={**fields.get("deps_done", {}), **deps})
-    return TaskRecord.from_dict(fields)
+    return TaskRecord.from_dict(dict(fields, deps_done=deps) if deps else fields)
 
 
 def _task_record(data: str, deps: str | None) -> TaskRecord:
@@ -264,8 +262,7 @@ class _SqliteTransaction:
             return False
         fields = {k: TaskStatus(v).value if k == "status" else v for k, v in fields.items()}
         try:
-            values = [json.dumps(v, separators=(",", ":"), allow_nan=False)
-                      for v in fields.values()]
+            values = [_dumps(v, allow_nan=False) for v in fields.values()]
         except ValueError:
             return False
         paths = ", ".join(f"'$.{name}', json(?)" for name in fields)
@@ -408,17 +405,12 @@ class SqliteStore:
 
     def join_progress(self, run_id: str, task_id: str) -> JoinProgress | None:
         row = self._connection().execute(
-            "SELECT status, json_extract(data, '$.deps_done'), "
-            "coalesce(done, 0), coalesce(unsuccessful, 0) "
+            "SELECT status, coalesce(done, 0), coalesce(unsuccessful, 0) "
             "FROM tasks LEFT JOIN deps_counts USING (run_id, task_id) "
             "WHERE run_id = ? AND task_id = ?", (run_id, task_id)).fetchone()
         if row is None:
             return None
-        status, in_data, done, unsuccessful = row
-        if in_data and in_data != "{}":  # written before deps_done had its table
-            record = self.get_tasks(run_id, [task_id])[0]
-            return JoinProgress.of(record)
-        return JoinProgress(TaskStatus(status), done, unsuccessful)
+        return JoinProgress(TaskStatus(row[0]), row[1], row[2])
 
     def find_tasks(self, run_id: str, status: TaskStatus, limit: int) -> list[TaskRecord]:
         # Without INDEXED BY, SQLite (no ANALYZE statistics) scans the run's
