@@ -421,18 +421,30 @@ class FirestoreStore:
             attempts.append(wrapper)
             return fn(wrapper)
 
-        try:
-            result = run(self.client.transaction(max_attempts=self.max_attempts))
-        except _TRANSIENT as exc:
-            raise _transient(exc) from exc
-        except ValueError as exc:
-            # The client reports "Failed to commit transaction in N attempts"
-            # as a ValueError caused by the last Aborted.
-            if isinstance(exc.__cause__, gexc.Aborted):
+        # The client would retry an aborted commit at once, in step with the
+        # other side of the conflict (two deliveries of one message claiming
+        # the same task), and on the emulator each collision waits 2 s for a
+        # lock: 20 attempts could all collide. So one attempt per client
+        # call, and a random pause, growing, between ours.
+        for attempt in range(self.max_attempts):
+            try:
+                result = run(self.client.transaction(max_attempts=1))
+            except gexc.Aborted as exc:
+                aborted: Exception = exc
+            except _TRANSIENT as exc:
                 raise _transient(exc) from exc
-            raise
-        self._count(writes=attempts[-1].writes if attempts else 0)
-        return result
+            except ValueError as exc:
+                # "Failed to commit transaction in 1 attempts", caused by Aborted.
+                if not isinstance(exc.__cause__, gexc.Aborted):
+                    raise
+                aborted = exc
+            else:
+                self._count(writes=attempts[-1].writes if attempts else 0)
+                return result
+            time.sleep(random.uniform(0, min(1.0, 0.02 * 2 ** attempt)))
+        raise TransientBackendError(
+            f"Firestore: transaction still aborted after {self.max_attempts} attempts: "
+            f"{aborted}")
 
     @_translated
     def create_run(self, run: RunRecord, tasks: list[TaskRecord],
