@@ -19,7 +19,7 @@ demo: $(STAMP)
 	@echo; cat samples/output/sales_report.md
 
 test: $(STAMP)
-	@$(BIN)/python -m function_flow.emulators --check
+	@$(BIN)/python -m function_flow.local.emulators --check
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -18,7 +18,7 @@ legacy event dict, and ack when it returns or nack when it raises. The
 poller runs every --poll-every seconds in its own thread; its operations are
 reported apart (they cost per second of run time, not per task).
 
-The script starts both emulators on free ports (function_flow/emulators.py)
+The script starts both emulators on free ports (function_flow/local/emulators.py)
 and stops them by process group at the end, also on Ctrl-C. Upstream runs in
 a separate process from a throwaway venv (default /tmp/ff-upstream-venv,
 made on first use with `pip install function-flow==0.0.7`), because its
@@ -50,8 +50,8 @@ PROJECT = "function-flow-bench"
 UPSTREAM_PACKAGE = "function-flow==0.0.7"
 DEFAULT_VENV = os.path.join(tempfile.gettempdir(), "ff-upstream-venv")
 #: Innermost frames to charge operations to, in priority order (--by-site).
-OUR_SITES = ("function_flow/engine.py", "function_flow/timers.py",
-             "function_flow/functions.py", "function_flow/store/firestore.py")
+OUR_SITES = ("function_flow/core/", "function_flow/store/firestore_timers.py",
+             "function_flow/cloud/", "function_flow/store/firestore.py")
 #: Exception names that mean "a transaction gave up" on either side.
 GAVE_UP = ("TransientBackendError", "ValueError", "Aborted", "RetryError")
 
@@ -120,23 +120,14 @@ def _noop(task: Any, job: Any) -> None:
 
 
 def _our_backend(job: Any, topic: str) -> Any:
-    """The GCP backend as deployed functions build it (function_flow/gcp.py)."""
+    """The GCP backend as deployed functions build it (function_flow/backends.py)."""
     from function_flow.config import Settings
 
     settings = dataclasses.replace(Settings.from_env(), backend="gcp", project=PROJECT,
                                    schedule_topic=topic)
-    try:
-        from function_flow import gcp
-    except ImportError:  # gcp.py not written yet: assemble the same parts here
-        from function_flow.backends import Backend
-        from function_flow.bus.pubsub import PubSubBus
-        from function_flow.store.firestore import FirestoreStore
-        from function_flow.timers import FirestoreTimers
+    from function_flow import backends
 
-        store = FirestoreStore(project=PROJECT)
-        bus = PubSubBus(topic, PROJECT, timers=FirestoreTimers(lambda: store.client))
-        return Backend("gcp", store, bus, lease_check_messages=False)
-    return gcp.backend(settings, job)
+    return backends.gcp(settings, job)
 
 
 def run_ours(shape: Shape, workers: int, timeout: float, poll_every: float,
@@ -157,7 +148,7 @@ def run_ours(shape: Shape, workers: int, timeout: float, poll_every: float,
         store.reset_counts()
     counters.reset()
     log = _OutcomeLog()
-    functions_logger = logging.getLogger("function_flow.functions")
+    functions_logger = logging.getLogger("function_flow.cloud.functions")
     functions_logger.addHandler(log)
     functions_logger.setLevel(logging.INFO)
 
@@ -454,7 +445,7 @@ def _terminate(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from function_flow import emulators
+    from function_flow.local import emulators
 
     try:
         emulators.check_requirements()

@@ -4,7 +4,7 @@
 """
 
 from function_flow import futures, tasks
-from function_flow.dag import Backoff
+from function_flow.core.graph import Backoff
 from function_flow.errors import DefinitionError, FunctionFlowError
 
 __version__ = "0.1.0"

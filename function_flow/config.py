@@ -21,6 +21,9 @@ from typing import Mapping
 
 from function_flow.errors import ConfigurationError
 
+#: Project id the emulators and the local backend use when none is set.
+DEFAULT_PROJECT = "function-flow-local"
+
 _CLOUD_MARKERS = ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "GCP_PROJECT",
                   "FIRESTORE_EMULATOR_HOST", "K_SERVICE", "FUNCTION_TARGET")
 

@@ -55,3 +55,11 @@ class StoreUnavailableError(ConfigurationError):
     database. Retrying cannot fix it; the message names the path and how to
     point function_flow at a usable one.
     """
+
+
+class RecordTooLargeError(FunctionFlowError):
+    """A record could not be stored because it is too large for the store.
+
+    A Firestore document holds at most 1 MiB. Retrying cannot fix it, so
+    the engine fails the attempt at once with this as its error.
+    """

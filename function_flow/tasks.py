@@ -21,12 +21,12 @@ import time
 import types
 from typing import Any, Callable, Optional
 
-from function_flow import engine as engine_module
+from function_flow.core import engine as engine_module
 from function_flow.backends import Backend, from_settings, pid_alive
 from function_flow.config import Settings
-from function_flow.dag import Backoff, Dag, TaskSpec, make_spec
+from function_flow.core.graph import Backoff, Dag, TaskSpec, make_spec
 from function_flow.errors import DefinitionError, FunctionFlowError, RunNotFoundError
-from function_flow.records import RunRecord, RunStatus, TaskStatus
+from function_flow.core.records import RunRecord, RunStatus, TaskStatus
 
 JobStatus = RunStatus  # Function Flow's name for the status of a run
 
@@ -234,13 +234,12 @@ class Job:
         error between a commit and its messages: `recover` redoes it. Rate
         limited, and a no-op while the bus is busy.
         """
-        wait_idle = getattr(self.backend.bus, "wait_idle", None)
         now = time.monotonic()
-        if wait_idle is None or now - self._last_repair < every:
+        if now - self._last_repair < every:
             return
         self._last_repair = now
-        if wait_idle(0):
-            self.engine.recover(run_id, stale_after=every)
+        if self.backend.bus.wait_idle(0):
+            self.engine.poll(stale_after=every, run_ids=[run_id])
 
     def run(self, argv: Optional[dict[str, Any]] = None,
             timeout: Optional[float] = None) -> RunRecord:
@@ -303,28 +302,28 @@ class Job:
 
     def make_scheduler(self) -> Callable[..., Any]:
         """The `scheduler` Cloud Function (Pub/Sub trigger on SCHEDULE)."""
-        from function_flow import functions
+        from function_flow.cloud import functions
 
         self.validate()
         return functions.make_scheduler(self)
 
     def make_external_event_listener(self) -> Callable[..., Any]:
         """The `external_event_listener` Cloud Function (SCHEDULE_EXTERNAL_EVENTS)."""
-        from function_flow import functions
+        from function_flow.cloud import functions
 
         self.validate()
         return functions.make_external_event_listener(self)
 
     def make_poller(self) -> Callable[..., Any]:
         """The `poller` Cloud Function (Cloud Scheduler or HTTP)."""
-        from function_flow import functions
+        from function_flow.cloud import functions
 
         self.validate()
         return functions.make_poller(self)
 
     def make_start(self) -> Callable[..., Any]:
         """The `start` Cloud Function (HTTP): JSON body = run arguments."""
-        from function_flow import functions
+        from function_flow.cloud import functions
 
         self.validate()
         return functions.make_start(self)

@@ -17,8 +17,8 @@ from typing import Iterator
 
 import pytest
 
-from function_flow import emulators
-from function_flow.emulators import DEFAULT_PROJECT, Emulator
+from function_flow.local import emulators
+from function_flow.local.emulators import DEFAULT_PROJECT, Emulator
 
 PROJECT = DEFAULT_PROJECT
 

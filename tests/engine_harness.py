@@ -38,10 +38,12 @@ import threading
 import traceback
 from typing import Any, Callable, Iterable
 
-from function_flow.dag import END_TASK_ID, Backoff, Dag, TaskSpec, make_spec
-from function_flow.engine import Engine
-from function_flow.functions import POLLER_STALE_AFTER_SECONDS
-from function_flow.records import Message, MessageKind, RunStatus, TaskStatus
+from function_flow.core.ports import Bus
+from function_flow.core.graph import END_TASK_ID, Backoff, Dag, TaskSpec, make_spec
+from function_flow.core.engine import Engine
+from function_flow.core.recovery import POLLER_STALE_AFTER_SECONDS
+from function_flow.core.transitions import LEGAL_TRANSITIONS
+from function_flow.core.records import Message, MessageKind, RunStatus, TaskStatus
 from function_flow.store.sqlite import SqliteStore
 
 #: Lease of every attempt (the task timeout), in fake seconds.
@@ -51,14 +53,6 @@ MODULUS = 1_000_003
 
 W, RD, Q, R = TaskStatus.WAITING, TaskStatus.READY, TaskStatus.QUEUED, TaskStatus.RUNNING
 S, F, C = TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED
-
-#: Every status change the engine may commit, and what it does to `attempt`:
-#: "same", "next" (attempt + 1) or "one" (attempt becomes 1).
-LEGAL_TRANSITIONS = {
-    (W, Q): "one", (W, RD): "same", (RD, Q): "next", (Q, R): "same",
-    (R, S): "same", (R, F): "same", (R, Q): "next", (Q, C): "same",
-    (W, S): "same",  # only the virtual end task
-}
 
 
 class SimulatedCrash(BaseException):
@@ -251,10 +245,10 @@ class Recorder:
                                            "interrupted" in fields))
         if (old, new) == (Q, R):
             self.claim_seq[(task_id, new_attempt)] = seq
-            if self.final_seq is not None:
-                self.violations.append(
-                    f"commit {seq}: {task_id} attempt {new_attempt} claimed after the run "
-                    f"ended {self.final_status.value} at commit {self.final_seq}")
+            # A claim committed after the run ended is allowed: claims are
+            # compare-and-set on the task alone, and the claimer then reads
+            # the run and cancels the attempt unrun. check() makes sure no
+            # body ran for such a claim.
         self.status[task_id], self.attempt[task_id] = new, new_attempt
 
     def _run_write(self, seq: int, actor: str, fields: dict[str, Any]) -> None:
@@ -329,6 +323,15 @@ class _RecordingTx:
         self._inner.set_slot(run_id, slot, holder)
         self._writes.append(("slot", slot, holder))
 
+    def add_task(self, run_id: str, record: Any) -> None:
+        self._inner.add_task(run_id, record)
+
+    def put_trigger(self, trigger_id: str, run_id: str, task_id: str, attempt: int) -> None:
+        self._inner.put_trigger(trigger_id, run_id, task_id, attempt)
+
+    def delete_trigger(self, trigger_id: str) -> None:
+        self._inner.delete_trigger(trigger_id)
+
 
 class Crasher:
     """Numbers the operations of deliveries and crashes the planned ones."""
@@ -366,6 +369,12 @@ class RecordingStore:
         self.crasher = crasher
 
     def transact(self, fn: Callable[[Any], Any], *, compare_and_set: bool = False) -> Any:
+        if getattr(self.crasher.local, "body_died", False):
+            # The engine catches whatever a body raises and records it; a
+            # body that died takes its executor with it, so that recording
+            # never commits.
+            self.crasher.local.body_died = False
+            raise SimulatedCrash("the executor died with its body")
         mode = self.crasher.next("transact")
         writes: list[tuple] = []
 
@@ -395,7 +404,7 @@ class RecordingStore:
         return getattr(self.inner, name)
 
 
-class PoolBus:
+class PoolBus(Bus):
     """A bus that only collects messages; the harness decides what arrives when."""
 
     def __init__(self, clock: FakeClock, crasher: Crasher) -> None:
@@ -472,6 +481,7 @@ class HarnessWorkflow:
                 h.overrun(task_id, attempt, start)
             if (index, attempt) in h.scenario.body_crashes:
                 h.bodies[key]["outcome"] = "crashed"
+                h.crasher.local.body_died = True
                 raise SimulatedCrash(f"executor of {task_id} attempt {attempt} died")
             if attempt in h.scenario.fail_attempts.get(index, ()):
                 h.bodies[key]["outcome"] = "raised"
@@ -579,7 +589,7 @@ class Harness:
         armed = self.crasher.armed()
         self.crasher.local.armed = True
         try:
-            self.engine.recover(self.run_id, stale_after=POLLER_STALE_AFTER_SECONDS)
+            self.engine.poll(stale_after=POLLER_STALE_AFTER_SECONDS)
             self._log("poller: recover")
         except SimulatedCrash as crash:
             self._log(f"poller: recover CRASHED ({crash})")
@@ -780,7 +790,7 @@ class Harness:
                 self.engine.resume(self.run_id)
             else:
                 self._log(f"pool empty, run not ended: poller round {self.recover_rounds}")
-                self.engine.recover(self.run_id, stale_after=POLLER_STALE_AFTER_SECONDS)
+                self.engine.poll(stale_after=POLLER_STALE_AFTER_SECONDS)
         # Late duplicates after the end must change nothing.
         for message in list(dict.fromkeys(self.delivered)):
             self.bus.put(message, self.clock.now())

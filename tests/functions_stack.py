@@ -28,7 +28,7 @@ import urllib.request
 import uuid
 from typing import Any
 
-from function_flow.emulators import free_port
+from function_flow.local.emulators import free_port
 
 FUNCTIONS_FRAMEWORK = str(pathlib.Path(sys.executable).with_name("functions-framework"))
 

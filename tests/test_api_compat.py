@@ -21,10 +21,11 @@ from typing import Any
 
 import pytest
 
+from function_flow.core.ports import Bus
 from function_flow import Backoff, DefinitionError, FunctionFlowError, backends, futures, tasks
 from function_flow.backends import Backend
-from function_flow.engine import Engine
-from function_flow.records import Message, MessageKind, RunStatus, TaskStatus
+from function_flow.core.engine import Engine
+from function_flow.core.records import Message, MessageKind, RunStatus, TaskStatus
 from function_flow.store.sqlite import SqliteStore
 
 README_WORKFLOW = pathlib.Path(__file__).resolve().parent / "upstream_style" / "readme_workflow.py"
@@ -41,7 +42,7 @@ def load_readme_workflow():
     return module
 
 
-class RecordingBus:
+class RecordingBus(Bus):
     """Records published messages instead of delivering them.
 
     The test delivers them by hand to the `scheduler` Cloud Function, as
@@ -585,7 +586,7 @@ def test_bare_task_decorator_is_a_definition_error_naming_the_function():
             return 1
 
 
-class FailingBus:
+class FailingBus(Bus):
     """Pub/Sub refusing every publish after `allowed` of them."""
 
     def __init__(self, allowed: int) -> None:

@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from engine_harness import Scenario, run_scenario, task_name
-from function_flow.dag import Dag, make_spec
-from function_flow.engine import Engine
-from function_flow.records import RunStatus
+from function_flow.core.graph import Dag, make_spec
+from function_flow.core.engine import Engine
+from function_flow.core.records import RunStatus
 
 #: FF_PROPERTY_EXAMPLES=1000 for a long bug hunt; the default keeps the file
 #: well under a minute on two cores.

@@ -11,15 +11,16 @@ from typing import Any
 
 import pytest
 
-from function_flow import engine as engine_module
+from function_flow.core.ports import Bus
+from function_flow.core import engine as engine_module
 from function_flow import tasks
-from function_flow.engine import Engine, Pending
+from function_flow.core.engine import Engine, Pending
 from function_flow.errors import TransientBackendError
-from function_flow.records import Message, RunStatus, TaskStatus
+from function_flow.core.records import Message, RunStatus, TaskStatus
 from function_flow.store.sqlite import SqliteStore
 
 
-class Outbox:
+class Outbox(Bus):
     def __init__(self) -> None:
         self.sent: list[Message] = []
 

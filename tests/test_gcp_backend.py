@@ -1,4 +1,4 @@
-"""The GCP backend as assembled by gcp.py: Firestore + Pub/Sub on the emulators."""
+"""The GCP backend as assembled by backends.py: Firestore + Pub/Sub on the emulators."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from function_flow.backends import from_settings
 from function_flow.config import Settings
 from function_flow.errors import ConfigurationError
-from function_flow.records import Message, RunStatus
+from function_flow.core.records import Message, RunStatus
 from function_flow.tasks import Job
 
 CLOUD_VARIABLES = ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "GCP_PROJECT",
@@ -75,7 +75,7 @@ def test_cleanup_expired_jobs_with_an_upstream_db_client_cleans_firestore(
     from google.cloud import firestore
 
     from function_flow import tasks
-    from function_flow.engine import Engine
+    from function_flow.core.engine import Engine
 
     job = Job("cleanup_fs")
     job.task("a")(lambda task, job: None)

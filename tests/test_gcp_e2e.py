@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from emulators import PROJECT
-from function_flow.functions import RUN_ID_HEADER
-from function_flow.records import Message, RunStatus, TaskStatus
-from function_flow.timers import FirestoreTimers
+from function_flow.cloud.functions import RUN_ID_HEADER
+from function_flow.core.records import Message, RunStatus, TaskStatus
+from function_flow.store.firestore_timers import FirestoreTimers
 from functions_stack import Stack, post, wait_for
 from test_sample import EXPECTED_DEPS, valid_rows
 

@@ -18,7 +18,7 @@ from collections import defaultdict
 import pytest
 
 from function_flow import backends
-from function_flow.records import RunStatus, TaskStatus
+from function_flow.core.records import RunStatus, TaskStatus
 
 SAMPLE = pathlib.Path(__file__).resolve().parent.parent / "samples" / "main.py"
 CSV_PATH = SAMPLE.parent / "data" / "sales.csv"

@@ -14,8 +14,8 @@ import pytest
 
 from function_flow.backends import Backend
 from function_flow.bus.local import LocalBus
-from function_flow.ports import ReadAfterWriteError, Store
-from function_flow.records import RunRecord, RunStatus, TaskRecord, TaskStatus
+from function_flow.core.ports import ReadAfterWriteError, RecordExistsError, Store
+from function_flow.core.records import JoinProgress, RunRecord, RunStatus, TaskRecord, TaskStatus
 from function_flow.store.sqlite import SqliteStore
 from function_flow.tasks import Job
 
@@ -209,23 +209,96 @@ def test_concurrent_blind_deps_done_updates_all_land(store: Store) -> None:
 
 # ------------------------------------------------------- transactions
 
-def test_join_progress_counts_deps_done_entries(store: Store) -> None:
-    make_run(store, task_ids=["a", "b", "join"])
-    assert store.join_progress("run-1", "join") == (TaskStatus.WAITING, 0, 0)
+def test_join_progress_counts_deps_done_entries_by_outcome(store: Store) -> None:
+    make_run(store, task_ids=["a", "b", "c", "join"])
+    assert store.join_progress("run-1", "join") == (TaskStatus.WAITING, 0, 0, 0, None)
     assert store.join_progress("run-1", "nope") is None
 
     store.transact(lambda tx: tx.update_task("run-1", "join", {"deps_done.a": "SUCCEEDED"}))
     store.transact(lambda tx: tx.update_task("run-1", "join", {"deps_done.b": "FAILED"}))
-    assert store.join_progress("run-1", "join") == (TaskStatus.WAITING, 2, 1)
-    assert not store.join_progress("run-1", "join").complete(2)
+    store.transact(lambda tx: tx.update_task("run-1", "join", {"deps_done.c": "SKIPPED"}))
+    progress = store.join_progress("run-1", "join")
+    assert (progress.succeeded, progress.failed, progress.skipped) == (1, 1, 1)
+    assert progress.done == 3 and not progress.complete(3)
 
     # An entry written again counts once; its new status replaces the old one.
     store.transact(lambda tx: tx.update_task("run-1", "join", {"deps_done.b": "SUCCEEDED"}))
+    store.transact(lambda tx: tx.update_task("run-1", "join", {"deps_done.c": "SUCCEEDED"}))
     store.transact(lambda tx: tx.update_task("run-1", "join", {"deps_done.a": "SUCCEEDED"}))
     progress = store.join_progress("run-1", "join")
-    assert progress == (TaskStatus.WAITING, 2, 0) and progress.complete(2)
+    assert progress == (TaskStatus.WAITING, 3, 0, 0, None) and progress.complete(3)
     store.transact(lambda tx: tx.update_task("run-1", "join", {"status": "QUEUED"}))
-    assert not store.join_progress("run-1", "join").complete(2)
+    assert not store.join_progress("run-1", "join").complete(3)
+
+
+def test_join_progress_counts_what_a_record_read_counts(store: Store) -> None:
+    """The store's counters and JoinProgress.of(record) agree, whatever the statuses."""
+    statuses = ["SUCCEEDED", "FAILED", "SKIPPED", "CANCELLED", "SUCCEEDED"]
+    make_run(store, task_ids=[f"d{i}" for i in range(len(statuses))] + ["join"])
+    for i, status in enumerate(statuses):
+        store.transact(lambda tx, i=i, s=status: tx.update_task(
+            "run-1", "join", {f"deps_done.d{i}": s}))
+    record = store.get_tasks("run-1", ["join"])[0]
+    assert store.join_progress("run-1", "join") == JoinProgress.of(record) \
+        == (TaskStatus.WAITING, 2, 2, 1, None)
+
+
+def test_tasks_added_to_a_running_run(store: Store) -> None:
+    """A run's graph grows: a transaction adds task records that carry their edges."""
+    make_run(store, task_ids=["a", "b"])
+    added = TaskRecord(task_id="item-0", template="b", deps=["a"], dependents=[],
+                       deps_done={"a": "SUCCEEDED"})
+
+    def grow(tx) -> None:
+        tx.get_tasks("run-1", ["a"])
+        tx.update_task("run-1", "a", {"dependents": ["item-0"]})
+        tx.add_task("run-1", added)
+        tx.add_task("run-1", TaskRecord(task_id="item-1", template="b", deps=["a"]))
+
+    store.transact(grow)
+    records = {t.task_id: t for t in store.get_tasks("run-1")}
+    assert set(records) == {"a", "b", "item-0", "item-1"}
+    assert records["a"].dependents == ["item-0"]
+    item = records["item-0"]
+    assert (item.template, item.deps, item.dependents) == ("b", ["a"], [])
+    assert item.deps_done == {"a": "SUCCEEDED"}
+    assert store.join_progress("run-1", "item-0") == (TaskStatus.WAITING, 1, 0, 0, 1)
+    assert [t.task_id for t in store.find_tasks("run-1", TaskStatus.WAITING, 10)
+            if t.task_id.startswith("item")] != []
+
+    # Adding an id the run has fails the whole transaction: nothing is written.
+    def clash(tx) -> None:
+        tx.add_task("run-1", TaskRecord(task_id="item-2"))
+        tx.add_task("run-1", TaskRecord(task_id="item-0"))
+
+    with pytest.raises(RecordExistsError):
+        store.transact(clash)
+    assert "item-2" not in {t.task_id for t in store.get_tasks("run-1")}
+    assert store.get_tasks("run-1", ["item-0"])[0].deps_done == {"a": "SUCCEEDED"}
+
+
+def test_triggers_live_in_transactions(store: Store) -> None:
+    make_run(store)
+    store.transact(lambda tx: tx.put_trigger("bq/job:1", "run-1", "a", 2))
+    assert store.get_trigger("bq/job:1") == ("run-1", "a", 2)
+
+    def complete_and_fail(tx) -> None:
+        tx.update_task("run-1", "a", {"status": "SUCCEEDED"})
+        tx.delete_trigger("bq/job:1")
+        raise RuntimeError("the commit never happens")
+
+    with pytest.raises(RuntimeError):
+        store.transact(complete_and_fail)
+    assert store.get_trigger("bq/job:1") == ("run-1", "a", 2)
+
+    def complete(tx) -> None:
+        tx.get_tasks("run-1", ["a"])
+        tx.update_task("run-1", "a", {"status": "SUCCEEDED"})
+        tx.delete_trigger("bq/job:1")
+
+    store.transact(complete, compare_and_set=True)
+    assert store.get_trigger("bq/job:1") is None
+    assert store.get_tasks("run-1", ["a"])[0].status is TaskStatus.SUCCEEDED
 
 
 def test_read_after_write_is_rejected_and_rolled_back(store: Store) -> None:
@@ -374,14 +447,13 @@ def test_slots(store: Store) -> None:
 
 
 def test_triggers(store: Store) -> None:
-    store.put_trigger("bq/job:1", "run-1", "a", 2)
+    store.transact(lambda tx: tx.put_trigger("bq/job:1", "run-1", "a", 2))
     assert store.get_trigger("bq/job:1") == ("run-1", "a", 2)
-    store.put_trigger("bq/job:1", "run-1", "a", 3)
+    store.transact(lambda tx: tx.put_trigger("bq/job:1", "run-1", "a", 3))
     assert store.get_trigger("bq/job:1") == ("run-1", "a", 3)
-    store.delete_trigger("bq/job:1")
+    store.transact(lambda tx: tx.delete_trigger("bq/job:1"))
     assert store.get_trigger("bq/job:1") is None
     assert store.get_trigger("never") is None
-
 
 def test_list_runs_newest_first(store: Store) -> None:
     for run_id, created in (("r1", 10.0), ("r3", 30.0), ("r2", 20.0)):
@@ -400,8 +472,8 @@ def test_runs_started_before(store: Store) -> None:
 def test_delete_run_removes_everything(store: Store) -> None:
     make_run(store, run_id="gone", slots={0: "a", 1: "b"}, slot_count=2)
     make_run(store, run_id="kept", slots={0: "a"}, slot_count=2)
-    store.put_trigger("t-gone", "gone", "a", 1)
-    store.put_trigger("t-kept", "kept", "a", 1)
+    store.transact(lambda tx: tx.put_trigger("t-gone", "gone", "a", 1))
+    store.transact(lambda tx: tx.put_trigger("t-kept", "kept", "a", 1))
     store.delete_run("gone")
     assert store.get_run("gone") is None
     assert store.get_tasks("gone") == []
@@ -419,7 +491,7 @@ def test_delete_run_removes_everything(store: Store) -> None:
 def test_firestore_counts_document_operations(firestore_store) -> None:
     store = firestore_store
     make_run(store, task_ids=["a", "b"], slots={0: "a"}, slot_count=1)
-    assert (store.reads, store.writes) == (1, 4)  # existence check; run, 2 tasks, 1 slot
+    assert (store.reads, store.writes) == (0, 4)  # one batch: run (create), 2 tasks, 1 slot
     store.reset_counts()
     store.get_run("run-1")
     store.get_tasks("run-1", ["a", "b"])

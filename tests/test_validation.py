@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from function_flow import DefinitionError, tasks
-from function_flow.dag import Dag, make_spec
+from function_flow.core.graph import Dag, make_spec
 
 
 def job_with(*specs: tuple[str, list[str] | None]) -> tasks.Job:

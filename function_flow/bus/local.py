@@ -5,6 +5,10 @@ after a capped backoff, as Pub/Sub redelivers an unacknowledged message.
 Delayed messages wait in a heap served by one timer thread, so a retry
 backoff never keeps a worker sleeping.
 
+Lease checks are handled by a control thread of their own, never by the
+workers: when every worker is inside a body that does not return, an
+expired lease is still found and unrelated work is not held up behind it.
+
 Per message the bus wakes one worker and nobody else: the timer thread is
 woken only when a new delay is due sooner than every other (each claimed
 task schedules a lease check an hour ahead, which must not cost a thread
@@ -21,7 +25,7 @@ import threading
 import time
 from typing import Callable
 
-from function_flow.records import Message, MessageKind
+from function_flow.core.records import Message, MessageKind
 
 logger = logging.getLogger("function_flow.bus")
 
@@ -36,6 +40,7 @@ class LocalBus:
         self._clock = clock
         self._handler: Callable[[Message], object] | None = None
         self._ready: queue.SimpleQueue = queue.SimpleQueue()
+        self._control: queue.SimpleQueue = queue.SimpleQueue()  # lease checks
         self._timers: list[tuple[float, int, Message, int]] = []
         self._sequence = itertools.count()
         self._lock = threading.Lock()
@@ -52,10 +57,14 @@ class LocalBus:
         if self._threads:
             return
         for number in range(self.workers):
-            thread = threading.Thread(target=self._work, name=f"function-flow-worker-{number}",
-                                      daemon=True)
+            thread = threading.Thread(target=self._work, args=(self._ready,),
+                                      name=f"function-flow-worker-{number}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        control = threading.Thread(target=self._work, args=(self._control,),
+                                   name="function-flow-control", daemon=True)
+        control.start()
+        self._threads.append(control)
         timer = threading.Thread(target=self._tick, name="function-flow-timer", daemon=True)
         timer.start()
         self._threads.append(timer)
@@ -74,18 +83,25 @@ class LocalBus:
                     self._timer_wakeup.notify()
                 return
             self._busy += 1
-        self._ready.put((message, deliveries))
+        self._queue_for(message).put((message, deliveries))
 
-    def _work(self) -> None:
+    def _queue_for(self, message: Message) -> queue.SimpleQueue:
+        return self._control if message.kind is MessageKind.CHECK_LEASE else self._ready
+
+    def release_due(self, limit: int = 500) -> int:
+        """Nothing to release: the timer thread delivers delayed messages itself."""
+        return 0
+
+    def _work(self, inbox: queue.SimpleQueue) -> None:
         while True:
-            item = self._ready.get()
+            item = inbox.get()
             if item is _STOP:
                 return
             message, deliveries = item
             try:
                 assert self._handler is not None
                 self._handler(message)
-            except (Exception, SystemExit):  # redeliver later, like Pub/Sub; keep the thread
+            except BaseException:  # noqa: B036 -- redeliver later, like Pub/Sub; keep the thread
                 logger.exception("handling %s failed; redelivering", message)
                 self._publish(message, min(10.0, 0.05 * 2 ** deliveries), deliveries + 1)
             finally:
@@ -103,7 +119,7 @@ class LocalBus:
                     if message.kind is MessageKind.RUN_TASK:
                         self._delayed_work -= 1
                     self._busy += 1
-                    self._ready.put((message, deliveries))
+                    self._queue_for(message).put((message, deliveries))
                 timeout = self._timers[0][0] - now if self._timers else None
                 self._timer_wakeup.wait(timeout)
 
@@ -131,4 +147,6 @@ class LocalBus:
         for thread in self._threads:
             if thread.name.startswith("function-flow-worker"):
                 self._ready.put(_STOP)
+            elif thread.name == "function-flow-control":
+                self._control.put(_STOP)
         self._threads = []

@@ -23,7 +23,7 @@ import time
 from typing import Any, Callable, Protocol
 
 from function_flow.errors import ConfigurationError, TransientBackendError
-from function_flow.records import Message
+from function_flow.core.records import Message
 
 logger = logging.getLogger("function_flow.bus.pubsub")
 
@@ -171,6 +171,13 @@ class PubSubBus:
         except transient_errors() as exc:
             raise TransientBackendError(
                 f"publishing {message} on {self.topic_path} failed: {exc}") from exc
+
+    def subscribe(self, handler: Callable[[Message], object]) -> None:
+        """Nothing to do: Pub/Sub pushes messages to the scheduler function."""
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Pub/Sub cannot say what is in flight: never known to be idle."""
+        return False
 
     def release_due(self, limit: int = 500) -> int:
         """Publish delayed messages whose time has come (the poller calls this)."""

@@ -19,13 +19,18 @@ starting with "~" is escaped too, so the mapping stays one-to-one).
 quoted with FieldPath for ids with special characters), so completers never
 read the dependent's document and never contend on it.
 
-Every transition runs in a Firestore transaction. Reads come before writes
-(Firestore enforces it; this adapter raises ports.ReadAfterWriteError like
-the SQLite one). Queries never run inside a transaction: on the emulator a
-query in a transaction conflicts with every write to that collection.
+Every transition is atomic: a Firestore transaction, or (when the engine
+promises that it writes everything it read: `compare_and_set`) one batch
+write whose writes carry "unchanged since read" preconditions. Reads come
+before writes (Firestore enforces it; this adapter raises
+ports.ReadAfterWriteError like the SQLite one). Queries never run inside a
+transaction: on the emulator a query in a transaction conflicts with every
+write to that collection.
 
-create_run: a run of up to 500 documents is created in one transaction that
-first checks the run does not exist. A bigger run (a transaction or batch
+create_run: a run of up to 500 documents is created in one batch write
+whose `create` of the run document fails if the run exists (no lock, so
+concurrent starts with one run id fail fast instead of waiting). A bigger
+run (a transaction or batch
 holds at most 500 writes) writes its task and slot documents first, with
 `create` in batches of 500 (a batch fails whole if any document exists, so
 two concurrent creators never overwrite each other's tasks), then creates
@@ -64,10 +69,10 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
-from function_flow.emulators import DEFAULT_PROJECT
-from function_flow.errors import ConfigurationError, TransientBackendError
-from function_flow.ports import ReadAfterWriteError
-from function_flow.records import JoinProgress, RunRecord, RunStatus, TaskRecord, TaskStatus
+from function_flow.config import DEFAULT_PROJECT
+from function_flow.errors import ConfigurationError, RecordTooLargeError, TransientBackendError
+from function_flow.core.ports import ReadAfterWriteError, RecordExistsError
+from function_flow.core.records import JoinProgress, RunRecord, RunStatus, TaskRecord, TaskStatus
 
 T = TypeVar("T")
 
@@ -185,6 +190,12 @@ class _CompareAndSet:
     def set(self, ref: Any, data: dict[str, Any]) -> None:
         self.writes.append(("set", ref, data))
 
+    def create(self, ref: Any, data: dict[str, Any]) -> None:
+        self.writes.append(("create", ref, data))
+
+    def delete(self, ref: Any) -> None:
+        self.writes.append(("delete", ref, None))
+
     def batch(self) -> Any | None:
         """The guarded batch to commit, or None if preconditions cannot cover the reads."""
         written = {ref.path for _, ref, _ in self.writes}
@@ -203,6 +214,10 @@ class _CompareAndSet:
                 batch.update(ref, data, option=option)
             elif kind == "set":
                 batch.set(ref, data)
+            elif kind == "create":
+                batch.create(ref, data)
+            elif kind == "delete":
+                batch.delete(ref)
             else:
                 batch.update(ref, data)
         return batch
@@ -278,6 +293,21 @@ class _FirestoreTransaction:
     def set_slot(self, run_id: str, slot: int, holder: str | None) -> None:
         self.writes += 1
         self._tx.set(self._store._slot_ref(run_id, slot), {"holder": holder})
+
+    def add_task(self, run_id: str, record: TaskRecord) -> None:
+        self.writes += 1
+        self._tx.create(self._store._task_ref(run_id, record.task_id),
+                        _encode(record.to_dict()))
+
+    def put_trigger(self, trigger_id: str, run_id: str, task_id: str, attempt: int) -> None:
+        self.writes += 1
+        self._tx.set(self._store._trigger_ref(trigger_id),
+                     {"trigger_id": trigger_id, "run_id": run_id, "task_id": task_id,
+                      "attempt": attempt})
+
+    def delete_trigger(self, trigger_id: str) -> None:
+        self.writes += 1
+        self._tx.delete(self._store._trigger_ref(trigger_id))
 
 
 class FirestoreStore:
@@ -359,9 +389,18 @@ class FirestoreStore:
     # --------------------------------------------------------- transactions
 
     def transact(self, fn: Callable[[Any], T], *, compare_and_set: bool = False) -> T:
-        if compare_and_set:
-            return self._transact_compare_and_set(fn)
-        return self._transact(fn)
+        try:
+            if compare_and_set:
+                return self._transact_compare_and_set(fn)
+            return self._transact(fn)
+        except gexc.AlreadyExists as exc:
+            raise RecordExistsError(f"Firestore: {exc.message}") from exc
+        except gexc.InvalidArgument as exc:
+            if "size" in str(exc) or "exceeds" in str(exc):
+                raise RecordTooLargeError(
+                    f"Firestore refused the write ({exc.message}); a document holds at "
+                    "most 1 MiB") from exc
+            raise
 
     def _transact_compare_and_set(self, fn: Callable[[Any], T]) -> T:
         """ports.Store.transact(compare_and_set=True): see _CompareAndSet."""
@@ -456,25 +495,28 @@ class FirestoreStore:
                       for n, holder in slots.items()]
         run_data = _encode(run.to_dict())
         if len(documents) + 1 <= MAX_WRITES:
-            return self._create_in_one_transaction(run_ref, run_data, documents)
+            return self._create_in_one_batch(run_ref, run_data, documents)
         return self._create_in_batches(run.run_id, run_ref, run_data, documents)
 
-    def _create_in_one_transaction(self, run_ref: Any, run_data: dict[str, Any],
-                                   documents: list[tuple[Any, dict[str, Any]]]) -> bool:
-        @firestore.transactional
-        def create(tx: Any) -> bool:
-            self._count(reads=1)
-            if next(iter(tx.get(run_ref))).exists:
-                return False
-            for ref, data in documents:
-                tx.set(ref, data)
-            tx.create(run_ref, run_data)
-            return True
+    def _create_in_one_batch(self, run_ref: Any, run_data: dict[str, Any],
+                             documents: list[tuple[Any, dict[str, Any]]]) -> bool:
+        """One atomic batch whose `create` of the run document fails if it exists.
 
-        created = self._commit(create)
-        if created:
-            self._count(writes=len(documents) + 1)
-        return created
+        No transaction, so no lock: concurrent starts with one run id (a
+        client retrying) fail at once on the existing document instead of
+        waiting for each other's locks. Not resent by the client: a resent
+        commit that had landed would look like someone else's run.
+        """
+        batch = self.client.batch()
+        for ref, data in documents:
+            batch.set(ref, data)
+        batch.create(run_ref, run_data)
+        try:
+            batch.commit(retry=None)
+        except gexc.AlreadyExists:
+            return False
+        self._count(writes=len(documents) + 1)
+        return True
 
     def _create_in_batches(self, run_id: str, run_ref: Any, run_data: dict[str, Any],
                            documents: list[tuple[Any, dict[str, Any]]]) -> bool:
@@ -599,13 +641,6 @@ class FirestoreStore:
     # ------------------------------------------------------------- triggers
 
     @_translated
-    def put_trigger(self, trigger_id: str, run_id: str, task_id: str, attempt: int) -> None:
-        self._count(writes=1)
-        self._trigger_ref(trigger_id).set(
-            {"trigger_id": trigger_id, "run_id": run_id, "task_id": task_id,
-             "attempt": attempt})
-
-    @_translated
     def get_trigger(self, trigger_id: str) -> tuple[str, str, int] | None:
         self._count(reads=1)
         snapshot = self._trigger_ref(trigger_id).get()
@@ -613,11 +648,6 @@ class FirestoreStore:
             return None
         data = snapshot.to_dict()
         return data["run_id"], data["task_id"], int(data["attempt"])
-
-    @_translated
-    def delete_trigger(self, trigger_id: str) -> None:
-        self._count(writes=1)
-        self._trigger_ref(trigger_id).delete()
 
     # ------------------------------------------------------------- deletion
 

@@ -25,11 +25,12 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from function_flow.errors import StoreUnavailableError
-from function_flow.ports import ReadAfterWriteError  # noqa: F401 (re-exported)
-from function_flow.records import JoinProgress, RunRecord, RunStatus, TaskRecord, TaskStatus
+from function_flow.core.ports import ReadAfterWriteError, RecordExistsError
+from function_flow.core.records import JoinProgress, RunRecord, RunStatus, TaskRecord, TaskStatus
 
 T = TypeVar("T")
 
@@ -56,24 +57,36 @@ CREATE TABLE IF NOT EXISTS deps_done (
     status  TEXT NOT NULL,
     PRIMARY KEY (run_id, task_id, dep)
 ) WITHOUT ROWID;
--- How many deps_done entries a task has, and how many are not SUCCEEDED:
--- kept by triggers, so that checking a join of N tasks is O(1), not O(N).
-CREATE TABLE IF NOT EXISTS deps_counts (
-    run_id       TEXT NOT NULL,
-    task_id      TEXT NOT NULL,
-    done         INTEGER NOT NULL,
-    unsuccessful INTEGER NOT NULL,
+-- How many deps_done entries of each outcome a task has (see
+-- records.outcome_of): kept by triggers, so that checking a join of N tasks
+-- is O(1), not O(N). The counts say nothing about trigger rules: the
+-- engine applies those to the counts.
+DROP TRIGGER IF EXISTS deps_done_counted;
+DROP TRIGGER IF EXISTS deps_done_recounted;
+DROP TABLE IF EXISTS deps_counts;
+CREATE TABLE IF NOT EXISTS join_counts (
+    run_id    TEXT NOT NULL,
+    task_id   TEXT NOT NULL,
+    succeeded INTEGER NOT NULL,
+    failed    INTEGER NOT NULL,
+    skipped   INTEGER NOT NULL,
     PRIMARY KEY (run_id, task_id)
 ) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS deps_done_counted AFTER INSERT ON deps_done BEGIN
-    INSERT INTO deps_counts (run_id, task_id, done, unsuccessful)
-    VALUES (NEW.run_id, NEW.task_id, 1, NEW.status != 'SUCCEEDED')
+CREATE TRIGGER IF NOT EXISTS join_counted AFTER INSERT ON deps_done BEGIN
+    INSERT INTO join_counts (run_id, task_id, succeeded, failed, skipped)
+    VALUES (NEW.run_id, NEW.task_id, NEW.status = 'SUCCEEDED',
+            NEW.status NOT IN ('SUCCEEDED', 'SKIPPED'), NEW.status = 'SKIPPED')
     ON CONFLICT (run_id, task_id) DO UPDATE SET
-        done = done + 1, unsuccessful = unsuccessful + (NEW.status != 'SUCCEEDED');
+        succeeded = succeeded + (NEW.status = 'SUCCEEDED'),
+        failed = failed + (NEW.status NOT IN ('SUCCEEDED', 'SKIPPED')),
+        skipped = skipped + (NEW.status = 'SKIPPED');
 END;
-CREATE TRIGGER IF NOT EXISTS deps_done_recounted AFTER UPDATE OF status ON deps_done BEGIN
-    UPDATE deps_counts SET unsuccessful = unsuccessful
-        + (NEW.status != 'SUCCEEDED') - (OLD.status != 'SUCCEEDED')
+CREATE TRIGGER IF NOT EXISTS join_recounted AFTER UPDATE OF status ON deps_done BEGIN
+    UPDATE join_counts SET
+        succeeded = succeeded + (NEW.status = 'SUCCEEDED') - (OLD.status = 'SUCCEEDED'),
+        failed = failed + (NEW.status NOT IN ('SUCCEEDED', 'SKIPPED'))
+                        - (OLD.status NOT IN ('SUCCEEDED', 'SKIPPED')),
+        skipped = skipped + (NEW.status = 'SKIPPED') - (OLD.status = 'SKIPPED')
     WHERE run_id = NEW.run_id AND task_id = NEW.task_id;
 END;
 CREATE TABLE IF NOT EXISTS slots (
@@ -280,6 +293,30 @@ class _SqliteTransaction:
             "ON CONFLICT (run_id, slot) DO UPDATE SET holder = excluded.holder",
             (run_id, slot, holder))
 
+    def add_task(self, run_id: str, record: TaskRecord) -> None:
+        self._wrote = True
+        fields = record.to_dict()
+        entries = fields.pop("deps_done")
+        try:
+            self._conn.execute(
+                "INSERT INTO tasks (run_id, task_id, status, data) VALUES (?, ?, ?, ?)",
+                (run_id, record.task_id, record.status.value, _dumps(fields)))
+        except sqlite3.IntegrityError as exc:
+            raise RecordExistsError(
+                f"run {run_id!r} already has a task {record.task_id!r}") from exc
+        if entries:
+            _write_deps_done(self._conn, run_id, record.task_id, entries)
+        self._tasks.pop((run_id, record.task_id), None)
+
+    def put_trigger(self, trigger_id: str, run_id: str, task_id: str, attempt: int) -> None:
+        self._wrote = True
+        self._conn.execute(
+            "INSERT OR REPLACE INTO triggers (trigger_id, run_id, task_id, attempt) "
+            "VALUES (?, ?, ?, ?)", (trigger_id, run_id, task_id, attempt))
+
+    def delete_trigger(self, trigger_id: str) -> None:
+        self._wrote = True
+        self._conn.execute("DELETE FROM triggers WHERE trigger_id = ?", (trigger_id,))
 
 
 def _merge(data: dict[str, Any], fields: dict[str, Any]) -> None:
@@ -309,6 +346,10 @@ class SqliteStore:
     def __init__(self, path: str = DEFAULT_PATH) -> None:
         self.path = path
         self._local = threading.local()
+        # A connection must not cross a fork (a task body run in a child
+        # process, see local/child.py): the child opens its own.
+        forget = weakref.WeakMethod(self._forget_connections)
+        os.register_at_fork(after_in_child=lambda: (forget() or (lambda: None))())
         # Open the file and create the schema now: a bad path or a file that
         # is not a database fails here, with advice, not in a worker thread.
         try:
@@ -334,6 +375,10 @@ class SqliteStore:
                 raise
             self._local.conn = conn
         return conn
+
+    def _forget_connections(self) -> None:
+        """In a forked child: drop the parent's connections unclosed, open new ones."""
+        self._local = threading.local()
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -405,12 +450,13 @@ class SqliteStore:
 
     def join_progress(self, run_id: str, task_id: str) -> JoinProgress | None:
         row = self._connection().execute(
-            "SELECT status, coalesce(done, 0), coalesce(unsuccessful, 0) "
-            "FROM tasks LEFT JOIN deps_counts USING (run_id, task_id) "
+            "SELECT status, coalesce(succeeded, 0), coalesce(failed, 0), coalesce(skipped, 0), "
+            "CASE json_type(data, '$.deps') WHEN 'array' THEN json_array_length(data, '$.deps') END "
+            "FROM tasks LEFT JOIN join_counts USING (run_id, task_id) "
             "WHERE run_id = ? AND task_id = ?", (run_id, task_id)).fetchone()
         if row is None:
             return None
-        return JoinProgress(TaskStatus(row[0]), row[1], row[2])
+        return JoinProgress(TaskStatus(row[0]), row[1], row[2], row[3], row[4])
 
     def find_tasks(self, run_id: str, status: TaskStatus, limit: int) -> list[TaskRecord]:
         # Without INDEXED BY, SQLite (no ANALYZE statistics) scans the run's
@@ -438,24 +484,15 @@ class SqliteStore:
                 (status.value, limit)).fetchall()
         return [RunRecord.from_dict(json.loads(r[0])) for r in rows]
 
-    def put_trigger(self, trigger_id: str, run_id: str, task_id: str, attempt: int) -> None:
-        self._connection().execute(
-            "INSERT OR REPLACE INTO triggers (trigger_id, run_id, task_id, attempt) "
-            "VALUES (?, ?, ?, ?)", (trigger_id, run_id, task_id, attempt))
-
     def get_trigger(self, trigger_id: str) -> tuple[str, str, int] | None:
         row = self._connection().execute(
             "SELECT run_id, task_id, attempt FROM triggers WHERE trigger_id = ?",
             (trigger_id,)).fetchone()
         return (row[0], row[1], row[2]) if row else None
 
-    def delete_trigger(self, trigger_id: str) -> None:
-        self._connection().execute("DELETE FROM triggers WHERE trigger_id = ?",
-                                   (trigger_id,))
-
     def delete_run(self, run_id: str) -> None:
         with self._writing() as conn:
-            for table in ("tasks", "deps_done", "deps_counts", "slots", "triggers", "runs"):
+            for table in ("tasks", "deps_done", "join_counts", "slots", "triggers", "runs"):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
 
     def runs_started_before(self, timestamp: float) -> list[str]:

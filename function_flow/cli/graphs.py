@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 
-from function_flow.dag import Dag
+from function_flow.core.graph import Dag
 
 FORMATS = ("text", "mermaid", "dot")
 

@@ -1,18 +1,13 @@
-"""The workflow graph: task specifications, validation and graph facts.
+"""Task specifications: what one `@job.task(...)` declares, validated.
 
-A `Dag` is built once when the workflow module is imported and never changes
-afterwards. Everything the engine needs to know about the shape of a
-workflow (dependents, in-degrees, sinks, the bound on concurrency) is
-computed here, once, so that the hot path of the engine is dictionary look-ups.
+Errors name the task, because a workflow file can have dozens of them.
+`graph.Dag` assembles the specs into a workflow graph.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import hashlib
 import inspect
-import json
 import random
 from typing import Any, Callable, Iterable
 
@@ -20,9 +15,8 @@ from function_flow.errors import DefinitionError
 
 #: Id of the virtual task that depends on every sink; its completion ends the
 #: run. Having it makes "the run is done" an ordinary join instead of a
-#: counter on the run record (see DESIGN.md, "No hot document").
+#: counter on the run record (see docs/design.md, "No hot document").
 END_TASK_ID = "__end__"
-
 
 @dataclasses.dataclass(frozen=True)
 class Backoff:
@@ -186,148 +180,3 @@ def make_spec(task_id: Any, deps: Any, func: Callable[..., Any] | None, *,
                     retry_backoff=retry_backoff, timeout=timeout,
                     task_args=dict(task_args or {}), call_style=style,
                     pass_task=pass_task, pass_job=pass_job)
-
-
-class Dag:
-    """An immutable, validated workflow graph plus facts derived from it."""
-
-    def __init__(self, name: str, specs: Iterable[TaskSpec]) -> None:
-        self.name = name
-        self.tasks: dict[str, TaskSpec] = {}
-        for spec in specs:
-            if spec.task_id in self.tasks:
-                raise DefinitionError(
-                    f"task {spec.task_id!r} is defined twice in job {name!r}; "
-                    "task ids must be unique", spec.task_id)
-            self.tasks[spec.task_id] = spec
-        if not self.tasks:
-            # A run of nothing would never reach its end task: it would wait forever.
-            raise DefinitionError(
-                f"job {name!r} has no tasks: declare at least one with "
-                "@job.task(task_id=...) before running or deploying it")
-        for spec in self.tasks.values():
-            for dep in spec.deps:
-                if dep not in self.tasks:
-                    raise DefinitionError(
-                        f"task {spec.task_id!r} depends on unknown task {dep!r}"
-                        f"{_did_you_mean(dep, self.tasks)}", spec.task_id)
-        self.order = self._topological_order()
-        self.dependents: dict[str, tuple[str, ...]] = {t: () for t in self.tasks}
-        for spec in self.tasks.values():
-            for dep in spec.deps:
-                self.dependents[dep] += (spec.task_id,)
-        self.roots = tuple(t for t in self.order if not self.tasks[t].deps)
-        self.sinks = tuple(t for t in self.order if not self.dependents[t])
-        self._width_bound: int | None = None
-
-    def deps_of(self, task_id: str) -> tuple[str, ...]:
-        """Dependencies of a task; the end node depends on every sink."""
-        if task_id == END_TASK_ID:
-            return self.sinks
-        return self.tasks[task_id].deps
-
-    def dependents_of(self, task_id: str) -> tuple[str, ...]:
-        """Tasks (possibly the end node) that wait for `task_id`."""
-        if task_id == END_TASK_ID:
-            return ()
-        return self.dependents[task_id] or (END_TASK_ID,)
-
-    def _topological_order(self) -> list[str]:
-        """Kahn's algorithm; on a cycle, report its path, not just 'a cycle'."""
-        indegree = {t: len(s.deps) for t, s in self.tasks.items()}
-        children: dict[str, list[str]] = {t: [] for t in self.tasks}
-        for spec in self.tasks.values():
-            for dep in spec.deps:
-                children[dep].append(spec.task_id)
-        ready = [t for t, d in indegree.items() if d == 0]
-        order: list[str] = []
-        while ready:
-            node = ready.pop()
-            order.append(node)
-            for child in children[node]:
-                indegree[child] -= 1
-                if indegree[child] == 0:
-                    ready.append(child)
-        if len(order) != len(self.tasks):
-            cycle = self._find_cycle({t for t, d in indegree.items() if d > 0})
-            raise DefinitionError(
-                f"job {self.name!r} has a dependency cycle: {' -> '.join(cycle)}",
-                cycle[0])
-        # Keep declaration order among independent tasks for stable output.
-        position = {t: i for i, t in enumerate(self.tasks)}
-        depth: dict[str, int] = {}
-        for node in order:
-            depth[node] = 1 + max((depth[d] for d in self.tasks[node].deps), default=-1)
-        return sorted(order, key=lambda t: (depth[t], position[t]))
-
-    def _find_cycle(self, candidates: set[str]) -> list[str]:
-        """Walk dependencies inside the unsorted remainder until a node repeats."""
-        node = min(candidates)
-        path: list[str] = []
-        seen: dict[str, int] = {}
-        while node not in seen:
-            seen[node] = len(path)
-            path.append(node)
-            node = next(d for d in self.tasks[node].deps if d in candidates)
-        cycle = path[seen[node]:] + [node]
-        return list(reversed(cycle))
-
-    @property
-    def width_bound(self) -> int:
-        """An upper bound on how many tasks can ever run at the same time.
-
-        Computed as the size of a minimum path cover over the graph's edges
-        (nodes minus a maximum matching): each path runs one task at a time,
-        so concurrency never exceeds the number of paths. When this bound is
-        at most max_parallel_tasks, a run needs no slot bookkeeping at all.
-        """
-        if self._width_bound is None:
-            self._width_bound = len(self.tasks) - _max_matching(self)
-        return self._width_bound
-
-    def digest(self) -> str:
-        """A hash of the graph's shape, stored on each run.
-
-        It lets a scheduler notice that a run was started with a different
-        definition than the one deployed now.
-        """
-        shape = [[t, list(self.tasks[t].deps)] for t in sorted(self.tasks)]
-        return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
-
-
-def _max_matching(dag: Dag) -> int:
-    """Size of a maximum matching of the edges parent -> child (Kuhn, BFS)."""
-    match_of_child: dict[str, str] = {}
-    match_of_parent: dict[str, str] = {}
-    for root in dag.order:
-        came_from: dict[str, str] = {}
-        queue = collections.deque([root])
-        while queue:
-            parent = queue.popleft()
-            free_child = None
-            for child in dag.dependents[parent]:
-                if child in came_from:
-                    continue
-                came_from[child] = parent
-                if child not in match_of_child:
-                    free_child = child
-                    break
-                queue.append(match_of_child[child])
-            if free_child is not None:
-                child = free_child
-                while True:  # flip the alternating path back to the root
-                    parent = came_from[child]
-                    previous = match_of_parent.get(parent)
-                    match_of_child[child] = parent
-                    match_of_parent[parent] = child
-                    if parent == root:
-                        break
-                    child = previous
-                break
-    return len(match_of_child)
-
-
-def _did_you_mean(name: str, choices: Iterable[str]) -> str:
-    import difflib
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -19,8 +19,7 @@ import time
 import urllib.error
 import urllib.request
 
-#: Project id the emulators and the local backend use when none is set.
-DEFAULT_PROJECT = "function-flow-local"
+from function_flow.config import DEFAULT_PROJECT
 
 #: Emulator name -> (gcloud arguments, directory under the SDK's platform/).
 _EMULATORS = {
@@ -204,12 +203,12 @@ def reset_firestore(host: str, project: str = DEFAULT_PROJECT,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m function_flow.emulators --check`: can the emulators run here?"""
+    """`python -m function_flow.local.emulators --check`: can the emulators run here?"""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
     if args != ["--check"]:
-        print("usage: python -m function_flow.emulators --check", file=sys.stderr)
+        print("usage: python -m function_flow.local.emulators --check", file=sys.stderr)
         return 2
     try:
         check_requirements()

@@ -23,7 +23,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from function_flow.records import RunRecord, TaskRecord, TaskStatus
+from function_flow.core.records import RunRecord, TaskRecord, TaskStatus
 
 #: Returns the current run record and its task records (virtual tasks excluded).
 Fetch = Callable[[], "tuple[RunRecord, list[TaskRecord]]"]

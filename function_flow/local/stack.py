@@ -40,8 +40,8 @@ import urllib.error
 import urllib.request
 from typing import IO, Any, Callable, Iterator
 
-from function_flow import emulators
-from function_flow.emulators import Emulator, EmulatorError
+from function_flow.local import emulators
+from function_flow.local.emulators import Emulator, EmulatorError
 
 #: Project id of the local topology (any id works on the emulators).
 DEV_PROJECT = "function-flow-dev"
@@ -60,9 +60,9 @@ FUNCTION_GRACE_SECONDS = 3.0
 ACK_DEADLINE_SECONDS = 600
 
 _ENTRY_MODULE = '''"""Entry points served by `function-flow dev` (generated; deleted when it stops)."""
-from function_flow import dev
+from function_flow.local import stack
 
-start, scheduler, external_event_listener, poller = dev.entry_points()
+start, scheduler, external_event_listener, poller = stack.entry_points()
 '''
 
 
@@ -340,7 +340,7 @@ class LocalStack:
     def start_run(self, args: dict[str, Any], run_id: str | None = None,
                   timeout: float = 60.0) -> str:
         """POST `args` to the start function, as a client of the deployed one would."""
-        from function_flow.functions import RUN_ID_HEADER
+        from function_flow.cloud.functions import RUN_ID_HEADER
 
         headers = {"Content-Type": "application/json"}
         if run_id:

@@ -111,8 +111,15 @@ class TaskRecord:
     error: str | None = None
     trigger_id: str | None = None
     #: Attempts cut short by a dead process (kill -9, then `resume`); they
-    #: do not count against the task's retries.
+    #: do not count against the task's retries, up to a bound (see
+    #: transitions.MAX_INTERRUPTED_ATTEMPTS).
     interrupted: int = 0
+    #: For tasks a run adds while it runs (see graph.RunGraph): the declared
+    #: task whose body and settings it uses, and its own edges. None means
+    #: "as the definition says".
+    template: str | None = None
+    deps: list[str] | None = None
+    dependents: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _fields_of(self)
@@ -154,29 +161,55 @@ def _fields_of(record: Any) -> dict[str, Any]:
 
 
 class JoinProgress(NamedTuple):
-    """How far a task with several dependencies is, without its deps_done map.
+    """How far a task with several dependencies is, counted by outcome.
 
     Every completer of a join asks; stores that keep deps_done entries apart
-    (SQLite) answer by counting instead of reading the whole map.
+    (SQLite) answer from counters instead of reading the whole map. Trigger
+    rules are functions of these counts, so a new rule needs no store code.
     """
 
     status: TaskStatus
-    done: int          # entries in deps_done
-    unsuccessful: int  # of those, entries whose status is not SUCCEEDED
+    succeeded: int
+    failed: int        # every final outcome but SUCCEEDED and SKIPPED
+    skipped: int
+    #: How many dependencies the task has, when its record says so (a task
+    #: the run added); None: as the definition says.
+    expected: int | None = None
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed + self.skipped
 
     @classmethod
     def of(cls, record: "TaskRecord") -> "JoinProgress":
-        statuses = record.deps_done.values()
-        return cls(record.status, len(statuses),
-                   sum(1 for s in statuses if s != TaskStatus.SUCCEEDED.value))
+        counts = {OUTCOME_SUCCEEDED: 0, OUTCOME_FAILED: 0, OUTCOME_SKIPPED: 0}
+        for status in record.deps_done.values():
+            counts[outcome_of(status)] += 1
+        return cls(record.status, counts[OUTCOME_SUCCEEDED], counts[OUTCOME_FAILED],
+                   counts[OUTCOME_SKIPPED],
+                   len(record.deps) if record.deps is not None else None)
 
     def complete(self, deps: int) -> bool:
         """Whether a WAITING join of `deps` dependencies may be queued now.
 
-        Counting is enough: only a task's own dependencies write deps_done
-        entries into it, so `deps` entries mean every one of them is done.
+        The rule is all_success. Counting is enough: only a task's own
+        dependencies write deps_done entries into it, so `deps` entries
+        mean every one of them is done.
         """
-        return self.status is TaskStatus.WAITING and self.done >= deps and not self.unsuccessful
+        return self.status is TaskStatus.WAITING and self.done >= deps \
+            and self.succeeded == self.done
+
+
+OUTCOME_SUCCEEDED, OUTCOME_FAILED, OUTCOME_SKIPPED = "succeeded", "failed", "skipped"
+
+
+def outcome_of(status: str) -> str:
+    """The outcome a dependency's final status counts as in a join."""
+    if status == TaskStatus.SUCCEEDED.value:
+        return OUTCOME_SUCCEEDED
+    if status == TaskStatus.SKIPPED.value:
+        return OUTCOME_SKIPPED
+    return OUTCOME_FAILED
 
 
 #: Longest run or task id a message may name. Firestore allows document ids

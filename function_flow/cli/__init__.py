@@ -21,12 +21,13 @@ from typing import Any, NoReturn
 
 import click
 
-from function_flow import __version__, backends, graphs, loader, progress
+from function_flow import __version__, backends, loader
+from function_flow.cli import graphs, progress
 from function_flow.config import Settings
-from function_flow.dag import END_TASK_ID
+from function_flow.core.graph import END_TASK_ID
 from function_flow.errors import FunctionFlowError, RunNotFoundError, RunStillActiveError
-from function_flow.ports import Store
-from function_flow.records import RunRecord, RunStatus, TaskRecord, TaskStatus
+from function_flow.core.ports import Store
+from function_flow.core.records import RunRecord, RunStatus, TaskRecord, TaskStatus
 from function_flow.tasks import Job
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
@@ -298,8 +299,9 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
                 signature_type: str) -> None:
     """Run FILE on the deployed topology, locally: Firestore and Pub/Sub
     emulators, one functions-framework process per entry point."""
-    from function_flow import dev, emulators
-    from function_flow.engine import new_run_id
+    from function_flow.local import emulators
+    from function_flow.local import stack as dev
+    from function_flow.core.engine import new_run_id
 
     args = parse_args(arg_pairs)
     job = load_job(file, job_name)

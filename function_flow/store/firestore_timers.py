@@ -23,9 +23,9 @@ from typing import Any, Callable
 
 from function_flow.bus.pubsub import transient_errors
 from function_flow.errors import TransientBackendError
-from function_flow.records import Message
+from function_flow.core.records import Message
 
-logger = logging.getLogger("function_flow.timers")
+logger = logging.getLogger("function_flow.store.firestore_timers")
 
 #: How long a claimed timer stays with its poller before another may take it.
 CLAIM_SECONDS = 60.0

@@ -1,8 +1,10 @@
-"""The engine's two ports: a transactional store and a message bus.
+"""The engine's ports: a transactional store, a message bus, a body executor.
 
-Adapters (store/sqlite.py, store/firestore.py, bus/local.py, bus/pubsub.py)
-implement these protocols and nothing else: they store and send, the engine
-decides. The conformance suite in tests/ runs against every store adapter.
+Adapters (store/sqlite.py, store/firestore.py, bus/local.py, bus/pubsub.py,
+local/child.py) implement these protocols and nothing else: they store,
+send and run, the engine decides. Every operation some caller uses is
+declared here, so nobody probes an adapter with getattr. The conformance
+suite in tests/ runs against every store adapter.
 
 Transaction rules, which Firestore imposes and SQLite follows for parity:
 all reads come before the first write, and the transaction function may run
@@ -13,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Protocol, TypeVar
 
-from function_flow.records import (JoinProgress, Message, RunRecord, RunStatus, TaskRecord,
-                                   TaskStatus)
+from function_flow.core.records import (JoinProgress, Message, RunRecord, RunStatus,
+                                        TaskRecord, TaskStatus)
 
 T = TypeVar("T")
 
@@ -23,6 +25,13 @@ class ReadAfterWriteError(RuntimeError):
     """Engine bug: a transaction read after writing (Firestore forbids it).
 
     Every store adapter raises this same class, so the rule is tested once.
+    """
+
+
+class RecordExistsError(RuntimeError):
+    """A transaction added a task record under an id the run already has.
+
+    The whole transaction is rolled back, as Firestore does for `create`.
     """
 
 
@@ -48,9 +57,22 @@ class Transaction(Protocol):
 
         A key "deps_done.<dep>" sets one entry of the deps_done map, so that
         several tasks can write into the same record without conflicting.
+        Nothing is written when the record does not exist.
+        """
+
+    def add_task(self, run_id: str, record: TaskRecord) -> None:
+        """Add a task record to a running run (a run's graph grows).
+
+        The commit fails with RecordExistsError, writing nothing, when the
+        run already has a task with that id.
         """
 
     def set_slot(self, run_id: str, slot: int, holder: str | None) -> None: ...
+
+    def put_trigger(self, trigger_id: str, run_id: str, task_id: str, attempt: int) -> None:
+        """Remember which task attempt an external event with this id completes."""
+
+    def delete_trigger(self, trigger_id: str) -> None: ...
 
 
 class Store(Protocol):
@@ -65,7 +87,7 @@ class Store(Protocol):
         the condition that nothing `fn` read has changed since (and run `fn`
         again if something has). Contended records then cost a failed commit
         instead of a lock wait (about 2 s per conflict on the Firestore
-        emulator, see DESIGN.md).
+        emulator, see docs/design.md).
         """
 
     def create_run(self, run: RunRecord, tasks: list[TaskRecord],
@@ -84,7 +106,7 @@ class Store(Protocol):
         """Task records of a run (all of them when task_ids is None)."""
 
     def join_progress(self, run_id: str, task_id: str) -> JoinProgress | None:
-        """Status and deps_done counts of one task (None if it does not exist).
+        """Status and deps_done counts by outcome of one task (None if it does not exist).
 
         Each of a join's N completers asks once; a store should answer
         without building the N-entry map when it can (SQLite counts rows).
@@ -105,20 +127,76 @@ class Store(Protocol):
         newest ones.
         """
 
-    def put_trigger(self, trigger_id: str, run_id: str, task_id: str, attempt: int) -> None:
-        """Remember which task attempt an external event with this id completes."""
-
-    def get_trigger(self, trigger_id: str) -> tuple[str, str, int] | None: ...
-
-    def delete_trigger(self, trigger_id: str) -> None: ...
+    def get_trigger(self, trigger_id: str) -> tuple[str, str, int] | None:
+        """(run id, task id, attempt) that a trigger completes, or None."""
 
     def delete_run(self, run_id: str) -> None: ...
 
     def runs_started_before(self, timestamp: float) -> list[str]: ...
 
+    def close(self) -> None:
+        """Release connections; the store may be used again afterwards."""
+
 
 class Bus(Protocol):
-    """Delivers scheduling messages at least once, in any order."""
+    """Delivers scheduling messages at least once, in any order.
+
+    The bodies below are what a bus that delivers elsewhere does (Pub/Sub
+    pushes to the scheduler function); a bus may inherit them.
+    """
 
     def publish(self, message: Message, delay: float = 0.0) -> None:
         """Send `message`, delivered no earlier than `delay` seconds from now."""
+        raise NotImplementedError
+
+    def subscribe(self, handler: Callable[[Message], object]) -> None:
+        """Deliver messages to `handler` in this process (if they arrive here)."""
+
+    def release_due(self, limit: int = 500) -> int:
+        """Send delayed messages whose time has come; returns how many.
+
+        For buses that cannot delay messages themselves (Pub/Sub); the
+        poller calls it. A bus that delays on its own answers 0.
+        """
+        return 0
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until nothing is queued, running or waiting to be retried here.
+
+        True when the bus knows it is idle; a bus that delivers elsewhere
+        can never know, and answers False at once.
+        """
+        return False
+
+    def close(self) -> None:
+        """Stop delivering and release clients."""
+
+
+class Executor(Protocol):
+    """Runs a task body, and stops it at its timeout where the platform allows."""
+
+    #: Whether `run` stops a body at its timeout (so no two attempts of a
+    #: task ever run at once), or can only let it run on.
+    stops_bodies: bool
+
+    def run(self, body: Callable[[], Any], timeout: float | None, what: str) -> Any:
+        """Return what `body()` returns, or raise what it raises.
+
+        With a timeout, an executor that can stop the body (a child process
+        it kills) raises TimeoutError once `timeout` seconds have passed,
+        after the body has stopped; `what` names the attempt in that error.
+        """
+
+
+class InlineExecutor:
+    """Calls the body in the calling thread; it cannot stop it at a timeout.
+
+    Where it is used (Cloud Functions), the lease of an attempt that ran
+    past its timeout expires, and its retry waits until the platform's own
+    request timeout has ended the first attempt (see docs/design.md).
+    """
+
+    stops_bodies = False
+
+    def run(self, body: Callable[[], Any], timeout: float | None, what: str) -> Any:
+        return body()

@@ -31,12 +31,12 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable
 
 from function_flow.errors import FunctionFlowError, TransientBackendError
-from function_flow.records import Message, RunStatus
+from function_flow.core.records import Message
 
 if TYPE_CHECKING:
     from function_flow.tasks import Job
 
-logger = logging.getLogger("function_flow.functions")
+logger = logging.getLogger("function_flow.cloud.functions")
 
 RUN_ID_HEADER = "X-Function-Flow-Run-Id"
 
@@ -207,59 +207,30 @@ def _complete_from_event(job: "Job", payload: dict[str, Any]) -> str:
             logger.warning("external event matched %s but has no trigger id; acknowledged",
                            future_class.__name__)
             return "rejected"
-        trigger = job.engine.store.get_trigger(result.trigger_id)
-        if trigger is None:
-            logger.warning("external event for unknown trigger %r; acknowledged",
-                           result.trigger_id)
-            return "unknown_trigger"
-        run_id, task_id, attempt = trigger
-        if task_id not in job.dag.tasks:
-            logger.warning("external event for unknown task %r of run %s; acknowledged",
-                           task_id, run_id)
-            return "unknown_task"
         error = None if result.is_success else str(result.error or "failed")
-        outcome = job.engine.complete(run_id, task_id, attempt, ok=result.is_success,
-                                      value=result.result, error=error)
-        job.engine.store.delete_trigger(result.trigger_id)
-        logger.info("external event: run %s task %s attempt %d: %s",
-                    run_id, task_id, attempt, outcome)
-        return outcome
+        return job.engine.complete_trigger(result.trigger_id, ok=bool(result.is_success),
+                                           value=result.result, error=error)
     logger.info("external event matched no Future class; acknowledged")
     return "ignored"
-
-
-#: A QUEUED task is sent again by the poller only this long after it was due,
-#: so messages still in flight are not duplicated on every poll.
-POLLER_STALE_AFTER_SECONDS = 60.0
-#: Live runs one poller call checks; older ones wait for the next call.
-POLLER_MAX_RUNS = 1000
 
 
 def make_poller(job: "Job") -> Callable[..., Any]:
     """Build the poller: due timers, expired leases and lost messages.
 
     Cloud Scheduler calls it (over HTTP, or through a Pub/Sub topic) every
-    minute. It publishes delayed messages that are due (Pub/Sub cannot delay
-    a message), and lets the engine find live runs' expired leases, joins
-    nobody queued and messages that never arrived. Every step is idempotent,
-    so two pollers at once only risk duplicate messages, which are harmless.
+    minute; the policy is the engine's (core/recovery.py): due timers,
+    expired leases, joins nobody queued, messages that never arrived.
     """
     _log_like_a_cloud_function()
 
     def poller(*args: Any, **kwargs: Any) -> Any:
         del kwargs
-        engine = job.engine
-        release_due = getattr(engine.bus, "release_due", None)
-        timers = release_due() if release_due is not None else 0
-        checked = 0
-        for run in engine.store.list_runs(limit=POLLER_MAX_RUNS, status=RunStatus.RUNNING):
-            if run.job_name == job.name:
-                engine.recover(run.run_id, stale_after=POLLER_STALE_AFTER_SECONDS)
-                checked += 1
+        report = job.engine.poll()
         logger.info("poller: %d due timer(s) published, %d live run(s) checked",
-                    timers, checked)
+                    report.timers_published, report.runs_checked)
         if args and _is_http_request(args[0]):
-            return {"runs_checked": checked, "timers_published": timers}, 200
+            return {"runs_checked": report.runs_checked,
+                    "timers_published": report.timers_published}, 200
         return None
 
     return poller

@@ -1,0 +1,648 @@
+"""The engine: applies the rules of transitions.py through the ports.
+
+Every backend runs this same code. It never imports a database or cloud
+client; adapters behind `ports.Store`, `ports.Bus` and `ports.Executor` do
+the I/O, and `transitions` decides. Each public method is one thing an
+entry point does: `start` a run, `handle` a scheduling message,
+`complete_trigger` with an external event's outcome, `poll` (the poller's
+whole policy, in recovery.py), `resume` a run whose process died.
+
+A dependent with a single dependency is queued inside the completing
+transaction. A join (several dependencies) is read after the commit by each
+completer; the last completer to commit is sure to see it complete, and a
+compare-and-set on the join lets exactly one of them queue it. The run ends
+when the virtual end task, which depends on every sink, completes the same
+way. Every message names its target (run, task, attempt), so a duplicate or
+a late message finds the task already claimed or advanced and changes
+nothing. See docs/design.md for the measurements behind this shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import random
+import socket
+import time
+import traceback
+import uuid
+from typing import Any, Callable, Iterable, Protocol
+
+from function_flow.core import recovery, transitions
+from function_flow.core.definition import END_TASK_ID, TaskSpec
+from function_flow.core.graph import Dag, RunGraph
+from function_flow.core.ports import Bus, Executor, InlineExecutor, Store, Transaction
+from function_flow.core.records import (Message, MessageKind, RunRecord, RunStatus,
+                                        TaskRecord, TaskStatus)
+from function_flow.core.transitions import Step
+from function_flow.errors import (RecordTooLargeError, RunNotFoundError,
+                                  TransientBackendError)
+
+logger = logging.getLogger("function_flow.engine")
+
+#: How long a synchronous attempt may run before its lease expires, when the
+#: task sets no timeout (Cloud Functions 2nd gen stop at 60 minutes).
+DEFAULT_LEASE_SECONDS = 3600.0
+#: How long an asynchronous attempt (a Future) may wait for its event when
+#: the task sets no timeout. Long, but not forever: nothing waits silently.
+DEFAULT_ASYNC_LEASE_SECONDS = 7 * 24 * 3600.0
+#: An executor completes its attempt without re-reading the task record when
+#: at least this much of its lease is left: until the lease ends, nobody else
+#: may touch a RUNNING attempt, so the read could only confirm what it knows.
+#: The margin absorbs clock differences between machines.
+LEASE_SAFETY_MARGIN_SECONDS = 10.0
+#: Pauses before recording an outcome again after the store failed in a way
+#: that leaves unknown whether the first try landed (see Engine.complete).
+COMPLETION_RETRY_DELAYS = (0.2, 1.0, 3.0)
+#: How long after its timeout an executor that stops bodies has to report
+#: the stop, before the attempt's lease expires.
+STOP_GRACE_SECONDS = 30.0
+#: Largest result or argument set, as JSON text. A Firestore document holds
+#: at most 1 MiB; results never travel in messages. The same limit on every
+#: backend, so a workflow that runs locally also runs deployed.
+MAX_VALUE_BYTES = 900_000
+
+
+class Pending:
+    """Base of values a task returns to say "an external event completes me".
+
+    `futures.Future` derives from it. The engine only needs `trigger_id`.
+    """
+
+    trigger_id: str
+
+
+class Workflow(Protocol):
+    """What the engine needs from a job definition (tasks.Job provides it)."""
+
+    name: str
+    dag: Dag
+    max_parallel_tasks: int
+
+    def invoke(self, spec: TaskSpec, run_id: str, attempt: int) -> Any:
+        """Run the task body and return its result (or a Pending)."""
+
+
+def new_run_id(job_name: str) -> str:
+    """Readable, sortable and unique: `<job>-<UTC time>-<random>`."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{job_name}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def process_owner() -> str:
+    """Identifies this process, for runs the embedded backend executes."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def storable(what: str, value: Any, *, allow_nan: bool = True) -> Any:
+    """Results and arguments must survive every backend: JSON, at most MAX_VALUE_BYTES.
+
+    Raises TypeError or ValueError saying what to return instead. Results
+    may hold NaN and infinities (a model's loss can be NaN), which Python's
+    json round-trips; arguments come from clients of other languages and
+    must be standard JSON (allow_nan=False).
+    """
+    try:
+        text = json.dumps(value, allow_nan=allow_nan)
+    except RecursionError:
+        raise ValueError(f"{what} is nested too deeply to be stored as JSON") from None
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"{what} is a {type(value).__name__} that cannot be stored ({exc}); use "
+            "JSON-compatible data (dict, list, str, number, bool, None)") from exc
+    if len(text) > MAX_VALUE_BYTES:
+        raise ValueError(
+            f"{what} is {len(text):,} bytes of JSON, more than the {MAX_VALUE_BYTES:,} a "
+            "record can hold; store large data elsewhere (a file, a gs:// object) and "
+            "return its location")
+    return json.loads(text)
+
+
+class Engine:
+    """Advances the runs of one workflow. Thread-safe: it keeps no run state."""
+
+    def __init__(self, workflow: Workflow, store: Store, bus: Bus, *,
+                 clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None,
+                 lease_check_messages: bool = True,
+                 executor: Executor | None = None,
+                 retry_after_overrun: float = 0.0) -> None:
+        self.workflow = workflow
+        #: The graph every step asks for dependencies and dependents: the
+        #: definition plus what each run added (records carry their edges).
+        self.graph = RunGraph(workflow.dag)
+        self.store = store
+        self.bus = bus
+        self.clock = clock
+        self.rng = rng or random.Random()
+        #: The local bus can deliver delayed messages, so each attempt gets a
+        #: message that checks its lease; on Pub/Sub the poller scans instead.
+        self.lease_check_messages = lease_check_messages
+        self.executor: Executor = executor or InlineExecutor()
+        #: Where the executor cannot stop a body at its timeout (Cloud
+        #: Functions), the retry of an attempt whose lease expired waits
+        #: until this many seconds after that attempt started: by then the
+        #: platform's request timeout has ended it.
+        self.retry_after_overrun = retry_after_overrun
+        parallel = max(1, int(workflow.max_parallel_tasks))
+        #: 0 means the graph can never run more than max_parallel_tasks at
+        #: once, so the run needs no slot records at all.
+        self.slots = 0 if workflow.dag.width_bound <= parallel else parallel
+        #: With a single sink, the sink's own completion ends the run; only
+        #: several sinks need the virtual end task to join them.
+        self.end_record = len(workflow.dag.sinks) > 1
+
+    def lease_of(self, spec: TaskSpec) -> float:
+        """How long a claimed attempt is its executor's before others may act.
+
+        Its timeout, plus a grace when the executor stops bodies at their
+        timeout itself (so that its own TimeoutError, not the lease, ends
+        the attempt); an hour without a timeout.
+        """
+        if not spec.timeout:
+            return DEFAULT_LEASE_SECONDS
+        if self.executor.stops_bodies:
+            return spec.timeout + STOP_GRACE_SECONDS
+        return spec.timeout
+
+    @property
+    def dag(self) -> Dag:
+        """The workflow's definition (what `function-flow graph` draws)."""
+        return self.graph.dag
+
+    # ------------------------------------------------------------------ start
+
+    def start(self, args: dict[str, Any] | None = None, run_id: str | None = None,
+              owner: str | None = None,
+              source: str | None = None) -> tuple[str, bool]:
+        """Create a run and queue its root tasks. Returns (run_id, created).
+
+        With a caller-chosen run id the call is idempotent: when the run
+        exists, nothing is written and created is False. Raises TypeError or
+        ValueError for arguments no backend can store.
+        """
+        args = storable("the run's arguments", dict(args or {}), allow_nan=False)
+        run_id = run_id or new_run_id(self.workflow.name)
+        now = self.clock()
+        records, slots, messages = transitions.first_attempts(self.graph, run_id, now,
+                                                              self.slots)
+        if self.end_record:
+            records.append(TaskRecord(task_id=END_TASK_ID))
+        run = RunRecord(run_id=run_id, job_name=self.workflow.name,
+                        dag_hash=self.dag.digest(), args=args, slots=self.slots,
+                        created_at=now, owner=owner, source=source)
+        try:
+            created = self.store.create_run(run, records, slots)
+        except TransientBackendError:
+            # Several starts with one run id at once: one of them won.
+            if self.store.get_run(run_id) is None:
+                raise
+            created = False
+        if not created:
+            self._resend_roots(run_id)
+            return run_id, False
+        try:
+            for message in messages:
+                self.bus.publish(message)
+        except Exception:
+            # A run whose roots were never sent would be found by the poller
+            # and executed after its caller was told the start failed (and
+            # may have started it again). A failed start leaves no run.
+            self._discard_failed_start(run_id)
+            raise
+        logger.info("run %s started: %d tasks", run_id, len(self.dag.tasks))
+        return run_id, True
+
+    def _resend_roots(self, run_id: str) -> None:
+        """A retried start may follow one that died before publishing."""
+        existing = self.store.get_run(run_id)
+        if existing is not None and existing.status is RunStatus.RUNNING:
+            for root in self.store.get_tasks(run_id, self.dag.roots):
+                if root.status is TaskStatus.QUEUED:
+                    self.bus.publish(Message(run_id, root.task_id, root.attempt))
+
+    def _discard_failed_start(self, run_id: str) -> None:
+        try:
+            self.store.delete_run(run_id)
+        except Exception:  # the original error matters more; say what is left
+            logger.exception("run %s: start failed and its records could not be "
+                             "deleted; delete them with cleanup or retry the start "
+                             "with the same run id", run_id)
+
+    # --------------------------------------------------------------- messages
+
+    def handle(self, message: Message) -> str:
+        """Act on one scheduling message; returns what happened, for logs.
+
+        Never raises for a message that cannot be acted on (unknown run or
+        task, duplicate, stale attempt): those are answered and dropped.
+        Errors of the store or bus propagate so the message is redelivered.
+        """
+        if message.task_id == END_TASK_ID:
+            return "unknown_task"
+        if message.kind is MessageKind.CHECK_LEASE:
+            return recovery.check_lease(self, message.run_id, message.task_id,
+                                        message.attempt)
+        return self.execute(message.run_id, message.task_id, message.attempt)
+
+    def execute(self, run_id: str, task_id: str, attempt: int) -> str:
+        """Claim attempt `attempt` of a task and, if this call won, run it."""
+        now = self.clock()
+        lease = DEFAULT_LEASE_SECONDS
+
+        def claim(tx: Transaction) -> tuple[Step, TaskRecord | None]:
+            nonlocal lease
+            task = tx.get_tasks(run_id, [task_id]).get(task_id)
+            spec = self.graph.spec(task_id, task)
+            if task is None or spec is None:
+                return Step("unknown_task"), None
+            lease = self.lease_of(spec)
+            step = transitions.claim(task, run_id, attempt, now, lease)
+            step.write_to(tx, run_id)
+            return step, task
+
+        # Only the task's own record is read and written: duplicates of one
+        # message fail fast on a changed record instead of locking it.
+        step, task = self.store.transact(claim, compare_and_set=True)
+        if step.verdict == "unknown_task":
+            if self.store.get_run(run_id) is None:
+                logger.warning("message for unknown run %r dropped", run_id)
+                return "unknown_run"
+            logger.warning("message for unknown task %r of run %s dropped", task_id, run_id)
+            return step.verdict
+        assert task is not None
+        if step.verdict in ("claimed", "early"):
+            # The claim read only the task: look at the run after it
+            # committed. If the run ended meanwhile, the attempt never runs.
+            run = self.store.get_run(run_id)
+            if run is None or run.status.is_final:
+                self._cancel(run_id, task_id, attempt)
+                return f"run_{run.status.value.lower()}" if run else "unknown_run"
+        if step.verdict == "redelivered":
+            self._advance_after_success(run_id, task_id)
+            return step.verdict
+        self._publish(step)
+        if step.verdict != "claimed":
+            logger.info("run %s task %s attempt %d: %s, nothing to do",
+                        run_id, task_id, attempt, step.verdict)
+            return step.verdict
+        if self.lease_check_messages:
+            self.bus.publish(Message(run_id, task_id, attempt, MessageKind.CHECK_LEASE),
+                             lease)
+        spec = self.graph.spec(task_id, task)
+        assert spec is not None
+        return self._run_body(run_id, spec, attempt, task, now + lease)
+
+    def _cancel(self, run_id: str, task_id: str, attempt: int) -> None:
+        now = self.clock()
+
+        def cancel(tx: Transaction) -> None:
+            task = tx.get_tasks(run_id, [task_id]).get(task_id)
+            if task is not None:
+                transitions.cancel(task, attempt, now).write_to(tx, run_id)
+
+        self.store.transact(cancel, compare_and_set=True)
+
+    def _run_body(self, run_id: str, spec: TaskSpec, attempt: int,
+                  claimed: TaskRecord, claimed_until: float) -> str:
+        what = f"attempt {attempt} of task {spec.task_id!r}"
+        try:
+            value = self.executor.run(lambda: self.workflow.invoke(spec, run_id, attempt),
+                                      spec.timeout, what)
+            if isinstance(value, Pending):
+                self._await_event(run_id, spec, attempt, value.trigger_id)
+                return "waiting"
+            value = storable(f"the result of task {spec.task_id!r}", value)
+        except BaseException:  # noqa: B036 -- the task's own error, whatever it is: record it
+            error = traceback.format_exc()
+            logger.warning("run %s task %s attempt %d failed:\n%s",
+                           run_id, spec.task_id, attempt, error)
+            return self.complete(run_id, spec.task_id, attempt, ok=False, error=error,
+                                 claimed=claimed, claimed_until=claimed_until)
+        return self.complete(run_id, spec.task_id, attempt, ok=True, value=value,
+                             claimed=claimed, claimed_until=claimed_until)
+
+    def _await_event(self, run_id: str, spec: TaskSpec, attempt: int, trigger_id: str) -> None:
+        """Leave the attempt RUNNING until an external event completes it."""
+        if not isinstance(trigger_id, str) or not trigger_id:
+            raise ValueError(f"task {spec.task_id!r} returned a Future without a trigger id")
+        lease = spec.timeout or DEFAULT_ASYNC_LEASE_SECONDS
+        now = self.clock()
+
+        def record(tx: Transaction) -> bool:
+            task = tx.get_tasks(run_id, [spec.task_id]).get(spec.task_id)
+            if task is None or task.status is not TaskStatus.RUNNING or task.attempt != attempt:
+                return False
+            tx.update_task(run_id, spec.task_id,
+                           {"trigger_id": trigger_id, "lease_until": now + lease})
+            tx.put_trigger(trigger_id, run_id, spec.task_id, attempt)
+            return True
+
+        if self.store.transact(record) and self.lease_check_messages:
+            self.bus.publish(Message(run_id, spec.task_id, attempt,
+                                     MessageKind.CHECK_LEASE), lease)
+
+    # ------------------------------------------------------------- completion
+
+    def complete_trigger(self, trigger_id: str, *, ok: bool, value: Any = None,
+                         error: str | None = None) -> str:
+        """Complete the task attempt waiting for `trigger_id` with an event's outcome.
+
+        The trigger is deleted in the same transaction that records the
+        outcome; a duplicate event finds it gone ("unknown_trigger").
+        """
+        trigger = self.store.get_trigger(trigger_id)
+        if trigger is None:
+            logger.warning("external event for unknown trigger %r; acknowledged", trigger_id)
+            return "unknown_trigger"
+        run_id, task_id, attempt = trigger
+        if ok:
+            try:
+                value = storable(f"the result of task {task_id!r}", value)
+            except (TypeError, ValueError) as exc:
+                ok, error = False, f"{type(exc).__name__}: {exc}"
+        outcome = self.complete(run_id, task_id, attempt, ok=ok, value=value,
+                                error=error, trigger_id=trigger_id)
+        logger.info("external event: run %s task %s attempt %d: %s",
+                    run_id, task_id, attempt, outcome)
+        return outcome
+
+    def complete(self, run_id: str, task_id: str, attempt: int, *, ok: bool,
+                 value: Any = None, error: str | None = None,
+                 claimed: TaskRecord | None = None,
+                 claimed_until: float | None = None,
+                 trigger_id: str | None = None, not_before: float = 0.0) -> str:
+        """Record the outcome of one attempt, exactly once, and advance the run.
+
+        Returns "stale" when the attempt was already completed or superseded.
+        The executor that claimed the attempt passes its claim: while its
+        lease is comfortably valid, the task record need not be read again.
+        A retry is not started before `not_before` (epoch seconds).
+        """
+        now = self.clock()
+        fenced = (claimed is not None and claimed_until is not None
+                  and now + LEASE_SAFETY_MARGIN_SECONDS < claimed_until)
+        successor = None
+        if ok and fenced and claimed is not None and claimed.slot is not None \
+                and not self.graph.single_dependency_dependents(task_id, claimed):
+            # Our slot will be free: hand it straight to a READY task (found
+            # by a query now, compare-and-set in the transaction) instead of
+            # freeing it and making fill_slots look for both again.
+            ready = self.store.find_tasks(run_id, TaskStatus.READY, 1)
+            successor = ready[0].task_id if ready else None
+
+        def finish(tx: Transaction, trust_claim: bool = True) -> Step | None:
+            if fenced and trust_claim:
+                assert claimed is not None
+                task: TaskRecord | None = dataclasses.replace(claimed,
+                                                              status=TaskStatus.RUNNING)
+            else:
+                task = tx.get_tasks(run_id, [task_id]).get(task_id)
+            heir = tx.get_tasks(run_id, [successor]).get(successor) \
+                if successor and trust_claim else None
+            spec = self.graph.spec(task_id, task)
+            if task is None or spec is None or task.status is not TaskStatus.RUNNING \
+                    or task.attempt != attempt:
+                return None
+            if ok:
+                run = tx.get_run(run_id) \
+                    if transitions.ends_run(self.graph, task, self.end_record) else None
+                step = transitions.succeed(self.graph, task, run_id, value, now, run=run,
+                                           has_end_task=self.end_record, heir=heir)
+            else:
+                run = None if transitions.retries_left(spec, task) else tx.get_run(run_id)
+                delay = max(spec.retry_backoff.delay(task.attempt, self.rng),
+                            not_before - now)
+                step = transitions.fail(spec, task, run_id, error or "failed", now,
+                                        run=run, retry_delay=delay)
+            step.write_to(tx, run_id)
+            if trigger_id is not None:
+                tx.delete_trigger(trigger_id)
+            return step
+
+        # Every record read here is written (the successor too, when it is
+        # taken), except the run's when it has already ended: compare-and-set
+        # is safe, and a store falls back to a transaction for that case.
+        try:
+            step = self.store.transact(finish, compare_and_set=True)
+        except RecordTooLargeError as exc:
+            if not ok:
+                raise
+            return self.complete(run_id, task_id, attempt, ok=False,
+                                 error=f"RecordTooLargeError: {exc}", trigger_id=trigger_id)
+        except TransientBackendError as exc:
+            step = self._complete_again(run_id, task_id, attempt, ok, exc,
+                                        lambda tx: finish(tx, trust_claim=False))
+        if step is None:
+            logger.info("run %s task %s attempt %d already completed; outcome ignored",
+                        run_id, task_id, attempt)
+            return "stale"
+        self.follow_up(run_id, step)
+        return "succeeded" if ok else "failed"
+
+    def _complete_again(self, run_id: str, task_id: str, attempt: int, ok: bool,
+                        error: TransientBackendError,
+                        finish: Callable[[Transaction], Step | None]) -> Step | None:
+        """Record an outcome after the store failed to say whether it did.
+
+        The body's result exists only in this process: redelivering the
+        message would find the attempt RUNNING and wait for its lease (an
+        hour by default), then fail a task that succeeded. So try again here,
+        reading the record this time: if the first commit landed, only its
+        follow-up messages are missing, and they are sent again.
+        """
+        for delay in COMPLETION_RETRY_DELAYS:
+            logger.warning("run %s task %s attempt %d: recording the outcome failed (%s); "
+                           "trying again in %.1f s", run_id, task_id, attempt, error, delay)
+            time.sleep(delay)
+            try:
+                step = self.store.transact(finish)
+            except TransientBackendError as exc:
+                error = exc
+                continue
+            if step is None and ok:
+                records = self.store.get_tasks(run_id, [task_id])
+                if records and records[0].status is TaskStatus.SUCCEEDED \
+                        and records[0].attempt == attempt:
+                    self._advance_after_success(run_id, task_id)  # the first try landed
+                    return Step()
+            return step
+        raise error
+
+    def follow_up(self, run_id: str, step: Step) -> None:
+        """Work that happens after a commit: messages, joins, free slots."""
+        self._publish(step)
+        for join in step.joins:
+            self.check_join(run_id, join)
+        if step.fill_slots:
+            self.fill_slots(run_id)
+        if step.run_ended is not None:
+            logger.info("run %s ended: %s", run_id, step.run_ended.value)
+
+    def _publish(self, step: Step) -> None:
+        for message in step.messages:
+            self.bus.publish(message, step.delay)
+
+    def _advance_after_success(self, run_id: str, task_id: str) -> None:
+        """Repeat the follow-up of a recorded success (idempotent)."""
+        own = self.store.get_tasks(run_id, [task_id])
+        dependents = self.graph.dependents_of(task_id, own[0] if own else None)
+        records = {t.task_id: t for t in self.store.get_tasks(run_id, dependents)}
+        # A slot freed by that success may not have been handed out yet.
+        step = Step(fill_slots=bool(self.slots))
+        for dependent in dependents:
+            record = records.get(dependent)
+            if record is None:
+                continue
+            if record.status is TaskStatus.QUEUED:
+                step.messages.append(Message(run_id, dependent, record.attempt))
+            elif record.status is TaskStatus.READY:
+                step.fill_slots = True
+            elif record.status is TaskStatus.WAITING:
+                step.joins += (dependent,)
+        self.follow_up(run_id, step)
+
+    def check_join(self, run_id: str, join_id: str) -> None:
+        """Queue a join (or end the run) if all its dependencies are done.
+
+        A plain read first: most completers of a wide join find it incomplete
+        and never open a transaction on it, which keeps the join cold.
+        """
+        progress = self.store.join_progress(run_id, join_id)
+        if progress is None:
+            return
+        deps = progress.expected if progress.expected is not None \
+            else len(self.graph.deps_of(join_id))
+        if not progress.complete(deps):
+            return
+        now = self.clock()
+
+        def queue(tx: Transaction) -> Step | None:
+            run = tx.get_run(run_id) if join_id == END_TASK_ID else None
+            join = tx.get_tasks(run_id, [join_id]).get(join_id)
+            step = transitions.queue_join(join_id, join, len(self.graph.deps_of(join_id, join)),
+                                          run_id, now, run=run, slots=self.slots)
+            if step is not None:
+                step.write_to(tx, run_id)
+            return step
+
+        # Every completer of the join writes into it (blind): compare-and-set
+        # lets the queuing retry on a fresh read instead of locking the join.
+        step = self.store.transact(queue, compare_and_set=True)
+        if step is not None:
+            self.follow_up(run_id, step)
+
+    # ------------------------------------------------------------------ slots
+
+    def fill_slots(self, run_id: str) -> None:
+        """Give free concurrency slots to READY tasks.
+
+        Both a task that becomes READY and a task that frees a slot call this
+        after committing, so one of the two always sees the other's write.
+        A take that loses a race is not a reason to stop: the winner may be
+        a finishing task handing its own slot to our candidate, which leaves
+        our free slot to us. So look again, until there is nothing to pair
+        or the same pairs fail twice (the store is then ahead of us anyway).
+        """
+        if not self.slots:
+            return
+        failed_on = None
+        while True:
+            # Free slots first: usually one, so only that many READY records
+            # are read (reading `slots` of them per completion dominated).
+            free = self.store.find_free_slots(run_id, self.slots, self.slots)
+            if not free:
+                return
+            ready = self.store.find_tasks(run_id, TaskStatus.READY, len(free))
+            if not ready:
+                return
+            pairs = list(zip((t.task_id for t in ready), free))
+            if pairs == failed_on:
+                return
+            progressed = False
+            for task_id, slot in pairs:
+                step = self.store.transact(
+                    lambda tx, t=task_id, s=slot: self._take_slot(tx, run_id, t, s),
+                    compare_and_set=True)
+                if step is not None:
+                    self._publish(step)
+                    progressed = True
+            failed_on = None if progressed else pairs
+
+    def _take_slot(self, tx: Transaction, run_id: str, task_id: str,
+                   slot: int) -> Step | None:
+        holder = tx.get_slot(run_id, slot)
+        task = tx.get_tasks(run_id, [task_id]).get(task_id)
+        step = transitions.take_slot(slot, holder, task, run_id, self.clock())
+        if step is not None:
+            step.write_to(tx, run_id)
+        return step
+
+    # ------------------------------------------- recovery (see recovery.py)
+
+    def poll(self, stale_after: float = recovery.POLLER_STALE_AFTER_SECONDS,
+             max_runs: int = recovery.POLLER_MAX_RUNS,
+             run_ids: Iterable[str] | None = None) -> recovery.PollReport:
+        """The poller's whole policy: due timers, expired leases, stalled runs."""
+        return recovery.poll(self, stale_after=stale_after, max_runs=max_runs,
+                             run_ids=run_ids)
+
+    def recover(self, run_id: str, executors_dead: bool = False,
+                stale_after: float = 0.0) -> None:
+        """Find work a crash or a lost message left behind in one run, and redo it."""
+        recovery.recover(self, run_id, executors_dead=executors_dead,
+                         stale_after=stale_after)
+
+    def resume(self, run_id: str, owner: str | None = None,
+               owner_alive: Callable[[str], bool] | None = None) -> RunRecord:
+        """Pick up a run whose executing process died (embedded backend)."""
+        return recovery.resume(self, run_id, owner=owner, owner_alive=owner_alive)
+
+    def retire_leftovers(self, run_id: str) -> None:
+        """After a run ended, leave none of its tasks queued or running."""
+        recovery.retire_leftovers(self, run_id)
+
+    # ---------------------------------------------------------------- queries
+
+    def run_status(self, run_id: str) -> RunRecord:
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise RunNotFoundError(run_id)
+        return run
+
+    def task_records(self, run_id: str) -> list[TaskRecord]:
+        """Task records in graph order, without the virtual end task."""
+        return ordered_tasks(self.store.get_tasks(run_id), self.dag.order)
+
+
+def ordered_tasks(records: list[TaskRecord], order: list[str] | None = None
+                  ) -> list[TaskRecord]:
+    """A run's task records for people: in graph order when the definition is
+    known, else in the order they started; never the virtual end task."""
+    tasks = [t for t in records if t.task_id != END_TASK_ID]
+    if order is not None:
+        position = {task_id: i for i, task_id in enumerate(order)}
+        return sorted(tasks, key=lambda t: (position.get(t.task_id, len(position)),
+                                            t.queued_at or float("inf"), t.task_id))
+    never = float("inf")
+    return sorted(tasks, key=lambda t: (t.started_at or t.queued_at or never, t.task_id))
+
+
+def fail_run(store: Store, run_id: str, error: str, now: float) -> bool:
+    """End a RUNNING run as FAILED from outside (cleanup of runs stuck too long).
+
+    Needs no workflow definition: only the run record changes. Queued tasks
+    are cancelled when their message arrives, running ones finish without
+    starting anything new, exactly as after a task failure. Returns whether
+    this call ended the run.
+    """
+    def end(tx: Transaction) -> bool:
+        step = transitions.end_run(tx.get_run(run_id), RunStatus.FAILED, error, now)
+        if step is not None:
+            step.write_to(tx, run_id)
+        return step is not None
+
+    return store.transact(end)

@@ -1,0 +1,237 @@
+"""The workflow graph: the validated definition, and the graph of one run.
+
+A `Dag` is built once when the workflow module is imported and never changes
+afterwards. Everything the engine needs to know about the shape of a
+workflow (dependents, in-degrees, sinks, the bound on concurrency) is
+computed here, once, so that the hot path of the engine is dictionary
+look-ups. A `RunGraph` is what the engine asks: the definition plus
+whatever one run added to it while it runs.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+from typing import Iterable
+
+from function_flow.core.definition import END_TASK_ID, Backoff, TaskSpec, make_spec
+from function_flow.errors import DefinitionError
+
+__all__ = ["Dag", "RunGraph", "TaskRecordLike", "END_TASK_ID", "Backoff", "TaskSpec", "make_spec"]
+
+
+class Dag:
+    """An immutable, validated workflow graph plus facts derived from it."""
+
+    def __init__(self, name: str, specs: Iterable[TaskSpec]) -> None:
+        self.name = name
+        self.tasks: dict[str, TaskSpec] = {}
+        for spec in specs:
+            if spec.task_id in self.tasks:
+                raise DefinitionError(
+                    f"task {spec.task_id!r} is defined twice in job {name!r}; "
+                    "task ids must be unique", spec.task_id)
+            self.tasks[spec.task_id] = spec
+        if not self.tasks:
+            # A run of nothing would never reach its end task: it would wait forever.
+            raise DefinitionError(
+                f"job {name!r} has no tasks: declare at least one with "
+                "@job.task(task_id=...) before running or deploying it")
+        for spec in self.tasks.values():
+            for dep in spec.deps:
+                if dep not in self.tasks:
+                    raise DefinitionError(
+                        f"task {spec.task_id!r} depends on unknown task {dep!r}"
+                        f"{_did_you_mean(dep, self.tasks)}", spec.task_id)
+        self.order = self._topological_order()
+        self.dependents: dict[str, tuple[str, ...]] = {t: () for t in self.tasks}
+        for spec in self.tasks.values():
+            for dep in spec.deps:
+                self.dependents[dep] += (spec.task_id,)
+        self.roots = tuple(t for t in self.order if not self.tasks[t].deps)
+        self.sinks = tuple(t for t in self.order if not self.dependents[t])
+        self._width_bound: int | None = None
+
+    def deps_of(self, task_id: str) -> tuple[str, ...]:
+        """Dependencies of a task; the end node depends on every sink."""
+        if task_id == END_TASK_ID:
+            return self.sinks
+        return self.tasks[task_id].deps
+
+    def dependents_of(self, task_id: str) -> tuple[str, ...]:
+        """Tasks (possibly the end node) that wait for `task_id`."""
+        if task_id == END_TASK_ID:
+            return ()
+        return self.dependents[task_id] or (END_TASK_ID,)
+
+    def _topological_order(self) -> list[str]:
+        """Kahn's algorithm; on a cycle, report its path, not just 'a cycle'."""
+        indegree = {t: len(s.deps) for t, s in self.tasks.items()}
+        children: dict[str, list[str]] = {t: [] for t in self.tasks}
+        for spec in self.tasks.values():
+            for dep in spec.deps:
+                children[dep].append(spec.task_id)
+        ready = [t for t, d in indegree.items() if d == 0]
+        order: list[str] = []
+        while ready:
+            node = ready.pop()
+            order.append(node)
+            for child in children[node]:
+                indegree[child] -= 1
+                if indegree[child] == 0:
+                    ready.append(child)
+        if len(order) != len(self.tasks):
+            cycle = self._find_cycle({t for t, d in indegree.items() if d > 0})
+            raise DefinitionError(
+                f"job {self.name!r} has a dependency cycle: {' -> '.join(cycle)}",
+                cycle[0])
+        # Keep declaration order among independent tasks for stable output.
+        position = {t: i for i, t in enumerate(self.tasks)}
+        depth: dict[str, int] = {}
+        for node in order:
+            depth[node] = 1 + max((depth[d] for d in self.tasks[node].deps), default=-1)
+        return sorted(order, key=lambda t: (depth[t], position[t]))
+
+    def _find_cycle(self, candidates: set[str]) -> list[str]:
+        """Walk dependencies inside the unsorted remainder until a node repeats."""
+        node = min(candidates)
+        path: list[str] = []
+        seen: dict[str, int] = {}
+        while node not in seen:
+            seen[node] = len(path)
+            path.append(node)
+            node = next(d for d in self.tasks[node].deps if d in candidates)
+        cycle = path[seen[node]:] + [node]
+        return list(reversed(cycle))
+
+    @property
+    def width_bound(self) -> int:
+        """An upper bound on how many tasks can ever run at the same time.
+
+        Computed as the size of a minimum path cover over the graph's edges
+        (nodes minus a maximum matching): each path runs one task at a time,
+        so concurrency never exceeds the number of paths. When this bound is
+        at most max_parallel_tasks, a run needs no slot bookkeeping at all.
+        """
+        if self._width_bound is None:
+            self._width_bound = len(self.tasks) - _max_matching(self)
+        return self._width_bound
+
+    def digest(self) -> str:
+        """A hash of the graph's shape, stored on each run.
+
+        It lets a scheduler notice that a run was started with a different
+        definition than the one deployed now.
+        """
+        shape = [[t, list(self.tasks[t].deps)] for t in sorted(self.tasks)]
+        return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
+
+
+def _max_matching(dag: Dag) -> int:
+    """Size of a maximum matching of the edges parent -> child (Kuhn, BFS)."""
+    match_of_child: dict[str, str] = {}
+    match_of_parent: dict[str, str] = {}
+    for root in dag.order:
+        came_from: dict[str, str] = {}
+        queue = collections.deque([root])
+        while queue:
+            parent = queue.popleft()
+            free_child = None
+            for child in dag.dependents[parent]:
+                if child in came_from:
+                    continue
+                came_from[child] = parent
+                if child not in match_of_child:
+                    free_child = child
+                    break
+                queue.append(match_of_child[child])
+            if free_child is not None:
+                child = free_child
+                while True:  # flip the alternating path back to the root
+                    parent = came_from[child]
+                    previous = match_of_parent.get(parent)
+                    match_of_child[child] = parent
+                    match_of_parent[parent] = child
+                    if parent == root:
+                        break
+                    child = previous
+                break
+    return len(match_of_child)
+
+
+def _did_you_mean(name: str, choices: Iterable[str]) -> str:
+    import difflib
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class RunGraph:
+    """The graph of one run: its definition, plus the tasks the run added.
+
+    The engine asks this, never the `Dag`, for a task's spec, dependencies
+    and dependents. A task added while the run runs (foreach items, the
+    tasks of a sub-DAG) keeps its edges in its own record (`deps`,
+    `dependents`) and names the declared task whose body and settings it
+    uses (`template`); a declared task whose dependents grew keeps its new
+    list in its record too. Every answer therefore needs at most the one
+    record the engine already holds for that step, and a run that added
+    nothing costs dictionary look-ups, as before.
+    """
+
+    def __init__(self, dag: Dag) -> None:
+        self.dag = dag
+
+    @property
+    def name(self) -> str:
+        return self.dag.name
+
+    def spec(self, task_id: str, record: TaskRecordLike | None = None) -> TaskSpec | None:
+        """The declared task that `task_id` runs as (None for the end task or unknown ids)."""
+        template = getattr(record, "template", None) or task_id
+        return self.dag.tasks.get(template)
+
+    def knows(self, task_id: str, record: TaskRecordLike | None = None) -> bool:
+        """Whether `task_id` is a task of this run (the end task included)."""
+        return task_id == END_TASK_ID or self.spec(task_id, record) is not None
+
+    def deps_of(self, task_id: str, record: TaskRecordLike | None = None) -> tuple[str, ...]:
+        """Dependencies of a task; the end task depends on every sink."""
+        own = getattr(record, "deps", None)
+        if own is not None:
+            return tuple(own)
+        if task_id == END_TASK_ID:
+            return self.dag.sinks
+        spec = self.dag.tasks.get(task_id)
+        return spec.deps if spec is not None else ()
+
+    def dependents_of(self, task_id: str, record: TaskRecordLike | None = None
+                      ) -> tuple[str, ...]:
+        """Tasks (possibly the end task) that wait for `task_id`."""
+        if task_id == END_TASK_ID:
+            return ()
+        own = getattr(record, "dependents", None)
+        if own is not None:
+            return tuple(own) or (END_TASK_ID,)
+        return self.dag.dependents.get(task_id) or (END_TASK_ID,)
+
+    def single_dependency_dependents(self, task_id: str,
+                                     record: TaskRecordLike | None = None) -> tuple[str, ...]:
+        """Dependents that a success of `task_id` alone makes runnable.
+
+        Trusted only when both edges come from the definition: a task whose
+        record lists its own dependents (a graph the run grew) treats every
+        dependent as a join, whose record is read after the commit.
+        """
+        if getattr(record, "dependents", None) is not None:
+            return ()
+        return tuple(d for d in self.dependents_of(task_id)
+                     if d != END_TASK_ID and len(self.dag.tasks[d].deps) == 1)
+
+
+class TaskRecordLike:
+    """What RunGraph reads from a task record (records.TaskRecord has it all)."""
+
+    template: str | None
+    deps: list[str] | None
+    dependents: list[str] | None

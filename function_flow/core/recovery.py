@@ -1,0 +1,188 @@
+"""Finding work that crashes and lost messages left behind: one policy for every poller.
+
+Cloud Scheduler calls the `poller` function every minute; the embedded
+runner calls `poll` when its bus is idle but a run has not ended; the
+property tests call it when their message pool runs dry. All of them run
+this same policy: publish due timers, then for each live run re-send
+messages that never arrived, fail or retry attempts whose lease expired,
+queue joins nobody queued, and fill free slots. Every step is idempotent,
+so two pollers at once only risk duplicate messages, which are harmless.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from function_flow.core import transitions
+from function_flow.core.definition import END_TASK_ID
+from function_flow.core.records import (JoinProgress, Message, MessageKind, RunRecord,
+                                        RunStatus, TaskRecord, TaskStatus)
+from function_flow.core.transitions import Step
+from function_flow.errors import RunNotFoundError, RunStillActiveError
+
+if TYPE_CHECKING:
+    from function_flow.core.engine import Engine
+    from function_flow.core.ports import Transaction
+
+logger = logging.getLogger("function_flow.engine")
+
+#: A QUEUED task is sent again by the poller only this long after it was due,
+#: so messages still in flight are not duplicated on every poll.
+POLLER_STALE_AFTER_SECONDS = 60.0
+#: Live runs one poller call checks; older ones wait for the next call.
+POLLER_MAX_RUNS = 1000
+
+
+@dataclasses.dataclass
+class PollReport:
+    """What one poll did, for logs and the poller's HTTP answer."""
+
+    timers_published: int = 0
+    runs_checked: int = 0
+
+
+def poll(engine: "Engine", stale_after: float = POLLER_STALE_AFTER_SECONDS,
+         max_runs: int = POLLER_MAX_RUNS, run_ids: Iterable[str] | None = None) -> PollReport:
+    """Due timers first, then every live run of this workflow (or only `run_ids`).
+
+    The embedded runner polls only the run it waits for: runs of other
+    processes sharing its database are theirs to finish (or to `resume`).
+    """
+    report = PollReport(timers_published=engine.bus.release_due())
+    if run_ids is None:
+        runs = [run.run_id for run in engine.store.list_runs(limit=max_runs,
+                                                             status=RunStatus.RUNNING)
+                if run.job_name == engine.workflow.name]
+    else:
+        runs = [run_id for run_id in run_ids
+                if (run := engine.store.get_run(run_id)) is not None
+                and run.status is RunStatus.RUNNING]
+    for run_id in runs:
+        recover(engine, run_id, stale_after=stale_after)
+        report.runs_checked += 1
+    return report
+
+
+def check_lease(engine: "Engine", run_id: str, task_id: str, attempt: int) -> str:
+    """Fail (and maybe retry) an attempt whose executor went silent or overran."""
+    records = engine.store.get_tasks(run_id, [task_id])
+    if not records or engine.graph.spec(task_id, records[0]) is None:
+        return "unknown_task"
+    task = records[0]
+    if task.status is not TaskStatus.RUNNING or task.attempt != attempt:
+        return "stale"
+    now = engine.clock()
+    if task.lease_until is not None and task.lease_until > now:
+        if engine.lease_check_messages:
+            engine.bus.publish(Message(run_id, task_id, attempt, MessageKind.CHECK_LEASE),
+                               task.lease_until - now)
+        return "lease_valid"
+    spec = engine.graph.spec(task_id, task)
+    assert spec is not None
+    limit = f"its timeout ({spec.timeout} s)" if spec.timeout else "its lease"
+    not_before = 0.0
+    if engine.retry_after_overrun and task.started_at is not None:
+        # The body may still be running: its retry waits until the
+        # platform's request timeout has certainly ended it.
+        not_before = task.started_at + engine.retry_after_overrun
+        how = (f"; a retry starts no earlier than {engine.retry_after_overrun:.0f} s "
+               "after it began, when the platform has stopped it")
+    else:
+        how = ": its executor died or hung"
+    engine.complete(run_id, task_id, attempt, ok=False, not_before=not_before, error=(
+        f"TimeoutError: attempt {attempt} of task {task_id!r} did not finish within "
+        f"{limit}{how}"))
+    return "lease_expired"
+
+
+def resume(engine: "Engine", run_id: str, owner: str | None = None,
+           owner_alive: Callable[[str], bool] | None = None) -> RunRecord:
+    """Pick up a run whose executing process died (embedded backend).
+
+    Attempts that were RUNNING in the dead process are queued again as a
+    new attempt without using up a retry (up to
+    transitions.MAX_INTERRUPTED_ATTEMPTS); tasks that succeeded are never
+    run again. Also re-sends anything a crash may have left unsent.
+    """
+    run = engine.store.get_run(run_id)
+    if run is None:
+        raise RunNotFoundError(run_id)
+    if run.status.is_final:
+        return run
+    if run.owner and owner_alive is not None and run.owner != owner \
+            and owner_alive(run.owner):
+        raise RunStillActiveError(
+            f"run {run_id} is still being executed by process {run.owner}; "
+            "wait for it or stop that process first")
+    if owner is not None:
+        engine.store.transact(lambda tx: tx.update_run(run_id, {"owner": owner}))
+    recover(engine, run_id, executors_dead=True)
+    return run
+
+
+def retire_leftovers(engine: "Engine", run_id: str) -> None:
+    """After a run ended, leave none of its tasks queued or running.
+
+    For a process about to exit while attempts of an ended run are still
+    busy in it (a body that overran its timeout, a retry waiting out its
+    backoff): they cannot change the outcome, and the records must not
+    show them running forever. Running attempts count as interrupted and
+    are queued again; a queued task of an ended run is cancelled when
+    its message is handled.
+    """
+    recover(engine, run_id, executors_dead=True)
+    for task in engine.store.find_tasks(run_id, TaskStatus.QUEUED, 100_000):
+        engine.handle(Message(run_id, task.task_id, task.attempt))
+
+
+def recover(engine: "Engine", run_id: str, executors_dead: bool = False,
+            stale_after: float = 0.0) -> None:
+    """Find work a crash or a lost message left behind in one run, and redo it.
+
+    Safe to call at any time: every step it takes is idempotent. With
+    executors_dead, RUNNING attempts are re-queued at once instead of
+    waiting for their lease to expire. A QUEUED task is sent again only
+    when it has waited `stale_after` seconds past its due time, so a
+    periodic poller does not duplicate messages that are still in flight.
+    """
+    now = engine.clock()
+    for task in engine.store.get_tasks(run_id):
+        if not engine.graph.knows(task.task_id, task):
+            continue
+        if task.status is TaskStatus.QUEUED:
+            due = max(task.not_before or 0.0, task.queued_at or 0.0)
+            if due + stale_after <= now or executors_dead:
+                delay = max(0.0, (task.not_before or now) - now)
+                engine.bus.publish(Message(run_id, task.task_id, task.attempt), delay)
+        elif task.status is TaskStatus.RUNNING and task.task_id != END_TASK_ID:
+            if executors_dead:
+                _requeue_interrupted(engine, run_id, task)
+            elif task.lease_until is not None and task.lease_until <= now:
+                check_lease(engine, run_id, task.task_id, task.attempt)
+        elif task.status is TaskStatus.WAITING and JoinProgress.of(task).complete(
+                len(engine.graph.deps_of(task.task_id, task))):
+            engine.check_join(run_id, task.task_id)
+    engine.fill_slots(run_id)
+
+
+def _requeue_interrupted(engine: "Engine", run_id: str, seen: TaskRecord) -> None:
+    now = engine.clock()
+
+    def requeue(tx: "Transaction") -> Step | None:
+        run, tasks = tx.get_run_and_tasks(run_id, [seen.task_id])
+        task = tasks.get(seen.task_id)
+        spec = engine.graph.spec(seen.task_id, task)
+        if task is None or spec is None or task.status is not TaskStatus.RUNNING \
+                or task.attempt != seen.attempt:
+            return None
+        step = transitions.interrupted(spec, task, run_id, now, run=run,
+                                       retry_delay=spec.retry_backoff.delay(task.attempt,
+                                                                            engine.rng))
+        step.write_to(tx, run_id)
+        return step
+
+    step = engine.store.transact(requeue)
+    if step is not None:
+        engine.follow_up(run_id, step)

@@ -1,0 +1,338 @@
+"""The engine's decision rules: records in, writes and follow-up messages out.
+
+No rule reads or writes a store. Each rule takes the records a
+transaction has read (and the time) and returns a `Step`: the writes to
+commit and what to do once they have committed (messages to publish, joins
+to look at, free slots to fill). `engine.Engine` reads the records,
+applies the writes through a `ports.Transaction` and carries out the rest,
+so every rule can be tested with plain records, and the property tests'
+oracle checks committed writes against `LEGAL_TRANSITIONS`.
+
+How a task moves (see docs/design.md for why it is shaped this way):
+
+  WAITING --deps done--> QUEUED (or READY, then QUEUED once it holds a slot)
+  QUEUED  --claim: compare-and-set of the task's own record--> RUNNING
+  RUNNING --complete: the task's own record--> SUCCEEDED
+          |  which also writes `deps_done.<task>` into each dependent
+          |  (blind writes: they read nothing, so they never contend)
+          +--> QUEUED again (attempt + 1, after a backoff) or FAILED
+  RUNNING --the run had ended when the claim committed--> CANCELLED
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from function_flow.core.definition import END_TASK_ID, TaskSpec
+from function_flow.core.graph import RunGraph
+from function_flow.core.records import (JoinProgress, Message, RunRecord, RunStatus,
+                                        TaskRecord, TaskStatus)
+
+if TYPE_CHECKING:
+    from function_flow.core.ports import Transaction
+
+W, RD, Q, R = TaskStatus.WAITING, TaskStatus.READY, TaskStatus.QUEUED, TaskStatus.RUNNING
+S, F, C = TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED
+
+#: Every status change a rule may commit, and what it does to `attempt`:
+#: "same", "next" (attempt + 1) or "one" (attempt becomes 1).
+LEGAL_TRANSITIONS: dict[tuple[TaskStatus, TaskStatus], str] = {
+    (W, Q): "one",   # its last dependency succeeded (no slots needed)
+    (W, RD): "same",  # its last dependency succeeded; it waits for a slot
+    (RD, Q): "next",  # it took a free slot, or a finishing task handed it one
+    (Q, R): "same",   # claimed by an executor
+    (R, S): "same",   # its body returned, or its event arrived
+    (R, F): "same",   # it failed with no retry left
+    (R, Q): "next",   # it failed and will be retried, or its executor died
+    (Q, C): "same",   # the run ended before it was claimed
+    (R, C): "same",   # the run had ended when its claim committed
+    (W, S): "same",   # only the virtual end task: every sink is done
+}
+
+#: Attempts cut short by a dead process (kill -9, os._exit, out of memory)
+#: that do not count against a task's retries. A body that kills its own
+#: process every time would otherwise be re-run by every resume, forever:
+#: past this many, each further interruption counts as a failed attempt.
+MAX_INTERRUPTED_ATTEMPTS = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Write:
+    """One write of a step: `kind` is "task", "run" or "slot"."""
+
+    kind: str
+    key: Any          # task id, None for the run, slot number
+    value: Any        # fields to merge, or the slot's new holder
+
+
+@dataclasses.dataclass
+class Step:
+    """What one decision commits, and what the engine does after the commit."""
+
+    verdict: str = ""
+    writes: list[Write] = dataclasses.field(default_factory=list)
+    #: Published after the commit, each `delay` seconds later.
+    messages: list[Message] = dataclasses.field(default_factory=list)
+    delay: float = 0.0
+    #: Joins whose deps_done this step wrote: looked at after the commit.
+    joins: tuple[str, ...] = ()
+    fill_slots: bool = False
+    run_ended: RunStatus | None = None
+
+    def task(self, task_id: str, **fields: Any) -> None:
+        self.writes.append(Write("task", task_id, fields))
+
+    def run(self, **fields: Any) -> None:
+        self.writes.append(Write("run", None, fields))
+
+    def slot(self, slot: int, holder: str | None) -> None:
+        self.writes.append(Write("slot", slot, holder))
+
+    def write_to(self, tx: Transaction, run_id: str) -> None:
+        """Make the writes through a transaction, in order (the engine calls it)."""
+        for write in self.writes:
+            if write.kind == "task":
+                tx.update_task(run_id, write.key, write.value)
+            elif write.kind == "run":
+                tx.update_run(run_id, write.value)
+            else:
+                tx.set_slot(run_id, write.key, write.value)
+
+
+# ------------------------------------------------------------------- claims
+
+
+def claim(task: TaskRecord | None, run_id: str, attempt: int, now: float,
+          lease: float) -> Step:
+    """Claim attempt `attempt` of a task: QUEUED -> RUNNING, or why not."""
+    if task is None:
+        return Step("unknown_task")
+    step = Step()
+    if task.status is Q and task.attempt == attempt:
+        if task.not_before and task.not_before > now:
+            # Delivered before its backoff ended: send it again for later.
+            step.verdict, step.delay = "early", task.not_before - now
+            step.messages.append(Message(run_id, task.task_id, attempt))
+            return step
+        step.verdict = "claimed"
+        step.task(task.task_id, status=R.value, started_at=now, lease_until=now + lease,
+                  not_before=None, finished_at=None)
+        return step
+    if task.status is S and task.attempt == attempt:
+        # An earlier delivery may have died between its commit and its
+        # follow-up messages: the engine repeats them (harmless if not).
+        step.verdict = "redelivered"
+        return step
+    if task.attempt > attempt or task.status is W:
+        step.verdict = "stale"
+        if task.attempt > attempt and task.status is Q:
+            # Attempt `attempt` failed and the retry is queued, but the
+            # delivery that queued it may have died before sending it.
+            step.delay = max(0.0, (task.not_before or now) - now)
+            step.messages.append(Message(run_id, task.task_id, task.attempt))
+        return step
+    step.verdict = "duplicate"
+    return step
+
+
+def cancel(task: TaskRecord, attempt: int, now: float) -> Step:
+    """A claimed or queued attempt of a run that has ended: it never runs."""
+    step = Step("cancelled")
+    if task.status not in (Q, R) or task.attempt != attempt:
+        step.verdict = "stale"
+        return step
+    step.task(task.task_id, status=C.value, finished_at=now, lease_until=None, slot=None)
+    if task.slot is not None:
+        step.slot(task.slot, None)
+    return step
+
+
+# -------------------------------------------------------------- completions
+
+
+def succeed(graph: RunGraph, task: TaskRecord, run_id: str, value: Any, now: float, *,
+            run: RunRecord | None, has_end_task: bool,
+            heir: TaskRecord | None = None) -> Step:
+    """Attempt `task.attempt` succeeded with `value`.
+
+    Dependents with this task as their only dependency are queued in the
+    same commit (the first inherits this task's slot); every other
+    dependent is a join and gets a blind `deps_done` write, to be looked at
+    after the commit. `run` is the run record when this success can end
+    the run (see `ends_run`), `heir` a READY task found to take our slot.
+    """
+    step = Step("succeeded")
+    done_field = {f"deps_done.{task.task_id}": S.value}
+    single = set(graph.single_dependency_dependents(task.task_id, task))
+    handed_slot = False
+    joins = []
+    for dependent in () if ends_run(graph, task, has_end_task) \
+            else graph.dependents_of(task.task_id, task):
+        if dependent not in single:
+            step.task(dependent, **done_field)
+            joins.append(dependent)
+            continue
+        fields: dict[str, Any] = dict(done_field)
+        if task.slot is None or not handed_slot:
+            fields.update(status=Q.value, attempt=1, queued_at=now)
+            if task.slot is not None:
+                fields["slot"] = task.slot
+                step.slot(task.slot, dependent)
+                handed_slot = True
+            step.messages.append(Message(run_id, dependent, 1))
+        else:
+            fields["status"] = RD.value
+            step.fill_slots = True
+        step.task(dependent, **fields)
+    if task.slot is not None and not handed_slot:
+        if heir is not None and heir.status is RD:
+            step.writes.extend(give_slot(task.slot, heir, now).writes)
+            step.messages.append(Message(run_id, heir.task_id, heir.attempt + 1))
+        else:
+            step.slot(task.slot, None)
+            step.fill_slots = True
+    step.task(task.task_id, status=S.value, result=value, error=None, finished_at=now,
+              lease_until=None, slot=None)
+    if run is not None and run.status is RunStatus.RUNNING:
+        step.run(status=RunStatus.SUCCEEDED.value, finished_at=now)
+        step.run_ended = RunStatus.SUCCEEDED
+    step.joins = tuple(joins)
+    return step
+
+
+def ends_run(graph: RunGraph, task: TaskRecord, has_end_task: bool) -> bool:
+    """Whether this task's success ends the run by itself (it is the only sink)."""
+    return not has_end_task and graph.dependents_of(task.task_id, task) == (END_TASK_ID,)
+
+
+def retries_left(spec: TaskSpec, task: TaskRecord) -> bool:
+    """Whether a failure of the current attempt is retried (then the run is not read)."""
+    return task.attempt - min(task.interrupted, MAX_INTERRUPTED_ATTEMPTS) <= spec.retries
+
+
+def fail(spec: TaskSpec, task: TaskRecord, run_id: str, error: str, now: float, *,
+         run: RunRecord | None, retry_delay: float) -> Step:
+    """Attempt `task.attempt` failed: queue a retry, or fail the task and the run."""
+    if retries_left(spec, task):
+        step = Step("failed", delay=retry_delay)
+        step.task(task.task_id, status=Q.value, attempt=task.attempt + 1, error=error,
+                  lease_until=None, queued_at=now, not_before=now + retry_delay,
+                  finished_at=now)
+        step.messages.append(Message(run_id, task.task_id, task.attempt + 1))
+        return step
+    step = Step("failed")
+    step.task(task.task_id, status=F.value, error=error, finished_at=now,
+              lease_until=None, slot=None)
+    if task.slot is not None:
+        step.slot(task.slot, None)
+    if run is not None and run.status is RunStatus.RUNNING:
+        first_line = error.strip().splitlines()[-1] if error.strip() else "failed"
+        step.run(status=RunStatus.FAILED.value, finished_at=now,
+                 error=f"task {task.task_id!r} failed: {first_line}")
+        step.run_ended = RunStatus.FAILED
+    return step
+
+
+def interrupted(spec: TaskSpec, task: TaskRecord, run_id: str, now: float, *,
+                run: RunRecord | None, retry_delay: float) -> Step:
+    """The process running attempt `task.attempt` died (found by `resume`).
+
+    Queued again as a new attempt without using up a retry, up to
+    MAX_INTERRUPTED_ATTEMPTS; past that it counts as a failed attempt.
+    """
+    if task.interrupted >= MAX_INTERRUPTED_ATTEMPTS:
+        return fail(spec, task, run_id, (
+            f"ProcessDied: attempt {task.attempt} of task {task.task_id!r} was "
+            f"interrupted: its process died (kill -9, os._exit, out of memory) for the "
+            f"{task.interrupted + 1}th time; attempts interrupted more than "
+            f"{MAX_INTERRUPTED_ATTEMPTS} times count against its retries"),
+            now, run=run, retry_delay=retry_delay)
+    step = Step("interrupted")
+    step.task(task.task_id, status=Q.value, attempt=task.attempt + 1,
+              interrupted=task.interrupted + 1, queued_at=now, lease_until=None,
+              not_before=None)
+    step.messages.append(Message(run_id, task.task_id, task.attempt + 1))
+    return step
+
+
+# -------------------------------------------------------------------- joins
+
+
+def queue_join(join_id: str, join: TaskRecord | None, deps: int, run_id: str, now: float,
+               *, run: RunRecord | None, slots: int) -> Step | None:
+    """Queue a join whose dependencies are all done (or end the run, for the end task)."""
+    if join is None or not JoinProgress.of(join).complete(deps):
+        return None
+    step = Step("queued")
+    if join_id == END_TASK_ID:
+        step.task(join_id, status=S.value, finished_at=now)
+        if run is not None and run.status is RunStatus.RUNNING:
+            step.run(status=RunStatus.SUCCEEDED.value, finished_at=now)
+            step.run_ended = RunStatus.SUCCEEDED
+        return step
+    if slots:
+        step.task(join_id, status=RD.value)
+        step.fill_slots = True
+        return step
+    step.task(join_id, status=Q.value, attempt=1, queued_at=now)
+    step.messages.append(Message(run_id, join_id, 1))
+    return step
+
+
+# -------------------------------------------------------------------- slots
+
+
+def give_slot(slot: int, task: TaskRecord, now: float) -> Step:
+    """Make READY `task` the holder of `slot` and queue its next attempt."""
+    step = Step("slot_taken")
+    step.slot(slot, task.task_id)
+    step.task(task.task_id, status=Q.value, attempt=task.attempt + 1, slot=slot,
+              queued_at=now)
+    return step
+
+
+def take_slot(slot: int, holder: str | None, task: TaskRecord | None, run_id: str,
+              now: float) -> Step | None:
+    """A READY task takes free slot `slot`; None when either was taken meanwhile."""
+    if holder is not None or task is None or task.status is not RD:
+        return None
+    step = give_slot(slot, task, now)
+    step.messages.append(Message(run_id, task.task_id, task.attempt + 1))
+    return step
+
+
+# --------------------------------------------------------------------- runs
+
+
+def end_run(run: RunRecord | None, status: RunStatus, error: str | None,
+            now: float) -> Step | None:
+    """End a RUNNING run from outside (cancellation, cleanup of stuck runs)."""
+    if run is None or run.status is not RunStatus.RUNNING:
+        return None
+    step = Step("ended", run_ended=status)
+    step.run(status=status.value, finished_at=now, error=error)
+    return step
+
+
+def first_attempts(graph: RunGraph, run_id: str, now: float,
+                   slots: int) -> tuple[list[TaskRecord], dict[int, str | None], list[Message]]:
+    """The records a new run starts with: roots queued (those with a slot), the rest WAITING."""
+    records: list[TaskRecord] = []
+    holders: dict[int, str | None] = dict.fromkeys(range(slots))
+    held = 0
+    messages: list[Message] = []
+    for task_id in graph.dag.order:
+        record = TaskRecord(task_id=task_id)
+        if not graph.deps_of(task_id):
+            if slots and held >= slots:
+                record.status = RD
+            else:
+                record.status, record.attempt, record.queued_at = Q, 1, now
+                if slots:
+                    record.slot = held
+                    holders[held] = task_id
+                    held += 1
+                messages.append(Message(run_id, task_id, 1))
+        records.append(record)
+    return records, holders, messages
