@@ -29,7 +29,7 @@ from typing import Any
 
 from function_flow.config import DEFAULT_PROJECT, Settings
 from function_flow.core.engine import Engine, Workflow
-from function_flow.core.ports import Bus, Store
+from function_flow.core.ports import Bus, Executor, InlineExecutor, Store
 
 DEFAULT_SCHEDULE_TOPIC = "SCHEDULE"
 
@@ -45,12 +45,20 @@ class Backend:
     #: Pub/Sub: no, the poller scans for expired leases instead).
     lease_check_messages: bool = True
     #: Where the store lives, for messages that must say which store was
-    #: read ("the SQLite file .function_flow/function_flow.db").
+    #: read ("the embedded store .function_flow/function_flow.db").
     description: str = ""
+    #: Runs task bodies; the embedded one stops a body at its timeout.
+    executor: Executor = dataclasses.field(default_factory=InlineExecutor)
+    #: Where bodies cannot be stopped (Cloud Functions): how long after an
+    #: overrunning attempt started its retry may begin (the platform's
+    #: request timeout has ended it by then). 0 where bodies are stopped.
+    retry_after_overrun: float = 0.0
 
     def engine(self, workflow: Workflow) -> Engine:
         engine = Engine(workflow, self.store, self.bus,
-                        lease_check_messages=self.lease_check_messages)
+                        lease_check_messages=self.lease_check_messages,
+                        executor=self.executor,
+                        retry_after_overrun=self.retry_after_overrun)
         self.bus.subscribe(engine.handle)
         return engine
 
@@ -135,7 +143,8 @@ def gcp(settings: Settings, job: Any = None) -> Backend:
     # Pub/Sub cannot deliver a message hours later cheaply; the poller scans
     # for expired leases instead of the engine sending lease-check messages.
     return Backend("gcp", state, bus, lease_check_messages=False,
-                   description=describe_firestore(settings, job))
+                   description=describe_firestore(settings, job),
+                   retry_after_overrun=settings.function_timeout)
 
 
 def pid_alive(owner: str) -> bool:

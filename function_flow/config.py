@@ -11,6 +11,7 @@
 | FUNCTION_FLOW_COLLECTION_PREFIX | empty | prefix of every collection name |
 | FUNCTION_FLOW_SCHEDULE_TOPIC | Job(schedule_topic=...) | Pub/Sub topic of scheduling messages |
 | FUNCTION_FLOW_EVENTS_TOPIC | Job(external_event_topic=...) | topic of external events |
+| FUNCTION_FLOW_FUNCTION_TIMEOUT | 540 | seconds after which Cloud Functions has stopped the scheduler (its deployed timeout); a task that overran its timeout is retried no earlier |
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Settings:
     collection_prefix: str = ""
     schedule_topic: str | None = None
     events_topic: str | None = None
+    function_timeout: float = 540.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None,
@@ -63,6 +65,11 @@ class Settings:
             workers = int(env.get("FUNCTION_FLOW_WORKERS", "8"))
         except ValueError as exc:
             raise ConfigurationError("FUNCTION_FLOW_WORKERS must be an integer") from exc
+        try:
+            function_timeout = float(env.get("FUNCTION_FLOW_FUNCTION_TIMEOUT", "540"))
+        except ValueError as exc:
+            raise ConfigurationError(
+                "FUNCTION_FLOW_FUNCTION_TIMEOUT must be a number of seconds") from exc
         project = (env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT")
                    or env.get("GCP_PROJECT") or None)
         return cls(
@@ -74,4 +81,5 @@ class Settings:
             collection_prefix=env.get("FUNCTION_FLOW_COLLECTION_PREFIX", ""),
             schedule_topic=env.get("FUNCTION_FLOW_SCHEDULE_TOPIC") or None,
             events_topic=env.get("FUNCTION_FLOW_EVENTS_TOPIC") or None,
+            function_timeout=function_timeout,
         )
