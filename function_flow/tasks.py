@@ -22,6 +22,7 @@ import types
 from typing import Any, Callable, Optional
 
 from function_flow.core import engine as engine_module
+from function_flow.core import recovery
 from function_flow.backends import Backend, from_settings, pid_alive
 from function_flow.config import Settings
 from function_flow.core.graph import Backoff, Dag, TaskSpec, make_spec
@@ -357,7 +358,7 @@ def cleanup_expired_jobs(db: Any = None, project: Optional[str] = None,
     if max_timeout_days is not None:
         for run in backend.store.list_runs(limit=100_000, status=RunStatus.RUNNING):
             if run.created_at < now - max_timeout_days * 86400:
-                engine_module.fail_run(
+                recovery.fail_run(
                     backend.store, run.run_id, now=now,
                     error=f"run timed out: still running {max_timeout_days} day(s) "
                           "after it started (cleanup_expired_jobs max_timeout_days)")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from function_flow.core.ports import Bus
-from function_flow.core import engine as engine_module
+from function_flow.core import completion
 from function_flow import tasks
 from function_flow.core.engine import Engine, Pending
 from function_flow.errors import TransientBackendError
@@ -101,7 +101,7 @@ class FailingCommits:
 @pytest.mark.parametrize("failure", ["before", "after"])
 def test_a_completion_whose_commit_fails_is_recorded_once_without_waiting_for_the_lease(
         tmp_path, monkeypatch, failure):
-    monkeypatch.setattr(engine_module, "COMPLETION_RETRY_DELAYS", (0.0, 0.0))
+    monkeypatch.setattr(completion, "COMPLETION_RETRY_DELAYS", (0.0, 0.0))
     job = tasks.Job(name="chain", max_parallel_tasks=1)
     ran: list[str] = []
     job.task(task_id="first")(lambda task, job: ran.append("first") or 1)
@@ -125,7 +125,7 @@ def test_a_completion_whose_commit_fails_is_recorded_once_without_waiting_for_th
 
 
 def test_a_completion_that_keeps_failing_is_left_to_redelivery(tmp_path, monkeypatch):
-    monkeypatch.setattr(engine_module, "COMPLETION_RETRY_DELAYS", (0.0, 0.0))
+    monkeypatch.setattr(completion, "COMPLETION_RETRY_DELAYS", (0.0, 0.0))
     job = tasks.Job(name="one")
     job.task(task_id="only")(lambda task, job: 1)
     store = FailingCommits(SqliteStore(str(tmp_path / "runs.db")))

@@ -19,9 +19,7 @@ nothing. See docs/design.md for the measurements behind this shape.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import json
 import logging
 import os
 import random
@@ -31,15 +29,15 @@ import traceback
 import uuid
 from typing import Any, Callable, Iterable, Protocol
 
-from function_flow.core import recovery, transitions
+from function_flow.core import completion, recovery, transitions
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.ports import Bus, Executor, InlineExecutor, Store, Transaction
 from function_flow.core.records import (Message, MessageKind, RunRecord, RunStatus,
-                                        TaskRecord, TaskStatus)
+                                        TaskRecord, TaskStatus, ordered_tasks, storable)
+from function_flow.core.records import MAX_VALUE_BYTES  # noqa: F401 (where callers look for it)
 from function_flow.core.transitions import Step
-from function_flow.errors import (RecordTooLargeError, RunNotFoundError,
-                                  TransientBackendError)
+from function_flow.errors import RunNotFoundError, TransientBackendError
 
 logger = logging.getLogger("function_flow.engine")
 
@@ -49,21 +47,10 @@ DEFAULT_LEASE_SECONDS = 3600.0
 #: How long an asynchronous attempt (a Future) may wait for its event when
 #: the task sets no timeout. Long, but not forever: nothing waits silently.
 DEFAULT_ASYNC_LEASE_SECONDS = 7 * 24 * 3600.0
-#: An executor completes its attempt without re-reading the task record when
-#: at least this much of its lease is left: until the lease ends, nobody else
-#: may touch a RUNNING attempt, so the read could only confirm what it knows.
-#: The margin absorbs clock differences between machines.
-LEASE_SAFETY_MARGIN_SECONDS = 10.0
-#: Pauses before recording an outcome again after the store failed in a way
-#: that leaves unknown whether the first try landed (see Engine.complete).
-COMPLETION_RETRY_DELAYS = (0.2, 1.0, 3.0)
 #: How long after its timeout an executor that stops bodies has to report
 #: the stop, before the attempt's lease expires.
 STOP_GRACE_SECONDS = 30.0
-#: Largest result or argument set, as JSON text. A Firestore document holds
-#: at most 1 MiB; results never travel in messages. The same limit on every
-#: backend, so a workflow that runs locally also runs deployed.
-MAX_VALUE_BYTES = 900_000
+
 
 
 class Pending:
@@ -95,30 +82,6 @@ def new_run_id(job_name: str) -> str:
 def process_owner() -> str:
     """Identifies this process, for runs the embedded backend executes."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def storable(what: str, value: Any, *, allow_nan: bool = True) -> Any:
-    """Results and arguments must survive every backend: JSON, at most MAX_VALUE_BYTES.
-
-    Raises TypeError or ValueError saying what to return instead. Results
-    may hold NaN and infinities (a model's loss can be NaN), which Python's
-    json round-trips; arguments come from clients of other languages and
-    must be standard JSON (allow_nan=False).
-    """
-    try:
-        text = json.dumps(value, allow_nan=allow_nan)
-    except RecursionError:
-        raise ValueError(f"{what} is nested too deeply to be stored as JSON") from None
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"{what} is a {type(value).__name__} that cannot be stored ({exc}); use "
-            "JSON-compatible data (dict, list, str, number, bool, None)") from exc
-    if len(text) > MAX_VALUE_BYTES:
-        raise ValueError(
-            f"{what} is {len(text):,} bytes of JSON, more than the {MAX_VALUE_BYTES:,} a "
-            "record can hold; store large data elsewhere (a file, a gs:// object) and "
-            "return its location")
-    return json.loads(text)
 
 
 class Engine:
@@ -282,9 +245,9 @@ class Engine:
                 self._cancel(run_id, task_id, attempt)
                 return f"run_{run.status.value.lower()}" if run else "unknown_run"
         if step.verdict == "redelivered":
-            self._advance_after_success(run_id, task_id)
+            completion.advance_after_success(self, run_id, task_id)
             return step.verdict
-        self._publish(step)
+        completion.publish(self, step)
         if step.verdict != "claimed":
             logger.info("run %s task %s attempt %d: %s, nothing to do",
                         run_id, task_id, attempt, step.verdict)
@@ -372,214 +335,24 @@ class Engine:
 
     def complete(self, run_id: str, task_id: str, attempt: int, *, ok: bool,
                  value: Any = None, error: str | None = None,
-                 claimed: TaskRecord | None = None,
-                 claimed_until: float | None = None,
+                 claimed: TaskRecord | None = None, claimed_until: float | None = None,
                  trigger_id: str | None = None, not_before: float = 0.0) -> str:
-        """Record the outcome of one attempt, exactly once, and advance the run.
-
-        Returns "stale" when the attempt was already completed or superseded.
-        The executor that claimed the attempt passes its claim: while its
-        lease is comfortably valid, the task record need not be read again.
-        A retry is not started before `not_before` (epoch seconds).
-        """
-        now = self.clock()
-        fenced = (claimed is not None and claimed_until is not None
-                  and now + LEASE_SAFETY_MARGIN_SECONDS < claimed_until)
-        successor = None
-        if ok and fenced and claimed is not None and claimed.slot is not None \
-                and not self.graph.single_dependency_dependents(task_id, claimed):
-            # Our slot will be free: hand it straight to a READY task (found
-            # by a query now, compare-and-set in the transaction) instead of
-            # freeing it and making fill_slots look for both again.
-            ready = self.store.find_tasks(run_id, TaskStatus.READY, 1)
-            successor = ready[0].task_id if ready else None
-
-        def finish(tx: Transaction, trust_claim: bool = True) -> Step | None:
-            if fenced and trust_claim:
-                assert claimed is not None
-                task: TaskRecord | None = dataclasses.replace(claimed,
-                                                              status=TaskStatus.RUNNING)
-            else:
-                task = tx.get_tasks(run_id, [task_id]).get(task_id)
-            heir = tx.get_tasks(run_id, [successor]).get(successor) \
-                if successor and trust_claim else None
-            spec = self.graph.spec(task_id, task)
-            if task is None or spec is None or task.status is not TaskStatus.RUNNING \
-                    or task.attempt != attempt:
-                return None
-            if ok:
-                run = tx.get_run(run_id) \
-                    if transitions.ends_run(self.graph, task, self.end_record) else None
-                step = transitions.succeed(self.graph, task, run_id, value, now, run=run,
-                                           has_end_task=self.end_record, heir=heir)
-            else:
-                run = None if transitions.retries_left(spec, task) else tx.get_run(run_id)
-                delay = max(spec.retry_backoff.delay(task.attempt, self.rng),
-                            not_before - now)
-                step = transitions.fail(spec, task, run_id, error or "failed", now,
-                                        run=run, retry_delay=delay)
-            step.write_to(tx, run_id)
-            if trigger_id is not None:
-                tx.delete_trigger(trigger_id)
-            return step
-
-        # Every record read here is written (the successor too, when it is
-        # taken), except the run's when it has already ended: compare-and-set
-        # is safe, and a store falls back to a transaction for that case.
-        try:
-            step = self.store.transact(finish, compare_and_set=True)
-        except RecordTooLargeError as exc:
-            if not ok:
-                raise
-            return self.complete(run_id, task_id, attempt, ok=False,
-                                 error=f"RecordTooLargeError: {exc}", trigger_id=trigger_id)
-        except TransientBackendError as exc:
-            step = self._complete_again(run_id, task_id, attempt, ok, exc,
-                                        lambda tx: finish(tx, trust_claim=False))
-        if step is None:
-            logger.info("run %s task %s attempt %d already completed; outcome ignored",
-                        run_id, task_id, attempt)
-            return "stale"
-        self.follow_up(run_id, step)
-        return "succeeded" if ok else "failed"
-
-    def _complete_again(self, run_id: str, task_id: str, attempt: int, ok: bool,
-                        error: TransientBackendError,
-                        finish: Callable[[Transaction], Step | None]) -> Step | None:
-        """Record an outcome after the store failed to say whether it did.
-
-        The body's result exists only in this process: redelivering the
-        message would find the attempt RUNNING and wait for its lease (an
-        hour by default), then fail a task that succeeded. So try again here,
-        reading the record this time: if the first commit landed, only its
-        follow-up messages are missing, and they are sent again.
-        """
-        for delay in COMPLETION_RETRY_DELAYS:
-            logger.warning("run %s task %s attempt %d: recording the outcome failed (%s); "
-                           "trying again in %.1f s", run_id, task_id, attempt, error, delay)
-            time.sleep(delay)
-            try:
-                step = self.store.transact(finish)
-            except TransientBackendError as exc:
-                error = exc
-                continue
-            if step is None and ok:
-                records = self.store.get_tasks(run_id, [task_id])
-                if records and records[0].status is TaskStatus.SUCCEEDED \
-                        and records[0].attempt == attempt:
-                    self._advance_after_success(run_id, task_id)  # the first try landed
-                    return Step()
-            return step
-        raise error
+        """Record the outcome of one attempt, exactly once, and advance the run."""
+        return completion.complete(self, run_id, task_id, attempt, ok=ok, value=value,
+                                   error=error, claimed=claimed, claimed_until=claimed_until,
+                                   trigger_id=trigger_id, not_before=not_before)
 
     def follow_up(self, run_id: str, step: Step) -> None:
         """Work that happens after a commit: messages, joins, free slots."""
-        self._publish(step)
-        for join in step.joins:
-            self.check_join(run_id, join)
-        if step.fill_slots:
-            self.fill_slots(run_id)
-        if step.run_ended is not None:
-            logger.info("run %s ended: %s", run_id, step.run_ended.value)
-
-    def _publish(self, step: Step) -> None:
-        for message in step.messages:
-            self.bus.publish(message, step.delay)
-
-    def _advance_after_success(self, run_id: str, task_id: str) -> None:
-        """Repeat the follow-up of a recorded success (idempotent)."""
-        own = self.store.get_tasks(run_id, [task_id])
-        dependents = self.graph.dependents_of(task_id, own[0] if own else None)
-        records = {t.task_id: t for t in self.store.get_tasks(run_id, dependents)}
-        # A slot freed by that success may not have been handed out yet.
-        step = Step(fill_slots=bool(self.slots))
-        for dependent in dependents:
-            record = records.get(dependent)
-            if record is None:
-                continue
-            if record.status is TaskStatus.QUEUED:
-                step.messages.append(Message(run_id, dependent, record.attempt))
-            elif record.status is TaskStatus.READY:
-                step.fill_slots = True
-            elif record.status is TaskStatus.WAITING:
-                step.joins += (dependent,)
-        self.follow_up(run_id, step)
+        completion.follow_up(self, run_id, step)
 
     def check_join(self, run_id: str, join_id: str) -> None:
-        """Queue a join (or end the run) if all its dependencies are done.
-
-        A plain read first: most completers of a wide join find it incomplete
-        and never open a transaction on it, which keeps the join cold.
-        """
-        progress = self.store.join_progress(run_id, join_id)
-        if progress is None:
-            return
-        deps = progress.expected if progress.expected is not None \
-            else len(self.graph.deps_of(join_id))
-        if not progress.complete(deps):
-            return
-        now = self.clock()
-
-        def queue(tx: Transaction) -> Step | None:
-            run = tx.get_run(run_id) if join_id == END_TASK_ID else None
-            join = tx.get_tasks(run_id, [join_id]).get(join_id)
-            step = transitions.queue_join(join_id, join, len(self.graph.deps_of(join_id, join)),
-                                          run_id, now, run=run, slots=self.slots)
-            if step is not None:
-                step.write_to(tx, run_id)
-            return step
-
-        # Every completer of the join writes into it (blind): compare-and-set
-        # lets the queuing retry on a fresh read instead of locking the join.
-        step = self.store.transact(queue, compare_and_set=True)
-        if step is not None:
-            self.follow_up(run_id, step)
-
-    # ------------------------------------------------------------------ slots
+        """Queue a join (or end the run) if all its dependencies are done."""
+        completion.check_join(self, run_id, join_id)
 
     def fill_slots(self, run_id: str) -> None:
-        """Give free concurrency slots to READY tasks.
-
-        Both a task that becomes READY and a task that frees a slot call this
-        after committing, so one of the two always sees the other's write.
-        A take that loses a race is not a reason to stop: the winner may be
-        a finishing task handing its own slot to our candidate, which leaves
-        our free slot to us. So look again, until there is nothing to pair
-        or the same pairs fail twice (the store is then ahead of us anyway).
-        """
-        if not self.slots:
-            return
-        failed_on = None
-        while True:
-            # Free slots first: usually one, so only that many READY records
-            # are read (reading `slots` of them per completion dominated).
-            free = self.store.find_free_slots(run_id, self.slots, self.slots)
-            if not free:
-                return
-            ready = self.store.find_tasks(run_id, TaskStatus.READY, len(free))
-            if not ready:
-                return
-            pairs = list(zip((t.task_id for t in ready), free))
-            if pairs == failed_on:
-                return
-            progressed = False
-            for task_id, slot in pairs:
-                step = self.store.transact(
-                    lambda tx, t=task_id, s=slot: self._take_slot(tx, run_id, t, s),
-                    compare_and_set=True)
-                if step is not None:
-                    self._publish(step)
-                    progressed = True
-            failed_on = None if progressed else pairs
-
-    def _take_slot(self, tx: Transaction, run_id: str, task_id: str,
-                   slot: int) -> Step | None:
-        holder = tx.get_slot(run_id, slot)
-        task = tx.get_tasks(run_id, [task_id]).get(task_id)
-        step = transitions.take_slot(slot, holder, task, run_id, self.clock())
-        if step is not None:
-            step.write_to(tx, run_id)
-        return step
+        """Give free concurrency slots to READY tasks."""
+        completion.fill_slots(self, run_id)
 
     # ------------------------------------------- recovery (see recovery.py)
 
@@ -616,33 +389,3 @@ class Engine:
     def task_records(self, run_id: str) -> list[TaskRecord]:
         """Task records in graph order, without the virtual end task."""
         return ordered_tasks(self.store.get_tasks(run_id), self.dag.order)
-
-
-def ordered_tasks(records: list[TaskRecord], order: list[str] | None = None
-                  ) -> list[TaskRecord]:
-    """A run's task records for people: in graph order when the definition is
-    known, else in the order they started; never the virtual end task."""
-    tasks = [t for t in records if t.task_id != END_TASK_ID]
-    if order is not None:
-        position = {task_id: i for i, task_id in enumerate(order)}
-        return sorted(tasks, key=lambda t: (position.get(t.task_id, len(position)),
-                                            t.queued_at or float("inf"), t.task_id))
-    never = float("inf")
-    return sorted(tasks, key=lambda t: (t.started_at or t.queued_at or never, t.task_id))
-
-
-def fail_run(store: Store, run_id: str, error: str, now: float) -> bool:
-    """End a RUNNING run as FAILED from outside (cleanup of runs stuck too long).
-
-    Needs no workflow definition: only the run record changes. Queued tasks
-    are cancelled when their message arrives, running ones finish without
-    starting anything new, exactly as after a task failure. Returns whether
-    this call ended the run.
-    """
-    def end(tx: Transaction) -> bool:
-        step = transitions.end_run(tx.get_run(run_id), RunStatus.FAILED, error, now)
-        if step is not None:
-            step.write_to(tx, run_id)
-        return step is not None
-
-    return store.transact(end)

@@ -13,6 +13,8 @@ import functools
 import json
 from typing import Any, NamedTuple
 
+from function_flow.core.definition import END_TASK_ID
+
 
 class RunStatus(str, enum.Enum):
     """Status of a run (one execution of a job). Final ones never change."""
@@ -267,3 +269,46 @@ class Message:
         except ValueError as exc:
             raise ValueError(f"unknown message kind {payload.get('kind')!r}") from exc
         return cls(run_id=run_id, task_id=task_id, attempt=attempt, kind=kind)
+
+
+#: Largest result or argument set, as JSON text. A Firestore document holds
+#: at most 1 MiB; results never travel in messages. The same limit on every
+#: backend, so a workflow that runs locally also runs deployed.
+MAX_VALUE_BYTES = 900_000
+
+
+def storable(what: str, value: Any, *, allow_nan: bool = True) -> Any:
+    """Results and arguments must survive every backend: JSON, at most MAX_VALUE_BYTES.
+
+    Raises TypeError or ValueError saying what to return instead. Results
+    may hold NaN and infinities (a model's loss can be NaN), which Python's
+    json round-trips; arguments come from clients of other languages and
+    must be standard JSON (allow_nan=False).
+    """
+    try:
+        text = json.dumps(value, allow_nan=allow_nan)
+    except RecursionError:
+        raise ValueError(f"{what} is nested too deeply to be stored as JSON") from None
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"{what} is a {type(value).__name__} that cannot be stored ({exc}); use "
+            "JSON-compatible data (dict, list, str, number, bool, None)") from exc
+    if len(text) > MAX_VALUE_BYTES:
+        raise ValueError(
+            f"{what} is {len(text):,} bytes of JSON, more than the {MAX_VALUE_BYTES:,} a "
+            "record can hold; store large data elsewhere (a file, a gs:// object) and "
+            "return its location")
+    return json.loads(text)
+
+
+def ordered_tasks(records: list[TaskRecord], order: list[str] | None = None
+                  ) -> list[TaskRecord]:
+    """A run's task records for people: in graph order when the definition is
+    known, else in the order they started; never the virtual end task."""
+    tasks = [t for t in records if t.task_id != END_TASK_ID]
+    if order is not None:
+        position = {task_id: i for i, task_id in enumerate(order)}
+        return sorted(tasks, key=lambda t: (position.get(t.task_id, len(position)),
+                                            t.queued_at or float("inf"), t.task_id))
+    never = float("inf")
+    return sorted(tasks, key=lambda t: (t.started_at or t.queued_at or never, t.task_id))

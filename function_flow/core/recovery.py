@@ -24,7 +24,7 @@ from function_flow.errors import RunNotFoundError, RunStillActiveError
 
 if TYPE_CHECKING:
     from function_flow.core.engine import Engine
-    from function_flow.core.ports import Transaction
+    from function_flow.core.ports import Store, Transaction
 
 logger = logging.getLogger("function_flow.engine")
 
@@ -186,3 +186,20 @@ def _requeue_interrupted(engine: "Engine", run_id: str, seen: TaskRecord) -> Non
     step = engine.store.transact(requeue)
     if step is not None:
         engine.follow_up(run_id, step)
+
+
+def fail_run(store: Store, run_id: str, error: str, now: float) -> bool:
+    """End a RUNNING run as FAILED from outside (cleanup of runs stuck too long).
+
+    Needs no workflow definition: only the run record changes. Queued tasks
+    are cancelled when their message arrives, running ones finish without
+    starting anything new, exactly as after a task failure. Returns whether
+    this call ended the run.
+    """
+    def end(tx: Transaction) -> bool:
+        step = transitions.end_run(tx.get_run(run_id), RunStatus.FAILED, error, now)
+        if step is not None:
+            step.write_to(tx, run_id)
+        return step is not None
+
+    return store.transact(end)

@@ -206,6 +206,21 @@ def ends_run(graph: RunGraph, task: TaskRecord, has_end_task: bool) -> bool:
     return not has_end_task and graph.dependents_of(task.task_id, task) == (END_TASK_ID,)
 
 
+#: Longest error text kept for an attempt. A body can raise an exception
+#: whose message is megabytes long; a record must stay storable (a Firestore
+#: document holds 1 MiB), and the end of a traceback says the most.
+MAX_ERROR_CHARS = 32_000
+
+
+def bounded_error(error: str) -> str:
+    """An attempt's error as stored: its head and its end, when it is too long."""
+    if len(error) <= MAX_ERROR_CHARS:
+        return error
+    keep = MAX_ERROR_CHARS // 4
+    cut = len(error) - MAX_ERROR_CHARS
+    return f"{error[:keep]}\n... ({cut:,} characters cut) ...\n{error[-(MAX_ERROR_CHARS - keep):]}"
+
+
 def retries_left(spec: TaskSpec, task: TaskRecord) -> bool:
     """Whether a failure of the current attempt is retried (then the run is not read)."""
     return task.attempt - min(task.interrupted, MAX_INTERRUPTED_ATTEMPTS) <= spec.retries
@@ -214,6 +229,7 @@ def retries_left(spec: TaskSpec, task: TaskRecord) -> bool:
 def fail(spec: TaskSpec, task: TaskRecord, run_id: str, error: str, now: float, *,
          run: RunRecord | None, retry_delay: float) -> Step:
     """Attempt `task.attempt` failed: queue a retry, or fail the task and the run."""
+    error = bounded_error(error)
     if retries_left(spec, task):
         step = Step("failed", delay=retry_delay)
         step.task(task.task_id, status=Q.value, attempt=task.attempt + 1, error=error,

@@ -9,11 +9,7 @@ thread switch per transaction (a convoy under the GIL), while the busy
 handler lets the thread that just committed start its next transaction at
 once; bench/engine_bench.py measured the lock 20-30% slower.
 
-Records are stored as JSON next to the columns that queries filter on,
-except `deps_done`: each entry is a row of its own table, so a completer's
-blind write into a wide join is one small insert instead of a rewrite of a
-record that grows to one entry per dependency, and `join_progress` counts
-entries in SQL. The transaction object refuses a read after a write, like
+How records map to rows is in sqlite_rows.py. The transaction object refuses a read after a write, like
 Firestore does, so engine code that passes here also passes on Firestore.
 """
 
@@ -31,145 +27,14 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 from function_flow.errors import StoreUnavailableError
 from function_flow.core.ports import ReadAfterWriteError, RecordExistsError
 from function_flow.core.records import JoinProgress, RunRecord, RunStatus, TaskRecord, TaskStatus
-
-T = TypeVar("T")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id     TEXT PRIMARY KEY,
-    job_name   TEXT NOT NULL,
-    status     TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    data       TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tasks (
-    run_id  TEXT NOT NULL,
-    task_id TEXT NOT NULL,
-    status  TEXT NOT NULL,
-    data    TEXT NOT NULL,
-    PRIMARY KEY (run_id, task_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (run_id, status);
-CREATE TABLE IF NOT EXISTS deps_done (
-    run_id  TEXT NOT NULL,
-    task_id TEXT NOT NULL,
-    dep     TEXT NOT NULL,
-    status  TEXT NOT NULL,
-    PRIMARY KEY (run_id, task_id, dep)
-) WITHOUT ROWID;
--- How many deps_done entries of each outcome a task has (see
--- records.outcome_of): kept by triggers, so that checking a join of N tasks
--- is O(1), not O(N). The counts say nothing about trigger rules: the
--- engine applies those to the counts.
-DROP TRIGGER IF EXISTS deps_done_counted;
-DROP TRIGGER IF EXISTS deps_done_recounted;
-DROP TABLE IF EXISTS deps_counts;
-CREATE TABLE IF NOT EXISTS join_counts (
-    run_id    TEXT NOT NULL,
-    task_id   TEXT NOT NULL,
-    succeeded INTEGER NOT NULL,
-    failed    INTEGER NOT NULL,
-    skipped   INTEGER NOT NULL,
-    PRIMARY KEY (run_id, task_id)
-) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS join_counted AFTER INSERT ON deps_done BEGIN
-    INSERT INTO join_counts (run_id, task_id, succeeded, failed, skipped)
-    VALUES (NEW.run_id, NEW.task_id, NEW.status = 'SUCCEEDED',
-            NEW.status NOT IN ('SUCCEEDED', 'SKIPPED'), NEW.status = 'SKIPPED')
-    ON CONFLICT (run_id, task_id) DO UPDATE SET
-        succeeded = succeeded + (NEW.status = 'SUCCEEDED'),
-        failed = failed + (NEW.status NOT IN ('SUCCEEDED', 'SKIPPED')),
-        skipped = skipped + (NEW.status = 'SKIPPED');
-END;
-CREATE TRIGGER IF NOT EXISTS join_recounted AFTER UPDATE OF status ON deps_done BEGIN
-    UPDATE join_counts SET
-        succeeded = succeeded + (NEW.status = 'SUCCEEDED') - (OLD.status = 'SUCCEEDED'),
-        failed = failed + (NEW.status NOT IN ('SUCCEEDED', 'SKIPPED'))
-                        - (OLD.status NOT IN ('SUCCEEDED', 'SKIPPED')),
-        skipped = skipped + (NEW.status = 'SKIPPED') - (OLD.status = 'SKIPPED')
-    WHERE run_id = NEW.run_id AND task_id = NEW.task_id;
-END;
-CREATE TABLE IF NOT EXISTS slots (
-    run_id TEXT NOT NULL,
-    slot   INTEGER NOT NULL,
-    holder TEXT,
-    PRIMARY KEY (run_id, slot)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS triggers (
-    trigger_id TEXT PRIMARY KEY,
-    run_id     TEXT NOT NULL,
-    task_id    TEXT NOT NULL,
-    attempt    INTEGER NOT NULL
-);
-"""
+from function_flow.store.sqlite_rows import (DEP_PREFIX, SCHEMA, TASK_COLUMNS, dumps,
+                                             merge_fields, new_task_json, parse_deps,
+                                             select_tasks, task_record, task_record_of,
+                                             write_deps_done)
 
 DEFAULT_PATH = os.path.join(".function_flow", "function_flow.db")
 
-#: Most task ids bound into one `IN (...)` query (SQLite allows 32766).
-_BATCH = 500
-
-
-def _dumps(data: Any, allow_nan: bool = True) -> str:
-    return json.dumps(data, separators=(",", ":"), allow_nan=allow_nan)
-
-
-def _chunks(items: list[str]) -> Iterator[list[str]]:
-    for start in range(0, len(items), _BATCH):
-        yield items[start:start + _BATCH]
-
-
-#: A task row's columns: its id, its JSON data and its deps_done entries as
-#: one JSON object (see _task_record).
-_TASK_COLUMNS = ("task_id, data, (SELECT json_group_object(dep, status) FROM deps_done AS d "
-                 "WHERE d.run_id = tasks.run_id AND d.task_id = tasks.task_id)")
-_DEP_PREFIX = "deps_done."
-
-
-def _deps(deps: str | None) -> dict[str, str]:
-    return json.loads(deps) if deps and deps != "{}" else {}
-
-
-def _record(fields: dict[str, Any], deps: dict[str, str]) -> TaskRecord:
-    """A task record from its JSON fields and its deps_done rows."""
-    return TaskRecord.from_dict(dict(fields, deps_done=deps) if deps else fields)
-
-
-def _task_record(data: str, deps: str | None) -> TaskRecord:
-    return _record(json.loads(data), _deps(deps))
-
-
-def _select_tasks(conn: sqlite3.Connection, run_id: str,
-                  task_ids: list[str]) -> list[tuple[str, str, str | None]]:
-    """(task_id, data, deps_done) rows of the given tasks, one query per _BATCH ids."""
-    rows: list[tuple[str, str, str | None]] = []
-    for chunk in _chunks(task_ids):
-        marks = ",".join("?" * len(chunk))
-        rows.extend(conn.execute(
-            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE run_id = ? AND task_id IN ({marks})",
-            (run_id, *chunk)).fetchall())
-    return rows
-
-
-def _write_deps_done(conn: sqlite3.Connection, run_id: str, task_id: str,
-                     entries: dict[str, str]) -> None:
-    # Like an update of a missing Firestore document, nothing is written for
-    # a task that does not exist.
-    conn.executemany(
-        "INSERT INTO deps_done (run_id, task_id, dep, status) "
-        "SELECT ?, ?, ?, ? WHERE EXISTS "
-        "(SELECT 1 FROM tasks WHERE run_id = ?1 AND task_id = ?2) "
-        "ON CONFLICT (run_id, task_id, dep) DO UPDATE SET status = excluded.status",
-        [(run_id, task_id, dep, status) for dep, status in entries.items()])
-
-
-def _new_task_json(conn: sqlite3.Connection, run_id: str, record: TaskRecord) -> str:
-    """The JSON data column of a new task record; deps_done entries go to their table."""
-    fields = record.to_dict()
-    entries = fields.pop("deps_done")
-    if entries:
-        _write_deps_done(conn, run_id, record.task_id, entries)
-    return _dumps(fields)
-
+T = TypeVar("T")
 
 class _SqliteTransaction:
     """One BEGIN IMMEDIATE transaction; it holds the write lock throughout.
@@ -209,13 +74,13 @@ class _SqliteTransaction:
         if unread:
             for task_id in unread:
                 self._tasks[(run_id, task_id)] = None
-            for task_id, data, deps in _select_tasks(self._conn, run_id, unread):
-                self._tasks[(run_id, task_id)] = (json.loads(data), _deps(deps))
+            for task_id, data, deps in select_tasks(self._conn, run_id, unread):
+                self._tasks[(run_id, task_id)] = (json.loads(data), parse_deps(deps))
         found = {}
         for task_id in wanted:
             cached = self._tasks[(run_id, task_id)]
             if cached is not None:
-                found[task_id] = _record(*cached)
+                found[task_id] = task_record_of(*cached)
         return found
 
     def get_run_and_tasks(self, run_id: str, task_ids: Iterable[str]
@@ -235,15 +100,15 @@ class _SqliteTransaction:
             return
         data.update(fields)
         self._conn.execute("UPDATE runs SET status = ?, data = ? WHERE run_id = ?",
-                           (data["status"], _dumps(data), run_id))
+                           (data["status"], dumps(data), run_id))
 
     def update_task(self, run_id: str, task_id: str, fields: dict[str, Any]) -> None:
         self._wrote = True
         key = (run_id, task_id)
-        deps = {k[len(_DEP_PREFIX):]: v for k, v in fields.items() if k.startswith(_DEP_PREFIX)}
+        deps = {k[len(DEP_PREFIX):]: v for k, v in fields.items() if k.startswith(DEP_PREFIX)}
         if deps:  # a completer's blind write: rows of their own, the record is not read
-            _write_deps_done(self._conn, run_id, task_id, deps)
-            fields = {k: v for k, v in fields.items() if not k.startswith(_DEP_PREFIX)}
+            write_deps_done(self._conn, run_id, task_id, deps)
+            fields = {k: v for k, v in fields.items() if not k.startswith(DEP_PREFIX)}
             cached = self._tasks.get(key)
             if cached is not None:
                 cached[1].update(deps)
@@ -259,10 +124,10 @@ class _SqliteTransaction:
         if cached is None:
             return
         data = cached[0]
-        _merge(data, fields)
+        merge_fields(data, fields)
         self._conn.execute(
             "UPDATE tasks SET status = ?, data = ? WHERE run_id = ? AND task_id = ?",
-            (data["status"], _dumps(data), run_id, task_id))
+            (data["status"], dumps(data), run_id, task_id))
 
     def _set_in_sql(self, run_id: str, task_id: str, fields: dict[str, Any]) -> bool:
         """Set top-level fields of an unread record with json_set; False if it cannot.
@@ -275,7 +140,7 @@ class _SqliteTransaction:
             return False
         fields = {k: TaskStatus(v).value if k == "status" else v for k, v in fields.items()}
         try:
-            values = [_dumps(v, allow_nan=False) for v in fields.values()]
+            values = [dumps(v, allow_nan=False) for v in fields.values()]
         except ValueError:
             return False
         paths = ", ".join(f"'$.{name}', json(?)" for name in fields)
@@ -300,12 +165,12 @@ class _SqliteTransaction:
         try:
             self._conn.execute(
                 "INSERT INTO tasks (run_id, task_id, status, data) VALUES (?, ?, ?, ?)",
-                (run_id, record.task_id, record.status.value, _dumps(fields)))
+                (run_id, record.task_id, record.status.value, dumps(fields)))
         except sqlite3.IntegrityError as exc:
             raise RecordExistsError(
                 f"run {run_id!r} already has a task {record.task_id!r}") from exc
         if entries:
-            _write_deps_done(self._conn, run_id, record.task_id, entries)
+            write_deps_done(self._conn, run_id, record.task_id, entries)
         self._tasks.pop((run_id, record.task_id), None)
 
     def put_trigger(self, trigger_id: str, run_id: str, task_id: str, attempt: int) -> None:
@@ -317,16 +182,6 @@ class _SqliteTransaction:
     def delete_trigger(self, trigger_id: str) -> None:
         self._wrote = True
         self._conn.execute("DELETE FROM triggers WHERE trigger_id = ?", (trigger_id,))
-
-
-def _merge(data: dict[str, Any], fields: dict[str, Any]) -> None:
-    """Apply an update where "a.b" keys set one entry of map field "a"."""
-    for key, value in fields.items():
-        if "." in key:
-            field, entry = key.split(".", 1)
-            data.setdefault(field, {})[entry] = value
-        else:
-            data[key] = value
 
 
 def _unavailable(path: str, exc: BaseException) -> StoreUnavailableError:
@@ -355,7 +210,7 @@ class SqliteStore:
         try:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             with self._connection() as conn:
-                conn.executescript(_SCHEMA)
+                conn.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             self.close()
             raise _unavailable(path, exc) from exc
@@ -422,11 +277,11 @@ class SqliteStore:
                 "INSERT INTO runs (run_id, job_name, status, created_at, data) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (run.run_id, run.job_name, run.status.value, run.created_at,
-                 _dumps(run.to_dict())))
+                 dumps(run.to_dict())))
             conn.executemany(
                 "INSERT INTO tasks (run_id, task_id, status, data) VALUES (?, ?, ?, ?)",
                 [(run.run_id, t.task_id, t.status.value,
-                  _new_task_json(conn, run.run_id, t)) for t in tasks])
+                  new_task_json(conn, run.run_id, t)) for t in tasks])
             conn.executemany(
                 "INSERT INTO slots (run_id, slot, holder) VALUES (?, ?, ?)",
                 [(run.run_id, slot, holder) for slot, holder in slots.items()])
@@ -441,12 +296,12 @@ class SqliteStore:
                   task_ids: Iterable[str] | None = None) -> list[TaskRecord]:
         conn = self._connection()
         if task_ids is None:
-            rows = conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE run_id = ?",
+            rows = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ?",
                                 (run_id,)).fetchall()
-            return [_task_record(r[1], r[2]) for r in rows]
+            return [task_record(r[1], r[2]) for r in rows]
         wanted = list(dict.fromkeys(task_ids))
-        found = {r[0]: r for r in _select_tasks(conn, run_id, wanted)}
-        return [_task_record(found[t][1], found[t][2]) for t in wanted if t in found]
+        found = {r[0]: r for r in select_tasks(conn, run_id, wanted)}
+        return [task_record(found[t][1], found[t][2]) for t in wanted if t in found]
 
     def join_progress(self, run_id: str, task_id: str) -> JoinProgress | None:
         row = self._connection().execute(
@@ -462,10 +317,10 @@ class SqliteStore:
         # Without INDEXED BY, SQLite (no ANALYZE statistics) scans the run's
         # primary key range instead: O(tasks) per call, 75 us at 1000 tasks.
         rows = self._connection().execute(
-            f"SELECT {_TASK_COLUMNS} FROM tasks INDEXED BY tasks_by_status "
+            f"SELECT {TASK_COLUMNS} FROM tasks INDEXED BY tasks_by_status "
             "WHERE run_id = ? AND status = ? LIMIT ?",
             (run_id, status.value, limit)).fetchall()
-        return [_task_record(r[1], r[2]) for r in rows]
+        return [task_record(r[1], r[2]) for r in rows]
 
     def find_free_slots(self, run_id: str, count: int, limit: int) -> list[int]:
         taken = {r[0] for r in self._connection().execute(

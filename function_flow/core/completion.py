@@ -1,0 +1,255 @@
+"""Recording an attempt's outcome and everything that follows from it.
+
+A completion is one compare-and-set on the task's own record (see
+transitions.succeed and transitions.fail); after it commits, its follow-up
+runs here: publish what it queued, look at the joins it wrote into, and
+hand free concurrency slots to READY tasks. Each follow-up step is
+idempotent, so a redelivered message may repeat it safely.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from function_flow.core import transitions
+from function_flow.core.definition import END_TASK_ID
+from function_flow.core.records import Message, TaskRecord, TaskStatus
+from function_flow.core.transitions import Step
+from function_flow.errors import RecordTooLargeError, TransientBackendError
+
+if TYPE_CHECKING:
+    from function_flow.core.engine import Engine
+    from function_flow.core.ports import Transaction
+
+logger = logging.getLogger("function_flow.engine")
+
+#: An executor completes its attempt without re-reading the task record when
+#: at least this much of its lease is left: until the lease ends, nobody else
+#: may touch a RUNNING attempt, so the read could only confirm what it knows.
+#: The margin absorbs clock differences between machines.
+LEASE_SAFETY_MARGIN_SECONDS = 10.0
+#: Pauses before recording an outcome again after the store failed in a way
+#: that leaves unknown whether the first try landed (see complete).
+COMPLETION_RETRY_DELAYS = (0.2, 1.0, 3.0)
+
+
+def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: bool,
+             value: Any = None, error: str | None = None,
+             claimed: TaskRecord | None = None,
+             claimed_until: float | None = None,
+             trigger_id: str | None = None, not_before: float = 0.0) -> str:
+    """Record the outcome of one attempt, exactly once, and advance the run.
+
+    Returns "stale" when the attempt was already completed or superseded.
+    The executor that claimed the attempt passes its claim: while its
+    lease is comfortably valid, the task record need not be read again.
+    A retry is not started before `not_before` (epoch seconds).
+    """
+    now = engine.clock()
+    fenced = (claimed is not None and claimed_until is not None
+              and now + LEASE_SAFETY_MARGIN_SECONDS < claimed_until)
+    successor = None
+    if ok and fenced and claimed is not None and claimed.slot is not None \
+            and not engine.graph.single_dependency_dependents(task_id, claimed):
+        # Our slot will be free: hand it straight to a READY task (found
+        # by a query now, compare-and-set in the transaction) instead of
+        # freeing it and making fill_slots look for both again.
+        ready = engine.store.find_tasks(run_id, TaskStatus.READY, 1)
+        successor = ready[0].task_id if ready else None
+
+    def finish(tx: Transaction, trust_claim: bool = True) -> Step | None:
+        if fenced and trust_claim:
+            assert claimed is not None
+            task: TaskRecord | None = dataclasses.replace(claimed,
+                                                          status=TaskStatus.RUNNING)
+        else:
+            task = tx.get_tasks(run_id, [task_id]).get(task_id)
+        heir = tx.get_tasks(run_id, [successor]).get(successor) \
+            if successor and trust_claim else None
+        spec = engine.graph.spec(task_id, task)
+        if task is None or spec is None or task.status is not TaskStatus.RUNNING \
+                or task.attempt != attempt:
+            return None
+        if ok:
+            run = tx.get_run(run_id) \
+                if transitions.ends_run(engine.graph, task, engine.end_record) else None
+            step = transitions.succeed(engine.graph, task, run_id, value, now, run=run,
+                                       has_end_task=engine.end_record, heir=heir)
+        else:
+            run = None if transitions.retries_left(spec, task) else tx.get_run(run_id)
+            delay = max(spec.retry_backoff.delay(task.attempt, engine.rng),
+                        not_before - now)
+            step = transitions.fail(spec, task, run_id, error or "failed", now,
+                                    run=run, retry_delay=delay)
+        step.write_to(tx, run_id)
+        if trigger_id is not None:
+            tx.delete_trigger(trigger_id)
+        return step
+
+    # Every record read here is written (the successor too, when it is
+    # taken), except the run's when it has already ended: compare-and-set
+    # is safe, and a store falls back to a transaction for that case.
+    try:
+        step = engine.store.transact(finish, compare_and_set=True)
+    except RecordTooLargeError as exc:
+        if not ok:
+            raise
+        return complete(engine, run_id, task_id, attempt, ok=False,
+                             error=f"RecordTooLargeError: {exc}", trigger_id=trigger_id)
+    except TransientBackendError as exc:
+        step = _complete_again(engine, run_id, task_id, attempt, ok, exc,
+                                    lambda tx: finish(tx, trust_claim=False))
+    if step is None:
+        logger.info("run %s task %s attempt %d already completed; outcome ignored",
+                    run_id, task_id, attempt)
+        return "stale"
+    follow_up(engine, run_id, step)
+    return "succeeded" if ok else "failed"
+
+
+def _complete_again(engine: "Engine", run_id: str, task_id: str, attempt: int, ok: bool,
+                    error: TransientBackendError,
+                    finish: Callable[[Transaction], Step | None]) -> Step | None:
+    """Record an outcome after the store failed to say whether it did.
+
+    The body's result exists only in this process: redelivering the
+    message would find the attempt RUNNING and wait for its lease (an
+    hour by default), then fail a task that succeeded. So try again here,
+    reading the record this time: if the first commit landed, only its
+    follow-up messages are missing, and they are sent again.
+    """
+    for delay in COMPLETION_RETRY_DELAYS:
+        logger.warning("run %s task %s attempt %d: recording the outcome failed (%s); "
+                       "trying again in %.1f s", run_id, task_id, attempt, error, delay)
+        time.sleep(delay)
+        try:
+            step = engine.store.transact(finish)
+        except TransientBackendError as exc:
+            error = exc
+            continue
+        if step is None and ok:
+            records = engine.store.get_tasks(run_id, [task_id])
+            if records and records[0].status is TaskStatus.SUCCEEDED \
+                    and records[0].attempt == attempt:
+                advance_after_success(engine, run_id, task_id)  # the first try landed
+                return Step()
+        return step
+    raise error
+
+
+def follow_up(engine: "Engine", run_id: str, step: Step) -> None:
+    """Work that happens after a commit: messages, joins, free slots."""
+    publish(engine, step)
+    for join in step.joins:
+        check_join(engine, run_id, join)
+    if step.fill_slots:
+        fill_slots(engine, run_id)
+    if step.run_ended is not None:
+        logger.info("run %s ended: %s", run_id, step.run_ended.value)
+
+
+def publish(engine: "Engine", step: Step) -> None:
+    for message in step.messages:
+        engine.bus.publish(message, step.delay)
+
+
+def advance_after_success(engine: "Engine", run_id: str, task_id: str) -> None:
+    """Repeat the follow-up of a recorded success (idempotent)."""
+    own = engine.store.get_tasks(run_id, [task_id])
+    dependents = engine.graph.dependents_of(task_id, own[0] if own else None)
+    records = {t.task_id: t for t in engine.store.get_tasks(run_id, dependents)}
+    # A slot freed by that success may not have been handed out yet.
+    step = Step(fill_slots=bool(engine.slots))
+    for dependent in dependents:
+        record = records.get(dependent)
+        if record is None:
+            continue
+        if record.status is TaskStatus.QUEUED:
+            step.messages.append(Message(run_id, dependent, record.attempt))
+        elif record.status is TaskStatus.READY:
+            step.fill_slots = True
+        elif record.status is TaskStatus.WAITING:
+            step.joins += (dependent,)
+    follow_up(engine, run_id, step)
+
+
+def check_join(engine: "Engine", run_id: str, join_id: str) -> None:
+    """Queue a join (or end the run) if all its dependencies are done.
+
+    A plain read first: most completers of a wide join find it incomplete
+    and never open a transaction on it, which keeps the join cold.
+    """
+    progress = engine.store.join_progress(run_id, join_id)
+    if progress is None:
+        return
+    deps = progress.expected if progress.expected is not None \
+        else len(engine.graph.deps_of(join_id))
+    if not progress.complete(deps):
+        return
+    now = engine.clock()
+
+    def queue(tx: Transaction) -> Step | None:
+        run = tx.get_run(run_id) if join_id == END_TASK_ID else None
+        join = tx.get_tasks(run_id, [join_id]).get(join_id)
+        step = transitions.queue_join(join_id, join, len(engine.graph.deps_of(join_id, join)),
+                                      run_id, now, run=run, slots=engine.slots)
+        if step is not None:
+            step.write_to(tx, run_id)
+        return step
+
+    # Every completer of the join writes into it (blind): compare-and-set
+    # lets the queuing retry on a fresh read instead of locking the join.
+    step = engine.store.transact(queue, compare_and_set=True)
+    if step is not None:
+        follow_up(engine, run_id, step)
+
+# ------------------------------------------------------------------ slots
+
+
+def fill_slots(engine: "Engine", run_id: str) -> None:
+    """Give free concurrency slots to READY tasks.
+
+    Both a task that becomes READY and a task that frees a slot call this
+    after committing, so one of the two always sees the other's write.
+    A take that loses a race is not a reason to stop: the winner may be
+    a finishing task handing its own slot to our candidate, which leaves
+    our free slot to us. So look again, until there is nothing to pair
+    or the same pairs fail twice (the store is then ahead of us anyway).
+    """
+    if not engine.slots:
+        return
+    failed_on = None
+    while True:
+        # Free slots first: usually one, so only that many READY records
+        # are read (reading `slots` of them per completion dominated).
+        free = engine.store.find_free_slots(run_id, engine.slots, engine.slots)
+        if not free:
+            return
+        ready = engine.store.find_tasks(run_id, TaskStatus.READY, len(free))
+        if not ready:
+            return
+        pairs = list(zip((t.task_id for t in ready), free))
+        if pairs == failed_on:
+            return
+        progressed = False
+        for task_id, slot in pairs:
+            step = engine.store.transact(
+                lambda tx, t=task_id, s=slot: _take_slot(engine, tx, run_id, t, s),
+                compare_and_set=True)
+            if step is not None:
+                publish(engine, step)
+                progressed = True
+        failed_on = None if progressed else pairs
+
+
+def _take_slot(engine: "Engine", tx: Transaction, run_id: str, task_id: str,
+               slot: int) -> Step | None:
+    holder = tx.get_slot(run_id, slot)
+    task = tx.get_tasks(run_id, [task_id]).get(task_id)
+    step = transitions.take_slot(slot, holder, task, run_id, engine.clock())
+    if step is not None:
+        step.write_to(tx, run_id)
+    return step

@@ -1,0 +1,161 @@
+"""How the SQLite store lays out records: the schema, and rows to and from records.
+
+Records are stored as JSON next to the columns that queries filter on,
+except `deps_done`: each entry is a row of its own table, so a completer's
+blind write into a wide join is one small insert instead of a rewrite of a
+record that grows to one entry per dependency, and triggers keep per-outcome
+counts so that checking a join is O(1).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any, Iterator
+
+from function_flow.core.records import TaskRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id     TEXT PRIMARY KEY,
+    job_name   TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    data       TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    run_id  TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    status  TEXT NOT NULL,
+    data    TEXT NOT NULL,
+    PRIMARY KEY (run_id, task_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (run_id, status);
+CREATE TABLE IF NOT EXISTS deps_done (
+    run_id  TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    dep     TEXT NOT NULL,
+    status  TEXT NOT NULL,
+    PRIMARY KEY (run_id, task_id, dep)
+) WITHOUT ROWID;
+-- How many deps_done entries of each outcome a task has (see
+-- records.outcome_of): kept by triggers, so that checking a join of N tasks
+-- is O(1), not O(N). The counts say nothing about trigger rules: the
+-- engine applies those to the counts.
+DROP TRIGGER IF EXISTS deps_done_counted;
+DROP TRIGGER IF EXISTS deps_done_recounted;
+DROP TABLE IF EXISTS deps_counts;
+CREATE TABLE IF NOT EXISTS join_counts (
+    run_id    TEXT NOT NULL,
+    task_id   TEXT NOT NULL,
+    succeeded INTEGER NOT NULL,
+    failed    INTEGER NOT NULL,
+    skipped   INTEGER NOT NULL,
+    PRIMARY KEY (run_id, task_id)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS join_counted AFTER INSERT ON deps_done BEGIN
+    INSERT INTO join_counts (run_id, task_id, succeeded, failed, skipped)
+    VALUES (NEW.run_id, NEW.task_id, NEW.status = 'SUCCEEDED',
+            NEW.status NOT IN ('SUCCEEDED', 'SKIPPED'), NEW.status = 'SKIPPED')
+    ON CONFLICT (run_id, task_id) DO UPDATE SET
+        succeeded = succeeded + (NEW.status = 'SUCCEEDED'),
+        failed = failed + (NEW.status NOT IN ('SUCCEEDED', 'SKIPPED')),
+        skipped = skipped + (NEW.status = 'SKIPPED');
+END;
+CREATE TRIGGER IF NOT EXISTS join_recounted AFTER UPDATE OF status ON deps_done BEGIN
+    UPDATE join_counts SET
+        succeeded = succeeded + (NEW.status = 'SUCCEEDED') - (OLD.status = 'SUCCEEDED'),
+        failed = failed + (NEW.status NOT IN ('SUCCEEDED', 'SKIPPED'))
+                        - (OLD.status NOT IN ('SUCCEEDED', 'SKIPPED')),
+        skipped = skipped + (NEW.status = 'SKIPPED') - (OLD.status = 'SKIPPED')
+    WHERE run_id = NEW.run_id AND task_id = NEW.task_id;
+END;
+CREATE TABLE IF NOT EXISTS slots (
+    run_id TEXT NOT NULL,
+    slot   INTEGER NOT NULL,
+    holder TEXT,
+    PRIMARY KEY (run_id, slot)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS triggers (
+    trigger_id TEXT PRIMARY KEY,
+    run_id     TEXT NOT NULL,
+    task_id    TEXT NOT NULL,
+    attempt    INTEGER NOT NULL
+);
+"""
+
+
+#: Most task ids bound into one `IN (...)` query (SQLite allows 32766).
+BATCH = 500
+
+
+def dumps(data: Any, allow_nan: bool = True) -> str:
+    return json.dumps(data, separators=(",", ":"), allow_nan=allow_nan)
+
+
+def chunks(items: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(items), BATCH):
+        yield items[start:start + BATCH]
+
+
+#: A task row's columns: its id, its JSON data and its deps_done entries as
+#: one JSON object (see task_record).
+TASK_COLUMNS = ("task_id, data, (SELECT json_group_object(dep, status) FROM deps_done AS d "
+                 "WHERE d.run_id = tasks.run_id AND d.task_id = tasks.task_id)")
+DEP_PREFIX = "deps_done."
+
+
+def parse_deps(deps: str | None) -> dict[str, str]:
+    return json.loads(deps) if deps and deps != "{}" else {}
+
+
+def task_record_of(fields: dict[str, Any], deps: dict[str, str]) -> TaskRecord:
+    """A task record from its JSON fields and its deps_done rows."""
+    return TaskRecord.from_dict(dict(fields, deps_done=deps) if deps else fields)
+
+
+def task_record(data: str, deps: str | None) -> TaskRecord:
+    return task_record_of(json.loads(data), parse_deps(deps))
+
+
+def select_tasks(conn: sqlite3.Connection, run_id: str,
+                  task_ids: list[str]) -> list[tuple[str, str, str | None]]:
+    """(task_id, data, deps_done) rows of the given tasks, one query per BATCH ids."""
+    rows: list[tuple[str, str, str | None]] = []
+    for chunk in chunks(task_ids):
+        marks = ",".join("?" * len(chunk))
+        rows.extend(conn.execute(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ? AND task_id IN ({marks})",
+            (run_id, *chunk)).fetchall())
+    return rows
+
+
+def write_deps_done(conn: sqlite3.Connection, run_id: str, task_id: str,
+                     entries: dict[str, str]) -> None:
+    # Like an update of a missing Firestore document, nothing is written for
+    # a task that does not exist.
+    conn.executemany(
+        "INSERT INTO deps_done (run_id, task_id, dep, status) "
+        "SELECT ?, ?, ?, ? WHERE EXISTS "
+        "(SELECT 1 FROM tasks WHERE run_id = ?1 AND task_id = ?2) "
+        "ON CONFLICT (run_id, task_id, dep) DO UPDATE SET status = excluded.status",
+        [(run_id, task_id, dep, status) for dep, status in entries.items()])
+
+
+def new_task_json(conn: sqlite3.Connection, run_id: str, record: TaskRecord) -> str:
+    """The JSON data column of a new task record; deps_done entries go to their table."""
+    fields = record.to_dict()
+    entries = fields.pop("deps_done")
+    if entries:
+        write_deps_done(conn, run_id, record.task_id, entries)
+    return dumps(fields)
+
+
+def merge_fields(data: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Apply an update where "a.b" keys set one entry of map field "a"."""
+    for key, value in fields.items():
+        if "." in key:
+            field, entry = key.split(".", 1)
+            data.setdefault(field, {})[entry] = value
+        else:
+            data[key] = value
