@@ -257,7 +257,7 @@ class Engine:
                              lease)
         spec = self.graph.spec(task_id, task)
         assert spec is not None
-        return self._run_body(run_id, spec, attempt, task, now + lease)
+        return self._run_body(run_id, task_id, spec, attempt, task, now + lease)
 
     def _cancel(self, run_id: str, task_id: str, attempt: int) -> None:
         now = self.clock()
@@ -269,43 +269,44 @@ class Engine:
 
         self.store.transact(cancel, compare_and_set=True)
 
-    def _run_body(self, run_id: str, spec: TaskSpec, attempt: int,
+    def _run_body(self, run_id: str, task_id: str, spec: TaskSpec, attempt: int,
                   claimed: TaskRecord, claimed_until: float) -> str:
-        what = f"attempt {attempt} of task {spec.task_id!r}"
+        what = f"attempt {attempt} of task {task_id!r}"
         try:
             value = self.executor.run(lambda: self.workflow.invoke(spec, run_id, attempt),
                                       spec.timeout, what)
             if isinstance(value, Pending):
-                self._await_event(run_id, spec, attempt, value.trigger_id)
+                self._await_event(run_id, task_id, spec, attempt, value.trigger_id)
                 return "waiting"
-            value = storable(f"the result of task {spec.task_id!r}", value)
+            value = storable(f"the result of task {task_id!r}", value)
         except BaseException:  # noqa: B036 -- the task's own error, whatever it is: record it
             error = traceback.format_exc()
             logger.warning("run %s task %s attempt %d failed:\n%s",
-                           run_id, spec.task_id, attempt, error)
-            return self.complete(run_id, spec.task_id, attempt, ok=False, error=error,
+                           run_id, task_id, attempt, error)
+            return self.complete(run_id, task_id, attempt, ok=False, error=error,
                                  claimed=claimed, claimed_until=claimed_until)
-        return self.complete(run_id, spec.task_id, attempt, ok=True, value=value,
+        return self.complete(run_id, task_id, attempt, ok=True, value=value,
                              claimed=claimed, claimed_until=claimed_until)
 
-    def _await_event(self, run_id: str, spec: TaskSpec, attempt: int, trigger_id: str) -> None:
+    def _await_event(self, run_id: str, task_id: str, spec: TaskSpec, attempt: int,
+                     trigger_id: str) -> None:
         """Leave the attempt RUNNING until an external event completes it."""
         if not isinstance(trigger_id, str) or not trigger_id:
-            raise ValueError(f"task {spec.task_id!r} returned a Future without a trigger id")
+            raise ValueError(f"task {task_id!r} returned a Future without a trigger id")
         lease = spec.timeout or DEFAULT_ASYNC_LEASE_SECONDS
         now = self.clock()
 
         def record(tx: Transaction) -> bool:
-            task = tx.get_tasks(run_id, [spec.task_id]).get(spec.task_id)
+            task = tx.get_tasks(run_id, [task_id]).get(task_id)
             if task is None or task.status is not TaskStatus.RUNNING or task.attempt != attempt:
                 return False
-            tx.update_task(run_id, spec.task_id,
+            tx.update_task(run_id, task_id,
                            {"trigger_id": trigger_id, "lease_until": now + lease})
-            tx.put_trigger(trigger_id, run_id, spec.task_id, attempt)
+            tx.put_trigger(trigger_id, run_id, task_id, attempt)
             return True
 
         if self.store.transact(record) and self.lease_check_messages:
-            self.bus.publish(Message(run_id, spec.task_id, attempt,
+            self.bus.publish(Message(run_id, task_id, attempt,
                                      MessageKind.CHECK_LEASE), lease)
 
     # ------------------------------------------------------------- completion

@@ -1,0 +1,127 @@
+"""A run's graph grows while it runs, and outcomes that cannot be stored fail at once.
+
+Both on SQLite and on the Firestore emulator, driven message by message
+through the real engine (the bus only collects what the engine sends).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from function_flow.core.engine import Engine
+from function_flow.core.ports import Bus
+from function_flow.core.records import Message, RunStatus, TaskRecord, TaskStatus
+from function_flow.store.sqlite import SqliteStore
+from function_flow.tasks import Job
+
+
+class Outbox(Bus):
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+
+    def publish(self, message: Message, delay: float = 0.0) -> None:
+        self.sent.append(message)
+
+
+@pytest.fixture(params=["sqlite", "firestore"])
+def store(request: pytest.FixtureRequest, tmp_path):
+    if request.param == "sqlite":
+        sqlite = SqliteStore(str(tmp_path / "state.db"))
+        yield sqlite
+        sqlite.close()
+    else:
+        yield request.getfixturevalue("firestore_store")
+
+
+def drain(engine: Engine, bus: Outbox, limit: int = 100) -> list[str]:
+    """Deliver every message the engine sends, in order; returns the outcomes."""
+    outcomes = []
+    while bus.sent and limit:
+        limit -= 1
+        outcomes.append(engine.handle(bus.sent.pop(0)))
+    return outcomes
+
+
+def test_tasks_added_to_a_running_run_are_executed_as_its_graph_says(store) -> None:
+    ran: list[str] = []
+    job = Job("grows")
+    job.task(task_id="a")(lambda task, job: ran.append("a") or 1)
+    job.task(task_id="b", deps=["a"])(lambda task, job: ran.append("b") or 2)
+    bus = Outbox()
+    engine = Engine(job, store, bus, lease_check_messages=False)
+    run_id, _ = engine.start({})
+
+    def grow(tx) -> None:
+        # item-0 runs b's body after a; b now also waits for item-0.
+        tx.get_tasks(run_id, ["a", "b"])
+        tx.update_task(run_id, "a", {"dependents": ["b", "item-0"]})
+        tx.update_task(run_id, "b", {"deps": ["a", "item-0"]})
+        tx.add_task(run_id, TaskRecord(task_id="item-0", template="b", deps=["a"],
+                                       dependents=["b"]))
+
+    store.transact(grow)
+    drain(engine, bus)
+
+    assert ran == ["a", "b", "b"]  # item-0 (b's body), then b itself
+    records = {t.task_id: t for t in store.get_tasks(run_id)}
+    assert records["item-0"].status is TaskStatus.SUCCEEDED
+    assert records["b"].status is TaskStatus.SUCCEEDED
+    assert records["b"].started_at >= records["item-0"].finished_at
+    assert store.get_run(run_id).status is RunStatus.SUCCEEDED
+
+
+def test_a_result_too_large_for_a_record_fails_the_attempt_at_once(store) -> None:
+    """A Firestore document holds 1 MiB: the same limit holds on every backend, with
+    the real cause, instead of an attempt left RUNNING until its lease expires."""
+    job = Job("big")
+    job.task(task_id="big", retries=1, retry_backoff=0)(lambda task, job: "x" * 2_000_000)
+    bus = Outbox()
+    engine = Engine(job, store, bus, lease_check_messages=False)
+    run_id, _ = engine.start({})
+    assert drain(engine, bus) == ["failed", "failed"]
+    task = store.get_tasks(run_id, ["big"])[0]
+    assert task.status is TaskStatus.FAILED and task.attempt == 2
+    assert "more than the 900,000 a record can hold" in task.error
+    assert store.get_run(run_id).status is RunStatus.FAILED
+
+
+def test_a_huge_exception_message_is_stored_bounded(store) -> None:
+    def explode(task, job):
+        raise ValueError("y" * 3_000_000)
+
+    job = Job("loud")
+    job.task(task_id="loud")(explode)
+    bus = Outbox()
+    engine = Engine(job, store, bus, lease_check_messages=False)
+    run_id, _ = engine.start({})
+    assert drain(engine, bus) == ["failed"]
+    task = store.get_tasks(run_id, ["loud"])[0]
+    assert task.status is TaskStatus.FAILED and len(task.error) < 40_000
+    assert "characters cut" in task.error
+
+
+def test_a_body_raising_keyboard_interrupt_fails_its_attempt(store) -> None:
+    def interrupted(task, job):
+        raise KeyboardInterrupt
+
+    job = Job("ctrl_c")
+    job.task(task_id="t")(interrupted)
+    bus = Outbox()
+    engine = Engine(job, store, bus, lease_check_messages=False)
+    run_id, _ = engine.start({})
+    assert drain(engine, bus) == ["failed"]
+    assert "KeyboardInterrupt" in store.get_tasks(run_id, ["t"])[0].error
+    assert store.get_run(run_id).status is RunStatus.FAILED
+
+
+def test_firestore_names_a_write_too_large_for_a_document(firestore_store) -> None:
+    """The store's safety net under the engine's own limit: not a transient error."""
+    from function_flow.errors import RecordTooLargeError, TransientBackendError
+
+    job = Job("doc")
+    job.task(task_id="t")(lambda task, job: None)
+    run_id, _ = Engine(job, firestore_store, Outbox()).start({})
+    with pytest.raises(RecordTooLargeError) as raised:
+        firestore_store.transact(lambda tx: tx.update_task(run_id, "t", {"error": "z" * 2_000_000}))
+    assert not isinstance(raised.value, TransientBackendError)
+    assert "1 MiB" in str(raised.value)
