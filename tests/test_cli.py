@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -83,6 +85,20 @@ def test_run_database_location_follows_env(tmp_path: Path) -> None:
     assert run_id_of(result.stdout) in listed.stdout
 
 
+def test_run_hints_select_the_embedded_store_when_settings_select_google_cloud(
+        tmp_path: Path) -> None:
+    cloud = {"GOOGLE_CLOUD_PROJECT": "some-project"}  # status would read Firestore
+    result = flow(tmp_path, "run", workflow("simple"), env=cloud)
+    assert result.returncode == 0, result.stderr
+    run_id = run_id_of(result.stdout)
+    assert f"details: FUNCTION_FLOW_BACKEND=embedded function-flow status {run_id}" \
+        in result.stdout
+    shown = flow(tmp_path, "status", run_id, env=dict(cloud, FUNCTION_FLOW_BACKEND="embedded"))
+    assert f"run {run_id} SUCCEEDED" in shown.stdout
+    plain = flow(tmp_path, "run", workflow("simple"))
+    assert f"details: function-flow status {run_id_of(plain.stdout)}" in plain.stdout
+
+
 def test_run_prints_one_line_per_state_change_when_not_a_tty(tmp_path: Path) -> None:
     result = flow(tmp_path, "run", workflow("simple"))
     assert result.returncode == 0
@@ -153,8 +169,10 @@ def test_job_option_also_accepts_the_variable_name(tmp_path: Path) -> None:
     (["run", workflow("empty")], ["job 'empty' has no tasks", "@job.task(task_id=...)"]),
     (["graph", workflow("cycle")], ["dependency cycle"]),
     (["graph", "missing.py"], ["no such file"]),
-    (["status", "no-such-run"], ["no run with id 'no-such-run'"]),
-    (["resume", "no-such-run"], ["no run with id 'no-such-run'"]),
+    (["status", "no-such-run"], ["no run with id 'no-such-run' in the embedded store "
+                                 ".function_flow/function_flow.db", "function-flow status"]),
+    (["resume", "no-such-run"], ["no run with id 'no-such-run' in the embedded store "
+                                 ".function_flow/function_flow.db", "function-flow status"]),
     (["run"], ["Missing argument"]),
     (["run", workflow("simple"), "--workers", "0"], ["--workers"]),
     (["graph", workflow("simple"), "--format", "svg"], ["svg"]),
@@ -223,8 +241,92 @@ def test_status_of_a_run_shows_its_tasks(tmp_path: Path) -> None:
 def test_status_without_database_creates_none(tmp_path: Path) -> None:
     result = flow(tmp_path, "status")
     assert result.returncode == 0
-    assert "no runs yet" in result.stdout
+    assert "no runs yet in the embedded store .function_flow/function_flow.db" in result.stdout
     assert not (tmp_path / ".function_flow").exists()
+
+
+def test_not_found_after_runs_names_the_store_it_read(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    env = {"FUNCTION_FLOW_DB": str(db)}
+    assert flow(tmp_path, "run", workflow("simple"), env=env).returncode == 0
+    for command in ("status", "resume"):
+        assert_one_error_line(flow(tmp_path, command, "simple-nope", env=env),
+                              f"no run with id 'simple-nope' in the embedded store {db}")
+
+
+def stalled_run(db: Path, owner: str) -> str:
+    """A RUNNING run in the SQLite file `db`, executed by `owner`, whose messages were lost."""
+    from function_flow import loader
+    from function_flow.backends import Backend
+    from function_flow.store.sqlite import SqliteStore
+
+    class DroppingBus:
+        def publish(self, message, delay=0.0): pass
+        def subscribe(self, handler): pass
+        def release_due(self, limit=500): return 0
+        def wait_idle(self, timeout=None): return False
+        def close(self): pass
+
+    job = loader.load_job(workflow("simple"), None)
+    store = SqliteStore(str(db))
+    try:
+        engine = Backend("embedded", store, DroppingBus()).engine(job)
+        run_id, _ = engine.start({}, owner=owner, source=workflow("simple"))
+    finally:
+        store.close()
+    return run_id
+
+
+def test_status_of_a_run_owned_on_another_host_says_it_cannot_tell(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    run_id = stalled_run(db, "other-host:1234")
+    env = {"FUNCTION_FLOW_DB": str(db)}
+    shown = flow(tmp_path, "status", run_id, env=env)
+    assert shown.returncode == 0, shown.stderr
+    first = shown.stdout.splitlines()[0]
+    assert first.startswith(f"run {run_id} RUNNING for "), first
+    assert "run by other-host:1234" in first and "cannot be checked" in first, first
+    assert "gone" not in shown.stdout
+    listed = flow(tmp_path, "status", env=env)
+    assert re.search(rf"{re.escape(run_id)}\s+simple\s+RUNNING \(run by other-host:1234\)",
+                     listed.stdout), listed.stdout
+
+
+def test_status_says_when_the_process_of_a_run_is_gone(tmp_path: Path) -> None:
+    (tmp_path / "sleepy.py").write_text(
+        "import time\n"
+        "from function_flow import tasks\n"
+        "job = tasks.Job(name='sleepy')\n"
+        "@job.task(task_id='nap')\n"
+        "def nap(task, job):\n"
+        "    open('napping', 'w').close()\n"
+        "    time.sleep(600)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FUNCTION_FLOW_")}
+    process = subprocess.Popen([sys.executable, "-m", "function_flow.cli", "run", "sleepy.py"],
+                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        while not (tmp_path / "napping").exists():
+            assert process.poll() is None, "the run ended early"
+            time.sleep(0.05)
+        listed = flow(tmp_path, "status")
+        run_id = re.search(r"(sleepy-\S+)", listed.stdout).group(1)
+        alive = flow(tmp_path, "status", run_id)
+        assert f"run {run_id} RUNNING for " in alive.stdout, alive.stdout
+        assert "gone" not in alive.stdout and f":{process.pid}" in alive.stdout
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    owner = f"{socket.gethostname()}:{process.pid}"
+    shown = flow(tmp_path, "status", run_id)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[0] == (
+        f"run {run_id} RUNNING, but its process {owner} is gone; continue it with "
+        f"function-flow resume {run_id}"), shown.stdout
+    listed = flow(tmp_path, "status")
+    row = next(line for line in listed.stdout.splitlines() if run_id in line)
+    assert re.search(r"RUNNING \(process gone\)\s.*\s-\s*$", row), row
+    assert "continue one with function-flow resume RUN_ID" in listed.stdout
 
 
 # ---------------------------------------------------------------------- graph

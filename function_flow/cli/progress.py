@@ -15,7 +15,7 @@ import datetime
 import json
 import os
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Collection, Iterable, Mapping
 
 from rich import box
 from rich.console import Console, Group
@@ -80,8 +80,9 @@ def state_changes(seen: dict[str, tuple[TaskStatus, int]],
                   tasks: Iterable[TaskRecord]) -> list[str]:
     """Lines for tasks whose (status, attempt) changed since `seen`; updates it.
 
-    Waiting for dependencies or a first start is not news, so it is not printed. Polling can miss a short-lived
-    state (a fast task may go from QUEUED to SUCCEEDED between two looks).
+    Waiting for dependencies or a first start is not news, so it is not
+    printed. Polling can miss a short-lived state (a fast task may go from
+    QUEUED to SUCCEEDED between two looks).
     """
     lines = []
     for task in tasks:
@@ -148,8 +149,15 @@ def summary_table(tasks: list[TaskRecord], *, errors: bool = False) -> Table:
     return table
 
 
-def runs_table(runs: list[RunRecord]) -> Table:
-    """Run id, job, status, started, duration: one row per run."""
+def runs_table(runs: list[RunRecord], notes: Mapping[str, str] | None = None,
+               stopped: Collection[str] = ()) -> Table:
+    """Run id, job, status, started, duration: one row per run.
+
+    notes: words after a run's status ("RUNNING (process gone)"). stopped:
+    RUNNING runs that nothing executes any more, whose duration would only
+    grow: shown as "-".
+    """
+    notes = notes or {}
     table = Table(box=box.SIMPLE, show_edge=False)
     table.add_column("run id", no_wrap=True)
     table.add_column("job", no_wrap=True)
@@ -157,8 +165,12 @@ def runs_table(runs: list[RunRecord]) -> Table:
     table.add_column("started", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
     for run in runs:
-        table.add_row(Text(run.run_id), Text(run.job_name), styled_status(run.status.value),
-                      format_time(run.created_at), format_duration(run_duration(run)))
+        shown = styled_status(run.status.value)
+        if run.run_id in notes:
+            shown.append(f" ({notes[run.run_id]})")
+        duration = None if run.run_id in stopped else run_duration(run)
+        table.add_row(Text(run.run_id), Text(run.job_name), shown,
+                      format_time(run.created_at), format_duration(duration))
     return table
 
 

@@ -1,0 +1,103 @@
+"""`status`: list recent runs, or show one run's tasks, on the selected backend.
+
+Needs no workflow file: everything shown comes from the records. A RUNNING
+embedded run whose process is gone (killed, crashed) says so and how to
+continue it, instead of looking busy forever; a process on another host
+cannot be checked, and the view says that rather than guess.
+"""
+
+from __future__ import annotations
+
+import click
+
+from function_flow import backends
+from function_flow.cli import progress
+from function_flow.cli.common import command_for
+from function_flow.cli.stores import get_run, open_selected
+from function_flow.core.records import RunRecord, RunStatus, TaskStatus, ordered_tasks
+
+
+@click.command()
+@click.argument("run_id", required=False)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="How many recent runs to list.")
+def status(run_id: str | None, limit: int) -> None:
+    """List recent runs, or show the tasks of RUN_ID (with tracebacks of failures).
+
+    Reads the backend the settings select: the embedded store, or Firestore
+    (or its emulator) when FUNCTION_FLOW_BACKEND=gcp, GOOGLE_CLOUD_PROJECT or
+    FIRESTORE_EMULATOR_HOST is set.
+    """
+    selected = open_selected()
+    if run_id is None:
+        list_runs(selected, limit)
+    else:
+        show_run(selected, run_id)
+
+
+def owner_of(kind: str, run: RunRecord) -> str | None:
+    """OWNER_GONE / OWNER_ELSEWHERE / OWNER_ALIVE for a RUNNING embedded run, else None.
+
+    Runs on Google Cloud have no owner: the deployed functions execute them.
+    """
+    if kind != "embedded" or run.status is not RunStatus.RUNNING or not run.owner:
+        return None
+    return backends.owner_state(run.owner)
+
+
+def list_runs(selected: backends.SelectedStore, limit: int) -> None:
+    out = progress.make_console()
+    runs = selected.store.list_runs(limit) if selected.store is not None else []
+    if not runs:
+        out.print(f"no runs yet in {selected.description}", markup=False, soft_wrap=True)
+        return
+    notes: dict[str, str] = {}
+    stopped: set[str] = set()
+    for run in runs:
+        state = owner_of(selected.kind, run)
+        if state == backends.OWNER_GONE:
+            notes[run.run_id] = "process gone"
+            stopped.add(run.run_id)
+        elif state == backends.OWNER_ELSEWHERE:
+            notes[run.run_id] = f"run by {run.owner}"
+    out.print(f"runs in {selected.description}, newest first:", markup=False, soft_wrap=True)
+    out.print(progress.runs_table(runs, notes=notes, stopped=stopped))
+    if stopped:
+        out.print(f"{len(stopped)} run(s) lost their process; continue one with "
+                  f"{command_for(selected.kind, 'resume RUN_ID')}", markup=False)
+
+
+def headline(kind: str, run: RunRecord) -> str:
+    """The first line of `status RUN_ID`: status, duration, and who runs it."""
+    if run.status.is_final:
+        return progress.final_status_line(run)
+    state = owner_of(kind, run)
+    if state == backends.OWNER_GONE:
+        return (f"run {run.run_id} RUNNING, but its process {run.owner} is gone; continue "
+                f"it with {command_for(kind, 'resume ' + run.run_id)}")
+    line = f"run {run.run_id} {run.status.value} " \
+           f"for {progress.format_duration(progress.run_duration(run))}"
+    if state == backends.OWNER_ELSEWHERE:
+        return (f"{line}, run by {run.owner} (another host: whether that process still "
+                "runs cannot be checked from here)")
+    if state == backends.OWNER_ALIVE:
+        return f"{line}, in process {run.owner}"
+    return line
+
+
+def show_run(selected: backends.SelectedStore, run_id: str) -> None:
+    out = progress.make_console()
+    run = get_run(selected, run_id)
+    assert selected.store is not None
+    tasks = ordered_tasks(selected.store.get_tasks(run_id))
+    out.print(headline(selected.kind, run), markup=False, soft_wrap=True)
+    out.print(f"job {run.job_name}, started {progress.format_time(run.created_at)}"
+              + (f", args {progress.compact_json(run.args)}" if run.args else ""),
+              markup=False, soft_wrap=True)
+    out.print(progress.summary_table(tasks, errors=True))
+    for task in tasks:
+        if task.status is TaskStatus.FAILED and task.error:
+            out.print(f"--- {task.task_id} (attempt {task.attempt}) ---", markup=False)
+            out.print(task.error.rstrip(), markup=False, soft_wrap=True)
+    if run.error:
+        out.print(f"run error: {run.error}", markup=False, soft_wrap=True)

@@ -1,0 +1,140 @@
+"""`run` a workflow file locally, and `resume` a run that did not finish.
+
+`run` always executes on the embedded backend, in this process. `resume`
+reads the run where the settings say (cli/stores.py): an embedded run is
+continued in this process; a run on Google Cloud is handed back to the
+deployed functions (the poll policy re-sends what it waits for through
+Pub/Sub) and followed from Firestore, without executing any body here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+import click
+
+from function_flow import backends
+from function_flow.cli import progress
+from function_flow.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED,
+                                      command_for, fail, load_job, parse_args)
+from function_flow.cli.follow import exit_by_outcome, follow_to_end, report, watch
+from function_flow.cli.stores import get_run, open_selected
+from function_flow.config import Settings
+from function_flow.core.records import RunRecord, RunStatus, TaskStatus, ordered_tasks
+from function_flow.errors import RunNotFoundError, RunStillActiveError
+from function_flow.tasks import Job
+
+WORKERS_HELP = "Worker threads (default: FUNCTION_FLOW_WORKERS or 8)."
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--job", "job_name", metavar="NAME", help="Job to run when FILE defines several.")
+@click.option("--arg", "arg_pairs", multiple=True, metavar="KEY=VALUE",
+              help="Run argument (JSON value, else a string). Repeatable.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help=WORKERS_HELP)
+def run(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
+        workers: int | None) -> None:
+    """Run a workflow FILE on the embedded backend and show its progress."""
+    args = parse_args(arg_pairs)
+    job = load_job(file, job_name)
+    backend = backends.embedded(workers=workers)
+    job.use_backend(backend)
+    try:
+        run_id = job.start(args, source=os.path.abspath(file))
+    except (TypeError, ValueError) as exc:
+        fail(f"cannot start job {job.name!r}: {exc}")
+    follow_to_end(job, backend, run_id)
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--file", "file", type=click.Path(dir_okay=False),
+              help="Workflow file to use instead of the one the run recorded.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help=WORKERS_HELP + " Embedded runs only.")
+def resume(run_id: str, file: str | None, workers: int | None) -> None:
+    """Finish RUN_ID after its process died or a message was lost; succeeded
+    tasks do not run again. On Google Cloud the deployed functions run it."""
+    settings = Settings.from_env()
+    selected = open_selected(settings)
+    run = get_run(selected, run_id)
+    out = progress.make_console()
+    if run.status.is_final:
+        assert selected.store is not None
+        out.print(f"run {run_id} already ended: {run.status.value}; nothing to resume",
+                  markup=False)
+        out.print(progress.summary_table(ordered_tasks(selected.store.get_tasks(run_id))))
+        sys.exit(EXIT_OK if run.status is RunStatus.SUCCEEDED else EXIT_RUN_FAILED)
+    job = job_of(run, file)
+    if selected.kind == "gcp":
+        if workers is not None:
+            fail("--workers only applies to runs on the embedded backend; "
+                 "on Google Cloud the deployed functions execute the tasks")
+        selected.close()
+        resume_deployed(job, settings, run_id)
+    if run.owner and backends.owner_state(run.owner) == backends.OWNER_ELSEWHERE:
+        progress.make_console(stderr=True).print(
+            f"note: run {run_id} was run by {run.owner}, on another host; whether that "
+            "process still runs cannot be checked from here", markup=False)
+    backend = backends.embedded(settings.db_path, workers=workers)
+    job.use_backend(backend)
+    try:
+        job.resume(run_id)
+    except (RunStillActiveError, RunNotFoundError) as exc:
+        fail(str(exc))
+    follow_to_end(job, backend, run_id, resumed=True)
+
+
+def job_of(run: RunRecord, file: str | None) -> Job:
+    """The run's workflow, from --file or the file it recorded, unchanged since it started."""
+    path = file or run.source
+    if not path:
+        fail(f"run {run.run_id} does not record its workflow file; pass --file FILE.py")
+    if file is None and not os.path.exists(path):
+        fail(f"no such file: {path} (the workflow file run {run.run_id} recorded); "
+             "pass --file FILE.py to say where it is now")
+    job = load_job(path, run.job_name)
+    if job.dag.digest() != run.dag_hash:
+        fail(f"the tasks or dependencies in {path} changed since run {run.run_id} started; "
+             "it cannot be resumed with this definition")
+    return job
+
+
+def resume_deployed(job: Job, settings: Settings, run_id: str) -> NoReturn:
+    """Re-send what the run waits for through Pub/Sub, then follow it from Firestore.
+
+    The engine's poll policy, for this run once, with no staleness allowance:
+    queued tasks are published again, expired leases retried, complete joins
+    queued, free slots filled. Its engine never handles a message here, so
+    no task body runs in this process.
+    """
+    backend = backends.gcp(settings, job)
+    job.use_backend(backend)
+    backends.check_topic(backend.bus)
+    out, err = progress.make_console(), progress.make_console(stderr=True)
+    store = backend.store
+    before = ordered_tasks(store.get_tasks(run_id), job.dag.order)
+    job.engine.poll(stale_after=0, run_ids=[run_id])
+    queued = [t.task_id for t in before if t.status is TaskStatus.QUEUED]
+    running = [t.task_id for t in before if t.status is TaskStatus.RUNNING]
+    topic = backend.bus.topic_path  # type: ignore[attr-defined]
+    out.print(f"resuming run {run_id} (job {job.name}, {len(job.dag.tasks)} tasks) in "
+              f"{backend.description}", markup=False, soft_wrap=True)
+    out.print(f"sent the messages of {len(queued)} queued task(s) again on {topic}"
+              + (f" ({', '.join(queued)})" if queued else "")
+              + "; the deployed functions execute them", markup=False, soft_wrap=True)
+    if running:
+        out.print(f"still running in deployed functions: {', '.join(running)} (an "
+                  "attempt whose function died is retried when its lease expires)",
+                  markup=False, soft_wrap=True)
+    try:
+        run, tasks = watch(store, run_id, backend.description, out, order=job.dag.order)
+    except KeyboardInterrupt:
+        err.print(f"interrupted; run {run_id} goes on in the deployed functions. "
+                  f"Follow it with: {command_for('gcp', 'status ' + run_id)}", markup=False)
+        sys.exit(EXIT_INTERRUPTED)
+    report(out, run, tasks, sinks=job.dag.sinks, kind="gcp")
+    exit_by_outcome(err, run, "gcp")
