@@ -63,3 +63,26 @@ class RecordTooLargeError(FunctionFlowError):
     A Firestore document holds at most 1 MiB. Retrying cannot fix it, so
     the engine fails the attempt at once with this as its error.
     """
+
+
+def transient_google_errors() -> tuple[type[BaseException], ...]:
+    """The Google client errors that a later attempt may not see again.
+
+    The one list for Firestore, Pub/Sub and the Cloud Functions entry
+    points: they wrap these in TransientBackendError (or let them propagate)
+    so the message is delivered again instead of the run stalling. Anything
+    else (InvalidArgument, PermissionDenied, NotFound...) would fail the
+    same way every time. Besides the RPC statuses: RetryError (a client's
+    own retries ran out of time) and the timeout of waiting on a future (a
+    publish Pub/Sub has not acknowledged yet).
+
+    Imported here, lazily, so that importing function_flow.errors never
+    loads the Google client libraries.
+    """
+    import concurrent.futures
+
+    from google.api_core import exceptions as gexc
+
+    return (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError,
+            gexc.Aborted, gexc.ResourceExhausted, gexc.Unknown, gexc.GatewayTimeout,
+            gexc.TooManyRequests, gexc.RetryError, concurrent.futures.TimeoutError)

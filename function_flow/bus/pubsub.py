@@ -16,13 +16,13 @@ and a process forked by gunicorn builds its own gRPC channel after the fork.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import threading
 import time
 from typing import Any, Callable, Protocol
 
-from function_flow.errors import ConfigurationError, TransientBackendError
+from function_flow.errors import (ConfigurationError, TransientBackendError,
+                                  transient_google_errors)
 from function_flow.core.records import Message
 
 logger = logging.getLogger("function_flow.bus.pubsub")
@@ -40,12 +40,26 @@ class TimerStore(Protocol):
 
 
 def transient_errors() -> tuple[type[BaseException], ...]:
-    """google.api_core errors that a later attempt may not see again."""
+    """Errors a later attempt may not see again: errors.transient_google_errors().
+
+    Kept under this name for the timer store, which imports it from here.
+    """
+    return transient_google_errors()
+
+
+def retryable_call_errors() -> tuple[type[BaseException], ...]:
+    """What the publisher's own retry (`_retry`) may try the call again on.
+
+    The transient errors minus those that are not an RPC's answer: RetryError
+    is that retry giving up, and the timeout is ours, waiting on the publish
+    future; neither can come out of the call the retry repeats. (GatewayTimeout
+    and TooManyRequests stay: only the REST transport answers them, and
+    there they mean what Unavailable and ResourceExhausted mean over gRPC.)
+    """
     from google.api_core import exceptions as gexc
 
-    return (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError,
-            gexc.Aborted, gexc.ResourceExhausted, gexc.Unknown, gexc.RetryError,
-            gexc.GatewayTimeout, gexc.TooManyRequests, concurrent.futures.TimeoutError)
+    return tuple(error for error in transient_google_errors()
+                 if issubclass(error, gexc.GoogleAPICallError))
 
 
 class PubSubBus:
@@ -109,13 +123,9 @@ class PubSubBus:
 
     def _retry(self) -> Any:
         """The client's own retries, bounded by publish_timeout in all."""
-        from google.api_core import exceptions as gexc
         from google.api_core.retry import Retry, if_exception_type
 
-        return Retry(predicate=if_exception_type(gexc.ServiceUnavailable, gexc.Aborted,
-                                                 gexc.DeadlineExceeded, gexc.Unknown,
-                                                 gexc.InternalServerError,
-                                                 gexc.ResourceExhausted),
+        return Retry(predicate=if_exception_type(*retryable_call_errors()),
                      initial=0.1, maximum=5.0, timeout=self.publish_timeout)
 
     def _ensure_topic(self) -> None:

@@ -1,28 +1,21 @@
 """Cloud Functions entry points: start, scheduler, external_event_listener, poller.
 
-Each one accepts every way Google Cloud delivers to it, so the same
-`main.py` deploys as a 1st gen background function, a 2nd gen CloudEvent
-function, or a plain HTTP endpoint behind a Pub/Sub push subscription:
-
-- `fn(event, context)` with `event = {"data": base64, "attributes": {...}}`
-- `fn(cloud_event)` whose data is `{"message": {...}, "subscription": ...}`
-- `fn(request)`, a flask request whose JSON body is a push envelope.
-
-A push subscription may also target an event or cloudevent function:
-functions-framework turns a raw push envelope (one with "subscription" and
-"message.messageId") into the first or second form before calling us.
+Each one translates its delivery (delivery.py knows every shape Google
+Cloud uses) and calls one engine operation: `engine.start`, `engine.handle`,
+`engine.complete_trigger` or `engine.poll`. The same `main.py` therefore
+deploys as 1st gen background functions, 2nd gen CloudEvent functions, or
+HTTP endpoints behind Pub/Sub push subscriptions.
 
 Bad input never becomes an endless redelivery loop (DESIGN.md invariant 6):
-a malformed, unknown or duplicate message is logged and acknowledged. A
-store or bus failure is raised (logged as transient, or with its traceback
-when unexpected), so Pub/Sub delivers again instead of the run stalling; a
-task body's own exception never gets here, the engine records it.
+a malformed, unknown or duplicate message is logged and acknowledged, and a
+bad HTTP request gets a 4xx JSON error. A store or bus failure is not
+acknowledged (raised, or 503/500 over HTTP), so Pub/Sub delivers again
+instead of the run stalling; a task body's own exception never gets here,
+the engine records it.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import os
@@ -30,8 +23,10 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
-from function_flow.errors import FunctionFlowError, TransientBackendError
+from function_flow.cloud import delivery
+from function_flow.cloud.delivery import HttpError, NotAnEnvelope, Rejected
 from function_flow.core.records import Message
+from function_flow.errors import RecordTooLargeError
 
 if TYPE_CHECKING:
     from function_flow.tasks import Job
@@ -39,41 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("function_flow.cloud.functions")
 
 RUN_ID_HEADER = "X-Function-Flow-Run-Id"
-
-
-class Rejected(ValueError):
-    """The delivery is not a message we can act on; acknowledge and drop it."""
-
-
-def _is_http_request(obj: Any) -> bool:
-    return hasattr(obj, "get_json") and hasattr(obj, "headers")
-
-
-def pubsub_payload(event: Any) -> tuple[bytes, dict[str, str]]:
-    """Extract (data, attributes) from any of the three delivery forms."""
-    if _is_http_request(event):
-        envelope = event.get_json(silent=True)
-        if not isinstance(envelope, dict) or not isinstance(envelope.get("message"), dict):
-            raise Rejected("request body is not a Pub/Sub push envelope")
-        message = envelope["message"]
-    elif isinstance(event, dict):
-        message = event.get("message", event) if "data" not in event else event
-    elif hasattr(event, "data"):  # a CloudEvent
-        data = event.data
-        message = data.get("message") if isinstance(data, dict) else None
-        if not isinstance(message, dict):
-            raise Rejected("CloudEvent carries no Pub/Sub message")
-    else:
-        raise Rejected(f"unsupported event type {type(event).__name__}")
-    raw = message.get("data", "")
-    if isinstance(raw, (bytes, bytearray)):
-        raw = raw.decode("ascii", "replace")
-    try:
-        data = base64.b64decode(raw or "", validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise Rejected(f"message data is not base64: {exc}") from exc
-    attributes = message.get("attributes") or {}
-    return data, dict(attributes) if isinstance(attributes, dict) else {}
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 
 
 class _CloudLoggingFormatter(logging.Formatter):
@@ -106,37 +67,6 @@ def _log_like_a_cloud_function() -> None:
     package_logger.setLevel(logging.INFO)
 
 
-def _ack(event: Any, outcome: str, status: int = 200) -> Any:
-    """What to return: a JSON response for HTTP pushes, None otherwise."""
-    if _is_http_request(event):
-        return {"outcome": outcome}, status
-    return None
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """Errors worth a redelivery: the store or Pub/Sub may answer next time."""
-    if isinstance(exc, TransientBackendError):
-        return True
-    try:
-        from function_flow.bus.pubsub import transient_errors
-    except ImportError:  # google-cloud-pubsub not installed: embedded only
-        return False
-    return isinstance(exc, transient_errors())
-
-
-def _raise_for_redelivery(what: str, exc: BaseException) -> None:
-    """Log an error that must not be acknowledged; the caller re-raises it.
-
-    Raising is how a Pub/Sub-triggered function says "not done": Pub/Sub
-    (or functions-framework, answering 500 to a push) delivers again later.
-    """
-    if _is_transient(exc):
-        logger.warning("%s: transient backend error, message will be redelivered: %s",
-                       what, exc)
-    else:
-        logger.exception("%s: unexpected error, message will be redelivered", what)
-
-
 def make_scheduler(job: "Job") -> Callable[..., Any]:
     """Build the scheduler: one message names one task attempt to advance."""
     _log_like_a_cloud_function()
@@ -144,23 +74,22 @@ def make_scheduler(job: "Job") -> Callable[..., Any]:
     def scheduler(event: Any, context: Any = None) -> Any:
         del context
         try:
-            data, _ = pubsub_payload(event)
+            data, _ = delivery.pubsub_payload(event)
             message = Message.from_json(data)
-        except (Rejected, ValueError) as exc:
-            if _is_http_request(event) and isinstance(exc, Rejected) \
-                    and "push envelope" in str(exc):
-                logger.warning("scheduler: bad request: %s", exc)
-                return {"error": str(exc)}, 400
+        except NotAnEnvelope as exc:
+            logger.warning("scheduler: bad request: %s", exc)
+            return {"error": str(exc)}, 400
+        except (Rejected, ValueError, RecursionError) as exc:
+            # RecursionError: Message.from_json parsing `[[[[...` data.
             logger.warning("scheduler: message rejected and acknowledged: %s", exc)
-            return _ack(event, "rejected")
+            return delivery.acknowledge(event, "rejected")
         try:
             outcome = job.engine.handle(message)
         except Exception as exc:
-            _raise_for_redelivery(f"scheduler: {message}", exc)
-            raise
+            return delivery.not_done(event, f"scheduler: {message}", exc)
         logger.info("scheduler: run %s task %s attempt %d: %s", message.run_id,
                     message.task_id, message.attempt, outcome)
-        return _ack(event, outcome)
+        return delivery.acknowledge(event, outcome)
 
     return scheduler
 
@@ -172,20 +101,23 @@ def make_external_event_listener(job: "Job") -> Callable[..., Any]:
     def external_event_listener(event: Any, context: Any = None) -> Any:
         del context
         try:
-            data, _ = pubsub_payload(event)
-            payload = json.loads(data)
+            data, _ = delivery.pubsub_payload(event)
+            payload = delivery.parse_json(data, "external event")
+        except NotAnEnvelope as exc:
+            logger.warning("external event listener: bad request: %s", exc)
+            return {"error": str(exc)}, 400
         except (Rejected, ValueError) as exc:
             logger.warning("external event rejected and acknowledged: %s", exc)
-            return _ack(event, "rejected")
+            return delivery.acknowledge(event, "rejected")
         if not isinstance(payload, dict):
-            logger.warning("external event is not a JSON object; acknowledged")
-            return _ack(event, "rejected")
+            logger.warning("external event is %s, not a JSON object; acknowledged",
+                           delivery.kind_of(payload))
+            return delivery.acknowledge(event, "rejected")
         try:
             outcome = _complete_from_event(job, payload)
         except Exception as exc:
-            _raise_for_redelivery("external event listener", exc)
-            raise
-        return _ack(event, outcome)
+            return delivery.not_done(event, "external event listener", exc)
+        return delivery.acknowledge(event, outcome)
 
     return external_event_listener
 
@@ -218,17 +150,21 @@ def make_poller(job: "Job") -> Callable[..., Any]:
     """Build the poller: due timers, expired leases and lost messages.
 
     Cloud Scheduler calls it (over HTTP, or through a Pub/Sub topic) every
-    minute; the policy is the engine's (core/recovery.py): due timers,
-    expired leases, joins nobody queued, messages that never arrived.
+    minute; the policy is the engine's (core/recovery.py). What the call
+    carries does not matter: every call is one tick.
     """
     _log_like_a_cloud_function()
 
     def poller(*args: Any, **kwargs: Any) -> Any:
         del kwargs
-        report = job.engine.poll()
+        event = args[0] if args else None
+        try:
+            report = job.engine.poll()
+        except Exception as exc:
+            return delivery.not_done(event, "poller", exc)
         logger.info("poller: %d due timer(s) published, %d live run(s) checked",
                     report.timers_published, report.runs_checked)
-        if args and _is_http_request(args[0]):
+        if delivery.is_http_request(event):
             return {"runs_checked": report.runs_checked,
                     "timers_published": report.timers_published}, 200
         return None
@@ -236,48 +172,50 @@ def make_poller(job: "Job") -> Callable[..., Any]:
     return poller
 
 
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
-
-
 def make_start(job: "Job") -> Callable[..., Any]:
     """Build the HTTP start function: JSON body = arguments; answers the run id.
 
     A caller-chosen run id (header X-Function-Flow-Run-Id) makes a retried
     request idempotent: the second call answers the run the first created.
+    Every bad request gets a 4xx with a JSON error; only a transient backend
+    error is a 503 (worth retrying with the same run id).
     """
     _log_like_a_cloud_function()
 
     def start(request: Any) -> Any:
-        raw = request.get_data(cache=True) if hasattr(request, "get_data") else b""
-        if raw and raw.strip():
-            try:
-                args = json.loads(raw)
-            except ValueError as exc:
-                return {"error": f"request body is not JSON: {exc}"}, 400
-        else:
-            args = {}
-        if not isinstance(args, dict):
-            return {"error": "run arguments must be a JSON object, got "
-                             f"{type(args).__name__}"}, 400
-        run_id = request.headers.get(RUN_ID_HEADER) or None
-        if run_id is not None and not _RUN_ID.fullmatch(run_id):
-            return {"error": f"{RUN_ID_HEADER} must be 1-200 letters, digits, "
-                             "'.', '_', ':' or '-', starting with a letter or digit"}, 400
+        try:
+            args = delivery.run_arguments(request)
+            run_id = _run_id_of(request)
+        except HttpError as exc:
+            logger.warning("start: bad request (%d): %s", exc.status, exc)
+            return exc.answer()
         try:
             # The engine, not job.start(): job.id is shared by every request
             # this instance serves at once.
             started, created = job.engine.start(args, run_id=run_id)
-        except (TypeError, ValueError) as exc:
-            return {"error": str(exc)}, 400
+        except RecordTooLargeError as exc:
+            return {"error": str(exc)}, 413
+        except (TypeError, ValueError, RecursionError) as exc:
+            # The engine refusing the arguments (not JSON-storable, over
+            # MAX_VALUE_BYTES, nested too deeply to serialise).
+            return {"error": str(exc) or "run arguments are nested too deeply"}, 400
         except Exception as exc:
-            if _is_transient(exc):
+            if delivery.is_transient(exc):
                 logger.warning("start: transient backend error: %s", exc)
-                return {"error": f"backend unavailable, retry later: {exc}"}, 503
-            if isinstance(exc, FunctionFlowError):
-                logger.error("start: %s", exc)
-                return {"error": str(exc)}, 500
-            raise
+                return {"error": f"backend unavailable, retry later (with the same "
+                                 f"{RUN_ID_HEADER} to keep it to one run): {exc}"}, 503
+            logger.error("start: unexpected error", exc_info=exc)
+            return {"error": f"internal error ({type(exc).__name__}: {exc}); the "
+                             "function's logs have the traceback"}, 500
         logger.info("start: run %s %s", started, "created" if created else "already exists")
         return {"run_id": started, "created": created}, 200
 
     return start
+
+
+def _run_id_of(request: Any) -> str | None:
+    run_id = request.headers.get(RUN_ID_HEADER) or None
+    if run_id is not None and not _RUN_ID.fullmatch(run_id):
+        raise HttpError(400, f"{RUN_ID_HEADER} must be 1-200 letters, digits, '.', '_', "
+                             "':' or '-', starting with a letter or digit")
+    return run_id

@@ -70,7 +70,8 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
 from function_flow.config import DEFAULT_PROJECT
-from function_flow.errors import ConfigurationError, RecordTooLargeError, TransientBackendError
+from function_flow.errors import (ConfigurationError, RecordTooLargeError, TransientBackendError,
+                                  transient_google_errors)
 from function_flow.core.ports import ReadAfterWriteError, RecordExistsError
 from function_flow.core.records import JoinProgress, RunRecord, RunStatus, TaskRecord, TaskStatus
 
@@ -81,8 +82,12 @@ MAX_WRITES = 500
 #: Attempts of a transaction before it counts as a transient failure.
 DEFAULT_MAX_ATTEMPTS = 20
 
-_TRANSIENT = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.Aborted,
-              gexc.InternalServerError, gexc.ResourceExhausted, gexc.RetryError)
+#: Errors raised as TransientBackendError: the one list every Google client
+#: of function_flow shares (errors.transient_google_errors). Besides the
+#: statuses Firestore answers when busy, it holds Unknown (a commit whose
+#: connection broke: the engine then records the outcome again after reading
+#: what landed) and RetryError (the client's own retries ran out of time).
+_TRANSIENT = transient_google_errors()
 #: Record fields holding arbitrary JSON, and the document field storing it.
 _JSON_FIELDS = {"args": "args_json", "result": "result_json"}
 _RESERVED_ID = re.compile(r"^__.*__$|^\.{1,2}$|^~|/")
