@@ -401,7 +401,7 @@ class FirestoreStore:
         except gexc.AlreadyExists as exc:
             raise RecordExistsError(f"Firestore: {exc.message}") from exc
         except gexc.InvalidArgument as exc:
-            if "size" in str(exc) or "exceeds" in str(exc):
+            if any(word in str(exc) for word in ("size", "exceeds", "longer than")):
                 raise RecordTooLargeError(
                     f"Firestore refused the write ({exc.message}); a document holds at "
                     "most 1 MiB") from exc
