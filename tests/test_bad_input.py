@@ -349,10 +349,10 @@ def test_one_list_of_transient_errors_serves_store_bus_and_entry_points():
 
     from function_flow.bus.pubsub import PubSubBus, transient_errors
     from function_flow.cloud.delivery import is_transient
-    from function_flow.store import firestore
+    from function_flow.store import firestore_transactions
 
     errors = transient_google_errors()
-    assert firestore._TRANSIENT == errors and transient_errors() == errors
+    assert firestore_transactions.TRANSIENT == errors and transient_errors() == errors
     assert gexc.RetryError in errors and gexc.Unknown in errors
     assert is_transient(gexc.ServiceUnavailable("down"))
     assert not is_transient(gexc.InvalidArgument("bad"))

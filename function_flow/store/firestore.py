@@ -7,17 +7,8 @@ Schema (every collection name starts with the configured prefix):
     {prefix}runs/{run_id}/slots/{n}        {"holder": task_id or null}
     {prefix}triggers/{trigger_id}          {"run_id", "task_id", "attempt"}
 
-Record fields are stored as they are, except `args` (run) and `result`
-(task), which hold arbitrary JSON and are stored as JSON text in `args_json`
-and `result_json`: Firestore refuses arrays of arrays, very large integers and
-map keys like "__x__", so JSON text is the only lossless form. Document ids
-that Firestore reserves ("__end__", the engine's virtual end task, ".",
-"..", anything with "/") are stored escaped: "~" + percent-encoding (any id
-starting with "~" is escaped too, so the mapping stays one-to-one).
-
-`deps_done` is a map written with blind field updates (`deps_done.<task>`,
-quoted with FieldPath for ids with special characters), so completers never
-read the dependent's document and never contend on it.
+How records become documents, and the transactions, are in
+firestore_transactions.py.
 
 Every transition is atomic: a Firestore transaction, or (when the engine
 promises that it writes everything it read: `compare_and_set`) one batch
@@ -54,26 +45,22 @@ Cloud Function lets Pub/Sub redeliver the message.
 from __future__ import annotations
 
 import functools
-import json
 import os
-import random
-import re
 import threading
-import time
-import urllib.parse
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
-from google.cloud.firestore_v1.field_path import FieldPath
 
 from function_flow.config import DEFAULT_PROJECT
-from function_flow.errors import (ConfigurationError, RecordTooLargeError, TransientBackendError,
-                                  transient_google_errors)
-from function_flow.core.ports import ReadAfterWriteError, RecordExistsError
+from function_flow.errors import ConfigurationError, RecordTooLargeError, TransientBackendError
+from function_flow.core.ports import RecordExistsError
 from function_flow.core.records import JoinProgress, RunRecord, RunStatus, TaskRecord, TaskStatus
+from function_flow.store.firestore_transactions import (TRANSIENT, commit_compare_and_set,
+                                                        commit_transaction, decode, doc_id,
+                                                        encode, transient)
 
 T = TypeVar("T")
 
@@ -82,30 +69,6 @@ MAX_WRITES = 500
 #: Attempts of a transaction before it counts as a transient failure.
 DEFAULT_MAX_ATTEMPTS = 20
 
-#: Errors raised as TransientBackendError: the one list every Google client
-#: of function_flow shares (errors.transient_google_errors). Besides the
-#: statuses Firestore answers when busy, it holds Unknown (a commit whose
-#: connection broke: the engine then records the outcome again after reading
-#: what landed) and RetryError (the client's own retries ran out of time).
-_TRANSIENT = transient_google_errors()
-#: Record fields holding arbitrary JSON, and the document field storing it.
-_JSON_FIELDS = {"args": "args_json", "result": "result_json"}
-_RESERVED_ID = re.compile(r"^__.*__$|^\.{1,2}$|^~|/")
-
-
-def doc_id(key: str) -> str:
-    """The document id of a run, task or trigger id (see module docstring)."""
-    if _RESERVED_ID.search(key):
-        return "~" + urllib.parse.quote(key, safe="")
-    return key
-
-
-def _transient(exc: Exception) -> TransientBackendError:
-    error = TransientBackendError(f"Firestore: {exc}")
-    error.__cause__ = exc
-    return error
-
-
 def _translated(method: Callable[..., T]) -> Callable[..., T]:
     """Raise Firestore's transient errors as TransientBackendError."""
 
@@ -113,206 +76,9 @@ def _translated(method: Callable[..., T]) -> Callable[..., T]:
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
             return method(*args, **kwargs)
-        except _TRANSIENT as exc:
-            raise _transient(exc) from exc
+        except TRANSIENT as exc:
+            raise transient(exc) from exc
     return wrapper
-
-
-def _encode(fields: dict[str, Any]) -> dict[str, Any]:
-    """Record fields -> document fields (JSON fields as text)."""
-    data = {}
-    for key, value in fields.items():
-        if key in _JSON_FIELDS:
-            data[_JSON_FIELDS[key]] = json.dumps(value)
-        else:
-            data[key] = value
-    return data
-
-
-def _decode(data: dict[str, Any]) -> dict[str, Any]:
-    """Document fields -> record fields."""
-    fields = dict(data)
-    for key, stored in _JSON_FIELDS.items():
-        if stored in fields:
-            text = fields.pop(stored)
-            fields[key] = json.loads(text) if text is not None else None
-    return fields
-
-
-def _update_paths(fields: dict[str, Any]) -> dict[str, Any]:
-    """An update's keys as Firestore field paths ("a.b" sets entry b of map a)."""
-    data = {}
-    for key, value in _encode(fields).items():
-        if "." in key:
-            field, entry = key.split(".", 1)
-            data[FieldPath(field, entry).to_api_repr()] = value
-        else:
-            data[FieldPath(key).to_api_repr()] = value
-    return data
-
-
-class _NeedsRead(Exception):
-    """A transaction function read something: it needs a real transaction."""
-
-
-class _CompareAndSet:
-    """Stands in for a Firestore Transaction, without locks.
-
-    Reads happen at once, outside any transaction, and remember each
-    document's update time. Writes are kept and committed later as one batch
-    (atomic) in which the first write to each document read carries the
-    precondition "unchanged since it was read". A conflicting writer makes
-    the commit fail at once with FailedPrecondition; the caller runs the
-    function again on fresh reads. A Firestore transaction would instead
-    hold a lock that makes the other side wait (on the emulator a flat 2 s
-    per conflict) before one of them aborts.
-
-    Only correct when every document read is also written: `batch()` answers
-    None otherwise, and the caller falls back to a real transaction.
-    """
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self.read_times: dict[str, Any] = {}  # document path -> update time (None: missing)
-        self.writes: list[tuple[str, Any, dict[str, Any]]] = []
-        #: Whether the batch carries preconditions (then it must not be resent).
-        self.guarded = False
-
-    def get(self, ref: Any) -> list[Any]:
-        return self.get_all([ref])
-
-    def get_all(self, refs: list[Any]) -> list[Any]:
-        snapshots = list(self._client.get_all(refs))
-        for snapshot in snapshots:
-            # A document read twice is checked against its first read.
-            self.read_times.setdefault(snapshot.reference.path,
-                                       snapshot.update_time if snapshot.exists else None)
-        return snapshots
-
-    def update(self, ref: Any, data: dict[str, Any]) -> None:
-        self.writes.append(("update", ref, data))
-
-    def set(self, ref: Any, data: dict[str, Any]) -> None:
-        self.writes.append(("set", ref, data))
-
-    def create(self, ref: Any, data: dict[str, Any]) -> None:
-        self.writes.append(("create", ref, data))
-
-    def delete(self, ref: Any) -> None:
-        self.writes.append(("delete", ref, None))
-
-    def batch(self) -> Any | None:
-        """The guarded batch to commit, or None if preconditions cannot cover the reads."""
-        written = {ref.path for _, ref, _ in self.writes}
-        if any(path not in written or update_time is None
-               for path, update_time in self.read_times.items()):
-            return None
-        batch = self._client.batch()
-        guarded: set[str] = set()
-        for kind, ref, data in self.writes:
-            if ref.path in self.read_times and ref.path not in guarded:
-                guarded.add(ref.path)
-                self.guarded = True
-                # A document read exists, so a set of it is an update of the
-                # fields it has (records are written with all their fields).
-                option = self._client.write_option(last_update_time=self.read_times[ref.path])
-                batch.update(ref, data, option=option)
-            elif kind == "set":
-                batch.set(ref, data)
-            elif kind == "create":
-                batch.create(ref, data)
-            elif kind == "delete":
-                batch.delete(ref)
-            else:
-                batch.update(ref, data)
-        return batch
-
-
-class _FirestoreTransaction:
-    """ports.Transaction over one attempt of a Firestore transaction.
-
-    Over a WriteBatch instead (`batch=True`), it probes whether the function
-    only writes: the first read raises _NeedsRead. A function that never
-    reads commits as one batch write (one round trip instead of begin and
-    commit); it is just as atomic, and without reads there is nothing a
-    transaction could check.
-    """
-
-    def __init__(self, store: "FirestoreStore", tx: Any, batch: bool = False) -> None:
-        self._store = store
-        self._tx = tx
-        self._batch = batch
-        self.writes = 0
-
-    def _reading(self, documents: int) -> None:
-        if self._batch:
-            raise _NeedsRead
-        if self.writes:
-            raise ReadAfterWriteError("transaction read after a write")
-        self._store._count(reads=max(1, documents))
-
-    def get_run(self, run_id: str) -> RunRecord | None:
-        self._reading(1)
-        snapshot = next(iter(self._tx.get(self._store._run_ref(run_id))))
-        return self._store._run_from(snapshot)
-
-    def get_tasks(self, run_id: str, task_ids: Iterable[str]) -> dict[str, TaskRecord]:
-        refs = [self._store._task_ref(run_id, t) for t in dict.fromkeys(task_ids)]
-        self._reading(len(refs))
-        if not refs:
-            return {}
-        found = {}
-        for snapshot in self._tx.get_all(refs):
-            if snapshot.exists:
-                record = TaskRecord.from_dict(_decode(snapshot.to_dict()))
-                found[record.task_id] = record
-        return found
-
-    def get_run_and_tasks(self, run_id: str, task_ids: Iterable[str]
-                          ) -> tuple[RunRecord | None, dict[str, TaskRecord]]:
-        run_ref = self._store._run_ref(run_id)
-        refs = [self._store._task_ref(run_id, t) for t in dict.fromkeys(task_ids)]
-        self._reading(1 + len(refs))
-        run, found = None, {}
-        for snapshot in self._tx.get_all([run_ref, *refs]):
-            if snapshot.reference.path == run_ref.path:
-                run = self._store._run_from(snapshot)
-            elif snapshot.exists:
-                record = TaskRecord.from_dict(_decode(snapshot.to_dict()))
-                found[record.task_id] = record
-        return run, found
-
-    def get_slot(self, run_id: str, slot: int) -> str | None:
-        self._reading(1)
-        snapshot = next(iter(self._tx.get(self._store._slot_ref(run_id, slot))))
-        return (snapshot.to_dict() or {}).get("holder") if snapshot.exists else None
-
-    def update_run(self, run_id: str, fields: dict[str, Any]) -> None:
-        self.writes += 1
-        self._tx.update(self._store._run_ref(run_id), _update_paths(fields))
-
-    def update_task(self, run_id: str, task_id: str, fields: dict[str, Any]) -> None:
-        self.writes += 1
-        self._tx.update(self._store._task_ref(run_id, task_id), _update_paths(fields))
-
-    def set_slot(self, run_id: str, slot: int, holder: str | None) -> None:
-        self.writes += 1
-        self._tx.set(self._store._slot_ref(run_id, slot), {"holder": holder})
-
-    def add_task(self, run_id: str, record: TaskRecord) -> None:
-        self.writes += 1
-        self._tx.create(self._store._task_ref(run_id, record.task_id),
-                        _encode(record.to_dict()))
-
-    def put_trigger(self, trigger_id: str, run_id: str, task_id: str, attempt: int) -> None:
-        self.writes += 1
-        self._tx.set(self._store._trigger_ref(trigger_id),
-                     {"trigger_id": trigger_id, "run_id": run_id, "task_id": task_id,
-                      "attempt": attempt})
-
-    def delete_trigger(self, trigger_id: str) -> None:
-        self.writes += 1
-        self._tx.delete(self._store._trigger_ref(trigger_id))
 
 
 class FirestoreStore:
@@ -389,15 +155,15 @@ class FirestoreStore:
 
     @staticmethod
     def _run_from(snapshot: Any) -> RunRecord | None:
-        return RunRecord.from_dict(_decode(snapshot.to_dict())) if snapshot.exists else None
+        return RunRecord.from_dict(decode(snapshot.to_dict())) if snapshot.exists else None
 
     # --------------------------------------------------------- transactions
 
     def transact(self, fn: Callable[[Any], T], *, compare_and_set: bool = False) -> T:
         try:
             if compare_and_set:
-                return self._transact_compare_and_set(fn)
-            return self._transact(fn)
+                return commit_compare_and_set(self, fn)
+            return commit_transaction(self, fn)
         except gexc.AlreadyExists as exc:
             raise RecordExistsError(f"Firestore: {exc.message}") from exc
         except gexc.InvalidArgument as exc:
@@ -407,98 +173,15 @@ class FirestoreStore:
                     "most 1 MiB") from exc
             raise
 
-    def _transact_compare_and_set(self, fn: Callable[[Any], T]) -> T:
-        """ports.Store.transact(compare_and_set=True): see _CompareAndSet."""
-        for attempt in range(self.max_attempts):
-            recorder = _CompareAndSet(self.client)
-            try:
-                result = fn(_FirestoreTransaction(self, recorder))
-            except _TRANSIENT as exc:
-                raise _transient(exc) from exc
-            if not recorder.writes:
-                return result
-            batch = recorder.batch()
-            if batch is None:  # it read something it does not write: lock it
-                return self._transact(fn)
-            try:
-                # No automatic retry: a resend of a commit that did land would
-                # fail its preconditions and look like a lost race, and the
-                # step would be decided again on top of itself. An error that
-                # leaves the outcome unknown is raised instead (transient), so
-                # the message is redelivered and the engine sees what landed.
-                if recorder.guarded:
-                    batch.commit(retry=None)
-                else:  # blind writes: a resend writes the same values again
-                    batch.commit()
-            except (gexc.FailedPrecondition, gexc.Aborted):
-                # Someone changed what we read: decide again on fresh reads,
-                # after a short random pause so two losers do not collide again.
-                time.sleep(random.uniform(0, 0.005 * 2 ** min(attempt, 6)))
-                continue
-            except _TRANSIENT as exc:
-                raise _transient(exc) from exc
-            self._count(writes=len(recorder.writes))
-            return result
-        raise TransientBackendError(
-            f"Firestore: compare-and-set still conflicting after {self.max_attempts} attempts")
-
-    def _transact(self, fn: Callable[[Any], T]) -> T:
-        batch = self.client.batch()
-        probe = _FirestoreTransaction(self, batch, batch=True)
-        try:
-            result = fn(probe)
-        except _NeedsRead:
-            pass
-        else:
-            if probe.writes:
-                try:
-                    batch.commit()
-                except _TRANSIENT as exc:
-                    raise _transient(exc) from exc
-                self._count(writes=probe.writes)
-            return result
-        attempts: list[_FirestoreTransaction] = []
-
-        @firestore.transactional
-        def run(tx: Any) -> T:
-            wrapper = _FirestoreTransaction(self, tx)
-            attempts.append(wrapper)
-            return fn(wrapper)
-
-        # The client would retry an aborted commit at once, in step with the
-        # other side of the conflict (two deliveries of one message claiming
-        # the same task), and on the emulator each collision waits 2 s for a
-        # lock: 20 attempts could all collide. So one attempt per client
-        # call, and a random pause, growing, between ours.
-        for attempt in range(self.max_attempts):
-            try:
-                result = run(self.client.transaction(max_attempts=1))
-            except gexc.Aborted as exc:
-                aborted: Exception = exc
-            except _TRANSIENT as exc:
-                raise _transient(exc) from exc
-            except ValueError as exc:
-                # "Failed to commit transaction in 1 attempts", caused by Aborted.
-                if not isinstance(exc.__cause__, gexc.Aborted):
-                    raise
-                aborted = exc
-            else:
-                self._count(writes=attempts[-1].writes if attempts else 0)
-                return result
-            time.sleep(random.uniform(0, min(1.0, 0.02 * 2 ** attempt)))
-        raise TransientBackendError(
-            f"Firestore: transaction still aborted after {self.max_attempts} attempts: "
-            f"{aborted}")
-
     @_translated
     def create_run(self, run: RunRecord, tasks: list[TaskRecord],
                    slots: dict[int, str | None]) -> bool:
         run_ref = self._run_ref(run.run_id)
-        documents = [(self._task_ref(run.run_id, t.task_id), _encode(t.to_dict()))
+        documents = [(self._task_ref(run.run_id, t.task_id), encode(t.to_dict()))
                      for t in tasks]
         documents += [(self._slot_ref(run.run_id, n), {"holder": holder})
                       for n, holder in slots.items()]
-        run_data = _encode(run.to_dict())
+        run_data = encode(run.to_dict())
         if len(documents) + 1 <= MAX_WRITES:
             return self._create_in_one_batch(run_ref, run_data, documents)
         return self._create_in_batches(run.run_id, run_ref, run_data, documents)
@@ -570,7 +253,7 @@ class FirestoreStore:
             return fn(self.client.transaction(max_attempts=self.max_attempts))
         except ValueError as exc:
             if isinstance(exc.__cause__, gexc.Aborted):
-                raise _transient(exc) from exc
+                raise transient(exc) from exc
             raise
 
     def _delete_refs(self, refs: list[Any]) -> None:
@@ -594,7 +277,7 @@ class FirestoreStore:
                   task_ids: Iterable[str] | None = None) -> list[TaskRecord]:
         if task_ids is None:
             snapshots = self._query(self._run_ref(run_id).collection("tasks"))
-            return [TaskRecord.from_dict(_decode(s.to_dict())) for s in snapshots]
+            return [TaskRecord.from_dict(decode(s.to_dict())) for s in snapshots]
         wanted = list(dict.fromkeys(task_ids))
         if not wanted:
             return []
@@ -602,7 +285,7 @@ class FirestoreStore:
         found = {}
         for snapshot in self.client.get_all([self._task_ref(run_id, t) for t in wanted]):
             if snapshot.exists:
-                record = TaskRecord.from_dict(_decode(snapshot.to_dict()))
+                record = TaskRecord.from_dict(decode(snapshot.to_dict()))
                 found[record.task_id] = record
         return [found[t] for t in wanted if t in found]
 
@@ -618,7 +301,7 @@ class FirestoreStore:
         query = (self._run_ref(run_id).collection("tasks")
                  .where(filter=FieldFilter("status", "==", TaskStatus(status).value))
                  .limit(limit))
-        return [TaskRecord.from_dict(_decode(s.to_dict())) for s in self._query(query)]
+        return [TaskRecord.from_dict(decode(s.to_dict())) for s in self._query(query)]
 
     @_translated
     def find_free_slots(self, run_id: str, count: int, limit: int) -> list[int]:
@@ -634,7 +317,7 @@ class FirestoreStore:
             query = self._runs().where(filter=FieldFilter("status", "==", status.value))
         else:
             query = self._runs().order_by("created_at", direction=firestore.Query.DESCENDING)
-        return [RunRecord.from_dict(_decode(s.to_dict()))
+        return [RunRecord.from_dict(decode(s.to_dict()))
                 for s in self._query(query.limit(limit))]
 
     @_translated
