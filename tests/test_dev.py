@@ -12,6 +12,7 @@ fail with an install hint when gcloud, its emulators or Java are missing.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -24,6 +25,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = Path(__file__).parent / "workflows"
+WORKFLOWS_GCP = Path(__file__).parent / "workflows_gcp"
 SAMPLE = ROOT / "samples" / "main.py"
 SAMPLE_TASKS = ("task_1", "task_2", "task_3", "task_4", "taskr1", "taskr2", "task_5", "task_6")
 
@@ -142,6 +144,33 @@ def test_dev_calls_the_poller_so_a_retry_after_backoff_runs(tmp_path: Path) -> N
     assert re.search(r"^\s+b: 20$", result.stdout, re.M), result.stdout
     log = dev_log(tmp_path)
     assert re.search(r" poller .*[1-9]\d* due timer\(s\) published", log), log
+    assert_all_stopped(log)
+
+
+@needs_emulators
+def test_an_overrun_is_interrupted_and_retried_after_the_local_function_timeout(
+        tmp_path: Path) -> None:
+    """FUNCTION_FLOW_FUNCTION_TIMEOUT=5: not 540 s until the retry, and attempt 1 is stopped.
+
+    Attempt 1 loops in Python far past its 1 s timeout. Its lease expires,
+    and the retry may start 5 s after it began; by then functions-framework
+    has raised RequestTimeoutException in it (5 s after its request began).
+    """
+    executions = tmp_path / "executions.jsonl"
+    result = run_dev(tmp_path, str(WORKFLOWS_GCP / "overrun.py"),
+                     FUNCTION_FLOW_FUNCTION_TIMEOUT="5",
+                     FUNCTION_FLOW_TEST_EXECUTIONS=str(executions))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^\s*overrun\s+SUCCEEDED\s+2\b", result.stdout, re.M), result.stdout
+    log = dev_log(tmp_path)
+    assert "function timeout 5 s" in log, log
+    first, interrupted, second = [json.loads(line) for line in
+                                  executions.read_text().splitlines()]
+    assert (first["attempt"], interrupted["attempt"], second["attempt"]) == (1, 1, 2)
+    assert interrupted["interrupted_by"] == "RequestTimeoutException"
+    assert second["at"] - first["at"] >= 5.0
+    # Stopped before its retry began, and the retry did not wait for 540 s.
+    assert interrupted["at"] <= second["at"] < first["at"] + 60
     assert_all_stopped(log)
 
 

@@ -1,6 +1,8 @@
 """The deployed topology, end to end, on the Firestore and Pub/Sub emulators.
 
-Workflow files run unchanged under functions-framework (tests/functions_stack.py):
+Workflow files run unchanged under functions-framework, started by the
+building blocks `function-flow dev` uses (function_flow/local/; the test
+conveniences are in tests/functions_stack.py):
 `start` and `poller` as HTTP functions, `scheduler` behind push subscriptions
 of the Pub/Sub emulator on the SCHEDULE topic, exactly as Pub/Sub invokes a
 deployed function. State is read back from Firestore with FirestoreStore.
@@ -10,8 +12,10 @@ from __future__ import annotations
 
 import base64
 import collections
+import concurrent.futures
 import json
 import pathlib
+import threading
 from typing import Any
 
 import pytest
@@ -32,6 +36,8 @@ SIGNATURES = ("event", "cloudevent", "http")
 #: gave up, an error answer from functions-framework.
 TROUBLE = ("Failed to commit transaction", "TransientBackendError", "will be redelivered",
            "Traceback", "ERROR")
+#: What store/firestore.py logs or raises when it gives a transaction up.
+GAVE_UP = ("transaction still aborted", "still conflicting", "gave up")
 
 
 @pytest.fixture
@@ -70,6 +76,27 @@ def push_envelope(data: bytes, message_id: str = "1") -> dict:
     return {"message": {"data": base64.b64encode(data).decode(), "attributes": {},
                         "messageId": message_id, "publishTime": "2026-01-01T00:00:00Z"},
             "subscription": f"projects/{PROJECT}/subscriptions/scheduler"}
+
+
+def handled(function, run_id: str) -> collections.Counter:
+    """How many deliveries of each task's messages the scheduler answered."""
+    counts: collections.Counter = collections.Counter()
+    for entry in function.json_logs():
+        message = entry.get("message", "")
+        if message.startswith(f"scheduler: run {run_id} task "):
+            counts[message.split(" task ")[1].split(" ")[0]] += 1
+    return counts
+
+
+def failed_pushes(emulator, function) -> list[str]:
+    """Pushes to `function` that the Pub/Sub emulator saw answered with a non-2xx.
+
+    The emulator logs each one ("Failed to push to endpoint 'URL': ... not
+    an acknowledgement: 503"); the function's port is this test's alone.
+    """
+    with open(emulator.log_path, encoding="utf-8", errors="replace") as log:
+        return [line for line in log
+                if "Failed to push to endpoint" in line and function.url in line]
 
 
 # ------------------------------------------------------------------ the sample
@@ -129,18 +156,69 @@ def test_every_message_delivered_twice_runs_each_body_once(stack, firestore_stor
     # delivered its copies, so wait for them, then check that none of those
     # second deliveries ran a body again.
     def handled_twice() -> collections.Counter | None:
-        handled = collections.Counter()
-        for entry in stack.functions[0].json_logs():
-            message = entry.get("message", "")
-            if message.startswith(f"scheduler: run {run.run_id} task "):
-                handled[message.split(" task ")[1].split(" ")[0]] += 1
-        return handled if all(handled[task] >= 2 for task in "abcd") else None
+        counts = handled(scheduler, run.run_id)
+        return counts if all(counts[task] >= 2 for task in "abcd") else None
 
     wait_for(handled_twice, "every message to be delivered twice", timeout=60)
     ran = collections.Counter(e["task_id"] for e in executed(executions))
     assert ran == {"a": 1, "b": 1, "c": 1, "d": 1}
     logs = stack.logs()
     assert not [word for word in TROUBLE if word in logs], logs[-3000:]
+
+
+def test_eight_copies_of_every_message_and_eight_starts_run_each_body_once(
+        stack, firestore_store, executions, pubsub_emulator):
+    """Heavy duplication: liveness and exactly-once bodies, with no transaction given up.
+
+    Every scheduling message is published twice (duplicate.py) and pushed
+    by 4 subscriptions, so each arrives 8 times; the emulator pushes up to
+    2 messages at once per subscription, so up to 8 deliveries run at once,
+    spread over 4 scheduler processes. Meanwhile 8 concurrent POSTs to
+    `start` (4 processes) carry the same run id.
+    """
+    source = WORKFLOWS / "duplicated.py"
+    stack.env["FUNCTION_FLOW_TEST_PUBLISH_COPIES"] = "2"
+    scheduler = stack.function(source, "scheduler", "cloudevent", workers=4, threads=4)
+    start = stack.function(source, "start", "http", workers=4, threads=2)
+    for _ in range(4):
+        stack.push(scheduler)
+
+    run_id = f"heavy-{stack.suffix}"
+    barrier = threading.Barrier(8)
+
+    def start_once(_: int) -> tuple[int, Any]:
+        barrier.wait()
+        return post(start.url, {"x": 3}, headers={RUN_ID_HEADER: run_id})
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(start_once, range(8)))
+    assert [status for status, _ in answers] == [200] * 8, answers
+    assert all(body["run_id"] == run_id for _, body in answers), answers
+    assert sorted(body["created"] for _, body in answers) == [False] * 7 + [True], answers
+
+    try:
+        run = final_run(firestore_store, run_id, timeout=180)
+    except AssertionError as exc:
+        states = {t: (r.status.value, r.attempt) for t, r in
+                  tasks_of(firestore_store, run_id).items()}
+        raise AssertionError(f"{exc}; tasks {states}\n{stack.logs()[-5000:]}") from None
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    records = tasks_of(firestore_store, run_id)
+    assert {t: r.status for t, r in records.items()} == {
+        t: TaskStatus.SUCCEEDED for t in "abcde"}
+    assert all(r.attempt == 1 for r in records.values())
+    assert records["e"].result == 3 * (2 + 3 + 4)
+    # The run can end before the last copies arrive: wait for 8 of each.
+    wait_for(lambda: all(n >= 8 for n in
+                         (handled(scheduler, run_id)[t] for t in "abcde")),
+             "every message to be delivered 8 times", timeout=120)
+
+    ran = collections.Counter(e["task_id"] for e in executed(executions))
+    assert ran == {t: 1 for t in "abcde"}, ran
+    logs = stack.logs()
+    assert not [line for line in logs.splitlines()
+                if any(words in line for words in GAVE_UP + TROUBLE)], logs[-5000:]
+    assert failed_pushes(pubsub_emulator, scheduler) == []
 
 
 # -------------------------------------------------------------- 8 instances

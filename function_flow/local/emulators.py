@@ -2,17 +2,17 @@
 
 Used by the test suite (tests/conftest.py) and by `function-flow dev`, which
 runs the deployed topology locally. Each emulator runs in its own process
-group on a free port of 127.0.0.1; `Emulator.stop()` ends that group by its
-id, so the Java process that `gcloud` spawns never outlives us.
+group on a free port of 127.0.0.1 (processes.py); `Emulator.stop()` ends
+that group by its id, so the Java process that `gcloud` spawns never
+outlives us.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,6 +20,11 @@ import urllib.error
 import urllib.request
 
 from function_flow.config import DEFAULT_PROJECT
+from function_flow.local import processes
+from function_flow.local.processes import free_port
+
+__all__ = ["Emulator", "EmulatorError", "DEFAULT_PROJECT", "free_port", "start",
+           "check_requirements", "missing_requirements", "reset_firestore"]
 
 #: Emulator name -> (gcloud arguments, directory under the SDK's platform/).
 _EMULATORS = {
@@ -62,49 +67,10 @@ class Emulator:
             return ""
 
     def stop(self, timeout: float = 10.0) -> None:
-        """End the emulator's process group (gcloud and its Java child)."""
-        if self.process.poll() is None or _group_alive(self.process.pid):
-            _signal_group(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-            # The Java child may outlive gcloud's wrapper: end the group for sure.
-            deadline = time.monotonic() + timeout
-            while _group_alive(self.process.pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if _group_alive(self.process.pid):
-                _signal_group(self.process.pid, signal.SIGKILL)
-            if self.process.poll() is None:
-                self.process.wait(timeout)
-        try:
+        """End the emulator's process group (gcloud and its Java child); idempotent."""
+        processes.stop_groups([self.process], timeout)
+        with contextlib.suppress(OSError):
             os.unlink(self.log_path)
-        except OSError:
-            pass
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def missing_requirements(names: tuple[str, ...] = ("firestore", "pubsub")) -> list[str]:
@@ -148,8 +114,7 @@ def start(name: str, project: str = DEFAULT_PROJECT, port: int | None = None,
     log = tempfile.NamedTemporaryFile(prefix=f"function-flow-{name}-emulator-",
                                       suffix=".log", delete=False)
     with log:
-        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = processes.spawn(args, dict(os.environ), log=log, name=name).process
     emulator = Emulator(name, host, project, process, log.name)
     try:
         _wait_until_ready(emulator, timeout)

@@ -1,4 +1,4 @@
-"""The deployed topology on one machine, for `function-flow dev` and tests.
+"""The deployed topology on one machine, for `function-flow dev`.
 
     Firestore emulator   Pub/Sub emulator
                            topic SCHEDULE ----------------- push --> scheduler
@@ -6,20 +6,27 @@
     HTTP POST ---------------------------------------------------> start
     every 2 s (Cloud Scheduler's part) --------------------------> poller
 
-Each function is its own `functions-framework` process serving the workflow
-file, exactly as Cloud Functions would, with FUNCTION_FLOW_BACKEND=gcp and
-the emulator hosts in its environment. Messages take the real path: publish
--> Pub/Sub emulator -> push subscription -> functions-framework -> Firestore.
+`LocalStack` assembles the building blocks the tests use one by one:
+emulators.py (the emulators), framework.py (one functions-framework server
+per entry point, FUNCTION_FLOW_BACKEND=gcp, the emulator hosts in its
+environment), pubsub.py (topics and push subscriptions) and processes.py
+(every child in its own process group, stopped by group id, so the Java
+emulators' children never outlive the stack). Messages take the real path:
+publish -> Pub/Sub emulator -> push subscription -> functions-framework ->
+Firestore. Unlike Pub/Sub, the emulator pushes at most 2 messages of a
+subscription at once, so at most 2 task bodies run at a time here.
 
-`LocalStack` owns every process it starts (emulators included), each in its
-own process group, and `stop()` ends each group by its id (SIGTERM, then
-SIGKILL after a timeout), so the Java emulators' children never outlive it.
+The local platform's request timeout is `function_timeout` (30 s unless
+FUNCTION_FLOW_FUNCTION_TIMEOUT is set): the engine waits that long, not
+Cloud Functions' 540 s, before retrying an attempt that overran its task
+timeout, and functions-framework interrupts a request running that long
+(see framework.platform_timeout_env for what that does and does not stop).
+
 The functions' output goes to one log file, each line tagged with the
-function that wrote it; the log also names every PID started.
-
-The functions serve a small generated module (see `entry_points`) instead of
-the workflow file itself, so any workflow file works (it need not define the
-entry points) and `--job NAME` picks one of several jobs.
+function that wrote it; the log also names every PID started. The
+functions serve a small generated module (entry.py) instead of the
+workflow file itself, so any workflow file works and `--job NAME` picks
+one of several jobs.
 """
 
 from __future__ import annotations
@@ -30,18 +37,19 @@ import datetime
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
 from typing import IO, Any, Callable, Iterator
 
-from function_flow.local import emulators
+from function_flow.local import emulators, framework
 from function_flow.local.emulators import Emulator, EmulatorError
+from function_flow.local.entry import ENTRY_MODULE, default_log_path, entry_points
+from function_flow.local.framework import FunctionProcess
+from function_flow.local.processes import (DevError, Terminated, signals_ignored,
+                                           sigterm_unwinds, stop_groups)
+from function_flow.local.pubsub import MAX_ACK_DEADLINE_SECONDS, EmulatorPubSub
 
 #: Project id of the local topology (any id works on the emulators).
 DEV_PROJECT = "function-flow-dev"
@@ -56,101 +64,6 @@ FUNCTIONS = ("start", "scheduler", "external_event_listener", "poller")
 POLL_INTERVAL_SECONDS = 2.0
 #: How long a stopping function may finish a running task before SIGKILL.
 FUNCTION_GRACE_SECONDS = 3.0
-#: Pub/Sub's maximum ack deadline: a task body may run this long in one push.
-ACK_DEADLINE_SECONDS = 600
-
-_ENTRY_MODULE = '''"""Entry points served by `function-flow dev` (generated; deleted when it stops)."""
-from function_flow.local import stack
-
-start, scheduler, external_event_listener, poller = stack.entry_points()
-'''
-
-
-class DevError(RuntimeError):
-    """The local topology could not start (a process died or did not answer)."""
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived: unwind like Ctrl-C does, through every `finally`."""
-
-
-# --------------------------------------------------------- child processes
-
-
-def stop_groups(processes: list[subprocess.Popen], timeout: float = 10.0) -> None:
-    """End each process and its process group: SIGTERM, then SIGKILL after `timeout`.
-
-    Every group gets SIGTERM at once, so they shut down in parallel. A
-    group id is its leader's PID (started with start_new_session), so this
-    never touches a process we did not start.
-    """
-    for process in processes:
-        _killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for process in processes:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(max(0.0, deadline - time.monotonic()))
-    while any(_group_alive(p.pid) for p in processes) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for process in processes:
-        if _group_alive(process.pid):
-            _killpg(process.pid, signal.SIGKILL)
-    for process in processes:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout)
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class FunctionProcess:
-    """One functions-framework process serving one entry point."""
-
-    def __init__(self, name: str, signature_type: str, port: int,
-                 process: subprocess.Popen) -> None:
-        self.name = name
-        self.signature_type = signature_type
-        self.port = port
-        self.process = process
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def answers(self) -> bool:
-        """Whether its HTTP server is up. Any HTTP answer counts.
-
-        /robots.txt is answered by functions-framework itself (404 for HTTP
-        functions, 405 for event functions), so the check never runs a
-        function: a GET on `start` would start a run.
-        """
-        try:
-            with urllib.request.urlopen(self.url + "robots.txt", timeout=2):
-                return True
-        except urllib.error.HTTPError:
-            return True
-        except (urllib.error.URLError, OSError):
-            return False
-
-
-# ----------------------------------------------------------------- the stack
-
 
 class LocalStack:
     """Emulators, topics, push subscriptions and one process per entry point.
@@ -164,6 +77,7 @@ class LocalStack:
     the push subscriptions made on them are deleted. collection_prefix and
     topic names (Pub/Sub ids: 3+ characters, starting with a letter) let
     several stacks share emulators.
+    function_timeout: the local platform's request timeout in seconds.
     log_path: where the functions' output goes; by default a temporary
     file, kept after `stop()` so that it can still be read.
     on_event: called with each line the stack itself logs (startup steps).
@@ -176,6 +90,7 @@ class LocalStack:
                  log_path: str | None = None, collection_prefix: str = "",
                  firestore: Emulator | None = None, pubsub: Emulator | None = None,
                  poll_interval: float | None = POLL_INTERVAL_SECONDS,
+                 function_timeout: int | None = None,
                  extra_env: dict[str, str] | None = None,
                  startup_timeout: float = 90.0,
                  on_event: Callable[[str], None] | None = None) -> None:
@@ -190,6 +105,7 @@ class LocalStack:
         self.signature_type = signature_type
         self.collection_prefix = collection_prefix
         self.poll_interval = poll_interval
+        self.function_timeout = function_timeout or framework.local_function_timeout()
         self.extra_env = dict(extra_env or {})
         self.startup_timeout = startup_timeout
         self.on_event = on_event or (lambda line: None)
@@ -201,11 +117,10 @@ class LocalStack:
         self._log_path = log_path
         self._log: IO[str] | None = None
         self._log_lock = threading.Lock()
-        self._pumps: list[threading.Thread] = []
         self._poller_stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._store: Any = None
-        self._subscriptions: list[str] = []
+        self._wiring: EmulatorPubSub | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -223,9 +138,17 @@ class LocalStack:
         try:
             self._open_log()
             self._start_emulators()
-            self._create_topics()
+            assert self.pubsub is not None
+            self._wiring = EmulatorPubSub(self.pubsub.host, self.project)
+            for topic in (self.schedule_topic, self.events_topic):
+                self._wiring.ensure_topic(topic)
+            self._event(f"topics {self.schedule_topic} and {self.events_topic} "
+                        f"in project {self.project}")
             self._start_functions()
-            self._wait_for_functions()
+            framework.wait_until_answering(
+                self.functions.values(), self.startup_timeout,
+                lambda f: f"last lines of {self._log_path}:\n{self.log_tail(15)}")
+            self._event("every function answers")
             self._create_push_subscriptions()
             if self.poll_interval:
                 self._poller = threading.Thread(target=self._poll_forever,
@@ -242,32 +165,26 @@ class LocalStack:
         if self._poller is not None:
             self._poller.join(timeout)
             self._poller = None
-        if self.pubsub is not None and all(e is not self.pubsub for e in self._own_emulators):
-            # Shared emulators outlive us: leave no subscription pushing to
-            # a port that is about to close.
-            while self._subscriptions:
-                with contextlib.suppress(Exception):
-                    self._pubsub_call("DELETE", f"subscriptions/{self._subscriptions.pop()}")
+        if self._wiring is not None:
+            # Subscriptions first: a shared emulator must not keep pushing
+            # to ports that are about to close.
+            with contextlib.suppress(Exception):
+                self._wiring.close()
+            self._wiring = None
         functions = list(self.functions.values())
         self.functions = {}
         with contextlib.suppress(Exception):
-            # On SIGTERM gunicorn waits for running task bodies (up to 30 s,
-            # even on its "quick" SIGINT): allow a short grace, then SIGKILL,
-            # as Cloud Functions does to an instance it scales down.
-            stop_groups([f.process for f in functions], min(timeout, FUNCTION_GRACE_SECONDS))
+            framework.stop_functions(functions, min(timeout, FUNCTION_GRACE_SECONDS))
             if functions:
                 self._write("dev", "stopped " + ", ".join(f"{f.name} (pid {f.pid})"
                                                           for f in functions))
-        for pump in self._pumps:
-            pump.join(timeout)
-        self._pumps.clear()
         if self._store is not None:
             with contextlib.suppress(Exception):
                 self._store.close()
             self._store = None
         owned, self._own_emulators = self._own_emulators, []
         with contextlib.suppress(Exception):
-            stop_groups([e.process for e in owned], timeout)
+            stop_groups([e.process for e in owned], timeout)  # both at once
         for emulator in owned:
             with contextlib.suppress(Exception):
                 emulator.stop(timeout)  # already ended; removes its log file
@@ -294,12 +211,6 @@ class LocalStack:
     @property
     def poller_url(self) -> str:
         return self.functions["poller"].url
-
-    @property
-    def pids(self) -> list[int]:
-        """PIDs (= process group ids) of every process this stack started."""
-        return [e.process.pid for e in self._own_emulators] + \
-            [f.pid for f in self.functions.values()]
 
     @property
     def env(self) -> dict[str, str]:
@@ -352,7 +263,7 @@ class LocalStack:
                 body = json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode("utf-8", "replace")
-            with contextlib.suppress(ValueError, AttributeError):
+            with contextlib.suppress(ValueError, AttributeError, KeyError, TypeError):
                 detail = json.loads(detail)["error"]
             raise DevError(f"the start function answered {exc.code}: {detail}") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
@@ -426,93 +337,35 @@ class LocalStack:
                         self._event(f"{name} emulator on {emulator.host} "
                                     f"(pid {emulator.process.pid})")
 
-    def _pubsub_call(self, method: str, path: str, body: dict[str, Any] | None = None) -> None:
-        """One call to the Pub/Sub emulator's REST API; "already exists" is fine."""
-        assert self.pubsub is not None
-        url = f"http://{self.pubsub.host}/v1/projects/{self.project}/{path}"
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(url, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=30):
-                return
-        except urllib.error.HTTPError as exc:
-            if exc.code == 409:
-                return
-            raise DevError(f"Pub/Sub emulator: {method} {path} answered {exc.code}: "
-                           f"{exc.read().decode('utf-8', 'replace')}") from None
-
-    def _create_topics(self) -> None:
-        for topic in (self.schedule_topic, self.events_topic):
-            self._pubsub_call("PUT", f"topics/{topic}")
-        self._event(f"topics {self.schedule_topic} and {self.events_topic} "
-                    f"in project {self.project}")
-
-    def _create_push_subscriptions(self) -> None:
-        """Push each topic to its function, as a Pub/Sub trigger does when deployed."""
-        for topic, target in ((self.schedule_topic, "scheduler"),
-                              (self.events_topic, "external_event_listener")):
-            name = f"{self.collection_prefix}{topic}-{target}-push"
-            self._pubsub_call("PUT", f"subscriptions/{name}", {
-                "topic": f"projects/{self.project}/topics/{topic}",
-                "pushConfig": {"pushEndpoint": self.functions[target].url},
-                "ackDeadlineSeconds": ACK_DEADLINE_SECONDS,
-            })
-            self._subscriptions.append(name)
-            self._event(f"push subscription {name}: {topic} -> {target}")
-
     def _start_functions(self) -> None:
         self._workdir = tempfile.mkdtemp(prefix="function-flow-dev-")
         entry = os.path.join(self._workdir, "function_flow_dev_entry.py")
         with open(entry, "w", encoding="utf-8") as handle:
-            handle.write(_ENTRY_MODULE)
-        env = dict(os.environ, **self.env, PYTHONUNBUFFERED="1",
-                   FUNCTION_FLOW_DEV_SOURCE=self.source,
+            handle.write(ENTRY_MODULE)
+        env = dict(self.env, FUNCTION_FLOW_DEV_SOURCE=self.source,
                    FUNCTION_FLOW_DEV_JOB=self.job_name or "")
+        self._event(f"function timeout {self.function_timeout} s (a request running "
+                    "longer is interrupted; an overrun task's retry waits that long)")
         for name in FUNCTIONS:
             signature = self.signature_type \
                 if name in ("scheduler", "external_event_listener") else "http"
-            port = emulators.free_port()
-            command = [_functions_framework(), f"--source={entry}", f"--target={name}",
-                       f"--signature-type={signature}", "--host=127.0.0.1", f"--port={port}"]
-            process = subprocess.Popen(command, env=dict(env, FUNCTION_FLOW_DEV_TARGET=name),
-                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, start_new_session=True,
-                                       text=True, encoding="utf-8", errors="replace")
-            function = FunctionProcess(name, signature, port, process)
+            function = framework.start_function(
+                entry, name, signature, dict(env, FUNCTION_FLOW_DEV_TARGET=name),
+                function_timeout=self.function_timeout,
+                on_line=lambda line, name=name: self._write(name, line))
             self.functions[name] = function
             self._event(f"{name} ({signature} function) on {function.url} "
-                        f"(pid {process.pid})")
-            pump = threading.Thread(target=self._pump, args=(name, process),
-                                    name=f"function-flow-dev-log-{name}", daemon=True)
-            pump.start()
-            self._pumps.append(pump)
+                        f"(pid {function.pid})")
 
-    def _pump(self, name: str, process: subprocess.Popen) -> None:
-        """Copy a function's output into the log, each line tagged with its name."""
-        assert process.stdout is not None
-        for line in process.stdout:
-            self._write(name, line)
-        process.stdout.close()
-
-    def _wait_for_functions(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        waiting = dict(self.functions)
-        while waiting:
-            for name, function in list(waiting.items()):
-                if function.process.poll() is not None:
-                    time.sleep(0.2)  # let the log pump catch the last lines
-                    raise DevError(f"the {name} function exited with code "
-                                   f"{function.process.returncode} before answering; "
-                                   f"last lines of {self._log_path}:\n{self.log_tail(15)}")
-                if function.answers():
-                    del waiting[name]
-            if waiting and time.monotonic() > deadline:
-                raise DevError(f"{', '.join(waiting)} did not answer within "
-                               f"{self.startup_timeout:.0f} s; see {self._log_path}")
-            if waiting:
-                time.sleep(0.2)
-        self._event("every function answers")
+    def _create_push_subscriptions(self) -> None:
+        """Push each topic to its function, as a Pub/Sub trigger does when deployed."""
+        assert self._wiring is not None
+        for topic, target in ((self.schedule_topic, "scheduler"),
+                              (self.events_topic, "external_event_listener")):
+            name = f"{self.collection_prefix}{topic}-{target}-push"
+            self._wiring.push(topic, self.functions[target].url, name,
+                              MAX_ACK_DEADLINE_SECONDS)
+            self._event(f"push subscription {name}: {topic} -> {target}")
 
     def _poll_forever(self) -> None:
         assert self.poll_interval
@@ -522,18 +375,6 @@ class LocalStack:
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 if not self._poller_stop.is_set():
                     self._write("dev", f"poller call failed: {exc}")
-
-
-def _functions_framework() -> str:
-    """The functions-framework script next to this Python, else on PATH."""
-    beside = os.path.join(os.path.dirname(sys.executable), "functions-framework")
-    if os.access(beside, os.X_OK):
-        return beside
-    found = shutil.which("functions-framework")
-    if found is None:
-        raise DevError("the `functions-framework` command is missing; "
-                       "pip install functions-framework")
-    return found
 
 
 @contextlib.contextmanager
@@ -549,60 +390,6 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-# --------------------------------------------------- inside each function
-
-
-def entry_points() -> tuple[Callable[..., Any], ...]:
-    """The four entry points of the workflow named by the dev environment.
-
-    Runs inside each functions-framework process (see _ENTRY_MODULE): loads
-    FUNCTION_FLOW_DEV_SOURCE the way the CLI does and builds the functions
-    from its Job, on the GCP backend that the environment configures.
-    """
-    import logging
-
-    from function_flow import loader
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    job = loader.load_job(os.environ["FUNCTION_FLOW_DEV_SOURCE"],
-                          os.environ.get("FUNCTION_FLOW_DEV_JOB") or None)
-    return (job.make_start(), job.make_scheduler(), job.make_external_event_listener(),
-            job.make_poller())
-
-
-# ----------------------------------------------------------------- signals
-
-
-@contextlib.contextmanager
-def sigterm_unwinds() -> Iterator[None]:
-    """Within the block, SIGTERM raises Terminated, so `finally` blocks run."""
-    def raise_terminated(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def signals_ignored() -> Iterator[None]:
-    """Let a shutdown finish: a second Ctrl-C must not leave processes behind."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN)
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def default_log_path(run_id: str) -> str:
-    """Where `function-flow dev` writes the functions' logs for a run."""
-    return os.path.join(".function_flow", f"dev-{run_id}.log")
 
 
 __all__ = ["LocalStack", "FunctionProcess", "DevError", "EmulatorError", "Terminated",
