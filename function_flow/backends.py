@@ -77,13 +77,18 @@ class Backend:
 def embedded(db_path: str | None = None, workers: int | None = None) -> Backend:
     """SQLite store plus the in-process bus: no cloud account needed."""
     from function_flow.bus.local import LocalBus
+    from function_flow.local.child import ChildProcessExecutor
     from function_flow.store.sqlite import SqliteStore
 
     settings = Settings.from_env()
     path = db_path or settings.db_path
     bus = LocalBus(workers or settings.workers)
-    backend = Backend("embedded", SqliteStore(path), bus,
-                      description=describe_embedded(path))
+    store = SqliteStore(path)
+    backend = Backend("embedded", store, bus,
+                      description=describe_embedded(path),
+                      # A body with a timeout runs in a child killed at it.
+                      executor=ChildProcessExecutor(store) if hasattr(os, "fork")
+                      else InlineExecutor())
     # A script that calls job.start() and returns should still see its run
     # through, as it would on Cloud Functions: wait for the bus at exit.
     atexit.register(bus.wait_idle)

@@ -172,3 +172,80 @@ def test_resume_refuses_a_workflow_whose_graph_changed(tmp_path: Path) -> None:
     changed = scene.flow("resume", run_id)
     assert_one_error_line(changed, "changed since run", run_id)
     assert counts(scene.marks())["blocker"] == 1
+
+
+def test_a_body_that_kills_its_process_every_time_ends_failed(tmp_path: Path) -> None:
+    """Interrupted attempts are free only MAX_INTERRUPTED_ATTEMPTS times.
+
+    `suicidal` has no timeout, so it runs in the worker thread and its
+    os._exit(17) ends the whole command, each time. Its one retry is used
+    up only after the free interruptions, so it runs five times in all:
+    attempt 1 under `run`, attempts 2-4 as free re-runs after the first
+    three resumes, attempt 5 as its retry; the fifth resume fails it.
+    """
+    from function_flow.core.transitions import MAX_INTERRUPTED_ATTEMPTS
+
+    assert MAX_INTERRUPTED_ATTEMPTS == 3  # the counts below follow from it
+    scene = Scenario(tmp_path)
+
+    def executions() -> list[tuple[str, int, int]]:
+        if not scene.markers.exists():
+            return []
+        rows = [line.split() for line in scene.markers.read_text().splitlines()]
+        return [(run, int(pid), int(attempt)) for _, run, pid, attempt in rows]
+
+    died = scene.flow("run", str(WORKFLOWS / "dies_inline.py"))
+    assert died.returncode == 17, died.stdout + died.stderr
+    [(run_id, pid, attempt)] = executions()
+    assert attempt == 1
+
+    for resumed in range(1, 5):
+        again = scene.flow("resume", run_id)
+        assert again.returncode == 17, (resumed, again.stdout, again.stderr)
+        assert [a for _, _, a in executions()] == list(range(1, resumed + 2))
+    assert len({pid for _, pid, _ in executions()}) == 5  # a new process each time
+
+    final = scene.flow("resume", run_id)
+    assert final.returncode == 1, final.stdout + final.stderr
+    assert "ProcessDied: attempt 5 of task 'suicidal' was interrupted" in final.stderr
+    assert len(executions()) == 5  # the fifth resume ran nothing
+    shown = scene.flow("status", run_id)
+    assert f"run {run_id} FAILED" in shown.stdout
+    assert "5 (3 interrupted)" in shown.stdout
+    assert "ProcessDied" in shown.stdout
+
+
+def test_a_killed_run_takes_the_bodies_of_its_child_processes_with_it(tmp_path: Path) -> None:
+    """kill -9 of `function-flow run`: a body running in a child process
+    (its task has a timeout) dies too, so it cannot overlap the attempt
+    that `resume` starts."""
+    scene = Scenario(tmp_path)
+    process = scene.start(str(WORKFLOWS / "timed_blocker.py"))
+    run_id = scene.wait_until_blocked(process)
+    [(_, _, body_pid)] = scene.marks()
+    assert body_pid != process.pid  # the body runs in a child of the run
+    kill(process)
+    deadline = time.monotonic() + 10
+    while process_exists(body_pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not process_exists(body_pid)
+
+    scene.gate.touch()
+    resumed = scene.flow("resume", run_id)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"run {run_id} SUCCEEDED" in resumed.stdout
+    assert resumed.stdout.count("blocker saw the gate") == 1  # the child's stdout is ours
+    assert counts(scene.marks()) == {"blocker": 2, "last": 1}
+
+
+def process_exists(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie (orphans are reaped by init)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except OSError:
+        return False

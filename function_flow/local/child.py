@@ -1,0 +1,553 @@
+"""Run a task body in a forked child process, and kill it at its timeout.
+
+The embedded backend's executor (`ports.Executor`). A body whose task has a
+timeout runs in a child forked from the worker thread; at the timeout the
+child's whole process group is killed with SIGKILL and reaped before the
+attempt is failed, so a retry never starts while an earlier attempt of the
+same task is still running. Bodies without a timeout run in the worker
+thread itself, as before, and pay nothing.
+
+The child is a copy of this process, so the body sees the workflow's
+globals and imports exactly as a thread would, with no pickling of the
+body or its arguments. What comes back crosses a pipe: the pickled return
+value, or the exception with its formatted traceback. Changes the body
+makes to this process's memory (a module global, a cache) stay in the child.
+
+Forking a process that has threads copies only the forking thread; all
+memory is copied as it was, locks included. So the child uses nothing that
+the other threads may have been using at that instant:
+
+- the store is read through the parent: in the child, the store's read
+  methods (what `job.get_task_result` and `job.get_arguments` call) send
+  the call over a pipe, and the waiting worker thread answers it with its
+  own connection. The child never touches SQLite itself: the SQLite
+  library's mutexes and its per-file lock state are process-wide, and a
+  child forked while another worker thread was inside SQLite blocked
+  forever on its first query, about one fork in five under load. Writes
+  (`transact`, `create_run`, `delete_run`) raise in the child;
+- nor does the child free the SQLite objects it inherited, which takes the
+  same mutexes (see `_fork`: the collector is paused across the fork and
+  what the child inherited is frozen, never collected there);
+- the bus and the engine are never used in the child: the parent records
+  the outcome;
+- logging re-initialises its locks in the child (at-fork handlers);
+- a lock that another thread held at the instant of the fork (a buffered
+  stream being written, a library's own lock) stays held in the child
+  forever; a child that blocks on one never answers and is killed at the
+  timeout like any body that hangs, and the attempt is retried.
+
+The child ends with os._exit: no atexit handler runs twice, and buffers of
+this process copied into the child are not written a second time (they are
+flushed before the fork; the child flushes only what its body wrote).
+Its stdout and stderr are this process's file descriptors.
+
+On Linux the child also dies with SIGKILL when the thread that forked it
+ends (the whole program killed, or exiting), so no body outlives its
+program and runs alongside the attempt a later `function-flow resume`
+starts. Processes the body started in its group are killed with it at
+the timeout, or when it ends; those it moved to a session of their own
+(`start_new_session=True`) are its own business.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import gc
+import os
+import pickle
+import select
+import signal
+import sqlite3
+import struct
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+#: Every frame on a pipe: its kind, then the length of its pickled payload.
+_HEADER = struct.Struct("!cQ")
+_CALL, _ANSWER, _REPLY = b"C", b"A", b"R"
+#: Exit code of a child whose answer could not be written.
+_NO_ANSWER = 70
+_PR_SET_PDEATHSIG = 1
+#: Store methods a body in a child may call: they only read, and their
+#: arguments and results pickle. Each is answered by the parent.
+STORE_READS = ("get_run", "get_tasks", "join_progress", "find_tasks", "find_free_slots",
+               "list_runs", "get_trigger", "runs_started_before")
+#: Store methods that write: refused in a child (a transaction function is
+#: code, which cannot be sent to the parent).
+STORE_WRITES = ("transact", "create_run", "delete_run")
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised by a body in a child process.
+
+    Attached as `__cause__` of the exception raised in the parent, so the
+    attempt's recorded error shows where in the body it was raised.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text.rstrip()}\n"""'
+
+
+class BodyError(Exception):
+    """A body's exception that could not be carried back from its child process.
+
+    Its message is the last line of the body's traceback ("ModuleError: ...").
+    """
+
+
+class BodyDiedError(Exception):
+    """The child process running a body ended without answering."""
+
+
+class UnpicklableResultError(TypeError):
+    """A body running in a child process returned a value that pickle cannot carry."""
+
+
+class ChildProcessExecutor:
+    """Runs a body with a timeout in a forked child it kills at that timeout.
+
+    `store`: the store whose reads a body in the child makes through this
+    process (see the module docstring); None if bodies never read one.
+    Thread-safe: each worker thread forks and waits for its own child.
+    """
+
+    stops_bodies = True
+
+    def __init__(self, store: Any = None) -> None:
+        self.store = store
+
+    def run(self, body: Callable[[], Any], timeout: float | None, what: str) -> Any:
+        if not timeout:
+            return body()
+        deadline = time.monotonic() + timeout
+        for stream in (sys.stdout, sys.stderr):
+            # What this process buffered must not be written by the child too.
+            with contextlib.suppress(Exception):
+                stream.flush()
+        up_read, up_write = os.pipe()        # child -> parent: calls, the answer
+        down_read, down_write = os.pipe()    # parent -> child: replies to calls
+        parent = os.getpid()
+        try:
+            pid = _fork(self.store)
+        except BaseException:
+            for fd in (up_read, up_write, down_read, down_write):
+                os.close(fd)
+            raise
+        if pid == 0:  # pragma: no cover -- the child; coverage cannot follow it
+            os.close(up_read)
+            os.close(down_write)
+            _child(body, up_write, down_read, parent, self.store)
+        os.close(up_write)
+        os.close(down_read)
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)  # the child does it too: whichever runs first
+        try:
+            answer, status = _Parent(pid, up_read, down_write, self.store).wait(deadline)
+        except BaseException:  # noqa: B036 -- a Ctrl-C in the main thread: no orphan
+            _kill_group(pid)
+            _reap(pid)
+            raise
+        finally:
+            os.close(up_read)
+            os.close(down_write)
+        if status is None:
+            raise TimeoutError(f"{what} was stopped at its timeout of {timeout:g} s")
+        return _outcome(answer, status, what)
+
+
+# -------------------------------------------------------------------- fork
+
+#: One fork at a time: the garbage collector is paused around each.
+_FORK_LOCK = threading.Lock()
+#: In a child: SQLite objects copied from the parent, kept from being freed.
+_inherited: list[Any] = []
+
+
+def _fork(store: Any) -> int:
+    """os.fork, so that the child frees no SQLite object of the parent.
+
+    Freeing one (closing a connection, finalizing a statement) takes
+    SQLite's process-wide mutexes, which another thread may have held at
+    the instant of the fork: the child would block forever. It happens in
+    two ways. The garbage collector frees connections the parent had not
+    collected yet (seen: a test's child hung in sqlite3_free); so the
+    collector is paused across the fork and the child freezes what it
+    inherited (gc.freeze: never collected there) before it runs again,
+    for what the body allocates. And CPython frees the other threads'
+    state as the child starts, and the store drops its connections there,
+    closing the thread-local connections of `store`; so these are
+    referenced across the fork (found from the store's own objects, not by
+    a scan of the heap, which would keep other threads' temporaries alive:
+    a cursor that outlives its statement makes that thread's COMMIT fail).
+    """
+    keep = _connections_of(store)
+    with _FORK_LOCK:
+        collecting = gc.isenabled()
+        gc.disable()
+        pid = -1
+        try:
+            pid = os.fork()
+        finally:
+            if pid == 0:  # pragma: no cover -- the child
+                _inherited[:] = keep
+                gc.freeze()
+            if collecting:
+                gc.enable()
+        return pid
+
+
+def _connections_of(root: Any, depth: int = 6, most: int = 10_000) -> list[Any]:
+    """The SQLite connections `root` holds (its thread-locals included), by referents."""
+    if root is None:
+        return []
+    found: list[Any] = []
+    seen = {id(root)}
+    level = [root]
+    for _ in range(depth):
+        following = []
+        for obj in gc.get_referents(*level):
+            if id(obj) in seen or isinstance(obj, (str, bytes, int, float, type)):
+                continue
+            seen.add(id(obj))
+            if isinstance(obj, sqlite3.Connection):
+                found.append(obj)
+            elif len(seen) < most:
+                following.append(obj)
+        level = following
+        if not level:
+            break
+    return found
+
+
+# ------------------------------------------------------------------- child
+
+
+def _child(body: Callable[[], Any], up: int, down: int, parent: int,
+           store: Any) -> None:  # pragma: no cover -- runs in the child
+    """Run the body, write the answer, _exit. Never returns into the worker's code."""
+    code = _NO_ANSWER
+    try:
+        os.setpgid(0, 0)
+        _die_with_parent(parent)
+        if store is not None:
+            _read_through_parent(store, _Channel(up, down))
+        try:
+            answer = _answer_ok(body())
+        except BaseException as exc:  # noqa: B036 -- every failure of the body is its answer
+            answer = _answer_error(exc)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        _write_all(up, _frame(_ANSWER, answer))
+        code = 0
+    except BaseException:  # noqa: B036 -- nothing may escape into the worker's loop
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    """prctl(2) on Linux, resolved here in the parent: a child must not dlopen
+    (the loader's lock may have been held by another thread at the fork)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent(parent: int) -> None:  # pragma: no cover -- runs in the child
+    """Linux: SIGKILL this child when the thread that forked it ends."""
+    if _PRCTL is None:
+        return
+    with contextlib.suppress(Exception):
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(_NO_ANSWER)
+
+
+class _Channel:  # pragma: no cover -- runs in the child
+    """The child's end of the store calls: one call at a time, answered by the parent."""
+
+    def __init__(self, up: int, down: int) -> None:
+        self.up, self.down = up, down
+        self.lock = threading.Lock()  # a body's own threads may read too
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        request = pickle.dumps((name, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        with self.lock:
+            _write_all(self.up, _frame(_CALL, request))
+            kind, payload = _read_frame(self.down)
+        ok, value = pickle.loads(payload)
+        if ok:
+            return value
+        raise value
+
+
+def _read_through_parent(store: Any, channel: _Channel) -> None:  # pragma: no cover
+    """In the child: the store's reads go to the parent, its writes are refused."""
+    for name in STORE_READS:
+        setattr(store, name, functools.partial(channel.call, name))
+    for name in STORE_WRITES:
+        setattr(store, name, functools.partial(_refuse_write, name))
+    setattr(store, "close", lambda: None)
+
+
+def _refuse_write(name: str, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover
+    raise RuntimeError(
+        f"store.{name}() inside a task body with a timeout: such a body runs in a child "
+        "process, which can read runs (job.get_task_result, job.get_arguments) but not "
+        "write them; start other runs from a task without a timeout")
+
+
+def _answer_ok(value: Any) -> bytes:  # pragma: no cover -- runs in the child
+    try:
+        return pickle.dumps(("ok", value), protocol=pickle.HIGHEST_PROTOCOL)
+    except BaseException as exc:  # noqa: B036 -- pickle raises many kinds
+        return pickle.dumps(("unpicklable", f"{type(value).__name__} ({exc})"))
+
+
+def _answer_error(exc: BaseException) -> bytes:  # pragma: no cover -- runs in the child
+    text = traceback.format_exc()
+    try:
+        carried = pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.loads(carried)  # some exceptions pickle but cannot be rebuilt
+    except BaseException:  # noqa: B036 -- fall back to the text alone
+        carried = None
+    return pickle.dumps(("error", carried, text))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_frame(fd: int) -> tuple[bytes, bytes]:  # pragma: no cover -- runs in the child
+    kind, size = _HEADER.unpack(_read_exactly(fd, _HEADER.size))
+    return kind, _read_exactly(fd, size)
+
+
+def _read_exactly(fd: int, size: int) -> bytes:  # pragma: no cover -- runs in the child
+    data = bytearray()
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            raise EOFError("the parent closed the pipe")
+        data += chunk
+    return bytes(data)
+
+
+def _frame(kind: bytes, payload: bytes) -> bytes:
+    return _HEADER.pack(kind, len(payload)) + payload
+
+
+# ------------------------------------------------------------------ parent
+
+
+class _Parent:
+    """The worker thread's side: serve the child's store calls, read its answer, reap it.
+
+    Other children forked at the same moment may hold copies of our pipes'
+    ends, so the end of a frame is known from its length and the end of the
+    child from its exit, never from a pipe's end of file.
+    """
+
+    def __init__(self, pid: int, up: int, down: int, store: Any) -> None:
+        self.pid, self.up, self.down, self.store = pid, up, down, store
+        self.received = bytearray()
+        self.answer: bytes | None = None
+        os.set_blocking(up, False)
+        os.set_blocking(down, False)
+
+    def wait(self, deadline: float) -> tuple[bytes | None, int | None]:
+        """(answer or None, wait status), or (None, None) when the deadline came first.
+
+        In that case the child's group has been killed and the child reaped.
+        """
+        exited = _exit_watch(self.pid)
+        try:
+            while True:
+                if self.answer is None:
+                    self._receive(deadline)
+                if _has_exited(self.pid):
+                    if self.answer is None:  # it may have written all just before exiting
+                        self._receive(deadline)
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    _kill_group(self.pid)
+                    status = _reap(self.pid)
+                    # An answer that arrived in time counts, even if its
+                    # process had not quite exited yet.
+                    return (self.answer, status) if self.answer is not None else (None, None)
+                watched = [exited] if exited is not None else []
+                if self.answer is None:
+                    watched.append(self.up)
+                # Without a pidfd, look at the child again every 50 ms.
+                pause = remaining if exited is not None else min(remaining, 0.05)
+                _poll(watched, select.POLLIN, pause)
+        finally:
+            if exited is not None:
+                os.close(exited)
+        # It exited (a zombie until reaped): nothing can take its group id yet.
+        _kill_group(self.pid)  # processes it left behind in its group
+        return self.answer, _reap(self.pid)
+
+    def _receive(self, deadline: float) -> None:
+        """Read what the pipe holds now; serve whole calls; keep the answer."""
+        while True:
+            try:
+                chunk = os.read(self.up, 1 << 20)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            self.received += chunk
+        while len(self.received) >= _HEADER.size:
+            kind, size = _HEADER.unpack_from(self.received)
+            end = _HEADER.size + size
+            if len(self.received) < end:
+                return
+            payload = bytes(self.received[_HEADER.size:end])
+            del self.received[:end]
+            if kind == _ANSWER:
+                self.answer = payload
+                return
+            if kind == _CALL:
+                self._serve(payload, deadline)
+
+    def _serve(self, request: bytes, deadline: float) -> None:
+        try:
+            name, args, kwargs = pickle.loads(request)
+            if name not in STORE_READS or self.store is None:
+                raise RuntimeError(f"store.{name}() cannot be called from a child process")
+            reply = pickle.dumps((True, getattr(self.store, name)(*args, **kwargs)),
+                                 protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # the store's error is the body's to see
+            try:
+                reply = pickle.dumps((False, exc), protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception:
+                reply = pickle.dumps((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
+        self._send(_frame(_REPLY, reply), deadline)
+
+    def _send(self, data: bytes, deadline: float) -> None:
+        """Write a reply, unless the child is gone or the deadline comes first."""
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self.down, view):]
+                continue
+            except BlockingIOError:
+                pass
+            except BrokenPipeError:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or _has_exited(self.pid):
+                return
+            _poll([self.down], select.POLLOUT, min(remaining, 0.05))
+
+
+def _poll(fds: list[int], events: int, timeout: float) -> None:
+    """Wait until one of `fds` is ready or `timeout` seconds pass (poll: any fd number)."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, events)
+    with contextlib.suppress(InterruptedError):
+        poller.poll(max(0, int(timeout * 1000) + 1))
+
+
+def _exit_watch(pid: int) -> int | None:
+    """A file descriptor readable once `pid` has exited (Linux 5.3+), or None."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _has_exited(pid: int) -> bool:
+    """Whether the child has exited, without reaping it (its group id stays reserved)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # reaped by someone else (a waitpid(-1) elsewhere)
+        return True
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    except PermissionError:  # setpgid lost a race: at least the child itself
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _reap(pid: int) -> int:
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return 0
+
+
+def _outcome(answer: bytes | None, status: int, what: str) -> Any:
+    """Return or raise what the body did, from the child's answer."""
+    if answer is None:
+        raise BodyDiedError(f"{what} ended without an answer: its process {_ending(status)}")
+    try:
+        kind, *rest = pickle.loads(answer)
+    except Exception as exc:
+        raise BodyError(f"{what}: its answer could not be read back ({exc!r}); "
+                        f"its process {_ending(status)}") from exc
+    if kind == "ok":
+        return rest[0]
+    if kind == "unpicklable":
+        raise UnpicklableResultError(
+            f"{what} returned a {rest[0]}, which cannot be sent back from the child "
+            "process that runs a task with a timeout; return JSON-compatible data "
+            "(dict, list, str, number, bool, None)")
+    carried, text = rest
+    error: BaseException | None = None
+    if carried is not None:
+        with contextlib.suppress(Exception):
+            error = pickle.loads(carried)
+    if not isinstance(error, BaseException):
+        lines = text.strip().splitlines()
+        error = BodyError(lines[-1] if lines else "the body failed")
+    raise error from RemoteTraceback(text)
+
+
+def _ending(status: int) -> str:
+    """How a child ended, in words: "exited with code 3", "was killed by SIGKILL"."""
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        hint = " (out of memory?)" if number == signal.SIGKILL else ""
+        return f"was killed by {name}{hint}"
+    if os.WIFEXITED(status):
+        return f"exited with code {os.WEXITSTATUS(status)}"
+    return f"ended with wait status {status}"
+
+
+__all__ = ["ChildProcessExecutor", "RemoteTraceback", "BodyError", "BodyDiedError",
+           "UnpicklableResultError", "STORE_READS", "STORE_WRITES"]
