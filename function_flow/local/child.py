@@ -53,65 +53,27 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import gc
 import os
 import pickle
 import select
 import signal
 import sqlite3
-import struct
 import sys
 import threading
 import time
 import traceback
 from typing import Any, Callable
 
-#: Every frame on a pipe: its kind, then the length of its pickled payload.
-_HEADER = struct.Struct("!cQ")
-_CALL, _ANSWER, _REPLY = b"C", b"A", b"R"
+from function_flow.local.child_pipe import (ANSWER, CALL, HEADER, REPLY, STORE_READS,
+                                            STORE_WRITES, BodyDiedError, BodyError, Channel,
+                                            RemoteTraceback, UnpicklableResultError,
+                                            answer_error, answer_ok, frame, outcome,
+                                            read_through_parent, write_all)
+
 #: Exit code of a child whose answer could not be written.
 _NO_ANSWER = 70
 _PR_SET_PDEATHSIG = 1
-#: Store methods a body in a child may call: they only read, and their
-#: arguments and results pickle. Each is answered by the parent.
-STORE_READS = ("get_run", "get_tasks", "join_progress", "find_tasks", "find_free_slots",
-               "list_runs", "get_trigger", "runs_started_before")
-#: Store methods that write: refused in a child (a transaction function is
-#: code, which cannot be sent to the parent).
-STORE_WRITES = ("transact", "create_run", "delete_run")
-
-
-class RemoteTraceback(Exception):
-    """The traceback of an exception raised by a body in a child process.
-
-    Attached as `__cause__` of the exception raised in the parent, so the
-    attempt's recorded error shows where in the body it was raised.
-    """
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return f'\n"""\n{self.text.rstrip()}\n"""'
-
-
-class BodyError(Exception):
-    """A body's exception that could not be carried back from its child process.
-
-    Its message is the last line of the body's traceback ("ModuleError: ...").
-    """
-
-
-class BodyDiedError(Exception):
-    """The child process running a body ended without answering."""
-
-
-class UnpicklableResultError(TypeError):
-    """A body running in a child process returned a value that pickle cannot carry."""
-
-
 class ChildProcessExecutor:
     """Runs a body with a timeout in a forked child it kills at that timeout.
 
@@ -161,7 +123,7 @@ class ChildProcessExecutor:
             os.close(down_write)
         if status is None:
             raise TimeoutError(f"{what} was stopped at its timeout of {timeout:g} s")
-        return _outcome(answer, status, what)
+        return outcome(answer, status, what)
 
 
 # -------------------------------------------------------------------- fork
@@ -239,15 +201,15 @@ def _child(body: Callable[[], Any], up: int, down: int, parent: int,
         os.setpgid(0, 0)
         _die_with_parent(parent)
         if store is not None:
-            _read_through_parent(store, _Channel(up, down))
+            read_through_parent(store, Channel(up, down))
         try:
-            answer = _answer_ok(body())
+            answer = answer_ok(body())
         except BaseException as exc:  # noqa: B036 -- every failure of the body is its answer
-            answer = _answer_error(exc)
+            answer = answer_error(exc)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
-        _write_all(up, _frame(_ANSWER, answer))
+        write_all(up, frame(ANSWER, answer))
         code = 0
     except BaseException:  # noqa: B036 -- nothing may escape into the worker's loop
         with contextlib.suppress(BaseException):
@@ -278,82 +240,6 @@ def _die_with_parent(parent: int) -> None:  # pragma: no cover -- runs in the ch
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(_NO_ANSWER)
-
-
-class _Channel:  # pragma: no cover -- runs in the child
-    """The child's end of the store calls: one call at a time, answered by the parent."""
-
-    def __init__(self, up: int, down: int) -> None:
-        self.up, self.down = up, down
-        self.lock = threading.Lock()  # a body's own threads may read too
-
-    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        request = pickle.dumps((name, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
-        with self.lock:
-            _write_all(self.up, _frame(_CALL, request))
-            kind, payload = _read_frame(self.down)
-        ok, value = pickle.loads(payload)
-        if ok:
-            return value
-        raise value
-
-
-def _read_through_parent(store: Any, channel: _Channel) -> None:  # pragma: no cover
-    """In the child: the store's reads go to the parent, its writes are refused."""
-    for name in STORE_READS:
-        setattr(store, name, functools.partial(channel.call, name))
-    for name in STORE_WRITES:
-        setattr(store, name, functools.partial(_refuse_write, name))
-    setattr(store, "close", lambda: None)
-
-
-def _refuse_write(name: str, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover
-    raise RuntimeError(
-        f"store.{name}() inside a task body with a timeout: such a body runs in a child "
-        "process, which can read runs (job.get_task_result, job.get_arguments) but not "
-        "write them; start other runs from a task without a timeout")
-
-
-def _answer_ok(value: Any) -> bytes:  # pragma: no cover -- runs in the child
-    try:
-        return pickle.dumps(("ok", value), protocol=pickle.HIGHEST_PROTOCOL)
-    except BaseException as exc:  # noqa: B036 -- pickle raises many kinds
-        return pickle.dumps(("unpicklable", f"{type(value).__name__} ({exc})"))
-
-
-def _answer_error(exc: BaseException) -> bytes:  # pragma: no cover -- runs in the child
-    text = traceback.format_exc()
-    try:
-        carried = pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
-        pickle.loads(carried)  # some exceptions pickle but cannot be rebuilt
-    except BaseException:  # noqa: B036 -- fall back to the text alone
-        carried = None
-    return pickle.dumps(("error", carried, text))
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _read_frame(fd: int) -> tuple[bytes, bytes]:  # pragma: no cover -- runs in the child
-    kind, size = _HEADER.unpack(_read_exactly(fd, _HEADER.size))
-    return kind, _read_exactly(fd, size)
-
-
-def _read_exactly(fd: int, size: int) -> bytes:  # pragma: no cover -- runs in the child
-    data = bytearray()
-    while len(data) < size:
-        chunk = os.read(fd, size - len(data))
-        if not chunk:
-            raise EOFError("the parent closed the pipe")
-        data += chunk
-    return bytes(data)
-
-
-def _frame(kind: bytes, payload: bytes) -> bytes:
-    return _HEADER.pack(kind, len(payload)) + payload
 
 
 # ------------------------------------------------------------------ parent
@@ -418,17 +304,17 @@ class _Parent:
             if not chunk:
                 break
             self.received += chunk
-        while len(self.received) >= _HEADER.size:
-            kind, size = _HEADER.unpack_from(self.received)
-            end = _HEADER.size + size
+        while len(self.received) >= HEADER.size:
+            kind, size = HEADER.unpack_from(self.received)
+            end = HEADER.size + size
             if len(self.received) < end:
                 return
-            payload = bytes(self.received[_HEADER.size:end])
+            payload = bytes(self.received[HEADER.size:end])
             del self.received[:end]
-            if kind == _ANSWER:
+            if kind == ANSWER:
                 self.answer = payload
                 return
-            if kind == _CALL:
+            if kind == CALL:
                 self._serve(payload, deadline)
 
     def _serve(self, request: bytes, deadline: float) -> None:
@@ -443,7 +329,7 @@ class _Parent:
                 reply = pickle.dumps((False, exc), protocol=pickle.HIGHEST_PROTOCOL)
             except Exception:
                 reply = pickle.dumps((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
-        self._send(_frame(_REPLY, reply), deadline)
+        self._send(frame(REPLY, reply), deadline)
 
     def _send(self, data: bytes, deadline: float) -> None:
         """Write a reply, unless the child is gone or the deadline comes first."""
@@ -505,48 +391,6 @@ def _reap(pid: int) -> int:
             continue
         except ChildProcessError:
             return 0
-
-
-def _outcome(answer: bytes | None, status: int, what: str) -> Any:
-    """Return or raise what the body did, from the child's answer."""
-    if answer is None:
-        raise BodyDiedError(f"{what} ended without an answer: its process {_ending(status)}")
-    try:
-        kind, *rest = pickle.loads(answer)
-    except Exception as exc:
-        raise BodyError(f"{what}: its answer could not be read back ({exc!r}); "
-                        f"its process {_ending(status)}") from exc
-    if kind == "ok":
-        return rest[0]
-    if kind == "unpicklable":
-        raise UnpicklableResultError(
-            f"{what} returned a {rest[0]}, which cannot be sent back from the child "
-            "process that runs a task with a timeout; return JSON-compatible data "
-            "(dict, list, str, number, bool, None)")
-    carried, text = rest
-    error: BaseException | None = None
-    if carried is not None:
-        with contextlib.suppress(Exception):
-            error = pickle.loads(carried)
-    if not isinstance(error, BaseException):
-        lines = text.strip().splitlines()
-        error = BodyError(lines[-1] if lines else "the body failed")
-    raise error from RemoteTraceback(text)
-
-
-def _ending(status: int) -> str:
-    """How a child ended, in words: "exited with code 3", "was killed by SIGKILL"."""
-    if os.WIFSIGNALED(status):
-        number = os.WTERMSIG(status)
-        try:
-            name = signal.Signals(number).name
-        except ValueError:
-            name = f"signal {number}"
-        hint = " (out of memory?)" if number == signal.SIGKILL else ""
-        return f"was killed by {name}{hint}"
-    if os.WIFEXITED(status):
-        return f"exited with code {os.WEXITSTATUS(status)}"
-    return f"ended with wait status {status}"
 
 
 __all__ = ["ChildProcessExecutor", "RemoteTraceback", "BodyError", "BodyDiedError",

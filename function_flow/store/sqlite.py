@@ -21,7 +21,6 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from function_flow.errors import StoreUnavailableError
@@ -201,10 +200,6 @@ class SqliteStore:
     def __init__(self, path: str = DEFAULT_PATH) -> None:
         self.path = path
         self._local = threading.local()
-        # A connection must not cross a fork (a task body run in a child
-        # process, see local/child.py): the child opens its own.
-        forget = weakref.WeakMethod(self._forget_connections)
-        os.register_at_fork(after_in_child=lambda: (forget() or (lambda: None))())
         # Open the file and create the schema now: a bad path or a file that
         # is not a database fails here, with advice, not in a worker thread.
         try:
@@ -231,10 +226,6 @@ class SqliteStore:
             self._local.conn = conn
         return conn
 
-    def _forget_connections(self) -> None:
-        """In a forked child: drop the parent's connections unclosed, open new ones."""
-        self._local = threading.local()
-
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
@@ -255,10 +246,13 @@ class SqliteStore:
                 time.sleep(0.01 * (attempt + 1))
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # Also when COMMIT itself failed: a connection left inside a
+            # transaction would fail every later BEGIN on this thread.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def transact(self, fn: Callable[[Any], T], *, compare_and_set: bool = False) -> T:
         # Writers are serialized by BEGIN IMMEDIATE: nothing to gain from
