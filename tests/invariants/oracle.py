@@ -1,0 +1,198 @@
+"""The oracle, part one: the commit-ordered log of what the engine wrote.
+
+`RecordingStore` (fakes.py) hands every committed transaction's writes to
+`Recorder.record_commit` under one lock, so the log's order is the commit
+order even with several threads. The recorder keeps a shadow of each task's
+status and attempt and of every slot's holder, and checks at every commit:
+
+- each status change is in core.transitions.LEGAL_TRANSITIONS and sets the
+  attempt as that table says (the same table the engine's rules follow);
+- no transition of an attempt commits twice (exactly once per attempt);
+- the run's final status is written once, and nothing after it;
+- a transaction advances exactly one task's own record (plus blind
+  deps_done writes, and at most one READY heir of its slot);
+- never more RUNNING tasks than max_parallel_tasks, each holding a slot.
+
+It also notes who writes each record, for the hot-document checks after
+the run (final_checks.py).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+from typing import Any, Iterable
+
+from function_flow.core.graph import END_TASK_ID, Dag
+from function_flow.core.records import RunStatus, TaskStatus
+from function_flow.core.transitions import LEGAL_TRANSITIONS
+
+from .scenario import Scenario
+
+W, RD, Q, R = TaskStatus.WAITING, TaskStatus.READY, TaskStatus.QUEUED, TaskStatus.RUNNING
+S, F, C = TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED
+
+
+@dataclasses.dataclass
+class Transition:
+    seq: int
+    task_id: str
+    old: TaskStatus
+    new: TaskStatus
+    old_attempt: int
+    new_attempt: int
+    #: RUNNING -> QUEUED because the executor was declared dead (resume),
+    #: which does not use up a retry
+    interrupted: bool = False
+
+
+class Recorder:
+    """Commit-ordered log of everything the engine wrote, plus a shadow state.
+
+    Every committed transaction goes through `record_commit` under one lock,
+    so the log's order is the commit order even with several threads.
+    """
+
+    def __init__(self, scenario: Scenario, dag: Dag, slots: int) -> None:
+        self.scenario = scenario
+        self.dag = dag
+        self.slots = slots
+        self.lock = threading.RLock()
+        self.seq = 0
+        self.violations: list[str] = []
+        self.status: dict[str, TaskStatus] = {}
+        self.attempt: dict[str, int] = {}
+        self.slot_holder: dict[int, str | None] = {}
+        self.slot_holders_ever: dict[int, set[str]] = collections.defaultdict(set)
+        self.transitions: list[Transition] = []
+        self.transition_keys: set[tuple[str, int, TaskStatus, TaskStatus]] = set()
+        self.claim_seq: dict[tuple[str, int], int] = {}
+        #: record -> set of actors (tasks whose transition wrote it)
+        self.writers: dict[tuple, set[str]] = collections.defaultdict(set)
+        self.write_count: collections.Counter = collections.Counter()
+        self.run_updates: list[tuple[int, str, dict[str, Any]]] = []
+        self.final_seq: int | None = None
+        self.final_status: RunStatus | None = None
+        self.failed_seq: int | None = None
+        self.max_running_records = 0
+
+    def violation(self, text: str) -> None:
+        with self.lock:
+            self.violations.append(text)
+
+    def record_create(self, tasks: Iterable[Any], slots: dict[int, str]) -> None:
+        with self.lock:
+            for task in tasks:
+                self.status[task.task_id] = task.status
+                self.attempt[task.task_id] = task.attempt
+            for slot in range(self.slots):
+                self.slot_holder[slot] = slots.get(slot)
+                if slots.get(slot):
+                    self.slot_holders_ever[slot].add(slots[slot])
+
+    def record_commit(self, writes: list[tuple]) -> None:
+        with self.lock:
+            self.seq += 1
+            seq = self.seq
+            if not writes:
+                return
+            # The actor: the task whose own record the transaction advances.
+            # Writes into other tasks' records are deps_done blind writes, or
+            # a READY task queued with a slot: the heir of a finishing task's
+            # slot, which advances its own record (alone, in fill_slots).
+            heirs = {w[1] for w in writes if w[0] == "task" and "slot" in w[2]
+                     and w[2].get("status") == Q.value and self.status.get(w[1]) is RD
+                     and not any(k.startswith("deps_done.") for k in w[2])}
+            actors = [w[1] for w in writes if w[0] == "task" and w[1] not in heirs
+                      and not any(k.startswith("deps_done.") for k in w[2])] or sorted(heirs)
+            if len(actors) != 1 or len(heirs) > 1:
+                self.violations.append(
+                    f"commit {seq}: a transaction must advance exactly one task's own "
+                    f"record (and hand its slot to at most one READY task), this one "
+                    f"advanced {actors}, heirs {sorted(heirs)}: {writes}")
+            actor = actors[0] if actors else "?"
+            for write in writes:
+                if write[0] == "task":
+                    writer = write[1] if write[1] in heirs else actor
+                    self._task_write(seq, writer, write[1], write[2])
+                elif write[0] == "run":
+                    self._run_write(seq, actor, write[1])
+                else:
+                    self._slot_write(actor, write[1], write[2])
+            self._check_parallelism(seq)
+
+    def _task_write(self, seq: int, actor: str, task_id: str, fields: dict[str, Any]) -> None:
+        key = ("task", task_id)
+        self.writers[key].add(actor)
+        self.write_count[(key, actor)] += 1
+        if "status" not in fields:
+            return
+        old, old_attempt = self.status[task_id], self.attempt[task_id]
+        new = TaskStatus(fields["status"])
+        new_attempt = fields.get("attempt", old_attempt)
+        rule = LEGAL_TRANSITIONS.get((old, new))
+        if rule is None or ((old, new) == (W, S)) != (task_id == END_TASK_ID):
+            self.violations.append(
+                f"commit {seq}: illegal transition of {task_id}: {old.value} -> {new.value}")
+        expected = {"same": old_attempt, "next": old_attempt + 1, "one": 1}.get(rule)
+        if expected is not None and new_attempt != expected:
+            self.violations.append(
+                f"commit {seq}: {task_id} {old.value} -> {new.value} set attempt "
+                f"{new_attempt}, expected {expected}")
+        tkey = (task_id, new_attempt, old, new)
+        if tkey in self.transition_keys:
+            self.violations.append(
+                f"commit {seq}: transition {old.value} -> {new.value} of {task_id} "
+                f"attempt {new_attempt} committed twice")
+        self.transition_keys.add(tkey)
+        self.transitions.append(Transition(seq, task_id, old, new, old_attempt, new_attempt,
+                                           "interrupted" in fields))
+        if (old, new) == (Q, R):
+            self.claim_seq[(task_id, new_attempt)] = seq
+            # A claim committed after the run ended is allowed: claims are
+            # compare-and-set on the task alone, and the claimer then reads
+            # the run and cancels the attempt unrun. check() makes sure no
+            # body ran for such a claim.
+        self.status[task_id], self.attempt[task_id] = new, new_attempt
+
+    def _run_write(self, seq: int, actor: str, fields: dict[str, Any]) -> None:
+        self.writers[("run",)].add(actor)
+        self.write_count[(("run",), actor)] += 1
+        self.run_updates.append((seq, actor, dict(fields)))
+        if "status" in fields and RunStatus(fields["status"]).is_final:
+            if self.final_seq is not None:
+                self.violations.append(
+                    f"commit {seq}: run status set to {fields['status']} after it already "
+                    f"ended {self.final_status.value} at commit {self.final_seq}")
+                return
+            self.final_seq, self.final_status = seq, RunStatus(fields["status"])
+            if self.final_status is RunStatus.FAILED:
+                self.failed_seq = seq
+        elif self.final_seq is not None:
+            self.violations.append(f"commit {seq}: run record written after it ended: {fields}")
+
+    def _slot_write(self, actor: str, slot: int, holder: str | None) -> None:
+        key = ("slot", slot)
+        self.writers[key].add(actor)
+        self.write_count[(key, actor)] += 1
+        self.slot_holder[slot] = holder
+        if holder is not None:
+            self.slot_holders_ever[slot].add(holder)
+
+    def _check_parallelism(self, seq: int) -> None:
+        running = [t for t, s in self.status.items() if s is R]
+        self.max_running_records = max(self.max_running_records, len(running))
+        if len(running) > self.scenario.max_parallel:
+            self.violations.append(
+                f"commit {seq}: {len(running)} tasks RUNNING ({running}), "
+                f"max_parallel_tasks is {self.scenario.max_parallel}")
+        if self.slots:
+            holders = [h for h in self.slot_holder.values() if h is not None]
+            if len(holders) != len(set(holders)):
+                self.violations.append(f"commit {seq}: a task holds two slots: {self.slot_holder}")
+            for task_id in running:
+                if task_id not in holders:
+                    self.violations.append(
+                        f"commit {seq}: {task_id} is RUNNING without holding a slot")
+

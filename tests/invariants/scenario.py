@@ -1,0 +1,85 @@
+"""What one example is: a generated workflow and a way of delivering it, as plain data.
+
+A `Scenario` holds everything an example needs (the DAG, retries, which
+attempts fail or crash, the delivery seed and rates), so hypothesis can
+shrink it and a failing example prints in full. `build_dag` turns it into
+the engine's `Dag`: task i is named `task_name(i)`, depends on the tasks
+listed in `deps[i]`, and has a lease (timeout) of `LEASE` fake seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from function_flow.core.graph import Backoff, Dag, make_spec
+
+#: Lease of every attempt (the task timeout), in fake seconds.
+LEASE = 50.0
+#: Results are kept small: the value of a task is 1 + the sum of its deps'.
+MODULUS = 1_000_003
+
+
+def task_name(index: int) -> str:
+    return f"t{index:02d}"
+
+
+@dataclasses.dataclass
+class Scenario:
+    """Everything one example needs; all of it is plain data, so it prints well."""
+
+    deps: list[list[int]]                 # deps[i] = indices < i
+    max_parallel: int
+    retries: list[int]
+    #: task index -> attempts on which its body raises
+    fail_attempts: dict[int, frozenset[int]] = dataclasses.field(default_factory=dict)
+    #: (task index, attempt) whose body dies half way
+    body_crashes: frozenset[tuple[int, int]] = frozenset()
+    #: (task index, attempt) whose body runs about as long as its lease, or
+    #: longer, while other deliveries go on (sequential mode only)
+    slow_bodies: frozenset[tuple[int, int]] = frozenset()
+    #: operation number -> "in_tx" | "after_commit" (publishes crash before sending)
+    crash_ops: dict[int, str] = dataclasses.field(default_factory=dict)
+    seed: int = 0
+    duplicate_rate: float = 0.0
+    reinject_rate: float = 0.0
+    recover_rate: float = 0.0             # the poller running in the middle of things
+    threads: int = 0                      # 0: deliver one message at a time
+    #: sequential mode: chance that a running body lets other deliveries
+    #: happen (nested, in the same thread) before it returns, as other
+    #: instances would while it runs; this is what makes bodies overlap
+    interleave_rate: float = 0.0
+    lease_check_messages: bool = True
+    #: when the run stalls, call engine.resume() instead of engine.recover()
+    resume_on_stall: bool = False
+    #: chance that a compare-and-set transaction loses its commit to another
+    #: writer, so the store runs its function again (only on stores that
+    #: commit optimistically: Firestore; see stores.py)
+    conflict_rate: float = 0.0
+
+    @property
+    def n(self) -> int:
+        return len(self.deps)
+
+    def permanently_failing(self) -> set[int]:
+        return {i for i, attempts in self.fail_attempts.items()
+                if set(range(1, self.retries[i] + 2)) <= set(attempts)}
+
+
+def build_dag(scenario: Scenario) -> Dag:
+    backoff = Backoff(initial=1.0, maximum=8.0, multiplier=2.0)
+    specs = [make_spec(task_name(i), [task_name(d) for d in deps], None,
+                       retries=scenario.retries[i], retry_backoff=backoff, timeout=LEASE)
+             for i, deps in enumerate(scenario.deps)]
+    return Dag("prop", specs)
+
+
+def descendants(dag: Dag, task_id: str) -> set[str]:
+    """Every task that depends on `task_id`, directly or not."""
+    seen: set[str] = set()
+    stack = list(dag.dependents[task_id])
+    while stack:
+        t = stack.pop()
+        if t not in seen:
+            seen.add(t)
+            stack.extend(dag.dependents[t])
+    return seen
