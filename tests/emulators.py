@@ -107,3 +107,16 @@ def firestore_store(firestore_env: dict[str, str], collection_prefix: str):
         yield store
     finally:
         store.close()
+
+
+@pytest.fixture(params=["sqlite", "firestore"])
+def store(request: pytest.FixtureRequest, tmp_path):
+    """Each store adapter in turn: a fresh SQLite file, then the Firestore emulator."""
+    if request.param == "sqlite":
+        from function_flow.store.sqlite import SqliteStore
+
+        sqlite = SqliteStore(str(tmp_path / "state.db"))
+        yield sqlite
+        sqlite.close()
+    else:
+        yield request.getfixturevalue("firestore_store")

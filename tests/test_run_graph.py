@@ -11,7 +11,6 @@ import pytest
 from function_flow.core.engine import Engine
 from function_flow.core.ports import Bus
 from function_flow.core.records import Message, RunStatus, TaskRecord, TaskStatus
-from function_flow.store.sqlite import SqliteStore
 from function_flow.tasks import Job
 
 
@@ -21,16 +20,6 @@ class Outbox(Bus):
 
     def publish(self, message: Message, delay: float = 0.0) -> None:
         self.sent.append(message)
-
-
-@pytest.fixture(params=["sqlite", "firestore"])
-def store(request: pytest.FixtureRequest, tmp_path):
-    if request.param == "sqlite":
-        sqlite = SqliteStore(str(tmp_path / "state.db"))
-        yield sqlite
-        sqlite.close()
-    else:
-        yield request.getfixturevalue("firestore_store")
 
 
 def drain(engine: Engine, bus: Outbox, limit: int = 100) -> list[str]:

@@ -16,22 +16,11 @@ from function_flow.backends import Backend
 from function_flow.bus.local import LocalBus
 from function_flow.core.ports import ReadAfterWriteError, RecordExistsError, Store
 from function_flow.core.records import JoinProgress, RunRecord, RunStatus, TaskRecord, TaskStatus
-from function_flow.store.sqlite import SqliteStore
 from function_flow.tasks import Job
 
 # Ids Firestore treats specially: dots and backticks in field paths, "__x__"
 # and "." as document ids, non-ASCII, spaces.
 ODD_IDS = ["plain", "with.dots", "dash-and space", "back`tick", "déjà", "~tilde", "."]
-
-
-@pytest.fixture(params=["sqlite", "firestore"])
-def store(request: pytest.FixtureRequest, tmp_path) -> Store:
-    if request.param == "sqlite":
-        sqlite = SqliteStore(str(tmp_path / "state.db"))
-        yield sqlite
-        sqlite.close()
-    else:
-        yield request.getfixturevalue("firestore_store")
 
 
 def make_run(store: Store, run_id: str = "run-1", task_ids: list[str] | None = None,
