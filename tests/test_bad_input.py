@@ -1,6 +1,6 @@
 """Bad input at the Cloud Functions entry points, through the real entry points.
 
-Two promises (DESIGN.md invariant 6): a Pub/Sub delivery that cannot be
+Two promises (docs/design.md, invariant 6): a Pub/Sub delivery that cannot be
 used is acknowledged (a 5xx or an exception would make Pub/Sub deliver it
 again forever), and a bad HTTP request gets a 4xx JSON error that says what
 to send instead. Only a transient backend error is answered 503.

@@ -1,4 +1,4 @@
-"""Property-based proof of the engine invariants (DESIGN.md) on the real SQLite store.
+"""Property-based proof of the engine invariants (docs/design.md) on the real SQLite store.
 
 Hypothesis generates a workflow (a random DAG of up to 60 tasks, retries,
 max_parallel_tasks 1..8, bodies that fail on chosen attempts) and a way of

@@ -20,7 +20,7 @@ Out: None for the event forms (returning acknowledges, raising asks for a
 redelivery); a `(json, status)` pair for HTTP, where a 2xx acknowledges.
 
 Why malformed messages are acknowledged: Pub/Sub delivers a message until
-it is, so one answered with an error would come back forever (DESIGN.md
+it is, so one answered with an error would come back forever (docs/design.md
 invariant 6). The one exception is an HTTP body that is not a push envelope
 at all (400): Pub/Sub never sends one, so a person or a misconfigured client
 did, and should be told.

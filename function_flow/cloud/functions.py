@@ -6,7 +6,7 @@ Cloud uses) and calls one engine operation: `engine.start`, `engine.handle`,
 deploys as 1st gen background functions, 2nd gen CloudEvent functions, or
 HTTP endpoints behind Pub/Sub push subscriptions.
 
-Bad input never becomes an endless redelivery loop (DESIGN.md invariant 6):
+Bad input never becomes an endless redelivery loop (docs/design.md, invariant 6):
 a malformed, unknown or duplicate message is logged and acknowledged, and a
 bad HTTP request gets a 4xx JSON error. A store or bus failure is not
 acknowledged (raised, or 503/500 over HTTP), so Pub/Sub delivers again

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 def check(h: "Harness") -> list[str]:
-    """Every invariant of DESIGN.md that this run can show; [] when all hold."""
+    """Every invariant of docs/design.md that this run can show; [] when all hold."""
     problems = list(h.recorder.violations)
     sc, rec, dag = h.scenario, h.recorder, h.dag
     names = [task_name(i) for i in range(sc.n)]
@@ -144,7 +144,7 @@ def check(h: "Harness") -> list[str]:
 
 
 def _check_writers(h: "Harness", records: dict[str, Any]) -> list[str]:
-    """No hot document: who writes each record (see DESIGN.md)."""
+    """No hot document: who writes each record (see docs/design.md)."""
     problems = []
     sc, rec, dag = h.scenario, h.recorder, h.dag
     names = set(dag.tasks)
