@@ -27,7 +27,7 @@ from cloudevents.http import CloudEvent
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from function_flow.cloud.delivery import MAX_START_BODY_BYTES
-from function_flow.core.engine import MAX_VALUE_BYTES
+from function_flow.core.records import MAX_VALUE_BYTES
 from function_flow.core.records import TaskStatus
 from function_flow.errors import transient_google_errors
 from test_functions import (FLASK_APP, FORMS, as_legacy, deliver_all, http_start, make_job,

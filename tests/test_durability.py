@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import process_exists
 
 WORKFLOWS = Path(__file__).parent / "workflows"
 
@@ -236,16 +237,3 @@ def test_a_killed_run_takes_the_bodies_of_its_child_processes_with_it(tmp_path: 
     assert f"run {run_id} SUCCEEDED" in resumed.stdout
     assert resumed.stdout.count("blocker saw the gate") == 1  # the child's stdout is ours
     assert counts(scene.marks()) == {"blocker": 2, "last": 1}
-
-
-def process_exists(pid: int) -> bool:
-    """Whether `pid` exists and is not a zombie (orphans are reaped by init)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rpartition(")")[2].split()[0] not in ("Z", "X")
-    except OSError:
-        return False

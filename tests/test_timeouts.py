@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import process_exists
 
 from function_flow import backends, tasks
 from function_flow.core.records import RunStatus, TaskStatus
@@ -49,19 +50,6 @@ def records(job: tasks.Job, run_id: str) -> dict:
     return {r.task_id: r for r in job.engine.task_records(run_id)}
 
 
-def alive(pid: int) -> bool:
-    """Whether process `pid` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rpartition(")")[2].split()[0] not in ("Z", "X")
-    except OSError:
-        return False  # gone between the two looks
-
-
 def lines(path: Path) -> list[list[str]]:
     if not path.exists():
         return []
@@ -90,7 +78,7 @@ def test_a_timed_out_attempt_is_stopped_before_its_retry_starts(embedded, tmp_pa
             return "attempt 1 finished"
         first = lines(side)[0]
         append(side, "start", task.attempt, os.getpid(), time.time(),
-               "first-alive" if alive(int(first[2])) else "first-dead")
+               "first-alive" if process_exists(int(first[2])) else "first-dead")
         # What attempt 1 failed with, as the record holds it now.
         return job.engine.store.get_tasks(task.run_id, [task.id])[0].error
 
@@ -161,11 +149,11 @@ def test_processes_a_body_started_die_with_it_at_the_timeout(embedded, tmp_path)
     run = job.run(timeout=30)
     assert run.status is RunStatus.FAILED and "stopped at its timeout" in run.error
     child, grandchild = (int(p) for p in lines(pids)[0])
-    assert not alive(child)
+    assert not process_exists(child)
     deadline = time.monotonic() + 5  # init reaps the orphan: allow it a moment
-    while alive(grandchild) and time.monotonic() < deadline:
+    while process_exists(grandchild) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not alive(grandchild)
+    assert not process_exists(grandchild)
 
 
 # ------------------------------------------------- what bodies may end with

@@ -25,6 +25,7 @@ import threading
 import time
 from typing import Callable
 
+from function_flow.core.ports import Bus
 from function_flow.core.records import Message, MessageKind
 
 logger = logging.getLogger("function_flow.bus")
@@ -32,8 +33,12 @@ logger = logging.getLogger("function_flow.bus")
 _STOP = object()
 
 
-class LocalBus:
-    """Delivers messages to one handler on `workers` threads."""
+class LocalBus(Bus):
+    """Delivers messages to one handler on `workers` threads.
+
+    `release_due` is ports.Bus's (0): the timer thread delivers delayed
+    messages itself.
+    """
 
     def __init__(self, workers: int = 8, clock: Callable[[], float] = time.monotonic) -> None:
         self.workers = max(1, int(workers))
@@ -87,10 +92,6 @@ class LocalBus:
 
     def _queue_for(self, message: Message) -> queue.SimpleQueue:
         return self._control if message.kind is MessageKind.CHECK_LEASE else self._ready
-
-    def release_due(self, limit: int = 500) -> int:
-        """Nothing to release: the timer thread delivers delayed messages itself."""
-        return 0
 
     def _work(self, inbox: queue.SimpleQueue) -> None:
         while True:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Protocol
 
 from function_flow.errors import (ConfigurationError, TransientBackendError,
                                   transient_google_errors)
+from function_flow.core.ports import Bus
 from function_flow.core.records import Message
 
 logger = logging.getLogger("function_flow.bus.pubsub")
@@ -62,8 +63,12 @@ def retryable_call_errors() -> tuple[type[BaseException], ...]:
                  if issubclass(error, gexc.GoogleAPICallError))
 
 
-class PubSubBus:
-    """Publishes scheduling messages on one topic; delayed ones go to timers."""
+class PubSubBus(Bus):
+    """Publishes scheduling messages on one topic; delayed ones go to timers.
+
+    It inherits `subscribe` (nothing to do: Pub/Sub pushes to the scheduler
+    function) and `wait_idle` (never known to be idle) from ports.Bus.
+    """
 
     def __init__(self, topic: str, project: str | None = None,
                  timers: TimerStore | None = None,
@@ -181,13 +186,6 @@ class PubSubBus:
         except transient_errors() as exc:
             raise TransientBackendError(
                 f"publishing {message} on {self.topic_path} failed: {exc}") from exc
-
-    def subscribe(self, handler: Callable[[Message], object]) -> None:
-        """Nothing to do: Pub/Sub pushes messages to the scheduler function."""
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Pub/Sub cannot say what is in flight: never known to be idle."""
-        return False
 
     def release_due(self, limit: int = 500) -> int:
         """Publish delayed messages whose time has come (the poller calls this)."""

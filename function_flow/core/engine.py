@@ -35,7 +35,6 @@ from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.ports import Bus, Executor, InlineExecutor, Store, Transaction
 from function_flow.core.records import (Message, MessageKind, RunRecord, RunStatus,
                                         TaskRecord, TaskStatus, ordered_tasks, storable)
-from function_flow.core.records import MAX_VALUE_BYTES  # noqa: F401 (where callers look for it)
 from function_flow.core.transitions import Step
 from function_flow.errors import RunNotFoundError, TransientBackendError
 
