@@ -35,7 +35,7 @@ from typing import Any
 
 from function_flow.config import DEFAULT_PROJECT, Settings
 from function_flow.core.engine import Engine, Workflow
-from function_flow.core.ports import Bus, Executor, InlineExecutor, Store
+from function_flow.core.ports import Bus, Caller, Executor, InlineExecutor, Store
 from function_flow.errors import ConfigurationError
 
 DEFAULT_SCHEDULE_TOPIC = "SCHEDULE"
@@ -60,12 +60,15 @@ class Backend:
     #: overrunning attempt started its retry may begin (the platform's
     #: request timeout has ended it by then). 0 where bodies are stopped.
     retry_after_overrun: float = 0.0
+    #: Calls the remote functions of remote tasks; None: none can be called.
+    caller: Caller | None = None
 
     def engine(self, workflow: Workflow) -> Engine:
         engine = Engine(workflow, self.store, self.bus,
                         lease_check_messages=self.lease_check_messages,
                         executor=self.executor,
-                        retry_after_overrun=self.retry_after_overrun)
+                        retry_after_overrun=self.retry_after_overrun,
+                        caller=self.caller)
         self.bus.subscribe(engine.handle)
         return engine
 

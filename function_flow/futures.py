@@ -15,7 +15,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any, ClassVar, Mapping, Optional
 
-from function_flow.core.engine import Pending
+from function_flow.core.waiting import Pending
 
 
 class Result:

@@ -25,6 +25,9 @@ from function_flow.core import engine as engine_module
 from function_flow.core import recovery
 from function_flow.backends import Backend, from_settings, pid_alive
 from function_flow.config import Settings
+from function_flow import remote
+from function_flow.remote import targets as remote_targets
+from function_flow.core.definition import Call
 from function_flow.core.graph import Backoff, Dag, TaskSpec, make_spec
 from function_flow.errors import DefinitionError, FunctionFlowError, RunNotFoundError
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus
@@ -111,28 +114,33 @@ class Job:
     def task(self, task_id: str, deps: Optional[list[str]] = None, *,
              retries: int = 0, retry_backoff: Backoff | float | None = None,
              timeout: float | None = None, task_args: dict[str, Any] | None = None,
-             remote_topic: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+             remote_topic: str | None = None,
+             call: Call | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Declare a task. Returns the function unchanged, so it stays testable.
 
         retries: extra attempts after a failure (0: fail at once).
         retry_backoff: seconds before the first retry, or a `Backoff`; later
             retries wait exponentially longer, with jitter, up to its maximum.
         timeout: seconds an attempt may run before it counts as failed.
+        task_args: a dict the body sees as `task.task_args` (and a remote
+            function as "task_args").
+        remote_topic: Function Flow's remote task: the body's return value
+            goes to this Pub/Sub topic, and the task ends when the remote
+            function answers (same as `call=remote.PubSub(topic)`).
+        call: where the body's return value goes, from function_flow.remote:
+            `PubSub(topic)`, `OpenFaaS(name)` or `Http(url)`.
         """
         if callable(task_id):  # a bare @job.task: Python passed the function
             name = getattr(task_id, "__name__", "task")
             raise DefinitionError(
                 f"task function {name}() in job {self.name!r}: @job.task needs a "
                 f"task id; write @job.task(task_id='{name}', deps=[...])", name)
-        if remote_topic is not None:
-            raise DefinitionError(
-                f"task {task_id!r}: remote_topic (remote Pub/Sub tasks) is not "
-                "supported yet; run the task locally for now", task_id)
+        call = _remote_call(task_id, remote_topic, call)
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             spec = make_spec(task_id, deps, func, retries=retries,
                              retry_backoff=retry_backoff, timeout=timeout,
-                             task_args=task_args)
+                             task_args=task_args, call=call)
             if any(s.task_id == task_id for s in self._specs):
                 raise DefinitionError(
                     f"task {task_id!r} is defined twice in job {self.name!r}; "
@@ -328,6 +336,25 @@ class Job:
 
         self.validate()
         return functions.make_start(self)
+
+
+def _remote_call(task_id: Any, remote_topic: str | None, call: Call | None) -> Call | None:
+    """The task's Call from `remote_topic=` or `call=`; errors name the task."""
+    if remote_topic is not None and call is not None:
+        raise DefinitionError(f"task {task_id!r}: give remote_topic or call, not both",
+                              task_id)
+    if call is not None and not isinstance(call, Call):
+        raise DefinitionError(
+            f"task {task_id!r}: call must come from function_flow.remote (PubSub, OpenFaaS "
+            f"or Http), got {call!r}", task_id)
+    if remote_topic is not None:
+        call = remote.PubSub(remote_topic)
+    if call is not None:
+        try:
+            remote_targets.check(call)
+        except ValueError as exc:
+            raise DefinitionError(f"task {task_id!r}: {exc}", task_id) from None
+    return call
 
 
 def _names_cloud(db: Any, pubsub: Any, project: Optional[str]) -> bool:

@@ -15,7 +15,8 @@ import pytest
 from function_flow.backends import Backend
 from function_flow.bus.local import LocalBus
 from function_flow.core.ports import ReadAfterWriteError, RecordExistsError, Store
-from function_flow.core.records import JoinProgress, RunRecord, RunStatus, TaskRecord, TaskStatus
+from function_flow.core.records import (JoinProgress, RunRecord, RunStatus, TaskRecord,
+                                        TaskStatus, Trigger)
 from function_flow.tasks import Job
 
 # Ids Firestore treats specially: dots and backticks in field paths, "__x__"
@@ -268,8 +269,8 @@ def test_tasks_added_to_a_running_run(store: Store) -> None:
 
 def test_triggers_live_in_transactions(store: Store) -> None:
     make_run(store)
-    store.transact(lambda tx: tx.put_trigger("bq/job:1", "run-1", "a", 2))
-    assert store.get_trigger("bq/job:1") == ("run-1", "a", 2)
+    store.transact(lambda tx: tx.put_trigger(Trigger("bq/job:1", "run-1", "a", 2)))
+    assert store.get_trigger("bq/job:1") == Trigger("bq/job:1", "run-1", "a", 2)
 
     def complete_and_fail(tx) -> None:
         tx.update_task("run-1", "a", {"status": "SUCCEEDED"})
@@ -278,7 +279,7 @@ def test_triggers_live_in_transactions(store: Store) -> None:
 
     with pytest.raises(RuntimeError):
         store.transact(complete_and_fail)
-    assert store.get_trigger("bq/job:1") == ("run-1", "a", 2)
+    assert store.get_trigger("bq/job:1") == Trigger("bq/job:1", "run-1", "a", 2)
 
     def complete(tx) -> None:
         tx.get_tasks("run-1", ["a"])
@@ -288,6 +289,17 @@ def test_triggers_live_in_transactions(store: Store) -> None:
     store.transact(complete, compare_and_set=True)
     assert store.get_trigger("bq/job:1") is None
     assert store.get_tasks("run-1", ["a"])[0].status is TaskStatus.SUCCEEDED
+
+
+def test_triggers_keep_their_watch_and_timeout_outcome(store: Store) -> None:
+    make_run(store)
+    watching = Trigger("gs%3A%2F%2Fb%2Fin%2F", "run-1", "a", 1, watch="gs://b/in/")
+    approval = Trigger("sha-1", "run-1", "b", 3, on_timeout={"result": {"ok": [1, None]}})
+    store.transact(lambda tx: (tx.put_trigger(watching), tx.put_trigger(approval)))
+    assert store.get_trigger("sha-1") == approval
+    assert store.find_watches(10) == [watching]
+    store.transact(lambda tx: tx.delete_trigger(watching.trigger_id))
+    assert store.find_watches(10) == []
 
 
 def test_read_after_write_is_rejected_and_rolled_back(store: Store) -> None:
@@ -436,10 +448,10 @@ def test_slots(store: Store) -> None:
 
 
 def test_triggers(store: Store) -> None:
-    store.transact(lambda tx: tx.put_trigger("bq/job:1", "run-1", "a", 2))
-    assert store.get_trigger("bq/job:1") == ("run-1", "a", 2)
-    store.transact(lambda tx: tx.put_trigger("bq/job:1", "run-1", "a", 3))
-    assert store.get_trigger("bq/job:1") == ("run-1", "a", 3)
+    store.transact(lambda tx: tx.put_trigger(Trigger("bq/job:1", "run-1", "a", 2)))
+    assert store.get_trigger("bq/job:1") == Trigger("bq/job:1", "run-1", "a", 2)
+    store.transact(lambda tx: tx.put_trigger(Trigger("bq/job:1", "run-1", "a", 3)))
+    assert store.get_trigger("bq/job:1") == Trigger("bq/job:1", "run-1", "a", 3)
     store.transact(lambda tx: tx.delete_trigger("bq/job:1"))
     assert store.get_trigger("bq/job:1") is None
     assert store.get_trigger("never") is None
@@ -461,8 +473,8 @@ def test_runs_started_before(store: Store) -> None:
 def test_delete_run_removes_everything(store: Store) -> None:
     make_run(store, run_id="gone", slots={0: "a", 1: "b"}, slot_count=2)
     make_run(store, run_id="kept", slots={0: "a"}, slot_count=2)
-    store.transact(lambda tx: tx.put_trigger("t-gone", "gone", "a", 1))
-    store.transact(lambda tx: tx.put_trigger("t-kept", "kept", "a", 1))
+    store.transact(lambda tx: tx.put_trigger(Trigger("t-gone", "gone", "a", 1)))
+    store.transact(lambda tx: tx.put_trigger(Trigger("t-kept", "kept", "a", 1)))
     store.delete_run("gone")
     assert store.get_run("gone") is None
     assert store.get_tasks("gone") == []
@@ -471,7 +483,7 @@ def test_delete_run_removes_everything(store: Store) -> None:
     assert [r.run_id for r in store.list_runs()] == ["kept"]
     assert len(store.get_tasks("kept")) == 3
     assert store.find_free_slots("kept", 2, 5) == [1]
-    assert store.get_trigger("t-kept") == ("kept", "a", 1)
+    assert store.get_trigger("t-kept") == Trigger("t-kept", "kept", "a", 1)
     assert make_run(store, run_id="gone")  # the id can be used again
 
 

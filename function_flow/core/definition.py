@@ -44,6 +44,26 @@ class Backoff:
         return (rng or random).uniform(ceiling / 2, ceiling)
 
 
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """A remote function a task hands its body's result to (see function_flow.remote).
+
+    Synchronous calls (OpenFaaS `/function/`, HTTP) answer with the task's
+    result while the attempt runs; asynchronous ones (a Pub/Sub topic,
+    OpenFaaS `/async-function/`) answer later, as an external event naming
+    the request's job id, and the attempt stays RUNNING until then.
+    """
+
+    kind: str  # "pubsub", "openfaas" or "http"
+    target: str  # the topic, the OpenFaaS function name, or the URL
+    asynchronous: bool
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def describe(self) -> str:
+        mode = "async " if self.asynchronous else ""
+        return f"{mode}{self.kind} {self.target}"
+
+
 @dataclasses.dataclass
 class TaskSpec:
     """One task of a workflow as the user declared it."""
@@ -60,6 +80,8 @@ class TaskSpec:
     call_style: str = "keywords"
     pass_task: bool = True
     pass_job: bool = True
+    #: The remote function the body's result goes to, if any.
+    call: Call | None = None
 
 
 def _call_style(task_id: str, func: Callable[..., Any]) -> tuple[str, bool, bool]:
@@ -124,7 +146,8 @@ def _call_style(task_id: str, func: Callable[..., Any]) -> tuple[str, bool, bool
 def make_spec(task_id: Any, deps: Any, func: Callable[..., Any] | None, *,
               retries: int = 0, retry_backoff: Backoff | float | None = None,
               timeout: float | None = None,
-              task_args: dict[str, Any] | None = None) -> TaskSpec:
+              task_args: dict[str, Any] | None = None,
+              call: Call | None = None) -> TaskSpec:
     """Validate one task's declaration and build its spec.
 
     Errors name the task, because a workflow file can have dozens of them.
@@ -179,4 +202,4 @@ def make_spec(task_id: Any, deps: Any, func: Callable[..., Any] | None, *,
     return TaskSpec(task_id=task_id, deps=deps, func=func, retries=retries,
                     retry_backoff=retry_backoff, timeout=timeout,
                     task_args=dict(task_args or {}), call_style=style,
-                    pass_task=pass_task, pass_job=pass_job)
+                    pass_task=pass_task, pass_job=pass_job, call=call)

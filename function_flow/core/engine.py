@@ -29,12 +29,14 @@ import traceback
 import uuid
 from typing import Any, Callable, Iterable, Protocol
 
-from function_flow.core import completion, recovery, transitions
+from function_flow.core import completion, recovery, transitions, waiting
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
-from function_flow.core.ports import Bus, Executor, InlineExecutor, Store, Transaction
+from function_flow.core.ports import (Bus, Caller, Executor, InlineExecutor, Request, Store,
+                                      Transaction)
 from function_flow.core.records import (Message, MessageKind, RunRecord, RunStatus,
                                         TaskRecord, TaskStatus, ordered_tasks, storable)
+from function_flow.core.waiting import Pending
 from function_flow.core.transitions import Step
 from function_flow.errors import RunNotFoundError, TransientBackendError
 
@@ -43,22 +45,10 @@ logger = logging.getLogger("function_flow.engine")
 #: How long a synchronous attempt may run before its lease expires, when the
 #: task sets no timeout (Cloud Functions 2nd gen stop at 60 minutes).
 DEFAULT_LEASE_SECONDS = 3600.0
-#: How long an asynchronous attempt (a Future) may wait for its event when
-#: the task sets no timeout. Long, but not forever: nothing waits silently.
-DEFAULT_ASYNC_LEASE_SECONDS = 7 * 24 * 3600.0
 #: How long after its timeout an executor that stops bodies has to report
 #: the stop, before the attempt's lease expires.
 STOP_GRACE_SECONDS = 30.0
 
-
-
-class Pending:
-    """Base of values a task returns to say "an external event completes me".
-
-    `futures.Future` derives from it. The engine only needs `trigger_id`.
-    """
-
-    trigger_id: str
 
 
 class Workflow(Protocol):
@@ -91,7 +81,8 @@ class Engine:
                  rng: random.Random | None = None,
                  lease_check_messages: bool = True,
                  executor: Executor | None = None,
-                 retry_after_overrun: float = 0.0) -> None:
+                 retry_after_overrun: float = 0.0,
+                 caller: Caller | None = None) -> None:
         self.workflow = workflow
         #: The graph every step asks for dependencies and dependents: the
         #: definition plus what each run added (records carry their edges).
@@ -104,6 +95,8 @@ class Engine:
         #: message that checks its lease; on Pub/Sub the poller scans instead.
         self.lease_check_messages = lease_check_messages
         self.executor: Executor = executor or InlineExecutor()
+        #: Calls the remote functions of remote tasks (function_flow/remote/).
+        self.caller: Caller = caller or waiting.NoCaller()
         #: Where the executor cannot stop a body at its timeout (Cloud
         #: Functions), the retry of an attempt whose lease expired waits
         #: until this many seconds after that attempt started: by then the
@@ -236,6 +229,7 @@ class Engine:
             logger.warning("message for unknown task %r of run %s dropped", task_id, run_id)
             return step.verdict
         assert task is not None
+        run = None
         if step.verdict in ("claimed", "early"):
             # The claim read only the task: look at the run after it
             # committed. If the run ended meanwhile, the attempt never runs.
@@ -255,8 +249,8 @@ class Engine:
             self.bus.publish(Message(run_id, task_id, attempt, MessageKind.CHECK_LEASE),
                              lease)
         spec = self.graph.spec(task_id, task)
-        assert spec is not None
-        return self._run_body(run_id, task_id, spec, attempt, task, now + lease)
+        assert spec is not None and run is not None
+        return self._run_body(run, task_id, spec, attempt, task, now + lease)
 
     def _cancel(self, run_id: str, task_id: str, attempt: int) -> None:
         now = self.clock()
@@ -268,14 +262,26 @@ class Engine:
 
         self.store.transact(cancel, compare_and_set=True)
 
-    def _run_body(self, run_id: str, task_id: str, spec: TaskSpec, attempt: int,
+    def _run_body(self, run: RunRecord, task_id: str, spec: TaskSpec, attempt: int,
                   claimed: TaskRecord, claimed_until: float) -> str:
+        run_id = run.run_id
         what = f"attempt {attempt} of task {task_id!r}"
+        request: Request | None = None
         try:
-            value = self.executor.run(lambda: self.workflow.invoke(spec, run_id, attempt),
+            value = self.executor.run(lambda: self._attempt(run, spec, attempt),
                                       spec.timeout, what)
+            if spec.call is not None and spec.call.asynchronous:
+                request = waiting.make_request(run, spec, attempt, value)
+                value = waiting.RemoteAnswer(request.job_id)
             if isinstance(value, Pending):
-                self._await_event(run_id, task_id, spec, attempt, value.trigger_id)
+                if not waiting.await_event(self, run_id, task_id, spec, attempt, value):
+                    return "stale"
+                if request is None:
+                    return "waiting"
+                assert spec.call is not None
+                self.caller.send(spec.call, request)
+                logger.info("run %s task %s attempt %d: sent to %s as job %s",
+                            run_id, task_id, attempt, spec.call.describe(), request.job_id)
                 return "waiting"
             value = storable(f"the result of task {task_id!r}", value)
         except BaseException:  # noqa: B036 -- the task's own error, whatever it is: record it
@@ -283,30 +289,24 @@ class Engine:
             logger.warning("run %s task %s attempt %d failed:\n%s",
                            run_id, task_id, attempt, error)
             return self.complete(run_id, task_id, attempt, ok=False, error=error,
-                                 claimed=claimed, claimed_until=claimed_until)
+                                 claimed=claimed, claimed_until=claimed_until,
+                                 trigger_id=None if request is None else request.job_id)
         return self.complete(run_id, task_id, attempt, ok=True, value=value,
                              claimed=claimed, claimed_until=claimed_until)
 
-    def _await_event(self, run_id: str, task_id: str, spec: TaskSpec, attempt: int,
-                     trigger_id: str) -> None:
-        """Leave the attempt RUNNING until an external event completes it."""
-        if not isinstance(trigger_id, str) or not trigger_id:
-            raise ValueError(f"task {task_id!r} returned a Future without a trigger id")
-        lease = spec.timeout or DEFAULT_ASYNC_LEASE_SECONDS
-        now = self.clock()
-
-        def record(tx: Transaction) -> bool:
-            task = tx.get_tasks(run_id, [task_id]).get(task_id)
-            if task is None or task.status is not TaskStatus.RUNNING or task.attempt != attempt:
-                return False
-            tx.update_task(run_id, task_id,
-                           {"trigger_id": trigger_id, "lease_until": now + lease})
-            tx.put_trigger(trigger_id, run_id, task_id, attempt)
-            return True
-
-        if self.store.transact(record) and self.lease_check_messages:
-            self.bus.publish(Message(run_id, task_id, attempt,
-                                     MessageKind.CHECK_LEASE), lease)
+    def _attempt(self, run: RunRecord, spec: TaskSpec, attempt: int) -> Any:
+        """The body, then, for a synchronous remote task, its call (both inside
+        the executor, so the task's timeout covers the two)."""
+        value = self.workflow.invoke(spec, run.run_id, attempt)
+        if spec.call is None:
+            return value
+        if isinstance(value, Pending):
+            raise TypeError(f"task {spec.task_id!r} calls {spec.call.describe()}, so its "
+                            "body returns what to send, not a Future")
+        if spec.call.asynchronous:
+            return value
+        return self.caller.call(spec.call, waiting.make_request(run, spec, attempt, value),
+                                spec.timeout)
 
     # ------------------------------------------------------------- completion
 
@@ -321,7 +321,7 @@ class Engine:
         if trigger is None:
             logger.warning("external event for unknown trigger %r; acknowledged", trigger_id)
             return "unknown_trigger"
-        run_id, task_id, attempt = trigger
+        run_id, task_id, attempt = trigger.run_id, trigger.task_id, trigger.attempt
         if ok:
             try:
                 value = storable(f"the result of task {task_id!r}", value)

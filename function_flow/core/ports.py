@@ -13,10 +13,12 @@ more than once, so it must not have side effects outside the transaction.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Iterable, Protocol, TypeVar
 
+from function_flow.core.definition import Call
 from function_flow.core.records import (JoinProgress, Message, RunRecord, RunStatus,
-                                        TaskRecord, TaskStatus)
+                                        TaskRecord, TaskStatus, Trigger)
 
 T = TypeVar("T")
 
@@ -69,8 +71,11 @@ class Transaction(Protocol):
 
     def set_slot(self, run_id: str, slot: int, holder: str | None) -> None: ...
 
-    def put_trigger(self, trigger_id: str, run_id: str, task_id: str, attempt: int) -> None:
-        """Remember which task attempt an external event with this id completes."""
+    def put_trigger(self, trigger: Trigger) -> None:
+        """Remember which task attempt an external event with this id completes.
+
+        Replaces a trigger of the same id.
+        """
 
     def delete_trigger(self, trigger_id: str) -> None: ...
 
@@ -127,8 +132,11 @@ class Store(Protocol):
         newest ones.
         """
 
-    def get_trigger(self, trigger_id: str) -> tuple[str, str, int] | None:
-        """(run id, task id, attempt) that a trigger completes, or None."""
+    def get_trigger(self, trigger_id: str) -> Trigger | None:
+        """The trigger of that id, or None."""
+
+    def find_watches(self, limit: int) -> list[Trigger]:
+        """Up to `limit` triggers that watch a path (`watch` set), for the poller."""
 
     def delete_run(self, run_id: str) -> None: ...
 
@@ -170,6 +178,42 @@ class Bus(Protocol):
 
     def close(self) -> None:
         """Stop delivering and release clients."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What a remote task sends its remote function: one attempt's call."""
+
+    #: Names this attempt; the remote function's answer quotes it.
+    job_id: str
+    run_id: str
+    task_id: str
+    attempt: int
+    job_args: dict[str, Any]
+    task_args: dict[str, Any]
+    result: Any
+
+    def function_flow_payload(self) -> dict[str, Any]:
+        """The JSON Function Flow sends: its remote functions read exactly this."""
+        payload = {"job_id": self.job_id, "job_args": self.job_args,
+                   "task_args": self.task_args}
+        if self.result:
+            payload["result"] = self.result
+        return payload
+
+
+class Caller(Protocol):
+    """Calls the remote functions of remote tasks (function_flow/remote/)."""
+
+    def call(self, call: Call, request: Request, timeout: float | None) -> Any:
+        """A synchronous call: return the function's answer, the task's result.
+
+        Raise (with the status and the start of the answer) when it failed.
+        """
+
+    def send(self, call: Call, request: Request) -> None:
+        """An asynchronous call: deliver the request; its answer arrives later
+        as an external event naming `request.job_id`. Raise if it cannot be sent."""
 
 
 class Executor(Protocol):

@@ -143,6 +143,36 @@ class TaskRecord:
         return self.finished_at - self.started_at
 
 
+@dataclasses.dataclass(frozen=True)
+class Trigger:
+    """`triggers/{trigger_id}`: the task attempt an external event completes.
+
+    Written in the transaction that records the wait, deleted in the one
+    that records the event's outcome, so an event completes at most once.
+    """
+
+    trigger_id: str
+    run_id: str
+    task_id: str
+    attempt: int
+    #: A gs:// path prefix the poller watches for (GCSFuture), else None.
+    watch: str | None = None
+    #: What the attempt becomes when its lease runs out with no event:
+    #: None fails it (then retries apply); {"result": value} succeeds it
+    #: with that value (an approval's default).
+    on_timeout: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Trigger":
+        fields = _field_names(cls)
+        values = {k: v for k, v in data.items() if k in fields}
+        values["attempt"] = int(values["attempt"])
+        return cls(**values)
+
+
 @functools.lru_cache(maxsize=None)
 def _field_names(cls: type) -> dict[str, None]:
     """A record class's field names, in order (a dict: ordered, O(1) lookups)."""

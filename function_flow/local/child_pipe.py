@@ -24,7 +24,7 @@ CALL, ANSWER, REPLY = b"C", b"A", b"R"
 #: Store methods a body in a child may call: they only read, and their
 #: arguments and results pickle. Each is answered by the parent.
 STORE_READS = ("get_run", "get_tasks", "join_progress", "find_tasks", "find_free_slots",
-               "list_runs", "get_trigger", "runs_started_before")
+               "list_runs", "get_trigger", "find_watches", "runs_started_before")
 #: Store methods that write: refused in a child (a transaction function is
 #: code, which cannot be sent to the parent).
 STORE_WRITES = ("transact", "create_run", "delete_run")

@@ -5,7 +5,7 @@ Schema (every collection name starts with the configured prefix):
     {prefix}runs/{run_id}                  the run record
     {prefix}runs/{run_id}/tasks/{task_id}  one task record per task
     {prefix}runs/{run_id}/slots/{n}        {"holder": task_id or null}
-    {prefix}triggers/{trigger_id}          {"run_id", "task_id", "attempt"}
+    {prefix}triggers/{trigger_id}          a records.Trigger (run, task, attempt, watch...)
 
 How records become documents, and the transactions, are in
 firestore_transactions.py.
@@ -57,7 +57,8 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from function_flow.config import DEFAULT_PROJECT
 from function_flow.errors import ConfigurationError, RecordTooLargeError, TransientBackendError
 from function_flow.core.ports import RecordExistsError
-from function_flow.core.records import JoinProgress, RunRecord, RunStatus, TaskRecord, TaskStatus
+from function_flow.core.records import (JoinProgress, RunRecord, RunStatus, TaskRecord,
+                                        TaskStatus, Trigger)
 from function_flow.store.firestore_transactions import (TRANSIENT, commit_compare_and_set,
                                                         commit_transaction, decode, doc_id,
                                                         encode, transient)
@@ -329,13 +330,16 @@ class FirestoreStore:
     # ------------------------------------------------------------- triggers
 
     @_translated
-    def get_trigger(self, trigger_id: str) -> tuple[str, str, int] | None:
+    def get_trigger(self, trigger_id: str) -> Trigger | None:
         self._count(reads=1)
         snapshot = self._trigger_ref(trigger_id).get()
-        if not snapshot.exists:
-            return None
-        data = snapshot.to_dict()
-        return data["run_id"], data["task_id"], int(data["attempt"])
+        return Trigger.from_dict(snapshot.to_dict()) if snapshot.exists else None
+
+    @_translated
+    def find_watches(self, limit: int) -> list[Trigger]:
+        query = (self.client.collection(f"{self.prefix}triggers")
+                 .where(filter=FieldFilter("watch", ">", "")).limit(limit))
+        return [Trigger.from_dict(s.to_dict()) for s in self._query(query)]
 
     # ------------------------------------------------------------- deletion
 

@@ -35,7 +35,7 @@ from google.cloud.firestore_v1.field_path import FieldPath
 
 from function_flow.core.ports import ReadAfterWriteError
 from function_flow.errors import TransientBackendError, transient_google_errors
-from function_flow.core.records import RunRecord, TaskRecord
+from function_flow.core.records import RunRecord, TaskRecord, Trigger
 
 if TYPE_CHECKING:
     from function_flow.store.firestore import FirestoreStore
@@ -253,11 +253,9 @@ class FirestoreTransaction:
         self._tx.create(self._store._task_ref(run_id, record.task_id),
                         encode(record.to_dict()))
 
-    def put_trigger(self, trigger_id: str, run_id: str, task_id: str, attempt: int) -> None:
+    def put_trigger(self, trigger: Trigger) -> None:
         self.writes += 1
-        self._tx.set(self._store._trigger_ref(trigger_id),
-                     {"trigger_id": trigger_id, "run_id": run_id, "task_id": task_id,
-                      "attempt": attempt})
+        self._tx.set(self._store._trigger_ref(trigger.trigger_id), trigger.to_dict())
 
     def delete_trigger(self, trigger_id: str) -> None:
         self.writes += 1

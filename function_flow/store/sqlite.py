@@ -25,8 +25,10 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from function_flow.errors import StoreUnavailableError
 from function_flow.core.ports import ReadAfterWriteError, RecordExistsError
-from function_flow.core.records import JoinProgress, RunRecord, RunStatus, TaskRecord, TaskStatus
-from function_flow.store.sqlite_rows import (DEP_PREFIX, SCHEMA, TASK_COLUMNS, dumps,
+from function_flow.core.records import (JoinProgress, RunRecord, RunStatus, TaskRecord,
+                                        TaskStatus, Trigger)
+from function_flow.store.sqlite_rows import (ADDED_COLUMNS, DEP_PREFIX, SCHEMA,
+                                          TRIGGER_COLUMNS, trigger_of, trigger_row, TASK_COLUMNS, dumps,
                                              merge_fields, new_task_json, parse_deps,
                                              select_tasks, task_record, task_record_of,
                                              write_deps_done)
@@ -172,11 +174,10 @@ class _SqliteTransaction:
             write_deps_done(self._conn, run_id, record.task_id, entries)
         self._tasks.pop((run_id, record.task_id), None)
 
-    def put_trigger(self, trigger_id: str, run_id: str, task_id: str, attempt: int) -> None:
+    def put_trigger(self, trigger: Trigger) -> None:
         self._wrote = True
-        self._conn.execute(
-            "INSERT OR REPLACE INTO triggers (trigger_id, run_id, task_id, attempt) "
-            "VALUES (?, ?, ?, ?)", (trigger_id, run_id, task_id, attempt))
+        self._conn.execute(f"INSERT OR REPLACE INTO triggers ({TRIGGER_COLUMNS}) "
+                           "VALUES (?, ?, ?, ?, ?, ?)", trigger_row(trigger))
 
     def delete_trigger(self, trigger_id: str) -> None:
         self._wrote = True
@@ -194,6 +195,15 @@ def _unavailable(path: str, exc: BaseException) -> StoreUnavailableError:
     return StoreUnavailableError(f"cannot open the database {path}: {advice}")
 
 
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an earlier release up to the current schema."""
+    for table, columns in ADDED_COLUMNS.items():
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns:
+            if name not in present:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
+
 class SqliteStore:
     """The embedded backend's store (see module docstring)."""
 
@@ -206,6 +216,7 @@ class SqliteStore:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             with self._connection() as conn:
                 conn.executescript(SCHEMA)
+                _add_missing_columns(conn)
         except (OSError, sqlite3.Error) as exc:
             self.close()
             raise _unavailable(path, exc) from exc
@@ -333,11 +344,17 @@ class SqliteStore:
                 (status.value, limit)).fetchall()
         return [RunRecord.from_dict(json.loads(r[0])) for r in rows]
 
-    def get_trigger(self, trigger_id: str) -> tuple[str, str, int] | None:
+    def get_trigger(self, trigger_id: str) -> Trigger | None:
         row = self._connection().execute(
-            "SELECT run_id, task_id, attempt FROM triggers WHERE trigger_id = ?",
+            f"SELECT {TRIGGER_COLUMNS} FROM triggers WHERE trigger_id = ?",
             (trigger_id,)).fetchone()
-        return (row[0], row[1], row[2]) if row else None
+        return trigger_of(row) if row else None
+
+    def find_watches(self, limit: int) -> list[Trigger]:
+        rows = self._connection().execute(
+            f"SELECT {TRIGGER_COLUMNS} FROM triggers WHERE watch IS NOT NULL LIMIT ?",
+            (limit,)).fetchall()
+        return [trigger_of(row) for row in rows]
 
     def delete_run(self, run_id: str) -> None:
         with self._writing() as conn:

@@ -187,8 +187,8 @@ class RecordingTx:
     def add_task(self, run_id: str, record: Any) -> None:
         self._inner.add_task(run_id, record)
 
-    def put_trigger(self, trigger_id: str, run_id: str, task_id: str, attempt: int) -> None:
-        self._inner.put_trigger(trigger_id, run_id, task_id, attempt)
+    def put_trigger(self, trigger: Any) -> None:
+        self._inner.put_trigger(trigger)
 
     def delete_trigger(self, trigger_id: str) -> None:
         self._inner.delete_trigger(trigger_id)

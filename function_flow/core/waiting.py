@@ -1,0 +1,99 @@
+"""Attempts that wait: Futures, and remote functions that answer later.
+
+A task body that returns a `Pending` (every `futures.Future` is one), or a
+remote task whose call is asynchronous, leaves its attempt RUNNING: the
+transaction that says so also writes a records.Trigger, which the external
+event that completes the attempt names. Sending an asynchronous remote
+call happens after that commit, so an answer can never arrive before the
+trigger it completes exists.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from function_flow.core.definition import Call, TaskSpec
+from function_flow.core.ports import Request, Transaction
+from function_flow.core.records import (Message, MessageKind, RunRecord, TaskStatus, Trigger,
+                                        storable)
+from function_flow.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from function_flow.core.engine import Engine
+
+#: How long an asynchronous attempt may wait for its event when the task
+#: sets no timeout. Long, but not forever: nothing waits silently.
+DEFAULT_ASYNC_LEASE_SECONDS = 7 * 24 * 3600.0
+
+
+class Pending:
+    """Base of values a task returns to say "an external event completes me".
+
+    `futures.Future` derives from it. The engine reads `trigger_id` and the
+    two optional attributes below, which become the records.Trigger.
+    """
+
+    trigger_id: str
+    #: A gs:// path prefix the poller looks for (GCSFuture), else None.
+    watch: str | None = None
+    #: What the attempt becomes when its timeout passes with no event: None
+    #: fails it; {"result": value} succeeds it with value (see records.Trigger).
+    on_timeout: dict[str, Any] | None = None
+
+
+class RemoteAnswer(Pending):
+    """What an asynchronous remote call waits for: the answer naming its job id."""
+
+    def __init__(self, job_id: str) -> None:
+        self.trigger_id = job_id
+
+
+class NoCaller:
+    """The caller of a backend that cannot reach remote functions."""
+
+    def call(self, call: Call, request: Request, timeout: float | None) -> Any:
+        raise ConfigurationError(f"task {request.task_id!r} calls {call.describe()}, "
+                                 "and this backend has no caller for remote functions")
+
+    def send(self, call: Call, request: Request) -> None:
+        self.call(call, request, None)
+
+
+def make_request(run: RunRecord, spec: TaskSpec, attempt: int, value: Any) -> Request:
+    """One attempt's call: a new job id, the run's arguments, the body's result."""
+    target = spec.call.describe() if spec.call else "its remote function"
+    result = storable(f"what task {spec.task_id!r} sends to {target}", value)
+    return Request(job_id=uuid.uuid4().hex, run_id=run.run_id, task_id=spec.task_id,
+                   attempt=attempt, job_args=dict(run.args),
+                   task_args=dict(spec.task_args), result=result)
+
+
+def await_event(engine: "Engine", run_id: str, task_id: str, spec: TaskSpec, attempt: int,
+                pending: Pending) -> bool:
+    """Record that the attempt waits for `pending`'s event (its lease: the timeout).
+
+    Returns False when the attempt is no longer this executor's (its lease
+    ran out meanwhile): nothing is recorded then.
+    """
+    trigger_id = pending.trigger_id
+    if not isinstance(trigger_id, str) or not trigger_id:
+        raise ValueError(f"task {task_id!r} returned a Future without a trigger id")
+    trigger = Trigger(trigger_id, run_id, task_id, attempt,
+                      watch=getattr(pending, "watch", None),
+                      on_timeout=getattr(pending, "on_timeout", None))
+    lease = spec.timeout or DEFAULT_ASYNC_LEASE_SECONDS
+    now = engine.clock()
+
+    def record(tx: Transaction) -> bool:
+        task = tx.get_tasks(run_id, [task_id]).get(task_id)
+        if task is None or task.status is not TaskStatus.RUNNING or task.attempt != attempt:
+            return False
+        tx.update_task(run_id, task_id, {"trigger_id": trigger_id, "lease_until": now + lease})
+        tx.put_trigger(trigger)
+        return True
+
+    recorded = engine.store.transact(record)
+    if recorded and engine.lease_check_messages:
+        engine.bus.publish(Message(run_id, task_id, attempt, MessageKind.CHECK_LEASE), lease)
+    return recorded
