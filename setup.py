@@ -9,6 +9,8 @@ RUNTIME = [
     "functions-framework>=3.5",
     "google-cloud-firestore>=2.16",
     "google-cloud-pubsub>=2.21",
+    "google-cloud-storage>=2.14",
+    "google-auth>=2.20",
 ]
 
 DEV = [
@@ -16,6 +18,7 @@ DEV = [
     "pytest-timeout>=2.2",
     "hypothesis>=6.100",
     "requests>=2.31",
+    "gcp-storage-emulator>=2024.8",
 ]
 
 setup(

@@ -68,6 +68,25 @@ def pubsub_emulator() -> Iterator[Emulator]:
         emulator.stop()
 
 
+@pytest.fixture(scope="session")
+def storage_emulator() -> Iterator[Emulator]:
+    """gcp-storage-emulator (in memory) for the whole session; `.env` points
+    google-cloud-storage at it (STORAGE_EMULATOR_HOST)."""
+    emulator = _start("storage")
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture
+def storage_env(storage_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
+    """STORAGE_EMULATOR_HOST set for this one test."""
+    for name, value in storage_emulator.env.items():
+        monkeypatch.setenv(name, value)
+    return storage_emulator
+
+
 @pytest.fixture
 def collection_prefix() -> str:
     return unique_prefix()

@@ -1,4 +1,5 @@
-"""Start and stop the Firestore and Pub/Sub emulators of the Google Cloud CLI.
+"""Start and stop the Firestore and Pub/Sub emulators of the Google Cloud CLI,
+and gcp-storage-emulator for Cloud Storage.
 
 Used by the test suite (tests/conftest.py) and by `function-flow dev`, which
 runs the deployed topology locally. Each emulator runs in its own process
@@ -14,6 +15,7 @@ import dataclasses
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -55,6 +57,8 @@ class Emulator:
     @property
     def env(self) -> dict[str, str]:
         """Environment variables that point Google Cloud clients at this emulator."""
+        if self.name == "storage":  # google-cloud-storage wants a URL
+            return {"STORAGE_EMULATOR_HOST": f"http://{self.host}"}
         variable = "FIRESTORE_EMULATOR_HOST" if self.name == "firestore" \
             else "PUBSUB_EMULATOR_HOST"
         return {variable: self.host}
@@ -76,6 +80,11 @@ class Emulator:
 def missing_requirements(names: tuple[str, ...] = ("firestore", "pubsub")) -> list[str]:
     """What is missing to run the named emulators (empty when all is there)."""
     missing = []
+    if "storage" in names and _storage_command() is None:
+        missing.append("gcp-storage-emulator (pip install gcp-storage-emulator)")
+    names = tuple(n for n in names if n != "storage")
+    if not names:
+        return missing
     gcloud = shutil.which("gcloud")
     if gcloud is None:
         missing.append("the `gcloud` command (Google Cloud CLI)")
@@ -103,12 +112,18 @@ def check_requirements(names: tuple[str, ...] = ("firestore", "pubsub")) -> None
 
 def start(name: str, project: str = DEFAULT_PROJECT, port: int | None = None,
           timeout: float = 90.0) -> Emulator:
-    """Start emulator `name` ("firestore" or "pubsub") and wait until it answers."""
-    if name not in _EMULATORS:
-        raise ValueError(f"unknown emulator {name!r}; use one of {sorted(_EMULATORS)}")
+    """Start emulator `name` ("firestore", "pubsub" or "storage") and wait until it answers."""
+    if name not in _EMULATORS and name != "storage":
+        raise ValueError(f"unknown emulator {name!r}; use one of "
+                         f"{sorted([*_EMULATORS, 'storage'])}")
     check_requirements((name,))
-    host = f"127.0.0.1:{port or free_port()}"
-    args = ["gcloud", *_EMULATORS[name][0], f"--host-port={host}", "--quiet"]
+    port = port or free_port()
+    host = f"127.0.0.1:{port}"
+    if name == "storage":
+        args = [str(_storage_command()), "start", "--host=127.0.0.1", f"--port={port}",
+                "--in-memory", "--quiet"]
+    else:
+        args = ["gcloud", *_EMULATORS[name][0], f"--host-port={host}", "--quiet"]
     if name == "pubsub":
         args.append(f"--project={project}")
     log = tempfile.NamedTemporaryFile(prefix=f"function-flow-{name}-emulator-",
@@ -126,6 +141,17 @@ def start(name: str, project: str = DEFAULT_PROJECT, port: int | None = None,
         emulator.stop()
         raise
     return emulator
+
+
+def _storage_command() -> str | None:
+    """The gcp-storage-emulator script installed beside this Python, or on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "gcp-storage-emulator")
+    return beside if os.access(beside, os.X_OK) else shutil.which("gcp-storage-emulator")
+
+
+def start_storage_emulator(project: str = DEFAULT_PROJECT, port: int | None = None) -> Emulator:
+    """gcp-storage-emulator (in memory); point clients at it with `Emulator.env`."""
+    return start("storage", project, port)
 
 
 def _wait_until_ready(emulator: Emulator, timeout: float) -> None:
