@@ -77,6 +77,16 @@ class Backend:
         self.store.close()
 
 
+def remote_adapters(settings: Settings, kind: str) -> dict[str, Caller]:
+    """The adapters that call remote functions (function_flow/remote/), by Call.kind.
+
+    `kind` is the backend's ("embedded" or "gcp"): on the embedded backend a
+    workflow file's own remote functions run in this process.
+    """
+    adapters: dict[str, Caller] = {}
+    return adapters
+
+
 def embedded(db_path: str | None = None, workers: int | None = None) -> Backend:
     """SQLite store plus the in-process bus: no cloud account needed."""
     from function_flow.bus.local import LocalBus
