@@ -37,6 +37,7 @@ from function_flow.config import DEFAULT_PROJECT, Settings
 from function_flow.core.engine import Engine, Workflow
 from function_flow.core.ports import Bus, Caller, Executor, InlineExecutor, Store
 from function_flow.errors import ConfigurationError
+from function_flow.remote.caller import Dispatcher
 
 DEFAULT_SCHEDULE_TOPIC = "SCHEDULE"
 
@@ -99,6 +100,7 @@ def embedded(db_path: str | None = None, workers: int | None = None) -> Backend:
     store = SqliteStore(path)
     backend = Backend("embedded", store, bus,
                       description=describe_embedded(path),
+                      caller=Dispatcher(remote_adapters(settings, "embedded")),
                       # A body with a timeout runs in a child killed at it.
                       executor=ChildProcessExecutor(store) if hasattr(os, "fork")
                       else InlineExecutor())
@@ -169,6 +171,7 @@ def gcp(settings: Settings, job: Any = None) -> Backend:
     # for expired leases instead of the engine sending lease-check messages.
     return Backend("gcp", state, bus, lease_check_messages=False,
                    description=describe_firestore(settings, job),
+                   caller=Dispatcher(remote_adapters(settings, "gcp")),
                    retry_after_overrun=settings.function_timeout)
 
 
