@@ -31,7 +31,7 @@ import atexit
 import dataclasses
 import os
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from function_flow.config import DEFAULT_PROJECT, Settings
 from function_flow.core.engine import Engine, Workflow
@@ -39,7 +39,11 @@ from function_flow.core.ports import Bus, Caller, Executor, InlineExecutor, Stor
 from function_flow.errors import ConfigurationError
 from function_flow.remote.caller import Dispatcher
 
+if TYPE_CHECKING:
+    from function_flow.remote.hosting import LocalHost
+
 DEFAULT_SCHEDULE_TOPIC = "SCHEDULE"
+DEFAULT_EVENTS_TOPIC = "SCHEDULE_EXTERNAL_EVENTS"
 
 
 @dataclasses.dataclass
@@ -63,6 +67,8 @@ class Backend:
     retry_after_overrun: float = 0.0
     #: Calls the remote functions of remote tasks; None: none can be called.
     caller: Caller | None = None
+    #: The remote functions hosted in this process (embedded backend only).
+    hosting: LocalHost | None = None
 
     def engine(self, workflow: Workflow) -> Engine:
         engine = Engine(workflow, self.store, self.bus,
@@ -71,20 +77,29 @@ class Backend:
                         retry_after_overrun=self.retry_after_overrun,
                         caller=self.caller)
         self.bus.subscribe(engine.handle)
+        if self.hosting is not None:
+            self.hosting.attach(engine)
         return engine
 
     def close(self) -> None:
+        if self.hosting is not None:
+            self.hosting.close()
         self.bus.close()
         self.store.close()
 
 
-def remote_adapters(settings: Settings, kind: str) -> dict[str, Caller]:
+def remote_adapters(settings: Settings, kind: str,
+                    hosting: LocalHost | None = None) -> dict[str, Caller]:
     """The adapters that call remote functions (function_flow/remote/), by Call.kind.
 
     `kind` is the backend's ("embedded" or "gcp"): on the embedded backend a
-    workflow file's own remote functions run in this process.
+    workflow file's own remote functions run in this process (`hosting`).
     """
+    from function_flow.remote.pubsub import PubSubSender
+
     adapters: dict[str, Caller] = {}
+    adapters["pubsub"] = hosting if hosting is not None \
+        else PubSubSender(project_for(settings))
     return adapters
 
 
@@ -92,15 +107,19 @@ def embedded(db_path: str | None = None, workers: int | None = None) -> Backend:
     """SQLite store plus the in-process bus: no cloud account needed."""
     from function_flow.bus.local import LocalBus
     from function_flow.local.child import ChildProcessExecutor
+    from function_flow.remote.hosting import LocalHost
     from function_flow.store.sqlite import SqliteStore
 
     settings = Settings.from_env()
     path = db_path or settings.db_path
     bus = LocalBus(workers or settings.workers)
     store = SqliteStore(path)
+    hosting = LocalHost(settings.project or DEFAULT_PROJECT,
+                        settings.events_topic or DEFAULT_EVENTS_TOPIC)
     backend = Backend("embedded", store, bus,
                       description=describe_embedded(path),
-                      caller=Dispatcher(remote_adapters(settings, "embedded")),
+                      caller=Dispatcher(remote_adapters(settings, "embedded", hosting)),
+                      hosting=hosting,
                       # A body with a timeout runs in a child killed at it.
                       executor=ChildProcessExecutor(store) if hasattr(os, "fork")
                       else InlineExecutor())

@@ -72,6 +72,35 @@ class BigQueryFuture(Future):
                       result={"job_id": job_id, "location": location})
 
 
+class RemoteFunctionFuture(Future):
+    """Completed by a remote function's answer (Function Flow's remote tasks).
+
+    The answer, published to the external events topic, is
+    `{"status": {"code": 0, "message": "..."}, "resource": {"type":
+    "remote_function_resource", "labels": {"job_id": ID}}}`; a non-zero code
+    fails the attempt with the message. An answer from `remote.function`
+    also carries the function's return value under "result", which then
+    becomes the task's result instead of {"job_id", "message", "code"}.
+    """
+
+    RESOURCE_TYPE = "remote_function_resource"
+
+    @classmethod
+    def handle_message(cls, message: Mapping[str, Any]) -> Optional[Result]:
+        if get_value(message, "resource.type") != cls.RESOURCE_TYPE:
+            return None
+        job_id = get_value(message, "resource.labels.job_id")
+        code = get_value(message, "status.code")
+        text = get_value(message, "status.message")
+        if not isinstance(job_id, str) or not job_id:
+            return None
+        if code:
+            return Result(trigger_id=job_id, is_success=False, error=text or f"code {code}")
+        result = message["result"] if "result" in message \
+            else {"job_id": job_id, "message": text, "code": code or 0}
+        return Result(trigger_id=job_id, is_success=True, result=result)
+
+
 class GCSFuture(Future):
     """Completed when an object with the given gs:// prefix exists."""
 

@@ -302,6 +302,15 @@ def test_triggers_keep_their_watch_and_timeout_outcome(store: Store) -> None:
     assert store.find_watches(10) == []
 
 
+def test_first_delivery_is_true_once_per_key_until_the_run_is_deleted(store: Store) -> None:
+    make_run(store)
+    assert store.first_delivery("job/1", "run-1") is True
+    assert store.first_delivery("job/1", "run-1") is False
+    assert store.first_delivery("job-2", "run-1") is True
+    store.delete_run("run-1")
+    assert store.first_delivery("job/1", "run-1") is True
+
+
 def test_read_after_write_is_rejected_and_rolled_back(store: Store) -> None:
     make_run(store)
 

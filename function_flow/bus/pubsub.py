@@ -63,32 +63,28 @@ def retryable_call_errors() -> tuple[type[BaseException], ...]:
                  if issubclass(error, gexc.GoogleAPICallError))
 
 
-class PubSubBus(Bus):
-    """Publishes scheduling messages on one topic; delayed ones go to timers.
+class Topic:
+    """One Pub/Sub topic to publish on: the project, the client, and retries.
 
-    It inherits `subscribe` (nothing to do: Pub/Sub pushes to the scheduler
-    function) and `wait_idle` (never known to be idle) from ports.Bus.
+    Shared by the bus (SCHEDULE), remote tasks (their remote topic) and
+    remote functions (their answers on the external events topic).
+    `create`: create the topic when it is missing, as Function Flow does for
+    SCHEDULE; a remote function's topic is not created (a topic nobody
+    subscribes to would swallow the request), its absence is an error.
     """
 
-    def __init__(self, topic: str, project: str | None = None,
-                 timers: TimerStore | None = None,
+    def __init__(self, topic: str, project: str | None = None, publisher: Any = None,
                  publish_timeout: float = PUBLISH_TIMEOUT_SECONDS,
-                 publisher: Any = None) -> None:
-        if not topic or "/" in topic:
-            raise ConfigurationError(
-                f"Pub/Sub topic must be a topic id without '/', got {topic!r}; "
-                "set Job(schedule_topic=...) or FUNCTION_FLOW_SCHEDULE_TOPIC")
+                 create: bool = True) -> None:
         self.topic = topic
-        self.timers = timers
         self.publish_timeout = publish_timeout
+        self.create = create
         self._project = project
         #: A PublisherClient the caller made (Function Flow's `Job(pubsub=...)`),
         #: else built on first publish.
         self._publisher: Any = publisher
         self._topic_ready = False
         self._lock = threading.Lock()
-
-    # ------------------------------------------------------------- clients
 
     @property
     def project(self) -> str:
@@ -109,7 +105,7 @@ class PubSubBus(Bus):
         return self._project
 
     @property
-    def topic_path(self) -> str:
+    def path(self) -> str:
         return f"projects/{self.project}/topics/{self.topic}"
 
     @property
@@ -134,27 +130,99 @@ class PubSubBus(Bus):
                      initial=0.1, maximum=5.0, timeout=self.publish_timeout)
 
     def _ensure_topic(self) -> None:
-        """Create the topic if it is missing, as Function Flow does."""
-        if self._topic_ready:
+        """Create the topic if it is missing (when `create`)."""
+        if self._topic_ready or not self.create:
             return
         from google.api_core import exceptions as gexc
 
         try:
-            self.publisher.create_topic(request={"name": self.topic_path},
+            self.publisher.create_topic(request={"name": self.path},
                                         retry=self._retry(), timeout=self.publish_timeout)
-            logger.info("created Pub/Sub topic %s", self.topic_path)
+            logger.info("created Pub/Sub topic %s", self.path)
         except gexc.AlreadyExists:
             pass
         except gexc.PermissionDenied:
             # Deployed functions often may publish but not create topics;
             # the deployment created it, and publishing will tell if not.
-            logger.debug("no permission to create %s; assuming it exists", self.topic_path)
+            logger.debug("no permission to create %s; assuming it exists", self.path)
         except transient_errors() as exc:
             raise TransientBackendError(
-                f"Pub/Sub unavailable while creating topic {self.topic_path}: {exc}") from exc
+                f"Pub/Sub unavailable while creating topic {self.path}: {exc}") from exc
         self._topic_ready = True
 
-    # ------------------------------------------------------------- publish
+    def publish(self, data: bytes, attributes: dict[str, str], what: str) -> str:
+        """Publish and wait for Pub/Sub to accept it; returns the message id.
+
+        `what` names the message in errors. A missing topic is created once
+        more (when `create`) or reported with what to do.
+        """
+        from google.api_core import exceptions as gexc
+
+        self._ensure_topic()
+        try:
+            try:
+                return self._send(data, attributes)
+            except gexc.NotFound:
+                if not self.create:
+                    raise ConfigurationError(
+                        f"cannot send {what}: the Pub/Sub topic {self.path} does not "
+                        "exist; create it and deploy the function it triggers") from None
+                # The topic vanished (or creating it was not allowed and it
+                # never existed): try to create it once more, then publish.
+                self._topic_ready = False
+                self._ensure_topic()
+                return self._send(data, attributes)
+        except transient_errors() as exc:
+            raise TransientBackendError(
+                f"publishing {what} on {self.path} failed: {exc}") from exc
+
+    def _send(self, data: bytes, attributes: dict[str, str]) -> str:
+        future = self.publisher.publish(self.path, data, retry=self._retry(),
+                                        timeout=self.publish_timeout, **attributes)
+        return future.result(timeout=self.publish_timeout)
+
+    def close(self) -> None:
+        """Flush and stop the publisher's background threads."""
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            try:
+                publisher.stop()
+            except Exception:  # already stopped, or Pub/Sub gone: nothing to flush
+                logger.debug("stopping the Pub/Sub publisher failed", exc_info=True)
+        self._topic_ready = False
+
+
+class PubSubBus(Bus):
+    """Publishes scheduling messages on one topic; delayed ones go to timers.
+
+    It inherits `subscribe` (nothing to do: Pub/Sub pushes to the scheduler
+    function) and `wait_idle` (never known to be idle) from ports.Bus.
+    """
+
+    def __init__(self, topic: str, project: str | None = None,
+                 timers: TimerStore | None = None,
+                 publish_timeout: float = PUBLISH_TIMEOUT_SECONDS,
+                 publisher: Any = None) -> None:
+        if not topic or "/" in topic:
+            raise ConfigurationError(
+                f"Pub/Sub topic must be a topic id without '/', got {topic!r}; "
+                "set Job(schedule_topic=...) or FUNCTION_FLOW_SCHEDULE_TOPIC")
+        self.topic = topic
+        self.timers = timers
+        self.publish_timeout = publish_timeout
+        self._topic = Topic(topic, project, publisher, publish_timeout)
+
+    @property
+    def project(self) -> str:
+        return self._topic.project
+
+    @property
+    def topic_path(self) -> str:
+        return self._topic.path
+
+    @property
+    def publisher(self) -> Any:
+        return self._topic.publisher
 
     def publish(self, message: Message, delay: float = 0.0) -> None:
         """Send `message` now, or store it as a timer when `delay` > 0."""
@@ -171,21 +239,7 @@ class PubSubBus(Bus):
 
     def publish_now(self, message: Message) -> str:
         """Publish and wait for Pub/Sub to accept it; returns the message id."""
-        from google.api_core import exceptions as gexc
-
-        self._ensure_topic()
-        try:
-            try:
-                return self._send(message)
-            except gexc.NotFound:
-                # The topic vanished (or creating it was not allowed and it
-                # never existed): try to create it once more, then publish.
-                self._topic_ready = False
-                self._ensure_topic()
-                return self._send(message)
-        except transient_errors() as exc:
-            raise TransientBackendError(
-                f"publishing {message} on {self.topic_path} failed: {exc}") from exc
+        return self._topic.publish(message.to_json(), message.attributes(), str(message))
 
     def release_due(self, limit: int = 500) -> int:
         """Publish delayed messages whose time has come (the poller calls this)."""
@@ -193,18 +247,6 @@ class PubSubBus(Bus):
             return 0
         return self.timers.publish_due(self.publish_now, limit)
 
-    def _send(self, message: Message) -> str:
-        future = self.publisher.publish(self.topic_path, message.to_json(),
-                                        retry=self._retry(), timeout=self.publish_timeout,
-                                        **message.attributes())
-        return future.result(timeout=self.publish_timeout)
-
     def close(self) -> None:
         """Flush and stop the publisher's background threads."""
-        publisher, self._publisher = self._publisher, None
-        if publisher is not None:
-            try:
-                publisher.stop()
-            except Exception:  # already stopped, or Pub/Sub gone: nothing to flush
-                logger.debug("stopping the Pub/Sub publisher failed", exc_info=True)
-        self._topic_ready = False
+        self._topic.close()

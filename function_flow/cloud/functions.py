@@ -100,26 +100,35 @@ def make_external_event_listener(job: "Job") -> Callable[..., Any]:
 
     def external_event_listener(event: Any, context: Any = None) -> Any:
         del context
-        try:
-            data, _ = delivery.pubsub_payload(event)
-            payload = delivery.parse_json(data, "external event")
-        except NotAnEnvelope as exc:
-            logger.warning("external event listener: bad request: %s", exc)
-            return {"error": str(exc)}, 400
-        except (Rejected, ValueError) as exc:
-            logger.warning("external event rejected and acknowledged: %s", exc)
-            return delivery.acknowledge(event, "rejected")
-        if not isinstance(payload, dict):
-            logger.warning("external event is %s, not a JSON object; acknowledged",
-                           delivery.kind_of(payload))
-            return delivery.acknowledge(event, "rejected")
-        try:
-            outcome = _complete_from_event(job, payload)
-        except Exception as exc:
-            return delivery.not_done(event, "external event listener", exc)
-        return delivery.acknowledge(event, outcome)
+        return handle_event(job, event)
 
     return external_event_listener
+
+
+def handle_event(job: "Job", event: Any) -> Any:
+    """One external event, in any delivery shape: complete the task it names.
+
+    The external event listener's whole body; the embedded backend's
+    hosted remote functions (remote/hosting.py) deliver their answers here.
+    """
+    try:
+        data, _ = delivery.pubsub_payload(event)
+        payload = delivery.parse_json(data, "external event")
+    except NotAnEnvelope as exc:
+        logger.warning("external event listener: bad request: %s", exc)
+        return {"error": str(exc)}, 400
+    except (Rejected, ValueError) as exc:
+        logger.warning("external event rejected and acknowledged: %s", exc)
+        return delivery.acknowledge(event, "rejected")
+    if not isinstance(payload, dict):
+        logger.warning("external event is %s, not a JSON object; acknowledged",
+                       delivery.kind_of(payload))
+        return delivery.acknowledge(event, "rejected")
+    try:
+        outcome = _complete_from_event(job, payload)
+    except Exception as exc:
+        return delivery.not_done(event, "external event listener", exc)
+    return delivery.acknowledge(event, outcome)
 
 
 def _complete_from_event(job: "Job", payload: dict[str, Any]) -> str:

@@ -138,6 +138,13 @@ class Store(Protocol):
     def find_watches(self, limit: int) -> list[Trigger]:
         """Up to `limit` triggers that watch a path (`watch` set), for the poller."""
 
+    def first_delivery(self, key: str, run_id: str) -> bool:
+        """Remember `key`: True the first time, False on every later call.
+
+        Lets a remote function act on a request once however often Pub/Sub
+        delivers it. Remembered keys are deleted with their run.
+        """
+
     def delete_run(self, run_id: str) -> None: ...
 
     def runs_started_before(self, timestamp: float) -> list[str]: ...

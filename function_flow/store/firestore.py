@@ -6,6 +6,7 @@ Schema (every collection name starts with the configured prefix):
     {prefix}runs/{run_id}/tasks/{task_id}  one task record per task
     {prefix}runs/{run_id}/slots/{n}        {"holder": task_id or null}
     {prefix}triggers/{trigger_id}          a records.Trigger (run, task, attempt, watch...)
+    {prefix}deliveries/{key}               {"key", "run_id"}: requests already acted on
 
 How records become documents, and the transactions, are in
 firestore_transactions.py.
@@ -341,6 +342,16 @@ class FirestoreStore:
                  .where(filter=FieldFilter("watch", ">", "")).limit(limit))
         return [Trigger.from_dict(s.to_dict()) for s in self._query(query)]
 
+    @_translated
+    def first_delivery(self, key: str, run_id: str) -> bool:
+        self._count(writes=1)
+        try:
+            self.client.collection(f"{self.prefix}deliveries").document(doc_id(key)).create(
+                {"key": key, "run_id": run_id})
+        except gexc.AlreadyExists:
+            return False
+        return True
+
     # ------------------------------------------------------------- deletion
 
     @_translated
@@ -354,9 +365,10 @@ class FirestoreStore:
         refs: list[Any] = []
         for name in ("tasks", "slots"):
             refs.extend(self._listed(run_ref.collection(name)))
-        triggers = self.client.collection(f"{self.prefix}triggers").where(
-            filter=FieldFilter("run_id", "==", run_id)).select([])
-        refs.extend(s.reference for s in self._query(triggers))
+        for name in ("triggers", "deliveries"):
+            keyed = self.client.collection(f"{self.prefix}{name}").where(
+                filter=FieldFilter("run_id", "==", run_id)).select([])
+            refs.extend(s.reference for s in self._query(keyed))
         self._delete_refs(refs)
         self._delete_refs([run_ref])
 

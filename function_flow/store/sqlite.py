@@ -356,9 +356,15 @@ class SqliteStore:
             (limit,)).fetchall()
         return [trigger_of(row) for row in rows]
 
+    def first_delivery(self, key: str, run_id: str) -> bool:
+        with self._writing() as conn:
+            return conn.execute("INSERT OR IGNORE INTO deliveries (key, run_id) VALUES (?, ?)",
+                                (key, run_id)).rowcount == 1
+
     def delete_run(self, run_id: str) -> None:
         with self._writing() as conn:
-            for table in ("tasks", "deps_done", "join_counts", "slots", "triggers", "runs"):
+            for table in ("tasks", "deps_done", "join_counts", "slots", "triggers",
+                          "deliveries", "runs"):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
 
     def runs_started_before(self, timestamp: float) -> list[str]:

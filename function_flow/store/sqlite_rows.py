@@ -76,6 +76,10 @@ CREATE TABLE IF NOT EXISTS slots (
     holder TEXT,
     PRIMARY KEY (run_id, slot)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deliveries (
+    key    TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS triggers (
     trigger_id TEXT PRIMARY KEY,
     run_id     TEXT NOT NULL,
