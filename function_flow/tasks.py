@@ -45,16 +45,24 @@ __all__ = ["Job", "Task", "TaskStatus", "JobStatus", "Backoff", "cleanup_expired
 
 
 class Task:
-    """A task as its function sees it: `task.id`, `task.deps`, `task.task_args`.
+    """A task as its function sees it: `task.id`, `task.deps`, `task.task_args`,
+    `task.remote_topic`.
 
-    During execution it also carries `run_id` and `attempt` (1 for the first
-    try), which Function Flow did not have.
+    Arguments in Function Flow's order, `Task(task_id, deps, remote_topic,
+    task_args, func)`; its first releases took `Task(task_id, deps, func)`,
+    which still works. During execution a task also carries `run_id` and
+    `attempt` (1 for the first try), which Function Flow did not have.
     """
 
-    def __init__(self, task_id: str, deps: list[str], func: Callable[..., Any] | None,
-                 task_args: dict[str, Any] | None = None) -> None:
+    def __init__(self, task_id: str, deps: list[str] | None = None,
+                 remote_topic: str | Callable[..., Any] | None = None,
+                 task_args: dict[str, Any] | None = None,
+                 func: Callable[..., Any] | None = None) -> None:
+        if callable(remote_topic) and func is None:  # Task(task_id, deps, func)
+            remote_topic, func = None, remote_topic
         self.id = task_id
-        self.deps = list(deps)
+        self.deps = list(deps or [])
+        self.remote_topic = remote_topic
         self.func = func
         self.task_args = dict(task_args or {})
         self.status = TaskStatus.WAITING
@@ -146,7 +154,8 @@ class Job:
                     f"task {task_id!r} is defined twice in job {self.name!r}; "
                     "task ids must be unique", task_id)
             self._specs.append(spec)
-            self.tasks.append(Task(task_id, list(spec.deps), func, spec.task_args))
+            self.tasks.append(Task(task_id, list(spec.deps), _topic_of(call),
+                                   spec.task_args, func))
             self._dag = None
             self._engine = None
             return func
@@ -197,12 +206,21 @@ class Job:
     # ----------------------------------------------------------------- runs
 
     def start(self, argv: Optional[dict[str, Any]] = None,
-              run_id: Optional[str] = None, source: Optional[str] = None) -> str:
+              run_id: Optional[str] = None, source: Optional[str] = None, *,
+              job_args: Optional[dict[str, Any]] = None) -> str:
         """Start a run with arguments `argv`; sets and returns `job.id`.
 
+        job_args: the same, under the name later Function Flow releases use
+        (`job.start(job_args={...})`); give one or the other.
         source: where the workflow is defined (a file path), stored on the
         run so that `function-flow resume` can find it again.
         """
+        if job_args is not None:
+            if argv is not None:
+                raise FunctionFlowError(
+                    f"job {self.name!r}: give the run's arguments as argv or as "
+                    "job_args, not both")
+            argv = job_args
         if argv is not None and not isinstance(argv, dict):
             raise FunctionFlowError(
                 f"job {self.name!r}: arguments must be a dict, got {type(argv).__name__}")
@@ -288,7 +306,8 @@ class Job:
         bound_job = copy.copy(self)
         bound_job.id = run_id
         bound_job._args_cache = None
-        task = Task(spec.task_id, list(spec.deps), spec.func, spec.task_args)
+        task = Task(spec.task_id, list(spec.deps), _topic_of(spec.call), spec.task_args,
+                    spec.func)
         task.status, task.run_id, task.attempt = TaskStatus.RUNNING, run_id, attempt
         if spec.func is None:
             return None
@@ -308,34 +327,38 @@ class Job:
             _executing.reset(token)
 
     # ------------------------------------------------- Cloud Functions hooks
+    #
+    # Building an entry point reads nothing: a workflow file may build them
+    # before it declares its tasks (Function Flow's PyPI example does). The
+    # definition is validated when a function first serves a request.
 
     def make_scheduler(self) -> Callable[..., Any]:
         """The `scheduler` Cloud Function (Pub/Sub trigger on SCHEDULE)."""
         from function_flow.cloud import functions
 
-        self.validate()
         return functions.make_scheduler(self)
 
     def make_external_event_listener(self) -> Callable[..., Any]:
         """The `external_event_listener` Cloud Function (SCHEDULE_EXTERNAL_EVENTS)."""
         from function_flow.cloud import functions
 
-        self.validate()
         return functions.make_external_event_listener(self)
 
     def make_poller(self) -> Callable[..., Any]:
         """The `poller` Cloud Function (Cloud Scheduler or HTTP)."""
         from function_flow.cloud import functions
 
-        self.validate()
         return functions.make_poller(self)
 
     def make_start(self) -> Callable[..., Any]:
         """The `start` Cloud Function (HTTP): JSON body = run arguments."""
         from function_flow.cloud import functions
 
-        self.validate()
         return functions.make_start(self)
+
+
+def _topic_of(call: Call | None) -> str | None:
+    return call.target if call is not None and call.kind == "pubsub" else None
 
 
 def _remote_call(task_id: Any, remote_topic: str | None, call: Call | None) -> Call | None:

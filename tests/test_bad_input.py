@@ -347,7 +347,7 @@ def test_errors_module_does_not_import_google():
 def test_one_list_of_transient_errors_serves_store_bus_and_entry_points():
     from google.api_core import exceptions as gexc
 
-    from function_flow.bus.pubsub import PubSubBus, transient_errors
+    from function_flow.bus.pubsub import Topic, transient_errors
     from function_flow.cloud.delivery import is_transient
     from function_flow.store import firestore_transactions
 
@@ -358,7 +358,7 @@ def test_one_list_of_transient_errors_serves_store_bus_and_entry_points():
     assert not is_transient(gexc.InvalidArgument("bad"))
     # The publisher's own retry repeats a call on what a call can answer;
     # its own give-up (RetryError) and our wait's timeout are not such.
-    retry = PubSubBus("SCHEDULE", project="p")._retry()
+    retry = Topic("SCHEDULE", project="p")._retry()
     assert retry._predicate(gexc.ServiceUnavailable("down"))
     assert retry._predicate(gexc.Unknown("reset"))
     assert not retry._predicate(gexc.RetryError("gave up", None))

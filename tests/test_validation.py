@@ -8,6 +8,7 @@ reported cycle is a real one.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import itertools
 import re
@@ -83,7 +84,9 @@ def test_self_dependency_is_a_cycle_of_one():
     assert "task 'loop' depends on itself: cycle loop -> loop" in str(error)
 
 
-def test_errors_surface_when_the_workflow_module_is_imported(tmp_path):
+def test_errors_surface_when_a_function_first_serves_and_when_the_cli_loads(tmp_path):
+    """Entry points are built before or after the tasks (Function Flow's PyPI
+    example builds them first), so the definition is checked on first use."""
     path = tmp_path / "broken_workflow.py"
     path.write_text(textwrap.dedent("""
         from function_flow import tasks
@@ -101,8 +104,15 @@ def test_errors_surface_when_the_workflow_module_is_imported(tmp_path):
     """))
     spec = importlib.util.spec_from_file_location("broken_workflow", path)
     module = importlib.util.module_from_spec(spec)
-    error = definition_error(lambda: spec.loader.exec_module(module))
+    spec.loader.exec_module(module)
+    message = {"data": base64.b64encode(b'{"run_id": "r", "task_id": "step1", "attempt": 1}')
+               .decode()}
+    error = definition_error(lambda: module.scheduler(message, None))
     assert "task 'step2' depends on unknown task 'setp1' (did you mean 'step1'?)" == str(error)
+    from function_flow import loader
+
+    with pytest.raises(loader.LoadError, match="depends on unknown task 'setp1'"):
+        loader.load_job(str(path))
 
 
 def test_start_with_a_broken_graph_raises_definition_error(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import random
 from typing import Any, Callable, Iterable
 
@@ -143,6 +144,21 @@ def _call_style(task_id: str, func: Callable[..., Any]) -> tuple[str, bool, bool
     return "positional", True, True
 
 
+def _check_task_args(task_id: str, task_args: Any) -> None:
+    """task_args travel as JSON (to remote functions, into records): say so now."""
+    if task_args is None:
+        return
+    if not isinstance(task_args, dict) or not all(isinstance(k, str) for k in task_args):
+        raise DefinitionError(
+            f"task {task_id!r}: task_args must be a dict with string keys, got "
+            f"{type(task_args).__name__}", task_id)
+    try:
+        json.dumps(task_args, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise DefinitionError(
+            f"task {task_id!r}: task_args must be JSON-serialisable ({exc})", task_id) from None
+
+
 def make_spec(task_id: Any, deps: Any, func: Callable[..., Any] | None, *,
               retries: int = 0, retry_backoff: Backoff | float | None = None,
               timeout: float | None = None,
@@ -194,6 +210,7 @@ def make_spec(task_id: Any, deps: Any, func: Callable[..., Any] | None, *,
         raise DefinitionError(
             f"task {task_id!r}: timeout must be a positive number of seconds, "
             f"got {timeout!r}", task_id)
+    _check_task_args(task_id, task_args)
     style, pass_task, pass_job = ("none", False, False)
     if func is not None:
         if not callable(func):
