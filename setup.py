@@ -19,6 +19,9 @@ DEV = [
     "hypothesis>=6.100",
     "requests>=2.31",
     "gcp-storage-emulator>=2024.8",
+    # Function Flow's sample calls BigQuery; its test replaces the client's
+    # calls at the client boundary (tests/test_function_flow_sample.py).
+    "google-cloud-bigquery>=3.0",
 ]
 
 setup(

@@ -9,6 +9,7 @@
     task_2  totals per product                task_3  totals per region
     task_4  product ranking and reference prices (volume-weighted averages)
     taskr1  pricing deep-dive for EMEA        taskr2  the same for APAC
+            (remote tasks: the remote function regional_pricing answers them)
     task_5  overview: shares of revenue, and the focus region
     task_6  write output/sales_report.json and output/sales_report.md
 
@@ -22,7 +23,8 @@ Run arguments (all optional):
     output_dir  where to write the report (default: samples/output/)
     input       another CSV with the columns date,region,product,units,unit_price
 
-Deployed, the four names at the bottom are the Cloud Functions entry points.
+Deployed, the four names at the bottom are the Cloud Functions entry points,
+and regional_pricing is a fifth function, triggered by PRICING_REQUESTS.
 Task functions use both call styles Function Flow shows: `def f(task, job)`
 and `def f(job, **context)`. Results are plain JSON data, because they are
 stored between tasks.
@@ -37,7 +39,7 @@ import os
 import statistics
 from typing import Any
 
-from function_flow import futures, tasks  # noqa: F401  (futures: see the README)
+from function_flow import futures, remote, tasks  # noqa: F401  (futures: see the README)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_INPUT = os.path.join(HERE, "data", "sales.csv")
@@ -177,20 +179,33 @@ def product_ranking(job: tasks.Job, **context: Any) -> dict[str, Any]:
             "reference_price": {name: products[name]["average_price"] for name in ranking}}
 
 
-def regional_pricing(job: tasks.Job, **context: Any) -> dict[str, Any]:
-    """Pricing deep-dive for the region in this task's task_args.
+def pricing_inputs(job: tasks.Job, **context: Any) -> dict[str, Any]:
+    """The body of taskr1 and taskr2: what their remote function needs.
 
-    One function serves two tasks (taskr1, taskr2); a later step runs them as
-    remote functions, which is why the region comes in task_args.
+    Its return value is sent to the PRICING_REQUESTS topic as Function Flow
+    sends it: {"job_id", "job_args", "task_args", "result": this}.
     """
-    region = context["task"].task_args["region"]
-    rows = job.get_task_result("task_1")["rows"]
-    reference = job.get_task_result("task_4")["reference_price"]
-    return regional_pricing_for(rows, reference, region)
+    return {"rows": job.get_task_result("task_1")["rows"],
+            "reference_price": job.get_task_result("task_4")["reference_price"]}
 
 
-job.task(task_id="taskr1", deps=["task_4"], task_args={"region": "EMEA"})(regional_pricing)
-job.task(task_id="taskr2", deps=["task_4"], task_args={"region": "APAC"})(regional_pricing)
+job.task(task_id="taskr1", deps=["task_4"], remote_topic="PRICING_REQUESTS",
+         task_args={"region": "EMEA"})(pricing_inputs)
+job.task(task_id="taskr2", deps=["task_4"], remote_topic="PRICING_REQUESTS",
+         task_args={"region": "APAC"})(pricing_inputs)
+
+
+@remote.function(topic="PRICING_REQUESTS")
+def regional_pricing(payload: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The remote function: a pricing deep-dive for the region in task_args.
+
+    Deployed as its own Cloud Function (trigger topic PRICING_REQUESTS);
+    `function-flow run` and `dev` host it locally. What it returns is the
+    task's result.
+    """
+    inputs = payload["result"]
+    return regional_pricing_for(inputs["rows"], inputs["reference_price"],
+                                payload["task_args"]["region"])
 
 
 @job.task(task_id="task_5", deps=["task_3", "task_4"])

@@ -90,11 +90,14 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def assert_all_stopped(log: str) -> None:
-    """Both emulators and the four functions were started, and nothing of them is left."""
+def assert_all_stopped(log: str, remote_functions: int = 0) -> None:
+    """Both emulators, the four functions and the remote functions were started,
+    and nothing of them is left."""
     pids, ports = started_processes(log)
-    assert len(pids) == 6, f"expected 2 emulators + 4 functions in the log:\n{log}"
-    assert len(ports) == 6, log
+    expected = 6 + remote_functions
+    assert len(pids) == expected, \
+        f"expected 2 emulators + 4 functions + {remote_functions} remote in the log:\n{log}"
+    assert len(ports) == expected, log
     left = {pid: live_members(pid) for pid in pids if live_members(pid)}
     assert not left, f"process groups still alive after dev exited: {left}"
     assert not [port for port in ports if port_open(port)], "a port is still open"
@@ -117,10 +120,20 @@ def test_dev_runs_the_sample_through_pubsub_and_functions_framework(tmp_path: Pa
     assert (output_dir / "sales_report.md").exists()
     log = dev_log(tmp_path)
     assert "function logs: .function_flow/dev-sample_job-" in out
-    # Every task ran in the scheduler process, delivered by a push subscription.
+    # Every task ran in the scheduler process, delivered by a push subscription;
+    # the remote tasks' answers came from their own function, through the
+    # events topic and the listener.
     for task_id in SAMPLE_TASKS:
-        assert re.search(rf" scheduler .*task {task_id} attempt 1: succeeded", log), log
-    assert_all_stopped(log)
+        if task_id in ("taskr1", "taskr2"):
+            assert re.search(rf" scheduler .*task {task_id} attempt 1: sent to async pubsub "
+                             "PRICING_REQUESTS as job ", log), log
+            assert re.search(rf" external_event_listener .*task {task_id} attempt 1: "
+                             "succeeded", log), log
+        else:
+            assert re.search(rf" scheduler .*task {task_id} attempt 1: succeeded", log), log
+    assert len(re.findall(r" regional_pricing .*regional_pricing: job \w+ of run "
+                          r"sample_job-\S+ answered \(ok\)", log)) == 2, log
+    assert_all_stopped(log, remote_functions=1)
 
 
 @needs_emulators

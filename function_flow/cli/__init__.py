@@ -23,7 +23,8 @@ import click
 from function_flow import __version__
 from function_flow.cli import progress
 from function_flow.cli.common import (EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE,  # noqa: F401
-                                      CliError, fail, load_job, parse_args)
+                                      CliError, fail, load_job, parse_args,
+                                      remote_functions_for, remote_option)
 from function_flow.cli.follow import follow_dev_run
 from function_flow.cli.graph import graph
 from function_flow.cli.inspect import status
@@ -65,16 +66,19 @@ for command in (run, resume, status, graph):
               default="event", show_default=True,
               help="How scheduler and external_event_listener take Pub/Sub pushes: "
                    "1st gen event, 2nd gen cloudevent, or http (raw push envelope).")
+@remote_option
 def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
-                signature_type: str) -> None:
+                signature_type: str, remote_pairs: tuple[str, ...]) -> None:
     """Run FILE on the deployed topology, locally: Firestore and Pub/Sub
-    emulators, one functions-framework process per entry point."""
+    emulators, one functions-framework process per entry point and per
+    remote function, each behind a push subscription from its topic."""
     from function_flow.local import emulators
     from function_flow.local import stack as dev
     from function_flow.core.engine import new_run_id
 
     args = parse_args(arg_pairs)
     job = load_job(file, job_name)
+    answered = remote_functions_for(job, file, remote_pairs)
     try:
         emulators.check_requirements()
     except emulators.EmulatorError as exc:
@@ -83,7 +87,7 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
     run_id = new_run_id(job.name)
     stack = dev.LocalStack(file, job_name, schedule_topic=job.schedule_topic,
                            events_topic=job.external_event_topic,
-                           signature_type=signature_type,
+                           signature_type=signature_type, remote_functions=answered,
                            log_path=dev.default_log_path(run_id))
     out.print(f"starting emulators and functions; their log: {stack.log_path}", markup=False)
     code = EXIT_RUN_FAILED

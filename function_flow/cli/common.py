@@ -56,6 +56,26 @@ def load_job(path: str, job_name: str | None) -> Job:
         fail(str(exc))
 
 
+#: The --remote option of `run` and `dev` (see local/remotes.py).
+remote_option = click.option(
+    "--remote", "remote_pairs", multiple=True, metavar="TOPIC=FUNCTION",
+    help="Answer remote tasks sending to TOPIC with FUNCTION(event, context) of FILE "
+         "(written for Function Flow). @remote.function(topic=...) functions need none. "
+         "Repeatable.")
+
+
+def remote_functions_for(job: Job, path: str, pairs: tuple[str, ...]) -> dict[str, str]:
+    """{topic: function name} of FILE for the job's remote tasks; fails in one line."""
+    from function_flow.local import remotes
+
+    try:
+        answered = remotes.remote_functions(loader.load_module(path), path, pairs)
+        remotes.check_answered(job, answered, path)
+    except (remotes.RemoteSetupError, loader.LoadError) as exc:
+        fail(str(exc))
+    return answered
+
+
 def command_for(kind: str, command: str) -> str:
     """`function-flow COMMAND` as the user must type it to reach a run on `kind`.
 

@@ -18,7 +18,8 @@ import click
 from function_flow import backends
 from function_flow.cli import progress
 from function_flow.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED,
-                                      command_for, fail, load_job, parse_args)
+                                      command_for, fail, load_job, parse_args,
+                                      remote_functions_for, remote_option)
 from function_flow.cli.follow import exit_by_outcome, follow_to_end, report, watch
 from function_flow.cli.stores import get_run, open_selected
 from function_flow.config import Settings
@@ -35,11 +36,15 @@ WORKERS_HELP = "Worker threads (default: FUNCTION_FLOW_WORKERS or 8)."
 @click.option("--arg", "arg_pairs", multiple=True, metavar="KEY=VALUE",
               help="Run argument (JSON value, else a string). Repeatable.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help=WORKERS_HELP)
+@remote_option
 def run(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
-        workers: int | None) -> None:
-    """Run a workflow FILE on the embedded backend and show its progress."""
+        workers: int | None, remote_pairs: tuple[str, ...]) -> None:
+    """Run a workflow FILE on the embedded backend and show its progress.
+
+    Remote functions that FILE defines answer its remote tasks here."""
     args = parse_args(arg_pairs)
     job = load_job(file, job_name)
+    host_remote_functions(job, file, remote_pairs)
     backend = backends.embedded(workers=workers)
     job.use_backend(backend)
     try:
@@ -55,7 +60,9 @@ def run(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
               help="Workflow file to use instead of the one the run recorded.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help=WORKERS_HELP + " Embedded runs only.")
-def resume(run_id: str, file: str | None, workers: int | None) -> None:
+@remote_option
+def resume(run_id: str, file: str | None, workers: int | None,
+           remote_pairs: tuple[str, ...]) -> None:
     """Finish RUN_ID after its process died or a message was lost; succeeded
     tasks do not run again. On Google Cloud the deployed functions run it."""
     settings = Settings.from_env()
@@ -79,6 +86,7 @@ def resume(run_id: str, file: str | None, workers: int | None) -> None:
         progress.make_console(stderr=True).print(
             f"note: run {run_id} was run by {run.owner}, on another host; whether that "
             "process still runs cannot be checked from here", markup=False)
+    host_remote_functions(job, file or str(run.source), remote_pairs)
     backend = backends.embedded(settings.db_path, workers=workers)
     job.use_backend(backend)
     try:
@@ -86,6 +94,14 @@ def resume(run_id: str, file: str | None, workers: int | None) -> None:
     except (RunStillActiveError, RunNotFoundError) as exc:
         fail(str(exc))
     follow_to_end(job, backend, run_id, resumed=True)
+
+
+def host_remote_functions(job: Job, file: str, pairs: tuple[str, ...]) -> None:
+    """Answer the job's remote topics in this process, with FILE's functions."""
+    from function_flow import loader
+    from function_flow.local import remotes
+
+    remotes.host_all(loader.load_module(file), remote_functions_for(job, file, pairs))
 
 
 def job_of(run: RunRecord, file: str | None) -> Job:

@@ -48,7 +48,7 @@ class _CloudLoggingFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def _log_like_a_cloud_function() -> None:
+def log_like_a_cloud_function() -> None:
     """Make INFO logs of function_flow visible when running as a function.
 
     Python drops INFO records by default, which would hide every "run X task
@@ -69,7 +69,7 @@ def _log_like_a_cloud_function() -> None:
 
 def make_scheduler(job: "Job") -> Callable[..., Any]:
     """Build the scheduler: one message names one task attempt to advance."""
-    _log_like_a_cloud_function()
+    log_like_a_cloud_function()
 
     def scheduler(event: Any, context: Any = None) -> Any:
         del context
@@ -96,7 +96,7 @@ def make_scheduler(job: "Job") -> Callable[..., Any]:
 
 def make_external_event_listener(job: "Job") -> Callable[..., Any]:
     """Build the listener: completes asynchronous tasks from external events."""
-    _log_like_a_cloud_function()
+    log_like_a_cloud_function()
 
     def external_event_listener(event: Any, context: Any = None) -> Any:
         del context
@@ -162,7 +162,7 @@ def make_poller(job: "Job") -> Callable[..., Any]:
     minute; the policy is the engine's (core/recovery.py). What the call
     carries does not matter: every call is one tick.
     """
-    _log_like_a_cloud_function()
+    log_like_a_cloud_function()
 
     def poller(*args: Any, **kwargs: Any) -> Any:
         del kwargs
@@ -189,7 +189,7 @@ def make_start(job: "Job") -> Callable[..., Any]:
     Every bad request gets a 4xx with a JSON error; only a transient backend
     error is a 503 (worth retrying with the same run id).
     """
-    _log_like_a_cloud_function()
+    log_like_a_cloud_function()
 
     def start(request: Any) -> Any:
         try:

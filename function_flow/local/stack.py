@@ -44,6 +44,7 @@ import urllib.request
 from typing import IO, Any, Callable, Iterator
 
 from function_flow.local import emulators, framework
+from function_flow.local.credentials import offline_credentials_env
 from function_flow.local.emulators import Emulator, EmulatorError
 from function_flow.local.entry import ENTRY_MODULE, default_log_path, entry_points
 from function_flow.local.framework import FunctionProcess
@@ -81,6 +82,8 @@ class LocalStack:
     log_path: where the functions' output goes; by default a temporary
     file, kept after `stop()` so that it can still be read.
     on_event: called with each line the stack itself logs (startup steps).
+    remote_functions: {topic: name of a function in `source`}: each is served
+    from the workflow file itself, pushed its topic (local/remotes.py).
     """
 
     def __init__(self, source: str, job_name: str | None = None, *,
@@ -92,6 +95,7 @@ class LocalStack:
                  poll_interval: float | None = POLL_INTERVAL_SECONDS,
                  function_timeout: int | None = None,
                  extra_env: dict[str, str] | None = None,
+                 remote_functions: dict[str, str] | None = None,
                  startup_timeout: float = 90.0,
                  on_event: Callable[[str], None] | None = None) -> None:
         if signature_type not in SIGNATURE_TYPES:
@@ -107,6 +111,8 @@ class LocalStack:
         self.poll_interval = poll_interval
         self.function_timeout = function_timeout or framework.local_function_timeout()
         self.extra_env = dict(extra_env or {})
+        #: topic -> function of `source` answering it (local/remotes.py).
+        self.remote_functions = dict(remote_functions or {})
         self.startup_timeout = startup_timeout
         self.on_event = on_event or (lambda line: None)
         self.firestore = firestore
@@ -140,7 +146,7 @@ class LocalStack:
             self._start_emulators()
             assert self.pubsub is not None
             self._wiring = EmulatorPubSub(self.pubsub.host, self.project)
-            for topic in (self.schedule_topic, self.events_topic):
+            for topic in (self.schedule_topic, self.events_topic, *self.remote_functions):
                 self._wiring.ensure_topic(topic)
             self._event(f"topics {self.schedule_topic} and {self.events_topic} "
                         f"in project {self.project}")
@@ -356,12 +362,21 @@ class LocalStack:
             self.functions[name] = function
             self._event(f"{name} ({signature} function) on {function.url} "
                         f"(pid {function.pid})")
+        remote_env = dict(env, **offline_credentials_env(self._workdir))
+        for topic, name in self.remote_functions.items():
+            function = framework.start_function(
+                self.source, name, "event", remote_env, function_timeout=self.function_timeout,
+                on_line=lambda line, name=name: self._write(name, line))
+            self.functions[name] = function
+            self._event(f"{name} (remote function for {topic}) on {function.url} "
+                        f"(pid {function.pid})")
 
     def _create_push_subscriptions(self) -> None:
         """Push each topic to its function, as a Pub/Sub trigger does when deployed."""
         assert self._wiring is not None
         for topic, target in ((self.schedule_topic, "scheduler"),
-                              (self.events_topic, "external_event_listener")):
+                              (self.events_topic, "external_event_listener"),
+                              *self.remote_functions.items()):
             name = f"{self.collection_prefix}{topic}-{target}-push"
             self._wiring.push(topic, self.functions[target].url, name,
                               MAX_ACK_DEADLINE_SECONDS)

@@ -109,6 +109,8 @@ class RemoteFunction:
             logger.warning("%s: job %s failed:\n%s", self.__name__, job_id, error)
             message = answer_message(job_id, error=error)
         reply(message, {"run_id": run_id, "job_id": job_id})
+        logger.info("%s: job %s of run %s answered (%s)", self.__name__, job_id,
+                    run_id or "?", "failed" if message["status"]["code"] else "ok")
         return "answered"
 
     # ------------------------------------------------------------ deployed
@@ -161,12 +163,28 @@ def function(func: Callable[..., Any] | None = None, *, topic: str | None = None
     if topic is not None:
         check(PubSub(topic))  # ValueError for a name Pub/Sub would refuse
 
-    def wrap(f: Callable[..., Any]) -> RemoteFunction:
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        from function_flow.cloud.functions import log_like_a_cloud_function
         from function_flow.remote import hosting
 
-        wrapped = RemoteFunction(f, topic)
+        log_like_a_cloud_function()
+        remote = RemoteFunction(f, topic)
+
+        # A plain function, because functions-framework (and so Cloud
+        # Functions) serves nothing else; it carries its RemoteFunction.
+        @functools.wraps(f)
+        def entry_point(event: Any, context: Any = None) -> Any:
+            return remote(event, context)
+
+        entry_point.remote_function = remote  # type: ignore[attr-defined]
         if topic is not None:
-            hosting.host(topic, wrapped)
-        return wrapped
+            hosting.host(topic, entry_point)
+        return entry_point
 
     return wrap(func) if func is not None else wrap
+
+
+def remote_function_of(function: Any) -> RemoteFunction | None:
+    """The RemoteFunction behind an entry point `function()` made, else None."""
+    remote = getattr(function, "remote_function", None)
+    return remote if isinstance(remote, RemoteFunction) else None

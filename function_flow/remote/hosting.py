@@ -112,14 +112,15 @@ class LocalHost:
 
     def _run(self, topic: str, function: Callable[..., Any], data: bytes,
              attributes: dict[str, str]) -> None:
-        from function_flow.remote.functions import RemoteFunction
+        from function_flow.remote.functions import remote_function_of
         from function_flow.remote.stand_ins import google_stand_ins
 
         context = event_context(topic, self.project)
+        remote = remote_function_of(function)
         try:
-            if isinstance(function, RemoteFunction):
+            if remote is not None:
                 store = self._engine.store if self._engine is not None else None
-                function.answer(json.loads(data), attributes, context,
+                remote.answer(json.loads(data), attributes, context,
                                 lambda message, _: self._event(json.dumps(message).encode()),
                                 store)
             else:

@@ -1,0 +1,79 @@
+"""Which function answers each remote topic of a workflow file, when run locally.
+
+`function-flow run` hosts them in its own process (remote/hosting.py);
+`function-flow dev` serves each with functions-framework behind a push
+subscription from its topic, as `gcloud functions deploy NAME
+--trigger-topic TOPIC` would. Found two ways:
+
+- every `@remote.function(topic="T")` defined at module level in the file;
+- `--remote T=NAME` for a function written for Function Flow, NAME(event,
+  context), which publishes its own answer.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from function_flow.errors import FunctionFlowError
+from function_flow.remote.functions import remote_function_of
+from function_flow.remote.targets import PubSub, check
+from function_flow.tasks import Job
+
+
+class RemoteSetupError(FunctionFlowError):
+    """A --remote option, or a remote topic nothing in the file answers."""
+
+
+def parse_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
+    """`TOPIC=FUNCTION` options as {topic: function name}."""
+    mapping: dict[str, str] = {}
+    for pair in pairs:
+        topic, sep, name = pair.partition("=")
+        topic, name = topic.strip(), name.strip()
+        if not sep or not topic or not name:
+            raise RemoteSetupError(f"--remote {pair!r} must look like TOPIC=FUNCTION")
+        try:
+            check(PubSub(topic))
+        except ValueError as exc:
+            raise RemoteSetupError(f"--remote {pair!r}: {exc}") from None
+        mapping[topic] = name
+    return mapping
+
+
+def remote_functions(module: ModuleType, path: str, pairs: tuple[str, ...] = ()
+                     ) -> dict[str, str]:
+    """{topic: name of the module-level function that answers it} for `module`."""
+    found: dict[str, str] = {}
+    for name, value in vars(module).items():
+        remote = remote_function_of(value)
+        if remote is not None and remote.topic is not None and not name.startswith("_"):
+            found.setdefault(remote.topic, name)
+    for topic, name in parse_pairs(pairs).items():
+        function = getattr(module, name, None)
+        if not callable(function):
+            raise RemoteSetupError(f"--remote {topic}={name}: {path} defines no function "
+                                   f"{name!r} at module level")
+        found[topic] = name
+    return found
+
+
+def check_answered(job: Job, answered: dict[str, str], path: str) -> None:
+    """Fail, naming the task, when a remote topic of `job` has no function here."""
+    for spec in job.dag.tasks.values():
+        call = spec.call
+        if call is not None and call.kind == "pubsub" and call.target not in answered:
+            raise RemoteSetupError(
+                f"task {spec.task_id!r} sends to the Pub/Sub topic {call.target!r}, and "
+                f"nothing in {path} answers it: define @remote.function(topic="
+                f"{call.target!r}), or pass --remote {call.target}=FUNCTION for a function "
+                "written for Function Flow")
+
+
+def host_all(module: ModuleType, answered: dict[str, str]) -> None:
+    """Answer each topic in this process (the embedded backend's hosting)."""
+    from function_flow.remote import hosting
+
+    for topic, name in answered.items():
+        function: Any = getattr(module, name)
+        hosting.host(topic, function)
