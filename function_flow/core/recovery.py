@@ -83,6 +83,13 @@ def check_lease(engine: "Engine", run_id: str, task_id: str, attempt: int) -> st
     assert spec is not None
     limit = f"its timeout ({spec.timeout} s)" if spec.timeout else "its lease"
     not_before = 0.0
+    if task.trigger_id is not None:
+        # The body returned; the attempt waited for an event that never came.
+        # Its trigger goes in the same transaction, so a late event finds nothing.
+        engine.complete(run_id, task_id, attempt, ok=False, trigger_id=task.trigger_id,
+                        error=(f"TimeoutError: attempt {attempt} of task {task_id!r} got no "
+                               f"answer or event for {task.trigger_id!r} within {limit}"))
+        return "lease_expired"
     if engine.retry_after_overrun and task.started_at is not None:
         # The body may still be running: its retry waits until the
         # platform's request timeout has certainly ended it.

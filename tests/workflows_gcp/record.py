@@ -21,3 +21,20 @@ def record(task, **extra) -> None:
         os.write(fd, line.encode())
     finally:
         os.close(fd)
+
+
+def record_payload(function: str, payload: dict) -> int:
+    """Record what a remote function received; returns how many calls of that
+    function for that run (this one included) are recorded."""
+    path = os.environ["FUNCTION_FLOW_TEST_EXECUTIONS"]
+    run_id = payload["job_args"].get("test_run", "")
+    line = json.dumps({"function": function, "payload": payload, "run": run_id,
+                       "pid": os.getpid(), "at": time.time()}) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+    with open(path, encoding="utf-8") as handle:
+        entries = [json.loads(text) for text in handle if '"function"' in text]
+    return sum(1 for e in entries if e["function"] == function and e["run"] == run_id)

@@ -1,0 +1,116 @@
+"""Remote tasks on the emulators: requests and answers through real push subscriptions.
+
+The workflow file (tests/workflows_gcp/remote_round_trip.py) is served as a
+deployment serves it: scheduler and external_event_listener behind push
+subscriptions from their topics, and each remote function behind a push
+subscription from its own topic, as `gcloud functions deploy NAME
+--trigger-topic TOPIC` makes. The Function Flow-style function publishes its
+answer itself, with Pub/Sub's client and google.auth.default().
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import pytest
+
+from emulators import PROJECT
+from function_flow.core.records import RunStatus
+from function_flow.local.credentials import offline_credentials_env
+from functions_stack import Stack, post, wait_for
+
+WORKFLOW = pathlib.Path(__file__).resolve().parent / "workflows_gcp" / "remote_round_trip.py"
+
+
+@pytest.fixture
+def executions(tmp_path) -> pathlib.Path:
+    return tmp_path / "executions.jsonl"
+
+
+@pytest.fixture
+def stack(gcp_env, executions, tmp_path) -> Any:
+    stack = Stack(dict(gcp_env, FUNCTION_FLOW_TEST_EXECUTIONS=str(executions),
+                       **offline_credentials_env(str(tmp_path))), PROJECT)
+    stack.events_topic = f"EVENTS-{stack.suffix}"
+    stack.env["FUNCTION_FLOW_EVENTS_TOPIC"] = stack.events_topic
+    try:
+        yield stack
+    finally:
+        stack.close()
+
+
+def received(executions: pathlib.Path, function: str) -> list[dict[str, Any]]:
+    if not executions.exists():
+        return []
+    lines = [json.loads(line) for line in executions.read_text().splitlines()]
+    return [line["payload"] for line in lines if line.get("function") == function]
+
+
+def final_run(store, run_id: str, poller: Any = None):
+    """Wait for the run to end, calling the poller as Cloud Scheduler would
+    (it publishes the retry's timer)."""
+    def ended():
+        if poller is not None:
+            post(poller.url, {})
+        run = store.get_run(run_id)
+        return run if run is not None and run.status.is_final else None
+
+    return wait_for(ended, f"run {run_id} to end", interval=1.0)
+
+
+def test_both_forms_round_trip_through_push_subscriptions_once_per_request(
+        stack, firestore_store, executions):
+    scheduler = stack.function(WORKFLOW, "scheduler", "event")
+    listener = stack.function(WORKFLOW, "external_event_listener", "cloudevent")
+    start = stack.function(WORKFLOW, "start", "http")
+    multiply = stack.function(WORKFLOW, "multiply", "event")
+    classic = stack.function(WORKFLOW, "classic_remote", "event")
+    poller = stack.function(WORKFLOW, "poller", "http")
+    stack.push(scheduler)
+    stack.push(listener, stack.events_topic)
+    # Every request to the wrapped function arrives twice (two subscriptions):
+    # it must act on, and answer, each job id once.
+    stack.push(multiply, "RT_WRAPPED", f"rt-wrapped-a-{stack.suffix}")
+    stack.push(multiply, "RT_WRAPPED", f"rt-wrapped-b-{stack.suffix}")
+    stack.push(classic, "RT_CLASSIC", f"rt-classic-{stack.suffix}")
+
+    status, body = post(start.url, {"n": 5, "fail_first": True, "test_run": stack.suffix})
+    assert status == 200, body
+    run = final_run(firestore_store, body["run_id"], poller)
+    assert run.status is RunStatus.SUCCEEDED, (run.error, stack.logs()[-3000:])
+
+    records = {t.task_id: t for t in firestore_store.get_tasks(run.run_id)}
+    assert records["wrapped"].result == {"product": 50} and records["wrapped"].attempt == 2
+    classic_request, = received(executions, "classic_remote")
+    assert records["classic"].result == {"job_id": classic_request["job_id"],
+                                         "message": "all good", "code": 0}
+    assert sorted(classic_request) == ["job_args", "job_id", "task_args"]
+    wrapped_requests = received(executions, "multiply")
+    # Two attempts (the first raised), each acted on once despite two deliveries.
+    assert len(wrapped_requests) == 2, stack.logs()[-3000:]
+    assert len({r["job_id"] for r in wrapped_requests}) == 2
+    assert "already answered; duplicate acknowledged" in multiply.log()
+    assert records["combine"].result == {"wrapped": {"product": 50},
+                                         "classic": records["classic"].result}
+    assert "Traceback (most recent call last)" not in listener.log() + scheduler.log()
+
+
+def test_a_failed_answer_fails_the_task_with_its_message(stack, firestore_store, executions):
+    scheduler = stack.function(WORKFLOW, "scheduler", "event")
+    listener = stack.function(WORKFLOW, "external_event_listener", "event")
+    start = stack.function(WORKFLOW, "start", "http")
+    multiply = stack.function(WORKFLOW, "multiply", "event")
+    classic = stack.function(WORKFLOW, "classic_remote", "event")
+    stack.push(scheduler)
+    stack.push(listener, stack.events_topic)
+    stack.push(multiply, "RT_WRAPPED", f"rt-wrapped-{stack.suffix}")
+    stack.push(classic, "RT_CLASSIC", f"rt-classic-{stack.suffix}")
+
+    status, body = post(start.url, {"classic_fails": True, "test_run": stack.suffix})
+    assert status == 200, body
+    run = final_run(firestore_store, body["run_id"])
+    assert run.status is RunStatus.FAILED
+    record, = firestore_store.get_tasks(run.run_id, ["classic"])
+    assert record.error == "the region is closed"
