@@ -91,10 +91,10 @@ def port_open(port: int) -> bool:
 
 
 def assert_all_stopped(log: str) -> None:
-    """Both emulators and the four functions were started, and nothing of them is left."""
+    """The three emulators and the four functions were started, and nothing of them is left."""
     pids, ports = started_processes(log)
-    assert len(pids) == 6, f"expected 2 emulators + 4 functions in the log:\n{log}"
-    assert len(ports) == 6, log
+    assert len(pids) == 7, f"expected 3 emulators + 4 functions in the log:\n{log}"
+    assert len(ports) == 7, log
     left = {pid: live_members(pid) for pid in pids if live_members(pid)}
     assert not left, f"process groups still alive after dev exited: {left}"
     assert not [port for port in ports if port_open(port)], "a port is still open"
