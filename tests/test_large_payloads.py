@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 import uuid
 from typing import Any
@@ -499,3 +500,53 @@ def test_cleanup_deletes_the_blobs_in_the_bucket(gcp_env, gcs_bucket) -> None:
     assert job.backend.kind == "gcp"
     assert_cleanup_deletes_blobs_with_their_run(job)
     assert len(list(storage.Client().list_blobs(gcs_bucket))) == 2  # the recent run's
+
+
+# ------------------------------------------------- the command line, dev
+
+WORKFLOW = os.path.join(os.path.dirname(__file__), "workflows", "large.py")
+SHOWN = re.compile(r"^\s+echo: <5,242,8\d\d bytes of JSON in (\S+)>$", re.M)
+
+
+def test_function_flow_run_shows_a_large_result_by_size_and_location(tmp_path) -> None:
+    from test_cli import flow
+
+    result = flow(tmp_path, "run", WORKFLOW, "--arg", "n=3")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r'^\s+consume: \{"length": 5242880, "n": 3, ', result.stdout, re.M), \
+        result.stdout
+    shown = SHOWN.search(result.stdout)
+    assert shown, result.stdout
+    path = shown.group(1)
+    assert path.startswith(str(tmp_path / ".function_flow" / "function_flow-blobs" / "runs"))
+    with open(path, encoding="ascii") as handle:
+        assert len(json.load(handle)["blob"]) == FIVE_MIB
+
+
+def test_function_flow_status_shows_large_arguments_by_size(embedded_env) -> None:
+    from test_cli import flow
+
+    job = Job("args_shown")
+    job.task(task_id="t")(lambda task, job: None)
+    run = job.run(big_args(), timeout=60)
+    shown = flow(embedded_env, "status", run.run_id,
+                 env={"FUNCTION_FLOW_DB": str(embedded_env / "state.db")})
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"args <5,242,8\d\d bytes of JSON in \S+state-blobs/runs/", shown.stdout), \
+        shown.stdout
+    assert "aaaa" not in shown.stdout
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.usefixtures("gcloud_available")
+def test_function_flow_dev_passes_a_5_mib_result_through_the_storage_emulator(
+        tmp_path) -> None:
+    from test_dev import assert_all_stopped, dev_log, run_dev
+
+    result = run_dev(tmp_path, WORKFLOW, "--arg", "n=4")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r'^\s+consume: \{"length": 5242880, "n": 4, ', result.stdout, re.M), \
+        result.stdout
+    shown = SHOWN.search(result.stdout)
+    assert shown and shown.group(1).startswith("gs://function-flow-dev/"), result.stdout
+    assert_all_stopped(dev_log(tmp_path))
