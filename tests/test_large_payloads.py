@@ -125,6 +125,15 @@ def test_a_5_mib_result_and_arguments_pass_between_tasks_embedded(embedded_env,
     assert job.get_arguments() == big_args()
 
 
+def test_the_blob_directory_is_a_setting(embedded_env, monkeypatch) -> None:
+    monkeypatch.setenv("FUNCTION_FLOW_BLOBS_DIR", str(embedded_env / "elsewhere"))
+    job = Job("moved")
+    job.task(task_id="t")(lambda task, job: "m" * FIVE_MIB)
+    run = job.run({}, timeout=60)
+    assert os.listdir(embedded_env / "elsewhere" / "runs") == [run.run_id]
+    assert not os.path.exists(embedded_env / "state-blobs")
+
+
 def test_the_threshold_default_and_both_sides_of_it(embedded_env) -> None:
     """Up to the limit a value stays in its record, one byte more goes to a blob."""
     assert Settings.from_env().inline_limit_bytes == LIMIT == 256 * 1024
