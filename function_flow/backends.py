@@ -2,9 +2,11 @@
 
 This is the only module that knows every adapter; the engine sees ports.
 
-- embedded: SQLite (store/sqlite.py) plus the in-process bus (bus/local.py).
+- embedded: SQLite (store/sqlite.py) plus the in-process bus (bus/local.py),
+  large values in a directory beside the database (blobs/local.py).
 - gcp: Firestore (store/firestore.py) plus Pub/Sub (bus/pubsub.py), with
-  Firestore timers (store/firestore_timers.py) for delayed messages.
+  Firestore timers (store/firestore_timers.py) for delayed messages, and
+  large values in the FUNCTION_FLOW_BUCKET bucket (blobs/gcs.py), if set.
 
 Building a backend makes no network call: the Firestore and Pub/Sub clients
 are created on first use, so defining a Job (at import time of a workflow
@@ -33,9 +35,10 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any
 
-from function_flow.config import DEFAULT_PROJECT, Settings
+from function_flow.config import DEFAULT_PROJECT, Settings, blobs_dir_for
 from function_flow.core.engine import Engine, Workflow
-from function_flow.core.ports import Bus, Caller, Executor, InlineExecutor, Store
+from function_flow.core.payloads import DEFAULT_INLINE_LIMIT_BYTES
+from function_flow.core.ports import Blobs, Bus, Caller, Executor, InlineExecutor, Store
 from function_flow.errors import ConfigurationError
 from function_flow.remote.caller import Dispatcher
 
@@ -69,13 +72,18 @@ class Backend:
     caller: Caller | None = None
     #: The remote functions hosted in this process (embedded backend only).
     hosting: LocalHost | None = None
+    #: Where results and arguments over `inline_limit` bytes go (core/payloads.py);
+    #: None: they stay in their records, up to what a record holds.
+    blobs: Blobs | None = None
+    inline_limit: int = DEFAULT_INLINE_LIMIT_BYTES
 
     def engine(self, workflow: Workflow) -> Engine:
         engine = Engine(workflow, self.store, self.bus,
                         lease_check_messages=self.lease_check_messages,
                         executor=self.executor,
                         retry_after_overrun=self.retry_after_overrun,
-                        caller=self.caller)
+                        caller=self.caller, blobs=self.blobs,
+                        inline_limit=self.inline_limit)
         self.bus.subscribe(engine.handle)
         if self.hosting is not None:
             self.hosting.attach(engine)
@@ -103,14 +111,16 @@ def remote_adapters(settings: Settings, kind: str,
     return adapters
 
 
-def embedded(db_path: str | None = None, workers: int | None = None) -> Backend:
+def embedded(db_path: str | None = None, workers: int | None = None,
+             settings: Settings | None = None) -> Backend:
     """SQLite store plus the in-process bus: no cloud account needed."""
+    from function_flow.blobs.local import LocalBlobs
     from function_flow.bus.local import LocalBus
     from function_flow.local.child import ChildProcessExecutor
     from function_flow.remote.hosting import LocalHost
     from function_flow.store.sqlite import SqliteStore
 
-    settings = Settings.from_env()
+    settings = settings or Settings.from_env()
     path = db_path or settings.db_path
     bus = LocalBus(workers or settings.workers)
     store = SqliteStore(path)
@@ -120,6 +130,8 @@ def embedded(db_path: str | None = None, workers: int | None = None) -> Backend:
                       description=describe_embedded(path),
                       caller=Dispatcher(remote_adapters(settings, "embedded", hosting)),
                       hosting=hosting,
+                      blobs=LocalBlobs(settings.blobs_dir or blobs_dir_for(path)),
+                      inline_limit=settings.inline_limit_bytes,
                       # A body with a timeout runs in a child killed at it.
                       executor=ChildProcessExecutor(store) if hasattr(os, "fork")
                       else InlineExecutor())
@@ -133,7 +145,7 @@ def from_settings(settings: Settings, job: Any = None) -> Backend:
     """The backend the settings ask for (embedded unless cloud settings exist)."""
     if settings.backend == "gcp":
         return gcp(settings, job)
-    return embedded(settings.db_path, settings.workers)
+    return embedded(settings.db_path, settings.workers, settings)
 
 
 # ------------------------------------------------------------- Google Cloud
@@ -191,7 +203,17 @@ def gcp(settings: Settings, job: Any = None) -> Backend:
     return Backend("gcp", state, bus, lease_check_messages=False,
                    description=describe_firestore(settings, job),
                    caller=Dispatcher(remote_adapters(settings, "gcp")),
-                   retry_after_overrun=settings.function_timeout)
+                   retry_after_overrun=settings.function_timeout,
+                   blobs=gcs_blobs(settings, job), inline_limit=settings.inline_limit_bytes)
+
+
+def gcs_blobs(settings: Settings, job: Any = None) -> Blobs | None:
+    """The bucket of large values, when FUNCTION_FLOW_BUCKET names one."""
+    if not settings.bucket:
+        return None
+    from function_flow.blobs.gcs import GcsBlobs
+
+    return GcsBlobs(settings.bucket, project=project_for(settings, job))
 
 
 def describe_embedded(path: str) -> str:

@@ -11,6 +11,10 @@
 | FUNCTION_FLOW_COLLECTION_PREFIX | empty | prefix of every collection name |
 | FUNCTION_FLOW_SCHEDULE_TOPIC | Job(schedule_topic=...) | Pub/Sub topic of scheduling messages |
 | FUNCTION_FLOW_EVENTS_TOPIC | Job(external_event_topic=...) | topic of external events |
+| FUNCTION_FLOW_INLINE_LIMIT_BYTES | 262144 (256 KiB) | results and run arguments larger than this (compact JSON) are stored as blobs, their records keep a reference (at most 900000) |
+| FUNCTION_FLOW_BUCKET | unset | Cloud Storage bucket (`name` or `gs://name/prefix`) of the gcp backend's blobs; unset: values stay in their record, up to 900,000 bytes |
+| FUNCTION_FLOW_BLOBS_DIR | `<FUNCTION_FLOW_DB without .db>-blobs` | directory of the embedded backend's blobs |
+| STORAGE_EMULATOR_HOST | unset | use gcp-storage-emulator for the bucket |
 | FUNCTION_FLOW_FUNCTION_TIMEOUT | 540 | seconds after which Cloud Functions has stopped the scheduler (its deployed timeout); a task that overran its timeout is retried no earlier |
 """
 
@@ -42,6 +46,9 @@ class Settings:
     schedule_topic: str | None = None
     events_topic: str | None = None
     function_timeout: float = 540.0
+    inline_limit_bytes: int = 256 * 1024
+    bucket: str | None = None
+    blobs_dir: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None,
@@ -70,6 +77,7 @@ class Settings:
         except ValueError as exc:
             raise ConfigurationError(
                 "FUNCTION_FLOW_FUNCTION_TIMEOUT must be a number of seconds") from exc
+        inline_limit = _inline_limit(env.get("FUNCTION_FLOW_INLINE_LIMIT_BYTES", ""))
         project = (env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT")
                    or env.get("GCP_PROJECT") or None)
         return cls(
@@ -82,4 +90,30 @@ class Settings:
             schedule_topic=env.get("FUNCTION_FLOW_SCHEDULE_TOPIC") or None,
             events_topic=env.get("FUNCTION_FLOW_EVENTS_TOPIC") or None,
             function_timeout=function_timeout,
+            inline_limit_bytes=inline_limit,
+            bucket=env.get("FUNCTION_FLOW_BUCKET", "").strip() or None,
+            blobs_dir=env.get("FUNCTION_FLOW_BLOBS_DIR") or None,
         )
+
+
+def blobs_dir_for(db_path: str) -> str:
+    """The blob directory of an embedded database: `<path without .db>-blobs`,
+    one per database file, so two databases in one folder never share blobs."""
+    stem, extension = os.path.splitext(db_path)
+    return (stem if extension == ".db" else db_path) + "-blobs"
+
+
+def _inline_limit(text: str) -> int:
+    from function_flow.core.records import MAX_VALUE_BYTES
+
+    if not text.strip():
+        return Settings.inline_limit_bytes
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = -1
+    if not 0 <= limit <= MAX_VALUE_BYTES:
+        raise ConfigurationError(
+            f"FUNCTION_FLOW_INLINE_LIMIT_BYTES must be a number of bytes from 0 to "
+            f"{MAX_VALUE_BYTES} (what a record can hold), got {text!r}")
+    return limit

@@ -65,6 +65,18 @@ class RecordTooLargeError(FunctionFlowError):
     """
 
 
+class PayloadMissingError(FunctionFlowError):
+    """A record references a large value whose blob cannot be found.
+
+    The message names the value (which run, which task), the blob's key and
+    where it was looked for.
+    """
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 def transient_google_errors() -> tuple[type[BaseException], ...]:
     """The Google client errors that a later attempt may not see again.
 

@@ -282,7 +282,7 @@ class Job:
             run = self.engine.store.get_run(run_id)
             if run is None:
                 raise RunNotFoundError(run_id)
-            self._args_cache = (run_id, dict(run.args))
+            self._args_cache = (run_id, dict(self.engine.payloads.with_args(run).args))
         return dict(self._args_cache[1])
 
     def get_task_result(self, task_id: str) -> Any:
@@ -291,8 +291,12 @@ class Job:
             raise FunctionFlowError(
                 f"job {self.name!r} has no task {task_id!r}; "
                 f"its tasks are {', '.join(self.dag.order)}")
-        records = self.engine.store.get_tasks(self._current_run(), [task_id])
-        return records[0].result if records else None
+        run_id = self._current_run()
+        records = self.engine.store.get_tasks(run_id, [task_id])
+        if not records:
+            return None
+        return self.engine.payloads.load(
+            records[0].result, f"the result of task {task_id!r} of run {run_id!r}")
 
     def _current_run(self) -> str:
         if self.id is None:
@@ -388,7 +392,7 @@ def cleanup_expired_jobs(db: Any = None, project: Optional[str] = None,
                          max_expire_days: int = 30,
                          max_timeout_days: Optional[float] = None,
                          job: Optional[Job] = None) -> int:
-    """Delete runs started more than `max_expire_days` ago; returns how many.
+    """Delete runs started more than `max_expire_days` ago, with their blobs; returns how many.
 
     As in Function Flow, `db` (a Firestore client) and `project` select the
     Firestore store; `job` uses that job's backend; with none of them, the
@@ -414,5 +418,10 @@ def cleanup_expired_jobs(db: Any = None, project: Optional[str] = None,
                           "after it started (cleanup_expired_jobs max_timeout_days)")
     expired = backend.store.runs_started_before(now - max_expire_days * 86400)
     for run_id in expired:
+        # Blobs first: if deleting the records then fails, the next cleanup
+        # finds the run again and finishes; the other way round, its blobs
+        # would outlive it unseen.
+        if backend.blobs is not None:
+            backend.blobs.delete_run(run_id)
         backend.store.delete_run(run_id)
     return len(expired)

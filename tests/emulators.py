@@ -1,4 +1,4 @@
-"""Pytest fixtures around the real Firestore and Pub/Sub emulators.
+"""Pytest fixtures around the real Firestore, Pub/Sub and storage emulators.
 
 The emulators start once per test session (each takes several seconds) on
 free ports, in their own process groups, and stop by process-group id at the
@@ -139,3 +139,27 @@ def store(request: pytest.FixtureRequest, tmp_path):
         sqlite.close()
     else:
         yield request.getfixturevalue("firestore_store")
+
+
+@pytest.fixture
+def gcs_bucket(storage_env: Emulator, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new bucket on gcp-storage-emulator, named by FUNCTION_FLOW_BUCKET for this test."""
+    from google.cloud import storage
+
+    name = f"ff-{uuid.uuid4().hex[:12]}"
+    storage.Client(project=PROJECT).create_bucket(name)
+    monkeypatch.setenv("FUNCTION_FLOW_BUCKET", name)
+    return name
+
+
+@pytest.fixture(params=["local", "gcs"])
+def blobs(request: pytest.FixtureRequest, tmp_path):
+    """Each blob store adapter in turn: a fresh directory, then a bucket on
+    gcp-storage-emulator."""
+    if request.param == "local":
+        from function_flow.blobs.local import LocalBlobs
+
+        return LocalBlobs(str(tmp_path / "blobs"))
+    from function_flow.blobs.gcs import GcsBlobs
+
+    return GcsBlobs(request.getfixturevalue("gcs_bucket"), project=PROJECT)

@@ -91,12 +91,12 @@ def port_open(port: int) -> bool:
 
 
 def assert_all_stopped(log: str, remote_functions: int = 0) -> None:
-    """Both emulators, the four functions and the remote functions were started,
-    and nothing of them is left."""
+    """The three emulators, the four functions and the remote functions were
+    started, and nothing of them is left."""
     pids, ports = started_processes(log)
-    expected = 6 + remote_functions
-    assert len(pids) == expected, \
-        f"expected 2 emulators + 4 functions + {remote_functions} remote in the log:\n{log}"
+    expected = 7 + remote_functions
+    assert len(pids) == expected, (f"expected 3 emulators + 4 functions + {remote_functions} "
+                                   f"remote in the log:\n{log}")
     assert len(ports) == expected, log
     left = {pid: live_members(pid) for pid in pids if live_members(pid)}
     assert not left, f"process groups still alive after dev exited: {left}"

@@ -23,6 +23,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from function_flow.core import payloads
 from function_flow.core.records import RunRecord, TaskRecord, TaskStatus
 
 #: Returns the current run record and its task records (virtual tasks excluded).
@@ -186,7 +187,12 @@ def results_lines(tasks: list[TaskRecord], task_ids: Iterable[str]) -> list[str]
 
 
 def compact_json(value: Any, limit: int = 2000) -> str:
-    """A result on one line, cut at `limit` characters so a big one stays readable."""
+    """A result on one line, cut at `limit` characters so a big one stays readable.
+
+    A value stored as a blob is shown by its size and location, not read.
+    """
+    if payloads.is_reference(value):
+        return payloads.describe(value)
     text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=repr)
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
 

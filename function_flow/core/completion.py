@@ -14,7 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from function_flow.core import transitions
+from function_flow.core import payloads, transitions
 from function_flow.core.definition import END_TASK_ID
 from function_flow.core.records import Message, TaskRecord, TaskStatus
 from function_flow.core.transitions import Step
@@ -47,7 +47,17 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
     The executor that claimed the attempt passes its claim: while its
     lease is comfortably valid, the task record need not be read again.
     A retry is not started before `not_before` (epoch seconds).
+
+    A successful value must be storable (JSON; over the inline limit it is
+    written to a blob first, see payloads.py), else the attempt fails with
+    the reason.
     """
+    if ok:
+        try:
+            value = engine.payloads.store(f"the result of task {task_id!r}", value,
+                                          payloads.result_key(run_id, task_id, attempt))
+        except Exception as exc:  # not JSON, too large, or the blob store failed
+            ok, value, error = False, None, f"{type(exc).__name__}: {exc}"
     now = engine.clock()
     fenced = (claimed is not None and claimed_until is not None
               and now + LEASE_SAFETY_MARGIN_SECONDS < claimed_until)
@@ -105,6 +115,7 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
     if step is None:
         logger.info("run %s task %s attempt %d already completed; outcome ignored",
                     run_id, task_id, attempt)
+        engine.payloads.discard(value)  # nothing committed references its blob
         return "stale"
     follow_up(engine, run_id, step)
     return "succeeded" if ok else "failed"

@@ -29,13 +29,13 @@ import traceback
 import uuid
 from typing import Any, Callable, Iterable, Protocol
 
-from function_flow.core import completion, recovery, transitions, waiting
+from function_flow.core import completion, payloads, recovery, transitions, waiting
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
-from function_flow.core.ports import (Bus, Caller, Executor, InlineExecutor, Request, Store,
-                                      Transaction)
+from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Request,
+                                      Store, Transaction)
 from function_flow.core.records import (Message, MessageKind, RunRecord, RunStatus,
-                                        TaskRecord, TaskStatus, ordered_tasks, storable)
+                                        TaskRecord, TaskStatus, ordered_tasks)
 from function_flow.core.waiting import Pending
 from function_flow.core.transitions import Step
 from function_flow.errors import RunNotFoundError, TransientBackendError
@@ -82,7 +82,9 @@ class Engine:
                  lease_check_messages: bool = True,
                  executor: Executor | None = None,
                  retry_after_overrun: float = 0.0,
-                 caller: Caller | None = None) -> None:
+                 caller: Caller | None = None,
+                 blobs: Blobs | None = None,
+                 inline_limit: int = payloads.DEFAULT_INLINE_LIMIT_BYTES) -> None:
         self.workflow = workflow
         #: The graph every step asks for dependencies and dependents: the
         #: definition plus what each run added (records carry their edges).
@@ -97,6 +99,8 @@ class Engine:
         self.executor: Executor = executor or InlineExecutor()
         #: Calls the remote functions of remote tasks (function_flow/remote/).
         self.caller: Caller = caller or waiting.NoCaller()
+        #: Where results and arguments over `inline_limit` bytes go (payloads.py).
+        self.payloads = payloads.Payloads(blobs, inline_limit)
         #: Where the executor cannot stop a body at its timeout (Cloud
         #: Functions), the retry of an attempt whose lease expired waits
         #: until this many seconds after that attempt started: by then the
@@ -139,8 +143,10 @@ class Engine:
         exists, nothing is written and created is False. Raises TypeError or
         ValueError for arguments no backend can store.
         """
-        args = storable("the run's arguments", dict(args or {}), allow_nan=False)
         run_id = run_id or new_run_id(self.workflow.name)
+        args_key = payloads.args_key(run_id)
+        args = self.payloads.store("the run's arguments", dict(args or {}), args_key,
+                                   allow_nan=False)
         now = self.clock()
         records, slots, messages = transitions.first_attempts(self.graph, run_id, now,
                                                               self.slots)
@@ -157,6 +163,9 @@ class Engine:
                 raise
             created = False
         if not created:
+            existing = self.store.get_run(run_id)
+            if existing is None or not self.payloads.references(existing.args, args_key):
+                self.payloads.discard(args)  # the run exists with other arguments
             self._resend_roots(run_id)
             return run_id, False
         try:
@@ -181,6 +190,7 @@ class Engine:
 
     def _discard_failed_start(self, run_id: str) -> None:
         try:
+            self.payloads.delete_run(run_id)
             self.store.delete_run(run_id)
         except Exception:  # the original error matters more; say what is left
             logger.exception("run %s: start failed and its records could not be "
@@ -268,6 +278,8 @@ class Engine:
         what = f"attempt {attempt} of task {task_id!r}"
         request: Request | None = None
         try:
+            if spec.call is not None:  # a remote function gets the real arguments
+                run = self.payloads.with_args(run)
             value = self.executor.run(lambda: self._attempt(run, spec, attempt),
                                       spec.timeout, what)
             if spec.call is not None and spec.call.asynchronous:
@@ -283,7 +295,6 @@ class Engine:
                 logger.info("run %s task %s attempt %d: sent to %s as job %s",
                             run_id, task_id, attempt, spec.call.describe(), request.job_id)
                 return "waiting"
-            value = storable(f"the result of task {task_id!r}", value)
         except BaseException:  # noqa: B036 -- the task's own error, whatever it is: record it
             error = traceback.format_exc()
             logger.warning("run %s task %s attempt %d failed:\n%s",
@@ -322,11 +333,6 @@ class Engine:
             logger.warning("external event for unknown trigger %r; acknowledged", trigger_id)
             return "unknown_trigger"
         run_id, task_id, attempt = trigger.run_id, trigger.task_id, trigger.attempt
-        if ok:
-            try:
-                value = storable(f"the result of task {task_id!r}", value)
-            except (TypeError, ValueError) as exc:
-                ok, error = False, f"{type(exc).__name__}: {exc}"
         outcome = self.complete(run_id, task_id, attempt, ok=ok, value=value,
                                 error=error, trigger_id=trigger_id)
         logger.info("external event: run %s task %s attempt %d: %s",

@@ -1,10 +1,11 @@
-"""The engine's ports: a transactional store, a message bus, a body executor.
+"""The engine's ports: a transactional store, a message bus, a blob store, a body executor.
 
 Adapters (store/sqlite.py, store/firestore.py, bus/local.py, bus/pubsub.py,
-local/child.py) implement these protocols and nothing else: they store,
-send and run, the engine decides. Every operation some caller uses is
-declared here, so nobody probes an adapter with getattr. The conformance
-suite in tests/ runs against every store adapter.
+blobs/local.py, blobs/gcs.py, local/child.py) implement these protocols and
+nothing else: they store, send and run, the engine decides. Every operation
+some caller uses is declared here, so nobody probes an adapter with
+getattr. The conformance suites in tests/ run against every store and
+every blob store adapter.
 
 Transaction rules, which Firestore imposes and SQLite follows for parity:
 all reads come before the first write, and the transaction function may run
@@ -151,6 +152,35 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections; the store may be used again afterwards."""
+
+
+class BlobNotFoundError(LookupError):
+    """`Blobs.get` found no blob under the key (every adapter raises this one)."""
+
+
+class Blobs(Protocol):
+    """Large values, stored apart from the records that reference them.
+
+    Keys are paths like `runs/<run_id>/tasks/<task>/<attempt>-<id>.json`
+    (core/payloads.py makes them); every blob of a run lives under
+    `payloads.run_prefix(run_id)`, so deleting a run deletes its blobs.
+    A key is written once: the engine never reuses one.
+    """
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store `data` under `key`, completely or not at all."""
+
+    def get(self, key: str) -> bytes:
+        """The bytes stored under `key`; raises BlobNotFoundError if there are none."""
+
+    def delete(self, key: str) -> None:
+        """Delete one blob; nothing happens if it does not exist."""
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete every blob of run `run_id`; nothing happens if it has none."""
+
+    def location(self, key: str) -> str:
+        """Where the blob of `key` is, for people (a path, a gs:// URL)."""
 
 
 class Bus(Protocol):

@@ -301,14 +301,16 @@ class Message:
         return cls(run_id=run_id, task_id=task_id, attempt=attempt, kind=kind)
 
 
-#: Largest result or argument set, as JSON text. A Firestore document holds
-#: at most 1 MiB; results never travel in messages. The same limit on every
-#: backend, so a workflow that runs locally also runs deployed.
+#: Largest result or argument set a record holds, as compact JSON text. A
+#: Firestore document holds at most 1 MiB; results never travel in
+#: messages. The same limit on every backend, so a workflow that runs
+#: locally also runs deployed. Larger values are stored as blobs the record
+#: references (core/payloads.py), where the backend has a blob store.
 MAX_VALUE_BYTES = 900_000
 
 
-def storable(what: str, value: Any, *, allow_nan: bool = True) -> Any:
-    """Results and arguments must survive every backend: JSON, at most MAX_VALUE_BYTES.
+def json_text(what: str, value: Any, *, allow_nan: bool = True) -> str:
+    """`value` as compact JSON (ASCII, so its length is its size in bytes).
 
     Raises TypeError or ValueError saying what to return instead. Results
     may hold NaN and infinities (a model's loss can be NaN), which Python's
@@ -316,19 +318,32 @@ def storable(what: str, value: Any, *, allow_nan: bool = True) -> Any:
     must be standard JSON (allow_nan=False).
     """
     try:
-        text = json.dumps(value, allow_nan=allow_nan)
+        return json.dumps(value, allow_nan=allow_nan, separators=(",", ":"))
     except RecursionError:
         raise ValueError(f"{what} is nested too deeply to be stored as JSON") from None
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"{what} is a {type(value).__name__} that cannot be stored ({exc}); use "
             "JSON-compatible data (dict, list, str, number, bool, None)") from exc
+
+
+def storable(what: str, value: Any, *, allow_nan: bool = True) -> Any:
+    """Results and arguments must survive every backend: JSON, at most MAX_VALUE_BYTES.
+
+    Returns the value as JSON gives it back (tuples become lists). Raises
+    TypeError or ValueError saying what to return instead.
+    """
+    text = json_text(what, value, allow_nan=allow_nan)
     if len(text) > MAX_VALUE_BYTES:
-        raise ValueError(
-            f"{what} is {len(text):,} bytes of JSON, more than the {MAX_VALUE_BYTES:,} a "
+        raise ValueError(too_large(what, len(text)))
+    return json.loads(text)
+
+
+def too_large(what: str, size: int) -> str:
+    """Why a value of `size` bytes of JSON cannot be kept in a record."""
+    return (f"{what} is {size:,} bytes of JSON, more than the {MAX_VALUE_BYTES:,} a "
             "record can hold; store large data elsewhere (a file, a gs:// object) and "
             "return its location")
-    return json.loads(text)
 
 
 def ordered_tasks(records: list[TaskRecord], order: list[str] | None = None

@@ -1,6 +1,6 @@
 """The deployed topology on one machine, for `function-flow dev`.
 
-    Firestore emulator   Pub/Sub emulator
+    Firestore emulator   Pub/Sub emulator   gcp-storage-emulator (large values)
                            topic SCHEDULE ----------------- push --> scheduler
                            topic SCHEDULE_EXTERNAL_EVENTS - push --> external_event_listener
     HTTP POST ---------------------------------------------------> start
@@ -58,6 +58,9 @@ DEV_PROJECT = "function-flow-dev"
 #: background function (event, context), a 2nd gen CloudEvent function, or
 #: a plain HTTP endpoint reading the push envelope.
 SIGNATURE_TYPES = ("event", "cloudevent", "http")
+#: Bucket of large results and arguments on the storage emulator (the
+#: collection prefix is its folder, so stacks may share the emulator).
+DEV_BUCKET = "function-flow-dev"
 #: The four entry points, as deployed.
 FUNCTIONS = ("start", "scheduler", "external_event_listener", "poller")
 #: How often the poller runs: Cloud Scheduler's job, made fast for local use
@@ -73,7 +76,7 @@ class LocalStack:
             run_id = stack.start_run({"region": "EMEA"})
             run = stack.store.get_run(run_id)
 
-    firestore/pubsub: emulators already running (e.g. a test session's) to
+    firestore/pubsub/storage: emulators already running (e.g. a test session's) to
     use instead of starting new ones; they are not stopped by `stop()`, and
     the push subscriptions made on them are deleted. collection_prefix and
     topic names (Pub/Sub ids: 3+ characters, starting with a letter) let
@@ -92,6 +95,7 @@ class LocalStack:
                  project: str = DEV_PROJECT, signature_type: str = "event",
                  log_path: str | None = None, collection_prefix: str = "",
                  firestore: Emulator | None = None, pubsub: Emulator | None = None,
+                 storage: Emulator | None = None,
                  poll_interval: float | None = POLL_INTERVAL_SECONDS,
                  function_timeout: int | None = None,
                  extra_env: dict[str, str] | None = None,
@@ -117,6 +121,9 @@ class LocalStack:
         self.on_event = on_event or (lambda line: None)
         self.firestore = firestore
         self.pubsub = pubsub
+        #: gcp-storage-emulator, holding the blobs of large values; None when
+        #: it is not installed (values then stay in their records, up to 900 KB).
+        self.storage = storage
         self._own_emulators: list[Emulator] = []
         self.functions: dict[str, FunctionProcess] = {}
         self._workdir: str | None = None
@@ -144,6 +151,7 @@ class LocalStack:
         try:
             self._open_log()
             self._start_emulators()
+            self._create_bucket()
             assert self.pubsub is not None
             self._wiring = EmulatorPubSub(self.pubsub.host, self.project)
             for topic in (self.schedule_topic, self.events_topic, *self.remote_functions):
@@ -230,6 +238,8 @@ class LocalStack:
             "FUNCTION_FLOW_COLLECTION_PREFIX": self.collection_prefix,
             "FUNCTION_FLOW_SCHEDULE_TOPIC": self.schedule_topic,
             "FUNCTION_FLOW_EVENTS_TOPIC": self.events_topic,
+            **({"FUNCTION_FLOW_BUCKET": f"gs://{DEV_BUCKET}/{self.collection_prefix}",
+                **self.storage.env} if self.storage is not None else {}),
             **self.extra_env,
         }
 
@@ -320,8 +330,14 @@ class LocalStack:
         self.on_event(line)
 
     def _start_emulators(self) -> None:
-        """Start the missing emulators, both at once (each takes seconds)."""
+        """Start the missing emulators, all at once (each takes seconds)."""
         wanted = [name for name in ("firestore", "pubsub") if getattr(self, name) is None]
+        if self.storage is None:
+            if emulators.missing_requirements(("storage",)):
+                self._event("gcp-storage-emulator is not installed: results and arguments "
+                            "over 900,000 bytes will fail (pip install gcp-storage-emulator)")
+            else:
+                wanted.append("storage")
         if not wanted:
             return
         emulators.check_requirements(tuple(wanted))
@@ -342,6 +358,21 @@ class LocalStack:
                         setattr(self, name, emulator)
                         self._event(f"{name} emulator on {emulator.host} "
                                     f"(pid {emulator.process.pid})")
+
+    def _create_bucket(self) -> None:
+        """The bucket FUNCTION_FLOW_BUCKET names, on the storage emulator."""
+        if self.storage is None:
+            return
+        from google.api_core import exceptions as gexc
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        client = storage.Client(project=self.project, credentials=AnonymousCredentials(),
+                                client_options={"api_endpoint": self.storage.env[
+                                    "STORAGE_EMULATOR_HOST"]})
+        with contextlib.suppress(gexc.Conflict):
+            client.create_bucket(DEV_BUCKET)
+        self._event(f"bucket gs://{DEV_BUCKET} for large values on the storage emulator")
 
     def _start_functions(self) -> None:
         self._workdir = tempfile.mkdtemp(prefix="function-flow-dev-")
