@@ -153,3 +153,19 @@ def test_start_takes_job_args_or_argv_but_not_both(tmp_path):
         assert job.get_task_result("a") == {"x": 2}
     finally:
         backend.close()
+
+
+@pytest.mark.parametrize("falsy", [0, "", [], {}, False])
+def test_falsy_results_are_stored_too(tmp_path, falsy):
+    from function_flow import tasks
+
+    job = tasks.Job(name="falsy")
+    job.task(task_id="a")(lambda task, job: falsy)
+    job.task(task_id="b", deps=["a"])(lambda task, job: [job.get_task_result("a")])
+    backend = backends.embedded(db_path=str(tmp_path / "runs.db"), workers=1)
+    job.use_backend(backend)
+    try:
+        assert job.run(timeout=30).status is RunStatus.SUCCEEDED
+        assert job.get_task_result("b") == [falsy]
+    finally:
+        backend.close()
