@@ -31,7 +31,7 @@ import atexit
 import dataclasses
 import os
 import socket
-from typing import Any
+from typing import Any, Callable
 
 from function_flow.config import DEFAULT_PROJECT, Settings
 from function_flow.core.engine import Engine, Workflow
@@ -63,6 +63,11 @@ class Backend:
     retry_after_overrun: float = 0.0
     #: Calls the remote functions of remote tasks; None: none can be called.
     caller: Caller | None = None
+    #: The engine of each job on this backend, by job name (the embedded
+    #: callback server completes attempts with them).
+    engines: dict[str, Engine] = dataclasses.field(default_factory=dict)
+    #: Called by close(): servers the backend started (the callback server).
+    closers: list[Callable[[], None]] = dataclasses.field(default_factory=list)
 
     def engine(self, workflow: Workflow) -> Engine:
         engine = Engine(workflow, self.store, self.bus,
@@ -71,20 +76,39 @@ class Backend:
                         retry_after_overrun=self.retry_after_overrun,
                         caller=self.caller)
         self.bus.subscribe(engine.handle)
+        self.engines[workflow.name] = engine
         return engine
 
     def close(self) -> None:
+        for close in self.closers:
+            close()
         self.bus.close()
         self.store.close()
 
 
-def remote_adapters(settings: Settings, kind: str) -> dict[str, Caller]:
+def remote_adapters(settings: Settings, kind: str,
+                    backend: Backend | None = None) -> dict[str, Caller]:
     """The adapters that call remote functions (function_flow/remote/), by Call.kind.
 
     `kind` is the backend's ("embedded" or "gcp"): on the embedded backend a
-    workflow file's own remote functions run in this process.
+    workflow file's own remote functions run in this process, and, unless
+    FUNCTION_FLOW_CALLBACK_URL names one, asynchronous answers arrive at a
+    callback server this process starts on first use (`backend` serves them).
     """
-    adapters: dict[str, Caller] = {}
+    from function_flow.remote.http import HttpCaller
+    from function_flow.remote.openfaas import OpenFaaSCaller
+
+    callback_base: Callable[[], str | None] = lambda: settings.callback_url
+    if kind == "embedded" and backend is not None and not settings.callback_url:
+        from function_flow.local.callback_server import LocalCallbackServer
+
+        server = LocalCallbackServer(backend)
+        backend.closers.append(server.close)
+        callback_base = server.url
+    adapters: dict[str, Caller] = {
+        "openfaas": OpenFaaSCaller(settings, callback_base),
+        "http": HttpCaller(),
+    }
     return adapters
 
 
@@ -100,10 +124,10 @@ def embedded(db_path: str | None = None, workers: int | None = None) -> Backend:
     store = SqliteStore(path)
     backend = Backend("embedded", store, bus,
                       description=describe_embedded(path),
-                      caller=Dispatcher(remote_adapters(settings, "embedded")),
                       # A body with a timeout runs in a child killed at it.
                       executor=ChildProcessExecutor(store) if hasattr(os, "fork")
                       else InlineExecutor())
+    backend.caller = Dispatcher(remote_adapters(settings, "embedded", backend))
     # A script that calls job.start() and returns should still see its run
     # through, as it would on Cloud Functions: wait for the bus at exit.
     atexit.register(bus.wait_idle)

@@ -12,6 +12,11 @@
 | FUNCTION_FLOW_SCHEDULE_TOPIC | Job(schedule_topic=...) | Pub/Sub topic of scheduling messages |
 | FUNCTION_FLOW_EVENTS_TOPIC | Job(external_event_topic=...) | topic of external events |
 | FUNCTION_FLOW_FUNCTION_TIMEOUT | 540 | seconds after which Cloud Functions has stopped the scheduler (its deployed timeout); a task that overran its timeout is retried no earlier |
+| FUNCTION_FLOW_OPENFAAS_GATEWAY | unset | URL of the OpenFaaS gateway that `remote.OpenFaaS` tasks call |
+| FUNCTION_FLOW_OPENFAAS_USER | admin (when a password is set) | basic-auth user for the gateway |
+| FUNCTION_FLOW_OPENFAAS_PASSWORD | unset | basic-auth password (e.g. a Secret Manager secret exposed as a variable) |
+| FUNCTION_FLOW_OPENFAAS_PASSWORD_FILE | unset | file holding the password instead, read at each call (a mounted secret) |
+| FUNCTION_FLOW_CALLBACK_URL | unset | URL of the deployed `callback` function, where asynchronous answers (OpenFaaS) arrive; the embedded backend serves one on 127.0.0.1 when unset |
 """
 
 from __future__ import annotations
@@ -42,6 +47,12 @@ class Settings:
     schedule_topic: str | None = None
     events_topic: str | None = None
     function_timeout: float = 540.0
+    openfaas_gateway: str | None = None
+    openfaas_user: str | None = None
+    #: Kept out of repr, so a logged Settings never shows it.
+    openfaas_password: str | None = dataclasses.field(default=None, repr=False)
+    openfaas_password_file: str | None = None
+    callback_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None,
@@ -82,4 +93,9 @@ class Settings:
             schedule_topic=env.get("FUNCTION_FLOW_SCHEDULE_TOPIC") or None,
             events_topic=env.get("FUNCTION_FLOW_EVENTS_TOPIC") or None,
             function_timeout=function_timeout,
+            openfaas_gateway=env.get("FUNCTION_FLOW_OPENFAAS_GATEWAY") or None,
+            openfaas_user=env.get("FUNCTION_FLOW_OPENFAAS_USER") or None,
+            openfaas_password=env.get("FUNCTION_FLOW_OPENFAAS_PASSWORD") or None,
+            openfaas_password_file=env.get("FUNCTION_FLOW_OPENFAAS_PASSWORD_FILE") or None,
+            callback_url=env.get("FUNCTION_FLOW_CALLBACK_URL") or None,
         )
