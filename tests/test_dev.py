@@ -91,10 +91,14 @@ def port_open(port: int) -> bool:
 
 
 def assert_all_stopped(log: str) -> None:
-    """Both emulators and the four functions were started, and nothing of them is left."""
+    """Both emulators and every function were started, and nothing of them is left."""
+    from function_flow.local.stack import FUNCTIONS
+
     pids, ports = started_processes(log)
-    assert len(pids) == 6, f"expected 2 emulators + 4 functions in the log:\n{log}"
-    assert len(ports) == 6, log
+    expected = 2 + len(FUNCTIONS)
+    assert len(pids) == expected, \
+        f"expected 2 emulators + {len(FUNCTIONS)} functions in the log:\n{log}"
+    assert len(ports) == expected, log
     left = {pid: live_members(pid) for pid in pids if live_members(pid)}
     assert not left, f"process groups still alive after dev exited: {left}"
     assert not [port for port in ports if port_open(port)], "a port is still open"
