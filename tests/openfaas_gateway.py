@@ -31,10 +31,10 @@ import http.server
 import json
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from typing import Any, Callable
+
+from functions_stack import post
 
 
 @dataclasses.dataclass
@@ -185,18 +185,10 @@ class Gateway:
             self._post_callback(callback_url, sent, _bytes(reply.body))
 
     def _post_callback(self, url: str, headers: dict[str, str], body: bytes) -> None:
-        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                status, raw = response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
-        except OSError as exc:
-            status, raw = 0, str(exc).encode()
-        try:
-            answer: Any = json.loads(raw)
-        except ValueError:
-            answer = raw.decode(errors="replace")
+            status, answer = post(url, body, headers=headers, timeout=30)
+        except OSError as exc:  # unreachable: the queue worker logs it and moves on
+            status, answer = 0, str(exc)
         with self._lock:
             self.callbacks.append(Callback(url, headers, status, answer))
 
@@ -216,16 +208,9 @@ def _bytes(body: bytes | str) -> bytes:
 
 
 def post_callback(url: str, body: bytes | str = b"", **headers: str) -> tuple[int, Any]:
-    """POST to a callback URL as a forger (or a person with curl) would."""
-    request = urllib.request.Request(url, data=_bytes(body), method="POST",
-                                     headers={k.replace("_", "-"): v
-                                              for k, v in headers.items()})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode(errors="replace")
+    """POST to a callback URL as a forger (or a person with curl) would.
+
+    Header names are keywords with "_" for "-": X_Function_Status="200".
+    """
+    return post(url, body, headers={k.replace("_", "-"): v for k, v in headers.items()},
+                timeout=30)
