@@ -11,13 +11,13 @@ RUNTIME = [
     "google-cloud-pubsub>=2.21",
     "google-cloud-storage>=2.14",
     "google-auth>=2.20",
+    "requests>=2.31",
 ]
 
 DEV = [
     "pytest>=8.0",
     "pytest-timeout>=2.2",
     "hypothesis>=6.100",
-    "requests>=2.31",
     "gcp-storage-emulator>=2024.8",
     # Function Flow's sample calls BigQuery; its test replaces the client's
     # calls at the client boundary (tests/test_function_flow_sample.py).

@@ -33,7 +33,7 @@ import atexit
 import dataclasses
 import os
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from function_flow.config import DEFAULT_PROJECT, Settings, blobs_dir_for
 from function_flow.core.engine import Engine, Workflow
@@ -76,6 +76,11 @@ class Backend:
     #: None: they stay in their records, up to what a record holds.
     blobs: Blobs | None = None
     inline_limit: int = DEFAULT_INLINE_LIMIT_BYTES
+    #: The engine of each job on this backend, by job name (the embedded
+    #: callback server completes attempts with them).
+    engines: dict[str, Engine] = dataclasses.field(default_factory=dict)
+    #: Called by close(): servers the backend started (the callback server).
+    closers: list[Callable[[], None]] = dataclasses.field(default_factory=list)
 
     def engine(self, workflow: Workflow) -> Engine:
         engine = Engine(workflow, self.store, self.bus,
@@ -85,11 +90,14 @@ class Backend:
                         caller=self.caller, blobs=self.blobs,
                         inline_limit=self.inline_limit)
         self.bus.subscribe(engine.handle)
+        self.engines[workflow.name] = engine
         if self.hosting is not None:
             self.hosting.attach(engine)
         return engine
 
     def close(self) -> None:
+        for close in self.closers:
+            close()
         if self.hosting is not None:
             self.hosting.close()
         self.bus.close()
@@ -97,17 +105,32 @@ class Backend:
 
 
 def remote_adapters(settings: Settings, kind: str,
-                    hosting: LocalHost | None = None) -> dict[str, Caller]:
+                    backend: Backend | None = None) -> dict[str, Caller]:
     """The adapters that call remote functions (function_flow/remote/), by Call.kind.
 
     `kind` is the backend's ("embedded" or "gcp"): on the embedded backend a
-    workflow file's own remote functions run in this process (`hosting`).
+    workflow file's own remote functions run in this process (`backend.hosting`),
+    and, unless FUNCTION_FLOW_CALLBACK_URL names one, asynchronous answers
+    arrive at a callback server this process starts on first use (`backend`
+    serves them).
     """
+    from function_flow.remote.http import HttpCaller
+    from function_flow.remote.openfaas import OpenFaaSCaller
     from function_flow.remote.pubsub import PubSubSender
 
-    adapters: dict[str, Caller] = {}
-    adapters["pubsub"] = hosting if hosting is not None \
-        else PubSubSender(project_for(settings))
+    callback_base: Callable[[], str | None] = lambda: settings.callback_url
+    if kind == "embedded" and backend is not None and not settings.callback_url:
+        from function_flow.local.callback_server import LocalCallbackServer
+
+        server = LocalCallbackServer(backend)
+        backend.closers.append(server.close)
+        callback_base = server.url
+    hosting = backend.hosting if backend is not None else None
+    adapters: dict[str, Caller] = {
+        "pubsub": hosting if hosting is not None else PubSubSender(project_for(settings)),
+        "openfaas": OpenFaaSCaller(settings, callback_base),
+        "http": HttpCaller(),
+    }
     return adapters
 
 
@@ -128,13 +151,13 @@ def embedded(db_path: str | None = None, workers: int | None = None,
                         settings.events_topic or DEFAULT_EVENTS_TOPIC)
     backend = Backend("embedded", store, bus,
                       description=describe_embedded(path),
-                      caller=Dispatcher(remote_adapters(settings, "embedded", hosting)),
                       hosting=hosting,
                       blobs=LocalBlobs(settings.blobs_dir or blobs_dir_for(path)),
                       inline_limit=settings.inline_limit_bytes,
                       # A body with a timeout runs in a child killed at it.
                       executor=ChildProcessExecutor(store) if hasattr(os, "fork")
                       else InlineExecutor())
+    backend.caller = Dispatcher(remote_adapters(settings, "embedded", backend))
     # A script that calls job.start() and returns should still see its run
     # through, as it would on Cloud Functions: wait for the bus at exit.
     atexit.register(bus.wait_idle)

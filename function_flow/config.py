@@ -16,6 +16,11 @@
 | FUNCTION_FLOW_BLOBS_DIR | `<FUNCTION_FLOW_DB without .db>-blobs` | directory of the embedded backend's blobs |
 | STORAGE_EMULATOR_HOST | unset | use gcp-storage-emulator for the bucket |
 | FUNCTION_FLOW_FUNCTION_TIMEOUT | 540 | seconds after which Cloud Functions has stopped the scheduler (its deployed timeout); a task that overran its timeout is retried no earlier |
+| FUNCTION_FLOW_OPENFAAS_GATEWAY | unset | URL of the OpenFaaS gateway that `remote.OpenFaaS` tasks call |
+| FUNCTION_FLOW_OPENFAAS_USER | admin (when a password is set) | basic-auth user for the gateway |
+| FUNCTION_FLOW_OPENFAAS_PASSWORD | unset | basic-auth password (e.g. a Secret Manager secret exposed as a variable) |
+| FUNCTION_FLOW_OPENFAAS_PASSWORD_FILE | unset | file holding the password instead, read at each call (a mounted secret) |
+| FUNCTION_FLOW_CALLBACK_URL | unset | URL of the deployed `callback` function, where asynchronous answers (OpenFaaS) arrive; the embedded backend serves one on 127.0.0.1 when unset |
 """
 
 from __future__ import annotations
@@ -49,6 +54,12 @@ class Settings:
     inline_limit_bytes: int = 256 * 1024
     bucket: str | None = None
     blobs_dir: str | None = None
+    openfaas_gateway: str | None = None
+    openfaas_user: str | None = None
+    #: Kept out of repr, so a logged Settings never shows it.
+    openfaas_password: str | None = dataclasses.field(default=None, repr=False)
+    openfaas_password_file: str | None = None
+    callback_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None,
@@ -93,6 +104,11 @@ class Settings:
             inline_limit_bytes=inline_limit,
             bucket=env.get("FUNCTION_FLOW_BUCKET", "").strip() or None,
             blobs_dir=env.get("FUNCTION_FLOW_BLOBS_DIR") or None,
+            openfaas_gateway=env.get("FUNCTION_FLOW_OPENFAAS_GATEWAY") or None,
+            openfaas_user=env.get("FUNCTION_FLOW_OPENFAAS_USER") or None,
+            openfaas_password=env.get("FUNCTION_FLOW_OPENFAAS_PASSWORD") or None,
+            openfaas_password_file=env.get("FUNCTION_FLOW_OPENFAAS_PASSWORD_FILE") or None,
+            callback_url=env.get("FUNCTION_FLOW_CALLBACK_URL") or None,
         )
 
 

@@ -354,6 +354,16 @@ class Job:
 
         return functions.make_poller(self)
 
+    def make_callback(self) -> Callable[..., Any]:
+        """The `callback` Cloud Function (HTTP): asynchronous answers, e.g. OpenFaaS's.
+
+        Deploy it where the gateway can reach it and set FUNCTION_FLOW_CALLBACK_URL
+        to its URL. The job is validated on the first request.
+        """
+        from function_flow.cloud import functions
+
+        return functions.make_callback(self)
+
     def make_start(self) -> Callable[..., Any]:
         """The `start` Cloud Function (HTTP): JSON body = run arguments."""
         from function_flow.cloud import functions

@@ -91,12 +91,14 @@ def port_open(port: int) -> bool:
 
 
 def assert_all_stopped(log: str, remote_functions: int = 0) -> None:
-    """The three emulators, the four functions and the remote functions were
+    """The three emulators, every function and the remote functions were
     started, and nothing of them is left."""
+    from function_flow.local.stack import FUNCTIONS
+
     pids, ports = started_processes(log)
-    expected = 7 + remote_functions
-    assert len(pids) == expected, (f"expected 3 emulators + 4 functions + {remote_functions} "
-                                   f"remote in the log:\n{log}")
+    expected = 3 + len(FUNCTIONS) + remote_functions
+    assert len(pids) == expected, (f"expected 3 emulators + {len(FUNCTIONS)} functions + "
+                                   f"{remote_functions} remote in the log:\n{log}")
     assert len(ports) == expected, log
     left = {pid: live_members(pid) for pid in pids if live_members(pid)}
     assert not left, f"process groups still alive after dev exited: {left}"

@@ -1,4 +1,5 @@
-"""Cloud Functions entry points: start, scheduler, external_event_listener, poller.
+"""Cloud Functions entry points: start, scheduler, external_event_listener, poller,
+and callback (callback.py: asynchronous answers over HTTP).
 
 Each one translates its delivery (delivery.py knows every shape Google
 Cloud uses) and calls one engine operation: `engine.start`, `engine.handle`,
@@ -24,16 +25,19 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable
 
 from function_flow.cloud import delivery
+from function_flow.cloud.callback import make_callback
 from function_flow.cloud.delivery import HttpError, NotAnEnvelope, Rejected
 from function_flow.core.records import Message
 from function_flow.errors import RecordTooLargeError
+from function_flow.remote.web import RUN_ID_HEADER
 
 if TYPE_CHECKING:
     from function_flow.tasks import Job
 
 logger = logging.getLogger("function_flow.cloud.functions")
 
-RUN_ID_HEADER = "X-Function-Flow-Run-Id"
+__all__ = ["make_start", "make_scheduler", "make_external_event_listener", "make_poller",
+           "make_callback", "RUN_ID_HEADER"]
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 
 

@@ -82,7 +82,9 @@ def await_event(engine: "Engine", run_id: str, task_id: str, spec: TaskSpec, att
     trigger = Trigger(trigger_id, run_id, task_id, attempt,
                       watch=getattr(pending, "watch", None),
                       on_timeout=getattr(pending, "on_timeout", None))
-    lease = spec.timeout or DEFAULT_ASYNC_LEASE_SECONDS
+    # A call may say how long its answer may take (remote.OpenFaaS does).
+    lease = spec.timeout or (spec.call.options.get("wait") if spec.call else None) \
+        or DEFAULT_ASYNC_LEASE_SECONDS
     now = engine.clock()
 
     def record(tx: Transaction) -> bool:

@@ -4,6 +4,7 @@
                            topic SCHEDULE ----------------- push --> scheduler
                            topic SCHEDULE_EXTERNAL_EVENTS - push --> external_event_listener
     HTTP POST ---------------------------------------------------> start
+    asynchronous answers (OpenFaaS queue worker) ----------------> callback
     every 2 s (Cloud Scheduler's part) --------------------------> poller
 
 `LocalStack` assembles the building blocks the tests use one by one:
@@ -61,8 +62,9 @@ SIGNATURE_TYPES = ("event", "cloudevent", "http")
 #: Bucket of large results and arguments on the storage emulator (the
 #: collection prefix is its folder, so stacks may share the emulator).
 DEV_BUCKET = "function-flow-dev"
-#: The four entry points, as deployed.
-FUNCTIONS = ("start", "scheduler", "external_event_listener", "poller")
+#: The entry points, as deployed. callback comes first: the others are told
+#: its URL (FUNCTION_FLOW_CALLBACK_URL), where asynchronous answers arrive.
+FUNCTIONS = ("callback", "start", "scheduler", "external_event_listener", "poller")
 #: How often the poller runs: Cloud Scheduler's job, made fast for local use
 #: (retry backoff and timers resolve to this period).
 POLL_INTERVAL_SECONDS = 2.0
@@ -393,6 +395,8 @@ class LocalStack:
             self.functions[name] = function
             self._event(f"{name} ({signature} function) on {function.url} "
                         f"(pid {function.pid})")
+            if name == "callback":
+                env["FUNCTION_FLOW_CALLBACK_URL"] = function.url
         remote_env = dict(env, **offline_credentials_env(self._workdir))
         for topic, name in self.remote_functions.items():
             function = framework.start_function(

@@ -20,6 +20,11 @@ from function_flow.core.definition import Call
 _TOPIC = re.compile(r"[A-Za-z][-A-Za-z0-9._~%+]{2,254}")
 #: The function names an OpenFaaS gateway routes (faas-cli's rule).
 _OPENFAAS_NAME = re.compile(r"[-a-zA-Z_0-9.]+")
+#: How long an asynchronous OpenFaaS attempt waits for its answer when its
+#: task has no timeout: far more than the queue worker's usual limits
+#: (ack_wait 30 s, function timeouts of minutes), far less than the week
+#: other asynchronous attempts may wait (core/waiting.py).
+OPENFAAS_ASYNC_WAIT_SECONDS = 3600.0
 
 
 def PubSub(topic: str) -> Call:  # noqa: N802 -- reads like a class at the call site
@@ -33,9 +38,12 @@ def OpenFaaS(name: str, *, asynchronous: bool = False) -> Call:  # noqa: N802
 
     Synchronous (`/function/NAME`): the answer is the task's result.
     Asynchronous (`/async-function/NAME`): the gateway's queue worker posts the
-    answer to function_flow's callback endpoint later.
+    answer to function_flow's callback endpoint later. A gateway accepts a
+    call of a function it does not have and never answers it, so the
+    attempt waits at most the task's timeout, or an hour when it sets none.
     """
-    return Call("openfaas", name, asynchronous=bool(asynchronous))
+    options = {"wait": OPENFAAS_ASYNC_WAIT_SECONDS} if asynchronous else {}
+    return Call("openfaas", name, asynchronous=bool(asynchronous), options=options)
 
 
 def Http(url: str, *, audience: str | None = None,  # noqa: N802
