@@ -154,6 +154,19 @@ def start_storage_emulator(project: str = DEFAULT_PROJECT, port: int | None = No
     return start("storage", project, port)
 
 
+def create_bucket(emulator: Emulator, project: str, name: str) -> None:
+    """Create bucket `name` on a storage emulator, unless it exists."""
+    from google.api_core import exceptions as gexc
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    client = storage.Client(project=project, credentials=AnonymousCredentials(),
+                            client_options={"api_endpoint": emulator.env[
+                                "STORAGE_EMULATOR_HOST"]})
+    with contextlib.suppress(gexc.Conflict):
+        client.create_bucket(name)
+
+
 def _wait_until_ready(emulator: Emulator, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     url = f"http://{emulator.host}/"

@@ -21,7 +21,7 @@ import socket
 import subprocess
 import threading
 import time
-from typing import IO, Callable, Sequence
+from typing import IO, Callable, Iterator, Sequence
 
 
 class DevError(RuntimeError):
@@ -167,3 +167,18 @@ def signals_ignored():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block only."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

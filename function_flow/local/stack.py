@@ -42,9 +42,9 @@ import tempfile
 import threading
 import urllib.error
 import urllib.request
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Callable
 
-from function_flow.local import emulators, framework
+from function_flow.local import emulators, framework, processes
 from function_flow.local.credentials import offline_credentials_env
 from function_flow.local.emulators import Emulator, EmulatorError
 from function_flow.local.entry import ENTRY_MODULE, default_log_path, entry_points
@@ -258,7 +258,7 @@ class LocalStack:
             from function_flow.store.firestore import FirestoreStore
 
             assert self.firestore is not None
-            with _environment({"FIRESTORE_EMULATOR_HOST": self.firestore.host}):
+            with processes.environment({"FIRESTORE_EMULATOR_HOST": self.firestore.host}):
                 client = firestore.Client(project=self.project)
             self._store = FirestoreStore(project=self.project, prefix=self.collection_prefix,
                                          client=client)
@@ -363,18 +363,9 @@ class LocalStack:
 
     def _create_bucket(self) -> None:
         """The bucket FUNCTION_FLOW_BUCKET names, on the storage emulator."""
-        if self.storage is None:
-            return
-        from google.api_core import exceptions as gexc
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import storage
-
-        client = storage.Client(project=self.project, credentials=AnonymousCredentials(),
-                                client_options={"api_endpoint": self.storage.env[
-                                    "STORAGE_EMULATOR_HOST"]})
-        with contextlib.suppress(gexc.Conflict):
-            client.create_bucket(DEV_BUCKET)
-        self._event(f"bucket gs://{DEV_BUCKET} for large values on the storage emulator")
+        if self.storage is not None:
+            emulators.create_bucket(self.storage, self.project, DEV_BUCKET)
+            self._event(f"bucket gs://{DEV_BUCKET} for large values on the storage emulator")
 
     def _start_functions(self) -> None:
         self._workdir = tempfile.mkdtemp(prefix="function-flow-dev-")
@@ -425,21 +416,6 @@ class LocalStack:
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 if not self._poller_stop.is_set():
                     self._write("dev", f"poller call failed: {exc}")
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the duration of the block only."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 __all__ = ["LocalStack", "FunctionProcess", "DevError", "EmulatorError", "Terminated",
