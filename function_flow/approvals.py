@@ -44,8 +44,15 @@ MAX_REASON_CHARS = 2000
 
 
 def new_token() -> str:
-    """An unguessable token, safe in URLs, e-mails and command lines."""
-    return secrets.token_urlsafe(TOKEN_BYTES)
+    """An unguessable token, safe in URLs, e-mails and command lines.
+
+    Never starting with "-", which a command line would take for an option
+    (`function-flow approve -Nce...`); that costs 0.02 of its 256 bits.
+    """
+    while True:
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        if not token.startswith("-"):
+            return token
 
 
 def token_hash(token: str) -> str:

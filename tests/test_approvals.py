@@ -311,6 +311,12 @@ def test_the_token_is_new_each_time_and_never_in_the_repr() -> None:
     assert all(a.token not in repr(a) and a.token not in str(a) for a in made)
 
 
+def test_a_token_never_looks_like_a_command_line_option() -> None:
+    # One in 64 random tokens starts with "-" (`function-flow approve -Nce...`
+    # would be an unknown option): 2000 tokens show it is excluded.
+    assert not [t for t in (approvals.new_token() for _ in range(2000)) if t.startswith("-")]
+
+
 # ------------------------------------------------------------------ races
 
 
