@@ -112,6 +112,8 @@ def test_approve_with_data_finishes_the_run_in_its_own_process(running) -> None:
     result_line = finished.stdout.split("\nresults:\n", 1)[1].splitlines()[0]
     assert json.loads(result_line.split(": ", 1)[1]) == {"got": {"ok": True, "by": "ana"}}
     assert run.records()["ask"].result == {"ok": True, "by": "ana"}
+    # The approving command ran no body: the run's own process did.
+    assert (run.cwd / "mail.txt.use_pid").read_text() == str(run.process.pid)
     assert run.token not in run.stored_text()
     assert approvals.token_hash(run.token) in run.stored_text()  # the scan sees the file
 

@@ -3,6 +3,7 @@
 Run arguments: token_file (where ask "e-mails" its token: the file is
 written whole, then renamed into place), timeout (seconds, default an hour)
 and default (the result when nobody decides in time; none: the task fails).
+`use` writes the pid of the process that ran it next to the token file.
 """
 
 import os
@@ -26,4 +27,6 @@ def ask(task, job):
 
 @job.task(task_id="use", deps=["ask"])
 def use(task, job):
+    with open(job.get_arguments()["token_file"] + ".use_pid", "w", encoding="utf-8") as pid:
+        pid.write(str(os.getpid()))  # which process ran it
     return {"got": job.get_task_result("ask")}
