@@ -12,9 +12,13 @@ kind of event; subclasses register themselves, as in Function Flow.
 
 from __future__ import annotations
 
+import datetime
+import math
 import urllib.parse
 from typing import Any, ClassVar, Mapping, Optional
 
+from function_flow import approvals
+from function_flow.core.records import storable
 from function_flow.core.waiting import Pending
 
 
@@ -117,6 +121,83 @@ class GCSFuture(Future):
         prefix = get_value(message, "path_prefix")
         return Result(trigger_id=urllib.parse.quote(prefix, safe=""), is_success=True,
                       result=prefix)
+
+
+class _NoDefault:
+    def __repr__(self) -> str:
+        return "<no default>"
+
+
+_NO_DEFAULT: Any = _NoDefault()
+
+
+class Approval(Future):
+    """Waits for a person to approve or reject, with a token only they get.
+
+        approval = futures.Approval(timeout=datetime.timedelta(days=2))
+        send_mail(to, f"function-flow approve {approval.token}")
+        return approval
+
+    `token` is new and unguessable (256 bits); only its SHA-256 is stored
+    (it is the trigger id), so send it now: it cannot be read back later.
+    `function-flow approve TOKEN --data JSON` (or POST /approve) makes the
+    data the task's result; `function-flow reject TOKEN --reason TEXT` (or
+    POST /reject) fails the task with that reason, without retries.
+
+    timeout: seconds or a timedelta this attempt waits for the decision
+    (instead of the task's timeout; None: the task's timeout, else 7 days).
+    When it passes, the task fails (its retries apply, and each retry sends
+    a new token), unless a `default` is given: then the task succeeds with
+    the default as its result (`default=None` included).
+    """
+
+    def __init__(self, timeout: float | datetime.timedelta | None = None,
+                 default: Any = _NO_DEFAULT) -> None:
+        self.token = approvals.new_token()
+        super().__init__(approvals.token_hash(self.token))
+        self.wait_seconds = _seconds(timeout)
+        within = f"within {_describe(self.wait_seconds)}" if self.wait_seconds \
+            else "before the task's timeout"
+        if default is _NO_DEFAULT:
+            self.on_timeout = {"error": f"TimeoutError: the approval was neither given nor "
+                                        f"refused {within}"}
+        else:
+            self.on_timeout = {"result": storable("the default of an Approval", default,
+                                                  allow_nan=False)}
+
+    @classmethod
+    def handle_message(cls, message: Mapping[str, Any]) -> Optional[Result]:
+        """Approvals arrive through the CLI or the HTTP callback, never as events."""
+        return None
+
+    def __repr__(self) -> str:
+        # Never the token: a repr ends up in logs.
+        return f"Approval(trigger_id={self.trigger_id[:12]}..., wait={self.wait_seconds})"
+
+    __str__ = __repr__
+
+
+def _seconds(timeout: float | datetime.timedelta | None) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, datetime.timedelta):
+        seconds = timeout.total_seconds()
+    elif isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        seconds = float(timeout)
+    else:
+        raise TypeError(f"Approval timeout must be seconds or a timedelta, "
+                        f"got {type(timeout).__name__}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"Approval timeout must be more than 0 seconds, got {timeout!r}")
+    return seconds
+
+
+def _describe(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds:g} seconds"
 
 
 def get_value(obj: Mapping[str, Any], keypath: str) -> Any:

@@ -1,10 +1,11 @@
-"""The `function-flow` command line: run, resume, status, graph and dev.
+"""The `function-flow` command line: run, resume, status, graph, approve, reject, dev.
 
 One module per job: common.py (exit codes, the one-line error, loading a
 workflow file), stores.py (which store `status` and `resume` read), run.py
-(run, resume), inspect.py (status), graph.py, follow.py (following a run
-to its end) and progress.py (the terminal view). This module is the group,
-the `dev` command and the entry point that turns every error into one line.
+(run, resume), inspect.py (status), graph.py, approvals.py (approve,
+reject), follow.py (following a run to its end) and progress.py (the
+terminal view). This module is the group, the `dev` command and the entry
+point that turns every error into one line.
 Add a command with one more `cli.add_command(...)`.
 
 Exit codes: 0 the run succeeded (or the command did its job), 1 the run
@@ -22,6 +23,7 @@ import click
 
 from function_flow import __version__
 from function_flow.cli import progress
+from function_flow.cli.approvals import approve, reject
 from function_flow.cli.common import (EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE,  # noqa: F401
                                       CliError, fail, load_job, parse_args,
                                       remote_functions_for, remote_option)
@@ -53,7 +55,7 @@ def setup_logging(verbose: bool) -> None:
     root.setLevel(logging.INFO if verbose else logging.ERROR)
 
 
-for command in (run, resume, status, graph):
+for command in (run, resume, status, graph, approve, reject):
     cli.add_command(command)
 
 

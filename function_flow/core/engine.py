@@ -322,11 +322,12 @@ class Engine:
     # ------------------------------------------------------------- completion
 
     def complete_trigger(self, trigger_id: str, *, ok: bool, value: Any = None,
-                         error: str | None = None) -> str:
+                         error: str | None = None, retry: bool = True) -> str:
         """Complete the task attempt waiting for `trigger_id` with an event's outcome.
 
         The trigger is deleted in the same transaction that records the
         outcome; a duplicate event finds it gone ("unknown_trigger").
+        retry=False makes a failure final (a rejected approval).
         """
         trigger = self.store.get_trigger(trigger_id)
         if trigger is None:
@@ -334,7 +335,7 @@ class Engine:
             return "unknown_trigger"
         run_id, task_id, attempt = trigger.run_id, trigger.task_id, trigger.attempt
         outcome = self.complete(run_id, task_id, attempt, ok=ok, value=value,
-                                error=error, trigger_id=trigger_id)
+                                error=error, trigger_id=trigger_id, retry=retry)
         logger.info("external event: run %s task %s attempt %d: %s",
                     run_id, task_id, attempt, outcome)
         return outcome
@@ -342,11 +343,13 @@ class Engine:
     def complete(self, run_id: str, task_id: str, attempt: int, *, ok: bool,
                  value: Any = None, error: str | None = None,
                  claimed: TaskRecord | None = None, claimed_until: float | None = None,
-                 trigger_id: str | None = None, not_before: float = 0.0) -> str:
+                 trigger_id: str | None = None, not_before: float = 0.0,
+                 retry: bool = True) -> str:
         """Record the outcome of one attempt, exactly once, and advance the run."""
         return completion.complete(self, run_id, task_id, attempt, ok=ok, value=value,
                                    error=error, claimed=claimed, claimed_until=claimed_until,
-                                   trigger_id=trigger_id, not_before=not_before)
+                                   trigger_id=trigger_id, not_before=not_before,
+                                   retry=retry)
 
     def follow_up(self, run_id: str, step: Step) -> None:
         """Work that happens after a commit: messages, joins, free slots."""

@@ -15,10 +15,10 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from function_flow.core import transitions
+from function_flow.core import transitions, waiting
 from function_flow.core.definition import END_TASK_ID
 from function_flow.core.records import (JoinProgress, Message, MessageKind, RunRecord,
-                                        RunStatus, TaskRecord, TaskStatus)
+                                        RunStatus, TaskRecord, TaskStatus, Trigger)
 from function_flow.core.transitions import Step
 from function_flow.errors import RunNotFoundError, RunStillActiveError
 
@@ -82,14 +82,10 @@ def check_lease(engine: "Engine", run_id: str, task_id: str, attempt: int) -> st
     spec = engine.graph.spec(task_id, task)
     assert spec is not None
     limit = f"its timeout ({spec.timeout} s)" if spec.timeout else "its lease"
+    trigger = waiting.waiting_trigger(engine.store, run_id, task)
+    if trigger is not None:
+        return _end_wait(engine, run_id, task, trigger, limit)
     not_before = 0.0
-    if task.trigger_id is not None:
-        # The body returned; the attempt waited for an event that never came.
-        # Its trigger goes in the same transaction, so a late event finds nothing.
-        engine.complete(run_id, task_id, attempt, ok=False, trigger_id=task.trigger_id,
-                        error=(f"TimeoutError: attempt {attempt} of task {task_id!r} got no "
-                               f"answer or event for {task.trigger_id!r} within {limit}"))
-        return "lease_expired"
     if engine.retry_after_overrun and task.started_at is not None:
         # The body may still be running: its retry waits until the
         # platform's request timeout has certainly ended it.
@@ -101,6 +97,26 @@ def check_lease(engine: "Engine", run_id: str, task_id: str, attempt: int) -> st
     engine.complete(run_id, task_id, attempt, ok=False, not_before=not_before, error=(
         f"TimeoutError: attempt {attempt} of task {task_id!r} did not finish within "
         f"{limit}{how}"))
+    return "lease_expired"
+
+
+def _end_wait(engine: "Engine", run_id: str, task: TaskRecord, trigger: Trigger,
+              limit: str) -> str:
+    """No event came for a waiting attempt in time: its trigger says what it becomes.
+
+    Its body returned long ago, so no executor can still be running it and
+    a retry needs no overrun delay. The trigger goes in the same commit.
+    """
+    on_timeout = trigger.on_timeout if isinstance(trigger.on_timeout, dict) else {}
+    if "result" in on_timeout:
+        engine.complete(run_id, task.task_id, task.attempt, ok=True,
+                        value=on_timeout["result"], trigger_id=trigger.trigger_id)
+        return "lease_expired"
+    error = on_timeout.get("error") or (
+        f"TimeoutError: attempt {task.attempt} of task {task.task_id!r} got no answer "
+        f"or event for {trigger.trigger_id!r} within {limit}")
+    engine.complete(run_id, task.task_id, task.attempt, ok=False, error=str(error),
+                    trigger_id=trigger.trigger_id)
     return "lease_expired"
 
 
@@ -150,7 +166,9 @@ def recover(engine: "Engine", run_id: str, executors_dead: bool = False,
 
     Safe to call at any time: every step it takes is idempotent. With
     executors_dead, RUNNING attempts are re-queued at once instead of
-    waiting for their lease to expire. A QUEUED task is sent again only
+    waiting for their lease to expire, except, while the run lives, those
+    waiting for an external event (their body returned; no process runs
+    them, and an approval's token must keep working). A QUEUED task is sent again only
     when it has waited `stale_after` seconds past its due time, so a
     periodic poller does not duplicate messages that are still in flight.
     """
@@ -165,8 +183,12 @@ def recover(engine: "Engine", run_id: str, executors_dead: bool = False,
                 engine.bus.publish(Message(run_id, task.task_id, task.attempt), delay)
         elif task.status is TaskStatus.RUNNING and task.task_id != END_TASK_ID:
             if executors_dead:
-                _requeue_interrupted(engine, run_id, task)
-            elif task.lease_until is not None and task.lease_until <= now:
+                trigger = waiting.waiting_trigger(engine.store, run_id, task)
+                if trigger is None or waiting.answered_by_dead_process(trigger) \
+                        or not _run_lives(engine, run_id):
+                    _requeue_interrupted(engine, run_id, task, trigger)
+                    continue
+            if task.lease_until is not None and task.lease_until <= now:
                 check_lease(engine, run_id, task.task_id, task.attempt)
         elif task.status is TaskStatus.WAITING and JoinProgress.of(task).complete(
                 len(engine.graph.deps_of(task.task_id, task))):
@@ -174,7 +196,14 @@ def recover(engine: "Engine", run_id: str, executors_dead: bool = False,
     engine.fill_slots(run_id)
 
 
-def _requeue_interrupted(engine: "Engine", run_id: str, seen: TaskRecord) -> None:
+def _run_lives(engine: "Engine", run_id: str) -> bool:
+    run = engine.store.get_run(run_id)
+    return run is not None and run.status is RunStatus.RUNNING
+
+
+def _requeue_interrupted(engine: "Engine", run_id: str, seen: TaskRecord,
+                         trigger: Trigger | None = None) -> None:
+    """Queue an attempt again whose process died; its trigger, if any, goes with it."""
     now = engine.clock()
 
     def requeue(tx: "Transaction") -> Step | None:
@@ -188,6 +217,8 @@ def _requeue_interrupted(engine: "Engine", run_id: str, seen: TaskRecord) -> Non
                                        retry_delay=spec.retry_backoff.delay(task.attempt,
                                                                             engine.rng))
         step.write_to(tx, run_id)
+        if trigger is not None:
+            tx.delete_trigger(trigger.trigger_id)
         return step
 
     step = engine.store.transact(requeue)

@@ -227,10 +227,13 @@ def retries_left(spec: TaskSpec, task: TaskRecord) -> bool:
 
 
 def fail(spec: TaskSpec, task: TaskRecord, run_id: str, error: str, now: float, *,
-         run: RunRecord | None, retry_delay: float) -> Step:
-    """Attempt `task.attempt` failed: queue a retry, or fail the task and the run."""
+         run: RunRecord | None, retry_delay: float, retry: bool = True) -> Step:
+    """Attempt `task.attempt` failed: queue a retry, or fail the task and the run.
+
+    retry=False fails the task whatever retries are left (a rejected approval).
+    """
     error = bounded_error(error)
-    if retries_left(spec, task):
+    if retry and retries_left(spec, task):
         step = Step("failed", delay=retry_delay)
         step.task(task.task_id, status=Q.value, attempt=task.attempt + 1, error=error,
                   lease_until=None, queued_at=now, not_before=now + retry_delay,

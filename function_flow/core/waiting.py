@@ -10,13 +10,14 @@ trigger it completes exists.
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from function_flow.core.definition import Call, TaskSpec
-from function_flow.core.ports import Request, Transaction
-from function_flow.core.records import (Message, MessageKind, RunRecord, TaskStatus, Trigger,
-                                        storable)
+from function_flow.core.ports import Request, Store, Transaction
+from function_flow.core.records import (Message, MessageKind, RunRecord, TaskRecord, TaskStatus,
+                                        Trigger, storable)
 from function_flow.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -38,15 +39,31 @@ class Pending:
     #: A gs:// path prefix the poller looks for (GCSFuture), else None.
     watch: str | None = None
     #: What the attempt becomes when its timeout passes with no event: None
-    #: fails it; {"result": value} succeeds it with value (see records.Trigger).
+    #: fails it; {"error": text} fails it with that error; {"result": value}
+    #: succeeds it with value (see records.Trigger).
     on_timeout: dict[str, Any] | None = None
+    #: How many seconds the attempt waits for its event (an Approval's own
+    #: timeout); None: the task's timeout, else DEFAULT_ASYNC_LEASE_SECONDS.
+    wait_seconds: float | None = None
 
 
 class RemoteAnswer(Pending):
-    """What an asynchronous remote call waits for: the answer naming its job id."""
+    """What an asynchronous remote call waits for: the answer naming its job id.
+
+    When the process that made the call dies, `resume` retries the attempt
+    instead of waiting on: on the embedded backend the remote function (or
+    the callback server its answer goes to) ran in that process.
+    """
+
+    on_timeout = {"resume": "retry"}
 
     def __init__(self, job_id: str) -> None:
         self.trigger_id = job_id
+
+
+def answered_by_dead_process(trigger: Trigger) -> bool:
+    """Whether `resume` should retry this wait rather than keep it (RemoteAnswer)."""
+    return isinstance(trigger.on_timeout, dict) and trigger.on_timeout.get("resume") == "retry"
 
 
 class NoCaller:
@@ -82,8 +99,10 @@ def await_event(engine: "Engine", run_id: str, task_id: str, spec: TaskSpec, att
     trigger = Trigger(trigger_id, run_id, task_id, attempt,
                       watch=getattr(pending, "watch", None),
                       on_timeout=getattr(pending, "on_timeout", None))
-    # A call may say how long its answer may take (remote.OpenFaaS does).
-    lease = spec.timeout or (spec.call.options.get("wait") if spec.call else None) \
+    # The Future's own wait (an approval's timeout) first, then the task's
+    # timeout, then how long its call may take to answer (remote.OpenFaaS says).
+    lease = _wait_of(task_id, pending) or spec.timeout \
+        or (spec.call.options.get("wait") if spec.call else None) \
         or DEFAULT_ASYNC_LEASE_SECONDS
     now = engine.clock()
 
@@ -99,3 +118,30 @@ def await_event(engine: "Engine", run_id: str, task_id: str, spec: TaskSpec, att
     if recorded and engine.lease_check_messages:
         engine.bus.publish(Message(run_id, task_id, attempt, MessageKind.CHECK_LEASE), lease)
     return recorded
+
+
+def _wait_of(task_id: str, pending: Pending) -> float | None:
+    wait = getattr(pending, "wait_seconds", None)
+    if wait is None:
+        return None
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) \
+            or not math.isfinite(wait) or wait <= 0:
+        raise ValueError(f"task {task_id!r} returned a Future whose wait_seconds is "
+                         f"{wait!r}; it must be a number of seconds > 0")
+    return float(wait)
+
+
+def waiting_trigger(store: Store, run_id: str, task: TaskRecord) -> Trigger | None:
+    """The trigger the task's current attempt waits for, or None if it waits for none.
+
+    A task record keeps the trigger id of its last wait; only a trigger that
+    still exists and names this very attempt means the attempt's body has
+    returned and an event (or its timeout) is all that can end it.
+    """
+    if task.status is not TaskStatus.RUNNING or not task.trigger_id:
+        return None
+    trigger = store.get_trigger(task.trigger_id)
+    if trigger is None or (trigger.run_id, trigger.task_id, trigger.attempt) != \
+            (run_id, task.task_id, task.attempt):
+        return None
+    return trigger
