@@ -35,7 +35,7 @@ from typing import Any
 
 from function_flow.config import DEFAULT_PROJECT, Settings
 from function_flow.core.engine import Engine, Workflow
-from function_flow.core.ports import Bus, Caller, Executor, InlineExecutor, Store
+from function_flow.core.ports import Bus, Caller, Executor, InlineExecutor, Store, Watcher
 from function_flow.errors import ConfigurationError
 from function_flow.remote.caller import Dispatcher
 
@@ -63,13 +63,20 @@ class Backend:
     retry_after_overrun: float = 0.0
     #: Calls the remote functions of remote tasks; None: none can be called.
     caller: Caller | None = None
+    #: Looks for the Cloud Storage objects GCSFutures wait for; None: the
+    #: poller does not look (notifications still complete them).
+    watcher: Watcher | None = None
+    #: Seconds between two checks of one prefix, and most checks per poll.
+    watch_every: float = 10.0
+    watch_batch: int = 100
 
     def engine(self, workflow: Workflow) -> Engine:
         engine = Engine(workflow, self.store, self.bus,
                         lease_check_messages=self.lease_check_messages,
                         executor=self.executor,
                         retry_after_overrun=self.retry_after_overrun,
-                        caller=self.caller)
+                        caller=self.caller, watcher=self.watcher,
+                        watch_every=self.watch_every, watch_batch=self.watch_batch)
         self.bus.subscribe(engine.handle)
         return engine
 
@@ -88,6 +95,14 @@ def remote_adapters(settings: Settings, kind: str) -> dict[str, Caller]:
     return adapters
 
 
+def gcs_watching(settings: Settings, job: Any = None) -> dict[str, Any]:
+    """The Backend fields that make the poller look for GCSFutures' objects."""
+    from function_flow.services.gcs import GcsWatcher
+
+    return {"watcher": GcsWatcher(project=project_for(settings, job)),
+            "watch_every": settings.gcs_poll_interval, "watch_batch": settings.gcs_poll_batch}
+
+
 def embedded(db_path: str | None = None, workers: int | None = None) -> Backend:
     """SQLite store plus the in-process bus: no cloud account needed."""
     from function_flow.bus.local import LocalBus
@@ -103,7 +118,7 @@ def embedded(db_path: str | None = None, workers: int | None = None) -> Backend:
                       caller=Dispatcher(remote_adapters(settings, "embedded")),
                       # A body with a timeout runs in a child killed at it.
                       executor=ChildProcessExecutor(store) if hasattr(os, "fork")
-                      else InlineExecutor())
+                      else InlineExecutor(), **gcs_watching(settings))
     # A script that calls job.start() and returns should still see its run
     # through, as it would on Cloud Functions: wait for the bus at exit.
     atexit.register(bus.wait_idle)
@@ -172,7 +187,8 @@ def gcp(settings: Settings, job: Any = None) -> Backend:
     return Backend("gcp", state, bus, lease_check_messages=False,
                    description=describe_firestore(settings, job),
                    caller=Dispatcher(remote_adapters(settings, "gcp")),
-                   retry_after_overrun=settings.function_timeout)
+                   retry_after_overrun=settings.function_timeout,
+                   **gcs_watching(settings, job))
 
 
 def describe_embedded(path: str) -> str:

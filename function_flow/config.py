@@ -12,15 +12,20 @@
 | FUNCTION_FLOW_SCHEDULE_TOPIC | Job(schedule_topic=...) | Pub/Sub topic of scheduling messages |
 | FUNCTION_FLOW_EVENTS_TOPIC | Job(external_event_topic=...) | topic of external events |
 | FUNCTION_FLOW_FUNCTION_TIMEOUT | 540 | seconds after which Cloud Functions has stopped the scheduler (its deployed timeout); a task that overran its timeout is retried no earlier |
+| FUNCTION_FLOW_GCS_POLL_INTERVAL | 10 | seconds between two checks (one `list_blobs` call) of a prefix a GCSFuture waits for, by one process |
+| FUNCTION_FLOW_GCS_POLL_BATCH | 100 | most prefixes one poll checks; the others (checked longest ago last) wait for the next poll |
+| FUNCTION_FLOW_DATAFLOW_ENDPOINT | https://dataflow.googleapis.com | root URL of the Dataflow REST API that DataFlowFuture asks for a job's state |
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Mapping
+from typing import Callable, Mapping, TypeVar
 
 from function_flow.errors import ConfigurationError
+
+T = TypeVar("T", int, float)
 
 #: Project id the emulators and the local backend use when none is set.
 DEFAULT_PROJECT = "function-flow-local"
@@ -42,6 +47,9 @@ class Settings:
     schedule_topic: str | None = None
     events_topic: str | None = None
     function_timeout: float = 540.0
+    gcs_poll_interval: float = 10.0
+    gcs_poll_batch: int = 100
+    dataflow_endpoint: str = "https://dataflow.googleapis.com"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None,
@@ -70,6 +78,8 @@ class Settings:
         except ValueError as exc:
             raise ConfigurationError(
                 "FUNCTION_FLOW_FUNCTION_TIMEOUT must be a number of seconds") from exc
+        gcs_poll_interval = _number(env, "FUNCTION_FLOW_GCS_POLL_INTERVAL", 10.0, float)
+        gcs_poll_batch = _number(env, "FUNCTION_FLOW_GCS_POLL_BATCH", 100, int)
         project = (env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT")
                    or env.get("GCP_PROJECT") or None)
         return cls(
@@ -82,4 +92,23 @@ class Settings:
             schedule_topic=env.get("FUNCTION_FLOW_SCHEDULE_TOPIC") or None,
             events_topic=env.get("FUNCTION_FLOW_EVENTS_TOPIC") or None,
             function_timeout=function_timeout,
+            gcs_poll_interval=gcs_poll_interval,
+            gcs_poll_batch=gcs_poll_batch,
+            dataflow_endpoint=(env.get("FUNCTION_FLOW_DATAFLOW_ENDPOINT")
+                               or cls.dataflow_endpoint).rstrip("/"),
         )
+
+
+def _number(env: Mapping[str, str], name: str, default: T, kind: Callable[[str], T]) -> T:
+    """A positive number from the environment, or `default` when unset."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not value > 0:  # type: ignore[operator]
+        what = "a whole number" if kind is int else "a number of seconds"
+        raise ConfigurationError(f"{name} must be {what} greater than 0, got {raw!r}")
+    return value

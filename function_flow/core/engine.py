@@ -29,11 +29,11 @@ import traceback
 import uuid
 from typing import Any, Callable, Iterable, Protocol
 
-from function_flow.core import completion, recovery, transitions, waiting
+from function_flow.core import completion, recovery, transitions, waiting, watches
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.ports import (Bus, Caller, Executor, InlineExecutor, Request, Store,
-                                      Transaction)
+                                      Transaction, Watcher)
 from function_flow.core.records import (Message, MessageKind, RunRecord, RunStatus,
                                         TaskRecord, TaskStatus, ordered_tasks, storable)
 from function_flow.core.waiting import Pending
@@ -82,7 +82,9 @@ class Engine:
                  lease_check_messages: bool = True,
                  executor: Executor | None = None,
                  retry_after_overrun: float = 0.0,
-                 caller: Caller | None = None) -> None:
+                 caller: Caller | None = None, watcher: Watcher | None = None,
+                 watch_every: float = watches.DEFAULT_EVERY_SECONDS,
+                 watch_batch: int = watches.DEFAULT_BATCH) -> None:
         self.workflow = workflow
         #: The graph every step asks for dependencies and dependents: the
         #: definition plus what each run added (records carry their edges).
@@ -97,6 +99,8 @@ class Engine:
         self.executor: Executor = executor or InlineExecutor()
         #: Calls the remote functions of remote tasks (function_flow/remote/).
         self.caller: Caller = caller or waiting.NoCaller()
+        #: Looks for the objects GCSFutures wait for (core/watches.py).
+        self.watches = watches.Watches(watcher, watch_every, watch_batch)
         #: Where the executor cannot stop a body at its timeout (Cloud
         #: Functions), the retry of an attempt whose lease expired waits
         #: until this many seconds after that attempt started: by then the
@@ -341,6 +345,10 @@ class Engine:
         return completion.complete(self, run_id, task_id, attempt, ok=ok, value=value,
                                    error=error, claimed=claimed, claimed_until=claimed_until,
                                    trigger_id=trigger_id, not_before=not_before)
+
+    def complete_watches(self, path: str) -> str:
+        """An object now exists at gs:// `path`: complete the waits for a prefix of it."""
+        return watches.complete_covering(self, path)
 
     def follow_up(self, run_id: str, step: Step) -> None:
         """Work that happens after a commit: messages, joins, free slots."""
