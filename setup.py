@@ -10,7 +10,7 @@ RUNTIME = [
     "google-cloud-firestore>=2.16",
     "google-cloud-pubsub>=2.21",
     "google-cloud-storage>=2.14",
-    "google-auth>=2.20",
+    "google-auth[requests]>=2.20",  # AuthorizedSession (DataFlowFuture)
 ]
 
 DEV = [
@@ -19,6 +19,7 @@ DEV = [
     "hypothesis>=6.100",
     "requests>=2.31",
     "gcp-storage-emulator>=2024.8",
+    "cryptography>=38",  # tests sign service-account tokens (google-auth uses it too)
 ]
 
 setup(

@@ -221,6 +221,27 @@ def test_polling_completes_the_wait_when_the_object_appears(embedded) -> None:
     assert job.bodies == [run.run_id]
 
 
+def test_polling_goes_on_while_other_tasks_keep_the_embedded_bus_busy(embedded) -> None:
+    bucket = new_bucket()
+    upload(bucket, "ready/flag")
+    job = gcs_job().use_backend(embedded())
+
+    @job.task(task_id="busy")
+    def busy(task, job):
+        """Runs until the GCSFuture beside it completed (or gives up)."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if job.engine.store.get_tasks(task.run_id, ["wait"])[0].status \
+                    is TaskStatus.SUCCEEDED:
+                return "saw the wait complete"
+            time.sleep(0.05)
+        return "gave up"
+
+    run = job.run({"prefix": f"gs://{bucket}/ready/"}, timeout=60)
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    assert job.get_task_result("busy") == "saw the wait complete"
+
+
 def test_a_missing_bucket_is_logged_and_the_task_keeps_waiting(embedded, caplog) -> None:
     job = gcs_job().use_backend(embedded())
     run_id = waiting(job, "gs://ff-no-such-bucket-here/x/")
