@@ -301,12 +301,14 @@ def test_notification_completes_every_wait_for_a_prefix_of_the_object(embedded) 
     listener = job.make_external_event_listener()
     year = waiting(job, f"gs://{bucket}/in/2024/")
     everything = waiting(job, f"gs://{bucket}/in/")
+    twin = waiting(job, f"gs://{bucket}/in/")  # the same prefix as another run's
     before = state(job, year)
 
     upload(bucket, "in/2023/a.csv")
     assert notify(listener, bucket, "in/2023/a.csv") is None
     assert job.wait(everything, timeout=30).status is RunStatus.SUCCEEDED
     assert result_of(job, everything, "after") == {"found": f"gs://{bucket}/in/"}
+    assert job.wait(twin, timeout=30).status is RunStatus.SUCCEEDED
     assert state(job, year) == before
 
     upload(bucket, "in/2024/b.csv")
