@@ -10,7 +10,7 @@ RUNTIME = [
     "google-cloud-firestore>=2.16",
     "google-cloud-pubsub>=2.21",
     "google-cloud-storage>=2.14",
-    "google-auth>=2.20",
+    "google-auth[requests]>=2.20",  # AuthorizedSession (DataFlowFuture)
     "requests>=2.31",
 ]
 
@@ -22,6 +22,7 @@ DEV = [
     # Function Flow's sample calls BigQuery; its test replaces the client's
     # calls at the client boundary (tests/test_function_flow_sample.py).
     "google-cloud-bigquery>=3.0",
+    "cryptography>=38",  # tests sign service-account tokens (google-auth uses it too)
 ]
 
 setup(

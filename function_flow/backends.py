@@ -15,9 +15,9 @@ google.cloud is imported only by programs that use it.
 
 For the command line, `selected_store` opens the store the settings select
 without a job or a bus (`status` and `resume` read runs wherever they are),
-`check_reachable` / `check_topic` read it once with a short deadline, so an
-emulator that is not running is one clear error in seconds, and
-`owner_state` says whether the process executing an embedded run still runs.
+and `check_reachable` / `check_topic` read it once with a short deadline, so
+an emulator that is not running is one clear error in seconds (owners.py
+says whether the process executing an embedded run still runs).
 
 Project of the gcp backend, in order: settings.project (GOOGLE_CLOUD_PROJECT
 and friends), the Job's `project` argument, "function-flow-local" when an
@@ -32,13 +32,13 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import os
-import socket
 from typing import TYPE_CHECKING, Any, Callable
 
 from function_flow.config import DEFAULT_PROJECT, Settings, blobs_dir_for
 from function_flow.core.engine import Engine, Workflow
 from function_flow.core.payloads import DEFAULT_INLINE_LIMIT_BYTES
-from function_flow.core.ports import Blobs, Bus, Caller, Executor, InlineExecutor, Store
+from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Store,
+                                      Watcher)
 from function_flow.errors import ConfigurationError
 from function_flow.remote.caller import Dispatcher
 
@@ -81,6 +81,12 @@ class Backend:
     engines: dict[str, Engine] = dataclasses.field(default_factory=dict)
     #: Called by close(): servers the backend started (the callback server).
     closers: list[Callable[[], None]] = dataclasses.field(default_factory=list)
+    #: Looks for the Cloud Storage objects GCSFutures wait for; None: the
+    #: poller does not look (notifications still complete them).
+    watcher: Watcher | None = None
+    #: Seconds between two checks of one prefix, and most checks per poll.
+    watch_every: float = 10.0
+    watch_batch: int = 100
 
     def engine(self, workflow: Workflow) -> Engine:
         engine = Engine(workflow, self.store, self.bus,
@@ -88,7 +94,8 @@ class Backend:
                         executor=self.executor,
                         retry_after_overrun=self.retry_after_overrun,
                         caller=self.caller, blobs=self.blobs,
-                        inline_limit=self.inline_limit)
+                        inline_limit=self.inline_limit, watcher=self.watcher,
+                        watch_every=self.watch_every, watch_batch=self.watch_batch)
         self.bus.subscribe(engine.handle)
         self.engines[workflow.name] = engine
         if self.hosting is not None:
@@ -134,6 +141,14 @@ def remote_adapters(settings: Settings, kind: str,
     return adapters
 
 
+def gcs_watching(settings: Settings, job: Any = None) -> dict[str, Any]:
+    """The Backend fields that make the poller look for GCSFutures' objects."""
+    from function_flow.services.gcs import GcsWatcher
+
+    return {"watcher": GcsWatcher(project=project_for(settings, job)),
+            "watch_every": settings.gcs_poll_interval, "watch_batch": settings.gcs_poll_batch}
+
+
 def embedded(db_path: str | None = None, workers: int | None = None,
              settings: Settings | None = None) -> Backend:
     """SQLite store plus the in-process bus: no cloud account needed."""
@@ -156,7 +171,7 @@ def embedded(db_path: str | None = None, workers: int | None = None,
                       inline_limit=settings.inline_limit_bytes,
                       # A body with a timeout runs in a child killed at it.
                       executor=ChildProcessExecutor(store) if hasattr(os, "fork")
-                      else InlineExecutor())
+                      else InlineExecutor(), **gcs_watching(settings))
     backend.caller = Dispatcher(remote_adapters(settings, "embedded", backend))
     # A script that calls job.start() and returns should still see its run
     # through, as it would on Cloud Functions: wait for the bus at exit.
@@ -227,7 +242,8 @@ def gcp(settings: Settings, job: Any = None) -> Backend:
                    description=describe_firestore(settings, job),
                    caller=Dispatcher(remote_adapters(settings, "gcp")),
                    retry_after_overrun=settings.function_timeout,
-                   blobs=gcs_blobs(settings, job), inline_limit=settings.inline_limit_bytes)
+                   blobs=gcs_blobs(settings, job), inline_limit=settings.inline_limit_bytes,
+                   **gcs_watching(settings, job))
 
 
 def gcs_blobs(settings: Settings, job: Any = None) -> Blobs | None:
@@ -395,40 +411,3 @@ def _firestore_advice(exc: BaseException) -> str:
         return ("check GOOGLE_CLOUD_PROJECT and FUNCTION_FLOW_FIRESTORE_DATABASE "
                 "(that database does not exist)")
     return "check your network connection and GOOGLE_CLOUD_PROJECT"
-
-
-# ----------------------------------------------------- owners of embedded runs
-
-#: What `owner_state` says about the process that executes an embedded run.
-OWNER_ALIVE, OWNER_GONE, OWNER_ELSEWHERE = "alive", "gone", "elsewhere"
-
-
-def owner_state(owner: str) -> str:
-    """Whether the process named "host:pid" still runs.
-
-    OWNER_ELSEWHERE when it is on another host (or the name is not
-    "host:pid"): that cannot be checked from here. A zombie (killed, not yet
-    reaped by its parent) counts as gone.
-    """
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return OWNER_ELSEWHERE
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return OWNER_GONE
-    except PermissionError:
-        return OWNER_ALIVE  # someone else's process: it exists
-    except OverflowError:
-        return OWNER_GONE
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            state = stat.read().rpartition(")")[2].split()[:1]
-    except OSError:
-        return OWNER_ALIVE  # no /proc (macOS): the signal check is all there is
-    return OWNER_GONE if state in (["Z"], ["X"]) else OWNER_ALIVE
-
-
-def pid_alive(owner: str) -> bool:
-    """Whether the process named "host:pid" still runs (on this host)."""
-    return owner_state(owner) == OWNER_ALIVE

@@ -21,15 +21,20 @@
 | FUNCTION_FLOW_OPENFAAS_PASSWORD | unset | basic-auth password (e.g. a Secret Manager secret exposed as a variable) |
 | FUNCTION_FLOW_OPENFAAS_PASSWORD_FILE | unset | file holding the password instead, read at each call (a mounted secret) |
 | FUNCTION_FLOW_CALLBACK_URL | unset | URL of the deployed `callback` function, where asynchronous answers (OpenFaaS) arrive; the embedded backend serves one on 127.0.0.1 when unset |
+| FUNCTION_FLOW_GCS_POLL_INTERVAL | 10 | seconds between two checks (one `list_blobs` call) of a prefix a GCSFuture waits for, by one process |
+| FUNCTION_FLOW_GCS_POLL_BATCH | 100 | most prefixes one poll checks; the others (checked longest ago last) wait for the next poll |
+| FUNCTION_FLOW_DATAFLOW_ENDPOINT | https://dataflow.googleapis.com | root URL of the Dataflow REST API that DataFlowFuture asks for a job's state |
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Mapping
+from typing import Callable, Mapping, TypeVar
 
 from function_flow.errors import ConfigurationError
+
+T = TypeVar("T", int, float)
 
 #: Project id the emulators and the local backend use when none is set.
 DEFAULT_PROJECT = "function-flow-local"
@@ -60,6 +65,9 @@ class Settings:
     openfaas_password: str | None = dataclasses.field(default=None, repr=False)
     openfaas_password_file: str | None = None
     callback_url: str | None = None
+    gcs_poll_interval: float = 10.0
+    gcs_poll_batch: int = 100
+    dataflow_endpoint: str = "https://dataflow.googleapis.com"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None,
@@ -89,6 +97,8 @@ class Settings:
             raise ConfigurationError(
                 "FUNCTION_FLOW_FUNCTION_TIMEOUT must be a number of seconds") from exc
         inline_limit = _inline_limit(env.get("FUNCTION_FLOW_INLINE_LIMIT_BYTES", ""))
+        gcs_poll_interval = _number(env, "FUNCTION_FLOW_GCS_POLL_INTERVAL", 10.0, float)
+        gcs_poll_batch = _number(env, "FUNCTION_FLOW_GCS_POLL_BATCH", 100, int)
         project = (env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT")
                    or env.get("GCP_PROJECT") or None)
         return cls(
@@ -109,6 +119,10 @@ class Settings:
             openfaas_password=env.get("FUNCTION_FLOW_OPENFAAS_PASSWORD") or None,
             openfaas_password_file=env.get("FUNCTION_FLOW_OPENFAAS_PASSWORD_FILE") or None,
             callback_url=env.get("FUNCTION_FLOW_CALLBACK_URL") or None,
+            gcs_poll_interval=gcs_poll_interval,
+            gcs_poll_batch=gcs_poll_batch,
+            dataflow_endpoint=(env.get("FUNCTION_FLOW_DATAFLOW_ENDPOINT")
+                               or cls.dataflow_endpoint).rstrip("/"),
         )
 
 
@@ -133,3 +147,18 @@ def _inline_limit(text: str) -> int:
             f"FUNCTION_FLOW_INLINE_LIMIT_BYTES must be a number of bytes from 0 to "
             f"{MAX_VALUE_BYTES} (what a record can hold), got {text!r}")
     return limit
+
+
+def _number(env: Mapping[str, str], name: str, default: T, kind: Callable[[str], T]) -> T:
+    """A positive number from the environment, or `default` when unset."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not value > 0:  # type: ignore[operator]
+        what = "a whole number" if kind is int else "a number of seconds"
+        raise ConfigurationError(f"{name} must be {what} greater than 0, got {raw!r}")
+    return value

@@ -7,19 +7,26 @@ message that one of the `Future` subclasses recognises, whose `Result`
 carries the same trigger id.
 
 Subclass `Future` and implement `handle_message` to teach the listener a new
-kind of event; subclasses register themselves, as in Function Flow.
+kind of event; subclasses register themselves, as in Function Flow. The
+listener hands each class the message's JSON body as a dict; it is an
+`Event`, whose `attributes` are the Pub/Sub message's attributes.
 """
 
 from __future__ import annotations
 
 import datetime
 import math
+import logging
+import time
 import urllib.parse
+import uuid
 from typing import Any, ClassVar, Mapping, Optional
 
 from function_flow import approvals
 from function_flow.core.records import storable
 from function_flow.core.waiting import Pending
+
+logger = logging.getLogger("function_flow.futures")
 
 
 class Result:
@@ -35,6 +42,32 @@ class Result:
     def __repr__(self) -> str:
         return (f"Result(trigger_id={self.trigger_id!r}, is_success={self.is_success!r}, "
                 f"result={self.result!r}, error={self.error!r})")
+
+
+class PathCreated(Result):
+    """An object exists at gs:// `path`: every GCSFuture waiting for a prefix of it is done.
+
+    The listener completes all of those waits, each with its own prefix as
+    the result; `trigger_id` and `result` are Function Flow's for `path`.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(trigger_id=urllib.parse.quote(path, safe=""), is_success=True,
+                         result=path)
+        self.path = path
+
+
+class Event(dict):
+    """An external event's JSON body, plus the Pub/Sub message's `attributes`.
+
+    A plain dict to Function Flow's handle_message code; a Cloud Storage
+    notification says what happened in its attributes only.
+    """
+
+    def __init__(self, body: Mapping[str, Any] = (),
+                 attributes: Optional[Mapping[str, str]] = None) -> None:
+        super().__init__(body)
+        self.attributes: dict[str, str] = dict(attributes or {})
 
 
 class Future(Pending):
@@ -56,18 +89,33 @@ class Future(Pending):
 
 
 class BigQueryFuture(Future):
-    """Completed by a BigQuery `jobservice.jobcompleted` audit log message.
+    """Completed by BigQuery's audit log entry for the job (trigger id: its job id).
 
-    Route those logs to the external events topic with a log sink (see the
-    README); the BigQuery job id is the trigger id.
+    Both log forms are understood (route either to the external events
+    topic with a log sink, see the README):
+
+    - the older AuditData form, `protoPayload.methodName="jobservice.jobcompleted"`
+      with `protoPayload.serviceData.jobCompletedEvent`; an error is
+      `protoPayload.status`;
+    - the BigQueryAuditMetadata form, `protoPayload.metadata.jobChange` with
+      `after == "DONE"` and `job.jobName` "projects/PROJECT/jobs/JOB_ID"; an
+      error is `job.jobStatus.errorResult`. Other state changes are not a
+      completion (None).
+
+    The result is {"job_id", "location"}.
     """
 
     @classmethod
     def handle_message(cls, message: Mapping[str, Any]) -> Optional[Result]:
+        change = get_value(message, "protoPayload.metadata.jobChange")
+        if isinstance(change, Mapping):
+            return cls._job_change(message, change)
         if get_value(message, "resource.type") != "bigquery_resource":
             return None
         job = "protoPayload.serviceData.jobCompletedEvent.job.jobName"
         job_id = get_value(message, f"{job}.jobId")
+        if not isinstance(job_id, str) or not job_id:
+            return None  # another BigQuery entry (an insert, a table read...)
         location = get_value(message, f"{job}.location")
         if get_value(message, "protoPayload.status.code"):
             return Result(trigger_id=job_id, is_success=False,
@@ -75,16 +123,140 @@ class BigQueryFuture(Future):
         return Result(trigger_id=job_id, is_success=True,
                       result={"job_id": job_id, "location": location})
 
+    @classmethod
+    def _job_change(cls, message: Mapping[str, Any],
+                    change: Mapping[str, Any]) -> Optional[Result]:
+        if change.get("after") != "DONE":
+            return None  # PENDING -> RUNNING and the like: not done yet
+        name = get_value(change, "job.jobName")
+        owner, jobs, job_id = name.rpartition("/jobs/") if isinstance(name, str) \
+            else ("", "", "")
+        if not owner.startswith("projects/") or not jobs or not job_id or "/" in job_id:
+            logger.warning("BigQuery jobChange entry without a job name of the form "
+                           "projects/PROJECT/jobs/JOB_ID (got %r); ignored", name)
+            return None
+        location = get_value(message, "resource.labels.location")
+        error = get_value(change, "job.jobStatus.errorResult")
+        if error:
+            text = error.get("message") if isinstance(error, Mapping) else None
+            return Result(trigger_id=job_id, is_success=False, error=text or str(error))
+        return Result(trigger_id=job_id, is_success=True,
+                      result={"job_id": job_id, "location": location})
+
+
+class DataFlowFuture(Future):
+    """Completed when the Dataflow job (trigger id: its job id) ends.
+
+    Route Dataflow's `resource.type="dataflow_step" AND textPayload="Worker
+    pool stopped."` log entries to the external events topic (see the
+    README). The entry names the job (resource.labels job_id, region,
+    project_id); the Dataflow API then says how it ended: JOB_STATE_DONE
+    succeeds with {"job_id", "job_name", "state"}; FAILED, CANCELLED,
+    DRAINED and UPDATED fail with an error naming the job and its state.
+    A job still in another state (RUNNING, CANCELLING, DRAINING, its
+    resources being cleaned up...) is asked again, up to
+    STATUS_CHECK_RETRY_TIMES times STATUS_CHECK_SLEEP_SECS apart; then the
+    attempt fails saying so (its retries, if any, run the body again).
+    """
+
+    STATUS_CHECK_RETRY_TIMES = 12
+    STATUS_CHECK_SLEEP_SECS = 5.0
+    DONE = "JOB_STATE_DONE"
+    FAILED_STATES = ("JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_DRAINED",
+                     "JOB_STATE_UPDATED")
+
+    @classmethod
+    def handle_message(cls, message: Mapping[str, Any]) -> Optional[Result]:
+        if get_value(message, "resource.type") != "dataflow_step":
+            return None
+        labels = get_value(message, "resource.labels")
+        labels = labels if isinstance(labels, Mapping) else {}
+        job_id, region = labels.get("job_id"), labels.get("region")
+        if not isinstance(job_id, str) or not job_id or not isinstance(region, str) \
+                or not region:
+            logger.warning("Dataflow log entry without resource.labels.job_id and region "
+                           "(labels: %r); ignored", dict(labels))
+            return None
+        job_name = labels.get("job_name") or job_id
+        from function_flow.services import dataflow
+
+        what = f"Dataflow job {job_name} (id {job_id}, region {region})"
+        try:
+            api = dataflow.jobs()
+        except dataflow.JobLookupError as exc:
+            return Result(trigger_id=job_id, is_success=False, error=f"{what}: {exc}")
+        state = "JOB_STATE_UNKNOWN"
+        for check in range(max(1, cls.STATUS_CHECK_RETRY_TIMES)):
+            if check:
+                time.sleep(cls.STATUS_CHECK_SLEEP_SECS)
+            try:
+                job = api.get(labels.get("project_id"), region, job_id)
+            except dataflow.JobLookupError as exc:
+                return Result(trigger_id=job_id, is_success=False, error=str(exc))
+            state = str(job.get("currentState") or "JOB_STATE_UNKNOWN")
+            if state == cls.DONE:
+                return Result(trigger_id=job_id, is_success=True,
+                              result={"job_id": job_id, "job_name": job_name, "state": state})
+            if state in cls.FAILED_STATES:
+                replaced = job.get("replacedByJobId")
+                by = f", replaced by job {replaced}" if replaced else ""
+                return Result(trigger_id=job_id, is_success=False,
+                              error=f"{what} ended {state}{by}")
+        return Result(trigger_id=job_id, is_success=False, error=(
+            f"{what} is still {state} after {max(1, cls.STATUS_CHECK_RETRY_TIMES)} checks "
+            f"{cls.STATUS_CHECK_SLEEP_SECS:g} s apart, although its worker pool stopped; "
+            "raise DataFlowFuture.STATUS_CHECK_RETRY_TIMES or STATUS_CHECK_SLEEP_SECS to "
+            "wait longer"))
+
+
+class GCSFuture(Future):
+    """Completed when an object whose gs:// path starts with `path_prefix` exists.
+
+    Its result is the prefix. Two ways to see the object, use either or
+    both (see the README): the poller lists the prefix (google-cloud-storage
+    `list_blobs`), or a Cloud Storage Pub/Sub notification (OBJECT_FINALIZE)
+    arrives on the external events topic. The trigger id is unique to this
+    wait, so several tasks may wait for one prefix.
+    """
+
+    GCS_EVENT_TYPE = "gcs_path_create"
+    FINALIZE = "OBJECT_FINALIZE"
+
+    def __init__(self, path_prefix: str) -> None:
+        from function_flow.services.gcs import split_path
+
+        split_path(path_prefix)  # a ValueError here fails the attempt, saying why
+        super().__init__(f"gcs-{uuid.uuid4().hex}")
+        self.path_prefix = path_prefix
+        self.watch = path_prefix
+
+    @classmethod
+    def handle_message(cls, message: Mapping[str, Any]) -> Optional[Result]:
+        """Function Flow's "gcs_path_create" event, or a Cloud Storage notification."""
+        if get_value(message, "function_flow_event_type") == cls.GCS_EVENT_TYPE:
+            prefix = get_value(message, "path_prefix")
+            return PathCreated(prefix) if isinstance(prefix, str) and prefix else None
+        attributes = getattr(message, "attributes", None) or {}
+        if attributes.get("eventType") != cls.FINALIZE:
+            return None
+        bucket, name = attributes.get("bucketId"), attributes.get("objectId")
+        if not bucket or not name:
+            logger.warning("Cloud Storage notification without bucketId and objectId "
+                           "attributes (%r); ignored", attributes)
+            return None
+        return PathCreated(f"gs://{bucket}/{name}")
+
 
 class RemoteFunctionFuture(Future):
-    """Completed by a remote function's answer (Function Flow's remote tasks).
+    """Completed by a remote function's reply naming the job id it was sent.
 
-    The answer, published to the external events topic, is
+    The reply, as Function Flow's remote functions publish it:
     `{"status": {"code": 0, "message": "..."}, "resource": {"type":
-    "remote_function_resource", "labels": {"job_id": ID}}}`; a non-zero code
-    fails the attempt with the message. An answer from `remote.function`
-    also carries the function's return value under "result", which then
-    becomes the task's result instead of {"job_id", "message", "code"}.
+    "remote_function_resource", "labels": {"job_id": ID}}}`. Code 0 (or no
+    code, as proto3 JSON omits it) succeeds with {"job_id", "message",
+    "code"}; any other fails with the message. A reply that also carries a
+    top-level "result" succeeds with that value instead (what a function
+    wrapped by function_flow answers). Anything else is not a reply (None).
     """
 
     RESOURCE_TYPE = "remote_function_resource"
@@ -94,33 +266,41 @@ class RemoteFunctionFuture(Future):
         if get_value(message, "resource.type") != cls.RESOURCE_TYPE:
             return None
         job_id = get_value(message, "resource.labels.job_id")
-        code = get_value(message, "status.code")
-        text = get_value(message, "status.message")
         if not isinstance(job_id, str) or not job_id:
+            logger.warning("remote function reply without resource.labels.job_id; ignored")
             return None
-        if code:
-            return Result(trigger_id=job_id, is_success=False, error=text or f"code {code}")
-        result = message["result"] if "result" in message \
-            else {"job_id": job_id, "message": text, "code": code or 0}
+        code = get_value(message, "status.code") or 0
+        text = get_value(message, "status.message")
+        if code != 0:
+            return Result(trigger_id=job_id, is_success=False,
+                          error=text or f"the remote function answered code {code}")
+        result = message["result"] if "result" in message else \
+            {"job_id": job_id, "message": text, "code": code}
         return Result(trigger_id=job_id, is_success=True, result=result)
 
 
-class GCSFuture(Future):
-    """Completed when an object with the given gs:// prefix exists."""
+class GCSPoller:
+    """Function Flow's GCSPoller is not needed here, and says so when used.
 
-    GCS_EVENT_TYPE = "gcs_path_create"
+    A GCSFuture records the prefix it waits for in the same transaction as
+    the wait, and `job.make_poller()` checks it, so there is nothing to
+    register, deregister or poll separately.
+    """
 
-    def __init__(self, path_prefix: str) -> None:
-        super().__init__(urllib.parse.quote(path_prefix, safe=""))
-        self.path_prefix = path_prefix
+    ADVICE = ("futures.GCSPoller is not needed with function_flow: a GCSFuture registers "
+              "its prefix itself, and the `poller` function (job.make_poller()) checks it; "
+              "deploy that instead of a GCSPoller function")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError(self.ADVICE)
 
     @classmethod
-    def handle_message(cls, message: Mapping[str, Any]) -> Optional[Result]:
-        if get_value(message, "function_flow_event_type") != cls.GCS_EVENT_TYPE:
-            return None
-        prefix = get_value(message, "path_prefix")
-        return Result(trigger_id=urllib.parse.quote(prefix, safe=""), is_success=True,
-                      result=prefix)
+    def register_path_prefix(cls, path_prefix: str, db: Any = None) -> None:
+        raise NotImplementedError(cls.ADVICE)
+
+    @classmethod
+    def deregister_path_prefix(cls, path_prefix: str, db: Any = None) -> None:
+        raise NotImplementedError(cls.ADVICE)
 
 
 class _NoDefault:
@@ -207,3 +387,7 @@ def get_value(obj: Mapping[str, Any], keypath: str) -> Any:
             return None
         obj = obj[key]
     return obj
+
+
+#: Function Flow's name for get_value.
+_get_value = get_value

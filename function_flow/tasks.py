@@ -22,8 +22,9 @@ import types
 from typing import Any, Callable, Optional
 
 from function_flow.core import engine as engine_module
-from function_flow.core import recovery
-from function_flow.backends import Backend, from_settings, pid_alive
+from function_flow.core import recovery, watches
+from function_flow.backends import Backend, from_settings
+from function_flow.owners import pid_alive
 from function_flow.config import Settings
 from function_flow import remote
 from function_flow.remote import targets as remote_targets
@@ -259,7 +260,8 @@ class Job:
         When the in-process bus has nothing queued, running or delayed but
         the run has not ended, a follow-up step may have been lost to an
         error between a commit and its messages: `recover` redoes it. Rate
-        limited, and a no-op while the bus is busy.
+        limited; while the bus is busy, it only looks for the Cloud Storage
+        objects the run's GCSFutures wait for.
         """
         now = time.monotonic()
         if now - self._last_repair < every:
@@ -267,6 +269,8 @@ class Job:
         self._last_repair = now
         if self.backend.bus.wait_idle(0):
             self.engine.poll(stale_after=every, run_ids=[run_id])
+        else:
+            watches.check(self.engine, run_ids=[run_id])
 
     def run(self, argv: Optional[dict[str, Any]] = None,
             timeout: Optional[float] = None) -> RunRecord:

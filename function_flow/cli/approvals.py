@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import click
 
-from function_flow import approvals, backends
+from function_flow import approvals, backends, owners
 from function_flow.cli import progress
 from function_flow.cli.common import command_for, fail
 from function_flow.cli.run import job_of
@@ -128,7 +128,7 @@ def _report(decision: approvals.Decision, kind: str, owner: str | None) -> None:
     elif kind == "gcp":
         out.print(f"the deployed functions continue the run; follow it with {status}",
                   markup=False, soft_wrap=True)
-    elif owner and backends.owner_state(owner) == backends.OWNER_GONE:
+    elif owner and owners.owner_state(owner) == owners.OWNER_GONE:
         out.print(f"the process that ran it ({owner}) is gone: finish the run with "
                   f"{command_for(kind, 'resume ' + decision.run_id)}",
                   markup=False, soft_wrap=True)

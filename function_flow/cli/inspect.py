@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from function_flow import backends
+from function_flow import backends, owners
 from function_flow.cli import progress
 from function_flow.cli.common import command_for
 from function_flow.cli.stores import get_run, open_selected
@@ -42,7 +42,7 @@ def owner_of(kind: str, run: RunRecord) -> str | None:
     """
     if kind != "embedded" or run.status is not RunStatus.RUNNING or not run.owner:
         return None
-    return backends.owner_state(run.owner)
+    return owners.owner_state(run.owner)
 
 
 def list_runs(selected: backends.SelectedStore, limit: int) -> None:
@@ -55,10 +55,10 @@ def list_runs(selected: backends.SelectedStore, limit: int) -> None:
     stopped: set[str] = set()
     for run in runs:
         state = owner_of(selected.kind, run)
-        if state == backends.OWNER_GONE:
+        if state == owners.OWNER_GONE:
             notes[run.run_id] = "process gone"
             stopped.add(run.run_id)
-        elif state == backends.OWNER_ELSEWHERE:
+        elif state == owners.OWNER_ELSEWHERE:
             notes[run.run_id] = f"run by {run.owner}"
     out.print(f"runs in {selected.description}, newest first:", markup=False, soft_wrap=True)
     out.print(progress.runs_table(runs, notes=notes, stopped=stopped))
@@ -72,15 +72,15 @@ def headline(kind: str, run: RunRecord) -> str:
     if run.status.is_final:
         return progress.final_status_line(run)
     state = owner_of(kind, run)
-    if state == backends.OWNER_GONE:
+    if state == owners.OWNER_GONE:
         return (f"run {run.run_id} RUNNING, but its process {run.owner} is gone; continue "
                 f"it with {command_for(kind, 'resume ' + run.run_id)}")
     line = f"run {run.run_id} {run.status.value} " \
            f"for {progress.format_duration(progress.run_duration(run))}"
-    if state == backends.OWNER_ELSEWHERE:
+    if state == owners.OWNER_ELSEWHERE:
         return (f"{line}, run by {run.owner} (another host: whether that process still "
                 "runs cannot be checked from here)")
-    if state == backends.OWNER_ALIVE:
+    if state == owners.OWNER_ALIVE:
         return f"{line}, in process {run.owner}"
     return line
 

@@ -15,7 +15,7 @@ from typing import NoReturn
 
 import click
 
-from function_flow import backends
+from function_flow import backends, owners
 from function_flow.cli import progress
 from function_flow.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED,
                                       command_for, fail, load_job, parse_args,
@@ -82,7 +82,7 @@ def resume(run_id: str, file: str | None, workers: int | None,
                  "on Google Cloud the deployed functions execute the tasks")
         selected.close()
         resume_deployed(job, settings, run_id)
-    if run.owner and backends.owner_state(run.owner) == backends.OWNER_ELSEWHERE:
+    if run.owner and owners.owner_state(run.owner) == owners.OWNER_ELSEWHERE:
         progress.make_console(stderr=True).print(
             f"note: run {run_id} was run by {run.owner}, on another host; whether that "
             "process still runs cannot be checked from here", markup=False)

@@ -24,6 +24,7 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
+from function_flow import futures
 from function_flow.cloud import delivery
 from function_flow.cloud.callback import make_callback
 from function_flow.cloud.delivery import HttpError, NotAnEnvelope, Rejected
@@ -116,8 +117,11 @@ def handle_event(job: "Job", event: Any) -> Any:
     hosted remote functions (remote/hosting.py) deliver their answers here.
     """
     try:
-        data, _ = delivery.pubsub_payload(event)
-        payload = delivery.parse_json(data, "external event")
+        data, attributes = delivery.pubsub_payload(event)
+        # A Cloud Storage notification without payload says it all in
+        # its attributes (payloadFormat NONE): an empty body then.
+        payload = {} if attributes and not data.strip() else \
+            delivery.parse_json(data, "external event")
     except NotAnEnvelope as exc:
         logger.warning("external event listener: bad request: %s", exc)
         return {"error": str(exc)}, 400
@@ -129,25 +133,31 @@ def handle_event(job: "Job", event: Any) -> Any:
                        delivery.kind_of(payload))
         return delivery.acknowledge(event, "rejected")
     try:
-        outcome = _complete_from_event(job, payload)
+        outcome = _complete_from_event(job, futures.Event(payload, attributes))
     except Exception as exc:
         return delivery.not_done(event, "external event listener", exc)
     return delivery.acknowledge(event, outcome)
 
 
-def _complete_from_event(job: "Job", payload: dict[str, Any]) -> str:
-    """Find the Future class that recognises `payload` and complete its task."""
-    from function_flow import futures
+def _complete_from_event(job: "Job", payload: "futures.Event") -> str:
+    """Find the Future class that recognises `payload` and complete its task.
 
+    A parser's transient error (the Dataflow API unreachable) propagates, so
+    the event is delivered again; any other error is logged and acknowledged.
+    """
     for future_class in futures.Future.all_futures:
         try:
             result = future_class.handle_message(payload)
-        except Exception:  # a user's parser choking on a foreign event
+        except Exception as exc:  # a user's parser choking on a foreign event
+            if delivery.is_transient(exc):
+                raise
             logger.warning("external event: %s.handle_message failed; acknowledged",
                            future_class.__name__, exc_info=True)
             return "rejected"
         if result is None:
             continue
+        if isinstance(result, futures.PathCreated):
+            return job.engine.complete_watches(result.path)
         if not isinstance(result.trigger_id, str) or not result.trigger_id:
             logger.warning("external event matched %s but has no trigger id; acknowledged",
                            future_class.__name__)
@@ -175,8 +185,9 @@ def make_poller(job: "Job") -> Callable[..., Any]:
             report = job.engine.poll()
         except Exception as exc:
             return delivery.not_done(event, "poller", exc)
-        logger.info("poller: %d due timer(s) published, %d live run(s) checked",
-                    report.timers_published, report.runs_checked)
+        logger.info("poller: %d due timer(s) published, %d wait(s) for objects completed, "
+                    "%d live run(s) checked", report.timers_published,
+                    report.watches_completed, report.runs_checked)
         if delivery.is_http_request(event):
             return {"runs_checked": report.runs_checked,
                     "timers_published": report.timers_published}, 200

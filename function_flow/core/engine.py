@@ -29,11 +29,11 @@ import traceback
 import uuid
 from typing import Any, Callable, Iterable, Protocol
 
-from function_flow.core import completion, payloads, recovery, transitions, waiting
+from function_flow.core import completion, payloads, recovery, transitions, waiting, watches
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Request,
-                                      Store, Transaction)
+                                      Store, Transaction, Watcher)
 from function_flow.core.records import (Message, MessageKind, RunRecord, RunStatus,
                                         TaskRecord, TaskStatus, ordered_tasks)
 from function_flow.core.waiting import Pending
@@ -82,7 +82,9 @@ class Engine:
                  lease_check_messages: bool = True,
                  executor: Executor | None = None,
                  retry_after_overrun: float = 0.0,
-                 caller: Caller | None = None,
+                 caller: Caller | None = None, watcher: Watcher | None = None,
+                 watch_every: float = watches.DEFAULT_EVERY_SECONDS,
+                 watch_batch: int = watches.DEFAULT_BATCH,
                  blobs: Blobs | None = None,
                  inline_limit: int = payloads.DEFAULT_INLINE_LIMIT_BYTES) -> None:
         self.workflow = workflow
@@ -101,6 +103,8 @@ class Engine:
         self.caller: Caller = caller or waiting.NoCaller()
         #: Where results and arguments over `inline_limit` bytes go (payloads.py).
         self.payloads = payloads.Payloads(blobs, inline_limit)
+        #: Looks for the objects GCSFutures wait for (core/watches.py).
+        self.watches = watches.Watches(watcher, watch_every, watch_batch)
         #: Where the executor cannot stop a body at its timeout (Cloud
         #: Functions), the retry of an attempt whose lease expired waits
         #: until this many seconds after that attempt started: by then the
@@ -350,6 +354,10 @@ class Engine:
                                    error=error, claimed=claimed, claimed_until=claimed_until,
                                    trigger_id=trigger_id, not_before=not_before,
                                    retry=retry)
+
+    def complete_watches(self, path: str) -> str:
+        """An object now exists at gs:// `path`: complete the waits for a prefix of it."""
+        return watches.complete_covering(self, path)
 
     def follow_up(self, run_id: str, step: Step) -> None:
         """Work that happens after a commit: messages, joins, free slots."""

@@ -136,8 +136,13 @@ class Store(Protocol):
     def get_trigger(self, trigger_id: str) -> Trigger | None:
         """The trigger of that id, or None."""
 
-    def find_watches(self, limit: int) -> list[Trigger]:
-        """Up to `limit` triggers that watch a path (`watch` set), for the poller."""
+    def find_watches(self, limit: int, among: Iterable[str] | None = None) -> list[Trigger]:
+        """Up to `limit` triggers that watch a path (`watch` set), for the poller.
+
+        With `among`, only triggers whose watch is one of those strings (an
+        indexed equality query: core/watches.py passes every prefix of an
+        object's path, to find the waits an object notification completes).
+        """
 
     def first_delivery(self, key: str, run_id: str) -> bool:
         """Remember `key`: True the first time, False on every later call.
@@ -251,6 +256,16 @@ class Caller(Protocol):
     def send(self, call: Call, request: Request) -> None:
         """An asynchronous call: deliver the request; its answer arrives later
         as an external event naming `request.job_id`. Raise if it cannot be sent."""
+
+
+class Watcher(Protocol):
+    """Looks for objects in Cloud Storage (function_flow/services/gcs.py)."""
+
+    def exists(self, path_prefix: str) -> bool:
+        """Whether some object's gs:// path starts with `path_prefix`.
+
+        Raise when it cannot tell (no such bucket, no permission, network).
+        """
 
 
 class Executor(Protocol):

@@ -3,7 +3,8 @@
 Cloud Scheduler calls the `poller` function every minute; the embedded
 runner calls `poll` when its bus is idle but a run has not ended; the
 property tests call it when their message pool runs dry. All of them run
-this same policy: publish due timers, then for each live run re-send
+this same policy: publish due timers, complete the waits for Cloud Storage
+objects that now exist (core/watches.py), then for each live run re-send
 messages that never arrived, fail or retry attempts whose lease expired,
 queue joins nobody queued, and fill free slots. Every step is idempotent,
 so two pollers at once only risk duplicate messages, which are harmless.
@@ -15,7 +16,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from function_flow.core import transitions, waiting
+from function_flow.core import transitions, waiting, watches
 from function_flow.core.definition import END_TASK_ID
 from function_flow.core.records import (JoinProgress, Message, MessageKind, RunRecord,
                                         RunStatus, TaskRecord, TaskStatus, Trigger)
@@ -41,6 +42,8 @@ class PollReport:
 
     timers_published: int = 0
     runs_checked: int = 0
+    #: Waits for a gs:// prefix that an object now found completed.
+    watches_completed: int = 0
 
 
 def poll(engine: "Engine", stale_after: float = POLLER_STALE_AFTER_SECONDS,
@@ -50,7 +53,9 @@ def poll(engine: "Engine", stale_after: float = POLLER_STALE_AFTER_SECONDS,
     The embedded runner polls only the run it waits for: runs of other
     processes sharing its database are theirs to finish (or to `resume`).
     """
-    report = PollReport(timers_published=engine.bus.release_due())
+    run_ids = None if run_ids is None else list(run_ids)
+    report = PollReport(timers_published=engine.bus.release_due(),
+                        watches_completed=watches.check(engine, run_ids))
     if run_ids is None:
         runs = [run.run_id for run in engine.store.list_runs(limit=max_runs,
                                                              status=RunStatus.RUNNING)

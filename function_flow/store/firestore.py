@@ -337,10 +337,16 @@ class FirestoreStore:
         return Trigger.from_dict(snapshot.to_dict()) if snapshot.exists else None
 
     @_translated
-    def find_watches(self, limit: int) -> list[Trigger]:
-        query = (self.client.collection(f"{self.prefix}triggers")
-                 .where(filter=FieldFilter("watch", ">", "")).limit(limit))
-        return [Trigger.from_dict(s.to_dict()) for s in self._query(query)]
+    def find_watches(self, limit: int, among: Iterable[str] | None = None) -> list[Trigger]:
+        triggers = self.client.collection(f"{self.prefix}triggers")
+        if among is None:
+            queries = [triggers.where(filter=FieldFilter("watch", ">", "")).limit(limit)]
+        else:  # equality on the watch field's automatic index, 30 values per query
+            wanted = list(dict.fromkeys(among))
+            queries = [triggers.where(filter=FieldFilter("watch", "in", wanted[i:i + 30]))
+                       .limit(limit) for i in range(0, len(wanted), 30)]
+        found = [Trigger.from_dict(s.to_dict()) for q in queries for s in self._query(q)]
+        return found[:limit]
 
     @_translated
     def first_delivery(self, key: str, run_id: str) -> bool:

@@ -27,7 +27,7 @@ from function_flow.errors import StoreUnavailableError
 from function_flow.core.ports import ReadAfterWriteError, RecordExistsError
 from function_flow.core.records import (JoinProgress, RunRecord, RunStatus, TaskRecord,
                                         TaskStatus, Trigger)
-from function_flow.store.sqlite_rows import (ADDED_COLUMNS, DEP_PREFIX, SCHEMA,
+from function_flow.store.sqlite_rows import (ADDED_COLUMNS, BATCH, DEP_PREFIX, SCHEMA,
                                           TRIGGER_COLUMNS, trigger_of, trigger_row, TASK_COLUMNS, dumps,
                                              merge_fields, new_task_json, parse_deps,
                                              select_tasks, task_record, task_record_of,
@@ -217,6 +217,7 @@ class SqliteStore:
             with self._connection() as conn:
                 conn.executescript(SCHEMA)
                 _add_missing_columns(conn)
+                conn.execute("CREATE INDEX IF NOT EXISTS triggers_by_watch ON triggers(watch)")
         except (OSError, sqlite3.Error) as exc:
             self.close()
             raise _unavailable(path, exc) from exc
@@ -350,11 +351,19 @@ class SqliteStore:
             (trigger_id,)).fetchone()
         return trigger_of(row) if row else None
 
-    def find_watches(self, limit: int) -> list[Trigger]:
-        rows = self._connection().execute(
-            f"SELECT {TRIGGER_COLUMNS} FROM triggers WHERE watch IS NOT NULL LIMIT ?",
-            (limit,)).fetchall()
-        return [trigger_of(row) for row in rows]
+    def find_watches(self, limit: int, among: Iterable[str] | None = None) -> list[Trigger]:
+        if among is None:
+            rows = self._connection().execute(
+                f"SELECT {TRIGGER_COLUMNS} FROM triggers WHERE watch IS NOT NULL LIMIT ?",
+                (limit,)).fetchall()
+            return [trigger_of(row) for row in rows]
+        wanted, found = list(dict.fromkeys(among)), []
+        for start in range(0, len(wanted), BATCH):
+            chunk = wanted[start:start + BATCH]
+            found += self._connection().execute(
+                f"SELECT {TRIGGER_COLUMNS} FROM triggers WHERE watch IN "
+                f"({', '.join('?' * len(chunk))}) LIMIT ?", (*chunk, limit)).fetchall()
+        return [trigger_of(row) for row in found[:limit]]
 
     def first_delivery(self, key: str, run_id: str) -> bool:
         with self._writing() as conn:
