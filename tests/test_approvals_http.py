@@ -25,7 +25,6 @@ from emulators import PROJECT
 from function_flow import approvals
 from function_flow.backends import Backend
 from function_flow.bus.local import LocalBus
-from function_flow.cloud.approval_routes import make_approval_callback
 from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.store.sqlite import SqliteStore
 from functions_stack import Stack, post, wait_for
@@ -47,7 +46,7 @@ def served(tmp_path):
     tokens: list[str] = []
     job = approval_job("http", tokens, timeout=3600)
     job.use_backend(Backend("embedded", store, bus))
-    callback = make_approval_callback(job)
+    callback = job.make_callback()
     app = flask.Flask("approval-callback-test")
 
     @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT"])
@@ -100,7 +99,7 @@ def test_post_reject_fails_the_task_with_the_reason(served) -> None:
     ("POST", "/approve", b'{"token": "' + b"x" * 43 + b'"}', 404, "unknown approval token"),
     ("POST", "/approve", b'{"token": "TOKEN", "data": "' + b"x" * 2_000_000 + b'"}', 413,
      "more than"),
-    ("POST", "/elsewhere", b'{"token": "TOKEN"}', 404, "no route /elsewhere"),
+    ("POST", "/elsewhere", b'{"token": "TOKEN"}', 404, "no callback route '/elsewhere'"),
     ("GET", "/approve", b"", 405, "POST"),
     ("PUT", "/approve", b'{"token": "TOKEN"}', 405, "POST"),
 ])
@@ -124,7 +123,7 @@ def test_an_expired_token_gets_410(tmp_path) -> None:
     tokens: list[str] = []
     job = approval_job("http_expired", tokens, timeout=0.3)
     job.use_backend(Backend("embedded", store, bus, lease_check_messages=False))
-    callback = make_approval_callback(job)
+    callback = job.make_callback()
     app = flask.Flask("approval-callback-expired")
     app.add_url_rule("/approve", view_func=lambda: callback(flask.request), methods=["POST"])
     run_id = started(job, tokens)
@@ -154,10 +153,10 @@ def stack(gcp_env, tmp_path) -> Any:
 
 @pytest.fixture
 def deployed(stack, firestore_store):
-    """start, scheduler (pushed from the schedule topic) and approval_callback."""
+    """start, scheduler (pushed from the schedule topic) and callback."""
     scheduler = stack.function(WORKFLOW, "scheduler", "http")
     start = stack.function(WORKFLOW, "start", "http")
-    callback = stack.function(WORKFLOW, "approval_callback", "http")
+    callback = stack.function(WORKFLOW, "callback", "http")
     stack.ensure_topic()
     stack.push(scheduler)
     return start, callback

@@ -13,15 +13,14 @@ concurrent, decision); 409 the run already ended; 410 the token expired
 413 a body over 1 MiB. Only the store or bus failing is a 5xx (503 when
 transient: worth retrying).
 
-Pluggable: `ROUTES` maps each path to a handler `handler(job, request) ->
-(json, status)`; the callback entry point's route table takes them as they
-are. `make_approval_callback(job)` is an HTTP function that serves only
-these routes, for deployments (and tests) without the shared callback.
+They are two routes of the callback entry point (cloud/callback.py, which
+also serves OpenFaaS's answers): `callback = job.make_callback()`.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from function_flow import approvals
@@ -29,61 +28,49 @@ from function_flow.cloud import delivery
 from function_flow.cloud.delivery import HttpError
 
 if TYPE_CHECKING:
-    from function_flow.tasks import Job
+    from function_flow.cloud.callback import Site
+    from function_flow.core.engine import Engine
 
 logger = logging.getLogger("function_flow.cloud.approvals")
 
 Answer = tuple[dict[str, Any], int]
-Handler = Callable[["Job", Any], Answer]
 #: Largest body read: the data may be up to records.MAX_VALUE_BYTES of JSON.
 MAX_BODY_BYTES = 1024 * 1024
 
 
-def approve(job: "Job", request: Any) -> Answer:
+def approve(site: "Site", request: Any, rest: str) -> Answer:
     """POST /approve: the waiting task succeeds with the body's "data"."""
-    body = _body(request, "approve")
-    return _answer(lambda: approvals.approve(job.engine, body["token"], body.get("data")))
+    body = _body(request, "approve", rest)
+    return _answer(lambda: approvals.approve(_engine(site, body["token"]), body["token"],
+                                             body.get("data")))
 
 
-def reject(job: "Job", request: Any) -> Answer:
+def reject(site: "Site", request: Any, rest: str) -> Answer:
     """POST /reject: the waiting task fails with the body's "reason", without retries."""
-    body = _body(request, "reject")
-    return _answer(lambda: approvals.reject(job.engine, body["token"], body.get("reason")))
+    body = _body(request, "reject", rest)
+    return _answer(lambda: approvals.reject(_engine(site, body["token"]), body["token"],
+                                            body.get("reason")))
 
 
-ROUTES: dict[str, Handler] = {"/approve": approve, "/reject": reject}
+#: The callback entry point's routes this module serves (cloud/callback.py).
+ROUTES: dict[str, Callable[["Site", Any, str], Answer]] = {"approve": approve,
+                                                          "reject": reject}
 
 
-def handle(job: "Job", request: Any) -> Answer:
-    """Serve one request on ROUTES; every refusal is a 4xx JSON error."""
-    path = "/" + str(getattr(request, "path", "") or "").strip("/")
-    handler = ROUTES.get(path)
-    try:
-        if handler is None:
-            raise HttpError(404, f"no route {path}: POST a JSON body to "
-                                 f"{' or '.join(ROUTES)}")
-        return handler(job, request)
-    except HttpError as exc:
-        logger.warning("approval callback: refused (%d): %s", exc.status, exc)
-        return exc.answer()
+def _engine(site: "Site", token: str) -> "Engine":
+    """The engine of the job whose run the token's attempt belongs to."""
+    waiting = approvals.find(site.store, token, time.time())
+    engine = site.engine_for(waiting.run.job_name)
+    if engine is None:
+        raise approvals.UnknownToken(
+            f"the token belongs to a run of job {waiting.run.job_name!r}, and this callback "
+            f"serves {site.describe()}; nothing was changed")
+    return engine
 
 
-def make_approval_callback(job: "Job") -> Callable[[Any], Answer]:
-    """An HTTP Cloud Function serving /approve and /reject for `job`."""
-
-    def approval_callback(request: Any) -> Answer:
-        try:
-            return handle(job, request)
-        except Exception as exc:  # the store or bus, not the request
-            return delivery.not_done(request, "approval callback", exc)
-
-    return approval_callback
-
-
-def _body(request: Any, route: str) -> dict[str, Any]:
-    if not delivery.is_http_request(request):
-        raise HttpError(400, f"the approval callback is an HTTP function; it got "
-                             f"{delivery.kind_of(request)}")
+def _body(request: Any, route: str, rest: str) -> dict[str, Any]:
+    if rest:
+        raise HttpError(404, f"no route /{route}/{rest}: POST a JSON body to /{route}")
     if request.method != "POST":
         raise HttpError(405, f"{request.method} is not allowed: POST a JSON body to /{route}")
     try:

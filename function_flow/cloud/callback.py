@@ -29,7 +29,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from function_flow.cloud import delivery
+from function_flow.cloud import approval_routes, delivery
 from function_flow.cloud.delivery import HttpError
 from function_flow.core.records import RunRecord, TaskRecord, TaskStatus, Trigger
 from function_flow.remote import openfaas, web
@@ -166,6 +166,7 @@ def openfaas_answer(site: Site, request: Any, rest: str) -> Answer:
 #: Routes by the first path segment. Add one as ROUTES["name"] = handler.
 ROUTES: dict[str, Callable[[Site, Any, str], Answer]] = {
     openfaas.CALLBACK_ROUTE: openfaas_answer,
+    **approval_routes.ROUTES,
 }
 
 

@@ -10,7 +10,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from function_flow import futures, tasks  # noqa: E402
-from function_flow.cloud.approval_routes import make_approval_callback  # noqa: E402
 from record import record  # noqa: E402
 
 job = tasks.Job(name="approval_gcp")
@@ -36,4 +35,4 @@ def use(task, job):
 scheduler = job.make_scheduler()
 poller = job.make_poller()
 start = job.make_start()
-approval_callback = make_approval_callback(job)
+callback = job.make_callback()
