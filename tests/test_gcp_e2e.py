@@ -105,9 +105,15 @@ def failed_pushes(emulator, function) -> list[str]:
 @pytest.mark.parametrize("signature", SIGNATURES)
 def test_sample_runs_through_start_pubsub_push_and_scheduler(stack, firestore_store,
                                                              tmp_path, signature):
+    events = f"EVENTS-{stack.suffix}"
+    stack.env["FUNCTION_FLOW_EVENTS_TOPIC"] = events
     scheduler = stack.function(SAMPLE, "scheduler", signature)
+    listener = stack.function(SAMPLE, "external_event_listener", signature)
+    pricing = stack.function(SAMPLE, "regional_pricing", "event")  # taskr1, taskr2
     start = stack.function(SAMPLE, "start", "http")
     stack.push(scheduler)
+    stack.push(listener, events)
+    stack.push(pricing, "PRICING_REQUESTS", f"pricing-{stack.suffix}")
 
     status, body = post(start.url, {"region": "EMEA", "output_dir": str(tmp_path / "out")})
     assert status == 200, body
