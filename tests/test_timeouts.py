@@ -93,7 +93,6 @@ def test_a_timed_out_attempt_is_stopped_before_its_retry_starts(embedded, tmp_pa
     first, second = lines(side)[:2]
     assert first[:2] == ["start", "1"] and second[:2] == ["start", "2"], lines(side)
     assert second[4] == "first-dead"  # killed and reaped before the retry began
-    assert float(second[3]) >= float(first[3]) + 1.0
     assert int(first[2]) != os.getpid() and int(second[2]) != os.getpid()
     # Had attempt 1 lived on, it would have written 'end' by now.
     time.sleep(max(0.0, float(first[3]) + 3.0 - time.time()))
