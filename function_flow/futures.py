@@ -269,8 +269,13 @@ class RemoteFunctionFuture(Future):
         if not isinstance(job_id, str) or not job_id:
             logger.warning("remote function reply without resource.labels.job_id; ignored")
             return None
-        code = get_value(message, "status.code") or 0
-        text = get_value(message, "status.message")
+        status = message.get("status", {})
+        code = status.get("code", 0) if isinstance(status, Mapping) else None
+        if isinstance(code, bool) or not isinstance(code, int):
+            logger.warning("remote function reply for job %s has no integer status.code "
+                           "(status: %.200r); ignored", job_id, status)
+            return None
+        text = status.get("message")
         if code != 0:
             return Result(trigger_id=job_id, is_success=False,
                           error=text or f"the remote function answered code {code}")

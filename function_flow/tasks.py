@@ -145,6 +145,12 @@ class Job:
                 f"task function {name}() in job {self.name!r}: @job.task needs a "
                 f"task id; write @job.task(task_id='{name}', deps=[...])", name)
         call = _remote_call(task_id, remote_topic, call)
+        if call is not None and call.kind == "pubsub" \
+                and call.target in (self.schedule_topic, self.external_event_topic):
+            raise DefinitionError(
+                f"task {task_id!r}: remote_topic {call.target!r} is this job's own "
+                "scheduling or external events topic; a remote function needs a topic of "
+                "its own", task_id)
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             spec = make_spec(task_id, deps, func, retries=retries,

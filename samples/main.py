@@ -23,8 +23,8 @@ Run arguments (all optional):
     output_dir  where to write the report (default: samples/output/)
     input       another CSV with the columns date,region,product,units,unit_price
 
-Deployed, the four names at the bottom are the Cloud Functions entry points,
-and regional_pricing is a fifth function, triggered by PRICING_REQUESTS.
+Deployed, the names at the bottom are the Cloud Functions entry points, and
+regional_pricing is one more function, triggered by PRICING_REQUESTS.
 Task functions use both call styles Function Flow shows: `def f(task, job)`
 and `def f(job, **context)`. Results are plain JSON data, because they are
 stored between tasks.
@@ -189,10 +189,11 @@ def pricing_inputs(job: tasks.Job, **context: Any) -> dict[str, Any]:
             "reference_price": job.get_task_result("task_4")["reference_price"]}
 
 
+# A remote task's timeout covers the wait for its answer (without one, 7 days).
 job.task(task_id="taskr1", deps=["task_4"], remote_topic="PRICING_REQUESTS",
-         task_args={"region": "EMEA"})(pricing_inputs)
+         task_args={"region": "EMEA"}, timeout=300, retries=1)(pricing_inputs)
 job.task(task_id="taskr2", deps=["task_4"], remote_topic="PRICING_REQUESTS",
-         task_args={"region": "APAC"})(pricing_inputs)
+         task_args={"region": "APAC"}, timeout=300, retries=1)(pricing_inputs)
 
 
 @remote.function(topic="PRICING_REQUESTS")
@@ -303,3 +304,4 @@ scheduler = job.make_scheduler()
 external_event_listener = job.make_external_event_listener()
 poller = job.make_poller()
 start = job.make_start()
+callback = job.make_callback()

@@ -34,3 +34,21 @@ def test_a_topic_nothing_answers_is_one_error_naming_the_task(tmp_path):
 ])
 def test_bad_remote_options_are_one_error(tmp_path, pair, fragment):
     assert_one_error_line(flow(tmp_path, "run", WORKFLOW, "--remote", pair), fragment)
+
+
+def test_a_remote_option_for_a_topic_no_task_uses_is_refused(tmp_path):
+    assert_one_error_line(
+        flow(tmp_path, "run", WORKFLOW, "--remote", "RT_CLASSIC=classic_remote",
+             "--remote", "RT_CLASIC=classic_remote"),
+        "--remote RT_CLASIC=...: no task of job 'remote_round_trip' sends to 'RT_CLASIC'",
+        "RT_CLASSIC, RT_WRAPPED")
+
+
+def test_an_openfaas_task_without_a_gateway_is_refused_before_the_run(tmp_path):
+    path = tmp_path / "faas.py"
+    path.write_text("from function_flow import remote, tasks\n"
+                    "job = tasks.Job(name='faas')\n"
+                    "@job.task(task_id='score', call=remote.OpenFaaS('scorer'))\n"
+                    "def score(task, job):\n    return 1\n")
+    assert_one_error_line(flow(tmp_path, "run", str(path)), "task 'score'",
+                          "FUNCTION_FLOW_OPENFAAS_GATEWAY")

@@ -127,7 +127,7 @@ def test_dev_runs_the_sample_through_pubsub_and_functions_framework(tmp_path: Pa
     # events topic and the listener.
     for task_id in SAMPLE_TASKS:
         if task_id in ("taskr1", "taskr2"):
-            assert re.search(rf" scheduler .*task {task_id} attempt 1: sent to async pubsub "
+            assert re.search(rf" scheduler .*task {task_id} attempt 1: sent to Pub/Sub topic "
                              "PRICING_REQUESTS as job ", log), log
             assert re.search(rf" external_event_listener .*task {task_id} attempt 1: "
                              "succeeded", log), log

@@ -232,3 +232,83 @@ def test_remote_topic_and_call_together_are_refused():
     with pytest.raises(DefinitionError, match="task 'x': give remote_topic or call"):
         job.task(task_id="x", remote_topic="TOPIC_A", call=remote.PubSub("TOPIC_B"))(
             lambda task, job: 1)
+
+
+def test_a_hosted_function_that_raises_fails_its_attempt_at_once(workflow, executions):
+    job = workflow.job
+    run = job.run({"classic_raises": True, "test_run": "f"}, timeout=30)
+    assert run.status is RunStatus.FAILED
+    record, = job.engine.store.get_tasks(run.run_id, ["classic"])
+    assert record.error == ("classic_remote() for topic RT_CLASSIC raised RuntimeError: "
+                            "the classic function broke")
+
+
+def test_a_run_that_fails_cancels_the_attempts_still_waiting(workflow, executions):
+    job = workflow.job
+    run = job.run({"wrapped_fails": True, "silent": True, "test_run": "g"}, timeout=30)
+    assert run.status is RunStatus.FAILED
+    classic, = job.engine.store.get_tasks(run.run_id, ["classic"])
+    assert classic.status is TaskStatus.CANCELLED
+    request, = received(executions, "classic_remote")
+    assert job.engine.store.get_trigger(request["job_id"]) is None
+
+
+def test_an_answer_that_cannot_be_sent_is_forgotten_so_a_redelivery_answers(store):
+    calls, answers = [], []
+    function = RemoteFunction(lambda payload, context: calls.append(1) or "done")
+    request = {"job_id": "job-9", "job_args": {}, "task_args": {}}
+
+    def broken(message, attributes):
+        raise ConnectionError("the events topic is unreachable")
+
+    with pytest.raises(ConnectionError):
+        function.answer(request, {"run_id": "run-1"}, None, broken, store)
+    reply = lambda message, attributes: answers.append(message)  # noqa: E731
+    assert function.answer(request, {"run_id": "run-1"}, None, reply, store) == "answered"
+    assert len(calls) == 2 and answers == [answer_message("job-9", value="done")]
+
+
+@pytest.mark.parametrize("status", ["broken", {"code": "0"}, {"code": True}, [0]])
+def test_a_reply_whose_status_is_malformed_is_not_a_reply(status):
+    from function_flow import futures
+
+    reply = {"status": status, "resource": {"type": "remote_function_resource",
+                                            "labels": {"job_id": "j"}}}
+    assert futures.RemoteFunctionFuture.handle_message(reply) is None
+
+
+@pytest.mark.parametrize("topic", ["SCHEDULE", "SCHEDULE_EXTERNAL_EVENTS"])
+def test_a_remote_topic_that_is_the_jobs_own_topic_is_refused(topic):
+    job = tasks.Job(name="own")
+    with pytest.raises(DefinitionError, match=f"task 'r': remote_topic '{topic}' is this "
+                                              "job's own"):
+        job.task(task_id="r", remote_topic=topic)(lambda task, job: 1)
+
+
+def test_a_5_mib_request_and_answer_travel_and_the_answer_is_stored_by_reference(tmp_path):
+    job = tasks.Job(name="big_remote")
+    big = "x" * (5 * 1024 * 1024)
+
+    @job.task(task_id="send", remote_topic="BIG_REQUESTS")
+    def send(task, job):
+        return big
+
+    @job.task(task_id="check", deps=["send"])
+    def check(task, job):
+        return len(job.get_task_result("send"))
+
+    @remote.function(topic="BIG_REQUESTS")
+    def echo_back(payload, context):
+        return payload["result"] + "!"
+
+    backend = backends.embedded(db_path=str(tmp_path / "runs.db"), workers=2)
+    job.use_backend(backend)
+    try:
+        run = job.run(timeout=60)
+        assert run.status is RunStatus.SUCCEEDED, run.error
+        assert job.get_task_result("check") == len(big) + 1
+        stored, = backend.store.get_tasks(run.run_id, ["send"])
+        assert isinstance(stored.result, dict) and "function_flow_blob" in stored.result
+    finally:
+        hosting.unhost("BIG_REQUESTS")
+        backend.close()

@@ -307,6 +307,8 @@ def test_first_delivery_is_true_once_per_key_until_the_run_is_deleted(store: Sto
     assert store.first_delivery("job/1", "run-1") is True
     assert store.first_delivery("job/1", "run-1") is False
     assert store.first_delivery("job-2", "run-1") is True
+    store.forget_delivery("job-2")  # acting on it failed: a redelivery may try again
+    assert store.first_delivery("job-2", "run-1") is True
     store.delete_run("run-1")
     assert store.first_delivery("job/1", "run-1") is True
 

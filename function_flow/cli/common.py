@@ -70,7 +70,7 @@ def remote_functions_for(job: Job, path: str, pairs: tuple[str, ...]) -> dict[st
 
     try:
         answered = remotes.remote_functions(loader.load_module(path), path, pairs)
-        remotes.check_answered(job, answered, path)
+        remotes.check_answered(job, answered, path, pairs)
     except (remotes.RemoteSetupError, loader.LoadError) as exc:
         fail(str(exc))
     return answered

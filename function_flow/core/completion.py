@@ -163,6 +163,35 @@ def follow_up(engine: "Engine", run_id: str, step: Step) -> None:
         fill_slots(engine, run_id)
     if step.run_ended is not None:
         logger.info("run %s ended: %s", run_id, step.run_ended.value)
+        cancel_waits(engine, run_id)
+
+
+def cancel_waits(engine: "Engine", run_id: str) -> None:
+    """A run ended: attempts still waiting for an event end CANCELLED now.
+
+    Nothing runs them (their body returned), so nobody else would ever end
+    them; their triggers go in the same transactions, so a late event or
+    approval finds nothing.
+    """
+    from function_flow.core import waiting
+
+    now = engine.clock()
+    for task in engine.store.find_tasks(run_id, TaskStatus.RUNNING, 100_000):
+        trigger = waiting.waiting_trigger(engine.store, run_id, task)
+        if trigger is None:
+            continue
+
+        def cancel(tx: "Transaction", task_id: str = task.task_id,
+                   attempt: int = task.attempt, trigger_id: str = trigger.trigger_id) -> None:
+            record = tx.get_tasks(run_id, [task_id]).get(task_id)
+            if record is None:
+                return
+            step = transitions.cancel(record, attempt, now)
+            if step.verdict == "cancelled":
+                step.write_to(tx, run_id)
+                tx.delete_trigger(trigger_id)
+
+        engine.store.transact(cancel)
 
 
 def publish(engine: "Engine", step: Step) -> None:

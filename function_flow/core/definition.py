@@ -61,8 +61,11 @@ class Call:
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def describe(self) -> str:
-        mode = "async " if self.asynchronous else ""
-        return f"{mode}{self.kind} {self.target}"
+        """The call in words: "Pub/Sub topic T", "OpenFaaS function F (async)"."""
+        what = {"pubsub": "Pub/Sub topic", "openfaas": "OpenFaaS function",
+                "http": "HTTP endpoint"}.get(self.kind, self.kind)
+        mode = " (async)" if self.asynchronous and self.kind != "pubsub" else ""
+        return f"{what} {self.target}{mode}"
 
 
 @dataclasses.dataclass

@@ -151,6 +151,9 @@ class Store(Protocol):
         delivers it. Remembered keys are deleted with their run.
         """
 
+    def forget_delivery(self, key: str) -> None:
+        """Undo first_delivery: acting on the request failed, let a redelivery try."""
+
     def delete_run(self, run_id: str) -> None: ...
 
     def runs_started_before(self, timestamp: float) -> list[str]: ...

@@ -327,23 +327,31 @@ def json_text(what: str, value: Any, *, allow_nan: bool = True) -> str:
             "JSON-compatible data (dict, list, str, number, bool, None)") from exc
 
 
-def storable(what: str, value: Any, *, allow_nan: bool = True) -> Any:
-    """Results and arguments must survive every backend: JSON, at most MAX_VALUE_BYTES.
+#: Largest JSON value a remote request or answer may carry: a Pub/Sub
+#: message holds 10 MB, and its envelope and attributes need some of it.
+MAX_MESSAGE_VALUE_BYTES = 9_000_000
+
+
+def storable(what: str, value: Any, *, allow_nan: bool = True,
+             limit: int = MAX_VALUE_BYTES) -> Any:
+    """Results and arguments must survive every backend: JSON, at most `limit` bytes
+    (what a record holds; MAX_MESSAGE_VALUE_BYTES for what travels in a message).
 
     Returns the value as JSON gives it back (tuples become lists). Raises
     TypeError or ValueError saying what to return instead.
     """
     text = json_text(what, value, allow_nan=allow_nan)
-    if len(text) > MAX_VALUE_BYTES:
-        raise ValueError(too_large(what, len(text)))
+    if len(text) > limit:
+        raise ValueError(too_large(what, len(text), limit))
     return json.loads(text)
 
 
-def too_large(what: str, size: int) -> str:
-    """Why a value of `size` bytes of JSON cannot be kept in a record."""
-    return (f"{what} is {size:,} bytes of JSON, more than the {MAX_VALUE_BYTES:,} a "
-            "record can hold; store large data elsewhere (a file, a gs:// object) and "
-            "return its location")
+def too_large(what: str, size: int, limit: int = MAX_VALUE_BYTES) -> str:
+    """Why a value of `size` bytes of JSON cannot be kept in a record (or message)."""
+    holder = "a record" if limit == MAX_VALUE_BYTES else "a Pub/Sub message"
+    return (f"{what} is {size:,} bytes of JSON, more than the {limit:,} {holder} can "
+            "hold; store large data elsewhere (a file, a gs:// object) and return its "
+            "location")
 
 
 def ordered_tasks(records: list[TaskRecord], order: list[str] | None = None

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from function_flow.core.definition import Call, TaskSpec
 from function_flow.core.ports import Request, Store, Transaction
-from function_flow.core.records import (Message, MessageKind, RunRecord, TaskRecord, TaskStatus,
+from function_flow.core.records import (MAX_MESSAGE_VALUE_BYTES, Message, MessageKind,
+                                        RunRecord, TaskRecord, TaskStatus,
                                         Trigger, storable)
 from function_flow.errors import ConfigurationError
 
@@ -80,7 +81,8 @@ class NoCaller:
 def make_request(run: RunRecord, spec: TaskSpec, attempt: int, value: Any) -> Request:
     """One attempt's call: a new job id, the run's arguments, the body's result."""
     target = spec.call.describe() if spec.call else "its remote function"
-    result = storable(f"what task {spec.task_id!r} sends to {target}", value)
+    result = storable(f"what task {spec.task_id!r} sends to {target}", value,
+                      limit=MAX_MESSAGE_VALUE_BYTES)
     return Request(job_id=uuid.uuid4().hex, run_id=run.run_id, task_id=spec.task_id,
                    attempt=attempt, job_args=dict(run.args),
                    task_args=dict(spec.task_args), result=result)

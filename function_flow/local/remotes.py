@@ -58,8 +58,27 @@ def remote_functions(module: ModuleType, path: str, pairs: tuple[str, ...] = ()
     return found
 
 
-def check_answered(job: Job, answered: dict[str, str], path: str) -> None:
-    """Fail, naming the task, when a remote topic of `job` has no function here."""
+def check_answered(job: Job, answered: dict[str, str], path: str,
+                   pairs: tuple[str, ...] = ()) -> None:
+    """Fail, naming the task, when a remote topic of `job` has no function here,
+    when a --remote names a topic no task sends to, or when an OpenFaaS task
+    has no gateway to call."""
+    from function_flow.config import Settings
+
+    topics = {spec.call.target for spec in job.dag.tasks.values()
+              if spec.call is not None and spec.call.kind == "pubsub"}
+    for topic in parse_pairs(pairs):
+        if topic not in topics:
+            raise RemoteSetupError(
+                f"--remote {topic}=...: no task of job {job.name!r} sends to {topic!r}; its "
+                f"remote topics are: {', '.join(sorted(topics)) or 'none'}")
+    gateway = Settings.from_env().openfaas_gateway
+    for spec in job.dag.tasks.values():
+        if spec.call is not None and spec.call.kind == "openfaas" and not gateway:
+            raise RemoteSetupError(
+                f"task {spec.task_id!r} calls the OpenFaaS function {spec.call.target!r}, "
+                "and no gateway is set: set FUNCTION_FLOW_OPENFAAS_GATEWAY (and its "
+                "password, see the README)")
     for spec in job.dag.tasks.values():
         call = spec.call
         if call is not None and call.kind == "pubsub" and call.target not in answered:

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from function_flow.cloud import delivery
 from function_flow.cloud.delivery import NotAnEnvelope, Rejected
-from function_flow.core.records import storable
+from function_flow.core.records import MAX_MESSAGE_VALUE_BYTES, storable
 from function_flow.core.transitions import bounded_error
 from function_flow.remote.targets import PubSub, check
 
@@ -96,19 +96,26 @@ class RemoteFunction:
         """
         job_id = job_id_of(payload)
         run_id = attributes.get("run_id", "")
-        if store is not None and not store.first_delivery(DELIVERY_KEY_PREFIX + job_id,
-                                                          run_id):
+        key = DELIVERY_KEY_PREFIX + job_id
+        if store is not None and not store.first_delivery(key, run_id):
             logger.info("%s: job %s already answered; duplicate acknowledged",
                         self.__name__, job_id)
             return "duplicate"
         try:
-            value = storable(f"the result of {self.__name__}()", self.func(payload, context))
+            value = storable(f"the result of {self.__name__}()", self.func(payload, context),
+                             limit=MAX_MESSAGE_VALUE_BYTES)
             message = answer_message(job_id, value=value)
         except Exception:  # the function's own error: it is the task's failure
             error = bounded_error(traceback.format_exc())
             logger.warning("%s: job %s failed:\n%s", self.__name__, job_id, error)
             message = answer_message(job_id, error=error)
-        reply(message, {"run_id": run_id, "job_id": job_id})
+        try:
+            reply(message, {"run_id": run_id, "job_id": job_id})
+        except BaseException:
+            # Unanswered: a redelivery must be able to act on it again.
+            if store is not None:
+                store.forget_delivery(key)
+            raise
         logger.info("%s: job %s of run %s answered (%s)", self.__name__, job_id,
                     run_id or "?", "failed" if message["status"]["code"] else "ok")
         return "answered"

@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("function_flow.remote")
 
 _hosted: dict[str, Callable[..., Any]] = {}
+#: Messages this thread published, so that a hosted function that returns
+#: without answering is noticed (it runs in a thread of its own).
+_published = threading.local()
 _hosted_lock = threading.Lock()
 
 
@@ -76,6 +79,10 @@ def event_context(topic: str, project: str) -> Any:
                   "type": "type.googleapis.com/google.pubsub.v1.PubsubMessage"})
 
 
+def _name(function: Any) -> str:
+    return getattr(function, "__name__", repr(function))
+
+
 class LocalHost:
     """ports.Caller for `Call.kind == "pubsub"` on the embedded backend."""
 
@@ -99,6 +106,7 @@ class LocalHost:
 
     def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> None:
         """Deliver one Pub/Sub message: to the listener, or to a hosted function."""
+        _published.count = getattr(_published, "count", 0) + 1
         if topic == self.events_topic:
             self._pool.submit(self._event, data)
             return
@@ -107,7 +115,8 @@ class LocalHost:
             raise ConfigurationError(
                 f"nothing answers the Pub/Sub topic {topic!r} in this process: wrap a "
                 f"function with @remote.function(topic={topic!r}) in the workflow file, or "
-                f"pass --remote {topic}=FUNCTION for a function written for Function Flow")
+                f"host one written for Function Flow (function-flow run --remote "
+                f"{topic}=FUNCTION, or remote.host({topic!r}, function) in Python)")
         self._pool.submit(self._run, topic, function, data, attributes)
 
     def _run(self, topic: str, function: Callable[..., Any], data: bytes,
@@ -124,11 +133,27 @@ class LocalHost:
                                 lambda message, _: self._event(json.dumps(message).encode()),
                                 store)
             else:
+                _published.count = 0
                 with google_stand_ins(self.publish, self.project):
                     function(pubsub_event(data, attributes), context)
-        except Exception:  # its answer never comes: the task's timeout decides
-            logger.exception("remote function %s for topic %s failed without answering",
-                             getattr(function, "__name__", function), topic)
+                if not _published.count:
+                    logger.warning(
+                        "remote function %s for topic %s returned without publishing; its "
+                        "task waits for an answer naming job %s (or its timeout)",
+                        _name(function), topic, attributes.get("job_id"))
+        except Exception as exc:
+            # Deployed, it would be retried or time out; here its failure is
+            # known at once: it is the attempt's.
+            self._fail(attributes.get("job_id"), f"{_name(function)}() for topic {topic} "
+                       f"raised {type(exc).__name__}: {exc}")
+
+    def _fail(self, job_id: str | None, error: str) -> None:
+        engine = self._engine
+        if engine is None or not job_id:
+            logger.warning("remote function failed and nothing can be told: %s", error)
+            return
+        logger.warning("job %s: %s", job_id, error)
+        engine.complete_trigger(job_id, ok=False, error=error)
 
     def _event(self, data: bytes) -> None:
         """An answer on the external events topic: what the listener would get."""

@@ -11,8 +11,11 @@ cloud account and send nothing off the machine. So, while any hosted
 function runs, `google.cloud.pubsub_v1.PublisherClient` and
 `google.auth.default` are replaced at that client boundary: publishing
 delivers in this process, and the default credentials are anonymous with
-the local project. Everything else in the process sees them too while a
-hosted function runs; on the embedded backend nothing else publishes.
+the local project. Only names looked up while the function runs are
+replaced: a client built when the module is imported (at module level) is
+the real one, and fails without credentials. Everything else in the
+process sees the stand-ins too while a hosted function runs (task bodies
+included); on the embedded backend nothing else should publish.
 """
 
 from __future__ import annotations
@@ -77,10 +80,14 @@ def google_stand_ins(deliver: Deliver, project: str) -> Iterator[None]:
     import google.auth
     from google.cloud import pubsub_v1
 
+    from google.cloud import pubsub
+
     with _lock:
         if _users == 0:
             _saved["client"], _saved["default"] = pubsub_v1.PublisherClient, google.auth.default
+            # `pubsub_v1.PublisherClient` and its alias `pubsub.PublisherClient`.
             pubsub_v1.PublisherClient = LocalPublisherClient  # type: ignore[misc]
+            pubsub.PublisherClient = LocalPublisherClient  # type: ignore[misc]
             google.auth.default = _default  # type: ignore[assignment]
         _current["deliver"], _current["project"] = deliver, project
         _users += 1
@@ -91,4 +98,5 @@ def google_stand_ins(deliver: Deliver, project: str) -> Iterator[None]:
             _users -= 1
             if _users == 0:
                 pubsub_v1.PublisherClient = _saved["client"]  # type: ignore[misc]
+                pubsub.PublisherClient = _saved["client"]  # type: ignore[misc]
                 google.auth.default = _saved["default"]  # type: ignore[assignment]

@@ -358,6 +358,11 @@ class FirestoreStore:
             return False
         return True
 
+    @_translated
+    def forget_delivery(self, key: str) -> None:
+        self._count(writes=1)
+        self.client.collection(f"{self.prefix}deliveries").document(doc_id(key)).delete()
+
     # ------------------------------------------------------------- deletion
 
     @_translated

@@ -370,6 +370,10 @@ class SqliteStore:
             return conn.execute("INSERT OR IGNORE INTO deliveries (key, run_id) VALUES (?, ?)",
                                 (key, run_id)).rowcount == 1
 
+    def forget_delivery(self, key: str) -> None:
+        with self._writing() as conn:
+            conn.execute("DELETE FROM deliveries WHERE key = ?", (key,))
+
     def delete_run(self, run_id: str) -> None:
         with self._writing() as conn:
             for table in ("tasks", "deps_done", "join_counts", "slots", "triggers",

@@ -10,7 +10,7 @@ what they received in $FUNCTION_FLOW_TEST_EXECUTIONS (record.py).
 
 Run arguments steer the faults: fail_first (the wrapped function raises on
 its first call of the run), classic_fails (the classic answer has code 1),
-silent (the classic function never answers).
+silent (the classic function never answers), classic_raises, wrapped_fails.
 """
 
 import base64
@@ -57,6 +57,8 @@ def multiply(payload, context):
     calls = record_payload("multiply", payload)
     if payload["job_args"].get("fail_first") and calls == 1:
         raise ValueError("the first call fails")
+    if payload["job_args"].get("wrapped_fails"):
+        raise ValueError("every call fails")
     return {"product": payload["result"]["n"] * payload["task_args"]["factor"]}
 
 
@@ -67,6 +69,8 @@ def classic_remote(event, context):
     record_payload("classic_remote", args)
     if args["job_args"].get("silent"):
         return
+    if args["job_args"].get("classic_raises"):
+        raise RuntimeError("the classic function broke")
     _, project = google.auth.default()
     publisher = pubsub_v1.PublisherClient()
     topic = os.environ.get("FUNCTION_FLOW_EVENTS_TOPIC", "SCHEDULE_EXTERNAL_EVENTS")
