@@ -98,3 +98,11 @@ def transient_google_errors() -> tuple[type[BaseException], ...]:
     return (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError,
             gexc.Aborted, gexc.ResourceExhausted, gexc.Unknown, gexc.GatewayTimeout,
             gexc.TooManyRequests, gexc.RetryError, concurrent.futures.TimeoutError)
+
+
+class ReportedFailure(FunctionFlowError):
+    """A failure an external event or a remote function reported (no exception here).
+
+    For `retry_on`: `retry_on=(ReportedFailure,)` retries a remote task whose
+    function answered with an error, or a Future whose event says it failed.
+    """

@@ -124,7 +124,8 @@ class Job:
              retries: int = 0, retry_backoff: Backoff | float | None = None,
              timeout: float | None = None, task_args: dict[str, Any] | None = None,
              remote_topic: str | None = None,
-             call: Call | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+             call: Call | None = None,
+             retry_on: Any = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Declare a task. Returns the function unchanged, so it stays testable.
 
         retries: extra attempts after a failure (0: fail at once).
@@ -138,6 +139,10 @@ class Job:
             function answers (same as `call=remote.PubSub(topic)`).
         call: where the body's return value goes, from function_flow.remote:
             `PubSub(topic)`, `OpenFaaS(name)` or `Http(url)`.
+        retry_on: retry only failures of these exception types (a type or a
+            tuple, as `except` takes); an attempt past its timeout is a
+            TimeoutError, a failure a remote function or event reported an
+            errors.ReportedFailure. Default: every failure.
         """
         if callable(task_id):  # a bare @job.task: Python passed the function
             name = getattr(task_id, "__name__", "task")
@@ -155,7 +160,7 @@ class Job:
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             spec = make_spec(task_id, deps, func, retries=retries,
                              retry_backoff=retry_backoff, timeout=timeout,
-                             task_args=task_args, call=call)
+                             task_args=task_args, call=call, retry_on=retry_on)
             if any(s.task_id == task_id for s in self._specs):
                 raise DefinitionError(
                     f"task {task_id!r} is defined twice in job {self.name!r}; "

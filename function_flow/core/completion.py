@@ -41,11 +41,13 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
              claimed: TaskRecord | None = None,
              claimed_until: float | None = None,
              trigger_id: str | None = None, not_before: float = 0.0,
-             retry: bool = True) -> str:
+             retry: bool = True, cause: BaseException | None = None) -> str:
     """Record the outcome of one attempt, exactly once, and advance the run.
 
     Returns "stale" when the attempt was already completed or superseded.
-    A failure is retried while retries are left, unless retry is False.
+    A failure is retried while retries are left, unless retry is False or
+    the task's `retry_on` does not cover `cause` (the exception; None for a
+    failure an event or remote function reported, see TaskSpec.retries_on).
     The executor that claimed the attempt passes its claim: while its
     lease is comfortably valid, the task record need not be read again.
     A retry is not started before `not_before` (epoch seconds).
@@ -91,12 +93,13 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
             step = transitions.succeed(engine.graph, task, run_id, value, now, run=run,
                                        has_end_task=engine.end_record, heir=heir)
         else:
-            run = None if retry and transitions.retries_left(spec, task) \
+            again = retry and spec.retries_on(cause)
+            run = None if again and transitions.retries_left(spec, task) \
                 else tx.get_run(run_id)
             delay = max(spec.retry_backoff.delay(task.attempt, engine.rng),
                         not_before - now)
             step = transitions.fail(spec, task, run_id, error or "failed", now,
-                                    run=run, retry_delay=delay, retry=retry)
+                                    run=run, retry_delay=delay, retry=again)
         step.write_to(tx, run_id)
         if trigger_id is not None:
             tx.delete_trigger(trigger_id)

@@ -86,6 +86,23 @@ class TaskSpec:
     pass_job: bool = True
     #: The remote function the body's result goes to, if any.
     call: Call | None = None
+    #: Exception types a failure is retried on (None: every failure).
+    retry_on: tuple[type[BaseException], ...] | None = None
+
+    def retries_on(self, cause: BaseException | None) -> bool:
+        """Whether a failure with `cause` may be retried (retries permitting).
+
+        `cause` is the exception the body raised, a TimeoutError for an
+        attempt past its timeout, or None for a failure that an event or a
+        remote function reported: that counts as errors.ReportedFailure.
+        """
+        if self.retry_on is None:
+            return True
+        if cause is None:
+            from function_flow.errors import ReportedFailure
+
+            cause = ReportedFailure()
+        return isinstance(cause, self.retry_on)
 
 
 def _call_style(task_id: str, func: Callable[..., Any]) -> tuple[str, bool, bool]:
@@ -147,6 +164,19 @@ def _call_style(task_id: str, func: Callable[..., Any]) -> tuple[str, bool, bool
     return "positional", True, True
 
 
+def _retry_on(task_id: str, retry_on: Any) -> tuple[type[BaseException], ...] | None:
+    """An exception type or a tuple of them, as `except` takes, else a DefinitionError."""
+    if retry_on is None:
+        return None
+    types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+    bad = [t for t in types if not (isinstance(t, type) and issubclass(t, BaseException))]
+    if bad or not types:
+        raise DefinitionError(
+            f"task {task_id!r}: retry_on must be an exception type or a tuple of them "
+            f"(as `except` takes), got {retry_on!r}", task_id)
+    return types
+
+
 def _check_task_args(task_id: str, task_args: Any) -> None:
     """task_args travel as JSON (to remote functions, into records): say so now."""
     if task_args is None:
@@ -166,7 +196,7 @@ def make_spec(task_id: Any, deps: Any, func: Callable[..., Any] | None, *,
               retries: int = 0, retry_backoff: Backoff | float | None = None,
               timeout: float | None = None,
               task_args: dict[str, Any] | None = None,
-              call: Call | None = None) -> TaskSpec:
+              call: Call | None = None, retry_on: Any = None) -> TaskSpec:
     """Validate one task's declaration and build its spec.
 
     Errors name the task, because a workflow file can have dozens of them.
@@ -214,6 +244,7 @@ def make_spec(task_id: Any, deps: Any, func: Callable[..., Any] | None, *,
             f"task {task_id!r}: timeout must be a positive number of seconds, "
             f"got {timeout!r}", task_id)
     _check_task_args(task_id, task_args)
+    retry_on = _retry_on(task_id, retry_on)
     style, pass_task, pass_job = ("none", False, False)
     if func is not None:
         if not callable(func):
@@ -222,4 +253,4 @@ def make_spec(task_id: Any, deps: Any, func: Callable[..., Any] | None, *,
     return TaskSpec(task_id=task_id, deps=deps, func=func, retries=retries,
                     retry_backoff=retry_backoff, timeout=timeout,
                     task_args=dict(task_args or {}), call_style=style,
-                    pass_task=pass_task, pass_job=pass_job, call=call)
+                    pass_task=pass_task, pass_job=pass_job, call=call, retry_on=retry_on)

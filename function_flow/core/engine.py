@@ -299,13 +299,14 @@ class Engine:
                 logger.info("run %s task %s attempt %d: sent to %s as job %s",
                             run_id, task_id, attempt, spec.call.describe(), request.job_id)
                 return "waiting"
-        except BaseException:  # noqa: B036 -- the task's own error, whatever it is: record it
+        except BaseException as exc:  # noqa: B036 -- the task's own error: record it
             error = traceback.format_exc()
             logger.warning("run %s task %s attempt %d failed:\n%s",
                            run_id, task_id, attempt, error)
             return self.complete(run_id, task_id, attempt, ok=False, error=error,
                                  claimed=claimed, claimed_until=claimed_until,
-                                 trigger_id=None if request is None else request.job_id)
+                                 trigger_id=None if request is None else request.job_id,
+                                 cause=exc)
         return self.complete(run_id, task_id, attempt, ok=True, value=value,
                              claimed=claimed, claimed_until=claimed_until)
 
@@ -348,12 +349,12 @@ class Engine:
                  value: Any = None, error: str | None = None,
                  claimed: TaskRecord | None = None, claimed_until: float | None = None,
                  trigger_id: str | None = None, not_before: float = 0.0,
-                 retry: bool = True) -> str:
+                 retry: bool = True, cause: BaseException | None = None) -> str:
         """Record the outcome of one attempt, exactly once, and advance the run."""
         return completion.complete(self, run_id, task_id, attempt, ok=ok, value=value,
                                    error=error, claimed=claimed, claimed_until=claimed_until,
                                    trigger_id=trigger_id, not_before=not_before,
-                                   retry=retry)
+                                   retry=retry, cause=cause)
 
     def complete_watches(self, path: str) -> str:
         """An object now exists at gs:// `path`: complete the waits for a prefix of it."""

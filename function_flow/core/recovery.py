@@ -99,7 +99,8 @@ def check_lease(engine: "Engine", run_id: str, task_id: str, attempt: int) -> st
                "after it began, when the platform has stopped it")
     else:
         how = ": its executor died or hung"
-    engine.complete(run_id, task_id, attempt, ok=False, not_before=not_before, error=(
+    engine.complete(run_id, task_id, attempt, ok=False, not_before=not_before,
+                    cause=TimeoutError(), error=(
         f"TimeoutError: attempt {attempt} of task {task_id!r} did not finish within "
         f"{limit}{how}"))
     return "lease_expired"
@@ -121,6 +122,7 @@ def _end_wait(engine: "Engine", run_id: str, task: TaskRecord, trigger: Trigger,
         f"TimeoutError: attempt {task.attempt} of task {task.task_id!r} got no answer "
         f"or event for {trigger.trigger_id!r} within {limit}")
     engine.complete(run_id, task.task_id, task.attempt, ok=False, error=str(error),
+                    cause=None if on_timeout.get("error") else TimeoutError(),
                     trigger_id=trigger.trigger_id)
     return "lease_expired"
 
