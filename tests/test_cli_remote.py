@@ -52,3 +52,15 @@ def test_an_openfaas_task_without_a_gateway_is_refused_before_the_run(tmp_path):
                     "def score(task, job):\n    return 1\n")
     assert_one_error_line(flow(tmp_path, "run", str(path)), "task 'score'",
                           "FUNCTION_FLOW_OPENFAAS_GATEWAY")
+
+
+@pytest.mark.parametrize("fmt", ["text", "mermaid", "dot"])
+def test_graph_marks_remote_tasks_with_what_they_call(tmp_path, fmt):
+    result = flow(tmp_path, "graph", WORKFLOW, "--format", fmt)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "classic" in line
+             and "calls Pub/Sub topic RT_CLASSIC" in line]
+    assert lines, result.stdout
+    assert "calls" not in next(line for line in result.stdout.splitlines()
+                               if "prepare" in line and "<-" not in line
+                               and "-->" not in line and "->" not in line)

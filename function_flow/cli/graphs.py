@@ -51,7 +51,8 @@ def to_text(dag: Dag) -> str:
         for task_id in task_ids:
             deps = dag.tasks[task_id].deps
             suffix = f"  <- {', '.join(deps)}" if deps else ""
-            lines.append(f"  {task_id.ljust(width) if deps else task_id}{suffix}")
+            line = f"  {task_id.ljust(width) if deps or _calls(dag, task_id) else task_id}"
+            lines.append(f"{line}{suffix}{_calls(dag, task_id)}".rstrip())
     return "\n".join(lines)
 
 
@@ -60,7 +61,7 @@ def to_mermaid(dag: Dag) -> str:
     ids = _mermaid_ids(dag.order)
     lines = ["graph TD"]
     for task_id in dag.order:
-        label = task_id.replace('"', "#quot;")
+        label = (task_id + _calls(dag, task_id)).replace('"', "#quot;")
         lines.append(f'    {ids[task_id]}["{label}"]')
     for task_id in dag.order:
         for dep in dag.tasks[task_id].deps:
@@ -72,12 +73,20 @@ def to_dot(dag: Dag) -> str:
     """A Graphviz digraph, left to right in dependency order."""
     lines = [f"digraph {_dot_quote(dag.name)} {{", "    rankdir=TB;"]
     for task_id in dag.order:
-        lines.append(f"    {_dot_quote(task_id)};")
+        calls = _calls(dag, task_id)
+        label = f" [label={_dot_quote(task_id + calls)}]" if calls else ""
+        lines.append(f"    {_dot_quote(task_id)}{label};")
     for task_id in dag.order:
         for dep in dag.tasks[task_id].deps:
             lines.append(f"    {_dot_quote(dep)} -> {_dot_quote(task_id)};")
     lines.append("}")
     return "\n".join(lines)
+
+
+def _calls(dag: Dag, task_id: str) -> str:
+    """"  (calls Pub/Sub topic T)" for a remote task, else ""."""
+    call = dag.tasks[task_id].call
+    return f"  (calls {call.describe()})" if call is not None else ""
 
 
 def _mermaid_ids(task_ids: list[str]) -> dict[str, str]:
