@@ -29,25 +29,10 @@ from function_flow.core.ports import BlobNotFoundError, Bus, Request
 from function_flow.core.records import MAX_VALUE_BYTES, Message, RunStatus, TaskStatus
 from function_flow.errors import ConfigurationError, PayloadMissingError
 from function_flow.tasks import Job
+from test_run_graph import Outbox, drain
 
 FIVE_MIB = 5 * 1024 * 1024
 LIMIT = payloads.DEFAULT_INLINE_LIMIT_BYTES
-
-
-class Outbox(Bus):
-    def __init__(self) -> None:
-        self.sent: list[Message] = []
-
-    def publish(self, message: Message, delay: float = 0.0) -> None:
-        self.sent.append(message)
-
-
-def drain(engine: Engine, bus: Outbox, limit: int = 100) -> list[str]:
-    outcomes = []
-    while bus.sent and limit:
-        limit -= 1
-        outcomes.append(engine.handle(bus.sent.pop(0)))
-    return outcomes
 
 
 def engine_for(job: Job, store: Any, bus: Bus, **options: Any) -> Engine:

@@ -60,21 +60,31 @@ def final_run(store, run_id: str, poller: Any = None):
     return wait_for(ended, f"run {run_id} to end", interval=1.0)
 
 
+def deploy(stack: Stack, listener_signature: str, wrapped_subscriptions: int = 1,
+           with_poller: bool = False) -> dict[str, Any]:
+    """The workflow's functions, each behind push subscriptions from its topic,
+    as `gcloud functions deploy` makes them; returns them by entry point."""
+    names = ["scheduler", "start", "multiply", "classic_remote"] + \
+        (["poller"] if with_poller else [])
+    functions = {name: stack.function(WORKFLOW, name, "http" if name in ("start", "poller")
+                                      else "event") for name in names}
+    functions["listener"] = stack.function(WORKFLOW, "external_event_listener",
+                                           listener_signature)
+    stack.push(functions["scheduler"])
+    stack.push(functions["listener"], stack.events_topic)
+    for copy in range(wrapped_subscriptions):
+        stack.push(functions["multiply"], "RT_WRAPPED", f"rt-wrapped-{copy}-{stack.suffix}")
+    stack.push(functions["classic_remote"], "RT_CLASSIC", f"rt-classic-{stack.suffix}")
+    return functions
+
+
 def test_both_forms_round_trip_through_push_subscriptions_once_per_request(
         stack, firestore_store, executions):
-    scheduler = stack.function(WORKFLOW, "scheduler", "event")
-    listener = stack.function(WORKFLOW, "external_event_listener", "cloudevent")
-    start = stack.function(WORKFLOW, "start", "http")
-    multiply = stack.function(WORKFLOW, "multiply", "event")
-    classic = stack.function(WORKFLOW, "classic_remote", "event")
-    poller = stack.function(WORKFLOW, "poller", "http")
-    stack.push(scheduler)
-    stack.push(listener, stack.events_topic)
     # Every request to the wrapped function arrives twice (two subscriptions):
     # it must act on, and answer, each job id once.
-    stack.push(multiply, "RT_WRAPPED", f"rt-wrapped-a-{stack.suffix}")
-    stack.push(multiply, "RT_WRAPPED", f"rt-wrapped-b-{stack.suffix}")
-    stack.push(classic, "RT_CLASSIC", f"rt-classic-{stack.suffix}")
+    deployed = deploy(stack, "cloudevent", wrapped_subscriptions=2, with_poller=True)
+    start, poller, multiply = deployed["start"], deployed["poller"], deployed["multiply"]
+    scheduler, listener = deployed["scheduler"], deployed["listener"]
 
     status, body = post(start.url, {"n": 5, "fail_first": True, "test_run": stack.suffix})
     assert status == 200, body
@@ -98,15 +108,7 @@ def test_both_forms_round_trip_through_push_subscriptions_once_per_request(
 
 
 def test_a_failed_answer_fails_the_task_with_its_message(stack, firestore_store, executions):
-    scheduler = stack.function(WORKFLOW, "scheduler", "event")
-    listener = stack.function(WORKFLOW, "external_event_listener", "event")
-    start = stack.function(WORKFLOW, "start", "http")
-    multiply = stack.function(WORKFLOW, "multiply", "event")
-    classic = stack.function(WORKFLOW, "classic_remote", "event")
-    stack.push(scheduler)
-    stack.push(listener, stack.events_topic)
-    stack.push(multiply, "RT_WRAPPED", f"rt-wrapped-{stack.suffix}")
-    stack.push(classic, "RT_CLASSIC", f"rt-classic-{stack.suffix}")
+    start = deploy(stack, "event")["start"]
 
     status, body = post(start.url, {"classic_fails": True, "test_run": stack.suffix})
     assert status == 200, body

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from function_flow.core.definition import Call
 from function_flow.core.ports import Request
 from function_flow.errors import ConfigurationError
-from function_flow.remote.pubsub import request_attributes, request_data
+from function_flow.remote.pubsub import answers_later, request_attributes, request_data
 
 if TYPE_CHECKING:
     from function_flow.core.engine import Engine
@@ -98,8 +98,7 @@ class LocalHost:
         self._engine = engine
 
     def call(self, call: Call, request: Request, timeout: float | None) -> Any:
-        raise TypeError(f"a Pub/Sub remote function answers later; {call.describe()} "
-                        "cannot be called synchronously")
+        answers_later(call)
 
     def send(self, call: Call, request: Request) -> None:
         self.publish(call.target, request_data(request), request_attributes(request))

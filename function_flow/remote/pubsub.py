@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any
+from typing import Any, NoReturn
 
 from function_flow.bus.pubsub import Topic
 from function_flow.core.definition import Call
@@ -26,6 +26,12 @@ def request_attributes(request: Request) -> dict[str, str]:
 
 def request_data(request: Request) -> bytes:
     return json.dumps(request.function_flow_payload(), separators=(",", ":")).encode()
+
+
+def answers_later(call: Call) -> NoReturn:
+    """A Pub/Sub remote function's answer arrives as an event: it has no synchronous call."""
+    raise TypeError(f"a Pub/Sub remote function answers later; {call.describe()} "
+                    "cannot be called synchronously")
 
 
 class PubSubSender:
@@ -44,8 +50,7 @@ class PubSubSender:
             return self._topics[name]
 
     def call(self, call: Call, request: Request, timeout: float | None) -> Any:
-        raise TypeError(f"a Pub/Sub remote function answers later; {call.describe()} "
-                        "cannot be called synchronously")
+        answers_later(call)
 
     def send(self, call: Call, request: Request) -> None:
         self._topic(call.target).publish(
