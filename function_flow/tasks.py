@@ -124,7 +124,8 @@ class Job:
              timeout: float | None = None, task_args: dict[str, Any] | None = None,
              remote_topic: str | None = None,
              call: Call | None = None,
-             retry_on: Any = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+             retry_on: Any = None, trigger_rule: str = "all_success",
+             branch: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Declare a task. Returns the function unchanged, so it stays testable.
 
         retries: extra attempts after a failure (0: fail at once).
@@ -142,6 +143,11 @@ class Job:
             tuple, as `except` takes); an attempt past its timeout is a
             TimeoutError, a failure a remote function or event reported an
             errors.ReportedFailure. Default: every failure.
+        trigger_rule: when the task runs, given how its dependencies ended
+            (Airflow's rules: all_success, all_failed, all_done, one_success,
+            one_failed, none_failed, none_failed_min_one_success, always).
+        branch: the body returns the id of the dependent to follow, or a
+            list of them; the other dependents are SKIPPED.
         """
         if callable(task_id):  # a bare @job.task: Python passed the function
             name = getattr(task_id, "__name__", "task")
@@ -159,7 +165,8 @@ class Job:
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             spec = make_spec(task_id, deps, func, retries=retries,
                              retry_backoff=retry_backoff, timeout=timeout,
-                             task_args=task_args, call=call, retry_on=retry_on)
+                             task_args=task_args, call=call, retry_on=retry_on,
+                             trigger_rule=trigger_rule, branch=branch)
             if any(s.task_id == task_id for s in self._specs):
                 raise DefinitionError(
                     f"task {task_id!r} is defined twice in job {self.name!r}; "

@@ -166,7 +166,9 @@ def test_readme_workflow_failed_bigquery_job_fails_the_run(embedded):
     run = module.example_job.wait(timeout=30)
     assert run.status is RunStatus.FAILED
     assert "Syntax error at [1:8]" in run.error
-    assert records_of(module.example_job, run.run_id)["step4"].status is TaskStatus.WAITING
+    # It can no longer run, and says why (Function Flow leaves it waiting).
+    assert records_of(module.example_job, run.run_id)["step4"].status \
+        is TaskStatus.UPSTREAM_FAILED
 
 
 def test_scheduler_driven_by_hand_with_pubsub_events(tmp_path):

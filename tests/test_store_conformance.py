@@ -209,7 +209,10 @@ def test_join_progress_counts_deps_done_entries_by_outcome(store: Store) -> None
     store.transact(lambda tx: tx.update_task("run-1", "join", {"deps_done.c": "SKIPPED"}))
     progress = store.join_progress("run-1", "join")
     assert (progress.succeeded, progress.failed, progress.skipped) == (1, 1, 1)
-    assert progress.done == 3 and not progress.complete(3)
+    assert progress.done == 3 and progress.verdict(3, "all_success") == "upstream_failed"
+    store.transact(lambda tx: tx.update_task("run-1", "join",
+                                             {"deps_done.b": "UPSTREAM_FAILED"}))
+    assert store.join_progress("run-1", "join").failed == 1  # counts as a failure
 
     # An entry written again counts once; its new status replaces the old one.
     store.transact(lambda tx: tx.update_task("run-1", "join", {"deps_done.b": "SUCCEEDED"}))

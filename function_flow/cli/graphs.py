@@ -84,9 +84,16 @@ def to_dot(dag: Dag) -> str:
 
 
 def _calls(dag: Dag, task_id: str) -> str:
-    """"  (calls Pub/Sub topic T)" for a remote task, else ""."""
-    call = dag.tasks[task_id].call
-    return f"  (calls {call.describe()})" if call is not None else ""
+    """What a task's id alone does not say: "  (calls Pub/Sub topic T)" for a
+    remote task, "  (branch)" for a decision task, "  [one_failed]" for a
+    trigger rule other than all_success; else ""."""
+    spec = dag.tasks[task_id]
+    notes = f"  (calls {spec.call.describe()})" if spec.call is not None else ""
+    if spec.branch:
+        notes += "  (branch)"
+    if spec.trigger_rule != "all_success":
+        notes += f"  [{spec.trigger_rule}]"
+    return notes
 
 
 def _mermaid_ids(task_ids: list[str]) -> dict[str, str]:

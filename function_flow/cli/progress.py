@@ -32,7 +32,7 @@ Fetch = Callable[[], "tuple[RunRecord, list[TaskRecord]]"]
 STATUS_STYLES = {
     "WAITING": "dim", "READY": "cyan", "QUEUED": "cyan", "RUNNING": "yellow",
     "SUCCEEDED": "green", "FAILED": "bold red", "SKIPPED": "dim",
-    "CANCELLED": "magenta",
+    "UPSTREAM_FAILED": "red", "CANCELLED": "magenta",
 }
 
 

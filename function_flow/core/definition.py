@@ -19,6 +19,20 @@ from function_flow.errors import DefinitionError
 #: counter on the run record (see docs/design.md, "No hot document").
 END_TASK_ID = "__end__"
 
+#: Airflow's trigger rules: when a task runs, given how its dependencies
+#: ended. The rule itself is records.JoinProgress.verdict.
+TRIGGER_RULES = ("all_success", "all_failed", "all_done", "one_success", "one_failed",
+                 "none_failed", "none_failed_min_one_success", "always")
+#: Rules that may run a task after a dependency failed: a graph with any of
+#: them does not end its run at the first failure (see Dag.fails_fast).
+FAILURE_HANDLING_RULES = frozenset({"all_failed", "all_done", "one_failed", "one_success",
+                                    "always"})
+#: Rules that may run a task before all its dependencies are done.
+EARLY_RULES = frozenset({"one_success", "one_failed", "always"})
+#: Rules under which one succeeded dependency is enough when it is the only one.
+RUNS_AFTER_ONE_SUCCESS = frozenset({"all_success", "all_done", "one_success",
+                                    "none_failed", "none_failed_min_one_success"})
+
 @dataclasses.dataclass(frozen=True)
 class Backoff:
     """Exponential backoff with jitter between the attempts of a task.
@@ -88,6 +102,11 @@ class TaskSpec:
     call: Call | None = None
     #: Exception types a failure is retried on (None: every failure).
     retry_on: tuple[type[BaseException], ...] | None = None
+    #: When the task runs, given how its dependencies ended (TRIGGER_RULES).
+    trigger_rule: str = "all_success"
+    #: A decision task: its result names the dependents to follow; the
+    #: others are SKIPPED (see branch_choice).
+    branch: bool = False
 
     def retries_on(self, cause: BaseException | None) -> bool:
         """Whether a failure with `cause` may be retried (retries permitting).
@@ -103,6 +122,39 @@ class TaskSpec:
 
             cause = ReportedFailure()
         return isinstance(cause, self.retry_on)
+
+
+def branch_choice(spec: TaskSpec, dependents: Iterable[str], value: Any) -> frozenset[str]:
+    """The dependents a decision task's result chooses; ValueError saying why not.
+
+    The result is a dependent's task id, a list of them, or None/[] (take no
+    branch: every dependent is SKIPPED).
+    """
+    dependents = [d for d in dependents if d != END_TASK_ID]
+    chosen = [] if value is None else [value] if isinstance(value, str) else value
+    if not isinstance(chosen, list) or not all(isinstance(c, str) for c in chosen):
+        raise ValueError(
+            f"branch task {spec.task_id!r} must return the id of the dependent to follow "
+            f"or a list of them, got {type(value).__name__} {value!r}")
+    unknown = [c for c in chosen if c not in dependents]
+    if unknown:
+        raise ValueError(
+            f"branch task {spec.task_id!r} chose {', '.join(map(repr, unknown))}, which "
+            f"{'is' if len(unknown) == 1 else 'are'} not among its dependents "
+            f"({', '.join(dependents) or 'none'})")
+    return frozenset(chosen)
+
+
+def _trigger_rule(task_id: str, rule: Any) -> str:
+    if rule not in TRIGGER_RULES:
+        import difflib
+
+        close = difflib.get_close_matches(str(rule), TRIGGER_RULES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DefinitionError(
+            f"task {task_id!r}: unknown trigger_rule {rule!r}{hint}; use one of "
+            f"{', '.join(TRIGGER_RULES)}", task_id)
+    return rule
 
 
 def _call_style(task_id: str, func: Callable[..., Any]) -> tuple[str, bool, bool]:
@@ -196,7 +248,8 @@ def make_spec(task_id: Any, deps: Any, func: Callable[..., Any] | None, *,
               retries: int = 0, retry_backoff: Backoff | float | None = None,
               timeout: float | None = None,
               task_args: dict[str, Any] | None = None,
-              call: Call | None = None, retry_on: Any = None) -> TaskSpec:
+              call: Call | None = None, retry_on: Any = None,
+              trigger_rule: str = "all_success", branch: bool = False) -> TaskSpec:
     """Validate one task's declaration and build its spec.
 
     Errors name the task, because a workflow file can have dozens of them.
@@ -245,6 +298,10 @@ def make_spec(task_id: Any, deps: Any, func: Callable[..., Any] | None, *,
             f"got {timeout!r}", task_id)
     _check_task_args(task_id, task_args)
     retry_on = _retry_on(task_id, retry_on)
+    trigger_rule = _trigger_rule(task_id, trigger_rule)
+    if not isinstance(branch, bool):
+        raise DefinitionError(f"task {task_id!r}: branch must be True or False, "
+                              f"got {branch!r}", task_id)
     style, pass_task, pass_job = ("none", False, False)
     if func is not None:
         if not callable(func):
@@ -253,4 +310,5 @@ def make_spec(task_id: Any, deps: Any, func: Callable[..., Any] | None, *,
     return TaskSpec(task_id=task_id, deps=deps, func=func, retries=retries,
                     retry_backoff=retry_backoff, timeout=timeout,
                     task_args=dict(task_args or {}), call_style=style,
-                    pass_task=pass_task, pass_job=pass_job, call=call, retry_on=retry_on)
+                    pass_task=pass_task, pass_job=pass_job, call=call, retry_on=retry_on,
+                    trigger_rule=trigger_rule, branch=branch)

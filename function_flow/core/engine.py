@@ -115,8 +115,9 @@ class Engine:
         #: once, so the run needs no slot records at all.
         self.slots = 0 if workflow.dag.width_bound <= parallel else parallel
         #: With a single sink, the sink's own completion ends the run; only
-        #: several sinks need the virtual end task to join them.
-        self.end_record = len(workflow.dag.sinks) > 1
+        #: several sinks need the virtual end task to join them (see
+        #: Dag.end_deps for what else it may wait for).
+        self.end_record = len(workflow.dag.end_deps) > 1
 
     def lease_of(self, spec: TaskSpec) -> float:
         """How long a claimed attempt is its executor's before others may act.

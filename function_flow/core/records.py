@@ -39,6 +39,9 @@ class TaskStatus(str, enum.Enum):
     for a concurrency slot. QUEUED: a message to run attempt `attempt` is on
     its way (or, after a failure, waiting out its backoff). RUNNING: claimed
     by an executor (or waiting for an external event) until `lease_until`.
+    SKIPPED: its trigger rule says it does not run (a branch not taken).
+    UPSTREAM_FAILED: it can no longer run because a dependency failed.
+    CANCELLED: the run ended (cancelled, or failed elsewhere) before it ran.
     """
 
     WAITING = "WAITING"
@@ -48,14 +51,18 @@ class TaskStatus(str, enum.Enum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     SKIPPED = "SKIPPED"
+    UPSTREAM_FAILED = "UPSTREAM_FAILED"
     CANCELLED = "CANCELLED"
 
     FINISHED = "SUCCEEDED"  # Function Flow's name for SUCCEEDED
 
     @property
     def is_final(self) -> bool:
-        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED,
-                        TaskStatus.SKIPPED, TaskStatus.CANCELLED)
+        return self in _FINAL_TASK_STATUSES
+
+
+_FINAL_TASK_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.SKIPPED,
+                                  TaskStatus.UPSTREAM_FAILED, TaskStatus.CANCELLED})
 
 
 @dataclasses.dataclass
@@ -221,15 +228,50 @@ class JoinProgress(NamedTuple):
                    counts[OUTCOME_SKIPPED],
                    len(record.deps) if record.deps is not None else None)
 
-    def complete(self, deps: int) -> bool:
-        """Whether a WAITING join of `deps` dependencies may be queued now.
+    def verdict(self, deps: int, rule: str) -> "Verdict":
+        """What a WAITING task of `deps` dependencies becomes under trigger `rule`.
 
-        The rule is all_success. Counting is enough: only a task's own
-        dependencies write deps_done entries into it, so `deps` entries
-        mean every one of them is done.
+        Airflow's rules, with one difference in timing: a task is SKIPPED or
+        UPSTREAM_FAILED only once all its dependencies are done, so that
+        every task a final task depends on is final too (the run's end is
+        then a join over its sinks; see docs/design.md, "Trigger rules").
+        Only one_success and one_failed may run early, as in Airflow.
+        Counting is enough: only a task's own dependencies write deps_done
+        entries into it, so `deps` entries mean every one of them is done.
         """
-        return self.status is TaskStatus.WAITING and self.done >= deps \
-            and self.succeeded == self.done
+        if self.status is not TaskStatus.WAITING:
+            return Verdict.WAIT
+        s, f, k = self.succeeded, self.failed, self.skipped
+        if self.done < deps:
+            if (rule == "one_success" and s) or (rule == "one_failed" and f):
+                return Verdict.RUN
+            return Verdict.WAIT
+        if rule == "all_success":
+            return Verdict.RUN if s >= deps else Verdict.UPSTREAM_FAILED if f else Verdict.SKIP
+        if rule == "all_failed":
+            return Verdict.RUN if f >= deps else Verdict.SKIP
+        if rule == "one_success":
+            return Verdict.RUN if s else Verdict.SKIP if k >= deps else Verdict.UPSTREAM_FAILED
+        if rule == "one_failed":
+            return Verdict.RUN if f else Verdict.SKIP
+        if rule in ("none_failed", "none_failed_min_one_success"):
+            if f:
+                return Verdict.UPSTREAM_FAILED
+            return Verdict.RUN if s or rule == "none_failed" else Verdict.SKIP
+        return Verdict.RUN  # all_done, always (and the end task)
+
+    def complete(self, deps: int, rule: str = "all_success") -> bool:
+        """Whether the join's rule has decided (it runs, or ends without running)."""
+        return self.verdict(deps, rule) is not Verdict.WAIT
+
+
+class Verdict(str, enum.Enum):
+    """What a trigger rule makes of a join (JoinProgress.verdict)."""
+
+    WAIT = "wait"
+    RUN = "run"
+    SKIP = "skip"
+    UPSTREAM_FAILED = "upstream_failed"
 
 
 OUTCOME_SUCCEEDED, OUTCOME_FAILED, OUTCOME_SKIPPED = "succeeded", "failed", "skipped"

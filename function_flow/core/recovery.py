@@ -198,7 +198,8 @@ def recover(engine: "Engine", run_id: str, executors_dead: bool = False,
             if task.lease_until is not None and task.lease_until <= now:
                 check_lease(engine, run_id, task.task_id, task.attempt)
         elif task.status is TaskStatus.WAITING and JoinProgress.of(task).complete(
-                len(engine.graph.deps_of(task.task_id, task))):
+                len(engine.graph.deps_of(task.task_id, task)),
+                engine.graph.rule_of(task.task_id, task)):
             engine.check_join(run_id, task.task_id)
     engine.fill_slots(run_id)
 
@@ -222,7 +223,8 @@ def _requeue_interrupted(engine: "Engine", run_id: str, seen: TaskRecord,
             return None
         step = transitions.interrupted(spec, task, run_id, now, run=run,
                                        retry_delay=spec.retry_backoff.delay(task.attempt,
-                                                                            engine.rng))
+                                                                            engine.rng),
+                                       graph=engine.graph, has_end_task=engine.end_record)
         step.write_to(tx, run_id)
         if trigger is not None:
             tx.delete_trigger(trigger.trigger_id)

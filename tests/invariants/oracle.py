@@ -32,6 +32,7 @@ from .scenario import Scenario
 
 W, RD, Q, R = TaskStatus.WAITING, TaskStatus.READY, TaskStatus.QUEUED, TaskStatus.RUNNING
 S, F, C = TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED
+SK, UF = TaskStatus.SKIPPED, TaskStatus.UPSTREAM_FAILED
 
 
 @dataclasses.dataclass
