@@ -27,7 +27,8 @@ from function_flow.owners import pid_alive
 from function_flow.config import Settings
 from function_flow import remote
 from function_flow.remote import targets as remote_targets
-from function_flow.core.definition import Call
+from function_flow.core import foreach as foreach_module
+from function_flow.core.definition import DEFAULT_FOREACH_MAX_ITEMS, Call, ForEach
 from function_flow.core.graph import Backoff, Dag, TaskSpec, make_spec
 from function_flow.errors import DefinitionError, FunctionFlowError, RunNotFoundError
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus
@@ -125,7 +126,8 @@ class Job:
              remote_topic: str | None = None,
              call: Call | None = None,
              retry_on: Any = None, trigger_rule: str = "all_success",
-             branch: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+             branch: bool = False,
+             foreach: ForEach | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Declare a task. Returns the function unchanged, so it stays testable.
 
         retries: extra attempts after a failure (0: fail at once).
@@ -166,7 +168,7 @@ class Job:
             spec = make_spec(task_id, deps, func, retries=retries,
                              retry_backoff=retry_backoff, timeout=timeout,
                              task_args=task_args, call=call, retry_on=retry_on,
-                             trigger_rule=trigger_rule, branch=branch)
+                             trigger_rule=trigger_rule, branch=branch, foreach=foreach)
             if any(s.task_id == task_id for s in self._specs):
                 raise DefinitionError(
                     f"task {task_id!r} is defined twice in job {self.name!r}; "
@@ -179,6 +181,30 @@ class Job:
             return func
 
         return register
+
+    def foreach(self, task_id: str, over: str, deps: Optional[list[str]] = None, *,
+                max_concurrency: int | None = None, tolerated_failures: int = 0,
+                tolerated_failure_percentage: float | None = None,
+                max_items: int = DEFAULT_FOREACH_MAX_ITEMS,
+                **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Declare a task that runs once per item of task `over`'s result.
+
+        The result must be a list or a mapping; the body gets each item as
+        `item=` (if it takes that parameter) and as `task.item`, with its
+        index or key as `task.item_key`. At most `max_concurrency` items run
+        at once. The foreach fails when more than `tolerated_failures` items
+        (or `tolerated_failure_percentage` percent) failed. Its result, for
+        `job.get_task_result`, is every item's result: a list in item order,
+        or a mapping by key. Other options are those of `task` (retries,
+        timeout, retry_on... apply to each item).
+        """
+        spec = ForEach(over=over, max_concurrency=max_concurrency,
+                       tolerated_failures=tolerated_failures,
+                       tolerated_failure_percentage=tolerated_failure_percentage,
+                       max_items=max_items)
+        deps = list(deps or [])
+        return self.task(task_id, deps if over in deps else [over, *deps], foreach=spec,
+                         **options)
 
     @property
     def dag(self) -> Dag:
@@ -316,8 +342,11 @@ class Job:
         records = self.engine.store.get_tasks(run_id, [task_id])
         if not records:
             return None
-        return self.engine.payloads.load(
+        value = self.engine.payloads.load(
             records[0].result, f"the result of task {task_id!r} of run {run_id!r}")
+        if self.dag.tasks[task_id].foreach is not None and foreach_module.is_summary(value):
+            return foreach_module.results(self.engine, run_id, task_id, value)
+        return value
 
     def _current_run(self) -> str:
         if self.id is None:
@@ -326,7 +355,7 @@ class Job:
                 "or use the job passed to the task function")
         return self.id
 
-    def invoke(self, spec: TaskSpec, run_id: str, attempt: int) -> Any:
+    def invoke(self, spec: TaskSpec, run_id: str, attempt: int, **item: Any) -> Any:
         """Call a task's function the way it was declared (engine.Workflow)."""
         bound_job = copy.copy(self)
         bound_job.id = run_id
@@ -334,6 +363,7 @@ class Job:
         task = Task(spec.task_id, list(spec.deps), _topic_of(spec.call), spec.task_args,
                     spec.func)
         task.status, task.run_id, task.attempt = TaskStatus.RUNNING, run_id, attempt
+        task.item, task.item_key = item.get("item"), item.get("item_key")
         if spec.func is None:
             return None
         token = _executing.set((self.name, run_id))
@@ -343,6 +373,8 @@ class Job:
             if spec.call_style == "none":
                 return spec.func()
             kwargs: dict[str, Any] = {}
+            if item and spec.takes_item:
+                kwargs["item"] = item["item"]
             if spec.pass_task:
                 kwargs["task"] = task
             if spec.pass_job:

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from function_flow.core import leftovers, payloads, transitions
+from function_flow.core import foreach, leftovers, payloads, transitions
 from function_flow.core.definition import END_TASK_ID, branch_choice
 from function_flow.core.records import Message, TaskRecord, TaskStatus
 from function_flow.core.transitions import Step
@@ -195,6 +195,8 @@ def follow_up(engine: "Engine", run_id: str, step: Step) -> None:
                 steps.append(resolved)
         if step.fill_slots:
             fill_slots(engine, run_id)
+        if step.collect is not None:
+            foreach.collect(engine, run_id, *step.collect)
         if step.run_ended is not None:
             logger.info("run %s ended: %s", run_id, step.run_ended.value)
             leftovers.retire(engine, run_id, step.run_ended)

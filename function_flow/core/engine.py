@@ -29,7 +29,8 @@ import traceback
 import uuid
 from typing import Any, Callable, Iterable, Protocol
 
-from function_flow.core import completion, payloads, recovery, transitions, waiting, watches
+from function_flow.core import (completion, foreach, payloads, recovery, transitions, waiting,
+                                watches)
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Request,
@@ -58,8 +59,11 @@ class Workflow(Protocol):
     dag: Dag
     max_parallel_tasks: int
 
-    def invoke(self, spec: TaskSpec, run_id: str, attempt: int) -> Any:
-        """Run the task body and return its result (or a Pending)."""
+    def invoke(self, spec: TaskSpec, run_id: str, attempt: int, **item: Any) -> Any:
+        """Run the task body and return its result (or a Pending).
+
+        For an item of a foreach, `item` holds item= and item_key=.
+        """
 
 
 def new_run_id(job_name: str) -> str:
@@ -282,10 +286,15 @@ class Engine:
         run_id = run.run_id
         what = f"attempt {attempt} of task {task_id!r}"
         request: Request | None = None
+        if spec.foreach is not None and claimed.role is None:
+            return self._expand(run, task_id, spec, attempt)
         try:
             if spec.call is not None:  # a remote function gets the real arguments
                 run = self.payloads.with_args(run)
-            value = self.executor.run(lambda: self._attempt(run, spec, attempt),
+            item = {} if claimed.role != "item" else {
+                "item": self.payloads.load(claimed.item, f"the item of {task_id!r}"),
+                "item_key": claimed.item_key}
+            value = self.executor.run(lambda: self._attempt(run, spec, attempt, item),
                                       spec.timeout, what)
             if spec.call is not None and spec.call.asynchronous:
                 request = waiting.make_request(run, spec, attempt, value)
@@ -311,10 +320,22 @@ class Engine:
         return self.complete(run_id, task_id, attempt, ok=True, value=value,
                              claimed=claimed, claimed_until=claimed_until)
 
-    def _attempt(self, run: RunRecord, spec: TaskSpec, attempt: int) -> Any:
+    def _expand(self, run: RunRecord, task_id: str, spec: TaskSpec, attempt: int) -> str:
+        """A foreach task's attempt adds its items to the run (foreach.py)."""
+        try:
+            value = foreach.expand(self, run, spec, attempt)
+        except Exception as exc:  # a result it cannot run over, a store error
+            return self.complete(run.run_id, task_id, attempt, ok=False, cause=exc,
+                                 error=f"{type(exc).__name__}: {exc}")
+        if value is None:
+            return "waiting"
+        return self.complete(run.run_id, task_id, attempt, ok=True, value=value)
+
+    def _attempt(self, run: RunRecord, spec: TaskSpec, attempt: int,
+                 item: dict[str, Any] | None = None) -> Any:
         """The body, then, for a synchronous remote task, its call (both inside
         the executor, so the task's timeout covers the two)."""
-        value = self.workflow.invoke(spec, run.run_id, attempt)
+        value = self.workflow.invoke(spec, run.run_id, attempt, **(item or {}))
         if spec.call is None:
             return value
         if isinstance(value, Pending):

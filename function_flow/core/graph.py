@@ -238,6 +238,9 @@ class RunGraph:
 
     def rule_of(self, task_id: str, record: TaskRecordLike | None = None) -> str:
         """The trigger rule of a task; the end task waits for all its dependencies."""
+        own = getattr(record, "trigger_rule", None)
+        if own is not None:
+            return own
         spec = self.spec(task_id, record)
         return spec.trigger_rule if spec is not None else "all_done"
 
@@ -279,3 +282,4 @@ class TaskRecordLike:
     template: str | None
     deps: list[str] | None
     dependents: list[str] | None
+    trigger_rule: str | None

@@ -129,6 +129,15 @@ class TaskRecord:
     template: str | None = None
     deps: list[str] | None = None
     dependents: list[str] | None = None
+    #: For tasks a foreach adds (core/foreach.py): "item" (runs the body on
+    #: `item`, whose index or key is `item_key`), "group" (counts up to 100
+    #: items) or "collect" (ends the foreach task's attempt `node_attempt`).
+    role: str | None = None
+    item: Any = None
+    item_key: Any = None
+    node_attempt: int | None = None
+    #: A trigger rule of its own (None: its template's).
+    trigger_rule: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _fields_of(self)
