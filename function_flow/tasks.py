@@ -28,6 +28,7 @@ from function_flow.config import Settings
 from function_flow import remote
 from function_flow.remote import targets as remote_targets
 from function_flow.core.definition import Call
+from function_flow.context import RunContext
 from function_flow.core.graph import Backoff, Dag, TaskSpec, make_spec
 from function_flow.errors import DefinitionError, FunctionFlowError, RunNotFoundError
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus
@@ -311,6 +312,12 @@ class Job:
             return None
         return self.engine.payloads.load(
             records[0].result, f"the result of task {task_id!r} of run {run_id!r}")
+
+    @property
+    def context(self) -> RunContext:
+        """The current run's shared key/values: `job.context.set(key, value)`,
+        `.get(key, default)`, `.delete(key)`, `.items()` (function_flow/context.py)."""
+        return RunContext(self)
 
     def _current_run(self) -> str:
         if self.id is None:

@@ -5,6 +5,7 @@ Schema (every collection name starts with the configured prefix):
     {prefix}runs/{run_id}                  the run record
     {prefix}runs/{run_id}/tasks/{task_id}  one task record per task
     {prefix}runs/{run_id}/slots/{n}        {"holder": task_id or null}
+    {prefix}runs/{run_id}/context/{key}    {"key", "value_json"}: see firestore_context.py
     {prefix}triggers/{trigger_id}          a records.Trigger (run, task, attempt, watch...)
     {prefix}deliveries/{key}               {"key", "run_id"}: requests already acted on
 
@@ -45,7 +46,6 @@ Cloud Function lets Pub/Sub redeliver the message.
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -60,9 +60,10 @@ from function_flow.errors import ConfigurationError, RecordTooLargeError, Transi
 from function_flow.core.ports import RecordExistsError
 from function_flow.core.records import (JoinProgress, RunRecord, RunStatus, TaskRecord,
                                         TaskStatus, Trigger)
-from function_flow.store.firestore_transactions import (TRANSIENT, commit_compare_and_set,
+from function_flow.store.firestore_context import FirestoreContext
+from function_flow.store.firestore_transactions import (commit_compare_and_set,
                                                         commit_transaction, decode, doc_id,
-                                                        encode, transient)
+                                                        encode, transient, translated)
 
 T = TypeVar("T")
 
@@ -71,19 +72,7 @@ MAX_WRITES = 500
 #: Attempts of a transaction before it counts as a transient failure.
 DEFAULT_MAX_ATTEMPTS = 20
 
-def _translated(method: Callable[..., T]) -> Callable[..., T]:
-    """Raise Firestore's transient errors as TransientBackendError."""
-
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            return method(*args, **kwargs)
-        except TRANSIENT as exc:
-            raise transient(exc) from exc
-    return wrapper
-
-
-class FirestoreStore:
+class FirestoreStore(FirestoreContext):
     """ports.Store on Firestore (see module docstring for schema and counting).
 
     Building it is free of network calls: the client is made on first use,
@@ -175,7 +164,7 @@ class FirestoreStore:
                     "most 1 MiB") from exc
             raise
 
-    @_translated
+    @translated
     def create_run(self, run: RunRecord, tasks: list[TaskRecord],
                    slots: dict[int, str | None]) -> bool:
         run_ref = self._run_ref(run.run_id)
@@ -269,12 +258,12 @@ class FirestoreStore:
 
     # ---------------------------------------------------------------- reads
 
-    @_translated
+    @translated
     def get_run(self, run_id: str) -> RunRecord | None:
         self._count(reads=1)
         return self._run_from(self._run_ref(run_id).get())
 
-    @_translated
+    @translated
     def get_tasks(self, run_id: str,
                   task_ids: Iterable[str] | None = None) -> list[TaskRecord]:
         if task_ids is None:
@@ -296,7 +285,7 @@ class FirestoreStore:
         records = self.get_tasks(run_id, [task_id])
         return JoinProgress.of(records[0]) if records else None
 
-    @_translated
+    @translated
     def find_tasks(self, run_id: str, status: TaskStatus, limit: int) -> list[TaskRecord]:
         if limit <= 0:
             return []
@@ -305,14 +294,14 @@ class FirestoreStore:
                  .limit(limit))
         return [TaskRecord.from_dict(decode(s.to_dict())) for s in self._query(query)]
 
-    @_translated
+    @translated
     def find_free_slots(self, run_id: str, count: int, limit: int) -> list[int]:
         query = (self._run_ref(run_id).collection("slots")
                  .where(filter=FieldFilter("holder", "!=", None)))
         taken = {int(s.id) for s in self._query(query)}
         return [n for n in range(count) if n not in taken][:max(0, limit)]
 
-    @_translated
+    @translated
     def list_runs(self, limit: int = 50,
                   status: RunStatus | None = None) -> list[RunRecord]:
         if status is not None:  # no order_by: that would need a composite index
@@ -322,7 +311,7 @@ class FirestoreStore:
         return [RunRecord.from_dict(decode(s.to_dict()))
                 for s in self._query(query.limit(limit))]
 
-    @_translated
+    @translated
     def runs_started_before(self, timestamp: float) -> list[str]:
         query = (self._runs().where(filter=FieldFilter("created_at", "<", timestamp))
                  .select(["run_id"]))
@@ -330,13 +319,13 @@ class FirestoreStore:
 
     # ------------------------------------------------------------- triggers
 
-    @_translated
+    @translated
     def get_trigger(self, trigger_id: str) -> Trigger | None:
         self._count(reads=1)
         snapshot = self._trigger_ref(trigger_id).get()
         return Trigger.from_dict(snapshot.to_dict()) if snapshot.exists else None
 
-    @_translated
+    @translated
     def find_watches(self, limit: int, among: Iterable[str] | None = None) -> list[Trigger]:
         triggers = self.client.collection(f"{self.prefix}triggers")
         if among is None:
@@ -348,7 +337,7 @@ class FirestoreStore:
         found = [Trigger.from_dict(s.to_dict()) for q in queries for s in self._query(q)]
         return found[:limit]
 
-    @_translated
+    @translated
     def first_delivery(self, key: str, run_id: str) -> bool:
         self._count(writes=1)
         try:
@@ -358,23 +347,24 @@ class FirestoreStore:
             return False
         return True
 
-    @_translated
+    @translated
     def forget_delivery(self, key: str) -> None:
         self._count(writes=1)
         self.client.collection(f"{self.prefix}deliveries").document(doc_id(key)).delete()
 
     # ------------------------------------------------------------- deletion
 
-    @_translated
+    @translated
     def delete_run(self, run_id: str) -> None:
-        """Delete a run's tasks, slots and triggers, then the run itself.
+        """Delete a run's tasks, slots, context and triggers, then the run itself.
 
         Not atomic (a run can exceed 500 documents); the run document goes
-        last, so an interrupted deletion can simply be repeated.
+        last, so an interrupted deletion can simply be repeated. Then the
+        context once more: a value a late body set meanwhile.
         """
         run_ref = self._run_ref(run_id)
         refs: list[Any] = []
-        for name in ("tasks", "slots"):
+        for name in ("tasks", "slots", "context"):
             refs.extend(self._listed(run_ref.collection(name)))
         for name in ("triggers", "deliveries"):
             keyed = self.client.collection(f"{self.prefix}{name}").where(
@@ -382,6 +372,8 @@ class FirestoreStore:
             refs.extend(s.reference for s in self._query(keyed))
         self._delete_refs(refs)
         self._delete_refs([run_ref])
+        # A value a late body set meanwhile (see firestore_context.py).
+        self._delete_refs(list(self._listed(run_ref.collection("context"))))
 
     def _listed(self, collection: Any) -> Iterator[Any]:
         refs = list(collection.list_documents(page_size=MAX_WRITES))
