@@ -63,7 +63,8 @@ from function_flow.core.records import (JoinProgress, RunRecord, RunStatus, Task
 from function_flow.store.firestore_context import FirestoreContext
 from function_flow.store.firestore_transactions import (commit_compare_and_set,
                                                         commit_transaction, decode, doc_id,
-                                                        encode, transient, translated)
+                                                        encode, transient)
+from function_flow.store.firestore_transactions import translated as _translated
 
 T = TypeVar("T")
 
@@ -164,7 +165,7 @@ class FirestoreStore(FirestoreContext):
                     "most 1 MiB") from exc
             raise
 
-    @translated
+    @_translated
     def create_run(self, run: RunRecord, tasks: list[TaskRecord],
                    slots: dict[int, str | None]) -> bool:
         run_ref = self._run_ref(run.run_id)
@@ -258,12 +259,12 @@ class FirestoreStore(FirestoreContext):
 
     # ---------------------------------------------------------------- reads
 
-    @translated
+    @_translated
     def get_run(self, run_id: str) -> RunRecord | None:
         self._count(reads=1)
         return self._run_from(self._run_ref(run_id).get())
 
-    @translated
+    @_translated
     def get_tasks(self, run_id: str,
                   task_ids: Iterable[str] | None = None) -> list[TaskRecord]:
         if task_ids is None:
@@ -285,7 +286,7 @@ class FirestoreStore(FirestoreContext):
         records = self.get_tasks(run_id, [task_id])
         return JoinProgress.of(records[0]) if records else None
 
-    @translated
+    @_translated
     def find_tasks(self, run_id: str, status: TaskStatus, limit: int) -> list[TaskRecord]:
         if limit <= 0:
             return []
@@ -294,14 +295,14 @@ class FirestoreStore(FirestoreContext):
                  .limit(limit))
         return [TaskRecord.from_dict(decode(s.to_dict())) for s in self._query(query)]
 
-    @translated
+    @_translated
     def find_free_slots(self, run_id: str, count: int, limit: int) -> list[int]:
         query = (self._run_ref(run_id).collection("slots")
                  .where(filter=FieldFilter("holder", "!=", None)))
         taken = {int(s.id) for s in self._query(query)}
         return [n for n in range(count) if n not in taken][:max(0, limit)]
 
-    @translated
+    @_translated
     def list_runs(self, limit: int = 50,
                   status: RunStatus | None = None) -> list[RunRecord]:
         if status is not None:  # no order_by: that would need a composite index
@@ -311,7 +312,7 @@ class FirestoreStore(FirestoreContext):
         return [RunRecord.from_dict(decode(s.to_dict()))
                 for s in self._query(query.limit(limit))]
 
-    @translated
+    @_translated
     def runs_started_before(self, timestamp: float) -> list[str]:
         query = (self._runs().where(filter=FieldFilter("created_at", "<", timestamp))
                  .select(["run_id"]))
@@ -319,13 +320,13 @@ class FirestoreStore(FirestoreContext):
 
     # ------------------------------------------------------------- triggers
 
-    @translated
+    @_translated
     def get_trigger(self, trigger_id: str) -> Trigger | None:
         self._count(reads=1)
         snapshot = self._trigger_ref(trigger_id).get()
         return Trigger.from_dict(snapshot.to_dict()) if snapshot.exists else None
 
-    @translated
+    @_translated
     def find_watches(self, limit: int, among: Iterable[str] | None = None) -> list[Trigger]:
         triggers = self.client.collection(f"{self.prefix}triggers")
         if among is None:
@@ -337,7 +338,7 @@ class FirestoreStore(FirestoreContext):
         found = [Trigger.from_dict(s.to_dict()) for q in queries for s in self._query(q)]
         return found[:limit]
 
-    @translated
+    @_translated
     def first_delivery(self, key: str, run_id: str) -> bool:
         self._count(writes=1)
         try:
@@ -347,14 +348,14 @@ class FirestoreStore(FirestoreContext):
             return False
         return True
 
-    @translated
+    @_translated
     def forget_delivery(self, key: str) -> None:
         self._count(writes=1)
         self.client.collection(f"{self.prefix}deliveries").document(doc_id(key)).delete()
 
     # ------------------------------------------------------------- deletion
 
-    @translated
+    @_translated
     def delete_run(self, run_id: str) -> None:
         """Delete a run's tasks, slots, context and triggers, then the run itself.
 
