@@ -106,3 +106,12 @@ class ReportedFailure(FunctionFlowError):
     For `retry_on`: `retry_on=(ReportedFailure,)` retries a remote task whose
     function answered with an error, or a Future whose event says it failed.
     """
+
+
+class ContextError(FunctionFlowError):
+    """A run context operation (`job.context`) that cannot be done as asked.
+
+    A key that is not a short non-empty string, a value that is not JSON or
+    too large, no current run, or a run that was deleted. The message names
+    the key and says what to do instead.
+    """

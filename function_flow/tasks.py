@@ -29,6 +29,7 @@ from function_flow import remote
 from function_flow.remote import targets as remote_targets
 from function_flow.core import foreach as foreach_module
 from function_flow.core.definition import DEFAULT_FOREACH_MAX_ITEMS, Call, ForEach
+from function_flow.context import RunContext
 from function_flow.core.graph import Backoff, Dag, TaskSpec, make_spec
 from function_flow.errors import DefinitionError, FunctionFlowError, RunNotFoundError
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus
@@ -347,6 +348,12 @@ class Job:
         if self.dag.tasks[task_id].foreach is not None and foreach_module.is_summary(value):
             return foreach_module.results(self.engine, run_id, task_id, value)
         return value
+
+    @property
+    def context(self) -> RunContext:
+        """The current run's shared key/values: `job.context.set(key, value)`,
+        `.get(key, default)`, `.delete(key)`, `.items()` (function_flow/context.py)."""
+        return RunContext(self)
 
     def _current_run(self) -> str:
         if self.id is None:

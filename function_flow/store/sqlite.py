@@ -27,6 +27,7 @@ from function_flow.errors import StoreUnavailableError
 from function_flow.core.ports import ReadAfterWriteError, RecordExistsError
 from function_flow.core.records import (JoinProgress, RunRecord, RunStatus, TaskRecord,
                                         TaskStatus, Trigger)
+from function_flow.store.sqlite_context import SqliteContext
 from function_flow.store.sqlite_rows import (ADDED_COLUMNS, BATCH, DEP_PREFIX, SCHEMA,
                                           TRIGGER_COLUMNS, trigger_of, trigger_row, TASK_COLUMNS, dumps,
                                              merge_fields, new_task_json, parse_deps,
@@ -204,8 +205,9 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
-class SqliteStore:
-    """The embedded backend's store (see module docstring)."""
+class SqliteStore(SqliteContext):
+    """The embedded backend's store (see module docstring; the run context
+    is in sqlite_context.py)."""
 
     def __init__(self, path: str = DEFAULT_PATH) -> None:
         self.path = path
@@ -377,7 +379,7 @@ class SqliteStore:
     def delete_run(self, run_id: str) -> None:
         with self._writing() as conn:
             for table in ("tasks", "deps_done", "join_counts", "slots", "triggers",
-                          "deliveries", "runs"):
+                          "deliveries", "context", "runs"):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
 
     def runs_started_before(self, timestamp: float) -> list[str]:

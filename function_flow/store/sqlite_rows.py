@@ -80,6 +80,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
     key    TEXT PRIMARY KEY,
     run_id TEXT NOT NULL
 );
+-- A run's context (function_flow/context.py): one row per key, JSON text.
+CREATE TABLE IF NOT EXISTS context (
+    run_id TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    PRIMARY KEY (run_id, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS triggers (
     trigger_id TEXT PRIMARY KEY,
     run_id     TEXT NOT NULL,
