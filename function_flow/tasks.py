@@ -25,7 +25,7 @@ from function_flow.core import watches
 from function_flow.backends import Backend, from_settings
 from function_flow.owners import pid_alive
 from function_flow.config import Settings
-from function_flow import remote
+from function_flow import remote, subdags
 from function_flow.remote import targets as remote_targets
 from function_flow.core.definition import Call
 from function_flow.core.graph import Backoff, Dag, TaskSpec, make_spec
@@ -97,6 +97,10 @@ class Job:
         self.max_parallel_tasks = max_parallel_tasks
         self.tasks: list[Task] = []
         self._specs: list[TaskSpec] = []
+        self._subdags: list[subdags.SubDag] = []
+        #: The sub-DAG instance a bound job's task body runs in ("left/"), so
+        #: that get_task_result finds its siblings by their own ids.
+        self._scope = ""
         self._dag: Dag | None = None
         self._backend = backend
         self._engine: engine_module.Engine | None = None
@@ -164,6 +168,7 @@ class Job:
                 raise DefinitionError(
                     f"task {task_id!r} is defined twice in job {self.name!r}; "
                     "task ids must be unique", task_id)
+            subdags.check_free(self, task_id)
             self._specs.append(spec)
             self.tasks.append(Task(task_id, list(spec.deps), _topic_of(call),
                                    spec.task_args, func))
@@ -173,11 +178,25 @@ class Job:
 
         return register
 
+    def subdag(self, task_id: str, dag: "Job", deps: Optional[list[str]] = None) -> None:
+        """Use job `dag` (its tasks declared) as one node `task_id` of this job.
+
+        Its task `t` runs as `task_id/t`, after `deps`; tasks that depend on
+        `task_id` wait for all of it, and `get_task_result(task_id)` is its
+        result (its sink's, or {sink: result} for several sinks). Inside its
+        bodies, `job.get_task_result("t")` reads the sibling in the same use
+        of the sub-DAG. See function_flow/subdags.py.
+        """
+        self._subdags.append(subdags.add(self, task_id, dag, deps))
+        self._dag = None
+        self._engine = None
+
     @property
     def dag(self) -> Dag:
         """The validated graph; raises DefinitionError naming the bad task."""
-        if self._dag is None:
-            self._dag = Dag(self.name, self._specs)
+        if self._dag is None or not subdags.is_current(self._dag):
+            self._dag = subdags.compose(self)
+            self._engine = None
         return self._dag
 
     def validate(self) -> None:
@@ -301,11 +320,12 @@ class Job:
 
     def get_task_result(self, task_id: str) -> Any:
         """The stored result of `task_id` in the current run (None if none yet)."""
-        if task_id not in self.dag.tasks:
+        resolved = subdags.resolve(self._scope, task_id, self.dag.tasks)
+        if resolved is None:
             raise FunctionFlowError(
                 f"job {self.name!r} has no task {task_id!r}; "
                 f"its tasks are {', '.join(self.dag.order)}")
-        run_id = self._current_run()
+        task_id, run_id = resolved, self._current_run()
         records = self.engine.store.get_tasks(run_id, [task_id])
         if not records:
             return None
@@ -324,6 +344,7 @@ class Job:
         bound_job = copy.copy(self)
         bound_job.id = run_id
         bound_job._args_cache = None
+        bound_job._scope = subdags.scope_of(spec.task_id)
         task = Task(spec.task_id, list(spec.deps), _topic_of(spec.call), spec.task_args,
                     spec.func)
         task.status, task.run_id, task.attempt = TaskStatus.RUNNING, run_id, attempt
