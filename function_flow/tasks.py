@@ -98,8 +98,7 @@ class Job:
         self.tasks: list[Task] = []
         self._specs: list[TaskSpec] = []
         self._subdags: list[subdags.SubDag] = []
-        #: The sub-DAG instance a bound job's task body runs in ("left/"), so
-        #: that get_task_result finds its siblings by their own ids.
+        #: The sub-DAG use a bound job's body runs in ("left/"): see get_task_result.
         self._scope = ""
         self._dag: Dag | None = None
         self._backend = backend
@@ -179,14 +178,9 @@ class Job:
         return register
 
     def subdag(self, task_id: str, dag: "Job", deps: Optional[list[str]] = None) -> None:
-        """Use job `dag` (its tasks declared) as one node `task_id` of this job.
-
-        Its task `t` runs as `task_id/t`, after `deps`; tasks that depend on
-        `task_id` wait for all of it, and `get_task_result(task_id)` is its
-        result (its sink's, or {sink: result} for several sinks). Inside its
-        bodies, `job.get_task_result("t")` reads the sibling in the same use
-        of the sub-DAG. See function_flow/subdags.py.
-        """
+        """Use job `dag` (its tasks declared) as node `task_id`, after `deps`: its
+        task `t` runs as `task_id/t`; the node's result is its sink's (or
+        {sink: result}). See function_flow/subdags.py."""
         self._subdags.append(subdags.add(self, task_id, dag, deps))
         self._dag = None
         self._engine = None
@@ -319,7 +313,11 @@ class Job:
         return dict(self._args_cache[1])
 
     def get_task_result(self, task_id: str) -> Any:
-        """The stored result of `task_id` in the current run (None if none yet)."""
+        """The stored result of `task_id` in the current run (None if none yet).
+
+        In a sub-DAG's body, `task_id` is looked for in the same use of the
+        sub-DAG first, then in the enclosing ones (function_flow/subdags.py).
+        """
         resolved = subdags.resolve(self._scope, task_id, self.dag.tasks)
         if resolved is None:
             raise FunctionFlowError(

@@ -430,6 +430,8 @@ def test_run_and_status_list_a_subdags_tasks_under_its_node(tmp_path):
                      "   right/clean", "   right/split", " load"], shown.stdout
     graph = flow(tmp_path, "graph", WORKFLOW, "--format", "mermaid")
     assert graph.returncode == 0 and graph.stdout.count("subgraph ") == 2, graph.stderr
+    alone = flow(tmp_path, "graph", WORKFLOW, "--job", "prep")  # --job picks any job
+    assert alone.stdout.startswith("job prep: 2 tasks"), alone.stderr
 
 
 @pytest.mark.timeout(120)
