@@ -25,7 +25,7 @@ from function_flow.core import watches
 from function_flow.backends import Backend, from_settings
 from function_flow.owners import pid_alive
 from function_flow.config import Settings
-from function_flow import remote
+from function_flow import remote, subdags
 from function_flow.remote import targets as remote_targets
 from function_flow.core import foreach as foreach_module
 from function_flow.core.definition import DEFAULT_FOREACH_MAX_ITEMS, Call, ForEach
@@ -99,6 +99,9 @@ class Job:
         self.max_parallel_tasks = max_parallel_tasks
         self.tasks: list[Task] = []
         self._specs: list[TaskSpec] = []
+        self._subdags: list[subdags.SubDag] = []
+        #: The sub-DAG use a bound job's body runs in ("left/"): see get_task_result.
+        self._scope = ""
         self._dag: Dag | None = None
         self._backend = backend
         self._engine: engine_module.Engine | None = None
@@ -174,6 +177,7 @@ class Job:
                 raise DefinitionError(
                     f"task {task_id!r} is defined twice in job {self.name!r}; "
                     "task ids must be unique", task_id)
+            subdags.check_free(self, task_id)
             self._specs.append(spec)
             self.tasks.append(Task(task_id, list(spec.deps), _topic_of(call),
                                    spec.task_args, func))
@@ -207,11 +211,20 @@ class Job:
         return self.task(task_id, deps if over in deps else [over, *deps], foreach=spec,
                          **options)
 
+    def subdag(self, task_id: str, dag: "Job", deps: Optional[list[str]] = None) -> None:
+        """Use job `dag` (its tasks declared) as node `task_id`, after `deps`: its
+        task `t` runs as `task_id/t`; the node's result is its sink's (or
+        {sink: result}). See function_flow/subdags.py."""
+        self._subdags.append(subdags.add(self, task_id, dag, deps))
+        self._dag = None
+        self._engine = None
+
     @property
     def dag(self) -> Dag:
         """The validated graph; raises DefinitionError naming the bad task."""
-        if self._dag is None:
-            self._dag = Dag(self.name, self._specs)
+        if self._dag is None or not subdags.is_current(self._dag):
+            self._dag = subdags.compose(self)
+            self._engine = None
         return self._dag
 
     def validate(self) -> None:
@@ -334,12 +347,17 @@ class Job:
         return dict(self._args_cache[1])
 
     def get_task_result(self, task_id: str) -> Any:
-        """The stored result of `task_id` in the current run (None if none yet)."""
-        if task_id not in self.dag.tasks:
+        """The stored result of `task_id` in the current run (None if none yet).
+
+        In a sub-DAG's body, `task_id` is looked for in the same use of the
+        sub-DAG first, then in the enclosing ones (function_flow/subdags.py).
+        """
+        resolved = subdags.resolve(self._scope, task_id, self.dag.tasks)
+        if resolved is None:
             raise FunctionFlowError(
                 f"job {self.name!r} has no task {task_id!r}; "
                 f"its tasks are {', '.join(self.dag.order)}")
-        run_id = self._current_run()
+        task_id, run_id = resolved, self._current_run()
         records = self.engine.store.get_tasks(run_id, [task_id])
         if not records:
             return None
@@ -367,6 +385,7 @@ class Job:
         bound_job = copy.copy(self)
         bound_job.id = run_id
         bound_job._args_cache = None
+        bound_job._scope = subdags.scope_of(spec.task_id)
         task = Task(spec.task_id, list(spec.deps), _topic_of(spec.call), spec.task_args,
                     spec.func)
         task.status, task.run_id, task.attempt = TaskStatus.RUNNING, run_id, attempt
