@@ -157,7 +157,9 @@ def expand(node_id: str, dag: Dag, deps: tuple[str, ...]) -> list[TaskSpec]:
         spec = dag.tasks[task_id]
         inner = tuple(prefix + dep for dep in spec.deps) if spec.deps else tuple(deps)
         specs.append(dataclasses.replace(spec, task_id=prefix + task_id, deps=inner))
-    join = make_spec("join", None, join_results, retries=2, retry_backoff=1.0)
+    # none_failed: a branch inside that skips a sink does not skip the node.
+    join = make_spec("join", None, join_results, retries=2, retry_backoff=1.0,
+                     trigger_rule="none_failed")
     specs.append(dataclasses.replace(join, task_id=node_id,
                                      deps=tuple(prefix + sink for sink in dag.sinks)))
     return specs

@@ -25,16 +25,22 @@ from function_flow.core import watches
 from function_flow.backends import Backend, from_settings
 from function_flow.owners import pid_alive
 from function_flow.config import Settings
-from function_flow import remote, subdags
-from function_flow.remote import targets as remote_targets
+from function_flow import subdags
 from function_flow.core import foreach as foreach_module
 from function_flow.core.definition import DEFAULT_FOREACH_MAX_ITEMS, Call, ForEach
 from function_flow.context import RunContext
+from function_flow.entry_points import EntryPoints
+from function_flow.task_view import Task, remote_call, topic_of
 from function_flow.core.graph import Backoff, Dag, TaskSpec, make_spec
 from function_flow.errors import DefinitionError, FunctionFlowError, RunNotFoundError
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus
 
 JobStatus = RunStatus  # Function Flow's name for the status of a run
+
+#: How long `Job.wait` lets the in-process bus finish a run's follow-ups
+#: after the run ended (tasks still running in a failed run may take longer;
+#: they are not waited for).
+FOLLOW_UP_GRACE_SECONDS = 2.0
 
 #: (job name, run id) of the task body running in this thread. Function
 #: Flow's scheduler set `id` on the module-level job before calling a task,
@@ -46,36 +52,7 @@ _executing: contextvars.ContextVar[Optional[tuple[str, str]]] = contextvars.Cont
 __all__ = ["Job", "Task", "TaskStatus", "JobStatus", "Backoff", "cleanup_expired_jobs"]
 
 
-class Task:
-    """A task as its function sees it: `task.id`, `task.deps`, `task.task_args`,
-    `task.remote_topic`.
-
-    Arguments in Function Flow's order, `Task(task_id, deps, remote_topic,
-    task_args, func)`; its first releases took `Task(task_id, deps, func)`,
-    which still works. During execution a task also carries `run_id` and
-    `attempt` (1 for the first try), which Function Flow did not have.
-    """
-
-    def __init__(self, task_id: str, deps: list[str] | None = None,
-                 remote_topic: str | Callable[..., Any] | None = None,
-                 task_args: dict[str, Any] | None = None,
-                 func: Callable[..., Any] | None = None) -> None:
-        if callable(remote_topic) and func is None:  # Task(task_id, deps, func)
-            remote_topic, func = None, remote_topic
-        self.id = task_id
-        self.deps = list(deps or [])
-        self.remote_topic = remote_topic
-        self.func = func
-        self.task_args = dict(task_args or {})
-        self.status = TaskStatus.WAITING
-        self.run_id: str | None = None
-        self.attempt = 0
-
-    def __repr__(self) -> str:
-        return f"Task(id={self.id!r}, deps={self.deps!r})"
-
-
-class Job:
+class Job(EntryPoints):
     """A workflow: a named DAG of tasks, and the handle to start and run it."""
 
     def __init__(self, name: str, db: Any = None, pubsub: Any = None,
@@ -160,7 +137,7 @@ class Job:
             raise DefinitionError(
                 f"task function {name}() in job {self.name!r}: @job.task needs a "
                 f"task id; write @job.task(task_id='{name}', deps=[...])", name)
-        call = _remote_call(task_id, remote_topic, call)
+        call = remote_call(task_id, remote_topic, call)
         if call is not None and call.kind == "pubsub" \
                 and call.target in (self.schedule_topic, self.external_event_topic):
             raise DefinitionError(
@@ -179,7 +156,7 @@ class Job:
                     "task ids must be unique", task_id)
             subdags.check_free(self, task_id)
             self._specs.append(spec)
-            self.tasks.append(Task(task_id, list(spec.deps), _topic_of(call),
+            self.tasks.append(Task(task_id, list(spec.deps), topic_of(call),
                                    spec.task_args, func))
             self._dag = None
             self._engine = None
@@ -305,6 +282,10 @@ class Job:
         while True:
             run = self.engine.run_status(run_id)
             if run.status.is_final:
+                # The commit that ends a run comes before its follow-ups (the
+                # tasks below a failure marked UPSTREAM_FAILED): let this
+                # process's bus finish them, briefly, so the records agree.
+                self.backend.bus.wait_idle(timeout=FOLLOW_UP_GRACE_SECONDS)
                 return run
             self.repair_if_stalled(run_id)
             if deadline is not None and time.monotonic() > deadline:
@@ -386,7 +367,7 @@ class Job:
         bound_job.id = run_id
         bound_job._args_cache = None
         bound_job._scope = subdags.scope_of(spec.task_id)
-        task = Task(spec.task_id, list(spec.deps), _topic_of(spec.call), spec.task_args,
+        task = Task(spec.task_id, list(spec.deps), topic_of(spec.call), spec.task_args,
                     spec.func)
         task.status, task.run_id, task.attempt = TaskStatus.RUNNING, run_id, attempt
         task.item, task.item_key = item.get("item"), item.get("item_key")
@@ -408,69 +389,6 @@ class Job:
             return spec.func(**kwargs)
         finally:
             _executing.reset(token)
-
-    # ------------------------------------------------- Cloud Functions hooks
-    #
-    # Building an entry point reads nothing: a workflow file may build them
-    # before it declares its tasks (Function Flow's PyPI example does). The
-    # definition is validated when a function first serves a request.
-
-    def make_scheduler(self) -> Callable[..., Any]:
-        """The `scheduler` Cloud Function (Pub/Sub trigger on SCHEDULE)."""
-        from function_flow.cloud import functions
-
-        return functions.make_scheduler(self)
-
-    def make_external_event_listener(self) -> Callable[..., Any]:
-        """The `external_event_listener` Cloud Function (SCHEDULE_EXTERNAL_EVENTS)."""
-        from function_flow.cloud import functions
-
-        return functions.make_external_event_listener(self)
-
-    def make_poller(self) -> Callable[..., Any]:
-        """The `poller` Cloud Function (Cloud Scheduler or HTTP)."""
-        from function_flow.cloud import functions
-
-        return functions.make_poller(self)
-
-    def make_callback(self) -> Callable[..., Any]:
-        """The `callback` Cloud Function (HTTP): asynchronous answers, e.g. OpenFaaS's.
-
-        Deploy it where the gateway can reach it and set FUNCTION_FLOW_CALLBACK_URL
-        to its URL. The job is validated on the first request.
-        """
-        from function_flow.cloud import functions
-
-        return functions.make_callback(self)
-
-    def make_start(self) -> Callable[..., Any]:
-        """The `start` Cloud Function (HTTP): JSON body = run arguments."""
-        from function_flow.cloud import functions
-
-        return functions.make_start(self)
-
-
-def _topic_of(call: Call | None) -> str | None:
-    return call.target if call is not None and call.kind == "pubsub" else None
-
-
-def _remote_call(task_id: Any, remote_topic: str | None, call: Call | None) -> Call | None:
-    """The task's Call from `remote_topic=` or `call=`; errors name the task."""
-    if remote_topic is not None and call is not None:
-        raise DefinitionError(f"task {task_id!r}: give remote_topic or call, not both",
-                              task_id)
-    if call is not None and not isinstance(call, Call):
-        raise DefinitionError(
-            f"task {task_id!r}: call must come from function_flow.remote (PubSub, OpenFaaS "
-            f"or Http), got {call!r}", task_id)
-    if remote_topic is not None:
-        call = remote.PubSub(remote_topic)
-    if call is not None:
-        try:
-            remote_targets.check(call)
-        except ValueError as exc:
-            raise DefinitionError(f"task {task_id!r}: {exc}", task_id) from None
-    return call
 
 
 # Function Flow's name for it: `tasks.cleanup_expired_jobs(...)`.

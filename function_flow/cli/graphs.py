@@ -173,8 +173,10 @@ def _calls(dag: Dag, task_id: str) -> str:
     notes = f"  (calls {spec.call.describe()})" if spec.call is not None else ""
     if spec.branch:
         notes += "  (branch)"
-    if spec.trigger_rule != "all_success":
+    if spec.trigger_rule != "all_success" and not _is_node(dag, task_id):
         notes += f"  [{spec.trigger_rule}]"
+    if spec.foreach is not None:
+        notes += f"  (foreach over {spec.foreach.over})"
     return notes
 
 

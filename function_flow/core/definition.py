@@ -169,6 +169,11 @@ def branch_choice(spec: TaskSpec, dependents: Iterable[str], value: Any) -> froz
         raise ValueError(
             f"branch task {spec.task_id!r} must return the id of the dependent to follow "
             f"or a list of them, got {type(value).__name__} {value!r}")
+    # Inside a sub-DAG ("node/decide"), a body names its siblings by their own ids.
+    scope = spec.task_id.rpartition("/")[0]
+    if scope:
+        chosen = [f"{scope}/{c}" if c not in dependents and f"{scope}/{c}" in dependents
+                  else c for c in chosen]
     unknown = [c for c in chosen if c not in dependents]
     if unknown:
         raise ValueError(
