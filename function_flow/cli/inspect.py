@@ -14,6 +14,7 @@ from function_flow import backends, owners
 from function_flow.cli import progress
 from function_flow.cli.common import command_for
 from function_flow.cli.stores import get_run, open_selected
+from function_flow.cli import items
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus, ordered_tasks
 
 
@@ -95,9 +96,13 @@ def show_run(selected: backends.SelectedStore, run_id: str) -> None:
               + (f", args {progress.compact_json(run.args)}" if run.args else ""),
               markup=False, soft_wrap=True)
     out.print(progress.summary_table(tasks, errors=True))
-    for task in tasks:
-        if task.status is TaskStatus.FAILED and task.error:
-            out.print(f"--- {task.task_id} (attempt {task.attempt}) ---", markup=False)
-            out.print(task.error.rstrip(), markup=False, soft_wrap=True)
+    failed = [t for t in tasks if t.status is TaskStatus.FAILED and t.error]
+    failed_items = [t for t in failed if t.role == "item"]
+    for task in [t for t in failed if t.role != "item"] + failed_items[:items.SHOWN_FAILURES]:
+        out.print(f"--- {task.task_id} (attempt {task.attempt}) ---", markup=False)
+        out.print(task.error.rstrip(), markup=False, soft_wrap=True)
+    if len(failed_items) > items.SHOWN_FAILURES:
+        out.print(f"({len(failed_items) - items.SHOWN_FAILURES:,} more failed items not "
+                  "shown)", markup=False)
     if run.error:
         out.print(f"run error: {run.error}", markup=False, soft_wrap=True)

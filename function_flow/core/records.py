@@ -408,11 +408,28 @@ def too_large(what: str, size: int, limit: int = MAX_VALUE_BYTES) -> str:
 def ordered_tasks(records: list[TaskRecord], order: list[str] | None = None
                   ) -> list[TaskRecord]:
     """A run's task records for people: in graph order when the definition is
-    known, else in the order they started; never the virtual end task."""
-    tasks = [t for t in records if t.task_id != END_TASK_ID]
+    known, else in the order they started; a foreach's items right after it,
+    in item order; never function_flow's own records (ids starting with
+    "__": the end task, a foreach's groups)."""
+    tasks = [t for t in records if not t.task_id.startswith("__")]
+    never = float("inf")
     if order is not None:
         position = {task_id: i for i, task_id in enumerate(order)}
-        return sorted(tasks, key=lambda t: (position.get(t.task_id, len(position)),
-                                            t.queued_at or float("inf"), t.task_id))
-    never = float("inf")
+
+        def key(t: TaskRecord) -> tuple:
+            if t.role == "item" and t.template is not None:
+                return (position.get(t.template, len(position)), 1, _item_index(t),
+                        t.task_id)
+            return (position.get(t.task_id, len(position)), 0,
+                    t.queued_at or never, t.task_id)
+
+        return sorted(tasks, key=key)
     return sorted(tasks, key=lambda t: (t.started_at or t.queued_at or never, t.task_id))
+
+
+def _item_index(task: TaskRecord) -> int:
+    """i of a foreach item `node[i]`."""
+    try:
+        return int(task.task_id.rsplit("[", 1)[1].rstrip("]"))
+    except (IndexError, ValueError):
+        return 0
