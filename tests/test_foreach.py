@@ -105,6 +105,30 @@ def test_at_most_max_concurrency_items_run_at_once(store) -> None:
     assert job.get_task_result("work") == list(range(24))
 
 
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_max_parallel_tasks_holds_for_the_items_too(store, parallel) -> None:
+    """The foreach hands its own slot to its items (with one slot they would
+    otherwise wait for it forever)."""
+    running, peak, lock = [0], [0], threading.Lock()
+    job = Job(f"parallel{parallel}", max_parallel_tasks=parallel)
+    job.task(task_id="list")(lambda **_: list(range(12)))
+
+    @job.foreach(task_id="work", over="list")
+    def work(item, **_):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        return item
+
+    on(store, job, workers=8)
+    assert job.run(timeout=120).status is RunStatus.SUCCEEDED
+    assert job.engine.slots == parallel and peak[0] == parallel
+    assert job.get_task_result("work") == list(range(12))
+
+
 def failing_job(name: str, bad: set[int], count: int = 20, **options) -> Job:
     job = Job(name)
     job.task(task_id="list")(lambda **_: list(range(count)))

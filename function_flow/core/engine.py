@@ -29,8 +29,8 @@ import traceback
 import uuid
 from typing import Any, Callable, Iterable, Protocol
 
-from function_flow.core import (completion, foreach, payloads, recovery, transitions, waiting,
-                                watches)
+from function_flow.core import (completion, foreach, leftovers, payloads, recovery,
+                                transitions, waiting, watches)
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Request,
@@ -274,12 +274,17 @@ class Engine:
     def _cancel(self, run_id: str, task_id: str, attempt: int) -> None:
         now = self.clock()
 
-        def cancel(tx: Transaction) -> None:
+        def cancel(tx: Transaction) -> TaskRecord | None:
             task = tx.get_tasks(run_id, [task_id]).get(task_id)
-            if task is not None:
-                transitions.cancel(task, attempt, now).write_to(tx, run_id)
+            if task is None:
+                return None
+            step = transitions.cancel(task, attempt, now)
+            step.write_to(tx, run_id)
+            return task if step.verdict == "cancelled" else None
 
-        self.store.transact(cancel, compare_and_set=True)
+        cancelled = self.store.transact(cancel, compare_and_set=True)
+        if cancelled is not None:
+            leftovers.end_downstream(self, run_id, cancelled)
 
     def _run_body(self, run: RunRecord, task_id: str, spec: TaskSpec, attempt: int,
                   claimed: TaskRecord, claimed_until: float) -> str:

@@ -147,8 +147,12 @@ def expand(engine: "Engine", run: RunRecord, spec: TaskSpec, attempt: int) -> An
         task = tx.get_tasks(run_id, [node]).get(node)
         if task is None or task.status is not TaskStatus.RUNNING or task.attempt != attempt:
             return False
-        tx.update_task(run_id, node, {"lease_until": engine.clock() + wait,
+        # The foreach itself runs nothing while its items do: its concurrency
+        # slot goes to them (with max_parallel_tasks 1 they would wait forever).
+        tx.update_task(run_id, node, {"lease_until": engine.clock() + wait, "slot": None,
                                       "result": summary(node, keys, mapping)})
+        if task.slot is not None:
+            tx.set_slot(run_id, task.slot, None)
         # Expanded again by a later attempt (its process died): the collector
         # ends this attempt now.
         tx.update_task(run_id, collector_id(node), {"node_attempt": attempt})
@@ -156,7 +160,7 @@ def expand(engine: "Engine", run: RunRecord, spec: TaskSpec, attempt: int) -> An
 
     if not engine.store.transact(hold, compare_and_set=False):
         return None
-    step = Step("expanded")
+    step = Step("expanded", fill_slots=bool(engine.slots))
     for record in engine.store.get_tasks(run_id, [r.task_id for r in records
                                                   if r.status is not TaskStatus.WAITING]):
         if record.status is TaskStatus.QUEUED:

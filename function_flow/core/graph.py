@@ -145,7 +145,12 @@ class Dag:
         at most max_parallel_tasks, a run needs no slot bookkeeping at all.
         """
         if self._width_bound is None:
-            self._width_bound = len(self.tasks) - _max_matching(self)
+            bound = len(self.tasks) - _max_matching(self)
+            for spec in self.tasks.values():
+                if spec.foreach is not None:  # one task of the graph, many at run time
+                    limit = spec.foreach.max_concurrency or spec.foreach.max_items
+                    bound += limit - 1
+            self._width_bound = bound
         return self._width_bound
 
     def digest(self) -> str:
