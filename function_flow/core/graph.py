@@ -175,7 +175,9 @@ def _max_matching(dag: Dag) -> int:
             parent = queue.popleft()
             free_child = None
             for child in dag.dependents[parent]:
-                if child in came_from:
+                # A task that may start before this dependency ends (one_success,
+                # one_failed, always) is not after it on a path of one-at-a-time.
+                if child in came_from or dag.tasks[child].trigger_rule in EARLY_RULES:
                     continue
                 came_from[child] = parent
                 if child not in match_of_child:
