@@ -171,7 +171,7 @@ def test_resume_refuses_a_workflow_whose_graph_changed(tmp_path: Path) -> None:
         "\n\n@job.task(task_id='extra', deps=['last'])\n"
         "def extra(task, job):\n    mark(task)\n"))
     changed = scene.flow("resume", run_id)
-    assert_one_error_line(changed, "changed since run", run_id)
+    assert_one_error_line(changed, "was started with a different definition", run_id)
     assert counts(scene.marks())["blocker"] == 1
 
 
