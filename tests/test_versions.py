@@ -26,8 +26,10 @@ from function_flow.cli import cli
 from function_flow.core import fingerprints, versions
 from function_flow.core.engine import Engine
 from function_flow.core.graph import Dag, make_spec
-from function_flow.core.records import Message, RunRecord, RunStatus, TaskRecord, TaskStatus
+from function_flow.core.records import Message, MessageKind, RunRecord, RunStatus, TaskRecord, TaskStatus
 from function_flow.core.waiting import Pending
+from function_flow.futures import GCSFuture
+from function_flow.services.gcs import GcsWatcher
 from function_flow.errors import RunBlockedError, TransientBackendError
 from function_flow.tasks import Job
 from test_functions import as_legacy, as_push
@@ -87,11 +89,11 @@ def a_waits(task, job):
     return Wait(f"event-{task.run_id}")
 
 
-def job_of(*, a=a_v1, b=b_v1, c=c_v1, c_deps=("b",), a_retries=0,
+def job_of(*, a=a_v1, b=b_v1, c=c_v1, c_deps=("b",), a_retries=0, a_timeout=None,
            with_c=True, extra: tuple[str, list[str]] | None = None) -> Job:
     """The job `versioned` as one deployment defines it."""
     job = Job(name="versioned")
-    job.task(task_id="a", retries=a_retries)(a)
+    job.task(task_id="a", retries=a_retries, timeout=a_timeout)(a)
     job.task(task_id="b", deps=["a"])(b)
     if with_c:
         job.task(task_id="c", deps=list(c_deps))(c)
@@ -250,7 +252,7 @@ def test_the_check_adds_no_read_when_the_definition_is_the_runs(store, monkeypat
         return counting.reads
 
     with_check = reads_of_a_run()
-    monkeypatch.setattr(versions, "check", lambda engine, run, mark=True: None)
+    monkeypatch.setattr(versions, "check", lambda engine, run: None)
     assert with_check == reads_of_a_run()
 
 
@@ -276,6 +278,62 @@ def test_an_event_for_a_blocked_run_is_kept_until_its_definition_handles_it(stor
     assert RAN == ["a-waits", "b1", "c1"]
 
 
+def test_an_expired_lease_of_a_blocked_run_is_left_to_its_own_definition(store) -> None:
+    now = [1000.0]
+    bus = Outbox()
+
+    def engine(**definition: Any) -> Engine:
+        job = job_of(a=a_waits, a_timeout=10.0, **definition)  # the wait's lease: 10 s
+        return Engine(job, store, bus, lease_check_messages=False, clock=lambda: now[0])
+
+    first = engine()
+    run_id, _ = first.start({})
+    assert drain(first, bus) == ["waiting"]
+    now[0] += 60  # the lease of a's wait has run out
+    check = Message(run_id, "a", 1, MessageKind.CHECK_LEASE)
+
+    assert engine(b=b_v2).handle(check) == "blocked"
+    assert store.get_tasks(run_id, ["a"])[0].status is TaskStatus.RUNNING
+    assert first.handle(check) == "lease_expired"
+    assert store.get_tasks(run_id, ["a"])[0].status is TaskStatus.FAILED
+
+
+WATCHED: list[str] = []
+
+
+def a_watches(task, job):
+    RAN.append("a-watches")
+    return GCSFuture(WATCHED[-1])
+
+
+def test_an_object_a_blocked_run_waits_for_completes_it_under_its_own_definition(
+        store, gcs_bucket: str) -> None:
+    from google.cloud import storage
+
+    bus = Outbox()
+
+    def engine(**definition: Any) -> Engine:
+        return Engine(job_of(a=a_watches, **definition), store, bus,
+                      lease_check_messages=False, watcher=GcsWatcher(), watch_every=0)
+
+    first, changed = engine(), engine(b=b_v2)
+    WATCHED.append(f"gs://{gcs_bucket}/in/")
+    run_id, _ = first.start({})
+    assert drain(first, bus) == ["waiting"]
+    storage.Client().bucket(gcs_bucket).blob("in/x.csv").upload_from_string("1")
+
+    report = changed.poll(stale_after=0)
+    assert (report.watches_completed, report.runs_blocked) == (0, 1)
+    with pytest.raises(RunBlockedError):  # a notification: not acknowledged
+        changed.complete_watches(f"gs://{gcs_bucket}/in/x.csv")
+    assert store.get_tasks(run_id, ["a"])[0].status is TaskStatus.RUNNING
+
+    assert first.poll(stale_after=0).watches_completed == 1
+    drain(first, bus)
+    assert store.get_run(run_id).status is RunStatus.SUCCEEDED
+    assert RAN == ["a-watches", "b1", "c1"]
+
+
 # ------------------------------------------------- the Cloud Functions entry
 
 
@@ -291,6 +349,26 @@ def test_the_scheduler_function_acknowledges_a_message_of_a_blocked_run(store) -
     assert as_legacy(scheduler, message.to_json()) is None  # acknowledged, not raised
     assert "task 'b' changed (body)" in store.get_run(run_id).blocked
     assert RAN == ["a1"] and bus.sent == []
+
+
+def test_resume_on_google_cloud_refuses_a_definition_that_would_block_the_run(
+        firestore_store, tmp_path: Path) -> None:
+    run_id, _ = started_then_a_done(firestore_store)
+    changed = tmp_path / "changed.py"
+    changed.write_text(
+        "from function_flow.tasks import Job\n"
+        "job = Job(name='versioned')\n"
+        "job.task(task_id='a')(lambda task, job: 1)\n"
+        "job.task(task_id='b', deps=['a'])(lambda task, job: 'b, changed')\n"
+        "job.task(task_id='c', deps=['b'])(lambda task, job: 3)\n")
+
+    result = CliRunner().invoke(cli, ["resume", run_id, "--file", str(changed)],
+                                env={"FUNCTION_FLOW_BACKEND": "gcp"})
+
+    assert result.exit_code == 2, result.output
+    assert f"run {run_id} was started with a different definition: task 'b' changed " \
+           "(body); task 'c' changed (body)" in " ".join(result.output.split())
+    assert firestore_store.get_run(run_id).blocked is None  # asking changes nothing
 
 
 # ------------------------------------------------------------------ redrive

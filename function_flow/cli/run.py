@@ -81,6 +81,10 @@ def resume(run_id: str, file: str | None, workers: int | None,
         if workers is not None:
             fail("--workers only applies to runs on the embedded backend; "
                  "on Google Cloud the deployed functions execute the tasks")
+        assert selected.store is not None
+        blocked = versions.refusal(run, selected.store, job.dag)
+        if blocked is not None:
+            fail(blocked)
         selected.close()
         resume_deployed(job, settings, run_id)
     if run.owner and owners.owner_state(run.owner) == owners.OWNER_ELSEWHERE:
@@ -130,9 +134,6 @@ def resume_deployed(job: Job, settings: Settings, run_id: str) -> NoReturn:
     backend = backends.gcp(settings, job)
     job.use_backend(backend)
     backends.check_topic(backend.bus)
-    blocked = versions.check(job.engine, backend.store.get_run(run_id), mark=False)
-    if blocked is not None:
-        fail(blocked)
     out, err = progress.make_console(), progress.make_console(stderr=True)
     store = backend.store
     before = ordered_tasks(store.get_tasks(run_id), job.dag.order)

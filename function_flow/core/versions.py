@@ -31,7 +31,7 @@ from function_flow.errors import RunBlockedError
 
 if TYPE_CHECKING:
     from function_flow.core.engine import Engine
-    from function_flow.core.ports import Transaction
+    from function_flow.core.ports import Store, Transaction
 
 logger = logging.getLogger("function_flow.engine")
 
@@ -159,21 +159,33 @@ def reason(run: RunRecord, found: list[str]) -> str:
             "on the new one (allowed when the tasks it finished are unchanged)")
 
 
-def check(engine: "Engine", run: RunRecord | None, *, mark: bool = True) -> str | None:
+def refusal(run: RunRecord, store: "Store", dag: Dag) -> str | None:
+    """Why `dag` may not advance `run` (None: it may), changing nothing.
+
+    For a command that only asks (`function-flow resume` on Google Cloud,
+    whose deployed functions, not the command, would advance the run).
+    """
+    if run.status is not RunStatus.RUNNING or run.dag_hash == of(dag).hash:
+        return None
+    found = difference(run, store.get_tasks(run.run_id), dag)
+    return reason(run, found) if found else None
+
+
+def check(engine: "Engine", run: RunRecord | None) -> str | None:
     """None when `engine`'s definition may advance `run`, else why not.
 
     O(1) when the run was started with this definition, or was already
     found blocked by it: the run record, which the caller read anyway,
     says so. Otherwise the run's task records are read once (per process
-    and definition, when the change is found not to matter). With `mark`,
-    a blocked run's record says why, and the block is lifted by the first
-    engine that may advance it.
+    and definition, when the change is found not to matter). A blocked
+    run's record says why, and the first engine that may advance it lifts
+    the block.
     """
     if run is None or run.status is not RunStatus.RUNNING:
         return None
     definition = of(engine.dag)
     if run.dag_hash == definition.hash:
-        if run.blocked is not None and mark:
+        if run.blocked is not None:
             _set_block(engine, run, None, None)
         return None
     if run.blocked is not None and run.blocked_by == definition.hash:
@@ -183,16 +195,15 @@ def check(engine: "Engine", run: RunRecord | None, *, mark: bool = True) -> str 
         found = difference(run, engine.store.get_tasks(run.run_id), engine.dag)
         if found:
             why = reason(run, found)
-            if mark:
-                logger.warning("%s", why)
-                _set_block(engine, run, why, definition.hash)
+            logger.warning("%s", why)
+            _set_block(engine, run, why, definition.hash)
             return why
         if len(definition.accepted) >= ACCEPTED_LIMIT:
             definition.accepted.clear()
         definition.accepted.add(key)
         logger.info("run %s was started with another definition; the changes are in "
                     "tasks it has finished, so it continues with this one", run.run_id)
-    if run.blocked is not None and mark:
+    if run.blocked is not None:
         _set_block(engine, run, None, None)
     return None
 
