@@ -123,13 +123,13 @@ class Counting:
         return found
 
 
-def status_output(store, run_id: str) -> str:
-    """`function-flow status RUN_ID` on the store under test."""
+def status_output(store, run_id: str | None) -> str:
+    """`function-flow status [RUN_ID]` on the store under test."""
     if hasattr(store, "path"):
         env = {"FUNCTION_FLOW_BACKEND": "embedded", "FUNCTION_FLOW_DB": store.path}
     else:  # the Firestore emulator: firestore_env set its variables
         env = {"FUNCTION_FLOW_BACKEND": "gcp"}
-    result = CliRunner().invoke(cli, ["status", run_id], env=env)
+    result = CliRunner().invoke(cli, ["status"] + ([run_id] if run_id else []), env=env)
     assert result.exit_code == 0, result.output
     return " ".join(result.output.split())
 
@@ -169,6 +169,8 @@ def test_a_changed_task_the_run_has_not_finished_blocks_it(store) -> None:
     assert (f"BLOCKED: run {run_id} was started with a different definition: task 'b' "
             "changed (body). Deploy the definition it started with") in shown
     assert "redrive it on the new one" in shown
+    assert f"{run_id} versioned RUNNING (blocked: its definition changed)" in \
+        status_output(store, None)
 
 
 def test_a_blocked_run_costs_one_read_per_message_and_its_poller_leaves_it(store) -> None:
@@ -493,8 +495,13 @@ def test_bodies_of_every_kind_get_a_fingerprint_and_closures_count() -> None:
             return n
         return body
 
+    def make_default(n: int):
+        def body(task, job, k=n):
+            return k
+        return body
+
     kinds = [len, print, lambda task, job: 1, functools.partial(b_v1, None), Callable(),
-             Callable().__call__, make(1), make(2), None]
+             Callable().__call__, make(1), make(2), make_default(1), make_default(2), None]
     hashes = [fingerprints.body_hash(kind, {}) for kind in kinds]
     assert len(set(hashes)) == len(hashes)
     namespace: dict[str, Any] = {}
