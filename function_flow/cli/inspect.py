@@ -61,6 +61,8 @@ def list_runs(selected: backends.SelectedStore, limit: int) -> None:
             stopped.add(run.run_id)
         elif state == owners.OWNER_ELSEWHERE:
             notes[run.run_id] = f"run by {run.owner}"
+        if run.blocked and run.status is RunStatus.RUNNING:
+            notes[run.run_id] = "blocked: its definition changed"
     out.print(f"runs in {selected.description}, newest first:", markup=False, soft_wrap=True)
     out.print(progress.runs_table(runs, notes=notes, stopped=stopped))
     if stopped:
@@ -92,6 +94,8 @@ def show_run(selected: backends.SelectedStore, run_id: str) -> None:
     assert selected.store is not None
     tasks = ordered_tasks(selected.store.get_tasks(run_id))
     out.print(headline(selected.kind, run), markup=False, soft_wrap=True)
+    if run.blocked and run.status is RunStatus.RUNNING:
+        out.print(f"BLOCKED: {run.blocked}", markup=False, soft_wrap=True)
     out.print(f"job {run.job_name}, started {progress.format_time(run.created_at)}"
               + (f", args {progress.compact_json(run.args)}" if run.args else ""),
               markup=False, soft_wrap=True)

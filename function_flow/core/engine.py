@@ -30,7 +30,7 @@ import uuid
 from typing import Any, Callable, Iterable, Protocol
 
 from function_flow.core import (completion, foreach, leftovers, payloads, recovery,
-                                transitions, waiting, watches)
+                                transitions, versions, waiting, watches)
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Request,
@@ -161,9 +161,9 @@ class Engine:
                                                               self.slots)
         if self.end_record:
             records.append(TaskRecord(task_id=END_TASK_ID))
-        run = RunRecord(run_id=run_id, job_name=self.workflow.name,
-                        dag_hash=self.dag.digest(), args=args, slots=self.slots,
-                        created_at=now, owner=owner, source=source)
+        run = RunRecord(run_id=run_id, job_name=self.workflow.name, args=args,
+                        slots=self.slots, created_at=now, owner=owner, source=source,
+                        **versions.recorded(self.dag))
         try:
             created = self.store.create_run(run, records, slots)
         except TransientBackendError:
@@ -242,9 +242,12 @@ class Engine:
         # message fail fast on a changed record instead of locking it.
         step, task = self.store.transact(claim, compare_and_set=True)
         if step.verdict == "unknown_task":
-            if self.store.get_run(run_id) is None:
+            run = self.store.get_run(run_id)
+            if run is None:
                 logger.warning("message for unknown run %r dropped", run_id)
                 return "unknown_run"
+            if versions.check(self, run) is not None:  # a task this definition removed
+                return "blocked"
             logger.warning("message for unknown task %r of run %s dropped", task_id, run_id)
             return step.verdict
         assert task is not None
@@ -256,6 +259,13 @@ class Engine:
             if run is None or run.status.is_final:
                 self._cancel(run_id, task_id, attempt)
                 return f"run_{run.status.value.lower()}" if run else "unknown_run"
+            if versions.refused(self, run, step.verdict, task_id, attempt):
+                return "blocked"  # started with a definition this one changes
+        if step.verdict == "redelivered" or step.verdict == "stale" and step.messages:
+            # A duplicate (rare): what it would repeat follows this definition.
+            if versions.refused(self, self.store.get_run(run_id), step.verdict, task_id,
+                                attempt):
+                return "blocked"
         if step.verdict == "redelivered":
             completion.advance_after_success(self, run_id, task_id)
             return step.verdict
@@ -366,6 +376,7 @@ class Engine:
             logger.warning("external event for unknown trigger %r; acknowledged", trigger_id)
             return "unknown_trigger"
         run_id, task_id, attempt = trigger.run_id, trigger.task_id, trigger.attempt
+        versions.admit_event(self, trigger)  # a blocked run: RunBlockedError
         outcome = self.complete(run_id, task_id, attempt, ok=ok, value=value,
                                 error=error, trigger_id=trigger_id, retry=retry)
         logger.info("external event: run %s task %s attempt %d: %s",

@@ -86,6 +86,14 @@ class RunRecord:
     #: Where the workflow was defined (the CLI stores the file's absolute
     #: path), so that `function-flow resume RUN_ID` can load it again.
     source: str | None = None
+    #: The fingerprint of each task of the definition the run started with
+    #: (JSON text {task: "deps.settings.body"}; `dag_hash` is their hash),
+    #: see core/versions.py. Text, not a map: Firestore indexes no subfields.
+    task_versions: str | None = None
+    #: Why the deployed definition may not advance the run (it differs in a
+    #: part the run would reach), and that definition's hash; None when not.
+    blocked: str | None = None
+    blocked_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _fields_of(self)
@@ -177,6 +185,9 @@ class Trigger:
     #: None fails it (then retries apply); {"result": value} succeeds it
     #: with that value (an approval's default).
     on_timeout: dict[str, Any] | None = None
+    #: The hash of the definition that recorded the wait: an event handled
+    #: by the same definition needs no look at the run (core/versions.py).
+    definition: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -178,7 +178,7 @@ class _SqliteTransaction:
     def put_trigger(self, trigger: Trigger) -> None:
         self._wrote = True
         self._conn.execute(f"INSERT OR REPLACE INTO triggers ({TRIGGER_COLUMNS}) "
-                           "VALUES (?, ?, ?, ?, ?, ?)", trigger_row(trigger))
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)", trigger_row(trigger))
 
     def delete_trigger(self, trigger_id: str) -> None:
         self._wrote = True
