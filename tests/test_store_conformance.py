@@ -664,3 +664,20 @@ def test_list_runs_by_status_finds_old_live_runs(store: Store) -> None:
     assert [r.run_id for r in store.list_runs(limit=3)] == ["done-4", "done-3", "done-2"]
     live = store.list_runs(limit=3, status=RunStatus.RUNNING)
     assert [r.run_id for r in live] == ["old-live"]
+
+
+def test_replace_task_writes_a_record_whole_deps_done_and_counts_included(store: Store) -> None:
+    make_run(store, task_ids=["a", "b", "join"])
+    store.transact(lambda tx: tx.update_task("run-1", "join", {"deps_done.a": "SUCCEEDED"}))
+    store.transact(lambda tx: tx.update_task("run-1", "join", {"deps_done.b": "FAILED"}))
+    store.transact(lambda tx: tx.update_task("run-1", "join", {"status": "UPSTREAM_FAILED",
+                                                                "error": "x"}))
+    fresh = TaskRecord(task_id="join", deps_done={"a": "SUCCEEDED"}, attempt=0)
+    store.transact(lambda tx: tx.replace_task("run-1", fresh))
+    join = store.get_tasks("run-1", ["join"])[0]
+    assert join.status is TaskStatus.WAITING and join.error is None
+    assert join.deps_done == {"a": "SUCCEEDED"}
+    assert store.join_progress("run-1", "join") == (TaskStatus.WAITING, 1, 0, 0, None)
+    # Entries written afterwards count as before.
+    store.transact(lambda tx: tx.update_task("run-1", "join", {"deps_done.b": "SUCCEEDED"}))
+    assert store.join_progress("run-1", "join") == (TaskStatus.WAITING, 2, 0, 0, None)

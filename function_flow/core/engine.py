@@ -30,7 +30,7 @@ import uuid
 from typing import Any, Callable, Iterable, Protocol
 
 from function_flow.core import (completion, foreach, leftovers, payloads, recovery,
-                                transitions, versions, waiting, watches)
+                                redrive, transitions, versions, waiting, watches)
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Request,
@@ -429,6 +429,10 @@ class Engine:
                owner_alive: Callable[[str], bool] | None = None) -> RunRecord:
         """Pick up a run whose executing process died (embedded backend)."""
         return recovery.resume(self, run_id, owner=owner, owner_alive=owner_alive)
+
+    def redrive(self, run_id: str) -> RunRecord:
+        """Restart a FAILED or CANCELLED run from the tasks that did not succeed."""
+        return redrive.redrive(self, run_id)
 
     def retire_leftovers(self, run_id: str) -> None:
         """After a run ended, leave none of its tasks queued or running."""

@@ -160,13 +160,18 @@ def expand(engine: "Engine", run: RunRecord, spec: TaskSpec, attempt: int) -> An
 
     if not engine.store.transact(hold, compare_and_set=False):
         return None
+    # Send what is queued. Expanded again (a process died, or `redrive`
+    # restarted the failed items), an item may also wait for nothing but
+    # its turn, which came: decide it as any join.
     step = Step("expanded", fill_slots=bool(engine.slots))
-    for record in engine.store.get_tasks(run_id, [r.task_id for r in records
-                                                  if r.status is not TaskStatus.WAITING]):
+    found = {t.task_id: t for t in engine.store.get_tasks(
+        run_id, [r.task_id for r in records if r.role == "item"])}
+    for record in found.values():
         if record.status is TaskStatus.QUEUED:
             step.messages.append(_message(run_id, record))
-        elif record.status is TaskStatus.READY:
-            step.fill_slots = True
+        elif record.status is TaskStatus.WAITING and all(
+                d in found and found[d].status.is_final for d in record.deps or []):
+            step.joins += (record.task_id,)
     engine.follow_up(run_id, step)
     logger.info("run %s: foreach task %s attempt %d fans out into %d items",
                 run_id, node, attempt, len(items))

@@ -70,6 +70,13 @@ class Transaction(Protocol):
         run already has a task with that id.
         """
 
+    def replace_task(self, run_id: str, record: TaskRecord) -> None:
+        """Write a task record whole, `deps_done` included, over the one stored.
+
+        For `redrive`, which starts a task of an ended run afresh: entries of
+        dependencies that will run again are left out of `deps_done`.
+        """
+
     def set_slot(self, run_id: str, slot: int, holder: str | None) -> None: ...
 
     def put_trigger(self, trigger: Trigger) -> None:

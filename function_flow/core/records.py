@@ -86,6 +86,8 @@ class RunRecord:
     #: Where the workflow was defined (the CLI stores the file's absolute
     #: path), so that `function-flow resume RUN_ID` can load it again.
     source: str | None = None
+    #: How many times `redrive` restarted the run (core/redrive.py).
+    redrives: int = 0
     #: The fingerprint of each task of the definition the run started with
     #: (JSON text {task: "deps.settings.body"}; `dag_hash` is their hash),
     #: see core/versions.py. Text, not a map: Firestore indexes no subfields.
@@ -263,7 +265,8 @@ class JoinProgress(NamedTuple):
             return Verdict.WAIT
         s, f, k = self.succeeded, self.failed, self.skipped
         if self.done < deps:
-            if (rule == "one_success" and s) or (rule == "one_failed" and f):
+            if (rule == "one_success" and s) or (rule == "one_failed" and f) \
+                    or rule == "always":  # (queued when the run starts, or redriven)
                 return Verdict.RUN
             return Verdict.WAIT
         if rule == "all_success":

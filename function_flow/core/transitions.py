@@ -20,6 +20,9 @@ How a task moves (see docs/design.md for why it is shaped this way):
   WAITING --its trigger rule decided it does not run--> SKIPPED or UPSTREAM_FAILED
           |  which is written into its dependents like any final outcome
           +--the run ended first--> CANCELLED (or UPSTREAM_FAILED, see leftovers.py)
+
+`redrive` (redrive.py) is outside this table: it rewrites the records of
+an ended run's unfinished tasks whole, as WAITING, before reopening it.
 """
 
 from __future__ import annotations

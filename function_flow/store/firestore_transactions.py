@@ -266,6 +266,10 @@ class FirestoreTransaction:
         self._tx.create(self._store._task_ref(run_id, record.task_id),
                         encode(record.to_dict()))
 
+    def replace_task(self, run_id: str, record: TaskRecord) -> None:
+        self.writes += 1
+        self._tx.set(self._store._task_ref(run_id, record.task_id), encode(record.to_dict()))
+
     def put_trigger(self, trigger: Trigger) -> None:
         self.writes += 1
         self._tx.set(self._store._trigger_ref(trigger.trigger_id), trigger.to_dict())

@@ -175,6 +175,20 @@ class _SqliteTransaction:
             write_deps_done(self._conn, run_id, record.task_id, entries)
         self._tasks.pop((run_id, record.task_id), None)
 
+    def replace_task(self, run_id: str, record: TaskRecord) -> None:
+        self._wrote = True
+        fields = record.to_dict()
+        entries = fields.pop("deps_done")
+        for table in ("deps_done", "join_counts"):
+            self._conn.execute(f"DELETE FROM {table} WHERE run_id = ? AND task_id = ?",
+                               (run_id, record.task_id))
+        self._conn.execute(
+            "INSERT OR REPLACE INTO tasks (run_id, task_id, status, data) VALUES (?, ?, ?, ?)",
+            (run_id, record.task_id, record.status.value, dumps(fields)))
+        if entries:
+            write_deps_done(self._conn, run_id, record.task_id, entries)
+        self._tasks.pop((run_id, record.task_id), None)
+
     def put_trigger(self, trigger: Trigger) -> None:
         self._wrote = True
         self._conn.execute(f"INSERT OR REPLACE INTO triggers ({TRIGGER_COLUMNS}) "
