@@ -44,7 +44,7 @@ sys.path.insert(0, BENCH_DIR)
 
 import harness  # noqa: E402
 import instrument  # noqa: E402
-from shapes import SHAPES, Shape  # noqa: E402
+from shapes import DEFAULT_SHAPES, SHAPES, WIDE, Shape  # noqa: E402
 
 PROJECT = "function-flow-bench"
 UPSTREAM_PACKAGE = "function-flow==0.0.7"
@@ -110,13 +110,26 @@ def _our_job(shape: Shape, name: str, topic: str) -> Any:
     job = tasks.Job(name=name, schedule_topic=topic, project=PROJECT,
                     max_parallel_tasks=shape.max_parallel_tasks)
     for task_id, deps in shape.deps.items():
-        job.task(task_id=task_id, deps=list(deps))(_noop)
+        if task_id in shape.foreach:
+            job.foreach(task_id=task_id, over=deps[0], deps=list(deps))(_noop)
+        else:
+            job.task(task_id=task_id, deps=list(deps))(_body(shape, task_id))
     job.use_backend(_our_backend(job, topic))
     return job
 
 
 def _noop(task: Any, job: Any) -> None:
     return None
+
+
+def _body(shape: Shape, task_id: str) -> Any:
+    """A no-op, except the list a foreach runs over and the aggregator after it."""
+    count, node = shape.items_returned(task_id), shape.aggregates(task_id)
+    if count is not None:
+        return lambda task, job: list(range(count))
+    if node is not None:
+        return lambda task, job: len(job.get_task_result(node))
+    return _noop
 
 
 def _our_backend(job: Any, topic: str) -> Any:
@@ -252,9 +265,7 @@ def render(results: list[Result], timeouts: dict[str, float], args: argparse.Nam
             "aborted (retried by the client) / invocations that raised because a "
             "transaction gave up (redelivered). Ratios are ours/upstream."),
         box=box.SIMPLE_HEAVY, caption_justify="left")
-    for column in ("shape", "tasks", "workers", "side", "wall s", "reads/task",
-                   "writes/task", "ops/task", "msgs/task", "calls/task",
-                   "tx aborted / gave up", "store r/w per task", "poller r"):
+    for column in COLUMNS:
         table.add_column(column, justify="left" if column in ("shape", "side") else "right")
     by_key: dict[tuple[str, int], dict[str, Result]] = {}
     for result in results:
@@ -264,17 +275,8 @@ def render(results: list[Result], timeouts: dict[str, float], args: argparse.Nam
             r = sides.get(side)
             if r is None:
                 continue
-            store = (f"{r.store_reads / r.tasks:.1f} / {r.store_writes / r.tasks:.1f}"
-                     if r.store_reads is not None else "")
-            poller = r.counts.get("categories", {}).get("poller", {}).get("reads", 0)
-            table.add_row(
-                shape, str(r.tasks), str(workers), side, _seconds(r, timeouts[side]),
-                f"{r.per_task('reads'):.1f}", f"{r.per_task('writes'):.1f}",
-                f"{r.doc_ops_per_task:.1f}", f"{r.per_task('publishes'):.2f}",
-                f"{r.invocations / r.tasks:.2f}",
-                f"{r.counts.get('commit_failures', 0)} / {r.gave_up}", store,
-                f"{poller} ({r.poller_calls} polls)" if side == "ours" else "",
-                style=None if side == "ours" else "dim")
+            table.add_row(*_cells(r, timeouts[side]),
+                          style=None if side == "ours" else "dim")
         ours, theirs = sides.get("ours"), sides.get("upstream")
         if ours is not None and theirs is not None and theirs.status != "driver error":
             table.add_row(
@@ -289,6 +291,9 @@ def render(results: list[Result], timeouts: dict[str, float], args: argparse.Nam
         else:
             table.rows[-1].end_section = True
     console.print(table)
+    if args.markdown:
+        console.print(_markdown(results, timeouts), markup=False, highlight=False,
+                      soft_wrap=True)
     if args.by_site:
         _render_sites(console, results)
     for result in results:
@@ -299,6 +304,31 @@ def render(results: list[Result], timeouts: dict[str, float], args: argparse.Nam
             console.print(f"{result.side} {result.shape} w{result.workers} outcomes: "
                           f"{result.outcomes}")
     _render_targets(console, results)
+
+
+COLUMNS = ("shape", "tasks", "workers", "side", "wall s", "reads/task", "writes/task",
+           "ops/task", "msgs/task", "calls/task", "tx aborted / gave up",
+           "store r/w per task", "poller r")
+
+
+def _cells(r: Result, timeout: float) -> list[str]:
+    """One row of the table (a foreach counts its items as tasks)."""
+    store = (f"{r.store_reads / r.tasks:.1f} / {r.store_writes / r.tasks:.1f}"
+             if r.store_reads is not None else "")
+    poller = r.counts.get("categories", {}).get("poller", {}).get("reads", 0)
+    return [r.shape, str(r.tasks), str(r.workers), r.side, _seconds(r, timeout),
+            f"{r.per_task('reads'):.1f}", f"{r.per_task('writes'):.1f}",
+            f"{r.doc_ops_per_task:.1f}", f"{r.per_task('publishes'):.2f}",
+            f"{r.invocations / r.tasks:.2f}",
+            f"{r.counts.get('commit_failures', 0)} / {r.gave_up}", store,
+            f"{poller} ({r.poller_calls} polls)" if r.side == "ours" else ""]
+
+
+def _markdown(results: list[Result], timeouts: dict[str, float]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |",
+             "| --- | ---: | ---: | --- |" + " ---: |" * (len(COLUMNS) - 4)]
+    lines += ["| " + " | ".join(_cells(r, timeouts[r.side])) + " |" for r in results]
+    return "\n".join(lines)
 
 
 def _render_sites(console: Any, results: list[Result]) -> None:
@@ -356,13 +386,18 @@ def check_targets(results: list[Result]) -> list[tuple[bool | None, str]]:
                            f"{r.shape} w{r.workers}: {r.doc_ops_per_task:.2f} doc ops/task "
                            "(target <= 8)"))
         else:
+            why = "with concurrency slots" if r.shape.endswith("-p5") else "per item" \
+                if r.shape.startswith("foreach") else "wide"
             checks.append((None, f"{r.shape} w{r.workers}: {r.doc_ops_per_task:.2f} doc "
-                                 "ops/task (with concurrency slots; no target)"))
-    for shape in ("chain-50", "fan-1-50-1", "fan-1-50-1-p5"):
+                                 f"ops/task ({why}; no target)"))
+    checks += _foreach_checks(ours)
+    for shape in ("chain-50", "fan-1-50-1", "fan-1-50-1-p5", "foreach-1-50-1",
+                  "fan-1-1000-1", "foreach-1-1000-1"):
         r = ours.get((shape, 8))
         if r is not None:
-            checks.append((r.finished and r.seconds < 10,
-                           f"{shape} with 8 workers: {_seconds(r, 0)} s (target < 10 s)"))
+            if "1000" not in shape:
+                checks.append((r.finished and r.seconds < 10,
+                               f"{shape} with 8 workers: {_seconds(r, 0)} s (target < 10 s)"))
             checks.append((r.gave_up == 0,
                            f"{shape} with 8 workers: {r.gave_up} transactions gave up "
                            f"(target 0; {r.counts.get('commit_failures', 0)} aborted "
@@ -382,6 +417,30 @@ def check_targets(results: list[Result]) -> list[tuple[bool | None, str]]:
     return checks
 
 
+def _foreach_checks(ours: dict[tuple[str, int], Result]) -> list[tuple[bool | None, str]]:
+    """The issue's foreach target: cost per item flat in the number of items; and
+    a foreach's cost per item beside a plain fan-out of the same width (info)."""
+    checks: list[tuple[bool | None, str]] = []
+    for workers in sorted({w for _, w in ours}):
+        small, big = ours.get(("foreach-1-50-1", workers)), ours.get(("foreach-1-1000-1",
+                                                                      workers))
+        if small and big and small.finished and big.finished:
+            spread = (big.doc_ops_per_task - small.doc_ops_per_task) / small.doc_ops_per_task
+            checks.append((spread <= 0.10,
+                           f"foreach doc ops/item flat in items, {workers} worker(s): 50 items "
+                           f"{small.doc_ops_per_task:.2f} vs 1,000 items "
+                           f"{big.doc_ops_per_task:.2f} ({spread:+.0%}, target <= +10%)"))
+        for width in (50, 1000):
+            each, fan = ours.get((f"foreach-1-{width}-1", workers)), \
+                ours.get((f"fan-1-{width}-1", workers))
+            if each and fan and each.finished and fan.finished:
+                checks.append((None, f"1 -> {width} -> 1, {workers} worker(s): foreach "
+                                     f"{each.doc_ops_per_task:.2f} doc ops/item, "
+                                     f"{each.seconds:.1f} s vs fan-out "
+                                     f"{fan.doc_ops_per_task:.2f} ops/task, {fan.seconds:.1f} s"))
+    return checks
+
+
 def _render_targets(console: Any, results: list[Result]) -> None:
     for ok, text in check_targets(results):
         label = "[dim]info[/]  " if ok is None else "[green]met[/]   " if ok else "[red]MISSED[/]"
@@ -394,8 +453,13 @@ def _render_targets(console: Any, results: list[Result]) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark the GCP backend on the Firestore and Pub/Sub emulators.")
-    parser.add_argument("--shapes", default=",".join(SHAPES),
-                        help=f"comma-separated, from {', '.join(SHAPES)} (default: all)")
+    parser.add_argument("--shapes", default=",".join(DEFAULT_SHAPES),
+                        help=f"comma-separated, from {', '.join(SHAPES)} (default: all "
+                             f"but {' and '.join(WIDE)})")
+    parser.add_argument("--wide", action="store_true",
+                        help=f"also run {' and '.join(WIDE)} (several minutes)")
+    parser.add_argument("--markdown", action="store_true",
+                        help="also print the main table as Markdown")
     parser.add_argument("--workers", default="1,8",
                         help="comma-separated scheduler worker counts (default: 1,8)")
     parser.add_argument("--timeout", type=float, default=180.0,
@@ -418,6 +482,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="print each case's scheduler outcomes (claimed, duplicate...)")
     args = parser.parse_args(argv)
     args.shape_list = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    if args.wide:
+        args.shape_list += [s for s in WIDE if s not in args.shape_list]
     unknown = [s for s in args.shape_list if s not in SHAPES]
     if unknown:
         parser.error(f"unknown shape(s) {', '.join(unknown)}; use {', '.join(SHAPES)}")
@@ -484,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
                     runs["ours"].append(run_ours(shape, workers, args.timeout,
                                                  args.poll_every, counters))
                     emulators.reset_firestore(firestore.host, PROJECT)
-                    if upstream_python is None:
+                    if upstream_python is None or shape.foreach:  # upstream has no foreach
                         continue
                     print(f"{shape.name}, {workers} worker(s), run {attempt + 1}: "
                           "upstream...", file=sys.stderr, flush=True)
