@@ -140,7 +140,7 @@ def expand(engine: "Engine", run: RunRecord, spec: TaskSpec, attempt: int) -> An
     if not items:
         return {} if mapping else []
     records = plan(engine, run_id, spec, attempt, keys, items)
-    _add_missing(engine, run_id, records)
+    fresh = _add_missing(engine, run_id, records)
     wait = spec.timeout or DEFAULT_WAIT_SECONDS
 
     def hold(tx: "Transaction") -> bool:
@@ -157,8 +157,10 @@ def expand(engine: "Engine", run: RunRecord, spec: TaskSpec, attempt: int) -> An
     if not engine.store.transact(hold, compare_and_set=False):
         return None
     step = Step("expanded")
-    for record in engine.store.get_tasks(run_id, [r.task_id for r in records
-                                                  if r.status is not TaskStatus.WAITING]):
+    started = [r for r in records if r.status is not TaskStatus.WAITING]
+    if not fresh:  # expanded before: the records that exist tell where they are
+        started = engine.store.get_tasks(run_id, [r.task_id for r in started])
+    for record in started:
         if record.status is TaskStatus.QUEUED:
             step.messages.append(_message(run_id, record))
         elif record.status is TaskStatus.READY:
@@ -175,24 +177,30 @@ def _message(run_id: str, record: TaskRecord) -> Any:
     return Message(run_id, record.task_id, record.attempt)
 
 
-def _add_missing(engine: "Engine", run_id: str, records: list[TaskRecord]) -> None:
-    """Add the records the run does not have yet, CHUNK per transaction."""
+def _add_missing(engine: "Engine", run_id: str, records: list[TaskRecord]) -> bool:
+    """Add the records the run does not have yet, CHUNK per transaction.
+
+    The first expansion finds none, so it adds before it reads (a read per
+    item saved); only a chunk that already exists in part is read. True if
+    every record was added here (none existed)."""
     from function_flow.core.ports import RecordExistsError
 
+    fresh = True
     for start in range(0, len(records), CHUNK):
-        chunk = records[start:start + CHUNK]
+        chunk = missing = records[start:start + CHUNK]
         for _ in range(3):
-            have = {t.task_id for t in engine.store.get_tasks(run_id,
-                                                              [r.task_id for r in chunk])}
-            missing = [r for r in chunk if r.task_id not in have]
-            if not missing:
-                break
             try:
                 engine.store.transact(lambda tx, m=missing: [tx.add_task(run_id, r)
                                                              for r in m])
                 break
-            except RecordExistsError:
-                continue  # another attempt added some meanwhile: look again
+            except RecordExistsError:  # expanded before, or meanwhile: look
+                fresh = False
+                have = {t.task_id for t in engine.store.get_tasks(
+                    run_id, [r.task_id for r in chunk])}
+                missing = [r for r in chunk if r.task_id not in have]
+                if not missing:
+                    break
+    return fresh
 
 
 def collect(engine: "Engine", run_id: str, node: str, attempt: int) -> str:
