@@ -242,9 +242,13 @@ def check_join(engine: "Engine", run_id: str, join_id: str,
     deps = progress.expected if progress.expected is not None \
         else len(engine.graph.deps_of(join_id))
     # A task the run added (progress.expected set) may have another rule
-    # than its id says: its record, read in the transaction, tells.
-    if progress.expected is None \
-            and not progress.complete(deps, engine.graph.rule_of(join_id)):
+    # than its id says; its record, read in the transaction, tells. Every
+    # rule waits for all dependencies but the early ones, which no task a
+    # run adds has (a foreach's are all_done): until then it is undecided.
+    if progress.expected is not None:
+        if progress.done < deps:
+            return None
+    elif not progress.complete(deps, engine.graph.rule_of(join_id)):
         return None
     if progress.status is not TaskStatus.WAITING:
         return None

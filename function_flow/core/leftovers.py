@@ -37,9 +37,9 @@ def retire(engine: "Engine", run_id: str, ended: RunStatus) -> None:
     through another such task), else CANCELLED. Bodies still executing
     finish; their outcome is recorded, and nothing new starts after it.
     """
-    cancel_waits(engine, run_id)
     if ended is RunStatus.SUCCEEDED:
-        return
+        return  # every task ended: nothing waits, nothing is left
+    cancel_waits(engine, run_id)
     every = {t.task_id: t for t in engine.store.get_tasks(run_id)}
     records = [t for t in every.values()
                if t.task_id != END_TASK_ID and t.status in UNSTARTED]
