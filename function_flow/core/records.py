@@ -13,8 +13,6 @@ import functools
 import json
 from typing import Any, NamedTuple
 
-from function_flow.core.definition import END_TASK_ID
-
 
 class RunStatus(str, enum.Enum):
     """Status of a run (one execution of a job). Final ones never change."""
