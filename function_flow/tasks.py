@@ -25,7 +25,8 @@ from function_flow.core import watches
 from function_flow.backends import Backend, from_settings
 from function_flow.owners import pid_alive
 from function_flow.config import Settings
-from function_flow import remote
+from function_flow import callbacks, remote
+from function_flow.run_hooks import HookDecorators
 from function_flow.remote import targets as remote_targets
 from function_flow.core.definition import Call
 from function_flow.core.graph import Backoff, Dag, TaskSpec, make_spec
@@ -73,8 +74,12 @@ class Task:
         return f"Task(id={self.id!r}, deps={self.deps!r})"
 
 
-class Job:
-    """A workflow: a named DAG of tasks, and the handle to start and run it."""
+class Job(HookDecorators):
+    """A workflow: a named DAG of tasks, and the handle to start and run it.
+
+    Besides its tasks, a job may have hooks a run calls once after it ended:
+    `@job.on_failure` and `@job.on_end` (run_hooks.py).
+    """
 
     def __init__(self, name: str, db: Any = None, pubsub: Any = None,
                  schedule_topic: str = "SCHEDULE",
@@ -97,6 +102,7 @@ class Job:
         self.max_parallel_tasks = max_parallel_tasks
         self.tasks: list[Task] = []
         self._specs: list[TaskSpec] = []
+        self._hooks: dict[str, TaskSpec] = {}
         self._dag: Dag | None = None
         self._backend = backend
         self._engine: engine_module.Engine | None = None
@@ -184,7 +190,7 @@ class Job:
     def dag(self) -> Dag:
         """The validated graph; raises DefinitionError naming the bad task."""
         if self._dag is None:
-            self._dag = Dag(self.name, self._specs)
+            self._dag = Dag(self.name, self._specs, hooks=self._hook_specs())
         return self._dag
 
     def validate(self) -> None:
@@ -225,13 +231,16 @@ class Job:
 
     def start(self, argv: Optional[dict[str, Any]] = None,
               run_id: Optional[str] = None, source: Optional[str] = None, *,
-              job_args: Optional[dict[str, Any]] = None) -> str:
+              job_args: Optional[dict[str, Any]] = None,
+              callback_url: Optional[str] = None) -> str:
         """Start a run with arguments `argv`; sets and returns `job.id`.
 
         job_args: the same, under the name later Function Flow releases use
         (`job.start(job_args={...})`); give one or the other.
         source: where the workflow is defined (a file path), stored on the
         run so that `function-flow resume` can find it again.
+        callback_url: an http(s) URL that receives the run's final status and
+        results, signed, once it ended (callbacks.py); needs FUNCTION_FLOW_HMAC_KEY.
         """
         if job_args is not None:
             if argv is not None:
@@ -242,9 +251,10 @@ class Job:
         if argv is not None and not isinstance(argv, dict):
             raise FunctionFlowError(
                 f"job {self.name!r}: arguments must be a dict, got {type(argv).__name__}")
+        callbacks.check_start(callback_url)
         owner = engine_module.process_owner() if self.backend.kind == "embedded" else None
         run_id, _ = self.engine.start(argv or {}, run_id=run_id, owner=owner,
-                                      source=source)
+                                      source=source, callback_url=callback_url)
         self.id = run_id
         return run_id
 
@@ -256,15 +266,16 @@ class Job:
         return run
 
     def wait(self, run_id: Optional[str] = None, timeout: Optional[float] = None,
-             poll_interval: float = 0.05) -> RunRecord:
-        """Block until the run ends; returns its final record."""
+             poll_interval: float = 0.05, *, hooks: bool = True) -> RunRecord:
+        """Block until the run ends, and its hooks and callback have run
+        (hooks=False: only until it ends); returns its final record."""
         run_id = run_id or self.id
         if run_id is None:
             raise FunctionFlowError("no run to wait for: call job.start() first")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             run = self.engine.run_status(run_id)
-            if run.status.is_final:
+            if run.status.is_final and not (hooks and run.hooks_pending):
                 return run
             self.repair_if_stalled(run_id)
             if deadline is not None and time.monotonic() > deadline:

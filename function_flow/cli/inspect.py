@@ -14,6 +14,7 @@ from function_flow import backends, owners
 from function_flow.cli import progress
 from function_flow.cli.common import command_for
 from function_flow.cli.stores import get_run, open_selected
+from function_flow.cli.hook_lines import print_hooks
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus, ordered_tasks
 
 
@@ -89,7 +90,8 @@ def show_run(selected: backends.SelectedStore, run_id: str) -> None:
     out = progress.make_console()
     run = get_run(selected, run_id)
     assert selected.store is not None
-    tasks = ordered_tasks(selected.store.get_tasks(run_id))
+    records = selected.store.get_tasks(run_id)
+    tasks = ordered_tasks(records)
     out.print(headline(selected.kind, run), markup=False, soft_wrap=True)
     out.print(f"job {run.job_name}, started {progress.format_time(run.created_at)}"
               + (f", args {progress.compact_json(run.args)}" if run.args else ""),
@@ -101,3 +103,5 @@ def show_run(selected: backends.SelectedStore, run_id: str) -> None:
             out.print(task.error.rstrip(), markup=False, soft_wrap=True)
     if run.error:
         out.print(f"run error: {run.error}", markup=False, soft_wrap=True)
+    print_hooks(out, run, records, tracebacks=True)
+

@@ -29,7 +29,8 @@ import traceback
 import uuid
 from typing import Any, Callable, Iterable, Protocol
 
-from function_flow.core import completion, payloads, recovery, transitions, waiting, watches
+from function_flow.core import (completion, hooks, payloads, recovery, transitions, waiting,
+                                watches)
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Request,
@@ -140,14 +141,20 @@ class Engine:
     # ------------------------------------------------------------------ start
 
     def start(self, args: dict[str, Any] | None = None, run_id: str | None = None,
-              owner: str | None = None,
-              source: str | None = None) -> tuple[str, bool]:
+              owner: str | None = None, source: str | None = None,
+              callback_url: str | None = None) -> tuple[str, bool]:
         """Create a run and queue its root tasks. Returns (run_id, created).
 
         With a caller-chosen run id the call is idempotent: when the run
         exists, nothing is written and created is False. Raises TypeError or
-        ValueError for arguments no backend can store.
+        ValueError for arguments no backend can store, or a callback_url
+        that is not http(s) (it receives the final status: core/hooks.py).
         """
+        if callback_url is not None:
+            callback_url = hooks.check_callback_url(callback_url)
+            if hooks.CALLBACK not in self.dag.hooks:
+                raise ValueError(f"workflow {self.workflow.name!r} cannot deliver callbacks")
+        hook_ids = hooks.chain(self.dag.hooks, callback_url)
         run_id = run_id or new_run_id(self.workflow.name)
         args_key = payloads.args_key(run_id)
         args = self.payloads.store("the run's arguments", dict(args or {}), args_key,
@@ -157,9 +164,11 @@ class Engine:
                                                               self.slots)
         if self.end_record:
             records.append(TaskRecord(task_id=END_TASK_ID))
+        records += hooks.records(hook_ids)
         run = RunRecord(run_id=run_id, job_name=self.workflow.name,
                         dag_hash=self.dag.digest(), args=args, slots=self.slots,
-                        created_at=now, owner=owner, source=source)
+                        created_at=now, owner=owner, source=source,
+                        hooks=hook_ids or None, callback_url=callback_url)
         try:
             created = self.store.create_run(run, records, slots)
         except TransientBackendError:
@@ -249,7 +258,7 @@ class Engine:
             # The claim read only the task: look at the run after it
             # committed. If the run ended meanwhile, the attempt never runs.
             run = self.store.get_run(run_id)
-            if run is None or run.status.is_final:
+            if run is None or (run.status.is_final and not hooks.is_hook(task_id)):
                 self._cancel(run_id, task_id, attempt)
                 return f"run_{run.status.value.lower()}" if run else "unknown_run"
         if step.verdict == "redelivered":
@@ -285,8 +294,9 @@ class Engine:
         try:
             if spec.call is not None:  # a remote function gets the real arguments
                 run = self.payloads.with_args(run)
-            value = self.executor.run(lambda: self._attempt(run, spec, attempt),
-                                      spec.timeout, what)
+            body = hooks.body(self, run, spec) if hooks.is_hook(task_id) \
+                else lambda: self._attempt(run, spec, attempt)
+            value = self.executor.run(body, spec.timeout, what)
             if spec.call is not None and spec.call.asynchronous:
                 request = waiting.make_request(run, spec, attempt, value)
                 value = waiting.RemoteAnswer(request.job_id)

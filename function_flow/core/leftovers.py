@@ -15,7 +15,6 @@ import logging
 from typing import TYPE_CHECKING
 
 from function_flow.core import transitions, waiting
-from function_flow.core.definition import END_TASK_ID
 from function_flow.core.records import (OUTCOME_FAILED, RunStatus, TaskRecord, TaskStatus,
                                         outcome_of)
 
@@ -41,8 +40,10 @@ def retire(engine: "Engine", run_id: str, ended: RunStatus) -> None:
     if ended is RunStatus.SUCCEEDED:
         return
     every = {t.task_id: t for t in engine.store.get_tasks(run_id)}
+    # Not function_flow's own records: the end task, and hooks (core/hooks.py),
+    # which the run's end has just queued or left waiting for their turn.
     records = [t for t in every.values()
-               if t.task_id != END_TASK_ID and t.status in UNSTARTED]
+               if not t.task_id.startswith("__") and t.status in UNSTARTED]
     if not records:
         return
     position = {task_id: i for i, task_id in enumerate(engine.dag.order)}

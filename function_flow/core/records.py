@@ -13,8 +13,6 @@ import functools
 import json
 from typing import Any, NamedTuple
 
-from function_flow.core.definition import END_TASK_ID
-
 
 class RunStatus(str, enum.Enum):
     """Status of a run (one execution of a job). Final ones never change."""
@@ -86,6 +84,13 @@ class RunRecord:
     #: Where the workflow was defined (the CLI stores the file's absolute
     #: path), so that `function-flow resume RUN_ID` can load it again.
     source: str | None = None
+    #: The run's hook records (core/hooks.py), in the order they run; None: none.
+    hooks: list[str] | None = None
+    #: Set by the end of the run while a hook has still to run; the poller
+    #: looks at ended runs that have it (Store.list_runs(hooks_pending=True)).
+    hooks_pending: bool = False
+    #: Where the run's final status is POSTed (its `__callback__` hook).
+    callback_url: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _fields_of(self)
@@ -399,8 +404,9 @@ def too_large(what: str, size: int, limit: int = MAX_VALUE_BYTES) -> str:
 def ordered_tasks(records: list[TaskRecord], order: list[str] | None = None
                   ) -> list[TaskRecord]:
     """A run's task records for people: in graph order when the definition is
-    known, else in the order they started; never the virtual end task."""
-    tasks = [t for t in records if t.task_id != END_TASK_ID]
+    known, else in the order they started; never function_flow's own (the
+    virtual end task, hooks: ids starting with '__')."""
+    tasks = [t for t in records if not t.task_id.startswith("__")]
     if order is not None:
         position = {task_id: i for i, task_id in enumerate(order)}
         return sorted(tasks, key=lambda t: (position.get(t.task_id, len(position)),
