@@ -239,6 +239,9 @@ def test_signatures_of_changed_old_or_foreign_requests_do_not_verify() -> None:
         signing.verify(body + b" ", headers, KEY, now=1_000_100)
     with pytest.raises(signing.SignatureError, match="does not match"):
         signing.verify(body, headers, KEY[::-1], now=1_000_100)
+    moved = dict(headers, **{signing.TIMESTAMP_HEADER: "1000050"})  # replayed "now"
+    with pytest.raises(signing.SignatureError, match="does not match"):
+        signing.verify(body, moved, KEY, now=1_000_100)
     with pytest.raises(signing.SignatureError, match="replay"):
         signing.verify(body, headers, KEY, now=1_000_000 + 301)
     with pytest.raises(signing.SignatureError, match="not signed"):
@@ -288,20 +291,23 @@ def test_the_start_function_says_when_the_deployment_cannot_sign(tmp_path,
 
 def test_run_with_callback_url_delivers_it_and_status_says_so(tmp_path,
                                                               receiver_for) -> None:
-    receiver = receiver_for(500, 200)
-    env = {"FUNCTION_FLOW_HMAC_KEY": KEY, "FUNCTION_FLOW_CALLBACK_BACKOFF": "0.01"}
+    # Retries that take longer than the command's grace for busy tasks: it
+    # waits for the callback, saying what happens meanwhile.
+    receiver = receiver_for(500, 500, 500, 200)
+    env = {"FUNCTION_FLOW_HMAC_KEY": KEY, "FUNCTION_FLOW_CALLBACK_BACKOFF": "1"}
     result = flow(tmp_path, "run", workflow("hooked"), "--arg", "fail=true",
                   "--callback-url", receiver.url, env=env)
     assert result.returncode == 1, result.stdout + result.stderr
     out = result.stdout
     assert "ALERT" in out and "CLEAN UP FAILED" in out
-    assert f"callback to {receiver.url}: delivered (HTTP 200, attempt 2)" in out
-    assert [p["answered"] for p in receiver.posts] == [500, 200]
+    assert f"callback to {receiver.url}: not delivered yet: attempt 1 failed: " in out
+    assert f"callback to {receiver.url}: delivered (HTTP 200, attempt 4)" in out
+    assert [p["answered"] for p in receiver.posts] == [500, 500, 500, 200]
     run_id = run_id_of(out)
     status = flow(tmp_path, "status", run_id, env=env)
     assert "on_failure: SUCCEEDED (attempt 1)" in status.stdout
     assert "on_end: SUCCEEDED (attempt 1)" in status.stdout
-    assert f"callback to {receiver.url}: delivered (HTTP 200, attempt 2)" in status.stdout
+    assert f"callback to {receiver.url}: delivered (HTTP 200, attempt 4)" in status.stdout
     assert "__" not in status.stdout.split("hooks:")[0]  # no hook rows among the tasks
 
 

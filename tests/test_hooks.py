@@ -236,7 +236,10 @@ def test_a_failing_hook_is_retried_and_never_changes_the_run(store) -> None:
     assert "the pager is down" in store.get_tasks(run_id, [hooks.ON_FAILURE])[0].error
 
 
-def test_a_hook_whose_process_died_is_run_again(store) -> None:
+@pytest.mark.parametrize("died_before", [0, transitions.MAX_INTERRUPTED_ATTEMPTS])
+def test_a_hook_whose_process_died_is_run_again(store, died_before) -> None:
+    """Resumed, it runs again; one that killed its process every time fails,
+    and the hooks after it still run."""
     calls: list = []
     engine, run_id, bus = start(hooked(calls, "fails"), store)
     while bus.sent and bus.sent[0].task_id != hooks.ON_FAILURE:
@@ -248,13 +251,33 @@ def test_a_hook_whose_process_died_is_run_again(store) -> None:
     def claim(tx):
         record = tx.get_tasks(run_id, [message.task_id])[message.task_id]
         transitions.claim(record, run_id, 1, now, 3600).write_to(tx, run_id)
+        # As after `died_before` earlier interruptions, each resumed.
+        tx.update_task(run_id, message.task_id, {"interrupted": died_before,
+                                                 "attempt": died_before + 1})
 
     store.transact(claim)
     engine.resume(run_id)
     drain(engine, bus)
-    assert [c[0] for c in calls] == ["on_failure", "on_end"]
     record = store.get_tasks(run_id, [hooks.ON_FAILURE])[0]
-    assert (record.status, record.attempt, record.interrupted) == (S, 2, 1)
+    if died_before:
+        assert [c[0] for c in calls] == ["on_end"]
+        assert record.status is F and "ProcessDied" in record.error
+    else:
+        assert [c[0] for c in calls] == ["on_failure", "on_end"]
+        assert (record.status, record.attempt, record.interrupted) == (S, 2, 1)
+    assert not engine.run_status(run_id).hooks_pending
+
+
+def test_the_poller_never_runs_the_hooks_of_a_live_run(store) -> None:
+    calls: list = []
+    engine, run_id, bus = start(hooked(calls), store)
+    engine.poll(stale_after=0)
+    engine.resume(run_id)
+    assert not any(hooks.is_hook(m.task_id) for m in bus.sent)
+    assert hook_status(store, run_id) == {hooks.ON_FAILURE: TaskStatus.WAITING,
+                                          hooks.ON_END: TaskStatus.WAITING}
+    drain(engine, bus)
+    assert [c[0] for c in calls] == ["on_end"]
 
 
 def test_a_hook_whose_lease_expired_is_retried_by_the_poller(store) -> None:
