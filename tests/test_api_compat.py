@@ -427,7 +427,7 @@ def test_task_failing_twice_fails_run_with_one_retry(embedded):
     assert "task 'flaky' failed" in run.error and "boom on attempt 2" in run.error
     records = records_of(job, run.run_id)
     assert records["flaky"].status is TaskStatus.FAILED and records["flaky"].attempt == 2
-    assert records["after"].status is TaskStatus.WAITING
+    assert records["after"].status is TaskStatus.UPSTREAM_FAILED
     assert seen == [1, 2]
 
 

@@ -59,7 +59,8 @@ def test_each_rule_decides_as_airflow_documents(rule: str, succeeded: int, faile
     verdict = progress.verdict(deps, rule)
     if missing == 0:
         assert verdict.value == airflow_outcome(rule, succeeded, failed, skipped)
-    elif rule == "one_success" and succeeded or rule == "one_failed" and failed:
+    elif rule == "one_success" and succeeded or rule == "one_failed" and failed \
+            or rule == "always":
         assert verdict is Verdict.RUN  # Airflow fires these as soon as one is in
     else:
         assert verdict is Verdict.WAIT  # the others decide once every dependency is done

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from function_flow.core import hooks, leftovers, payloads, transitions
+from function_flow.core import foreach, hooks, leftovers, payloads, transitions
 from function_flow.core.definition import END_TASK_ID, branch_choice
 from function_flow.core.records import Message, TaskRecord, TaskStatus
 from function_flow.core.transitions import Step
@@ -196,6 +196,8 @@ def follow_up(engine: "Engine", run_id: str, step: Step) -> None:
                 steps.append(resolved)
         if step.fill_slots:
             fill_slots(engine, run_id)
+        if step.collect is not None:
+            foreach.collect(engine, run_id, *step.collect)
         if step.run_ended is not None:
             logger.info("run %s ended: %s", run_id, step.run_ended.value)
             leftovers.retire(engine, run_id, step.run_ended)
@@ -235,6 +237,8 @@ def check_join(engine: "Engine", run_id: str, join_id: str,
     and never open a transaction on it, which keeps the join cold. With
     follow=False the committed step is returned for the caller to follow up.
     """
+    if hooks.is_hook(join_id):
+        return None  # a hook is queued by the run's end, never as a join
     progress = engine.store.join_progress(run_id, join_id)
     if progress is None:
         return None

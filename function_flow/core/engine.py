@@ -29,8 +29,8 @@ import traceback
 import uuid
 from typing import Any, Callable, Iterable, Protocol
 
-from function_flow.core import (completion, hooks, payloads, recovery, transitions, waiting,
-                                watches)
+from function_flow.core import (completion, foreach, hooks, leftovers, payloads, recovery,
+                                redrive, transitions, versions, waiting, watches)
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Request,
@@ -59,8 +59,11 @@ class Workflow(Protocol):
     dag: Dag
     max_parallel_tasks: int
 
-    def invoke(self, spec: TaskSpec, run_id: str, attempt: int) -> Any:
-        """Run the task body and return its result (or a Pending)."""
+    def invoke(self, spec: TaskSpec, run_id: str, attempt: int, **item: Any) -> Any:
+        """Run the task body and return its result (or a Pending).
+
+        For an item of a foreach, `item` holds item= and item_key=.
+        """
 
 
 def new_run_id(job_name: str) -> str:
@@ -147,14 +150,9 @@ class Engine:
 
         With a caller-chosen run id the call is idempotent: when the run
         exists, nothing is written and created is False. Raises TypeError or
-        ValueError for arguments no backend can store, or a callback_url
-        that is not http(s) (it receives the final status: core/hooks.py).
+        ValueError for arguments no backend can store or a bad callback_url.
         """
-        if callback_url is not None:
-            callback_url = hooks.check_callback_url(callback_url)
-            if hooks.CALLBACK not in self.dag.hooks:
-                raise ValueError(f"workflow {self.workflow.name!r} cannot deliver callbacks")
-        hook_ids = hooks.chain(self.dag.hooks, callback_url)
+        hook_ids, callback_url = hooks.for_start(self.dag, callback_url)
         run_id = run_id or new_run_id(self.workflow.name)
         args_key = payloads.args_key(run_id)
         args = self.payloads.store("the run's arguments", dict(args or {}), args_key,
@@ -164,11 +162,11 @@ class Engine:
                                                               self.slots)
         if self.end_record:
             records.append(TaskRecord(task_id=END_TASK_ID))
-        records += hooks.records(hook_ids)
-        run = RunRecord(run_id=run_id, job_name=self.workflow.name,
-                        dag_hash=self.dag.digest(), args=args, slots=self.slots,
-                        created_at=now, owner=owner, source=source,
-                        hooks=hook_ids or None, callback_url=callback_url)
+        records += [TaskRecord(task_id=hook_id) for hook_id in hook_ids]
+        run = RunRecord(run_id=run_id, job_name=self.workflow.name, args=args,
+                        slots=self.slots, created_at=now, owner=owner, source=source,
+                        hooks=hook_ids or None, callback_url=callback_url,
+                        **versions.recorded(self.dag))
         try:
             created = self.store.create_run(run, records, slots)
         except TransientBackendError:
@@ -247,9 +245,12 @@ class Engine:
         # message fail fast on a changed record instead of locking it.
         step, task = self.store.transact(claim, compare_and_set=True)
         if step.verdict == "unknown_task":
-            if self.store.get_run(run_id) is None:
+            run = self.store.get_run(run_id)
+            if run is None:
                 logger.warning("message for unknown run %r dropped", run_id)
                 return "unknown_run"
+            if versions.check(self, run) is not None:  # a task this definition removed
+                return "blocked"
             logger.warning("message for unknown task %r of run %s dropped", task_id, run_id)
             return step.verdict
         assert task is not None
@@ -261,6 +262,13 @@ class Engine:
             if run is None or (run.status.is_final and not hooks.is_hook(task_id)):
                 self._cancel(run_id, task_id, attempt)
                 return f"run_{run.status.value.lower()}" if run else "unknown_run"
+            if versions.refused(self, run, step.verdict, task_id, attempt):
+                return "blocked"  # started with a definition this one changes
+        if step.verdict == "redelivered" or step.verdict == "stale" and step.messages:
+            # A duplicate (rare): what it would repeat follows this definition.
+            if versions.refused(self, self.store.get_run(run_id), step.verdict, task_id,
+                                attempt):
+                return "blocked"
         if step.verdict == "redelivered":
             completion.advance_after_success(self, run_id, task_id)
             return step.verdict
@@ -279,23 +287,33 @@ class Engine:
     def _cancel(self, run_id: str, task_id: str, attempt: int) -> None:
         now = self.clock()
 
-        def cancel(tx: Transaction) -> None:
+        def cancel(tx: Transaction) -> TaskRecord | None:
             task = tx.get_tasks(run_id, [task_id]).get(task_id)
-            if task is not None:
-                transitions.cancel(task, attempt, now).write_to(tx, run_id)
+            if task is None:
+                return None
+            step = transitions.cancel(task, attempt, now)
+            step.write_to(tx, run_id)
+            return task if step.verdict == "cancelled" else None
 
-        self.store.transact(cancel, compare_and_set=True)
+        cancelled = self.store.transact(cancel, compare_and_set=True)
+        if cancelled is not None:
+            leftovers.end_downstream(self, run_id, cancelled)
 
     def _run_body(self, run: RunRecord, task_id: str, spec: TaskSpec, attempt: int,
                   claimed: TaskRecord, claimed_until: float) -> str:
         run_id = run.run_id
         what = f"attempt {attempt} of task {task_id!r}"
         request: Request | None = None
+        if spec.foreach is not None and claimed.role is None:
+            return self._expand(run, task_id, spec, attempt)
         try:
             if spec.call is not None:  # a remote function gets the real arguments
                 run = self.payloads.with_args(run)
+            item = {} if claimed.role != "item" else {
+                "item": self.payloads.load(claimed.item, f"the item of {task_id!r}"),
+                "item_key": claimed.item_key}
             body = hooks.body(self, run, spec) if hooks.is_hook(task_id) \
-                else lambda: self._attempt(run, spec, attempt)
+                else lambda: self._attempt(run, spec, attempt, item)
             value = self.executor.run(body, spec.timeout, what)
             if spec.call is not None and spec.call.asynchronous:
                 request = waiting.make_request(run, spec, attempt, value)
@@ -321,10 +339,22 @@ class Engine:
         return self.complete(run_id, task_id, attempt, ok=True, value=value,
                              claimed=claimed, claimed_until=claimed_until)
 
-    def _attempt(self, run: RunRecord, spec: TaskSpec, attempt: int) -> Any:
+    def _expand(self, run: RunRecord, task_id: str, spec: TaskSpec, attempt: int) -> str:
+        """A foreach task's attempt adds its items to the run (foreach.py)."""
+        try:
+            value = foreach.expand(self, run, spec, attempt)
+        except Exception as exc:  # a result it cannot run over, a store error
+            return self.complete(run.run_id, task_id, attempt, ok=False, cause=exc,
+                                 error=f"{type(exc).__name__}: {exc}")
+        if value is None:
+            return "waiting"
+        return self.complete(run.run_id, task_id, attempt, ok=True, value=value)
+
+    def _attempt(self, run: RunRecord, spec: TaskSpec, attempt: int,
+                 item: dict[str, Any] | None = None) -> Any:
         """The body, then, for a synchronous remote task, its call (both inside
         the executor, so the task's timeout covers the two)."""
-        value = self.workflow.invoke(spec, run.run_id, attempt)
+        value = self.workflow.invoke(spec, run.run_id, attempt, **(item or {}))
         if spec.call is None:
             return value
         if isinstance(value, Pending):
@@ -350,6 +380,7 @@ class Engine:
             logger.warning("external event for unknown trigger %r; acknowledged", trigger_id)
             return "unknown_trigger"
         run_id, task_id, attempt = trigger.run_id, trigger.task_id, trigger.attempt
+        versions.admit_event(self, trigger)  # a blocked run: RunBlockedError
         outcome = self.complete(run_id, task_id, attempt, ok=ok, value=value,
                                 error=error, trigger_id=trigger_id, retry=retry)
         logger.info("external event: run %s task %s attempt %d: %s",
@@ -402,6 +433,10 @@ class Engine:
                owner_alive: Callable[[str], bool] | None = None) -> RunRecord:
         """Pick up a run whose executing process died (embedded backend)."""
         return recovery.resume(self, run_id, owner=owner, owner_alive=owner_alive)
+
+    def redrive(self, run_id: str) -> RunRecord:
+        """Restart a FAILED or CANCELLED run from the tasks that did not succeed."""
+        return redrive.redrive(self, run_id)
 
     def retire_leftovers(self, run_id: str) -> None:
         """After a run ended, leave none of its tasks queued or running."""

@@ -148,7 +148,12 @@ class Dag:
         at most max_parallel_tasks, a run needs no slot bookkeeping at all.
         """
         if self._width_bound is None:
-            self._width_bound = len(self.tasks) - _max_matching(self)
+            bound = len(self.tasks) - _max_matching(self)
+            for spec in self.tasks.values():
+                if spec.foreach is not None:  # one task of the graph, many at run time
+                    limit = spec.foreach.max_concurrency or spec.foreach.max_items
+                    bound += limit - 1
+            self._width_bound = bound
         return self._width_bound
 
     def digest(self) -> str:
@@ -173,7 +178,9 @@ def _max_matching(dag: Dag) -> int:
             parent = queue.popleft()
             free_child = None
             for child in dag.dependents[parent]:
-                if child in came_from:
+                # A task that may start before this dependency ends (one_success,
+                # one_failed, always) is not after it on a path of one-at-a-time.
+                if child in came_from or dag.tasks[child].trigger_rule in EARLY_RULES:
                     continue
                 came_from[child] = parent
                 if child not in match_of_child:
@@ -241,6 +248,9 @@ class RunGraph:
 
     def rule_of(self, task_id: str, record: TaskRecordLike | None = None) -> str:
         """The trigger rule of a task; the end task waits for all its dependencies."""
+        own = getattr(record, "trigger_rule", None)
+        if own is not None:
+            return own
         spec = self.spec(task_id, record)
         return spec.trigger_rule if spec is not None else "all_done"
 
@@ -282,3 +292,4 @@ class TaskRecordLike:
     template: str | None
     deps: list[str] | None
     dependents: list[str] | None
+    trigger_rule: str | None

@@ -33,7 +33,7 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any, Callable
 
 from function_flow.core.definition import Backoff, TaskSpec, make_spec
-from function_flow.core.records import Message, RunRecord, RunStatus, TaskRecord, TaskStatus
+from function_flow.core.records import Message, RunRecord, RunStatus, TaskStatus
 from function_flow.errors import DefinitionError
 
 if TYPE_CHECKING:
@@ -124,13 +124,15 @@ def check_callback_url(url: Any) -> str:
     return url.strip()
 
 
-def chain(hook_ids: Any, callback_url: str | None) -> list[str]:
-    """The hook records a new run gets: the job's hooks, and the callback if asked for."""
-    return [h for h in ORDER if h in hook_ids and (h != CALLBACK or callback_url)]
-
-
-def records(chain_ids: list[str]) -> list[TaskRecord]:
-    return [TaskRecord(task_id=hook_id) for hook_id in chain_ids]
+def for_start(dag: Any, callback_url: str | None) -> tuple[list[str], str | None]:
+    """The hook records a new run of `dag` gets (the job's hooks, and the callback
+    if asked for), and the callback URL checked (ValueError if it is not http(s))."""
+    if callback_url is not None:
+        callback_url = check_callback_url(callback_url)
+        if CALLBACK not in dag.hooks:
+            raise ValueError(f"workflow {dag.name!r} cannot deliver callbacks")
+    return [h for h in ORDER if h in dag.hooks and (h != CALLBACK or callback_url)], \
+        callback_url
 
 
 # ------------------------------------------------------------ transitions

@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from function_flow.core import transitions, waiting
+from function_flow.core.definition import END_TASK_ID
 from function_flow.core.records import (OUTCOME_FAILED, RunStatus, TaskRecord, TaskStatus,
                                         outcome_of)
 
@@ -66,6 +67,29 @@ def retire(engine: "Engine", run_id: str, ended: RunStatus) -> None:
                 failed_upstream.add(record.task_id)
 
 
+def end_downstream(engine: "Engine", run_id: str, ended: TaskRecord) -> None:
+    """A task of an ended run was cancelled: end what waited for it.
+
+    `retire` left those tasks for it (their dependency was still running, and
+    its success would have queued them without reading them); they end now,
+    and so, in turn, do the tasks that waited for them.
+    """
+    now = engine.clock()
+    pending = [(ended, TaskStatus.CANCELLED)]
+    while pending:
+        task, status = pending.pop()
+        dependents = [d for d in engine.graph.dependents_of(task.task_id, task)
+                      if d != END_TASK_ID]
+        for record in engine.store.get_tasks(run_id, dependents):
+            if record.status is not TaskStatus.WAITING:
+                continue
+            mine = TaskStatus.UPSTREAM_FAILED if status is TaskStatus.UPSTREAM_FAILED or any(
+                outcome_of(s) == OUTCOME_FAILED and s != TaskStatus.CANCELLED.value
+                for s in record.deps_done.values()) else TaskStatus.CANCELLED
+            if end_unstarted(engine, run_id, record, mine, now):
+                pending.append((record, mine))
+
+
 def _may_be_queued_blindly(engine: "Engine", record: TaskRecord,
                            every: dict[str, TaskRecord], ended_here: set[str]) -> bool:
     """Whether a still-running dependency's success may queue `record` without
@@ -112,13 +136,18 @@ def cancel_waits(engine: "Engine", run_id: str) -> None:
             continue
 
         def cancel(tx: "Transaction", task_id: str = task.task_id,
-                   attempt: int = task.attempt, trigger_id: str = trigger.trigger_id) -> None:
+                   attempt: int = task.attempt, trigger_id: str = trigger.trigger_id
+                   ) -> TaskRecord | None:
             record = tx.get_tasks(run_id, [task_id]).get(task_id)
             if record is None:
-                return
+                return None
             step = transitions.cancel(record, attempt, now)
-            if step.verdict == "cancelled":
-                step.write_to(tx, run_id)
-                tx.delete_trigger(trigger_id)
+            if step.verdict != "cancelled":
+                return None
+            step.write_to(tx, run_id)
+            tx.delete_trigger(trigger_id)
+            return record
 
-        engine.store.transact(cancel)
+        cancelled = engine.store.transact(cancel)
+        if cancelled is not None:
+            end_downstream(engine, run_id, cancelled)

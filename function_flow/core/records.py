@@ -91,6 +91,16 @@ class RunRecord:
     hooks_pending: bool = False
     #: Where the run's final status is POSTed (its `__callback__` hook).
     callback_url: str | None = None
+    #: How many times `redrive` restarted the run (core/redrive.py).
+    redrives: int = 0
+    #: The fingerprint of each task of the definition the run started with
+    #: (JSON text {task: "deps.settings.body"}; `dag_hash` is their hash),
+    #: see core/versions.py. Text, not a map: Firestore indexes no subfields.
+    task_versions: str | None = None
+    #: Why the deployed definition may not advance the run (it differs in a
+    #: part the run would reach), and that definition's hash; None when not.
+    blocked: str | None = None
+    blocked_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _fields_of(self)
@@ -134,6 +144,15 @@ class TaskRecord:
     template: str | None = None
     deps: list[str] | None = None
     dependents: list[str] | None = None
+    #: For tasks a foreach adds (core/foreach.py): "item" (runs the body on
+    #: `item`, whose index or key is `item_key`), "group" (counts up to 100
+    #: items) or "collect" (ends the foreach task's attempt `node_attempt`).
+    role: str | None = None
+    item: Any = None
+    item_key: Any = None
+    node_attempt: int | None = None
+    #: A trigger rule of its own (None: its template's).
+    trigger_rule: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _fields_of(self)
@@ -173,6 +192,9 @@ class Trigger:
     #: None fails it (then retries apply); {"result": value} succeeds it
     #: with that value (an approval's default).
     on_timeout: dict[str, Any] | None = None
+    #: The hash of the definition that recorded the wait: an event handled
+    #: by the same definition needs no look at the run (core/versions.py).
+    definition: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -248,7 +270,8 @@ class JoinProgress(NamedTuple):
             return Verdict.WAIT
         s, f, k = self.succeeded, self.failed, self.skipped
         if self.done < deps:
-            if (rule == "one_success" and s) or (rule == "one_failed" and f):
+            if (rule == "one_success" and s) or (rule == "one_failed" and f) \
+                    or rule == "always":  # (queued when the run starts, or redriven)
                 return Verdict.RUN
             return Verdict.WAIT
         if rule == "all_success":
@@ -404,12 +427,28 @@ def too_large(what: str, size: int, limit: int = MAX_VALUE_BYTES) -> str:
 def ordered_tasks(records: list[TaskRecord], order: list[str] | None = None
                   ) -> list[TaskRecord]:
     """A run's task records for people: in graph order when the definition is
-    known, else in the order they started; never function_flow's own (the
-    virtual end task, hooks: ids starting with '__')."""
+    known, else in the order they started; a foreach's items right after it,
+    in item order; never function_flow's own records (ids starting with
+    "__": the end task, a foreach's groups)."""
     tasks = [t for t in records if not t.task_id.startswith("__")]
+    never = float("inf")
     if order is not None:
         position = {task_id: i for i, task_id in enumerate(order)}
-        return sorted(tasks, key=lambda t: (position.get(t.task_id, len(position)),
-                                            t.queued_at or float("inf"), t.task_id))
-    never = float("inf")
+
+        def key(t: TaskRecord) -> tuple:
+            if t.role == "item" and t.template is not None:
+                return (position.get(t.template, len(position)), 1, _item_index(t),
+                        t.task_id)
+            return (position.get(t.task_id, len(position)), 0,
+                    t.queued_at or never, t.task_id)
+
+        return sorted(tasks, key=key)
     return sorted(tasks, key=lambda t: (t.started_at or t.queued_at or never, t.task_id))
+
+
+def _item_index(task: TaskRecord) -> int:
+    """i of a foreach item `node[i]`."""
+    try:
+        return int(task.task_id.rsplit("[", 1)[1].rstrip("]"))
+    except (IndexError, ValueError):
+        return 0

@@ -16,12 +16,12 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from function_flow.core import hooks, transitions, waiting, watches
+from function_flow.core import hooks, transitions, versions, waiting, watches
 from function_flow.core.definition import END_TASK_ID
 from function_flow.core.records import (JoinProgress, Message, MessageKind, RunRecord,
                                         RunStatus, TaskRecord, TaskStatus, Trigger)
 from function_flow.core.transitions import Step
-from function_flow.errors import RunNotFoundError, RunStillActiveError
+from function_flow.errors import RunBlockedError, RunNotFoundError, RunStillActiveError
 
 if TYPE_CHECKING:
     from function_flow.core.engine import Engine
@@ -44,6 +44,9 @@ class PollReport:
     runs_checked: int = 0
     #: Waits for a gs:// prefix that an object now found completed.
     watches_completed: int = 0
+    #: Live runs left alone: started with a definition this one changes
+    #: where they would go (core/versions.py).
+    runs_blocked: int = 0
 
 
 def poll(engine: "Engine", stale_after: float = POLLER_STALE_AFTER_SECONDS,
@@ -68,8 +71,11 @@ def poll(engine: "Engine", stale_after: float = POLLER_STALE_AFTER_SECONDS,
                 if (run := engine.store.get_run(run_id)) is not None
                 and (run.status is RunStatus.RUNNING or hooks.pending(run))]
     for run in runs:
-        recover(engine, run.run_id, stale_after=stale_after,
-                only=run.hooks if run.status.is_final else None)
+        if versions.check(engine, run) is not None:
+            report.runs_blocked += 1
+        else:
+            recover(engine, run.run_id, stale_after=stale_after,
+                    only=run.hooks if run.status.is_final else None)
         report.runs_checked += 1
     return report
 
@@ -88,6 +94,8 @@ def check_lease(engine: "Engine", run_id: str, task_id: str, attempt: int) -> st
             engine.bus.publish(Message(run_id, task_id, attempt, MessageKind.CHECK_LEASE),
                                task.lease_until - now)
         return "lease_valid"
+    if versions.check(engine, engine.store.get_run(run_id)) is not None:
+        return "blocked"  # its retry or failure would follow another definition
     spec = engine.graph.spec(task_id, task)
     assert spec is not None
     limit = f"its timeout ({spec.timeout} s)" if spec.timeout else "its lease"
@@ -150,6 +158,9 @@ def resume(engine: "Engine", run_id: str, owner: str | None = None,
         raise RunStillActiveError(
             f"run {run_id} is still being executed by process {run.owner}; "
             "wait for it or stop that process first")
+    why = versions.check(engine, run)
+    if why is not None:
+        raise RunBlockedError(why)
     if owner is not None:
         engine.store.transact(lambda tx: tx.update_run(run_id, {"owner": owner}))
     recover(engine, run_id, executors_dead=True,
@@ -203,8 +214,7 @@ def recover(engine: "Engine", run_id: str, executors_dead: bool = False,
                     continue
             if task.lease_until is not None and task.lease_until <= now:
                 check_lease(engine, run_id, task.task_id, task.attempt)
-        elif task.status is TaskStatus.WAITING and not hooks.is_hook(task.task_id) \
-                and JoinProgress.of(task).complete(
+        elif task.status is TaskStatus.WAITING and JoinProgress.of(task).complete(
                 len(engine.graph.deps_of(task.task_id, task)),
                 engine.graph.rule_of(task.task_id, task)):
             engine.check_join(run_id, task.task_id)

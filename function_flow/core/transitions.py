@@ -20,6 +20,9 @@ How a task moves (see docs/design.md for why it is shaped this way):
   WAITING --its trigger rule decided it does not run--> SKIPPED or UPSTREAM_FAILED
           |  which is written into its dependents like any final outcome
           +--the run ended first--> CANCELLED (or UPSTREAM_FAILED, see leftovers.py)
+
+`redrive` (redrive.py) is outside this table: it rewrites the records of
+an ended run's unfinished tasks whole, as WAITING, before reopening it.
 """
 
 from __future__ import annotations
@@ -88,6 +91,8 @@ class Step:
     joins: tuple[str, ...] = ()
     fill_slots: bool = False
     run_ended: RunStatus | None = None
+    #: A foreach's items are all done: (foreach task, its attempt) to end.
+    collect: tuple[str, int] | None = None
 
     def task(self, task_id: str, **fields: Any) -> None:
         self.writes.append(Write("task", task_id, fields))
@@ -290,6 +295,8 @@ def fail(spec: TaskSpec, task: TaskRecord, run_id: str, error: str, now: float, 
     ends = ends_run(graph, task, has_end_task)
     if not ends:
         step.joins = write_outcome(step, graph, task, F)
+    if task.role == "item":
+        return step  # its foreach decides, by the failures it tolerates
     if run is not None and run.status is RunStatus.RUNNING:
         first_line = error.strip().splitlines()[-1] if error.strip() else "failed"
         reason = f"task {task.task_id!r} failed: {first_line}"
@@ -354,6 +361,18 @@ def resolve_join(graph: RunGraph, join_id: str, join: TaskRecord | None, run_id:
         step = Step("ended")
         step.task(join_id, status=S.value, finished_at=now)
         end_run_with_tasks(step, run, now)
+        return step
+    if join.role in ("group", "collect"):
+        # A foreach's bookkeeping (core/foreach.py): it runs no body.
+        progress = JoinProgress.of(join)
+        step = Step("counted")
+        step.task(join_id, status=S.value, finished_at=now,
+                  result={"succeeded": progress.succeeded, "failed": progress.failed,
+                          "skipped": progress.skipped})
+        if join.role == "collect":
+            step.collect = (join.template or "", join.node_attempt or 1)
+        else:
+            step.joins = write_outcome(step, graph, join, S)
         return step
     if verdict is not Verdict.RUN:
         status = SK if verdict is Verdict.SKIP else UF
