@@ -331,3 +331,36 @@ def test_run_refuses_a_callback_it_cannot_sign_in_one_line(tmp_path) -> None:
     bad = flow(tmp_path, "run", workflow("hooked"), "--callback-url", "mailto:me",
                env={"FUNCTION_FLOW_HMAC_KEY": KEY})
     assert bad.returncode == 2 and "callback_url must be an http" in bad.stderr
+
+
+def test_resume_delivers_the_callback_of_a_run_whose_process_was_killed(
+        tmp_path, receiver_for) -> None:
+    """The run ended and its callback was being retried when its process died
+    (kill -9): `function-flow resume` picks the callback up where it was."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    receiver = receiver_for(500)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FUNCTION_FLOW_")}
+    env.update(FUNCTION_FLOW_HMAC_KEY=KEY, FUNCTION_FLOW_CALLBACK_BACKOFF="0.5")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "function_flow.cli", "run", workflow("hooked"),
+         "--callback-url", receiver.url], cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        receiver.wait_for(1)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    receiver.statuses = [200]
+    run_id = re.search(r"(hooked-\S+)", flow(tmp_path, "status", env=env).stdout).group(1)
+    shown = flow(tmp_path, "status", run_id, env=env).stdout
+    assert "not delivered yet" in shown or "sending" in shown, shown
+    resumed = flow(tmp_path, "resume", run_id, env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"callback to {receiver.url}: delivered (HTTP 200, attempt " in resumed.stdout
+    assert receiver.posts[-1]["answered"] == 200
+    assert receiver.posts[-1]["body"]["status"] == "SUCCEEDED"

@@ -339,3 +339,30 @@ def test_hook_functions_with_the_wrong_signature_are_refused_at_definition() -> 
 
 def none_args():
     pass
+
+
+def test_a_redriven_run_runs_its_hooks_again_when_it_ends_again(store) -> None:
+    calls: list = []
+    attempts = []
+    job = Job("redriven")
+    job.task(task_id="a")(lambda **_: attempts.append(1) if len(attempts) else
+                          attempts.append(1) or boom())
+    job.on_failure(lambda run: calls.append(("on_failure", run.status.value)))
+    job.on_end(lambda run: calls.append(("on_end", run.status.value)))
+    engine, run_id, bus = start(job, store)
+    while bus.sent and bus.sent[0].task_id != hooks.ON_FAILURE:
+        engine.handle(bus.sent.pop(0))
+    # Its hooks have not run yet: a redrive now is refused, and changes nothing.
+    with pytest.raises(Exception, match="hooks .* are still running"):
+        engine.redrive(run_id)
+    drain(engine, bus)
+    assert calls == [("on_failure", "FAILED"), ("on_end", "FAILED")]
+    engine.redrive(run_id)
+    # Reset to wait for the run's next end, as they were when it started.
+    assert hook_status(store, run_id) == {hooks.ON_FAILURE: TaskStatus.WAITING,
+                                          hooks.ON_END: TaskStatus.WAITING}
+    drain(engine, bus)
+    run = engine.run_status(run_id)
+    assert (run.status, run.redrives, run.hooks_pending) == (RunStatus.SUCCEEDED, 1, False)
+    assert calls[2:] == [("on_end", "SUCCEEDED")]
+    assert hook_status(store, run_id) == {hooks.ON_FAILURE: SK, hooks.ON_END: S}

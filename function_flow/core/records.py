@@ -84,12 +84,8 @@ class RunRecord:
     #: Where the workflow was defined (the CLI stores the file's absolute
     #: path), so that `function-flow resume RUN_ID` can load it again.
     source: str | None = None
-    #: The run's hook records (core/hooks.py), in the order they run; None: none.
-    hooks: list[str] | None = None
-    #: Set by the end of the run while a hook has still to run; the poller
-    #: looks at ended runs that have it (Store.list_runs(hooks_pending=True)).
+    hooks: list[str] | None = None  # hook ids in order; one to run yet; the callback's URL
     hooks_pending: bool = False
-    #: Where the run's final status is POSTed (its `__callback__` hook).
     callback_url: str | None = None
     #: How many times `redrive` restarted the run (core/redrive.py).
     redrives: int = 0

@@ -229,14 +229,12 @@ def end_run_with_tasks(step: Step, run: RunRecord | None, now: float) -> None:
     A failure in a run that does not fail fast leaves its reason on the run
     record (see `fail`), so the end needs no scan of the tasks.
     """
-    if run is None or run.status is not RunStatus.RUNNING:
-        return
-    end(step, run, RunStatus.FAILED if run.error else RunStatus.SUCCEEDED, now)
+    if run is not None and run.status is RunStatus.RUNNING:
+        end(step, run, RunStatus.FAILED if run.error else RunStatus.SUCCEEDED, now)
 
 
 def end(step: Step, run: RunRecord, status: RunStatus, now: float, **fields: Any) -> None:
-    """The one way a step ends a run: its final status, and its hooks queued in
-    the same commit (core/hooks.py), so that they run once whatever dies after."""
+    """The one way a step ends a run; its hooks are queued in that commit (hooks.py)."""
     step.run(status=status.value, finished_at=now, **fields,
              **hooks.on_end(step, run, status, now))
     step.run_ended = status
