@@ -356,7 +356,9 @@ def test_resume_delivers_the_callback_of_a_run_whose_process_was_killed(
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
     receiver.statuses = [200]
-    run_id = re.search(r"(hooked-\S+)", flow(tmp_path, "status", env=env).stdout).group(1)
+    listed = flow(tmp_path, "status", env=env).stdout
+    run_id = re.search(r"(hooked-\S+)", listed).group(1)
+    assert "SUCCEEDED (hooks still running)" in listed, listed
     shown = flow(tmp_path, "status", run_id, env=env).stdout
     assert "not delivered yet" in shown or "sending" in shown, shown
     resumed = flow(tmp_path, "resume", run_id, env=env)

@@ -64,6 +64,8 @@ def list_runs(selected: backends.SelectedStore, limit: int) -> None:
             notes[run.run_id] = f"run by {run.owner}"
         if run.blocked and run.status is RunStatus.RUNNING:
             notes[run.run_id] = "blocked: its definition changed"
+        if run.status.is_final and run.hooks_pending:
+            notes[run.run_id] = "hooks still running"
     out.print(f"runs in {selected.description}, newest first:", markup=False, soft_wrap=True)
     out.print(progress.runs_table(runs, notes=notes, stopped=stopped))
     if stopped:
