@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from function_flow.core import foreach, leftovers, payloads, transitions
+from function_flow.core import foreach, hooks, leftovers, payloads, transitions
 from function_flow.core.definition import END_TASK_ID, branch_choice
 from function_flow.core.records import Message, TaskRecord, TaskStatus
 from function_flow.core.transitions import Step
@@ -92,8 +92,8 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
                 or task.attempt != attempt:
             return None
         if ok:
-            run = tx.get_run(run_id) \
-                if transitions.ends_run(engine.graph, task, engine.end_record) else None
+            run = tx.get_run(run_id) if hooks.is_hook(task_id) or transitions.ends_run(
+                engine.graph, task, engine.end_record) else None
             step = transitions.succeed(engine.graph, task, run_id, value, now, run=run,
                                        has_end_task=engine.end_record, heir=heir,
                                        chosen=chosen)
@@ -106,6 +106,7 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
             step = transitions.fail(spec, task, run_id, error or "failed", now,
                                     run=run, retry_delay=delay, retry=again,
                                     graph=engine.graph, has_end_task=engine.end_record)
+        hooks.after_hook(step, task_id, run, now)
         step.write_to(tx, run_id)
         if trigger_id is not None:
             tx.delete_trigger(trigger_id)
@@ -236,6 +237,8 @@ def check_join(engine: "Engine", run_id: str, join_id: str,
     and never open a transaction on it, which keeps the join cold. With
     follow=False the committed step is returned for the caller to follow up.
     """
+    if hooks.is_hook(join_id):
+        return None  # a hook is queued by the run's end, never as a join
     progress = engine.store.join_progress(run_id, join_id)
     if progress is None:
         return None

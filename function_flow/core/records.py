@@ -84,6 +84,9 @@ class RunRecord:
     #: Where the workflow was defined (the CLI stores the file's absolute
     #: path), so that `function-flow resume RUN_ID` can load it again.
     source: str | None = None
+    hooks: list[str] | None = None  # hook ids in order; one to run yet; the callback's URL
+    hooks_pending: bool = False
+    callback_url: str | None = None
     #: How many times `redrive` restarted the run (core/redrive.py).
     redrives: int = 0
     #: The fingerprint of each task of the definition the run started with

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from function_flow.core import hooks
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import RunGraph
 from function_flow.core.records import (JoinProgress, Message, RunRecord, RunStatus,
@@ -228,10 +229,14 @@ def end_run_with_tasks(step: Step, run: RunRecord | None, now: float) -> None:
     A failure in a run that does not fail fast leaves its reason on the run
     record (see `fail`), so the end needs no scan of the tasks.
     """
-    if run is None or run.status is not RunStatus.RUNNING:
-        return
-    status = RunStatus.FAILED if run.error else RunStatus.SUCCEEDED
-    step.run(status=status.value, finished_at=now)
+    if run is not None and run.status is RunStatus.RUNNING:
+        end(step, run, RunStatus.FAILED if run.error else RunStatus.SUCCEEDED, now)
+
+
+def end(step: Step, run: RunRecord, status: RunStatus, now: float, **fields: Any) -> None:
+    """The one way a step ends a run; its hooks are queued in that commit (hooks.py)."""
+    step.run(status=status.value, finished_at=now, **fields,
+             **hooks.on_end(step, run, status, now))
     step.run_ended = status
 
 
@@ -294,9 +299,7 @@ def fail(spec: TaskSpec, task: TaskRecord, run_id: str, error: str, now: float, 
         first_line = error.strip().splitlines()[-1] if error.strip() else "failed"
         reason = f"task {task.task_id!r} failed: {first_line}"
         if ends or graph.dag.fails_fast:
-            step.run(status=RunStatus.FAILED.value, finished_at=now,
-                     error=run.error or reason)
-            step.run_ended = RunStatus.FAILED
+            end(step, run, RunStatus.FAILED, now, error=run.error or reason)
         elif not run.error:
             step.run(error=reason)
     return step
@@ -418,8 +421,8 @@ def end_run(run: RunRecord | None, status: RunStatus, error: str | None,
     """End a RUNNING run from outside (cancellation, cleanup of stuck runs)."""
     if run is None or run.status is not RunStatus.RUNNING:
         return None
-    step = Step("ended", run_ended=status)
-    step.run(status=status.value, finished_at=now, error=error)
+    step = Step("ended")
+    end(step, run, status, now, error=error)
     return step
 
 

@@ -81,6 +81,8 @@ def scenarios(draw: st.DrawFn, *, failures: bool = True, crashes: bool = False,
         resume_on_stall=draw(st.booleans()) if crashes else False,
         conflict_rate=draw(st.sampled_from([0.0, 0.1, 0.3])) if conflicts else 0.0,
         rules=rules, branches=branches)
+    scenario.hooks = draw(st.booleans())
+    scenario.hook_fails = scenario.hooks and draw(st.booleans())
     return scenario
 
 
