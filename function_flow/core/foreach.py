@@ -121,7 +121,9 @@ def plan(engine: "Engine", run_id: str, spec: TaskSpec, attempt: int, keys: list
                               trigger_rule="all_done", node_attempt=attempt,
                               deps=[group_id(node, g) for g in range(groups)],
                               dependents=[]))
-    return records
+    # Groups and collector first: an item queued by an expansion cut short
+    # (and sent by the poller) must find the group it writes into.
+    return records[count:] + records[:count]
 
 
 def expand(engine: "Engine", run: RunRecord, spec: TaskSpec, attempt: int) -> Any:
