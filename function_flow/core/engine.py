@@ -5,7 +5,8 @@ client; adapters behind `ports.Store`, `ports.Bus` and `ports.Executor` do
 the I/O, and `transitions` decides. Each public method is one thing an
 entry point does: `start` a run, `handle` a scheduling message,
 `complete_trigger` with an external event's outcome, `poll` (the poller's
-whole policy, in recovery.py), `resume` a run whose process died.
+whole policy, in recovery.py), `resume` a run whose process died,
+`pause`, `unpause` or `cancel` a run (control.py).
 
 A dependent with a single dependency is queued inside the completing
 transaction. A join (several dependencies) is read after the commit by each
@@ -29,7 +30,8 @@ import traceback
 import uuid
 from typing import Any, Callable, Iterable, Protocol
 
-from function_flow.core import completion, payloads, recovery, transitions, waiting, watches
+from function_flow.core import (completion, control, payloads, recovery, transitions, waiting,
+                                watches)
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Request,
@@ -251,6 +253,8 @@ class Engine:
             if run is None or run.status.is_final:
                 self._cancel(run_id, task_id, attempt)
                 return f"run_{run.status.value.lower()}" if run else "unknown_run"
+            if run.paused_at is not None and step.verdict == "claimed":
+                return control.hold(self, run_id, task_id, attempt)  # resume sends it again
         if step.verdict == "redelivered":
             completion.advance_after_success(self, run_id, task_id)
             return step.verdict
@@ -395,6 +399,20 @@ class Engine:
     def retire_leftovers(self, run_id: str) -> None:
         """After a run ended, leave none of its tasks queued or running."""
         recovery.retire_leftovers(self, run_id)
+
+    # --------------------------------------------- control (see control.py)
+
+    def pause(self, run_id: str) -> control.Outcome:
+        """Start nothing new in the run until it is resumed; what runs finishes."""
+        return control.pause(self.store, run_id, self.clock())
+
+    def unpause(self, run_id: str) -> control.Outcome:
+        """Resume a paused run: its queued tasks are sent again."""
+        return control.unpause(self.store, self.bus, run_id, self.clock())
+
+    def cancel(self, run_id: str) -> control.Outcome:
+        """End the run CANCELLED, and every task of it that has not finished."""
+        return control.cancel(self.store, run_id, self.clock())
 
     # ---------------------------------------------------------------- queries
 

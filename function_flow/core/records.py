@@ -79,6 +79,12 @@ class RunRecord:
     #: Where the workflow was defined (the CLI stores the file's absolute
     #: path), so that `function-flow resume RUN_ID` can load it again.
     source: str | None = None
+    #: When the run was paused (core/control.py): nothing new starts until
+    #: it is resumed; None when it is not paused. `resumed_at`: its last
+    #: resume, which tells the process executing an embedded run to send
+    #: its held tasks again.
+    paused_at: float | None = None
+    resumed_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _fields_of(self)
@@ -89,6 +95,13 @@ class RunRecord:
         values = {k: v for k, v in data.items() if k in fields}
         values["status"] = RunStatus(values.get("status", "RUNNING"))
         return cls(**values)
+
+    @property
+    def shown_status(self) -> str:
+        """The status people see: PAUSED for a paused run (its status stays RUNNING)."""
+        if self.paused_at is not None and self.status is RunStatus.RUNNING:
+            return "PAUSED"
+        return self.status.value
 
 
 @dataclasses.dataclass

@@ -17,6 +17,8 @@ How a task moves (see docs/design.md for why it is shaped this way):
           |  (blind writes: they read nothing, so they never contend)
           +--> QUEUED again (attempt + 1, after a backoff) or FAILED
   RUNNING --the run had ended when the claim committed--> CANCELLED
+  RUNNING --the run was paused when the claim committed--> QUEUED, same attempt
+  any unfinished status --the run was cancelled--> CANCELLED (core/control.py)
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ W, RD, Q, R = TaskStatus.WAITING, TaskStatus.READY, TaskStatus.QUEUED, TaskStatu
 S, F, C = TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED
 
 #: Every status change a rule may commit, and what it does to `attempt`:
-#: "same", "next" (attempt + 1) or "one" (attempt becomes 1).
+#: "same", "next" (attempt + 1) or "one" (attempt becomes 1); "a|b": either.
 LEGAL_TRANSITIONS: dict[tuple[TaskStatus, TaskStatus], str] = {
     (W, Q): "one",   # its last dependency succeeded (no slots needed)
     (W, RD): "same",  # its last dependency succeeded; it waits for a slot
@@ -44,9 +46,14 @@ LEGAL_TRANSITIONS: dict[tuple[TaskStatus, TaskStatus], str] = {
     (Q, R): "same",   # claimed by an executor
     (R, S): "same",   # its body returned, or its event arrived
     (R, F): "same",   # it failed with no retry left
-    (R, Q): "next",   # it failed and will be retried, or its executor died
+    # it failed and will be retried, or its executor died ("next"); or its run
+    # was paused when the claim committed: the attempt is put back unrun
+    # ("same": it never started, so it uses up no retry; see `hold`)
+    (R, Q): "next|same",
     (Q, C): "same",   # the run ended before it was claimed
-    (R, C): "same",   # the run had ended when its claim committed
+    (R, C): "same",   # the run had ended when its claim committed, or was cancelled
+    (W, C): "same",   # the run was cancelled before it could be queued
+    (RD, C): "same",  # the run was cancelled while it waited for a slot
     (W, S): "same",   # only the virtual end task: every sink is done
 }
 
@@ -142,6 +149,31 @@ def cancel(task: TaskRecord, attempt: int, now: float) -> Step:
     if task.status not in (Q, R) or task.attempt != attempt:
         step.verdict = "stale"
         return step
+    step.task(task.task_id, status=C.value, finished_at=now, lease_until=None, slot=None)
+    if task.slot is not None:
+        step.slot(task.slot, None)
+    return step
+
+
+def hold(task: TaskRecord | None, attempt: int) -> Step:
+    """A claimed attempt of a paused run: back to QUEUED, unrun, same attempt.
+
+    It never started, so it uses up no retry; resuming the run sends it again.
+    """
+    if task is None or task.status is not R or task.attempt != attempt:
+        return Step("stale")
+    step = Step("held")
+    step.task(task.task_id, status=Q.value, started_at=None, lease_until=None)
+    return step
+
+
+def cancel_unfinished(task: TaskRecord, now: float) -> Step | None:
+    """Any unfinished task of a run that ended (cancelled): CANCELLED, whatever its
+    attempt, its slot freed. None when it has finished. A body still executing
+    finds it CANCELLED when it returns, and changes nothing."""
+    if task.status.is_final:
+        return None
+    step = Step("cancelled")
     step.task(task.task_id, status=C.value, finished_at=now, lease_until=None, slot=None)
     if task.slot is not None:
         step.slot(task.slot, None)

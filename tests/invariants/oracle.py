@@ -75,6 +75,8 @@ class Recorder:
         self.final_seq: int | None = None
         self.final_status: RunStatus | None = None
         self.failed_seq: int | None = None
+        #: Whether the run is paused (paused_at written, not cleared since).
+        self.paused = False
         self.max_running_records = 0
 
     def violation(self, text: str) -> None:
@@ -135,11 +137,17 @@ class Recorder:
         if rule is None or ((old, new) == (W, S)) != (task_id == END_TASK_ID):
             self.violations.append(
                 f"commit {seq}: illegal transition of {task_id}: {old.value} -> {new.value}")
-        expected = {"same": old_attempt, "next": old_attempt + 1, "one": 1}.get(rule)
-        if expected is not None and new_attempt != expected:
+        allowed = {{"same": old_attempt, "next": old_attempt + 1, "one": 1}[r]
+                   for r in (rule or "").split("|") if r}
+        if allowed and new_attempt not in allowed:
             self.violations.append(
                 f"commit {seq}: {task_id} {old.value} -> {new.value} set attempt "
-                f"{new_attempt}, expected {expected}")
+                f"{new_attempt}, expected {' or '.join(map(str, sorted(allowed)))}")
+        if (old, new) == (R, Q) and new_attempt == old_attempt and not self.paused:
+            # Putting a claim back unrun (control.hold) is for paused runs only.
+            self.violations.append(
+                f"commit {seq}: {task_id} RUNNING -> QUEUED kept attempt {new_attempt} "
+                "although the run is not paused")
         tkey = (task_id, new_attempt, old, new)
         if tkey in self.transition_keys:
             self.violations.append(
@@ -160,6 +168,8 @@ class Recorder:
         self.writers[("run",)].add(actor)
         self.write_count[(("run",), actor)] += 1
         self.run_updates.append((seq, actor, dict(fields)))
+        if "paused_at" in fields:
+            self.paused = fields["paused_at"] is not None
         if "status" in fields and RunStatus(fields["status"]).is_final:
             if self.final_seq is not None:
                 self.violations.append(
