@@ -73,9 +73,9 @@ def headline(kind: str, run: RunRecord) -> str:
         return progress.final_status_line(run)
     state = owner_of(kind, run)
     if state == owners.OWNER_GONE:
-        return (f"run {run.run_id} RUNNING, but its process {run.owner} is gone; continue "
-                f"it with {command_for(kind, 'resume ' + run.run_id)}")
-    line = f"run {run.run_id} {run.status.value} " \
+        return (f"run {run.run_id} {run.shown_status}, but its process {run.owner} is gone; "
+                f"continue it with {command_for(kind, 'resume ' + run.run_id)}")
+    line = f"run {run.run_id} {run.shown_status} " \
            f"for {progress.format_duration(progress.run_duration(run))}"
     if state == owners.OWNER_ELSEWHERE:
         return (f"{line}, run by {run.owner} (another host: whether that process still "
@@ -101,3 +101,7 @@ def show_run(selected: backends.SelectedStore, run_id: str) -> None:
             out.print(task.error.rstrip(), markup=False, soft_wrap=True)
     if run.error:
         out.print(f"run error: {run.error}", markup=False, soft_wrap=True)
+    if run.shown_status == "PAUSED":
+        out.print(f"paused since {progress.format_time(run.paused_at)}: nothing new starts "
+                  f"until {command_for(selected.kind, 'resume ' + run_id)}",
+                  markup=False, soft_wrap=True)
