@@ -91,7 +91,7 @@ def _parse(request: Any) -> tuple[str, str]:
         raise HttpError(400, "the body must be a JSON object like {\"action\": \"pause\", "
                              f"\"run_id\": \"...\"}}, got {delivery.kind_of(body)}")
     action, run_id = body.get("action"), body.get("run_id")
-    if action not in control.ACTIONS:
+    if not isinstance(action, str) or action not in control.ACTIONS:
         raise HttpError(400, f"\"action\" must be one of {', '.join(control.ACTIONS)}; "
                              f"got {str(action)[:60]!r}")
     if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
