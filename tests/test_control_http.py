@@ -254,3 +254,42 @@ def test_deployed_pause_resume_and_cancel(deployed, stack, firestore_store, tmp_
     status, body = post(control.url, "{not json")
     assert status == 400
     assert executions(stack, other) == ["first"]
+
+
+# ------------------------------------------------------- function-flow dev
+
+
+def test_the_dev_stack_serves_control(firestore_emulator, pubsub_emulator, storage_emulator,
+                                      collection_prefix, tmp_path) -> None:
+    """LocalStack (what `function-flow dev` runs) starts control beside the others;
+    its poller, ticking every 2 s, never starts a held task."""
+    from function_flow.local.stack import DevError, LocalStack
+
+    suffix = collection_prefix.strip("_-")[-8:]
+    ran = tmp_path / "ran.jsonl"
+    stack = LocalStack(str(WORKFLOW), collection_prefix=collection_prefix,
+                       schedule_topic=f"SCHEDULE-{suffix}", events_topic=f"EVENTS-{suffix}",
+                       firestore=firestore_emulator, pubsub=pubsub_emulator,
+                       storage=storage_emulator, log_path=str(tmp_path / "dev.log"),
+                       extra_env={"FUNCTION_FLOW_TEST_EXECUTIONS": str(ran)})
+    with stack:
+        gate = tmp_path / "gate"
+        run_id = stack.start_run({"gate": str(gate)})
+        wait_for(lambda: ran.exists() and "first" in ran.read_text(), "first to run")
+
+        assert stack.control("pause", run_id)["outcome"] == "paused"
+        gate.touch()
+        wait_for(lambda: "task next attempt 1: held" in stack.log_tail(400), "next to be held")
+        polled = stack.log_tail(400).count("poller: ")
+        wait_for(lambda: stack.log_tail(400).count("poller: ") >= polled + 2,
+                 "two more poller ticks")
+        assert '"next"' not in ran.read_text()
+        assert stack.store.get_run(run_id).shown_status == "PAUSED"
+
+        assert stack.control("resume", run_id)["outcome"] == "resumed"
+        run = wait_for(lambda: (r := stack.store.get_run(run_id)).status.is_final and r,
+                       "the run to end")
+        assert run.status is RunStatus.SUCCEEDED
+        with pytest.raises(DevError, match="the control function answered 409: run .* "
+                                           "already ended \\(SUCCEEDED\\)"):
+            stack.control("cancel", run_id)

@@ -101,6 +101,9 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
             out.print(f"Pub/Sub emulator on {stack.pubsub.host} (topics {job.schedule_topic}, "
                       f"{job.external_event_topic}), Firestore emulator on "
                       f"{stack.firestore.host}, project {stack.project}", markup=False)
+            out.print(f"pause, resume or cancel the run: POST {{\"action\": \"pause\", "
+                      f"\"run_id\": \"{run_id}\"}} to {stack.control_url}", markup=False,
+                      soft_wrap=True)
             run_id = stack.start_run(args, run_id=run_id)
             code = follow_dev_run(stack, job, run_id, out, err)
         except KeyboardInterrupt:
