@@ -68,6 +68,30 @@ def test_every_invariant_holds_with_four_instances_and_crashes(scenario: Scenari
 
 
 @PROPERTY
+@given(scenarios(controls=True))
+def test_every_invariant_holds_when_the_run_is_paused_resumed_and_cancelled(
+        scenario: Scenario) -> None:
+    """Pauses, resumes and cancels at random steps, also inside running bodies,
+    with duplicated and reordered delivery."""
+    properties.holds_when_controlled(scenario, sqlite_store)
+
+
+@THREADED
+@given(scenarios(crashes=True, controls=True))
+def test_every_invariant_holds_when_a_controlled_run_crashes(scenario: Scenario) -> None:
+    """The same with crashes, control actions included (a crashed one is asked again)."""
+    properties.holds_when_controlled(scenario, sqlite_store)
+
+
+@THREADED
+@given(scenarios(threads=4, max_tasks=40, controls=True))
+def test_every_invariant_holds_when_four_instances_are_paused_and_cancelled(
+        scenario: Scenario) -> None:
+    """The same with four instances at once: a resume races the holds."""
+    properties.holds_when_controlled(scenario, sqlite_store)
+
+
+@PROPERTY
 @given(st.data())
 def test_a_permanently_failing_task_fails_the_run_once(data: st.DataObject) -> None:
     """A random subset of tasks fails every attempt: the run ends FAILED, once,

@@ -51,9 +51,13 @@ logger = logging.getLogger("function_flow.engine")
 BATCH = 1000
 #: The error a cancelled run records (people see it in `status`).
 CANCELLED_ERROR = "cancelled on request"
-#: Unfinished statuses, in the order a task moves through them: a task that
-#: moves on while `cancel_unfinished` sweeps is found under its next status.
-UNFINISHED = (TaskStatus.WAITING, TaskStatus.READY, TaskStatus.QUEUED, TaskStatus.RUNNING)
+#: Unfinished statuses, in the order `cancel_unfinished` sweeps them. Running
+#: first: a success queues its single-dependency dependents with blind
+#: writes, so a WAITING task cancelled before its running dependency would
+#: be queued again by that dependency's success. Once every RUNNING task is
+#: cancelled, no completion can commit any more (it reads its own record),
+#: and a task claimed after the run ended cancels itself (engine.execute).
+UNFINISHED = (TaskStatus.RUNNING, TaskStatus.QUEUED, TaskStatus.READY, TaskStatus.WAITING)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,10 +227,11 @@ def cancel_unfinished(store: "Store", run_id: str, now: float) -> int:
     Each task in its own compare-and-set on its own record (no hot
     document): WAITING, READY, QUEUED and RUNNING alike, whatever its
     attempt; its slot is freed and, for an attempt waiting for an event,
-    its trigger deleted, so a late event finds nothing. Found by status
+    its trigger deleted, so a late event finds nothing (the virtual end
+    task, no task of the user's, is left as it is). Found by status
     queries, a batch at a time, so a run of 10,000 tasks is never read
-    whole. A few passes: a completion that committed while this swept may
-    have queued a task already passed.
+    whole. Another pass finds what a completion that committed while this
+    swept may have queued.
     """
     count = 0
     for _ in range(3):
@@ -235,13 +240,12 @@ def cancel_unfinished(store: "Store", run_id: str, now: float) -> int:
             done: set[tuple[str, int]] = set()
             while True:
                 batch = [t for t in store.find_tasks(run_id, status, BATCH)
-                         if (t.task_id, t.attempt) not in done]
+                         if (t.task_id, t.attempt) not in done and t.task_id != END_TASK_ID]
                 if not batch:
                     break
                 for task in batch:
                     done.add((task.task_id, task.attempt))
-                    cancelled = _cancel_one(store, run_id, task, now)
-                    count += cancelled if task.task_id != END_TASK_ID else 0
+                    count += _cancel_one(store, run_id, task, now)
                 found += len(batch)
         if not found:
             break

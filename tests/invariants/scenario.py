@@ -55,6 +55,10 @@ class Scenario:
     #: writer, so the store runs its function again (only on stores that
     #: commit optimistically: Firestore; see stores.py)
     conflict_rate: float = 0.0
+    #: (delivery step, "pause" | "resume" | "cancel"): control actions
+    #: (core/control.py) taken when the run reaches that many deliveries; a
+    #: run left paused when nothing is left to deliver is resumed.
+    controls: tuple[tuple[int, str], ...] = ()
 
     @property
     def n(self) -> int:

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from .scenario import Scenario
 
 CRASH_MODES = st.sampled_from(["in_tx", "after_commit"])
+#: Pauses twice as often as the rest: each needs a resume, planned or not.
+CONTROL_ACTIONS = st.sampled_from(["pause", "pause", "resume", "cancel"])
 
 
 @st.composite
@@ -27,9 +29,11 @@ def dags(draw: st.DrawFn, max_tasks: int = 60) -> list[list[int]]:
 
 @st.composite
 def scenarios(draw: st.DrawFn, *, failures: bool = True, crashes: bool = False,
-              threads: int = 0, max_tasks: int = 60, conflicts: bool = False) -> Scenario:
+              threads: int = 0, max_tasks: int = 60, conflicts: bool = False,
+              controls: bool = False) -> Scenario:
     """conflicts: compare-and-set commits sometimes lose to another writer
-    (only stores that commit optimistically can show it: stores.py)."""
+    (only stores that commit optimistically can show it: stores.py).
+    controls: the run is paused, resumed and cancelled along the way."""
     deps = draw(dags(max_tasks))
     n = len(deps)
     retries = draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
@@ -61,7 +65,10 @@ def scenarios(draw: st.DrawFn, *, failures: bool = True, crashes: bool = False,
         interleave_rate=0.0 if threads else draw(st.sampled_from([0.0, 0.4, 0.8])),
         lease_check_messages=draw(st.booleans()) if crashes else True,
         resume_on_stall=draw(st.booleans()) if crashes else False,
-        conflict_rate=draw(st.sampled_from([0.0, 0.1, 0.3])) if conflicts else 0.0)
+        conflict_rate=draw(st.sampled_from([0.0, 0.1, 0.3])) if conflicts else 0.0,
+        controls=tuple(sorted(draw(st.lists(
+            st.tuples(st.integers(0, 4 * n + 10), CONTROL_ACTIONS), min_size=1,
+            max_size=4)))) if controls else ())
     return scenario
 
 
