@@ -48,6 +48,17 @@ class TransientBackendError(FunctionFlowError):
     """
 
 
+class RunBlockedError(TransientBackendError):
+    """The run was started with a definition that this one changes where it would go.
+
+    Nothing of the run is advanced until the definition it started with is
+    deployed again (see core/versions.py). An external event for it is
+    therefore not acknowledged (a TransientBackendError: Pub/Sub delivers it
+    again, an HTTP sender gets a 503), since only the event has its outcome;
+    the message says what changed and what to do.
+    """
+
+
 class StoreUnavailableError(ConfigurationError):
     """The embedded store's database cannot be opened or created.
 
@@ -105,6 +116,15 @@ class ReportedFailure(FunctionFlowError):
 
     For `retry_on`: `retry_on=(ReportedFailure,)` retries a remote task whose
     function answered with an error, or a Future whose event says it failed.
+    """
+
+
+class ContextError(FunctionFlowError):
+    """A run context operation (`job.context`) that cannot be done as asked.
+
+    A key that is not a short non-empty string, a value that is not JSON or
+    too large, no current run, or a run that was deleted. The message names
+    the key and says what to do instead.
     """
 
 

@@ -15,6 +15,7 @@ import traceback
 from types import ModuleType
 
 from function_flow.errors import DefinitionError, FunctionFlowError
+from function_flow import subdags
 from function_flow.tasks import Job
 
 
@@ -100,6 +101,8 @@ def find_job(module: ModuleType, path: str, name: str | None = None) -> Job:
                         "(expected e.g. `job = tasks.Job(name='my_job')`)")
     names = ", ".join(job.name for job in jobs)
     if name is None:
+        # Jobs used as sub-DAGs of another job of the file are not candidates.
+        jobs = [job for job in jobs if not any(subdags.contains(other, job) for other in jobs)]
         if len(jobs) > 1:
             raise LoadError(f"{path} defines several jobs ({names}); choose one with --job NAME")
         return jobs[0]

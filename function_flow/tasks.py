@@ -25,14 +25,22 @@ from function_flow.core import control, watches
 from function_flow.backends import Backend, from_settings
 from function_flow.owners import pid_alive
 from function_flow.config import Settings
-from function_flow import remote
-from function_flow.remote import targets as remote_targets
-from function_flow.core.definition import Call
+from function_flow import subdags
+from function_flow.core import foreach as foreach_module
+from function_flow.core.definition import DEFAULT_FOREACH_MAX_ITEMS, Call, ForEach
+from function_flow.context import RunContext
+from function_flow.entry_points import EntryPoints
+from function_flow.task_view import Task, remote_call, topic_of
 from function_flow.core.graph import Backoff, Dag, TaskSpec, make_spec
 from function_flow.errors import DefinitionError, FunctionFlowError, RunNotFoundError
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus
 
 JobStatus = RunStatus  # Function Flow's name for the status of a run
+
+#: How long `Job.wait` lets the in-process bus finish a run's follow-ups
+#: after the run ended (tasks still running in a failed run may take longer;
+#: they are not waited for).
+FOLLOW_UP_GRACE_SECONDS = 2.0
 
 #: (job name, run id) of the task body running in this thread. Function
 #: Flow's scheduler set `id` on the module-level job before calling a task,
@@ -44,36 +52,7 @@ _executing: contextvars.ContextVar[Optional[tuple[str, str]]] = contextvars.Cont
 __all__ = ["Job", "Task", "TaskStatus", "JobStatus", "Backoff", "cleanup_expired_jobs"]
 
 
-class Task:
-    """A task as its function sees it: `task.id`, `task.deps`, `task.task_args`,
-    `task.remote_topic`.
-
-    Arguments in Function Flow's order, `Task(task_id, deps, remote_topic,
-    task_args, func)`; its first releases took `Task(task_id, deps, func)`,
-    which still works. During execution a task also carries `run_id` and
-    `attempt` (1 for the first try), which Function Flow did not have.
-    """
-
-    def __init__(self, task_id: str, deps: list[str] | None = None,
-                 remote_topic: str | Callable[..., Any] | None = None,
-                 task_args: dict[str, Any] | None = None,
-                 func: Callable[..., Any] | None = None) -> None:
-        if callable(remote_topic) and func is None:  # Task(task_id, deps, func)
-            remote_topic, func = None, remote_topic
-        self.id = task_id
-        self.deps = list(deps or [])
-        self.remote_topic = remote_topic
-        self.func = func
-        self.task_args = dict(task_args or {})
-        self.status = TaskStatus.WAITING
-        self.run_id: str | None = None
-        self.attempt = 0
-
-    def __repr__(self) -> str:
-        return f"Task(id={self.id!r}, deps={self.deps!r})"
-
-
-class Job:
+class Job(EntryPoints):
     """A workflow: a named DAG of tasks, and the handle to start and run it."""
 
     def __init__(self, name: str, db: Any = None, pubsub: Any = None,
@@ -97,6 +76,9 @@ class Job:
         self.max_parallel_tasks = max_parallel_tasks
         self.tasks: list[Task] = []
         self._specs: list[TaskSpec] = []
+        self._subdags: list[subdags.SubDag] = []
+        #: The sub-DAG use a bound job's body runs in ("left/"): see get_task_result.
+        self._scope = ""
         self._dag: Dag | None = None
         self._backend = backend
         self._engine: engine_module.Engine | None = None
@@ -125,7 +107,9 @@ class Job:
              timeout: float | None = None, task_args: dict[str, Any] | None = None,
              remote_topic: str | None = None,
              call: Call | None = None,
-             retry_on: Any = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+             retry_on: Any = None, trigger_rule: str = "all_success",
+             branch: bool = False,
+             foreach: ForEach | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Declare a task. Returns the function unchanged, so it stays testable.
 
         retries: extra attempts after a failure (0: fail at once).
@@ -143,13 +127,18 @@ class Job:
             tuple, as `except` takes); an attempt past its timeout is a
             TimeoutError, a failure a remote function or event reported an
             errors.ReportedFailure. Default: every failure.
+        trigger_rule: when the task runs, given how its dependencies ended
+            (Airflow's rules: all_success, all_failed, all_done, one_success,
+            one_failed, none_failed, none_failed_min_one_success, always).
+        branch: the body returns the id of the dependent to follow, or a
+            list of them; the other dependents are SKIPPED.
         """
         if callable(task_id):  # a bare @job.task: Python passed the function
             name = getattr(task_id, "__name__", "task")
             raise DefinitionError(
                 f"task function {name}() in job {self.name!r}: @job.task needs a "
                 f"task id; write @job.task(task_id='{name}', deps=[...])", name)
-        call = _remote_call(task_id, remote_topic, call)
+        call = remote_call(task_id, remote_topic, call)
         if call is not None and call.kind == "pubsub" \
                 and call.target in (self.schedule_topic, self.external_event_topic):
             raise DefinitionError(
@@ -160,13 +149,15 @@ class Job:
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             spec = make_spec(task_id, deps, func, retries=retries,
                              retry_backoff=retry_backoff, timeout=timeout,
-                             task_args=task_args, call=call, retry_on=retry_on)
+                             task_args=task_args, call=call, retry_on=retry_on,
+                             trigger_rule=trigger_rule, branch=branch, foreach=foreach)
             if any(s.task_id == task_id for s in self._specs):
                 raise DefinitionError(
                     f"task {task_id!r} is defined twice in job {self.name!r}; "
                     "task ids must be unique", task_id)
+            subdags.check_free(self, task_id)
             self._specs.append(spec)
-            self.tasks.append(Task(task_id, list(spec.deps), _topic_of(call),
+            self.tasks.append(Task(task_id, list(spec.deps), topic_of(call),
                                    spec.task_args, func))
             self._dag = None
             self._engine = None
@@ -174,11 +165,44 @@ class Job:
 
         return register
 
+    def foreach(self, task_id: str, over: str, deps: Optional[list[str]] = None, *,
+                max_concurrency: int | None = None, tolerated_failures: int = 0,
+                tolerated_failure_percentage: float | None = None,
+                max_items: int = DEFAULT_FOREACH_MAX_ITEMS,
+                **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Declare a task that runs once per item of task `over`'s result.
+
+        The result must be a list or a mapping; the body gets each item as
+        `item=` (if it takes that parameter) and as `task.item`, with its
+        index or key as `task.item_key`. At most `max_concurrency` items run
+        at once. The foreach fails when more than `tolerated_failures` items
+        (or `tolerated_failure_percentage` percent) failed. Its result, for
+        `job.get_task_result`, is every item's result: a list in item order,
+        or a mapping by key. Other options are those of `task` (retries,
+        timeout, retry_on... apply to each item).
+        """
+        spec = ForEach(over=over, max_concurrency=max_concurrency,
+                       tolerated_failures=tolerated_failures,
+                       tolerated_failure_percentage=tolerated_failure_percentage,
+                       max_items=max_items)
+        deps = list(deps or [])
+        return self.task(task_id, deps if over in deps else [over, *deps], foreach=spec,
+                         **options)
+
+    def subdag(self, task_id: str, dag: "Job", deps: Optional[list[str]] = None) -> None:
+        """Use job `dag` (its tasks declared) as node `task_id`, after `deps`: its
+        task `t` runs as `task_id/t`; the node's result is its sink's (or
+        {sink: result}). See function_flow/subdags.py."""
+        self._subdags.append(subdags.add(self, task_id, dag, deps))
+        self._dag = None
+        self._engine = None
+
     @property
     def dag(self) -> Dag:
         """The validated graph; raises DefinitionError naming the bad task."""
-        if self._dag is None:
-            self._dag = Dag(self.name, self._specs)
+        if self._dag is None or not subdags.is_current(self._dag):
+            self._dag = subdags.compose(self)
+            self._engine = None
         return self._dag
 
     def validate(self) -> None:
@@ -259,6 +283,10 @@ class Job:
         while True:
             run = self.engine.run_status(run_id)
             if run.status.is_final:
+                # The commit that ends a run comes before its follow-ups (the
+                # tasks below a failure marked UPSTREAM_FAILED): let this
+                # process's bus finish them, briefly, so the records agree.
+                self.backend.bus.wait_idle(timeout=FOLLOW_UP_GRACE_SECONDS)
                 return run
             self.repair_if_stalled(run_id)
             if deadline is not None and time.monotonic() > deadline:
@@ -304,17 +332,31 @@ class Job:
         return dict(self._args_cache[1])
 
     def get_task_result(self, task_id: str) -> Any:
-        """The stored result of `task_id` in the current run (None if none yet)."""
-        if task_id not in self.dag.tasks:
+        """The stored result of `task_id` in the current run (None if none yet).
+
+        In a sub-DAG's body, `task_id` is looked for in the same use of the
+        sub-DAG first, then in the enclosing ones (function_flow/subdags.py).
+        """
+        resolved = subdags.resolve(self._scope, task_id, self.dag.tasks)
+        if resolved is None:
             raise FunctionFlowError(
                 f"job {self.name!r} has no task {task_id!r}; "
                 f"its tasks are {', '.join(self.dag.order)}")
-        run_id = self._current_run()
+        task_id, run_id = resolved, self._current_run()
         records = self.engine.store.get_tasks(run_id, [task_id])
         if not records:
             return None
-        return self.engine.payloads.load(
+        value = self.engine.payloads.load(
             records[0].result, f"the result of task {task_id!r} of run {run_id!r}")
+        if self.dag.tasks[task_id].foreach is not None and foreach_module.is_summary(value):
+            return foreach_module.results(self.engine, run_id, task_id, value)
+        return value
+
+    @property
+    def context(self) -> RunContext:
+        """The current run's shared key/values: `job.context.set(key, value)`,
+        `.get(key, default)`, `.delete(key)`, `.items()` (function_flow/context.py)."""
+        return RunContext(self)
 
     def _current_run(self) -> str:
         if self.id is None:
@@ -323,14 +365,16 @@ class Job:
                 "or use the job passed to the task function")
         return self.id
 
-    def invoke(self, spec: TaskSpec, run_id: str, attempt: int) -> Any:
+    def invoke(self, spec: TaskSpec, run_id: str, attempt: int, **item: Any) -> Any:
         """Call a task's function the way it was declared (engine.Workflow)."""
         bound_job = copy.copy(self)
         bound_job.id = run_id
         bound_job._args_cache = None
-        task = Task(spec.task_id, list(spec.deps), _topic_of(spec.call), spec.task_args,
+        bound_job._scope = subdags.scope_of(spec.task_id)
+        task = Task(spec.task_id, list(spec.deps), topic_of(spec.call), spec.task_args,
                     spec.func)
         task.status, task.run_id, task.attempt = TaskStatus.RUNNING, run_id, attempt
+        task.item, task.item_key = item.get("item"), item.get("item_key")
         if spec.func is None:
             return None
         token = _executing.set((self.name, run_id))
@@ -340,6 +384,8 @@ class Job:
             if spec.call_style == "none":
                 return spec.func()
             kwargs: dict[str, Any] = {}
+            if item and spec.takes_item:
+                kwargs["item"] = item["item"]
             if spec.pass_task:
                 kwargs["task"] = task
             if spec.pass_job:
@@ -347,78 +393,6 @@ class Job:
             return spec.func(**kwargs)
         finally:
             _executing.reset(token)
-
-    # ------------------------------------------------- Cloud Functions hooks
-    #
-    # Building an entry point reads nothing: a workflow file may build them
-    # before it declares its tasks (Function Flow's PyPI example does). The
-    # definition is validated when a function first serves a request.
-
-    def make_scheduler(self) -> Callable[..., Any]:
-        """The `scheduler` Cloud Function (Pub/Sub trigger on SCHEDULE)."""
-        from function_flow.cloud import functions
-
-        return functions.make_scheduler(self)
-
-    def make_external_event_listener(self) -> Callable[..., Any]:
-        """The `external_event_listener` Cloud Function (SCHEDULE_EXTERNAL_EVENTS)."""
-        from function_flow.cloud import functions
-
-        return functions.make_external_event_listener(self)
-
-    def make_poller(self) -> Callable[..., Any]:
-        """The `poller` Cloud Function (Cloud Scheduler or HTTP)."""
-        from function_flow.cloud import functions
-
-        return functions.make_poller(self)
-
-    def make_callback(self) -> Callable[..., Any]:
-        """The `callback` Cloud Function (HTTP): asynchronous answers, e.g. OpenFaaS's.
-
-        Deploy it where the gateway can reach it and set FUNCTION_FLOW_CALLBACK_URL
-        to its URL. The job is validated on the first request.
-        """
-        from function_flow.cloud import functions
-
-        return functions.make_callback(self)
-
-    def make_start(self) -> Callable[..., Any]:
-        """The `start` Cloud Function (HTTP): JSON body = run arguments."""
-        from function_flow.cloud import functions
-
-        return functions.make_start(self)
-
-    def make_control(self) -> Callable[..., Any]:
-        """The `control` Cloud Function (HTTP): pause, resume or cancel a run.
-
-        Not public: deploy it so that only callers allowed by IAM may invoke it.
-        """
-        from function_flow.cloud import functions
-
-        return functions.make_control(self)
-
-
-def _topic_of(call: Call | None) -> str | None:
-    return call.target if call is not None and call.kind == "pubsub" else None
-
-
-def _remote_call(task_id: Any, remote_topic: str | None, call: Call | None) -> Call | None:
-    """The task's Call from `remote_topic=` or `call=`; errors name the task."""
-    if remote_topic is not None and call is not None:
-        raise DefinitionError(f"task {task_id!r}: give remote_topic or call, not both",
-                              task_id)
-    if call is not None and not isinstance(call, Call):
-        raise DefinitionError(
-            f"task {task_id!r}: call must come from function_flow.remote (PubSub, OpenFaaS "
-            f"or Http), got {call!r}", task_id)
-    if remote_topic is not None:
-        call = remote.PubSub(remote_topic)
-    if call is not None:
-        try:
-            remote_targets.check(call)
-        except ValueError as exc:
-            raise DefinitionError(f"task {task_id!r}: {exc}", task_id) from None
-    return call
 
 
 # Function Flow's name for it: `tasks.cleanup_expired_jobs(...)`.

@@ -166,7 +166,9 @@ def test_readme_workflow_failed_bigquery_job_fails_the_run(embedded):
     run = module.example_job.wait(timeout=30)
     assert run.status is RunStatus.FAILED
     assert "Syntax error at [1:8]" in run.error
-    assert records_of(module.example_job, run.run_id)["step4"].status is TaskStatus.WAITING
+    # It can no longer run, and says why (Function Flow leaves it waiting).
+    assert records_of(module.example_job, run.run_id)["step4"].status \
+        is TaskStatus.UPSTREAM_FAILED
 
 
 def test_scheduler_driven_by_hand_with_pubsub_events(tmp_path):
@@ -425,7 +427,7 @@ def test_task_failing_twice_fails_run_with_one_retry(embedded):
     assert "task 'flaky' failed" in run.error and "boom on attempt 2" in run.error
     records = records_of(job, run.run_id)
     assert records["flaky"].status is TaskStatus.FAILED and records["flaky"].attempt == 2
-    assert records["after"].status is TaskStatus.WAITING
+    assert records["after"].status is TaskStatus.UPSTREAM_FAILED
     assert seen == [1, 2]
 
 

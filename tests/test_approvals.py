@@ -201,7 +201,7 @@ def test_reject_fails_the_task_with_the_reason_and_no_retry(store) -> None:
     assert run.error == "task 'ask' failed: ApprovalRejected: budget exceeded"
     done = records(job, run_id)
     assert done["ask"].status is TaskStatus.FAILED and done["ask"].attempt == 1
-    assert done["use"].status is TaskStatus.WAITING
+    assert done["use"].status is TaskStatus.UPSTREAM_FAILED
     assert len(tokens) == 1  # no retry asked again
 
 

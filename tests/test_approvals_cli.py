@@ -143,7 +143,7 @@ def test_reject_fails_the_task_with_the_reason(running) -> None:
     assert "ApprovalRejected: not this quarter" in finished.stdout + finished.stderr
     records = run.records()
     assert records["ask"].status is TaskStatus.FAILED
-    assert records["use"].status is TaskStatus.WAITING
+    assert records["use"].status is TaskStatus.UPSTREAM_FAILED
     shown = flow(run.cwd, "status", run.run_id)
     assert "ApprovalRejected: not this quarter" in shown.stdout
 

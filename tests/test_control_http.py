@@ -25,6 +25,7 @@ import pytest
 from emulators import PROJECT
 from function_flow.backends import Backend
 from function_flow.bus.local import LocalBus
+from function_flow.core import control
 from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.store.sqlite import SqliteStore
 from function_flow.tasks import Job
@@ -284,7 +285,7 @@ def test_the_dev_stack_serves_control(firestore_emulator, pubsub_emulator, stora
         wait_for(lambda: stack.log_tail(400).count("poller: ") >= polled + 2,
                  "two more poller ticks")
         assert '"next"' not in ran.read_text()
-        assert stack.store.get_run(run_id).shown_status == "PAUSED"
+        assert control.shown_status(stack.store.get_run(run_id)) == "PAUSED"
 
         assert stack.control("resume", run_id)["outcome"] == "resumed"
         run = wait_for(lambda: (r := stack.store.get_run(run_id)).status.is_final and r,

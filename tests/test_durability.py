@@ -171,8 +171,26 @@ def test_resume_refuses_a_workflow_whose_graph_changed(tmp_path: Path) -> None:
         "\n\n@job.task(task_id='extra', deps=['last'])\n"
         "def extra(task, job):\n    mark(task)\n"))
     changed = scene.flow("resume", run_id)
-    assert_one_error_line(changed, "changed since run", run_id)
+    assert_one_error_line(changed, "was started with a different definition", run_id)
     assert counts(scene.marks())["blocker"] == 1
+
+
+def test_resume_accepts_a_workflow_changed_only_in_tasks_the_run_finished(
+        tmp_path: Path) -> None:
+    scene = Scenario(tmp_path)
+    path = tmp_path / "pipeline.py"
+    shutil.copy(WORKFLOWS / "durable.py", path)
+    process = scene.start(str(path))
+    run_id = scene.wait_until_blocked(process)
+    kill(process)
+    path.write_text(path.read_text().replace('return "side"', 'return "side, changed"'))
+    scene.gate.touch()
+
+    resumed = scene.flow("resume", run_id)
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert counts(scene.marks()) == {"first": 1, "second": 1, "side": 1, "blocker": 2,
+                                     "last": 1}
 
 
 def test_a_body_that_kills_its_process_every_time_ends_failed(tmp_path: Path) -> None:

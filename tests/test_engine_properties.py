@@ -92,6 +92,28 @@ def test_every_invariant_holds_when_four_instances_are_paused_and_cancelled(
 
 
 @PROPERTY
+@given(scenarios(flow_control=True))
+def test_trigger_rules_and_branches_hold_every_invariant(scenario: Scenario) -> None:
+    """Every trigger rule, branch tasks choosing any of their dependents, failures,
+    duplicates and overlapping bodies: each task ends as the rules say (skips
+    and upstream failures cascading), and no body starts before its rule allows."""
+    properties.holds_without_crashes(scenario, sqlite_store)
+
+
+@PROPERTY
+@given(scenarios(flow_control=True, crashes=True))
+def test_trigger_rules_and_branches_hold_when_executors_crash(scenario: Scenario) -> None:
+    properties.holds_with_crashes(scenario, sqlite_store)
+
+
+@THREADED
+@given(scenarios(flow_control=True, threads=4, max_tasks=40))
+def test_trigger_rules_and_branches_hold_with_four_instances_at_once(
+        scenario: Scenario) -> None:
+    properties.holds_with_instances_at_once(scenario, sqlite_store)
+
+
+@PROPERTY
 @given(st.data())
 def test_a_permanently_failing_task_fails_the_run_once(data: st.DataObject) -> None:
     """A random subset of tasks fails every attempt: the run ends FAILED, once,

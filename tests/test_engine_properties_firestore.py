@@ -62,6 +62,13 @@ def test_every_invariant_holds_whatever_the_delivery_order(scenario: Scenario,
 
 
 @PROPERTY
+@given(scenario=scenarios(max_tasks=MAX_TASKS, conflicts=True, flow_control=True))
+def test_trigger_rules_and_branches_hold_every_invariant(scenario: Scenario,
+                                                         stores: FirestoreStores) -> None:
+    properties.holds_without_crashes(scenario, stores)
+
+
+@PROPERTY
 @given(scenario=scenarios(crashes=True, max_tasks=MAX_TASKS, conflicts=True))
 def test_every_invariant_holds_when_executors_crash(scenario: Scenario,
                                                     stores: FirestoreStores) -> None:

@@ -157,5 +157,7 @@ def test_sample_unknown_region_fails_first_task_with_choices(sample, tmp_path):
     assert "task 'task_1' failed" in run.error
     assert "'MARS' is not in the data; choose one of AMER, APAC, EMEA" in run.error
     records = {r.task_id: r for r in sample.job.engine.task_records(run.run_id)}
-    assert all(records[t].status is TaskStatus.WAITING for t in EXPECTED_DEPS if t != "task_1")
+    # Everything waited for task_1, so nothing else can run now, and says why.
+    assert all(records[t].status is TaskStatus.UPSTREAM_FAILED
+               for t in EXPECTED_DEPS if t != "task_1")
     assert not (tmp_path / "sales_report.json").exists()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from function_flow.core import transitions
+from function_flow.core import control, transitions
 from function_flow.core.definition import END_TASK_ID, make_spec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.records import Message, RunRecord, RunStatus, TaskRecord, TaskStatus
@@ -61,7 +61,7 @@ def test_claims_are_legal_and_only_touch_the_task(task: TaskRecord, attempt: int
 @given(records, st.integers(0, 5))
 def test_a_claim_of_a_paused_run_goes_back_unrun_with_its_attempt(task: TaskRecord,
                                                                   attempt: int) -> None:
-    step = transitions.hold(task, attempt)
+    step = control.held(task, attempt)
     check_legal({task.task_id: task}, step)
     assert not step.messages and {w.key for w in step.writes} <= {task.task_id}
     if task.status is TaskStatus.RUNNING and task.attempt == attempt:
@@ -75,9 +75,9 @@ def test_a_claim_of_a_paused_run_goes_back_unrun_with_its_attempt(task: TaskReco
 @settings(max_examples=200)
 @given(records)
 def test_cancel_ends_any_unfinished_task_and_frees_its_slot(task: TaskRecord) -> None:
-    step = transitions.cancel_unfinished(task, NOW)
+    step = transitions.cancel(task, task.attempt, NOW, among=control.UNFINISHED)
     if task.status.is_final:
-        assert step is None
+        assert step.verdict == "stale" and not step.writes
         return
     check_legal({task.task_id: task}, step)
     writes = [(w.kind, w.key) for w in step.writes]
@@ -100,7 +100,8 @@ def test_failures_retry_until_retries_are_spent(attempt: int, interrupted: int,
     spec = GRAPH.spec("a")
     task = TaskRecord("a", TaskStatus.RUNNING, attempt=attempt, interrupted=interrupted,
                       slot=0 if has_slot else None)
-    step = transitions.fail(spec, task, "r", "Boom: x", NOW, run=RUN, retry_delay=2.0)
+    step = transitions.fail(spec, task, "r", "Boom: x", NOW, run=RUN, retry_delay=2.0,
+                            graph=GRAPH, has_end_task=False)
     check_legal({"a": task}, step)
     counted = attempt - min(interrupted, transitions.MAX_INTERRUPTED_ATTEMPTS)
     if counted <= spec.retries:
@@ -108,6 +109,8 @@ def test_failures_retry_until_retries_are_spent(attempt: int, interrupted: int,
         assert step.run_ended is None
     else:
         assert step.run_ended is RunStatus.FAILED and not step.messages
+        # Its dependents learn of the failure (their trigger rules decide).
+        assert step.joins == ("b", "c")
         assert ("slot", 0, None) in [(w.kind, w.key, w.value) for w in step.writes] \
             or not has_slot
 
@@ -132,29 +135,54 @@ def test_the_only_sink_ends_the_run_and_a_slot_is_handed_to_an_heir() -> None:
     assert step.messages == [Message("r", "x", 1)]
 
 
+def resolve(join_id: str, join: TaskRecord, slots: int = 0, run: RunRecord | None = None,
+            graph: RunGraph = GRAPH) -> Step | None:
+    return transitions.resolve_join(graph, join_id, join, "r", NOW, run=run, slots=slots,
+                                    has_end_task=True)
+
+
 def test_a_join_is_queued_only_when_every_dependency_succeeded() -> None:
     join = TaskRecord("d", deps_done={"b": "SUCCEEDED"})
-    assert transitions.queue_join("d", join, 2, "r", NOW, run=None, slots=0) is None
-    join.deps_done["c"] = "FAILED"
-    assert transitions.queue_join("d", join, 2, "r", NOW, run=None, slots=0) is None
+    assert resolve("d", join) is None
     join.deps_done["c"] = "SUCCEEDED"
-    step = transitions.queue_join("d", join, 2, "r", NOW, run=None, slots=0)
+    step = resolve("d", join)
     assert step is not None and step.messages == [Message("r", "d", 1)]
-    with_slots = transitions.queue_join("d", join, 2, "r", NOW, run=None, slots=3)
+    with_slots = resolve("d", join, slots=3)
     assert with_slots is not None and with_slots.fill_slots and not with_slots.messages
-    end = transitions.queue_join(END_TASK_ID, TaskRecord(END_TASK_ID, deps_done={"d": "SUCCEEDED"}),
-                                 1, "r", NOW, run=RUN, slots=0)
+    end = resolve(END_TASK_ID, TaskRecord(END_TASK_ID, deps_done={"d": "SUCCEEDED"}), run=RUN)
     assert end is not None and end.run_ended is RunStatus.SUCCEEDED
+
+
+def test_a_join_with_a_failed_dependency_ends_upstream_failed_once_all_are_done() -> None:
+    join = TaskRecord("d", deps_done={"c": "FAILED"})
+    assert resolve("d", join) is None  # b may still be running
+    join.deps_done["b"] = "SUCCEEDED"
+    step = resolve("d", join)
+    check_legal({"d": join, END_TASK_ID: TaskRecord(END_TASK_ID)}, step)
+    assert step is not None and not step.messages
+    assert step.writes[0].value["status"] == "UPSTREAM_FAILED"
+    assert step.joins == (END_TASK_ID,)  # written into what waits for it, like any outcome
+    assert step.writes[1].value == {"deps_done.d": "UPSTREAM_FAILED"}
+
+
+def test_the_end_of_a_run_that_noted_a_failure_is_failed() -> None:
+    failed = RunRecord(run_id="r", job_name="g", dag_hash="h", args={},
+                       error="task 'c' failed: Boom")
+    end = resolve(END_TASK_ID, TaskRecord(END_TASK_ID, deps_done={"d": "UPSTREAM_FAILED"}),
+                  run=failed)
+    assert end is not None and end.run_ended is RunStatus.FAILED
 
 
 def test_interrupted_attempts_are_free_up_to_a_bound_then_they_count() -> None:
     spec = GRAPH.spec("b")  # no retries
     free = TaskRecord("b", TaskStatus.RUNNING, attempt=1, interrupted=0)
-    step = transitions.interrupted(spec, free, "r", NOW, run=RUN, retry_delay=0.0)
+    step = transitions.interrupted(spec, free, "r", NOW, run=RUN, retry_delay=0.0,
+                                   graph=GRAPH, has_end_task=False)
     assert step.verdict == "interrupted" and step.writes[0].value["interrupted"] == 1
     spent = TaskRecord("b", TaskStatus.RUNNING, attempt=4,
                        interrupted=transitions.MAX_INTERRUPTED_ATTEMPTS)
-    step = transitions.interrupted(spec, spent, "r", NOW, run=RUN, retry_delay=0.0)
+    step = transitions.interrupted(spec, spent, "r", NOW, run=RUN, retry_delay=0.0,
+                                   graph=GRAPH, has_end_task=False)
     assert step.run_ended is RunStatus.FAILED
     assert "ProcessDied" in step.writes[0].value["error"]
 
@@ -162,7 +190,8 @@ def test_interrupted_attempts_are_free_up_to_a_bound_then_they_count() -> None:
 def test_huge_errors_are_stored_bounded_keeping_their_end() -> None:
     error = "Traceback\n" + "x" * 3_000_000 + "\nValueError: the real cause"
     step = transitions.fail(GRAPH.spec("b"), TaskRecord("b", TaskStatus.RUNNING, attempt=1),
-                            "r", error, NOW, run=RUN, retry_delay=0.0)
+                            "r", error, NOW, run=RUN, retry_delay=0.0, graph=GRAPH,
+                            has_end_task=False)
     stored = step.writes[0].value["error"]
     assert len(stored) < transitions.MAX_ERROR_CHARS + 100
     assert stored.endswith("ValueError: the real cause") and stored.startswith("Traceback")

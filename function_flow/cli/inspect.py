@@ -14,6 +14,8 @@ from function_flow import backends, owners
 from function_flow.cli import progress
 from function_flow.cli.common import command_for
 from function_flow.cli.stores import get_run, open_selected
+from function_flow.cli import items
+from function_flow.core.control import shown_status
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus, ordered_tasks
 
 
@@ -60,6 +62,8 @@ def list_runs(selected: backends.SelectedStore, limit: int) -> None:
             stopped.add(run.run_id)
         elif state == owners.OWNER_ELSEWHERE:
             notes[run.run_id] = f"run by {run.owner}"
+        if run.blocked and run.status is RunStatus.RUNNING:
+            notes[run.run_id] = "blocked: its definition changed"
     out.print(f"runs in {selected.description}, newest first:", markup=False, soft_wrap=True)
     out.print(progress.runs_table(runs, notes=notes, stopped=stopped))
     if stopped:
@@ -73,9 +77,9 @@ def headline(kind: str, run: RunRecord) -> str:
         return progress.final_status_line(run)
     state = owner_of(kind, run)
     if state == owners.OWNER_GONE:
-        return (f"run {run.run_id} {run.shown_status}, but its process {run.owner} is gone; "
+        return (f"run {run.run_id} {shown_status(run)}, but its process {run.owner} is gone; "
                 f"continue it with {command_for(kind, 'resume ' + run.run_id)}")
-    line = f"run {run.run_id} {run.shown_status} " \
+    line = f"run {run.run_id} {shown_status(run)} " \
            f"for {progress.format_duration(progress.run_duration(run))}"
     if state == owners.OWNER_ELSEWHERE:
         return (f"{line}, run by {run.owner} (another host: whether that process still "
@@ -91,17 +95,23 @@ def show_run(selected: backends.SelectedStore, run_id: str) -> None:
     assert selected.store is not None
     tasks = ordered_tasks(selected.store.get_tasks(run_id))
     out.print(headline(selected.kind, run), markup=False, soft_wrap=True)
+    if run.blocked and run.status is RunStatus.RUNNING:
+        out.print(f"BLOCKED: {run.blocked}", markup=False, soft_wrap=True)
     out.print(f"job {run.job_name}, started {progress.format_time(run.created_at)}"
               + (f", args {progress.compact_json(run.args)}" if run.args else ""),
               markup=False, soft_wrap=True)
     out.print(progress.summary_table(tasks, errors=True))
-    for task in tasks:
-        if task.status is TaskStatus.FAILED and task.error:
-            out.print(f"--- {task.task_id} (attempt {task.attempt}) ---", markup=False)
-            out.print(task.error.rstrip(), markup=False, soft_wrap=True)
+    failed = [t for t in tasks if t.status is TaskStatus.FAILED and t.error]
+    failed_items = [t for t in failed if t.role == "item"]
+    for task in [t for t in failed if t.role != "item"] + failed_items[:items.SHOWN_FAILURES]:
+        out.print(f"--- {task.task_id} (attempt {task.attempt}) ---", markup=False)
+        out.print(task.error.rstrip(), markup=False, soft_wrap=True)
+    if len(failed_items) > items.SHOWN_FAILURES:
+        out.print(f"({len(failed_items) - items.SHOWN_FAILURES:,} more failed items not "
+                  "shown)", markup=False)
     if run.error:
         out.print(f"run error: {run.error}", markup=False, soft_wrap=True)
-    if run.shown_status == "PAUSED":
+    if shown_status(run) == "PAUSED":
         out.print(f"paused since {progress.format_time(run.paused_at)}: nothing new starts "
                   f"until {command_for(selected.kind, 'resume ' + run_id)}",
                   markup=False, soft_wrap=True)

@@ -23,7 +23,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from function_flow import subdags
+from function_flow.cli import items
 from function_flow.core import payloads
+from function_flow.core.control import shown_status
 from function_flow.core.records import RunRecord, TaskRecord, TaskStatus
 
 #: Returns the current run record and its task records (virtual tasks excluded).
@@ -32,7 +35,7 @@ Fetch = Callable[[], "tuple[RunRecord, list[TaskRecord]]"]
 STATUS_STYLES = {
     "WAITING": "dim", "READY": "cyan", "QUEUED": "cyan", "RUNNING": "yellow",
     "SUCCEEDED": "green", "FAILED": "bold red", "SKIPPED": "dim",
-    "CANCELLED": "magenta", "PAUSED": "bold cyan",
+    "UPSTREAM_FAILED": "red", "CANCELLED": "magenta", "PAUSED": "bold cyan",
 }
 
 
@@ -94,6 +97,8 @@ def state_changes(seen: dict[str, tuple[TaskStatus, int]],
         if task.status in (TaskStatus.WAITING, TaskStatus.READY) or \
                 (task.status is TaskStatus.QUEUED and task.attempt <= 1):
             continue
+        if task.role == "item" and task.status is not TaskStatus.FAILED:
+            continue  # a foreach of 10,000 items is news once, as its own task
         lines.append(describe_change(task))
     return lines
 
@@ -116,7 +121,7 @@ def describe_change(task: TaskRecord) -> str:
 def render_progress(run: RunRecord, tasks: list[TaskRecord]) -> Group:
     """The live view: a header line and one row per task."""
     header = Text.assemble((f"run {run.run_id}", "bold"), f"  job {run.job_name}  ",
-                           styled_status(run.shown_status),
+                           styled_status(shown_status(run)),
                            f"  {format_duration(run_duration(run))}")
     table = Table(box=box.SIMPLE, show_edge=False)
     table.add_column("task", no_wrap=True)
@@ -124,10 +129,14 @@ def render_progress(run: RunRecord, tasks: list[TaskRecord]) -> Group:
     table.add_column("attempt", justify="right")
     table.add_column("duration", justify="right")
     now = time.time()
-    for task in tasks:
+    for task in items.collapse(in_groups(tasks)):
+        if isinstance(task, items.ItemsRow):
+            table.add_row(Text("  " + task.label), Text(task.status_text()), "",
+                          format_duration(task.duration))
+            continue
         running = task.status is TaskStatus.RUNNING and task.started_at is not None
         duration = (now - task.started_at) if running else task.duration  # type: ignore[operator]
-        table.add_row(Text(task.task_id), styled_status(task.status.value),
+        table.add_row(Text(items.label(task)), styled_status(task.status.value),
                       str(task.attempt or ""), format_duration(duration))
     return Group(header, table)
 
@@ -141,13 +150,24 @@ def summary_table(tasks: list[TaskRecord], *, errors: bool = False) -> Table:
     table.add_column("duration", justify="right", no_wrap=True)
     if errors:
         table.add_column("error", overflow="fold")
-    for task in tasks:
-        row: list[Any] = [Text(task.task_id), styled_status(task.status.value),
+    for task in items.collapse(in_groups(tasks)):
+        if isinstance(task, items.ItemsRow):
+            table.add_row(Text("  " + task.label), Text(task.status_text()),
+                          str(task.attempts), format_duration(task.duration),
+                          *([Text("")] if errors else []))
+            continue
+        row: list[Any] = [Text(items.label(task)), styled_status(task.status.value),
                           format_attempts(task), format_duration(task.duration)]
         if errors:
             row.append(Text(last_line(task.error) if task.error else ""))
         table.add_row(*row)
     return table
+
+
+def in_groups(tasks: list[TaskRecord]) -> list[TaskRecord]:
+    """Each sub-DAG's node row first, then its tasks (indented by the caller)."""
+    by_id = {task.task_id: task for task in tasks}
+    return [by_id[task_id] for task_id in subdags.grouped(by_id)]
 
 
 def runs_table(runs: list[RunRecord], notes: Mapping[str, str] | None = None,
@@ -166,7 +186,7 @@ def runs_table(runs: list[RunRecord], notes: Mapping[str, str] | None = None,
     table.add_column("started", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
     for run in runs:
-        shown = styled_status(run.shown_status)
+        shown = styled_status(shown_status(run))
         if run.run_id in notes:
             shown.append(f" ({notes[run.run_id]})")
         duration = None if run.run_id in stopped else run_duration(run)

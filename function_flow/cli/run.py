@@ -23,8 +23,9 @@ from function_flow.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED
 from function_flow.cli.follow import exit_by_outcome, follow_to_end, report, watch
 from function_flow.cli.stores import get_run, open_selected
 from function_flow.config import Settings
+from function_flow.core import versions
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus, ordered_tasks
-from function_flow.errors import RunNotFoundError, RunStillActiveError
+from function_flow.errors import RunBlockedError, RunNotFoundError, RunStillActiveError
 from function_flow.tasks import Job
 
 WORKERS_HELP = "Worker threads (default: FUNCTION_FLOW_WORKERS or 8)."
@@ -85,6 +86,10 @@ def resume(run_id: str, file: str | None, workers: int | None,
         if workers is not None:
             fail("--workers only applies to runs on the embedded backend; "
                  "on Google Cloud the deployed functions execute the tasks")
+        assert selected.store is not None
+        blocked = versions.refusal(run, selected.store, job.dag)
+        if blocked is not None:
+            fail(blocked)
         selected.close()
         resume_deployed(job, settings, run_id)
     if run.owner and owners.owner_state(run.owner) == owners.OWNER_ELSEWHERE:
@@ -96,7 +101,7 @@ def resume(run_id: str, file: str | None, workers: int | None,
     job.use_backend(backend)
     try:
         job.resume(run_id)
-    except (RunStillActiveError, RunNotFoundError) as exc:
+    except (RunStillActiveError, RunNotFoundError, RunBlockedError) as exc:
         fail(str(exc))
     follow_to_end(job, backend, run_id, resumed=True)
 
@@ -110,7 +115,7 @@ def host_remote_functions(job: Job, file: str, pairs: tuple[str, ...]) -> None:
 
 
 def job_of(run: RunRecord, file: str | None) -> Job:
-    """The run's workflow, from --file or the file it recorded, unchanged since it started."""
+    """The run's workflow, from --file or the file it recorded."""
     path = file or run.source
     if not path:
         fail(f"run {run.run_id} does not record its workflow file; pass --file FILE.py")
@@ -118,9 +123,8 @@ def job_of(run: RunRecord, file: str | None) -> Job:
         fail(f"no such file: {path} (the workflow file run {run.run_id} recorded); "
              "pass --file FILE.py to say where it is now")
     job = load_job(path, run.job_name)
-    if job.dag.digest() != run.dag_hash:
-        fail(f"the tasks or dependencies in {path} changed since run {run.run_id} started; "
-             "it cannot be resumed with this definition")
+    # Whether a changed definition may continue the run is the engine's
+    # call (core/versions.py): resuming refuses it with the reason.
     return job
 
 

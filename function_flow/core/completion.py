@@ -9,12 +9,13 @@ idempotent, so a redelivered message may repeat it safely.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from function_flow.core import payloads, transitions
-from function_flow.core.definition import END_TASK_ID
+from function_flow.core import foreach, leftovers, payloads, transitions
+from function_flow.core.definition import END_TASK_ID, branch_choice
 from function_flow.core.records import Message, TaskRecord, TaskStatus
 from function_flow.core.transitions import Step
 from function_flow.errors import RecordTooLargeError, TransientBackendError
@@ -55,12 +56,15 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
     written to a blob first, see payloads.py), else the attempt fails with
     the reason.
     """
+    chosen = None
     if ok:
         try:
             value = engine.payloads.store(f"the result of task {task_id!r}", value,
                                           payloads.result_key(run_id, task_id, attempt))
-        except Exception as exc:  # not JSON, too large, or the blob store failed
+            chosen = _branches_chosen(engine, run_id, task_id, claimed, value)
+        except Exception as exc:  # not JSON, too large, a bad branch, the blob store failed
             ok, value, error = False, None, f"{type(exc).__name__}: {exc}"
+            cause = exc
     now = engine.clock()
     fenced = (claimed is not None and claimed_until is not None
               and now + LEASE_SAFETY_MARGIN_SECONDS < claimed_until)
@@ -89,7 +93,8 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
             run = tx.get_run(run_id) \
                 if transitions.ends_run(engine.graph, task, engine.end_record) else None
             step = transitions.succeed(engine.graph, task, run_id, value, now, run=run,
-                                       has_end_task=engine.end_record, heir=heir)
+                                       has_end_task=engine.end_record, heir=heir,
+                                       chosen=chosen)
         else:
             again = retry and spec.retries_on(cause)
             run = None if again and transitions.retries_left(spec, task) \
@@ -97,7 +102,8 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
             delay = max(spec.retry_backoff.delay(task.attempt, engine.rng),
                         not_before - now)
             step = transitions.fail(spec, task, run_id, error or "failed", now,
-                                    run=run, retry_delay=delay, retry=again)
+                                    run=run, retry_delay=delay, retry=again,
+                                    graph=engine.graph, has_end_task=engine.end_record)
         step.write_to(tx, run_id)
         if trigger_id is not None:
             tx.delete_trigger(trigger_id)
@@ -123,6 +129,21 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
         return "stale"
     follow_up(engine, run_id, step)
     return "succeeded" if ok else "failed"
+
+
+def _branches_chosen(engine: "Engine", run_id: str, task_id: str,
+                     claimed: TaskRecord | None, value: Any) -> frozenset[str] | None:
+    """For a branch task, the dependents its result chose (ValueError if it names
+    others); None for any other task."""
+    spec = engine.graph.spec(task_id, claimed)
+    if spec is None or not spec.branch:
+        return None
+    record = claimed
+    if record is None:
+        found = engine.store.get_tasks(run_id, [task_id])
+        record = found[0] if found else None
+    return branch_choice(spec, engine.graph.dependents_of(task_id, record),
+                         engine.payloads.load(value, f"the result of task {task_id!r}"))
 
 
 def _complete_again(engine: "Engine", run_id: str, task_id: str, attempt: int, ok: bool,
@@ -156,43 +177,27 @@ def _complete_again(engine: "Engine", run_id: str, task_id: str, attempt: int, o
 
 
 def follow_up(engine: "Engine", run_id: str, step: Step) -> None:
-    """Work that happens after a commit: messages, joins, free slots."""
-    publish(engine, step)
-    for join in step.joins:
-        check_join(engine, run_id, join)
-    if step.fill_slots:
-        fill_slots(engine, run_id)
-    if step.run_ended is not None:
-        logger.info("run %s ended: %s", run_id, step.run_ended.value)
-        cancel_waits(engine, run_id)
+    """Work that happens after a commit: messages, joins, free slots.
 
-
-def cancel_waits(engine: "Engine", run_id: str) -> None:
-    """A run ended: attempts still waiting for an event end CANCELLED now.
-
-    Nothing runs them (their body returned), so nobody else would ever end
-    them; their triggers go in the same transactions, so a late event or
-    approval finds nothing.
+    A join's rule may end it without running (SKIPPED, UPSTREAM_FAILED),
+    which writes into its own dependents: those steps queue up here, so a
+    skip cascading down a chain of 10,000 tasks needs no recursion.
     """
-    from function_flow.core import waiting
-
-    now = engine.clock()
-    for task in engine.store.find_tasks(run_id, TaskStatus.RUNNING, 100_000):
-        trigger = waiting.waiting_trigger(engine.store, run_id, task)
-        if trigger is None:
-            continue
-
-        def cancel(tx: "Transaction", task_id: str = task.task_id,
-                   attempt: int = task.attempt, trigger_id: str = trigger.trigger_id) -> None:
-            record = tx.get_tasks(run_id, [task_id]).get(task_id)
-            if record is None:
-                return
-            step = transitions.cancel(record, attempt, now)
-            if step.verdict == "cancelled":
-                step.write_to(tx, run_id)
-                tx.delete_trigger(trigger_id)
-
-        engine.store.transact(cancel)
+    steps = collections.deque([step])
+    while steps:
+        step = steps.popleft()
+        publish(engine, step)
+        for join in step.joins:
+            resolved = check_join(engine, run_id, join, follow=False)
+            if resolved is not None:
+                steps.append(resolved)
+        if step.fill_slots:
+            fill_slots(engine, run_id)
+        if step.collect is not None:
+            foreach.collect(engine, run_id, *step.collect)
+        if step.run_ended is not None:
+            logger.info("run %s ended: %s", run_id, step.run_ended.value)
+            leftovers.retire(engine, run_id, step.run_ended)
 
 
 def publish(engine: "Engine", step: Step) -> None:
@@ -220,35 +225,48 @@ def advance_after_success(engine: "Engine", run_id: str, task_id: str) -> None:
     follow_up(engine, run_id, step)
 
 
-def check_join(engine: "Engine", run_id: str, join_id: str) -> None:
-    """Queue a join (or end the run) if all its dependencies are done.
+def check_join(engine: "Engine", run_id: str, join_id: str,
+               follow: bool = True) -> Step | None:
+    """Apply a join's trigger rule if its dependencies allow (queue it, skip it,
+    mark it UPSTREAM_FAILED, or end the run for the end task).
 
-    A plain read first: most completers of a wide join find it incomplete
-    and never open a transaction on it, which keeps the join cold.
+    A plain read first: most completers of a wide join find it undecided
+    and never open a transaction on it, which keeps the join cold. With
+    follow=False the committed step is returned for the caller to follow up.
     """
     progress = engine.store.join_progress(run_id, join_id)
     if progress is None:
-        return
+        return None
     deps = progress.expected if progress.expected is not None \
         else len(engine.graph.deps_of(join_id))
-    if not progress.complete(deps):
-        return
+    # A task the run added (progress.expected set) may have another rule
+    # than its id says: its record, read in the transaction, tells.
+    if progress.expected is None \
+            and not progress.complete(deps, engine.graph.rule_of(join_id)):
+        return None
+    if progress.status is not TaskStatus.WAITING:
+        return None
     now = engine.clock()
 
-    def queue(tx: Transaction) -> Step | None:
-        run = tx.get_run(run_id) if join_id == END_TASK_ID else None
+    def resolve(tx: Transaction) -> Step | None:
         join = tx.get_tasks(run_id, [join_id]).get(join_id)
-        step = transitions.queue_join(join_id, join, len(engine.graph.deps_of(join_id, join)),
-                                      run_id, now, run=run, slots=engine.slots)
+        run = None
+        if join is not None and (join_id == END_TASK_ID or transitions.ends_run(
+                engine.graph, join, engine.end_record)):
+            run = tx.get_run(run_id)
+        step = transitions.resolve_join(engine.graph, join_id, join, run_id, now, run=run,
+                                        slots=engine.slots,
+                                        has_end_task=engine.end_record)
         if step is not None:
             step.write_to(tx, run_id)
         return step
 
     # Every completer of the join writes into it (blind): compare-and-set
     # lets the queuing retry on a fresh read instead of locking the join.
-    step = engine.store.transact(queue, compare_and_set=True)
-    if step is not None:
+    step = engine.store.transact(resolve, compare_and_set=True)
+    if step is not None and follow:
         follow_up(engine, run_id, step)
+    return step
 
 # ------------------------------------------------------------------ slots
 

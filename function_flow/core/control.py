@@ -36,7 +36,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
-from function_flow.core import transitions, waiting
+from function_flow.core import leftovers, transitions, waiting
 from function_flow.core.definition import END_TASK_ID
 from function_flow.core.records import Message, RunRecord, RunStatus, TaskRecord, TaskStatus
 from function_flow.errors import RunEndedError, RunNotFoundError
@@ -82,12 +82,19 @@ class Outcome:
     def to_json(self) -> dict[str, Any]:
         """The control endpoint's answer."""
         answer: dict[str, Any] = {"action": self.action, "run_id": self.run.run_id,
-                                  "outcome": self.outcome, "run_status": self.run.shown_status}
+                                  "outcome": self.outcome, "run_status": shown_status(self.run)}
         if self.action == "cancel":
             answer["tasks_cancelled"] = self.tasks
         if self.action == "resume":
             answer["tasks_sent"] = self.tasks
         return answer
+
+
+def shown_status(run: RunRecord) -> str:
+    """The status people see: PAUSED for a paused run (its status stays RUNNING)."""
+    if run.paused_at is not None and run.status is RunStatus.RUNNING:
+        return "PAUSED"
+    return run.status.value
 
 
 def _live(run_id: str, run: RunRecord | None, action: str) -> RunRecord:
@@ -166,6 +173,19 @@ def resend_if_resumed(engine: "Engine", run_id: str, seen: dict[str, float]) -> 
     return True
 
 
+def held(task: TaskRecord | None, attempt: int) -> transitions.Step:
+    """The rule of a claim of a paused run: back to QUEUED, unrun, same attempt.
+
+    It never started, so it uses up no retry (transitions.LEGAL_TRANSITIONS
+    allows RUNNING -> QUEUED with the same attempt for this alone).
+    """
+    if task is None or task.status is not TaskStatus.RUNNING or task.attempt != attempt:
+        return transitions.Step("stale")
+    step = transitions.Step("held")
+    step.task(task.task_id, status=TaskStatus.QUEUED.value, started_at=None, lease_until=None)
+    return step
+
+
 def hold(engine: "Engine", run_id: str, task_id: str, attempt: int) -> str:
     """A claim found its run paused: put the attempt back QUEUED, unrun.
 
@@ -175,7 +195,7 @@ def hold(engine: "Engine", run_id: str, task_id: str, attempt: int) -> str:
     that came meanwhile may have missed it too, so it is cancelled here.
     """
     def put_back(tx: "Transaction") -> transitions.Step:
-        step = transitions.hold(tx.get_tasks(run_id, [task_id]).get(task_id), attempt)
+        step = held(tx.get_tasks(run_id, [task_id]).get(task_id), attempt)
         step.write_to(tx, run_id)
         return step
 
@@ -184,9 +204,7 @@ def hold(engine: "Engine", run_id: str, task_id: str, attempt: int) -> str:
         return verdict
     run = engine.store.get_run(run_id)
     if run is None or run.status.is_final:
-        record = engine.store.get_tasks(run_id, [task_id])
-        if record:
-            _cancel_one(engine.store, run_id, record[0], engine.clock())
+        leftovers.cancel_claim(engine, run_id, task_id, attempt)
         return f"run_{run.status.value.lower()}" if run else "unknown_run"
     if run.paused_at is None:
         engine.bus.publish(Message(run_id, task_id, attempt))
@@ -258,8 +276,10 @@ def _cancel_one(store: "Store", run_id: str, seen: TaskRecord, now: float) -> in
 
     def cancel_it(tx: "Transaction") -> TaskRecord | None:
         task = tx.get_tasks(run_id, [seen.task_id]).get(seen.task_id)
-        step = transitions.cancel_unfinished(task, now) if task is not None else None
-        if step is None:
+        if task is None:
+            return None
+        step = transitions.cancel(task, task.attempt, now, among=UNFINISHED)
+        if step.verdict != "cancelled":
             return None
         step.write_to(tx, run_id)
         if trigger is not None and trigger.attempt == task.attempt:
@@ -275,6 +295,26 @@ def _cancel_one(store: "Store", run_id: str, seen: TaskRecord, now: float) -> in
         if late is not None:
             store.transact(lambda tx: tx.delete_trigger(late.trigger_id))
     return 1
+
+
+class Controls:
+    """The control actions as methods of engine.Engine (which derives from this)."""
+
+    store: "Store"
+    bus: "Bus"
+    clock: Callable[[], float]
+
+    def pause(self, run_id: str) -> Outcome:
+        """Start nothing new in the run until it is resumed; what runs finishes."""
+        return pause(self.store, run_id, self.clock())
+
+    def unpause(self, run_id: str) -> Outcome:
+        """Resume a paused run: its queued tasks are sent again."""
+        return unpause(self.store, self.bus, run_id, self.clock())
+
+    def cancel(self, run_id: str) -> Outcome:
+        """End the run CANCELLED, and every task of it that has not finished."""
+        return cancel(self.store, run_id, self.clock())
 
 
 #: The control actions by the name the control endpoint takes (cloud/control.py).

@@ -19,6 +19,20 @@ from function_flow.errors import DefinitionError
 #: counter on the run record (see docs/design.md, "No hot document").
 END_TASK_ID = "__end__"
 
+#: Airflow's trigger rules: when a task runs, given how its dependencies
+#: ended. The rule itself is records.JoinProgress.verdict.
+TRIGGER_RULES = ("all_success", "all_failed", "all_done", "one_success", "one_failed",
+                 "none_failed", "none_failed_min_one_success", "always")
+#: Rules that may run a task after a dependency failed: a graph with any of
+#: them does not end its run at the first failure (see Dag.fails_fast).
+FAILURE_HANDLING_RULES = frozenset({"all_failed", "all_done", "one_failed", "one_success",
+                                    "always"})
+#: Rules that may run a task before all its dependencies are done.
+EARLY_RULES = frozenset({"one_success", "one_failed", "always"})
+#: Rules under which one succeeded dependency is enough when it is the only one.
+RUNS_AFTER_ONE_SUCCESS = frozenset({"all_success", "all_done", "one_success",
+                                    "none_failed", "none_failed_min_one_success"})
+
 @dataclasses.dataclass(frozen=True)
 class Backoff:
     """Exponential backoff with jitter between the attempts of a task.
@@ -68,6 +82,35 @@ class Call:
         return f"{what} {self.target}{mode}"
 
 
+#: Most items a foreach fans out into, unless the task says otherwise.
+DEFAULT_FOREACH_MAX_ITEMS = 100_000
+
+
+@dataclasses.dataclass(frozen=True)
+class ForEach:
+    """A task that runs once per item of another task's result (core/foreach.py).
+
+    `over` names the task whose result (a list, or a mapping) gives the
+    items. At most `max_concurrency` items run at once (None: as many as
+    the run's max_parallel_tasks allows). The foreach fails when more items
+    failed than tolerated: `tolerated_failures` items, or
+    `tolerated_failure_percentage` percent of them (Step Functions' Map).
+    """
+
+    over: str
+    max_concurrency: int | None = None
+    tolerated_failures: int = 0
+    tolerated_failure_percentage: float | None = None
+    max_items: int = DEFAULT_FOREACH_MAX_ITEMS
+
+    def tolerates(self, failed: int, total: int) -> bool:
+        """Whether `failed` failed items out of `total` still let the foreach succeed."""
+        if failed <= self.tolerated_failures:
+            return True
+        percentage = self.tolerated_failure_percentage
+        return percentage is not None and total > 0 and failed * 100.0 / total <= percentage
+
+
 @dataclasses.dataclass
 class TaskSpec:
     """One task of a workflow as the user declared it."""
@@ -88,6 +131,15 @@ class TaskSpec:
     call: Call | None = None
     #: Exception types a failure is retried on (None: every failure).
     retry_on: tuple[type[BaseException], ...] | None = None
+    #: When the task runs, given how its dependencies ended (TRIGGER_RULES).
+    trigger_rule: str = "all_success"
+    #: A decision task: its result names the dependents to follow; the
+    #: others are SKIPPED (see branch_choice).
+    branch: bool = False
+    #: Set for a foreach: the body runs once per item (core/foreach.py).
+    foreach: ForEach | None = None
+    #: Whether the body takes the item as `item=` (a foreach's body).
+    takes_item: bool = False
 
     def retries_on(self, cause: BaseException | None) -> bool:
         """Whether a failure with `cause` may be retried (retries permitting).
@@ -105,7 +157,81 @@ class TaskSpec:
         return isinstance(cause, self.retry_on)
 
 
-def _call_style(task_id: str, func: Callable[..., Any]) -> tuple[str, bool, bool]:
+def branch_choice(spec: TaskSpec, dependents: Iterable[str], value: Any) -> frozenset[str]:
+    """The dependents a decision task's result chooses; ValueError saying why not.
+
+    The result is a dependent's task id, a list of them, or None/[] (take no
+    branch: every dependent is SKIPPED).
+    """
+    dependents = [d for d in dependents if d != END_TASK_ID]
+    chosen = [] if value is None else [value] if isinstance(value, str) else value
+    if not isinstance(chosen, list) or not all(isinstance(c, str) for c in chosen):
+        raise ValueError(
+            f"branch task {spec.task_id!r} must return the id of the dependent to follow "
+            f"or a list of them, got {type(value).__name__} {value!r}")
+    # Inside a sub-DAG ("node/decide"), a body names its siblings by their own ids.
+    scope = spec.task_id.rpartition("/")[0]
+    if scope:
+        chosen = [f"{scope}/{c}" if c not in dependents and f"{scope}/{c}" in dependents
+                  else c for c in chosen]
+    unknown = [c for c in chosen if c not in dependents]
+    if unknown:
+        raise ValueError(
+            f"branch task {spec.task_id!r} chose {', '.join(map(repr, unknown))}, which "
+            f"{'is' if len(unknown) == 1 else 'are'} not among its dependents "
+            f"({', '.join(dependents) or 'none'})")
+    return frozenset(chosen)
+
+
+def _foreach(task_id: str, deps: tuple[str, ...], foreach: ForEach | None) -> ForEach | None:
+    """Check a foreach's settings; errors name the task."""
+    if foreach is None:
+        return None
+
+    def bad(what: str) -> DefinitionError:
+        return DefinitionError(f"task {task_id!r}: {what}", task_id)
+
+    if foreach.over not in deps:
+        raise bad(f"foreach over {foreach.over!r} must also be one of its deps")
+    whole = (int,)
+    if foreach.max_concurrency is not None and (
+            not isinstance(foreach.max_concurrency, whole)
+            or isinstance(foreach.max_concurrency, bool) or foreach.max_concurrency < 1):
+        raise bad(f"max_concurrency must be an integer >= 1, got {foreach.max_concurrency!r}")
+    if not isinstance(foreach.tolerated_failures, whole) \
+            or isinstance(foreach.tolerated_failures, bool) or foreach.tolerated_failures < 0:
+        raise bad("tolerated_failures must be an integer >= 0, "
+                  f"got {foreach.tolerated_failures!r}")
+    percentage = foreach.tolerated_failure_percentage
+    if percentage is not None and (not isinstance(percentage, (int, float))
+                                   or isinstance(percentage, bool)
+                                   or not 0 <= percentage <= 100):
+        raise bad(f"tolerated_failure_percentage must be between 0 and 100, got {percentage!r}")
+    if not isinstance(foreach.max_items, whole) or isinstance(foreach.max_items, bool) \
+            or foreach.max_items < 1:
+        raise bad(f"max_items must be an integer >= 1, got {foreach.max_items!r}")
+    return foreach
+
+
+def _takes_item(func: Callable[..., Any]) -> bool:
+    params = inspect.signature(func).parameters.values()
+    return any(p.name == "item" or p.kind == inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _trigger_rule(task_id: str, rule: Any) -> str:
+    if rule not in TRIGGER_RULES:
+        import difflib
+
+        close = difflib.get_close_matches(str(rule), TRIGGER_RULES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DefinitionError(
+            f"task {task_id!r}: unknown trigger_rule {rule!r}{hint}; use one of "
+            f"{', '.join(TRIGGER_RULES)}", task_id)
+    return rule
+
+
+def _call_style(task_id: str, func: Callable[..., Any],
+                extra: frozenset[str] = frozenset()) -> tuple[str, bool, bool]:
     """Decide how to call `func` so that both upstream styles work.
 
     Function Flow calls `func(task, job)` positionally, while its README shows
@@ -125,6 +251,8 @@ def _call_style(task_id: str, func: Callable[..., Any]) -> tuple[str, bool, bool
     # Positional-only parameters cannot receive task=/job= keywords.
     named = {p.name for p in params if p.name in ("task", "job")
              and p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)}
+    named_extra = {p.name for p in params if p.name in extra
+                   and p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)}
     name = getattr(func, "__name__", repr(func))
 
     def cannot_supply(missing: list[str], called_as: str) -> DefinitionError:
@@ -134,11 +262,11 @@ def _call_style(task_id: str, func: Callable[..., Any]) -> tuple[str, bool, bool
             f"as {called_as}; declare it as `def f(task, job)` or `def f(**context)`",
             task_id)
 
-    if named or takes_kwargs:
+    if named or named_extra or takes_kwargs:
         pass_task, pass_job = "task" in named or takes_kwargs, "job" in named or takes_kwargs
         unfillable = [p.name + (" (positional-only)" if p.kind == kinds.POSITIONAL_ONLY else "")
                       for p in params
-                      if p.default is p.empty and p.name not in named
+                      if p.default is p.empty and p.name not in named and p.name not in extra
                       and p.kind in (kinds.POSITIONAL_OR_KEYWORD,
                                      kinds.KEYWORD_ONLY, kinds.POSITIONAL_ONLY)]
         if unfillable:
@@ -196,7 +324,9 @@ def make_spec(task_id: Any, deps: Any, func: Callable[..., Any] | None, *,
               retries: int = 0, retry_backoff: Backoff | float | None = None,
               timeout: float | None = None,
               task_args: dict[str, Any] | None = None,
-              call: Call | None = None, retry_on: Any = None) -> TaskSpec:
+              call: Call | None = None, retry_on: Any = None,
+              trigger_rule: str = "all_success", branch: bool = False,
+              foreach: ForEach | None = None) -> TaskSpec:
     """Validate one task's declaration and build its spec.
 
     Errors name the task, because a workflow file can have dozens of them.
@@ -245,12 +375,21 @@ def make_spec(task_id: Any, deps: Any, func: Callable[..., Any] | None, *,
             f"got {timeout!r}", task_id)
     _check_task_args(task_id, task_args)
     retry_on = _retry_on(task_id, retry_on)
+    trigger_rule = _trigger_rule(task_id, trigger_rule)
+    if not isinstance(branch, bool):
+        raise DefinitionError(f"task {task_id!r}: branch must be True or False, "
+                              f"got {branch!r}", task_id)
     style, pass_task, pass_job = ("none", False, False)
     if func is not None:
         if not callable(func):
             raise DefinitionError(f"task {task_id!r}: {func!r} is not callable", task_id)
-        style, pass_task, pass_job = _call_style(task_id, func)
+        style, pass_task, pass_job = _call_style(
+            task_id, func, frozenset({"item"}) if foreach is not None else frozenset())
     return TaskSpec(task_id=task_id, deps=deps, func=func, retries=retries,
                     retry_backoff=retry_backoff, timeout=timeout,
                     task_args=dict(task_args or {}), call_style=style,
-                    pass_task=pass_task, pass_job=pass_job, call=call, retry_on=retry_on)
+                    pass_task=pass_task, pass_job=pass_job, call=call, retry_on=retry_on,
+                    trigger_rule=trigger_rule, branch=branch,
+                    foreach=_foreach(task_id, deps, foreach),
+                    takes_item=foreach is not None and func is not None
+                    and _takes_item(func))

@@ -30,8 +30,8 @@ import traceback
 import uuid
 from typing import Any, Callable, Iterable, Protocol
 
-from function_flow.core import (completion, control, payloads, recovery, transitions, waiting,
-                                watches)
+from function_flow.core import (completion, control, foreach, leftovers, payloads, recovery,
+                                redrive, transitions, versions, waiting, watches)
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Request,
@@ -60,8 +60,11 @@ class Workflow(Protocol):
     dag: Dag
     max_parallel_tasks: int
 
-    def invoke(self, spec: TaskSpec, run_id: str, attempt: int) -> Any:
-        """Run the task body and return its result (or a Pending)."""
+    def invoke(self, spec: TaskSpec, run_id: str, attempt: int, **item: Any) -> Any:
+        """Run the task body and return its result (or a Pending).
+
+        For an item of a foreach, `item` holds item= and item_key=.
+        """
 
 
 def new_run_id(job_name: str) -> str:
@@ -75,7 +78,7 @@ def process_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class Engine:
+class Engine(control.Controls):
     """Advances the runs of one workflow. Thread-safe: it keeps no run state."""
 
     def __init__(self, workflow: Workflow, store: Store, bus: Bus, *,
@@ -117,8 +120,9 @@ class Engine:
         #: once, so the run needs no slot records at all.
         self.slots = 0 if workflow.dag.width_bound <= parallel else parallel
         #: With a single sink, the sink's own completion ends the run; only
-        #: several sinks need the virtual end task to join them.
-        self.end_record = len(workflow.dag.sinks) > 1
+        #: several sinks need the virtual end task to join them (see
+        #: Dag.end_deps for what else it may wait for).
+        self.end_record = len(workflow.dag.end_deps) > 1
 
     def lease_of(self, spec: TaskSpec) -> float:
         """How long a claimed attempt is its executor's before others may act.
@@ -158,9 +162,9 @@ class Engine:
                                                               self.slots)
         if self.end_record:
             records.append(TaskRecord(task_id=END_TASK_ID))
-        run = RunRecord(run_id=run_id, job_name=self.workflow.name,
-                        dag_hash=self.dag.digest(), args=args, slots=self.slots,
-                        created_at=now, owner=owner, source=source)
+        run = RunRecord(run_id=run_id, job_name=self.workflow.name, args=args,
+                        slots=self.slots, created_at=now, owner=owner, source=source,
+                        **versions.recorded(self.dag))
         try:
             created = self.store.create_run(run, records, slots)
         except TransientBackendError:
@@ -239,9 +243,12 @@ class Engine:
         # message fail fast on a changed record instead of locking it.
         step, task = self.store.transact(claim, compare_and_set=True)
         if step.verdict == "unknown_task":
-            if self.store.get_run(run_id) is None:
+            run = self.store.get_run(run_id)
+            if run is None:
                 logger.warning("message for unknown run %r dropped", run_id)
                 return "unknown_run"
+            if versions.check(self, run) is not None:  # a task this definition removed
+                return "blocked"
             logger.warning("message for unknown task %r of run %s dropped", task_id, run_id)
             return step.verdict
         assert task is not None
@@ -251,10 +258,17 @@ class Engine:
             # committed. If the run ended meanwhile, the attempt never runs.
             run = self.store.get_run(run_id)
             if run is None or run.status.is_final:
-                self._cancel(run_id, task_id, attempt)
+                leftovers.cancel_claim(self, run_id, task_id, attempt)
                 return f"run_{run.status.value.lower()}" if run else "unknown_run"
+            if versions.refused(self, run, step.verdict, task_id, attempt):
+                return "blocked"  # started with a definition this one changes
             if run.paused_at is not None and step.verdict == "claimed":
                 return control.hold(self, run_id, task_id, attempt)  # resume sends it again
+        if step.verdict == "redelivered" or step.verdict == "stale" and step.messages:
+            # A duplicate (rare): what it would repeat follows this definition.
+            if versions.refused(self, self.store.get_run(run_id), step.verdict, task_id,
+                                attempt):
+                return "blocked"
         if step.verdict == "redelivered":
             completion.advance_after_success(self, run_id, task_id)
             return step.verdict
@@ -270,25 +284,20 @@ class Engine:
         assert spec is not None and run is not None
         return self._run_body(run, task_id, spec, attempt, task, now + lease)
 
-    def _cancel(self, run_id: str, task_id: str, attempt: int) -> None:
-        now = self.clock()
-
-        def cancel(tx: Transaction) -> None:
-            task = tx.get_tasks(run_id, [task_id]).get(task_id)
-            if task is not None:
-                transitions.cancel(task, attempt, now).write_to(tx, run_id)
-
-        self.store.transact(cancel, compare_and_set=True)
-
     def _run_body(self, run: RunRecord, task_id: str, spec: TaskSpec, attempt: int,
                   claimed: TaskRecord, claimed_until: float) -> str:
         run_id = run.run_id
         what = f"attempt {attempt} of task {task_id!r}"
         request: Request | None = None
+        if spec.foreach is not None and claimed.role is None:
+            return self._expand(run, task_id, spec, attempt)
         try:
             if spec.call is not None:  # a remote function gets the real arguments
                 run = self.payloads.with_args(run)
-            value = self.executor.run(lambda: self._attempt(run, spec, attempt),
+            item = {} if claimed.role != "item" else {
+                "item": self.payloads.load(claimed.item, f"the item of {task_id!r}"),
+                "item_key": claimed.item_key}
+            value = self.executor.run(lambda: self._attempt(run, spec, attempt, item),
                                       spec.timeout, what)
             if spec.call is not None and spec.call.asynchronous:
                 request = waiting.make_request(run, spec, attempt, value)
@@ -314,10 +323,22 @@ class Engine:
         return self.complete(run_id, task_id, attempt, ok=True, value=value,
                              claimed=claimed, claimed_until=claimed_until)
 
-    def _attempt(self, run: RunRecord, spec: TaskSpec, attempt: int) -> Any:
+    def _expand(self, run: RunRecord, task_id: str, spec: TaskSpec, attempt: int) -> str:
+        """A foreach task's attempt adds its items to the run (foreach.py)."""
+        try:
+            value = foreach.expand(self, run, spec, attempt)
+        except Exception as exc:  # a result it cannot run over, a store error
+            return self.complete(run.run_id, task_id, attempt, ok=False, cause=exc,
+                                 error=f"{type(exc).__name__}: {exc}")
+        if value is None:
+            return "waiting"
+        return self.complete(run.run_id, task_id, attempt, ok=True, value=value)
+
+    def _attempt(self, run: RunRecord, spec: TaskSpec, attempt: int,
+                 item: dict[str, Any] | None = None) -> Any:
         """The body, then, for a synchronous remote task, its call (both inside
         the executor, so the task's timeout covers the two)."""
-        value = self.workflow.invoke(spec, run.run_id, attempt)
+        value = self.workflow.invoke(spec, run.run_id, attempt, **(item or {}))
         if spec.call is None:
             return value
         if isinstance(value, Pending):
@@ -343,6 +364,7 @@ class Engine:
             logger.warning("external event for unknown trigger %r; acknowledged", trigger_id)
             return "unknown_trigger"
         run_id, task_id, attempt = trigger.run_id, trigger.task_id, trigger.attempt
+        versions.admit_event(self, trigger)  # a blocked run: RunBlockedError
         outcome = self.complete(run_id, task_id, attempt, ok=ok, value=value,
                                 error=error, trigger_id=trigger_id, retry=retry)
         logger.info("external event: run %s task %s attempt %d: %s",
@@ -396,23 +418,13 @@ class Engine:
         """Pick up a run whose executing process died (embedded backend)."""
         return recovery.resume(self, run_id, owner=owner, owner_alive=owner_alive)
 
+    def redrive(self, run_id: str) -> RunRecord:
+        """Restart a FAILED or CANCELLED run from the tasks that did not succeed."""
+        return redrive.redrive(self, run_id)
+
     def retire_leftovers(self, run_id: str) -> None:
         """After a run ended, leave none of its tasks queued or running."""
         recovery.retire_leftovers(self, run_id)
-
-    # --------------------------------------------- control (see control.py)
-
-    def pause(self, run_id: str) -> control.Outcome:
-        """Start nothing new in the run until it is resumed; what runs finishes."""
-        return control.pause(self.store, run_id, self.clock())
-
-    def unpause(self, run_id: str) -> control.Outcome:
-        """Resume a paused run: its queued tasks are sent again."""
-        return control.unpause(self.store, self.bus, run_id, self.clock())
-
-    def cancel(self, run_id: str) -> control.Outcome:
-        """End the run CANCELLED, and every task of it that has not finished."""
-        return control.cancel(self.store, run_id, self.clock())
 
     # ---------------------------------------------------------------- queries
 

@@ -15,7 +15,9 @@ import hashlib
 import json
 from typing import Iterable
 
-from function_flow.core.definition import END_TASK_ID, Backoff, TaskSpec, make_spec
+from function_flow.core.definition import (EARLY_RULES, END_TASK_ID, FAILURE_HANDLING_RULES,
+                                           RUNS_AFTER_ONE_SUCCESS, Backoff, TaskSpec,
+                                           make_spec)
 from function_flow.errors import DefinitionError
 
 __all__ = ["Dag", "RunGraph", "TaskRecordLike", "END_TASK_ID", "Backoff", "TaskSpec", "make_spec"]
@@ -49,21 +51,49 @@ class Dag:
         for spec in self.tasks.values():
             for dep in spec.deps:
                 self.dependents[dep] += (spec.task_id,)
-        self.roots = tuple(t for t in self.order if not self.tasks[t].deps)
+        #: Queued when a run starts: tasks without dependencies, and those
+        #: whose trigger rule is `always` (Airflow: they run at any time).
+        self.roots = tuple(t for t in self.order if not self.tasks[t].deps
+                           or self.tasks[t].trigger_rule == "always")
         self.sinks = tuple(t for t in self.order if not self.dependents[t])
+        #: Without a task that may run after a failure, the first task that
+        #: fails for good ends the run (as Function Flow does); with one, the
+        #: run goes on until every task has ended.
+        self.fails_fast = not any(s.trigger_rule in FAILURE_HANDLING_RULES
+                                  for s in self.tasks.values())
+        self.end_deps = self._end_deps()
+        self._to_end = frozenset(self.end_deps)
         self._width_bound: int | None = None
+
+    def _end_deps(self) -> tuple[str, ...]:
+        """What the run's end waits for: its sinks, and the dependencies of
+        tasks that may run before all their dependencies are done (one_success,
+        one_failed, always), since those may still be running when every sink
+        has ended. Every other task ends only after all its dependencies."""
+        ends = set(self.sinks)
+        stack = [t for t, s in self.tasks.items() if s.trigger_rule in EARLY_RULES]
+        seen = set(stack)
+        while stack:
+            for dep in self.tasks[stack.pop()].deps:
+                ends.add(dep)
+                if dep not in seen and self.tasks[dep].trigger_rule in EARLY_RULES:
+                    seen.add(dep)
+                    stack.append(dep)
+        return tuple(t for t in self.order if t in ends)
 
     def deps_of(self, task_id: str) -> tuple[str, ...]:
         """Dependencies of a task; the end node depends on every sink."""
         if task_id == END_TASK_ID:
-            return self.sinks
+            return self.end_deps
         return self.tasks[task_id].deps
 
     def dependents_of(self, task_id: str) -> tuple[str, ...]:
         """Tasks (possibly the end node) that wait for `task_id`."""
         if task_id == END_TASK_ID:
             return ()
-        return self.dependents[task_id] or (END_TASK_ID,)
+        if task_id in self._to_end:
+            return self.dependents[task_id] + (END_TASK_ID,)
+        return self.dependents[task_id]
 
     def _topological_order(self) -> list[str]:
         """Kahn's algorithm; on a cycle, report its path, not just 'a cycle'."""
@@ -115,7 +145,12 @@ class Dag:
         at most max_parallel_tasks, a run needs no slot bookkeeping at all.
         """
         if self._width_bound is None:
-            self._width_bound = len(self.tasks) - _max_matching(self)
+            bound = len(self.tasks) - _max_matching(self)
+            for spec in self.tasks.values():
+                if spec.foreach is not None:  # one task of the graph, many at run time
+                    limit = spec.foreach.max_concurrency or spec.foreach.max_items
+                    bound += limit - 1
+            self._width_bound = bound
         return self._width_bound
 
     def digest(self) -> str:
@@ -124,7 +159,8 @@ class Dag:
         It lets a scheduler notice that a run was started with a different
         definition than the one deployed now.
         """
-        shape = [[t, list(self.tasks[t].deps)] for t in sorted(self.tasks)]
+        shape = [[t, list(self.tasks[t].deps), self.tasks[t].trigger_rule,
+                  self.tasks[t].branch] for t in sorted(self.tasks)]
         return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
 
 
@@ -139,7 +175,9 @@ def _max_matching(dag: Dag) -> int:
             parent = queue.popleft()
             free_child = None
             for child in dag.dependents[parent]:
-                if child in came_from:
+                # A task that may start before this dependency ends (one_success,
+                # one_failed, always) is not after it on a path of one-at-a-time.
+                if child in came_from or dag.tasks[child].trigger_rule in EARLY_RULES:
                     continue
                 came_from[child] = parent
                 if child not in match_of_child:
@@ -201,9 +239,17 @@ class RunGraph:
         if own is not None:
             return tuple(own)
         if task_id == END_TASK_ID:
-            return self.dag.sinks
+            return self.dag.end_deps
         spec = self.dag.tasks.get(task_id)
         return spec.deps if spec is not None else ()
+
+    def rule_of(self, task_id: str, record: TaskRecordLike | None = None) -> str:
+        """The trigger rule of a task; the end task waits for all its dependencies."""
+        own = getattr(record, "trigger_rule", None)
+        if own is not None:
+            return own
+        spec = self.spec(task_id, record)
+        return spec.trigger_rule if spec is not None else "all_done"
 
     def dependents_of(self, task_id: str, record: TaskRecordLike | None = None
                       ) -> tuple[str, ...]:
@@ -213,7 +259,9 @@ class RunGraph:
         own = getattr(record, "dependents", None)
         if own is not None:
             return tuple(own) or (END_TASK_ID,)
-        return self.dag.dependents.get(task_id) or (END_TASK_ID,)
+        if task_id not in self.dag.tasks:
+            return ()
+        return self.dag.dependents_of(task_id)
 
     def single_dependency_dependents(self, task_id: str,
                                      record: TaskRecordLike | None = None) -> tuple[str, ...]:
@@ -221,12 +269,18 @@ class RunGraph:
 
         Trusted only when both edges come from the definition: a task whose
         record lists its own dependents (a graph the run grew) treats every
-        dependent as a join, whose record is read after the commit.
+        dependent as a join, whose record is read after the commit. So does
+        a branch task (its result decides), and a dependent whose trigger
+        rule does not simply run after its one dependency succeeded.
         """
         if getattr(record, "dependents", None) is not None:
             return ()
+        spec = self.dag.tasks.get(task_id)
+        if spec is None or spec.branch:
+            return ()
         return tuple(d for d in self.dependents_of(task_id)
-                     if d != END_TASK_ID and len(self.dag.tasks[d].deps) == 1)
+                     if d != END_TASK_ID and len(self.dag.tasks[d].deps) == 1
+                     and self.dag.tasks[d].trigger_rule in RUNS_AFTER_ONE_SUCCESS)
 
 
 class TaskRecordLike:
@@ -235,3 +289,4 @@ class TaskRecordLike:
     template: str | None
     deps: list[str] | None
     dependents: list[str] | None
+    trigger_rule: str | None

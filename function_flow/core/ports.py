@@ -70,6 +70,13 @@ class Transaction(Protocol):
         run already has a task with that id.
         """
 
+    def replace_task(self, run_id: str, record: TaskRecord) -> None:
+        """Write a task record whole, `deps_done` included, over the one stored.
+
+        For `redrive`, which starts a task of an ended run afresh: entries of
+        dependencies that will run again are left out of `deps_done`.
+        """
+
     def set_slot(self, run_id: str, slot: int, holder: str | None) -> None: ...
 
     def put_trigger(self, trigger: Trigger) -> None:
@@ -154,7 +161,32 @@ class Store(Protocol):
     def forget_delivery(self, key: str) -> None:
         """Undo first_delivery: acting on the request failed, let a redelivery try."""
 
-    def delete_run(self, run_id: str) -> None: ...
+    def get_context(self, run_id: str, key: str) -> str | None:
+        """The JSON text stored under `key` in the run's context, or None.
+
+        A run's context is the small key/values its task bodies share
+        (function_flow/context.py decides what may be stored; the store
+        keeps the text as given).
+        """
+
+    def list_context(self, run_id: str) -> dict[str, str]:
+        """Every key of the run's context and its JSON text, ordered by key."""
+
+    def set_context(self, run_id: str, key: str, value: str) -> bool:
+        """Store JSON text under `key`, replacing what was there.
+
+        Returns False, storing nothing, when the run does not exist (it was
+        deleted, and its context with it): nothing outlives `delete_run`.
+        Each key is written on its own, so bodies setting different keys at
+        once never contend.
+        """
+
+    def delete_context(self, run_id: str, key: str) -> None:
+        """Delete one key of the run's context; nothing happens if it is not there."""
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete the run with everything it owns: tasks, slots, triggers,
+        remembered deliveries, its context."""
 
     def runs_started_before(self, timestamp: float) -> list[str]: ...
 

@@ -13,7 +13,6 @@ import functools
 import json
 from typing import Any, NamedTuple
 
-from function_flow.core.definition import END_TASK_ID
 
 
 class RunStatus(str, enum.Enum):
@@ -39,6 +38,9 @@ class TaskStatus(str, enum.Enum):
     for a concurrency slot. QUEUED: a message to run attempt `attempt` is on
     its way (or, after a failure, waiting out its backoff). RUNNING: claimed
     by an executor (or waiting for an external event) until `lease_until`.
+    SKIPPED: its trigger rule says it does not run (a branch not taken).
+    UPSTREAM_FAILED: it can no longer run because a dependency failed.
+    CANCELLED: the run ended (cancelled, or failed elsewhere) before it ran.
     """
 
     WAITING = "WAITING"
@@ -48,14 +50,18 @@ class TaskStatus(str, enum.Enum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     SKIPPED = "SKIPPED"
+    UPSTREAM_FAILED = "UPSTREAM_FAILED"
     CANCELLED = "CANCELLED"
 
     FINISHED = "SUCCEEDED"  # Function Flow's name for SUCCEEDED
 
     @property
     def is_final(self) -> bool:
-        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED,
-                        TaskStatus.SKIPPED, TaskStatus.CANCELLED)
+        return self in _FINAL_TASK_STATUSES
+
+
+_FINAL_TASK_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.SKIPPED,
+                                  TaskStatus.UPSTREAM_FAILED, TaskStatus.CANCELLED})
 
 
 @dataclasses.dataclass
@@ -79,12 +85,18 @@ class RunRecord:
     #: Where the workflow was defined (the CLI stores the file's absolute
     #: path), so that `function-flow resume RUN_ID` can load it again.
     source: str | None = None
-    #: When the run was paused (core/control.py): nothing new starts until
-    #: it is resumed; None when it is not paused. `resumed_at`: its last
-    #: resume, which tells the process executing an embedded run to send
-    #: its held tasks again.
-    paused_at: float | None = None
-    resumed_at: float | None = None
+    #: How many times `redrive` restarted the run (core/redrive.py).
+    redrives: int = 0
+    #: The fingerprint of each task of the definition the run started with
+    #: (JSON text {task: "deps.settings.body"}; `dag_hash` is their hash),
+    #: see core/versions.py. Text, not a map: Firestore indexes no subfields.
+    task_versions: str | None = None
+    #: Why the deployed definition may not advance the run (it differs in a
+    #: part the run would reach), and that definition's hash; None when not.
+    blocked: str | None = None
+    blocked_by: str | None = None
+    paused_at: float | None = None  # when paused (None: not), see core/control.py
+    resumed_at: float | None = None  # its last resume: an embedded run's process re-sends
 
     def to_dict(self) -> dict[str, Any]:
         return _fields_of(self)
@@ -95,13 +107,6 @@ class RunRecord:
         values = {k: v for k, v in data.items() if k in fields}
         values["status"] = RunStatus(values.get("status", "RUNNING"))
         return cls(**values)
-
-    @property
-    def shown_status(self) -> str:
-        """The status people see: PAUSED for a paused run (its status stays RUNNING)."""
-        if self.paused_at is not None and self.status is RunStatus.RUNNING:
-            return "PAUSED"
-        return self.status.value
 
 
 @dataclasses.dataclass
@@ -135,6 +140,15 @@ class TaskRecord:
     template: str | None = None
     deps: list[str] | None = None
     dependents: list[str] | None = None
+    #: For tasks a foreach adds (core/foreach.py): "item" (runs the body on
+    #: `item`, whose index or key is `item_key`), "group" (counts up to 100
+    #: items) or "collect" (ends the foreach task's attempt `node_attempt`).
+    role: str | None = None
+    item: Any = None
+    item_key: Any = None
+    node_attempt: int | None = None
+    #: A trigger rule of its own (None: its template's).
+    trigger_rule: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _fields_of(self)
@@ -174,6 +188,9 @@ class Trigger:
     #: None fails it (then retries apply); {"result": value} succeeds it
     #: with that value (an approval's default).
     on_timeout: dict[str, Any] | None = None
+    #: The hash of the definition that recorded the wait: an event handled
+    #: by the same definition needs no look at the run (core/versions.py).
+    definition: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -234,15 +251,51 @@ class JoinProgress(NamedTuple):
                    counts[OUTCOME_SKIPPED],
                    len(record.deps) if record.deps is not None else None)
 
-    def complete(self, deps: int) -> bool:
-        """Whether a WAITING join of `deps` dependencies may be queued now.
+    def verdict(self, deps: int, rule: str) -> "Verdict":
+        """What a WAITING task of `deps` dependencies becomes under trigger `rule`.
 
-        The rule is all_success. Counting is enough: only a task's own
-        dependencies write deps_done entries into it, so `deps` entries
-        mean every one of them is done.
+        Airflow's rules, with one difference in timing: a task is SKIPPED or
+        UPSTREAM_FAILED only once all its dependencies are done, so that
+        every task a final task depends on is final too (the run's end is
+        then a join over its sinks; see docs/design.md, "Trigger rules").
+        Only one_success and one_failed may run early, as in Airflow.
+        Counting is enough: only a task's own dependencies write deps_done
+        entries into it, so `deps` entries mean every one of them is done.
         """
-        return self.status is TaskStatus.WAITING and self.done >= deps \
-            and self.succeeded == self.done
+        if self.status is not TaskStatus.WAITING:
+            return Verdict.WAIT
+        s, f, k = self.succeeded, self.failed, self.skipped
+        if self.done < deps:
+            if (rule == "one_success" and s) or (rule == "one_failed" and f) \
+                    or rule == "always":  # (queued when the run starts, or redriven)
+                return Verdict.RUN
+            return Verdict.WAIT
+        if rule == "all_success":
+            return Verdict.RUN if s >= deps else Verdict.UPSTREAM_FAILED if f else Verdict.SKIP
+        if rule == "all_failed":
+            return Verdict.RUN if f >= deps else Verdict.SKIP
+        if rule == "one_success":
+            return Verdict.RUN if s else Verdict.SKIP if k >= deps else Verdict.UPSTREAM_FAILED
+        if rule == "one_failed":
+            return Verdict.RUN if f else Verdict.SKIP
+        if rule in ("none_failed", "none_failed_min_one_success"):
+            if f:
+                return Verdict.UPSTREAM_FAILED
+            return Verdict.RUN if s or rule == "none_failed" else Verdict.SKIP
+        return Verdict.RUN  # all_done, always (and the end task)
+
+    def complete(self, deps: int, rule: str = "all_success") -> bool:
+        """Whether the join's rule has decided (it runs, or ends without running)."""
+        return self.verdict(deps, rule) is not Verdict.WAIT
+
+
+class Verdict(str, enum.Enum):
+    """What a trigger rule makes of a join (JoinProgress.verdict)."""
+
+    WAIT = "wait"
+    RUN = "run"
+    SKIP = "skip"
+    UPSTREAM_FAILED = "upstream_failed"
 
 
 OUTCOME_SUCCEEDED, OUTCOME_FAILED, OUTCOME_SKIPPED = "succeeded", "failed", "skipped"
@@ -370,11 +423,28 @@ def too_large(what: str, size: int, limit: int = MAX_VALUE_BYTES) -> str:
 def ordered_tasks(records: list[TaskRecord], order: list[str] | None = None
                   ) -> list[TaskRecord]:
     """A run's task records for people: in graph order when the definition is
-    known, else in the order they started; never the virtual end task."""
-    tasks = [t for t in records if t.task_id != END_TASK_ID]
+    known, else in the order they started; a foreach's items right after it,
+    in item order; never function_flow's own records (ids starting with
+    "__": the end task, a foreach's groups)."""
+    tasks = [t for t in records if not t.task_id.startswith("__")]
+    never = float("inf")
     if order is not None:
         position = {task_id: i for i, task_id in enumerate(order)}
-        return sorted(tasks, key=lambda t: (position.get(t.task_id, len(position)),
-                                            t.queued_at or float("inf"), t.task_id))
-    never = float("inf")
+
+        def key(t: TaskRecord) -> tuple:
+            if t.role == "item" and t.template is not None:
+                return (position.get(t.template, len(position)), 1, _item_index(t),
+                        t.task_id)
+            return (position.get(t.task_id, len(position)), 0,
+                    t.queued_at or never, t.task_id)
+
+        return sorted(tasks, key=key)
     return sorted(tasks, key=lambda t: (t.started_at or t.queued_at or never, t.task_id))
+
+
+def _item_index(task: TaskRecord) -> int:
+    """i of a foreach item `node[i]`."""
+    try:
+        return int(task.task_id.rsplit("[", 1)[1].rstrip("]"))
+    except (IndexError, ValueError):
+        return 0

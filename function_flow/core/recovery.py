@@ -16,12 +16,12 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from function_flow.core import transitions, waiting, watches
+from function_flow.core import transitions, versions, waiting, watches
 from function_flow.core.definition import END_TASK_ID
 from function_flow.core.records import (JoinProgress, Message, MessageKind, RunRecord,
                                         RunStatus, TaskRecord, TaskStatus, Trigger)
 from function_flow.core.transitions import Step
-from function_flow.errors import RunNotFoundError, RunStillActiveError
+from function_flow.errors import RunBlockedError, RunNotFoundError, RunStillActiveError
 
 if TYPE_CHECKING:
     from function_flow.core.engine import Engine
@@ -44,6 +44,9 @@ class PollReport:
     runs_checked: int = 0
     #: Waits for a gs:// prefix that an object now found completed.
     watches_completed: int = 0
+    #: Live runs left alone: started with a definition this one changes
+    #: where they would go (core/versions.py).
+    runs_blocked: int = 0
 
 
 def poll(engine: "Engine", stale_after: float = POLLER_STALE_AFTER_SECONDS,
@@ -57,15 +60,18 @@ def poll(engine: "Engine", stale_after: float = POLLER_STALE_AFTER_SECONDS,
     report = PollReport(timers_published=engine.bus.release_due(),
                         watches_completed=watches.check(engine, run_ids))
     if run_ids is None:
-        runs = [run.run_id for run in engine.store.list_runs(limit=max_runs,
-                                                             status=RunStatus.RUNNING)
+        runs = [run for run in engine.store.list_runs(limit=max_runs,
+                                                      status=RunStatus.RUNNING)
                 if run.job_name == engine.workflow.name]
     else:
-        runs = [run_id for run_id in run_ids
+        runs = [run for run_id in run_ids
                 if (run := engine.store.get_run(run_id)) is not None
                 and run.status is RunStatus.RUNNING]
-    for run_id in runs:
-        recover(engine, run_id, stale_after=stale_after)
+    for run in runs:
+        if versions.check(engine, run) is not None:
+            report.runs_blocked += 1
+        else:
+            recover(engine, run.run_id, stale_after=stale_after)
         report.runs_checked += 1
     return report
 
@@ -84,6 +90,8 @@ def check_lease(engine: "Engine", run_id: str, task_id: str, attempt: int) -> st
             engine.bus.publish(Message(run_id, task_id, attempt, MessageKind.CHECK_LEASE),
                                task.lease_until - now)
         return "lease_valid"
+    if versions.check(engine, engine.store.get_run(run_id)) is not None:
+        return "blocked"  # its retry or failure would follow another definition
     spec = engine.graph.spec(task_id, task)
     assert spec is not None
     limit = f"its timeout ({spec.timeout} s)" if spec.timeout else "its lease"
@@ -146,6 +154,9 @@ def resume(engine: "Engine", run_id: str, owner: str | None = None,
         raise RunStillActiveError(
             f"run {run_id} is still being executed by process {run.owner}; "
             "wait for it or stop that process first")
+    why = versions.check(engine, run)
+    if why is not None:
+        raise RunBlockedError(why)
     if owner is not None:
         engine.store.transact(lambda tx: tx.update_run(run_id, {"owner": owner}))
     recover(engine, run_id, executors_dead=True)
@@ -203,7 +214,8 @@ def recover(engine: "Engine", run_id: str, executors_dead: bool = False,
             if task.lease_until is not None and task.lease_until <= now:
                 check_lease(engine, run_id, task.task_id, task.attempt)
         elif task.status is TaskStatus.WAITING and JoinProgress.of(task).complete(
-                len(engine.graph.deps_of(task.task_id, task))):
+                len(engine.graph.deps_of(task.task_id, task)),
+                engine.graph.rule_of(task.task_id, task)):
             engine.check_join(run_id, task.task_id)
     engine.fill_slots(run_id)
 
@@ -227,7 +239,8 @@ def _requeue_interrupted(engine: "Engine", run_id: str, seen: TaskRecord,
             return None
         step = transitions.interrupted(spec, task, run_id, now, run=run,
                                        retry_delay=spec.retry_backoff.delay(task.attempt,
-                                                                            engine.rng))
+                                                                            engine.rng),
+                                       graph=engine.graph, has_end_task=engine.end_record)
         step.write_to(tx, run_id)
         if trigger is not None:
             tx.delete_trigger(trigger.trigger_id)

@@ -18,7 +18,13 @@ How a task moves (see docs/design.md for why it is shaped this way):
           +--> QUEUED again (attempt + 1, after a backoff) or FAILED
   RUNNING --the run had ended when the claim committed--> CANCELLED
   RUNNING --the run was paused when the claim committed--> QUEUED, same attempt
+  WAITING --its trigger rule decided it does not run--> SKIPPED or UPSTREAM_FAILED
+          |  which is written into its dependents like any final outcome
+          +--the run ended first--> CANCELLED (or UPSTREAM_FAILED, see leftovers.py)
   any unfinished status --the run was cancelled--> CANCELLED (core/control.py)
+
+`redrive` (redrive.py) is outside this table: it rewrites the records of
+an ended run's unfinished tasks whole, as WAITING, before reopening it.
 """
 
 from __future__ import annotations
@@ -29,13 +35,14 @@ from typing import TYPE_CHECKING, Any
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import RunGraph
 from function_flow.core.records import (JoinProgress, Message, RunRecord, RunStatus,
-                                        TaskRecord, TaskStatus)
+                                        TaskRecord, TaskStatus, Verdict)
 
 if TYPE_CHECKING:
     from function_flow.core.ports import Transaction
 
 W, RD, Q, R = TaskStatus.WAITING, TaskStatus.READY, TaskStatus.QUEUED, TaskStatus.RUNNING
 S, F, C = TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED
+SK, UF = TaskStatus.SKIPPED, TaskStatus.UPSTREAM_FAILED
 
 #: Every status change a rule may commit, and what it does to `attempt`:
 #: "same", "next" (attempt + 1) or "one" (attempt becomes 1); "a|b": either.
@@ -46,15 +53,14 @@ LEGAL_TRANSITIONS: dict[tuple[TaskStatus, TaskStatus], str] = {
     (Q, R): "same",   # claimed by an executor
     (R, S): "same",   # its body returned, or its event arrived
     (R, F): "same",   # it failed with no retry left
-    # it failed and will be retried, or its executor died ("next"); or its run
-    # was paused when the claim committed: the attempt is put back unrun
-    # ("same": it never started, so it uses up no retry; see `hold`)
-    (R, Q): "next|same",
+    (R, Q): "next|same",  # retried, or its executor died; "same": held (control.hold)
     (Q, C): "same",   # the run ended before it was claimed
     (R, C): "same",   # the run had ended when its claim committed, or was cancelled
-    (W, C): "same",   # the run was cancelled before it could be queued
-    (RD, C): "same",  # the run was cancelled while it waited for a slot
     (W, S): "same",   # only the virtual end task: every sink is done
+    (W, SK): "same",  # its trigger rule says it does not run (a branch not taken)
+    (W, UF): "same",  # a dependency failed: it can no longer run
+    (W, C): "same",   # the run ended (failed, or was cancelled) before its dependencies did
+    (RD, C): "same",  # the run ended while it waited for a slot
 }
 
 #: Attempts cut short by a dead process (kill -9, os._exit, out of memory)
@@ -86,6 +92,8 @@ class Step:
     joins: tuple[str, ...] = ()
     fill_slots: bool = False
     run_ended: RunStatus | None = None
+    #: A foreach's items are all done: (foreach task, its attempt) to end.
+    collect: tuple[str, int] | None = None
 
     def task(self, task_id: str, **fields: Any) -> None:
         self.writes.append(Write("task", task_id, fields))
@@ -143,37 +151,17 @@ def claim(task: TaskRecord | None, run_id: str, attempt: int, now: float,
     return step
 
 
-def cancel(task: TaskRecord, attempt: int, now: float) -> Step:
-    """A claimed or queued attempt of a run that has ended: it never runs."""
+def cancel(task: TaskRecord, attempt: int, now: float,
+           among: tuple[TaskStatus, ...] = (Q, R)) -> Step:
+    """A claimed or queued attempt of a run that has ended: it never runs.
+
+    `among`: the statuses it may be cancelled from (leftovers.py also ends
+    tasks that are WAITING or READY).
+    """
     step = Step("cancelled")
-    if task.status not in (Q, R) or task.attempt != attempt:
+    if task.status not in among or task.attempt != attempt:
         step.verdict = "stale"
         return step
-    step.task(task.task_id, status=C.value, finished_at=now, lease_until=None, slot=None)
-    if task.slot is not None:
-        step.slot(task.slot, None)
-    return step
-
-
-def hold(task: TaskRecord | None, attempt: int) -> Step:
-    """A claimed attempt of a paused run: back to QUEUED, unrun, same attempt.
-
-    It never started, so it uses up no retry; resuming the run sends it again.
-    """
-    if task is None or task.status is not R or task.attempt != attempt:
-        return Step("stale")
-    step = Step("held")
-    step.task(task.task_id, status=Q.value, started_at=None, lease_until=None)
-    return step
-
-
-def cancel_unfinished(task: TaskRecord, now: float) -> Step | None:
-    """Any unfinished task of a run that ended (cancelled): CANCELLED, whatever its
-    attempt, its slot freed. None when it has finished. A body still executing
-    finds it CANCELLED when it returns, and changes nothing."""
-    if task.status.is_final:
-        return None
-    step = Step("cancelled")
     step.task(task.task_id, status=C.value, finished_at=now, lease_until=None, slot=None)
     if task.slot is not None:
         step.slot(task.slot, None)
@@ -185,7 +173,7 @@ def cancel_unfinished(task: TaskRecord, now: float) -> Step | None:
 
 def succeed(graph: RunGraph, task: TaskRecord, run_id: str, value: Any, now: float, *,
             run: RunRecord | None, has_end_task: bool,
-            heir: TaskRecord | None = None) -> Step:
+            heir: TaskRecord | None = None, chosen: frozenset[str] | None = None) -> Step:
     """Attempt `task.attempt` succeeded with `value`.
 
     Dependents with this task as their only dependency are queued in the
@@ -193,6 +181,8 @@ def succeed(graph: RunGraph, task: TaskRecord, run_id: str, value: Any, now: flo
     dependent is a join and gets a blind `deps_done` write, to be looked at
     after the commit. `run` is the run record when this success can end
     the run (see `ends_run`), `heir` a READY task found to take our slot.
+    For a branch task, `chosen` holds the dependents its result chose: the
+    others see this task as SKIPPED.
     """
     step = Step("succeeded")
     done_field = {f"deps_done.{task.task_id}": S.value}
@@ -202,7 +192,10 @@ def succeed(graph: RunGraph, task: TaskRecord, run_id: str, value: Any, now: flo
     for dependent in () if ends_run(graph, task, has_end_task) \
             else graph.dependents_of(task.task_id, task):
         if dependent not in single:
-            step.task(dependent, **done_field)
+            skipped = chosen is not None and dependent not in chosen \
+                and dependent != END_TASK_ID
+            step.task(dependent, **{f"deps_done.{task.task_id}":
+                                    SK.value if skipped else S.value})
             joins.append(dependent)
             continue
         fields: dict[str, Any] = dict(done_field)
@@ -226,11 +219,22 @@ def succeed(graph: RunGraph, task: TaskRecord, run_id: str, value: Any, now: flo
             step.fill_slots = True
     step.task(task.task_id, status=S.value, result=value, error=None, finished_at=now,
               lease_until=None, slot=None)
-    if run is not None and run.status is RunStatus.RUNNING:
-        step.run(status=RunStatus.SUCCEEDED.value, finished_at=now)
-        step.run_ended = RunStatus.SUCCEEDED
+    end_run_with_tasks(step, run, now)
     step.joins = tuple(joins)
     return step
+
+
+def end_run_with_tasks(step: Step, run: RunRecord | None, now: float) -> None:
+    """The run's last task ended: the run ends, FAILED if a task failed on the way.
+
+    A failure in a run that does not fail fast leaves its reason on the run
+    record (see `fail`), so the end needs no scan of the tasks.
+    """
+    if run is None or run.status is not RunStatus.RUNNING:
+        return
+    status = RunStatus.FAILED if run.error else RunStatus.SUCCEEDED
+    step.run(status=status.value, finished_at=now)
+    step.run_ended = status
 
 
 def ends_run(graph: RunGraph, task: TaskRecord, has_end_task: bool) -> bool:
@@ -259,9 +263,14 @@ def retries_left(spec: TaskSpec, task: TaskRecord) -> bool:
 
 
 def fail(spec: TaskSpec, task: TaskRecord, run_id: str, error: str, now: float, *,
-         run: RunRecord | None, retry_delay: float, retry: bool = True) -> Step:
-    """Attempt `task.attempt` failed: queue a retry, or fail the task and the run.
+         run: RunRecord | None, retry_delay: float, graph: RunGraph, has_end_task: bool,
+         retry: bool = True) -> Step:
+    """Attempt `task.attempt` failed: queue a retry, or fail the task.
 
+    A task that fails for good is written into its dependents, whose trigger
+    rules decide what follows. In a graph that fails fast (no rule reacts to
+    failures) the run ends FAILED now; otherwise the run goes on, with the
+    failure noted on the run record so that its end is FAILED.
     retry=False fails the task whatever retries are left (a rejected approval).
     """
     error = bounded_error(error)
@@ -277,16 +286,36 @@ def fail(spec: TaskSpec, task: TaskRecord, run_id: str, error: str, now: float, 
               lease_until=None, slot=None)
     if task.slot is not None:
         step.slot(task.slot, None)
+        step.fill_slots = True
+    ends = ends_run(graph, task, has_end_task)
+    if not ends:
+        step.joins = write_outcome(step, graph, task, F)
+    if task.role == "item":
+        return step  # its foreach decides, by the failures it tolerates
     if run is not None and run.status is RunStatus.RUNNING:
         first_line = error.strip().splitlines()[-1] if error.strip() else "failed"
-        step.run(status=RunStatus.FAILED.value, finished_at=now,
-                 error=f"task {task.task_id!r} failed: {first_line}")
-        step.run_ended = RunStatus.FAILED
+        reason = f"task {task.task_id!r} failed: {first_line}"
+        if ends or graph.dag.fails_fast:
+            step.run(status=RunStatus.FAILED.value, finished_at=now,
+                     error=run.error or reason)
+            step.run_ended = RunStatus.FAILED
+        elif not run.error:
+            step.run(error=reason)
     return step
 
 
+def write_outcome(step: Step, graph: RunGraph, task: TaskRecord,
+                  status: TaskStatus) -> tuple[str, ...]:
+    """Blind-write a task's final status into each dependent; returns the joins."""
+    dependents = graph.dependents_of(task.task_id, task)
+    for dependent in dependents:
+        step.task(dependent, **{f"deps_done.{task.task_id}": status.value})
+    return tuple(dependents)
+
+
 def interrupted(spec: TaskSpec, task: TaskRecord, run_id: str, now: float, *,
-                run: RunRecord | None, retry_delay: float) -> Step:
+                run: RunRecord | None, retry_delay: float, graph: RunGraph,
+                has_end_task: bool) -> Step:
     """The process running attempt `task.attempt` died (found by `resume`).
 
     Queued again as a new attempt without using up a retry, up to
@@ -298,7 +327,7 @@ def interrupted(spec: TaskSpec, task: TaskRecord, run_id: str, now: float, *,
             f"interrupted: its process died (kill -9, os._exit, out of memory) for the "
             f"{task.interrupted + 1}th time; attempts interrupted more than "
             f"{MAX_INTERRUPTED_ATTEMPTS} times count against its retries"),
-            now, run=run, retry_delay=retry_delay)
+            now, run=run, retry_delay=retry_delay, graph=graph, has_end_task=has_end_task)
     step = Step("interrupted")
     step.task(task.task_id, status=Q.value, attempt=task.attempt + 1,
               interrupted=task.interrupted + 1, queued_at=now, lease_until=None,
@@ -310,18 +339,48 @@ def interrupted(spec: TaskSpec, task: TaskRecord, run_id: str, now: float, *,
 # -------------------------------------------------------------------- joins
 
 
-def queue_join(join_id: str, join: TaskRecord | None, deps: int, run_id: str, now: float,
-               *, run: RunRecord | None, slots: int) -> Step | None:
-    """Queue a join whose dependencies are all done (or end the run, for the end task)."""
-    if join is None or not JoinProgress.of(join).complete(deps):
+def resolve_join(graph: RunGraph, join_id: str, join: TaskRecord | None, run_id: str,
+                 now: float, *, run: RunRecord | None, slots: int,
+                 has_end_task: bool) -> Step | None:
+    """Apply a join's trigger rule once its dependencies allow: queue it,
+    SKIP it or mark it UPSTREAM_FAILED (or, for the end task, end the run).
+
+    None while the rule still waits. `run` is the run record when this
+    join can end the run (the end task, or the only sink).
+    """
+    if join is None:
         return None
-    step = Step("queued")
+    deps = len(graph.deps_of(join_id, join))
+    verdict = JoinProgress.of(join).verdict(deps, graph.rule_of(join_id, join))
+    if verdict is Verdict.WAIT:
+        return None
     if join_id == END_TASK_ID:
+        step = Step("ended")
         step.task(join_id, status=S.value, finished_at=now)
-        if run is not None and run.status is RunStatus.RUNNING:
-            step.run(status=RunStatus.SUCCEEDED.value, finished_at=now)
-            step.run_ended = RunStatus.SUCCEEDED
+        end_run_with_tasks(step, run, now)
         return step
+    if join.role in ("group", "collect"):
+        # A foreach's bookkeeping (core/foreach.py): it runs no body.
+        progress = JoinProgress.of(join)
+        step = Step("counted")
+        step.task(join_id, status=S.value, finished_at=now,
+                  result={"succeeded": progress.succeeded, "failed": progress.failed,
+                          "skipped": progress.skipped})
+        if join.role == "collect":
+            step.collect = (join.template or "", join.node_attempt or 1)
+        else:
+            step.joins = write_outcome(step, graph, join, S)
+        return step
+    if verdict is not Verdict.RUN:
+        status = SK if verdict is Verdict.SKIP else UF
+        step = Step(status.value.lower())
+        step.task(join_id, status=status.value, finished_at=now)
+        if ends_run(graph, join, has_end_task):
+            end_run_with_tasks(step, run, now)
+        else:
+            step.joins = write_outcome(step, graph, join, status)
+        return step
+    step = Step("queued")
     if slots:
         step.task(join_id, status=RD.value)
         step.fill_slots = True
@@ -373,9 +432,10 @@ def first_attempts(graph: RunGraph, run_id: str, now: float,
     holders: dict[int, str | None] = dict.fromkeys(range(slots))
     held = 0
     messages: list[Message] = []
+    roots = set(graph.dag.roots)
     for task_id in graph.dag.order:
         record = TaskRecord(task_id=task_id)
-        if not graph.deps_of(task_id):
+        if task_id in roots:
             if slots and held >= slots:
                 record.status = RD
             else:

@@ -14,6 +14,7 @@ import math
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from function_flow.core import versions
 from function_flow.core.definition import Call, TaskSpec
 from function_flow.core.ports import Request, Store, Transaction
 from function_flow.core.records import (MAX_MESSAGE_VALUE_BYTES, Message, MessageKind,
@@ -100,7 +101,8 @@ def await_event(engine: "Engine", run_id: str, task_id: str, spec: TaskSpec, att
         raise ValueError(f"task {task_id!r} returned a Future without a trigger id")
     trigger = Trigger(trigger_id, run_id, task_id, attempt,
                       watch=getattr(pending, "watch", None),
-                      on_timeout=getattr(pending, "on_timeout", None))
+                      on_timeout=getattr(pending, "on_timeout", None),
+                      definition=versions.of(engine.dag).hash)
     # The Future's own wait (an approval's timeout) first, then the task's
     # timeout, then how long its call may take to answer (remote.OpenFaaS says).
     lease = _wait_of(task_id, pending) or spec.timeout \

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from function_flow.core.ports import Watcher
 from function_flow.core.records import TaskStatus, Trigger
+from function_flow.errors import RunBlockedError
 
 if TYPE_CHECKING:
     from function_flow.core.engine import Engine
@@ -104,7 +105,8 @@ def check(engine: "Engine", run_ids: Iterable[str] | None = None) -> int:
         if found:
             logger.info("an object exists under %s: completing %d waiting task(s)",
                         prefix, len(waiting))
-            completed += sum(_complete(engine, t) == "succeeded" for t in waiting)
+            completed += sum(_complete(engine, t, polling=True) == "succeeded"
+                             for t in waiting)
     return completed
 
 
@@ -148,8 +150,13 @@ def _still_waiting(engine: "Engine", trigger: Trigger) -> bool:
     return False
 
 
-def _complete(engine: "Engine", trigger: Trigger) -> str:
-    outcome = engine.complete_trigger(trigger.trigger_id, ok=True, value=trigger.watch)
+def _complete(engine: "Engine", trigger: Trigger, polling: bool = False) -> str:
+    try:
+        outcome = engine.complete_trigger(trigger.trigger_id, ok=True, value=trigger.watch)
+    except RunBlockedError:
+        if not polling:  # a notification: delivered again, like any event
+            raise
+        return "blocked"  # the object stays: a later poll completes the wait
     if outcome == "stale":
         _forget(engine, trigger)
     return outcome

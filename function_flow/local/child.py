@@ -23,7 +23,8 @@ the other threads may have been using at that instant:
   own connection. The child never touches SQLite itself: the SQLite
   library's mutexes and its per-file lock state are process-wide, and a
   child forked while another worker thread was inside SQLite blocked
-  forever on its first query, about one fork in five under load. Writes
+  forever on its first query, about one fork in five under load. The
+  run context's writes (`job.context.set`) go the same way; other writes
   (`transact`, `create_run`, `delete_run`) raise in the child;
 - nor does the child free the SQLite objects it inherited, which takes the
   same mutexes (see `_fork`: the collector is paused across the fork and
@@ -65,8 +66,9 @@ import time
 import traceback
 from typing import Any, Callable
 
-from function_flow.local.child_pipe import (ANSWER, CALL, HEADER, REPLY, STORE_READS,
-                                            STORE_WRITES, BodyDiedError, BodyError, Channel,
+from function_flow.local.child_pipe import (ANSWER, CALL, HEADER, REPLY, STORE_FORWARDED,
+                                            STORE_READS, STORE_WRITES, BodyDiedError,
+                                            BodyError, Channel,
                                             RemoteTraceback, UnpicklableResultError,
                                             answer_error, answer_ok, frame, outcome,
                                             read_through_parent, write_all)
@@ -320,7 +322,7 @@ class _Parent:
     def _serve(self, request: bytes, deadline: float) -> None:
         try:
             name, args, kwargs = pickle.loads(request)
-            if name not in STORE_READS or self.store is None:
+            if name not in STORE_FORWARDED or self.store is None:
                 raise RuntimeError(f"store.{name}() cannot be called from a child process")
             reply = pickle.dumps((True, getattr(self.store, name)(*args, **kwargs)),
                                  protocol=pickle.HIGHEST_PROTOCOL)

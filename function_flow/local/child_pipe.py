@@ -24,7 +24,11 @@ CALL, ANSWER, REPLY = b"C", b"A", b"R"
 #: Store methods a body in a child may call: they only read, and their
 #: arguments and results pickle. Each is answered by the parent.
 STORE_READS = ("get_run", "get_tasks", "join_progress", "find_tasks", "find_free_slots",
-               "list_runs", "get_trigger", "find_watches", "runs_started_before")
+               "list_runs", "get_trigger", "find_watches", "runs_started_before",
+               "get_context", "list_context")
+#: The run context's writes (job.context): plain arguments, so the parent
+#: makes them too. Every store method the parent answers for a child.
+STORE_FORWARDED = STORE_READS + ("set_context", "delete_context")
 #: Store methods that write: refused in a child (a transaction function is
 #: code, which cannot be sent to the parent).
 STORE_WRITES = ("transact", "create_run", "delete_run")
@@ -49,8 +53,9 @@ class Channel:  # pragma: no cover -- runs in the child
 
 
 def read_through_parent(store: Any, channel: Channel) -> None:  # pragma: no cover
-    """In the child: the store's reads go to the parent, its writes are refused."""
-    for name in STORE_READS:
+    """In the child: the store's reads (and context writes) go to the parent, its
+    other writes are refused."""
+    for name in STORE_FORWARDED:
         setattr(store, name, functools.partial(channel.call, name))
     for name in STORE_WRITES:
         setattr(store, name, functools.partial(refuse_write, name))

@@ -5,6 +5,7 @@ Schema (every collection name starts with the configured prefix):
     {prefix}runs/{run_id}                  the run record
     {prefix}runs/{run_id}/tasks/{task_id}  one task record per task
     {prefix}runs/{run_id}/slots/{n}        {"holder": task_id or null}
+    {prefix}runs/{run_id}/context/{key}    {"key", "value_json"}: see firestore_context.py
     {prefix}triggers/{trigger_id}          a records.Trigger (run, task, attempt, watch...)
     {prefix}deliveries/{key}               {"key", "run_id"}: requests already acted on
 
@@ -45,7 +46,6 @@ Cloud Function lets Pub/Sub redeliver the message.
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -60,9 +60,11 @@ from function_flow.errors import ConfigurationError, RecordTooLargeError, Transi
 from function_flow.core.ports import RecordExistsError
 from function_flow.core.records import (JoinProgress, RunRecord, RunStatus, TaskRecord,
                                         TaskStatus, Trigger)
-from function_flow.store.firestore_transactions import (TRANSIENT, commit_compare_and_set,
+from function_flow.store.firestore_context import FirestoreContext
+from function_flow.store.firestore_transactions import (commit_compare_and_set,
                                                         commit_transaction, decode, doc_id,
                                                         encode, transient)
+from function_flow.store.firestore_transactions import translated as _translated
 
 T = TypeVar("T")
 
@@ -71,19 +73,7 @@ MAX_WRITES = 500
 #: Attempts of a transaction before it counts as a transient failure.
 DEFAULT_MAX_ATTEMPTS = 20
 
-def _translated(method: Callable[..., T]) -> Callable[..., T]:
-    """Raise Firestore's transient errors as TransientBackendError."""
-
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            return method(*args, **kwargs)
-        except TRANSIENT as exc:
-            raise transient(exc) from exc
-    return wrapper
-
-
-class FirestoreStore:
+class FirestoreStore(FirestoreContext):
     """ports.Store on Firestore (see module docstring for schema and counting).
 
     Building it is free of network calls: the client is made on first use,
@@ -367,14 +357,15 @@ class FirestoreStore:
 
     @_translated
     def delete_run(self, run_id: str) -> None:
-        """Delete a run's tasks, slots and triggers, then the run itself.
+        """Delete a run's tasks, slots, context and triggers, then the run itself.
 
         Not atomic (a run can exceed 500 documents); the run document goes
-        last, so an interrupted deletion can simply be repeated.
+        last, so an interrupted deletion can simply be repeated. Then the
+        context once more: a value a late body set meanwhile.
         """
         run_ref = self._run_ref(run_id)
         refs: list[Any] = []
-        for name in ("tasks", "slots"):
+        for name in ("tasks", "slots", "context"):
             refs.extend(self._listed(run_ref.collection(name)))
         for name in ("triggers", "deliveries"):
             keyed = self.client.collection(f"{self.prefix}{name}").where(
@@ -382,6 +373,8 @@ class FirestoreStore:
             refs.extend(s.reference for s in self._query(keyed))
         self._delete_refs(refs)
         self._delete_refs([run_ref])
+        # A value a late body set meanwhile (see firestore_context.py).
+        self._delete_refs(list(self._listed(run_ref.collection("context"))))
 
     def _listed(self, collection: Any) -> Iterator[Any]:
         refs = list(collection.list_documents(page_size=MAX_WRITES))

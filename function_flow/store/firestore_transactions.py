@@ -22,6 +22,7 @@ read the dependent's document and never contend on it.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import urllib.parse
@@ -54,6 +55,18 @@ def transient(exc: Exception) -> TransientBackendError:
     error = TransientBackendError(f"Firestore: {exc}")
     error.__cause__ = exc
     return error
+
+def translated(method: Callable[..., T]) -> Callable[..., T]:
+    """Raise Firestore's transient errors as TransientBackendError."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return method(*args, **kwargs)
+        except TRANSIENT as exc:
+            raise transient(exc) from exc
+    return wrapper
+
 
 #: Record fields holding arbitrary JSON, and the document field storing it.
 JSON_FIELDS = {"args": "args_json", "result": "result_json"}
@@ -252,6 +265,10 @@ class FirestoreTransaction:
         self.writes += 1
         self._tx.create(self._store._task_ref(run_id, record.task_id),
                         encode(record.to_dict()))
+
+    def replace_task(self, run_id: str, record: TaskRecord) -> None:
+        self.writes += 1
+        self._tx.set(self._store._task_ref(run_id, record.task_id), encode(record.to_dict()))
 
     def put_trigger(self, trigger: Trigger) -> None:
         self.writes += 1

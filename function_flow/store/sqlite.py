@@ -27,6 +27,7 @@ from function_flow.errors import StoreUnavailableError
 from function_flow.core.ports import ReadAfterWriteError, RecordExistsError
 from function_flow.core.records import (JoinProgress, RunRecord, RunStatus, TaskRecord,
                                         TaskStatus, Trigger)
+from function_flow.store.sqlite_context import SqliteContext
 from function_flow.store.sqlite_rows import (ADDED_COLUMNS, BATCH, DEP_PREFIX, SCHEMA,
                                           TRIGGER_COLUMNS, trigger_of, trigger_row, TASK_COLUMNS, dumps,
                                              merge_fields, new_task_json, parse_deps,
@@ -174,10 +175,24 @@ class _SqliteTransaction:
             write_deps_done(self._conn, run_id, record.task_id, entries)
         self._tasks.pop((run_id, record.task_id), None)
 
+    def replace_task(self, run_id: str, record: TaskRecord) -> None:
+        self._wrote = True
+        fields = record.to_dict()
+        entries = fields.pop("deps_done")
+        for table in ("deps_done", "join_counts"):
+            self._conn.execute(f"DELETE FROM {table} WHERE run_id = ? AND task_id = ?",
+                               (run_id, record.task_id))
+        self._conn.execute(
+            "INSERT OR REPLACE INTO tasks (run_id, task_id, status, data) VALUES (?, ?, ?, ?)",
+            (run_id, record.task_id, record.status.value, dumps(fields)))
+        if entries:
+            write_deps_done(self._conn, run_id, record.task_id, entries)
+        self._tasks.pop((run_id, record.task_id), None)
+
     def put_trigger(self, trigger: Trigger) -> None:
         self._wrote = True
         self._conn.execute(f"INSERT OR REPLACE INTO triggers ({TRIGGER_COLUMNS}) "
-                           "VALUES (?, ?, ?, ?, ?, ?)", trigger_row(trigger))
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)", trigger_row(trigger))
 
     def delete_trigger(self, trigger_id: str) -> None:
         self._wrote = True
@@ -204,8 +219,9 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
-class SqliteStore:
-    """The embedded backend's store (see module docstring)."""
+class SqliteStore(SqliteContext):
+    """The embedded backend's store (see module docstring; the run context
+    is in sqlite_context.py)."""
 
     def __init__(self, path: str = DEFAULT_PATH) -> None:
         self.path = path
@@ -377,7 +393,7 @@ class SqliteStore:
     def delete_run(self, run_id: str) -> None:
         with self._writing() as conn:
             for table in ("tasks", "deps_done", "join_counts", "slots", "triggers",
-                          "deliveries", "runs"):
+                          "deliveries", "context", "runs"):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
 
     def runs_started_before(self, timestamp: float) -> list[str]:

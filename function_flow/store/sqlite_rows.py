@@ -80,34 +80,44 @@ CREATE TABLE IF NOT EXISTS deliveries (
     key    TEXT PRIMARY KEY,
     run_id TEXT NOT NULL
 );
+-- A run's context (function_flow/context.py): one row per key, JSON text.
+CREATE TABLE IF NOT EXISTS context (
+    run_id TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    PRIMARY KEY (run_id, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS triggers (
     trigger_id TEXT PRIMARY KEY,
     run_id     TEXT NOT NULL,
     task_id    TEXT NOT NULL,
     attempt    INTEGER NOT NULL,
     watch      TEXT,
-    on_timeout TEXT  -- JSON, see records.Trigger
+    on_timeout TEXT, -- JSON, see records.Trigger
+    definition TEXT
 );
 """
 
 
 #: Columns added after the first release; databases made before get them
 #: on open (see SqliteStore.__init__).
-ADDED_COLUMNS = {"triggers": (("watch", "TEXT"), ("on_timeout", "TEXT"))}
+ADDED_COLUMNS = {"triggers": (("watch", "TEXT"), ("on_timeout", "TEXT"),
+                              ("definition", "TEXT"))}
 
 
 def trigger_row(trigger: Trigger) -> tuple[Any, ...]:
     return (trigger.trigger_id, trigger.run_id, trigger.task_id, trigger.attempt,
             trigger.watch,
-            None if trigger.on_timeout is None else json.dumps(trigger.on_timeout))
+            None if trigger.on_timeout is None else json.dumps(trigger.on_timeout),
+            trigger.definition)
 
 
-TRIGGER_COLUMNS = "trigger_id, run_id, task_id, attempt, watch, on_timeout"
+TRIGGER_COLUMNS = "trigger_id, run_id, task_id, attempt, watch, on_timeout, definition"
 
 
 def trigger_of(row: tuple[Any, ...]) -> Trigger:
     return Trigger(row[0], row[1], row[2], int(row[3]), row[4],
-                   None if row[5] is None else json.loads(row[5]))
+                   None if row[5] is None else json.loads(row[5]), row[6])
 
 
 #: Most task ids bound into one `IN (...)` query (SQLite allows 32766).

@@ -187,6 +187,9 @@ class RecordingTx:
     def add_task(self, run_id: str, record: Any) -> None:
         self._inner.add_task(run_id, record)
 
+    def replace_task(self, run_id: str, record: Any) -> None:
+        self._inner.replace_task(run_id, record)
+
     def put_trigger(self, trigger: Any) -> None:
         self._inner.put_trigger(trigger)
 

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 from function_flow.core.graph import END_TASK_ID
 from function_flow.core.records import RunStatus, TaskStatus
 
-from .oracle import CONTROL, F, Q, R, S
-from .scenario import MODULUS, descendants, task_name
+from .oracle import CONTROL, F, Q, R, S, SK, UF
+from .scenario import MODULUS, descendants, model_outcomes, task_name
+from .workflow import EARLY_RULES
 
 if TYPE_CHECKING:
     from .runner import Harness
@@ -48,14 +49,15 @@ def check(h: "Harness") -> list[str]:
               and RunStatus(u[2]["status"]).is_final]
     if len(finals) != 1:
         problems.append(f"run final status written {len(finals)} times: {finals}")
-    others = [u for u in rec.run_updates if u not in finals
-              and not set(u[2]) <= {"paused_at", "resumed_at"}]  # pause and resume
-    if others:
-        problems.append(f"run record written besides its final status: {others}")
+    notes = [u for u in rec.run_updates if "status" not in u[2]
+             and not set(u[2]) <= {"paused_at", "resumed_at"}]  # pause and resume
+    if len(notes) > (0 if dag.fails_fast else 1) or any(set(u[2]) != {"error"} for u in notes):
+        # A run that does not fail fast notes its first failure, once.
+        problems.append(f"run record written besides its final status: {rec.run_updates}")
     if rec.final_status is not None and run.status is not rec.final_status:
         problems.append(f"run status {run.status.value} differs from the final status "
                         f"written, {rec.final_status.value}")
-    all_ok = all(records[t].status is S for t in names)
+    all_ok = all(records[t].status in (S, SK) for t in names)
     if (run.status is RunStatus.SUCCEEDED) != all_ok:
         problems.append(f"run {run.status.value} but tasks: "
                         f"{ {t: records[t].status.value for t in names} }")
@@ -72,11 +74,22 @@ def check(h: "Harness") -> list[str]:
     elif (run.status is RunStatus.FAILED) != any_failed:
         problems.append(f"run {run.status.value}, a task FAILED: {any_failed}")
     timed_out = any(body.get("expired") for body in h.bodies.values())
+    model = model_outcomes(sc)
     if not crashes and not timed_out and not cancelled:
-        expected = RunStatus.FAILED if sc.permanently_failing() else RunStatus.SUCCEEDED
+        expected = RunStatus.FAILED if "F" in model.values() else RunStatus.SUCCEEDED
         if run.status is not expected:
             problems.append(f"run {run.status.value}, expected {expected.value} "
                             f"(permanently failing: {sorted(sc.permanently_failing())})")
+        if not dag.fails_fast or expected is RunStatus.SUCCEEDED:
+            # The run went on to the end: every task ended as the rules say.
+            names_of = {"S": S, "F": F, "SKIPPED": SK, "UPSTREAM_FAILED": UF}
+            for i, t in enumerate(names):
+                if records[t].status is not names_of[model[i]]:
+                    problems.append(f"{t} ended {records[t].status.value}, its rule "
+                                    f"({sc.rule(i)}) and upstream say {model[i]}")
+        unfinished = [t for t in names if not records[t].status.is_final]
+        if unfinished:
+            problems.append(f"tasks not final in an ended run: {unfinished}")
 
     # Retries: a task fails only after retries + 1 failed attempts.
     failed_attempts = collections.Counter(
@@ -126,14 +139,16 @@ def check(h: "Harness") -> list[str]:
     # Results flow: value = 1 + sum of the dependencies' values.
     expected_value: dict[str, int] = {}
     for i, t in enumerate(names):
-        expected_value[t] = (1 + sum(expected_value[task_name(d)]
-                                     for d in sc.deps[i])) % MODULUS
-        if records[t].status is S and records[t].result["value"] != expected_value[t]:
+        flows = [d for d in sc.deps[i] if records[task_name(d)].status is S
+                 and d not in sc.branches and sc.rule(i) not in EARLY_RULES]
+        expected_value[t] = (1 + sum(expected_value[task_name(d)] for d in flows)) % MODULUS
+        if records[t].status is S and i not in sc.branches \
+                and records[t].result["value"] != expected_value[t]:
             problems.append(f"{t}: result {records[t].result} expected value "
                             f"{expected_value[t]}")
 
     # Failed tasks: nothing downstream of them ever started.
-    for t in names:
+    for t in names if not sc.rules else ():  # trigger rules: the bodies check their own
         if records[t].status is F:
             for d in descendants(dag, t):
                 if any(tt == d for (tt, _) in h.bodies):
@@ -166,14 +181,17 @@ def _check_writers(h: "Harness", records: dict[str, Any]) -> list[str]:
     for key, actors in rec.writers.items():
         if key[0] == "task":
             t = key[1]
-            allowed = {t} | (set(dag.sinks) if t == END_TASK_ID else set(dag.tasks[t].deps))
+            allowed = {t} | (set(dag.end_deps) if t == END_TASK_ID else set(dag.tasks[t].deps))
             if not actors <= allowed:
                 problems.append(f"record of {t} written by {sorted(actors - allowed)}, "
                                 f"which are neither {t} nor its dependencies")
             for dep in allowed - {t}:
                 count = rec.write_count[(key, dep)]
-                wanted = 1 if records[dep].status is S else 0
-                if count != wanted:
+                # Every final outcome is written into the dependents once, but a
+                # task that a failed run's leftovers ended (leftovers.py) writes none.
+                status = records[dep].status
+                wanted = {1} if status in (S, F) else {0, 1} if status in (SK, UF) else {0}
+                if count not in wanted:
                     problems.append(f"{dep} wrote into {t}'s record {count} times, "
                                     f"expected {wanted}")
             everyone = names <= actors
@@ -181,7 +199,10 @@ def _check_writers(h: "Harness", records: dict[str, Any]) -> list[str]:
             if sc.n >= 3 and everyone and t != END_TASK_ID and not own_join:
                 problems.append(f"record of {t} written by every task")
         elif key[0] == "run":
-            if len(actors - {CONTROL}) > 1:
+            # The task that ends the run; and, where the run goes on after a
+            # failure, the first task that failed (it notes the failure);
+            # besides control actions (pause, resume, cancel).
+            if len(actors - {CONTROL}) > (1 if dag.fails_fast else 2):
                 problems.append(f"run record written by {sorted(actors)}")
         else:
             slot = key[1]

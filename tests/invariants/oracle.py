@@ -32,6 +32,7 @@ from .scenario import Scenario
 
 W, RD, Q, R = TaskStatus.WAITING, TaskStatus.READY, TaskStatus.QUEUED, TaskStatus.RUNNING
 S, F, C = TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED
+SK, UF = TaskStatus.SKIPPED, TaskStatus.UPSTREAM_FAILED
 #: The actor of commits that write only the run record: control actions.
 CONTROL = "control"
 
@@ -127,7 +128,10 @@ class Recorder:
             actor = actors[0] if actors else "?"
             for write in writes:
                 if write[0] == "task":
-                    writer = write[1] if write[1] in heirs else actor
+                    # A blind deps_done write is the completer's, even into its
+                    # heir (a one_success task may be READY before all its deps end).
+                    blind = any(k.startswith("deps_done.") for k in write[2])
+                    writer = write[1] if write[1] in heirs and not blind else actor
                     self._task_write(seq, writer, write[1], write[2])
                 elif write[0] == "run":
                     self._run_write(seq, actor, write[1])

@@ -112,7 +112,8 @@ def catches_a_forgotten_dependency(stores: StoreFactory) -> None:
                                           invoke=workflow.invoke)
         return Engine(forgetful, store, bus, **kwargs)
     harness, problems = run_scenario(WIDE, factory, stores)
-    assert any("started while dependency" in p for p in problems), problems
+    assert any("started under trigger rule all_success while its dependencies" in p
+               for p in problems), problems
 
 
 def catches_slots_never_refilled(stores: StoreFactory) -> None:

@@ -55,6 +55,10 @@ class Scenario:
     #: writer, so the store runs its function again (only on stores that
     #: commit optimistically: Firestore; see stores.py)
     conflict_rate: float = 0.0
+    #: trigger rule of each task (empty: all all_success)
+    rules: list[str] = dataclasses.field(default_factory=list)
+    #: branch task index -> the dependents (indices) its body chooses
+    branches: dict[int, frozenset[int]] = dataclasses.field(default_factory=dict)
     #: (delivery step, "pause" | "resume" | "cancel"): control actions
     #: (core/control.py) taken when the run reaches that many deliveries; a
     #: run left paused when nothing is left to deliver is resumed.
@@ -68,13 +72,58 @@ class Scenario:
         return {i for i, attempts in self.fail_attempts.items()
                 if set(range(1, self.retries[i] + 2)) <= set(attempts)}
 
+    def rule(self, index: int) -> str:
+        return self.rules[index] if self.rules else "all_success"
+
 
 def build_dag(scenario: Scenario) -> Dag:
     backoff = Backoff(initial=1.0, maximum=8.0, multiplier=2.0)
     specs = [make_spec(task_name(i), [task_name(d) for d in deps], None,
-                       retries=scenario.retries[i], retry_backoff=backoff, timeout=LEASE)
+                       retries=scenario.retries[i], retry_backoff=backoff, timeout=LEASE,
+                       trigger_rule=scenario.rule(i), branch=i in scenario.branches)
              for i, deps in enumerate(scenario.deps)]
     return Dag("prop", specs)
+
+
+#: What Airflow's documentation says each rule needs, once every upstream
+#: task is done (restated here, apart from the engine's own code).
+RUNS_WHEN = {
+    "all_success": lambda s, f, k: f == 0 and k == 0,
+    "all_failed": lambda s, f, k: s == 0 and k == 0,
+    "all_done": lambda s, f, k: True,
+    "one_success": lambda s, f, k: s >= 1,
+    "one_failed": lambda s, f, k: f >= 1,
+    "none_failed": lambda s, f, k: f == 0,
+    "none_failed_min_one_success": lambda s, f, k: f == 0 and s >= 1,
+    "always": lambda s, f, k: True,
+}
+
+
+def model_outcomes(scenario: Scenario) -> dict[int, str]:
+    """Every task's final status when the run goes on to the end ("S", "F",
+    "SKIPPED", "UPSTREAM_FAILED"): what the scenario says must happen."""
+    doomed = scenario.permanently_failing()
+    outcome: dict[int, str] = {}
+    for i, deps in enumerate(scenario.deps):
+        seen = []
+        for d in deps:
+            if outcome[d] == "S" and d in scenario.branches and i not in scenario.branches[d]:
+                seen.append("SKIPPED")
+            else:
+                seen.append(outcome[d])
+        s = seen.count("S")
+        f = seen.count("F") + seen.count("UPSTREAM_FAILED")
+        k = seen.count("SKIPPED")
+        rule = scenario.rule(i)
+        if not deps or RUNS_WHEN[rule](s, f, k):
+            outcome[i] = "F" if i in doomed else "S"
+        elif rule in ("all_success", "none_failed", "none_failed_min_one_success") and f:
+            outcome[i] = "UPSTREAM_FAILED"
+        elif rule == "one_success" and k < len(deps):
+            outcome[i] = "UPSTREAM_FAILED"
+        else:
+            outcome[i] = "SKIPPED"
+    return outcome
 
 
 def descendants(dag: Dag, task_id: str) -> set[str]:

@@ -20,7 +20,23 @@ from function_flow.core.graph import Dag, TaskSpec
 from function_flow.core.records import TaskStatus
 
 from .fakes import SimulatedCrash
-from .scenario import LEASE, MODULUS
+from .scenario import LEASE, MODULUS, RUNS_WHEN, task_name
+
+EARLY_RULES = ("one_success", "one_failed", "always")
+
+
+def _rule_allows(rule: str, seen: list[TaskStatus | None]) -> bool:
+    """Whether a body may run now, by Airflow's meaning of its rule."""
+    s = sum(1 for x in seen if x is TaskStatus.SUCCEEDED)
+    k = sum(1 for x in seen if x is TaskStatus.SKIPPED)
+    f = sum(1 for x in seen if x is not None and x.is_final) - s - k
+    if rule == "always" or not seen:
+        return True
+    if rule == "one_success":
+        return s >= 1
+    if rule == "one_failed":
+        return f >= 1
+    return s + f + k == len(seen) and RUNS_WHEN[rule](s, f, k)
 
 if TYPE_CHECKING:
     from .runner import Harness
@@ -73,15 +89,24 @@ class HarnessWorkflow:
             # the engine's idea of the dependencies could not catch it forgetting one.
             wanted = h.dag.tasks[task_id].deps
             found = {d.task_id: d for d in h.raw_store.get_tasks(run_id, wanted)}
-            total = 1
+            rule = h.scenario.rule(index)
+            total, seen = 1, []
             for dep in wanted:
                 record = found.get(dep)
-                if record is None or record.status is not TaskStatus.SUCCEEDED:
-                    rec.violation(
-                        f"body of {task_id} attempt {attempt} started while dependency "
-                        f"{dep} is {record.status.value if record else 'missing'}")
-                    continue
-                total += int(record.result["value"])  # like job.get_task_result(dep)
+                status = record.status if record is not None else None
+                chosen = h.scenario.branches.get(int(dep[1:]))
+                if status is TaskStatus.SUCCEEDED and chosen is not None \
+                        and index not in chosen:
+                    status = TaskStatus.SKIPPED  # a branch not taken, as this task sees it
+                seen.append(status)
+                if status is TaskStatus.SUCCEEDED and isinstance(record.result, dict) \
+                        and rule not in EARLY_RULES:
+                    total += int(record.result["value"])  # like job.get_task_result(dep)
+            if not _rule_allows(rule, seen):
+                rec.violation(
+                    f"body of {task_id} attempt {attempt} started under trigger rule {rule} "
+                    f"while its dependencies are "
+                    f"{[s.value if s else 'missing' for s in seen]}")
             if h.scenario.threads:
                 h.yield_thread()
             else:
@@ -95,7 +120,9 @@ class HarnessWorkflow:
             if attempt in h.scenario.fail_attempts.get(index, ()):
                 h.bodies[key]["outcome"] = "raised"
                 raise PlannedFailure(f"{task_id} fails attempt {attempt} on purpose")
-            value = {"task": task_id, "attempt": attempt, "value": total % MODULUS}
+            value: Any = {"task": task_id, "attempt": attempt, "value": total % MODULUS}
+            if index in h.scenario.branches:
+                value = sorted(task_name(j) for j in h.scenario.branches[index])
             h.bodies[key]["outcome"] = "ok"
             h.bodies[key]["value"] = value
             return value

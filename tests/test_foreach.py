@@ -1,0 +1,298 @@
+"""Foreach: one item task per item of a result, on SQLite and on the Firestore emulator.
+
+Runs go through the public API (`job.run`) with the in-process bus over
+each store, except where delivery itself is the point (duplicates), which
+is driven message by message.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from function_flow.backends import Backend
+from function_flow.bus.local import LocalBus
+from function_flow.core import foreach
+from function_flow.core.engine import Engine
+from function_flow.core.records import RunStatus, TaskStatus
+from function_flow.errors import DefinitionError
+from function_flow.store.sqlite import SqliteStore
+from function_flow.tasks import Job
+
+from test_run_graph import Outbox
+
+_BUSES: list[LocalBus] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_buses():
+    yield
+    while _BUSES:
+        _BUSES.pop().close()
+
+
+def on(store, job: Job, workers: int = 4) -> Job:
+    bus = LocalBus(workers)
+    _BUSES.append(bus)
+    return job.use_backend(Backend("embedded", store, bus))
+
+
+def records(job: Job, run_id: str) -> dict:
+    """Every record of the run, once its follow-ups are done (a run that fails
+    fast ends before the cascade below the failure has been written)."""
+    assert job.backend.bus.wait_idle(timeout=60)
+    return {t.task_id: t for t in job.engine.store.get_tasks(run_id)}
+
+
+def squares_job(name: str, items, **options) -> Job:
+    job = Job(name)
+    job.task(task_id="list")(lambda **_: items)
+
+    @job.foreach(task_id="square", over="list", **options)
+    def square(item, task, job):
+        assert task.item == item
+        return {"key": task.item_key, "square": item * item}
+
+    @job.task(task_id="report", deps=["square"])
+    def report(task, job):
+        return job.get_task_result("square")
+
+    return job
+
+
+def test_a_list_fans_out_and_the_aggregator_gets_every_result_in_item_order(store) -> None:
+    items = list(range(250))[::-1]  # three groups of items, in reverse order
+    job = on(store, squares_job("squares", items))
+    run = job.run(timeout=120)
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    assert job.get_task_result("report") == [{"key": i, "square": v * v}
+                                             for i, v in enumerate(items)]
+    done = records(job, run.run_id)
+    assert done["square"].status is TaskStatus.SUCCEEDED
+    assert all(done[foreach.item_id("square", i)].status is TaskStatus.SUCCEEDED
+               for i in range(250))
+
+
+def test_a_mapping_fans_out_by_key_and_results_come_back_keyed(store) -> None:
+    prices = {"EMEA": 3, "APAC": 4, "AMER": 5, "weird/key.with~chars": 6}
+    job = on(store, squares_job("regions", prices))
+    assert job.run(timeout=60).status is RunStatus.SUCCEEDED
+    result = job.get_task_result("report")
+    assert list(result) == list(prices)
+    assert result == {k: {"key": k, "square": v * v} for k, v in prices.items()}
+
+
+def test_at_most_max_concurrency_items_run_at_once(store) -> None:
+    running, peak, lock = [0], [0], threading.Lock()
+    job = Job("throttled")
+    job.task(task_id="list")(lambda **_: list(range(24)))
+
+    @job.foreach(task_id="work", over="list", max_concurrency=3)
+    def work(item, **_):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        return item
+
+    on(store, job, workers=8)
+    assert job.run(timeout=120).status is RunStatus.SUCCEEDED
+    assert peak[0] == 3  # the limit is reached, and never passed
+    assert job.get_task_result("work") == list(range(24))
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_max_parallel_tasks_holds_for_the_items_too(store, parallel) -> None:
+    """The foreach hands its own slot to its items (with one slot they would
+    otherwise wait for it forever)."""
+    running, peak, lock = [0], [0], threading.Lock()
+    job = Job(f"parallel{parallel}", max_parallel_tasks=parallel)
+    job.task(task_id="list")(lambda **_: list(range(12)))
+
+    @job.foreach(task_id="work", over="list")
+    def work(item, **_):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        return item
+
+    on(store, job, workers=8)
+    assert job.run(timeout=120).status is RunStatus.SUCCEEDED
+    assert job.engine.slots == parallel and peak[0] == parallel
+    assert job.get_task_result("work") == list(range(12))
+
+
+def failing_job(name: str, bad: set[int], count: int = 20, **options) -> Job:
+    job = Job(name)
+    job.task(task_id="list")(lambda **_: list(range(count)))
+
+    @job.foreach(task_id="work", over="list", **options)
+    def work(item, **_):
+        if item in bad:
+            raise ValueError(f"item {item} is bad")
+        return item
+
+    job.task(task_id="after", deps=["work"])(lambda job, **_: job.get_task_result("work"))
+    return job
+
+
+def test_failures_within_tolerance_leave_none_for_the_failed_items(store) -> None:
+    job = on(store, failing_job("tolerant", {3, 7}, tolerated_failures=2))
+    run = job.run(timeout=60)
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    expected = [None if i in (3, 7) else i for i in range(20)]
+    assert job.get_task_result("after") == expected
+    item = records(job, run.run_id)[foreach.item_id("work", 3)]
+    assert item.status is TaskStatus.FAILED and "item 3 is bad" in item.error
+
+
+def test_a_tolerated_percentage_counts_too(store) -> None:
+    job = on(store, failing_job("percent", {1, 2}, tolerated_failure_percentage=10))
+    assert job.run(timeout=60).status is RunStatus.SUCCEEDED  # 2 of 20 is 10%
+
+
+def test_too_many_failures_fail_the_foreach_and_its_downstream(store) -> None:
+    job = on(store, failing_job("intolerant", {1, 2, 3}, tolerated_failures=2))
+    run = job.run(timeout=60)
+    assert run.status is RunStatus.FAILED
+    assert "3 of 20 items of foreach task 'work' failed, more than the 2 it tolerates" \
+        in run.error
+    done = records(job, run.run_id)
+    assert done["work"].status is TaskStatus.FAILED
+    assert done["after"].status is TaskStatus.UPSTREAM_FAILED
+    # Every item ran (the run ends after all of them): none is left waiting.
+    assert all(done[foreach.item_id("work", i)].status.is_final for i in range(20))
+
+
+def test_each_item_is_retried_on_its_own(store) -> None:
+    tries: dict[int, int] = {}
+    job = Job("flaky")
+    job.task(task_id="list")(lambda **_: [10, 20, 30])
+
+    @job.foreach(task_id="work", over="list", retries=2, retry_backoff=0)
+    def work(item, task, **_):
+        tries[item] = task.attempt
+        if item == 20 and task.attempt < 3:
+            raise ConnectionError("try again")
+        return item + 1
+
+    on(store, job)
+    assert job.run(timeout=60).status is RunStatus.SUCCEEDED
+    assert tries == {10: 1, 20: 3, 30: 1}
+    assert job.get_task_result("work") == [11, 21, 31]
+
+
+def test_an_empty_result_runs_nothing_and_succeeds(store) -> None:
+    job = on(store, squares_job("empty", []))
+    assert job.run(timeout=60).status is RunStatus.SUCCEEDED
+    assert job.get_task_result("report") == []
+
+
+@pytest.mark.parametrize("value, message", [
+    ("not a list", "must be a list or a mapping, but it is str"),
+    (list(range(6)), "has 6 items, more than its max_items (5)"),
+])
+def test_a_result_it_cannot_run_over_fails_the_foreach_saying_why(
+        store, value, message) -> None:
+    job = on(store, squares_job("unfit", value, max_items=5))
+    run = job.run(timeout=60)
+    assert run.status is RunStatus.FAILED
+    failed = records(job, run.run_id)["square"]
+    assert failed.status is TaskStatus.FAILED
+    assert "foreach task 'square' runs over the result of 'list'" in failed.error \
+        or "foreach task 'square'" in failed.error
+    assert message in failed.error
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"max_concurrency": 0}, "max_concurrency must be an integer >= 1"),
+    ({"tolerated_failures": -1}, "tolerated_failures must be an integer >= 0"),
+    ({"tolerated_failure_percentage": 150}, "must be between 0 and 100"),
+    ({"max_items": 0}, "max_items must be an integer >= 1"),
+])
+def test_bad_foreach_settings_are_definition_errors_naming_the_task(options, message):
+    job = Job("bad")
+    job.task(task_id="list")(lambda **_: [])
+    with pytest.raises(DefinitionError, match=message) as raised:
+        job.foreach(task_id="work", over="list", **options)(lambda item, **_: item)
+    assert "task 'work'" in str(raised.value)
+
+
+def test_a_foreach_over_an_unknown_task_names_both():
+    job = Job("typo")
+    job.task(task_id="list")(lambda **_: [])
+    job.foreach(task_id="work", over="lsit")(lambda item, **_: item)
+    with pytest.raises(DefinitionError, match="task 'work' depends on unknown task 'lsit'"):
+        job.validate()
+
+
+def test_duplicated_delivery_runs_each_item_once(store) -> None:
+    ran: list[int] = []
+    job = Job("dupes")
+    job.task(task_id="list")(lambda **_: list(range(12)))
+    job.foreach(task_id="work", over="list", max_concurrency=4)(
+        lambda item, **_: ran.append(item) or item)
+    bus = Outbox()
+    engine = Engine(job, store, bus, lease_check_messages=False)
+    run_id, _ = engine.start({})
+    delivered = 0
+    while bus.sent and delivered < 2000:
+        message = bus.sent.pop(0)
+        engine.handle(message)
+        engine.handle(message)  # every message arrives twice
+        delivered += 1
+    assert engine.run_status(run_id).status is RunStatus.SUCCEEDED
+    assert sorted(ran) == list(range(12))
+
+
+class CountingStore:
+    """Counts the writes each task record receives (a hot record would show)."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self.writes: dict[str, int] = {}
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def transact(self, fn, **kwargs):
+        counting = self
+
+        class Counted:
+            def __init__(self, tx) -> None:
+                self._tx = tx
+
+            def __getattr__(self, name):
+                return getattr(self._tx, name)
+
+            def update_task(self, run_id, task_id, fields) -> None:
+                counting.writes[task_id] = counting.writes.get(task_id, 0) + 1
+                self._tx.update_task(run_id, task_id, fields)
+
+        return self._store.transact(lambda tx: fn(Counted(tx)), **kwargs)
+
+
+def test_no_record_is_written_by_every_item(tmp_path) -> None:
+    store = CountingStore(SqliteStore(str(tmp_path / "state.db")))
+    count = 1000
+    job = on(store, squares_job("cold", list(range(count))))
+    assert job.run(timeout=120).status is RunStatus.SUCCEEDED
+    hottest = max(store.writes.values())
+    assert hottest <= foreach.GROUP_SIZE + 5, \
+        sorted(store.writes.items(), key=lambda kv: -kv[1])[:5]
+
+
+def test_ten_thousand_items_on_the_embedded_backend(tmp_path) -> None:
+    store = SqliteStore(str(tmp_path / "state.db"))
+    job = on(store, squares_job("wide", list(range(10_000)), max_concurrency=200), workers=8)
+    run = job.run(timeout=600)
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    result = job.get_task_result("report")
+    assert len(result) == 10_000 and result[9_999] == {"key": 9_999, "square": 9_999 ** 2}

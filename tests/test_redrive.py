@@ -1,0 +1,178 @@
+"""Redrive: a FAILED or CANCELLED run starts again from what did not succeed, on every store."""
+
+from __future__ import annotations
+
+import pytest
+
+from function_flow.core import foreach
+from function_flow.core.engine import Engine
+from function_flow.core.records import RunStatus, TaskStatus
+from function_flow.core.redrive import RedriveRefusedError
+from function_flow.errors import RunNotFoundError
+from function_flow.tasks import Job
+
+from test_run_graph import Outbox, drain
+
+
+class Flaky:
+    """Bodies that fail until told to work (the fix a user deploys before redriving)."""
+
+    def __init__(self) -> None:
+        self.broken: set[str] = set()
+        self.ran: list[str] = []
+
+    def body(self, name: str, value=None):
+        def run(**_):
+            self.ran.append(name)
+            if name in self.broken:
+                raise RuntimeError(f"{name} is broken")
+            return value if value is not None else name
+        return run
+
+
+def engine_for(job: Job, store) -> tuple[Engine, Outbox]:
+    bus = Outbox()
+    return Engine(job, store, bus, lease_check_messages=False), bus
+
+
+def statuses(engine: Engine, run_id: str) -> dict[str, TaskStatus]:
+    return {t.task_id: t.status for t in engine.task_records(run_id)}
+
+
+def test_a_failed_run_runs_again_from_the_failed_task_keeping_results(store) -> None:
+    flaky = Flaky()
+    job = Job("etl")
+    job.task(task_id="extract")(flaky.body("extract", {"rows": 3}))
+    job.task(task_id="transform", deps=["extract"])(flaky.body("transform"))
+    job.task(task_id="load", deps=["transform"])(flaky.body("load"))
+    job.task(task_id="side")(flaky.body("side"))
+    flaky.broken = {"transform"}
+    engine, bus = engine_for(job, store)
+    run_id, _ = engine.start({})
+    drain(engine, bus)
+    assert engine.run_status(run_id).status is RunStatus.FAILED
+    assert statuses(engine, run_id)["load"] is TaskStatus.UPSTREAM_FAILED
+
+    flaky.broken, flaky.ran = set(), []
+    run = engine.redrive(run_id)
+    assert run.run_id == run_id and run.status is RunStatus.RUNNING and run.redrives == 1
+    drain(engine, bus)
+    final = engine.run_status(run_id)
+    assert final.status is RunStatus.SUCCEEDED and final.error is None and final.redrives == 1
+    assert flaky.ran == ["transform", "load"]  # extract's and side's results were kept
+    assert all(s is TaskStatus.SUCCEEDED for s in statuses(engine, run_id).values())
+
+
+def test_redrive_again_counts_and_a_branch_not_taken_stays_skipped(store) -> None:
+    flaky = Flaky()
+    job = Job("branchy")
+    job.task(task_id="decide", branch=True)(flaky.body("decide", ["left"]))
+    job.task(task_id="left", deps=["decide"])(flaky.body("left"))
+    job.task(task_id="right", deps=["decide"])(flaky.body("right"))
+    flaky.broken = {"left"}
+    engine, bus = engine_for(job, store)
+    run_id, _ = engine.start({})
+    drain(engine, bus)
+    engine.redrive(run_id)
+    drain(engine, bus)
+    assert engine.run_status(run_id).status is RunStatus.FAILED  # still broken
+    flaky.broken = set()
+    assert engine.redrive(run_id).redrives == 2
+    drain(engine, bus)
+    assert engine.run_status(run_id).status is RunStatus.SUCCEEDED
+    assert statuses(engine, run_id)["right"] is TaskStatus.SKIPPED
+    assert flaky.ran.count("decide") == 1 and "right" not in flaky.ran
+
+
+def test_inside_a_foreach_only_the_failed_items_run_again(store) -> None:
+    ran: list[int] = []
+    broken = {3, 7, 11}
+    job = Job("items")
+    job.task(task_id="list")(lambda **_: list(range(15)))
+
+    @job.foreach(task_id="work", over="list", max_concurrency=4)
+    def work(item, **_):
+        ran.append(item)
+        if item in broken:
+            raise ValueError(f"item {item}")
+        return item * 2
+
+    job.task(task_id="total", deps=["work"])(
+        lambda job, **_: sum(job.get_task_result("work")))
+    engine, bus = engine_for(job, store)
+    job.use_backend(_backend_of(store, bus))
+    run_id, _ = engine.start({})
+    drain(engine, bus, 10_000)
+    assert engine.run_status(run_id).status is RunStatus.FAILED
+    assert sorted(ran) == list(range(15))
+    broken.clear()
+    ran.clear()
+    engine.redrive(run_id)
+    drain(engine, bus, 10_000)
+    assert engine.run_status(run_id).status is RunStatus.SUCCEEDED
+    assert sorted(ran) == [3, 7, 11]
+    records = {t.task_id: t for t in store.get_tasks(run_id)}
+    assert records["total"].result == sum(i * 2 for i in range(15))
+    assert records[foreach.item_id("work", 7)].status is TaskStatus.SUCCEEDED
+
+
+def _backend_of(store, bus):
+    from function_flow.backends import Backend
+
+    return Backend("embedded", store, bus)
+
+
+def test_a_cancelled_run_can_be_redriven(store) -> None:
+    flaky = Flaky()
+    job = Job("cancelled")
+    job.task(task_id="a")(flaky.body("a"))
+    job.task(task_id="b", deps=["a"])(flaky.body("b"))
+    engine, bus = engine_for(job, store)
+    run_id, _ = engine.start({})
+    bus.sent.clear()  # a's message is lost; the run is cancelled from outside
+    store.transact(lambda tx: tx.update_run(run_id, {"status": "CANCELLED"}))
+    engine.retire_leftovers(run_id)
+    engine.redrive(run_id)
+    drain(engine, bus)
+    assert engine.run_status(run_id).status is RunStatus.SUCCEEDED
+    assert flaky.ran == ["a", "b"]
+
+
+def test_redrive_refuses_running_succeeded_and_unknown_runs(store) -> None:
+    job = Job("fine")
+    job.task(task_id="a")(lambda **_: 1)
+    engine, bus = engine_for(job, store)
+    run_id, _ = engine.start({})
+    with pytest.raises(RedriveRefusedError, match="is RUNNING: only FAILED or CANCELLED"):
+        engine.redrive(run_id)
+    drain(engine, bus)
+    with pytest.raises(RedriveRefusedError, match="is SUCCEEDED"):
+        engine.redrive(run_id)
+    assert engine.run_status(run_id).redrives == 0
+    with pytest.raises(RunNotFoundError):
+        engine.redrive("no-such-run")
+
+
+def test_redrive_on_a_definition_that_changed_a_succeeded_task_is_refused(store) -> None:
+    flaky = Flaky()
+    job = Job("changed")
+    job.task(task_id="a")(flaky.body("a"))
+    job.task(task_id="b", deps=["a"])(flaky.body("b"))
+    flaky.broken = {"b"}
+    engine, bus = engine_for(job, store)
+    run_id, _ = engine.start({})
+    drain(engine, bus)
+    changed = Job("changed")
+    changed.task(task_id="a", retries=3)(flaky.body("a"))  # a finished task changed
+    changed.task(task_id="b", deps=["a"])(flaky.body("b"))
+    with pytest.raises(RedriveRefusedError, match="cannot be redriven on this definition"):
+        Engine(changed, store, bus).redrive(run_id)
+    assert engine.run_status(run_id).status is RunStatus.FAILED
+    # A fix in the failed task itself is what redrive is for.
+    fixed = Job("changed")
+    fixed.task(task_id="a")(flaky.body("a"))
+    fixed.task(task_id="b", deps=["a"])(lambda **_: "fixed")
+    fixed_engine = Engine(fixed, store, bus, lease_check_messages=False)
+    fixed_engine.redrive(run_id)
+    drain(fixed_engine, bus)
+    assert fixed_engine.run_status(run_id).status is RunStatus.SUCCEEDED
