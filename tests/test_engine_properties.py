@@ -76,6 +76,14 @@ def test_every_invariant_holds_when_the_run_is_paused_resumed_and_cancelled(
     properties.holds_when_controlled(scenario, sqlite_store)
 
 
+@PROPERTY
+@given(scenarios(flow_control=True, controls=True))
+def test_trigger_rules_and_branches_hold_when_the_run_is_paused_and_cancelled(
+        scenario: Scenario) -> None:
+    """A paused run's tasks still end as their rules say; a cancelled one's end CANCELLED."""
+    properties.holds_when_controlled(scenario, sqlite_store)
+
+
 @THREADED
 @given(scenarios(crashes=True, controls=True))
 def test_every_invariant_holds_when_a_controlled_run_crashes(scenario: Scenario) -> None:
