@@ -77,6 +77,16 @@ class Flow:
         """Wait until the bus has delivered everything (held tasks included)."""
         assert self.bus.wait_idle(60)
 
+    def paused_while_a_runs(self) -> str:
+        """Start a run, pause it while `a` runs, let `a` finish; the run's id."""
+        run_id = self.job.start()
+        self.until(run_id, "a", TaskStatus.RUNNING)
+        assert self.engine.pause(run_id).outcome == "paused"
+        self.gate.set()
+        self.until(run_id, "a", TaskStatus.SUCCEEDED)
+        self.idle()
+        return run_id
+
 
 @pytest.fixture
 def flows(store):
@@ -145,13 +155,8 @@ def test_pause_holds_tasks_waiting_for_a_slot_and_resume_runs_them(flows) -> Non
     for name in ("p", "q", "r"):
         flow.task(name)
     flow.task("z", ["a", "p", "q", "r"])
-    run_id = flow.job.start()
-    flow.until(run_id, "a", TaskStatus.RUNNING)
 
-    flow.engine.pause(run_id)
-    flow.gate.set()
-    flow.until(run_id, "a", TaskStatus.SUCCEEDED)
-    flow.idle()
+    run_id = flow.paused_while_a_runs()
 
     records = flow.records(run_id)
     assert flow.ran == [("a", 1)]
@@ -226,12 +231,8 @@ def test_cancel_marks_every_unfinished_task_and_ends_the_run(flows) -> None:
 
 def test_cancel_of_a_paused_run_cancels_its_held_tasks(flows) -> None:
     flow = chain(flows, "cancel_paused")
-    run_id = flow.job.start()
-    flow.until(run_id, "a", TaskStatus.RUNNING)
-    flow.engine.pause(run_id)
-    flow.gate.set()
-    flow.until(run_id, "b", TaskStatus.QUEUED)
-    flow.idle()
+    run_id = flow.paused_while_a_runs()
+    assert flow.status(run_id, "b") is TaskStatus.QUEUED
 
     flow.engine.cancel(run_id)
 

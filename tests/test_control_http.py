@@ -19,7 +19,6 @@ import sys
 import threading
 from typing import Any
 
-import flask
 import pytest
 
 from emulators import PROJECT
@@ -29,7 +28,7 @@ from function_flow.core import control
 from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.store.sqlite import SqliteStore
 from function_flow.tasks import Job
-from functions_stack import Stack, post, wait_for
+from functions_stack import Stack, http_client, post, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -57,17 +56,10 @@ def served(tmp_path):
         return "b"
 
     job.use_backend(Backend("embedded", store, bus))
-    control = job.make_control()
-    app = flask.Flask("control-test")
-
-    @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT"])
-    @app.route("/<path:path>", methods=["GET", "POST", "PUT"])
-    def serve(path: str) -> Any:
-        return control(flask.request)
-
+    client = http_client(job.make_control(), "control-test")
     run_id = job.start()
     wait_for(lambda: store.get_tasks(run_id, ["a"])[0].status is TaskStatus.RUNNING, "a to run")
-    yield job, app.test_client(), run_id, gate
+    yield job, client, run_id, gate
     gate.set()
     bus.close()
     store.close()

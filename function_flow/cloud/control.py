@@ -79,17 +79,8 @@ def handle(job: "Job", request: Any) -> Answer:
 def _parse(request: Any) -> tuple[str, str]:
     if (request.path or "/").strip("/"):
         raise HttpError(404, f"no control route {request.path!r}: POST a JSON body to /")
-    if request.method != "POST":
-        raise HttpError(405, f"{request.method} is not allowed: POST a JSON body like "
-                             "{\"action\": \"pause\", \"run_id\": \"...\"}")
-    try:
-        body = delivery.parse_json(delivery.http_body(request, MAX_BODY_BYTES),
-                                   "request body", allow_nan=False)
-    except ValueError as exc:
-        raise HttpError(400, str(exc)) from exc
-    if not isinstance(body, dict):
-        raise HttpError(400, "the body must be a JSON object like {\"action\": \"pause\", "
-                             f"\"run_id\": \"...\"}}, got {delivery.kind_of(body)}")
+    body = delivery.posted_object(request, MAX_BODY_BYTES,
+                                  '{"action": "pause", "run_id": "..."}')
     action, run_id = body.get("action"), body.get("run_id")
     if not isinstance(action, str) or action not in control.ACTIONS:
         raise HttpError(400, f"\"action\" must be one of {', '.join(control.ACTIONS)}; "

@@ -60,6 +60,13 @@ CANCELLED_ERROR = "cancelled on request"
 UNFINISHED = (TaskStatus.RUNNING, TaskStatus.QUEUED, TaskStatus.READY, TaskStatus.WAITING)
 
 
+#: Each action's outcome in a word: when it changed the run, and when the run
+#: already was so (a repeated request). A new action (redrive) adds its own.
+OUTCOMES: dict[str, tuple[str, str]] = {"pause": ("paused", "already_paused"),
+                                        "resume": ("resumed", "not_paused"),
+                                        "cancel": ("cancelled", "already_cancelled")}
+
+
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """What a control action did to one run."""
@@ -74,10 +81,9 @@ class Outcome:
 
     @property
     def outcome(self) -> str:
-        words = {"pause": ("paused", "already_paused"),
-                 "resume": ("resumed", "not_paused"),
-                 "cancel": ("cancelled", "already_cancelled")}[self.action]
-        return words[0] if self.changed else words[1]
+        """What the action did, in a word: OUTCOMES[action][0], or [1] when unchanged."""
+        done, already = OUTCOMES[self.action]
+        return done if self.changed else already
 
     def to_json(self) -> dict[str, Any]:
         """The control endpoint's answer."""
@@ -317,7 +323,8 @@ class Controls:
         return cancel(self.store, run_id, self.clock())
 
 
-#: The control actions by the name the control endpoint takes (cloud/control.py).
+#: The control actions by the name the control endpoint takes (cloud/control.py);
+#: redrive joins them as "redrive": engine.redrive, with its words in OUTCOMES.
 ACTIONS: dict[str, Callable[["Engine", str], Outcome]] = {
     "pause": lambda engine, run_id: engine.pause(run_id),
     "resume": lambda engine, run_id: engine.unpause(run_id),
