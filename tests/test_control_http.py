@@ -145,10 +145,12 @@ def test_a_run_of_another_job_is_not_this_functions_to_control(served) -> None:
 
     @stranger.task("s")
     def s(task, job):
+        assert gate.wait(60)  # the run stays as it is while the test looks
         return 1
 
     stranger.use_backend(Backend("embedded", job.engine.store, LocalBus(1)))
     other = stranger.engine.start({}, run_id="stranger-run")[0]
+    wait_for(lambda: records(job, other)[1]["s"].status is TaskStatus.RUNNING, "s to run")
     before = records(job, other)
 
     answer = client.post("/", json={"action": "cancel", "run_id": other})
@@ -156,6 +158,7 @@ def test_a_run_of_another_job_is_not_this_functions_to_control(served) -> None:
     assert answer.status_code == 404, answer.json
     assert "it is a run of job 'stranger'" in answer.json["error"]
     assert records(job, other) == before
+    gate.set()
     stranger.backend.bus.close()
 
 
