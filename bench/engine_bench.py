@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/engine_bench.py [--sizes 1000] [--workers 8] [--repeat 3]
     .venv/bin/python bench/engine_bench.py --profile fanout   # where the time goes
+    .venv/bin/python bench/engine_bench.py --foreach-sizes 1000 10000 --markdown
 
 Scenarios, for each size N (no-op task bodies everywhere):
 
@@ -10,6 +11,14 @@ Scenarios, for each size N (no-op task bodies everywhere):
   graph never exceeds it, so the run needs no slot records)
 * fan-out, max_parallel_tasks=50: the same graph with 50 concurrency slots,
   so every task also takes and hands over a slot record
+* foreach 1->N->1: `root` returns list(range(N)), `@job.foreach` runs one
+  item per element (all at once), and `join` gets every item's result with
+  `job.get_task_result` (what an aggregator does); ms/task is per item
+* foreach, max_concurrency=50: the same, 50 items at a time (lanes)
+
+Foreach rows run for each --foreach-sizes N (default: the --sizes), so
+`--foreach-sizes 1000 10000` shows whether an item's cost stays flat
+beside the chain and fan-out rows of the same invocation.
 
 Each scenario runs twice per repeat: as a `graphlib.TopologicalSorter` loop
 that calls the task functions in this process (the floor: no durability, no
@@ -46,6 +55,10 @@ from typing import Any, Callable
 
 TARGET_MS_PER_TASK = 1.0
 SLOTTED_PARALLELISM = 50
+#: --profile NAME: (shape, limited to SLOTTED_PARALLELISM at once).
+PROFILES = {"chain": ("chain", False), "fanout": ("fanout", False),
+            "fanout-slots": ("fanout", True), "foreach": ("foreach", False),
+            "foreach-lanes": ("foreach", True)}
 
 
 def noop(task: Any, job: Any) -> None:
@@ -59,7 +72,7 @@ def graph(shape: str, size: int) -> dict[str, list[str]]:
     """task id -> dependencies, in declaration order."""
     if shape == "chain":
         return {f"t{i}": ([f"t{i - 1}"] if i else []) for i in range(size)}
-    if shape == "fanout":
+    if shape in ("fanout", "foreach"):  # the in-process floor of a foreach: a fan-out
         middle = [f"m{i}" for i in range(size)]
         deps: dict[str, list[str]] = {"root": []}
         deps.update({m: ["root"] for m in middle})
@@ -80,10 +93,20 @@ class Scenario:
     def label(self) -> str:
         if self.shape == "chain":
             return f"chain of {self.size}"
+        if self.shape == "foreach":
+            label = f"foreach 1->{self.size:,}->1"
+            if self.max_parallel < self.size:
+                label += f", max_concurrency={self.max_parallel}"
+            return label
         label = f"fan-out 1->{self.size}->1"
         if self.max_parallel < self.size:
             label += f", max_parallel={self.max_parallel}"
         return label
+
+    @property
+    def units(self) -> int:
+        """What ms/task divides by: tasks in the DAG, or a foreach's items."""
+        return self.size if self.shape == "foreach" else len(graph(self.shape, self.size))
 
     def key(self) -> str:
         return f"{self.shape}:{self.size}:{self.max_parallel}"
@@ -94,12 +117,15 @@ class Scenario:
         return cls(shape, int(size), int(parallel))
 
 
-def scenarios(sizes: list[int]) -> list[Scenario]:
+def scenarios(sizes: list[int], foreach_sizes: list[int] | None = None) -> list[Scenario]:
     rows = []
     for size in sizes:
         rows.append(Scenario("chain", size, size))
         rows.append(Scenario("fanout", size, size))
         rows.append(Scenario("fanout", size, min(size, SLOTTED_PARALLELISM)))
+    for size in sizes if foreach_sizes is None else foreach_sizes:
+        rows.append(Scenario("foreach", size, size))
+        rows.append(Scenario("foreach", size, min(size, SLOTTED_PARALLELISM)))
     return list(dict.fromkeys(rows))
 
 
@@ -132,15 +158,20 @@ class EmbeddedRun:
         self.directory = tempfile.mkdtemp(prefix="ff-bench-")
         self.backend = embedded(db_path=os.path.join(self.directory, "bench.db"),
                                 workers=workers)
+        self.scenario = scenario
         self.job = tasks.Job(name=f"bench-{scenario.shape}",
                              max_parallel_tasks=scenario.max_parallel)
-        for task_id, task_deps in graph(scenario.shape, scenario.size).items():
-            self.job.task(task_id, deps=task_deps or None)(noop)
+        if scenario.shape == "foreach":
+            define_foreach(self.job, scenario)
+        else:
+            for task_id, task_deps in graph(scenario.shape, scenario.size).items():
+                self.job.task(task_id, deps=task_deps or None)(noop)
         self.job.use_backend(self.backend)
         engine = self.job.engine  # validates the DAG and subscribes the bus
         if wrap_handler is not None:
             self.backend.bus.subscribe(wrap_handler(engine.handle))  # type: ignore[attr-defined]
-        self.expected_tasks = len(self.job.dag.tasks)
+        self.expected_tasks = len(self.job.dag.tasks) + (
+            scenario.size if scenario.shape == "foreach" else 0)
 
     def run(self) -> None:
         # job.run() polls every 50 ms; poll every 1 ms so the measurement is
@@ -151,16 +182,39 @@ class EmbeddedRun:
             raise RuntimeError(f"benchmark run ended {record.status.value}: {record.error}")
 
     def check(self) -> None:
-        """Untimed: every task of the run really succeeded exactly once."""
+        """Untimed: every task of the run (every foreach item) really succeeded
+        exactly once; a foreach's group and collector records are not tasks."""
         done = [t for t in self.job.engine.task_records(self.job.id or "")
-                if t.status.value == "SUCCEEDED" and t.attempt == 1]
+                if t.status.value == "SUCCEEDED" and t.attempt == 1
+                and not t.task_id.startswith("__")]
         if len(done) != self.expected_tasks:
             raise RuntimeError(f"{len(done)} of {self.expected_tasks} tasks succeeded")
+        if self.scenario.shape == "foreach" and \
+                self.job.engine.store.get_tasks(self.job.id or "", ["join"])[0].result \
+                != self.scenario.size:
+            raise RuntimeError("the aggregator did not get every item's result")
 
     def close(self) -> None:
         self.backend.bus.wait_idle(timeout=10)  # type: ignore[attr-defined]
         self.backend.close()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def define_foreach(job: Any, scenario: Scenario) -> None:
+    """root -> foreach `work` over root's list(range(N)) -> join (the aggregator)."""
+    size = scenario.size
+
+    def root(task: Any, job: Any) -> list[int]:
+        return list(range(size))
+
+    def join(task: Any, job: Any) -> int:
+        return len(job.get_task_result("work"))  # every item's result, in item order
+
+    job.task("root")(root)
+    job.foreach(task_id="work", over="root",
+                max_concurrency=scenario.max_parallel if scenario.max_parallel < size
+                else None)(noop)
+    job.task("join", deps=["work"])(join)
 
 
 def measure(scenario: Scenario, runner: str, workers: int, repeat: int) -> dict[str, Any]:
@@ -215,44 +269,59 @@ def _size(n_bytes: float) -> str:
     return f"{n_bytes / 2**20:.1f} MiB"
 
 
-def print_table(rows: list[tuple[Scenario, dict[str, Any], dict[str, Any]]],
-                workers: int, repeat: int) -> None:
-    from rich.console import Console
-    from rich.table import Table
+COLUMNS = ("scenario", "tasks", "in-process\nwall s", "in-process\nms/task",
+           "in-process\nheap", "embedded\nwall s", "embedded\nms/task", "embedded\nheap",
+           "embedded\nRSS growth", "target\nms/task", "met")
 
-    table = Table(
-        title=f"function_flow embedded backend vs in-process loop "
-              f"(median of {repeat}, {workers} workers, no-op tasks)",
-        caption="ms/task = wall / tasks in the DAG. wall = job.start() until the run "
-                "record is SUCCEEDED. heap = tracemalloc peak of one extra untimed run "
-                "(all threads); RSS = resource.getrusage maxrss growth over the timed runs, "
-                "each scenario in a fresh process. Embedded = SqliteStore (WAL, "
-                "synchronous=NORMAL, temp dir) + LocalBus. "
-                f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end "
-                "(other work on the machine inflates the embedded column).")
-    table.add_column("scenario")
-    table.add_column("tasks", justify="right")
-    table.add_column("in-process\nwall s", justify="right")
-    table.add_column("in-process\nms/task", justify="right")
-    table.add_column("in-process\nheap", justify="right")
-    table.add_column("embedded\nwall s", justify="right")
-    table.add_column("embedded\nms/task", justify="right")
-    table.add_column("embedded\nheap", justify="right")
-    table.add_column("embedded\nRSS growth", justify="right")
-    table.add_column("target\nms/task", justify="right")
-    table.add_column("met", justify="center")
+
+def table_rows(rows: list[tuple[Scenario, dict[str, Any], dict[str, Any]]]
+               ) -> list[list[str]]:
+    """The table's cells, one list per scenario ("met" is "yes" or "no")."""
+    cells = []
     for scenario, local, durable in rows:
-        count = len(graph(scenario.shape, scenario.size))
+        count = scenario.units
         local_wall = statistics.median(local["walls"])
         durable_wall = statistics.median(durable["walls"])
         per_task = durable_wall * 1000 / count
-        met = per_task <= TARGET_MS_PER_TASK
-        table.add_row(
-            scenario.label, str(count),
+        cells.append([
+            scenario.label, f"{count:,}",
             f"{local_wall:.4f}", f"{local_wall * 1000 / count:.4f}", _size(local["heap_peak"]),
             f"{durable_wall:.3f}", f"{per_task:.3f}", _size(durable["heap_peak"]),
-            _size(durable["rss_growth"]),
-            f"<= {TARGET_MS_PER_TASK:.2f}", "[green]yes[/]" if met else "[red]no[/]")
+            _size(durable["rss_growth"]), f"<= {TARGET_MS_PER_TASK:.2f}",
+            "yes" if per_task <= TARGET_MS_PER_TASK else "no"])
+    return cells
+
+
+def print_table(rows: list[tuple[Scenario, dict[str, Any], dict[str, Any]]],
+                workers: int, repeat: int, markdown: bool = False) -> None:
+    title = (f"function_flow embedded backend vs in-process loop "
+             f"(median of {repeat}, {workers} workers, no-op tasks)")
+    caption = ("ms/task = wall / tasks in the DAG; foreach rows: wall / items. wall = "
+               "job.start() until the run record is SUCCEEDED. heap = tracemalloc peak of "
+               "one extra untimed run (all threads); RSS = resource.getrusage maxrss growth "
+               "over the timed runs, each scenario in a fresh process. Embedded = "
+               "SqliteStore (WAL, synchronous=NORMAL, temp dir) + LocalBus. "
+               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end "
+               "(other work on the machine inflates the embedded column).")
+    cells = table_rows(rows)
+    if markdown:
+        print(f"{title}\n")
+        print("| " + " | ".join(c.replace("\n", " ") for c in COLUMNS) + " |")
+        print("| --- |" + " ---: |" * (len(COLUMNS) - 2) + " :---: |")
+        for row in cells:
+            print("| " + " | ".join(row) + " |")
+        print(f"\n{caption}")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, caption=caption)
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column == "scenario" else
+                         "center" if column == "met" else "right")
+    for row in cells:
+        met = row[-1] == "yes"
+        table.add_row(*row[:-1], "[green]yes[/]" if met else "[red]no[/]")
     console = Console(width=max(150, shutil.get_terminal_size((150, 24)).columns))
     console.print(table)
 
@@ -305,15 +374,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=8,
                         help="LocalBus worker threads (default 8, the embedded default)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per cell (median)")
-    parser.add_argument("--profile", choices=["chain", "fanout", "fanout-slots"],
+    parser.add_argument("--foreach-sizes", type=int, nargs="+", default=None,
+                        help="item counts of the foreach rows (default: the --sizes); "
+                             "10000 takes about a minute more")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the table as Markdown (for an issue or a README)")
+    parser.add_argument("--profile", choices=list(PROFILES),
                         help="instead of the table, cProfile one embedded run of the "
                              "first size")
     parser.add_argument("--top", type=int, default=25, help="rows per profile listing")
     parser.add_argument("--child", nargs=2, metavar=("SCENARIO", "RUNNER"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if any(size < 1 for size in args.sizes) or args.workers < 1 or args.repeat < 1:
-        parser.error("--sizes, --workers and --repeat must be positive")
+    if any(size < 1 for size in args.sizes + (args.foreach_sizes or [])) \
+            or args.workers < 1 or args.repeat < 1:
+        parser.error("--sizes, --foreach-sizes, --workers and --repeat must be positive")
 
     if args.child:
         result = measure(Scenario.parse(args.child[0]), args.child[1],
@@ -321,17 +396,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     if args.profile:
-        size = args.sizes[0]
-        parallel = min(size, SLOTTED_PARALLELISM) if args.profile == "fanout-slots" else size
-        profile(Scenario(args.profile.split("-")[0], size, parallel), args.workers, args.top)
+        shape, limited = PROFILES[args.profile]
+        size = (args.foreach_sizes or args.sizes)[0] if shape == "foreach" else args.sizes[0]
+        parallel = min(size, SLOTTED_PARALLELISM) if limited else size
+        profile(Scenario(shape, size, parallel), args.workers, args.top)
         return 0
 
     rows = []
-    for scenario in scenarios(args.sizes):
+    for scenario in scenarios(args.sizes, args.foreach_sizes):
         local = measure_in_child(scenario, "in-process", args.workers, args.repeat)
         durable = measure_in_child(scenario, "embedded", args.workers, args.repeat)
         rows.append((scenario, local, durable))
-    print_table(rows, args.workers, args.repeat)
+    print_table(rows, args.workers, args.repeat, args.markdown)
     return 0
 
 

@@ -2,9 +2,12 @@
 
     .venv/bin/python bench/firestore_bench.py                      # ours only
     .venv/bin/python bench/firestore_bench.py --compare-upstream   # and Function Flow 0.0.7
+    .venv/bin/python bench/firestore_bench.py --wide --workers 8 --markdown   # 1 -> 1,000 -> 1
 
 For a chain of 10 and of 50 tasks, a 1 -> 50 -> 1 fan-out (max_parallel_tasks
-50) and the sample workflow's shape (no-op bodies), each with 1 and with 8
+50, and 5), the sample workflow's shape and a foreach over 50 items (no-op
+bodies; the foreach's aggregator reads every item's result), and with
+--wide 1 -> 1,000 -> 1 as a fan-out and as a foreach, each with 1 and with 8
 concurrent scheduler workers, it prints wall time, Firestore document reads
 and writes per task, Pub/Sub messages per task, scheduler invocations per
 task and transaction failures, and with --compare-upstream the same for
@@ -44,7 +47,8 @@ sys.path.insert(0, BENCH_DIR)
 
 import harness  # noqa: E402
 import instrument  # noqa: E402
-from shapes import SHAPES, Shape  # noqa: E402
+from firestore_report import Result, render  # noqa: E402
+from shapes import DEFAULT_SHAPES, SHAPES, WIDE, Shape  # noqa: E402
 
 PROJECT = "function-flow-bench"
 UPSTREAM_PACKAGE = "function-flow==0.0.7"
@@ -52,42 +56,6 @@ DEFAULT_VENV = os.path.join(tempfile.gettempdir(), "ff-upstream-venv")
 #: Innermost frames to charge operations to, in priority order (--by-site).
 OUR_SITES = ("function_flow/core/", "function_flow/store/firestore_timers.py",
              "function_flow/cloud/", "function_flow/store/firestore.py")
-#: Exception names that mean "a transaction gave up" on either side.
-GAVE_UP = ("TransientBackendError", "ValueError", "Aborted", "RetryError")
-
-
-@dataclasses.dataclass
-class Result:
-    """One side's numbers for one shape and worker count."""
-
-    side: str
-    shape: str
-    tasks: int
-    workers: int
-    finished: bool
-    status: str
-    seconds: float
-    invocations: int
-    errors: dict[str, int]
-    error_samples: list[str]
-    counts: dict[str, Any]
-    store_reads: int | None = None
-    store_writes: int | None = None
-    outcomes: dict[str, int] = dataclasses.field(default_factory=dict)
-    poller_calls: int = 0
-
-    def per_task(self, key: str) -> float:
-        return self.counts.get(key, 0) / self.tasks
-
-    @property
-    def doc_ops_per_task(self) -> float:
-        return self.per_task("reads") + self.per_task("writes")
-
-    @property
-    def gave_up(self) -> int:
-        return sum(n for name, n in self.errors.items() if name in GAVE_UP)
-
-
 # ---------------------------------------------------------------- our side
 
 
@@ -110,13 +78,26 @@ def _our_job(shape: Shape, name: str, topic: str) -> Any:
     job = tasks.Job(name=name, schedule_topic=topic, project=PROJECT,
                     max_parallel_tasks=shape.max_parallel_tasks)
     for task_id, deps in shape.deps.items():
-        job.task(task_id=task_id, deps=list(deps))(_noop)
+        if task_id in shape.foreach:
+            job.foreach(task_id=task_id, over=deps[0], deps=list(deps))(_noop)
+        else:
+            job.task(task_id=task_id, deps=list(deps))(_body(shape, task_id))
     job.use_backend(_our_backend(job, topic))
     return job
 
 
 def _noop(task: Any, job: Any) -> None:
     return None
+
+
+def _body(shape: Shape, task_id: str) -> Any:
+    """A no-op, except the list a foreach runs over and the aggregator after it."""
+    count, node = shape.items_returned(task_id), shape.aggregates(task_id)
+    if count is not None:
+        return lambda task, job: list(range(count))
+    if node is not None:
+        return lambda task, job: len(job.get_task_result(node))
+    return _noop
 
 
 def _our_backend(job: Any, topic: str) -> Any:
@@ -213,189 +194,19 @@ def run_upstream(python: str, shape: Shape, workers: int, timeout: float,
                   data["error_samples"], data["counts"])
 
 
-# ------------------------------------------------------------------ output
-
-
-def _seconds(result: Result, timeout: float) -> str:
-    if result.status == "driver error":
-        return "error"
-    if not result.finished:
-        return f"DNF (>{timeout:.0f})"
-    return f"{result.seconds:.2f}"
-
-
-def _ratio(ours: float, theirs: float, ours_ok: bool = True, theirs_ok: bool = True) -> str:
-    if not theirs_ok and ours_ok:
-        return "< 1 (DNF)"
-    if theirs == 0:
-        return "-"
-    return f"{ours / theirs:.2f}"
-
-
-def render(results: list[Result], timeouts: dict[str, float], args: argparse.Namespace) -> None:
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(width=200)
-    table = Table(
-        title="function_flow on the Firestore + Pub/Sub emulators (no-op task bodies)",
-        caption=(
-            "Counted at the Firestore RPC layer, the same way for both sides "
-            "(bench/instrument.py): a get = 1 read per document asked for, a query = "
-            "documents returned (min 1), every set/update/create/delete = 1 write, "
-            "inside or outside transactions (a transaction attempt that aborts still "
-            "counts what it read and sent). 'store r/w' is our FirestoreStore's own "
-            "counters (transaction writes counted once, on success). Includes starting "
-            "the run; excludes the poller (shown apart). msgs = Pub/Sub publishes; "
-            "calls = scheduler invocations; tx aborted/gave up = commits the emulator "
-            "aborted (retried by the client) / invocations that raised because a "
-            "transaction gave up (redelivered). Ratios are ours/upstream."),
-        box=box.SIMPLE_HEAVY, caption_justify="left")
-    for column in ("shape", "tasks", "workers", "side", "wall s", "reads/task",
-                   "writes/task", "ops/task", "msgs/task", "calls/task",
-                   "tx aborted / gave up", "store r/w per task", "poller r"):
-        table.add_column(column, justify="left" if column in ("shape", "side") else "right")
-    by_key: dict[tuple[str, int], dict[str, Result]] = {}
-    for result in results:
-        by_key.setdefault((result.shape, result.workers), {})[result.side] = result
-    for (shape, workers), sides in by_key.items():
-        for side in ("ours", "upstream"):
-            r = sides.get(side)
-            if r is None:
-                continue
-            store = (f"{r.store_reads / r.tasks:.1f} / {r.store_writes / r.tasks:.1f}"
-                     if r.store_reads is not None else "")
-            poller = r.counts.get("categories", {}).get("poller", {}).get("reads", 0)
-            table.add_row(
-                shape, str(r.tasks), str(workers), side, _seconds(r, timeouts[side]),
-                f"{r.per_task('reads'):.1f}", f"{r.per_task('writes'):.1f}",
-                f"{r.doc_ops_per_task:.1f}", f"{r.per_task('publishes'):.2f}",
-                f"{r.invocations / r.tasks:.2f}",
-                f"{r.counts.get('commit_failures', 0)} / {r.gave_up}", store,
-                f"{poller} ({r.poller_calls} polls)" if side == "ours" else "",
-                style=None if side == "ours" else "dim")
-        ours, theirs = sides.get("ours"), sides.get("upstream")
-        if ours is not None and theirs is not None and theirs.status != "driver error":
-            table.add_row(
-                "", "", "", "ratio", _ratio(ours.seconds, theirs.seconds,
-                                            ours.finished, theirs.finished),
-                _ratio(ours.per_task("reads"), theirs.per_task("reads")),
-                _ratio(ours.per_task("writes"), theirs.per_task("writes")),
-                _ratio(ours.doc_ops_per_task, theirs.doc_ops_per_task),
-                _ratio(ours.per_task("publishes"), theirs.per_task("publishes")),
-                _ratio(ours.invocations, theirs.invocations), "", "", "",
-                style="bold cyan", end_section=True)
-        else:
-            table.rows[-1].end_section = True
-    console.print(table)
-    if args.by_site:
-        _render_sites(console, results)
-    for result in results:
-        if result.error_samples:
-            console.print(f"[yellow]{result.side} {result.shape} w{result.workers} errors "
-                          f"{result.errors}:[/] " + " | ".join(result.error_samples[:2]))
-        if result.outcomes and args.verbose:
-            console.print(f"{result.side} {result.shape} w{result.workers} outcomes: "
-                          f"{result.outcomes}")
-    _render_targets(console, results)
-
-
-def _render_sites(console: Any, results: list[Result]) -> None:
-    from rich.table import Table
-
-    for result in results:
-        sites = result.counts.get("by_site", {})
-        if not sites:
-            continue
-        table = Table(title=f"{result.side} {result.shape}, {result.workers} workers: "
-                            "per call site, per task",
-                      caption="Each operation is charged to the innermost function of "
-                              "the engine (upstream: of its tasks.py) on the stack. A "
-                              "transaction's reads go to the function run inside it "
-                              "(claim, finish, queue, _take_slot), its commit to the "
-                              "function that opened it (execute, complete, _check_join, "
-                              "fill_slots).",
-                      caption_justify="left")
-        for column in ("site", "reads", "writes", "queries", "transactions",
-                       "commits", "aborted", "msgs"):
-            table.add_column(column, justify="left" if column == "site" else "right")
-        ordered = sorted(sites.items(), key=lambda kv: -(kv[1].get("reads", 0)
-                                                         + kv[1].get("writes", 0)))
-        for site, c in ordered:
-            table.add_row(site, *(f"{c.get(k, 0) / result.tasks:.2f}" for k in (
-                "reads", "writes", "queries", "transactions", "commits",
-                "commit_failures", "publishes")))
-        console.print(table)
-
-
-#: The issue's shapes, which its targets (at most 8 document operations per
-#: task, faster than upstream) are set for. A run with concurrency slots
-#: (fan-1-50-1-p5) also writes slot records and looks for READY tasks, and
-#: upstream with one worker starts 5 tasks per invocation there: its numbers
-#: are shown, with no target.
-OPS_TARGET_SHAPES = ("chain-10", "chain-50", "fan-1-50-1", "sample")
-
-
-def check_targets(results: list[Result]) -> list[tuple[bool | None, str]]:
-    """The issue's targets, each with whether this run met it (None: no target)."""
-    checks: list[tuple[bool | None, str]] = []
-    ours = {(r.shape, r.workers): r for r in results if r.side == "ours"}
-    for workers in sorted({w for _, w in ours}):
-        small, big = ours.get(("chain-10", workers)), ours.get(("chain-50", workers))
-        if small and big and small.finished and big.finished:
-            spread = abs(big.doc_ops_per_task - small.doc_ops_per_task) \
-                / small.doc_ops_per_task
-            checks.append((spread <= 0.10,
-                           f"doc ops/task independent of size, {workers} worker(s): chain-10 "
-                           f"{small.doc_ops_per_task:.2f} vs chain-50 "
-                           f"{big.doc_ops_per_task:.2f} ({spread:.0%}, target <= 10%)"))
-    for r in ours.values():
-        if r.shape in OPS_TARGET_SHAPES:
-            checks.append((r.finished and r.doc_ops_per_task <= 8,
-                           f"{r.shape} w{r.workers}: {r.doc_ops_per_task:.2f} doc ops/task "
-                           "(target <= 8)"))
-        else:
-            checks.append((None, f"{r.shape} w{r.workers}: {r.doc_ops_per_task:.2f} doc "
-                                 "ops/task (with concurrency slots; no target)"))
-    for shape in ("chain-50", "fan-1-50-1", "fan-1-50-1-p5"):
-        r = ours.get((shape, 8))
-        if r is not None:
-            checks.append((r.finished and r.seconds < 10,
-                           f"{shape} with 8 workers: {_seconds(r, 0)} s (target < 10 s)"))
-            checks.append((r.gave_up == 0,
-                           f"{shape} with 8 workers: {r.gave_up} transactions gave up "
-                           f"(target 0; {r.counts.get('commit_failures', 0)} aborted "
-                           "commits were retried)"))
-    for r in results:
-        if r.side != "upstream" or r.status == "driver error":
-            continue
-        mine = ours.get((r.shape, r.workers))
-        if mine is not None:
-            faster = mine.finished and (not r.finished or mine.seconds < r.seconds)
-            text = f"{r.shape} w{r.workers}: ours {_seconds(mine, 0)} s vs " \
-                   f"upstream {_seconds(r, r.seconds)} s"
-            if r.shape in OPS_TARGET_SHAPES:
-                checks.append((faster, text))
-            else:  # not one of the issue's shapes: shown, no target
-                checks.append((None, text + (" (faster)" if faster else " (not faster)")))
-    return checks
-
-
-def _render_targets(console: Any, results: list[Result]) -> None:
-    for ok, text in check_targets(results):
-        label = "[dim]info[/]  " if ok is None else "[green]met[/]   " if ok else "[red]MISSED[/]"
-        console.print(f"{label} {text}")
-
-
 # -------------------------------------------------------------------- main
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark the GCP backend on the Firestore and Pub/Sub emulators.")
-    parser.add_argument("--shapes", default=",".join(SHAPES),
-                        help=f"comma-separated, from {', '.join(SHAPES)} (default: all)")
+    parser.add_argument("--shapes", default=",".join(DEFAULT_SHAPES),
+                        help=f"comma-separated, from {', '.join(SHAPES)} (default: all "
+                             f"but {' and '.join(WIDE)})")
+    parser.add_argument("--wide", action="store_true",
+                        help=f"also run {' and '.join(WIDE)} (several minutes)")
+    parser.add_argument("--markdown", action="store_true",
+                        help="also print the main table as Markdown")
     parser.add_argument("--workers", default="1,8",
                         help="comma-separated scheduler worker counts (default: 1,8)")
     parser.add_argument("--timeout", type=float, default=180.0,
@@ -418,6 +229,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="print each case's scheduler outcomes (claimed, duplicate...)")
     args = parser.parse_args(argv)
     args.shape_list = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    if args.wide:
+        args.shape_list += [s for s in WIDE if s not in args.shape_list]
     unknown = [s for s in args.shape_list if s not in SHAPES]
     if unknown:
         parser.error(f"unknown shape(s) {', '.join(unknown)}; use {', '.join(SHAPES)}")
@@ -484,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                     runs["ours"].append(run_ours(shape, workers, args.timeout,
                                                  args.poll_every, counters))
                     emulators.reset_firestore(firestore.host, PROJECT)
-                    if upstream_python is None:
+                    if upstream_python is None or shape.foreach:  # upstream has no foreach
                         continue
                     print(f"{shape.name}, {workers} worker(s), run {attempt + 1}: "
                           "upstream...", file=sys.stderr, flush=True)

@@ -90,8 +90,9 @@ class Counters:
         while frame is not None:
             filename = frame.f_code.co_filename.replace("\\", "/")
             for rank, suffix in enumerate(self.site_files):
-                if filename.endswith(suffix):
-                    name = f"{suffix.rsplit('/', 1)[-1]}:{frame.f_code.co_name}"
+                # "pkg/dir/" names every file in that directory; else one file.
+                if suffix.endswith("/") and suffix in filename or filename.endswith(suffix):
+                    name = f"{filename.rsplit('/', 1)[-1]}:{frame.f_code.co_name}"
                     if rank == 0:
                         return name
                     fallback = fallback or name

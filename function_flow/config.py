@@ -24,6 +24,10 @@
 | FUNCTION_FLOW_GCS_POLL_INTERVAL | 10 | seconds between two checks (one `list_blobs` call) of a prefix a GCSFuture waits for, by one process |
 | FUNCTION_FLOW_GCS_POLL_BATCH | 100 | most prefixes one poll checks; the others (checked longest ago last) wait for the next poll |
 | FUNCTION_FLOW_DATAFLOW_ENDPOINT | https://dataflow.googleapis.com | root URL of the Dataflow REST API that DataFlowFuture asks for a job's state |
+| FUNCTION_FLOW_HMAC_KEY | unset | key (at least 32 characters) that signs completion callbacks (signing.py); a start with a callback URL is refused without it |
+| FUNCTION_FLOW_CALLBACK_ATTEMPTS | 36 | most POSTs of one completion callback (retried with backoff up to an hour apart: about a day) |
+| FUNCTION_FLOW_CALLBACK_BACKOFF | 2 | seconds before the first retry of a callback; each later one waits twice as long, up to an hour |
+| FUNCTION_FLOW_CALLBACK_TIMEOUT | 30 | seconds one callback POST may take |
 """
 
 from __future__ import annotations
@@ -68,6 +72,11 @@ class Settings:
     gcs_poll_interval: float = 10.0
     gcs_poll_batch: int = 100
     dataflow_endpoint: str = "https://dataflow.googleapis.com"
+    #: Kept out of repr, so a logged Settings never shows it.
+    hmac_key: str | None = dataclasses.field(default=None, repr=False)
+    callback_attempts: int = 36
+    callback_backoff: float = 2.0
+    callback_timeout: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None,
@@ -123,6 +132,10 @@ class Settings:
             gcs_poll_batch=gcs_poll_batch,
             dataflow_endpoint=(env.get("FUNCTION_FLOW_DATAFLOW_ENDPOINT")
                                or cls.dataflow_endpoint).rstrip("/"),
+            hmac_key=env.get("FUNCTION_FLOW_HMAC_KEY") or None,
+            callback_attempts=_number(env, "FUNCTION_FLOW_CALLBACK_ATTEMPTS", 36, int),
+            callback_backoff=_number(env, "FUNCTION_FLOW_CALLBACK_BACKOFF", 2.0, float),
+            callback_timeout=_number(env, "FUNCTION_FLOW_CALLBACK_TIMEOUT", 30.0, float),
         )
 
 

@@ -25,12 +25,13 @@ from function_flow.core import control, watches
 from function_flow.backends import Backend, from_settings
 from function_flow.owners import pid_alive
 from function_flow.config import Settings
-from function_flow import subdags
+from function_flow import callbacks, subdags
 from function_flow.core import foreach as foreach_module
 from function_flow.core.definition import DEFAULT_FOREACH_MAX_ITEMS, Call, ForEach
 from function_flow.context import RunContext
 from function_flow.entry_points import EntryPoints
 from function_flow.task_view import Task, remote_call, topic_of
+from function_flow.run_hooks import HookDecorators
 from function_flow.core.graph import Backoff, Dag, TaskSpec, make_spec
 from function_flow.errors import DefinitionError, FunctionFlowError, RunNotFoundError
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus
@@ -52,8 +53,12 @@ _executing: contextvars.ContextVar[Optional[tuple[str, str]]] = contextvars.Cont
 __all__ = ["Job", "Task", "TaskStatus", "JobStatus", "Backoff", "cleanup_expired_jobs"]
 
 
-class Job(EntryPoints):
-    """A workflow: a named DAG of tasks, and the handle to start and run it."""
+class Job(EntryPoints, HookDecorators):
+    """A workflow: a named DAG of tasks, and the handle to start and run it.
+
+    Besides its tasks, a job may have hooks a run calls once after it ended:
+    `@job.on_failure` and `@job.on_end` (run_hooks.py).
+    """
 
     def __init__(self, name: str, db: Any = None, pubsub: Any = None,
                  schedule_topic: str = "SCHEDULE",
@@ -76,6 +81,7 @@ class Job(EntryPoints):
         self.max_parallel_tasks = max_parallel_tasks
         self.tasks: list[Task] = []
         self._specs: list[TaskSpec] = []
+        self._hooks: dict[str, TaskSpec] = {}
         self._subdags: list[subdags.SubDag] = []
         #: The sub-DAG use a bound job's body runs in ("left/"): see get_task_result.
         self._scope = ""
@@ -202,6 +208,7 @@ class Job(EntryPoints):
         """The validated graph; raises DefinitionError naming the bad task."""
         if self._dag is None or not subdags.is_current(self._dag):
             self._dag = subdags.compose(self)
+            self._dag.hooks = {spec.task_id: spec for spec in self._hook_specs()}
             self._engine = None
         return self._dag
 
@@ -243,13 +250,16 @@ class Job(EntryPoints):
 
     def start(self, argv: Optional[dict[str, Any]] = None,
               run_id: Optional[str] = None, source: Optional[str] = None, *,
-              job_args: Optional[dict[str, Any]] = None) -> str:
+              job_args: Optional[dict[str, Any]] = None,
+              callback_url: Optional[str] = None) -> str:
         """Start a run with arguments `argv`; sets and returns `job.id`.
 
         job_args: the same, under the name later Function Flow releases use
         (`job.start(job_args={...})`); give one or the other.
         source: where the workflow is defined (a file path), stored on the
         run so that `function-flow resume` can find it again.
+        callback_url: an http(s) URL that receives the run's final status and
+        results, signed, once it ended (callbacks.py); needs FUNCTION_FLOW_HMAC_KEY.
         """
         if job_args is not None:
             if argv is not None:
@@ -260,9 +270,10 @@ class Job(EntryPoints):
         if argv is not None and not isinstance(argv, dict):
             raise FunctionFlowError(
                 f"job {self.name!r}: arguments must be a dict, got {type(argv).__name__}")
+        callbacks.check_start(callback_url)
         owner = engine_module.process_owner() if self.backend.kind == "embedded" else None
         run_id, _ = self.engine.start(argv or {}, run_id=run_id, owner=owner,
-                                      source=source)
+                                      source=source, callback_url=callback_url)
         self.id = run_id
         return run_id
 
@@ -274,15 +285,16 @@ class Job(EntryPoints):
         return run
 
     def wait(self, run_id: Optional[str] = None, timeout: Optional[float] = None,
-             poll_interval: float = 0.05) -> RunRecord:
-        """Block until the run ends; returns its final record."""
+             poll_interval: float = 0.05, *, hooks: bool = True) -> RunRecord:
+        """Block until the run ends, and its hooks and callback have run
+        (hooks=False: only until it ends); returns its final record."""
         run_id = run_id or self.id
         if run_id is None:
             raise FunctionFlowError("no run to wait for: call job.start() first")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             run = self.engine.run_status(run_id)
-            if run.status.is_final:
+            if run.status.is_final and not (hooks and run.hooks_pending):
                 # The commit that ends a run comes before its follow-ups (the
                 # tasks below a failure marked UPSTREAM_FAILED): let this
                 # process's bus finish them, briefly, so the records agree.

@@ -246,6 +246,26 @@ def test_cancel_of_a_paused_run_cancels_its_held_tasks(flows) -> None:
     assert flow.ran == [("a", 1)]
 
 
+def test_a_cancelled_run_still_runs_its_on_end_hook_once(flows) -> None:
+    flow = chain(flows, "cancel_hooks")
+    calls: list[tuple[str, str]] = []
+    flow.job.on_failure(lambda run: calls.append(("on_failure", run.status.value)))
+    flow.job.on_end(lambda run: calls.append(("on_end", run.status.value)))
+    run_id = flow.job.start()
+    flow.until(run_id, "a", TaskStatus.RUNNING)
+
+    flow.engine.cancel(run_id)
+
+    wait_for(lambda: not flow.store.get_run(run_id).hooks_pending, "the hooks to end")
+    flow.gate.set()
+    flow.idle()
+    assert calls == [("on_end", "CANCELLED")]
+    records = flow.records(run_id)
+    assert records["__on_end__"].status is TaskStatus.SUCCEEDED
+    assert records["__on_failure__"].status is TaskStatus.SKIPPED
+    assert [records[t].status for t in "abc"] == [TaskStatus.CANCELLED] * 3
+
+
 def test_repeated_and_concurrent_requests_act_once(flows) -> None:
     flow = chain(flows, "concurrent")
     run_id = flow.job.start()

@@ -296,3 +296,28 @@ def test_ten_thousand_items_on_the_embedded_backend(tmp_path) -> None:
     assert run.status is RunStatus.SUCCEEDED, run.error
     result = job.get_task_result("report")
     assert len(result) == 10_000 and result[9_999] == {"key": 9_999, "square": 9_999 ** 2}
+
+
+def test_an_expansion_cut_short_is_finished_by_the_next_one(store) -> None:
+    """An earlier expansion (its process died) added the first chunk of
+    records: the next adds the rest, and every item runs once."""
+    ran: list[int] = []
+    count = foreach.CHUNK + 50  # the records fill two chunks
+    job = Job("cut")
+    job.task(task_id="list")(lambda **_: list(range(count)))
+    job.foreach(task_id="work", over="list", max_concurrency=10)(
+        lambda item, **_: ran.append(item) or item)
+    bus = Outbox()
+    engine = Engine(job, store, bus, lease_check_messages=False)
+    run_id, _ = engine.start({})
+    planned = foreach.plan(engine, run_id, engine.graph.spec("work"), 1,
+                           list(range(count)), list(range(count)))
+    store.transact(lambda tx: [tx.add_task(run_id, r) for r in planned[:foreach.CHUNK]])
+    delivered = 0
+    while bus.sent and delivered < 10 * count:
+        engine.handle(bus.sent.pop(0))
+        delivered += 1
+    assert engine.run_status(run_id).status is RunStatus.SUCCEEDED
+    assert sorted(ran) == list(range(count))
+    have = {t.task_id for t in store.get_tasks(run_id)}
+    assert {r.task_id for r in planned} <= have

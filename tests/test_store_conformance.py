@@ -666,6 +666,20 @@ def test_list_runs_by_status_finds_old_live_runs(store: Store) -> None:
     assert [r.run_id for r in live] == ["old-live"]
 
 
+def test_list_runs_finds_ended_runs_whose_hooks_are_pending(store: Store) -> None:
+    """The poller also asks for ended runs whose hooks have not all run (core/hooks.py)."""
+    for number in range(4):
+        make_run(store, run_id=f"ended-{number}", created_at=10.0 + number)
+        pending = number == 1
+        store.transact(lambda tx, n=number, p=pending: tx.update_run(
+            f"ended-{n}", {"status": RunStatus.FAILED.value, "hooks_pending": p}))
+    make_run(store, run_id="live", created_at=1.0)
+    found = store.list_runs(limit=10, hooks_pending=True)
+    assert [r.run_id for r in found] == ["ended-1"]
+    assert found[0].hooks_pending is True
+    assert store.list_runs(limit=10, status=RunStatus.RUNNING, hooks_pending=True) == []
+
+
 def test_replace_task_writes_a_record_whole_deps_done_and_counts_included(store: Store) -> None:
     make_run(store, task_ids=["a", "b", "join"])
     store.transact(lambda tx: tx.update_task("run-1", "join", {"deps_done.a": "SUCCEEDED"}))

@@ -18,6 +18,7 @@ from function_flow import backends
 from function_flow.cli import progress
 from function_flow.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED,
                                       command_for, fail)
+from function_flow.cli.hook_lines import hook_lines, print_hooks
 from function_flow.core.ports import Store
 from function_flow.core.records import (RunRecord, RunStatus, TaskRecord, TaskStatus,
                                         ordered_tasks)
@@ -45,6 +46,7 @@ def follow_to_end(job: Job, backend: backends.Backend, run_id: str, *,
 
     try:
         progress.follow(fetch, out)
+        follow_hooks(job, run_id, out)
         settle(job, backend, run_id)
     except KeyboardInterrupt:
         err.print(f"interrupted; the run is left as it is. Finish it with: "
@@ -53,8 +55,30 @@ def follow_to_end(job: Job, backend: backends.Backend, run_id: str, *,
         sys.stderr.flush()
         os._exit(EXIT_INTERRUPTED)  # do not wait for the worker threads at exit
     run, tasks = fetch()
-    report(out, run, tasks, sinks=job.dag.sinks, kind=backend.kind)
+    report(out, run, tasks, sinks=job.dag.sinks, kind=backend.kind,
+           hook_records=hook_records(engine.store, run))
     exit_by_outcome(err, run, backend.kind)
+
+
+def hook_records(store: Store, run: RunRecord) -> list[TaskRecord]:
+    return store.get_tasks(run.run_id, run.hooks) if run.hooks else []
+
+
+def follow_hooks(job: Job, run_id: str, out: Any, interval: float = 0.1) -> None:
+    """After the run ended, wait for its hooks and callback (core/hooks.py), saying
+    what each does meanwhile (the summary says how they ended): a callback
+    that keeps failing is retried here with its backoff."""
+    run = job.engine.run_status(run_id)
+    shown: list[str] = []
+    while run.hooks_pending:
+        lines = hook_lines(run, hook_records(job.engine.store, run))
+        for line in lines:
+            if line not in shown:
+                out.print(line, markup=False, soft_wrap=True)
+        shown = lines
+        time.sleep(interval)
+        job.repair_if_stalled(run_id)
+        run = job.engine.run_status(run_id)
 
 
 def exit_by_outcome(err: Any, run: RunRecord, kind: str) -> NoReturn:
@@ -85,14 +109,17 @@ def settle(job: Job, backend: backends.Backend, run_id: str) -> None:
 
 
 def report(out: Any, run: RunRecord, tasks: list[TaskRecord], sinks: tuple[str, ...],
-           details: bool = True, kind: str = "embedded") -> None:
-    """Summary table, results of the sinks, final status and (if `details`) the status hint."""
+           details: bool = True, kind: str = "embedded",
+           hook_records: list[TaskRecord] | None = None) -> None:
+    """Summary table, results of the sinks, hooks, final status and (if `details`)
+    the status hint."""
     out.print(progress.summary_table(tasks))
     results = progress.results_lines(tasks, sinks)
     if results:
         out.print("results:", markup=False)
         for line in results:
             out.print(f"  {line}", markup=False, soft_wrap=True)
+    print_hooks(out, run, hook_records or [])
     out.print(progress.final_status_line(run), markup=False)
     if details:
         out.print(f"details: {command_for(kind, 'status ' + run.run_id)}", markup=False)
@@ -115,8 +142,8 @@ def watch(store: Store, run_id: str, where: str, out: Any, *,
     progress.follow(fetch, out, interval=interval)
     deadline = time.monotonic() + grace
     run, tasks = fetch()
-    while any(t.status in (TaskStatus.RUNNING, TaskStatus.QUEUED) for t in tasks) \
-            and time.monotonic() < deadline:
+    while (run.hooks_pending or any(t.status in (TaskStatus.RUNNING, TaskStatus.QUEUED)
+                                    for t in tasks)) and time.monotonic() < deadline:
         time.sleep(interval)
         run, tasks = fetch()
     return run, tasks
@@ -128,7 +155,8 @@ def follow_dev_run(stack: Any, job: Job, run_id: str, out: Any, err: Any) -> int
               f"through {stack.start_url}", markup=False)
     run, tasks = watch(stack.store, run_id, "the Firestore emulator", out,
                        order=job.dag.order)
-    report(out, run, tasks, sinks=job.dag.sinks, details=False)
+    report(out, run, tasks, sinks=job.dag.sinks, details=False,
+           hook_records=hook_records(stack.store, run))
     out.print(f"function logs: {stack.log_path}", markup=False)
     if run.status is RunStatus.SUCCEEDED:
         return EXIT_OK

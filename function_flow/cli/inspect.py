@@ -15,6 +15,7 @@ from function_flow.cli import progress
 from function_flow.cli.common import command_for
 from function_flow.cli.stores import get_run, open_selected
 from function_flow.cli import items
+from function_flow.cli.hook_lines import print_hooks
 from function_flow.core.control import shown_status
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus, ordered_tasks
 
@@ -64,6 +65,8 @@ def list_runs(selected: backends.SelectedStore, limit: int) -> None:
             notes[run.run_id] = f"run by {run.owner}"
         if run.blocked and run.status is RunStatus.RUNNING:
             notes[run.run_id] = "blocked: its definition changed"
+        if run.status.is_final and run.hooks_pending:
+            notes[run.run_id] = "hooks still running"
     out.print(f"runs in {selected.description}, newest first:", markup=False, soft_wrap=True)
     out.print(progress.runs_table(runs, notes=notes, stopped=stopped))
     if stopped:
@@ -93,7 +96,8 @@ def show_run(selected: backends.SelectedStore, run_id: str) -> None:
     out = progress.make_console()
     run = get_run(selected, run_id)
     assert selected.store is not None
-    tasks = ordered_tasks(selected.store.get_tasks(run_id))
+    records = selected.store.get_tasks(run_id)
+    tasks = ordered_tasks(records)
     out.print(headline(selected.kind, run), markup=False, soft_wrap=True)
     if run.blocked and run.status is RunStatus.RUNNING:
         out.print(f"BLOCKED: {run.blocked}", markup=False, soft_wrap=True)
@@ -115,3 +119,5 @@ def show_run(selected: backends.SelectedStore, run_id: str) -> None:
         out.print(f"paused since {progress.format_time(run.paused_at)}: nothing new starts "
                   f"until {command_for(selected.kind, 'resume ' + run_id)}",
                   markup=False, soft_wrap=True)
+    print_hooks(out, run, records, tracebacks=True)
+

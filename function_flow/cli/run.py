@@ -20,12 +20,14 @@ from function_flow.cli import progress
 from function_flow.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED,
                                       command_for, fail, load_job, parse_args,
                                       remote_functions_for, remote_option)
-from function_flow.cli.follow import exit_by_outcome, follow_to_end, report, watch
+from function_flow.cli.follow import (exit_by_outcome, follow_to_end, hook_records, report,
+                                      watch)
 from function_flow.cli.stores import get_run, open_selected
 from function_flow.config import Settings
 from function_flow.core import versions
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus, ordered_tasks
-from function_flow.errors import RunBlockedError, RunNotFoundError, RunStillActiveError
+from function_flow.errors import (ConfigurationError, RunBlockedError, RunNotFoundError,
+                                   RunStillActiveError)
 from function_flow.tasks import Job
 
 WORKERS_HELP = "Worker threads (default: FUNCTION_FLOW_WORKERS or 8)."
@@ -37,9 +39,13 @@ WORKERS_HELP = "Worker threads (default: FUNCTION_FLOW_WORKERS or 8)."
 @click.option("--arg", "arg_pairs", multiple=True, metavar="KEY=VALUE",
               help="Run argument (JSON value, else a string). Repeatable.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help=WORKERS_HELP)
+@click.option("--callback-url", metavar="URL", default=None,
+              help="POST the run's final status and results here, signed with "
+                   "FUNCTION_FLOW_HMAC_KEY, once it ended (retried until a 2xx).")
 @remote_option
 def run(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
-        workers: int | None, remote_pairs: tuple[str, ...]) -> None:
+        workers: int | None, callback_url: str | None,
+        remote_pairs: tuple[str, ...]) -> None:
     """Run a workflow FILE on the embedded backend and show its progress.
 
     Remote functions that FILE defines answer its remote tasks here."""
@@ -49,8 +55,8 @@ def run(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
     backend = backends.embedded(workers=workers)
     job.use_backend(backend)
     try:
-        run_id = job.start(args, source=os.path.abspath(file))
-    except (TypeError, ValueError) as exc:
+        run_id = job.start(args, source=os.path.abspath(file), callback_url=callback_url)
+    except (TypeError, ValueError, ConfigurationError) as exc:
         fail(f"cannot start job {job.name!r}: {exc}")
     follow_to_end(job, backend, run_id)
 
@@ -71,7 +77,7 @@ def resume(run_id: str, file: str | None, workers: int | None,
     selected = open_selected(settings)
     run = get_run(selected, run_id)
     out = progress.make_console()
-    if run.status.is_final:
+    if run.status.is_final and not run.hooks_pending:
         assert selected.store is not None
         out.print(f"run {run_id} already ended: {run.status.value}; nothing to resume",
                   markup=False)
@@ -161,5 +167,6 @@ def resume_deployed(job: Job, settings: Settings, run_id: str) -> NoReturn:
         err.print(f"interrupted; run {run_id} goes on in the deployed functions. "
                   f"Follow it with: {command_for('gcp', 'status ' + run_id)}", markup=False)
         sys.exit(EXIT_INTERRUPTED)
-    report(out, run, tasks, sinks=job.dag.sinks, kind="gcp")
+    report(out, run, tasks, sinks=job.dag.sinks, kind="gcp",
+           hook_records=hook_records(store, run))
     exit_by_outcome(err, run, "gcp")

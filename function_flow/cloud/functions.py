@@ -25,13 +25,13 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
-from function_flow import futures
+from function_flow import callbacks, futures
 from function_flow.cloud import delivery
 from function_flow.cloud.callback import make_callback
 from function_flow.cloud.control import make_control
 from function_flow.cloud.delivery import HttpError, NotAnEnvelope, Rejected
 from function_flow.core.records import Message
-from function_flow.errors import RecordTooLargeError
+from function_flow.errors import ConfigurationError, RecordTooLargeError
 from function_flow.remote.web import RUN_ID_HEADER
 
 if TYPE_CHECKING:
@@ -203,6 +203,8 @@ def make_start(job: "Job") -> Callable[..., Any]:
 
     A caller-chosen run id (header X-Function-Flow-Run-Id) makes a retried
     request idempotent: the second call answers the run the first created.
+    A header X-Function-Flow-Callback-Url gives the run a completion
+    callback (callbacks.py); a header, because the body is the arguments.
     Every bad request gets a 4xx with a JSON error; only a transient backend
     error is a 503 (worth retrying with the same run id).
     """
@@ -212,13 +214,15 @@ def make_start(job: "Job") -> Callable[..., Any]:
         try:
             args = delivery.run_arguments(request)
             run_id = _run_id_of(request)
+            callback_url = _callback_url_of(request)
         except HttpError as exc:
             logger.warning("start: bad request (%d): %s", exc.status, exc)
             return exc.answer()
         try:
             # The engine, not job.start(): job.id is shared by every request
             # this instance serves at once.
-            started, created = job.engine.start(args, run_id=run_id)
+            started, created = job.engine.start(args, run_id=run_id,
+                                                callback_url=callback_url)
         except RecordTooLargeError as exc:
             return {"error": str(exc)}, 413
         except (TypeError, ValueError, RecursionError) as exc:
@@ -237,6 +241,20 @@ def make_start(job: "Job") -> Callable[..., Any]:
         return {"run_id": started, "created": created}, 200
 
     return start
+
+
+def _callback_url_of(request: Any) -> str | None:
+    url = request.headers.get(callbacks.CALLBACK_URL_HEADER) or None
+    if url is None:
+        return None
+    try:
+        callbacks.check_start(url)
+    except ValueError as exc:
+        raise HttpError(400, f"{callbacks.CALLBACK_URL_HEADER}: {exc}") from None
+    except ConfigurationError as exc:  # the deployment's fault, not the caller's
+        logger.error("start: a callback was asked for, but %s", exc)
+        raise HttpError(501, f"this deployment cannot sign callbacks: {exc}") from None
+    return url
 
 
 def _run_id_of(request: Any) -> str | None:

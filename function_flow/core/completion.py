@@ -14,7 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from function_flow.core import foreach, leftovers, payloads, transitions
+from function_flow.core import foreach, hooks, leftovers, payloads, transitions
 from function_flow.core.definition import END_TASK_ID, branch_choice
 from function_flow.core.records import Message, TaskRecord, TaskStatus
 from function_flow.core.transitions import Step
@@ -90,8 +90,8 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
                 or task.attempt != attempt:
             return None
         if ok:
-            run = tx.get_run(run_id) \
-                if transitions.ends_run(engine.graph, task, engine.end_record) else None
+            run = tx.get_run(run_id) if hooks.is_hook(task_id) or transitions.ends_run(
+                engine.graph, task, engine.end_record) else None
             step = transitions.succeed(engine.graph, task, run_id, value, now, run=run,
                                        has_end_task=engine.end_record, heir=heir,
                                        chosen=chosen)
@@ -104,6 +104,7 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
             step = transitions.fail(spec, task, run_id, error or "failed", now,
                                     run=run, retry_delay=delay, retry=again,
                                     graph=engine.graph, has_end_task=engine.end_record)
+        hooks.after_hook(step, task_id, run, now)
         step.write_to(tx, run_id)
         if trigger_id is not None:
             tx.delete_trigger(trigger_id)
@@ -234,15 +235,21 @@ def check_join(engine: "Engine", run_id: str, join_id: str,
     and never open a transaction on it, which keeps the join cold. With
     follow=False the committed step is returned for the caller to follow up.
     """
+    if hooks.is_hook(join_id):
+        return None  # a hook is queued by the run's end, never as a join
     progress = engine.store.join_progress(run_id, join_id)
     if progress is None:
         return None
     deps = progress.expected if progress.expected is not None \
         else len(engine.graph.deps_of(join_id))
     # A task the run added (progress.expected set) may have another rule
-    # than its id says: its record, read in the transaction, tells.
-    if progress.expected is None \
-            and not progress.complete(deps, engine.graph.rule_of(join_id)):
+    # than its id says; its record, read in the transaction, tells. Every
+    # rule waits for all dependencies but the early ones, which no task a
+    # run adds has (a foreach's are all_done): until then it is undecided.
+    if progress.expected is not None:
+        if progress.done < deps:
+            return None
+    elif not progress.complete(deps, engine.graph.rule_of(join_id)):
         return None
     if progress.status is not TaskStatus.WAITING:
         return None

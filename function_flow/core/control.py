@@ -36,7 +36,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
-from function_flow.core import leftovers, transitions, waiting
+from function_flow.core import hooks, leftovers, transitions, waiting
 from function_flow.core.definition import END_TASK_ID
 from function_flow.core.records import Message, RunRecord, RunStatus, TaskRecord, TaskStatus
 from function_flow.errors import RunEndedError, RunNotFoundError
@@ -220,9 +220,12 @@ def hold(engine: "Engine", run_id: str, task_id: str, attempt: int) -> str:
     return "held"
 
 
-def cancel(store: "Store", run_id: str, now: float) -> Outcome:
+def cancel(store: "Store", run_id: str, now: float, bus: "Bus | None" = None) -> Outcome:
     """End the run CANCELLED (once), then every unfinished task of it.
 
+    The end queues the run's first hook (core/hooks.py: on_end, the
+    callback), which runs after the sweep: its message goes on `bus`, and
+    without one (the CLI) the poller sends it (the run's hooks are pending).
     A cancel of a run already CANCELLED is refused (RunEndedError), after
     finishing what an earlier cancel that died half way left unfinished.
     """
@@ -241,6 +244,8 @@ def cancel(store: "Store", run_id: str, now: float) -> Outcome:
         raise AssertionError("unreachable")
     logger.info("run %s cancelled", run_id)
     count = cancel_unfinished(store, run_id, now)
+    for message in step.messages if bus is not None else ():
+        bus.publish(message, step.delay)
     return Outcome("cancel", dataclasses.replace(
         run, status=RunStatus.CANCELLED, finished_at=now, error=CANCELLED_ERROR), tasks=count)
 
@@ -251,8 +256,9 @@ def cancel_unfinished(store: "Store", run_id: str, now: float) -> int:
     Each task in its own compare-and-set on its own record (no hot
     document): WAITING, READY, QUEUED and RUNNING alike, whatever its
     attempt; its slot is freed and, for an attempt waiting for an event,
-    its trigger deleted, so a late event finds nothing (the virtual end
-    task, no task of the user's, is left as it is). Found by status
+    its trigger deleted, so a late event finds nothing (function_flow's own
+    records, the virtual end task and the hooks, are left as they are; the
+    hooks run after the end). Found by status
     queries, a batch at a time, so a run of 10,000 tasks is never read
     whole. Another pass finds what a completion that committed while this
     swept may have queued.
@@ -264,7 +270,8 @@ def cancel_unfinished(store: "Store", run_id: str, now: float) -> int:
             done: set[tuple[str, int]] = set()
             while True:
                 batch = [t for t in store.find_tasks(run_id, status, BATCH)
-                         if (t.task_id, t.attempt) not in done and t.task_id != END_TASK_ID]
+                         if (t.task_id, t.attempt) not in done and t.task_id != END_TASK_ID
+                         and not hooks.is_hook(t.task_id)]
                 if not batch:
                     break
                 for task in batch:
@@ -320,7 +327,7 @@ class Controls:
 
     def cancel(self, run_id: str) -> Outcome:
         """End the run CANCELLED, and every task of it that has not finished."""
-        return cancel(self.store, run_id, self.clock())
+        return cancel(self.store, run_id, self.clock(), self.bus)
 
 
 #: The control actions by the name the control endpoint takes (cloud/control.py);

@@ -30,8 +30,8 @@ import traceback
 import uuid
 from typing import Any, Callable, Iterable, Protocol
 
-from function_flow.core import (completion, control, foreach, leftovers, payloads, recovery,
-                                redrive, transitions, versions, waiting, watches)
+from function_flow.core import (completion, control, foreach, hooks, leftovers, payloads,
+                                recovery, redrive, transitions, versions, waiting, watches)
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Request,
@@ -145,14 +145,15 @@ class Engine(control.Controls):
     # ------------------------------------------------------------------ start
 
     def start(self, args: dict[str, Any] | None = None, run_id: str | None = None,
-              owner: str | None = None,
-              source: str | None = None) -> tuple[str, bool]:
+              owner: str | None = None, source: str | None = None,
+              callback_url: str | None = None) -> tuple[str, bool]:
         """Create a run and queue its root tasks. Returns (run_id, created).
 
         With a caller-chosen run id the call is idempotent: when the run
         exists, nothing is written and created is False. Raises TypeError or
-        ValueError for arguments no backend can store.
+        ValueError for arguments no backend can store or a bad callback_url.
         """
+        hook_ids, callback_url = hooks.for_start(self.dag, callback_url)
         run_id = run_id or new_run_id(self.workflow.name)
         args_key = payloads.args_key(run_id)
         args = self.payloads.store("the run's arguments", dict(args or {}), args_key,
@@ -162,8 +163,10 @@ class Engine(control.Controls):
                                                               self.slots)
         if self.end_record:
             records.append(TaskRecord(task_id=END_TASK_ID))
+        records += [TaskRecord(task_id=hook_id) for hook_id in hook_ids]
         run = RunRecord(run_id=run_id, job_name=self.workflow.name, args=args,
                         slots=self.slots, created_at=now, owner=owner, source=source,
+                        hooks=hook_ids or None, callback_url=callback_url,
                         **versions.recorded(self.dag))
         try:
             created = self.store.create_run(run, records, slots)
@@ -257,12 +260,13 @@ class Engine(control.Controls):
             # The claim read only the task: look at the run after it
             # committed. If the run ended meanwhile, the attempt never runs.
             run = self.store.get_run(run_id)
-            if run is None or run.status.is_final:
+            if run is None or (run.status.is_final and not hooks.is_hook(task_id)):
                 leftovers.cancel_claim(self, run_id, task_id, attempt)
                 return f"run_{run.status.value.lower()}" if run else "unknown_run"
             if versions.refused(self, run, step.verdict, task_id, attempt):
                 return "blocked"  # started with a definition this one changes
-            if run.paused_at is not None and step.verdict == "claimed":
+            if run.paused_at is not None and not run.status.is_final \
+                    and step.verdict == "claimed":  # (a hook runs after the end)
                 return control.hold(self, run_id, task_id, attempt)  # resume sends it again
         if step.verdict == "redelivered" or step.verdict == "stale" and step.messages:
             # A duplicate (rare): what it would repeat follows this definition.
@@ -297,8 +301,9 @@ class Engine(control.Controls):
             item = {} if claimed.role != "item" else {
                 "item": self.payloads.load(claimed.item, f"the item of {task_id!r}"),
                 "item_key": claimed.item_key}
-            value = self.executor.run(lambda: self._attempt(run, spec, attempt, item),
-                                      spec.timeout, what)
+            body = hooks.body(self, run, spec) if hooks.is_hook(task_id) \
+                else lambda: self._attempt(run, spec, attempt, item)
+            value = self.executor.run(body, spec.timeout, what)
             if spec.call is not None and spec.call.asynchronous:
                 request = waiting.make_request(run, spec, attempt, value)
                 value = waiting.RemoteAnswer(request.job_id)

@@ -140,7 +140,7 @@ def expand(engine: "Engine", run: RunRecord, spec: TaskSpec, attempt: int) -> An
     if not items:
         return {} if mapping else []
     records = plan(engine, run_id, spec, attempt, keys, items)
-    _add_missing(engine, run_id, records)
+    fresh = _add_missing(engine, run_id, records)
     wait = spec.timeout or DEFAULT_WAIT_SECONDS
 
     def hold(tx: "Transaction") -> bool:
@@ -160,18 +160,22 @@ def expand(engine: "Engine", run: RunRecord, spec: TaskSpec, attempt: int) -> An
 
     if not engine.store.transact(hold, compare_and_set=False):
         return None
-    # Send what is queued. Expanded again (a process died, or `redrive`
-    # restarted the failed items), an item may also wait for nothing but
-    # its turn, which came: decide it as any join.
     step = Step("expanded", fill_slots=bool(engine.slots))
-    found = {t.task_id: t for t in engine.store.get_tasks(
-        run_id, [r.task_id for r in records if r.role == "item"])}
-    for record in found.values():
-        if record.status is TaskStatus.QUEUED:
-            step.messages.append(_message(run_id, record))
-        elif record.status is TaskStatus.WAITING and all(
-                d in found and found[d].status.is_final for d in record.deps or []):
-            step.joins += (record.task_id,)
+    if fresh:  # the plan says what it queued
+        step.messages += [_message(run_id, r) for r in records
+                          if r.status is TaskStatus.QUEUED]
+    else:
+        # Expanded again (a process died, or `redrive` restarted the failed
+        # items): send what is queued, and decide, as any join, an item that
+        # waits for nothing but its turn, which came.
+        found = {t.task_id: t for t in engine.store.get_tasks(
+            run_id, [r.task_id for r in records if r.role == "item"])}
+        for record in found.values():
+            if record.status is TaskStatus.QUEUED:
+                step.messages.append(_message(run_id, record))
+            elif record.status is TaskStatus.WAITING and all(
+                    d in found and found[d].status.is_final for d in record.deps or []):
+                step.joins += (record.task_id,)
     engine.follow_up(run_id, step)
     logger.info("run %s: foreach task %s attempt %d fans out into %d items",
                 run_id, node, attempt, len(items))
@@ -184,24 +188,30 @@ def _message(run_id: str, record: TaskRecord) -> Any:
     return Message(run_id, record.task_id, record.attempt)
 
 
-def _add_missing(engine: "Engine", run_id: str, records: list[TaskRecord]) -> None:
-    """Add the records the run does not have yet, CHUNK per transaction."""
+def _add_missing(engine: "Engine", run_id: str, records: list[TaskRecord]) -> bool:
+    """Add the records the run does not have yet, CHUNK per transaction.
+
+    The first expansion finds none, so it adds before it reads (a read per
+    item saved); only a chunk that already exists in part is read. True if
+    every record was added here (none existed)."""
     from function_flow.core.ports import RecordExistsError
 
+    fresh = True
     for start in range(0, len(records), CHUNK):
-        chunk = records[start:start + CHUNK]
+        chunk = missing = records[start:start + CHUNK]
         for _ in range(3):
-            have = {t.task_id for t in engine.store.get_tasks(run_id,
-                                                              [r.task_id for r in chunk])}
-            missing = [r for r in chunk if r.task_id not in have]
-            if not missing:
-                break
             try:
                 engine.store.transact(lambda tx, m=missing: [tx.add_task(run_id, r)
                                                              for r in m])
                 break
-            except RecordExistsError:
-                continue  # another attempt added some meanwhile: look again
+            except RecordExistsError:  # expanded before, or meanwhile: look
+                fresh = False
+                have = {t.task_id for t in engine.store.get_tasks(
+                    run_id, [r.task_id for r in chunk])}
+                missing = [r for r in chunk if r.task_id not in have]
+                if not missing:
+                    break
+    return fresh
 
 
 def collect(engine: "Engine", run_id: str, node: str, attempt: int) -> str:

@@ -26,8 +26,11 @@ __all__ = ["Dag", "RunGraph", "TaskRecordLike", "END_TASK_ID", "Backoff", "TaskS
 class Dag:
     """An immutable, validated workflow graph plus facts derived from it."""
 
-    def __init__(self, name: str, specs: Iterable[TaskSpec]) -> None:
+    def __init__(self, name: str, specs: Iterable[TaskSpec],
+                 hooks: Iterable[TaskSpec] = ()) -> None:
         self.name = name
+        #: What runs after a run ended, by reserved id (core/hooks.py); not tasks.
+        self.hooks: dict[str, TaskSpec] = {spec.task_id: spec for spec in hooks}
         self.tasks: dict[str, TaskSpec] = {}
         for spec in specs:
             if spec.task_id in self.tasks:
@@ -227,7 +230,7 @@ class RunGraph:
     def spec(self, task_id: str, record: TaskRecordLike | None = None) -> TaskSpec | None:
         """The declared task that `task_id` runs as (None for the end task or unknown ids)."""
         template = getattr(record, "template", None) or task_id
-        return self.dag.tasks.get(template)
+        return self.dag.tasks.get(template) or self.dag.hooks.get(task_id)
 
     def knows(self, task_id: str, record: TaskRecordLike | None = None) -> bool:
         """Whether `task_id` is a task of this run (the end task included)."""

@@ -37,12 +37,14 @@ def retire(engine: "Engine", run_id: str, ended: RunStatus) -> None:
     through another such task), else CANCELLED. Bodies still executing
     finish; their outcome is recorded, and nothing new starts after it.
     """
-    cancel_waits(engine, run_id)
     if ended is RunStatus.SUCCEEDED:
-        return
+        return  # every task ended: nothing waits, nothing is left
+    cancel_waits(engine, run_id)
     every = {t.task_id: t for t in engine.store.get_tasks(run_id)}
+    # Not function_flow's own records: the end task, and hooks (core/hooks.py),
+    # which the run's end has just queued or left waiting for their turn.
     records = [t for t in every.values()
-               if t.task_id != END_TASK_ID and t.status in UNSTARTED]
+               if not t.task_id.startswith("__") and t.status in UNSTARTED]
     if not records:
         return
     position = {task_id: i for i, task_id in enumerate(engine.dag.order)}

@@ -131,13 +131,13 @@ class Store(Protocol):
     def find_free_slots(self, run_id: str, count: int, limit: int) -> list[int]:
         """Up to `limit` free slot numbers among 0..count-1."""
 
-    def list_runs(self, limit: int = 50,
-                  status: RunStatus | None = None) -> list[RunRecord]:
-        """Most recent runs first; with `status`, only runs in that status.
+    def list_runs(self, limit: int = 50, status: RunStatus | None = None,
+                  hooks_pending: bool = False) -> list[RunRecord]:
+        """Most recent runs first; with `status`, only runs in that status;
+        with hooks_pending, only runs whose `hooks_pending` is set (core/hooks.py).
 
-        Filtered by status, the order is unspecified (on Firestore it would
-        need a composite index): the poller wants every live run, not the
-        newest ones.
+        Filtered, the order is unspecified (on Firestore it would need a
+        composite index): the poller wants every such run, not the newest ones.
         """
 
     def get_trigger(self, trigger_id: str) -> Trigger | None:

@@ -14,7 +14,6 @@ import json
 from typing import Any, NamedTuple
 
 
-
 class RunStatus(str, enum.Enum):
     """Status of a run (one execution of a job). Final ones never change."""
 
@@ -85,16 +84,16 @@ class RunRecord:
     #: Where the workflow was defined (the CLI stores the file's absolute
     #: path), so that `function-flow resume RUN_ID` can load it again.
     source: str | None = None
-    #: How many times `redrive` restarted the run (core/redrive.py).
-    redrives: int = 0
+    hooks: list[str] | None = None  # hook ids in order; one to run yet; the callback's URL
+    hooks_pending: bool = False
+    callback_url: str | None = None
+    redrives: int = 0  # how many times `redrive` restarted the run (core/redrive.py)
     #: The fingerprint of each task of the definition the run started with
     #: (JSON text {task: "deps.settings.body"}; `dag_hash` is their hash),
     #: see core/versions.py. Text, not a map: Firestore indexes no subfields.
     task_versions: str | None = None
-    #: Why the deployed definition may not advance the run (it differs in a
-    #: part the run would reach), and that definition's hash; None when not.
-    blocked: str | None = None
-    blocked_by: str | None = None
+    blocked: str | None = None  # why the deployed definition may not advance it (versions.py)
+    blocked_by: str | None = None  # and that definition's hash; None when not blocked
     paused_at: float | None = None  # when paused (None: not), see core/control.py
     resumed_at: float | None = None  # its last resume: an embedded run's process re-sends
 

@@ -16,7 +16,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from function_flow.core import transitions, versions, waiting, watches
+from function_flow.core import hooks, transitions, versions, waiting, watches
 from function_flow.core.definition import END_TASK_ID
 from function_flow.core.records import (JoinProgress, Message, MessageKind, RunRecord,
                                         RunStatus, TaskRecord, TaskStatus, Trigger)
@@ -63,15 +63,19 @@ def poll(engine: "Engine", stale_after: float = POLLER_STALE_AFTER_SECONDS,
         runs = [run for run in engine.store.list_runs(limit=max_runs,
                                                       status=RunStatus.RUNNING)
                 if run.job_name == engine.workflow.name]
+        # Ended runs whose hooks have not all run (core/hooks.py).
+        runs += [run for run in engine.store.list_runs(limit=max_runs, hooks_pending=True)
+                 if run.job_name == engine.workflow.name and hooks.pending(run)]
     else:
         runs = [run for run_id in run_ids
                 if (run := engine.store.get_run(run_id)) is not None
-                and run.status is RunStatus.RUNNING]
+                and (run.status is RunStatus.RUNNING or hooks.pending(run))]
     for run in runs:
         if versions.check(engine, run) is not None:
             report.runs_blocked += 1
         else:
-            recover(engine, run.run_id, stale_after=stale_after)
+            recover(engine, run.run_id, stale_after=stale_after,
+                    only=run.hooks if run.status.is_final else None)
         report.runs_checked += 1
     return report
 
@@ -147,7 +151,7 @@ def resume(engine: "Engine", run_id: str, owner: str | None = None,
     run = engine.store.get_run(run_id)
     if run is None:
         raise RunNotFoundError(run_id)
-    if run.status.is_final:
+    if run.status.is_final and not hooks.pending(run):
         return run
     if run.owner and owner_alive is not None and run.owner != owner \
             and owner_alive(run.owner):
@@ -159,7 +163,8 @@ def resume(engine: "Engine", run_id: str, owner: str | None = None,
         raise RunBlockedError(why)
     if owner is not None:
         engine.store.transact(lambda tx: tx.update_run(run_id, {"owner": owner}))
-    recover(engine, run_id, executors_dead=True)
+    recover(engine, run_id, executors_dead=True,
+            only=run.hooks if run.status.is_final else None)
     return run
 
 
@@ -179,7 +184,7 @@ def retire_leftovers(engine: "Engine", run_id: str) -> None:
 
 
 def recover(engine: "Engine", run_id: str, executors_dead: bool = False,
-            stale_after: float = 0.0) -> None:
+            stale_after: float = 0.0, only: Iterable[str] | None = None) -> None:
     """Find work a crash or a lost message left behind in one run, and redo it.
 
     Safe to call at any time: every step it takes is idempotent. With
@@ -189,12 +194,13 @@ def recover(engine: "Engine", run_id: str, executors_dead: bool = False,
     them, and an approval's token must keep working). A QUEUED task is sent again only
     when it has waited `stale_after` seconds past its due time, so a
     periodic poller does not duplicate messages that are still in flight.
+    `only`: look at these tasks alone (an ended run's hooks).
     """
     now = engine.clock()
     run = engine.store.get_run(run_id)
     # A paused run's queued tasks wait for its resume, which sends them (control.py).
-    paused = run is not None and run.paused_at is not None
-    for task in engine.store.get_tasks(run_id):
+    paused = run is not None and run.paused_at is not None and not run.status.is_final
+    for task in engine.store.get_tasks(run_id, only):
         if not engine.graph.knows(task.task_id, task):
             continue
         if task.status is TaskStatus.QUEUED:
@@ -217,7 +223,8 @@ def recover(engine: "Engine", run_id: str, executors_dead: bool = False,
                 len(engine.graph.deps_of(task.task_id, task)),
                 engine.graph.rule_of(task.task_id, task)):
             engine.check_join(run_id, task.task_id)
-    engine.fill_slots(run_id)
+    if only is None:
+        engine.fill_slots(run_id)
 
 
 def _run_lives(engine: "Engine", run_id: str) -> bool:
@@ -241,6 +248,7 @@ def _requeue_interrupted(engine: "Engine", run_id: str, seen: TaskRecord,
                                        retry_delay=spec.retry_backoff.delay(task.attempt,
                                                                             engine.rng),
                                        graph=engine.graph, has_end_task=engine.end_record)
+        hooks.after_hook(step, task.task_id, run, now)
         step.write_to(tx, run_id)
         if trigger is not None:
             tx.delete_trigger(trigger.trigger_id)

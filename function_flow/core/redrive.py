@@ -24,7 +24,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
-from function_flow.core import versions
+from function_flow.core import hooks, versions
 from function_flow.core.definition import END_TASK_ID
 from function_flow.core.records import RunRecord, RunStatus, TaskRecord, TaskStatus
 from function_flow.core.transitions import Step
@@ -55,6 +55,10 @@ def redrive(engine: "Engine", run_id: str) -> RunRecord:
         raise RedriveRefusedError(
             f"run {run_id} is {run.status.value}: only FAILED or CANCELLED runs can be "
             "redriven" + ("; pause or cancel it first" if not run.status.is_final else ""))
+    if run.hooks_pending:
+        raise RedriveRefusedError(
+            f"run {run_id} ended, but its hooks (on_failure, on_end, callback) are still "
+            "running; redrive it once they are done (function-flow status shows them)")
     tasks = engine.store.get_tasks(run_id)
     allowed, reason = versions.redrive_allowed(run, tasks, engine.dag)
     if not allowed:
@@ -63,8 +67,9 @@ def redrive(engine: "Engine", run_id: str) -> RunRecord:
     # A foreach that runs again counts its items again: its groups and
     # collector (which always end SUCCEEDED, with counts) start over too.
     again_nodes = {t.task_id for t in tasks if t.status is not TaskStatus.SUCCEEDED}
+    # Hooks run again when the run ends again (core/hooks.py).
     kept = {t.task_id for t in tasks if t.status is TaskStatus.SUCCEEDED
-            and t.task_id != END_TASK_ID
+            and t.task_id != END_TASK_ID and not hooks.is_hook(t.task_id)
             and not (t.role in ("group", "collect") and t.template in again_nodes)}
     again = [t for t in tasks if t.task_id not in kept]
     for record in again:

@@ -17,11 +17,9 @@ How a task moves (see docs/design.md for why it is shaped this way):
           |  (blind writes: they read nothing, so they never contend)
           +--> QUEUED again (attempt + 1, after a backoff) or FAILED
   RUNNING --the run had ended when the claim committed--> CANCELLED
-  RUNNING --the run was paused when the claim committed--> QUEUED, same attempt
   WAITING --its trigger rule decided it does not run--> SKIPPED or UPSTREAM_FAILED
           |  which is written into its dependents like any final outcome
           +--the run ended first--> CANCELLED (or UPSTREAM_FAILED, see leftovers.py)
-  any unfinished status --the run was cancelled--> CANCELLED (core/control.py)
 
 `redrive` (redrive.py) is outside this table: it rewrites the records of
 an ended run's unfinished tasks whole, as WAITING, before reopening it.
@@ -32,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from function_flow.core import hooks
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import RunGraph
 from function_flow.core.records import (JoinProgress, Message, RunRecord, RunStatus,
@@ -230,10 +229,14 @@ def end_run_with_tasks(step: Step, run: RunRecord | None, now: float) -> None:
     A failure in a run that does not fail fast leaves its reason on the run
     record (see `fail`), so the end needs no scan of the tasks.
     """
-    if run is None or run.status is not RunStatus.RUNNING:
-        return
-    status = RunStatus.FAILED if run.error else RunStatus.SUCCEEDED
-    step.run(status=status.value, finished_at=now)
+    if run is not None and run.status is RunStatus.RUNNING:
+        end(step, run, RunStatus.FAILED if run.error else RunStatus.SUCCEEDED, now)
+
+
+def end(step: Step, run: RunRecord, status: RunStatus, now: float, **fields: Any) -> None:
+    """The one way a step ends a run; its hooks are queued in that commit (hooks.py)."""
+    step.run(status=status.value, finished_at=now, **fields,
+             **hooks.on_end(step, run, status, now))
     step.run_ended = status
 
 
@@ -296,9 +299,7 @@ def fail(spec: TaskSpec, task: TaskRecord, run_id: str, error: str, now: float, 
         first_line = error.strip().splitlines()[-1] if error.strip() else "failed"
         reason = f"task {task.task_id!r} failed: {first_line}"
         if ends or graph.dag.fails_fast:
-            step.run(status=RunStatus.FAILED.value, finished_at=now,
-                     error=run.error or reason)
-            step.run_ended = RunStatus.FAILED
+            end(step, run, RunStatus.FAILED, now, error=run.error or reason)
         elif not run.error:
             step.run(error=reason)
     return step
@@ -420,8 +421,8 @@ def end_run(run: RunRecord | None, status: RunStatus, error: str | None,
     """End a RUNNING run from outside (cancellation, cleanup of stuck runs)."""
     if run is None or run.status is not RunStatus.RUNNING:
         return None
-    step = Step("ended", run_ended=status)
-    step.run(status=status.value, finished_at=now, error=error)
+    step = Step("ended")
+    end(step, run, status, now, error=error)
     return step
 
 

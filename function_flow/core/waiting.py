@@ -121,12 +121,12 @@ def await_event(engine: "Engine", run_id: str, task_id: str, spec: TaskSpec, att
     recorded = engine.store.transact(record)
     if recorded:
         # The wait read only the task: if the run ended meanwhile, nothing
-        # would ever end this wait (completion.cancel_waits ran before it).
+        # would ever end this wait (leftovers.cancel_waits ran before it).
         run = engine.store.get_run(run_id)
         if run is None or run.status.is_final:
-            from function_flow.core import completion
+            from function_flow.core import leftovers
 
-            completion.cancel_waits(engine, run_id)
+            leftovers.cancel_waits(engine, run_id)
             return False
     if recorded and engine.lease_check_messages:
         engine.bus.publish(Message(run_id, task_id, attempt, MessageKind.CHECK_LEASE), lease)

@@ -67,12 +67,19 @@ def post(what: str, url: str, request: Request, *, headers: dict[str, str] | Non
     (requests would turn the POST into a GET): a 3xx is an answer, and
     result_of fails it. The body is read up to MAX_ANSWER_BYTES.
     """
+    return post_bytes(what, url, payload(request), request.run_id, headers=headers,
+                      auth=auth, timeout=timeout)
+
+
+def post_bytes(what: str, url: str, data: bytes, run_id: str, *,
+               headers: dict[str, str] | None = None,
+               auth: tuple[str, str] | None = None, timeout: float) -> Answer:
+    """POST JSON `data` as `post` does (also the completion callback's POST)."""
     import requests
 
-    sent = {"Content-Type": "application/json", RUN_ID_HEADER: request.run_id,
-            **(headers or {})}
+    sent = {"Content-Type": "application/json", RUN_ID_HEADER: run_id, **(headers or {})}
     try:
-        with requests.post(url, data=payload(request), headers=sent, auth=auth,
+        with requests.post(url, data=data, headers=sent, auth=auth,
                            timeout=timeout, allow_redirects=False, stream=True) as response:
             body = _read(response, what)
             return Answer(response.status_code, response.headers, body)

@@ -303,10 +303,14 @@ class FirestoreStore(FirestoreContext):
         return [n for n in range(count) if n not in taken][:max(0, limit)]
 
     @_translated
-    def list_runs(self, limit: int = 50,
-                  status: RunStatus | None = None) -> list[RunRecord]:
-        if status is not None:  # no order_by: that would need a composite index
-            query = self._runs().where(filter=FieldFilter("status", "==", status.value))
+    def list_runs(self, limit: int = 50, status: RunStatus | None = None,
+                  hooks_pending: bool = False) -> list[RunRecord]:
+        if status is not None or hooks_pending:  # no order_by: a composite index
+            query = self._runs()
+            if status is not None:
+                query = query.where(filter=FieldFilter("status", "==", status.value))
+            if hooks_pending:
+                query = query.where(filter=FieldFilter("hooks_pending", "==", True))
         else:
             query = self._runs().order_by("created_at", direction=firestore.Query.DESCENDING)
         return [RunRecord.from_dict(decode(s.to_dict()))

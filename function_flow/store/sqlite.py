@@ -350,9 +350,14 @@ class SqliteStore(SqliteContext):
             (run_id,)).fetchall()}
         return [s for s in range(count) if s not in taken][:limit]
 
-    def list_runs(self, limit: int = 50,
-                  status: RunStatus | None = None) -> list[RunRecord]:
-        if status is None:
+    def list_runs(self, limit: int = 50, status: RunStatus | None = None,
+                  hooks_pending: bool = False) -> list[RunRecord]:
+        if hooks_pending:  # rare, and a scan: the poller's only
+            rows = self._connection().execute(
+                "SELECT data FROM runs WHERE json_extract(data, '$.hooks_pending') "
+                + ("AND status = ? " if status else "") + "LIMIT ?",
+                ((status.value,) if status else ()) + (limit,)).fetchall()
+        elif status is None:
             rows = self._connection().execute(
                 "SELECT data FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
         else:

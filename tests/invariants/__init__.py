@@ -15,6 +15,8 @@ oracle's verdict. Read the modules in this order:
 - oracle.py: the commit-ordered recorder, checking every commit against
   core.transitions.LEGAL_TRANSITIONS and the parallelism bound.
 - final_checks.py: what must hold once the run has ended.
+- hook_checks.py: the on_failure and on_end hooks a scenario may add: once
+  each, after the run ended, in order.
 - runner.py: delivers messages, crashes, plays the poller (engine.poll).
 - properties.py: the properties themselves, shared by every store's tests,
   and the engines with planted bugs that the harness must catch.

@@ -14,9 +14,11 @@ from __future__ import annotations
 import collections
 from typing import TYPE_CHECKING, Any
 
+from function_flow.core import hooks
 from function_flow.core.graph import END_TASK_ID
 from function_flow.core.records import RunStatus, TaskStatus
 
+from . import hook_checks
 from .oracle import CONTROL, F, Q, R, S, SK, UF
 from .scenario import MODULUS, descendants, model_outcomes, task_name
 from .workflow import EARLY_RULES
@@ -49,10 +51,11 @@ def check(h: "Harness") -> list[str]:
               and RunStatus(u[2]["status"]).is_final]
     if len(finals) != 1:
         problems.append(f"run final status written {len(finals)} times: {finals}")
+    # Only its hooks' progress (hook_checks.py), pause and resume, and, where
+    # the run goes on after a failure, a note of its first failure, once.
     notes = [u for u in rec.run_updates if "status" not in u[2]
-             and not set(u[2]) <= {"paused_at", "resumed_at"}]  # pause and resume
+             and set(u[2]) != {"hooks_pending"} and not set(u[2]) <= {"paused_at", "resumed_at"}]
     if len(notes) > (0 if dag.fails_fast else 1) or any(set(u[2]) != {"error"} for u in notes):
-        # A run that does not fail fast notes its first failure, once.
         problems.append(f"run record written besides its final status: {rec.run_updates}")
     if rec.final_status is not None and run.status is not rec.final_status:
         problems.append(f"run status {run.status.value} differs from the final status "
@@ -170,6 +173,7 @@ def check(h: "Harness") -> list[str]:
                             f"{rec.slot_holder}")
 
     problems.extend(_check_writers(h, records))
+    problems.extend(hook_checks.check(h))
     return problems
 
 
@@ -179,6 +183,8 @@ def _check_writers(h: "Harness", records: dict[str, Any]) -> list[str]:
     sc, rec, dag = h.scenario, h.recorder, h.dag
     names = set(dag.tasks)
     for key, actors in rec.writers.items():
+        if key[0] == "task" and hooks.is_hook(key[1]):
+            continue  # queued by the run's end or the hook before: hook_checks.py
         if key[0] == "task":
             t = key[1]
             allowed = {t} | (set(dag.end_deps) if t == END_TASK_ID else set(dag.tasks[t].deps))
@@ -201,8 +207,9 @@ def _check_writers(h: "Harness", records: dict[str, Any]) -> list[str]:
         elif key[0] == "run":
             # The task that ends the run; and, where the run goes on after a
             # failure, the first task that failed (it notes the failure);
-            # besides control actions (pause, resume, cancel).
-            if len(actors - {CONTROL}) > (1 if dag.fails_fast else 2):
+            # besides hooks and control actions (pause, resume, cancel).
+            actors = {a for a in actors if not hooks.is_hook(a)} - {CONTROL}
+            if len(actors) > (1 if dag.fails_fast else 2):
                 problems.append(f"run record written by {sorted(actors)}")
         else:
             slot = key[1]

@@ -24,10 +24,12 @@ import dataclasses
 import threading
 from typing import Any, Iterable
 
+from function_flow.core import hooks
 from function_flow.core.graph import END_TASK_ID, Dag
 from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.core.transitions import LEGAL_TRANSITIONS
 
+from . import hook_checks
 from .scenario import Scenario
 
 W, RD, Q, R = TaskStatus.WAITING, TaskStatus.READY, TaskStatus.QUEUED, TaskStatus.RUNNING
@@ -116,9 +118,12 @@ class Recorder:
             heirs = {w[1] for w in writes if w[0] == "task" and "slot" in w[2]
                      and w[2].get("status") == Q.value and self.status.get(w[1]) is RD
                      and not any(k.startswith("deps_done.") for k in w[2])}
+            # The commit that ends the run, or a hook, also queues the next hook.
+            queued_hooks = hook_checks.side_writes(self.status, writes)
             actors = [w[1] for w in writes if w[0] == "task" and w[1] not in heirs
+                      and w[1] not in queued_hooks
                       and not any(k.startswith("deps_done.") for k in w[2])] or sorted(heirs)
-            if not actors and all(w[0] == "run" for w in writes):
+            if not actors and all(w[0] == "run" or w[1] in queued_hooks for w in writes):
                 actors = [CONTROL]  # pause, resume, or the end of a cancelled run
             if len(actors) != 1 or len(heirs) > 1:
                 self.violations.append(
@@ -204,7 +209,7 @@ class Recorder:
             self.final_seq, self.final_status = seq, RunStatus(fields["status"])
             if self.final_status in (RunStatus.FAILED, RunStatus.CANCELLED):
                 self.failed_seq = seq
-        elif self.final_seq is not None:
+        elif self.final_seq is not None and set(fields) != {"hooks_pending"}:
             self.violations.append(f"commit {seq}: run record written after it ended: {fields}")
 
     def _slot_write(self, actor: str, slot: int, holder: str | None) -> None:
@@ -216,7 +221,8 @@ class Recorder:
             self.slot_holders_ever[slot].add(holder)
 
     def _check_parallelism(self, seq: int) -> None:
-        running = [t for t, s in self.status.items() if s is R]
+        # Hooks run after the run's end and take no slot (core/hooks.py).
+        running = [t for t, s in self.status.items() if s is R and not hooks.is_hook(t)]
         self.max_running_records = max(self.max_running_records, len(running))
         if len(running) > self.scenario.max_parallel:
             self.violations.append(

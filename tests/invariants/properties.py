@@ -17,7 +17,7 @@ from unittest import mock
 
 from hypothesis import event
 
-from function_flow.core import completion
+from function_flow.core import completion, hooks
 from function_flow.core.engine import Engine
 from function_flow.core.graph import Dag, make_spec
 from function_flow.core.records import RunStatus
@@ -147,6 +147,15 @@ def catches_a_claim_that_ignores_a_pause(stores: StoreFactory) -> None:
     assert any("started while the run is paused" in p for p in problems), problems
 
 
+def catches_a_hook_never_queued(stores: StoreFactory) -> None:
+    """An engine that forgets to queue on_end once on_failure has ended."""
+    scenario = Scenario(deps=[[], [0]], max_parallel=1, retries=[0, 0],
+                        fail_attempts={1: frozenset({1})}, seed=5, hooks=True)
+    with mock.patch.object(hooks, "after_hook", lambda *args: None):
+        harness, problems = run_scenario(scenario, Engine, stores)
+    assert any("__on_end__ ended WAITING" in p for p in problems), problems
+
+
 PLANTED_BUGS = [catches_ignored_max_parallel_tasks, catches_a_forgotten_dependency,
                 catches_slots_never_refilled, catches_skipped_retries,
-                catches_a_claim_that_ignores_a_pause]
+                catches_a_claim_that_ignores_a_pause, catches_a_hook_never_queued]

@@ -30,14 +30,14 @@ import threading
 import traceback
 from typing import Any, Callable
 
-from function_flow.core import control
+from function_flow.core import control, hooks
 from function_flow.core.engine import Engine
 from function_flow.core.graph import END_TASK_ID
 from function_flow.core.records import MessageKind, RunStatus, TaskStatus
 from function_flow.core.recovery import POLLER_STALE_AFTER_SECONDS
 from function_flow.errors import RunEndedError
 
-from . import final_checks
+from . import final_checks, hook_checks
 from .fakes import Crasher, FakeClock, Pending, PoolBus, RecordingStore, SimulatedCrash
 from .oracle import R, Recorder
 from .scenario import LEASE, Scenario, build_dag
@@ -53,7 +53,9 @@ class Harness:
         self.scenario = scenario
         self.rng = random.Random(scenario.seed)
         self.clock = FakeClock()
-        self.dag = build_dag(scenario)
+        #: Hook bodies that ran: (hook id, attempt) -> what happened (hook_checks.py).
+        self.hook_bodies: dict[tuple[str, int], dict[str, Any]] = {}
+        self.dag = build_dag(scenario, hook_checks.hook_specs(self) if scenario.hooks else ())
         self.workflow = HarnessWorkflow(self, self.dag, scenario.max_parallel)
         self.crasher = Crasher(scenario.crash_ops)
         self.bus = PoolBus(self.clock, self.crasher)
@@ -295,7 +297,8 @@ class Harness:
             self._drain_sequential()
 
     def _check_store_parallelism(self) -> None:
-        running = self.raw_store.find_tasks(self.run_id, TaskStatus.RUNNING, 10_000)
+        running = [t for t in self.raw_store.find_tasks(self.run_id, TaskStatus.RUNNING,
+                                                        10_000) if not hooks.is_hook(t.task_id)]
         if len(running) > self.scenario.max_parallel:
             self.recorder.violation(
                 f"store shows {len(running)} RUNNING tasks after a delivery, "
@@ -311,6 +314,12 @@ class Harness:
         run = self.raw_store.get_run(self.run_id)
         assert run is not None
         return run.status
+
+    def done(self) -> bool:
+        """The run ended, and its hooks too."""
+        run = self.raw_store.get_run(self.run_id)
+        assert run is not None
+        return run.status.is_final and not run.hooks_pending
 
     def execute(self) -> None:
         """Start the run and deliver until it has ended and every message is spent."""
@@ -331,9 +340,10 @@ class Harness:
             self._drain()
             if self._take_controls(every=True):
                 continue  # planned for later than the run's deliveries reached
-            if self.run_status().is_final:
+            if self.done():
                 break
-            if self.raw_store.get_run(self.run_id).paused_at is not None \
+            if not self.run_status().is_final \
+                    and self.raw_store.get_run(self.run_id).paused_at is not None \
                     and resumes <= len(self.scenario.controls) + self.crash_count():
                 # Nothing moves in a paused run: its person resumes it.
                 resumes += 1

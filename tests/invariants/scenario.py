@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from function_flow.core.graph import Backoff, Dag, make_spec
+from typing import Iterable
+
+from function_flow.core.graph import Backoff, Dag, TaskSpec, make_spec
 
 #: Lease of every attempt (the task timeout), in fake seconds.
 LEASE = 50.0
@@ -59,6 +61,11 @@ class Scenario:
     rules: list[str] = dataclasses.field(default_factory=list)
     #: branch task index -> the dependents (indices) its body chooses
     branches: dict[int, frozenset[int]] = dataclasses.field(default_factory=dict)
+    #: the job has on_failure and on_end hooks (core/hooks.py): each must run
+    #: once, after the run ended (hook_checks.py); hook_fails: on_failure's
+    #: first attempt raises (it has one retry)
+    hooks: bool = False
+    hook_fails: bool = False
     #: (delivery step, "pause" | "resume" | "cancel"): control actions
     #: (core/control.py) taken when the run reaches that many deliveries; a
     #: run left paused when nothing is left to deliver is resumed.
@@ -76,13 +83,13 @@ class Scenario:
         return self.rules[index] if self.rules else "all_success"
 
 
-def build_dag(scenario: Scenario) -> Dag:
+def build_dag(scenario: Scenario, hook_specs: Iterable[TaskSpec] = ()) -> Dag:
     backoff = Backoff(initial=1.0, maximum=8.0, multiplier=2.0)
     specs = [make_spec(task_name(i), [task_name(d) for d in deps], None,
                        retries=scenario.retries[i], retry_backoff=backoff, timeout=LEASE,
                        trigger_rule=scenario.rule(i), branch=i in scenario.branches)
              for i, deps in enumerate(scenario.deps)]
-    return Dag("prop", specs)
+    return Dag("prop", specs, hooks=hook_specs)
 
 
 #: What Airflow's documentation says each rule needs, once every upstream

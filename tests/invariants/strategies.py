@@ -87,6 +87,8 @@ def scenarios(draw: st.DrawFn, *, failures: bool = True, crashes: bool = False,
         controls=tuple(sorted(draw(st.lists(
             st.tuples(st.integers(0, 4 * n + 10), CONTROL_ACTIONS), min_size=1,
             max_size=4)))) if controls else ())
+    scenario.hooks = draw(st.booleans())
+    scenario.hook_fails = scenario.hooks and draw(st.booleans())
     return scenario
 
 

@@ -1,0 +1,368 @@
+"""The completion callback: POSTed, signed, retried until a 2xx, once per run.
+
+The receiver is a real HTTP server on 127.0.0.1 (callback_receiver.py) that
+checks every signature as a receiver would. Runs are driven through the
+real engine on both stores, through the embedded backend, the command
+line, and the `start` function (a Flask request here; through
+functions-framework and Pub/Sub on the emulators in test_callbacks_e2e.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import flask
+import pytest
+
+from function_flow import backends, signing, tasks
+from function_flow.cloud import functions
+from function_flow.core import hooks
+from function_flow.core.engine import Engine
+from function_flow.core.records import RunStatus, TaskStatus
+from function_flow.errors import ConfigurationError
+
+from callback_receiver import Receiver
+from test_cli import flow, run_id_of, workflow
+from test_run_graph import Outbox
+
+KEY = "0123456789abcdef0123456789abcdef-test-key"
+
+
+@pytest.fixture
+def receiver_for(monkeypatch):
+    """Make receivers answering a script of statuses; the key and a fast backoff set."""
+    monkeypatch.setenv("FUNCTION_FLOW_HMAC_KEY", KEY)
+    monkeypatch.setenv("FUNCTION_FLOW_CALLBACK_BACKOFF", "0.01")
+    made = []
+
+    def make(*statuses: int) -> Receiver:
+        receiver = Receiver(list(statuses), KEY)
+        made.append(receiver)
+        return receiver
+
+    yield make
+    for receiver in made:
+        receiver.close()
+
+
+def two_step(fail: bool = False) -> tasks.Job:
+    job = tasks.Job("called_back")
+    job.task(task_id="a")(lambda **_: {"rows": 3})
+    if fail:
+        job.task(task_id="b", deps=["a"])(boom)
+    else:
+        job.task(task_id="b", deps=["a"])(lambda **_: "done")
+    return job
+
+
+def boom(**_):
+    raise RuntimeError("b broke")
+
+
+class DelayedOutbox(Outbox):
+    """Keeps each message's delay, so drain() can honour a retry's backoff."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delays: list[float] = []
+
+    def publish(self, message, delay: float = 0.0) -> None:
+        super().publish(message, delay)
+        self.delays.append(delay)
+
+
+def drain(engine: Engine, bus: DelayedOutbox, limit: int = 200) -> None:
+    while bus.sent and limit:
+        limit -= 1
+        message, delay = bus.sent.pop(0), bus.delays.pop(0)
+        time.sleep(min(delay, 1.0))
+        engine.handle(message)
+
+
+def callback_record(store, run_id: str):
+    return store.get_tasks(run_id, [hooks.CALLBACK])[0]
+
+
+def test_the_callback_is_retried_until_it_gets_a_2xx_and_every_post_is_signed(
+        store, receiver_for) -> None:
+    receiver = receiver_for(500, 500, 200)
+    bus = DelayedOutbox()
+    engine = Engine(two_step(), store, bus, lease_check_messages=False)
+    run_id, _ = engine.start({"day": "monday"}, callback_url=receiver.url)
+    drain(engine, bus)
+    posts = receiver.wait_for(3)
+    assert len(posts) == 3 and [p["answered"] for p in posts] == [500, 500, 200]
+    assert all(p["signature"] == "ok" for p in posts)
+    assert all(p["headers"]["X-Function-Flow-Run-Id"] == run_id for p in posts)
+    body = posts[-1]["body"]
+    run = engine.run_status(run_id)
+    assert body == {"run_id": run_id, "job": "called_back", "status": "SUCCEEDED",
+                    "error": None, "results": {"b": "done"}, "failed_tasks": [],
+                    "created_at": run.created_at, "finished_at": run.finished_at}
+    record = callback_record(store, run_id)
+    assert (record.status, record.attempt) == (TaskStatus.SUCCEEDED, 3)
+    assert record.result == {"delivered": True, "status_code": 200}
+    assert not run.hooks_pending and run.callback_url == receiver.url
+    # Late duplicates of every message post nothing more.
+    assert len(receiver.posts) == 3
+
+
+def test_a_failed_run_reports_its_error_after_its_hooks(store, receiver_for) -> None:
+    receiver = receiver_for(200)
+    job = two_step(fail=True)
+    ran = []
+    job.on_failure(lambda run: ran.append("on_failure"))
+    job.on_end(lambda run: ran.append("on_end"))
+    bus = DelayedOutbox()
+    engine = Engine(job, store, bus, lease_check_messages=False)
+    run_id, _ = engine.start({}, callback_url=receiver.url)
+    drain(engine, bus)
+    body = receiver.wait_for(1)[0]["body"]
+    assert (body["status"], body["failed_tasks"], body["results"]) == ("FAILED", ["b"], {})
+    assert body["error"] == "task 'b' failed: RuntimeError: b broke"
+    assert ran == ["on_failure", "on_end"]
+    records = {t.task_id: t for t in store.get_tasks(run_id)}
+    # The callback went after the hooks had ended.
+    assert records[hooks.ON_END].finished_at <= records[hooks.CALLBACK].started_at
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 302])
+def test_a_receiver_that_refuses_the_callback_is_not_asked_again(
+        store, receiver_for, status) -> None:
+    receiver = receiver_for(status, 200)
+    bus = DelayedOutbox()
+    engine = Engine(two_step(), store, bus, lease_check_messages=False)
+    run_id, _ = engine.start({}, callback_url=receiver.url)
+    drain(engine, bus)
+    assert len(receiver.wait_for(1)) == 1
+    record = callback_record(store, run_id)
+    assert (record.status, record.attempt) == (TaskStatus.FAILED, 1)
+    assert f"answered HTTP {status}" in record.error and "not sent again" in record.error
+    run = engine.run_status(run_id)
+    assert (run.status, run.hooks_pending) == (RunStatus.SUCCEEDED, False)
+
+
+@pytest.mark.parametrize("status", [408, 429, 503])
+def test_busy_or_timed_out_answers_are_retried(store, receiver_for, status) -> None:
+    receiver = receiver_for(status, 204)
+    bus = DelayedOutbox()
+    engine = Engine(two_step(), store, bus, lease_check_messages=False)
+    run_id, _ = engine.start({}, callback_url=receiver.url)
+    drain(engine, bus)
+    assert [p["answered"] for p in receiver.wait_for(2)] == [status, 204]
+    assert callback_record(store, run_id).status is TaskStatus.SUCCEEDED
+
+
+def test_an_unreachable_receiver_is_retried_as_many_times_as_configured(
+        store, receiver_for, monkeypatch) -> None:
+    monkeypatch.setenv("FUNCTION_FLOW_CALLBACK_ATTEMPTS", "3")
+    receiver = receiver_for(200)
+    receiver.close()  # nobody listens there any more
+    bus = DelayedOutbox()
+    engine = Engine(two_step(), store, bus, lease_check_messages=False)
+    run_id, _ = engine.start({}, callback_url=receiver.url)
+    drain(engine, bus)
+    record = callback_record(store, run_id)
+    assert (record.status, record.attempt) == (TaskStatus.FAILED, 3)
+    assert "cannot reach the callback to" in record.error
+    assert not engine.run_status(run_id).hooks_pending
+
+
+def test_the_callback_sends_a_large_result_by_reference(tmp_path, receiver_for,
+                                                         monkeypatch) -> None:
+    monkeypatch.setenv("FUNCTION_FLOW_INLINE_LIMIT_BYTES", "1000")
+    receiver = receiver_for(200)
+    job = tasks.Job("large_result")
+    job.task(task_id="big")(lambda **_: "x" * 5000)
+    job.use_backend(backends.embedded(str(tmp_path / "ff.db")))
+    run_id = job.start({}, callback_url=receiver.url)
+    job.wait(run_id, timeout=60)
+    result = receiver.wait_for(1)[0]["body"]["results"]["big"]
+    blob = result["function_flow_blob"]
+    assert blob["bytes"] == 5002 and blob["location"]
+    assert json.loads(open(blob["location"]).read()) == "x" * 5000
+
+
+def test_job_wait_returns_once_the_callback_was_delivered(tmp_path, receiver_for) -> None:
+    receiver = receiver_for(500, 200)
+    job = two_step().use_backend(backends.embedded(str(tmp_path / "ff.db")))
+    run_id = job.start({}, callback_url=receiver.url)
+    run = job.wait(run_id, timeout=60)
+    assert run.status is RunStatus.SUCCEEDED and not run.hooks_pending
+    assert len(receiver.posts) == 2
+
+
+# ------------------------------------------------------------- bad input
+
+
+def test_a_start_with_a_bad_callback_url_or_no_key_is_refused(tmp_path, monkeypatch) -> None:
+    job = two_step().use_backend(backends.embedded(str(tmp_path / "ff.db")))
+    monkeypatch.setenv("FUNCTION_FLOW_HMAC_KEY", KEY)
+    for url in ("ftp://example.com/x", "example.com/hook", "http://", "", 42):
+        with pytest.raises(ValueError, match="callback_url must be an http"):
+            job.start({}, callback_url=url)
+    monkeypatch.delenv("FUNCTION_FLOW_HMAC_KEY")
+    with pytest.raises(ConfigurationError, match="FUNCTION_FLOW_HMAC_KEY is not set"):
+        job.start({}, callback_url="https://example.com/hook")
+    monkeypatch.setenv("FUNCTION_FLOW_HMAC_KEY", "short")
+    with pytest.raises(ConfigurationError, match="use at least 32 random characters"):
+        job.start({}, callback_url="https://example.com/hook")
+    assert job.engine.store.list_runs() == []  # nothing was started
+
+
+def test_a_callback_that_cannot_be_signed_when_it_is_sent_is_retried(
+        store, receiver_for, monkeypatch) -> None:
+    """The key was set where the run started but not where it ended: the callback
+    fails with what to do, and is sent once the key is there."""
+    receiver = receiver_for(200)
+    bus = DelayedOutbox()
+    engine = Engine(two_step(), store, bus, lease_check_messages=False)
+    run_id, _ = engine.start({}, callback_url=receiver.url)
+    monkeypatch.delenv("FUNCTION_FLOW_HMAC_KEY")
+    while bus.sent and not (bus.sent[0].task_id == hooks.CALLBACK
+                            and bus.sent[0].attempt == 2):
+        drain(engine, bus, limit=1)
+    record = callback_record(store, run_id)
+    assert record.status is TaskStatus.QUEUED
+    assert "cannot sign the callback" in record.error and "FUNCTION_FLOW_HMAC_KEY" in record.error
+    monkeypatch.setenv("FUNCTION_FLOW_HMAC_KEY", KEY)
+    drain(engine, bus)
+    assert receiver.wait_for(1)[0]["signature"] == "ok"
+
+
+def test_signatures_of_changed_old_or_foreign_requests_do_not_verify() -> None:
+    body = b'{"run_id": "r"}'
+    headers = signing.sign(body, KEY, timestamp=1_000_000)
+    signing.verify(body, headers, KEY, now=1_000_100)
+    with pytest.raises(signing.SignatureError, match="does not match"):
+        signing.verify(body + b" ", headers, KEY, now=1_000_100)
+    with pytest.raises(signing.SignatureError, match="does not match"):
+        signing.verify(body, headers, KEY[::-1], now=1_000_100)
+    moved = dict(headers, **{signing.TIMESTAMP_HEADER: "1000050"})  # replayed "now"
+    with pytest.raises(signing.SignatureError, match="does not match"):
+        signing.verify(body, moved, KEY, now=1_000_100)
+    with pytest.raises(signing.SignatureError, match="replay"):
+        signing.verify(body, headers, KEY, now=1_000_000 + 301)
+    with pytest.raises(signing.SignatureError, match="not signed"):
+        signing.verify(body, {}, KEY)
+    lower = {k.lower(): v for k, v in headers.items()}
+    signing.verify(body, lower, KEY, now=1_000_000)
+
+
+# ----------------------------------------------------- the start function
+
+
+FLASK_APP = flask.Flask("callback-tests")
+
+
+def test_the_start_function_takes_the_callback_url_from_a_header(tmp_path,
+                                                                  receiver_for) -> None:
+    receiver = receiver_for(200)
+    job = two_step().use_backend(backends.embedded(str(tmp_path / "ff.db")))
+    start = functions.make_start(job)
+    header = {"X-Function-Flow-Callback-Url": receiver.url}
+    with FLASK_APP.test_request_context("/", method="POST", json={"x": 1}, headers=header):
+        answer, status = start(flask.request)
+    assert status == 200, answer
+    run = job.wait(answer["run_id"], timeout=60)
+    assert run.callback_url == receiver.url and run.args == {"x": 1}
+    assert receiver.wait_for(1)[0]["body"]["run_id"] == answer["run_id"]
+    bad = {"X-Function-Flow-Callback-Url": "file:///etc/passwd"}
+    with FLASK_APP.test_request_context("/", method="POST", json={}, headers=bad):
+        answer, status = start(flask.request)
+    assert status == 400 and "X-Function-Flow-Callback-Url" in answer["error"]
+
+
+def test_the_start_function_says_when_the_deployment_cannot_sign(tmp_path,
+                                                                  monkeypatch) -> None:
+    monkeypatch.delenv("FUNCTION_FLOW_HMAC_KEY", raising=False)
+    job = two_step().use_backend(backends.embedded(str(tmp_path / "ff.db")))
+    start = functions.make_start(job)
+    header = {"X-Function-Flow-Callback-Url": "https://example.com/hook"}
+    with FLASK_APP.test_request_context("/", method="POST", json={}, headers=header):
+        answer, status = start(flask.request)
+    assert status == 501 and "FUNCTION_FLOW_HMAC_KEY" in answer["error"]
+    assert job.engine.store.list_runs() == []
+
+
+# ---------------------------------------------------------- command line
+
+
+def test_run_with_callback_url_delivers_it_and_status_says_so(tmp_path,
+                                                              receiver_for) -> None:
+    # Retries that take longer than the command's grace for busy tasks: it
+    # waits for the callback, saying what happens meanwhile.
+    receiver = receiver_for(500, 500, 500, 200)
+    env = {"FUNCTION_FLOW_HMAC_KEY": KEY, "FUNCTION_FLOW_CALLBACK_BACKOFF": "1"}
+    result = flow(tmp_path, "run", workflow("hooked"), "--arg", "fail=true",
+                  "--callback-url", receiver.url, env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    out = result.stdout
+    assert "ALERT" in out and "CLEAN UP FAILED" in out
+    assert f"callback to {receiver.url}: not delivered yet: attempt 1 failed: " in out
+    assert f"callback to {receiver.url}: delivered (HTTP 200, attempt 4)" in out
+    assert [p["answered"] for p in receiver.posts] == [500, 500, 500, 200]
+    run_id = run_id_of(out)
+    status = flow(tmp_path, "status", run_id, env=env)
+    assert "on_failure: SUCCEEDED (attempt 1)" in status.stdout
+    assert "on_end: SUCCEEDED (attempt 1)" in status.stdout
+    assert f"callback to {receiver.url}: delivered (HTTP 200, attempt 4)" in status.stdout
+    assert "__" not in status.stdout.split("hooks:")[0]  # no hook rows among the tasks
+
+
+def test_status_says_when_the_callback_was_refused(tmp_path, receiver_for) -> None:
+    receiver = receiver_for(403)
+    env = {"FUNCTION_FLOW_HMAC_KEY": KEY}
+    result = flow(tmp_path, "run", workflow("hooked"), "--callback-url", receiver.url,
+                  env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    status = flow(tmp_path, "status", run_id_of(result.stdout), env=env).stdout
+    assert f"callback to {receiver.url}: not delivered after 1 attempt(s): " in status
+    assert "answered HTTP 403" in status and "not sent again" in status
+
+
+def test_run_refuses_a_callback_it_cannot_sign_in_one_line(tmp_path) -> None:
+    result = flow(tmp_path, "run", workflow("hooked"), "--callback-url",
+                  "https://example.com/hook")
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "FUNCTION_FLOW_HMAC_KEY is not set" in lines[0], lines
+    bad = flow(tmp_path, "run", workflow("hooked"), "--callback-url", "mailto:me",
+               env={"FUNCTION_FLOW_HMAC_KEY": KEY})
+    assert bad.returncode == 2 and "callback_url must be an http" in bad.stderr
+
+
+def test_resume_delivers_the_callback_of_a_run_whose_process_was_killed(
+        tmp_path, receiver_for) -> None:
+    """The run ended and its callback was being retried when its process died
+    (kill -9): `function-flow resume` picks the callback up where it was."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    receiver = receiver_for(500)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FUNCTION_FLOW_")}
+    env.update(FUNCTION_FLOW_HMAC_KEY=KEY, FUNCTION_FLOW_CALLBACK_BACKOFF="0.5")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "function_flow.cli", "run", workflow("hooked"),
+         "--callback-url", receiver.url], cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        receiver.wait_for(1)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    receiver.statuses = [200]
+    listed = flow(tmp_path, "status", env=env).stdout
+    run_id = re.search(r"(hooked-\S+)", listed).group(1)
+    assert "SUCCEEDED (hooks still running)" in listed, listed
+    shown = flow(tmp_path, "status", run_id, env=env).stdout
+    assert "not delivered yet" in shown or "sending" in shown, shown
+    resumed = flow(tmp_path, "resume", run_id, env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"callback to {receiver.url}: delivered (HTTP 200, attempt " in resumed.stdout
+    assert receiver.posts[-1]["answered"] == 200
+    assert receiver.posts[-1]["body"]["status"] == "SUCCEEDED"
