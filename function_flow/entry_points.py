@@ -48,3 +48,12 @@ class EntryPoints:
         from function_flow.cloud import functions
 
         return functions.make_start(self)
+
+    def make_control(self) -> Callable[..., Any]:
+        """The `control` Cloud Function (HTTP): pause, resume or cancel a run.
+
+        Not public: deploy it so that only callers allowed by IAM may invoke it.
+        """
+        from function_flow.cloud import functions
+
+        return functions.make_control(self)

@@ -126,3 +126,20 @@ class ContextError(FunctionFlowError):
     too large, no current run, or a run that was deleted. The message names
     the key and says what to do instead.
     """
+
+
+class RunEndedError(FunctionFlowError):
+    """A control action (pause, resume, cancel) on a run that has already ended.
+
+    Nothing was changed: a run's final status never changes.
+    """
+
+    def __init__(self, run_id: str, status: str, action: str) -> None:
+        super().__init__(f"run {run_id} already ended ({status}): it cannot be "
+                         f"{_DONE.get(action, action)}; nothing was changed")
+        self.run_id = run_id
+        self.status = status
+        self.action = action
+
+
+_DONE = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}

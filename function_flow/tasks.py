@@ -21,7 +21,7 @@ import time
 from typing import Any, Callable, Optional
 
 from function_flow.core import engine as engine_module
-from function_flow.core import watches
+from function_flow.core import control, watches
 from function_flow.backends import Backend, from_settings
 from function_flow.owners import pid_alive
 from function_flow.config import Settings
@@ -91,6 +91,7 @@ class Job(EntryPoints, HookDecorators):
         self._lock = threading.Lock()
         self._args_cache: tuple[str, dict[str, Any]] | None = None  # (run id, args)
         self._last_repair = 0.0
+        self._resumes_seen: dict[str, float] = {}  # run id -> resumed_at acted on
 
     @property
     def id(self) -> str | None:
@@ -311,12 +312,15 @@ class Job(EntryPoints, HookDecorators):
         the run has not ended, a follow-up step may have been lost to an
         error between a commit and its messages: `recover` redoes it. Rate
         limited; while the bus is busy, it only looks for the Cloud Storage
-        objects the run's GCSFutures wait for.
+        objects the run's GCSFutures wait for. A run resumed from another
+        process (`function-flow resume`) gets its held tasks sent again here.
         """
         now = time.monotonic()
         if now - self._last_repair < every:
             return
         self._last_repair = now
+        if control.resend_if_resumed(self.engine, run_id, self._resumes_seen):
+            return
         if self.backend.bus.wait_idle(0):
             self.engine.poll(stale_after=every, run_ids=[run_id])
         else:

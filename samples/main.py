@@ -305,3 +305,4 @@ external_event_listener = job.make_external_event_listener()
 poller = job.make_poller()
 start = job.make_start()
 callback = job.make_callback()
+control = job.make_control()  # pause, resume, cancel (HTTP); not public: invoke it with IAM

@@ -24,7 +24,7 @@ from function_flow.local import framework
 from function_flow.local.framework import FunctionProcess
 from function_flow.local.pubsub import EmulatorPubSub
 
-__all__ = ["Stack", "FunctionProcess", "post", "wait_for"]
+__all__ = ["Stack", "FunctionProcess", "post", "http_client", "wait_for"]
 
 
 class Stack:
@@ -102,6 +102,21 @@ def post(url: str, body: bytes | str | dict | list | None = None,
         return status, json.loads(raw)
     except ValueError:
         return status, raw.decode(errors="replace")
+
+
+def http_client(function: Any, name: str) -> Any:
+    """A Flask test client of an HTTP `function`, served at every path and method
+    as functions-framework serves it (in-process: no server process)."""
+    import flask
+
+    app = flask.Flask(name)
+
+    @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT"])
+    @app.route("/<path:path>", methods=["GET", "POST", "PUT"])
+    def serve(path: str) -> Any:
+        return function(flask.request)
+
+    return app.test_client()
 
 
 def wait_for(condition: Any, what: str, timeout: float = 120.0, interval: float = 0.2) -> Any:

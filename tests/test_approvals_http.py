@@ -27,7 +27,7 @@ from function_flow.backends import Backend
 from function_flow.bus.local import LocalBus
 from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.store.sqlite import SqliteStore
-from functions_stack import Stack, post, wait_for
+from functions_stack import Stack, http_client, post, wait_for
 from test_approvals import approval_job, dump_store, records, started
 
 pytestmark = pytest.mark.timeout(240)
@@ -46,16 +46,9 @@ def served(tmp_path):
     tokens: list[str] = []
     job = approval_job("http", tokens, timeout=3600)
     job.use_backend(Backend("embedded", store, bus))
-    callback = job.make_callback()
-    app = flask.Flask("approval-callback-test")
-
-    @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT"])
-    @app.route("/<path:path>", methods=["GET", "POST", "PUT"])
-    def serve(path: str) -> Any:
-        return callback(flask.request)
-
+    client = http_client(job.make_callback(), "approval-callback-test")
     run_id = started(job, tokens)
-    yield job, tokens, app.test_client(), run_id
+    yield job, tokens, client, run_id
     bus.close()
     store.close()
 

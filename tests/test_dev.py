@@ -122,6 +122,8 @@ def test_dev_runs_the_sample_through_pubsub_and_functions_framework(tmp_path: Pa
     assert (output_dir / "sales_report.md").exists()
     log = dev_log(tmp_path)
     assert "function logs: .function_flow/dev-sample_job-" in out
+    assert re.search(r'^pause, resume or cancel the run: POST \{"action": "pause", "run_id": '
+                     r'"sample_job-\S+"\} to http://127\.0\.0\.1:\d+/$', out, re.M), out
     # Every task ran in the scheduler process, delivered by a push subscription;
     # the remote tasks' answers came from their own function, through the
     # events topic and the listener.

@@ -68,6 +68,38 @@ def test_every_invariant_holds_with_four_instances_and_crashes(scenario: Scenari
 
 
 @PROPERTY
+@given(scenarios(controls=True))
+def test_every_invariant_holds_when_the_run_is_paused_resumed_and_cancelled(
+        scenario: Scenario) -> None:
+    """Pauses, resumes and cancels at random steps, also inside running bodies,
+    with duplicated and reordered delivery."""
+    properties.holds_when_controlled(scenario, sqlite_store)
+
+
+@PROPERTY
+@given(scenarios(flow_control=True, controls=True))
+def test_trigger_rules_and_branches_hold_when_the_run_is_paused_and_cancelled(
+        scenario: Scenario) -> None:
+    """A paused run's tasks still end as their rules say; a cancelled one's end CANCELLED."""
+    properties.holds_when_controlled(scenario, sqlite_store)
+
+
+@THREADED
+@given(scenarios(crashes=True, controls=True))
+def test_every_invariant_holds_when_a_controlled_run_crashes(scenario: Scenario) -> None:
+    """The same with crashes, control actions included (a crashed one is asked again)."""
+    properties.holds_when_controlled(scenario, sqlite_store)
+
+
+@THREADED
+@given(scenarios(threads=4, max_tasks=40, controls=True))
+def test_every_invariant_holds_when_four_instances_are_paused_and_cancelled(
+        scenario: Scenario) -> None:
+    """The same with four instances at once: a resume races the holds."""
+    properties.holds_when_controlled(scenario, sqlite_store)
+
+
+@PROPERTY
 @given(scenarios(flow_control=True))
 def test_trigger_rules_and_branches_hold_every_invariant(scenario: Scenario) -> None:
     """Every trigger rule, branch tasks choosing any of their dependents, failures,

@@ -92,6 +92,21 @@ def test_every_invariant_holds_with_four_instances_and_crashes(
 
 
 @PROPERTY
+@given(scenario=scenarios(crashes=True, max_tasks=MAX_TASKS, conflicts=True, controls=True))
+def test_every_invariant_holds_when_the_run_is_paused_resumed_and_cancelled(
+        scenario: Scenario, stores: FirestoreStores) -> None:
+    """Pauses, resumes and cancels at random steps, with crashes and lost commits."""
+    properties.holds_when_controlled(scenario, stores)
+
+
+@THREADED
+@given(scenario=scenarios(threads=4, max_tasks=MAX_TASKS, conflicts=True, controls=True))
+def test_every_invariant_holds_when_four_instances_are_paused_and_cancelled(
+        scenario: Scenario, stores: FirestoreStores) -> None:
+    properties.holds_when_controlled(scenario, stores)
+
+
+@PROPERTY
 @given(data=st.data())
 def test_a_permanently_failing_task_fails_the_run_once(data: st.DataObject,
                                                        stores: FirestoreStores) -> None:

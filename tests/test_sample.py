@@ -70,7 +70,8 @@ def test_sample_has_upstream_shape_and_entry_points():
     assert module.job.max_parallel_tasks == 5
     assert {t.id: t.task_args for t in module.job.tasks}["taskr1"] == {"region": "EMEA"}
     assert {t.id: t.task_args for t in module.job.tasks}["taskr2"] == {"region": "APAC"}
-    for name in ("scheduler", "external_event_listener", "poller", "start"):
+    for name in ("scheduler", "external_event_listener", "poller", "start", "callback",
+                 "control"):
         assert callable(getattr(module, name))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from function_flow.core import transitions
+from function_flow.core import control, transitions
 from function_flow.core.definition import END_TASK_ID, make_spec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.records import Message, RunRecord, RunStatus, TaskRecord, TaskStatus
@@ -40,7 +40,8 @@ def check_legal(before: dict[str, TaskRecord], step: Step) -> None:
         rule = LEGAL_TRANSITIONS.get((old.status, new))
         assert rule is not None, f"{write.key}: {old.status.value} -> {new.value}"
         attempt = write.value.get("attempt", old.attempt)
-        assert attempt == {"same": old.attempt, "next": old.attempt + 1, "one": 1}[rule]
+        assert attempt in {{"same": old.attempt, "next": old.attempt + 1, "one": 1}[r]
+                           for r in rule.split("|")}
 
 
 @settings(max_examples=300)
@@ -54,6 +55,36 @@ def test_claims_are_legal_and_only_touch_the_task(task: TaskRecord, attempt: int
         assert step.writes[0].value["lease_until"] == NOW + 60.0
     else:
         assert not step.writes
+
+
+@settings(max_examples=200)
+@given(records, st.integers(0, 5))
+def test_a_claim_of_a_paused_run_goes_back_unrun_with_its_attempt(task: TaskRecord,
+                                                                  attempt: int) -> None:
+    step = control.held(task, attempt)
+    check_legal({task.task_id: task}, step)
+    assert not step.messages and {w.key for w in step.writes} <= {task.task_id}
+    if task.status is TaskStatus.RUNNING and task.attempt == attempt:
+        assert step.verdict == "held"
+        assert step.writes[0].value == {"status": "QUEUED", "started_at": None,
+                                        "lease_until": None}
+    else:
+        assert step.verdict == "stale" and not step.writes
+
+
+@settings(max_examples=200)
+@given(records)
+def test_cancel_ends_any_unfinished_task_and_frees_its_slot(task: TaskRecord) -> None:
+    step = transitions.cancel(task, task.attempt, NOW, among=control.UNFINISHED)
+    if task.status.is_final:
+        assert step.verdict == "stale" and not step.writes
+        return
+    check_legal({task.task_id: task}, step)
+    writes = [(w.kind, w.key) for w in step.writes]
+    assert writes == [("task", task.task_id)] + ([("slot", task.slot)] if task.slot is not None
+                                                 else [])
+    assert step.writes[0].value["status"] == "CANCELLED" and not step.messages
+    assert all(w.value is None for w in step.writes if w.kind == "slot")
 
 
 def test_an_early_delivery_is_sent_again_for_when_it_is_due() -> None:

@@ -1,9 +1,10 @@
-"""The `function-flow` command line: run, resume, status, graph, approve, reject, dev.
+"""The `function-flow` command line: run, resume, status, graph, approve, reject,
+pause, cancel, dev.
 
 One module per job: common.py (exit codes, the one-line error, loading a
 workflow file), stores.py (which store `status` and `resume` read), run.py
 (run, resume), inspect.py (status), graph.py, approvals.py (approve,
-reject), follow.py (following a run to its end) and progress.py (the
+reject), control.py (pause, cancel, resuming a paused run), follow.py (following a run to its end) and progress.py (the
 terminal view). This module is the group, the `dev` command and the entry
 point that turns every error into one line.
 Add a command with one more `cli.add_command(...)`.
@@ -27,6 +28,7 @@ from function_flow.cli.approvals import approve, reject
 from function_flow.cli.common import (EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE,  # noqa: F401
                                       CliError, fail, load_job, parse_args,
                                       remote_functions_for, remote_option)
+from function_flow.cli.control import cancel, pause
 from function_flow.cli.follow import follow_dev_run
 from function_flow.cli.graph import graph
 from function_flow.cli.inspect import status
@@ -55,7 +57,7 @@ def setup_logging(verbose: bool) -> None:
     root.setLevel(logging.INFO if verbose else logging.ERROR)
 
 
-for command in (run, resume, status, graph, approve, reject):
+for command in (run, resume, status, graph, approve, reject, pause, cancel):
     cli.add_command(command)
 
 
@@ -99,6 +101,9 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
             out.print(f"Pub/Sub emulator on {stack.pubsub.host} (topics {job.schedule_topic}, "
                       f"{job.external_event_topic}), Firestore emulator on "
                       f"{stack.firestore.host}, project {stack.project}", markup=False)
+            out.print(f"pause, resume or cancel the run: POST {{\"action\": \"pause\", "
+                      f"\"run_id\": \"{run_id}\"}} to {stack.control_url}", markup=False,
+                      soft_wrap=True)
             run_id = stack.start_run(args, run_id=run_id)
             code = follow_dev_run(stack, job, run_id, out, err)
         except KeyboardInterrupt:

@@ -16,6 +16,7 @@ from function_flow.cli.common import command_for
 from function_flow.cli.stores import get_run, open_selected
 from function_flow.cli import items
 from function_flow.cli.hook_lines import print_hooks
+from function_flow.core.control import shown_status
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus, ordered_tasks
 
 
@@ -79,9 +80,9 @@ def headline(kind: str, run: RunRecord) -> str:
         return progress.final_status_line(run)
     state = owner_of(kind, run)
     if state == owners.OWNER_GONE:
-        return (f"run {run.run_id} RUNNING, but its process {run.owner} is gone; continue "
-                f"it with {command_for(kind, 'resume ' + run.run_id)}")
-    line = f"run {run.run_id} {run.status.value} " \
+        return (f"run {run.run_id} {shown_status(run)}, but its process {run.owner} is gone; "
+                f"continue it with {command_for(kind, 'resume ' + run.run_id)}")
+    line = f"run {run.run_id} {shown_status(run)} " \
            f"for {progress.format_duration(progress.run_duration(run))}"
     if state == owners.OWNER_ELSEWHERE:
         return (f"{line}, run by {run.owner} (another host: whether that process still "
@@ -114,5 +115,9 @@ def show_run(selected: backends.SelectedStore, run_id: str) -> None:
                   "shown)", markup=False)
     if run.error:
         out.print(f"run error: {run.error}", markup=False, soft_wrap=True)
+    if shown_status(run) == "PAUSED":
+        out.print(f"paused since {progress.format_time(run.paused_at)}: nothing new starts "
+                  f"until {command_for(selected.kind, 'resume ' + run_id)}",
+                  markup=False, soft_wrap=True)
     print_hooks(out, run, records, tracebacks=True)
 

@@ -26,6 +26,7 @@ from rich.text import Text
 from function_flow import subdags
 from function_flow.cli import items
 from function_flow.core import payloads
+from function_flow.core.control import shown_status
 from function_flow.core.records import RunRecord, TaskRecord, TaskStatus
 
 #: Returns the current run record and its task records (virtual tasks excluded).
@@ -34,7 +35,7 @@ Fetch = Callable[[], "tuple[RunRecord, list[TaskRecord]]"]
 STATUS_STYLES = {
     "WAITING": "dim", "READY": "cyan", "QUEUED": "cyan", "RUNNING": "yellow",
     "SUCCEEDED": "green", "FAILED": "bold red", "SKIPPED": "dim",
-    "UPSTREAM_FAILED": "red", "CANCELLED": "magenta",
+    "UPSTREAM_FAILED": "red", "CANCELLED": "magenta", "PAUSED": "bold cyan",
 }
 
 
@@ -120,7 +121,7 @@ def describe_change(task: TaskRecord) -> str:
 def render_progress(run: RunRecord, tasks: list[TaskRecord]) -> Group:
     """The live view: a header line and one row per task."""
     header = Text.assemble((f"run {run.run_id}", "bold"), f"  job {run.job_name}  ",
-                           styled_status(run.status.value),
+                           styled_status(shown_status(run)),
                            f"  {format_duration(run_duration(run))}")
     table = Table(box=box.SIMPLE, show_edge=False)
     table.add_column("task", no_wrap=True)
@@ -185,7 +186,7 @@ def runs_table(runs: list[RunRecord], notes: Mapping[str, str] | None = None,
     table.add_column("started", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
     for run in runs:
-        shown = styled_status(run.status.value)
+        shown = styled_status(shown_status(run))
         if run.run_id in notes:
             shown.append(f" ({notes[run.run_id]})")
         duration = None if run.run_id in stopped else run_duration(run)

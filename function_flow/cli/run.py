@@ -70,8 +70,9 @@ def run(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
 @remote_option
 def resume(run_id: str, file: str | None, workers: int | None,
            remote_pairs: tuple[str, ...]) -> None:
-    """Finish RUN_ID after its process died or a message was lost; succeeded
-    tasks do not run again. On Google Cloud the deployed functions run it."""
+    """Resume RUN_ID if it is paused; finish it after its process died or a
+    message was lost (succeeded tasks do not run again). On Google Cloud the
+    deployed functions run it."""
     settings = Settings.from_env()
     selected = open_selected(settings)
     run = get_run(selected, run_id)
@@ -82,6 +83,10 @@ def resume(run_id: str, file: str | None, workers: int | None,
                   markup=False)
         out.print(progress.summary_table(ordered_tasks(selected.store.get_tasks(run_id))))
         sys.exit(EXIT_OK if run.status is RunStatus.SUCCEEDED else EXIT_RUN_FAILED)
+    if run.paused_at is not None:
+        from function_flow.cli.control import resume_paused
+
+        resume_paused(selected, settings, run, file)  # exits, unless this process continues it
     job = job_of(run, file)
     if selected.kind == "gcp":
         if workers is not None:

@@ -71,16 +71,7 @@ def _engine(site: "Site", token: str) -> "Engine":
 def _body(request: Any, route: str, rest: str) -> dict[str, Any]:
     if rest:
         raise HttpError(404, f"no route /{route}/{rest}: POST a JSON body to /{route}")
-    if request.method != "POST":
-        raise HttpError(405, f"{request.method} is not allowed: POST a JSON body to /{route}")
-    try:
-        body = delivery.parse_json(delivery.http_body(request, MAX_BODY_BYTES),
-                                   "request body", allow_nan=False)
-    except ValueError as exc:
-        raise HttpError(400, str(exc)) from exc
-    if not isinstance(body, dict):
-        raise HttpError(400, f"the body must be a JSON object like "
-                             f"{{\"token\": \"...\"}}, got {delivery.kind_of(body)}")
+    body = delivery.posted_object(request, MAX_BODY_BYTES, '{"token": "..."}')
     if not isinstance(body.get("token"), str):
         raise HttpError(400, "the body needs \"token\": the approval token, a string")
     return body

@@ -179,6 +179,25 @@ def _attributes_of(message: dict[str, Any]) -> dict[str, str]:
 # --------------------------------------------------------- plain HTTP
 
 
+def posted_object(request: Any, limit: int, example: str) -> dict[str, Any]:
+    """The JSON object a request POSTs: HttpError 405, 413 or 400 saying why not.
+
+    `example` shows the body expected ('{"token": "..."}') in the errors.
+    Standard JSON only (no NaN): the sender may be any language's client.
+    """
+    if request.method != "POST":
+        raise HttpError(405, f"{request.method} is not allowed: POST a JSON body like "
+                             f"{example}")
+    try:
+        body = parse_json(http_body(request, limit), "request body", allow_nan=False)
+    except ValueError as exc:
+        raise HttpError(400, str(exc)) from exc
+    if not isinstance(body, dict):
+        raise HttpError(400, f"the body must be a JSON object like {example}, got "
+                             f"{kind_of(body)}")
+    return body
+
+
 def http_body(request: Any, limit: int = MAX_START_BODY_BYTES) -> bytes:
     """The request's body, refused with 413 before it is parsed when over `limit`.
 

@@ -1,5 +1,6 @@
 """Cloud Functions entry points: start, scheduler, external_event_listener, poller,
-and callback (callback.py: asynchronous answers over HTTP).
+callback (callback.py: asynchronous answers over HTTP) and control (control.py:
+pause, resume or cancel a run over HTTP).
 
 Each one translates its delivery (delivery.py knows every shape Google
 Cloud uses) and calls one engine operation: `engine.start`, `engine.handle`,
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from function_flow import callbacks, futures
 from function_flow.cloud import delivery
 from function_flow.cloud.callback import make_callback
+from function_flow.cloud.control import make_control
 from function_flow.cloud.delivery import HttpError, NotAnEnvelope, Rejected
 from function_flow.core.records import Message
 from function_flow.errors import ConfigurationError, RecordTooLargeError
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("function_flow.cloud.functions")
 
 __all__ = ["make_start", "make_scheduler", "make_external_event_listener", "make_poller",
-           "make_callback", "RUN_ID_HEADER"]
+           "make_callback", "make_control", "RUN_ID_HEADER"]
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 
 

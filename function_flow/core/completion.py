@@ -10,7 +10,6 @@ idempotent, so a redelivered message may repeat it safely.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
@@ -27,10 +26,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("function_flow.engine")
 
-#: An executor completes its attempt without re-reading the task record when
-#: at least this much of its lease is left: until the lease ends, nobody else
-#: may touch a RUNNING attempt, so the read could only confirm what it knows.
-#: The margin absorbs clock differences between machines.
+#: An executor that has at least this much of its lease left hands its slot
+#: straight to a READY task it finds (see complete): until the lease ends,
+#: only its own executor (or a cancel) ends a RUNNING attempt. The margin
+#: absorbs clock differences between machines.
 LEASE_SAFETY_MARGIN_SECONDS = 10.0
 #: Pauses before recording an outcome again after the store failed in a way
 #: that leaves unknown whether the first try landed (see complete).
@@ -50,7 +49,7 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
     the task's `retry_on` does not cover `cause` (the exception; None for a
     failure an event or remote function reported, see TaskSpec.retries_on).
     The executor that claimed the attempt passes its claim: while its
-    lease is comfortably valid, the task record need not be read again.
+    lease is comfortably valid, it may hand its slot on directly.
     A retry is not started before `not_before` (epoch seconds).
 
     A successful value must be storable (JSON; over the inline limit it is
@@ -79,14 +78,13 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
         successor = ready[0].task_id if ready else None
 
     def finish(tx: Transaction, trust_claim: bool = True) -> Step | None:
-        if fenced and trust_claim:
-            assert claimed is not None
-            task: TaskRecord | None = dataclasses.replace(claimed,
-                                                          status=TaskStatus.RUNNING)
-        else:
-            task = tx.get_tasks(run_id, [task_id]).get(task_id)
-        heir = tx.get_tasks(run_id, [successor]).get(successor) \
-            if successor and trust_claim else None
+        # The task's own record is read even while the claim's lease holds:
+        # a cancel (control.py) may have ended the attempt under its
+        # executor, and this read makes the commit conditional on it.
+        heir_id = successor if successor and trust_claim else None
+        records = tx.get_tasks(run_id, [task_id, *([heir_id] if heir_id else [])])
+        task = records.get(task_id)
+        heir = records.get(heir_id) if heir_id else None
         spec = engine.graph.spec(task_id, task)
         if task is None or spec is None or task.status is not TaskStatus.RUNNING \
                 or task.attempt != attempt:

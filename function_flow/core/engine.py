@@ -5,7 +5,8 @@ client; adapters behind `ports.Store`, `ports.Bus` and `ports.Executor` do
 the I/O, and `transitions` decides. Each public method is one thing an
 entry point does: `start` a run, `handle` a scheduling message,
 `complete_trigger` with an external event's outcome, `poll` (the poller's
-whole policy, in recovery.py), `resume` a run whose process died.
+whole policy, in recovery.py), `resume` a run whose process died,
+`pause`, `unpause` or `cancel` a run (control.py).
 
 A dependent with a single dependency is queued inside the completing
 transaction. A join (several dependencies) is read after the commit by each
@@ -29,8 +30,8 @@ import traceback
 import uuid
 from typing import Any, Callable, Iterable, Protocol
 
-from function_flow.core import (completion, foreach, hooks, leftovers, payloads, recovery,
-                                redrive, transitions, versions, waiting, watches)
+from function_flow.core import (completion, control, foreach, hooks, leftovers, payloads,
+                                recovery, redrive, transitions, versions, waiting, watches)
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Request,
@@ -77,7 +78,7 @@ def process_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class Engine:
+class Engine(control.Controls):
     """Advances the runs of one workflow. Thread-safe: it keeps no run state."""
 
     def __init__(self, workflow: Workflow, store: Store, bus: Bus, *,
@@ -260,10 +261,13 @@ class Engine:
             # committed. If the run ended meanwhile, the attempt never runs.
             run = self.store.get_run(run_id)
             if run is None or (run.status.is_final and not hooks.is_hook(task_id)):
-                self._cancel(run_id, task_id, attempt)
+                leftovers.cancel_claim(self, run_id, task_id, attempt)
                 return f"run_{run.status.value.lower()}" if run else "unknown_run"
             if versions.refused(self, run, step.verdict, task_id, attempt):
                 return "blocked"  # started with a definition this one changes
+            if run.paused_at is not None and not run.status.is_final \
+                    and step.verdict == "claimed":  # (a hook runs after the end)
+                return control.hold(self, run_id, task_id, attempt)  # resume sends it again
         if step.verdict == "redelivered" or step.verdict == "stale" and step.messages:
             # A duplicate (rare): what it would repeat follows this definition.
             if versions.refused(self, self.store.get_run(run_id), step.verdict, task_id,
@@ -283,21 +287,6 @@ class Engine:
         spec = self.graph.spec(task_id, task)
         assert spec is not None and run is not None
         return self._run_body(run, task_id, spec, attempt, task, now + lease)
-
-    def _cancel(self, run_id: str, task_id: str, attempt: int) -> None:
-        now = self.clock()
-
-        def cancel(tx: Transaction) -> TaskRecord | None:
-            task = tx.get_tasks(run_id, [task_id]).get(task_id)
-            if task is None:
-                return None
-            step = transitions.cancel(task, attempt, now)
-            step.write_to(tx, run_id)
-            return task if step.verdict == "cancelled" else None
-
-        cancelled = self.store.transact(cancel, compare_and_set=True)
-        if cancelled is not None:
-            leftovers.end_downstream(self, run_id, cancelled)
 
     def _run_body(self, run: RunRecord, task_id: str, spec: TaskSpec, attempt: int,
                   claimed: TaskRecord, claimed_until: float) -> str:

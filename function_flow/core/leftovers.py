@@ -67,6 +67,23 @@ def retire(engine: "Engine", run_id: str, ended: RunStatus) -> None:
                 failed_upstream.add(record.task_id)
 
 
+def cancel_claim(engine: "Engine", run_id: str, task_id: str, attempt: int) -> None:
+    """A claimed (or queued) attempt of a run that has ended: it never runs."""
+    now = engine.clock()
+
+    def cancel(tx: "Transaction") -> TaskRecord | None:
+        task = tx.get_tasks(run_id, [task_id]).get(task_id)
+        if task is None:
+            return None
+        step = transitions.cancel(task, attempt, now)
+        step.write_to(tx, run_id)
+        return task if step.verdict == "cancelled" else None
+
+    cancelled = engine.store.transact(cancel, compare_and_set=True)
+    if cancelled is not None:
+        end_downstream(engine, run_id, cancelled)
+
+
 def end_downstream(engine: "Engine", run_id: str, ended: TaskRecord) -> None:
     """A task of an ended run was cancelled: end what waited for it.
 

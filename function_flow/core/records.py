@@ -87,16 +87,15 @@ class RunRecord:
     hooks: list[str] | None = None  # hook ids in order; one to run yet; the callback's URL
     hooks_pending: bool = False
     callback_url: str | None = None
-    #: How many times `redrive` restarted the run (core/redrive.py).
-    redrives: int = 0
+    redrives: int = 0  # how many times `redrive` restarted the run (core/redrive.py)
     #: The fingerprint of each task of the definition the run started with
     #: (JSON text {task: "deps.settings.body"}; `dag_hash` is their hash),
     #: see core/versions.py. Text, not a map: Firestore indexes no subfields.
     task_versions: str | None = None
-    #: Why the deployed definition may not advance the run (it differs in a
-    #: part the run would reach), and that definition's hash; None when not.
-    blocked: str | None = None
-    blocked_by: str | None = None
+    blocked: str | None = None  # why the deployed definition may not advance it (versions.py)
+    blocked_by: str | None = None  # and that definition's hash; None when not blocked
+    paused_at: float | None = None  # when paused (None: not), see core/control.py
+    resumed_at: float | None = None  # its last resume: an embedded run's process re-sends
 
     def to_dict(self) -> dict[str, Any]:
         return _fields_of(self)

@@ -197,10 +197,15 @@ def recover(engine: "Engine", run_id: str, executors_dead: bool = False,
     `only`: look at these tasks alone (an ended run's hooks).
     """
     now = engine.clock()
+    run = engine.store.get_run(run_id)
+    # A paused run's queued tasks wait for its resume, which sends them (control.py).
+    paused = run is not None and run.paused_at is not None and not run.status.is_final
     for task in engine.store.get_tasks(run_id, only):
         if not engine.graph.knows(task.task_id, task):
             continue
         if task.status is TaskStatus.QUEUED:
+            if paused:
+                continue
             due = max(task.not_before or 0.0, task.queued_at or 0.0)
             if due + stale_after <= now or executors_dead:
                 delay = max(0.0, (task.not_before or now) - now)

@@ -44,7 +44,7 @@ S, F, C = TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED
 SK, UF = TaskStatus.SKIPPED, TaskStatus.UPSTREAM_FAILED
 
 #: Every status change a rule may commit, and what it does to `attempt`:
-#: "same", "next" (attempt + 1) or "one" (attempt becomes 1).
+#: "same", "next" (attempt + 1) or "one" (attempt becomes 1); "a|b": either.
 LEGAL_TRANSITIONS: dict[tuple[TaskStatus, TaskStatus], str] = {
     (W, Q): "one",   # its last dependency succeeded (no slots needed)
     (W, RD): "same",  # its last dependency succeeded; it waits for a slot
@@ -52,13 +52,13 @@ LEGAL_TRANSITIONS: dict[tuple[TaskStatus, TaskStatus], str] = {
     (Q, R): "same",   # claimed by an executor
     (R, S): "same",   # its body returned, or its event arrived
     (R, F): "same",   # it failed with no retry left
-    (R, Q): "next",   # it failed and will be retried, or its executor died
+    (R, Q): "next|same",  # retried, or its executor died; "same": held (control.hold)
     (Q, C): "same",   # the run ended before it was claimed
-    (R, C): "same",   # the run had ended when its claim committed
+    (R, C): "same",   # the run had ended when its claim committed, or was cancelled
     (W, S): "same",   # only the virtual end task: every sink is done
     (W, SK): "same",  # its trigger rule says it does not run (a branch not taken)
     (W, UF): "same",  # a dependency failed: it can no longer run
-    (W, C): "same",   # the run ended before its dependencies did
+    (W, C): "same",   # the run ended (failed, or was cancelled) before its dependencies did
     (RD, C): "same",  # the run ended while it waited for a slot
 }
 

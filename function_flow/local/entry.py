@@ -5,7 +5,7 @@ Deployed, the workflow file itself is the function's source and defines
 any workflow file, which need not define them and may hold several jobs
 (`--job NAME`), so its functions serve a small generated module instead
 (ENTRY_MODULE, written to a temporary directory by stack.LocalStack) that
-builds the five entry points from the Job the environment names.
+builds the six entry points from the Job the environment names.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from typing import Any, Callable
 ENTRY_MODULE = '''"""Entry points of `function-flow dev` (generated; deleted when it stops)."""
 from function_flow.local import entry
 
-start, scheduler, external_event_listener, poller, callback = entry.entry_points()
+start, scheduler, external_event_listener, poller, callback, control = entry.entry_points()
 '''
 
 
 def entry_points() -> tuple[Callable[..., Any], ...]:
-    """start, scheduler, external_event_listener, poller and callback of the dev workflow.
+    """start, scheduler, external_event_listener, poller, callback and control of the
+    dev workflow.
 
     Runs inside each functions-framework process: loads
     FUNCTION_FLOW_DEV_SOURCE the way the CLI does and builds the functions
@@ -36,7 +37,7 @@ def entry_points() -> tuple[Callable[..., Any], ...]:
     job = loader.load_job(os.environ["FUNCTION_FLOW_DEV_SOURCE"],
                           os.environ.get("FUNCTION_FLOW_DEV_JOB") or None)
     return (job.make_start(), job.make_scheduler(), job.make_external_event_listener(),
-            job.make_poller(), job.make_callback())
+            job.make_poller(), job.make_callback(), job.make_control())
 
 
 def default_log_path(run_id: str) -> str:

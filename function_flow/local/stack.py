@@ -4,6 +4,7 @@
                            topic SCHEDULE ----------------- push --> scheduler
                            topic SCHEDULE_EXTERNAL_EVENTS - push --> external_event_listener
     HTTP POST ---------------------------------------------------> start
+    HTTP POST {"action": "pause"|"resume"|"cancel", "run_id"} ----> control
     asynchronous answers (OpenFaaS queue worker) ----------------> callback
     every 2 s (Cloud Scheduler's part) --------------------------> poller
 
@@ -35,16 +36,14 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime
-import json
 import os
 import shutil
 import tempfile
 import threading
-import urllib.error
-import urllib.request
 from typing import IO, Any, Callable
 
 from function_flow.local import emulators, framework, processes
+from function_flow.local.calls import post_json
 from function_flow.local.credentials import offline_credentials_env
 from function_flow.local.emulators import Emulator, EmulatorError
 from function_flow.local.entry import ENTRY_MODULE, default_log_path, entry_points
@@ -64,7 +63,8 @@ SIGNATURE_TYPES = ("event", "cloudevent", "http")
 DEV_BUCKET = "function-flow-dev"
 #: The entry points, as deployed. callback comes first: the others are told
 #: its URL (FUNCTION_FLOW_CALLBACK_URL), where asynchronous answers arrive.
-FUNCTIONS = ("callback", "start", "scheduler", "external_event_listener", "poller")
+FUNCTIONS = ("callback", "start", "scheduler", "external_event_listener", "poller",
+             "control")
 #: How often the poller runs: Cloud Scheduler's job, made fast for local use
 #: (retry backoff and timers resolve to this period).
 POLL_INTERVAL_SECONDS = 2.0
@@ -229,6 +229,10 @@ class LocalStack:
         return self.functions["poller"].url
 
     @property
+    def control_url(self) -> str:
+        return self.functions["control"].url
+
+    @property
     def env(self) -> dict[str, str]:
         """What the functions see: the GCP backend, on the emulators."""
         assert self.firestore is not None and self.pubsub is not None
@@ -271,31 +275,20 @@ class LocalStack:
         """POST `args` to the start function, as a client of the deployed one would."""
         from function_flow.cloud.functions import RUN_ID_HEADER
 
-        headers = {"Content-Type": "application/json"}
-        if run_id:
-            headers[RUN_ID_HEADER] = run_id
-        request = urllib.request.Request(self.start_url, data=json.dumps(args).encode(),
-                                         headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                body = json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode("utf-8", "replace")
-            with contextlib.suppress(ValueError, AttributeError, KeyError, TypeError):
-                detail = json.loads(detail)["error"]
-            raise DevError(f"the start function answered {exc.code}: {detail}") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise DevError(f"the start function did not answer: {exc}") from None
-        if not isinstance(body, dict) or not isinstance(body.get("run_id"), str):
+        body = post_json(self.start_url, args, "the start function", timeout=timeout,
+                         headers={RUN_ID_HEADER: run_id} if run_id else None)
+        if not isinstance(body.get("run_id"), str):
             raise DevError(f"the start function answered without a run id: {body!r}")
         return body["run_id"]
 
     def poll(self) -> dict[str, Any]:
         """Call the poller once (what Cloud Scheduler does every minute)."""
-        request = urllib.request.Request(self.poller_url, data=b"{}", method="POST",
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read() or b"{}")
+        return post_json(self.poller_url, {}, "the poller")
+
+    def control(self, action: str, run_id: str) -> dict[str, Any]:
+        """Pause, resume or cancel a run through the control function (cloud/control.py)."""
+        return post_json(self.control_url, {"action": action, "run_id": run_id},
+                         "the control function")
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines of the functions' log."""
@@ -413,7 +406,7 @@ class LocalStack:
         while not self._poller_stop.wait(self.poll_interval):
             try:
                 self.poll()
-            except (urllib.error.URLError, OSError, ValueError) as exc:
+            except DevError as exc:
                 if not self._poller_stop.is_set():
                     self._write("dev", f"poller call failed: {exc}")
 

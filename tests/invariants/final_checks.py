@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from function_flow.core import hooks
 from function_flow.core.graph import END_TASK_ID
-from function_flow.core.records import RunStatus
+from function_flow.core.records import RunStatus, TaskStatus
 
 from . import hook_checks
-from .oracle import F, Q, R, S, SK, UF
+from .oracle import CONTROL, F, Q, R, S, SK, UF
 from .scenario import MODULUS, descendants, model_outcomes, task_name
 from .workflow import EARLY_RULES
 
@@ -51,10 +51,10 @@ def check(h: "Harness") -> list[str]:
               and RunStatus(u[2]["status"]).is_final]
     if len(finals) != 1:
         problems.append(f"run final status written {len(finals)} times: {finals}")
-    # Only its hooks' progress (hook_checks.py), and, where the run goes on
-    # after a failure, a note of its first failure, once.
+    # Only its hooks' progress (hook_checks.py), pause and resume, and, where
+    # the run goes on after a failure, a note of its first failure, once.
     notes = [u for u in rec.run_updates if "status" not in u[2]
-             and set(u[2]) != {"hooks_pending"}]
+             and set(u[2]) != {"hooks_pending"} and not set(u[2]) <= {"paused_at", "resumed_at"}]
     if len(notes) > (0 if dag.fails_fast else 1) or any(set(u[2]) != {"error"} for u in notes):
         problems.append(f"run record written besides its final status: {rec.run_updates}")
     if rec.final_status is not None and run.status is not rec.final_status:
@@ -65,11 +65,20 @@ def check(h: "Harness") -> list[str]:
         problems.append(f"run {run.status.value} but tasks: "
                         f"{ {t: records[t].status.value for t in names} }")
     any_failed = any(records[t].status is F for t in names)
-    if (run.status is RunStatus.FAILED) != any_failed:
+    cancelled = run.status is RunStatus.CANCELLED
+    if cancelled and not h.cancel_requested:
+        problems.append("run CANCELLED, but nobody cancelled it")
+    if cancelled:
+        # Invariant 3 for a cancel: every task ended, none still to run.
+        left = {t: records[t].status.value for t in names if not records[t].status.is_final}
+        if left:
+            problems.append(f"run CANCELLED with tasks unfinished: {left}")
+    # A task that failed while a cancel swept the run may end FAILED in it.
+    elif (run.status is RunStatus.FAILED) != any_failed:
         problems.append(f"run {run.status.value}, a task FAILED: {any_failed}")
     timed_out = any(body.get("expired") for body in h.bodies.values())
     model = model_outcomes(sc)
-    if not crashes and not timed_out:
+    if not crashes and not timed_out and not cancelled:
         expected = RunStatus.FAILED if "F" in model.values() else RunStatus.SUCCEEDED
         if run.status is not expected:
             problems.append(f"run {run.status.value}, expected {expected.value} "
@@ -88,7 +97,7 @@ def check(h: "Harness") -> list[str]:
     # Retries: a task fails only after retries + 1 failed attempts.
     failed_attempts = collections.Counter(
         tr.task_id for tr in rec.transitions
-        if tr.old is R and tr.new in (Q, F) and not tr.interrupted)
+        if tr.old is R and tr.new in (Q, F) and not tr.interrupted and not tr.held)
     for i, t in enumerate(names):
         limit = sc.retries[i] + 1
         if failed_attempts[t] > limit:
@@ -101,7 +110,9 @@ def check(h: "Harness") -> list[str]:
     committed = {(tr.task_id, tr.old_attempt): tr.new for tr in rec.transitions
                  if tr.old is R}
     for (t, a), body in h.bodies.items():
-        dead = (t, a) in h.crashed_deliveries or body.get("expired")
+        # A body still executing when a cancel ended its task: what it returned is lost.
+        dead = (t, a) in h.crashed_deliveries or body.get("expired") \
+            or committed.get((t, a)) is TaskStatus.CANCELLED
         if body["outcome"] == "ok" and committed.get((t, a)) is not S and not dead:
             problems.append(f"{t} attempt {a}: body succeeded but its success never "
                             "committed, and its executor did not crash or time out")
@@ -111,7 +122,7 @@ def check(h: "Harness") -> list[str]:
         if (t, a) not in rec.claim_seq:
             problems.append(f"{t} attempt {a}: body ran without a committed claim")
         elif rec.failed_seq is not None and rec.claim_seq[(t, a)] > rec.failed_seq:
-            problems.append(f"{t} attempt {a} claimed after the run FAILED")
+            problems.append(f"{t} attempt {a} claimed after the run {rec.final_status.value}")
     for t in names:
         wins = [a for (tt, a), tr in committed.items() if tt == t and tr is S]
         if records[t].status is S:
@@ -156,8 +167,10 @@ def check(h: "Harness") -> list[str]:
         shadow_free = {s for s, h in rec.slot_holder.items() if h is None}
         if free != shadow_free:
             problems.append(f"free slots: store {free}, recorded {shadow_free}")
-        if run.status is RunStatus.SUCCEEDED and free != set(range(rec.slots)):
-            problems.append(f"run SUCCEEDED with slots still held: {rec.slot_holder}")
+        if run.status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED) \
+                and free != set(range(rec.slots)):
+            problems.append(f"run {run.status.value} with slots still held: "
+                            f"{rec.slot_holder}")
 
     problems.extend(_check_writers(h, records))
     problems.extend(hook_checks.check(h))
@@ -193,8 +206,9 @@ def _check_writers(h: "Harness", records: dict[str, Any]) -> list[str]:
                 problems.append(f"record of {t} written by every task")
         elif key[0] == "run":
             # The task that ends the run; and, where the run goes on after a
-            # failure, the first task that failed (it notes the failure).
-            actors = {a for a in actors if not hooks.is_hook(a)}
+            # failure, the first task that failed (it notes the failure);
+            # besides hooks and control actions (pause, resume, cancel).
+            actors = {a for a in actors if not hooks.is_hook(a)} - {CONTROL}
             if len(actors) > (1 if dag.fails_fast else 2):
                 problems.append(f"run record written by {sorted(actors)}")
         else:

@@ -35,6 +35,8 @@ from .scenario import Scenario
 W, RD, Q, R = TaskStatus.WAITING, TaskStatus.READY, TaskStatus.QUEUED, TaskStatus.RUNNING
 S, F, C = TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED
 SK, UF = TaskStatus.SKIPPED, TaskStatus.UPSTREAM_FAILED
+#: The actor of commits that write only the run record: control actions.
+CONTROL = "control"
 
 
 @dataclasses.dataclass
@@ -48,6 +50,9 @@ class Transition:
     #: RUNNING -> QUEUED because the executor was declared dead (resume),
     #: which does not use up a retry
     interrupted: bool = False
+    #: RUNNING -> QUEUED with the same attempt: a claim of a paused run put
+    #: back unrun (control.hold); no attempt ended
+    held: bool = False
 
 
 class Recorder:
@@ -77,7 +82,13 @@ class Recorder:
         self.run_updates: list[tuple[int, str, dict[str, Any]]] = []
         self.final_seq: int | None = None
         self.final_status: RunStatus | None = None
+        #: The commit that ended the run FAILED or CANCELLED: no body may run
+        #: for an attempt claimed after it.
         self.failed_seq: int | None = None
+        #: Whether the run is paused (paused_at written, not cleared since),
+        #: and the commit that last resumed it.
+        self.paused = False
+        self.unpaused_seq = 0
         self.max_running_records = 0
 
     def violation(self, text: str) -> None:
@@ -112,6 +123,8 @@ class Recorder:
             actors = [w[1] for w in writes if w[0] == "task" and w[1] not in heirs
                       and w[1] not in queued_hooks
                       and not any(k.startswith("deps_done.") for k in w[2])] or sorted(heirs)
+            if not actors and all(w[0] == "run" or w[1] in queued_hooks for w in writes):
+                actors = [CONTROL]  # pause, resume, or the end of a cancelled run
             if len(actors) != 1 or len(heirs) > 1:
                 self.violations.append(
                     f"commit {seq}: a transaction must advance exactly one task's own "
@@ -144,19 +157,33 @@ class Recorder:
         if rule is None or ((old, new) == (W, S)) != (task_id == END_TASK_ID):
             self.violations.append(
                 f"commit {seq}: illegal transition of {task_id}: {old.value} -> {new.value}")
-        expected = {"same": old_attempt, "next": old_attempt + 1, "one": 1}.get(rule)
-        if expected is not None and new_attempt != expected:
+        allowed = {{"same": old_attempt, "next": old_attempt + 1, "one": 1}[r]
+                   for r in (rule or "").split("|") if r}
+        if allowed and new_attempt not in allowed:
             self.violations.append(
                 f"commit {seq}: {task_id} {old.value} -> {new.value} set attempt "
-                f"{new_attempt}, expected {expected}")
+                f"{new_attempt}, expected {' or '.join(map(str, sorted(allowed)))}")
+        held = (old, new) == (R, Q) and new_attempt == old_attempt
+        if held:
+            # A claim put back unrun (control.hold): only when the claimer
+            # read the run paused, so it was paused at some point after the claim.
+            if not self.paused and self.unpaused_seq < self.claim_seq.get((task_id, old_attempt),
+                                                                          seq):
+                self.violations.append(
+                    f"commit {seq}: {task_id} RUNNING -> QUEUED kept attempt {new_attempt} "
+                    "although the run was not paused after its claim")
+            # The attempt is claimed again later: that claim is not a second one.
+            self.transition_keys.discard((task_id, new_attempt, Q, R))
+            self.transition_keys.discard((task_id, new_attempt, R, Q))
         tkey = (task_id, new_attempt, old, new)
         if tkey in self.transition_keys:
             self.violations.append(
                 f"commit {seq}: transition {old.value} -> {new.value} of {task_id} "
                 f"attempt {new_attempt} committed twice")
-        self.transition_keys.add(tkey)
+        if not held:
+            self.transition_keys.add(tkey)
         self.transitions.append(Transition(seq, task_id, old, new, old_attempt, new_attempt,
-                                           "interrupted" in fields))
+                                           "interrupted" in fields, held))
         if (old, new) == (Q, R):
             self.claim_seq[(task_id, new_attempt)] = seq
             # A claim committed after the run ended is allowed: claims are
@@ -169,6 +196,10 @@ class Recorder:
         self.writers[("run",)].add(actor)
         self.write_count[(("run",), actor)] += 1
         self.run_updates.append((seq, actor, dict(fields)))
+        if "paused_at" in fields:
+            self.paused = fields["paused_at"] is not None
+            if not self.paused:
+                self.unpaused_seq = seq
         if "status" in fields and RunStatus(fields["status"]).is_final:
             if self.final_seq is not None:
                 self.violations.append(
@@ -176,7 +207,7 @@ class Recorder:
                     f"ended {self.final_status.value} at commit {self.final_seq}")
                 return
             self.final_seq, self.final_status = seq, RunStatus(fields["status"])
-            if self.final_status is RunStatus.FAILED:
+            if self.final_status in (RunStatus.FAILED, RunStatus.CANCELLED):
                 self.failed_seq = seq
         elif self.final_seq is not None and set(fields) != {"hooks_pending"}:
             self.violations.append(f"commit {seq}: run record written after it ended: {fields}")

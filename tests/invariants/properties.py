@@ -10,6 +10,7 @@ retries must each be caught, on every store.
 
 from __future__ import annotations
 
+import dataclasses
 import types
 from typing import Any, Callable
 from unittest import mock
@@ -53,6 +54,17 @@ def holds_with_instances_at_once(scenario: Scenario, stores: StoreFactory) -> No
     harness = judge(scenario, stores)
     if not scenario.crash_ops and not scenario.body_crashes:
         assert harness.max_executing <= scenario.max_parallel
+
+
+def holds_when_controlled(scenario: Scenario, stores: StoreFactory) -> None:
+    """Paused, resumed and cancelled along the way: every invariant still holds,
+    nothing starts while the run is paused, and a cancelled run ends with
+    every task finished."""
+    harness = judge(scenario, stores)
+    event(f"controls: {[a for _, a in scenario.controls]}")
+    if not scenario.crash_ops and not scenario.body_crashes and \
+            harness.recorder.final_status is not RunStatus.CANCELLED:
+        assert harness.recover_rounds == 0  # a resume alone sends every held task
 
 
 def failing_tasks_fail_the_run_once(base: Scenario, doomed: set[int],
@@ -123,6 +135,18 @@ def catches_skipped_retries(stores: StoreFactory) -> None:
         problems
 
 
+def catches_a_claim_that_ignores_a_pause(stores: StoreFactory) -> None:
+    paused_chain = Scenario(deps=[[], [0], [1]], max_parallel=1, retries=[0] * 3, seed=5,
+                            controls=((0, "pause"),))
+
+    def blind(engine: Engine) -> None:
+        store = engine.store
+        store.get_run = lambda run_id: dataclasses.replace(store.inner.get_run(run_id),
+                                                           paused_at=None)
+    harness, problems = run_scenario(paused_chain, _broken_engine(blind), stores)
+    assert any("started while the run is paused" in p for p in problems), problems
+
+
 def catches_a_hook_never_queued(stores: StoreFactory) -> None:
     """An engine that forgets to queue on_end once on_failure has ended."""
     scenario = Scenario(deps=[[], [0]], max_parallel=1, retries=[0, 0],
@@ -134,4 +158,4 @@ def catches_a_hook_never_queued(stores: StoreFactory) -> None:
 
 PLANTED_BUGS = [catches_ignored_max_parallel_tasks, catches_a_forgotten_dependency,
                 catches_slots_never_refilled, catches_skipped_retries,
-                catches_a_hook_never_queued]
+                catches_a_claim_that_ignores_a_pause, catches_a_hook_never_queued]

@@ -30,11 +30,12 @@ import threading
 import traceback
 from typing import Any, Callable
 
-from function_flow.core import hooks
+from function_flow.core import control, hooks
 from function_flow.core.engine import Engine
 from function_flow.core.graph import END_TASK_ID
 from function_flow.core.records import MessageKind, RunStatus, TaskStatus
 from function_flow.core.recovery import POLLER_STALE_AFTER_SECONDS
+from function_flow.errors import RunEndedError
 
 from . import final_checks, hook_checks
 from .fakes import Crasher, FakeClock, Pending, PoolBus, RecordingStore, SimulatedCrash
@@ -83,6 +84,10 @@ class Harness:
         self.busy = 0
         self.stopped = False
         self.depth = 0
+        #: Control actions still to take, (delivery step, action), and whether
+        #: a cancel was asked for (a CANCELLED run needs one).
+        self.controls = list(scenario.controls)
+        self.cancel_requested = False
 
     # ------------------------------------------------------------ delivery
 
@@ -124,6 +129,7 @@ class Harness:
                     return
                 self._step_budget()
                 self._log(f"(inside a running body, depth {self.depth})")
+                self._take_controls()
                 self._deliver(item)
                 self._check_store_parallelism()
         finally:
@@ -141,11 +147,42 @@ class Harness:
         finally:
             self.crasher.local.armed = armed
 
+    def _take_controls(self, every: bool = False) -> bool:
+        """Take the control actions due at this step (all of them with `every`)."""
+        with self.bus.cond:
+            due = [c for c in self.controls if every or c[0] <= self.steps]
+            for planned in due:
+                self.controls.remove(planned)
+        for _, action in due:
+            self.control(action)
+        return bool(due)
+
+    def control(self, action: str) -> None:
+        """A person or a client of the control endpoint acts on the run.
+
+        It may crash like any caller; it is then asked again a few steps
+        later, as a client retries a request that got no answer.
+        """
+        self.cancel_requested = self.cancel_requested or action == "cancel"
+        armed = self.crasher.armed()
+        self.crasher.local.armed = True
+        try:
+            outcome = control.ACTIONS[action](self.engine, self.run_id)
+            self._log(f"control: {action} -> {outcome.outcome}")
+        except RunEndedError as exc:
+            self._log(f"control: {action} refused: {exc}")
+        except SimulatedCrash as crash:
+            self._log(f"control: {action} CRASHED ({crash}); asked again later")
+            with self.bus.cond:
+                self.controls.append((self.steps + 3, action))
+        finally:
+            self.crasher.local.armed = armed
+
     def _stale_completion(self) -> None:
         """A late external completion of an attempt that already finished."""
         with self.recorder.lock:
             done = [(t.task_id, t.old_attempt) for t in self.recorder.transitions
-                    if t.old is R and t.task_id != END_TASK_ID]
+                    if t.old is R and t.task_id != END_TASK_ID and not t.held]
         if not done:
             return
         task_id, attempt = self.rng.choice(done)
@@ -203,6 +240,7 @@ class Harness:
                 self._poll()
             if self.rng.random() < self.scenario.reinject_rate:
                 self._stale_completion()
+            self._take_controls()
             self._deliver(item)
             self._check_store_parallelism()
 
@@ -229,6 +267,7 @@ class Harness:
                 try:
                     if poll:
                         self._poll()
+                    self._take_controls()
                     self._deliver(item)
                     self._check_store_parallelism()
                 finally:
@@ -296,10 +335,21 @@ class Harness:
             self.crasher.local.armed = False
         if self.raw_store.get_run(self.run_id) is None:
             raise AssertionError("start() crashed before creating the run")
+        resumes = 0
         while True:
             self._drain()
+            if self._take_controls(every=True):
+                continue  # planned for later than the run's deliveries reached
             if self.done():
                 break
+            if not self.run_status().is_final \
+                    and self.raw_store.get_run(self.run_id).paused_at is not None \
+                    and resumes <= len(self.scenario.controls) + self.crash_count():
+                # Nothing moves in a paused run: its person resumes it.
+                resumes += 1
+                self._log("pool empty, run paused: resume")
+                self.control("resume")
+                continue
             # What the deployed poller does: time passes, then recover().
             self.recover_rounds += 1
             if self.recover_rounds > self.crash_count() + 1:

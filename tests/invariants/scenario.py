@@ -66,6 +66,10 @@ class Scenario:
     #: first attempt raises (it has one retry)
     hooks: bool = False
     hook_fails: bool = False
+    #: (delivery step, "pause" | "resume" | "cancel"): control actions
+    #: (core/control.py) taken when the run reaches that many deliveries; a
+    #: run left paused when nothing is left to deliver is resumed.
+    controls: tuple[tuple[int, str], ...] = ()
 
     @property
     def n(self) -> int:

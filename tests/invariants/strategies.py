@@ -15,6 +15,8 @@ from .scenario import Scenario
 CRASH_MODES = st.sampled_from(["in_tx", "after_commit"])
 #: all_success most often, as in real workflows; every other rule too.
 RULES = ["all_success"] * 4 + [r for r in TRIGGER_RULES if r != "all_success"]
+#: Pauses twice as often as the rest: each needs a resume, planned or not.
+CONTROL_ACTIONS = st.sampled_from(["pause", "pause", "resume", "cancel"])
 
 
 @st.composite
@@ -32,10 +34,11 @@ def dags(draw: st.DrawFn, max_tasks: int = 60) -> list[list[int]]:
 @st.composite
 def scenarios(draw: st.DrawFn, *, failures: bool = True, crashes: bool = False,
               threads: int = 0, max_tasks: int = 60, conflicts: bool = False,
-              flow_control: bool = False) -> Scenario:
+              flow_control: bool = False, controls: bool = False) -> Scenario:
     """conflicts: compare-and-set commits sometimes lose to another writer
     (only stores that commit optimistically can show it: stores.py).
-    flow_control: trigger rules and branch tasks too."""
+    flow_control: trigger rules and branch tasks too.
+    controls: the run is paused, resumed and cancelled along the way."""
     deps = draw(dags(max_tasks))
     n = len(deps)
     rules: list[str] = []
@@ -80,7 +83,10 @@ def scenarios(draw: st.DrawFn, *, failures: bool = True, crashes: bool = False,
         lease_check_messages=draw(st.booleans()) if crashes else True,
         resume_on_stall=draw(st.booleans()) if crashes else False,
         conflict_rate=draw(st.sampled_from([0.0, 0.1, 0.3])) if conflicts else 0.0,
-        rules=rules, branches=branches)
+        rules=rules, branches=branches,
+        controls=tuple(sorted(draw(st.lists(
+            st.tuples(st.integers(0, 4 * n + 10), CONTROL_ACTIONS), min_size=1,
+            max_size=4)))) if controls else ())
     scenario.hooks = draw(st.booleans())
     scenario.hook_fails = scenario.hooks and draw(st.booleans())
     return scenario

@@ -78,7 +78,12 @@ class HarnessWorkflow:
         try:
             if rec.failed_seq is not None and h.scenario.threads == 0:
                 rec.violation(f"body of {task_id} attempt {attempt} started after the "
-                              f"run FAILED (commit {rec.failed_seq})")
+                              f"run {rec.final_status.value} (commit {rec.failed_seq})")
+            if rec.paused and h.scenario.threads == 0:
+                # Sequentially, nothing can pause the run between a claim and
+                # its look at the run: a body starting now ignored the pause.
+                rec.violation(f"body of {task_id} attempt {attempt} started while the "
+                              "run is paused")
             # Invariant 1, checked against the store, from inside the body.
             # The harness's own graph, not the engine's: a check that trusted
             # the engine's idea of the dependencies could not catch it forgetting one.
