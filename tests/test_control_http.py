@@ -105,6 +105,23 @@ def test_post_pause_resume_and_cancel(served) -> None:
     assert again.status_code == 409 and again.json["run_status"] == "CANCELLED"
 
 
+def test_post_redrive_restarts_a_cancelled_run_and_refuses_a_running_one(served) -> None:
+    job, client, run_id, gate = served
+    refused = client.post("/", json={"action": "redrive", "run_id": run_id})
+    assert refused.status_code == 409
+    assert "is RUNNING: only FAILED or CANCELLED runs can be redriven" in refused.json["error"]
+    assert client.post("/", json={"action": "cancel", "run_id": run_id}).status_code == 200
+    gate.set()
+    job.backend.bus.wait_idle(30)
+
+    answer = client.post("/", json={"action": "redrive", "run_id": run_id})
+
+    assert answer.status_code == 200, answer.json
+    assert (answer.json["outcome"], answer.json["redrives"]) == ("redriven", 1)
+    assert job.wait(run_id, timeout=60).status is RunStatus.SUCCEEDED
+    assert job.engine.store.get_run(run_id).redrives == 1
+
+
 @pytest.mark.parametrize("method, path, body, status, fragment", [
     ("POST", "/", b"{not json", 400, "not JSON"),
     ("POST", "/", b"", 400, "not JSON"),

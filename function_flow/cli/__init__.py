@@ -32,6 +32,7 @@ from function_flow.cli.control import cancel, pause
 from function_flow.cli.follow import follow_dev_run
 from function_flow.cli.graph import graph
 from function_flow.cli.inspect import status
+from function_flow.cli.redrive import redrive
 from function_flow.cli.run import resume, run
 from function_flow.errors import FunctionFlowError
 
@@ -57,7 +58,7 @@ def setup_logging(verbose: bool) -> None:
     root.setLevel(logging.INFO if verbose else logging.ERROR)
 
 
-for command in (run, resume, status, graph, approve, reject, pause, cancel):
+for command in (run, resume, redrive, status, graph, approve, reject, pause, cancel):
     cli.add_command(command)
 
 

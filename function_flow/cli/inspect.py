@@ -102,7 +102,8 @@ def show_run(selected: backends.SelectedStore, run_id: str) -> None:
     if run.blocked and run.status is RunStatus.RUNNING:
         out.print(f"BLOCKED: {run.blocked}", markup=False, soft_wrap=True)
     out.print(f"job {run.job_name}, started {progress.format_time(run.created_at)}"
-              + (f", args {progress.compact_json(run.args)}" if run.args else ""),
+              + (f", args {progress.compact_json(run.args)}" if run.args else "")
+              + (f", redriven {run.redrives} time(s)" if run.redrives else ""),
               markup=False, soft_wrap=True)
     out.print(progress.summary_table(tasks, errors=True))
     failed = [t for t in tasks if t.status is TaskStatus.FAILED and t.error]

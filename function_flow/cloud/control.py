@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from function_flow.cloud import delivery
 from function_flow.cloud.delivery import HttpError
 from function_flow.core import control
+from function_flow.core.redrive import RedriveRefusedError
 from function_flow.errors import RunEndedError, RunNotFoundError
 
 if TYPE_CHECKING:
@@ -70,6 +71,9 @@ def handle(job: "Job", request: Any) -> Answer:
     except RunEndedError as exc:
         logger.warning("control: refused: %s", exc)
         return {"error": str(exc), "run_id": exc.run_id, "run_status": exc.status}, 409
+    except RedriveRefusedError as exc:  # running, succeeded, or a changed definition
+        logger.warning("control: refused: %s", exc)
+        return {"error": str(exc), "run_id": run_id}, 409
     except Exception as exc:
         return delivery.not_done(request, "control", exc)
     logger.info("control: %s run %s: %s", action, run_id, outcome.outcome)

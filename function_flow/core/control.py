@@ -64,7 +64,8 @@ UNFINISHED = (TaskStatus.RUNNING, TaskStatus.QUEUED, TaskStatus.READY, TaskStatu
 #: already was so (a repeated request). A new action (redrive) adds its own.
 OUTCOMES: dict[str, tuple[str, str]] = {"pause": ("paused", "already_paused"),
                                         "resume": ("resumed", "not_paused"),
-                                        "cancel": ("cancelled", "already_cancelled")}
+                                        "cancel": ("cancelled", "already_cancelled"),
+                                        "redrive": ("redriven", "redriven")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +94,8 @@ class Outcome:
             answer["tasks_cancelled"] = self.tasks
         if self.action == "resume":
             answer["tasks_sent"] = self.tasks
+        if self.action == "redrive":
+            answer["redrives"] = self.run.redrives
         return answer
 
 
@@ -336,4 +339,5 @@ ACTIONS: dict[str, Callable[["Engine", str], Outcome]] = {
     "pause": lambda engine, run_id: engine.pause(run_id),
     "resume": lambda engine, run_id: engine.unpause(run_id),
     "cancel": lambda engine, run_id: engine.cancel(run_id),
+    "redrive": lambda engine, run_id: Outcome("redrive", engine.redrive(run_id)),
 }
