@@ -387,6 +387,7 @@ class Job(EntryPoints, HookDecorators):
                     spec.func)
         task.status, task.run_id, task.attempt = TaskStatus.RUNNING, run_id, attempt
         task.item, task.item_key = item.get("item"), item.get("item_key")
+        task.id = item.get("item_id", task.id)  # a foreach's item: work[3]
         if spec.func is None:
             return None
         token = _executing.set((self.name, run_id))

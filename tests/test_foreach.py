@@ -52,7 +52,7 @@ def squares_job(name: str, items, **options) -> Job:
 
     @job.foreach(task_id="square", over="list", **options)
     def square(item, task, job):
-        assert task.item == item
+        assert task.item == item and task.id.startswith("square[")
         return {"key": task.item_key, "square": item * item}
 
     @job.task(task_id="report", deps=["square"])

@@ -300,7 +300,7 @@ class Engine(control.Controls):
                 run = self.payloads.with_args(run)
             item = {} if claimed.role != "item" else {
                 "item": self.payloads.load(claimed.item, f"the item of {task_id!r}"),
-                "item_key": claimed.item_key}
+                "item_key": claimed.item_key, "item_id": task_id}
             body = hooks.body(self, run, spec) if hooks.is_hook(task_id) \
                 else lambda: self._attempt(run, spec, attempt, item)
             value = self.executor.run(body, spec.timeout, what)
