@@ -84,24 +84,35 @@ def test_a_mapping_fans_out_by_key_and_results_come_back_keyed(store) -> None:
     assert result == {k: {"key": k, "square": v * v} for k, v in prices.items()}
 
 
+class Peak:
+    """The most bodies that ran at once (each stays in for 20 ms)."""
+
+    def __init__(self) -> None:
+        self.running = self.most = 0
+        self.lock = threading.Lock()
+
+    def count(self, item):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.02)
+        with self.lock:
+            self.running -= 1
+        return item
+
+
 def test_at_most_max_concurrency_items_run_at_once(store) -> None:
-    running, peak, lock = [0], [0], threading.Lock()
+    peak = Peak()
     job = Job("throttled")
     job.task(task_id="list")(lambda **_: list(range(24)))
 
     @job.foreach(task_id="work", over="list", max_concurrency=3)
     def work(item, **_):
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        time.sleep(0.02)
-        with lock:
-            running[0] -= 1
-        return item
+        return peak.count(item)
 
     on(store, job, workers=8)
     assert job.run(timeout=120).status is RunStatus.SUCCEEDED
-    assert peak[0] == 3  # the limit is reached, and never passed
+    assert peak.most == 3  # the limit is reached, and never passed
     assert job.get_task_result("work") == list(range(24))
 
 
@@ -109,23 +120,17 @@ def test_at_most_max_concurrency_items_run_at_once(store) -> None:
 def test_max_parallel_tasks_holds_for_the_items_too(store, parallel) -> None:
     """The foreach hands its own slot to its items (with one slot they would
     otherwise wait for it forever)."""
-    running, peak, lock = [0], [0], threading.Lock()
+    peak = Peak()
     job = Job(f"parallel{parallel}", max_parallel_tasks=parallel)
     job.task(task_id="list")(lambda **_: list(range(12)))
 
     @job.foreach(task_id="work", over="list")
     def work(item, **_):
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        time.sleep(0.02)
-        with lock:
-            running[0] -= 1
-        return item
+        return peak.count(item)
 
     on(store, job, workers=8)
     assert job.run(timeout=120).status is RunStatus.SUCCEEDED
-    assert job.engine.slots == parallel and peak[0] == parallel
+    assert job.engine.slots == parallel and peak.most == parallel
     assert job.get_task_result("work") == list(range(12))
 
 
