@@ -340,13 +340,14 @@ def test_bad_messages_are_acknowledged_and_change_nothing(stack, firestore_store
 
     assert [t.to_dict() for t in firestore_store.get_tasks(run_id)] == before
     assert [e["task_id"] for e in executed(executions)] == ["a"]
-    # Signed, the same messages of b and c (lost before the subscription) finish the run.
-    for task_id in ("b", "c"):
-        data = Message(run_id, task_id, 1).to_json()
-        stack.publish(data, **signed(data))
-    assert final_run(firestore_store, run_id).status is RunStatus.SUCCEEDED
-    assert sorted(e["task_id"] for e in executed(executions)) == ["a", "b", "c", "d"]
     assert "Traceback" not in scheduler.log()
+    if signature == "event":  # once (the other forms run signed runs elsewhere in this file):
+        # signed, the same messages of b and c (lost before the subscription) finish the run.
+        for task_id in ("b", "c"):
+            data = Message(run_id, task_id, 1).to_json()
+            stack.publish(data, **signed(data))
+        assert final_run(firestore_store, run_id).status is RunStatus.SUCCEEDED
+        assert sorted(e["task_id"] for e in executed(executions)) == ["a", "b", "c", "d"]
 
 
 def test_start_answers_bad_bodies_with_400_json(stack, firestore_store):
