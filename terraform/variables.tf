@@ -203,10 +203,12 @@ variable "invokers" {
 
   validation {
     condition = alltrue([
-      for name in keys(var.invokers) :
-      contains(concat(["start", "scheduler", "external_event_listener", "poller", "callback", "control"], keys(var.remote_functions)), name)
+      for name in keys(var.invokers) : contains(concat(
+        [for core in ["start", "scheduler", "external_event_listener", "poller", "callback", "control"] : core if lookup(var.entry_points, core, core) != null],
+        keys(var.remote_functions),
+      ), name)
     ])
-    error_message = "invokers keys must be functions the module deploys: start, scheduler, external_event_listener, poller, callback, control or a remote function's name."
+    error_message = "invokers keys must be functions the module deploys: start, scheduler, external_event_listener, poller, callback or control (unless entry_points leaves it out), or a remote function's name."
   }
 }
 

