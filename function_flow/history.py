@@ -25,9 +25,10 @@ from typing import Any, Iterable
 
 from function_flow.core.records import RunRecord, TaskRecord, TaskStatus
 
-#: Event kinds, in the order they are listed when they happen at the same time.
-KINDS = ("created", "resumed", "redriven", "queued", "claimed", "waiting", "succeeded",
-         "retried", "interrupted", "failed", "skipped", "upstream_failed", "cancelled",
+#: Event kinds, in the order they are listed when they happen at the same time
+#: (an attempt's end queues its dependents in the same commit: it comes first).
+KINDS = ("created", "resumed", "redriven", "succeeded", "retried", "interrupted", "failed",
+         "skipped", "upstream_failed", "cancelled", "queued", "claimed", "waiting",
          "paused", "ended")
 _RANK = {kind: i for i, kind in enumerate(KINDS)}
 _LIVE = (TaskStatus.QUEUED, TaskStatus.RUNNING)

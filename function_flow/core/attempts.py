@@ -22,7 +22,8 @@ end (MAX_ENTRY_ERROR_CHARS), its output to its tail (output.MAX_OUTPUT_CHARS);
 the list keeps the first attempt and the last MAX_ENTRIES - 1 (a marker
 entry {"dropped": n} says how many between them were dropped); and when
 all entries together exceed MAX_ATTEMPTS_CHARS of JSON, the outputs and then
-the errors of the oldest entries are cut shorter first.
+the errors of the oldest entries are cut shorter first, to SHORT_CHARS each
+(so the list never holds much more than 80,000 characters).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def record(step: "Step", task: TaskRecord, now: float) -> None:
     if task.status is TaskStatus.RUNNING:
         entry["started_at"] = task.started_at
     if outcome == "failed" and fields.get("error"):
-        entry["error"] = bounded_error(fields["error"], MAX_ENTRY_ERROR_CHARS)
+        entry["error"] = fields["error"]
     if status == TaskStatus.QUEUED.value and fields.get("not_before"):
         entry["retry_at"] = fields["not_before"]
     fields["attempts"] = appended(task.attempts, entry)
@@ -128,6 +129,12 @@ def appended(entries: list[dict[str, Any]] | None,
     replaced (its output kept)."""
     kept = list(entries or [])
     entry = {k: v for k, v in entry.items() if v is not None}
+    if isinstance(entry.get("error"), str):
+        entry["error"] = bounded_error(entry["error"], MAX_ENTRY_ERROR_CHARS)
+    text = entry.get("output")
+    if isinstance(text, str) and len(text) > output.MAX_OUTPUT_CHARS:
+        entry["output"] = text[-output.MAX_OUTPUT_CHARS:]
+        entry["output_cut"] = entry.get("output_cut", 0) + len(text) - output.MAX_OUTPUT_CHARS
     if kept and kept[-1].get("attempt") == entry["attempt"] \
             and kept[-1].get("outcome") == "waiting":
         waited = kept.pop()
@@ -146,24 +153,30 @@ def bounded(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             dropped, rest = rest[0]["dropped"], rest[1:]
         keep = MAX_ENTRIES - 2
         entries = [first, {"dropped": dropped + len(rest) - keep}] + rest[-keep:]
+    sizes = [_size(e) for e in entries]
+    total = sum(sizes) + len(entries) + 1  # with the commas and brackets
     for key in ("output", "error"):
         for i in range(len(entries) - 1):
-            if _size(entries) <= MAX_ATTEMPTS_CHARS:
+            if total <= MAX_ATTEMPTS_CHARS:
                 return entries
             text = entries[i].get(key)
-            if isinstance(text, str) and len(text) > SHORT_CHARS:
-                entries[i] = dict(entries[i])
-                if key == "output":
-                    entries[i]["output"] = text[-SHORT_CHARS:]
-                    entries[i]["output_cut"] = entries[i].get("output_cut", 0) \
-                        + len(text) - SHORT_CHARS
-                else:
-                    entries[i]["error"] = bounded_error(text, SHORT_CHARS)
+            if not isinstance(text, str) or len(text) <= SHORT_CHARS:
+                continue
+            entries[i] = dict(entries[i])
+            if key == "output":
+                entries[i]["output"] = text[-SHORT_CHARS:]
+                entries[i]["output_cut"] = entries[i].get("output_cut", 0) \
+                    + len(text) - SHORT_CHARS
+            else:
+                entries[i]["error"] = bounded_error(text, SHORT_CHARS)
+            size = _size(entries[i])
+            total += size - sizes[i]
+            sizes[i] = size
     return entries
 
 
-def _size(entries: list[dict[str, Any]]) -> int:
-    return len(json.dumps(entries, separators=(",", ":")))
+def _size(entry: dict[str, Any]) -> int:
+    return len(json.dumps(entry, separators=(",", ":")))
 
 
 def _own_write(step: "Step", task_id: str) -> dict[str, Any] | None:

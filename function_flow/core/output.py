@@ -62,6 +62,7 @@ class Capture:
         if self.forward is not None:
             self.forward(text)
             return
+        text = safe_text(text)
         with self._lock:
             self._parts.append(text)
             self._size += len(text)
@@ -80,7 +81,7 @@ class Capture:
                 self.cut += drop
                 joined = joined[drop:]
                 self._parts, self._size = [joined], len(joined)
-        return safe_text(joined)
+        return joined
 
 
 def safe_text(text: str) -> str:
@@ -116,7 +117,8 @@ def labels() -> dict[str, Any]:
 def capturing(run_id: str, task_id: str, attempt: int) -> Iterator[Capture]:
     """Capture what this thread (and the threads it starts) print and log."""
     install()
-    capture = Capture({"run_id": run_id, "task_id": task_id, "attempt": attempt})
+    capture = Capture({**(_labels.get() or {}), "run_id": run_id, "task_id": task_id,
+                       "attempt": attempt})
     token = _current.set(capture)
     try:
         yield capture
