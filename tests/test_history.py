@@ -124,6 +124,38 @@ def test_pauses_resumes_and_redrives_are_events_and_attempts_survive_a_redrive(s
     assert "RuntimeError: the warehouse is down" in loads[0].error
 
 
+def test_a_cancelled_queued_attempt_and_an_interrupted_one_are_kept(tmp_path) -> None:
+    from function_flow.core import control, transitions
+    from function_flow.core.graph import RunGraph
+    from function_flow.core.records import TaskRecord
+    from function_flow.store.sqlite import SqliteStore
+
+    job = Job("stops")
+    job.task(task_id="never")(lambda task, job: 1)
+    store = SqliteStore(str(tmp_path / "state.db"))
+    try:
+        engine, _ = engine_on(job, store)
+        run_id, _ = engine.start({})  # its message is never delivered
+        control.cancel(store, run_id, 1_800_000_000.0)
+        run = engine.run_status(run_id)
+        found = [(e.kind, e.task_id, e.detail) for e in history.events(
+            run, store.get_tasks(run_id))]
+    finally:
+        store.close()
+    assert found == [("created", None, "job stops"), ("queued", "never", ""),
+                     ("cancelled", "never", ""),
+                     ("ended", None, "CANCELLED: cancelled on request")]
+
+    # `function-flow resume` after kill -9: the attempt its process died in.
+    died = TaskRecord("never", TaskStatus.RUNNING, attempt=1, queued_at=1.0, started_at=2.0)
+    graph = RunGraph(job.dag)
+    step = transitions.interrupted(graph.spec("never"), died, "r", 3.0, run=None,
+                                   retry_delay=0.0, graph=graph, has_end_task=False)
+    assert step.writes[0].value["attempts"] == [
+        {"attempt": 1, "queued_at": 1.0, "started_at": 2.0, "outcome": "interrupted",
+         "finished_at": 3.0}]
+
+
 def test_a_body_raising_base_exception_still_records_its_attempt(tmp_path) -> None:
     from function_flow.store.sqlite import SqliteStore
 
