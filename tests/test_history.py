@@ -140,8 +140,11 @@ def test_a_cancelled_queued_attempt_and_an_interrupted_one_are_kept(tmp_path) ->
         run = engine.run_status(run_id)
         found = [(e.kind, e.task_id, e.detail) for e in history.events(
             run, store.get_tasks(run_id))]
+        (entry,) = task_of(store, run_id, "never").attempts
     finally:
         store.close()
+    assert (entry["attempt"], entry["outcome"], "started_at" in entry) == (1, "cancelled",
+                                                                           False)
     assert found == [("created", None, "job stops"), ("queued", "never", ""),
                      ("cancelled", "never", ""),
                      ("ended", None, "CANCELLED: cancelled on request")]
@@ -236,6 +239,12 @@ def test_output_comes_from_print_logging_and_threads_the_body_starts(tmp_path) -
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(lambda i: print(f"from the pool {i}"), range(2)))
+        own = logging.getLogger("chatty.own")  # a handler of the body's own, on stderr
+        own.propagate = False
+        handler = logging.StreamHandler(sys.stderr)
+        own.addHandler(handler)
+        own.warning("through my handler")  # captured once, as the record
+        own.removeHandler(handler)
         print("to stderr", file=sys.stderr)
         return "ok"
 
@@ -263,7 +272,8 @@ def test_output_comes_from_print_logging_and_threads_the_body_starts(tmp_path) -
     assert text.startswith("printed\nWARNING chatty.body: logged a warning\n"
                            "INFO chatty.body: logged info 42\nfrom my thread\n")
     assert "from the pool 0" in text and "from the pool 1" in text  # print: 2 writes
-    assert text.endswith("to stderr\n") and "engine chatter" not in text
+    assert text.endswith("WARNING chatty.own: through my handler\nto stderr\n")
+    assert text.count("through my handler") == 1 and "engine chatter" not in text
     assert history.output_of(records["in_child"]) == (
         "printed in the child\nWARNING chatty.body: logged in the child\n")
 

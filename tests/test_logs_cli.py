@@ -216,6 +216,8 @@ def test_json_log_lines_carry_severity_labels_and_the_current_trace(monkeypatch)
     logger.propagate = False
     try:
         logger.warning("no span, no labels")
+        with output.labelled(job="etl"), output.capturing("r-0", "body", 1):
+            logger.info("in a body")
         with output.labelled(run_id="r-1", task_id="t", attempt=2):
             tracer = TracerProvider().get_tracer("test")
             with tracer.start_as_current_span("claim") as span:
@@ -223,7 +225,9 @@ def test_json_log_lines_carry_severity_labels_and_the_current_trace(monkeypatch)
                 context = span.get_span_context()
     finally:
         logger.removeHandler(handler)
-    plain, traced = [json.loads(line) for line in stream.getvalue().splitlines()]
+    plain, body, traced = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert body["logging.googleapis.com/labels"] == {"job": "etl", "run_id": "r-0",
+                                                     "task_id": "body", "attempt": "1"}
     assert plain["severity"] == "WARNING" and plain["message"] == "no span, no labels"
     assert "logging.googleapis.com/trace" not in plain
     assert "logging.googleapis.com/labels" not in plain

@@ -153,6 +153,9 @@ def bounded(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             dropped, rest = rest[0]["dropped"], rest[1:]
         keep = MAX_ENTRIES - 2
         entries = [first, {"dropped": dropped + len(rest) - keep}] + rest[-keep:]
+    texts = sum(len(e.get("output") or "") + len(e.get("error") or "") for e in entries)
+    if texts * 6 + 400 * len(entries) <= MAX_ATTEMPTS_CHARS:
+        return entries  # below the bound even with every character escaped
     sizes = [_size(e) for e in entries]
     total = sum(sizes) + len(entries) + 1  # with the commas and brackets
     for key in ("output", "error"):

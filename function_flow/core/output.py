@@ -208,6 +208,8 @@ def install() -> None:
     """Put the tees in front of sys.stdout and sys.stderr (again, if someone replaced
     them), and, once per process, the thread and logging hooks."""
     global _patched
+    if _patched and isinstance(sys.stdout, _Tee) and isinstance(sys.stderr, _Tee):
+        return  # the usual case, without the lock
     with _install_lock:
         for name in ("stdout", "stderr"):
             stream = getattr(sys, name)
