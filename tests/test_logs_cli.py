@@ -214,6 +214,7 @@ def test_json_log_lines_carry_severity_labels_and_the_current_trace(monkeypatch)
     logger = logging.getLogger("test_logs_cli.json")
     logger.addHandler(handler)
     logger.propagate = False
+    logger.setLevel(logging.INFO)
     try:
         logger.warning("no span, no labels")
         with output.labelled(job="etl"), output.capturing("r-0", "body", 1):
