@@ -21,7 +21,7 @@ import pytest
 from function_flow import backends, history
 from function_flow.core import attempts, output
 from function_flow.core.engine import Engine
-from function_flow.core.records import RunStatus, TaskStatus
+from function_flow.core.records import RunStatus, TaskRecord, TaskStatus
 from function_flow.tasks import Job
 
 from test_run_graph import Outbox, drain
@@ -127,7 +127,6 @@ def test_pauses_resumes_and_redrives_are_events_and_attempts_survive_a_redrive(s
 def test_a_cancelled_queued_attempt_and_an_interrupted_one_are_kept(tmp_path) -> None:
     from function_flow.core import control, transitions
     from function_flow.core.graph import RunGraph
-    from function_flow.core.records import TaskRecord
     from function_flow.store.sqlite import SqliteStore
 
     job = Job("stops")
@@ -211,10 +210,11 @@ def test_many_attempts_keep_the_first_and_the_last_within_bounds() -> None:
         entries = attempts.appended(entries, {
             "attempt": n, "outcome": "failed", "finished_at": float(n),
             "error": "E" * 20_000, "output": "o" * output.MAX_OUTPUT_CHARS})
-    assert len(entries) == attempts.MAX_ENTRIES
+    assert len(entries) == attempts.MAX_ENTRIES + 1  # and the marker
     assert entries[0]["attempt"] == 1 and entries[-1]["attempt"] == 60
-    assert entries[1] == {"dropped": 60 - attempts.MAX_ENTRIES + 1}
-    assert [e["attempt"] for e in entries[2:]] == list(range(60 - attempts.MAX_ENTRIES + 3, 61))
+    assert entries[1] == {"dropped": 60 - attempts.MAX_ENTRIES}
+    assert [e["attempt"] for e in entries[2:]] == list(range(60 - attempts.MAX_ENTRIES + 2, 61))
+    assert history.dropped(TaskRecord("t", attempts=entries)) == 60 - attempts.MAX_ENTRIES
     assert len(json.dumps(entries)) <= 80_000
     assert len(entries[-1]["output"]) == output.MAX_OUTPUT_CHARS  # the latest keeps all
     assert len(entries[-1]["error"]) < attempts.MAX_ENTRY_ERROR_CHARS + 100
@@ -359,7 +359,6 @@ def test_a_waiting_attempt_keeps_its_output_until_its_event_completes_it(store) 
 
 
 def test_records_from_before_attempts_were_kept_still_read() -> None:
-    from function_flow.core.records import TaskRecord
 
     old = TaskRecord("old", TaskStatus.FAILED, attempt=2, queued_at=1.0, started_at=2.0,
                      finished_at=3.0, error="Boom: x")

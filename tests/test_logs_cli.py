@@ -201,6 +201,23 @@ def test_a_big_foreach_shows_its_failed_items_and_counts_the_rest(tmp_path, cli)
     assert "    | item 3\n" in one
 
 
+def test_a_sub_dag_node_covers_its_tasks_and_a_redriven_attempt_says_so() -> None:
+    from function_flow import history
+    from function_flow.cli.logs import Printer, View
+    from function_flow.core.records import TaskRecord
+
+    records = [TaskRecord(t) for t in ("node", "node/a", "node/b", "nodes", "other")]
+    assert [t.task_id for t in View(["node"], False).chosen(records)] == [
+        "node", "node/a", "node/b"]
+    printer = Printer(None, as_json=False)
+    event = history.Event(1_700_000_000.0, "succeeded", "node/a", 1, "after 1.00s",
+                          output="last words\n", output_cut=1234, redrive=2)
+    lines = printer.lines(event)
+    assert re.match(r"\d\d:\d\d:\d\d\.\d{3}  succeeded       node/a #1 \(redrive 2\)  after 1\.00s$",
+                    lines[1]), lines
+    assert lines[2:] == ["    output (its first 1,234 characters cut):", "    | last words"]
+
+
 # ---------------------------------------------------------------- log lines
 
 
@@ -259,8 +276,10 @@ def test_the_format_is_json_deployed_text_in_a_terminal_and_says_what_is_wrong()
 
 def test_the_cli_logs_json_lines_when_asked_and_refuses_an_unknown_format(
         cli, capsys, monkeypatch) -> None:
+    logging.getLogger().setLevel(logging.WARNING)  # Python's default
     code, _, err = cli({"FUNCTION_FLOW_LOG_FORMAT": "json"}, "-v", "status", "no-such-run")
     assert code == 2  # the one error line; the handler the CLI installed stays
+    assert logging.getLogger().level == logging.INFO  # a body's INFO records are made
     logging.getLogger("function_flow.engine").info("run %s started", "r-9")
     entry = json.loads(capsys.readouterr().err.splitlines()[-1])
     assert (entry["severity"], entry["message"], entry["logger"]) == (

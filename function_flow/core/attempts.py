@@ -19,8 +19,8 @@ start; `output` is the tail of what the body printed and logged
 Bounds, so a record always fits a Firestore document (1 MiB, next to a
 result of up to 900,000 bytes): each entry's error is cut to its head and
 end (MAX_ENTRY_ERROR_CHARS), its output to its tail (output.MAX_OUTPUT_CHARS);
-the list keeps the first attempt and the last MAX_ENTRIES - 1 (a marker
-entry {"dropped": n} says how many between them were dropped); and when
+the list keeps MAX_ENTRIES attempts, the first and the most recent ones (a
+marker entry {"dropped": n} after the first says how many were dropped); and when
 all entries together exceed MAX_ATTEMPTS_CHARS of JSON, the outputs and then
 the errors of the oldest entries are cut shorter first, to SHORT_CHARS each
 (so the list never holds much more than 80,000 characters).
@@ -44,7 +44,7 @@ MAX_ERROR_CHARS = 32_000
 #: An error as kept in an attempt's entry (the task's `error` keeps the last
 #: one at MAX_ERROR_CHARS).
 MAX_ENTRY_ERROR_CHARS = 8_000
-#: Entries kept per task: the first attempt and the most recent ones.
+#: Attempts kept per task: the first and the most recent ones.
 MAX_ENTRIES = 25
 #: All entries of a task together, as JSON.
 MAX_ATTEMPTS_CHARS = 64_000
@@ -147,11 +147,11 @@ def appended(entries: list[dict[str, Any]] | None,
 
 def bounded(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """At most MAX_ENTRIES entries and MAX_ATTEMPTS_CHARS of JSON (see module docstring)."""
-    if len(entries) > MAX_ENTRIES:
-        first, rest, dropped = entries[0], entries[1:], 0
-        if "dropped" in rest[0]:
-            dropped, rest = rest[0]["dropped"], rest[1:]
-        keep = MAX_ENTRIES - 2
+    first, rest, dropped = entries[0], entries[1:], 0
+    if rest and "dropped" in rest[0]:
+        dropped, rest = rest[0]["dropped"], rest[1:]
+    keep = MAX_ENTRIES - 1
+    if len(rest) > keep:
         entries = [first, {"dropped": dropped + len(rest) - keep}] + rest[-keep:]
     texts = sum(len(e.get("output") or "") + len(e.get("error") or "") for e in entries)
     if texts * 6 + 400 * len(entries) <= MAX_ATTEMPTS_CHARS:
