@@ -130,21 +130,27 @@ class View:
 
     def _split(self, tasks: list[TaskRecord]
                ) -> tuple[list[TaskRecord], dict[str, list[TaskRecord]]]:
-        """(tasks shown, the hidden items of each foreach)."""
+        """(tasks shown, the hidden item records of each foreach).
+
+        A foreach's items are its instances `node[i]`: the item's record and,
+        for a foreach over a sub-DAG, its copy's tasks `node[i]/t`.
+        """
         if self.all_items:
             return tasks, {}
-        groups: dict[str, list[TaskRecord]] = collections.defaultdict(list)
+        nodes: dict[str, dict[str, list[TaskRecord]]] = collections.defaultdict(
+            lambda: collections.defaultdict(list))
         for task in tasks:
-            if task.role == "item" and task.template is not None \
-                    and task.task_id not in self.task_ids:
-                groups[task.template].append(task)
+            instance = _instance(task)
+            if instance is not None and instance not in self.task_ids:
+                nodes[instance.rpartition("[")[0]][instance].append(task)
         hidden: dict[str, list[TaskRecord]] = {}
-        for node, group in groups.items():
-            if len(group) <= items.SHOWN_ITEMS:
+        for node, instances in nodes.items():
+            if len(instances) <= items.SHOWN_ITEMS:
                 continue
-            failing = [t for t in group if _failed_once(t)][:items.SHOWN_FAILURES]
-            keep = {t.task_id for t in failing}
-            hidden[node] = [t for t in group if t.task_id not in keep]
+            failing = [i for i, records in instances.items()
+                       if any(_failed_once(t) for t in records)][:items.SHOWN_FAILURES]
+            hidden[node] = [t for i, records in instances.items() if i not in failing
+                            for t in records]
         gone = {t.task_id for group in hidden.values() for t in group}
         return [t for t in tasks if t.task_id not in gone], hidden
 
@@ -162,11 +168,19 @@ class View:
         _, hidden = self._split(chosen)
         lines = []
         for node, group in hidden.items():
-            counts = collections.Counter(t.status.value for t in group)
+            shown = [t for t in group if t.role == "item"] or group
+            counts = collections.Counter(t.status.value for t in shown)
             counted = ", ".join(f"{n:,} {s}" for s, n in counts.most_common())
-            lines.append(f"({len(group):,} items of {node} not shown: {counted}; "
+            lines.append(f"({len(shown):,} items of {node} not shown: {counted}; "
                          f"--items shows them, --task '{node}[N]' one of them)")
         return lines
+
+
+def _instance(task: TaskRecord) -> str | None:
+    """`node[i]` for the records of a foreach's item i, else None."""
+    if task.role not in items.ITEM_ROLES or "[" not in task.task_id:
+        return None
+    return task.task_id.partition("]")[0] + "]"
 
 
 def _failed_once(task: TaskRecord) -> bool:
