@@ -201,6 +201,23 @@ def test_a_big_foreach_shows_its_failed_items_and_counts_the_rest(tmp_path, cli)
     assert "    | item 3\n" in one
 
 
+def test_a_foreach_over_a_sub_dag_is_shown_by_item_with_its_copys_tasks() -> None:
+    from function_flow.cli.logs import View
+    from function_flow.core.records import TaskRecord, TaskStatus
+
+    records = [TaskRecord("work", TaskStatus.SUCCEEDED)]
+    for i in range(12):
+        failed = TaskStatus.FAILED if i == 4 else TaskStatus.SUCCEEDED
+        records += [TaskRecord(f"work[{i}]", failed, role="item", template="work"),
+                    TaskRecord(f"work[{i}]/clean", failed, role="member",
+                               template="work/clean")]
+    view = View((), False)
+    assert [t.task_id for t in view.chosen(records)] == ["work", "work[4]", "work[4]/clean"]
+    assert view.notes(records) == ["(11 items of work not shown: 11 SUCCEEDED; --items "
+                                   "shows them, --task 'work[N]' one of them)"]
+    assert len(View(("work[7]",), False).chosen(records)) == 2
+
+
 def test_a_sub_dag_node_covers_its_tasks_and_a_redriven_attempt_says_so() -> None:
     from function_flow import history
     from function_flow.cli.logs import Printer, View
