@@ -28,8 +28,9 @@ from function_flow.cli.common import fail
 from function_flow.cli.stores import get_run, open_selected
 from function_flow.core.records import RunRecord, TaskRecord, TaskStatus
 
-#: Seconds between two looks at the run with --follow (more for big runs:
-#: each look reads every task record, and Firestore bills each read).
+#: Seconds between two looks at the run with --follow. Each look reads every
+#: task record (Firestore bills each read), so a run of N tasks is looked at
+#: no more often than every N / READS_PER_SECOND seconds.
 FOLLOW_INTERVAL = 0.5
 READS_PER_SECOND = 2000
 #: Once the run ended, how long --follow waits for tasks still finishing
@@ -75,7 +76,6 @@ def follow_run(store: Any, run_id: str, where: str, tasks: list[TaskRecord], vie
     last = [0.0]
 
     def fetch() -> tuple[RunRecord, list[TaskRecord]]:
-        # A big run is read less often (every read of a task is billed on Firestore).
         pause = len(tasks) / READS_PER_SECOND - (time.monotonic() - last[0])
         if pause > 0:
             time.sleep(pause)
@@ -91,11 +91,11 @@ def follow_run(store: Any, run_id: str, where: str, tasks: list[TaskRecord], vie
 
     progress.follow(fetch, printer.out, interval=FOLLOW_INTERVAL, lines=new_lines)
     deadline = time.monotonic() + FOLLOW_GRACE_SECONDS
-    run, tasks[:] = fetch()
+    run, _ = fetch()  # (fetch refreshes `tasks` in place)
     while (run.hooks_pending or any(t.status in (TaskStatus.RUNNING, TaskStatus.QUEUED)
                                     for t in tasks)) and time.monotonic() < deadline:
         time.sleep(FOLLOW_INTERVAL)
-        run, tasks[:] = fetch()
+        run, _ = fetch()
     printer.show(view.events(run, tasks))
     printer.notes(view.notes(tasks))
 
