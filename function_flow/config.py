@@ -30,6 +30,7 @@
 | FUNCTION_FLOW_CALLBACK_ATTEMPTS | 36 | most POSTs of one completion callback (retried with backoff up to an hour apart: about a day) |
 | FUNCTION_FLOW_CALLBACK_BACKOFF | 2 | seconds before the first retry of a callback; each later one waits twice as long, up to an hour |
 | FUNCTION_FLOW_CALLBACK_TIMEOUT | 30 | seconds one callback POST may take |
+| FUNCTION_FLOW_LOG_FORMAT | json in a deployed function (FUNCTION_TARGET set), else text | `json`: one Cloud Logging JSON object per log line; `text`: readable lines (log_format.py) |
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from emulators import PROJECT
+from function_flow import history
 from function_flow.cloud.functions import RUN_ID_HEADER
 from function_flow.core.records import Message, RunStatus, TaskStatus
 from function_flow.store.firestore_timers import FirestoreTimers
@@ -408,6 +409,20 @@ def test_retry_backoff_waits_as_a_timer_the_poller_publishes(stack, firestore_st
     assert [(e["task_id"], e["attempt"]) for e in executed(executions)] == [
         ("flaky", 1), ("flaky", 2), ("after", 1)]
     assert timers.pending() == 0
+    # Both attempts are kept, each with what its body printed and logged, and
+    # the scheduler's log lines are JSON that Cloud Logging files under the run.
+    kept = history.attempts(tasks_of(firestore_store, run_id)["flaky"])
+    assert [(a.attempt, a.outcome) for a in kept] == [(1, "failed"), (2, "succeeded")]
+    assert "RuntimeError: first attempt fails on purpose" in kept[0].error
+    for a in kept:
+        assert a.output == (f"flaky prints on attempt {a.attempt}\n"
+                            f"WARNING flaky: flaky logs on attempt {a.attempt}\n")
+    lines = [json.loads(line) for line in scheduler.log().splitlines()
+             if line.startswith('{"severity"')]
+    logged = [e for e in lines if e["message"] == "flaky logs on attempt 2"]
+    assert logged and logged[0]["severity"] == "WARNING"
+    assert logged[0]["logging.googleapis.com/labels"] == {
+        "job": "flaky", "run_id": run_id, "task_id": "flaky", "attempt": "2"}
 
 
 def test_two_pollers_at_once_publish_each_due_timer_once(firestore_store, collection_prefix):

@@ -3,7 +3,7 @@ pause, cancel, dev.
 
 One module per job: common.py (exit codes, the one-line error, loading a
 workflow file), stores.py (which store `status` and `resume` read), run.py
-(run, resume), inspect.py (status), graph.py, approvals.py (approve,
+(run, resume), inspect.py (status), logs.py (logs), graph.py, approvals.py (approve,
 reject), control.py (pause, cancel, resuming a paused run), follow.py (following a run to its end) and progress.py (the
 terminal view). This module is the group, the `dev` command and the entry
 point that turns every error into one line.
@@ -32,6 +32,7 @@ from function_flow.cli.control import cancel, pause
 from function_flow.cli.follow import follow_dev_run
 from function_flow.cli.graph import graph
 from function_flow.cli.inspect import status
+from function_flow.cli.logs import logs
 from function_flow.cli.redrive import redrive
 from function_flow.cli.run import resume, run
 from function_flow.errors import FunctionFlowError
@@ -51,14 +52,12 @@ def setup_logging(verbose: bool) -> None:
     A failing task is logged as a warning with its traceback; the CLI shows
     that failure itself (and `status` the traceback), so it is not repeated.
     """
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("function_flow")
-    root.addHandler(handler)
-    root.setLevel(logging.INFO if verbose else logging.ERROR)
+    from function_flow import log_format
+
+    log_format.install("function_flow", level=logging.INFO if verbose else logging.ERROR)
 
 
-for command in (run, resume, redrive, status, graph, approve, reject, pause, cancel):
+for command in (run, resume, redrive, status, logs, graph, approve, reject, pause, cancel):
     cli.add_command(command)
 
 

@@ -18,11 +18,8 @@ the engine records it.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
-import sys
 from typing import TYPE_CHECKING, Any, Callable
 
 from function_flow import callbacks, futures, signing
@@ -31,7 +28,9 @@ from function_flow.cloud.callback import make_callback
 from function_flow.cloud.control import make_control
 from function_flow.cloud.delivery import HttpError, NotAnEnvelope, Rejected
 from function_flow.core.records import Message
+from function_flow.core.output import labelled
 from function_flow.errors import ConfigurationError, RecordTooLargeError
+from function_flow.log_format import install_for_functions as log_like_a_cloud_function
 from function_flow.remote.web import RUN_ID_HEADER
 
 if TYPE_CHECKING:
@@ -42,36 +41,6 @@ logger = logging.getLogger("function_flow.cloud.functions")
 __all__ = ["make_start", "make_scheduler", "make_external_event_listener", "make_poller",
            "make_callback", "make_control", "RUN_ID_HEADER"]
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
-
-
-class _CloudLoggingFormatter(logging.Formatter):
-    """One JSON object per line, the form Cloud Logging parses into fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"severity": record.levelname, "message": record.getMessage(),
-                 "logger": record.name}
-        if record.exc_info:
-            entry["message"] += "\n" + self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def log_like_a_cloud_function() -> None:
-    """Make INFO logs of function_flow visible when running as a function.
-
-    Python drops INFO records by default, which would hide every "run X task
-    Y: succeeded" line. functions-framework sets FUNCTION_TARGET (so does the
-    Cloud Functions runtime); then, unless the application configured
-    logging itself, function_flow logs JSON lines to stdout.
-    """
-    if not os.environ.get("FUNCTION_TARGET"):
-        return
-    package_logger = logging.getLogger("function_flow")
-    if package_logger.handlers or logging.getLogger().handlers:
-        return
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_CloudLoggingFormatter())
-    package_logger.addHandler(handler)
-    package_logger.setLevel(logging.INFO)
 
 
 def make_scheduler(job: "Job") -> Callable[..., Any]:
@@ -93,7 +62,9 @@ def make_scheduler(job: "Job") -> Callable[..., Any]:
             logger.warning("scheduler: message rejected and acknowledged: %s", exc)
             return delivery.acknowledge(event, "rejected")
         try:
-            outcome = job.engine.handle(message)
+            with labelled(job=job.name, run_id=message.run_id, task_id=message.task_id,
+                          attempt=message.attempt):
+                outcome = job.engine.handle(message)
         except Exception as exc:
             return delivery.not_done(event, f"scheduler: {message}", exc)
         logger.info("scheduler: run %s task %s attempt %d: %s", message.run_id,
