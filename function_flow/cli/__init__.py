@@ -70,9 +70,12 @@ for command in (run, resume, redrive, status, logs, graph, approve, reject, paus
               default="event", show_default=True,
               help="How scheduler and external_event_listener take Pub/Sub pushes: "
                    "1st gen event, 2nd gen cloudevent, or http (raw push envelope).")
+@click.option("--callback-url", metavar="URL", default=None,
+              help="POST the run's results, signed with the dev key, to URL once it ended.")
 @remote_option
 def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
-                signature_type: str, remote_pairs: tuple[str, ...]) -> None:
+                signature_type: str, callback_url: str | None,
+                remote_pairs: tuple[str, ...]) -> None:
     """Run FILE on the deployed topology, locally: Firestore and Pub/Sub
     emulators, one functions-framework process per entry point and per
     remote function, each behind a push subscription from its topic."""
@@ -108,7 +111,7 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
             out.print(f"pause, resume or cancel the run: POST {{\"action\": \"pause\", "
                       f"\"run_id\": \"{run_id}\"}} to {stack.control_url}", markup=False,
                       soft_wrap=True)
-            run_id = stack.start_run(args, run_id=run_id)
+            run_id = stack.start_run(args, run_id=run_id, callback_url=callback_url)
             code = follow_dev_run(stack, job, run_id, out, err)
         except KeyboardInterrupt:
             err.print("interrupted; stopping emulators and functions", markup=False)
