@@ -157,7 +157,9 @@ def fake_tasks(now: float) -> list[TaskRecord]:
     records = [TaskRecord(task_id=f"ok{i:02d}", status=TaskStatus.SUCCEEDED, attempt=1,
                           started_at=now - 5, finished_at=now - 4) for i in range(23)]
     records += [TaskRecord(task_id=f"run{i}", status=TaskStatus.RUNNING, attempt=1,
-                           started_at=now - 2) for i in range(3)]
+                           started_at=now - 2) for i in range(2)]
+    records.append(TaskRecord(task_id="run2", status=TaskStatus.RUNNING, attempt=2,
+                              started_at=now - 1, error="Traceback\nOSError: flaky disk"))
     records.append(TaskRecord(task_id="work", status=TaskStatus.RUNNING, attempt=1,
                               started_at=now - 3))
     records += [TaskRecord(task_id=f"work[{i}]", role="item", template="work",
@@ -193,6 +195,7 @@ def test_the_live_view_counts_and_summarises_a_wide_dag_to_fit_the_terminal() ->
                      r"slow", text), text
     assert re.search(r"work\[0\.\.499\]\s+400 SUCCEEDED, 100 RUNNING", text), text
     assert all(f"run{i}" in text for i in range(3))
+    assert re.search(r"run2\s+RUNNING\s+2 .*attempt 1 failed: OSError: flaky disk", text), text
 
     tiny = "\n".join(rendered(run, records, 8))  # not even those fit: failed first
     assert "broken" in tiny and "flaky" in tiny and "more RUNNING" in tiny
