@@ -357,10 +357,10 @@ class SqliteStore(SqliteContext):
         if hooks_pending:  # rare, and a scan: the poller's only
             where.append("json_extract(data, '$.hooks_pending')")
         if status is not None:
-            where += ["status = ?"]
+            where.append("status = ?")
             params.append(status.value)
         if job_name is not None:
-            where += ["job_name = ?"]
+            where.append("job_name = ?")
             params.append(job_name)
         rows = self._connection().execute(
             "SELECT data FROM runs " + ("WHERE " + " AND ".join(where) if where else "")
