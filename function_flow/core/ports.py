@@ -132,9 +132,11 @@ class Store(Protocol):
         """Up to `limit` free slot numbers among 0..count-1."""
 
     def list_runs(self, limit: int = 50, status: RunStatus | None = None,
-                  hooks_pending: bool = False) -> list[RunRecord]:
+                  hooks_pending: bool = False,
+                  job_name: str | None = None) -> list[RunRecord]:
         """Most recent runs first; with `status`, only runs in that status;
-        with hooks_pending, only runs whose `hooks_pending` is set (core/hooks.py).
+        with hooks_pending, only runs whose `hooks_pending` is set (core/hooks.py);
+        with `job_name`, only that job's runs (`function-flow status --job`).
 
         Filtered, the order is unspecified (on Firestore it would need a
         composite index): the poller wants every such run, not the newest ones.

@@ -304,11 +304,14 @@ class FirestoreStore(FirestoreContext):
 
     @_translated
     def list_runs(self, limit: int = 50, status: RunStatus | None = None,
-                  hooks_pending: bool = False) -> list[RunRecord]:
-        if status is not None or hooks_pending:  # no order_by: a composite index
-            query = self._runs()
+                  hooks_pending: bool = False,
+                  job_name: str | None = None) -> list[RunRecord]:
+        if status is not None or hooks_pending or job_name is not None:
+            query = self._runs()  # no order_by: it would need a composite index
             if status is not None:
                 query = query.where(filter=FieldFilter("status", "==", status.value))
+            if job_name is not None:
+                query = query.where(filter=FieldFilter("job_name", "==", job_name))
             if hooks_pending:
                 query = query.where(filter=FieldFilter("hooks_pending", "==", True))
         else:

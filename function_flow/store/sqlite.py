@@ -351,19 +351,21 @@ class SqliteStore(SqliteContext):
         return [s for s in range(count) if s not in taken][:limit]
 
     def list_runs(self, limit: int = 50, status: RunStatus | None = None,
-                  hooks_pending: bool = False) -> list[RunRecord]:
+                  hooks_pending: bool = False,
+                  job_name: str | None = None) -> list[RunRecord]:
+        where, params = [], []
         if hooks_pending:  # rare, and a scan: the poller's only
-            rows = self._connection().execute(
-                "SELECT data FROM runs WHERE json_extract(data, '$.hooks_pending') "
-                + ("AND status = ? " if status else "") + "LIMIT ?",
-                ((status.value,) if status else ()) + (limit,)).fetchall()
-        elif status is None:
-            rows = self._connection().execute(
-                "SELECT data FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
-        else:
-            rows = self._connection().execute(
-                "SELECT data FROM runs WHERE status = ? ORDER BY created_at DESC LIMIT ?",
-                (status.value, limit)).fetchall()
+            where.append("json_extract(data, '$.hooks_pending')")
+        if status is not None:
+            where.append("status = ?")
+            params.append(status.value)
+        if job_name is not None:
+            where.append("job_name = ?")
+            params.append(job_name)
+        rows = self._connection().execute(
+            "SELECT data FROM runs " + ("WHERE " + " AND ".join(where) if where else "")
+            + ("" if hooks_pending else " ORDER BY created_at DESC") + " LIMIT ?",
+            (*params, limit)).fetchall()
         return [RunRecord.from_dict(json.loads(r[0])) for r in rows]
 
     def get_trigger(self, trigger_id: str) -> Trigger | None:
