@@ -265,3 +265,36 @@ def test_bad_input_is_one_error_line_before_any_command(deploy_in, tmp_path) -> 
                           "deploy sets FUNCTION_FLOW_BACKEND itself")
     assert_one_error_line(deploy_in(good, *ARGS, "--max-delivery-attempts", "3"),
                           "from 5 to 100")
+
+
+def test_the_upload_of_a_file_not_named_main_py(tmp_path: Path) -> None:
+    """main.py imports the entry points from the workflow's own module (so helper
+    modules importing it share its Job); the directory's requirements are merged."""
+    from function_flow.deploy import source
+
+    folder = tmp_path / "flows"
+    (folder / "data").mkdir(parents=True)
+    (folder / "pipeline.py").write_text(WORKFLOW.format(name="wf", topic="SCHEDULE",
+                                                        entry_points=ENTRY_POINTS))
+    (folder / "data" / "rows.csv").write_text("a,b\n")
+    (folder / "requirements.txt").write_text("# ours\npandas>=2\nfunction-flow-orchestrator\n")
+    (folder / "__pycache__").mkdir()
+    (folder / "__pycache__" / "pipeline.cpython-311.pyc").write_bytes(b"")
+    built = source.build(str(folder / "pipeline.py"), str(tmp_path / "upload"),
+                         ["start", "poller"])
+    assert (built / "main.py").read_text().splitlines()[-1] == \
+        "from pipeline import start, poller  # noqa: F401"
+    assert (built / "pipeline.py").is_file() and (built / "data" / "rows.csv").is_file()
+    assert (built / "function_flow" / "deploy" / "source.py").is_file()
+    assert not (built / "__pycache__").exists()
+    requirements = (built / "requirements.txt").read_text().splitlines()
+    assert [r for r in requirements if not r.startswith("#")] == \
+        [*source.runtime_requirements(), "pandas>=2"]  # the vendored package is not listed
+    # Built again, it is replaced; a directory it did not build is never replaced.
+    assert source.build(str(folder / "pipeline.py"), str(built), ["start"]) == built
+    (folder / "main.py").write_text("")
+    with pytest.raises(source.SourceError, match="has a main.py of its own"):
+        source.build(str(folder / "pipeline.py"), str(tmp_path / "other"), ["start"])
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(source.SourceError, match="was not built by function-flow deploy"):
+        source.build(str(folder / "main.py"), str(tmp_path / "mine"), ["start"])
