@@ -146,31 +146,31 @@ def clean_env() -> dict[str, str]:
 
 
 ENTRY_POINT_CHECK = textwrap.dedent("""
-    import importlib.util, json
-    import flask
-    import function_flow, main
+    # Served as Cloud Functions serves them: functions-framework's app for each target.
+    import importlib.util, json, sys
+    from functions_framework import create_app
+    import main
+    import function_flow
     names = ["start", "scheduler", "external_event_listener", "poller", "callback",
              "control", "regional_pricing"]
     missing = [n for n in names if not callable(getattr(main, n, None))]
-    app = flask.Flask("check")
-    with app.test_request_context("/", method="POST", data="[1, 2]"):
-        start = main.start(flask.request)
-    with app.test_request_context("/", method="POST", data="{}"):
-        scheduler = main.scheduler(flask.request)
-    # What our push subscriptions send: an envelope (a malformed message is acknowledged).
     push = json.dumps({"message": {"data": "bm90IGEgbWVzc2FnZQ==", "messageId": "1"},
                        "subscription": "projects/p/subscriptions/scheduler-push"})
-    pushed = {}
-    for name in ("scheduler", "external_event_listener", "regional_pricing"):
-        with app.test_request_context("/", method="POST", data=push,
-                                      content_type="application/json"):
-            pushed[name] = getattr(main, name)(flask.request)
-    print(json.dumps({"missing": missing, "version": function_flow.__version__,
-                      "package": function_flow.__file__,
-                      "absent": [m for m in ("rich", "pytest", "hypothesis")
-                                 if importlib.util.find_spec(m) is None],
-                      "start": start, "scheduler": scheduler, "pushed": pushed}))
+    def post(target, body):
+        client = create_app(target, "main.py", "http").test_client()
+        answer = client.post("/", data=body, content_type="application/json")
+        return [answer.get_json(), answer.status_code]
+    print(json.dumps({
+        "missing": missing, "version": function_flow.__version__,
+        "package": function_flow.__file__,
+        "absent": [m for m in ("rich", "pytest", "hypothesis")
+                   if importlib.util.find_spec(m) is None],
+        "start": post("start", "[1, 2]"), "scheduler": post("scheduler", "{}"),
+        # What our push subscriptions send: an envelope (a malformed message is acknowledged).
+        "pushed": {name: post(name, push) for name in
+                   ("scheduler", "external_event_listener", "regional_pricing")}}))
 """)
+
 
 
 def test_the_uploaded_source_installs_in_a_clean_venv_and_serves(tmp_path: Path) -> None:
