@@ -197,6 +197,14 @@ poller = job.make_poller()
 """
 
 
+@pytest.fixture(autouse=True)
+def cli_logging():
+    """`main()` in this process adds a log handler each time: take it off again."""
+    handlers = list(logging.getLogger("function_flow").handlers)
+    yield
+    logging.getLogger("function_flow").handlers[:] = handlers
+
+
 @pytest.fixture
 def deploy_in(tmp_path: Path, gcloud, monkeypatch, capsys):
     """Run `function-flow deploy` in this process; returns (exit code, stdout, stderr)."""
@@ -204,13 +212,11 @@ def deploy_in(tmp_path: Path, gcloud, monkeypatch, capsys):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
-    handlers = list(logging.getLogger("function_flow").handlers)
 
     def deploy(*args: str, workflow: str | None = None) -> tuple[int, str, str]:
         with pytest.raises(SystemExit) as exited:
             main(["deploy", *args])
         out, err = capsys.readouterr()
-        logging.getLogger("function_flow").handlers[:] = handlers
         assert argvs(log) == []  # the error came before any command
         assert not (tmp_path / ".function_flow").exists()  # and before the build
         return exited.value.code, out, err
@@ -298,3 +304,21 @@ def test_the_upload_of_a_file_not_named_main_py(tmp_path: Path) -> None:
     (tmp_path / "mine").mkdir()
     with pytest.raises(source.SourceError, match="was not built by function-flow deploy"):
         source.build(str(folder / "main.py"), str(tmp_path / "mine"), ["start"])
+
+
+def test_a_remote_topic_the_file_does_not_answer_is_created_and_reported(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    path = write(tmp_path, "deploy_unanswered", extra=(
+        "job.task(task_id='r', deps=['a'], remote_topic='DEPLOY_ELSEWHERE')(lambda task, job: 1)\n"
+        "scheduler = job.make_scheduler()\n"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(["deploy", path, *ARGS, "--dry-run"])
+    script = capsys.readouterr().out
+    assert exited.value.code == 0
+    assert "gcloud pubsub topics create DEPLOY_ELSEWHERE" in script
+    assert "regional" not in script and "-push --topic=DEPLOY_ELSEWHERE" not in script
+    assert "no @remote.function in " + path + " answers the topic DEPLOY_ELSEWHERE" in script
+    # The Job's topics reach every function: a remote function answers on the events topic.
+    assert "FUNCTION_FLOW_SCHEDULE_TOPIC=SCHEDULE,FUNCTION_FLOW_EVENTS_TOPIC=" \
+           "SCHEDULE_EXTERNAL_EVENTS" in script

@@ -14,7 +14,7 @@ import os
 import click
 
 from function_flow import loader
-from function_flow.cli.common import fail, load_job, remote_option
+from function_flow.cli.common import fail, load_job
 from function_flow.deploy import commands, plan as planning, script, source
 from function_flow.deploy.runner import DeployError, run_steps
 from function_flow.deploy.steps import Step
@@ -34,7 +34,6 @@ def default_source_dir(job_name: str) -> str:
                    "(the source directory is built all the same).")
 @click.option("--build-only", is_flag=True, help="Only build the source directory.")
 @click.option("--job", "job_name", metavar="NAME", help="Job to deploy when FILE defines several.")
-@remote_option
 @click.option("--source-dir", metavar="DIR",
               help="Where to build the uploaded directory [.function_flow/deploy/JOB].")
 @click.option("--runtime", default="python312", show_default=True)
@@ -58,7 +57,7 @@ def default_source_dir(job_name: str) -> str:
 @click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
               help="Another environment variable of the functions. Repeatable.")
 def deploy(file: str, project: str, region: str, dry_run: bool, build_only: bool,
-           job_name: str | None, remote_pairs: tuple[str, ...], source_dir: str | None,
+           job_name: str | None, source_dir: str | None,
            env_pairs: tuple[str, ...], **settings: object) -> None:
     """Deploy FILE to Cloud Functions (2nd gen): every entry point and remote
     function it defines, their topics, push subscriptions with dead-letter
@@ -74,7 +73,7 @@ def deploy(file: str, project: str, region: str, dry_run: bool, build_only: bool
     try:
         options = planning.Options(project=project, region=region, env=tuple(env),
                                    **settings)  # type: ignore[arg-type]
-        plan = planning.derive(loader.load_module(file), job, file, options, remote_pairs)
+        plan = planning.derive(loader.load_module(file), job, file, options)
         directory = source_dir or default_source_dir(job.name)
         built = source.build(file, directory, [f.entry_point for f in plan.functions])
     except FunctionFlowError as exc:

@@ -126,6 +126,9 @@ def _env(plan: Plan, function: Function) -> Command:
     o = plan.options
     pairs: list[tuple[str, tuple]] = [
         ("FUNCTION_FLOW_BACKEND", ("gcp",)), ("GOOGLE_CLOUD_PROJECT", (PROJECT,)),
+        # The Job's topics: remote functions answer on the events topic they name.
+        ("FUNCTION_FLOW_SCHEDULE_TOPIC", (plan.schedule_topic,)),
+        ("FUNCTION_FLOW_EVENTS_TOPIC", (plan.events_topic,)),
         ("FUNCTION_FLOW_FIRESTORE_DATABASE", (o.database,)),
         ("FUNCTION_FLOW_RUN_TTL_DAYS", (str(o.run_ttl_days),))]
     callback = plan.function("callback")
@@ -258,7 +261,7 @@ def _summary(plan: Plan) -> list[Step]:
         said.append(Say(word('pause, resume or cancel a run: POST {"action": ..., "run_id": '
                              '...} to ', url_var(control), token)))
     for topic in plan.unanswered:
-        said.append(Say(word(f"nothing in {plan.workflow} answers the topic {topic}: deploy "
-                             "the function that does (it answers on "
-                             f"{plan.events_topic})")))
+        said.append(Say(word(f"no @remote.function in {plan.workflow} answers the topic "
+                             f"{topic}: deploy the function that does (--trigger-topic "
+                             f"{topic}; it answers on {plan.events_topic})")))
     return said

@@ -3,7 +3,9 @@
 From the loaded workflow module and its Job: one Cloud Function per entry
 point the file defines (start, scheduler, external_event_listener, poller,
 and callback and control when present) and per remote function
-(`@remote.function(topic=...)`, or `--remote TOPIC=FUNCTION`), every topic
+(`@remote.function(topic=...)`: a function written for Function Flow,
+`f(event, context)`, takes a Pub/Sub trigger of its own, deployed as
+Function Flow deploys it, and its topic is reported as unanswered), every topic
 (the Job's two, each remote task's), and the names of everything else.
 Every name is checked against what Cloud Functions, Pub/Sub, Cloud
 Scheduler, Secret Manager and IAM accept, so a bad one is a one-line
@@ -44,6 +46,7 @@ BIGQUERY_LOG_FILTER = ('resource.type="bigquery_resource" AND '
                        'protoPayload.methodName="jobservice.jobcompleted"')
 #: Environment variables deploy sets itself; --env may not set them.
 RESERVED_ENV = ("FUNCTION_FLOW_BACKEND", "GOOGLE_CLOUD_PROJECT", "FUNCTION_FLOW_CALLBACK_URL",
+                "FUNCTION_FLOW_SCHEDULE_TOPIC", "FUNCTION_FLOW_EVENTS_TOPIC",
                 "FUNCTION_FLOW_FIRESTORE_DATABASE", "FUNCTION_FLOW_RUN_TTL_DAYS",
                 "FUNCTION_FLOW_HMAC_KEY", "FUNCTION_FLOW_HMAC_PREVIOUS_KEY")
 
@@ -113,6 +116,7 @@ class Plan:
     functions: tuple[Function, ...]
     #: The Job's schedule and external events topics, then each remote topic.
     topics: tuple[str, ...]
+    schedule_topic: str
     events_topic: str
     scheduler_job: str
     #: Remote topics no function of the file answers (deployed elsewhere).
@@ -146,8 +150,7 @@ def function_name(entry_point: str) -> str:
     return entry_point.replace("_", "-").lower()
 
 
-def derive(module: ModuleType, job: "Job", path: str, options: Options,
-           remote_pairs: tuple[str, ...] = ()) -> Plan:
+def derive(module: ModuleType, job: "Job", path: str, options: Options) -> Plan:
     """The Plan for `job` of the workflow `module` loaded from `path`; PlanError if none."""
     check_options(options)
     missing = [name for name in REQUIRED_ENTRY_POINTS if not callable(getattr(module, name, None))]
@@ -158,7 +161,7 @@ def derive(module: ModuleType, job: "Job", path: str, options: Options,
     entry_points = ["callback", "start", "control", "poller", "scheduler",
                     "external_event_listener"]
     entry_points = [e for e in entry_points if callable(getattr(module, e, None))]
-    answered = _remote_functions(module, path, remote_pairs)
+    answered = _remote_functions(module, path)
     topics_of = {"scheduler": job.schedule_topic,
                  "external_event_listener": job.external_event_topic}
     functions = [Function(function_name(e), e, topics_of.get(e)) for e in entry_points]
@@ -179,18 +182,17 @@ def derive(module: ModuleType, job: "Job", path: str, options: Options,
         raise PlanError(f"{scheduler_job!r} is not a Cloud Scheduler job name (letters, digits, "
                         "'-' and '_'): name the poller's job with --scheduler-job NAME")
     return Plan(workflow=path, job_name=job.name, options=options, functions=tuple(functions),
-                topics=tuple(topics), events_topic=job.external_event_topic,
+                topics=tuple(topics), schedule_topic=job.schedule_topic,
+                events_topic=job.external_event_topic,
                 scheduler_job=scheduler_job,
                 unanswered=tuple(t for t in dict.fromkeys(remote_topics) if t not in answered))
 
 
-def _remote_functions(module: ModuleType, path: str, pairs: tuple[str, ...]) -> dict[str, str]:
+def _remote_functions(module: ModuleType, path: str) -> dict[str, str]:
+    """{topic: name} of the file's @remote.function(topic=...) functions."""
     from function_flow.local import remotes
 
-    try:
-        return remotes.remote_functions(module, path, pairs)
-    except remotes.RemoteSetupError as exc:
-        raise PlanError(str(exc)) from None
+    return remotes.remote_functions(module, path)
 
 
 def _check_functions(functions: list[Function], path: str) -> None:
