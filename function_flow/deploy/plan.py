@@ -2,11 +2,11 @@
 
 From the loaded workflow module and its Job: one Cloud Function per entry
 point the file defines (start, scheduler, external_event_listener, poller,
-and callback and control when present) and per remote function
-(`@remote.function(topic=...)`: a function written for Function Flow,
-`f(event, context)`, takes a Pub/Sub trigger of its own, deployed as
-Function Flow deploys it, and its topic is reported as unanswered), every topic
-(the Job's two, each remote task's), and the names of everything else.
+and callback and control when present) and per `@remote.function(topic=...)`;
+every topic (the Job's two, each remote task's); and the names of
+everything else. A remote function written for Function Flow,
+`f(event, context)`, is deployed as Function Flow deploys it, with a
+Pub/Sub trigger of its own: its topic is created and reported unanswered.
 Every name is checked against what Cloud Functions, Pub/Sub, Cloud
 Scheduler, Secret Manager and IAM accept, so a bad one is a one-line
 PlanError before any command runs.
@@ -38,8 +38,10 @@ REQUIRED_ENTRY_POINTS = {
     "external_event_listener": "external_event_listener = job.make_external_event_listener()",
     "poller": "poller = job.make_poller()",
 }
-#: Entry points deployed when the file defines them.
-OPTIONAL_ENTRY_POINTS = ("callback", "control")
+#: Every entry point deployed when the file defines it, in deployment order:
+#: callback first, because the others are told its URL.
+ENTRY_POINTS = ("callback", "start", "control", "poller", "scheduler",
+                "external_event_listener")
 #: Function Flow's log sink of finished BigQuery jobs (its README's name).
 SINK = "bq_complete_sink"
 BIGQUERY_LOG_FILTER = ('resource.type="bigquery_resource" AND '
@@ -158,9 +160,7 @@ def derive(module: ModuleType, job: "Job", path: str, options: Options) -> Plan:
         lines = "; ".join(REQUIRED_ENTRY_POINTS[name] for name in missing)
         raise PlanError(f"{path} defines no {', '.join(missing)} at module level: these are "
                         f"the Cloud Functions deployed; add `{lines}`")
-    entry_points = ["callback", "start", "control", "poller", "scheduler",
-                    "external_event_listener"]
-    entry_points = [e for e in entry_points if callable(getattr(module, e, None))]
+    entry_points = [e for e in ENTRY_POINTS if callable(getattr(module, e, None))]
     answered = _remote_functions(module, path)
     topics_of = {"scheduler": job.schedule_topic,
                  "external_event_listener": job.external_event_topic}

@@ -10,6 +10,7 @@ done and running the deployment again picks up from there.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import subprocess
@@ -57,8 +58,6 @@ def _argv(argv: Command, variables: dict[str, str], gcloud: str) -> list[str]:
 
 def _run(step: Run, variables: dict[str, str], gcloud: str, env: dict[str, str],
          say: Callable[[str], None]) -> None:
-    import os
-
     environment = {**os.environ, **env}
     argv = step.argv
     if step.unless is not None:
