@@ -64,7 +64,7 @@ case "$verb" in
         esac
         exit 0 ;;
     update)
-        if [ ! -e "$key" ] && [[ "$all" != *" ttls "* ]]; then
+        if [ ! -e "$key" ] && [[ "$all" != *" fields "* ]]; then  # a field's settings
             echo "ERROR: (gcloud) NOT_FOUND: $g $name" >&2; exit 1
         fi
         exit 0 ;;

@@ -148,6 +148,9 @@ def test_deploy_runs_what_the_script_runs_and_deploying_again_converges(sample, 
             in push and "--max-delivery-attempts=10" in push
     ttls = {a[5] for a in argvs(log) if a[:4] == ["firestore", "fields", "ttls", "update"]}
     assert ttls == {f"--collection-group={g}" for g in expiry.collection_groups()}
+    unindexed = {a[6] for a in argvs(log) if a[:5] == ["firestore", "indexes", "fields",
+                                                       "update", "expire_at"]}
+    assert unindexed == ttls
     secret, = [c for c in calls if c["argv"][:2] == ["secrets", "create"]]
     assert secret["stdin"] >= 32
     scheduled, = [a for a in argvs(log) if a[:4] == ["scheduler", "jobs", "create", "http"]]
@@ -163,7 +166,7 @@ def test_deploy_runs_what_the_script_runs_and_deploying_again_converges(sample, 
     assert again.returncode == 0, again.stderr  # nothing is created twice
     assert not [a for a in argvs(log) if "create" in a]
     # The three push subscriptions, the scheduler job and the sink are updated instead.
-    assert sum(1 for a in argvs(log) if "update" in a and "ttls" not in a) == 5
+    assert sum(1 for a in argvs(log) if "update" in a and "fields" not in a) == 5
     assert sum(1 for a in argvs(log) if a[:2] == ["functions", "deploy"]) == \
         len(SAMPLE_FUNCTIONS)  # deploying a function is idempotent by nature
 

@@ -88,10 +88,15 @@ def _foundation(plan: Plan) -> list[Step]:
             unless=gcloud("firestore", "databases", "describe", database)),
     ]
     for group in plan.collection_groups:
-        found.append(Run(f"old runs expire: TTL policy on {group}.expire_at",
-                         gcloud("firestore", "fields", "ttls", "update", "expire_at",
-                                f"--collection-group={group}", "--enable-ttl", database,
-                                "--async")))
+        found += [
+            Run(f"old runs expire: TTL policy on {group}.expire_at",
+                gcloud("firestore", "fields", "ttls", "update", "expire_at",
+                       f"--collection-group={group}", "--enable-ttl", database, "--async")),
+            Run("no index on it: nothing queries it, and an index of ever later times is "
+                "a write hotspot",
+                gcloud("firestore", "indexes", "fields", "update", "expire_at",
+                       f"--collection-group={group}", "--disable-indexes", database,
+                       "--async"))]
     found += [
         Run("the HMAC key that signs function_flow's messages, generated once",
             gcloud("secrets", "create", o.secret, "--replication-policy=automatic",

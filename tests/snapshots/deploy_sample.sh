@@ -52,10 +52,26 @@ gcloud firestore fields ttls update expire_at \
     --async \
     --project="${PROJECT}"
 
+# no index on it: nothing queries it, and an index of ever later times is a write hotspot
+gcloud firestore indexes fields update expire_at \
+    --collection-group=runs \
+    --disable-indexes \
+    --database='(default)' \
+    --async \
+    --project="${PROJECT}"
+
 # old runs expire: TTL policy on triggers.expire_at
 gcloud firestore fields ttls update expire_at \
     --collection-group=triggers \
     --enable-ttl \
+    --database='(default)' \
+    --async \
+    --project="${PROJECT}"
+
+# no index on it: nothing queries it, and an index of ever later times is a write hotspot
+gcloud firestore indexes fields update expire_at \
+    --collection-group=triggers \
+    --disable-indexes \
     --database='(default)' \
     --async \
     --project="${PROJECT}"
@@ -68,10 +84,26 @@ gcloud firestore fields ttls update expire_at \
     --async \
     --project="${PROJECT}"
 
+# no index on it: nothing queries it, and an index of ever later times is a write hotspot
+gcloud firestore indexes fields update expire_at \
+    --collection-group=deliveries \
+    --disable-indexes \
+    --database='(default)' \
+    --async \
+    --project="${PROJECT}"
+
 # old runs expire: TTL policy on tasks.expire_at
 gcloud firestore fields ttls update expire_at \
     --collection-group=tasks \
     --enable-ttl \
+    --database='(default)' \
+    --async \
+    --project="${PROJECT}"
+
+# no index on it: nothing queries it, and an index of ever later times is a write hotspot
+gcloud firestore indexes fields update expire_at \
+    --collection-group=tasks \
+    --disable-indexes \
     --database='(default)' \
     --async \
     --project="${PROJECT}"
@@ -84,10 +116,26 @@ gcloud firestore fields ttls update expire_at \
     --async \
     --project="${PROJECT}"
 
+# no index on it: nothing queries it, and an index of ever later times is a write hotspot
+gcloud firestore indexes fields update expire_at \
+    --collection-group=slots \
+    --disable-indexes \
+    --database='(default)' \
+    --async \
+    --project="${PROJECT}"
+
 # old runs expire: TTL policy on context.expire_at
 gcloud firestore fields ttls update expire_at \
     --collection-group=context \
     --enable-ttl \
+    --database='(default)' \
+    --async \
+    --project="${PROJECT}"
+
+# no index on it: nothing queries it, and an index of ever later times is a write hotspot
+gcloud firestore indexes fields update expire_at \
+    --collection-group=context \
+    --disable-indexes \
     --database='(default)' \
     --async \
     --project="${PROJECT}"
