@@ -148,7 +148,7 @@ def test_deploy_runs_what_the_script_runs_and_deploying_again_converges(sample, 
             in push and "--max-delivery-attempts=10" in push
     ttls = {a[5] for a in argvs(log) if a[:4] == ["firestore", "fields", "ttls", "update"]}
     assert ttls == {f"--collection-group={g}" for g in expiry.collection_groups()}
-    unindexed = {a[6] for a in argvs(log) if a[:5] == ["firestore", "indexes", "fields",
+    unindexed = {a[5] for a in argvs(log) if a[:5] == ["firestore", "indexes", "fields",
                                                        "update", "expire_at"]}
     assert unindexed == ttls
     secret, = [c for c in calls if c["argv"][:2] == ["secrets", "create"]]
