@@ -3,7 +3,7 @@ pause, cancel, dev, deploy.
 
 One module per job: common.py (exit codes, the one-line error, loading a
 workflow file), stores.py (which store `status` and `resume` read), run.py
-(run, resume), inspect.py (status), graph.py, approvals.py (approve,
+(run, resume), inspect.py (status), logs.py (logs), graph.py, approvals.py (approve,
 reject), control.py (pause, cancel, resuming a paused run), deploy.py (deploy),
 follow.py (following a run to its end) and progress.py (the
 terminal view). This module is the group, the `dev` command and the entry
@@ -34,6 +34,7 @@ from function_flow.cli.deploy import deploy
 from function_flow.cli.follow import follow_dev_run
 from function_flow.cli.graph import graph
 from function_flow.cli.inspect import status
+from function_flow.cli.logs import logs
 from function_flow.cli.redrive import redrive
 from function_flow.cli.run import resume, run
 from function_flow.errors import FunctionFlowError
@@ -53,14 +54,13 @@ def setup_logging(verbose: bool) -> None:
     A failing task is logged as a warning with its traceback; the CLI shows
     that failure itself (and `status` the traceback), so it is not repeated.
     """
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("function_flow")
-    root.addHandler(handler)
-    root.setLevel(logging.INFO if verbose else logging.ERROR)
+    from function_flow import log_format
+
+    log_format.install("function_flow", level=logging.INFO if verbose else logging.ERROR)
 
 
-for command in (run, resume, redrive, status, graph, approve, reject, pause, cancel, deploy):
+for command in (run, resume, redrive, status, logs, graph, approve, reject, pause, cancel,
+                deploy):
     cli.add_command(command)
 
 
@@ -79,8 +79,10 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
     """Run FILE on the deployed topology, locally: Firestore and Pub/Sub
     emulators, one functions-framework process per entry point and per
     remote function, each behind a push subscription from its topic."""
+    from function_flow.config import Settings
     from function_flow.local import emulators
     from function_flow.local import stack as dev
+    from function_flow.local.keys import dev_key
     from function_flow.core.engine import new_run_id
 
     args = parse_args(arg_pairs)
@@ -92,11 +94,13 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
         fail(str(exc))
     out, err = progress.make_console(), progress.make_console(stderr=True)
     run_id = new_run_id(job.name)
+    hmac_key, key_source = dev_key(Settings.from_env())
     stack = dev.LocalStack(file, job_name, schedule_topic=job.schedule_topic,
                            events_topic=job.external_event_topic,
                            signature_type=signature_type, remote_functions=answered,
-                           log_path=dev.default_log_path(run_id))
+                           log_path=dev.default_log_path(run_id), hmac_key=hmac_key)
     out.print(f"starting emulators and functions; their log: {stack.log_path}", markup=False)
+    out.print(f"messages are signed with the HMAC key of {key_source}", markup=False)
     code = EXIT_RUN_FAILED
     with dev.sigterm_unwinds():
         try:
