@@ -179,8 +179,11 @@ def test_the_uploaded_source_installs_in_a_clean_venv_and_serves(tmp_path: Path)
     built = source.build(str(REPO / "samples" / "main.py"), str(tmp_path / "upload"),
                          ["start", "scheduler"])
     python = clean_venv(tmp_path / "venv", ["-r", str(built / "requirements.txt")])
+    # Deployed, the key comes from Secret Manager (--set-secrets); no Google Cloud here.
+    deployed = {**clean_env(), "FUNCTION_FLOW_HMAC_KEY": "k" * 40,
+                "FUNCTION_FLOW_BACKEND": "gcp", "GOOGLE_CLOUD_PROJECT": "my-project"}
     result = subprocess.run([str(python), "-c", ENTRY_POINT_CHECK], cwd=built,
-                            env=clean_env(), capture_output=True, text=True, timeout=120)
+                            env=deployed, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["missing"] == []
