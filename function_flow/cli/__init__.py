@@ -1,10 +1,11 @@
 """The `function-flow` command line: run, resume, status, graph, approve, reject,
-pause, cancel, dev.
+pause, cancel, dev, deploy.
 
 One module per job: common.py (exit codes, the one-line error, loading a
 workflow file), stores.py (which store `status` and `resume` read), run.py
 (run, resume), inspect.py (status), logs.py (logs), graph.py, approvals.py (approve,
-reject), control.py (pause, cancel, resuming a paused run), follow.py (following a run to its end) and progress.py (the
+reject), control.py (pause, cancel, resuming a paused run), deploy.py (deploy),
+follow.py (following a run to its end) and progress.py (the
 terminal view). This module is the group, the `dev` command and the entry
 point that turns every error into one line.
 Add a command with one more `cli.add_command(...)`.
@@ -29,6 +30,7 @@ from function_flow.cli.common import (EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE,  # n
                                       VERBOSE, CliError, fail, load_job, parse_args,
                                       remote_functions_for, remote_option)
 from function_flow.cli.control import cancel, pause
+from function_flow.cli.deploy import deploy
 from function_flow.cli.follow import follow_dev_run
 from function_flow.cli.graph import graph
 from function_flow.cli.inspect import status
@@ -73,7 +75,8 @@ def setup_logging(verbose: bool) -> None:
     log_format.install("function_flow", level=logging.INFO if verbose else logging.ERROR)
 
 
-for command in (run, resume, redrive, status, logs, graph, approve, reject, pause, cancel):
+for command in (run, resume, redrive, status, logs, graph, approve, reject, pause, cancel,
+                deploy):
     cli.add_command(command)
 
 
