@@ -29,6 +29,7 @@ from function_flow.cli.common import (EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE,  # n
                                       CliError, fail, load_job, parse_args,
                                       remote_functions_for, remote_option)
 from function_flow.cli.control import cancel, pause
+from function_flow.cli.dashboard import dashboard
 from function_flow.cli.follow import follow_dev_run
 from function_flow.cli.graph import graph
 from function_flow.cli.inspect import status
@@ -58,7 +59,8 @@ def setup_logging(verbose: bool) -> None:
     root.setLevel(logging.INFO if verbose else logging.ERROR)
 
 
-for command in (run, resume, redrive, status, graph, approve, reject, pause, cancel):
+for command in (run, resume, redrive, status, graph, approve, reject, pause, cancel,
+                dashboard):
     cli.add_command(command)
 
 
