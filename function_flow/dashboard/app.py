@@ -80,6 +80,7 @@ def create_app(store_factory: Callable[[], Store | None], *, kind: str = "embedd
                       SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_HTTPONLY=True,
                       MAX_CONTENT_LENGTH=2 * 1024 * 1024)
     app.jinja_env.autoescape = True  # .svg and .html partials alike
+    app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True
     app.extensions[EXTENSION] = Dashboard(
         store_factory=store_factory, kind=kind,
         description=description or f"the {kind} store", settings=settings or Settings.from_env(),

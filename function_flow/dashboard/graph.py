@@ -68,16 +68,22 @@ def from_records(name: str, records: list[TaskRecord]) -> Dag:
 
     Dependencies: a record's own `deps` when it has them, else the
     dependencies that finished (`deps_done`); ids that are not drawn are
-    left out. Sub-DAG nodes are found by their ids (`left` of `left/t`).
+    left out. Sub-DAG nodes are found by their ids (`left` of `left/t`); a
+    node waits for its tasks.
     """
     shown = drawn(records)
     known = {r.task_id for r in shown}
     nodes = subdags.node_ids(known)
     specs = []
-    for record in sorted(shown, key=lambda r: (r.queued_at or r.started_at or 0.0,
+    never = float("inf")  # tasks not queued yet come last, as `status` lists them
+    for record in sorted(shown, key=lambda r: (r.queued_at or r.started_at or never,
                                                 r.task_id)):
         deps = record.deps if record.deps is not None else list(record.deps_done)
-        func = subdags.join_results if record.task_id in nodes else None
+        func = None
+        if record.task_id in nodes:  # a join waits for its sub-DAG (its sinks, in fact)
+            func = subdags.join_results
+            prefix = record.task_id + subdags.SEPARATOR
+            deps = deps + [t for t in known if subdags.scope_of(t) == prefix]
         base = make_spec("t", None, func)
         specs.append(dataclasses.replace(
             base, task_id=record.task_id, deps=tuple(d for d in deps if d in known)))
