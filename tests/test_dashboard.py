@@ -278,3 +278,69 @@ def test_task_detail_reads_the_current_record(tmp_path) -> None:
     assert detail["attempt"] == 3 and detail["earlier_attempts"] == 2
     assert detail["last_error"] == "ValueError: flaky" and detail["retry_at"] is not None
     assert task_detail(store, "r", "missing") is None
+
+
+def test_approve_and_redrive_a_run_of_this_process(tmp_path) -> None:
+    """A Job given to create_app: its own engine records the decision and runs
+    the redriven tasks, as `function-flow approve` and `redrive` would."""
+    from function_flow import futures
+    from function_flow.backends import Backend
+    from function_flow.bus.local import LocalBus
+    from function_flow.store.sqlite import SqliteStore
+    from functions_stack import wait_for
+
+    store = SqliteStore(str(tmp_path / "state.db"))
+    tokens: list[str] = []
+    fixed: list[bool] = []
+    job = Job("decided")
+
+    @job.task("ask")
+    def ask(task: Any, job: Any) -> Any:
+        approval = futures.Approval(timeout=3600)
+        tokens.append(approval.token)
+        return approval
+
+    @job.task("load", ["ask"])
+    def load(task: Any, job: Any) -> Any:
+        if not fixed:
+            raise RuntimeError("the warehouse is down")
+        return job.get_task_result("ask")
+
+    bus = LocalBus(2)
+    job.use_backend(Backend("embedded", store, bus))
+    client = client_for(store, jobs={job.name: job})
+    try:
+        run_id = job.start()
+        wait_for(lambda: tokens and store.get_tasks(run_id, ["ask"])[0].trigger_id,
+                 "ask to wait for its approval")
+        assert "Approve" in client.get(f"/runs/{run_id}/tasks/ask").text
+        token = token_of(client, run_id)
+        json = {"Accept": "application/json"}
+        wrong = client.post(f"/runs/{run_id}/approvals", headers=json, data={
+            "csrf_token": token, "decision": "approve", "token": "A" * 43})
+        assert wrong.status_code == 404 and "unknown approval token" in wrong.json["error"]
+        bad = client.post(f"/runs/{run_id}/approvals", headers=json, data={
+            "csrf_token": token, "decision": "approve", "token": tokens[0], "data": "{nope"})
+        assert bad.status_code == 400 and bad.json["error"].endswith("nothing was changed")
+        assert store.get_tasks(run_id, ["ask"])[0].status is TaskStatus.RUNNING
+        approved = client.post(f"/runs/{run_id}/approvals", headers=json, data={
+            "csrf_token": token, "decision": "approve", "token": tokens[0],
+            "data": '{"ok": true}'})
+        assert approved.status_code == 200, approved.text
+        assert approved.json["message"].startswith("approved: task ask succeeded")
+        wait_for(lambda: store.get_run(run_id).status is RunStatus.FAILED, "load to fail")
+
+        fixed.append(True)
+        redriven = client.post(f"/runs/{run_id}/actions/redrive", headers=json,
+                               data={"csrf_token": token})
+        assert redriven.status_code == 200, redriven.text
+        assert redriven.json["message"] == f"redriving run {run_id} (redrive 1) in this process"
+        wait_for(lambda: store.get_run(run_id).status is RunStatus.SUCCEEDED, "the redrive")
+        assert store.get_tasks(run_id, ["load"])[0].result == {"ok": True}
+        again = client.post(f"/runs/{run_id}/actions/redrive", headers=json,
+                            data={"csrf_token": token})
+        assert again.status_code == 409 and "is SUCCEEDED" in again.json["error"]
+    finally:
+        assert bus.wait_idle(30)
+        bus.close()
+        store.close()

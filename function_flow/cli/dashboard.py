@@ -9,6 +9,8 @@ port can press them, which the command says when it starts.
 
 from __future__ import annotations
 
+import socket
+
 import click
 
 from function_flow import backends
@@ -44,14 +46,12 @@ def dashboard(host: str, port: int, files: tuple[str, ...]) -> None:
                      kind=selected.kind, description=selected.description,
                      settings=settings, files=files,
                      allowed_hosts=guard.LOOPBACK_NAMES if loopback else None)
-    try:
-        server = make_server(host, port, app, threaded=True)
-    except OSError as exc:
-        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another "
-             "--port (0 picks a free one)")
+    listening = _listen(host, port)
+    server = make_server(host, listening.getsockname()[1], app, threaded=True,
+                         fd=listening.fileno())
     out = progress.make_console()
     shown = f"[{host}]" if ":" in host else host
-    out.print(f"dashboard of {selected.description} at http://{shown}:{server.server_port}/ "
+    out.print(f"dashboard of {selected.description} at http://{shown}:{server.port}/ "
               "(Ctrl-C stops it)", markup=False, soft_wrap=True)
     if not loopback:
         out.print(f"note: listening on {host}: anyone who can reach this port can pause, "
@@ -63,3 +63,22 @@ def dashboard(host: str, port: int, files: tuple[str, ...]) -> None:
     finally:
         server.server_close()
         selected.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket, or one error line (werkzeug would exit with a paragraph)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM)[0]
+        listening = socket.socket(family, kind, proto)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(address)
+        listening.listen(128)
+    except OSError as exc:
+        listening.close()
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another "
+             "--port (0 picks a free one)")
+    return listening
