@@ -23,6 +23,9 @@ DEV = [
     # calls at the client boundary (tests/test_function_flow_sample.py).
     "google-cloud-bigquery>=3.0",
     "cryptography>=38",  # tests sign service-account tokens (google-auth uses it too)
+    # The dashboard's browser tests drive Debian's chromium (/usr/bin/chromium,
+    # which `make test` installs); Playwright's own browser downloads are not used.
+    "playwright>=1.40",
 ]
 
 setup(
@@ -33,6 +36,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["function_flow", "function_flow.*"]),
+    # The dashboard's pages and their stylesheet and script (function_flow/dashboard/).
+    package_data={"function_flow.dashboard": ["templates/*.html", "static/*.css",
+                                              "static/*.js"]},
     python_requires=">=3.10",
     install_requires=RUNTIME,
     extras_require={"dev": DEV},
