@@ -20,17 +20,20 @@ Ids resolve like nested scopes: inside `left/clean`'s body,
 instance of the sub-DAG, and falls back to the enclosing levels (the
 parent's `extract`), which is what makes a sub-DAG's bodies reusable.
 
-`expand(node_id, dag, deps)` is a pure function of the prefix and the
-sub-DAG, so the same sub-DAG can be expanded under other prefixes
-(`node[3]`, for a foreach over a sub-DAG).
+A foreach can run a sub-DAG per item (`job.foreach(..., dag=prep)`): that
+node is not expanded here but stays one foreach task holding the sub-DAG's
+Dag, and each item gets its own copy of the tasks as it runs, `node[3]/t`
+(core/foreach.py). Ids resolve the same way inside such a copy.
 """
 
 from __future__ import annotations
 
 import contextvars
 import dataclasses
-from typing import Any, Iterable, Mapping, Optional
+import re
+from typing import Any, Container, Iterable, Optional
 
+from function_flow.core.definition import ForEach
 from function_flow.core.graph import Dag, TaskSpec, make_spec
 from function_flow.errors import DefinitionError
 
@@ -55,6 +58,8 @@ class SubDag:
     #: How many tasks the parent had declared before this node, to keep
     #: declaration order among independent tasks and nodes.
     position: int
+    #: Set for a foreach over the sub-DAG: one copy of it per item.
+    foreach: Optional[ForEach] = None
 
 
 class ComposedDag(Dag):
@@ -83,14 +88,24 @@ def local_id(task_id: str) -> str:
     return task_id.rpartition(SEPARATOR)[2]
 
 
-def resolve(scope: str, task_id: str, known: Mapping[str, Any]) -> Optional[str]:
+#: The item index in an id of a foreach's sub-DAG copy: "node[3]/t".
+_ITEM_INDEX = re.compile(r"\[\d+\](?=/|$)")
+
+
+def template_of(task_id: str) -> str:
+    """The id of the declared task a task runs as: "node/t" for "node[3]/t"."""
+    return _ITEM_INDEX.sub("", task_id) if "[" in task_id else task_id
+
+
+def resolve(scope: str, task_id: str, known: Container[str]) -> Optional[str]:
     """The task `task_id` names from inside `scope`: innermost level first.
 
     From "outer/inner/" the id "x" is looked for as "outer/inner/x", then
-    "outer/x", then "x". None if no level has it.
+    "outer/x", then "x"; from "node[3]/" (an item's copy of a foreach's
+    sub-DAG) as "node[3]/x", then "x". None if no level has it.
     """
     while True:
-        if scope + task_id in known:
+        if template_of(scope + task_id) in known:
             return scope + task_id
         if not scope:
             return None
@@ -156,7 +171,10 @@ def expand(node_id: str, dag: Dag, deps: tuple[str, ...]) -> list[TaskSpec]:
     for task_id in dag.order:
         spec = dag.tasks[task_id]
         inner = tuple(prefix + dep for dep in spec.deps) if spec.deps else tuple(deps)
-        specs.append(dataclasses.replace(spec, task_id=prefix + task_id, deps=inner))
+        foreach = spec.foreach and dataclasses.replace(spec.foreach,
+                                                      over=prefix + spec.foreach.over)
+        specs.append(dataclasses.replace(spec, task_id=prefix + task_id, deps=inner,
+                                         foreach=foreach))
     # none_failed: a branch inside that skips a sink does not skip the node.
     join = make_spec("join", None, join_results, retries=2, retry_backoff=1.0,
                      trigger_rule="none_failed")
@@ -185,17 +203,20 @@ def is_join(spec: TaskSpec) -> bool:
 # ---------------------------------------------------------- definition
 
 
-def add(parent: Any, node_id: Any, dag: Any, deps: Any) -> SubDag:
-    """Check one `parent.subdag(...)` call now and return its node.
+def add(parent: Any, node_id: Any, dag: Any, deps: Any,
+        foreach: Optional[ForEach] = None) -> SubDag:
+    """Check one `parent.subdag(...)` (or `parent.foreach(..., dag=)`) call now
+    and return its node.
 
     Errors name the node (and the task inside, for errors of the sub-DAG):
     a bad or taken id, something other than a Job, a job that would contain
-    itself, or a sub-DAG whose own definition is invalid.
+    itself, a sub-DAG whose own definition is invalid, or, for a foreach, a
+    sub-DAG that runs a foreach of its own.
     """
     from function_flow.tasks import Job
 
     try:
-        spec = make_spec(node_id, deps, None)
+        spec = make_spec(node_id, deps, None, foreach=foreach)
     except DefinitionError as exc:
         raise DefinitionError(f"sub-DAG in job {parent.name!r}: {exc}", exc.task_id) from None
     where = f"sub-DAG {node_id!r} of job {parent.name!r}"
@@ -209,8 +230,15 @@ def add(parent: Any, node_id: Any, dag: Any, deps: Any) -> SubDag:
             f"{where}: job {dag.name!r} "
             + ("is this job" if dag is parent else f"contains job {parent.name!r}")
             + "; a DAG cannot contain itself", node_id)
-    _sub_dag(dag, node_id, parent.name)  # its own errors, now, naming the node
-    return SubDag(node_id, dag, spec.deps, len(parent._specs))
+    sub = _sub_dag(dag, node_id, parent.name)  # its own errors, now, naming the node
+    inner = [t for t, s in sub.tasks.items() if s.foreach is not None]
+    if foreach is not None and inner:
+        raise DefinitionError(
+            f"foreach {node_id!r} of job {parent.name!r} runs job {dag.name!r} per item, "
+            f"whose task {inner[0]!r} is a foreach itself; a foreach inside a foreach's "
+            "sub-DAG is not supported: run the inner foreach as a task of the parent",
+            node_id)
+    return SubDag(node_id, dag, spec.deps, len(parent._specs), foreach)
 
 
 def check_free(parent: Any, task_id: str) -> None:
@@ -271,6 +299,10 @@ def compose(job: Any) -> Dag:
             sub = _sub_dag(node.job, node.node_id, job.name)
             sources.append((node.job, sub))
             names[node.node_id] = node.job.name
+            if node.foreach is not None:  # one copy per item, as the run goes
+                specs.append(make_spec(node.node_id, node.deps, None,
+                                       foreach=dataclasses.replace(node.foreach, dag=sub)))
+                continue
             for inner, name in getattr(sub, "subdag_jobs", {}).items():
                 names[node.node_id + SEPARATOR + inner] = name
             specs.extend(expand(node.node_id, sub, node.deps))
@@ -292,7 +324,8 @@ def _in_order(specs: list[TaskSpec], nodes: list[SubDag]
     """Tasks, and nodes as tasks without a body, in declaration order."""
     keyed: list[tuple[tuple[int, int, int], TaskSpec, SubDag | None]] = [
         ((i, 1, 0), spec, None) for i, spec in enumerate(specs)]
-    keyed += [((node.position, 0, n), make_spec(node.node_id, node.deps, None), node)
+    keyed += [((node.position, 0, n), make_spec(node.node_id, node.deps, None,
+                                                foreach=node.foreach), node)
               for n, node in enumerate(nodes)]
     return [(spec, node) for _, spec, node in sorted(keyed, key=lambda entry: entry[0])]
 

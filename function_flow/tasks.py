@@ -14,6 +14,7 @@ Constructing a Job touches no network and needs no credentials: the backend
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import copy
 import threading
@@ -172,10 +173,9 @@ class Job(EntryPoints, HookDecorators):
         return register
 
     def foreach(self, task_id: str, over: str, deps: Optional[list[str]] = None, *,
-                max_concurrency: int | None = None, tolerated_failures: int = 0,
-                tolerated_failure_percentage: float | None = None,
-                max_items: int = DEFAULT_FOREACH_MAX_ITEMS,
-                **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+                dag: Optional["Job"] = None, max_concurrency: int | None = None,
+                tolerated_failures: int = 0, tolerated_failure_percentage: float | None = None,
+                max_items: int = DEFAULT_FOREACH_MAX_ITEMS, **options: Any) -> Any:
         """Declare a task that runs once per item of task `over`'s result.
 
         The result must be a list or a mapping; the body gets each item as
@@ -186,14 +186,28 @@ class Job(EntryPoints, HookDecorators):
         `job.get_task_result`, is every item's result: a list in item order,
         or a mapping by key. Other options are those of `task` (retries,
         timeout, retry_on... apply to each item).
+
+        With `dag=other_job` this is not a decorator: each item runs a copy
+        of that job's tasks, `task_id[i]/t`, whose bodies all see the item as
+        `task.item`; an item's result is its copy's sink's (or {sink: result}).
         """
         spec = ForEach(over=over, max_concurrency=max_concurrency,
                        tolerated_failures=tolerated_failures,
                        tolerated_failure_percentage=tolerated_failure_percentage,
                        max_items=max_items)
         deps = list(deps or [])
-        return self.task(task_id, deps if over in deps else [over, *deps], foreach=spec,
-                         **options)
+        deps = deps if over in deps else [over, *deps]
+        if dag is None:
+            return self.task(task_id, deps, foreach=spec, **options)
+        if options:
+            raise DefinitionError(
+                f"foreach {task_id!r} of job {self.name!r} runs job {dag.name!r} per item; "
+                f"{', '.join(sorted(options))} belong to that job's tasks, not here",
+                task_id)
+        self._subdags.append(subdags.add(self, task_id, dag, deps, foreach=spec))
+        self._dag = None
+        self._engine = None
+        return None
 
     def subdag(self, task_id: str, dag: "Job", deps: Optional[list[str]] = None) -> None:
         """Use job `dag` (its tasks declared) as node `task_id`, after `deps`: its
@@ -349,7 +363,8 @@ class Job(EntryPoints, HookDecorators):
         In a sub-DAG's body, `task_id` is looked for in the same use of the
         sub-DAG first, then in the enclosing ones (function_flow/subdags.py).
         """
-        resolved = subdags.resolve(self._scope, task_id, self.dag.tasks)
+        resolved = subdags.resolve(self._scope, task_id,
+                                   collections.ChainMap(self.dag.tasks, self.dag.templates))
         if resolved is None:
             raise FunctionFlowError(
                 f"job {self.name!r} has no task {task_id!r}; "
@@ -360,7 +375,9 @@ class Job(EntryPoints, HookDecorators):
             return None
         value = self.engine.payloads.load(
             records[0].result, f"the result of task {task_id!r} of run {run_id!r}")
-        if self.dag.tasks[task_id].foreach is not None and foreach_module.is_summary(value):
+        spec = self.dag.spec_of(subdags.template_of(task_id))
+        if spec is not None and spec.foreach is not None \
+                and foreach_module.is_summary(value):
             return foreach_module.results(self.engine, run_id, task_id, value)
         return value
 
@@ -382,7 +399,7 @@ class Job(EntryPoints, HookDecorators):
         bound_job = copy.copy(self)
         bound_job.id = run_id
         bound_job._args_cache = None
-        bound_job._scope = subdags.scope_of(spec.task_id)
+        bound_job._scope = subdags.scope_of(item.get("item_id", spec.task_id))
         task = Task(spec.task_id, list(spec.deps), topic_of(spec.call), spec.task_args,
                     spec.func)
         task.status, task.run_id, task.attempt = TaskStatus.RUNNING, run_id, attempt

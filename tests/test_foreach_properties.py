@@ -5,7 +5,8 @@ items fail (on which attempts) and a delivery: messages in random order,
 duplicated, with the poller's recovery running in between. Whatever the
 delivery, each item's body succeeds at most once, no more than
 max_concurrency items are ever queued or running, every item ends, and the
-foreach ends as its tolerance says, with the results in item order.
+foreach ends as its tolerance says, with the results in item order. Half
+the plans run a sub-DAG per item (`dag=`: a -> b, a failing as drawn).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def plans(draw: st.DrawFn, max_items: int = 250) -> dict:
         "seed": draw(st.integers(0, 2**32 - 1)),
         "duplicates": draw(st.sampled_from([0.0, 0.2, 0.5])),
         "recover": draw(st.sampled_from([0.0, 0.02])),
+        "copies": draw(st.booleans()),
     }
 
 
@@ -56,10 +58,8 @@ def check_plan(plan: dict, store) -> None:
     job.task(task_id="list", deps=["decide"])(lambda **_: items)
     job.task(task_id="other", deps=["decide"])(lambda **_: "other")
 
-    @job.foreach(task_id="work", over="list", max_concurrency=plan["concurrency"],
-                 tolerated_failures=plan["tolerated"], retries=plan["retries"],
-                 retry_backoff=0)
-    def work(item, task, **_):
+    def work(task, **_):
+        item = task.item
         key = (item, task.attempt)
         assert key not in ran, f"item {item} attempt {task.attempt} ran twice"
         if task.attempt in plan["fails"].get(item, ()):
@@ -67,6 +67,16 @@ def check_plan(plan: dict, store) -> None:
             raise ValueError(f"item {item} fails attempt {task.attempt}")
         ran[key] = "ok"
         return item * 10
+
+    throttle = dict(max_concurrency=plan["concurrency"], tolerated_failures=plan["tolerated"])
+    if plan["copies"]:
+        copy = Job("copy")
+        copy.task(task_id="a", retries=plan["retries"], retry_backoff=0)(work)
+        copy.task(task_id="b", deps=["a"])(lambda task, **_: task.item * 10)
+        job.foreach(task_id="work", over="list", dag=copy, **throttle)
+    else:
+        job.foreach(task_id="work", over="list", retries=plan["retries"], retry_backoff=0,
+                    **throttle)(work)
 
     job.task(task_id="after", deps=["work", "other"],
              trigger_rule="none_failed_min_one_success")(lambda **_: "after")
@@ -84,8 +94,9 @@ def check_plan(plan: dict, store) -> None:
         if rng.random() < plan["recover"]:
             engine.recover(run_id)
         if limit is not None and count and plan["branch"] == "list":
-            busy = [t for s in (TaskStatus.QUEUED, TaskStatus.RUNNING)
-                    for t in store.find_tasks(run_id, s, 1000) if t.role == "item"]
+            busy = {t.task_id.partition("/")[0] for s in (TaskStatus.QUEUED, TaskStatus.RUNNING)
+                    for t in store.find_tasks(run_id, s, 1000)
+                    if t.role == "member" or (t.role == "item" and not plan["copies"])}
             assert len(busy) <= limit, f"{len(busy)} items busy, max_concurrency {limit}"
     run = store.get_run(run_id)
     records = {t.task_id: t for t in store.get_tasks(run_id)}
@@ -102,7 +113,11 @@ def check_plan(plan: dict, store) -> None:
         wins = [a for (item, a), outcome in ran.items() if item == i and outcome == "ok"]
         assert len(wins) == (0 if i in doomed else 1)
         status = records[foreach.item_id("work", i)].status
-        assert status is (TaskStatus.FAILED if i in doomed else TaskStatus.SUCCEEDED)
+        failed = TaskStatus.UPSTREAM_FAILED if plan["copies"] else TaskStatus.FAILED
+        assert status is (failed if i in doomed else TaskStatus.SUCCEEDED)
+        if plan["copies"]:
+            assert records[f"work[{i}]/a"].status is (
+                TaskStatus.FAILED if i in doomed else TaskStatus.SUCCEEDED)
     if len(doomed) <= plan["tolerated"]:
         assert records["work"].status is TaskStatus.SUCCEEDED
         assert records["after"].status is TaskStatus.SUCCEEDED
@@ -130,7 +145,7 @@ def test_foreach_holds_whatever_the_delivery_on_sqlite(plan: dict, tmp_path_fact
 
 @settings(max_examples=max(1, EXAMPLES // 6), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(plan=plans(max_items=120))
+@given(plan=plans(max_items=80))
 def test_foreach_holds_whatever_the_delivery_on_firestore(plan: dict, firestore_env) -> None:
     import uuid
 

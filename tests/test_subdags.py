@@ -264,6 +264,9 @@ def test_ids_resolve_from_the_innermost_subdag_out():
     assert subdags.resolve("o/", "x", known) == "o/x"
     assert subdags.resolve("o/i/", "o/i/y", known) == "o/i/y"
     assert subdags.resolve("", "y", known) is None
+    # In item 3's copy of a foreach's sub-DAG, ids resolve as in its template.
+    assert subdags.resolve("o[3]/i/", "x", known) == "o[3]/i/x"
+    assert subdags.resolve("o[3]/", "y", known) is None
 
 
 def cyclic() -> Job:

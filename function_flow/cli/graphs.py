@@ -12,7 +12,7 @@ import re
 from typing import Iterable
 
 from function_flow import subdags
-from function_flow.core.graph import Dag
+from function_flow.core.graph import Dag, TaskSpec
 
 FORMATS = ("text", "mermaid", "dot")
 
@@ -37,16 +37,18 @@ def levels(dag: Dag, scope: str = "") -> list[list[str]]:
 
 
 def members(dag: Dag, scope: str) -> list[str]:
-    """The tasks and sub-DAG nodes directly at `scope` ("" or "left/"), in order."""
-    return [t for t in dag.order if subdags.scope_of(t) == scope]
+    """The tasks and sub-DAG nodes directly at `scope` ("" or "left/"), in order;
+    in a foreach's node, the tasks each item's copy of its sub-DAG runs."""
+    return [t for t in [*dag.order, *dag.templates] if subdags.scope_of(t) == scope]
 
 
 def shown_deps(dag: Dag, task_id: str) -> tuple[str, ...]:
     """What `task_id` waits for, as drawn: a node waits for what its sub-DAG
     waits for from outside, and a dep inside a sub-DAG is shown as its node."""
     prefix, scope = task_id + subdags.SEPARATOR, subdags.scope_of(task_id)
-    if not _is_node(dag, task_id):
-        deps: Iterable[str] = dag.tasks[task_id].deps
+    spec = _spec(dag, task_id)
+    if not _is_node(dag, task_id) or spec.foreach is not None:
+        deps: Iterable[str] = spec.deps
     else:
         deps = [d for t in dag.order if t.startswith(prefix)
                 for d in dag.tasks[t].deps if not d.startswith(prefix)]
@@ -96,8 +98,9 @@ def _text_lines(dag: Dag, task_ids: list[str], indent: str, lines: list[str]) ->
 def to_mermaid(dag: Dag) -> str:
     """`graph TD` flowchart; every node is declared with its task id as label,
     a sub-DAG as a `subgraph` holding its tasks and its node."""
-    nodes = sorted(subdags.node_ids(dag.tasks))
-    ids = _mermaid_ids(dag.order + [n + subdags.SEPARATOR for n in nodes])
+    nodes = sorted(subdags.node_ids([*dag.tasks, *dag.templates]))
+    ids = _mermaid_ids(dag.order + list(dag.templates)
+                       + [n + subdags.SEPARATOR for n in nodes])
     lines = ["graph TD"]
 
     def declare(scope: str, indent: str) -> None:
@@ -113,8 +116,8 @@ def to_mermaid(dag: Dag) -> str:
             lines.append(f"{indent}end")
 
     declare("", "    ")
-    for task_id in dag.order:
-        for dep in dag.tasks[task_id].deps:
+    for task_id in [*dag.order, *dag.templates]:
+        for dep in _spec(dag, task_id).deps:
             lines.append(f"    {ids[dep]} --> {ids[task_id]}")
     return "\n".join(lines)
 
@@ -140,16 +143,23 @@ def to_dot(dag: Dag) -> str:
             lines.append(f"{indent}}}")
 
     declare("", "    ")
-    for task_id in dag.order:
-        for dep in dag.tasks[task_id].deps:
+    for task_id in [*dag.order, *dag.templates]:
+        for dep in _spec(dag, task_id).deps:
             lines.append(f"    {_dot_quote(dep)} -> {_dot_quote(task_id)};")
     lines.append("}")
     return "\n".join(lines)
 
 
+def _spec(dag: Dag, task_id: str) -> TaskSpec:
+    spec = dag.spec_of(task_id)
+    assert spec is not None, task_id
+    return spec
+
+
 def _is_node(dag: Dag, task_id: str) -> bool:
-    """Whether `task_id` is a sub-DAG's node (its join task)."""
-    return subdags.is_join(dag.tasks[task_id])
+    """Whether `task_id` is a sub-DAG's node (its join task, or a foreach over it)."""
+    spec = _spec(dag, task_id)
+    return subdags.is_join(spec) or (spec.foreach is not None and spec.foreach.dag is not None)
 
 
 def _label(dag: Dag, task_id: str) -> str:
@@ -162,6 +172,8 @@ def _subdag_note(dag: Dag, task_id: str) -> str:
     if not _is_node(dag, task_id):
         return ""
     job = getattr(dag, "subdag_jobs", {}).get(task_id)
+    if _spec(dag, task_id).foreach is not None:
+        return f" (per item: a copy of job {job}, {task_id}[i]/...)"
     return f" (sub-DAG of job {job})" if job else " (sub-DAG)"
 
 
@@ -169,7 +181,7 @@ def _calls(dag: Dag, task_id: str) -> str:
     """What a task's id alone does not say: "  (calls Pub/Sub topic T)" for a
     remote task, "  (branch)" for a decision task, "  [one_failed]" for a
     trigger rule other than all_success; else ""."""
-    spec = dag.tasks[task_id]
+    spec = _spec(dag, task_id)
     notes = f"  (calls {spec.call.describe()})" if spec.call is not None else ""
     if spec.branch:
         notes += "  (branch)"

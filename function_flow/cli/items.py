@@ -39,36 +39,45 @@ Row = Union[TaskRecord, ItemsRow]
 
 def label(task: TaskRecord) -> str:
     """A task's id as a table shows it: a sub-DAG's tasks and a foreach's items
-    indented under their node."""
-    if task.role == "item":
-        return "  " + task.task_id
+    (and their copies of its sub-DAG) indented under their node."""
+    if task.role in ITEM_ROLES:
+        return "  " * (subdags.template_of(task.task_id).count(subdags.SEPARATOR) + 1) \
+            + task.task_id
     return subdags.indented(task.task_id)
 
 
+#: Records a foreach adds per item: the item, and its copy of a sub-DAG's tasks.
+ITEM_ROLES = ("item", "member")
+
+
 def collapse(tasks: Iterable[TaskRecord]) -> list[Row]:
-    """`tasks` with each foreach's items counted in one row when there are many."""
+    """`tasks` with each foreach's items counted in one row when there are many
+    (and, for a foreach over a sub-DAG, one row per task of the copies)."""
     tasks = list(tasks)
     items: dict[str, list[TaskRecord]] = collections.defaultdict(list)
     for task in tasks:
-        if task.role == "item" and task.template is not None:
-            items[task.template].append(task)
+        if task.role in ITEM_ROLES and task.template is not None:
+            items[task.template + "\0" + task.role].append(task)
     rows: list[Row] = []
     for task in tasks:
-        group = items.get(task.template or "") if task.role == "item" else None
+        group = items.get(f"{task.template}\0{task.role}") \
+            if task.role in ITEM_ROLES else None
         if group is None or len(group) <= SHOWN_ITEMS:
             rows.append(task)
         elif task is group[0]:
-            rows.append(_counted(task.template or "", group))
+            rows.append(_counted(group))
             failed = [t for t in group if t.status is TaskStatus.FAILED]
             rows.extend(failed[:SHOWN_FAILURES])
     return rows
 
 
-def _counted(node: str, group: list[TaskRecord]) -> ItemsRow:
+def _counted(group: list[TaskRecord]) -> ItemsRow:
     counts = collections.Counter(t.status.value for t in group)
     started = [t.started_at for t in group if t.started_at is not None]
     finished = [t.finished_at for t in group if t.finished_at is not None]
     duration = max(finished) - min(started) if started and finished else None
-    return ItemsRow(label=f"{node}[0..{len(group) - 1}]",
+    # "work[0..9999]", or "work[0..9999]/clean" for a task of the copies.
+    head, _, tail = group[0].task_id.rpartition("[")
+    return ItemsRow(label=f"{head}[0..{len(group) - 1}]{tail[tail.index(']') + 1:]}",
                     counts=dict(sorted(counts.items(), key=lambda kv: -kv[1])),
                     attempts=sum(t.attempt for t in group), duration=duration)

@@ -144,7 +144,8 @@ def _branches_chosen(engine: "Engine", run_id: str, task_id: str,
         found = engine.store.get_tasks(run_id, [task_id])
         record = found[0] if found else None
     return branch_choice(spec, engine.graph.dependents_of(task_id, record),
-                         engine.payloads.load(value, f"the result of task {task_id!r}"))
+                         engine.payloads.load(value, f"the result of task {task_id!r}"),
+                         task_id)
 
 
 def _complete_again(engine: "Engine", run_id: str, task_id: str, attempt: int, ok: bool,

@@ -95,6 +95,8 @@ class ForEach:
     the run's max_parallel_tasks allows). The foreach fails when more items
     failed than tolerated: `tolerated_failures` items, or
     `tolerated_failure_percentage` percent of them (Step Functions' Map).
+    With `dag` (a graph.Dag), each item runs a whole sub-DAG instead of
+    the task's body: item i's tasks are `node[i]/t` (core/foreach.py).
     """
 
     over: str
@@ -102,6 +104,7 @@ class ForEach:
     tolerated_failures: int = 0
     tolerated_failure_percentage: float | None = None
     max_items: int = DEFAULT_FOREACH_MAX_ITEMS
+    dag: Any = None
 
     def tolerates(self, failed: int, total: int) -> bool:
         """Whether `failed` failed items out of `total` still let the foreach succeed."""
@@ -157,11 +160,13 @@ class TaskSpec:
         return isinstance(cause, self.retry_on)
 
 
-def branch_choice(spec: TaskSpec, dependents: Iterable[str], value: Any) -> frozenset[str]:
+def branch_choice(spec: TaskSpec, dependents: Iterable[str], value: Any,
+                  task_id: str | None = None) -> frozenset[str]:
     """The dependents a decision task's result chooses; ValueError saying why not.
 
     The result is a dependent's task id, a list of them, or None/[] (take no
-    branch: every dependent is SKIPPED).
+    branch: every dependent is SKIPPED). `task_id` is the deciding task's
+    own id when it differs from its spec's (in a foreach's sub-DAG: `node[3]/t`).
     """
     dependents = [d for d in dependents if d != END_TASK_ID]
     chosen = [] if value is None else [value] if isinstance(value, str) else value
@@ -170,7 +175,7 @@ def branch_choice(spec: TaskSpec, dependents: Iterable[str], value: Any) -> froz
             f"branch task {spec.task_id!r} must return the id of the dependent to follow "
             f"or a list of them, got {type(value).__name__} {value!r}")
     # Inside a sub-DAG ("node/decide"), a body names its siblings by their own ids.
-    scope = spec.task_id.rpartition("/")[0]
+    scope = (task_id or spec.task_id).rpartition("/")[0]
     if scope:
         chosen = [f"{scope}/{c}" if c not in dependents and f"{scope}/{c}" in dependents
                   else c for c in chosen]

@@ -294,15 +294,14 @@ class Engine(control.Controls):
         what = f"attempt {attempt} of task {task_id!r}"
         request: Request | None = None
         if spec.foreach is not None and claimed.role is None:
-            return self._expand(run, task_id, spec, attempt)
+            return foreach.run_attempt(self, run, spec, attempt)
         try:
             if spec.call is not None:  # a remote function gets the real arguments
                 run = self.payloads.with_args(run)
-            item = {} if claimed.role != "item" else {
+            item = {} if claimed.role not in ("item", "member") else {
                 "item": self.payloads.load(claimed.item, f"the item of {task_id!r}"),
                 "item_key": claimed.item_key, "item_id": task_id}
-            body = hooks.body(self, run, spec) if hooks.is_hook(task_id) \
-                else lambda: self._attempt(run, spec, attempt, item)
+            body = self._body(run, task_id, spec, attempt, claimed, item)
             value = self.executor.run(body, spec.timeout, what)
             if spec.call is not None and spec.call.asynchronous:
                 request = waiting.make_request(run, spec, attempt, value)
@@ -328,16 +327,14 @@ class Engine(control.Controls):
         return self.complete(run_id, task_id, attempt, ok=True, value=value,
                              claimed=claimed, claimed_until=claimed_until)
 
-    def _expand(self, run: RunRecord, task_id: str, spec: TaskSpec, attempt: int) -> str:
-        """A foreach task's attempt adds its items to the run (foreach.py)."""
-        try:
-            value = foreach.expand(self, run, spec, attempt)
-        except Exception as exc:  # a result it cannot run over, a store error
-            return self.complete(run.run_id, task_id, attempt, ok=False, cause=exc,
-                                 error=f"{type(exc).__name__}: {exc}")
-        if value is None:
-            return "waiting"
-        return self.complete(run.run_id, task_id, attempt, ok=True, value=value)
+    def _body(self, run: RunRecord, task_id: str, spec: TaskSpec, attempt: int,
+              claimed: TaskRecord, item: dict[str, Any]) -> Callable[[], Any]:
+        """What an attempt runs: a hook, an item's sub-DAG's join, or the task's body."""
+        if hooks.is_hook(task_id):
+            return hooks.body(self, run, spec)
+        if foreach.joins_instance(spec, claimed):
+            return lambda: foreach.instance_result(self, run.run_id, claimed)
+        return lambda: self._attempt(run, spec, attempt, item)
 
     def _attempt(self, run: RunRecord, spec: TaskSpec, attempt: int,
                  item: dict[str, Any] | None = None) -> Any:

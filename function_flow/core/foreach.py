@@ -98,18 +98,18 @@ def plan(engine: "Engine", run_id: str, spec: TaskSpec, attempt: int, keys: list
     records = []
     for index, (key, item) in enumerate(zip(keys, items)):
         after = index + lanes
+        stored = engine.payloads.store(f"item {key!r} of foreach task {node!r}", item,
+                                       f"runs/{run_id}/items/{node}/{index}.json")
         record = TaskRecord(
-            task_id=item_id(node, index), template=node, role="item",
-            item=engine.payloads.store(f"item {key!r} of foreach task {node!r}", item,
-                                       f"runs/{run_id}/items/{node}/{index}.json"),
+            task_id=item_id(node, index), template=node, role="item", item=stored,
             item_key=key, trigger_rule="all_done",
             deps=[item_id(node, index - lanes)] if index >= lanes else [],
             dependents=([item_id(node, after)] if after < count else [])
             + [group_id(node, index // GROUP_SIZE)])
-        if index < lanes:
-            record.status = queued
-            if queued is TaskStatus.QUEUED:
-                record.attempt, record.queued_at = 1, now
+        if spec.foreach.dag is not None:
+            records += _instance(spec, index, lanes, count, record)
+        elif index < lanes:
+            _queue(record, queued, now)
         records.append(record)
     for number in range(groups):
         members = range(number * GROUP_SIZE, min(count, (number + 1) * GROUP_SIZE))
@@ -121,9 +121,80 @@ def plan(engine: "Engine", run_id: str, spec: TaskSpec, attempt: int, keys: list
                               trigger_rule="all_done", node_attempt=attempt,
                               deps=[group_id(node, g) for g in range(groups)],
                               dependents=[]))
+    for record in records:
+        if record.role == "member" and not record.deps:
+            _queue(record, queued, now)
     # Groups and collector first: an item queued by an expansion cut short
     # (and sent by the poller) must find the group it writes into.
-    return records[count:] + records[:count]
+    itemized = [r for r in records if r.role in ("item", "member")]
+    return [r for r in records if r.role not in ("item", "member")] + itemized
+
+
+def _queue(record: TaskRecord, queued: TaskStatus, now: float) -> None:
+    record.status = queued
+    if queued is TaskStatus.QUEUED:
+        record.attempt, record.queued_at = 1, now
+
+
+def _instance(spec: TaskSpec, index: int, lanes: int, count: int,
+              record: TaskRecord) -> list[TaskRecord]:
+    """Item `index`'s own copy of the foreach's sub-DAG: tasks `node[i]/t`.
+
+    The item's record becomes the instance's join (its sinks' results, as a
+    sub-DAG node's join), and the lane runs through it: the instance's roots
+    wait, under all_done, for the join of the item `lanes` places before.
+    """
+    assert spec.foreach is not None and spec.foreach.dag is not None
+    sub, node = spec.foreach.dag, spec.task_id
+    prefix = record.task_id + "/"
+    roots = [t for t in sub.order if not sub.tasks[t].deps]
+    record.deps = [prefix + sink for sink in sub.sinks]
+    record.trigger_rule = "none_failed"  # a branch inside that skips a sink is no failure
+    after = index + lanes
+    successors = [f"{item_id(node, after)}/{root}" for root in roots] if after < count else []
+    record.dependents = successors + [group_id(node, index // GROUP_SIZE)]
+    members = []
+    for task_id in sub.order:
+        inner = sub.tasks[task_id]
+        lane = [item_id(node, index - lanes)] if not inner.deps and index >= lanes else []
+        members.append(TaskRecord(
+            task_id=prefix + task_id, template=f"{node}/{task_id}", role="member",
+            item=record.item, item_key=record.item_key,
+            trigger_rule="all_done" if lane else None,
+            deps=[prefix + dep for dep in inner.deps] or lane,
+            dependents=[prefix + d for d in sub.dependents[task_id]] or [record.task_id]))
+    return members
+
+
+def joins_instance(spec: TaskSpec, record: TaskRecord) -> bool:
+    """Whether `record` is the join of one item's sub-DAG (see `_instance`)."""
+    return record.role == "item" and spec.foreach is not None and spec.foreach.dag is not None
+
+
+def instance_result(engine: "Engine", run_id: str, record: TaskRecord) -> Any:
+    """One item's result when it runs a sub-DAG: its sink's result, or
+    {sink id: result} when it has several (as a sub-DAG node's join)."""
+    prefix = record.task_id + "/"
+    found = {t.task_id: t for t in engine.store.get_tasks(run_id, list(record.deps or []))}
+    results = {}
+    for dep in record.deps or []:
+        task = found.get(dep)
+        value = task.result if task is not None and task.status is TaskStatus.SUCCEEDED \
+            else None
+        results[dep[len(prefix):]] = engine.payloads.load(value, f"the result of {dep!r}")
+    return next(iter(results.values())) if len(results) == 1 else results
+
+
+def run_attempt(engine: "Engine", run: RunRecord, spec: TaskSpec, attempt: int) -> str:
+    """A foreach task's attempt: add its items to the run, or fail saying why not."""
+    try:
+        value = expand(engine, run, spec, attempt)
+    except Exception as exc:  # a result it cannot run over, a store error
+        return engine.complete(run.run_id, spec.task_id, attempt, ok=False, cause=exc,
+                               error=f"{type(exc).__name__}: {exc}")
+    if value is None:
+        return "waiting"
+    return engine.complete(run.run_id, spec.task_id, attempt, ok=True, value=value)
 
 
 def expand(engine: "Engine", run: RunRecord, spec: TaskSpec, attempt: int) -> Any:
@@ -171,7 +242,7 @@ def expand(engine: "Engine", run: RunRecord, spec: TaskSpec, attempt: int) -> An
         # items): send what is queued, and decide, as any join, an item that
         # waits for nothing but its turn, which came.
         found = {t.task_id: t for t in engine.store.get_tasks(
-            run_id, [r.task_id for r in records if r.role == "item"])}
+            run_id, [r.task_id for r in records if r.role in ("item", "member")])}
         for record in found.values():
             if record.status is TaskStatus.QUEUED:
                 step.messages.append(_message(run_id, record))

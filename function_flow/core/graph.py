@@ -11,6 +11,7 @@ whatever one run added to it while it runs.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 from typing import Iterable
@@ -67,6 +68,18 @@ class Dag:
         self.end_deps = self._end_deps()
         self._to_end = frozenset(self.end_deps)
         self._width_bound: int | None = None
+        #: The tasks a foreach over a sub-DAG runs per item, as `node/t`: the
+        #: specs its item records `node[i]/t` run as. Not tasks of the graph.
+        self.templates: dict[str, TaskSpec] = {
+            f"{spec.task_id}/{t}": dataclasses.replace(
+                inner, task_id=f"{spec.task_id}/{t}",
+                deps=tuple(f"{spec.task_id}/{d}" for d in inner.deps))
+            for spec in self.tasks.values() if spec.foreach and spec.foreach.dag
+            for t, inner in spec.foreach.dag.tasks.items()}
+
+    def spec_of(self, template: str) -> TaskSpec | None:
+        """The spec a task id names: a task of the graph, or a foreach's template."""
+        return self.tasks.get(template) or self.templates.get(template)
 
     def _end_deps(self) -> tuple[str, ...]:
         """What the run's end waits for: its sinks, and the dependencies of
@@ -152,7 +165,8 @@ class Dag:
             for spec in self.tasks.values():
                 if spec.foreach is not None:  # one task of the graph, many at run time
                     limit = spec.foreach.max_concurrency or spec.foreach.max_items
-                    bound += limit - 1
+                    inner = spec.foreach.dag.width_bound if spec.foreach.dag else 1
+                    bound += limit * inner - 1
             self._width_bound = bound
         return self._width_bound
 
@@ -230,7 +244,7 @@ class RunGraph:
     def spec(self, task_id: str, record: TaskRecordLike | None = None) -> TaskSpec | None:
         """The declared task that `task_id` runs as (None for the end task or unknown ids)."""
         template = getattr(record, "template", None) or task_id
-        return self.dag.tasks.get(template) or self.dag.hooks.get(task_id)
+        return self.dag.spec_of(template) or self.dag.hooks.get(task_id)
 
     def knows(self, task_id: str, record: TaskRecordLike | None = None) -> bool:
         """Whether `task_id` is a task of this run (the end task included)."""

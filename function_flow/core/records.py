@@ -431,19 +431,13 @@ def ordered_tasks(records: list[TaskRecord], order: list[str] | None = None
         position = {task_id: i for i, task_id in enumerate(order)}
 
         def key(t: TaskRecord) -> tuple:
-            if t.role == "item" and t.template is not None:
-                return (position.get(t.template, len(position)), 1, _item_index(t),
-                        t.task_id)
-            return (position.get(t.task_id, len(position)), 0,
+            if t.role in ("item", "member") and t.template is not None:
+                node, _, index = t.task_id.partition("]")[0].rpartition("[")
+                number = int(index) if index.isdigit() else 0
+                return (position.get(node, len(position)), 1, number, t.role == "member",
+                        t.queued_at or never, t.task_id)
+            return (position.get(t.task_id, len(position)), 0, 0, False,
                     t.queued_at or never, t.task_id)
 
         return sorted(tasks, key=key)
     return sorted(tasks, key=lambda t: (t.started_at or t.queued_at or never, t.task_id))
-
-
-def _item_index(task: TaskRecord) -> int:
-    """i of a foreach item `node[i]`."""
-    try:
-        return int(task.task_id.rsplit("[", 1)[1].rstrip("]"))
-    except (IndexError, ValueError):
-        return 0

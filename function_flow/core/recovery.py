@@ -34,6 +34,12 @@ logger = logging.getLogger("function_flow.engine")
 POLLER_STALE_AFTER_SECONDS = 60.0
 #: Live runs one poller call checks; older ones wait for the next call.
 POLLER_MAX_RUNS = 1000
+#: Queued and running tasks (each) the poller reads per run and call.
+POLLER_MAX_TASKS = 500
+#: The poller reads every task of a busy run (for joins nobody queued) in
+#: about one call out of this many, chosen at random; a run with nothing
+#: queued or running is read whole at every call.
+POLLER_FULL_SCAN_EVERY = 10
 
 
 @dataclasses.dataclass
@@ -75,7 +81,8 @@ def poll(engine: "Engine", stale_after: float = POLLER_STALE_AFTER_SECONDS,
             report.runs_blocked += 1
         else:
             recover(engine, run.run_id, stale_after=stale_after,
-                    only=run.hooks if run.status.is_final else None)
+                    only=run.hooks if run.status.is_final else None,
+                    bounded=run_ids is None)
         report.runs_checked += 1
     return report
 
@@ -184,7 +191,8 @@ def retire_leftovers(engine: "Engine", run_id: str) -> None:
 
 
 def recover(engine: "Engine", run_id: str, executors_dead: bool = False,
-            stale_after: float = 0.0, only: Iterable[str] | None = None) -> None:
+            stale_after: float = 0.0, only: Iterable[str] | None = None,
+            bounded: bool = False) -> None:
     """Find work a crash or a lost message left behind in one run, and redo it.
 
     Safe to call at any time: every step it takes is idempotent. With
@@ -194,13 +202,14 @@ def recover(engine: "Engine", run_id: str, executors_dead: bool = False,
     them, and an approval's token must keep working). A QUEUED task is sent again only
     when it has waited `stale_after` seconds past its due time, so a
     periodic poller does not duplicate messages that are still in flight.
-    `only`: look at these tasks alone (an ended run's hooks).
+    `only`: look at these tasks alone (an ended run's hooks). `bounded`
+    (the periodic poller, which checks every live run): see `_records_to_check`.
     """
     now = engine.clock()
     run = engine.store.get_run(run_id)
     # A paused run's queued tasks wait for its resume, which sends them (control.py).
     paused = run is not None and run.paused_at is not None and not run.status.is_final
-    for task in engine.store.get_tasks(run_id, only):
+    for task in _records_to_check(engine, run_id, only, bounded and not executors_dead):
         if not engine.graph.knows(task.task_id, task):
             continue
         if task.status is TaskStatus.QUEUED:
@@ -225,6 +234,26 @@ def recover(engine: "Engine", run_id: str, executors_dead: bool = False,
             engine.check_join(run_id, task.task_id)
     if only is None:
         engine.fill_slots(run_id)
+
+
+def _records_to_check(engine: "Engine", run_id: str, only: Iterable[str] | None,
+                      bounded: bool) -> Iterable[TaskRecord]:
+    """The records one recovery pass looks at.
+
+    All of them, unless `bounded`: then the queued and running ones (two
+    queries of at most POLLER_MAX_TASKS), so that a poller checking a
+    foreach of 10,000 items does not read 10,000 records a minute. Joins
+    nobody queued (a process died after a failure's commit) are found by
+    reading the whole run, which the poller does when nothing is queued or
+    running, and otherwise in one call out of POLLER_FULL_SCAN_EVERY.
+    """
+    if only is not None or not bounded:
+        return engine.store.get_tasks(run_id, only)
+    busy = [task for status in (TaskStatus.QUEUED, TaskStatus.RUNNING)
+            for task in engine.store.find_tasks(run_id, status, POLLER_MAX_TASKS)]
+    if not busy or engine.rng.random() * POLLER_FULL_SCAN_EVERY < 1:
+        return engine.store.get_tasks(run_id)
+    return busy
 
 
 def _run_lives(engine: "Engine", run_id: str) -> bool:

@@ -91,7 +91,7 @@ def redrive(engine: "Engine", run_id: str) -> RunRecord:
                                   "(another redrive?); look at it with function-flow status")
     step = Step("redriven")
     for record in again:
-        if record.role in ("item", "group", "collect"):
+        if record.role in ("item", "member", "group", "collect"):
             continue  # the foreach starts them again (foreach.expand)
         deps = engine.graph.deps_of(record.task_id, record)
         rule = engine.graph.rule_of(record.task_id, record)

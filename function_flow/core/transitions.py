@@ -293,7 +293,7 @@ def fail(spec: TaskSpec, task: TaskRecord, run_id: str, error: str, now: float, 
     ends = ends_run(graph, task, has_end_task)
     if not ends:
         step.joins = write_outcome(step, graph, task, F)
-    if task.role == "item":
+    if task.role in ("item", "member"):
         return step  # its foreach decides, by the failures it tolerates
     if run is not None and run.status is RunStatus.RUNNING:
         first_line = error.strip().splitlines()[-1] if error.strip() else "failed"
