@@ -189,8 +189,9 @@ def _foreach_state(record: TaskRecord | None, found: list[TaskRecord]) -> NodeSt
     total = len(found)
     done = sum(n for s, n in counts.items() if TaskStatus(s).is_final)
     text = f"{done:,}/{total:,} items done"
-    if counts["FAILED"]:
-        text += f", {counts['FAILED']:,} failed"
+    failed = counts["FAILED"] + counts["UPSTREAM_FAILED"]  # (a task of its copy failed)
+    if failed:
+        text += f", {failed:,} failed"
     state.text = text
     state.bar = [(s, counts[s] / total) for s in BAR_ORDER if counts[s]]
     return state
