@@ -344,3 +344,33 @@ def test_approve_and_redrive_a_run_of_this_process(tmp_path) -> None:
         assert bus.wait_idle(30)
         bus.close()
         store.close()
+
+
+def test_a_changed_workflow_draws_the_edges_only_if_they_are_the_same(tmp_path) -> None:
+    """A body or a setting that changed since the run started draws the same
+    graph; changed dependencies would not, so the records draw it, saying why."""
+    import json
+
+    from function_flow.store.sqlite import SqliteStore
+
+    job = Job("changing")
+    job.task("a")(lambda task, job: 1)
+    job.task("b", ["a"])(lambda task, job: 2)
+    definition = versions.of(job.dag)
+    store = SqliteStore(str(tmp_path / "state.db"))
+    for run_id, part in (("settings-changed", 1), ("deps-changed", 0)):
+        recorded = {}
+        for task_id, fingerprint in definition.fingerprints.items():
+            parts = fingerprint.split(".")
+            if task_id == "b" and len(parts) == 3:
+                parts[part] = "00000000"
+            recorded[task_id] = ".".join(parts)
+        add_run(store, run_id, [TaskRecord("a"), TaskRecord("b")], job_name="changing",
+                task_versions=json.dumps(recorded))
+    client = client_for(store, jobs={"changing": job})
+    same = client.get("/runs/settings-changed").text
+    assert same.count("marker-end=") == 1 and "Drawn from the run's records" not in same
+    other = client.get("/runs/deps-changed").text
+    assert other.count("marker-end=") == 0
+    assert "the tasks or dependencies of job &#39;changing&#39; changed since this run " \
+           "started" in other

@@ -12,6 +12,7 @@ import is reported, not retried on every request.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from typing import Mapping, NamedTuple, Sequence
@@ -60,19 +61,34 @@ class Definitions:
                                      "dashboard with --file FILE.py (the workflow it runs)")
         return Found(None, None, "; ".join(problems))
 
-    def dag_for(self, run: RunRecord) -> Dag | None:
-        """The run's graph as defined, if the job is at hand and is the one the run
-        started with (a changed file would draw another graph)."""
-        job = self.job_for(run).job
-        if job is None:
-            return None
+    def dag_for(self, run: RunRecord) -> tuple[Dag | None, str]:
+        """(the run's graph as defined, "") or (None, why not).
+
+        The job's graph is drawn when its dependencies are those the run
+        started with (core/fingerprints.py: the first part of each task's
+        fingerprint); a job whose bodies or settings changed since draws the
+        same edges, one whose dependencies changed would not.
+        """
+        found = self.job_for(run)
+        if found.job is None:
+            return None, found.why
         try:
-            definition = versions.of(job.dag)
-        except DefinitionError:
-            return None
-        if run.dag_hash not in (definition.hash, definition.shape):
-            return None
-        return job.dag
+            definition = versions.of(found.job.dag)
+        except DefinitionError as exc:
+            return None, str(exc)
+        if run.dag_hash in (definition.hash, definition.shape):
+            return found.job.dag, ""
+        try:
+            recorded = json.loads(run.task_versions or "null")
+        except ValueError:
+            recorded = None
+        if isinstance(recorded, dict) and recorded.keys() == definition.fingerprints.keys() \
+                and all(str(recorded[t]).split(".")[0] == f.split(".")[0]
+                        for t, f in definition.fingerprints.items()):
+            return found.job.dag, ""
+        where = f" in {found.path}" if found.path else ""
+        return None, (f"the tasks or dependencies of job {run.job_name!r}{where} changed "
+                      "since this run started")
 
     def _load(self, path: str, job_name: str) -> Job | str:
         if not os.path.exists(path):

@@ -32,13 +32,14 @@ def task_detail(store: Store, run_id: str, task_id: str,
     attempts = []
     if task.attempt:
         end = task.finished_at if task.status.is_final else None
+        error = task.error if task.status is not TaskStatus.SUCCEEDED else None
         attempts.append({
             "number": task.attempt, "status": task.status.value,
             "started_at": task.started_at, "finished_at": end,
             "started": progress.format_time(task.started_at),
             "duration": progress.format_duration(
                 (now - task.started_at) if running and task.started_at else task.duration),
-            "error": task.error if task.status is not TaskStatus.SUCCEEDED else None,
+            "error": error, "error_line": progress.last_line(error) if error else None,
             "output": None})
     trigger = store.get_trigger(task.trigger_id) if running and task.trigger_id else None
     return {

@@ -70,6 +70,8 @@ class RunView:
     records: int
     #: How many items each foreach has so far.
     item_counts: dict[str, int]
+    #: Why the edges come from the records alone ("" when they do not).
+    undefined_because: str = ""
 
     def live_state(self) -> dict[str, Any]:
         """What the page's script updates in place, as JSON."""

@@ -155,7 +155,10 @@ def run_page(run_id: str) -> tuple[RunRecord, model.RunView]:
     assert store is not None
     records = store.get_tasks(run_id)
     expanded = [g for g in request.args.getlist("open") if len(g) <= MAX_PARAMETER_CHARS]
-    return run, model.run_view(run, records, dash.definitions.dag_for(run), expanded)
+    dag, why = dash.definitions.dag_for(run)
+    view = model.run_view(run, records, dag, expanded)
+    view.undefined_because = why
+    return run, view
 
 
 def poll_seconds(view: model.RunView) -> float:
@@ -177,7 +180,6 @@ def run(run_id: str) -> Any:
         "run.html", run=run, view=view, toggle=toggle, progress=progress,
         interval=poll_seconds(view), layout=layout, model=model,
         owner=inspect.owner_of(dash.kind, run), kind=dash.kind,
-        why_no_definition=None if view.defined else dash.definitions.job_for(run).why,
         live_url=url_for("api.run_state", run_id=run_id, open=opened))
 
 
