@@ -374,3 +374,15 @@ def test_a_changed_workflow_draws_the_edges_only_if_they_are_the_same(tmp_path) 
     assert other.count("marker-end=") == 0
     assert "the tasks or dependencies of job &#39;changing&#39; changed since this run " \
            "started" in other
+
+
+def test_a_store_that_cannot_be_read_is_a_503_saying_why(tmp_path) -> None:
+    from function_flow.store.sqlite import SqliteStore
+
+    garbage = tmp_path / "not.db"
+    garbage.write_bytes(b"this is not a database" * 100)
+    client = create_app(lambda: SqliteStore(str(garbage))).test_client()
+    answer = client.get("/api/runs")
+    assert answer.status_code == 503
+    assert answer.json["error"].startswith(f"cannot open the database {garbage}: it is not a "
+                                           "SQLite database")

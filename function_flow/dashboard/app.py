@@ -23,7 +23,8 @@ from flask import Flask, current_app
 
 from function_flow.config import Settings
 from function_flow.core.ports import Store
-from function_flow.dashboard import guard
+from function_flow.dashboard import guard, responses
+from function_flow.errors import ConfigurationError, TransientBackendError
 from function_flow.dashboard.definitions import Definitions
 
 #: The key of the Dashboard in app.extensions.
@@ -89,6 +90,14 @@ def create_app(store_factory: Callable[[], Store | None], *, kind: str = "embedd
     app.context_processor(lambda: {"description": dashboard().description})
     app.register_blueprint(views.blueprint)
     app.register_blueprint(api.blueprint)
+
+    @app.errorhandler(ConfigurationError)
+    @app.errorhandler(TransientBackendError)
+    def _unavailable(exc: Exception) -> Any:
+        # The store cannot answer (an unreadable file, a missing index, an
+        # unreachable Firestore): say why, once per request, no traceback.
+        return responses.error(503, str(exc))
+
     return app
 
 
