@@ -4,9 +4,11 @@ pause, cancel, dashboard, dev.
 One module per job: common.py (exit codes, the one-line error, loading a
 workflow file), stores.py (which store `status` and `resume` read), run.py
 (run, resume), inspect.py (status), graph.py, approvals.py (approve,
-reject), control.py (pause, cancel, resuming a paused run), follow.py (following a run to its end), dashboard.py (the web
-dashboard, function_flow/dashboard/) and progress.py (the terminal view). This module is the group, the `dev` command and the entry
-point that turns every error into one line.
+reject), control.py (pause, cancel, resuming a paused run), follow.py
+(following a run to its end), dashboard.py (the web dashboard,
+function_flow/dashboard/) and progress.py (the terminal view). This module
+is the group, the `dev` command and the entry point that turns every error
+into one line.
 Add a command with one more `cli.add_command(...)`.
 
 Exit codes: 0 the run succeeded (or the command did its job), 1 the run
