@@ -386,3 +386,39 @@ def test_a_store_that_cannot_be_read_is_a_503_saying_why(tmp_path) -> None:
     assert answer.status_code == 503
     assert answer.json["error"].startswith(f"cannot open the database {garbage}: it is not a "
                                            "SQLite database")
+
+
+def test_resume_on_google_cloud_sends_the_queued_tasks_on_the_schedule_topic(
+        gcp_env: dict, firestore_store: Any, monkeypatch) -> None:
+    """On the emulators: the deployed scheduler's topic gets the held task again."""
+    import uuid
+
+    from google.cloud import pubsub_v1
+
+    from function_flow.config import Settings
+    from function_flow.core.records import Message
+
+    topic = f"dash-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("FUNCTION_FLOW_SCHEDULE_TOPIC", topic)
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    topic_path = publisher.topic_path("function-flow-local", topic)
+    subscription = subscriber.subscription_path("function-flow-local", topic + "-pull")
+    publisher.create_topic(request={"name": topic_path})
+    subscriber.create_subscription(request={"name": subscription, "topic": topic_path})
+    add_run(firestore_store, "held", [TaskRecord("a", status=TaskStatus.QUEUED, attempt=1)],
+            paused_at=time.time())
+    client = client_for(firestore_store, kind="gcp", settings=Settings.from_env())
+    token = token_of(client, "held")
+    json = {"Accept": "application/json"}
+    redrive = client.post("/runs/held/actions/redrive", data={"csrf_token": token},
+                          headers=json)
+    assert redrive.status_code == 409 and "only FAILED or CANCELLED" in redrive.json["error"]
+    answer = client.post("/runs/held/actions/resume", data={"csrf_token": token}, headers=json)
+    assert answer.status_code == 200, answer.json
+    assert answer.json["message"] == ("resumed run held: sent its 1 queued task(s) again; "
+                                      "the deployed functions continue it")
+    assert firestore_store.get_run("held").paused_at is None
+    pulled = subscriber.pull(request={"subscription": subscription, "max_messages": 10},
+                             timeout=30).received_messages
+    assert [Message.from_json(m.message.data) for m in pulled] == [Message("held", "a", 1)]
+    subscriber.close()
