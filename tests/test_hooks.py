@@ -366,3 +366,22 @@ def test_a_redriven_run_runs_its_hooks_again_when_it_ends_again(store) -> None:
     assert (run.status, run.redrives, run.hooks_pending) == (RunStatus.SUCCEEDED, 1, False)
     assert calls[2:] == [("on_end", "SUCCEEDED")]
     assert hook_status(store, run_id) == {hooks.ON_FAILURE: SK, hooks.ON_END: S}
+
+
+def test_graph_lists_the_hooks_after_the_tasks_in_every_format() -> None:
+    from function_flow.cli import graphs
+
+    job = Job("hooked_graph")
+    job.task(task_id="only")(lambda **_: 1)
+    assert "after the run" not in graphs.render(job.dag, "text")
+
+    @job.on_failure
+    def page_someone(run):
+        pass
+
+    text = graphs.render(job.dag, "text")
+    assert text.endswith("after the run ends\n  on_failure: page_someone()\n"
+                         "  callback: POST to the start's callback_url, if it gave one")
+    assert '{{"on_failure: page_someone()"}}' in graphs.render(job.dag, "mermaid")
+    assert '"hook: on_failure: page_someone()" [shape=hexagon];' \
+        in graphs.render(job.dag, "dot")

@@ -12,6 +12,7 @@ import re
 from typing import Iterable
 
 from function_flow import subdags
+from function_flow.core import hooks
 from function_flow.core.graph import Dag, TaskSpec
 
 FORMATS = ("text", "mermaid", "dot")
@@ -80,7 +81,24 @@ def to_text(dag: Dag) -> str:
     for number, task_ids in enumerate(grouped, start=1):
         lines.append(f"level {number}")
         _text_lines(dag, task_ids, "  ", lines)
+    if _hooks(dag):
+        lines.append("after the run ends")
+        lines += [f"  {name}" for name in _hooks(dag)]
     return "\n".join(lines)
+
+
+def _hooks(dag: Dag) -> list[str]:
+    """The job's hooks as drawn: "on_failure: notify()", in the order they run."""
+    found = []
+    for hook_id in hooks.ORDER:
+        spec = dag.hooks.get(hook_id)
+        if hook_id == hooks.CALLBACK:
+            if found:  # every job may get one: listed beside the hooks it declares only
+                found.append("callback: POST to the start's callback_url, if it gave one")
+        elif spec is not None:
+            func = getattr(spec.func, "__name__", None)
+            found.append(hooks.NAMES[hook_id] + (f": {func}()" if func else ""))
+    return found
 
 
 def _text_lines(dag: Dag, task_ids: list[str], indent: str, lines: list[str]) -> None:
@@ -119,6 +137,10 @@ def to_mermaid(dag: Dag) -> str:
     for task_id in [*dag.order, *dag.templates]:
         for dep in _spec(dag, task_id).deps:
             lines.append(f"    {ids[dep]} --> {ids[task_id]}")
+    if _hooks(dag):
+        lines.append('    subgraph after_the_run["after the run ends"]')
+        lines += [f'        hook{n}{{{{"{name}"}}}}' for n, name in enumerate(_hooks(dag))]
+        lines.append("    end")
     return "\n".join(lines)
 
 
@@ -146,6 +168,11 @@ def to_dot(dag: Dag) -> str:
     for task_id in [*dag.order, *dag.templates]:
         for dep in _spec(dag, task_id).deps:
             lines.append(f"    {_dot_quote(dep)} -> {_dot_quote(task_id)};")
+    if _hooks(dag):
+        lines += ['    subgraph "cluster_after_the_run" {', '        label="after the run ends";']
+        lines += [f"        {_dot_quote('hook: ' + name)} [shape=hexagon];"
+                  for name in _hooks(dag)]
+        lines.append("    }")
     lines.append("}")
     return "\n".join(lines)
 
