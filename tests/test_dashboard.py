@@ -175,7 +175,8 @@ def test_html_in_results_errors_and_ids_is_shown_as_text(tmp_path) -> None:
         TaskRecord("fan", status=TaskStatus.RUNNING, attempt=1,
                    result={"__foreach__": "fan", "items": 1, "mapping": True}),
         TaskRecord("fan[0]", status=TaskStatus.FAILED, attempt=1, role="item", template="fan",
-                   item=SCRIPT, item_key=SCRIPT, error=SCRIPT, deps=[])],
+                   item=SCRIPT, item_key=SCRIPT, error=SCRIPT, deps=[]),
+        TaskRecord("__on_failure__", status=TaskStatus.FAILED, attempt=1, error=SCRIPT)],
         status="FAILED", error=f"failed: {SCRIPT}")
     client = client_for(store)
     pages = [client.get(path).text for path in (
@@ -185,6 +186,7 @@ def test_html_in_results_errors_and_ids_is_shown_as_text(tmp_path) -> None:
         assert "<script>alert" not in page and "<img src=x" not in page
         assert not re.search(r"<script(?! src=\"/static/live\.js\")", page)
     assert "&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt;" in pages[3]  # the result
+    assert re.search(r">on_failure</a>.*?st-FAILED.*?&lt;script&gt;", pages[1], re.S)  # a hook
     assert "&lt;img src=x onerror=alert(2)&gt;" in pages[4]  # the traceback
     assert pages[6].count("&lt;script&gt;") >= 2  # the item's key and error
     assert client.get("/api/runs/x/tasks/broken").json["error"].endswith(

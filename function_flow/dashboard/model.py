@@ -19,6 +19,7 @@ from typing import Any, Iterable, Union
 from function_flow import subdags
 from function_flow.cli import items as item_rows
 from function_flow.cli import progress
+from function_flow.core import hooks
 from function_flow.core.control import shown_status
 from function_flow.core.graph import Dag
 from function_flow.core.records import RunRecord, TaskRecord, TaskStatus, ordered_tasks
@@ -70,12 +71,19 @@ class RunView:
     records: int
     #: How many items each foreach has so far.
     item_counts: dict[str, int]
+    #: The run's hooks (on_failure, on_end, callback) by name, once queued.
+    hooks: list[tuple[str, TaskRecord]] = dataclasses.field(default_factory=list)
     #: Why the edges come from the records alone ("" when they do not).
     undefined_because: str = ""
 
+    @property
+    def final(self) -> bool:
+        """Nothing more will change: the run ended and its hooks have run."""
+        return self.run.status.is_final and not self.run.hooks_pending
+
     def live_state(self) -> dict[str, Any]:
         """What the page's script updates in place, as JSON."""
-        return {"status": self.status, "final": self.run.status.is_final,
+        return {"status": self.status, "final": self.final,
                 "shape": self.shape, "summary": self.summary,
                 "duration": progress.format_duration(progress.run_duration(self.run)),
                 "nodes": {k: v.to_json() for k, v in self.states.items()},
@@ -108,11 +116,15 @@ def run_view(run: RunRecord, records: list[TaskRecord], dag: Dag | None,
             states[box.id] = _task_state(by_id.get(box.id))
     tasks = ordered_tasks(records, dag.order if defined else None)
     rows = item_rows.collapse(progress.in_groups(tasks))
+    found_hooks = [(hooks.NAMES[h], by_id[h]) for h in hooks.ORDER if h in by_id]
     shape = hashlib.sha1(repr((sorted(states), sorted((k, len(v)) for k, v in cells.items()),
-                               [row_key(r) for r in rows])).encode()).hexdigest()[:16]
+                               [row_key(r) for r in rows],
+                               [(n, h.status, h.attempt) for n, h in found_hooks]
+                               )).encode()).hexdigest()[:16]
     return RunView(run=run, status=shown_status(run), drawing=drawing, states=states,
                    cells=cells, rows=rows, summary=summary(tasks), defined=defined,
-                   shape=shape, records=len(records), item_counts=counts)
+                   shape=shape, records=len(records), item_counts=counts,
+                   hooks=found_hooks)
 
 
 def summary(tasks: list[TaskRecord]) -> str:
