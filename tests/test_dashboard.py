@@ -14,7 +14,6 @@ import re
 import time
 from typing import Any
 
-import pytest
 
 from function_flow.core import versions
 from function_flow.core.records import RunRecord, RunStatus, TaskRecord, TaskStatus
