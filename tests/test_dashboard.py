@@ -14,7 +14,6 @@ import re
 import time
 from typing import Any
 
-
 from function_flow.core import versions
 from function_flow.core.records import RunRecord, RunStatus, TaskRecord, TaskStatus
 from function_flow.dashboard import create_app
