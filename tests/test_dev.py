@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import signal
 import socket
 import subprocess
@@ -22,6 +23,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from callback_receiver import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = Path(__file__).parent / "workflows"
@@ -111,9 +114,20 @@ def assert_all_stopped(log: str, remote_functions: int = 0) -> None:
 @needs_emulators
 def test_dev_runs_the_sample_through_pubsub_and_functions_framework(tmp_path: Path) -> None:
     output_dir = tmp_path / "report"
-    result = run_dev(tmp_path, str(SAMPLE), "--arg", "region=EMEA",
-                     "--arg", f"output_dir={output_dir}")
+    key = "dev-test-key-0123456789abcdef0123456789abcdef"  # dev keeps a key it finds
+    (tmp_path / ".function_flow").mkdir()
+    (tmp_path / ".function_flow" / "hmac.key").write_text(key)
+    (tmp_path / ".function_flow" / "hmac.key").chmod(0o600)
+    receiver = Receiver([200], key)
+    try:
+        result = run_dev(tmp_path, str(SAMPLE), "--arg", "region=EMEA",
+                         "--arg", f"output_dir={output_dir}", "--callback-url", receiver.url)
+    finally:
+        receiver.close()
     assert result.returncode == 0, result.stdout + result.stderr
+    # --callback-url: the run's results, POSTed once it ended, signed with dev's key.
+    assert [(p["signature"], p["body"]["status"]) for p in receiver.posts] \
+        == [("ok", "SUCCEEDED")], receiver.posts
     out = result.stdout
     for task_id in SAMPLE_TASKS:
         assert re.search(rf"^\s*{task_id}\s+SUCCEEDED\s+1\b", out, re.M), out
@@ -138,6 +152,11 @@ def test_dev_runs_the_sample_through_pubsub_and_functions_framework(tmp_path: Pa
     assert len(re.findall(r" regional_pricing .*regional_pricing: job \w+ of run "
                           r"sample_job-\S+ answered \(ok\)", log)) == 2, log
     assert_all_stopped(log, remote_functions=1)
+    # One key, made once beside the database, signed every message between them.
+    key_file = tmp_path / ".function_flow" / "hmac.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and len(key_file.read_text()) > 32
+    assert "messages are signed with the HMAC key of .function_flow/hmac.key" in out, out
+    assert "rejected" not in log and "signature" not in log, log
 
 
 @needs_emulators

@@ -13,24 +13,30 @@ from __future__ import annotations
 import base64
 import collections
 import concurrent.futures
+import datetime
 import json
 import pathlib
 import threading
+import time
 from typing import Any
 
 import pytest
 
 from emulators import PROJECT
+from function_flow import history
 from function_flow.cloud.functions import RUN_ID_HEADER
 from function_flow.core.records import Message, RunStatus, TaskStatus
 from function_flow.store.firestore_timers import FirestoreTimers
 from functions_stack import Stack, post, wait_for
+from signatures import signed
 from test_sample import EXPECTED_DEPS, valid_rows
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "main.py"
 WORKFLOWS = pathlib.Path(__file__).resolve().parent / "workflows_gcp"
 SIGNATURES = ("event", "cloudevent", "http")
+#: A key the functions do not have.
+OTHER_KEY = "not-the-deployments-key-0123456789abcdef"
 
 #: What a healthy log never contains: a failed delivery, a transaction that
 #: gave up, an error answer from functions-framework.
@@ -71,10 +77,14 @@ def tasks_of(store, run_id: str) -> dict:
     return {t.task_id: t for t in store.get_tasks(run_id) if t.task_id != "__end__"}
 
 
-def push_envelope(data: bytes, message_id: str = "1") -> dict:
-    """What a Pub/Sub push subscription POSTs (the emulator sends the same)."""
-    return {"message": {"data": base64.b64encode(data).decode(), "attributes": {},
-                        "messageId": message_id, "publishTime": "2026-01-01T00:00:00Z"},
+def push_envelope(data: bytes, message_id: str = "1",
+                  attributes: dict[str, str] | None = None) -> dict:
+    """What a Pub/Sub push subscription POSTs (the emulator sends the same),
+    signed with the test key unless `attributes` say otherwise."""
+    published = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    return {"message": {"data": base64.b64encode(data).decode(),
+                        "attributes": signed(data) if attributes is None else attributes,
+                        "messageId": message_id, "publishTime": published},
             "subscription": f"projects/{PROJECT}/subscriptions/scheduler"}
 
 
@@ -301,15 +311,28 @@ def test_bad_messages_are_acknowledged_and_change_nothing(stack, firestore_store
            "unknown run": Message("no-such-run", "a", 1).to_json(),
            "unknown task": Message(run_id, "zzz", 1).to_json(),
            "stale attempt": Message(run_id, "a", 0).to_json()}
+    # b's own next step, which would run b, but not signed with the key.
+    b_next = Message(run_id, "b", 1).to_json()
+    forged = {"not signed": {}, "does not match": signed(b_next, key=OTHER_KEY),
+              "replay": signed(b_next, timestamp=int(time.time()) - 301),
+              "malformed": {**signed(b_next), "function_flow_timestamp": "yesterday"},
+              "forged": {**signed(b_next), "function_flow_signature": "sha256=" + "0" * 64}}
     for number, (name, data) in enumerate(bad.items()):
         status, answer = post(scheduler.url, push_envelope(data, str(number + 10)))
+        assert 200 <= status < 300, f"{name}: {status} {answer}"
+    for number, (name, attributes) in enumerate(forged.items()):
+        status, answer = post(scheduler.url, push_envelope(b_next, str(number + 20),
+                                                           attributes))
         assert 200 <= status < 300, f"{name}: {status} {answer}"
 
     # The same through the emulator's push subscription: logged, not retried.
     stack.push(scheduler)
     for data in bad.values():
-        stack.publish(data)
-    expected = ["rejected and acknowledged", "unknown_run", "unknown_task", "stale"]
+        stack.publish(data, **signed(data))
+    for attributes in forged.values():
+        stack.publish(b_next, **attributes)
+    expected = ["rejected and acknowledged", "unknown_run", "unknown_task", "stale",
+                "not signed: it has no", "does not match", "replay", "malformed"]
 
     def all_logged():
         text = scheduler.log()
@@ -319,6 +342,13 @@ def test_bad_messages_are_acknowledged_and_change_nothing(stack, firestore_store
     assert [t.to_dict() for t in firestore_store.get_tasks(run_id)] == before
     assert [e["task_id"] for e in executed(executions)] == ["a"]
     assert "Traceback" not in scheduler.log()
+    if signature == "event":  # once (the other forms run signed runs elsewhere in this file):
+        # signed, the same messages of b and c (lost before the subscription) finish the run.
+        for task_id in ("b", "c"):
+            data = Message(run_id, task_id, 1).to_json()
+            stack.publish(data, **signed(data))
+        assert final_run(firestore_store, run_id).status is RunStatus.SUCCEEDED
+        assert sorted(e["task_id"] for e in executed(executions)) == ["a", "b", "c", "d"]
 
 
 def test_start_answers_bad_bodies_with_400_json(stack, firestore_store):
@@ -379,6 +409,20 @@ def test_retry_backoff_waits_as_a_timer_the_poller_publishes(stack, firestore_st
     assert [(e["task_id"], e["attempt"]) for e in executed(executions)] == [
         ("flaky", 1), ("flaky", 2), ("after", 1)]
     assert timers.pending() == 0
+    # Both attempts are kept, each with what its body printed and logged, and
+    # the scheduler's log lines are JSON that Cloud Logging files under the run.
+    kept = history.attempts(tasks_of(firestore_store, run_id)["flaky"])
+    assert [(a.attempt, a.outcome) for a in kept] == [(1, "failed"), (2, "succeeded")]
+    assert "RuntimeError: first attempt fails on purpose" in kept[0].error
+    for a in kept:
+        assert a.output == (f"flaky prints on attempt {a.attempt}\n"
+                            f"WARNING flaky: flaky logs on attempt {a.attempt}\n")
+    lines = [json.loads(line) for line in scheduler.log().splitlines()
+             if line.startswith('{"severity"')]
+    logged = [e for e in lines if e["message"] == "flaky logs on attempt 2"]
+    assert logged and logged[0]["severity"] == "WARNING"
+    assert logged[0]["logging.googleapis.com/labels"] == {
+        "job": "flaky", "run_id": run_id, "task_id": "flaky", "attempt": "2"}
 
 
 def test_two_pollers_at_once_publish_each_due_timer_once(firestore_store, collection_prefix):

@@ -1,11 +1,11 @@
-"""The `function-flow` command line: run, resume, status, graph, approve, reject,
-pause, cancel, dashboard, dev.
+"""The `function-flow` command line: run, resume, status, logs, graph, approve,
+reject, pause, cancel, dashboard, dev.
 
 One module per job: common.py (exit codes, the one-line error, loading a
 workflow file), stores.py (which store `status` and `resume` read), run.py
-(run, resume), inspect.py (status), graph.py, approvals.py (approve,
-reject), control.py (pause, cancel, resuming a paused run), follow.py
-(following a run to its end), dashboard.py (the web dashboard,
+(run, resume), inspect.py (status), logs.py (logs), graph.py, approvals.py
+(approve, reject), control.py (pause, cancel, resuming a paused run),
+follow.py (following a run to its end), dashboard.py (the web dashboard,
 function_flow/dashboard/) and progress.py (the terminal view). This module
 is the group, the `dev` command and the entry point that turns every error
 into one line.
@@ -35,6 +35,7 @@ from function_flow.cli.dashboard import dashboard
 from function_flow.cli.follow import follow_dev_run
 from function_flow.cli.graph import graph
 from function_flow.cli.inspect import status
+from function_flow.cli.logs import logs
 from function_flow.cli.redrive import redrive
 from function_flow.cli.run import resume, run
 from function_flow.errors import FunctionFlowError
@@ -54,14 +55,12 @@ def setup_logging(verbose: bool) -> None:
     A failing task is logged as a warning with its traceback; the CLI shows
     that failure itself (and `status` the traceback), so it is not repeated.
     """
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("function_flow")
-    root.addHandler(handler)
-    root.setLevel(logging.INFO if verbose else logging.ERROR)
+    from function_flow import log_format
+
+    log_format.install("function_flow", level=logging.INFO if verbose else logging.ERROR)
 
 
-for command in (run, resume, redrive, status, graph, approve, reject, pause, cancel,
+for command in (run, resume, redrive, status, logs, graph, approve, reject, pause, cancel,
                 dashboard):
     cli.add_command(command)
 
@@ -75,14 +74,19 @@ for command in (run, resume, redrive, status, graph, approve, reject, pause, can
               default="event", show_default=True,
               help="How scheduler and external_event_listener take Pub/Sub pushes: "
                    "1st gen event, 2nd gen cloudevent, or http (raw push envelope).")
+@click.option("--callback-url", metavar="URL", default=None,
+              help="POST the run's results, signed with the dev key, to URL once it ended.")
 @remote_option
 def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
-                signature_type: str, remote_pairs: tuple[str, ...]) -> None:
+                signature_type: str, callback_url: str | None,
+                remote_pairs: tuple[str, ...]) -> None:
     """Run FILE on the deployed topology, locally: Firestore and Pub/Sub
     emulators, one functions-framework process per entry point and per
     remote function, each behind a push subscription from its topic."""
+    from function_flow.config import Settings
     from function_flow.local import emulators
     from function_flow.local import stack as dev
+    from function_flow.local.keys import dev_key
     from function_flow.core.engine import new_run_id
 
     args = parse_args(arg_pairs)
@@ -94,11 +98,13 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
         fail(str(exc))
     out, err = progress.make_console(), progress.make_console(stderr=True)
     run_id = new_run_id(job.name)
+    hmac_key, key_source = dev_key(Settings.from_env())
     stack = dev.LocalStack(file, job_name, schedule_topic=job.schedule_topic,
                            events_topic=job.external_event_topic,
                            signature_type=signature_type, remote_functions=answered,
-                           log_path=dev.default_log_path(run_id))
+                           log_path=dev.default_log_path(run_id), hmac_key=hmac_key)
     out.print(f"starting emulators and functions; their log: {stack.log_path}", markup=False)
+    out.print(f"messages are signed with the HMAC key of {key_source}", markup=False)
     code = EXIT_RUN_FAILED
     with dev.sigterm_unwinds():
         try:
@@ -109,7 +115,7 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
             out.print(f"pause, resume or cancel the run: POST {{\"action\": \"pause\", "
                       f"\"run_id\": \"{run_id}\"}} to {stack.control_url}", markup=False,
                       soft_wrap=True)
-            run_id = stack.start_run(args, run_id=run_id)
+            run_id = stack.start_run(args, run_id=run_id, callback_url=callback_url)
             code = follow_dev_run(stack, job, run_id, out, err)
         except KeyboardInterrupt:
             err.print("interrupted; stopping emulators and functions", markup=False)

@@ -31,6 +31,8 @@ from function_flow.core.records import RunRecord, TaskRecord, TaskStatus
 
 #: Returns the current run record and its task records (virtual tasks excluded).
 Fetch = Callable[[], "tuple[RunRecord, list[TaskRecord]]"]
+#: What to print of one view of the run (follow's `lines`).
+Lines = Callable[[RunRecord, "list[TaskRecord]"], "list[str]"]
 
 STATUS_STYLES = {
     "WAITING": "dim", "READY": "cyan", "QUEUED": "cyan", "RUNNING": "yellow",
@@ -52,12 +54,17 @@ def make_console(stderr: bool = False) -> Console:
 
 
 def follow(fetch: Fetch, console: Console, *, live: bool | None = None,
-           interval: float = 0.1) -> tuple[RunRecord, list[TaskRecord]]:
-    """Show the run's progress until it reaches a final status; return the last view."""
+           interval: float = 0.1, lines: Lines | None = None
+           ) -> tuple[RunRecord, list[TaskRecord]]:
+    """Show the run's progress until it reaches a final status; return the last view.
+
+    `lines(run, tasks)`: what to print of each view instead of the state
+    changes (plain lines; `function-flow logs --follow` prints events).
+    """
     if live is None:
-        live = console.is_terminal
+        live = console.is_terminal and lines is None
     if not live:
-        return _follow_plain(fetch, console, interval)
+        return _follow_plain(fetch, console, interval, lines)
     run, tasks = fetch()
     with Live(render_progress(run, tasks), console=console, transient=True,
               refresh_per_second=8) as view:
@@ -68,12 +75,12 @@ def follow(fetch: Fetch, console: Console, *, live: bool | None = None,
     return run, tasks
 
 
-def _follow_plain(fetch: Fetch, console: Console,
-                  interval: float) -> tuple[RunRecord, list[TaskRecord]]:
+def _follow_plain(fetch: Fetch, console: Console, interval: float,
+                  lines: Lines | None = None) -> tuple[RunRecord, list[TaskRecord]]:
     seen: dict[str, tuple[TaskStatus, int]] = {}
     while True:
         run, tasks = fetch()
-        for line in state_changes(seen, tasks):
+        for line in lines(run, tasks) if lines else state_changes(seen, tasks):
             console.print(line, markup=False, soft_wrap=True)
         if run.status.is_final:
             return run, tasks

@@ -18,20 +18,19 @@ the engine records it.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
-import sys
 from typing import TYPE_CHECKING, Any, Callable
 
-from function_flow import callbacks, futures
+from function_flow import callbacks, futures, signing
 from function_flow.cloud import delivery
 from function_flow.cloud.callback import make_callback
 from function_flow.cloud.control import make_control
 from function_flow.cloud.delivery import HttpError, NotAnEnvelope, Rejected
 from function_flow.core.records import Message
+from function_flow.core.output import labelled
 from function_flow.errors import ConfigurationError, RecordTooLargeError
+from function_flow.log_format import install_for_functions as log_like_a_cloud_function
 from function_flow.remote.web import RUN_ID_HEADER
 
 if TYPE_CHECKING:
@@ -44,45 +43,17 @@ __all__ = ["make_start", "make_scheduler", "make_external_event_listener", "make
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 
 
-class _CloudLoggingFormatter(logging.Formatter):
-    """One JSON object per line, the form Cloud Logging parses into fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"severity": record.levelname, "message": record.getMessage(),
-                 "logger": record.name}
-        if record.exc_info:
-            entry["message"] += "\n" + self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def log_like_a_cloud_function() -> None:
-    """Make INFO logs of function_flow visible when running as a function.
-
-    Python drops INFO records by default, which would hide every "run X task
-    Y: succeeded" line. functions-framework sets FUNCTION_TARGET (so does the
-    Cloud Functions runtime); then, unless the application configured
-    logging itself, function_flow logs JSON lines to stdout.
-    """
-    if not os.environ.get("FUNCTION_TARGET"):
-        return
-    package_logger = logging.getLogger("function_flow")
-    if package_logger.handlers or logging.getLogger().handlers:
-        return
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_CloudLoggingFormatter())
-    package_logger.addHandler(handler)
-    package_logger.setLevel(logging.INFO)
-
-
 def make_scheduler(job: "Job") -> Callable[..., Any]:
     """Build the scheduler: one message names one task attempt to advance."""
     log_like_a_cloud_function()
 
     def scheduler(event: Any, context: Any = None) -> Any:
-        del context
         try:
-            data, _ = delivery.pubsub_payload(event)
+            data, _ = delivery.signed_pubsub_payload(
+                event, context, delivery.receiver_keys(job.backend))
             message = Message.from_json(data)
+        except ConfigurationError as exc:  # no key: redelivered once it is set
+            return delivery.not_done(event, "scheduler", exc)
         except NotAnEnvelope as exc:
             logger.warning("scheduler: bad request: %s", exc)
             return {"error": str(exc)}, 400
@@ -91,7 +62,9 @@ def make_scheduler(job: "Job") -> Callable[..., Any]:
             logger.warning("scheduler: message rejected and acknowledged: %s", exc)
             return delivery.acknowledge(event, "rejected")
         try:
-            outcome = job.engine.handle(message)
+            with labelled(job=job.name, run_id=message.run_id, task_id=message.task_id,
+                          attempt=message.attempt):
+                outcome = job.engine.handle(message)
         except Exception as exc:
             return delivery.not_done(event, f"scheduler: {message}", exc)
         logger.info("scheduler: run %s task %s attempt %d: %s", message.run_id,
@@ -106,24 +79,33 @@ def make_external_event_listener(job: "Job") -> Callable[..., Any]:
     log_like_a_cloud_function()
 
     def external_event_listener(event: Any, context: Any = None) -> Any:
-        del context
-        return handle_event(job, event)
+        return handle_event(job, event, context)
 
     return external_event_listener
 
 
-def handle_event(job: "Job", event: Any) -> Any:
+def handle_event(job: "Job", event: Any, context: Any = None) -> Any:
     """One external event, in any delivery shape: complete the task it names.
 
     The external event listener's whole body; the embedded backend's
     hosted remote functions (remote/hosting.py) deliver their answers here.
+    A signed event (a `remote.function`'s answer) must verify. An unsigned
+    one is taken as an outside event: Cloud Storage notifications, BigQuery
+    and Dataflow jobs, and remote functions written for Function Flow cannot
+    sign; what they complete, they name by an unguessable id.
     """
     try:
         data, attributes = delivery.pubsub_payload(event)
+        if signing.is_signed(attributes):
+            delivery.check_signature(data, attributes, signing.ATTRIBUTES,
+                                     delivery.receiver_keys(job.backend),
+                                     at=delivery.publish_time(event, context))
         # A Cloud Storage notification without payload says it all in
         # its attributes (payloadFormat NONE): an empty body then.
         payload = {} if attributes and not data.strip() else \
             delivery.parse_json(data, "external event")
+    except ConfigurationError as exc:  # no key: redelivered once it is set
+        return delivery.not_done(event, "external event listener", exc)
     except NotAnEnvelope as exc:
         logger.warning("external event listener: bad request: %s", exc)
         return {"error": str(exc)}, 400

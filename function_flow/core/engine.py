@@ -30,8 +30,9 @@ import traceback
 import uuid
 from typing import Any, Callable, Iterable, Protocol
 
-from function_flow.core import (completion, control, foreach, hooks, leftovers, payloads,
-                                recovery, redrive, transitions, versions, waiting, watches)
+from function_flow.core import (completion, control, foreach, hooks, leftovers, output,
+                                payloads, recovery, redrive, transitions, versions, waiting,
+                                watches)
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Request,
@@ -50,7 +51,6 @@ DEFAULT_LEASE_SECONDS = 3600.0
 #: How long after its timeout an executor that stops bodies has to report
 #: the stop, before the attempt's lease expires.
 STOP_GRACE_SECONDS = 30.0
-
 
 
 class Workflow(Protocol):
@@ -293,6 +293,7 @@ class Engine(control.Controls):
         run_id = run.run_id
         what = f"attempt {attempt} of task {task_id!r}"
         request: Request | None = None
+        captured = None  # what the body prints and logs (core/output.py)
         if spec.foreach is not None and claimed.role is None:
             return foreach.run_attempt(self, run, spec, attempt)
         try:
@@ -302,12 +303,14 @@ class Engine(control.Controls):
                 "item": self.payloads.load(claimed.item, f"the item of {task_id!r}"),
                 "item_key": claimed.item_key, "item_id": task_id}
             body = self._body(run, task_id, spec, attempt, claimed, item)
-            value = self.executor.run(body, spec.timeout, what)
+            with output.capturing(run_id, task_id, attempt) as captured:
+                value = self.executor.run(body, spec.timeout, what)
             if spec.call is not None and spec.call.asynchronous:
                 request = waiting.make_request(run, spec, attempt, value)
                 value = waiting.RemoteAnswer(request.job_id)
             if isinstance(value, Pending):
-                if not waiting.await_event(self, run_id, task_id, spec, attempt, value):
+                if not waiting.await_event(self, run_id, task_id, spec, attempt, value,
+                                           captured):
                     return "stale"
                 if request is None:
                     return "waiting"
@@ -323,9 +326,9 @@ class Engine(control.Controls):
             return self.complete(run_id, task_id, attempt, ok=False, error=error,
                                  claimed=claimed, claimed_until=claimed_until,
                                  trigger_id=None if request is None else request.job_id,
-                                 cause=exc)
+                                 cause=exc, output=captured)
         return self.complete(run_id, task_id, attempt, ok=True, value=value,
-                             claimed=claimed, claimed_until=claimed_until)
+                             claimed=claimed, claimed_until=claimed_until, output=captured)
 
     def _body(self, run: RunRecord, task_id: str, spec: TaskSpec, attempt: int,
               claimed: TaskRecord, item: dict[str, Any]) -> Callable[[], Any]:
@@ -377,12 +380,13 @@ class Engine(control.Controls):
                  value: Any = None, error: str | None = None,
                  claimed: TaskRecord | None = None, claimed_until: float | None = None,
                  trigger_id: str | None = None, not_before: float = 0.0,
-                 retry: bool = True, cause: BaseException | None = None) -> str:
+                 retry: bool = True, cause: BaseException | None = None,
+                 output: Any = None) -> str:
         """Record the outcome of one attempt, exactly once, and advance the run."""
         return completion.complete(self, run_id, task_id, attempt, ok=ok, value=value,
                                    error=error, claimed=claimed, claimed_until=claimed_until,
                                    trigger_id=trigger_id, not_before=not_before,
-                                   retry=retry, cause=cause)
+                                   retry=retry, cause=cause, output=output)
 
     def complete_watches(self, path: str) -> str:
         """An object now exists at gs:// `path`: complete the waits for a prefix of it."""
