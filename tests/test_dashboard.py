@@ -267,17 +267,44 @@ def test_without_the_definition_the_graph_comes_from_the_records(tmp_path) -> No
     assert opened.count('marker-end=') == 1  # extract -> left; left/split's deps unknown
 
 
-def test_task_detail_reads_the_current_record(tmp_path) -> None:
+def test_every_attempt_with_its_error_and_output(tmp_path) -> None:
+    """The task page shows each attempt the record keeps (history.py): its
+    outcome, its error and what its body printed, as text."""
+    from function_flow.backends import Backend
+    from function_flow.bus.local import LocalBus
     from function_flow.store.sqlite import SqliteStore
 
     store = SqliteStore(str(tmp_path / "state.db"))
-    now = time.time()
-    add_run(store, "r", [TaskRecord("a", status=TaskStatus.QUEUED, attempt=3,
-                                    not_before=now + 60, error="ValueError: flaky")])
-    detail = task_detail(store, "r", "a", now=now)
-    assert detail["attempt"] == 3 and detail["earlier_attempts"] == 2
-    assert detail["last_error"] == "ValueError: flaky" and detail["retry_at"] is not None
-    assert task_detail(store, "r", "missing") is None
+    job = Job("flaky")
+
+    @job.task("load", retries=2, retry_backoff=0.01)
+    def load(task: Any, job: Any) -> Any:
+        print(f"attempt {task.attempt}: <b>loading</b>")
+        if task.attempt < 3:
+            raise ConnectionError(f"<i>warehouse</i> down at attempt {task.attempt}")
+        return "loaded"
+
+    bus = LocalBus(2)
+    job.use_backend(Backend("embedded", store, bus))
+    try:
+        run_id = job.start()
+        assert job.wait(run_id, timeout=60).status is RunStatus.SUCCEEDED
+    finally:
+        bus.close()
+    detail = task_detail(store, run_id, "load")
+    assert [(a["number"], a["outcome"]) for a in detail["attempts"]] == [
+        (1, "failed"), (2, "failed"), (3, "succeeded")]
+    assert detail["attempts"][0]["error_line"] == \
+        "ConnectionError: <i>warehouse</i> down at attempt 1"
+    assert detail["attempts"][0]["retry_at"] is not None
+    assert [a["output"] for a in detail["attempts"]] == [
+        f"attempt {n}: <b>loading</b>\n" for n in (1, 2, 3)]
+    assert task_detail(store, run_id, "missing") is None
+    page = client_for(store).get(f"/runs/{run_id}/tasks/load").text
+    assert page.count('<div class="attempt ') == 3
+    assert "attempt 2: &lt;b&gt;loading&lt;/b&gt;" in page and "<b>loading" not in page
+    assert "ConnectionError: &lt;i&gt;warehouse&lt;/i&gt; down at attempt 2" in page
+
 
 
 def test_approve_and_redrive_a_run_of_this_process(tmp_path) -> None:

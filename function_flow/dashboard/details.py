@@ -1,10 +1,11 @@
 """Everything the dashboard shows about one task, in one place (`task_detail`).
 
 The task page and its JSON (`/api/runs/<run>/tasks/<task>`) both come from
-here. A task record keeps its current attempt only: its number, its times,
-the last error and the result. So `attempts` lists that attempt, and
-`earlier_attempts` says how many came before it whose details the record
-no longer holds.
+here. Each attempt comes from the run's history (function_flow/history.py,
+which `function-flow logs` prints too): every attempt the record keeps,
+with its times, outcome, error and the output its body printed and logged,
+the current one last. A record keeps the first and the most recent
+attempts; `earlier_attempts` says how many between them it no longer holds.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from function_flow import history
 from function_flow.cli import progress
 from function_flow.core.ports import Store
 from function_flow.core.records import TaskStatus
@@ -29,23 +31,14 @@ def task_detail(store: Store, run_id: str, task_id: str,
     task = found[0]
     now = time.time() if now is None else now
     running = task.status is TaskStatus.RUNNING
-    attempts = []
-    if task.attempt:
-        end = task.finished_at if task.status.is_final else None
-        error = task.error if task.status is not TaskStatus.SUCCEEDED else None
-        attempts.append({
-            "number": task.attempt, "status": task.status.value,
-            "started_at": task.started_at, "finished_at": end,
-            "started": progress.format_time(task.started_at),
-            "duration": progress.format_duration(
-                (now - task.started_at) if running and task.started_at else task.duration),
-            "error": error, "error_line": progress.last_line(error) if error else None,
-            "output": None})
+    run = store.get_run(run_id)
+    times = history.redrive_times(run) if run is not None else []
+    attempts = [_attempt(a, now) for a in history.attempts(task, times)]
     trigger = store.get_trigger(task.trigger_id) if running and task.trigger_id else None
     return {
         "run_id": run_id, "task_id": task.task_id, "status": task.status.value,
         "attempt": task.attempt, "attempts": attempts,
-        "earlier_attempts": max(0, task.attempt - 1),
+        "earlier_attempts": history.dropped(task),
         "interrupted": task.interrupted,
         "queued": progress.format_time(task.queued_at),
         "started": progress.format_time(task.started_at),
@@ -65,6 +58,33 @@ def task_detail(store: Store, run_id: str, task_id: str,
         "waits_for_event": trigger is not None,
         "waits_for_watch": trigger.watch if trigger is not None else None,
         "lease_until": progress.format_time(task.lease_until) if running else None,
+    }
+
+
+#: The colour of an attempt's outcome (history.Attempt.outcome).
+OUTCOME_STATUS = {"succeeded": "SUCCEEDED", "failed": "FAILED", "cancelled": "CANCELLED",
+                  "interrupted": "UPSTREAM_FAILED", "waiting": "RUNNING",
+                  "running": "RUNNING", "queued": "QUEUED"}
+
+
+def _attempt(attempt: history.Attempt, now: float) -> dict[str, Any]:
+    """One attempt as the task page shows it."""
+    live = attempt.outcome in ("running", "waiting") and attempt.finished_at is None
+    duration = now - attempt.started_at if live and attempt.started_at else attempt.duration
+    return {
+        "number": attempt.attempt, "outcome": attempt.outcome,
+        "status": OUTCOME_STATUS.get(attempt.outcome, attempt.outcome.upper()),
+        "redrive": attempt.redrive,
+        "queued": progress.format_time(attempt.queued_at),
+        "started": progress.format_time(attempt.started_at),
+        "finished": progress.format_time(attempt.finished_at),
+        "duration": progress.format_duration(duration),
+        "retry_at": progress.format_time(attempt.retry_at) if attempt.retry_at else None,
+        "starts_at": progress.format_time(attempt.not_before)
+        if attempt.not_before and attempt.not_before > now else None,
+        "error": attempt.error,
+        "error_line": progress.last_line(attempt.error) if attempt.error else None,
+        "output": attempt.output, "output_cut": attempt.output_cut,
     }
 
 
