@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean chromium
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
@@ -18,9 +18,18 @@ demo: $(STAMP)
 	$(BIN)/function-flow run samples/main.py --arg region=EMEA
 	@echo; cat samples/output/sales_report.md
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	@$(BIN)/python -m function_flow.local.emulators --check
 	$(BIN)/python -m pytest
+
+# The dashboard's browser tests drive Debian's chromium (tests/test_dashboard_browser.py).
+chromium:
+	@test -x /usr/bin/chromium || { \
+		echo "installing chromium for the dashboard's browser tests (apt-get install -y chromium)"; \
+		apt-get install -y chromium >/dev/null 2>&1 || \
+		{ apt-get update >/dev/null 2>&1 && apt-get install -y chromium >/dev/null 2>&1; } || \
+		{ echo "the dashboard's browser tests need /usr/bin/chromium: install it as root with"; \
+		  echo "  apt-get update && apt-get install -y chromium"; exit 1; }; }
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine_bench.py

@@ -1,13 +1,14 @@
-"""The `function-flow` command line: run, resume, status, graph, approve, reject,
-pause, cancel, dev, deploy.
+"""The `function-flow` command line: run, resume, status, logs, graph, approve,
+reject, pause, cancel, dashboard, dev, deploy.
 
 One module per job: common.py (exit codes, the one-line error, loading a
 workflow file), stores.py (which store `status` and `resume` read), run.py
-(run, resume), inspect.py (status), logs.py (logs), graph.py, approvals.py (approve,
-reject), control.py (pause, cancel, resuming a paused run), deploy.py (deploy),
-follow.py (following a run to its end) and progress.py (the
-terminal view). This module is the group, the `dev` command and the entry
-point that turns every error into one line.
+(run, resume), inspect.py (status), logs.py (logs), graph.py, approvals.py
+(approve, reject), control.py (pause, cancel, resuming a paused run),
+deploy.py (deploy), follow.py (following a run to its end), dashboard.py
+(the web dashboard, function_flow/dashboard/) and progress.py (the terminal
+view). This module is the group, the `dev` command and the entry point that
+turns every error into one line.
 Add a command with one more `cli.add_command(...)`.
 
 Exit codes: 0 the run succeeded (or the command did its job), 1 the run
@@ -31,6 +32,7 @@ from function_flow.cli.common import (EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE,  # n
                                       remote_functions_for, remote_option)
 from function_flow.cli.control import cancel, pause
 from function_flow.cli.deploy import deploy
+from function_flow.cli.dashboard import dashboard
 from function_flow.cli.follow import follow_dev_run
 from function_flow.cli.graph import graph
 from function_flow.cli.inspect import status
@@ -76,7 +78,7 @@ def setup_logging(verbose: bool) -> None:
 
 
 for command in (run, resume, redrive, status, logs, graph, approve, reject, pause, cancel,
-                deploy):
+                dashboard, deploy):
     cli.add_command(command)
 
 

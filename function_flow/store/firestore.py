@@ -319,20 +319,32 @@ class FirestoreStore(FirestoreContext):
 
     @_translated
     def list_runs(self, limit: int = 50, status: RunStatus | None = None,
-                  hooks_pending: bool = False,
-                  job_name: str | None = None) -> list[RunRecord]:
-        if status is not None or hooks_pending or job_name is not None:
-            query = self._runs()  # no order_by: it would need a composite index
-            if status is not None:
-                query = query.where(filter=FieldFilter("status", "==", status.value))
-            if job_name is not None:
-                query = query.where(filter=FieldFilter("job_name", "==", job_name))
-            if hooks_pending:
-                query = query.where(filter=FieldFilter("hooks_pending", "==", True))
-        else:
-            query = self._runs().order_by("created_at", direction=firestore.Query.DESCENDING)
-        return [RunRecord.from_dict(decode(s.to_dict()))
-                for s in self._query(query.limit(limit))]
+                  hooks_pending: bool = False, *, job_name: str | None = None,
+                  before: tuple[float, str] | None = None,
+                  newest_first: bool = False) -> list[RunRecord]:
+        query = self._runs()
+        filters = {"status": status.value if status else None, "job_name": job_name,
+                   "hooks_pending": True if hooks_pending else None}
+        for field, value in filters.items():
+            if value is not None:
+                query = query.where(filter=FieldFilter(field, "==", value))
+        filtered = [field for field, value in filters.items() if value is not None]
+        # Unordered when filtered, unless asked: ordering needs a composite index.
+        if newest_first or before is not None or not filtered:
+            descending = firestore.Query.DESCENDING
+            query = query.order_by("created_at", direction=descending).order_by(
+                "__name__", direction=descending)
+            if before is not None:
+                query = query.start_after({"created_at": before[0],
+                                           "__name__": self._run_ref(before[1])})
+        try:
+            snapshots = self._query(query.limit(limit))
+        except gexc.FailedPrecondition as exc:  # the composite index is missing
+            raise ConfigurationError(
+                f"listing runs by {' and '.join(filtered)} newest first needs a composite "
+                f"index on {self.prefix}runs: {', '.join(filtered)}, created_at descending "
+                f"(README, \"Firestore indexes\"); Firestore says: {exc.message}") from exc
+        return [RunRecord.from_dict(decode(s.to_dict())) for s in snapshots]
 
     @_translated
     def runs_started_before(self, timestamp: float) -> list[str]:
