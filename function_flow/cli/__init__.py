@@ -33,6 +33,7 @@ from function_flow.cli.follow import follow_dev_run
 from function_flow.cli.graph import graph
 from function_flow.cli.inspect import status
 from function_flow.cli.redrive import redrive
+from function_flow.cli.machines import validate
 from function_flow.cli.run import resume, run
 from function_flow.errors import FunctionFlowError
 
@@ -58,7 +59,8 @@ def setup_logging(verbose: bool) -> None:
     root.setLevel(logging.INFO if verbose else logging.ERROR)
 
 
-for command in (run, resume, redrive, status, graph, approve, reject, pause, cancel):
+for command in (run, resume, redrive, status, graph, approve, reject, pause, cancel,
+                validate):
     cli.add_command(command)
 
 

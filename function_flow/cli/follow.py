@@ -33,7 +33,7 @@ DEPLOYED_GRACE_SECONDS = 10.0
 
 
 def follow_to_end(job: Job, backend: backends.Backend, run_id: str, *,
-                  resumed: bool = False) -> NoReturn:
+                  resumed: bool = False, epilogue: Any = None) -> NoReturn:
     """Show the run's progress, then its summary; exit 0 or 1 by its outcome."""
     out, err = progress.make_console(), progress.make_console(stderr=True)
     engine = job.engine
@@ -57,6 +57,8 @@ def follow_to_end(job: Job, backend: backends.Backend, run_id: str, *,
     run, tasks = fetch()
     report(out, run, tasks, sinks=job.dag.sinks, kind=backend.kind,
            hook_records=hook_records(engine.store, run))
+    if epilogue is not None:  # what the workflow adds (a state machine: its output)
+        epilogue(out)
     exit_by_outcome(err, run, backend.kind)
 
 
