@@ -3,9 +3,9 @@
 An intrinsic is the value of a `.$` field that starts with `States.`. Its
 arguments are string literals in single quotes (backslash escapes `\\'`,
 `\\{`, `\\}`, `\\\\`), numbers, `true`/`false`/`null`, paths (`$.a`, `$$.b`)
-and nested intrinsics. A call that cannot be evaluated is
-`States.IntrinsicFailure`... except where AWS reports `States.Runtime`, which
-is the error the corpus records for them: the cause says which function and why.
+and nested intrinsics. A call that cannot be evaluated (bad arguments, a
+path that selects nothing) fails the state with States.Runtime, the error
+AWS records for them, and a cause that names the function and says why.
 """
 
 from __future__ import annotations
