@@ -163,7 +163,7 @@ _json = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.text(ma
                      max_leaves=8)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(data=st.dictionaries(st.sampled_from("abc"), _json, max_size=3),
        keys=st.lists(st.sampled_from("abc"), min_size=1, max_size=3), value=_json)
 def test_result_path_places_the_value_where_the_path_then_finds_it(
@@ -178,7 +178,7 @@ def test_result_path_places_the_value_where_the_path_then_finds_it(
     assert json.dumps(data, sort_keys=True) == before  # the input is never changed
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(variable=_json, operand=_json,
        operator=st.sampled_from(sorted(choice.OPERATORS)))
 def test_choice_comparisons_never_raise_and_mismatched_types_are_false(
