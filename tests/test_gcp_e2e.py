@@ -368,11 +368,16 @@ def test_start_twice_with_the_same_run_id_makes_one_run(stack, firestore_store, 
 
     first = post(start.url, {"x": 2}, headers={RUN_ID_HEADER: "nightly-2026-11-22"})
     second = post(start.url, {"x": 2}, headers={RUN_ID_HEADER: "nightly-2026-11-22"})
+    other = post(start.url, {"x": 3}, headers={RUN_ID_HEADER: "nightly-2026-11-22"})
 
     assert first == (200, {"run_id": "nightly-2026-11-22", "created": True})
     assert second == (200, {"run_id": "nightly-2026-11-22", "created": False})
+    # Other arguments under the same id: refused (core/starts.py), not answered
+    # with the old run as if they had started.
+    assert other[0] == 409 and other[1]["run_id"] == "nightly-2026-11-22", other
+    assert "already exists with other arguments" in other[1]["error"]
     run = final_run(firestore_store, "nightly-2026-11-22")
-    assert run.status is RunStatus.SUCCEEDED
+    assert run.status is RunStatus.SUCCEEDED and run.args == {"x": 2}
     assert [r.run_id for r in firestore_store.list_runs()] == ["nightly-2026-11-22"]
     assert collections.Counter(e["task_id"] for e in executed(executions)) == {
         "a": 1, "b": 1, "c": 1, "d": 1}

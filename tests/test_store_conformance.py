@@ -697,6 +697,20 @@ def test_list_runs_by_status_finds_old_live_runs(store: Store) -> None:
     assert [r.run_id for r in live] == ["old-live"]
 
 
+def test_list_runs_by_job_and_status(store: Store) -> None:
+    """`function-flow status --job NAME --status FAILED`: both filters at once."""
+    for number, job_name in enumerate(["etl", "report", "etl", "etl"]):
+        store.create_run(RunRecord(run_id=f"{job_name}-{number}", job_name=job_name,
+                                   dag_hash="h", args={}, created_at=10.0 + number), [], {})
+    store.transact(lambda tx: tx.update_run("etl-2", {"status": RunStatus.FAILED.value}))
+    by_job = store.list_runs(limit=10, job_name="etl")
+    assert sorted(r.run_id for r in by_job) == ["etl-0", "etl-2", "etl-3"]
+    failed = store.list_runs(limit=10, job_name="etl", status=RunStatus.FAILED)
+    assert [r.run_id for r in failed] == ["etl-2"]
+    assert store.list_runs(limit=10, job_name="report", status=RunStatus.FAILED) == []
+    assert store.list_runs(limit=10, job_name="nope") == []
+
+
 def test_list_runs_finds_ended_runs_whose_hooks_are_pending(store: Store) -> None:
     """The poller also asks for ended runs whose hooks have not all run (core/hooks.py)."""
     for number in range(4):

@@ -1,14 +1,14 @@
 """The `function-flow` command line: run, resume, status, logs, graph, approve,
-reject, pause, cancel, dashboard, dev.
+reject, pause, cancel, dashboard, dev, deploy.
 
 One module per job: common.py (exit codes, the one-line error, loading a
 workflow file), stores.py (which store `status` and `resume` read), run.py
 (run, resume), inspect.py (status), logs.py (logs), graph.py, approvals.py
 (approve, reject), control.py (pause, cancel, resuming a paused run),
-follow.py (following a run to its end), dashboard.py (the web dashboard,
-function_flow/dashboard/) and progress.py (the terminal view). This module
-is the group, the `dev` command and the entry point that turns every error
-into one line.
+deploy.py (deploy), dashboard.py (the web dashboard, function_flow/dashboard/),
+follow.py (following a run to its end) and progress.py (the terminal view).
+This module is the group, the `dev` command and the entry point that turns
+every error into one line.
 Add a command with one more `cli.add_command(...)`.
 
 Exit codes: 0 the run succeeded (or the command did its job), 1 the run
@@ -28,10 +28,11 @@ from function_flow import __version__
 from function_flow.cli import progress
 from function_flow.cli.approvals import approve, reject
 from function_flow.cli.common import (EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE,  # noqa: F401
-                                      CliError, fail, load_job, parse_args,
+                                      VERBOSE, CliError, fail, load_job, parse_args,
                                       remote_functions_for, remote_option)
 from function_flow.cli.control import cancel, pause
 from function_flow.cli.dashboard import dashboard
+from function_flow.cli.deploy import deploy
 from function_flow.cli.follow import follow_dev_run
 from function_flow.cli.graph import graph
 from function_flow.cli.inspect import status
@@ -41,13 +42,29 @@ from function_flow.cli.run import resume, run
 from function_flow.errors import FunctionFlowError
 
 
+def _set_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_root().meta[VERBOSE] = True
+        setup_logging(True)
+
+
+def verbose_option() -> click.Option:
+    """-v/--verbose, accepted before the command's name and after it alike."""
+    return click.Option(["-v", "--verbose"], is_flag=True, expose_value=False,
+                        callback=_set_verbose,
+                        help="Log what the engine does (to stderr); show the traceback "
+                             "of a workflow that fails to import.")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="function-flow")
-@click.option("-v", "--verbose", is_flag=True, help="Log what the engine does (to stderr).")
-def cli(verbose: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Run function_flow workflows locally and inspect their runs."""
-    setup_logging(verbose)
+    setup_logging(bool(ctx.meta.get(VERBOSE)))
 
+
+cli.params.append(verbose_option())
 
 def setup_logging(verbose: bool) -> None:
     """Engine logs go to stderr: only real problems unless --verbose.
@@ -61,7 +78,7 @@ def setup_logging(verbose: bool) -> None:
 
 
 for command in (run, resume, redrive, status, logs, graph, approve, reject, pause, cancel,
-                dashboard):
+                dashboard, deploy):
     cli.add_command(command)
 
 
@@ -132,7 +149,16 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
     sys.exit(code)
 
 
+for command in cli.commands.values():
+    command.params.append(verbose_option())
+
+
 # ------------------------------------------------------------------ entry point
+
+
+#: What click (8.2+) raises for a group called without a command.
+NO_ARGS_IS_HELP: type[click.UsageError] = getattr(click.exceptions, "NoArgsIsHelpError",
+                                                  type("NoArgsIsHelp", (click.UsageError,), {}))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,7 +166,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = cli.main(args=argv, prog_name="function-flow", standalone_mode=False)
     except CliError as exc:
+        if exc.details:
+            click.echo(exc.details.rstrip(), err=True)
         click.echo(f"error: {exc.format_message()}", err=True)
+        code = exc.exit_code
+    except NO_ARGS_IS_HELP as exc:  # `function-flow` alone: its help, as click prints it
+        exc.show()
         code = exc.exit_code
     except click.UsageError as exc:
         hint = f" (see function-flow {exc.ctx.command_path.split(' ', 1)[-1]} --help)" \

@@ -31,14 +31,14 @@ import uuid
 from typing import Any, Callable, Iterable, Protocol
 
 from function_flow.core import (completion, control, foreach, hooks, leftovers, output,
-                                payloads, recovery, redrive, transitions, versions, waiting,
-                                watches)
+                                payloads, recovery, redrive, starts, transitions, versions,
+                                waiting, watches)
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Request,
                                       Store, Transaction, Watcher)
-from function_flow.core.records import (Message, MessageKind, RunRecord, RunStatus,
-                                        TaskRecord, TaskStatus, ordered_tasks)
+from function_flow.core.records import (Message, MessageKind, RunRecord, TaskRecord,
+                                        ordered_tasks)
 from function_flow.core.waiting import Pending
 from function_flow.core.transitions import Step
 from function_flow.errors import RunNotFoundError, TransientBackendError
@@ -150,14 +150,20 @@ class Engine(control.Controls):
         """Create a run and queue its root tasks. Returns (run_id, created).
 
         With a caller-chosen run id the call is idempotent: when the run
-        exists, nothing is written and created is False. Raises TypeError or
-        ValueError for arguments no backend can store or a bad callback_url.
+        exists with the same arguments, nothing is written and created is
+        False; with other arguments, RunConflictError (core/starts.py). Raises
+        TypeError or ValueError for arguments no backend can store or a bad
+        callback_url.
         """
         hook_ids, callback_url = hooks.for_start(self.dag, callback_url)
+        given = dict(args or {})
+        if run_id is not None:  # before any write: a conflicting start changes nothing
+            existing = self.store.get_run(run_id)
+            if existing is not None:
+                return starts.repeated(self, existing, given)
         run_id = run_id or new_run_id(self.workflow.name)
         args_key = payloads.args_key(run_id)
-        args = self.payloads.store("the run's arguments", dict(args or {}), args_key,
-                                   allow_nan=False)
+        args = self.payloads.store("the run's arguments", given, args_key, allow_nan=False)
         now = self.clock()
         records, slots, messages = transitions.first_attempts(self.graph, run_id, now,
                                                               self.slots)
@@ -175,12 +181,12 @@ class Engine(control.Controls):
             if self.store.get_run(run_id) is None:
                 raise
             created = False
-        if not created:
+        if not created:  # a start with the same run id at the same time won
             existing = self.store.get_run(run_id)
             if existing is None or not self.payloads.references(existing.args, args_key):
                 self.payloads.discard(args)  # the run exists with other arguments
-            self._resend_roots(run_id)
-            return run_id, False
+            return (run_id, False) if existing is None else \
+                starts.repeated(self, existing, given)
         try:
             for message in messages:
                 self.bus.publish(message)
@@ -192,14 +198,6 @@ class Engine(control.Controls):
             raise
         logger.info("run %s started: %d tasks", run_id, len(self.dag.tasks))
         return run_id, True
-
-    def _resend_roots(self, run_id: str) -> None:
-        """A retried start may follow one that died before publishing."""
-        existing = self.store.get_run(run_id)
-        if existing is not None and existing.status is RunStatus.RUNNING:
-            for root in self.store.get_tasks(run_id, self.dag.roots):
-                if root.status is TaskStatus.QUEUED:
-                    self.bus.publish(Message(run_id, root.task_id, root.attempt))
 
     def _discard_failed_start(self, run_id: str) -> None:
         try:

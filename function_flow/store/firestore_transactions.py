@@ -259,24 +259,28 @@ class FirestoreTransaction:
 
     def update_task(self, run_id: str, task_id: str, fields: dict[str, Any]) -> None:
         self.writes += 1
-        self._tx.update(self._store._task_ref(run_id, task_id), update_paths(fields))
+        self._tx.update(self._store._task_ref(run_id, task_id),
+                        update_paths(self._store._expiring(fields)))
 
     def set_slot(self, run_id: str, slot: int, holder: str | None) -> None:
         self.writes += 1
-        self._tx.set(self._store._slot_ref(run_id, slot), {"holder": holder})
+        self._tx.set(self._store._slot_ref(run_id, slot),
+                     self._store._expiring({"holder": holder}))
 
     def add_task(self, run_id: str, record: TaskRecord) -> None:
         self.writes += 1
         self._tx.create(self._store._task_ref(run_id, record.task_id),
-                        encode(record.to_dict()))
+                        self._store._expiring(encode(record.to_dict())))
 
     def replace_task(self, run_id: str, record: TaskRecord) -> None:
         self.writes += 1
-        self._tx.set(self._store._task_ref(run_id, record.task_id), encode(record.to_dict()))
+        self._tx.set(self._store._task_ref(run_id, record.task_id),
+                     self._store._expiring(encode(record.to_dict())))
 
     def put_trigger(self, trigger: Trigger) -> None:
         self.writes += 1
-        self._tx.set(self._store._trigger_ref(trigger.trigger_id), trigger.to_dict())
+        self._tx.set(self._store._trigger_ref(trigger.trigger_id),
+                     self._store._expiring(trigger.to_dict()))
 
     def delete_trigger(self, trigger_id: str) -> None:
         self.writes += 1
