@@ -5,10 +5,10 @@ One module per job: common.py (exit codes, the one-line error, loading a
 workflow file), stores.py (which store `status` and `resume` read), run.py
 (run, resume), inspect.py (status), logs.py (logs), graph.py, approvals.py
 (approve, reject), control.py (pause, cancel, resuming a paused run),
-deploy.py (deploy), dashboard.py (the web dashboard, function_flow/dashboard/),
-follow.py (following a run to its end) and progress.py (the terminal view).
-This module is the group, the `dev` command and the entry point that turns
-every error into one line.
+deploy.py (deploy), follow.py (following a run to its end), dashboard.py
+(the web dashboard, function_flow/dashboard/) and progress.py (the terminal
+view). This module is the group, the `dev` command and the entry point that
+turns every error into one line.
 Add a command with one more `cli.add_command(...)`.
 
 Exit codes: 0 the run succeeded (or the command did its job), 1 the run
@@ -31,8 +31,8 @@ from function_flow.cli.common import (EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE,  # n
                                       VERBOSE, CliError, fail, load_job, parse_args,
                                       remote_functions_for, remote_option)
 from function_flow.cli.control import cancel, pause
-from function_flow.cli.dashboard import dashboard
 from function_flow.cli.deploy import deploy
+from function_flow.cli.dashboard import dashboard
 from function_flow.cli.follow import follow_dev_run
 from function_flow.cli.graph import graph
 from function_flow.cli.inspect import status

@@ -136,8 +136,8 @@ class Store(Protocol):
                   before: tuple[float, str] | None = None,
                   newest_first: bool = False) -> list[RunRecord]:
         """Up to `limit` runs: with `status`, only runs in that status; with
-        `job_name`, only runs of that job (`status --job`); with hooks_pending,
-        only runs whose `hooks_pending` is set (core/hooks.py).
+        `job_name`, only runs of that job; with hooks_pending, only runs whose
+        `hooks_pending` is set (core/hooks.py).
 
         Unfiltered, or with newest_first, the most recent first (created_at,
         then run id, descending); `before` = (created_at, run_id) of the last
