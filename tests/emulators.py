@@ -119,6 +119,19 @@ def gcp_env(firestore_env: dict[str, str], pubsub_emulator: Emulator,
 
 
 @pytest.fixture
+def firestore_stores(firestore_env: dict[str, str]):
+    """For property tests: a fresh FirestoreStore per example (invariants.stores:
+    one shared client, one collection prefix each)."""
+    from invariants import FirestoreStores
+
+    factory = FirestoreStores(PROJECT)
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture
 def firestore_store(firestore_env: dict[str, str], collection_prefix: str):
     """A FirestoreStore on the emulator with a collection prefix of its own."""
     from function_flow.store.firestore import FirestoreStore

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emulators import PROJECT
 from function_flow.core.records import RunRecord, RunStatus, TaskRecord, TaskStatus
 from invariants import FirestoreStores, Scenario, build_dag, properties, run_scenario
 from invariants.fakes import Crasher, RecordingStore, SimulatedCrash
@@ -45,13 +43,9 @@ THREADED = settings(PROPERTY, max_examples=max(1, EXAMPLES * 2 // 3))
 
 
 @pytest.fixture
-def stores(firestore_env: dict[str, str]) -> Iterator[FirestoreStores]:
-    """A fresh FirestoreStore per example (one shared client, one prefix each)."""
-    factory = FirestoreStores(PROJECT)
-    try:
-        yield factory
-    finally:
-        factory.close()
+def stores(firestore_stores: FirestoreStores) -> FirestoreStores:
+    """A fresh FirestoreStore per example (emulators.firestore_stores)."""
+    return firestore_stores
 
 
 @PROPERTY

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from function_flow.core import foreach
 from function_flow.core.engine import Engine
 from function_flow.core.records import RunStatus, TaskStatus
-from function_flow.store.sqlite import SqliteStore
 from function_flow.tasks import Job
 
+from invariants.stores import sqlite_store
 from test_run_graph import Outbox
 
 EXAMPLES = int(os.environ.get("FF_PROPERTY_EXAMPLES", "60"))
@@ -135,25 +135,14 @@ def check_plan(plan: dict, store) -> None:
 @settings(max_examples=EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(plan=plans())
-def test_foreach_holds_whatever_the_delivery_on_sqlite(plan: dict, tmp_path_factory) -> None:
-    store = SqliteStore(str(tmp_path_factory.mktemp("foreach") / "state.db"))
-    try:
-        check_plan(plan, store)
-    finally:
-        store.close()
+def test_foreach_holds_whatever_the_delivery_on_sqlite(plan: dict) -> None:
+    with sqlite_store() as under_test:
+        check_plan(plan, under_test.store)
 
 
 @settings(max_examples=max(1, EXAMPLES // 6), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(plan=plans(max_items=80))
-def test_foreach_holds_whatever_the_delivery_on_firestore(plan: dict, firestore_env) -> None:
-    import uuid
-
-    from function_flow.store.firestore import FirestoreStore
-
-    store = FirestoreStore(project=firestore_env["GOOGLE_CLOUD_PROJECT"],
-                           prefix=f"p{uuid.uuid4().hex[:8]}_")
-    try:
-        check_plan(plan, store)
-    finally:
-        store.close()
+def test_foreach_holds_whatever_the_delivery_on_firestore(plan: dict, firestore_stores) -> None:
+    with firestore_stores() as under_test:
+        check_plan(plan, under_test.store)

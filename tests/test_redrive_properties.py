@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import random
-import uuid
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,9 +19,9 @@ from hypothesis import strategies as st
 from function_flow.core.engine import Engine
 from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.errors import RunEndedError
-from function_flow.store.sqlite import SqliteStore
 from function_flow.tasks import Job
 
+from invariants.stores import sqlite_store
 from invariants.strategies import dags
 from test_run_graph import Outbox
 
@@ -123,23 +122,14 @@ def check_plan(plan: dict, store) -> None:
 @settings(max_examples=EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(plan=plans())
-def test_redrive_holds_whatever_the_delivery_on_sqlite(plan: dict, tmp_path_factory) -> None:
-    store = SqliteStore(str(tmp_path_factory.mktemp("redrive") / "state.db"))
-    try:
-        check_plan(plan, store)
-    finally:
-        store.close()
+def test_redrive_holds_whatever_the_delivery_on_sqlite(plan: dict) -> None:
+    with sqlite_store() as under_test:
+        check_plan(plan, under_test.store)
 
 
 @settings(max_examples=max(1, EXAMPLES // 6), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(plan=plans(max_tasks=12))
-def test_redrive_holds_whatever_the_delivery_on_firestore(plan: dict, firestore_env) -> None:
-    from function_flow.store.firestore import FirestoreStore
-
-    store = FirestoreStore(project=firestore_env["GOOGLE_CLOUD_PROJECT"],
-                           prefix=f"r{uuid.uuid4().hex[:8]}_")
-    try:
-        check_plan(plan, store)
-    finally:
-        store.close()
+def test_redrive_holds_whatever_the_delivery_on_firestore(plan: dict, firestore_stores) -> None:
+    with firestore_stores() as under_test:
+        check_plan(plan, under_test.store)

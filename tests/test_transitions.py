@@ -9,7 +9,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from function_flow.core import control, transitions
+from function_flow.core import attempts, control, transitions
 from function_flow.core.definition import END_TASK_ID, make_spec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.records import Message, RunRecord, RunStatus, TaskRecord, TaskStatus
@@ -193,7 +193,7 @@ def test_huge_errors_are_stored_bounded_keeping_their_end() -> None:
                             "r", error, NOW, run=RUN, retry_delay=0.0, graph=GRAPH,
                             has_end_task=False)
     stored = step.writes[0].value["error"]
-    assert len(stored) < transitions.MAX_ERROR_CHARS + 100
+    assert len(stored) < attempts.MAX_ERROR_CHARS + 100
     assert stored.endswith("ValueError: the real cause") and stored.startswith("Traceback")
 
 

@@ -29,12 +29,11 @@ action here.
 from __future__ import annotations
 
 import logging
-import re
 from typing import TYPE_CHECKING, Any, Callable
 
 from function_flow.cloud import delivery
 from function_flow.cloud.delivery import HttpError
-from function_flow.core import control
+from function_flow.core import control, starts
 from function_flow.core.redrive import RedriveRefusedError
 from function_flow.errors import RunEndedError, RunNotFoundError
 
@@ -46,7 +45,6 @@ logger = logging.getLogger("function_flow.cloud.control")
 Answer = tuple[dict[str, Any], int]
 #: Largest body read: an action and a run id.
 MAX_BODY_BYTES = 64 * 1024
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 
 
 def handle(job: "Job", request: Any) -> Answer:
@@ -89,9 +87,8 @@ def _parse(request: Any) -> tuple[str, str]:
     if not isinstance(action, str) or action not in control.ACTIONS:
         raise HttpError(400, f"\"action\" must be one of {', '.join(control.ACTIONS)}; "
                              f"got {str(action)[:60]!r}")
-    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
-        raise HttpError(400, "\"run_id\" must be a run id: 1-200 letters, digits, '.', "
-                             "'_', ':' or '-', starting with a letter or digit")
+    if not isinstance(run_id, str) or not starts.RUN_ID.fullmatch(run_id):
+        raise HttpError(400, f"\"run_id\" must be a run id: {starts.RUN_ID_RULE}")
     return action, run_id
 
 

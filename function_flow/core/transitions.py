@@ -31,7 +31,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from function_flow.core import attempts, hooks
-from function_flow.core.attempts import MAX_ERROR_CHARS, bounded_error  # noqa: F401
+from function_flow.core.attempts import bounded_error
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import RunGraph
 from function_flow.core.records import (JoinProgress, Message, RunRecord, RunStatus,
