@@ -23,7 +23,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from function_flow import subdags
+from function_flow import history, subdags
 from function_flow.cli import items, overview
 from function_flow.core import payloads
 from function_flow.core.control import shown_status
@@ -267,15 +267,10 @@ def format_attempts(task: TaskRecord) -> str:
 
 
 def format_duration(seconds: float | None) -> str:
+    """As history.seconds, but tables keep two decimals below a second too."""
     if seconds is None:
         return "-"
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    minutes, rest = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{rest:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    return f"{seconds:.2f}s" if seconds < 1 else history.seconds(seconds)
 
 
 def format_time(timestamp: float | None) -> str:
