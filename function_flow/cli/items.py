@@ -13,7 +13,7 @@ import dataclasses
 from typing import Iterable, Union
 
 from function_flow import subdags
-from function_flow.core.records import TaskRecord, TaskStatus
+from function_flow.core.records import ITEM_ROLES, TaskRecord, TaskStatus
 
 #: Items of one foreach listed one by one; more are counted in one row.
 SHOWN_ITEMS = 10
@@ -44,10 +44,6 @@ def label(task: TaskRecord) -> str:
         return "  " * (subdags.template_of(task.task_id).count(subdags.SEPARATOR) + 1) \
             + task.task_id
     return subdags.indented(task.task_id)
-
-
-#: Records a foreach adds per item: the item, and its copy of a sub-DAG's tasks.
-ITEM_ROLES = ("item", "member")
 
 
 def collapse(tasks: Iterable[TaskRecord]) -> list[Row]:

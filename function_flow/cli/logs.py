@@ -26,7 +26,7 @@ from function_flow import history
 from function_flow.cli import items, progress
 from function_flow.cli.common import fail
 from function_flow.cli.stores import get_run, open_selected
-from function_flow.core.records import RunRecord, TaskRecord, TaskStatus
+from function_flow.core.records import ITEM_ROLES, RunRecord, TaskRecord, TaskStatus
 
 #: Seconds between two looks at the run with --follow. Each look reads every
 #: task record (Firestore bills each read), so a run of N tasks is looked at
@@ -178,7 +178,7 @@ class View:
 
 def _instance(task: TaskRecord) -> str | None:
     """`node[i]` for the records of a foreach's item i, else None."""
-    if task.role not in items.ITEM_ROLES or "[" not in task.task_id:
+    if task.role not in ITEM_ROLES or "[" not in task.task_id:
         return None
     return task.task_id.partition("]")[0] + "]"
 

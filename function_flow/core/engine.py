@@ -37,8 +37,8 @@ from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Request,
                                       Store, Transaction, Watcher)
-from function_flow.core.records import (Message, MessageKind, RunRecord, TaskRecord,
-                                        ordered_tasks)
+from function_flow.core.records import (ITEM_ROLES, Message, MessageKind, RunRecord,
+                                        TaskRecord, ordered_tasks)
 from function_flow.core.waiting import Pending
 from function_flow.core.transitions import Step
 from function_flow.errors import RunNotFoundError, TransientBackendError
@@ -298,7 +298,7 @@ class Engine(control.Controls):
             if spec.call is not None:  # a remote function gets the real arguments
                 run = self.payloads.with_args(run)
             # A foreach's items, and any record a run added with its own input.
-            item = {} if claimed.role not in ("item", "member") and claimed.item is None \
+            item = {} if claimed.role not in ITEM_ROLES and claimed.item is None \
                 else {
                 "item": self.payloads.load(claimed.item, f"the item of {task_id!r}"),
                 "item_key": claimed.item_key, "item_id": task_id}

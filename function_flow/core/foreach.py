@@ -26,7 +26,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from function_flow.core.definition import TaskSpec
-from function_flow.core.records import RunRecord, TaskRecord, TaskStatus
+from function_flow.core.records import ITEM_ROLES, RunRecord, TaskRecord, TaskStatus
 from function_flow.core.transitions import Step
 
 if TYPE_CHECKING:
@@ -126,8 +126,8 @@ def plan(engine: "Engine", run_id: str, spec: TaskSpec, attempt: int, keys: list
             _queue(record, queued, now)
     # Groups and collector first: an item queued by an expansion cut short
     # (and sent by the poller) must find the group it writes into.
-    itemized = [r for r in records if r.role in ("item", "member")]
-    return [r for r in records if r.role not in ("item", "member")] + itemized
+    itemized = [r for r in records if r.role in ITEM_ROLES]
+    return [r for r in records if r.role not in ITEM_ROLES] + itemized
 
 
 def _queue(record: TaskRecord, queued: TaskStatus, now: float) -> None:
@@ -242,7 +242,7 @@ def expand(engine: "Engine", run: RunRecord, spec: TaskSpec, attempt: int) -> An
         # items): send what is queued, and decide, as any join, an item that
         # waits for nothing but its turn, which came.
         found = {t.task_id: t for t in engine.store.get_tasks(
-            run_id, [r.task_id for r in records if r.role in ("item", "member")])}
+            run_id, [r.task_id for r in records if r.role in ITEM_ROLES])}
         for record in found.values():
             if record.status is TaskStatus.QUEUED:
                 step.messages.append(_message(run_id, record))

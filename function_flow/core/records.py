@@ -109,6 +109,11 @@ class RunRecord:
         return cls(**values)
 
 
+#: The roles of the records a foreach adds per item (see TaskRecord.role):
+#: their failures are the foreach's to judge, never the run's.
+ITEM_ROLES = ("item", "member")
+
+
 @dataclasses.dataclass
 class TaskRecord:
     """`runs/{run_id}/tasks/{task_id}`: written only by its own transitions.
@@ -141,8 +146,9 @@ class TaskRecord:
     deps: list[str] | None = None
     dependents: list[str] | None = None
     #: For tasks a foreach adds (core/foreach.py): "item" (runs the body on
-    #: `item`, whose index or key is `item_key`), "group" (counts up to 100
-    #: items) or "collect" (ends the foreach task's attempt `node_attempt`).
+    #: `item`, whose index or key is `item_key`), "member" (a task of an
+    #: item's copy of a sub-DAG), "group" (counts up to 100 items) or
+    #: "collect" (ends the foreach task's attempt `node_attempt`).
     role: str | None = None
     item: Any = None
     item_key: Any = None
@@ -431,7 +437,7 @@ def ordered_tasks(records: list[TaskRecord], order: list[str] | None = None
         position = {task_id: i for i, task_id in enumerate(order)}
 
         def key(t: TaskRecord) -> tuple:
-            if t.role in ("item", "member") and t.template is not None:
+            if t.role in ITEM_ROLES and t.template is not None:
                 node, _, index = t.task_id.partition("]")[0].rpartition("[")
                 number = int(index) if index.isdigit() else 0
                 return (position.get(node, len(position)), 1, number, t.role == "member",

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 
 from function_flow.core import attempts, hooks, versions
 from function_flow.core.definition import END_TASK_ID
-from function_flow.core.records import RunRecord, RunStatus, TaskRecord, TaskStatus
+from function_flow.core.records import (ITEM_ROLES, RunRecord, RunStatus, TaskRecord,
+                                        TaskStatus)
 from function_flow.core.transitions import Step
 from function_flow.errors import FunctionFlowError, RunNotFoundError
 
@@ -94,7 +95,7 @@ def redrive(engine: "Engine", run_id: str) -> RunRecord:
                                   "(another redrive?); look at it with function-flow status")
     step = Step("redriven")
     for record in again:
-        if record.role in ("item", "member", "group", "collect"):
+        if record.role in (*ITEM_ROLES, "group", "collect"):
             continue  # the foreach starts them again (foreach.expand)
         deps = engine.graph.deps_of(record.task_id, record)
         rule = engine.graph.rule_of(record.task_id, record)

@@ -34,8 +34,8 @@ from function_flow.core import attempts, hooks
 from function_flow.core.attempts import bounded_error
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import RunGraph
-from function_flow.core.records import (JoinProgress, Message, RunRecord, RunStatus,
-                                        TaskRecord, TaskStatus, Verdict)
+from function_flow.core.records import (ITEM_ROLES, JoinProgress, Message, RunRecord,
+                                        RunStatus, TaskRecord, TaskStatus, Verdict)
 
 if TYPE_CHECKING:
     from function_flow.core.ports import Transaction
@@ -283,7 +283,7 @@ def fail(spec: TaskSpec, task: TaskRecord, run_id: str, error: str, now: float, 
     ends = ends_run(graph, task, has_end_task)
     if not ends:
         step.joins = write_outcome(step, graph, task, F)
-    if task.role in ("item", "member"):
+    if task.role in ITEM_ROLES:
         return step  # its foreach decides, by the failures it tolerates
     if run is not None and run.status is RunStatus.RUNNING:
         first_line = error.strip().splitlines()[-1] if error.strip() else "failed"
