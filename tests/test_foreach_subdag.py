@@ -12,7 +12,8 @@ import pytest
 
 from function_flow.cli import items as cli_items
 from function_flow.core import foreach
-from function_flow.core.records import RunStatus, TaskStatus, ordered_tasks
+from function_flow.core.listing import ordered_tasks
+from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.errors import DefinitionError
 from function_flow.tasks import Job
 

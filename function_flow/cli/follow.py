@@ -19,9 +19,9 @@ from function_flow.cli import progress
 from function_flow.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED,
                                       command_for, fail)
 from function_flow.cli.hook_lines import hook_lines, print_hooks
+from function_flow.core.listing import ordered_tasks
 from function_flow.core.ports import Store
-from function_flow.core.records import (RunRecord, RunStatus, TaskRecord, TaskStatus,
-                                        ordered_tasks)
+from function_flow.core.records import RunRecord, RunStatus, TaskRecord, TaskStatus
 from function_flow.tasks import Job
 
 #: Once a run has ended, how long `run` and `resume` wait for its tasks that

@@ -19,7 +19,8 @@ from function_flow.cli.stores import get_run, open_selected
 from function_flow.cli import items
 from function_flow.cli.hook_lines import print_hooks
 from function_flow.core.control import shown_status
-from function_flow.core.records import RunRecord, RunStatus, TaskStatus, ordered_tasks
+from function_flow.core.listing import ordered_tasks
+from function_flow.core.records import RunRecord, RunStatus, TaskStatus
 
 
 #: What --status accepts: a run's statuses, and PAUSED (a RUNNING run that is paused).

@@ -25,7 +25,8 @@ from function_flow.cli.follow import (exit_by_outcome, follow_to_end, hook_recor
 from function_flow.cli.stores import get_run, open_selected
 from function_flow.config import Settings
 from function_flow.core import starts, versions
-from function_flow.core.records import RunRecord, RunStatus, TaskStatus, ordered_tasks
+from function_flow.core.listing import ordered_tasks
+from function_flow.core.records import RunRecord, RunStatus, TaskStatus
 from function_flow.errors import (ConfigurationError, RunBlockedError, RunConflictError,
                                    RunNotFoundError, RunStillActiveError)
 from function_flow.tasks import Job

@@ -37,8 +37,8 @@ from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Request,
                                       Store, Transaction, Watcher)
-from function_flow.core.records import (ITEM_ROLES, Message, MessageKind, RunRecord,
-                                        TaskRecord, ordered_tasks)
+from function_flow.core.listing import ordered_tasks
+from function_flow.core.records import ITEM_ROLES, Message, MessageKind, RunRecord, TaskRecord
 from function_flow.core.waiting import Pending
 from function_flow.core.transitions import Step
 from function_flow.errors import RunNotFoundError, TransientBackendError

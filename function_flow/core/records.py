@@ -423,27 +423,3 @@ def too_large(what: str, size: int, limit: int = MAX_VALUE_BYTES) -> str:
     return (f"{what} is {size:,} bytes of JSON, more than the {limit:,} {holder} can "
             "hold; store large data elsewhere (a file, a gs:// object) and return its "
             "location")
-
-
-def ordered_tasks(records: list[TaskRecord], order: list[str] | None = None
-                  ) -> list[TaskRecord]:
-    """A run's task records for people: in graph order when the definition is
-    known, else in the order they started; a foreach's items right after it,
-    in item order; never function_flow's own records (ids starting with
-    "__": the end task, a foreach's groups)."""
-    tasks = [t for t in records if not t.task_id.startswith("__")]
-    never = float("inf")
-    if order is not None:
-        position = {task_id: i for i, task_id in enumerate(order)}
-
-        def key(t: TaskRecord) -> tuple:
-            if t.role in ITEM_ROLES and t.template is not None:
-                node, _, index = t.task_id.partition("]")[0].rpartition("[")
-                number = int(index) if index.isdigit() else 0
-                return (position.get(node, len(position)), 1, number, t.role == "member",
-                        t.queued_at or never, t.task_id)
-            return (position.get(t.task_id, len(position)), 0, 0, False,
-                    t.queued_at or never, t.task_id)
-
-        return sorted(tasks, key=key)
-    return sorted(tasks, key=lambda t: (t.started_at or t.queued_at or never, t.task_id))

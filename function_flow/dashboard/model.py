@@ -22,7 +22,8 @@ from function_flow.cli import overview, progress
 from function_flow.core import hooks
 from function_flow.core.control import shown_status
 from function_flow.core.graph import Dag
-from function_flow.core.records import RunRecord, TaskRecord, TaskStatus, ordered_tasks
+from function_flow.core.listing import ordered_tasks
+from function_flow.core.records import RunRecord, TaskRecord, TaskStatus
 from function_flow.dashboard import graph, layout
 
 #: Statuses as the bar of a foreach and the counts line group them.
