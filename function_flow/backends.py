@@ -7,6 +7,7 @@ This is the only module that knows every adapter; the engine sees ports.
 - gcp: Firestore (store/firestore.py) plus Pub/Sub (bus/pubsub.py), with
   Firestore timers (store/firestore_timers.py) for delayed messages, and
   large values in the FUNCTION_FLOW_BUCKET bucket (blobs/gcs.py), if set.
+  It signs every message, so it needs FUNCTION_FLOW_HMAC_KEY (signing.py).
 
 Building a backend makes no network call: the Firestore and Pub/Sub clients
 are created on first use, so defining a Job (at import time of a workflow
@@ -41,6 +42,7 @@ from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecut
                                       Watcher)
 from function_flow.errors import ConfigurationError
 from function_flow.remote.caller import Dispatcher
+from function_flow.signing import Keys
 
 if TYPE_CHECKING:
     from function_flow.remote.hosting import LocalHost
@@ -87,6 +89,9 @@ class Backend:
     #: Seconds between two checks of one prefix, and most checks per poll.
     watch_every: float = 10.0
     watch_batch: int = 100
+    #: The keys that sign and verify internal messages (signing.py); None:
+    #: the settings' keys, looked up where one is needed.
+    keys: Keys | None = None
 
     def engine(self, workflow: Workflow) -> Engine:
         engine = Engine(workflow, self.store, self.bus,
@@ -111,32 +116,38 @@ class Backend:
         self.store.close()
 
 
-def remote_adapters(settings: Settings, kind: str,
-                    backend: Backend | None = None) -> dict[str, Caller]:
+def remote_adapters(settings: Settings, kind: str, backend: Backend | None = None,
+                    keys: Keys | None = None) -> dict[str, Caller]:
     """The adapters that call remote functions (function_flow/remote/), by Call.kind.
 
     `kind` is the backend's ("embedded" or "gcp"): on the embedded backend a
     workflow file's own remote functions run in this process (`backend.hosting`),
     and, unless FUNCTION_FLOW_CALLBACK_URL names one, asynchronous answers
     arrive at a callback server this process starts on first use (`backend`
-    serves them).
+    serves them). `keys` (default: the backend's) sign what they send.
     """
     from function_flow.remote.http import HttpCaller
     from function_flow.remote.openfaas import OpenFaaSCaller
     from function_flow.remote.pubsub import PubSubSender
 
+    keys = keys or (backend.keys if backend is not None else None)
+    # A process's own random key signs only what comes back to this process.
+    shared = keys if keys is not None and not keys.ephemeral else None
     callback_base: Callable[[], str | None] = lambda: settings.callback_url
+    callback_keys = shared
     if kind == "embedded" and backend is not None and not settings.callback_url:
         from function_flow.local.callback_server import LocalCallbackServer
 
         server = LocalCallbackServer(backend)
         backend.closers.append(server.close)
-        callback_base = server.url
+        callback_base, callback_keys = server.url, keys
     hosting = backend.hosting if backend is not None else None
     adapters: dict[str, Caller] = {
-        "pubsub": hosting if hosting is not None else PubSubSender(project_for(settings)),
-        "openfaas": OpenFaaSCaller(settings, callback_base),
-        "http": HttpCaller(),
+        "pubsub": hosting if hosting is not None
+        else PubSubSender(project_for(settings), keys=shared),
+        "openfaas": OpenFaaSCaller(settings, callback_base, keys=shared,
+                                   callback_keys=callback_keys),
+        "http": HttpCaller(keys=shared),
     }
     return adapters
 
@@ -166,6 +177,7 @@ def embedded(db_path: str | None = None, workers: int | None = None,
                         settings.events_topic or DEFAULT_EVENTS_TOPIC)
     backend = Backend("embedded", store, bus,
                       description=describe_embedded(path),
+                      keys=Keys.for_process(settings),
                       hosting=hosting,
                       blobs=LocalBlobs(settings.blobs_dir or blobs_dir_for(path)),
                       inline_limit=settings.inline_limit_bytes,
@@ -227,6 +239,7 @@ def gcp(settings: Settings, job: Any = None) -> Backend:
     from function_flow.bus.pubsub import PubSubBus
     from function_flow.store.firestore_timers import FirestoreTimers
 
+    keys = Keys.from_settings(settings)  # every message is signed: no key, no backend
     state = firestore_store(settings, job)
     topic = (settings.schedule_topic or getattr(job, "schedule_topic", None)
              or DEFAULT_SCHEDULE_TOPIC)
@@ -235,12 +248,13 @@ def gcp(settings: Settings, job: Any = None) -> Backend:
     if publisher is not None and not hasattr(publisher, "publish"):
         publisher = None  # not a PublisherClient: build our own
     bus = PubSubBus(topic, project=project_for(settings, job), timers=timers,
-                    publisher=publisher)
+                    publisher=publisher, keys=keys)
     # Pub/Sub cannot deliver a message hours later cheaply; the poller scans
     # for expired leases instead of the engine sending lease-check messages.
     return Backend("gcp", state, bus, lease_check_messages=False,
                    description=describe_firestore(settings, job),
-                   caller=Dispatcher(remote_adapters(settings, "gcp")),
+                   caller=Dispatcher(remote_adapters(settings, "gcp", keys=keys)),
+                   keys=keys,
                    retry_after_overrun=settings.function_timeout,
                    blobs=gcs_blobs(settings, job), inline_limit=settings.inline_limit_bytes,
                    **gcs_watching(settings, job))

@@ -24,7 +24,9 @@
 | FUNCTION_FLOW_GCS_POLL_INTERVAL | 10 | seconds between two checks (one `list_blobs` call) of a prefix a GCSFuture waits for, by one process |
 | FUNCTION_FLOW_GCS_POLL_BATCH | 100 | most prefixes one poll checks; the others (checked longest ago last) wait for the next poll |
 | FUNCTION_FLOW_DATAFLOW_ENDPOINT | https://dataflow.googleapis.com | root URL of the Dataflow REST API that DataFlowFuture asks for a job's state |
-| FUNCTION_FLOW_HMAC_KEY | unset | key (at least 32 characters) that signs completion callbacks (signing.py); a start with a callback URL is refused without it |
+| FUNCTION_FLOW_HMAC_KEY | unset (required by the gcp backend) | key (at least 32 characters, e.g. `openssl rand -hex 32`) of the HMAC-SHA256 that signs and verifies every internal message (signing.py): scheduling messages, remote requests and answers, OpenFaaS and approval callbacks, completion callbacks. Deployed, from Secret Manager: `gcloud functions deploy --set-secrets FUNCTION_FLOW_HMAC_KEY=SECRET:latest` (Terraform: `secret_environment_variables`); the code reads only the variable. `function-flow dev` makes one in `.function_flow/hmac.key`; the embedded backend without it uses a random key of its own process |
+| FUNCTION_FLOW_HMAC_PREVIOUS_KEY | unset | during a key rotation, the old key: it still verifies (never signs); unset it once every sender has the new key. Deployed: `--set-secrets FUNCTION_FLOW_HMAC_PREVIOUS_KEY=SECRET:VERSION` |
+| FUNCTION_FLOW_HMAC_TOLERANCE | 300 | seconds a signed message may be old (or ahead, a clock's error) before it is refused as a replay |
 | FUNCTION_FLOW_CALLBACK_ATTEMPTS | 36 | most POSTs of one completion callback (retried with backoff up to an hour apart: about a day) |
 | FUNCTION_FLOW_CALLBACK_BACKOFF | 2 | seconds before the first retry of a callback; each later one waits twice as long, up to an hour |
 | FUNCTION_FLOW_CALLBACK_TIMEOUT | 30 | seconds one callback POST may take |
@@ -74,6 +76,8 @@ class Settings:
     dataflow_endpoint: str = "https://dataflow.googleapis.com"
     #: Kept out of repr, so a logged Settings never shows it.
     hmac_key: str | None = dataclasses.field(default=None, repr=False)
+    hmac_previous_key: str | None = dataclasses.field(default=None, repr=False)
+    hmac_tolerance: float = 300.0
     callback_attempts: int = 36
     callback_backoff: float = 2.0
     callback_timeout: float = 30.0
@@ -133,6 +137,8 @@ class Settings:
             dataflow_endpoint=(env.get("FUNCTION_FLOW_DATAFLOW_ENDPOINT")
                                or cls.dataflow_endpoint).rstrip("/"),
             hmac_key=env.get("FUNCTION_FLOW_HMAC_KEY") or None,
+            hmac_previous_key=env.get("FUNCTION_FLOW_HMAC_PREVIOUS_KEY") or None,
+            hmac_tolerance=_number(env, "FUNCTION_FLOW_HMAC_TOLERANCE", 300.0, float),
             callback_attempts=_number(env, "FUNCTION_FLOW_CALLBACK_ATTEMPTS", 36, int),
             callback_backoff=_number(env, "FUNCTION_FLOW_CALLBACK_BACKOFF", 2.0, float),
             callback_timeout=_number(env, "FUNCTION_FLOW_CALLBACK_TIMEOUT", 30.0, float),

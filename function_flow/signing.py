@@ -1,36 +1,62 @@
-"""HMAC-SHA256 signatures of what function_flow sends: `sign` and `verify`.
+"""HMAC-SHA256 signatures of every message function_flow sends itself.
 
-A signature covers the timestamp and the exact body bytes:
+A signature covers a timestamp and the exact body bytes, as faas-flow signs
+its requests:
 
     X-Function-Flow-Timestamp: 1767225600
     X-Function-Flow-Signature: sha256=<hex HMAC-SHA256 of b"1767225600." + body>
 
-with the key in FUNCTION_FLOW_HMAC_KEY, shared with the receiver. The
-timestamp lets a receiver refuse a replay of an old request
-(`verify(..., tolerance=300)`). There is no built-in key: without one,
-nothing is signed and whoever needs a signature says so (callbacks are
-refused at start).
+Over HTTP (completion callbacks, approvals, calls of remote functions) the
+two values travel as those headers; on Pub/Sub (scheduling messages, remote
+requests and their answers) as the attributes `function_flow_timestamp` and
+`function_flow_signature`, over the message's data. The key is
+FUNCTION_FLOW_HMAC_KEY (its UTF-8 bytes, as `openssl dgst -hmac "$KEY"`
+uses it); during a rotation FUNCTION_FLOW_HMAC_PREVIOUS_KEY verifies too.
+A message signed more than FUNCTION_FLOW_HMAC_TOLERANCE seconds (300) from
+now is refused as a replay. There is no built-in key: the gcp backend and
+`function-flow dev` refuse to start without one (ConfigurationError), and
+only the embedded backend, whose messages never leave the process, makes a
+random one for itself (`Keys.for_process`).
 
 A receiver in Python checks a request with `verify(body, headers, key)`;
 in any other language, compute the same HMAC and compare in constant time.
+function_flow's own receivers all go through `Keys.verify`
+(cloud/delivery.py's `check_signature`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
+import math
+import os
+import re
+import secrets
 import time
-from typing import Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from function_flow.errors import ConfigurationError, FunctionFlowError
 
+if TYPE_CHECKING:
+    from function_flow.config import Settings
+
 KEY_VARIABLE = "FUNCTION_FLOW_HMAC_KEY"
+PREVIOUS_KEY_VARIABLE = "FUNCTION_FLOW_HMAC_PREVIOUS_KEY"
+TOLERANCE_VARIABLE = "FUNCTION_FLOW_HMAC_TOLERANCE"
 SIGNATURE_HEADER = "X-Function-Flow-Signature"
 TIMESTAMP_HEADER = "X-Function-Flow-Timestamp"
+#: The same two values where there are no headers: Pub/Sub attributes, URL queries.
+SIGNATURE_ATTRIBUTE = "function_flow_signature"
+TIMESTAMP_ATTRIBUTE = "function_flow_timestamp"
+HEADERS = (TIMESTAMP_HEADER, SIGNATURE_HEADER)
+ATTRIBUTES = (TIMESTAMP_ATTRIBUTE, SIGNATURE_ATTRIBUTE)
 #: A shorter key can be guessed; `openssl rand -hex 32` makes a good one.
 MIN_KEY_CHARS = 32
 #: How old (or how far in the future) a signed request may be, by default.
 DEFAULT_TOLERANCE_SECONDS = 300
+_STAMP = re.compile(r"[0-9]{1,12}")
+_SIGNATURE = re.compile(r"sha256=[0-9a-f]{64}")
 
 
 class SignatureError(FunctionFlowError):
@@ -41,10 +67,12 @@ def check_key(key: str | bytes | None, where: str = KEY_VARIABLE) -> bytes:
     """The key as bytes; ConfigurationError saying what to do when it is unusable."""
     if key is None or not key:
         raise ConfigurationError(
-            f"{where} is not set: it is the HMAC key that signs callbacks (their receiver "
-            f"checks the {SIGNATURE_HEADER} header); set it to at least {MIN_KEY_CHARS} "
-            "random characters, e.g. the output of `openssl rand -hex 32`, in every "
-            "process that starts or runs the job")
+            f"{where} is not set: it is the HMAC key that signs function_flow's messages "
+            f"(scheduling messages, remote calls, callbacks) and lets their receivers check "
+            f"them; set it to at least {MIN_KEY_CHARS} random characters, e.g. the output "
+            "of `openssl rand -hex 32`, in every process that starts or runs the job (on "
+            "Cloud Functions: --set-secrets "
+            f"{KEY_VARIABLE}=SECRET:latest from Secret Manager)")
     raw = key.encode("utf-8") if isinstance(key, str) else bytes(key)
     if len(raw) < MIN_KEY_CHARS:
         raise ConfigurationError(
@@ -60,10 +88,11 @@ def signature(body: bytes, key: str | bytes, timestamp: int) -> str:
     return f"sha256={mac.hexdigest()}"
 
 
-def sign(body: bytes, key: str | bytes, timestamp: int | None = None) -> dict[str, str]:
-    """The headers that sign `body` now (or at `timestamp`, epoch seconds)."""
+def sign(body: bytes, key: str | bytes, timestamp: int | None = None,
+         names: tuple[str, str] = HEADERS) -> dict[str, str]:
+    """The headers (or, with names=ATTRIBUTES, attributes) that sign `body` now."""
     stamp = int(time.time() if timestamp is None else timestamp)
-    return {TIMESTAMP_HEADER: str(stamp), SIGNATURE_HEADER: signature(body, key, stamp)}
+    return {names[0]: str(stamp), names[1]: signature(body, key, stamp)}
 
 
 def verify(body: bytes, headers: Mapping[str, str], key: str | bytes, *,
@@ -73,21 +102,120 @@ def verify(body: bytes, headers: Mapping[str, str], key: str | bytes, *,
     `headers` may be any mapping; lookups try the header names as written and
     in lower case (a plain dict of a server's headers).
     """
-    def header(name: str) -> str | None:
-        return headers.get(name) or headers.get(name.lower())
+    _verify(body, headers, HEADERS, [check_key(key)], tolerance, now)
 
-    stamp, given = header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER)
+
+def is_signed(values: Mapping[str, str], names: tuple[str, str] = ATTRIBUTES) -> bool:
+    """Whether `values` carry a signature at all (right or wrong)."""
+    return any(_lookup(values, name) is not None for name in names)
+
+
+@dataclasses.dataclass(frozen=True)
+class Keys:
+    """The keys of one process: `current` signs and verifies, `previous` only verifies.
+
+    `ephemeral`: made at random for this process (the embedded backend
+    without FUNCTION_FLOW_HMAC_KEY); nobody else can sign for it.
+    """
+
+    current: bytes = dataclasses.field(repr=False)
+    previous: bytes | None = dataclasses.field(default=None, repr=False)
+    tolerance: float = DEFAULT_TOLERANCE_SECONDS
+    ephemeral: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "Keys":
+        """The configured keys; ConfigurationError naming the variable when missing."""
+        previous = settings.hmac_previous_key
+        return cls(check_key(settings.hmac_key),
+                   check_key(previous, PREVIOUS_KEY_VARIABLE) if previous else None,
+                   settings.hmac_tolerance)
+
+    @classmethod
+    def from_env(cls) -> "Keys":
+        from function_flow.config import Settings
+
+        return cls.from_settings(Settings.from_env())
+
+    @classmethod
+    def for_process(cls, settings: "Settings") -> "Keys":
+        """The configured keys, or a random key of this process when none is set.
+
+        Only for the embedded backend: its bus never leaves the process, and
+        its callback server (OpenFaaS answers, approvals) then accepts only
+        what this process signed.
+        """
+        if not settings.hmac_key:
+            return cls(secrets.token_hex(32).encode("ascii"), None,
+                       settings.hmac_tolerance, ephemeral=True)
+        return cls.from_settings(settings)
+
+    def sign(self, body: bytes, names: tuple[str, str] = HEADERS,
+             timestamp: int | None = None) -> dict[str, str]:
+        """The two values that sign `body` now, under `names` (HEADERS or ATTRIBUTES)."""
+        return sign(body, self.current, timestamp, names)
+
+    def verify(self, body: bytes, values: Mapping[str, str],
+               names: tuple[str, str] = HEADERS, *, max_age: float | None = None,
+               now: float | None = None) -> None:
+        """Raise SignatureError unless `values` sign `body` with one of the keys.
+
+        max_age: how old the signature may be (default: the tolerance);
+        math.inf for a URL that stays valid as long as what it names waits.
+        """
+        keys = [self.current] + ([self.previous] if self.previous else [])
+        try:
+            _verify(body, values, names, keys, self.tolerance,
+                    now, self.tolerance if max_age is None else max_age)
+        except SignatureError as exc:
+            if self.ephemeral and "does not match" in str(exc):
+                raise SignatureError(
+                    f"{exc}; this process has no {KEY_VARIABLE}, so only it can sign "
+                    f"(set {KEY_VARIABLE} to sign requests for it)") from None
+            raise
+
+
+def _lookup(values: Mapping[str, str], name: str) -> str | None:
+    value = values.get(name)
+    return value if value is not None else values.get(name.lower())
+
+
+def _verify(body: bytes, values: Mapping[str, str], names: tuple[str, str],
+            keys: Iterable[bytes], tolerance: float, now: float | None,
+            max_age: float | None = None) -> None:
+    """The one check: present, well-formed, recent, and made by one of `keys`."""
+    stamp_name, signature_name = names
+    stamp, given = _lookup(values, stamp_name), _lookup(values, signature_name)
     if not stamp or not given:
-        raise SignatureError(f"the request has no {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} "
-                             "header: it is not signed")
-    try:
-        timestamp = int(stamp)
-    except ValueError:
-        raise SignatureError(f"{TIMESTAMP_HEADER} {stamp!r} is not a number") from None
+        missing = " and ".join(name for name, value in zip(names, (stamp, given))
+                               if not value)
+        raise SignatureError(f"it is not signed: no {missing}")
+    if not _STAMP.fullmatch(stamp.strip()):
+        raise SignatureError(f"{stamp_name} {stamp[:40]!r} is not a time in epoch "
+                             "seconds: the signature is malformed")
+    timestamp = int(stamp)
     current = time.time() if now is None else now
-    if abs(current - timestamp) > tolerance:
-        raise SignatureError(f"the request was signed at {timestamp}, more than "
-                             f"{tolerance:g} s from now ({int(current)}): refused as a replay")
-    if not hmac.compare_digest(given.strip(), signature(body, key, timestamp)):
-        raise SignatureError("the signature does not match the body (wrong key, or the "
-                             "body was changed)")
+    oldest = tolerance if max_age is None else max_age
+    if current - timestamp > oldest or timestamp - current > tolerance:
+        raise SignatureError(
+            f"it was signed at {timestamp}, {_age(current - timestamp)} (more than "
+            f"{tolerance:g} s, {TOLERANCE_VARIABLE}): refused as a replay or a wrong clock")
+    given_bytes = given.strip().encode("utf-8", "replace")
+    if not _SIGNATURE.fullmatch(given.strip()):
+        raise SignatureError(f"{signature_name} is not sha256=<64 hex digits>: the "
+                             "signature is malformed")
+    if not any(hmac.compare_digest(given_bytes, signature(body, key, timestamp).encode())
+               for key in keys):
+        raise SignatureError("the signature does not match the body (forged, signed with "
+                             "another key, or the body was changed)")
+
+
+def _age(seconds: float) -> str:
+    if math.isinf(seconds):
+        return "at an unknown time"
+    return f"{seconds:.0f} s ago" if seconds >= 0 else f"{-seconds:.0f} s in the future"
+
+
+def environment_key(env: Mapping[str, str] | None = None) -> str | None:
+    """FUNCTION_FLOW_HMAC_KEY of `env` (default os.environ), or None."""
+    return (os.environ if env is None else env).get(KEY_VARIABLE) or None

@@ -18,6 +18,7 @@ from typing import Iterator
 import pytest
 
 from function_flow.local import emulators
+from signatures import TEST_HMAC_KEY
 from function_flow.local.emulators import DEFAULT_PROJECT, Emulator
 
 PROJECT = DEFAULT_PROJECT
@@ -95,10 +96,12 @@ def collection_prefix() -> str:
 @pytest.fixture
 def firestore_env(firestore_emulator: Emulator, collection_prefix: str,
                   monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Point this test's Google Cloud clients and Settings at the Firestore emulator."""
+    """Point this test's Google Cloud clients and Settings at the Firestore emulator
+    (with the test HMAC key: a gcp backend needs one)."""
     env = {"FIRESTORE_EMULATOR_HOST": firestore_emulator.host,
            "GOOGLE_CLOUD_PROJECT": PROJECT,
-           "FUNCTION_FLOW_COLLECTION_PREFIX": collection_prefix}
+           "FUNCTION_FLOW_COLLECTION_PREFIX": collection_prefix,
+           "FUNCTION_FLOW_HMAC_KEY": TEST_HMAC_KEY}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env

@@ -23,6 +23,7 @@ from typing import Any
 from function_flow.local import framework
 from function_flow.local.framework import FunctionProcess
 from function_flow.local.pubsub import EmulatorPubSub
+from signatures import TEST_HMAC_KEY
 
 __all__ = ["Stack", "FunctionProcess", "post", "http_client", "wait_for"]
 
@@ -36,6 +37,8 @@ class Stack:
         #: Environment of every function process: emulators, prefix, topic.
         self.env = dict(env, FUNCTION_FLOW_BACKEND="gcp", GOOGLE_CLOUD_PROJECT=project,
                         FUNCTION_FLOW_SCHEDULE_TOPIC=self.schedule_topic)
+        # Every message between the functions is signed (signing.py).
+        self.env.setdefault("FUNCTION_FLOW_HMAC_KEY", TEST_HMAC_KEY)
         self.project = project
         self.pubsub = EmulatorPubSub(env["PUBSUB_EMULATOR_HOST"], project)
         self.functions: list[FunctionProcess] = []

@@ -16,6 +16,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 from typing import Any
 
 import flask
@@ -28,6 +29,7 @@ from function_flow.bus.local import LocalBus
 from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.store.sqlite import SqliteStore
 from functions_stack import Stack, http_client, post, wait_for
+from signatures import KEYS, signed_headers
 from test_approvals import approval_job, dump_store, records, started
 
 pytestmark = pytest.mark.timeout(240)
@@ -38,6 +40,31 @@ WORKFLOW = pathlib.Path(__file__).resolve().parent / "workflows_gcp" / "approval
 # ------------------------------------------------------------ in-process
 
 
+class SignedClient:
+    """A Flask test client whose requests are signed with the test key."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def open(self, path: str, method: str = "POST", data: bytes = b"",
+             json_body: Any = None, headers: dict[str, str] | None = None,
+             **options: Any) -> Any:
+        body = json.dumps(json_body).encode() if json_body is not None else data
+        return self.client.open(path, method=method, data=body,
+                                content_type="application/json",
+                                headers=signed_headers(body) if headers is None else headers,
+                                **options)
+
+    def post(self, path: str, json: Any = None, **options: Any) -> Any:
+        return self.open(path, json_body=json, **options)
+
+
+def signed_post(url: str, body: Any) -> tuple[int, Any]:
+    """POST `body` as JSON to a deployed callback, signed with the test key."""
+    raw = (body if isinstance(body, str) else json.dumps(body)).encode()
+    return post(url, raw, headers=signed_headers(raw))
+
+
 @pytest.fixture
 def served(tmp_path):
     """(job, tokens, client, run_id): a run waiting for approval, its callback served."""
@@ -45,8 +72,8 @@ def served(tmp_path):
     bus = LocalBus(2)
     tokens: list[str] = []
     job = approval_job("http", tokens, timeout=3600)
-    job.use_backend(Backend("embedded", store, bus))
-    client = http_client(job.make_callback(), "approval-callback-test")
+    job.use_backend(Backend("embedded", store, bus, keys=KEYS))
+    client = SignedClient(http_client(job.make_callback(), "approval-callback-test"))
     run_id = started(job, tokens)
     yield job, tokens, client, run_id
     bus.close()
@@ -101,12 +128,33 @@ def test_bad_requests_get_a_4xx_json_error_and_change_nothing(served, method, pa
     job, tokens, client, run_id = served
     before = records(job, run_id)
 
-    answer = client.open(path, method=method, data=body.replace(b"TOKEN", tokens[0].encode()),
-                         content_type="application/json")
+    answer = client.open(path, method=method, data=body.replace(b"TOKEN", tokens[0].encode()))
 
     assert answer.status_code == status, answer.get_data(as_text=True)[:300]
     assert fragment in json.dumps(answer.json["error"]), answer.json
     assert records(job, run_id) == before
+    assert client.post("/approve", json={"token": tokens[0]}).status_code == 200
+
+
+def test_an_approval_not_signed_with_our_key_gets_401_and_changes_nothing(served) -> None:
+    job, tokens, client, run_id = served
+    before = records(job, run_id)
+    body = json.dumps({"token": tokens[0], "data": "forged"}).encode()
+    now = int(time.time())
+    refusals = {
+        "not signed": {},
+        "does not match": signed_headers(body, key="another-key-0123456789abcdef012345"),
+        "replay": signed_headers(body, timestamp=now - 301),
+        "malformed": {**signed_headers(body), "X-Function-Flow-Timestamp": "soon"},
+    }
+    for fragment, headers in refusals.items():
+        answer = client.open("/approve", data=body, headers=headers)
+        assert answer.status_code == 401, (fragment, answer.json)
+        assert fragment in answer.json["error"] and "nothing was changed" in answer.json["error"]
+        assert records(job, run_id) == before
+    other = json.dumps({"token": tokens[0], "data": "other"}).encode()
+    answer = client.open("/approve", data=other, headers=signed_headers(body))
+    assert answer.status_code == 401 and records(job, run_id) == before  # a changed body
     assert client.post("/approve", json={"token": tokens[0]}).status_code == 200
 
 
@@ -115,7 +163,7 @@ def test_an_expired_token_gets_410(tmp_path) -> None:
     bus = LocalBus(2)
     tokens: list[str] = []
     job = approval_job("http_expired", tokens, timeout=0.3)
-    job.use_backend(Backend("embedded", store, bus, lease_check_messages=False))
+    job.use_backend(Backend("embedded", store, bus, lease_check_messages=False, keys=KEYS))
     callback = job.make_callback()
     app = flask.Flask("approval-callback-expired")
     app.add_url_rule("/approve", view_func=lambda: callback(flask.request), methods=["POST"])
@@ -123,7 +171,7 @@ def test_an_expired_token_gets_410(tmp_path) -> None:
     wait_for(lambda: records(job, run_id)["ask"].lease_until < job.engine.clock(),
              "the timeout to pass")
 
-    answer = app.test_client().post("/approve", json={"token": tokens[0]})
+    answer = SignedClient(app.test_client()).post("/approve", json={"token": tokens[0]})
 
     assert answer.status_code == 410 and "expired" in answer.json["error"]
     assert records(job, run_id)["ask"].status is TaskStatus.RUNNING
@@ -173,21 +221,23 @@ def test_deployed_http_approve_and_reject(deployed, firestore_store, tmp_path) -
     start, callback = deployed
     run_id, token = start_waiting(start, firestore_store, tmp_path / "one.txt")
 
-    status, body = post(callback.url + "/approve", {"token": token, "data": {"by": "ana"}})
+    status, body = post(callback.url + "/approve", {"token": token, "data": "unsigned"})
+    assert status == 401 and "not signed" in body["error"], body
+    status, body = signed_post(callback.url + "/approve", {"token": token, "data": {"by": "ana"}})
 
     assert status == 200, body
     assert final_run(firestore_store, run_id).status is RunStatus.SUCCEEDED
     use = firestore_store.get_tasks(run_id, ["use"])[0]
     assert use.result == {"got": {"by": "ana"}}
-    status, body = post(callback.url + "/approve", {"token": token, "data": "again"})
+    status, body = signed_post(callback.url + "/approve", {"token": token, "data": "again"})
     assert status == 404 and "already used" in body["error"]
-    status, body = post(callback.url + "/approve", {"token": "x" * 43})
+    status, body = signed_post(callback.url + "/approve", {"token": "x" * 43})
     assert status == 404
-    status, body = post(callback.url + "/approve", "{not json")
+    status, body = signed_post(callback.url + "/approve", "{not json")
     assert status == 400
 
     other, token2 = start_waiting(start, firestore_store, tmp_path / "two.txt")
-    status, body = post(callback.url + "/reject", {"token": token2, "reason": "nope"})
+    status, body = signed_post(callback.url + "/reject", {"token": token2, "reason": "nope"})
     assert status == 200 and body["outcome"] == "rejected", body
     run = final_run(firestore_store, other)
     assert run.status is RunStatus.FAILED and "ApprovalRejected: nope" in run.error

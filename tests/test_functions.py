@@ -14,6 +14,7 @@ through the Pub/Sub emulator and functions-framework is in test_gcp_e2e.py.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import logging
 import pathlib
@@ -32,6 +33,7 @@ from function_flow.errors import TransientBackendError
 from function_flow.cloud.functions import RUN_ID_HEADER
 from function_flow.core.records import Message, RunStatus, TaskStatus
 from function_flow.store.sqlite import SqliteStore
+from signatures import KEYS, signed
 
 FLASK_APP = flask.Flask("function-flow-tests")
 
@@ -77,7 +79,7 @@ def make_job(tmp_path: pathlib.Path, bus: Any = None) -> tuple[tasks.Job, list[s
 
     job.use_backend(Backend(kind="embedded", store=SqliteStore(str(tmp_path / "runs.db")),
                             bus=bus if bus is not None else Outbox(),
-                            lease_check_messages=False))
+                            lease_check_messages=False, keys=KEYS))
     return job, calls
 
 
@@ -90,14 +92,16 @@ def encode(data: bytes | str) -> str:
 
 
 def pubsub_message(data: bytes | str, attributes: dict[str, str] | None = None) -> dict:
-    return {"data": encode(data), "attributes": attributes or {},
-            "messageId": "1234", "publishTime": "2026-01-01T00:00:00Z"}
+    """A Pub/Sub message, signed as function_flow signs what it publishes."""
+    published = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    return {"data": encode(data), "attributes": signed(data, attributes),
+            "messageId": "1234", "publishTime": published}
 
 
 def as_legacy(fn: Callable, data: bytes | str, attributes: dict | None = None) -> Any:
     """1st gen background function: `fn(event, context)`."""
     event = {"@type": "type.googleapis.com/google.pubsub.v1.PubsubMessage",
-             "data": encode(data), "attributes": attributes or {}}
+             "data": encode(data), "attributes": signed(data, attributes)}
     return fn(event, {"event_id": "1234", "event_type": "google.pubsub.topic.publish"})
 
 
@@ -377,7 +381,7 @@ def test_external_event_listener_acknowledges_what_it_cannot_use(tmp_path, caplo
 def unreachable_pubsub(monkeypatch) -> PubSubBus:
     """A real Pub/Sub client pointed at a port where nothing listens."""
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
-    return PubSubBus("SCHEDULE", project="p", publish_timeout=3)
+    return PubSubBus("SCHEDULE", project="p", publish_timeout=3, keys=KEYS)
 
 
 def test_scheduler_raises_when_pubsub_is_down_so_the_message_comes_again(

@@ -11,6 +11,7 @@ from function_flow.config import Settings
 from function_flow.errors import ConfigurationError
 from function_flow.core.records import Message, RunStatus
 from function_flow.tasks import Job
+from signatures import TEST_HMAC_KEY
 
 CLOUD_VARIABLES = ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "GCP_PROJECT",
                    "FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST")
@@ -22,28 +23,28 @@ def test_defining_a_gcp_job_needs_no_credentials(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))
     job = Job("offline")
-    backend = from_settings(Settings(backend="gcp"), job)
+    backend = from_settings(Settings(backend="gcp", hmac_key=TEST_HMAC_KEY), job)
     assert backend.kind == "gcp" and backend.lease_check_messages is False
     with pytest.raises(ConfigurationError, match="FIRESTORE_EMULATOR_HOST"):
         backend.store.get_run("anything")
 
 
 def test_settings_choose_database_prefix_topic_and_emulator_project(gcp_env) -> None:
-    settings = Settings(
-        backend="gcp", project=None, collection_prefix="p_", schedule_topic="T1")
+    settings = Settings(backend="gcp", project=None, collection_prefix="p_",
+                        schedule_topic="T1", hmac_key=TEST_HMAC_KEY)
     backend = from_settings(settings, Job("j", schedule_topic="ignored"))
     assert backend.store.prefix == "p_"
     assert backend.store.project == "function-flow-local"
     assert backend.bus.topic == "T1"
-    assert from_settings(Settings(backend="gcp"), Job("j", schedule_topic="MINE")).bus.topic \
-        == "MINE"
+    assert from_settings(Settings(backend="gcp", hmac_key=TEST_HMAC_KEY),
+                         Job("j", schedule_topic="MINE")).bus.topic == "MINE"
 
 
 def test_upstream_style_db_client_is_reused(firestore_env) -> None:
     from google.cloud import firestore
 
     client = firestore.Client(project="function-flow-local")
-    backend = from_settings(Settings(backend="gcp"), Job("j", db=client))
+    backend = from_settings(Settings(backend="gcp", hmac_key=TEST_HMAC_KEY), Job("j", db=client))
     assert backend.store.client is client
 
 
@@ -55,6 +56,7 @@ def test_upstream_style_clients_or_project_choose_google_cloud(monkeypatch, tmp_
     for name in CLOUD_VARIABLES + ("FUNCTION_FLOW_BACKEND", "K_SERVICE", "FUNCTION_TARGET"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FUNCTION_FLOW_DB", str(tmp_path / "local.db"))
+    monkeypatch.setenv("FUNCTION_FLOW_HMAC_KEY", TEST_HMAC_KEY)
     client = firestore.Client(project="p", credentials=AnonymousCredentials())
     publisher = pubsub_v1.PublisherClient(credentials=AnonymousCredentials())
 

@@ -23,7 +23,9 @@ from function_flow.config import Settings
 from function_flow.core.ports import Request
 from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.errors import ConfigurationError
+from function_flow.remote import openfaas
 from function_flow.remote.openfaas import OpenFaaSCaller
+from signatures import KEYS
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -238,8 +240,9 @@ def test_async_answer_arrives_through_the_callback(new_job, gateway):
     assert result["double"] == 42 and result["job_args"] == {"day": 1}
     [sent] = [r for r in gateway.requests if r.path == "/async-function/render"]
     assert sent.headers["X-Function-Flow-Run-Id"] == run.run_id
-    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/openfaas/" + result["job_id"],
-                        sent.headers["X-Callback-Url"])
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/openfaas/" + result["job_id"]
+                        + r"\?function_flow_timestamp=\d+&function_flow_signature=sha256%3D"
+                        r"[0-9a-f]{64}", sent.headers["X-Callback-Url"])
     [callback] = gateway.callbacks
     assert callback.status == 200 and callback.answer["outcome"] == "succeeded"
     assert records(job, run.run_id)["after"].result == {"seen": result}
@@ -383,8 +386,9 @@ def test_an_openfaas_callback_cannot_complete_another_kind_of_wait(new_job, gate
     wait_for(lambda: records(job, run_id)["waits"].trigger_id == trigger, "the future's wait")
     base = gateway.callbacks[0].url.rsplit("/openfaas/", 1)[0]
 
-    status, answer = post_callback(f"{base}/openfaas/{trigger}", '"done"',
-                                   X_Function_Status="200")
+    # Signed as this process signs its callback URLs: what it names is checked next.
+    status, answer = post_callback(openfaas.callback_url(base, trigger, job.backend.keys),
+                                   '"done"', X_Function_Status="200")
 
     assert status == 200 and answer["outcome"] == "ignored"
     assert "not an asynchronous OpenFaaS call" in answer["reason"]
@@ -425,7 +429,7 @@ def test_async_on_google_cloud_without_a_callback_url_names_the_setting(gateway)
 
 def test_a_gateway_that_refuses_an_async_call_fails_the_send(gateway):
     caller = OpenFaaSCaller(Settings(openfaas_gateway=gateway.url, openfaas_password="wrong"),
-                            lambda: "https://example.invalid/callback")
+                            lambda: "https://example.invalid/callback", callback_keys=KEYS)
     with pytest.raises(Exception, match="answered HTTP 401"):
         caller.send(remote.OpenFaaS("render", asynchronous=True), request_for())
 

@@ -25,6 +25,7 @@ from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.remote import hosting
 from function_flow.remote.caller import Dispatcher
 from function_flow.remote.functions import RemoteFunction, answer_message
+from signatures import TEST_HMAC_KEY, signed
 
 WORKFLOW = pathlib.Path(__file__).resolve().parent / "workflows_gcp" / "remote_round_trip.py"
 
@@ -202,10 +203,11 @@ def test_a_request_delivered_twice_is_acted_on_and_answered_once(store):
     assert len(calls) == 1 and answers == [answer_message("job-1", value="done")]
 
 
-def test_the_wrapped_function_rejects_what_is_not_a_request():
+def test_the_wrapped_function_rejects_what_is_not_a_request(monkeypatch):
+    monkeypatch.setenv("FUNCTION_FLOW_HMAC_KEY", TEST_HMAC_KEY)
     function = remote.function(lambda payload, context: 1)
     for data in (b"not json", b"[1, 2]", b'{"job_args": {}}', b'{"job_id": 7}'):
-        event = {"data": base64.b64encode(data).decode(), "attributes": {}}
+        event = {"data": base64.b64encode(data).decode(), "attributes": signed(data)}
         assert function(event, None) is None  # acknowledged, nothing called
 
 

@@ -33,6 +33,7 @@ from function_flow.services.gcs import GcsWatcher
 from function_flow.errors import RunBlockedError, TransientBackendError
 from function_flow.tasks import Job
 from test_functions import as_legacy, as_push
+from signatures import KEYS
 from test_run_graph import Outbox, drain
 
 WORKFLOWS = Path(__file__).parent / "workflows"
@@ -343,7 +344,7 @@ def test_the_scheduler_function_acknowledges_a_message_of_a_blocked_run(store) -
     run_id, bus = started_then_a_done(store)
     deployed = job_of(b=b_v2)
     deployed.use_backend(Backend(kind="gcp", store=store, bus=bus,
-                                 lease_check_messages=False))
+                                 lease_check_messages=False, keys=KEYS))
     scheduler = deployed.make_scheduler()
     message = bus.sent.pop(0)
 

@@ -2,7 +2,10 @@
 
 Each message is `records.Message.to_json()` with its run, task, attempt and
 kind as attributes, so a message means something in Cloud Logging and in
-the Pub/Sub console. Publishing waits for Pub/Sub's acknowledgement: a lost
+the Pub/Sub console. Every message a Topic publishes (scheduling messages,
+remote requests, remote answers) is signed: `function_flow_timestamp` and
+`function_flow_signature` attributes over its data (signing.py), which its
+receiver checks before acting on it. Publishing waits for Pub/Sub's acknowledgement: a lost
 publish raises (TransientBackendError when a retry may fix it), so the
 caller's own message is redelivered instead of the run stalling silently.
 
@@ -21,6 +24,7 @@ import threading
 import time
 from typing import Any, Callable, Protocol
 
+from function_flow import signing
 from function_flow.errors import (ConfigurationError, TransientBackendError,
                                   transient_google_errors)
 from function_flow.core.ports import Bus
@@ -71,12 +75,15 @@ class Topic:
     `create`: create the topic when it is missing, as Function Flow does for
     SCHEDULE; a remote function's topic is not created (a topic nobody
     subscribes to would swallow the request), its absence is an error.
+    `keys` sign every message (default: the settings' keys, read on first
+    publish; ConfigurationError when FUNCTION_FLOW_HMAC_KEY is missing).
     """
 
     def __init__(self, topic: str, project: str | None = None, publisher: Any = None,
                  publish_timeout: float = PUBLISH_TIMEOUT_SECONDS,
-                 create: bool = True) -> None:
+                 create: bool = True, keys: signing.Keys | None = None) -> None:
         self.topic = topic
+        self.keys = keys
         self.publish_timeout = publish_timeout
         self.create = create
         self._project = project
@@ -158,6 +165,9 @@ class Topic:
         """
         from google.api_core import exceptions as gexc
 
+        if self.keys is None:
+            self.keys = signing.Keys.from_env()
+        attributes = {**attributes, **self.keys.sign(data, signing.ATTRIBUTES)}
         self._ensure_topic()
         try:
             try:
@@ -202,7 +212,7 @@ class PubSubBus(Bus):
     def __init__(self, topic: str, project: str | None = None,
                  timers: TimerStore | None = None,
                  publish_timeout: float = PUBLISH_TIMEOUT_SECONDS,
-                 publisher: Any = None) -> None:
+                 publisher: Any = None, keys: signing.Keys | None = None) -> None:
         if not topic or "/" in topic:
             raise ConfigurationError(
                 f"Pub/Sub topic must be a topic id without '/', got {topic!r}; "
@@ -210,7 +220,7 @@ class PubSubBus(Bus):
         self.topic = topic
         self.timers = timers
         self.publish_timeout = publish_timeout
-        self._topic = Topic(topic, project, publisher, publish_timeout)
+        self._topic = Topic(topic, project, publisher, publish_timeout, keys=keys)
 
     @property
     def project(self) -> str:

@@ -77,8 +77,10 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
     """Run FILE on the deployed topology, locally: Firestore and Pub/Sub
     emulators, one functions-framework process per entry point and per
     remote function, each behind a push subscription from its topic."""
+    from function_flow.config import Settings
     from function_flow.local import emulators
     from function_flow.local import stack as dev
+    from function_flow.local.keys import dev_key
     from function_flow.core.engine import new_run_id
 
     args = parse_args(arg_pairs)
@@ -90,11 +92,13 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
         fail(str(exc))
     out, err = progress.make_console(), progress.make_console(stderr=True)
     run_id = new_run_id(job.name)
+    hmac_key, key_source = dev_key(Settings.from_env())
     stack = dev.LocalStack(file, job_name, schedule_topic=job.schedule_topic,
                            events_topic=job.external_event_topic,
                            signature_type=signature_type, remote_functions=answered,
-                           log_path=dev.default_log_path(run_id))
+                           log_path=dev.default_log_path(run_id), hmac_key=hmac_key)
     out.print(f"starting emulators and functions; their log: {stack.log_path}", markup=False)
+    out.print(f"messages are signed with the HMAC key of {key_source}", markup=False)
     code = EXIT_RUN_FAILED
     with dev.sigterm_unwinds():
         try:

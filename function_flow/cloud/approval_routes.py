@@ -3,13 +3,18 @@
     POST {callback}/approve  {"token": "...", "data": <any JSON, the task's result>}
     POST {callback}/reject   {"token": "...", "reason": "why"}
 
-Answers are JSON. 200 `{"outcome": "approved"|"rejected", "run_id", "task_id",
+The body is signed like every internal message (signing.py): headers
+X-Function-Flow-Timestamp and X-Function-Flow-Signature, an HMAC-SHA256 of
+`<timestamp>.<body>` keyed by FUNCTION_FLOW_HMAC_KEY; the token alone does
+not decide over HTTP. Answers are JSON. 200 `{"outcome": "approved"|"rejected", "run_id", "task_id",
 "run_status"}` when the decision was recorded. Refusals change nothing:
 400 a body that is not a JSON object, without a string "token", a token that
 is not one, data that cannot be stored or a reason that is not text; 404 an
 unknown token, one already used, or one whose wait ended (a second, or a
 concurrent, decision); 409 the run already ended; 410 the token expired
-(its timeout passed: the task fails or takes its default); 405 not a POST;
+(its timeout passed: the task fails or takes its default); 401 a body that
+is unsigned, forged, signed with another key or over 5 minutes old (read
+before anything is looked up); 405 not a POST;
 413 a body over 1 MiB. Only the store or bus failing is a 5xx (503 when
 transient: worth retrying).
 
@@ -40,14 +45,14 @@ MAX_BODY_BYTES = 1024 * 1024
 
 def approve(site: "Site", request: Any, rest: str) -> Answer:
     """POST /approve: the waiting task succeeds with the body's "data"."""
-    body = _body(request, "approve", rest)
+    body = _body(site, request, "approve", rest)
     return _answer(lambda: approvals.approve(_engine(site, body["token"]), body["token"],
                                              body.get("data")))
 
 
 def reject(site: "Site", request: Any, rest: str) -> Answer:
     """POST /reject: the waiting task fails with the body's "reason", without retries."""
-    body = _body(request, "reject", rest)
+    body = _body(site, request, "reject", rest)
     return _answer(lambda: approvals.reject(_engine(site, body["token"]), body["token"],
                                             body.get("reason")))
 
@@ -68,10 +73,11 @@ def _engine(site: "Site", token: str) -> "Engine":
     return engine
 
 
-def _body(request: Any, route: str, rest: str) -> dict[str, Any]:
+def _body(site: "Site", request: Any, route: str, rest: str) -> dict[str, Any]:
     if rest:
         raise HttpError(404, f"no route /{route}/{rest}: POST a JSON body to /{route}")
-    body = delivery.posted_object(request, MAX_BODY_BYTES, '{"token": "..."}')
+    body = delivery.posted_object(request, MAX_BODY_BYTES, '{"token": "..."}',
+                                  signed_by=lambda: site.keys)
     if not isinstance(body.get("token"), str):
         raise HttpError(400, "the body needs \"token\": the approval token, a string")
     return body

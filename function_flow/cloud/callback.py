@@ -5,7 +5,13 @@
 One deployed function serves every kind of answer, routed by the first
 segment of the request's path (ROUTES):
 
-    POST /openfaas/<job id>   the OpenFaaS queue worker's answer to an async call
+    POST /openfaas/<job id>?<signature>   the OpenFaaS queue worker's answer to an async call
+    POST /approve, /reject                signed approvals (approval_routes.py)
+
+Every route checks a signature (signing.py) before it reads the store: an
+OpenFaaS answer's URL carries the one this function_flow made; an
+approval's body is signed in its headers. Without FUNCTION_FLOW_HMAC_KEY
+nothing can be checked: 501, saying to set it.
 
 Bad input changes nothing and never gets a 5xx (a 5xx means "try again"):
 a request we cannot read (wrong method, path or headers) gets a 4xx JSON
@@ -26,12 +32,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import re
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from function_flow import signing
 from function_flow.cloud import approval_routes, delivery
 from function_flow.cloud.delivery import HttpError
 from function_flow.core.records import RunRecord, TaskRecord, TaskStatus, Trigger
+from function_flow.errors import ConfigurationError
 from function_flow.remote import openfaas, web
 
 if TYPE_CHECKING:
@@ -61,6 +70,10 @@ class Site(Protocol):
     def describe(self) -> str:
         """What this site serves, for "ignored" reasons."""
 
+    @property
+    def keys(self) -> signing.Keys:
+        """The keys that verify what arrives (ConfigurationError when there are none)."""
+
 
 class JobSite:
     """A deployed callback function: one job's engine (built on first use)."""
@@ -77,6 +90,10 @@ class JobSite:
 
     def describe(self) -> str:
         return f"job {self.job.name!r}"
+
+    @property
+    def keys(self) -> signing.Keys:
+        return delivery.receiver_keys(self.job.backend)
 
 
 @dataclasses.dataclass
@@ -136,6 +153,12 @@ def openfaas_answer(site: Site, request: Any, rest: str) -> Answer:
                              f"{status_header[:40]!r}: is this the OpenFaaS queue worker?")
     body = delivery.http_body(request, MAX_CALLBACK_BODY_BYTES)
     where = f"/openfaas/{job_id}"
+    try:
+        delivery.check_signature(openfaas.callback_path(job_id).encode(), request.args,
+                                 signing.ATTRIBUTES, site.keys, max_age=math.inf)
+    except delivery.Unsigned as exc:
+        return ignored(where, f"{exc} (the callback URL this function_flow gave the "
+                              "gateway carries its signature)")
     found = find_waiting(site, job_id)
     if isinstance(found, str):
         return ignored(where, found)
@@ -187,6 +210,9 @@ def handle(site: Site, request: Any) -> Answer:
                 }, 404
     try:
         return route(site, request, rest)
+    except ConfigurationError as exc:  # the deployment's fault, not the sender's
+        logger.error("callback %s: %s", request.path, exc)
+        return {"error": f"this deployment cannot check signatures: {exc}"}, 501
     except HttpError as exc:
         logger.warning("callback %s: bad request (%d): %s", request.path, exc.status, exc)
         return exc.answer()

@@ -19,6 +19,13 @@ functions-framework turns the push envelope into the first or second form.
 Out: None for the event forms (returning acknowledges, raising asks for a
 redelivery); a `(json, status)` pair for HTTP, where a 2xx acknowledges.
 
+Every internal message is signed (signing.py); `check_signature` is the one
+check every receiver makes, here for every carrier: Pub/Sub attributes
+(`signed_pubsub_payload`), HTTP headers (`posted_object(..., keys=)`) and a
+URL's query. A message it refuses (unsigned, forged, signed with another
+key, stale) raises Unsigned, a Rejected: logged in one line saying why,
+acknowledged, never acted on.
+
 Why malformed messages are acknowledged: Pub/Sub delivers a message until
 it is, so one answered with an error would come back forever (docs/design.md
 invariant 6). The one exception is an HTTP body that is not a push envelope
@@ -30,10 +37,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import json
 import logging
-from typing import Any
+import time
+from typing import Any, Callable
 
+from function_flow import signing
 from function_flow.errors import TransientBackendError, transient_google_errors
 
 logger = logging.getLogger("function_flow.cloud.delivery")
@@ -51,6 +61,10 @@ class Rejected(ValueError):
 
 class NotAnEnvelope(Rejected):
     """An HTTP body that is not a Pub/Sub push envelope at all: answered 400."""
+
+
+class Unsigned(Rejected):
+    """A message whose signature is missing, malformed, wrong or stale."""
 
 
 class HttpError(Exception):
@@ -121,6 +135,78 @@ def pubsub_payload(event: Any) -> tuple[bytes, dict[str, str]]:
     return _data_of(message), _attributes_of(message)
 
 
+def signed_pubsub_payload(event: Any, context: Any = None, keys: signing.Keys | None = None
+                          ) -> tuple[bytes, dict[str, str]]:
+    """pubsub_payload, refused with Unsigned unless its attributes sign its data.
+
+    The signature's age is measured at the time Pub/Sub accepted the message
+    (its publishTime; now when the delivery does not say), so a message that
+    waited in a backlog or is delivered again is not refused, while an old
+    message published again is.
+    """
+    data, attributes = pubsub_payload(event)
+    check_signature(data, attributes, signing.ATTRIBUTES, keys,
+                    at=publish_time(event, context))
+    return data, attributes
+
+
+def receiver_keys(backend: Any, *, own_process: bool = False) -> signing.Keys:
+    """The keys that check what reaches a backend's entry points.
+
+    The backend's (backends.embedded and gcp set them), else the settings'
+    (ConfigurationError when there are none). A process's own random key
+    (embedded, without FUNCTION_FLOW_HMAC_KEY) checks only what this
+    process sent itself: `own_process`, its callback server.
+    """
+    keys = getattr(backend, "keys", None)
+    if keys is None or (keys.ephemeral and not own_process):
+        return signing.Keys.from_env()
+    return keys
+
+
+def publish_time(event: Any, context: Any = None) -> float | None:
+    """When Pub/Sub accepted the message (epoch seconds), if the delivery says.
+
+    A time in the future (beyond a clock's error) is not believed: a sender
+    that can reach an HTTP endpoint could write anything there.
+    """
+    try:
+        message = _message_of(event)
+    except Rejected:
+        return None
+    stamp = message.get("publishTime") or message.get("publish_time")
+    if stamp is None and context is not None:  # 1st gen: the context's timestamp
+        stamp = context.get("timestamp") if isinstance(context, dict) \
+            else getattr(context, "timestamp", None)
+    if not isinstance(stamp, str):
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(stamp.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:  # RFC 3339 always has a zone; assume UTC without one
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    when = parsed.timestamp()
+    return when if when <= time.time() + signing.DEFAULT_TOLERANCE_SECONDS else None
+
+
+def check_signature(body: bytes, values: Any, names: tuple[str, str] = signing.HEADERS,
+                    keys: signing.Keys | None = None, *, max_age: float | None = None,
+                    at: float | None = None) -> None:
+    """Raise Unsigned unless `values` (attributes, headers, a query) sign `body`.
+
+    keys: the receiver's (default: the settings', ConfigurationError when
+    FUNCTION_FLOW_HMAC_KEY is missing: the deployment's fault, so the
+    message is not acknowledged and comes again once it is fixed).
+    at: the time to measure the signature's age at (default: now).
+    """
+    keys = keys or signing.Keys.from_env()
+    try:
+        keys.verify(body, values, names, max_age=max_age, now=at)
+    except signing.SignatureError as exc:
+        raise Unsigned(f"refused, {exc}") from None
+
+
 def _message_of(event: Any) -> dict[str, Any]:
     if is_http_request(event):
         message = push_envelope(event)["message"]
@@ -179,17 +265,29 @@ def _attributes_of(message: dict[str, Any]) -> dict[str, str]:
 # --------------------------------------------------------- plain HTTP
 
 
-def posted_object(request: Any, limit: int, example: str) -> dict[str, Any]:
+def posted_object(request: Any, limit: int, example: str,
+                  signed_by: Callable[[], signing.Keys] | None = None) -> dict[str, Any]:
     """The JSON object a request POSTs: HttpError 405, 413 or 400 saying why not.
 
     `example` shows the body expected ('{"token": "..."}') in the errors.
     Standard JSON only (no NaN): the sender may be any language's client.
+    signed_by: the body must be signed in its headers by these keys (asked
+    for once the body is read): HttpError 401 when it is not.
     """
     if request.method != "POST":
         raise HttpError(405, f"{request.method} is not allowed: POST a JSON body like "
                              f"{example}")
+    raw = http_body(request, limit)
+    if signed_by is not None:
+        try:
+            check_signature(raw, request.headers, signing.HEADERS, signed_by())
+        except Unsigned as exc:
+            raise HttpError(401, f"{exc}: sign the body with {signing.KEY_VARIABLE} "
+                                 f"({signing.TIMESTAMP_HEADER} and "
+                                 f"{signing.SIGNATURE_HEADER} headers); nothing was changed"
+                            ) from None
     try:
-        body = parse_json(http_body(request, limit), "request body", allow_nan=False)
+        body = parse_json(raw, "request body", allow_nan=False)
     except ValueError as exc:
         raise HttpError(400, str(exc)) from exc
     if not isinstance(body, dict):

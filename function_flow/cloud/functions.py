@@ -25,7 +25,7 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
-from function_flow import callbacks, futures
+from function_flow import callbacks, futures, signing
 from function_flow.cloud import delivery
 from function_flow.cloud.callback import make_callback
 from function_flow.cloud.control import make_control
@@ -79,10 +79,12 @@ def make_scheduler(job: "Job") -> Callable[..., Any]:
     log_like_a_cloud_function()
 
     def scheduler(event: Any, context: Any = None) -> Any:
-        del context
         try:
-            data, _ = delivery.pubsub_payload(event)
+            data, _ = delivery.signed_pubsub_payload(
+                event, context, delivery.receiver_keys(job.backend))
             message = Message.from_json(data)
+        except ConfigurationError as exc:  # no key: redelivered once it is set
+            return delivery.not_done(event, "scheduler", exc)
         except NotAnEnvelope as exc:
             logger.warning("scheduler: bad request: %s", exc)
             return {"error": str(exc)}, 400
@@ -106,24 +108,33 @@ def make_external_event_listener(job: "Job") -> Callable[..., Any]:
     log_like_a_cloud_function()
 
     def external_event_listener(event: Any, context: Any = None) -> Any:
-        del context
-        return handle_event(job, event)
+        return handle_event(job, event, context)
 
     return external_event_listener
 
 
-def handle_event(job: "Job", event: Any) -> Any:
+def handle_event(job: "Job", event: Any, context: Any = None) -> Any:
     """One external event, in any delivery shape: complete the task it names.
 
     The external event listener's whole body; the embedded backend's
     hosted remote functions (remote/hosting.py) deliver their answers here.
+    A signed event (a `remote.function`'s answer) must verify. An unsigned
+    one is taken as an outside event: Cloud Storage notifications, BigQuery
+    and Dataflow jobs, and remote functions written for Function Flow cannot
+    sign; what they complete, they name by an unguessable id.
     """
     try:
         data, attributes = delivery.pubsub_payload(event)
+        if signing.is_signed(attributes):
+            delivery.check_signature(data, attributes, signing.ATTRIBUTES,
+                                     delivery.receiver_keys(job.backend),
+                                     at=delivery.publish_time(event, context))
         # A Cloud Storage notification without payload says it all in
         # its attributes (payloadFormat NONE): an empty body then.
         payload = {} if attributes and not data.strip() else \
             delivery.parse_json(data, "external event")
+    except ConfigurationError as exc:  # no key: redelivered once it is set
+        return delivery.not_done(event, "external event listener", exc)
     except NotAnEnvelope as exc:
         logger.warning("external event listener: bad request: %s", exc)
         return {"error": str(exc)}, 400

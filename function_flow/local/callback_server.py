@@ -37,6 +37,13 @@ class BackendSite:
     def engine_for(self, job_name: str) -> "Engine | None":
         return self.backend.engines.get(job_name)
 
+    @property
+    def keys(self) -> Any:
+        """The backend's keys: configured, or this process's own (signing.Keys.for_process)."""
+        from function_flow.cloud.delivery import receiver_keys
+
+        return receiver_keys(self.backend, own_process=True)
+
     def describe(self) -> str:
         names = ", ".join(repr(name) for name in sorted(self.backend.engines)) or "none"
         return f"the jobs of this process ({names})"

@@ -37,11 +37,13 @@ import concurrent.futures
 import contextlib
 import datetime
 import os
+import secrets
 import shutil
 import tempfile
 import threading
 from typing import IO, Any, Callable
 
+from function_flow import signing
 from function_flow.local import emulators, framework, processes
 from function_flow.local.calls import post_json
 from function_flow.local.credentials import offline_credentials_env
@@ -89,6 +91,8 @@ class LocalStack:
     on_event: called with each line the stack itself logs (startup steps).
     remote_functions: {topic: name of a function in `source`}: each is served
     from the workflow file itself, pushed its topic (local/remotes.py).
+    hmac_key: the key every function signs and checks messages with
+    (`function-flow dev` passes the one of .function_flow/hmac.key).
     """
 
     def __init__(self, source: str, job_name: str | None = None, *,
@@ -103,7 +107,8 @@ class LocalStack:
                  extra_env: dict[str, str] | None = None,
                  remote_functions: dict[str, str] | None = None,
                  startup_timeout: float = 90.0,
-                 on_event: Callable[[str], None] | None = None) -> None:
+                 on_event: Callable[[str], None] | None = None,
+                 hmac_key: str | None = None) -> None:
         if signature_type not in SIGNATURE_TYPES:
             raise ValueError(f"signature_type must be one of {SIGNATURE_TYPES}, "
                              f"got {signature_type!r}")
@@ -117,6 +122,11 @@ class LocalStack:
         self.poll_interval = poll_interval
         self.function_timeout = function_timeout or framework.local_function_timeout()
         self.extra_env = dict(extra_env or {})
+        #: Signs every message between the functions (signing.py): given, or
+        #: FUNCTION_FLOW_HMAC_KEY, else a random one for this stack's processes.
+        self.hmac_key = signing.check_key(
+            hmac_key or os.environ.get(signing.KEY_VARIABLE) or secrets.token_hex(32)
+        ).decode("utf-8")
         #: topic -> function of `source` answering it (local/remotes.py).
         self.remote_functions = dict(remote_functions or {})
         self.startup_timeout = startup_timeout
@@ -244,6 +254,7 @@ class LocalStack:
             "FUNCTION_FLOW_COLLECTION_PREFIX": self.collection_prefix,
             "FUNCTION_FLOW_SCHEDULE_TOPIC": self.schedule_topic,
             "FUNCTION_FLOW_EVENTS_TOPIC": self.events_topic,
+            signing.KEY_VARIABLE: self.hmac_key,
             **({"FUNCTION_FLOW_BUCKET": f"gs://{DEV_BUCKET}/{self.collection_prefix}",
                 **self.storage.env} if self.storage is not None else {}),
             **self.extra_env,

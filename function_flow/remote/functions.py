@@ -6,7 +6,8 @@
 
 Deployed with `--trigger-topic SCORE_REQUESTS`, it parses the request
 Function Flow's scheduler sends (every Pub/Sub delivery shape, see
-cloud/delivery.py), calls `f`, and answers on the external events topic
+cloud/delivery.py), refuses it unless it is signed (signing.py: it needs
+FUNCTION_FLOW_HMAC_KEY, the scheduler's key), calls `f`, and answers on the external events topic
 with Function Flow's `remote_function_resource` message plus "result":
 the return value, or the exception as the failure. A request is acted on
 once however often Pub/Sub delivers it (`Store.first_delivery`); when an
@@ -27,6 +28,7 @@ from function_flow.cloud import delivery
 from function_flow.cloud.delivery import NotAnEnvelope, Rejected
 from function_flow.core.records import MAX_MESSAGE_VALUE_BYTES, storable
 from function_flow.core.transitions import bounded_error
+from function_flow.errors import ConfigurationError
 from function_flow.remote.targets import PubSub, check
 
 logger = logging.getLogger("function_flow.remote")
@@ -70,9 +72,11 @@ class RemoteFunction:
     def __call__(self, event: Any, context: Any = None) -> Any:
         """The entry point, deployed: answers on the external events topic."""
         try:
-            data, attributes = delivery.pubsub_payload(event)
+            data, attributes = delivery.signed_pubsub_payload(event, context)
             payload = delivery.parse_json(data, "remote request")
             job_id = job_id_of(payload)
+        except ConfigurationError as exc:  # no key: redelivered once it is set
+            return delivery.not_done(event, self.__name__, exc)
         except NotAnEnvelope as exc:
             logger.warning("%s: bad request: %s", self.__name__, exc)
             return {"error": str(exc)}, 400
@@ -129,9 +133,12 @@ class RemoteFunction:
             from function_flow.bus.pubsub import Topic
             from function_flow.config import Settings
 
+            from function_flow.signing import Keys
+
             settings = Settings.from_env()
             topic = Topic(settings.events_topic or "SCHEDULE_EXTERNAL_EVENTS",
-                          project_for(settings), create=False)
+                          project_for(settings), create=False,
+                          keys=Keys.from_settings(settings))
 
             def publish(message: dict[str, Any], attributes: dict[str, str]) -> None:
                 topic.publish(json.dumps(message).encode(), attributes,

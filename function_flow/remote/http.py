@@ -9,7 +9,9 @@ With an audience, the request carries a Google-signed ID token for it
 Cloud, GOOGLE_APPLICATION_CREDENTIALS elsewhere), which Cloud Run and
 Cloud Functions check when they do not allow unauthenticated calls. The
 request's timeout is the call's, else the task's, else
-web.DEFAULT_TIMEOUT_SECONDS. The answer follows OpenFaaS's rules
+web.DEFAULT_TIMEOUT_SECONDS. Like every call function_flow makes, it carries
+the run id (X-Function-Flow-Run-Id) and, when there is a key, an HMAC
+signature of the body (signing.py). The answer follows OpenFaaS's rules
 (web.result_of): a 2xx body is the task's result, anything else fails the
 attempt with the status and the start of the body.
 """
@@ -25,7 +27,14 @@ from function_flow.remote import web
 
 
 class HttpCaller:
-    """ports.Caller for `Call.kind == "http"` (synchronous only)."""
+    """ports.Caller for `Call.kind == "http"` (synchronous only).
+
+    keys: signing.Keys that sign each request (X-Function-Flow-Signature),
+    or None to send it unsigned.
+    """
+
+    def __init__(self, keys: Any = None) -> None:
+        self.keys = keys
 
     def call(self, call: Call, request: Request, timeout: float | None) -> Any:
         url = call.target
@@ -33,7 +42,7 @@ class HttpCaller:
         audience = call.options.get("audience")
         headers = {"Authorization": f"Bearer {id_token(audience)}"} if audience else {}
         limit = call.options.get("timeout") or timeout or web.DEFAULT_TIMEOUT_SECONDS
-        answer = web.post(what, url, request, headers=headers, timeout=limit)
+        answer = web.post(what, url, request, headers=headers, timeout=limit, keys=self.keys)
         return web.result_of(what, answer.status, answer.body, answer.content_type,
                              hint=_hint(answer.status, audience))
 

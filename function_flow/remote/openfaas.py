@@ -8,11 +8,16 @@ Synchronous: POST `{gateway}/function/NAME`; the answer is the task's result
 (web.result_of: a 2xx body, JSON-decoded when it parses as JSON).
 
 Asynchronous: POST `{gateway}/async-function/NAME` with `X-Callback-Url:
-{callback}/openfaas/{job id}`. The gateway answers 202 and an X-Call-Id;
-its queue worker later POSTs the function's answer to that URL, with the
-function's status in X-Function-Status, and cloud/callback.py completes the
-attempt. The job id names the attempt's trigger, which is committed before
-this sends, and only the gateway learns it: the URL is unguessable. The
+{callback}/openfaas/{job id}?function_flow_timestamp=...&function_flow_signature=...`.
+The gateway answers 202 and an X-Call-Id; its queue worker later POSTs the
+function's answer to that URL, with the function's status in
+X-Function-Status, and cloud/callback.py completes the attempt. The job id
+names the attempt's trigger, which is committed before this sends, and only
+the gateway learns it: the URL is unguessable, and signed (signing.py, over
+`openfaas/<job id>`), so the callback refuses a made-up one before reading
+the store. The queue worker forwards the function's answer as it is, so
+the signature cannot cover the body; the URL stays valid while the attempt
+waits (its timeout), and works once. The
 X-Call-Id is logged here and by the callback, to match the two in logs.
 A gateway accepts calls of functions that do not exist (202, and no answer
 ever comes): the task's timeout is what fails such an attempt.
@@ -33,6 +38,7 @@ from function_flow.core.definition import Call
 from function_flow.core.ports import Request
 from function_flow.errors import ConfigurationError
 from function_flow.remote import web
+from function_flow.signing import ATTRIBUTES, Keys
 
 logger = logging.getLogger("function_flow.remote.openfaas")
 
@@ -57,19 +63,25 @@ class OpenFaaSCaller:
     """
 
     def __init__(self, settings: Settings,
-                 callback_base: Callable[[], str | None] = lambda: None) -> None:
+                 callback_base: Callable[[], str | None] = lambda: None,
+                 keys: Keys | None = None, callback_keys: Keys | None = None) -> None:
         self.gateway = settings.openfaas_gateway
         self.user = settings.openfaas_user
         self.password = settings.openfaas_password
         self.password_file = settings.openfaas_password_file
         self.callback_base = callback_base
+        #: Sign the requests (None: unsigned), and the callback URLs (None:
+        #: the settings' keys, ConfigurationError when there are none).
+        self.keys = keys
+        self.callback_keys = callback_keys
+        self._settings = settings
 
     def call(self, call: Call, request: Request, timeout: float | None) -> Any:
         """POST /function/NAME and return the function's answer."""
         url = f"{self._gateway(call, request)}/function/{call.target}"
         what = f"OpenFaaS function {call.target!r} ({url})"
         answer = web.post(what, url, request, auth=self._auth(call, request),
-                          timeout=timeout or web.DEFAULT_TIMEOUT_SECONDS)
+                          timeout=timeout or web.DEFAULT_TIMEOUT_SECONDS, keys=self.keys)
         return web.result_of(what, answer.status, answer.body, answer.content_type,
                              hint=hint(answer.status))
 
@@ -79,7 +91,8 @@ class OpenFaaSCaller:
         callback = self._callback_url(call, request)
         what = f"OpenFaaS function {call.target!r} ({url})"
         answer = web.post(what, url, request, headers={"X-Callback-Url": callback},
-                          auth=self._auth(call, request), timeout=SEND_TIMEOUT_SECONDS)
+                          auth=self._auth(call, request), timeout=SEND_TIMEOUT_SECONDS,
+                          keys=self.keys)
         web.result_of(what, answer.status, answer.body, hint=hint(answer.status))
         logger.info("run %s task %s: OpenFaaS accepted job %s for %s as call id %s; "
                     "its answer goes to %s", request.run_id, request.task_id, request.job_id,
@@ -135,7 +148,26 @@ class OpenFaaSCaller:
                 "callback function (callback = job.make_callback() in the workflow file) and "
                 "set FUNCTION_FLOW_CALLBACK_URL to its URL, where the gateway's queue worker "
                 "posts the answer")
-        return f"{base.rstrip('/')}/{CALLBACK_ROUTE}/{request.job_id}"
+        keys = self.callback_keys
+        if keys is None:
+            try:
+                keys = Keys.from_settings(self._settings)
+            except ConfigurationError as exc:
+                raise ConfigurationError(
+                    f"task {request.task_id!r} calls OpenFaaS function {call.target!r} "
+                    f"asynchronously, and its callback URL must be signed: {exc}") from None
+        return callback_url(base, request.job_id, keys)
+
+
+def callback_path(job_id: str) -> str:
+    """What a callback URL's signature covers: `openfaas/<job id>`."""
+    return f"{CALLBACK_ROUTE}/{job_id}"
+
+
+def callback_url(base: str, job_id: str, keys: Keys) -> str:
+    """`{base}/openfaas/{job id}?<timestamp and signature>`: where the answer goes."""
+    query = urllib.parse.urlencode(keys.sign(callback_path(job_id).encode(), ATTRIBUTES))
+    return f"{base.rstrip('/')}/{callback_path(job_id)}?{query}"
 
 
 def hint(status: int) -> str:

@@ -3,7 +3,7 @@
 The request is Function Flow's JSON (`Request.function_flow_payload`); its
 attributes name the run, task, attempt and job id, so that a request means
 something in Cloud Logging and a remote function can tell which run it
-serves. The answer comes back on the external events topic (see
+serves; two more sign it (bus/pubsub.py's Topic signs whatever it publishes). The answer comes back on the external events topic (see
 futures.RemoteFunctionFuture).
 """
 
@@ -37,8 +37,10 @@ def answers_later(call: Call) -> NoReturn:
 class PubSubSender:
     """ports.Caller for `Call.kind == "pubsub"`: publishes each request to its topic."""
 
-    def __init__(self, project: str | None = None) -> None:
+    def __init__(self, project: str | None = None, keys: Any = None) -> None:
         self._project = project
+        #: signing.Keys of the requests (None: the settings', on first send).
+        self._keys = keys
         self._topics: dict[str, Topic] = {}
         self._lock = threading.Lock()
 
@@ -46,7 +48,8 @@ class PubSubSender:
         with self._lock:
             if name not in self._topics:
                 # Not created when missing: nobody would receive the request.
-                self._topics[name] = Topic(name, self._project, create=False)
+                self._topics[name] = Topic(name, self._project, create=False,
+                                           keys=self._keys)
             return self._topics[name]
 
     def call(self, call: Call, request: Request, timeout: float | None) -> Any:

@@ -60,14 +60,18 @@ def payload(request: Request) -> bytes:
 
 
 def post(what: str, url: str, request: Request, *, headers: dict[str, str] | None = None,
-         auth: tuple[str, str] | None = None, timeout: float) -> Answer:
+         auth: tuple[str, str] | None = None, timeout: float, keys: Any = None) -> Answer:
     """POST the request's payload to `url`; raise RemoteCallError if no answer comes.
 
     `what` names the remote function in errors. Redirects are not followed
     (requests would turn the POST into a GET): a 3xx is an answer, and
-    result_of fails it. The body is read up to MAX_ANSWER_BYTES.
+    result_of fails it. The body is read up to MAX_ANSWER_BYTES. `keys`
+    (signing.Keys) sign it, so the function can check who called
+    (signing.verify); None: unsigned (the embedded backend without a key).
     """
-    return post_bytes(what, url, payload(request), request.run_id, headers=headers,
+    body = payload(request)
+    signed = keys.sign(body) if keys is not None else {}
+    return post_bytes(what, url, body, request.run_id, headers={**signed, **(headers or {})},
                       auth=auth, timeout=timeout)
 
 
