@@ -12,6 +12,15 @@ RUNTIME = [
     "google-cloud-storage>=2.14",
     "google-auth[requests]>=2.20",  # AuthorizedSession (DataFlowFuture)
     "requests>=2.31",
+    # Spans of one trace per run (function_flow/tracing.py); a no-op without the SDK.
+    "opentelemetry-api>=1.20",
+]
+
+#: Where the spans go (FUNCTION_FLOW_TRACING=gcp|otlp|console): the SDK and exporters.
+TRACING = [
+    "opentelemetry-sdk>=1.20",
+    "opentelemetry-exporter-gcp-trace>=1.6",
+    "opentelemetry-exporter-otlp-proto-http>=1.20",
 ]
 
 DEV = [
@@ -23,6 +32,7 @@ DEV = [
     # calls at the client boundary (tests/test_function_flow_sample.py).
     "google-cloud-bigquery>=3.0",
     "cryptography>=38",  # tests sign service-account tokens (google-auth uses it too)
+    *TRACING,  # tests read spans from the SDK's in-memory exporter, and export them
 ]
 
 setup(
@@ -35,7 +45,7 @@ setup(
     packages=find_packages(include=["function_flow", "function_flow.*"]),
     python_requires=">=3.10",
     install_requires=RUNTIME,
-    extras_require={"dev": DEV},
+    extras_require={"dev": DEV, "tracing": TRACING},
     entry_points={"console_scripts": ["function-flow=function_flow.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

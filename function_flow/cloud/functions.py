@@ -25,7 +25,7 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
-from function_flow import callbacks, futures, signing
+from function_flow import callbacks, futures, signing, tracing
 from function_flow.cloud import delivery
 from function_flow.cloud.callback import make_callback
 from function_flow.cloud.control import make_control
@@ -80,7 +80,7 @@ def make_scheduler(job: "Job") -> Callable[..., Any]:
 
     def scheduler(event: Any, context: Any = None) -> Any:
         try:
-            data, _ = delivery.signed_pubsub_payload(
+            data, attributes = delivery.signed_pubsub_payload(
                 event, context, delivery.receiver_keys(job.backend))
             message = Message.from_json(data)
         except ConfigurationError as exc:  # no key: redelivered once it is set
@@ -93,7 +93,8 @@ def make_scheduler(job: "Job") -> Callable[..., Any]:
             logger.warning("scheduler: message rejected and acknowledged: %s", exc)
             return delivery.acknowledge(event, "rejected")
         try:
-            outcome = job.engine.handle(message)
+            with tracing.attached(attributes):  # the sender's context: the claim links to it
+                outcome = job.engine.handle(message)
         except Exception as exc:
             return delivery.not_done(event, f"scheduler: {message}", exc)
         logger.info("scheduler: run %s task %s attempt %d: %s", message.run_id,
@@ -146,7 +147,8 @@ def handle_event(job: "Job", event: Any, context: Any = None) -> Any:
                        delivery.kind_of(payload))
         return delivery.acknowledge(event, "rejected")
     try:
-        outcome = _complete_from_event(job, futures.Event(payload, attributes))
+        with tracing.attached(attributes):
+            outcome = _complete_from_event(job, futures.Event(payload, attributes))
     except Exception as exc:
         return delivery.not_done(event, "external event listener", exc)
     return delivery.acknowledge(event, outcome)
@@ -232,8 +234,9 @@ def make_start(job: "Job") -> Callable[..., Any]:
         try:
             # The engine, not job.start(): job.id is shared by every request
             # this instance serves at once.
-            started, created = job.engine.start(args, run_id=run_id,
-                                                callback_url=callback_url)
+            with tracing.attached(request.headers):  # a traced caller: the run links to it
+                started, created = job.engine.start(args, run_id=run_id,
+                                                    callback_url=callback_url)
         except RecordTooLargeError as exc:
             return {"error": str(exc)}, 413
         except (TypeError, ValueError, RecursionError) as exc:

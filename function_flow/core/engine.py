@@ -40,6 +40,7 @@ from function_flow.core.records import (Message, MessageKind, RunRecord, RunStat
                                         TaskRecord, TaskStatus, ordered_tasks)
 from function_flow.core.waiting import Pending
 from function_flow.core.transitions import Step
+from function_flow import tracing
 from function_flow.errors import RunNotFoundError, TransientBackendError
 
 logger = logging.getLogger("function_flow.engine")
@@ -144,6 +145,7 @@ class Engine(control.Controls):
 
     # ------------------------------------------------------------------ start
 
+    @tracing.starts_run  # the run's span: the root of the run's one trace
     def start(self, args: dict[str, Any] | None = None, run_id: str | None = None,
               owner: str | None = None, source: str | None = None,
               callback_url: str | None = None) -> tuple[str, bool]:
@@ -167,7 +169,7 @@ class Engine(control.Controls):
         run = RunRecord(run_id=run_id, job_name=self.workflow.name, args=args,
                         slots=self.slots, created_at=now, owner=owner, source=source,
                         hooks=hook_ids or None, callback_url=callback_url,
-                        **versions.recorded(self.dag))
+                        traceparent=tracing.traceparent(), **versions.recorded(self.dag))
         try:
             created = self.store.create_run(run, records, slots)
         except TransientBackendError:
@@ -228,7 +230,7 @@ class Engine(control.Controls):
 
     def execute(self, run_id: str, task_id: str, attempt: int) -> str:
         """Claim attempt `attempt` of a task and, if this call won, run it."""
-        now = self.clock()
+        now, since = self.clock(), tracing.now()
         lease = DEFAULT_LEASE_SECONDS
 
         def claim(tx: Transaction) -> tuple[Step, TaskRecord | None]:
@@ -286,7 +288,8 @@ class Engine(control.Controls):
                              lease)
         spec = self.graph.spec(task_id, task)
         assert spec is not None and run is not None
-        return self._run_body(run, task_id, spec, attempt, task, now + lease)
+        return tracing.claimed(run, task_id, attempt, since, lambda: self._run_body(
+            run, task_id, spec, attempt, task, now + lease))
 
     def _run_body(self, run: RunRecord, task_id: str, spec: TaskSpec, attempt: int,
                   claimed: TaskRecord, claimed_until: float) -> str:
@@ -302,7 +305,8 @@ class Engine(control.Controls):
                 "item": self.payloads.load(claimed.item, f"the item of {task_id!r}"),
                 "item_key": claimed.item_key, "item_id": task_id}
             body = self._body(run, task_id, spec, attempt, claimed, item)
-            value = self.executor.run(body, spec.timeout, what)
+            with tracing.body(task_id, attempt):
+                value = self.executor.run(body, spec.timeout, what)
             if spec.call is not None and spec.call.asynchronous:
                 request = waiting.make_request(run, spec, attempt, value)
                 value = waiting.RemoteAnswer(request.job_id)
@@ -366,9 +370,10 @@ class Engine(control.Controls):
             logger.warning("external event for unknown trigger %r; acknowledged", trigger_id)
             return "unknown_trigger"
         run_id, task_id, attempt = trigger.run_id, trigger.task_id, trigger.attempt
-        versions.admit_event(self, trigger)  # a blocked run: RunBlockedError
-        outcome = self.complete(run_id, task_id, attempt, ok=ok, value=value,
-                                error=error, trigger_id=trigger_id, retry=retry)
+        with tracing.completing(self.store, trigger, None if ok else error or "failed"):
+            versions.admit_event(self, trigger)  # a blocked run: RunBlockedError
+            outcome = self.complete(run_id, task_id, attempt, ok=ok, value=value,
+                                    error=error, trigger_id=trigger_id, retry=retry)
         logger.info("external event: run %s task %s attempt %d: %s",
                     run_id, task_id, attempt, outcome)
         return outcome
