@@ -56,7 +56,7 @@ def traced_job(tmp_path, url: str) -> tasks.Job:
 
     @job.task(task_id="first")
     def first(task, job):
-        return 1
+        return tracing.traceparent()  # what a log line of the body would name
 
     @job.task(task_id="flaky", deps=["first"], retries=1, retry_backoff=0.05)
     def flaky(task, job):
@@ -70,7 +70,7 @@ def traced_job(tmp_path, url: str) -> tasks.Job:
 
     @job.task(task_id="timed", deps=["first"], timeout=60)  # its body runs in a child
     def timed(task, job):
-        return 4
+        return tracing.traceparent()
 
     job.use_backend(backends.embedded(db_path=str(tmp_path / "runs.db"), workers=4))
     return job
@@ -80,6 +80,7 @@ def test_a_run_is_one_trace_of_claims_and_bodies(tmp_path, exporter, service):
     job = traced_job(tmp_path, service.url)
     try:
         run = job.run({}, timeout=60)
+        results = {t.task_id: t.result for t in job.engine.task_records(run.run_id)}
     finally:
         job.backend.close()
     assert run.status is RunStatus.SUCCEEDED, run.error
@@ -102,6 +103,11 @@ def test_a_run_is_one_trace_of_claims_and_bodies(tmp_path, exporter, service):
         assert spans.parent(body) is claim
         assert claim["start_time"] <= body["start_time"] <= body["end_time"] <= \
             claim["end_time"]
+
+    # Inside a body its span is current, in a thread and in a forked child alike:
+    # log lines (log_format.py) and the body's own spans sit under it.
+    for task_id in ("first", "timed"):
+        assert ids(results[task_id]) == ids_of(spans.one("body", task_id=task_id)), task_id
 
     broken = spans.one("body", task_id="flaky", attempt=1)
     assert broken["status"]["status_code"] == "ERROR"
