@@ -259,14 +259,14 @@ def remote_call(call: "Call", request: "Request") -> Any:
 
 
 @contextlib.contextmanager
-def serving(function: str, attributes: Mapping[str, str]) -> Iterator[Any]:
+def serving(function: str, attributes: Mapping[str, str], job_id: str) -> Iterator[Any]:
     """A remote function's span: the child of the `send` span its request carried."""
     parent = propagate.extract(attributes) if "traceparent" in attributes else None
     with _current_tracer().start_as_current_span(
             f"remote {function}", context=parent, kind=SpanKind.CONSUMER,
             attributes={RUN_ID: attributes.get("run_id", ""),
                         TASK_ID: attributes.get("task_id", ""),
-                        JOB_ID: attributes.get("job_id", "")}) as span:
+                        JOB_ID: job_id}) as span:
         yield span
 
 

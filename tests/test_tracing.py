@@ -182,3 +182,20 @@ def test_without_a_provider_nothing_is_stored_or_sent(tmp_path, service):
     assert run.traceparent is None
     request, = service.seen
     assert "traceparent" not in {k.lower() for k in request["headers"]}
+
+
+@pytest.mark.parametrize("carried", ["not-a-traceparent", "00-" + "0" * 32 + "-" + "0" * 16
+                                     + "-01", "x" * 10_000])
+def test_a_malformed_traceparent_is_ignored(exporter, carried):
+    """A context nobody can continue starts a trace of its own; the request is answered."""
+    from function_flow.remote.functions import RemoteFunction
+
+    answers = []
+    function = RemoteFunction(lambda payload, context: payload["job_args"]["n"] * 2)
+    with tracing.attached({"traceparent": carried}):
+        outcome = function.answer({"job_id": "j1", "job_args": {"n": 21}},
+                                  {"traceparent": carried, "run_id": "r"}, None,
+                                  lambda message, attributes: answers.append(message), None)
+    assert outcome == "answered" and answers[0]["result"] == 42
+    served = Spans.of(exporter).one("remote", job_id="j1")
+    assert served["parent_id"] is None and served["status"]["status_code"] == "UNSET"

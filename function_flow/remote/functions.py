@@ -102,7 +102,7 @@ class RemoteFunction:
         job_id = job_id_of(payload)
         run_id = attributes.get("run_id", "")
         key = DELIVERY_KEY_PREFIX + job_id
-        with tracing.serving(self.__name__, attributes) as span:  # the send span's child
+        with tracing.serving(self.__name__, attributes, job_id) as span:  # the send span's child
             if store is not None and not store.first_delivery(key, run_id):
                 logger.info("%s: job %s already answered; duplicate acknowledged",
                             self.__name__, job_id)
