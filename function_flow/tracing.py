@@ -137,18 +137,30 @@ def inject(carrier: dict[str, str]) -> dict[str, str]:
     return carrier
 
 
-@contextlib.contextmanager
-def attached(carrier: Mapping[str, str] | Any) -> Iterator[None]:
+def attached(carrier: Mapping[str, str] | Any) -> Any:
     """Make the context a received message or request carried the current one.
 
     A receiver's: the scheduler, the listener and `start` wrap the engine
     operation in it, so its spans link to the sender, and its log lines
     carry the run's trace id (log_format) before any span of its own starts.
     """
-    if not carrier or "traceparent" not in carrier:
+    carried = carrier is not None and "traceparent" in carrier
+    return resumed(propagate.extract(carrier) if carried else None)
+
+
+def sender() -> otel_context.Context | None:
+    """The current context, for an in-process bus to hand to its handler (None when
+    no spans are recorded)."""
+    return otel_context.get_current() if recording() else None
+
+
+@contextlib.contextmanager
+def resumed(context: Any) -> Iterator[None]:
+    """Attach a context `sender` captured in another thread (None: nothing to do)."""
+    if context is None:
         yield
         return
-    token = otel_context.attach(propagate.extract(carrier))
+    token = otel_context.attach(context)
     try:
         yield
     finally:

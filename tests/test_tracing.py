@@ -104,6 +104,19 @@ def test_a_run_is_one_trace_of_claims_and_bodies(tmp_path, exporter, service):
         assert claim["start_time"] <= body["start_time"] <= body["end_time"] <= \
             claim["end_time"]
 
+    # Each claim links to the one whose completion sent its message (a retry: to the
+    # attempt that failed); the root tasks' message came from the run's own span.
+    def linked(task_id: str, attempt: int = 1) -> list[str]:
+        return [link["context"]["span_id"] for link in
+                spans.one("claim", task_id=task_id, attempt=attempt)["links"]]
+
+    def claim_id(task_id: str, attempt: int = 1) -> str:
+        return spans.one("claim", task_id=task_id, attempt=attempt)["context"]["span_id"]
+
+    assert linked("first") == []
+    assert linked("flaky") == linked("timed") == [claim_id("first")]
+    assert linked("flaky", 2) == [claim_id("flaky")] and linked("fetch") == [claim_id("flaky", 2)]
+
     # Inside a body its span is current, in a thread and in a forked child alike:
     # log lines (log_format.py) and the body's own spans sit under it.
     for task_id in ("first", "timed"):
