@@ -167,15 +167,15 @@ def resumed(context: Any) -> Iterator[None]:
         otel_context.detach(token)
 
 
-def _link_to_current(parent: Any) -> list[Link]:
-    """A link to the current span (the sender's context), unless it is the parent."""
+def _link_to_current(parent: otel_context.Context | None) -> list[Link]:
+    """A link to the current span (the sender's), unless it is the parent (None: the
+    span's parent is the current one)."""
     current = trace.get_current_span().get_span_context()
-    if not current.is_valid:
+    stored = trace.get_current_span(parent).get_span_context() if parent is not None \
+        else current
+    if not current.is_valid or (stored.trace_id, stored.span_id) == (current.trace_id,
+                                                                    current.span_id):
         return []
-    if parent is not None:
-        stored = trace.get_current_span(parent).get_span_context()
-        if (stored.trace_id, stored.span_id) == (current.trace_id, current.span_id):
-            return []
     return [Link(current)]
 
 
@@ -191,8 +191,9 @@ def starts_run(start: F) -> F:
     @functools.wraps(start)
     def traced(engine: Any, *args: Any, **kwargs: Any) -> Any:
         name = engine.workflow.name
+        new_trace = otel_context.Context()
         with _current_tracer().start_as_current_span(
-                f"run {name}", context=otel_context.Context(), links=_link_to_current(None),
+                f"run {name}", context=new_trace, links=_link_to_current(new_trace),
                 attributes={JOB: name}) as span:
             run_id, created = start(engine, *args, **kwargs)
             span.set_attributes({RUN_ID: run_id, "function_flow.created": created})

@@ -212,3 +212,23 @@ def test_a_malformed_traceparent_is_ignored(exporter, carried):
     assert outcome == "answered" and answers[0]["result"] == 42
     served = Spans.of(exporter).one("remote", job_id="j1")
     assert served["parent_id"] is None and served["status"]["status_code"] == "UNSET"
+
+
+def test_a_traced_caller_of_start_is_linked_not_joined(tmp_path, exporter, service):
+    """A run is a trace of its own; the request that started it is a link."""
+    from function_flow.cloud import functions
+    from functions_stack import http_client
+
+    job = traced_job(tmp_path, service.url)
+    caller = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    try:
+        answer = http_client(functions.make_start(job), "start").post(
+            "/", json={}, headers={"traceparent": caller})
+        run = job.wait(answer.get_json()["run_id"], timeout=60)
+    finally:
+        job.backend.close()
+    assert answer.status_code == 200 and run.status is RunStatus.SUCCEEDED, run.error
+    root = Spans.of(exporter).one("run", run_id=run.run_id)
+    assert root["parent_id"] is None and root["context"]["trace_id"] != "0x" + "ab" * 16
+    link, = root["links"]
+    assert ids_of(link) == ("ab" * 16, "cd" * 8)
