@@ -11,16 +11,10 @@ A run is one trace, however many functions and hours it spans:
     │       └── remote <function>   the remote function, in its own process
     └── complete <task>  an external event's outcome (the listener, the callback)
 
-Why every claim hangs from the run's span and not from the message that
-queued it: a run outlives its root span by hours, a join is queued by
-whichever dependency finished last, and a chain of 1,000 tasks would nest
-1,000 deep. OpenTelemetry's messaging conventions make the processing of a
-message a span of its own with a link to the context the message carried:
-here the parent is the context the run stored, which any step of the run
-can read, and the link says which step sent the message. A claim reads the
-run after its commit anyway, so its span is recorded from before the claim
-once the run is known (`claimed`); an event's completion reads the run only
-while spans are recorded (`completing`).
+Every claim hangs from the run's stored context, not from the message that
+queued it (docs/design.md, "Tracing"): a run outlives its root span by
+hours, and a chain of 1,000 tasks would nest 1,000 deep. The link says
+which step sent the message, as OpenTelemetry's messaging conventions do.
 
 The context travels as W3C `traceparent` (opentelemetry.propagate) in the
 Pub/Sub attributes of every message (bus/pubsub.py's Topic) and the headers
