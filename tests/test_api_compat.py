@@ -27,6 +27,7 @@ from function_flow.backends import Backend
 from function_flow.core.engine import Engine
 from function_flow.core.records import Message, MessageKind, RunStatus, TaskStatus
 from function_flow.store.sqlite import SqliteStore
+from signatures import KEYS, signed
 
 README_WORKFLOW = pathlib.Path(__file__).resolve().parent / "upstream_style" / "readme_workflow.py"
 
@@ -57,10 +58,16 @@ class RecordingBus(Bus):
 
 
 def pubsub_event(data: bytes, attributes: dict[str, str] | None = None) -> dict[str, Any]:
-    """The `event` dict a 1st gen Pub/Sub-triggered Cloud Function receives."""
+    """The `event` dict a 1st gen Pub/Sub-triggered Cloud Function receives
+    (from BigQuery, Cloud Storage...: unsigned)."""
     return {"@type": "type.googleapis.com/google.pubsub.v1.PubsubMessage",
             "data": base64.b64encode(data).decode("ascii"),
             "attributes": attributes or {}}
+
+
+def scheduling_event(data: bytes, attributes: dict[str, str] | None = None) -> dict[str, Any]:
+    """A scheduling message's event: signed, as function_flow signs what it publishes."""
+    return pubsub_event(data, signed(data, attributes))
 
 
 def bigquery_job_completed(job_id: str, error: str | None = None) -> bytes:
@@ -90,7 +97,7 @@ def bigquery_job_completed(job_id: str, error: str | None = None) -> bytes:
 def recording_backend(tmp_path: pathlib.Path) -> Backend:
     """SQLite store plus a recording bus; leases are left to the poller, as on GCP."""
     return Backend(kind="embedded", store=SqliteStore(str(tmp_path / "runs.db")),
-                   bus=RecordingBus(), lease_check_messages=False)
+                   bus=RecordingBus(), lease_check_messages=False, keys=KEYS)
 
 
 @pytest.fixture
@@ -186,7 +193,7 @@ def test_scheduler_driven_by_hand_with_pubsub_events(tmp_path):
         while len(delivered) < len(bus.published):
             message, delay = bus.published[len(delivered)]
             assert delay == 0 and message.kind is MessageKind.RUN_TASK
-            assert module.scheduler(pubsub_event(message.to_json(), message.attributes()),
+            assert module.scheduler(scheduling_event(message.to_json(), message.attributes()),
                                     None) is None
             delivered.append(message)
 
@@ -206,7 +213,7 @@ def test_scheduler_driven_by_hand_with_pubsub_events(tmp_path):
     # Pub/Sub delivers at least once: every message again changes nothing.
     before = records_of(module.example_job, run_id)
     for message in list(delivered):
-        module.scheduler(pubsub_event(message.to_json()), None)
+        module.scheduler(scheduling_event(message.to_json()), None)
     module.external_event_listener(pubsub_event(bigquery_job_completed(bq_job_id)), None)
     after = records_of(module.example_job, run_id)
     assert {t: (r.status, r.attempt, r.result) for t, r in after.items()} == \
@@ -218,9 +225,9 @@ def test_scheduler_driven_by_hand_with_pubsub_events(tmp_path):
 def test_scheduler_acknowledges_garbage(tmp_path):
     module = load_readme_workflow()
     module.example_job.use_backend(recording_backend(tmp_path))
-    assert module.scheduler(pubsub_event(b"not json"), None) is None
+    assert module.scheduler(scheduling_event(b"not json"), None) is None
     assert module.scheduler({"data": "%%% not base64"}, None) is None
-    assert module.scheduler(pubsub_event(json.dumps(
+    assert module.scheduler(scheduling_event(json.dumps(
         {"run_id": "nope", "task_id": "step1", "attempt": 1}).encode()), None) is None
     assert module.external_event_listener(pubsub_event(b"[1, 2]"), None) is None
 
@@ -320,13 +327,13 @@ def test_user_defined_future_completes_through_listener(tmp_path, approved):
     scheduler, listener = job.make_scheduler(), job.make_external_event_listener()
     run_id = job.start()
     for message, _ in list(backend.bus.published):
-        scheduler(pubsub_event(message.to_json()), None)
+        scheduler(scheduling_event(message.to_json()), None)
     assert records_of(job, run_id)["ask"].status is TaskStatus.RUNNING
 
     listener(pubsub_event(json.dumps(
         {"approval_id": approval_id, "approved": approved, "by": "ana"}).encode()), None)
     for message, _ in backend.bus.published[1:]:
-        scheduler(pubsub_event(message.to_json()), None)
+        scheduler(scheduling_event(message.to_json()), None)
 
     run = job.engine.run_status(run_id)
     if approved:
@@ -558,7 +565,7 @@ def test_task_body_may_use_the_module_level_job_when_deployed(tmp_path):
     assert example_job.id is None
     while backend.bus.published:
         message, _ = backend.bus.published.pop(0)
-        scheduler(pubsub_event(message.to_json()), None)
+        scheduler(scheduling_event(message.to_json()), None)
 
     for run, a_result in ((run_id, 42), (other_run, 2)):
         assert example_job.engine.run_status(run).status is RunStatus.SUCCEEDED

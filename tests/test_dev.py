@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import signal
 import socket
 import subprocess
@@ -138,6 +139,11 @@ def test_dev_runs_the_sample_through_pubsub_and_functions_framework(tmp_path: Pa
     assert len(re.findall(r" regional_pricing .*regional_pricing: job \w+ of run "
                           r"sample_job-\S+ answered \(ok\)", log)) == 2, log
     assert_all_stopped(log, remote_functions=1)
+    # One key, made once beside the database, signed every message between them.
+    key_file = tmp_path / ".function_flow" / "hmac.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and len(key_file.read_text()) > 32
+    assert "messages are signed with the HMAC key of .function_flow/hmac.key" in out, out
+    assert "rejected" not in log and "signature" not in log, log
 
 
 @needs_emulators

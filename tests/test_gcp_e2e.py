@@ -13,9 +13,11 @@ from __future__ import annotations
 import base64
 import collections
 import concurrent.futures
+import datetime
 import json
 import pathlib
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -25,12 +27,15 @@ from function_flow.cloud.functions import RUN_ID_HEADER
 from function_flow.core.records import Message, RunStatus, TaskStatus
 from function_flow.store.firestore_timers import FirestoreTimers
 from functions_stack import Stack, post, wait_for
+from signatures import signed
 from test_sample import EXPECTED_DEPS, valid_rows
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "main.py"
 WORKFLOWS = pathlib.Path(__file__).resolve().parent / "workflows_gcp"
 SIGNATURES = ("event", "cloudevent", "http")
+#: A key the functions do not have.
+OTHER_KEY = "not-the-deployments-key-0123456789abcdef"
 
 #: What a healthy log never contains: a failed delivery, a transaction that
 #: gave up, an error answer from functions-framework.
@@ -71,10 +76,14 @@ def tasks_of(store, run_id: str) -> dict:
     return {t.task_id: t for t in store.get_tasks(run_id) if t.task_id != "__end__"}
 
 
-def push_envelope(data: bytes, message_id: str = "1") -> dict:
-    """What a Pub/Sub push subscription POSTs (the emulator sends the same)."""
-    return {"message": {"data": base64.b64encode(data).decode(), "attributes": {},
-                        "messageId": message_id, "publishTime": "2026-01-01T00:00:00Z"},
+def push_envelope(data: bytes, message_id: str = "1",
+                  attributes: dict[str, str] | None = None) -> dict:
+    """What a Pub/Sub push subscription POSTs (the emulator sends the same),
+    signed with the test key unless `attributes` say otherwise."""
+    published = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    return {"message": {"data": base64.b64encode(data).decode(),
+                        "attributes": signed(data) if attributes is None else attributes,
+                        "messageId": message_id, "publishTime": published},
             "subscription": f"projects/{PROJECT}/subscriptions/scheduler"}
 
 
@@ -301,15 +310,28 @@ def test_bad_messages_are_acknowledged_and_change_nothing(stack, firestore_store
            "unknown run": Message("no-such-run", "a", 1).to_json(),
            "unknown task": Message(run_id, "zzz", 1).to_json(),
            "stale attempt": Message(run_id, "a", 0).to_json()}
+    # b's own next step, which would run b, but not signed with the key.
+    b_next = Message(run_id, "b", 1).to_json()
+    forged = {"not signed": {}, "does not match": signed(b_next, key=OTHER_KEY),
+              "replay": signed(b_next, timestamp=int(time.time()) - 301),
+              "malformed": {**signed(b_next), "function_flow_timestamp": "yesterday"},
+              "forged": {**signed(b_next), "function_flow_signature": "sha256=" + "0" * 64}}
     for number, (name, data) in enumerate(bad.items()):
         status, answer = post(scheduler.url, push_envelope(data, str(number + 10)))
+        assert 200 <= status < 300, f"{name}: {status} {answer}"
+    for number, (name, attributes) in enumerate(forged.items()):
+        status, answer = post(scheduler.url, push_envelope(b_next, str(number + 20),
+                                                           attributes))
         assert 200 <= status < 300, f"{name}: {status} {answer}"
 
     # The same through the emulator's push subscription: logged, not retried.
     stack.push(scheduler)
     for data in bad.values():
-        stack.publish(data)
-    expected = ["rejected and acknowledged", "unknown_run", "unknown_task", "stale"]
+        stack.publish(data, **signed(data))
+    for attributes in forged.values():
+        stack.publish(b_next, **attributes)
+    expected = ["rejected and acknowledged", "unknown_run", "unknown_task", "stale",
+                "not signed: it has no", "does not match", "replay", "malformed"]
 
     def all_logged():
         text = scheduler.log()
@@ -318,6 +340,12 @@ def test_bad_messages_are_acknowledged_and_change_nothing(stack, firestore_store
 
     assert [t.to_dict() for t in firestore_store.get_tasks(run_id)] == before
     assert [e["task_id"] for e in executed(executions)] == ["a"]
+    # Signed, the same messages of b and c (lost before the subscription) finish the run.
+    for task_id in ("b", "c"):
+        data = Message(run_id, task_id, 1).to_json()
+        stack.publish(data, **signed(data))
+    assert final_run(firestore_store, run_id).status is RunStatus.SUCCEEDED
+    assert sorted(e["task_id"] for e in executed(executions)) == ["a", "b", "c", "d"]
     assert "Traceback" not in scheduler.log()
 
 

@@ -30,6 +30,7 @@ from function_flow.core.records import MAX_VALUE_BYTES, Message, RunStatus, Task
 from function_flow.errors import ConfigurationError, PayloadMissingError
 from function_flow.tasks import Job
 from test_run_graph import Outbox, drain
+from signatures import TEST_HMAC_KEY
 
 FIVE_MIB = 5 * 1024 * 1024
 LIMIT = payloads.DEFAULT_INLINE_LIMIT_BYTES
@@ -432,8 +433,9 @@ def test_a_failed_start_leaves_no_blob(embedded_env, store, tmp_path) -> None:
 def test_the_gcp_backend_uses_the_bucket_setting(monkeypatch) -> None:
     from function_flow.blobs.gcs import GcsBlobs
 
-    assert backends.gcp(Settings(backend="gcp")).blobs is None
-    blobs = backends.gcp(Settings(backend="gcp", bucket="gs://b/dir")).blobs
+    assert backends.gcp(Settings(backend="gcp", hmac_key=TEST_HMAC_KEY)).blobs is None
+    blobs = backends.gcp(Settings(backend="gcp", bucket="gs://b/dir",
+                                  hmac_key=TEST_HMAC_KEY)).blobs
     assert isinstance(blobs, GcsBlobs) and blobs.location("k") == "gs://b/dir/k"
     monkeypatch.setenv("FUNCTION_FLOW_BUCKET", "gs://named")
     assert Settings.from_env().bucket == "gs://named"

@@ -17,12 +17,16 @@ from emulators import PROJECT
 from functions_stack import Stack, post, wait_for
 from openfaas_gateway import Gateway, post_callback
 
+from function_flow import signing
 from function_flow.core.records import RunStatus, TaskStatus
+from function_flow.remote import openfaas
+from signatures import TEST_HMAC_KEY
 
 pytestmark = pytest.mark.timeout(240)
 
 SOURCE = pathlib.Path(__file__).resolve().parent / "workflows_gcp" / "openfaas.py"
 PASSWORD = "pw-" + uuid.uuid4().hex[:8]
+OTHER_KEYS = signing.Keys(b"not-the-deployments-key-0123456789abcdef")
 
 
 def double(call):
@@ -62,19 +66,29 @@ def test_async_answer_completes_the_task_through_the_deployed_callback(gcp_env,
             assert render.result["double"] == 20 and render.result["run"] == run_id
             assert records["publish"].result == {"published": render.result}
             assert render.attempt == 1
+            # Every call to the gateway names the run and is signed with the key.
+            for sent in gateway.requests:
+                assert sent.headers["X-Function-Flow-Run-Id"] == run_id, sent.path
+                signing.verify(sent.body, sent.headers, TEST_HMAC_KEY)
 
             # The queue worker posted twice: the copy changed nothing.
             wait_for(lambda: len(gateway.callbacks) == 2, "both callback copies", 30)
             assert sorted(c.answer["outcome"] for c in gateway.callbacks) == \
                 ["ignored", "succeeded"]
             url = gateway.callbacks[0].url
-            assert url == f"{callback.url.rstrip('/')}/openfaas/{render.result['job_id']}"
+            path = f"{callback.url.rstrip('/')}/openfaas/{render.result['job_id']}"
+            assert url.startswith(path + "?function_flow_timestamp="), url
 
-            # Forged and malformed callbacks, answered by the deployed function.
+            # Forged and malformed callbacks, answered by the deployed function:
+            # unsigned, signed with another key, or the signature of another job.
             base = callback.url.rstrip("/")
-            status, answer = post_callback(f"{base}/openfaas/{uuid.uuid4().hex}", "{}",
-                                           X_Function_Status="200")
-            assert status == 200 and answer["outcome"] == "ignored", answer
+            forged = [f"{base}/openfaas/{uuid.uuid4().hex}",
+                      openfaas.callback_url(base, uuid.uuid4().hex, OTHER_KEYS),
+                      url.replace(render.result["job_id"], uuid.uuid4().hex)]
+            for fake, reason in zip(forged, ("not signed", "does not match", "does not match")):
+                status, answer = post_callback(fake, "{}", X_Function_Status="200")
+                assert status == 200 and answer["outcome"] == "ignored", answer
+                assert reason in answer["reason"], answer
             status, answer = post_callback(url, "{}")
             assert status == 400 and "X-Function-Status" in answer["error"], answer
             status, answer = post_callback(f"{base}/elsewhere", "{}")

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from function_flow import DefinitionError, tasks
 from function_flow.core.graph import Dag, make_spec
+from signatures import TEST_HMAC_KEY, signed
 
 
 def job_with(*specs: tuple[str, list[str] | None]) -> tasks.Job:
@@ -84,7 +85,8 @@ def test_self_dependency_is_a_cycle_of_one():
     assert "task 'loop' depends on itself: cycle loop -> loop" in str(error)
 
 
-def test_errors_surface_when_a_function_first_serves_and_when_the_cli_loads(tmp_path):
+def test_errors_surface_when_a_function_first_serves_and_when_the_cli_loads(tmp_path,
+                                                                           monkeypatch):
     """Entry points are built before or after the tasks (Function Flow's PyPI
     example builds them first), so the definition is checked on first use."""
     path = tmp_path / "broken_workflow.py"
@@ -105,8 +107,9 @@ def test_errors_surface_when_a_function_first_serves_and_when_the_cli_loads(tmp_
     spec = importlib.util.spec_from_file_location("broken_workflow", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    message = {"data": base64.b64encode(b'{"run_id": "r", "task_id": "step1", "attempt": 1}')
-               .decode()}
+    monkeypatch.setenv("FUNCTION_FLOW_HMAC_KEY", TEST_HMAC_KEY)
+    data = b'{"run_id": "r", "task_id": "step1", "attempt": 1}'
+    message = {"data": base64.b64encode(data).decode(), "attributes": signed(data)}
     error = definition_error(lambda: module.scheduler(message, None))
     assert "task 'step2' depends on unknown task 'setp1' (did you mean 'step1'?)" == str(error)
     from function_flow import loader

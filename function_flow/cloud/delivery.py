@@ -204,7 +204,7 @@ def check_signature(body: bytes, values: Any, names: tuple[str, str] = signing.H
     try:
         keys.verify(body, values, names, max_age=max_age, now=at)
     except signing.SignatureError as exc:
-        raise Unsigned(f"refused, {exc}") from None
+        raise Unsigned(str(exc)) from None
 
 
 def _message_of(event: Any) -> dict[str, Any]:
