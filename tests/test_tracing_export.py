@@ -90,6 +90,7 @@ def test_otlp_exports_to_the_standard_endpoint_variable(monkeypatch):
                                                                      span_id)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside the exporter
 def test_gcp_writes_to_cloud_trace_under_the_project(monkeypatch, tmp_path):
     from google.cloud.trace_v2 import TraceServiceClient
 
