@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean chromium
 
-$(STAMP): setup.py requirements.txt
+$(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
 		{ echo "function_flow needs Python 3.10 or newer (found $$($(PYTHON) --version))"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,18 @@ demo: $(STAMP)
 	$(BIN)/function-flow run samples/main.py --arg region=EMEA
 	@echo; cat samples/output/sales_report.md
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	@$(BIN)/python -m function_flow.local.emulators --check
 	$(BIN)/python -m pytest
+
+# The dashboard's browser tests drive Debian's chromium (tests/test_dashboard_browser.py).
+chromium:
+	@test -x /usr/bin/chromium || { \
+		echo "installing chromium for the dashboard's browser tests (apt-get install -y chromium)"; \
+		apt-get install -y chromium >/dev/null 2>&1 || \
+		{ apt-get update >/dev/null 2>&1 && apt-get install -y chromium >/dev/null 2>&1; } || \
+		{ echo "the dashboard's browser tests need /usr/bin/chromium: install it as root with"; \
+		  echo "  apt-get update && apt-get install -y chromium"; exit 1; }; }
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine_bench.py

@@ -11,7 +11,9 @@ bodies; the foreach's aggregator reads every item's result), and with
 concurrent scheduler workers, it prints wall time, Firestore document reads
 and writes per task, Pub/Sub messages per task, scheduler invocations per
 task and transaction failures, and with --compare-upstream the same for
-Google's Function Flow 0.0.7 and the ratios ours/upstream.
+Google's Function Flow 0.0.7 and the ratios ours/upstream. With --cost it
+also prices what it counted: dollars per 1,000 runs on Google Cloud, beside
+Cloud Workflows and Step Functions Standard (bench/prices.py).
 
 Driven the way Cloud Functions would (bench/harness.py): every scheduling
 message goes through the Pub/Sub emulator; N worker threads, each standing
@@ -153,7 +155,8 @@ def run_ours(shape: Shape, workers: int, timeout: float, poll_every: float,
                   outcome.error_samples, counts,
                   store_reads=sum(s.reads for s in stores),
                   store_writes=sum(s.writes for s in stores),
-                  outcomes=dict(log.outcomes), poller_calls=outcome.poller_calls)
+                  outcomes=dict(log.outcomes), poller_calls=outcome.poller_calls,
+                  billed_units=outcome.billed_units)
 
 
 # ----------------------------------------------------------- upstream side
@@ -226,6 +229,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--by-site", action="store_true",
                         help="break operations down by engine function (call site)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--cost", action="store_true",
+                        help="also print the dollars per 1,000 runs of each shape on Google "
+                             "Cloud at list prices, beside Cloud Workflows and Step Functions "
+                             "(bench/prices.py)")
     parser.add_argument("--verbose", action="store_true",
                         help="print each case's scheduler outcomes (claimed, duplicate...)")
     args = parser.parse_args(argv)

@@ -33,6 +33,7 @@ class Result:
     store_writes: int | None = None
     outcomes: dict[str, int] = dataclasses.field(default_factory=dict)
     poller_calls: int = 0
+    billed_units: int = 0  # 100 ms units of function time (harness.Outcome)
 
     def per_task(self, key: str) -> float:
         return self.counts.get(key, 0) / self.tasks
@@ -121,6 +122,64 @@ def render(results: list[Result], timeouts: dict[str, float], args: argparse.Nam
             console.print(f"{result.side} {result.shape} w{result.workers} outcomes: "
                           f"{result.outcomes}")
     _render_targets(console, results)
+    if getattr(args, "cost", False):
+        render_cost(console, results)
+
+
+def render_cost(console: Any, results: list[Result]) -> None:
+    """Dollars per 1,000 runs of each shape on Google Cloud (bench/prices.py), beside
+    what Cloud Workflows and Step Functions Standard would charge for its tasks."""
+    from rich import box
+    from rich.table import Table
+
+    import prices
+    from shapes import SHAPES
+
+    table = Table(
+        title="What 1,000 runs cost at list prices (USD, beyond free tiers)",
+        caption="Counted on the emulators (bench/instrument.py, bench/harness.py); "
+                "priced by bench/prices.py, whose prices cite their pages. Ours = "
+                "Firestore + Pub/Sub (each message billed >= 1,000 bytes when published "
+                "and again when pushed) + functions (start and scheduler calls, each "
+                "rounded up to 100 ms). Workflows and Step Functions: one step or state "
+                "transition per task and per fan-out, a lower bound; 'with bodies' adds "
+                "a 100 ms function call per task, which ours includes.",
+        box=box.SIMPLE_HEAVY, caption_justify="left")
+    for column in ("shape", "workers", "tasks", "reads", "writes", "deletes", "msgs",
+                   "calls", "100 ms", "Firestore", "Pub/Sub", "functions", "ours",
+                   "Workflows", "with bodies", "Step Functions", "with bodies "):
+        table.add_column(column, justify="left" if column == "shape" else "right")
+    poller_reads: list[float] = []
+    for r in results:
+        if r.side != "ours" or not r.finished:
+            continue
+        shape = SHAPES[r.shape]
+        counted = prices.Counted.from_counts(r.counts, tasks=r.tasks, fan_outs=shape.fan_outs,
+                                             invocations=r.invocations + 1,
+                                             billed_units=r.billed_units)
+        c = prices.cost(counted)
+        per = 1000
+        table.add_row(r.shape, str(r.workers), str(r.tasks), str(counted.reads),
+                      str(counted.writes), str(counted.deletes), str(counted.messages),
+                      str(counted.invocations), str(counted.billed_units),
+                      prices.dollars(c.firestore * per), prices.dollars(c.pubsub * per),
+                      prices.dollars(c.functions * per), prices.dollars(c.ours * per),
+                      prices.dollars(c.workflows * per),
+                      prices.dollars((c.workflows + c.bodies) * per),
+                      prices.dollars(c.step_functions * per),
+                      prices.dollars((c.step_functions + c.bodies) * per))
+        poller = r.counts.get("categories", {}).get("poller", {})
+        if r.poller_calls:
+            poller_reads.append(poller.get("reads", 0) / r.poller_calls)
+    console.print(table)
+    if poller_reads:
+        reads = max(poller_reads)
+        console.print(f"Not per run: the poller, once a minute, read {reads:.1f} documents "
+                      f"per call at most while these runs ran: "
+                      f"{prices.dollars(prices.poller_per_month(reads))} a month.")
+    console.print("Prices:", markup=False)
+    for line in prices.sources():
+        console.print(f"  {line}", markup=False, soft_wrap=True)
 
 
 COLUMNS = ("shape", "tasks", "workers", "side", "wall s", "reads/task", "writes/task",

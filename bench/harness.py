@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import collections
 import dataclasses
+import math
 import threading
 import time
 import types
@@ -24,6 +25,8 @@ from typing import Any, Callable
 from instrument import category, uncounted
 
 Scheduler = Callable[[dict[str, Any], Any], Any]
+#: Cloud Run functions (1st gen) bill compute time in 100 ms increments, rounded up.
+BILLING_INCREMENT_SECONDS = 0.1
 
 
 @dataclasses.dataclass
@@ -37,6 +40,9 @@ class Outcome:
     errors: dict[str, int] = dataclasses.field(default_factory=dict)
     error_samples: list[str] = dataclasses.field(default_factory=list)
     poller_calls: int = 0
+    #: Function time as Cloud Run functions (1st gen) bill it: each call of the
+    #: start function and of the scheduler rounded up to 100 ms, in 100 ms units.
+    billed_units: int = 0
 
 
 def create_subscription(project: str, topic: str, subscription: str) -> str:
@@ -75,6 +81,11 @@ def drive(subscription: str, schedulers: list[Scheduler], start: Callable[[], An
     errors: collections.Counter[str] = collections.Counter()
     samples: list[str] = []
     poller_calls = [0]
+    billed_units = [0]
+
+    def bill(seconds: float) -> None:
+        with lock:
+            billed_units[0] += max(1, math.ceil(seconds / BILLING_INCREMENT_SECONDS))
 
     def work(scheduler: Scheduler) -> None:
         while not stop.is_set():
@@ -98,6 +109,7 @@ def drive(subscription: str, schedulers: list[Scheduler], start: Callable[[], An
                     event_type="google.pubsub.topic.publish", resource=subscription)
                 with lock:
                     invocations[0] += 1
+                began_call = time.monotonic()
                 try:
                     scheduler(event, context)
                 except Exception as exc:  # like a crashed function: redeliver
@@ -108,6 +120,8 @@ def drive(subscription: str, schedulers: list[Scheduler], start: Callable[[], An
                     _settle(subscriber, subscription, received.ack_id, ack=False)
                 else:
                     _settle(subscriber, subscription, received.ack_id, ack=True)
+                finally:
+                    bill(time.monotonic() - began_call)
 
     def poll() -> None:
         while not stop.wait(poll_every):
@@ -131,6 +145,7 @@ def drive(subscription: str, schedulers: list[Scheduler], start: Callable[[], An
     final: str | None = None
     try:
         start()
+        bill(time.monotonic() - began)  # the start function's call
         while time.monotonic() - began < timeout:
             with uncounted():
                 final = status()
@@ -146,7 +161,8 @@ def drive(subscription: str, schedulers: list[Scheduler], start: Callable[[], An
     with lock:
         return Outcome(finished=final is not None, status=final or "did not finish",
                        seconds=seconds, invocations=invocations[0], errors=dict(errors),
-                       error_samples=list(samples), poller_calls=poller_calls[0])
+                       error_samples=list(samples), poller_calls=poller_calls[0],
+                       billed_units=billed_units[0])
 
 
 def _settle(subscriber: Any, subscription: str, ack_id: str, ack: bool) -> None:

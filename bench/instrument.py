@@ -11,9 +11,15 @@ through any `firestore.Client` is seen, counted as Firestore bills it:
 - a commit (plain write, batch or transaction): 1 write per document write
   in it (set, update, create, delete; field transforms ride along free).
   A commit that fails (a lost transaction) still counts its writes, since
-  the client sent them; its failure is counted too.
+  the client sent them; its failure is counted too. Deletes are also
+  counted apart (`deletes`, included in `writes`): Firestore prices them
+  lower.
 
-`PublisherClient.publish` is patched the same way to count messages.
+`PublisherClient.publish` is patched the same way to count messages, their
+volume as Pub/Sub bills it (body, attribute keys and values, 20 bytes of
+timestamp and the message id) and that volume billed with Pub/Sub's
+minimum of 1000 bytes per request (each message published alone, and
+pushed alone to its function).
 Monitoring code excludes itself with `uncounted()`. With `by_site`, each
 operation is also charged to the innermost caller frame in the given files
 (e.g. the engine's `execute`, `complete`, `_check_join`), to show which step
@@ -57,8 +63,9 @@ def category(name: str) -> Iterator[None]:
 class Counters:
     """Totals, plus per call site when asked. Thread-safe."""
 
-    KEYS = ("reads", "writes", "queries", "commits", "commit_failures",
-            "transactions", "rollbacks", "publishes")
+    KEYS = ("reads", "writes", "deletes", "queries", "commits", "commit_failures",
+            "transactions", "rollbacks", "publishes", "publish_bytes",
+            "publish_billed_bytes")
 
     def __init__(self, site_files: Iterable[str] = ()) -> None:
         self._lock = threading.Lock()
@@ -179,6 +186,7 @@ def _patch_firestore(counters: Counters) -> None:
     def commit(self: Any, request: Any = None, *args: Any, **kwargs: Any) -> Any:
         writes = _field(request, "writes") or []
         counters.add("writes", len(writes))
+        counters.add("deletes", sum(1 for write in writes if _field(write, "delete")))
         counters.add("commits")
         try:
             return original_commit(self, request, *args, **kwargs)
@@ -204,6 +212,13 @@ def _patch_firestore(counters: Counters) -> None:
     FirestoreClient.rollback = rollback
 
 
+#: What Pub/Sub adds to a message's billed volume: a 20-byte timestamp and the
+#: message id (the emulator's and the service's ids are about 16 digits).
+MESSAGE_OVERHEAD_BYTES = 20 + 16
+#: Pub/Sub bills at least this much per publish, push or pull request.
+MIN_BILLED_BYTES = 1000
+
+
 def _patch_pubsub(counters: Counters) -> None:
     from google.cloud.pubsub_v1.publisher.client import Client as PublisherClient
 
@@ -211,6 +226,12 @@ def _patch_pubsub(counters: Counters) -> None:
 
     def publish(self: Any, topic: str, data: bytes, *args: Any, **kwargs: Any) -> Any:
         counters.add("publishes")
+        attributes = {k: v for k, v in kwargs.items() if k not in ("ordering_key", "retry",
+                                                                   "timeout")}
+        size = len(data) + MESSAGE_OVERHEAD_BYTES + sum(
+            len(str(k).encode()) + len(str(v).encode()) for k, v in attributes.items())
+        counters.add("publish_bytes", size)
+        counters.add("publish_billed_bytes", max(MIN_BILLED_BYTES, size))
         return original_publish(self, topic, data, *args, **kwargs)
 
     PublisherClient.publish = publish

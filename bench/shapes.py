@@ -31,6 +31,16 @@ class Shape:
         """Tasks that run: a foreach counts as its items (so ops/task is per item)."""
         return len(self.deps) - len(self.foreach) + sum(self.foreach.values())
 
+    @property
+    def fan_outs(self) -> int:
+        """Where the run fans out: tasks with several dependents, and foreach
+        nodes (a `parallel` or a `for`/Map step in Cloud Workflows or Step Functions)."""
+        dependents: dict[str, int] = {}
+        for deps in self.deps.values():
+            for dep in deps:
+                dependents[dep] = dependents.get(dep, 0) + 1
+        return sum(1 for n in dependents.values() if n > 1) + len(self.foreach)
+
     def items_returned(self, task_id: str) -> int | None:
         """How many items `task_id` returns for a foreach, or None (a no-op task)."""
         for node, count in self.foreach.items():

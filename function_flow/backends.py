@@ -222,7 +222,8 @@ def firestore_store(settings: Settings, job: Any = None) -> Store:
         client = None  # not a Firestore client: ignore it, as Function Flow would fail
     return FirestoreStore(project=project_for(settings, job),
                           database=settings.firestore_database,
-                          prefix=settings.collection_prefix, client=client)
+                          prefix=settings.collection_prefix, client=client,
+                          ttl_days=settings.run_ttl_days)
 
 
 def describe_firestore(settings: Settings, job: Any = None) -> str:

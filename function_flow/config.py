@@ -31,6 +31,8 @@
 | FUNCTION_FLOW_CALLBACK_BACKOFF | 2 | seconds before the first retry of a callback; each later one waits twice as long, up to an hour |
 | FUNCTION_FLOW_CALLBACK_TIMEOUT | 30 | seconds one callback POST may take |
 | FUNCTION_FLOW_TRACING | off | `gcp` (Cloud Trace), `otlp` (OTEL_EXPORTER_OTLP_ENDPOINT), `console` (one JSON line per span on stderr) or `off`: where the spans of one trace per run go (tracing.py; the SDK and exporters are the `tracing` extra) |
+| FUNCTION_FLOW_LOG_FORMAT | json in a deployed function (FUNCTION_TARGET set), else text | `json`: one Cloud Logging JSON object per log line; `text`: readable lines (log_format.py) |
+| FUNCTION_FLOW_RUN_TTL_DAYS | unset | days after its start when Firestore's TTL policy deletes a run (the store writes `expire_at` on its documents, store/expiry.py); unset: no `expire_at` |
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class Settings:
     callback_backoff: float = 2.0
     callback_timeout: float = 30.0
     tracing: str = "off"
+    run_ttl_days: float | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None,
@@ -147,6 +150,7 @@ class Settings:
             callback_backoff=_number(env, "FUNCTION_FLOW_CALLBACK_BACKOFF", 2.0, float),
             callback_timeout=_number(env, "FUNCTION_FLOW_CALLBACK_TIMEOUT", 30.0, float),
             tracing=tracing.mode_of(env.get(tracing.VARIABLE)),
+            run_ttl_days=_number(env, "FUNCTION_FLOW_RUN_TTL_DAYS", None, float),
         )
 
 
@@ -183,6 +187,7 @@ def _number(env: Mapping[str, str], name: str, default: T, kind: Callable[[str],
     except ValueError:
         value = None
     if value is None or not value > 0:  # type: ignore[operator]
-        what = "a whole number" if kind is int else "a number of seconds"
+        what = "a whole number" if kind is int else \
+            "a number of days" if name.endswith("_DAYS") else "a number of seconds"
         raise ConfigurationError(f"{name} must be {what} greater than 0, got {raw!r}")
     return value

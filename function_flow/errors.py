@@ -143,3 +143,17 @@ class RunEndedError(FunctionFlowError):
 
 
 _DONE = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}
+
+
+class RunConflictError(FunctionFlowError):
+    """A start names a run id that exists, with other arguments or for another job.
+
+    The same start again (a client or Pub/Sub retry) answers the existing
+    run; a different one must not be answered with it, as if it had started
+    what the caller asked for. Nothing was changed; the start function
+    answers 409.
+    """
+
+    def __init__(self, run_id: str, message: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id

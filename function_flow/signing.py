@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import time

@@ -274,6 +274,8 @@ class Job(EntryPoints, HookDecorators):
         run so that `function-flow resume` can find it again.
         callback_url: an http(s) URL that receives the run's final status and
         results, signed, once it ended (callbacks.py); needs FUNCTION_FLOW_HMAC_KEY.
+        run_id: the same id again answers that run (a retry); with other
+        arguments it raises RunConflictError and changes nothing.
         """
         if job_args is not None:
             if argv is not None:
@@ -341,9 +343,9 @@ class Job(EntryPoints, HookDecorators):
             watches.check(self.engine, run_ids=[run_id])
 
     def run(self, argv: Optional[dict[str, Any]] = None,
-            timeout: Optional[float] = None) -> RunRecord:
-        """Start a run and wait for it to end."""
-        return self.wait(self.start(argv), timeout=timeout)
+            timeout: Optional[float] = None, *, run_id: Optional[str] = None) -> RunRecord:
+        """Start a run and wait for it to end (with `run_id`: idempotent, as start)."""
+        return self.wait(self.start(argv, run_id=run_id), timeout=timeout)
 
     # ------------------------------------------------ used inside task bodies
 

@@ -388,9 +388,9 @@ def _require(module: str, package: str, mode: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         raise ConfigurationError(
-            f"{VARIABLE}={mode} needs {package}, which is not installed: {EXTRA} (on Cloud "
-            "Functions, put function-flow-orchestrator[tracing] in requirements.txt), or "
-            f"unset {VARIABLE}") from None
+            f"{VARIABLE}={mode} needs {package}, which is not installed: {EXTRA}; deployed "
+            f"with function-flow deploy, add {package} to the requirements.txt beside the "
+            f"workflow file; or unset {VARIABLE}") from None
 
 
 class _Stderr:

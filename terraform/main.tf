@@ -34,7 +34,8 @@ locals {
   }
 
   # Every function, by name: its entry point, its trigger topic (or null) and
-  # whether it gets the HMAC key (the remote functions sign nothing).
+  # whether it gets the HMAC key (every one does: remote.function functions
+  # check the requests they get and sign their answers).
   functions = merge(
     {
       for name, entry in local.entry_points : name => {
@@ -47,7 +48,7 @@ locals {
       for name, remote in var.remote_functions : name => {
         entry_point = coalesce(remote.entry_point, name)
         topic       = remote.topic
-        hmac        = false
+        hmac        = true
       }
     },
   )

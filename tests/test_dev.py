@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from callback_receiver import Receiver
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = Path(__file__).parent / "workflows"
 WORKFLOWS_GCP = Path(__file__).parent / "workflows_gcp"
@@ -112,9 +114,20 @@ def assert_all_stopped(log: str, remote_functions: int = 0) -> None:
 @needs_emulators
 def test_dev_runs_the_sample_through_pubsub_and_functions_framework(tmp_path: Path) -> None:
     output_dir = tmp_path / "report"
-    result = run_dev(tmp_path, str(SAMPLE), "--arg", "region=EMEA",
-                     "--arg", f"output_dir={output_dir}")
+    key = "dev-test-key-0123456789abcdef0123456789abcdef"  # dev keeps a key it finds
+    (tmp_path / ".function_flow").mkdir()
+    (tmp_path / ".function_flow" / "hmac.key").write_text(key)
+    (tmp_path / ".function_flow" / "hmac.key").chmod(0o600)
+    receiver = Receiver([200], key)
+    try:
+        result = run_dev(tmp_path, str(SAMPLE), "--arg", "region=EMEA",
+                         "--arg", f"output_dir={output_dir}", "--callback-url", receiver.url)
+    finally:
+        receiver.close()
     assert result.returncode == 0, result.stdout + result.stderr
+    # --callback-url: the run's results, POSTed once it ended, signed with dev's key.
+    assert [(p["signature"], p["body"]["status"]) for p in receiver.posts] \
+        == [("ok", "SUCCEEDED")], receiver.posts
     out = result.stdout
     for task_id in SAMPLE_TASKS:
         assert re.search(rf"^\s*{task_id}\s+SUCCEEDED\s+1\b", out, re.M), out

@@ -311,6 +311,13 @@ def test_start_with_the_same_run_id_twice_makes_one_run(tmp_path):
     # died before publishing it); the duplicate is harmless: a runs once.
     outbox: Outbox = job.backend.bus  # type: ignore[assignment]
     assert {(m.task_id, m.attempt) for m, _ in outbox.messages} == {("a", 1)}
+    sent = len(outbox.messages)
+    # The same id with other arguments is another start: refused, nothing sent.
+    conflict, status3 = http_start(job, '{"n": 2}', run_id="nightly-2026-01-01")
+    assert status3 == 409 and conflict["run_id"] == "nightly-2026-01-01"
+    assert "already exists with other arguments" in conflict["error"]
+    assert len(outbox.messages) == sent
+    assert job.engine.store.get_run("nightly-2026-01-01").args == {"n": 1}
     deliver_all(job, as_push)
     assert calls == ["a", "b", "c"]
 

@@ -27,7 +27,7 @@ from function_flow.core import payloads
 from function_flow.core.engine import Engine
 from function_flow.core.ports import BlobNotFoundError, Bus, Request
 from function_flow.core.records import MAX_VALUE_BYTES, Message, RunStatus, TaskStatus
-from function_flow.errors import ConfigurationError, PayloadMissingError
+from function_flow.errors import ConfigurationError, PayloadMissingError, RunConflictError
 from function_flow.tasks import Job
 from test_run_graph import Outbox, drain
 from signatures import TEST_HMAC_KEY
@@ -271,6 +271,8 @@ def test_a_duplicate_completion_never_touches_the_recorded_blob(store, tmp_path)
 
 
 def test_a_repeated_start_keeps_the_first_arguments_blob_only(store, tmp_path) -> None:
+    """The same large arguments again answer the run; other ones are refused
+    (core/starts.py), and neither leaves a second blob."""
     from function_flow.blobs.local import LocalBlobs
 
     blobs = LocalBlobs(str(tmp_path / "blobs"))
@@ -278,7 +280,9 @@ def test_a_repeated_start_keeps_the_first_arguments_blob_only(store, tmp_path) -
     job.task(task_id="t")(lambda task, job: None)
     engine = engine_for(job, store, Outbox(), blobs=blobs)
     engine.start({"blob": "1" * FIVE_MIB}, run_id="fixed-id")
-    assert engine.start({"blob": "2" * FIVE_MIB}, run_id="fixed-id") == ("fixed-id", False)
+    assert engine.start({"blob": "1" * FIVE_MIB}, run_id="fixed-id") == ("fixed-id", False)
+    with pytest.raises(RunConflictError, match="already exists with other arguments"):
+        engine.start({"blob": "2" * FIVE_MIB}, run_id="fixed-id")
     args = store.get_run("fixed-id").args
     assert engine.payloads.load(args, "args") == {"blob": "1" * FIVE_MIB}
     folder = os.path.dirname(blobs.location(args[payloads.REFERENCE_FIELD]["key"]))

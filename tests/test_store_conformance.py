@@ -477,6 +477,37 @@ def test_list_runs_newest_first(store: Store) -> None:
     assert [r.run_id for r in store.list_runs(limit=2)] == ["r3", "r2"]
 
 
+def test_list_runs_filtered_newest_first_in_pages(store: Store) -> None:
+    """The dashboard's list: by job and status, newest first, a page after another.
+
+    Two runs share a created_at: the run id decides between them, so paging
+    by (created_at, run_id) neither skips nor repeats one.
+    """
+    runs = [("a1", "alpha", 10.0, "FAILED"), ("b1", "beta", 20.0, "FAILED"),
+            ("a2", "alpha", 30.0, "SUCCEEDED"), ("a3", "alpha", 30.0, "FAILED"),
+            ("a4", "alpha", 40.0, "RUNNING"), ("b2", "beta", 50.0, "RUNNING")]
+    for run_id, job_name, created, status in runs:
+        store.create_run(RunRecord(run_id=run_id, job_name=job_name, dag_hash="h", args={},
+                                   created_at=created), [TaskRecord(task_id="t")], {})
+        if status != "RUNNING":
+            store.transact(lambda tx, r=run_id, s=status: tx.update_run(r, {"status": s}))
+
+    def ids(**query: Any) -> list[str]:
+        return [r.run_id for r in store.list_runs(newest_first=True, **query)]
+
+    assert ids() == ["b2", "a4", "a3", "a2", "b1", "a1"]
+    assert ids(job_name="alpha") == ["a4", "a3", "a2", "a1"]
+    assert ids(status=RunStatus.FAILED) == ["a3", "b1", "a1"]
+    assert ids(job_name="alpha", status=RunStatus.FAILED) == ["a3", "a1"]
+    assert ids(job_name="gamma") == []
+    first = store.list_runs(limit=2, job_name="alpha", newest_first=True)
+    assert [r.run_id for r in first] == ["a4", "a3"]
+    after = (first[-1].created_at, first[-1].run_id)
+    assert ids(limit=2, job_name="alpha", before=after) == ["a2", "a1"]
+    assert ids(limit=2, before=(30.0, "a3")) == ["a2", "b1"]
+    assert ids(before=(10.0, "a1")) == []
+
+
 def test_runs_started_before(store: Store) -> None:
     for run_id, created in (("r1", 10.0), ("r2", 20.0), ("r3", 30.0)):
         make_run(store, run_id=run_id, created_at=created)
@@ -664,6 +695,20 @@ def test_list_runs_by_status_finds_old_live_runs(store: Store) -> None:
     assert [r.run_id for r in store.list_runs(limit=3)] == ["done-4", "done-3", "done-2"]
     live = store.list_runs(limit=3, status=RunStatus.RUNNING)
     assert [r.run_id for r in live] == ["old-live"]
+
+
+def test_list_runs_by_job_and_status(store: Store) -> None:
+    """`function-flow status --job NAME --status FAILED`: both filters at once."""
+    for number, job_name in enumerate(["etl", "report", "etl", "etl"]):
+        store.create_run(RunRecord(run_id=f"{job_name}-{number}", job_name=job_name,
+                                   dag_hash="h", args={}, created_at=10.0 + number), [], {})
+    store.transact(lambda tx: tx.update_run("etl-2", {"status": RunStatus.FAILED.value}))
+    by_job = store.list_runs(limit=10, job_name="etl")
+    assert sorted(r.run_id for r in by_job) == ["etl-0", "etl-2", "etl-3"]
+    failed = store.list_runs(limit=10, job_name="etl", status=RunStatus.FAILED)
+    assert [r.run_id for r in failed] == ["etl-2"]
+    assert store.list_runs(limit=10, job_name="report", status=RunStatus.FAILED) == []
+    assert store.list_runs(limit=10, job_name="nope") == []
 
 
 def test_list_runs_finds_ended_runs_whose_hooks_are_pending(store: Store) -> None:

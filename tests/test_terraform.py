@@ -236,7 +236,7 @@ def test_topology_as_terraform_computes_it(scratch: pathlib.Path) -> None:
     sample = tf.evaluate(scratch, SAMPLE, names)
     assert set(sample["functions"]) == {*CORE, "regional_pricing"}
     assert sample["functions"]["regional_pricing"] == {
-        "entry_point": "regional_pricing", "topic": "PRICING_REQUESTS", "hmac": False}
+        "entry_point": "regional_pricing", "topic": "PRICING_REQUESTS", "hmac": True}
     # The topic-triggered functions: each gets a push subscription and a dead-letter topic.
     assert {name: f["topic"] for name, f in sample["event_functions"].items()} == {
         "scheduler": "SCHEDULE", "external_event_listener": "SCHEDULE_EXTERNAL_EVENTS",

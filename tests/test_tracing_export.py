@@ -71,10 +71,14 @@ class OtlpReceiver:
 
 
 def test_otlp_exports_to_the_standard_endpoint_variable(monkeypatch):
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
     receiver = OtlpReceiver()
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
     monkeypatch.setenv("OTEL_SERVICE_NAME", "my-pipeline")
     provider = tracing.provider_for("otlp")
+    processor, = provider._active_span_processor._span_processors
+    assert isinstance(processor.span_exporter, OTLPSpanExporter)  # http/protobuf
     try:
         trace_id, span_id = one_body_span(provider)
     finally:
@@ -93,6 +97,7 @@ def test_otlp_exports_to_the_standard_endpoint_variable(monkeypatch):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside the exporter
 def test_gcp_writes_to_cloud_trace_under_the_project(monkeypatch, tmp_path):
     from google.cloud.trace_v2 import TraceServiceClient
+    from opentelemetry.exporter.cloud_trace import CloudTraceSpanExporter
 
     for name, value in offline_credentials_env(str(tmp_path)).items():
         monkeypatch.setenv(name, value)
@@ -100,6 +105,8 @@ def test_gcp_writes_to_cloud_trace_under_the_project(monkeypatch, tmp_path):
     monkeypatch.setattr(TraceServiceClient, "batch_write_spans",
                         lambda self, request=None, **kw: written.append(request))
     provider = tracing.provider_for("gcp", "traced-project")
+    processor, = provider._active_span_processor._span_processors
+    assert isinstance(processor.span_exporter, CloudTraceSpanExporter)
     trace_id, span_id = one_body_span(provider)
     provider.shutdown()
     request, = written

@@ -135,10 +135,12 @@ class LocalBus(Bus):
 
         Lease checks far in the future do not count: they only matter if a
         task hangs, and waiting for them would keep a finished program alive.
+        A closed bus is idle: what it still held is dropped (so the wait at
+        exit does not outlast a retry's backoff after close()).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while self._busy or self._delayed_work:
+            while (self._busy or self._delayed_work) and not self._closed:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False

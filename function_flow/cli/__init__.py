@@ -1,12 +1,14 @@
-"""The `function-flow` command line: run, resume, status, graph, approve, reject,
-pause, cancel, dev.
+"""The `function-flow` command line: run, resume, status, logs, graph, approve,
+reject, pause, cancel, dashboard, dev, deploy.
 
 One module per job: common.py (exit codes, the one-line error, loading a
 workflow file), stores.py (which store `status` and `resume` read), run.py
-(run, resume), inspect.py (status), graph.py, approvals.py (approve,
-reject), control.py (pause, cancel, resuming a paused run), follow.py (following a run to its end) and progress.py (the
-terminal view). This module is the group, the `dev` command and the entry
-point that turns every error into one line.
+(run, resume), inspect.py (status), logs.py (logs), graph.py, approvals.py
+(approve, reject), control.py (pause, cancel, resuming a paused run),
+deploy.py (deploy), follow.py (following a run to its end), dashboard.py
+(the web dashboard, function_flow/dashboard/) and progress.py (the terminal
+view). This module is the group, the `dev` command and the entry point that
+turns every error into one line.
 Add a command with one more `cli.add_command(...)`.
 
 Exit codes: 0 the run succeeded (or the command did its job), 1 the run
@@ -26,24 +28,43 @@ from function_flow import __version__
 from function_flow.cli import progress
 from function_flow.cli.approvals import approve, reject
 from function_flow.cli.common import (EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE,  # noqa: F401
-                                      CliError, fail, load_job, parse_args,
+                                      VERBOSE, CliError, fail, load_job, parse_args,
                                       remote_functions_for, remote_option)
 from function_flow.cli.control import cancel, pause
+from function_flow.cli.deploy import deploy
+from function_flow.cli.dashboard import dashboard
 from function_flow.cli.follow import follow_dev_run
 from function_flow.cli.graph import graph
 from function_flow.cli.inspect import status
+from function_flow.cli.logs import logs
 from function_flow.cli.redrive import redrive
 from function_flow.cli.run import resume, run
 from function_flow.errors import FunctionFlowError
 
 
+def _set_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_root().meta[VERBOSE] = True
+        setup_logging(True)
+
+
+def verbose_option() -> click.Option:
+    """-v/--verbose, accepted before the command's name and after it alike."""
+    return click.Option(["-v", "--verbose"], is_flag=True, expose_value=False,
+                        callback=_set_verbose,
+                        help="Log what the engine does (to stderr); show the traceback "
+                             "of a workflow that fails to import.")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="function-flow")
-@click.option("-v", "--verbose", is_flag=True, help="Log what the engine does (to stderr).")
-def cli(verbose: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Run function_flow workflows locally and inspect their runs."""
-    setup_logging(verbose)
+    setup_logging(bool(ctx.meta.get(VERBOSE)))
 
+
+cli.params.append(verbose_option())
 
 def setup_logging(verbose: bool) -> None:
     """Engine logs go to stderr: only real problems unless --verbose.
@@ -51,14 +72,13 @@ def setup_logging(verbose: bool) -> None:
     A failing task is logged as a warning with its traceback; the CLI shows
     that failure itself (and `status` the traceback), so it is not repeated.
     """
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("function_flow")
-    root.addHandler(handler)
-    root.setLevel(logging.INFO if verbose else logging.ERROR)
+    from function_flow import log_format
+
+    log_format.install("function_flow", level=logging.INFO if verbose else logging.ERROR)
 
 
-for command in (run, resume, redrive, status, graph, approve, reject, pause, cancel):
+for command in (run, resume, redrive, status, logs, graph, approve, reject, pause, cancel,
+                dashboard, deploy):
     cli.add_command(command)
 
 
@@ -71,9 +91,12 @@ for command in (run, resume, redrive, status, graph, approve, reject, pause, can
               default="event", show_default=True,
               help="How scheduler and external_event_listener take Pub/Sub pushes: "
                    "1st gen event, 2nd gen cloudevent, or http (raw push envelope).")
+@click.option("--callback-url", metavar="URL", default=None,
+              help="POST the run's results, signed with the dev key, to URL once it ended.")
 @remote_option
 def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
-                signature_type: str, remote_pairs: tuple[str, ...]) -> None:
+                signature_type: str, callback_url: str | None,
+                remote_pairs: tuple[str, ...]) -> None:
     """Run FILE on the deployed topology, locally: Firestore and Pub/Sub
     emulators, one functions-framework process per entry point and per
     remote function, each behind a push subscription from its topic."""
@@ -109,7 +132,7 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
             out.print(f"pause, resume or cancel the run: POST {{\"action\": \"pause\", "
                       f"\"run_id\": \"{run_id}\"}} to {stack.control_url}", markup=False,
                       soft_wrap=True)
-            run_id = stack.start_run(args, run_id=run_id)
+            run_id = stack.start_run(args, run_id=run_id, callback_url=callback_url)
             code = follow_dev_run(stack, job, run_id, out, err)
         except KeyboardInterrupt:
             err.print("interrupted; stopping emulators and functions", markup=False)
@@ -126,7 +149,16 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
     sys.exit(code)
 
 
+for command in cli.commands.values():
+    command.params.append(verbose_option())
+
+
 # ------------------------------------------------------------------ entry point
+
+
+#: What click (8.2+) raises for a group called without a command.
+NO_ARGS_IS_HELP: type[click.UsageError] = getattr(click.exceptions, "NoArgsIsHelpError",
+                                                  type("NoArgsIsHelp", (click.UsageError,), {}))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -134,7 +166,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = cli.main(args=argv, prog_name="function-flow", standalone_mode=False)
     except CliError as exc:
+        if exc.details:
+            click.echo(exc.details.rstrip(), err=True)
         click.echo(f"error: {exc.format_message()}", err=True)
+        code = exc.exit_code
+    except NO_ARGS_IS_HELP as exc:  # `function-flow` alone: its help, as click prints it
+        exc.show()
         code = exc.exit_code
     except click.UsageError as exc:
         hint = f" (see function-flow {exc.ctx.command_path.split(' ', 1)[-1]} --help)" \

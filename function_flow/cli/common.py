@@ -8,12 +8,15 @@ used. Every error is one line on stderr starting with "error:".
 from __future__ import annotations
 
 import json
+import os
+import traceback
 from typing import Any, NoReturn
 
 import click
 
 from function_flow import loader
 from function_flow.config import Settings
+from function_flow.errors import DefinitionError
 from function_flow.tasks import Job
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
@@ -21,14 +24,31 @@ EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130
 
 
+#: ctx.meta key: -v/--verbose was given (before or after the command's name).
+VERBOSE = "function_flow.verbose"
+
+
 class CliError(click.ClickException):
-    """An error for the user: printed as one `error:` line, exit code 2."""
+    """An error for the user: printed as one `error:` line, exit code 2.
+
+    `details` (a traceback, shown only with -v) is printed before that line.
+    """
 
     exit_code = EXIT_USAGE
 
+    def __init__(self, message: str, details: str | None = None) -> None:
+        super().__init__(message)
+        self.details = details
 
-def fail(message: str) -> NoReturn:
-    raise CliError(" ".join(message.split()))
+
+def fail(message: str, details: str | None = None) -> NoReturn:
+    raise CliError(" ".join(message.split()), details)
+
+
+def verbose() -> bool:
+    """Whether this invocation asked for -v, wherever on the command line."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().meta.get(VERBOSE))
 
 
 def parse_args(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -50,10 +70,29 @@ def parse_args(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 def load_job(path: str, job_name: str | None) -> Job:
+    """The file's job, or one error line; a file that fails to import shows its
+    traceback with -v (and says so without)."""
     try:
         return loader.load_job(path, job_name)
     except loader.LoadError as exc:
-        fail(str(exc))
+        cause = exc.__cause__
+        if cause is None or isinstance(cause, DefinitionError):
+            fail(str(exc))  # the message says all: the task and what is wrong
+        if verbose():
+            fail(str(exc), details=workflow_traceback(cause, path))
+        fail(f"{exc} (run with -v to see the traceback)")
+
+
+def workflow_traceback(exc: BaseException, path: str) -> str:
+    """The traceback of an exception raised while importing the workflow at
+    `path`, from the workflow's own frame on (the loader's and importlib's
+    frames above it are noise to the user)."""
+    absolute = os.path.abspath(path)
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != absolute:
+        tb = tb.tb_next
+    # No frame of the file (a SyntaxError in it): the exception names file and line.
+    return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
 #: The --remote option of `run` and `dev` (see local/remotes.py).

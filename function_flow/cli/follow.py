@@ -33,12 +33,16 @@ DEPLOYED_GRACE_SECONDS = 10.0
 
 
 def follow_to_end(job: Job, backend: backends.Backend, run_id: str, *,
-                  resumed: bool = False) -> NoReturn:
-    """Show the run's progress, then its summary; exit 0 or 1 by its outcome."""
+                  resumed: bool = False, existed: bool = False) -> NoReturn:
+    """Show the run's progress, then its summary; exit 0 or 1 by its outcome.
+
+    existed: `run --run-id` named a run that was already there (with the
+    same arguments), so this is that run, not a new one."""
     out, err = progress.make_console(), progress.make_console(stderr=True)
     engine = job.engine
-    out.print(f"{'resuming' if resumed else 'started'} run {run_id} "
-              f"(job {job.name}, {len(job.dag.tasks)} tasks)", markup=False)
+    verb = "resuming" if resumed else "already started:" if existed else "started"
+    out.print(f"{verb} run {run_id} (job {job.name}, {len(job.dag.tasks)} tasks)",
+              markup=False)
 
     def fetch() -> tuple[RunRecord, list[TaskRecord]]:
         job.repair_if_stalled(run_id)

@@ -8,11 +8,13 @@ cannot be checked, and the view says that rather than guess.
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from function_flow import backends, owners
-from function_flow.cli import progress
-from function_flow.cli.common import command_for
+from function_flow.cli import progress, run_json
+from function_flow.cli.common import command_for, fail
 from function_flow.cli.stores import get_run, open_selected
 from function_flow.cli import items
 from function_flow.cli.hook_lines import print_hooks
@@ -20,22 +22,55 @@ from function_flow.core.control import shown_status
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus, ordered_tasks
 
 
+#: What --status accepts: a run's statuses, and PAUSED (a RUNNING run that is paused).
+STATUS_CHOICES = [status.value for status in RunStatus] + ["PAUSED"]
+
+
 @click.command()
 @click.argument("run_id", required=False)
+@click.option("--job", "job_name", metavar="NAME", help="Only runs of the job NAME.")
+@click.option("--status", "status_name", type=click.Choice(STATUS_CHOICES, case_sensitive=False),
+              help="Only runs in that status.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
               help="How many recent runs to list.")
-def status(run_id: str | None, limit: int) -> None:
-    """List recent runs, or show the tasks of RUN_ID (with tracebacks of failures).
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON (stable keys: see the README) instead of tables.")
+def status(run_id: str | None, job_name: str | None, status_name: str | None, limit: int,
+           as_json: bool) -> None:
+    """List recent runs (of one job, in one status), or show the tasks of RUN_ID
+    (with tracebacks of failures).
 
     Reads the backend the settings select: the embedded store, or Firestore
     (or its emulator) when FUNCTION_FLOW_BACKEND=gcp, GOOGLE_CLOUD_PROJECT or
     FIRESTORE_EMULATOR_HOST is set.
     """
+    if run_id is not None and (job_name or status_name):
+        fail("--job and --status filter the list of runs; give them without RUN_ID")
     selected = open_selected()
     if run_id is None:
-        list_runs(selected, limit)
+        list_runs(selected, limit, job_name, status_name.upper() if status_name else None,
+                  as_json)
     else:
-        show_run(selected, run_id)
+        show_run(selected, run_id, as_json)
+
+
+def matching_runs(selected: backends.SelectedStore, limit: int, job_name: str | None,
+                  status_name: str | None) -> list[RunRecord]:
+    """Up to `limit` runs of `job_name` in `status_name`, newest first.
+
+    PAUSED is a RUNNING run with paused_at set: RUNNING runs are read and
+    the paused ones kept. A filtered list is sorted here: on Firestore a
+    filtered query comes unordered (ordering it would need a composite index).
+    """
+    if selected.store is None:
+        return []
+    paused = status_name == "PAUSED"
+    stored = RunStatus.RUNNING if paused else RunStatus(status_name) if status_name else None
+    runs = selected.store.list_runs(limit if not paused else max(limit, 1000),
+                                    status=stored, job_name=job_name)
+    if paused:
+        runs = [run for run in runs if shown_status(run) == "PAUSED"]
+    return sorted(runs, key=lambda run: run.created_at, reverse=True)[:limit]
 
 
 def owner_of(kind: str, run: RunRecord) -> str | None:
@@ -48,16 +83,34 @@ def owner_of(kind: str, run: RunRecord) -> str | None:
     return owners.owner_state(run.owner)
 
 
-def list_runs(selected: backends.SelectedStore, limit: int) -> None:
+def list_runs(selected: backends.SelectedStore, limit: int, job_name: str | None = None,
+              status_name: str | None = None, as_json: bool = False) -> None:
     out = progress.make_console()
-    runs = selected.store.list_runs(limit) if selected.store is not None else []
-    if not runs:
-        out.print(f"no runs yet in {selected.description}", markup=False, soft_wrap=True)
+    runs = matching_runs(selected, limit, job_name, status_name)
+    notes, stopped = run_notes(selected.kind, runs)
+    if as_json:
+        click.echo(json.dumps(run_json.runs_document(runs, notes), ensure_ascii=False))
         return
+    filters = "".join([f" of job {job_name}" if job_name else "",
+                       f" in status {status_name}" if status_name else ""])
+    if not runs:
+        out.print(f"no runs{filters or ' yet'} in {selected.description}", markup=False,
+                  soft_wrap=True)
+        return
+    out.print(f"runs{filters} in {selected.description}, newest first:", markup=False,
+              soft_wrap=True)
+    out.print(progress.runs_table(runs, notes=notes, stopped=stopped))
+    if stopped:
+        out.print(f"{len(stopped)} run(s) lost their process; continue one with "
+                  f"{command_for(selected.kind, 'resume RUN_ID')}", markup=False)
+
+
+def run_notes(kind: str, runs: list[RunRecord]) -> tuple[dict[str, str], set[str]]:
+    """The words after each run's status, and the RUNNING runs nothing executes."""
     notes: dict[str, str] = {}
     stopped: set[str] = set()
     for run in runs:
-        state = owner_of(selected.kind, run)
+        state = owner_of(kind, run)
         if state == owners.OWNER_GONE:
             notes[run.run_id] = "process gone"
             stopped.add(run.run_id)
@@ -67,11 +120,7 @@ def list_runs(selected: backends.SelectedStore, limit: int) -> None:
             notes[run.run_id] = "blocked: its definition changed"
         if run.status.is_final and run.hooks_pending:
             notes[run.run_id] = "hooks still running"
-    out.print(f"runs in {selected.description}, newest first:", markup=False, soft_wrap=True)
-    out.print(progress.runs_table(runs, notes=notes, stopped=stopped))
-    if stopped:
-        out.print(f"{len(stopped)} run(s) lost their process; continue one with "
-                  f"{command_for(selected.kind, 'resume RUN_ID')}", markup=False)
+    return notes, stopped
 
 
 def headline(kind: str, run: RunRecord) -> str:
@@ -92,12 +141,16 @@ def headline(kind: str, run: RunRecord) -> str:
     return line
 
 
-def show_run(selected: backends.SelectedStore, run_id: str) -> None:
+def show_run(selected: backends.SelectedStore, run_id: str, as_json: bool = False) -> None:
     out = progress.make_console()
     run = get_run(selected, run_id)
     assert selected.store is not None
     records = selected.store.get_tasks(run_id)
     tasks = ordered_tasks(records)
+    if as_json:
+        note = run_notes(selected.kind, [run])[0].get(run_id)
+        click.echo(json.dumps(run_json.run_document(run, tasks, note), ensure_ascii=False))
+        return
     out.print(headline(selected.kind, run), markup=False, soft_wrap=True)
     if run.blocked and run.status is RunStatus.RUNNING:
         out.print(f"BLOCKED: {run.blocked}", markup=False, soft_wrap=True)

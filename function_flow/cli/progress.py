@@ -24,13 +24,15 @@ from rich.table import Table
 from rich.text import Text
 
 from function_flow import subdags
-from function_flow.cli import items
+from function_flow.cli import items, overview
 from function_flow.core import payloads
 from function_flow.core.control import shown_status
 from function_flow.core.records import RunRecord, TaskRecord, TaskStatus
 
 #: Returns the current run record and its task records (virtual tasks excluded).
 Fetch = Callable[[], "tuple[RunRecord, list[TaskRecord]]"]
+#: What to print of one view of the run (follow's `lines`).
+Lines = Callable[[RunRecord, "list[TaskRecord]"], "list[str]"]
 
 STATUS_STYLES = {
     "WAITING": "dim", "READY": "cyan", "QUEUED": "cyan", "RUNNING": "yellow",
@@ -52,28 +54,33 @@ def make_console(stderr: bool = False) -> Console:
 
 
 def follow(fetch: Fetch, console: Console, *, live: bool | None = None,
-           interval: float = 0.1) -> tuple[RunRecord, list[TaskRecord]]:
-    """Show the run's progress until it reaches a final status; return the last view."""
+           interval: float = 0.1, lines: Lines | None = None
+           ) -> tuple[RunRecord, list[TaskRecord]]:
+    """Show the run's progress until it reaches a final status; return the last view.
+
+    `lines(run, tasks)`: what to print of each view instead of the state
+    changes (plain lines; `function-flow logs --follow` prints events).
+    """
     if live is None:
-        live = console.is_terminal
+        live = console.is_terminal and lines is None
     if not live:
-        return _follow_plain(fetch, console, interval)
+        return _follow_plain(fetch, console, interval, lines)
     run, tasks = fetch()
-    with Live(render_progress(run, tasks), console=console, transient=True,
-              refresh_per_second=8) as view:
+    with Live(render_progress(run, tasks, console.size.height), console=console,
+              transient=True, refresh_per_second=8) as view:
         while not run.status.is_final:
             time.sleep(interval)
             run, tasks = fetch()
-            view.update(render_progress(run, tasks))
+            view.update(render_progress(run, tasks, console.size.height))
     return run, tasks
 
 
-def _follow_plain(fetch: Fetch, console: Console,
-                  interval: float) -> tuple[RunRecord, list[TaskRecord]]:
+def _follow_plain(fetch: Fetch, console: Console, interval: float,
+                  lines: Lines | None = None) -> tuple[RunRecord, list[TaskRecord]]:
     seen: dict[str, tuple[TaskStatus, int]] = {}
     while True:
         run, tasks = fetch()
-        for line in state_changes(seen, tasks):
+        for line in lines(run, tasks) if lines else state_changes(seen, tasks):
             console.print(line, markup=False, soft_wrap=True)
         if run.status.is_final:
             return run, tasks
@@ -109,8 +116,8 @@ def describe_change(task: TaskRecord) -> str:
     line = f"{task.task_id}: {status.value}"
     if status is TaskStatus.RUNNING:
         line += f" (attempt {task.attempt})"
-    elif status is TaskStatus.QUEUED and task.attempt > 1:
-        line += f" (attempt {task.attempt}, retry)"
+    elif overview.is_retrying(task):
+        line += f" (attempt {task.attempt}, {retry_note(task, time.time())})"
     elif status.is_final and task.duration is not None:
         line += f" in {format_duration(task.duration)}"
     if status is TaskStatus.FAILED and task.error:
@@ -118,27 +125,56 @@ def describe_change(task: TaskRecord) -> str:
     return line
 
 
-def render_progress(run: RunRecord, tasks: list[TaskRecord]) -> Group:
-    """The live view: a header line and one row per task."""
+def retry_note(task: TaskRecord, now: float) -> str:
+    """A retrying task's wait and the error of the attempt that failed:
+    "retry in 4.20s after RuntimeError: boom"."""
+    wait = (task.not_before or 0.0) - now
+    when = f"retry in {format_duration(wait)}" if wait > 0 else "retry due now"
+    return f"{when} after {last_line(task.error)}" if task.error else when
+
+
+def task_note(task: TaskRecord, now: float) -> str:
+    """The live view's last column: why a task retries, or failed."""
+    if overview.is_retrying(task):
+        return retry_note(task, now)
+    if task.status is TaskStatus.RUNNING and task.attempt > 1 and task.error:
+        return f"attempt {task.attempt - 1} failed: {last_line(task.error)}"
+    if task.status is TaskStatus.FAILED and task.error:
+        return last_line(task.error)
+    return ""
+
+
+def render_progress(run: RunRecord, tasks: list[TaskRecord],
+                    height: int | None = None) -> Group:
+    """The live view: the run's header, its counts, and a row per task; on a
+    terminal of `height` lines too small for every row, the rows that need
+    attention and the others counted (cli/overview.py)."""
     header = Text.assemble((f"run {run.run_id}", "bold"), f"  job {run.job_name}  ",
                            styled_status(shown_status(run)),
                            f"  {format_duration(run_duration(run))}")
+    counts = Text(overview.count(tasks).line())
     table = Table(box=box.SIMPLE, show_edge=False)
     table.add_column("task", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    table.add_column("attempt", justify="right")
-    table.add_column("duration", justify="right")
+    table.add_column("attempt", justify="right", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    table.add_column("", no_wrap=True, overflow="ellipsis")
     now = time.time()
-    for task in items.collapse(in_groups(tasks)):
+    rows, hidden = overview.fit(items.collapse(in_groups(tasks)), height)
+    for task in rows:
         if isinstance(task, items.ItemsRow):
             table.add_row(Text("  " + task.label), Text(task.status_text()), "",
-                          format_duration(task.duration))
+                          format_duration(task.duration), "")
             continue
         running = task.status is TaskStatus.RUNNING and task.started_at is not None
         duration = (now - task.started_at) if running else task.duration  # type: ignore[operator]
         table.add_row(Text(items.label(task)), styled_status(task.status.value),
-                      str(task.attempt or ""), format_duration(duration))
-    return Group(header, table)
+                      str(task.attempt or ""), format_duration(duration),
+                      Text(task_note(task, now)))
+    parts: list[Any] = [header, counts, table]
+    if hidden:
+        parts.append(Text(overview.hidden_line(hidden), style="dim"))
+    return Group(*parts)
 
 
 def summary_table(tasks: list[TaskRecord], *, errors: bool = False) -> Table:

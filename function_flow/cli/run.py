@@ -24,10 +24,10 @@ from function_flow.cli.follow import (exit_by_outcome, follow_to_end, hook_recor
                                       watch)
 from function_flow.cli.stores import get_run, open_selected
 from function_flow.config import Settings
-from function_flow.core import versions
+from function_flow.core import starts, versions
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus, ordered_tasks
-from function_flow.errors import (ConfigurationError, RunBlockedError, RunNotFoundError,
-                                   RunStillActiveError)
+from function_flow.errors import (ConfigurationError, RunBlockedError, RunConflictError,
+                                   RunNotFoundError, RunStillActiveError)
 from function_flow.tasks import Job
 
 WORKERS_HELP = "Worker threads (default: FUNCTION_FLOW_WORKERS or 8)."
@@ -39,26 +39,33 @@ WORKERS_HELP = "Worker threads (default: FUNCTION_FLOW_WORKERS or 8)."
 @click.option("--arg", "arg_pairs", multiple=True, metavar="KEY=VALUE",
               help="Run argument (JSON value, else a string). Repeatable.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help=WORKERS_HELP)
+@click.option("--run-id", metavar="ID", default=None,
+              help="Give the run this id: running it again with the same arguments "
+                   "shows that run; with other arguments it is refused.")
 @click.option("--callback-url", metavar="URL", default=None,
               help="POST the run's final status and results here, signed with "
                    "FUNCTION_FLOW_HMAC_KEY, once it ended (retried until a 2xx).")
 @remote_option
 def run(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
-        workers: int | None, callback_url: str | None,
+        workers: int | None, run_id: str | None, callback_url: str | None,
         remote_pairs: tuple[str, ...]) -> None:
     """Run a workflow FILE on the embedded backend and show its progress.
 
     Remote functions that FILE defines answer its remote tasks here."""
     args = parse_args(arg_pairs)
+    if run_id is not None and not starts.RUN_ID.fullmatch(run_id):
+        fail(f"--run-id {run_id!r} must be {starts.RUN_ID_RULE}")
     job = load_job(file, job_name)
     host_remote_functions(job, file, remote_pairs)
     backend = backends.embedded(workers=workers)
     job.use_backend(backend)
+    existed = run_id is not None and backend.store.get_run(run_id) is not None
     try:
-        run_id = job.start(args, source=os.path.abspath(file), callback_url=callback_url)
-    except (TypeError, ValueError, ConfigurationError) as exc:
+        run_id = job.start(args, run_id=run_id, source=os.path.abspath(file),
+                           callback_url=callback_url)
+    except (TypeError, ValueError, ConfigurationError, RunConflictError) as exc:
         fail(f"cannot start job {job.name!r}: {exc}")
-    follow_to_end(job, backend, run_id)
+    follow_to_end(job, backend, run_id, existed=existed)
 
 
 @click.command()

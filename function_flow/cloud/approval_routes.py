@@ -6,8 +6,10 @@
 The body is signed like every internal message (signing.py): headers
 X-Function-Flow-Timestamp and X-Function-Flow-Signature, an HMAC-SHA256 of
 `<timestamp>.<body>` keyed by FUNCTION_FLOW_HMAC_KEY; the token alone does
-not decide over HTTP. Answers are JSON. 200 `{"outcome": "approved"|"rejected", "run_id", "task_id",
-"run_status"}` when the decision was recorded. Refusals change nothing:
+not decide over HTTP.
+
+Answers are JSON. 200 `{"outcome": "approved"|"rejected", "run_id",
+"task_id", "run_status"}` when the decision was recorded. Refusals change nothing:
 400 a body that is not a JSON object, without a string "token", a token that
 is not one, data that cannot be stored or a reason that is not text; 404 an
 unknown token, one already used, or one whose wait ended (a second, or a

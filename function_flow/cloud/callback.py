@@ -151,14 +151,14 @@ def openfaas_answer(site: Site, request: Any, rest: str) -> Answer:
     if not status_header.strip().isdigit() or not 100 <= int(status_header) <= 599:
         raise HttpError(400, "X-Function-Status must be the function's HTTP status; got "
                              f"{status_header[:40]!r}: is this the OpenFaaS queue worker?")
-    body = delivery.http_body(request, MAX_CALLBACK_BODY_BYTES)
     where = f"/openfaas/{job_id}"
-    try:
+    try:  # before the body is read or the store asked
         delivery.check_signature(openfaas.callback_path(job_id).encode(), request.args,
                                  signing.ATTRIBUTES, site.keys, max_age=math.inf)
     except delivery.Unsigned as exc:
         return ignored(where, f"{exc} (the callback URL this function_flow gave the "
                               "gateway carries its signature)")
+    body = delivery.http_body(request, MAX_CALLBACK_BODY_BYTES)
     found = find_waiting(site, job_id)
     if isinstance(found, str):
         return ignored(where, found)

@@ -21,7 +21,7 @@ redelivery); a `(json, status)` pair for HTTP, where a 2xx acknowledges.
 
 Every internal message is signed (signing.py); `check_signature` is the one
 check every receiver makes, here for every carrier: Pub/Sub attributes
-(`signed_pubsub_payload`), HTTP headers (`posted_object(..., keys=)`) and a
+(`signed_pubsub_payload`), HTTP headers (`posted_object(..., signed_by=)`) and a
 URL's query. A message it refuses (unsigned, forged, signed with another
 key, stale) raises Unsigned, a Rejected: logged in one line saying why,
 acknowledged, never acted on.

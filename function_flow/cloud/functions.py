@@ -18,11 +18,7 @@ the engine records it.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import re
-import sys
 from typing import TYPE_CHECKING, Any, Callable
 
 from function_flow import callbacks, futures, signing, tracing
@@ -30,8 +26,11 @@ from function_flow.cloud import delivery
 from function_flow.cloud.callback import make_callback
 from function_flow.cloud.control import make_control
 from function_flow.cloud.delivery import HttpError, NotAnEnvelope, Rejected
+from function_flow.core import starts
 from function_flow.core.records import Message
-from function_flow.errors import ConfigurationError, RecordTooLargeError
+from function_flow.core.output import labelled
+from function_flow.errors import ConfigurationError, RecordTooLargeError, RunConflictError
+from function_flow.log_format import install_for_functions as log_like_a_cloud_function
 from function_flow.remote.web import RUN_ID_HEADER
 
 if TYPE_CHECKING:
@@ -41,37 +40,6 @@ logger = logging.getLogger("function_flow.cloud.functions")
 
 __all__ = ["make_start", "make_scheduler", "make_external_event_listener", "make_poller",
            "make_callback", "make_control", "RUN_ID_HEADER"]
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
-
-
-class _CloudLoggingFormatter(logging.Formatter):
-    """One JSON object per line, the form Cloud Logging parses into fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"severity": record.levelname, "message": record.getMessage(),
-                 "logger": record.name}
-        if record.exc_info:
-            entry["message"] += "\n" + self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def log_like_a_cloud_function() -> None:
-    """Make INFO logs of function_flow visible when running as a function.
-
-    Python drops INFO records by default, which would hide every "run X task
-    Y: succeeded" line. functions-framework sets FUNCTION_TARGET (so does the
-    Cloud Functions runtime); then, unless the application configured
-    logging itself, function_flow logs JSON lines to stdout.
-    """
-    if not os.environ.get("FUNCTION_TARGET"):
-        return
-    package_logger = logging.getLogger("function_flow")
-    if package_logger.handlers or logging.getLogger().handlers:
-        return
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_CloudLoggingFormatter())
-    package_logger.addHandler(handler)
-    package_logger.setLevel(logging.INFO)
 
 
 def make_scheduler(job: "Job") -> Callable[..., Any]:
@@ -93,7 +61,9 @@ def make_scheduler(job: "Job") -> Callable[..., Any]:
             logger.warning("scheduler: message rejected and acknowledged: %s", exc)
             return delivery.acknowledge(event, "rejected")
         try:
-            with tracing.attached(attributes):  # the sender's context: the claim links to it
+            with tracing.attached(attributes), labelled(  # the claim links to the sender
+                    job=job.name, run_id=message.run_id, task_id=message.task_id,
+                    attempt=message.attempt):
                 outcome = job.engine.handle(message)
         except Exception as exc:
             return delivery.not_done(event, f"scheduler: {message}", exc)
@@ -215,7 +185,8 @@ def make_start(job: "Job") -> Callable[..., Any]:
     """Build the HTTP start function: JSON body = arguments; answers the run id.
 
     A caller-chosen run id (header X-Function-Flow-Run-Id) makes a retried
-    request idempotent: the second call answers the run the first created.
+    request idempotent: the second call answers the run the first created;
+    the same id with other arguments is refused with a 409.
     A header X-Function-Flow-Callback-Url gives the run a completion
     callback (callbacks.py); a header, because the body is the arguments.
     Every bad request gets a 4xx with a JSON error; only a transient backend
@@ -237,6 +208,9 @@ def make_start(job: "Job") -> Callable[..., Any]:
             with tracing.attached(request.headers):  # a traced caller: the run links to it
                 started, created = job.engine.start(args, run_id=run_id,
                                                     callback_url=callback_url)
+        except RunConflictError as exc:  # the run id names another start (core/starts.py)
+            logger.warning("start: refused (409): %s", exc)
+            return {"error": str(exc), "run_id": exc.run_id}, 409
         except RecordTooLargeError as exc:
             return {"error": str(exc)}, 413
         except (TypeError, ValueError, RecursionError) as exc:
@@ -273,7 +247,6 @@ def _callback_url_of(request: Any) -> str | None:
 
 def _run_id_of(request: Any) -> str | None:
     run_id = request.headers.get(RUN_ID_HEADER) or None
-    if run_id is not None and not _RUN_ID.fullmatch(run_id):
-        raise HttpError(400, f"{RUN_ID_HEADER} must be 1-200 letters, digits, '.', '_', "
-                             "':' or '-', starting with a letter or digit")
+    if run_id is not None and not starts.RUN_ID.fullmatch(run_id):
+        raise HttpError(400, f"{RUN_ID_HEADER} must be {starts.RUN_ID_RULE}")
     return run_id

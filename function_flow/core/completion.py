@@ -14,7 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from function_flow.core import foreach, hooks, leftovers, payloads, transitions
+from function_flow.core import attempts, foreach, hooks, leftovers, payloads, transitions
 from function_flow.core.definition import END_TASK_ID, branch_choice
 from function_flow.core.records import Message, TaskRecord, TaskStatus
 from function_flow.core.transitions import Step
@@ -41,7 +41,8 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
              claimed: TaskRecord | None = None,
              claimed_until: float | None = None,
              trigger_id: str | None = None, not_before: float = 0.0,
-             retry: bool = True, cause: BaseException | None = None) -> str:
+             retry: bool = True, cause: BaseException | None = None,
+             output: Any = None) -> str:
     """Record the outcome of one attempt, exactly once, and advance the run.
 
     Returns "stale" when the attempt was already completed or superseded.
@@ -54,7 +55,8 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
 
     A successful value must be storable (JSON; over the inline limit it is
     written to a blob first, see payloads.py), else the attempt fails with
-    the reason.
+    the reason. `output`: what the body printed (an output.Capture), kept
+    with the attempt in the same write (core/attempts.py).
     """
     chosen = None
     if ok:
@@ -105,6 +107,7 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
                                     run=run, retry_delay=delay, retry=again,
                                     graph=engine.graph, has_end_task=engine.end_record)
         hooks.after_hook(step, task_id, run, now)
+        attempts.add_output(step, task_id, output)
         step.write_to(tx, run_id)
         if trigger_id is not None:
             tx.delete_trigger(trigger_id)
@@ -119,7 +122,7 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
         if not ok:
             raise
         return complete(engine, run_id, task_id, attempt, ok=False,
-                             error=f"RecordTooLargeError: {exc}", trigger_id=trigger_id)
+                        error=f"RecordTooLargeError: {exc}", trigger_id=trigger_id)
     except TransientBackendError as exc:
         step = _complete_again(engine, run_id, task_id, attempt, ok, exc,
                                     lambda tx: finish(tx, trust_claim=False))

@@ -36,7 +36,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
-from function_flow.core import hooks, leftovers, transitions, waiting
+from function_flow.core import attempts, hooks, leftovers, transitions, waiting
 from function_flow.core.definition import END_TASK_ID
 from function_flow.core.records import Message, RunRecord, RunStatus, TaskRecord, TaskStatus
 from function_flow.errors import RunEndedError, RunNotFoundError
@@ -133,7 +133,7 @@ def pause(store: "Store", run_id: str, now: float) -> Outcome:
     """Start nothing new in the run until it is resumed; what runs finishes."""
     outcome = _set_flag(store, run_id, "pause",
                         lambda run: None if run.paused_at is not None
-                        else {"paused_at": now})
+                        else {"paused_at": now, **attempts.run_event(run, "paused", now)})
     if outcome.changed:
         logger.info("run %s paused", run_id)
     return outcome
@@ -148,7 +148,8 @@ def unpause(store: "Store", bus: "Bus", run_id: str, now: float) -> Outcome:
     """
     outcome = _set_flag(store, run_id, "resume",
                         lambda run: None if run.paused_at is None
-                        else {"paused_at": None, "resumed_at": now})
+                        else {"paused_at": None, "resumed_at": now,
+                              **attempts.run_event(run, "resumed", now)})
     sent = send_queued(store, bus, run_id, now)
     if outcome.changed:
         logger.info("run %s resumed: %d queued task(s) sent again", run_id, sent)

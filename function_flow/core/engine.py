@@ -30,14 +30,15 @@ import traceback
 import uuid
 from typing import Any, Callable, Iterable, Protocol
 
-from function_flow.core import (completion, control, foreach, hooks, leftovers, payloads,
-                                recovery, redrive, transitions, versions, waiting, watches)
+from function_flow.core import (completion, control, foreach, hooks, leftovers, output,
+                                payloads, recovery, redrive, starts, transitions, versions,
+                                waiting, watches)
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Request,
                                       Store, Transaction, Watcher)
-from function_flow.core.records import (Message, MessageKind, RunRecord, RunStatus,
-                                        TaskRecord, TaskStatus, ordered_tasks)
+from function_flow.core.records import (Message, MessageKind, RunRecord, TaskRecord,
+                                        ordered_tasks)
 from function_flow.core.waiting import Pending
 from function_flow.core.transitions import Step
 from function_flow import tracing
@@ -51,7 +52,6 @@ DEFAULT_LEASE_SECONDS = 3600.0
 #: How long after its timeout an executor that stops bodies has to report
 #: the stop, before the attempt's lease expires.
 STOP_GRACE_SECONDS = 30.0
-
 
 
 class Workflow(Protocol):
@@ -152,14 +152,20 @@ class Engine(control.Controls):
         """Create a run and queue its root tasks. Returns (run_id, created).
 
         With a caller-chosen run id the call is idempotent: when the run
-        exists, nothing is written and created is False. Raises TypeError or
-        ValueError for arguments no backend can store or a bad callback_url.
+        exists with the same arguments, nothing is written and created is
+        False; with other arguments, RunConflictError (core/starts.py). Raises
+        TypeError or ValueError for arguments no backend can store or a bad
+        callback_url.
         """
         hook_ids, callback_url = hooks.for_start(self.dag, callback_url)
+        given = dict(args or {})
+        if run_id is not None:  # before any write: a conflicting start changes nothing
+            existing = self.store.get_run(run_id)
+            if existing is not None:
+                return starts.repeated(self, existing, given)
         run_id = run_id or new_run_id(self.workflow.name)
         args_key = payloads.args_key(run_id)
-        args = self.payloads.store("the run's arguments", dict(args or {}), args_key,
-                                   allow_nan=False)
+        args = self.payloads.store("the run's arguments", given, args_key, allow_nan=False)
         now = self.clock()
         records, slots, messages = transitions.first_attempts(self.graph, run_id, now,
                                                               self.slots)
@@ -177,12 +183,12 @@ class Engine(control.Controls):
             if self.store.get_run(run_id) is None:
                 raise
             created = False
-        if not created:
+        if not created:  # a start with the same run id at the same time won
             existing = self.store.get_run(run_id)
             if existing is None or not self.payloads.references(existing.args, args_key):
                 self.payloads.discard(args)  # the run exists with other arguments
-            self._resend_roots(run_id)
-            return run_id, False
+            return (run_id, False) if existing is None else \
+                starts.repeated(self, existing, given)
         try:
             for message in messages:
                 self.bus.publish(message)
@@ -194,14 +200,6 @@ class Engine(control.Controls):
             raise
         logger.info("run %s started: %d tasks", run_id, len(self.dag.tasks))
         return run_id, True
-
-    def _resend_roots(self, run_id: str) -> None:
-        """A retried start may follow one that died before publishing."""
-        existing = self.store.get_run(run_id)
-        if existing is not None and existing.status is RunStatus.RUNNING:
-            for root in self.store.get_tasks(run_id, self.dag.roots):
-                if root.status is TaskStatus.QUEUED:
-                    self.bus.publish(Message(run_id, root.task_id, root.attempt))
 
     def _discard_failed_start(self, run_id: str) -> None:
         try:
@@ -296,6 +294,7 @@ class Engine(control.Controls):
         run_id = run.run_id
         what = f"attempt {attempt} of task {task_id!r}"
         request: Request | None = None
+        captured = None  # what the body prints and logs (core/output.py)
         if spec.foreach is not None and claimed.role is None:
             return foreach.run_attempt(self, run, spec, attempt)
         try:
@@ -305,13 +304,15 @@ class Engine(control.Controls):
                 "item": self.payloads.load(claimed.item, f"the item of {task_id!r}"),
                 "item_key": claimed.item_key, "item_id": task_id}
             body = self._body(run, task_id, spec, attempt, claimed, item)
-            with tracing.body(task_id, attempt):
+            with tracing.body(task_id, attempt), \
+                    output.capturing(run_id, task_id, attempt) as captured:
                 value = self.executor.run(body, spec.timeout, what)
             if spec.call is not None and spec.call.asynchronous:
                 request = waiting.make_request(run, spec, attempt, value)
                 value = waiting.RemoteAnswer(request.job_id)
             if isinstance(value, Pending):
-                if not waiting.await_event(self, run_id, task_id, spec, attempt, value):
+                if not waiting.await_event(self, run_id, task_id, spec, attempt, value,
+                                           captured):
                     return "stale"
                 if request is None:
                     return "waiting"
@@ -327,9 +328,9 @@ class Engine(control.Controls):
             return self.complete(run_id, task_id, attempt, ok=False, error=error,
                                  claimed=claimed, claimed_until=claimed_until,
                                  trigger_id=None if request is None else request.job_id,
-                                 cause=exc)
+                                 cause=exc, output=captured)
         return self.complete(run_id, task_id, attempt, ok=True, value=value,
-                             claimed=claimed, claimed_until=claimed_until)
+                             claimed=claimed, claimed_until=claimed_until, output=captured)
 
     def _body(self, run: RunRecord, task_id: str, spec: TaskSpec, attempt: int,
               claimed: TaskRecord, item: dict[str, Any]) -> Callable[[], Any]:
@@ -382,12 +383,13 @@ class Engine(control.Controls):
                  value: Any = None, error: str | None = None,
                  claimed: TaskRecord | None = None, claimed_until: float | None = None,
                  trigger_id: str | None = None, not_before: float = 0.0,
-                 retry: bool = True, cause: BaseException | None = None) -> str:
+                 retry: bool = True, cause: BaseException | None = None,
+                 output: Any = None) -> str:
         """Record the outcome of one attempt, exactly once, and advance the run."""
         return completion.complete(self, run_id, task_id, attempt, ok=ok, value=value,
                                    error=error, claimed=claimed, claimed_until=claimed_until,
                                    trigger_id=trigger_id, not_before=not_before,
-                                   retry=retry, cause=cause)
+                                   retry=retry, cause=cause, output=output)
 
     def complete_watches(self, path: str) -> str:
         """An object now exists at gs:// `path`: complete the waits for a prefix of it."""

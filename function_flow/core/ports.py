@@ -132,12 +132,20 @@ class Store(Protocol):
         """Up to `limit` free slot numbers among 0..count-1."""
 
     def list_runs(self, limit: int = 50, status: RunStatus | None = None,
-                  hooks_pending: bool = False) -> list[RunRecord]:
-        """Most recent runs first; with `status`, only runs in that status;
-        with hooks_pending, only runs whose `hooks_pending` is set (core/hooks.py).
+                  hooks_pending: bool = False, *, job_name: str | None = None,
+                  before: tuple[float, str] | None = None,
+                  newest_first: bool = False) -> list[RunRecord]:
+        """Up to `limit` runs: with `status`, only runs in that status; with
+        `job_name`, only runs of that job; with hooks_pending, only runs whose
+        `hooks_pending` is set (core/hooks.py).
 
-        Filtered, the order is unspecified (on Firestore it would need a
-        composite index): the poller wants every such run, not the newest ones.
+        Unfiltered, or with newest_first, the most recent first (created_at,
+        then run id, descending); `before` = (created_at, run_id) of the last
+        run of a page asks for the page after it, in that order. People's
+        views (the dashboard) ask so. Filtered without newest_first, the order
+        is unspecified: the poller wants every such run, not the newest ones,
+        and on Firestore an ordered filtered query needs a composite index
+        (the README lists them), which the poller must not need.
         """
 
     def get_trigger(self, trigger_id: str) -> Trigger | None:

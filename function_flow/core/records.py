@@ -97,6 +97,7 @@ class RunRecord:
     paused_at: float | None = None  # when paused (None: not), see core/control.py
     resumed_at: float | None = None  # its last resume: an embedded run's process re-sends
     traceparent: str | None = None  # W3C context of the run's root span (function_flow/tracing.py)
+    history: list[dict[str, Any]] | None = None  # each pause, resume, redrive (history.py)
 
     def to_dict(self) -> dict[str, Any]:
         return _fields_of(self)
@@ -149,6 +150,7 @@ class TaskRecord:
     node_attempt: int | None = None
     #: A trigger rule of its own (None: its template's).
     trigger_rule: str | None = None
+    attempts: list[dict[str, Any]] | None = None  # the ended ones: core/attempts.py
 
     def to_dict(self) -> dict[str, Any]:
         return _fields_of(self)
@@ -163,9 +165,7 @@ class TaskRecord:
 
     @property
     def duration(self) -> float | None:
-        if self.started_at is None:
-            return None
-        if self.finished_at is None:
+        if self.started_at is None or self.finished_at is None:
             return None
         return self.finished_at - self.started_at
 

@@ -24,7 +24,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
-from function_flow.core import hooks, versions
+from function_flow.core import attempts, hooks, versions
 from function_flow.core.definition import END_TASK_ID
 from function_flow.core.records import RunRecord, RunStatus, TaskRecord, TaskStatus
 from function_flow.core.transitions import Step
@@ -80,7 +80,10 @@ def redrive(engine: "Engine", run_id: str) -> RunRecord:
         if current is None or current.status not in REDRIVABLE:
             return None
         fields = {"status": RunStatus.RUNNING.value, "finished_at": None, "error": None,
-                  "redrives": current.redrives + 1, **versions.recorded(engine.dag)}
+                  "redrives": current.redrives + 1, **versions.recorded(engine.dag),
+                  **attempts.run_event(current, "redriven", engine.clock(),
+                                       ended=current.status.value,
+                                       ended_at=current.finished_at, error=current.error)}
         tx.update_run(run_id, fields)
         return dataclasses.replace(current, status=RunStatus.RUNNING,
                                    redrives=current.redrives + 1)
@@ -111,4 +114,4 @@ def fresh(record: TaskRecord, kept: set[str]) -> TaskRecord:
                       template=record.template, deps=record.deps,
                       dependents=record.dependents, role=record.role, item=record.item,
                       item_key=record.item_key, node_attempt=record.node_attempt,
-                      trigger_rule=record.trigger_rule)
+                      trigger_rule=record.trigger_rule, attempts=record.attempts)

@@ -30,7 +30,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from function_flow.core import hooks
+from function_flow.core import attempts, hooks
+from function_flow.core.attempts import MAX_ERROR_CHARS, bounded_error  # noqa: F401
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import RunGraph
 from function_flow.core.records import (JoinProgress, Message, RunRecord, RunStatus,
@@ -162,6 +163,7 @@ def cancel(task: TaskRecord, attempt: int, now: float,
         step.verdict = "stale"
         return step
     step.task(task.task_id, status=C.value, finished_at=now, lease_until=None, slot=None)
+    attempts.record(step, task, now)
     if task.slot is not None:
         step.slot(task.slot, None)
     return step
@@ -218,6 +220,7 @@ def succeed(graph: RunGraph, task: TaskRecord, run_id: str, value: Any, now: flo
             step.fill_slots = True
     step.task(task.task_id, status=S.value, result=value, error=None, finished_at=now,
               lease_until=None, slot=None)
+    attempts.record(step, task, now)
     end_run_with_tasks(step, run, now)
     step.joins = tuple(joins)
     return step
@@ -245,21 +248,6 @@ def ends_run(graph: RunGraph, task: TaskRecord, has_end_task: bool) -> bool:
     return not has_end_task and graph.dependents_of(task.task_id, task) == (END_TASK_ID,)
 
 
-#: Longest error text kept for an attempt. A body can raise an exception
-#: whose message is megabytes long; a record must stay storable (a Firestore
-#: document holds 1 MiB), and the end of a traceback says the most.
-MAX_ERROR_CHARS = 32_000
-
-
-def bounded_error(error: str) -> str:
-    """An attempt's error as stored: its head and its end, when it is too long."""
-    if len(error) <= MAX_ERROR_CHARS:
-        return error
-    keep = MAX_ERROR_CHARS // 4
-    cut = len(error) - MAX_ERROR_CHARS
-    return f"{error[:keep]}\n... ({cut:,} characters cut) ...\n{error[-(MAX_ERROR_CHARS - keep):]}"
-
-
 def retries_left(spec: TaskSpec, task: TaskRecord) -> bool:
     """Whether a failure of the current attempt is retried (then the run is not read)."""
     return task.attempt - min(task.interrupted, MAX_INTERRUPTED_ATTEMPTS) <= spec.retries
@@ -282,11 +270,13 @@ def fail(spec: TaskSpec, task: TaskRecord, run_id: str, error: str, now: float, 
         step.task(task.task_id, status=Q.value, attempt=task.attempt + 1, error=error,
                   lease_until=None, queued_at=now, not_before=now + retry_delay,
                   finished_at=now)
+        attempts.record(step, task, now)
         step.messages.append(Message(run_id, task.task_id, task.attempt + 1))
         return step
     step = Step("failed")
     step.task(task.task_id, status=F.value, error=error, finished_at=now,
               lease_until=None, slot=None)
+    attempts.record(step, task, now)
     if task.slot is not None:
         step.slot(task.slot, None)
         step.fill_slots = True
@@ -333,6 +323,7 @@ def interrupted(spec: TaskSpec, task: TaskRecord, run_id: str, now: float, *,
     step.task(task.task_id, status=Q.value, attempt=task.attempt + 1,
               interrupted=task.interrupted + 1, queued_at=now, lease_until=None,
               not_before=None)
+    attempts.record(step, task, now)
     step.messages.append(Message(run_id, task.task_id, task.attempt + 1))
     return step
 

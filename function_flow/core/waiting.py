@@ -14,7 +14,7 @@ import math
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from function_flow.core import versions
+from function_flow.core import attempts, versions
 from function_flow.core.definition import Call, TaskSpec
 from function_flow.core.ports import Request, Store, Transaction
 from function_flow.core.records import (MAX_MESSAGE_VALUE_BYTES, Message, MessageKind,
@@ -90,8 +90,9 @@ def make_request(run: RunRecord, spec: TaskSpec, attempt: int, value: Any) -> Re
 
 
 def await_event(engine: "Engine", run_id: str, task_id: str, spec: TaskSpec, attempt: int,
-                pending: Pending) -> bool:
-    """Record that the attempt waits for `pending`'s event (its lease: the timeout).
+                pending: Pending, captured: Any = None) -> bool:
+    """Record that the attempt waits for `pending`'s event (its lease: the timeout),
+    and what its body printed (`captured`, see core/attempts.py).
 
     Returns False when the attempt is no longer this executor's (its lease
     ran out meanwhile): nothing is recorded then.
@@ -114,7 +115,8 @@ def await_event(engine: "Engine", run_id: str, task_id: str, spec: TaskSpec, att
         task = tx.get_tasks(run_id, [task_id]).get(task_id)
         if task is None or task.status is not TaskStatus.RUNNING or task.attempt != attempt:
             return False
-        tx.update_task(run_id, task_id, {"trigger_id": trigger_id, "lease_until": now + lease})
+        tx.update_task(run_id, task_id, {"trigger_id": trigger_id, "lease_until": now + lease,
+                                         **attempts.waiting(task, now, captured)})
         tx.put_trigger(trigger)
         return True
 

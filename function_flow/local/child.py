@@ -40,7 +40,10 @@ the other threads may have been using at that instant:
 The child ends with os._exit: no atexit handler runs twice, and buffers of
 this process copied into the child are not written a second time (they are
 flushed before the fork; the child flushes only what its body wrote).
-Its stdout and stderr are this process's file descriptors.
+Its stdout and stderr are this process's file descriptors; what the body
+prints and logs also goes up the pipe as it is written, into its attempt's
+capture in the parent (core/output.py), so a body killed at its timeout
+leaves what it printed until then.
 
 On Linux the child also dies with SIGKILL when the thread that forked it
 ends (the whole program killed, or exiting), so no body outlives its
@@ -66,9 +69,10 @@ import time
 import traceback
 from typing import Any, Callable
 
-from function_flow.local.child_pipe import (ANSWER, CALL, HEADER, REPLY, STORE_FORWARDED,
-                                            STORE_READS, STORE_WRITES, BodyDiedError,
-                                            BodyError, Channel,
+from function_flow.core import output
+from function_flow.local.child_pipe import (ANSWER, CALL, HEADER, OUTPUT, REPLY,
+                                            STORE_FORWARDED, STORE_READS, STORE_WRITES,
+                                            BodyDiedError, BodyError, Channel,
                                             RemoteTraceback, UnpicklableResultError,
                                             answer_error, answer_ok, frame, outcome,
                                             read_through_parent, write_all)
@@ -115,7 +119,8 @@ class ChildProcessExecutor:
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)  # the child does it too: whichever runs first
         try:
-            answer, status = _Parent(pid, up_read, down_write, self.store).wait(deadline)
+            answer, status = _Parent(pid, up_read, down_write, self.store,
+                                     output.current()).wait(deadline)
         except BaseException:  # noqa: B036 -- a Ctrl-C in the main thread: no orphan
             _kill_group(pid)
             _reap(pid)
@@ -202,8 +207,12 @@ def _child(body: Callable[[], Any], up: int, down: int, parent: int,
     try:
         os.setpgid(0, 0)
         _die_with_parent(parent)
+        channel = Channel(up, down)
         if store is not None:
-            read_through_parent(store, Channel(up, down))
+            read_through_parent(store, channel)
+        capture = output.current()  # the attempt's, copied by the fork: send it on
+        if capture is not None:
+            capture.forward = channel.output
         try:
             answer = answer_ok(body())
         except BaseException as exc:  # noqa: B036 -- every failure of the body is its answer
@@ -255,8 +264,10 @@ class _Parent:
     child from its exit, never from a pipe's end of file.
     """
 
-    def __init__(self, pid: int, up: int, down: int, store: Any) -> None:
+    def __init__(self, pid: int, up: int, down: int, store: Any,
+                 capture: output.Capture | None = None) -> None:
         self.pid, self.up, self.down, self.store = pid, up, down, store
+        self.capture = capture
         self.received = bytearray()
         self.answer: bytes | None = None
         os.set_blocking(up, False)
@@ -318,6 +329,8 @@ class _Parent:
                 return
             if kind == CALL:
                 self._serve(payload, deadline)
+            elif kind == OUTPUT and self.capture is not None:
+                self.capture.write(payload.decode("utf-8", "replace"))
 
     def _serve(self, request: bytes, deadline: float) -> None:
         try:

@@ -20,7 +20,8 @@ from typing import Any
 
 #: Every frame on a pipe: its kind, then the length of its pickled payload.
 HEADER = struct.Struct("!cQ")
-CALL, ANSWER, REPLY = b"C", b"A", b"R"
+#: OUTPUT: what the body printed or logged (UTF-8), for its attempt's capture.
+CALL, ANSWER, REPLY, OUTPUT = b"C", b"A", b"R", b"O"
 #: Store methods a body in a child may call: they only read, and their
 #: arguments and results pickle. Each is answered by the parent.
 STORE_READS = ("get_run", "get_tasks", "join_progress", "find_tasks", "find_free_slots",
@@ -50,6 +51,14 @@ class Channel:  # pragma: no cover -- runs in the child
         if ok:
             return value
         raise value
+
+    def output(self, text: str) -> None:
+        """Send what the body wrote to the parent's capture of the attempt
+        (core/output.py); as it is written, so a body killed at its timeout
+        leaves what it printed until then."""
+        data = frame(OUTPUT, text.encode("utf-8", "backslashreplace"))
+        with self.lock, contextlib.suppress(OSError):  # the parent is gone: nothing to tell
+            write_all(self.up, data)
 
 
 def read_through_parent(store: Any, channel: Channel) -> None:  # pragma: no cover

@@ -29,11 +29,9 @@ def entry_points() -> tuple[Callable[..., Any], ...]:
     from its Job (FUNCTION_FLOW_DEV_JOB), on the GCP backend that the
     environment configures.
     """
-    import logging
+    from function_flow import loader, log_format
 
-    from function_flow import loader
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log_format.install(default="text")  # the dev log file; FUNCTION_FLOW_LOG_FORMAT=json
     job = loader.load_job(os.environ["FUNCTION_FLOW_DEV_SOURCE"],
                           os.environ.get("FUNCTION_FLOW_DEV_JOB") or None)
     return (job.make_start(), job.make_scheduler(), job.make_external_event_listener(),

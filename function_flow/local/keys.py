@@ -12,7 +12,6 @@ and every later one reads it. FUNCTION_FLOW_HMAC_KEY, when set, wins.
 
 from __future__ import annotations
 
-import errno
 import os
 import secrets
 
@@ -55,9 +54,9 @@ def _create(path: str) -> str:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise
     except OSError as exc:
-        if exc.errno == errno.EEXIST:
-            raise FileExistsError(path) from None
         raise ConfigurationError(f"cannot create the HMAC key file {path}: "
                                  f"{exc.strerror or exc}; set {signing.KEY_VARIABLE} "
                                  "instead") from None

@@ -282,12 +282,17 @@ class LocalStack:
     # --------------------------------------------------------------- actions
 
     def start_run(self, args: dict[str, Any], run_id: str | None = None,
-                  timeout: float = 60.0) -> str:
-        """POST `args` to the start function, as a client of the deployed one would."""
+                  timeout: float = 60.0, callback_url: str | None = None) -> str:
+        """POST `args` to the start function, as a client of the deployed one would
+        (with a callback URL: the run POSTs its results there once it ended)."""
+        from function_flow.callbacks import CALLBACK_URL_HEADER
         from function_flow.cloud.functions import RUN_ID_HEADER
 
+        headers = {RUN_ID_HEADER: run_id} if run_id else {}
+        if callback_url:
+            headers[CALLBACK_URL_HEADER] = callback_url
         body = post_json(self.start_url, args, "the start function", timeout=timeout,
-                         headers={RUN_ID_HEADER: run_id} if run_id else None)
+                         headers=headers or None)
         if not isinstance(body.get("run_id"), str):
             raise DevError(f"the start function answered without a run id: {body!r}")
         return body["run_id"]

@@ -7,12 +7,12 @@
 Deployed with `--trigger-topic SCORE_REQUESTS`, it parses the request
 Function Flow's scheduler sends (every Pub/Sub delivery shape, see
 cloud/delivery.py), refuses it unless it is signed (signing.py: it needs
-FUNCTION_FLOW_HMAC_KEY, the scheduler's key), calls `f`, and answers on the external events topic
-with Function Flow's `remote_function_resource` message plus "result":
-the return value, or the exception as the failure. A request is acted on
-once however often Pub/Sub delivers it (`Store.first_delivery`); when an
-attempt's answer is lost anyway, the task's timeout retries it with a new
-job id.
+FUNCTION_FLOW_HMAC_KEY, the scheduler's key), calls `f`, and answers on the
+external events topic, signed, with Function Flow's `remote_function_resource`
+message plus "result": the return value, or the exception as the failure.
+A request is acted on once however often Pub/Sub delivers it
+(`Store.first_delivery`); when an attempt's answer is lost anyway, the
+task's timeout retries it with a new job id.
 """
 
 from __future__ import annotations

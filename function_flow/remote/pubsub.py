@@ -3,7 +3,8 @@
 The request is Function Flow's JSON (`Request.function_flow_payload`); its
 attributes name the run, task, attempt and job id, so that a request means
 something in Cloud Logging and a remote function can tell which run it
-serves; two more sign it (bus/pubsub.py's Topic signs whatever it publishes). The answer comes back on the external events topic (see
+serves; two more sign it (bus/pubsub.py's Topic signs whatever it
+publishes). The answer comes back on the external events topic (see
 futures.RemoteFunctionFuture).
 """
 

@@ -62,12 +62,17 @@ def Http(url: str, *, audience: str | None = None,  # noqa: N802
     return Call("http", url, asynchronous=False, options=options)
 
 
+def is_topic_name(name: object) -> bool:
+    """Whether Pub/Sub accepts `name` as a topic (or subscription) id."""
+    return isinstance(name, str) and bool(_TOPIC.fullmatch(name)) \
+        and not name.lower().startswith("goog")
+
+
 def check(call: Call) -> None:
     """Raise ValueError, saying why, for a call Pub/Sub, OpenFaaS or HTTP would refuse."""
     target = call.target
     if call.kind == "pubsub":
-        if not isinstance(target, str) or not _TOPIC.fullmatch(target) \
-                or target.lower().startswith("goog"):
+        if not is_topic_name(target):
             raise ValueError(
                 f"remote_topic {target!r} is not a Pub/Sub topic name: 3-255 letters, "
                 "digits or -._~%+, starting with a letter and not with 'goog'")

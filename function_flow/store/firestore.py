@@ -9,6 +9,9 @@ Schema (every collection name starts with the configured prefix):
     {prefix}triggers/{trigger_id}          a records.Trigger (run, task, attempt, watch...)
     {prefix}deliveries/{key}               {"key", "run_id"}: requests already acted on
 
+With `ttl_days` (FUNCTION_FLOW_RUN_TTL_DAYS), every document of a run also
+carries `expire_at`, for Firestore's TTL policies (see expiry.py).
+
 How records become documents, and the transactions, are in
 firestore_transactions.py.
 
@@ -48,6 +51,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from google.api_core import exceptions as gexc
@@ -60,6 +64,7 @@ from function_flow.errors import ConfigurationError, RecordTooLargeError, Transi
 from function_flow.core.ports import RecordExistsError
 from function_flow.core.records import (JoinProgress, RunRecord, RunStatus, TaskRecord,
                                         TaskStatus, Trigger)
+from function_flow.store import expiry
 from function_flow.store.firestore_context import FirestoreContext
 from function_flow.store.firestore_transactions import (commit_compare_and_set,
                                                         commit_transaction, decode, doc_id,
@@ -82,8 +87,10 @@ class FirestoreStore(FirestoreContext):
 
     def __init__(self, project: str | None = None, database: str = "(default)",
                  prefix: str = "", client: Any = None,
-                 max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+                 ttl_days: float | None = None) -> None:
         self.project = project
+        self.ttl_days = ttl_days
         self.database = database or "(default)"
         self.prefix = prefix
         self.max_attempts = max_attempts
@@ -124,6 +131,13 @@ class FirestoreStore(FirestoreContext):
     def reset_counts(self) -> None:
         with self._lock:
             self.reads = self.writes = 0
+
+    def _expiring(self, data: dict[str, Any], since: float | None = None) -> dict[str, Any]:
+        """`data` with its `expire_at` (written `since`, default now) when runs expire."""
+        if self.ttl_days is None:
+            return data
+        moment = time.time() if since is None else since
+        return {**data, expiry.FIELD: expiry.expire_at(moment, self.ttl_days)}
 
     def _runs(self) -> Any:
         return self.client.collection(f"{self.prefix}runs")
@@ -169,11 +183,12 @@ class FirestoreStore(FirestoreContext):
     def create_run(self, run: RunRecord, tasks: list[TaskRecord],
                    slots: dict[int, str | None]) -> bool:
         run_ref = self._run_ref(run.run_id)
-        documents = [(self._task_ref(run.run_id, t.task_id), encode(t.to_dict()))
-                     for t in tasks]
-        documents += [(self._slot_ref(run.run_id, n), {"holder": holder})
+        since = run.created_at or None
+        documents = [(self._task_ref(run.run_id, t.task_id),
+                      self._expiring(encode(t.to_dict()), since)) for t in tasks]
+        documents += [(self._slot_ref(run.run_id, n), self._expiring({"holder": holder}, since))
                       for n, holder in slots.items()]
-        run_data = encode(run.to_dict())
+        run_data = self._expiring(encode(run.to_dict()), since)
         if len(documents) + 1 <= MAX_WRITES:
             return self._create_in_one_batch(run_ref, run_data, documents)
         return self._create_in_batches(run.run_id, run_ref, run_data, documents)
@@ -304,17 +319,32 @@ class FirestoreStore(FirestoreContext):
 
     @_translated
     def list_runs(self, limit: int = 50, status: RunStatus | None = None,
-                  hooks_pending: bool = False) -> list[RunRecord]:
-        if status is not None or hooks_pending:  # no order_by: a composite index
-            query = self._runs()
-            if status is not None:
-                query = query.where(filter=FieldFilter("status", "==", status.value))
-            if hooks_pending:
-                query = query.where(filter=FieldFilter("hooks_pending", "==", True))
-        else:
-            query = self._runs().order_by("created_at", direction=firestore.Query.DESCENDING)
-        return [RunRecord.from_dict(decode(s.to_dict()))
-                for s in self._query(query.limit(limit))]
+                  hooks_pending: bool = False, *, job_name: str | None = None,
+                  before: tuple[float, str] | None = None,
+                  newest_first: bool = False) -> list[RunRecord]:
+        query = self._runs()
+        filters = {"status": status.value if status else None, "job_name": job_name,
+                   "hooks_pending": True if hooks_pending else None}
+        for field, value in filters.items():
+            if value is not None:
+                query = query.where(filter=FieldFilter(field, "==", value))
+        filtered = [field for field, value in filters.items() if value is not None]
+        # Unordered when filtered, unless asked: ordering needs a composite index.
+        if newest_first or before is not None or not filtered:
+            descending = firestore.Query.DESCENDING
+            query = query.order_by("created_at", direction=descending).order_by(
+                "__name__", direction=descending)
+            if before is not None:
+                query = query.start_after({"created_at": before[0],
+                                           "__name__": self._run_ref(before[1])})
+        try:
+            snapshots = self._query(query.limit(limit))
+        except gexc.FailedPrecondition as exc:  # the composite index is missing
+            raise ConfigurationError(
+                f"listing runs by {' and '.join(filtered)} newest first needs a composite "
+                f"index on {self.prefix}runs: {', '.join(filtered)}, created_at descending "
+                f"(README, \"Firestore indexes\"); Firestore says: {exc.message}") from exc
+        return [RunRecord.from_dict(decode(s.to_dict())) for s in snapshots]
 
     @_translated
     def runs_started_before(self, timestamp: float) -> list[str]:
@@ -347,7 +377,7 @@ class FirestoreStore(FirestoreContext):
         self._count(writes=1)
         try:
             self.client.collection(f"{self.prefix}deliveries").document(doc_id(key)).create(
-                {"key": key, "run_id": run_id})
+                self._expiring({"key": key, "run_id": run_id}))
         except gexc.AlreadyExists:
             return False
         return True

@@ -47,6 +47,7 @@ class FirestoreContext:
     _count: Callable[..., None]
     _query: Callable[[Any], list[Any]]
     _delete_refs: Callable[[list[Any]], None]
+    _expiring: Callable[[dict[str, Any]], dict[str, Any]]
 
     def _context_ref(self, run_id: str, key: str) -> Any:
         return self._run_ref(run_id).collection("context").document(context_doc_id(key))
@@ -65,7 +66,7 @@ class FirestoreContext:
     @translated
     def set_context(self, run_id: str, key: str, value: str) -> bool:
         ref = self._context_ref(run_id, key)
-        ref.set({"key": key, "value_json": value})
+        ref.set(self._expiring({"key": key, "value_json": value}))
         self._count(reads=1, writes=1)
         if self._run_ref(run_id).get().exists:
             return True

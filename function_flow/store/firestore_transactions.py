@@ -10,10 +10,13 @@ docs/design.md, "No hot document").
 Record fields are stored as they are, except `args` (run) and `result`
 (task), which hold arbitrary JSON and are stored as JSON text in `args_json`
 and `result_json`: Firestore refuses arrays of arrays, very large integers and
-map keys like "__x__", so JSON text is the only lossless form. Document ids
-that Firestore reserves ("__end__", the engine's virtual end task, ".",
-"..", anything with "/") are stored escaped: "~" + percent-encoding (any id
-starting with "~" is escaped too, so the mapping stays one-to-one).
+map keys like "__x__", so JSON text is the only lossless form. A task's
+`attempts` and a run's `history` (lists of small maps) are JSON text too,
+in `attempts_json` and `history_json`: one index entry, not one per
+subfield. Document ids that Firestore reserves ("__end__", the engine's
+virtual end task, ".", "..", anything with "/") are stored escaped: "~" +
+percent-encoding (any id starting with "~" is escaped too, so the mapping
+stays one-to-one).
 
 `deps_done` is a map written with blind field updates (`deps_done.<task>`,
 quoted with FieldPath for ids with special characters), so completers never
@@ -69,7 +72,8 @@ def translated(method: Callable[..., T]) -> Callable[..., T]:
 
 
 #: Record fields holding arbitrary JSON, and the document field storing it.
-JSON_FIELDS = {"args": "args_json", "result": "result_json"}
+JSON_FIELDS = {"args": "args_json", "result": "result_json",
+               "attempts": "attempts_json", "history": "history_json"}
 RESERVED_ID = re.compile(r"^__.*__$|^\.{1,2}$|^~|/")
 
 
@@ -255,24 +259,28 @@ class FirestoreTransaction:
 
     def update_task(self, run_id: str, task_id: str, fields: dict[str, Any]) -> None:
         self.writes += 1
-        self._tx.update(self._store._task_ref(run_id, task_id), update_paths(fields))
+        self._tx.update(self._store._task_ref(run_id, task_id),
+                        update_paths(self._store._expiring(fields)))
 
     def set_slot(self, run_id: str, slot: int, holder: str | None) -> None:
         self.writes += 1
-        self._tx.set(self._store._slot_ref(run_id, slot), {"holder": holder})
+        self._tx.set(self._store._slot_ref(run_id, slot),
+                     self._store._expiring({"holder": holder}))
 
     def add_task(self, run_id: str, record: TaskRecord) -> None:
         self.writes += 1
         self._tx.create(self._store._task_ref(run_id, record.task_id),
-                        encode(record.to_dict()))
+                        self._store._expiring(encode(record.to_dict())))
 
     def replace_task(self, run_id: str, record: TaskRecord) -> None:
         self.writes += 1
-        self._tx.set(self._store._task_ref(run_id, record.task_id), encode(record.to_dict()))
+        self._tx.set(self._store._task_ref(run_id, record.task_id),
+                     self._store._expiring(encode(record.to_dict())))
 
     def put_trigger(self, trigger: Trigger) -> None:
         self.writes += 1
-        self._tx.set(self._store._trigger_ref(trigger.trigger_id), trigger.to_dict())
+        self._tx.set(self._store._trigger_ref(trigger.trigger_id),
+                     self._store._expiring(trigger.to_dict()))
 
     def delete_trigger(self, trigger_id: str) -> None:
         self.writes += 1

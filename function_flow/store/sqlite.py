@@ -351,19 +351,25 @@ class SqliteStore(SqliteContext):
         return [s for s in range(count) if s not in taken][:limit]
 
     def list_runs(self, limit: int = 50, status: RunStatus | None = None,
-                  hooks_pending: bool = False) -> list[RunRecord]:
-        if hooks_pending:  # rare, and a scan: the poller's only
-            rows = self._connection().execute(
-                "SELECT data FROM runs WHERE json_extract(data, '$.hooks_pending') "
-                + ("AND status = ? " if status else "") + "LIMIT ?",
-                ((status.value,) if status else ()) + (limit,)).fetchall()
-        elif status is None:
-            rows = self._connection().execute(
-                "SELECT data FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
-        else:
-            rows = self._connection().execute(
-                "SELECT data FROM runs WHERE status = ? ORDER BY created_at DESC LIMIT ?",
-                (status.value, limit)).fetchall()
+                  hooks_pending: bool = False, *, job_name: str | None = None,
+                  before: tuple[float, str] | None = None,
+                  newest_first: bool = False) -> list[RunRecord]:
+        # Always newest first: an index range here (runs_by_created, runs_by_job),
+        # except hooks_pending, which is rare, and a scan: the poller's only.
+        where, params = [], []
+        for column, value in (("status", status.value if status else None),
+                              ("job_name", job_name)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if hooks_pending:
+            where.append("json_extract(data, '$.hooks_pending')")
+        if before is not None:
+            where.append("(created_at < ? OR (created_at = ? AND run_id < ?))")
+            params += [before[0], before[0], before[1]]
+        rows = self._connection().execute(
+            "SELECT data FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY created_at DESC, run_id DESC LIMIT ?", (*params, limit)).fetchall()
         return [RunRecord.from_dict(json.loads(r[0])) for r in rows]
 
     def get_trigger(self, trigger_id: str) -> Trigger | None:

@@ -23,6 +23,8 @@ CREATE TABLE IF NOT EXISTS runs (
     created_at REAL NOT NULL,
     data       TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at, run_id);
+CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_name, created_at, run_id);
 CREATE TABLE IF NOT EXISTS tasks (
     run_id  TEXT NOT NULL,
     task_id TEXT NOT NULL,

@@ -51,10 +51,12 @@ def check(h: "Harness") -> list[str]:
               and RunStatus(u[2]["status"]).is_final]
     if len(finals) != 1:
         problems.append(f"run final status written {len(finals)} times: {finals}")
-    # Only its hooks' progress (hook_checks.py), pause and resume, and, where
-    # the run goes on after a failure, a note of its first failure, once.
+    # Only its hooks' progress (hook_checks.py), pause and resume (and their
+    # entries in the run's history), and, where the run goes on after a
+    # failure, a note of its first failure, once.
     notes = [u for u in rec.run_updates if "status" not in u[2]
-             and set(u[2]) != {"hooks_pending"} and not set(u[2]) <= {"paused_at", "resumed_at"}]
+             and set(u[2]) != {"hooks_pending"}
+             and not set(u[2]) <= {"paused_at", "resumed_at", "history"}]
     if len(notes) > (0 if dag.fails_fast else 1) or any(set(u[2]) != {"error"} for u in notes):
         problems.append(f"run record written besides its final status: {rec.run_updates}")
     if rec.final_status is not None and run.status is not rec.final_status:

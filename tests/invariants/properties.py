@@ -141,8 +141,12 @@ def catches_a_claim_that_ignores_a_pause(stores: StoreFactory) -> None:
 
     def blind(engine: Engine) -> None:
         store = engine.store
-        store.get_run = lambda run_id: dataclasses.replace(store.inner.get_run(run_id),
-                                                           paused_at=None)
+
+        def get_run(run_id: str) -> Any:
+            run = store.inner.get_run(run_id)  # None before the start
+            return run if run is None else dataclasses.replace(run, paused_at=None)
+
+        store.get_run = get_run
     harness, problems = run_scenario(paused_chain, _broken_engine(blind), stores)
     assert any("started while the run is paused" in p for p in problems), problems
 

@@ -1,9 +1,11 @@
 """`flaky` fails its first attempt; its retry waits out a backoff as a timer.
 
 Pub/Sub cannot delay a message, so the retry is stored in Firestore and the
-poller publishes it when due; no function instance sleeps meanwhile.
+poller publishes it when due; no function instance sleeps meanwhile. Each
+attempt prints and logs, for the output its attempt keeps.
 """
 
+import logging
 import os
 import sys
 
@@ -18,6 +20,8 @@ job = tasks.Job(name="flaky")
 @job.task(task_id="flaky", retries=2, retry_backoff=1.0)
 def flaky(task, job):
     record(task)
+    print(f"flaky prints on attempt {task.attempt}")
+    logging.getLogger("flaky").warning("flaky logs on attempt %d", task.attempt)
     if task.attempt == 1:
         raise RuntimeError("first attempt fails on purpose")
     return f"ok on attempt {task.attempt}"

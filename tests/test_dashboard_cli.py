@@ -1,0 +1,96 @@
+"""`function-flow dashboard` as a user starts it, on the embedded backend.
+
+The command serves the store the settings select; a run that `function-flow
+run` left FAILED is redriven from its page: the dashboard starts a
+`function-flow redrive` process (the workflow file is the one the run
+recorded), which executes the run to its end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from function_flow.core.records import RunStatus
+from function_flow.store.sqlite import SqliteStore
+from functions_stack import wait_for
+from test_cli import flow, run_id_of
+from test_redrive_cli import FLAKY
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def post(url: str, origin: str, token: str) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url, data=f"csrf_token={token}".encode(), method="POST",
+        headers={"Origin": origin, "Accept": "application/json",
+                 "Content-Type": "application/x-www-form-urlencoded"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def test_the_dashboard_command_redrives_a_failed_run(tmp_path: Path) -> None:
+    (tmp_path / "wf.py").write_text(FLAKY)
+    failed = flow(tmp_path, "run", "wf.py")
+    assert failed.returncode == 1
+    run_id = run_id_of(failed.stdout)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FUNCTION_FLOW_")}
+    server = subprocess.Popen([sys.executable, "-m", "function_flow.cli", "dashboard",
+                               "--port", "0"], cwd=tmp_path, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        line = server.stdout.readline()
+        url = re.search(r"at (http://127\.0\.0\.1:\d+)/ ", line)
+        assert url, line
+        base = url.group(1)
+        assert "dashboard of the embedded store .function_flow/function_flow.db" in line
+        with urllib.request.urlopen(f"{base}/api/runs?status=FAILED") as answer:
+            assert [r["run_id"] for r in json.load(answer)["runs"]] == [run_id]
+        with urllib.request.urlopen(f"{base}/runs/{run_id}") as answer:
+            page = answer.read().decode()
+        token = re.search(r'<meta name="csrf-token" content="([^"]+)"', page).group(1)
+        assert 'id="action-redrive"' in page
+
+        (tmp_path / "fixed").write_text("")
+        status, answer = post(f"{base}/runs/{run_id}/actions/redrive", base, token)
+        assert status == 200, answer
+        assert re.match(rf"(redrive of run {run_id}: process \d+ executes it|"
+                        rf"function-flow redrive {run_id}: )", answer["message"]), answer
+        store = SqliteStore(str(tmp_path / ".function_flow" / "function_flow.db"))
+        run = wait_for(lambda: (r := store.get_run(run_id)).status.is_final and r,
+                       "the redriven run to end", timeout=60)
+        assert run.status is RunStatus.SUCCEEDED and run.redrives == 1
+        assert (tmp_path / "extracted.txt").read_text() == "x"  # extract did not run again
+        store.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_port_in_use_is_one_error_line(tmp_path: Path, monkeypatch) -> None:
+    import socket
+
+    from function_flow.cli.common import CliError
+    from function_flow.cli.dashboard import dashboard
+
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with pytest.raises(CliError) as refused:
+            dashboard.main(["--port", str(port)], standalone_mode=False)
+    assert refused.value.format_message() == (
+        f"cannot listen on 127.0.0.1:{port}: Address already in use; choose another --port "
+        "(0 picks a free one)")
