@@ -108,6 +108,7 @@ def test_both_forms_round_trip_through_push_subscriptions_once_per_request(
                                          "classic": records["classic"].result}
     assert "Traceback (most recent call last)" not in listener.log() + scheduler.log()
     assert_one_trace_across_functions(Spans.in_logs(stack.logs()), run.run_id)
+    assert_logs_sit_under_the_trace(stack.logs(), Spans.in_logs(stack.logs()), run.run_id)
 
 
 def assert_one_trace_across_functions(spans: Spans, run_id: str) -> None:
@@ -138,6 +139,24 @@ def assert_one_trace_across_functions(spans: Spans, run_id: str) -> None:
             answered["context"]["span_id"]]
     assert spans.one("complete", task_id="wrapped", attempt=1)["status"]["status_code"] \
         == "ERROR"
+
+
+def assert_logs_sit_under_the_trace(logs: str, spans: Spans, run_id: str) -> None:
+    """The JSON log lines about the run name its trace, as Cloud Logging reads them."""
+    trace_id = spans.one("run", run_id=run_id)["context"]["trace_id"][2:]
+    lines = [json.loads(line) for line in logs.splitlines() if line.startswith('{"severity"')]
+    about = [line for line in lines if run_id in line["message"] and line["logger"] in (
+        "function_flow.engine", "function_flow.remote")]  # the steps', in their spans
+    assert len(about) >= 8
+    assert {line.get("logging.googleapis.com/trace") for line in about} == {
+        f"projects/{PROJECT}/traces/{trace_id}"}, [l["message"] for l in about]
+    # The remote function's error is logged inside its span.
+    job_id = spans.one("send", task_id="wrapped", attempt=1)["attributes"]["function_flow.job_id"]
+    failed, = [s for s in spans.named("remote", job_id=job_id)  # (the other: a duplicate)
+               if s["status"]["status_code"] == "ERROR"]
+    logged, = [line for line in lines if "failed:" in line["message"]
+               and line["logger"] == "function_flow.remote"]
+    assert logged["logging.googleapis.com/spanId"] == failed["context"]["span_id"][2:]
 
 
 def test_a_failed_answer_fails_the_task_with_its_message(stack, firestore_store, executions):

@@ -65,10 +65,10 @@ def make_scheduler(job: "Job") -> Callable[..., Any]:
                     job=job.name, run_id=message.run_id, task_id=message.task_id,
                     attempt=message.attempt):
                 outcome = job.engine.handle(message)
+                logger.info("scheduler: run %s task %s attempt %d: %s", message.run_id,
+                            message.task_id, message.attempt, outcome)  # in the run's trace
         except Exception as exc:
             return delivery.not_done(event, f"scheduler: {message}", exc)
-        logger.info("scheduler: run %s task %s attempt %d: %s", message.run_id,
-                    message.task_id, message.attempt, outcome)
         return delivery.acknowledge(event, outcome)
 
     return scheduler

@@ -375,8 +375,8 @@ class Engine(control.Controls):
             versions.admit_event(self, trigger)  # a blocked run: RunBlockedError
             outcome = self.complete(run_id, task_id, attempt, ok=ok, value=value,
                                     error=error, trigger_id=trigger_id, retry=retry)
-        logger.info("external event: run %s task %s attempt %d: %s",
-                    run_id, task_id, attempt, outcome)
+            logger.info("external event: run %s task %s attempt %d: %s",
+                        run_id, task_id, attempt, outcome)
         return outcome
 
     def complete(self, run_id: str, task_id: str, attempt: int, *, ok: bool,

@@ -124,8 +124,8 @@ class RemoteFunction:
                 if store is not None:
                     store.forget_delivery(key)
                 raise
-        logger.info("%s: job %s of run %s answered (%s)", self.__name__, job_id,
-                    run_id or "?", "failed" if message["status"]["code"] else "ok")
+            logger.info("%s: job %s of run %s answered (%s)", self.__name__, job_id,
+                        run_id or "?", "failed" if message["status"]["code"] else "ok")
         return "answered"
 
     # ------------------------------------------------------------ deployed
