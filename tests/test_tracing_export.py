@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import pathlib
 import subprocess
 import sys
 import threading
@@ -164,3 +166,60 @@ with tracing.body("t", 1):
     spans = [json.loads(line) for line in result.stderr.splitlines()
              if line.startswith('{"name"')]
     assert [s["name"] for s in spans] == ["body t"]
+
+
+def test_an_application_provider_keeps_function_flows_spans():
+    code = """
+import logging
+from function_flow import tracing
+from function_flow.config import Settings
+from opentelemetry import trace
+from spans import memory_provider
+logging.basicConfig()
+provider, exporter = memory_provider()
+trace.set_tracer_provider(provider)
+tracing.configure(Settings(tracing="console"))  # ignored, with a warning
+with tracing.body("t", 1):
+    pass
+assert [s.name for s in exporter.get_finished_spans()] == ["body t"]
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, cwd=pathlib.Path(__file__).parent)
+    assert result.returncode == 0, result.stderr
+    assert "FUNCTION_FLOW_TRACING=console ignored: the application set its own " \
+        "TracerProvider" in result.stderr
+    assert '{"name"' not in result.stderr  # nothing on the console
+
+
+def test_an_entry_point_exports_its_spans_before_it_returns(tmp_path):
+    """Batched spans would wait seconds for their export: a frozen instance loses them."""
+    receiver = OtlpReceiver()
+    code = """
+import sys
+from function_flow import tasks
+from functions_stack import http_client
+job = tasks.Job(name="flushed")
+
+@job.task(task_id="only")
+def only(task, job):
+    return 1
+
+answer = http_client(job.make_start(), "start").post("/", json={})
+print(answer.status_code, flush=True)
+sys.stdin.read()  # alive until the test has looked
+"""
+    env = dict(os.environ, FUNCTION_FLOW_TRACING="otlp", OTEL_BSP_SCHEDULE_DELAY="600000",
+               OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+               FUNCTION_FLOW_DB=str(tmp_path / "runs.db"))
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, env=env,
+                             cwd=pathlib.Path(__file__).parent)
+    try:
+        assert child.stdout.readline().strip() == "200"
+        names = [span.name for _, request in receiver.requests
+                 for resource in request.resource_spans
+                 for scope in resource.scope_spans for span in scope.spans]
+        assert "run flushed" in names
+    finally:
+        child.communicate("", timeout=60)
+        receiver.server.shutdown()
