@@ -116,7 +116,16 @@ def find_job(module: ModuleType, path: str, name: str | None = None) -> Job:
 
 
 def load_job(path: str, name: str | None = None) -> Job:
-    """Load `path`, pick its Job and validate the definition now."""
+    """Load `path`, pick its Job and validate the definition now.
+
+    A `.json` file is an Amazon States Language state machine (asl/files.py)."""
+    if path.endswith(".json"):
+        from function_flow.asl import files
+
+        try:
+            return files.load(path)
+        except files.MachineFileError as exc:
+            raise LoadError(str(exc)) from exc
     module = load_module(path)
     job = find_job(module, path, name)
     try:

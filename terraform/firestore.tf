@@ -20,9 +20,10 @@ locals {
   firestore_database = var.create_firestore_database ? google_firestore_database.database[0].name : var.firestore_database
 
   # A TTL policy deletes one document at a time, never its subcollections:
-  # a run's tasks, slots and context documents carry the same expire_at
-  # field as the run, and each collection group has its own policy.
-  ttl_collection_groups = ["${var.collection_prefix}runs", "tasks", "slots", "context"]
+  # every document of a run carries expire_at (FUNCTION_FLOW_RUN_TTL_DAYS),
+  # and each collection group has its own policy (store/expiry.py lists them).
+  ttl_collection_groups = concat([for name in ["runs", "triggers", "deliveries"] : "${var.collection_prefix}${name}"],
+  ["tasks", "slots", "context"])
 }
 
 # Firestore deletes a document some time (typically within a day) after the

@@ -104,6 +104,7 @@ locals {
     var.collection_prefix == "" ? {} : { FUNCTION_FLOW_COLLECTION_PREFIX = var.collection_prefix },
     var.blobs_bucket == null ? {} : { FUNCTION_FLOW_BUCKET = var.blobs_bucket },
     local.callback_url == null ? {} : { FUNCTION_FLOW_CALLBACK_URL = local.callback_url },
+    var.run_ttl ? { FUNCTION_FLOW_RUN_TTL_DAYS = tostring(var.run_ttl_days) } : {},
   )
 
   # The members of the grants in iam.tf (the module README's role table).

@@ -417,6 +417,17 @@ variable "run_ttl" {
   default     = true
 }
 
+variable "run_ttl_days" {
+  description = "With run_ttl: days after its start when a run's documents expire (FUNCTION_FLOW_RUN_TTL_DAYS, which makes the store write expire_at)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.run_ttl_days > 0
+    error_message = "run_ttl_days must be a positive number of days."
+  }
+}
+
 variable "blobs_bucket" {
   description = "Bucket (name or gs://name/prefix) for results too large for a Firestore record (FUNCTION_FLOW_BUCKET); the runtime account gets roles/storage.objectAdmin on it. null: none."
   type        = string

@@ -42,8 +42,9 @@ def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (apt-get install -y "
                     "chromium)")
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
+    from playwright.sync_api import sync_playwright  # the dev extra's; never `playwright install`
+
+    with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
@@ -121,7 +122,7 @@ def test_a_run_in_the_browser_live_with_its_buttons(browser: Any, tmp_path) -> N
         page.wait_for_selector("[data-node='extract'].st-SUCCEEDED", timeout=SHOWS)
         wait_for(lambda: store.get_tasks(run_id, ["load"])[0].status is TaskStatus.QUEUED,
                  "load to be queued (and held)")
-        assert page.text_content("#summary") == "1/2 done"
+        assert page.text_content("#summary") == "1/2 done, 0 running, 0 failed"
 
         page.click("#action-resume")
         page.wait_for_selector("[data-node='load'].st-RUNNING", timeout=SHOWS)

@@ -16,6 +16,7 @@ import re
 import pytest
 
 import terraform_hcl as tf
+from function_flow.store import expiry
 from terraform_hcl import block, dynamic
 
 MODULE = tf.load(tf.MODULE_DIR)
@@ -248,7 +249,8 @@ def test_topology_as_terraform_computes_it(scratch: pathlib.Path) -> None:
                                                "start group:ops@example.com"]
     assert sample["callback_url"] == "https://europe-west1-my-project.cloudfunctions.net/callback"
     assert sample["hmac_variables"] == {"FUNCTION_FLOW_HMAC_KEY": "latest"}
-    assert "runs" in sample["ttl_collection_groups"]
+    # The same groups the store stamps with expire_at (store/expiry.py).
+    assert sample["ttl_collection_groups"] == expiry.collection_groups()
 
     other = tf.evaluate(scratch, dict(
         SAMPLE, name_prefix="sales-", collection_prefix="ff_", hmac_previous_key_version="3",
@@ -259,7 +261,13 @@ def test_topology_as_terraform_computes_it(scratch: pathlib.Path) -> None:
     assert other["callback_url"] is None
     assert other["hmac_variables"] == {"FUNCTION_FLOW_HMAC_KEY": "latest",
                                        "FUNCTION_FLOW_HMAC_PREVIOUS_KEY": "3"}
-    assert "ff_runs" in other["ttl_collection_groups"]
+    assert other["ttl_collection_groups"] == expiry.collection_groups("ff_")
+
+
+def test_the_functions_get_the_ttl_that_makes_the_store_write_expire_at() -> None:
+    main_tf = (tf.ROOT / "terraform" / "main.tf").read_text()
+    assert "var.run_ttl ? { FUNCTION_FLOW_RUN_TTL_DAYS = tostring(var.run_ttl_days) } : {}" \
+        in main_tf
 
 
 @pytest.mark.parametrize("change, message", [

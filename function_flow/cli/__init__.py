@@ -1,5 +1,5 @@
 """The `function-flow` command line: run, resume, status, logs, graph, approve,
-reject, pause, cancel, dashboard, dev, deploy.
+reject, pause, cancel, dashboard, dev, deploy, validate (a state machine).
 
 One module per job: common.py (exit codes, the one-line error, loading a
 workflow file), stores.py (which store `status` and `resume` read), run.py
@@ -37,6 +37,7 @@ from function_flow.cli.follow import follow_dev_run
 from function_flow.cli.graph import graph
 from function_flow.cli.inspect import status
 from function_flow.cli.logs import logs
+from function_flow.cli.machines import validate
 from function_flow.cli.redrive import redrive
 from function_flow.cli.run import resume, run
 from function_flow.errors import FunctionFlowError
@@ -78,7 +79,7 @@ def setup_logging(verbose: bool) -> None:
 
 
 for command in (run, resume, redrive, status, logs, graph, approve, reject, pause, cancel,
-                dashboard, deploy):
+                dashboard, deploy, validate):
     cli.add_command(command)
 
 

@@ -33,11 +33,13 @@ DEPLOYED_GRACE_SECONDS = 10.0
 
 
 def follow_to_end(job: Job, backend: backends.Backend, run_id: str, *,
-                  resumed: bool = False, existed: bool = False) -> NoReturn:
+                  resumed: bool = False, existed: bool = False,
+                  epilogue: Any = None) -> NoReturn:
     """Show the run's progress, then its summary; exit 0 or 1 by its outcome.
 
     existed: `run --run-id` named a run that was already there (with the
-    same arguments), so this is that run, not a new one."""
+    same arguments), so this is that run, not a new one. epilogue: called
+    with the console before the exit (a state machine prints its output)."""
     out, err = progress.make_console(), progress.make_console(stderr=True)
     engine = job.engine
     verb = "resuming" if resumed else "already started:" if existed else "started"
@@ -61,6 +63,8 @@ def follow_to_end(job: Job, backend: backends.Backend, run_id: str, *,
     run, tasks = fetch()
     report(out, run, tasks, sinks=job.dag.sinks, kind=backend.kind,
            hook_records=hook_records(engine.store, run))
+    if epilogue is not None:  # what the workflow adds (a state machine: its output)
+        epilogue(out)
     exit_by_outcome(err, run, backend.kind)
 
 

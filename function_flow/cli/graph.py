@@ -16,4 +16,10 @@ from function_flow.cli.common import load_job
 def graph(file: str, job_name: str | None, fmt: str) -> None:
     """Print the task graph of a workflow FILE."""
     job = load_job(file, job_name)
+    definition = getattr(job, "definition", None)  # a state machine: its states
+    if definition is not None:
+        from function_flow.asl import files
+
+        click.echo(files.render(definition, fmt))
+        return
     click.echo(graphs.render(job.dag, fmt))

@@ -45,17 +45,25 @@ WORKERS_HELP = "Worker threads (default: FUNCTION_FLOW_WORKERS or 8)."
 @click.option("--callback-url", metavar="URL", default=None,
               help="POST the run's final status and results here, signed with "
                    "FUNCTION_FLOW_HMAC_KEY, once it ended (retried until a 2xx).")
+@click.option("--input", "input_json", metavar="JSON", default=None,
+              help="A state machine's execution input (FILE.json), as JSON.")
 @remote_option
 def run(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
         workers: int | None, run_id: str | None, callback_url: str | None,
+        input_json: str | None,
         remote_pairs: tuple[str, ...]) -> None:
-    """Run a workflow FILE on the embedded backend and show its progress.
+    """Run a workflow FILE (or a state machine FILE.json) on the embedded
+    backend and show its progress.
 
     Remote functions that FILE defines answer its remote tasks here."""
     args = parse_args(arg_pairs)
     if run_id is not None and not starts.RUN_ID.fullmatch(run_id):
         fail(f"--run-id {run_id!r} must be {starts.RUN_ID_RULE}")
     job = load_job(file, job_name)
+    if file.endswith(".json"):
+        from function_flow.cli import machines
+
+        machines.run(job, file, input_json, workers, callback_url)
     host_remote_functions(job, file, remote_pairs)
     backend = backends.embedded(workers=workers)
     job.use_backend(backend)

@@ -14,7 +14,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from function_flow.core import attempts, foreach, hooks, leftovers, payloads, transitions
+from function_flow.core import (attempts, foreach, growth, hooks, leftovers, payloads,
+                                transitions)
 from function_flow.core.definition import END_TASK_ID, branch_choice
 from function_flow.core.records import Message, TaskRecord, TaskStatus
 from function_flow.core.transitions import Step
@@ -59,6 +60,9 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
     with the attempt in the same write (core/attempts.py).
     """
     chosen = None
+    grow = None
+    if ok and isinstance(value, growth.Grow):  # the body grows the graph (growth.py)
+        grow, value = value, value.value
     if ok:
         try:
             value = engine.payloads.store(f"the result of task {task_id!r}", value,
@@ -91,6 +95,8 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
         if task is None or spec is None or task.status is not TaskStatus.RUNNING \
                 or task.attempt != attempt:
             return None
+        if ok and grow is not None:
+            growth.rewire(task, grow)
         if ok:
             run = tx.get_run(run_id) if hooks.is_hook(task_id) or transitions.ends_run(
                 engine.graph, task, engine.end_record) else None
@@ -108,6 +114,8 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
                                     graph=engine.graph, has_end_task=engine.end_record)
         hooks.after_hook(step, task_id, run, now)
         attempts.add_output(step, task_id, output)
+        if ok and grow is not None:
+            growth.write(tx, run_id, task, grow)
         step.write_to(tx, run_id)
         if trigger_id is not None:
             tx.delete_trigger(trigger_id)

@@ -300,7 +300,9 @@ class Engine(control.Controls):
         try:
             if spec.call is not None:  # a remote function gets the real arguments
                 run = self.payloads.with_args(run)
-            item = {} if claimed.role not in ("item", "member") else {
+            # A foreach's items, and any record a run added with its own input.
+            item = {} if claimed.role not in ("item", "member") and claimed.item is None \
+                else {
                 "item": self.payloads.load(claimed.item, f"the item of {task_id!r}"),
                 "item_key": claimed.item_key, "item_id": task_id}
             body = self._body(run, task_id, spec, attempt, claimed, item)
@@ -325,10 +327,14 @@ class Engine(control.Controls):
             error = traceback.format_exc()
             logger.warning("run %s task %s attempt %d failed:\n%s",
                            run_id, task_id, attempt, error)
+            # An exception may say when its retry may start (`retry_not_before`,
+            # epoch seconds) or that no retry may follow (`no_retry`).
             return self.complete(run_id, task_id, attempt, ok=False, error=error,
                                  claimed=claimed, claimed_until=claimed_until,
                                  trigger_id=None if request is None else request.job_id,
-                                 cause=exc, output=captured)
+                                 cause=exc, output=captured,
+                                 not_before=getattr(exc, "retry_not_before", 0.0),
+                                 retry=not getattr(exc, "no_retry", False))
         return self.complete(run_id, task_id, attempt, ok=True, value=value,
                              claimed=claimed, claimed_until=claimed_until, output=captured)
 

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Union
 
 from function_flow import subdags
 from function_flow.cli import items as item_rows
-from function_flow.cli import progress
+from function_flow.cli import overview, progress
 from function_flow.core import hooks
 from function_flow.core.control import shown_status
 from function_flow.core.graph import Dag
@@ -128,17 +128,9 @@ def run_view(run: RunRecord, records: list[TaskRecord], dag: Dag | None,
 
 
 def summary(tasks: list[TaskRecord]) -> str:
-    """"23/42 done, 4 running, 1 failed" over every task and item of the run."""
-    counted = [t for t in tasks if not t.task_id.startswith("__")]
-    done = sum(1 for t in counted if t.status.is_final)
-    running = sum(1 for t in counted if t.status is TaskStatus.RUNNING)
-    failed = sum(1 for t in counted if t.status is TaskStatus.FAILED)
-    text = f"{done:,}/{len(counted):,} done"
-    if running:
-        text += f", {running:,} running"
-    if failed:
-        text += f", {failed:,} failed"
-    return text
+    """"23/42 done, 4 running, 1 failed", as the live view of `function-flow run`
+    counts (cli/overview.py: a foreach's items are counted in its own row)."""
+    return overview.count(tasks).line()
 
 
 def row_key(row: Union[TaskRecord, item_rows.ItemsRow]) -> str:

@@ -1,0 +1,198 @@
+"""Step Functions definitions: the CLI, the engine's durable waits and tokens, and
+properties of the language core (the corpus is in test_asl_corpus.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from function_flow import approvals
+from function_flow.asl import choice, jsonpath, paths, tokens
+from function_flow.asl.errors import AslDefinitionError, AslError, PathError
+from function_flow.asl.job import StateMachine
+from function_flow.backends import embedded
+from function_flow.core.records import TaskStatus
+from tests.test_cli import assert_one_error_line, flow
+
+MACHINES = Path(__file__).parent / "workflows" / "asl"
+
+
+def _job(definition: dict[str, Any], tmp_path: Path, **resources: Any) -> StateMachine:
+    job = StateMachine(definition, resources=resources)
+    backend = embedded(str(tmp_path / "ff.db"), workers=4)
+    job.use_backend(backend)
+    return job
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def test_cli_runs_graphs_and_validates_a_machine_file(tmp_path: Path) -> None:
+    for name in ("greet.json", "greet.py", "bad.json"):
+        shutil.copy(MACHINES / name, tmp_path / name)
+    env = {"FUNCTION_FLOW_DB": str(tmp_path / "ff.db")}
+    ran = flow(tmp_path, "run", "greet.json", "--input", '{"name": "ada", "loud": true}',
+               env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert 'output: {"greeting": "hello ada!"}' in ran.stdout
+    assert "0003.Shout" in ran.stdout  # each state visit is a task of the run
+    drawn = flow(tmp_path, "graph", "greet.json", env=env)
+    assert "Loud? -> Shout  (Choices[0].Next)" in drawn.stdout, drawn.stdout
+    checked = flow(tmp_path, "validate", "bad.json", env=env)
+    assert checked.returncode == 1
+    lines = checked.stderr.strip().splitlines()
+    assert any("state 'A': Next names 'Nowhere'" in line for line in lines), lines
+    assert any("state 'B': InputPath" in line for line in lines)
+    assert any("state 'C': no rule can match" in line for line in lines)
+    assert any("state 'B' is unreachable" in line for line in lines)
+    assert flow(tmp_path, "validate", "greet.json", env=env).returncode == 0
+    assert_one_error_line(flow(tmp_path, "run", "greet.json", "--input", "{x", env=env),
+                          "--input is not JSON")
+    assert_one_error_line(flow(tmp_path, "run", "bad.json", env=env), "state 'A'")
+    (tmp_path / "broken.json").write_text('{"StartAt": ')
+    assert_one_error_line(flow(tmp_path, "run", "broken.json", env=env), "is not JSON")
+
+
+def test_a_definition_error_names_the_state_before_anything_runs() -> None:
+    with pytest.raises(AslDefinitionError) as raised:
+        StateMachine({"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": "r",
+                                                        "End": True}}}, resources={})
+    assert raised.value.state == "A" and "nothing provides the Resource 'r'" in str(
+        raised.value)
+    with pytest.raises(AslDefinitionError, match="no StartAt"):
+        StateMachine({"States": {"A": {"Type": "Pass", "End": True}}})
+
+
+# ------------------------------------------------------------------- engine
+
+
+def test_a_wait_is_a_durable_timer_and_a_choice_loop_adds_a_record_per_visit(
+        tmp_path: Path) -> None:
+    definition = {"StartAt": "Count", "States": {
+        "Count": {"Type": "Pass", "Parameters": {"n.$": "States.MathAdd($.n, -1)"},
+                  "Next": "Again?"},
+        "Again?": {"Type": "Choice", "Choices": [
+            {"Variable": "$.n", "NumericGreaterThan": 0, "Next": "Nap"}], "Default": "End"},
+        "Nap": {"Type": "Wait", "Seconds": 1, "Next": "Count"},
+        "End": {"Type": "Succeed"}}}
+    job = _job(definition, tmp_path)
+    started = time.time()
+    outcome = job.execute({"n": 2}, timeout=60)
+    assert outcome.status == "SUCCEEDED" and outcome.output == {"n": 0}
+    assert time.time() - started >= 1.0  # the Wait waited (once: n 2 -> 1 -> 0)
+    records = {r.task_id: r for r in job.engine.store.get_tasks(job.id)}
+    assert [t for t in records if t.endswith(".Count")] == ["0001.Count", "0005.Count"]
+    # The Wait's continuation started at its time: a timer (nothing slept in a body).
+    assert records["0004.Nap"].started_at >= records["0003.Nap"].finished_at + 0.99
+    assert records["0003.Nap"].duration < 0.5
+
+
+def test_a_task_token_resumes_once_and_forged_or_used_tokens_change_nothing(
+        tmp_path: Path) -> None:
+    sent: list[dict[str, Any]] = []
+    definition = {"StartAt": "Ask", "States": {
+        "Ask": {"Type": "Task", "Resource": "ask.waitForTaskToken",
+                "Parameters": {"token.$": "$$.Task.Token", "q.$": "$.q"},
+                "ResultPath": "$.answer", "End": True}}}
+
+    def ask(payload: dict[str, Any]) -> Any:
+        sent.append(payload)
+        raise SystemExit  # this worker never answers: the test does
+
+    job = _job(definition, tmp_path, **{"ask.waitForTaskToken": ask})
+    job.resources.worker = lambda engine, resource, token, payload: sent.append(
+        {"token": token, **payload})
+    run_id = job.start_execution({"q": "ok?"})
+    deadline = time.monotonic() + 30
+    while not sent and time.monotonic() < deadline:
+        time.sleep(0.02)
+    token = sent[0]["token"]
+    with pytest.raises(approvals.ApprovalError):
+        tokens.send_success(job.engine, "A" * 43, "forged")
+    tokens.send_heartbeat(job.engine, token)
+    tokens.send_success(job.engine, token, "yes")
+    with pytest.raises(approvals.ApprovalError):
+        tokens.send_success(job.engine, token, "again")
+    job.wait(run_id, timeout=30)
+    assert job.outcome(run_id).output == {"q": "ok?", "answer": "yes"}
+
+
+def test_send_task_failure_is_caught_by_the_catch(tmp_path: Path) -> None:
+    definition = {"StartAt": "Ask", "States": {
+        "Ask": {"Type": "Task", "Resource": "ask.waitForTaskToken",
+                "Parameters": {"t.$": "$$.Task.Token"}, "Next": "Done",
+                "Catch": [{"ErrorEquals": ["No"], "ResultPath": "$.why", "Next": "Done"}]},
+        "Done": {"Type": "Pass", "End": True}}}
+    from function_flow.asl.resources import TaskFailed
+
+    def ask(payload: dict[str, Any]) -> Any:
+        raise TaskFailed("No", "not today")
+
+    job = _job(definition, tmp_path, **{"ask.waitForTaskToken": ask})
+    outcome = job.execute({}, timeout=30)
+    assert outcome.output == {"why": {"Error": "No", "Cause": "not today"}}
+
+
+def test_an_uncaught_failure_fails_the_run_with_error_and_cause(tmp_path: Path) -> None:
+    definition = {"StartAt": "Map", "States": {"Map": {
+        "Type": "Map", "ItemsPath": "$.xs", "MaxConcurrency": 2, "End": True,
+        "ItemProcessor": {"StartAt": "F", "States": {"F": {
+            "Type": "Choice", "Choices": [{"Variable": "$", "NumericEquals": 3,
+                                           "Next": "Bad"}], "Default": "Ok"},
+            "Bad": {"Type": "Fail", "Error": "Three", "Cause": "3 is bad"},
+            "Ok": {"Type": "Pass", "End": True}}}}}}
+    job = _job(definition, tmp_path)
+    assert job.execute({"xs": [1, 2, 4]}, timeout=30).output == [1, 2, 4]
+    failed = job.execute({"xs": [1, 2, 3, 4]}, timeout=30)
+    assert (failed.status, failed.error, failed.cause) == ("FAILED", "Three", "3 is bad")
+    assert job.engine.run_status(job.id).status.value == "FAILED"
+
+
+# --------------------------------------------------------------- properties
+
+_json = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=3),
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.sampled_from("abc"), inner, max_size=3),
+                     max_leaves=8)
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.dictionaries(st.sampled_from("abc"), _json, max_size=3),
+       keys=st.lists(st.sampled_from("abc"), min_size=1, max_size=3), value=_json)
+def test_result_path_places_the_value_where_the_path_then_finds_it(
+        data: dict[str, Any], keys: list[str], value: Any) -> None:
+    path = "$." + ".".join(keys)
+    before = json.dumps(data, sort_keys=True)
+    try:
+        placed = jsonpath.assign(path, data, value)
+    except PathError:
+        return
+    assert jsonpath.select(path, placed) == value
+    assert json.dumps(data, sort_keys=True) == before  # the input is never changed
+
+
+@settings(max_examples=150, deadline=None)
+@given(variable=_json, operand=_json,
+       operator=st.sampled_from(sorted(choice.OPERATORS)))
+def test_choice_comparisons_never_raise_and_mismatched_types_are_false(
+        variable: Any, operand: Any, operator: str) -> None:
+    rule = {"Variable": "$.v", operator: operand, "Next": "X"}
+    result = choice.matches(rule, {"v": variable})
+    assert isinstance(result, bool)
+    numeric = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    if operator.startswith("Numeric") and not (numeric(variable) and numeric(operand)):
+        assert result is False
+    assert choice.matches({"Not": rule}, {"v": variable}) is (not result)
+
+
+def test_output_path_runtime_errors_are_not_catchable() -> None:
+    with pytest.raises(AslError) as raised:
+        paths.output_path("S", {"OutputPath": "$.nope"}, {}, {})
+    assert raised.value.error == "States.Runtime" and not raised.value.catchable

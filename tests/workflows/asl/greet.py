@@ -1,0 +1,3 @@
+def greet(payload):
+    return f"hello {payload['name']}"
+RESOURCES = {"greet": greet}
