@@ -196,19 +196,10 @@ class Engine(control.Controls):
             # A run whose roots were never sent would be found by the poller
             # and executed after its caller was told the start failed (and
             # may have started it again). A failed start leaves no run.
-            self._discard_failed_start(run_id)
+            starts.discard_failed(self, run_id)
             raise
         logger.info("run %s started: %d tasks", run_id, len(self.dag.tasks))
         return run_id, True
-
-    def _discard_failed_start(self, run_id: str) -> None:
-        try:
-            self.payloads.delete_run(run_id)
-            self.store.delete_run(run_id)
-        except Exception:  # the original error matters more; say what is left
-            logger.exception("run %s: start failed and its records could not be "
-                             "deleted; delete them with cleanup or retry the start "
-                             "with the same run id", run_id)
 
     # --------------------------------------------------------------- messages
 
