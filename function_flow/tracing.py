@@ -219,11 +219,11 @@ def claimed(run: "RunRecord", task_id: str, attempt: int, since: int,
         return outcome
 
 
-def body(task_id: str, attempt: int) -> Any:
+def body(run_id: str, task_id: str, attempt: int) -> Any:
     """The span of a task's body (the current claim's child); an exception makes it an
     error with the exception and its traceback recorded."""
     return _current_tracer().start_as_current_span(
-        f"body {task_id}", attributes={TASK_ID: task_id, ATTEMPT: attempt})
+        f"body {task_id}", attributes={RUN_ID: run_id, TASK_ID: task_id, ATTEMPT: attempt})
 
 
 @contextlib.contextmanager
@@ -272,8 +272,8 @@ def serving(function: str, attributes: Mapping[str, str], job_id: str) -> Iterat
     with _current_tracer().start_as_current_span(
             f"remote {function}", context=parent, kind=SpanKind.CONSUMER,
             attributes={RUN_ID: attributes.get("run_id", ""),
-                        TASK_ID: attributes.get("task_id", ""),
-                        JOB_ID: job_id}) as span:
+                        TASK_ID: attributes.get("task_id", ""), JOB_ID: job_id,
+                        ATTEMPT: _whole(attributes.get("attempt"))}) as span:
         yield span
 
 
@@ -282,6 +282,11 @@ def record_error(exc: BaseException) -> None:
     span = trace.get_current_span()
     span.record_exception(exc)
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+
+
+def _whole(text: str | None) -> int:
+    """An attribute's whole number (0 when it is none: a request from elsewhere)."""
+    return int(text) if text and text.isdigit() else 0
 
 
 def _first_line(text: str) -> str:

@@ -89,6 +89,9 @@ def test_a_run_is_one_trace_of_claims_and_bodies(tmp_path, exporter, service):
     assert root["parent_id"] is None and root["attributes"]["function_flow.created"] is True
     assert ids(run.traceparent) == ids_of(root)
     assert {s["context"]["trace_id"] for s in spans.all} == {root["context"]["trace_id"]}
+    assert {s["attributes"]["function_flow.run_id"] for s in spans.all} == {run.run_id}
+    assert all(isinstance(s["attributes"]["function_flow.attempt"], int) for s in spans.all
+               if s is not root)
 
     claims = spans.named("claim", run_id=run.run_id)
     assert sorted((c["attributes"]["function_flow.task_id"],
@@ -169,6 +172,7 @@ def test_a_remote_function_answers_inside_the_runs_trace(tmp_path, exporter, mon
         served, = [s for s in spans.named("remote") if s["parent_id"] ==
                    send["context"]["span_id"]]
         assert served["name"] == "remote multiply"
+        assert served["attributes"]["function_flow.attempt"] == attempt
         assert served["attributes"]["function_flow.job_id"] == \
             send["attributes"]["function_flow.job_id"]
         done = spans.one("complete", task_id="wrapped", attempt=attempt)

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def one_body_span(provider) -> tuple[str, str]:
     """Record one body span through `provider`; its (trace id, span id) as hex."""
-    with tracing.use(provider), tracing.body("t", 1) as span:
+    with tracing.use(provider), tracing.body("r", "t", 1) as span:
         context = span.get_span_context()
     provider.force_flush()
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
@@ -157,7 +157,7 @@ provider = trace.get_tracer_provider()
 tracing.configure(Settings(tracing="console"))
 tracing.configure(Settings(tracing="otlp"))  # a second mode is ignored, with a warning
 assert trace.get_tracer_provider() is provider and tracing.recording()
-with tracing.body("t", 1):
+with tracing.body("r", "t", 1):
     pass
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -179,7 +179,7 @@ logging.basicConfig()
 provider, exporter = memory_provider()
 trace.set_tracer_provider(provider)
 tracing.configure(Settings(tracing="console"))  # ignored, with a warning
-with tracing.body("t", 1):
+with tracing.body("r", "t", 1):
     pass
 assert [s.name for s in exporter.get_finished_spans()] == ["body t"]
 """

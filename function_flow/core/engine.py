@@ -297,7 +297,7 @@ class Engine(control.Controls):
                 "item": self.payloads.load(claimed.item, f"the item of {task_id!r}"),
                 "item_key": claimed.item_key, "item_id": task_id}
             body = self._body(run, task_id, spec, attempt, claimed, item)
-            with tracing.body(task_id, attempt), \
+            with tracing.body(run_id, task_id, attempt), \
                     output.capturing(run_id, task_id, attempt) as captured:
                 value = self.executor.run(body, spec.timeout, what)
             if spec.call is not None and spec.call.asynchronous:
