@@ -43,6 +43,7 @@ from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecut
 from function_flow.errors import ConfigurationError
 from function_flow.remote.caller import Dispatcher
 from function_flow.signing import Keys
+from function_flow.tracing import configure as configure_tracing
 
 if TYPE_CHECKING:
     from function_flow.remote.hosting import LocalHost
@@ -170,6 +171,7 @@ def embedded(db_path: str | None = None, workers: int | None = None,
     from function_flow.store.sqlite import SqliteStore
 
     settings = settings or Settings.from_env()
+    configure_tracing(settings)  # FUNCTION_FLOW_TRACING, once per process
     path = db_path or settings.db_path
     bus = LocalBus(workers or settings.workers)
     store = SqliteStore(path)
@@ -241,6 +243,7 @@ def gcp(settings: Settings, job: Any = None) -> Backend:
     from function_flow.store.firestore_timers import FirestoreTimers
 
     keys = Keys.from_settings(settings)  # every message is signed: no key, no backend
+    configure_tracing(settings)
     state = firestore_store(settings, job)
     topic = (settings.schedule_topic or getattr(job, "schedule_topic", None)
              or DEFAULT_SCHEDULE_TOPIC)

@@ -30,6 +30,7 @@
 | FUNCTION_FLOW_CALLBACK_ATTEMPTS | 36 | most POSTs of one completion callback (retried with backoff up to an hour apart: about a day) |
 | FUNCTION_FLOW_CALLBACK_BACKOFF | 2 | seconds before the first retry of a callback; each later one waits twice as long, up to an hour |
 | FUNCTION_FLOW_CALLBACK_TIMEOUT | 30 | seconds one callback POST may take |
+| FUNCTION_FLOW_TRACING | off | `gcp` (Cloud Trace), `otlp` (OTEL_EXPORTER_OTLP_ENDPOINT), `console` (one JSON line per span on stderr) or `off`: where the spans of one trace per run go (tracing.py; the SDK and exporters are the `tracing` extra) |
 | FUNCTION_FLOW_LOG_FORMAT | json in a deployed function (FUNCTION_TARGET set), else text | `json`: one Cloud Logging JSON object per log line; `text`: readable lines (log_format.py) |
 | FUNCTION_FLOW_RUN_TTL_DAYS | unset | days after its start when Firestore's TTL policy deletes a run (the store writes `expire_at` on its documents, store/expiry.py); unset: no `expire_at` |
 """
@@ -83,6 +84,7 @@ class Settings:
     callback_attempts: int = 36
     callback_backoff: float = 2.0
     callback_timeout: float = 30.0
+    tracing: str = "off"
     run_ttl_days: float | None = None
 
     @classmethod
@@ -94,6 +96,8 @@ class Settings:
         client (`db=`), a Pub/Sub client (`pubsub=`) or a `project=`: its
         author asked for Google Cloud even when no variable says so.
         """
+        from function_flow import tracing
+
         env = os.environ if env is None else env
         backend = env.get("FUNCTION_FLOW_BACKEND", "").strip().lower() or "auto"
         if backend == "auto":
@@ -145,6 +149,7 @@ class Settings:
             callback_attempts=_number(env, "FUNCTION_FLOW_CALLBACK_ATTEMPTS", 36, int),
             callback_backoff=_number(env, "FUNCTION_FLOW_CALLBACK_BACKOFF", 2.0, float),
             callback_timeout=_number(env, "FUNCTION_FLOW_CALLBACK_TIMEOUT", 30.0, float),
+            tracing=tracing.mode_of(env.get(tracing.VARIABLE)),
             run_ttl_days=_number(env, "FUNCTION_FLOW_RUN_TTL_DAYS", None, float),
         )
 

@@ -4,12 +4,16 @@ A mixin of `tasks.Job`, so that Function Flow's names stay on the job while
 the job's own module stays about defining and running workflows. Building
 an entry point reads nothing: a workflow file may build them before it
 declares its tasks (Function Flow's PyPI example does). The definition is
-validated when a function first serves a request.
+validated when a function first serves a request. Each one exports its
+spans before it returns (tracing.flushed: an instance may be frozen between
+requests).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
+
+from function_flow.tracing import flushed
 
 
 class EntryPoints:
@@ -19,19 +23,19 @@ class EntryPoints:
         """The `scheduler` Cloud Function (Pub/Sub trigger on SCHEDULE)."""
         from function_flow.cloud import functions
 
-        return functions.make_scheduler(self)
+        return flushed(functions.make_scheduler(self))
 
     def make_external_event_listener(self) -> Callable[..., Any]:
         """The `external_event_listener` Cloud Function (SCHEDULE_EXTERNAL_EVENTS)."""
         from function_flow.cloud import functions
 
-        return functions.make_external_event_listener(self)
+        return flushed(functions.make_external_event_listener(self))
 
     def make_poller(self) -> Callable[..., Any]:
         """The `poller` Cloud Function (Cloud Scheduler or HTTP)."""
         from function_flow.cloud import functions
 
-        return functions.make_poller(self)
+        return flushed(functions.make_poller(self))
 
     def make_callback(self) -> Callable[..., Any]:
         """The `callback` Cloud Function (HTTP): asynchronous answers, e.g. OpenFaaS's.
@@ -41,13 +45,13 @@ class EntryPoints:
         """
         from function_flow.cloud import functions
 
-        return functions.make_callback(self)
+        return flushed(functions.make_callback(self))
 
     def make_start(self) -> Callable[..., Any]:
         """The `start` Cloud Function (HTTP): JSON body = run arguments."""
         from function_flow.cloud import functions
 
-        return functions.make_start(self)
+        return flushed(functions.make_start(self))
 
     def make_control(self) -> Callable[..., Any]:
         """The `control` Cloud Function (HTTP): pause, resume or cancel a run.
@@ -56,4 +60,4 @@ class EntryPoints:
         """
         from function_flow.cloud import functions
 
-        return functions.make_control(self)
+        return flushed(functions.make_control(self))

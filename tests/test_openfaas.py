@@ -384,7 +384,8 @@ def test_an_openfaas_callback_cannot_complete_another_kind_of_wait(new_job, gate
     wait_for(lambda: records(job, run_id)["render"].status is TaskStatus.SUCCEEDED,
              "the OpenFaaS task (it starts the callback server)")
     wait_for(lambda: records(job, run_id)["waits"].trigger_id == trigger, "the future's wait")
-    base = gateway.callbacks[0].url.rsplit("/openfaas/", 1)[0]
+    # The gateway notes a callback once its POST returned: after the task succeeded.
+    base = wait_for(lambda: gateway.callbacks, "the callback")[0].url.rsplit("/openfaas/", 1)[0]
 
     # Signed as this process signs its callback URLs: what it names is checked next.
     status, answer = post_callback(openfaas.callback_url(base, trigger, job.backend.keys),

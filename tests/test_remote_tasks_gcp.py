@@ -20,6 +20,7 @@ from emulators import PROJECT
 from function_flow.core.records import RunStatus
 from function_flow.local.credentials import offline_credentials_env
 from functions_stack import Stack, post, wait_for
+from spans import Spans
 
 WORKFLOW = pathlib.Path(__file__).resolve().parent / "workflows_gcp" / "remote_round_trip.py"
 
@@ -82,6 +83,7 @@ def test_both_forms_round_trip_through_push_subscriptions_once_per_request(
         stack, firestore_store, executions):
     # Every request to the wrapped function arrives twice (two subscriptions):
     # it must act on, and answer, each job id once.
+    stack.env["FUNCTION_FLOW_TRACING"] = "console"  # one JSON line per span in each log
     deployed = deploy(stack, "cloudevent", wrapped_subscriptions=2, with_poller=True)
     start, poller, multiply = deployed["start"], deployed["poller"], deployed["multiply"]
     scheduler, listener = deployed["scheduler"], deployed["listener"]
@@ -105,6 +107,56 @@ def test_both_forms_round_trip_through_push_subscriptions_once_per_request(
     assert records["combine"].result == {"wrapped": {"product": 50},
                                          "classic": records["classic"].result}
     assert "Traceback (most recent call last)" not in listener.log() + scheduler.log()
+    assert_one_trace_across_functions(Spans.in_logs(stack.logs()), run.run_id)
+    assert_logs_sit_under_the_trace(stack.logs(), Spans.in_logs(stack.logs()), run.run_id)
+
+
+def assert_one_trace_across_functions(spans: Spans, run_id: str) -> None:
+    """The run's spans, written by five processes, make one trace (tracing.py's tree)."""
+    root = spans.one("run", run_id=run_id)
+    trace_id, root_id = root["context"]["trace_id"], root["context"]["span_id"]
+    mine = [s for s in spans.all if s["attributes"].get("function_flow.run_id") == run_id]
+    assert {s["context"]["trace_id"] for s in mine} == {trace_id}
+    assert {s["resource"]["attributes"]["service.name"] for s in mine} == {
+        "start", "scheduler", "multiply", "external_event_listener"}
+    claims = spans.named("claim", run_id=run_id)
+    assert {c["attributes"]["function_flow.task_id"] for c in claims} == {
+        "prepare", "wrapped", "classic", "combine"}
+    assert {c["parent_id"] for c in claims} == {root_id}
+    # A claim links to the step that sent its message: prepare's claim queued wrapped.
+    prepare = spans.one("claim", task_id="prepare")["context"]["span_id"]
+    first = spans.one("claim", task_id="wrapped", attempt=1)
+    assert [link["context"]["span_id"] for link in first["links"]] == [prepare]
+    for attempt in (1, 2):
+        send = spans.one("send", task_id="wrapped", attempt=attempt)
+        served = [s for s in spans.named("remote") if s["parent_id"] ==
+                  send["context"]["span_id"]]  # in the multiply process
+        answered, = [s for s in served
+                     if s["attributes"].get("function_flow.outcome") != "duplicate"]
+        done = spans.one("complete", task_id="wrapped", attempt=attempt)
+        assert done["parent_id"] == root_id
+        assert [link["context"]["span_id"] for link in done["links"]] == [
+            answered["context"]["span_id"]]
+    assert spans.one("complete", task_id="wrapped", attempt=1)["status"]["status_code"] \
+        == "ERROR"
+
+
+def assert_logs_sit_under_the_trace(logs: str, spans: Spans, run_id: str) -> None:
+    """The JSON log lines about the run name its trace, as Cloud Logging reads them."""
+    trace_id = spans.one("run", run_id=run_id)["context"]["trace_id"][2:]
+    lines = [json.loads(line) for line in logs.splitlines() if line.startswith('{"severity"')]
+    about = [line for line in lines if run_id in line["message"] and line["logger"] in (
+        "function_flow.engine", "function_flow.remote")]  # the steps', in their spans
+    assert len(about) >= 8
+    assert {line.get("logging.googleapis.com/trace") for line in about} == {
+        f"projects/{PROJECT}/traces/{trace_id}"}, [l["message"] for l in about]
+    # The remote function's error is logged inside its span.
+    job_id = spans.one("send", task_id="wrapped", attempt=1)["attributes"]["function_flow.job_id"]
+    failed, = [s for s in spans.named("remote", job_id=job_id)  # (the other: a duplicate)
+               if s["status"]["status_code"] == "ERROR"]
+    logged, = [line for line in lines if "failed:" in line["message"]
+               and line["logger"] == "function_flow.remote"]
+    assert logged["logging.googleapis.com/spanId"] == failed["context"]["span_id"][2:]
 
 
 def test_a_failed_answer_fails_the_task_with_its_message(stack, firestore_store, executions):

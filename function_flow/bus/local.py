@@ -25,6 +25,7 @@ import threading
 import time
 from typing import Callable
 
+from function_flow import tracing
 from function_flow.core.ports import Bus
 from function_flow.core.records import Message, MessageKind
 
@@ -46,7 +47,7 @@ class LocalBus(Bus):
         self._handler: Callable[[Message], object] | None = None
         self._ready: queue.SimpleQueue = queue.SimpleQueue()
         self._control: queue.SimpleQueue = queue.SimpleQueue()  # lease checks
-        self._timers: list[tuple[float, int, Message, int]] = []
+        self._timers: list[tuple[float, int, Message, int, object]] = []
         self._sequence = itertools.count()
         self._lock = threading.Lock()
         self._timer_wakeup = threading.Condition(self._lock)  # the heap's head changed
@@ -75,12 +76,15 @@ class LocalBus(Bus):
         self._threads.append(timer)
 
     def publish(self, message: Message, delay: float = 0.0) -> None:
-        self._publish(message, delay, deliveries=0)
+        # The sender's trace context goes along, as Pub/Sub's attributes carry it.
+        self._publish(message, delay, 0, tracing.sender())
 
-    def _publish(self, message: Message, delay: float, deliveries: int) -> None:
+    def _publish(self, message: Message, delay: float, deliveries: int,
+                 sender: object) -> None:
         with self._lock:
             if delay > 0:
-                entry = (self._clock() + delay, next(self._sequence), message, deliveries)
+                entry = (self._clock() + delay, next(self._sequence), message, deliveries,
+                         sender)
                 heapq.heappush(self._timers, entry)
                 if message.kind is MessageKind.RUN_TASK:
                     self._delayed_work += 1
@@ -88,7 +92,7 @@ class LocalBus(Bus):
                     self._timer_wakeup.notify()
                 return
             self._busy += 1
-        self._queue_for(message).put((message, deliveries))
+        self._queue_for(message).put((message, deliveries, sender))
 
     def _queue_for(self, message: Message) -> queue.SimpleQueue:
         return self._control if message.kind is MessageKind.CHECK_LEASE else self._ready
@@ -98,13 +102,15 @@ class LocalBus(Bus):
             item = inbox.get()
             if item is _STOP:
                 return
-            message, deliveries = item
+            message, deliveries, sender = item
             try:
                 assert self._handler is not None
-                self._handler(message)
+                with tracing.resumed(sender):
+                    self._handler(message)
             except BaseException:  # noqa: B036 -- redeliver later, like Pub/Sub; keep the thread
                 logger.exception("handling %s failed; redelivering", message)
-                self._publish(message, min(10.0, 0.05 * 2 ** deliveries), deliveries + 1)
+                self._publish(message, min(10.0, 0.05 * 2 ** deliveries), deliveries + 1,
+                              sender)
             finally:
                 with self._lock:
                     self._busy -= 1
@@ -116,11 +122,11 @@ class LocalBus(Bus):
             while not self._closed:
                 now = self._clock()
                 while self._timers and self._timers[0][0] <= now:
-                    _, _, message, deliveries = heapq.heappop(self._timers)
+                    _, _, message, deliveries, sender = heapq.heappop(self._timers)
                     if message.kind is MessageKind.RUN_TASK:
                         self._delayed_work -= 1
                     self._busy += 1
-                    self._queue_for(message).put((message, deliveries))
+                    self._queue_for(message).put((message, deliveries, sender))
                 timeout = self._timers[0][0] - now if self._timers else None
                 self._timer_wakeup.wait(timeout)
 

@@ -5,7 +5,8 @@ kind as attributes, so a message means something in Cloud Logging and in
 the Pub/Sub console. Every message a Topic publishes (scheduling messages,
 remote requests, remote answers) is signed: `function_flow_timestamp` and
 `function_flow_signature` attributes over its data (signing.py), which its
-receiver checks before acting on it. Publishing waits for Pub/Sub's acknowledgement: a lost
+receiver checks before acting on it; and the trace context, W3C
+`traceparent` (tracing.py), when a span is current. Publishing waits for Pub/Sub's acknowledgement: a lost
 publish raises (TransientBackendError when a retry may fix it), so the
 caller's own message is redelivered instead of the run stalling silently.
 
@@ -24,7 +25,7 @@ import threading
 import time
 from typing import Any, Callable, Protocol
 
-from function_flow import signing
+from function_flow import signing, tracing
 from function_flow.errors import (ConfigurationError, TransientBackendError,
                                   transient_google_errors)
 from function_flow.core.ports import Bus
@@ -167,7 +168,7 @@ class Topic:
 
         if self.keys is None:
             self.keys = signing.Keys.from_env()
-        attributes = {**attributes, **self.keys.sign(data, signing.ATTRIBUTES)}
+        attributes = tracing.inject({**attributes, **self.keys.sign(data, signing.ATTRIBUTES)})
         self._ensure_topic()
         try:
             try:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
-from function_flow import callbacks, futures, signing
+from function_flow import callbacks, futures, signing, tracing
 from function_flow.cloud import delivery
 from function_flow.cloud.callback import make_callback
 from function_flow.cloud.control import make_control
@@ -48,7 +48,7 @@ def make_scheduler(job: "Job") -> Callable[..., Any]:
 
     def scheduler(event: Any, context: Any = None) -> Any:
         try:
-            data, _ = delivery.signed_pubsub_payload(
+            data, attributes = delivery.signed_pubsub_payload(
                 event, context, delivery.receiver_keys(job.backend))
             message = Message.from_json(data)
         except ConfigurationError as exc:  # no key: redelivered once it is set
@@ -61,13 +61,14 @@ def make_scheduler(job: "Job") -> Callable[..., Any]:
             logger.warning("scheduler: message rejected and acknowledged: %s", exc)
             return delivery.acknowledge(event, "rejected")
         try:
-            with labelled(job=job.name, run_id=message.run_id, task_id=message.task_id,
-                          attempt=message.attempt):
+            with tracing.attached(attributes), labelled(  # the claim links to the sender
+                    job=job.name, run_id=message.run_id, task_id=message.task_id,
+                    attempt=message.attempt):
                 outcome = job.engine.handle(message)
+                logger.info("scheduler: run %s task %s attempt %d: %s", message.run_id,
+                            message.task_id, message.attempt, outcome)  # in the run's trace
         except Exception as exc:
             return delivery.not_done(event, f"scheduler: {message}", exc)
-        logger.info("scheduler: run %s task %s attempt %d: %s", message.run_id,
-                    message.task_id, message.attempt, outcome)
         return delivery.acknowledge(event, outcome)
 
     return scheduler
@@ -116,7 +117,8 @@ def handle_event(job: "Job", event: Any, context: Any = None) -> Any:
                        delivery.kind_of(payload))
         return delivery.acknowledge(event, "rejected")
     try:
-        outcome = _complete_from_event(job, futures.Event(payload, attributes))
+        with tracing.attached(attributes):
+            outcome = _complete_from_event(job, futures.Event(payload, attributes))
     except Exception as exc:
         return delivery.not_done(event, "external event listener", exc)
     return delivery.acknowledge(event, outcome)
@@ -203,8 +205,9 @@ def make_start(job: "Job") -> Callable[..., Any]:
         try:
             # The engine, not job.start(): job.id is shared by every request
             # this instance serves at once.
-            started, created = job.engine.start(args, run_id=run_id,
-                                                callback_url=callback_url)
+            with tracing.attached(request.headers):  # a traced caller: the run links to it
+                started, created = job.engine.start(args, run_id=run_id,
+                                                    callback_url=callback_url)
         except RunConflictError as exc:  # the run id names another start (core/starts.py)
             logger.warning("start: refused (409): %s", exc)
             return {"error": str(exc), "run_id": exc.run_id}, 409

@@ -41,6 +41,7 @@ from function_flow.core.listing import ordered_tasks
 from function_flow.core.records import ITEM_ROLES, Message, MessageKind, RunRecord, TaskRecord
 from function_flow.core.waiting import Pending
 from function_flow.core.transitions import Step
+from function_flow import tracing
 from function_flow.errors import RunNotFoundError, TransientBackendError
 
 logger = logging.getLogger("function_flow.engine")
@@ -144,6 +145,7 @@ class Engine(control.Controls):
 
     # ------------------------------------------------------------------ start
 
+    @tracing.starts_run  # the run's span: the root of the run's one trace
     def start(self, args: dict[str, Any] | None = None, run_id: str | None = None,
               owner: str | None = None, source: str | None = None,
               callback_url: str | None = None) -> tuple[str, bool]:
@@ -173,7 +175,7 @@ class Engine(control.Controls):
         run = RunRecord(run_id=run_id, job_name=self.workflow.name, args=args,
                         slots=self.slots, created_at=now, owner=owner, source=source,
                         hooks=hook_ids or None, callback_url=callback_url,
-                        **versions.recorded(self.dag))
+                        traceparent=tracing.traceparent(), **versions.recorded(self.dag))
         try:
             created = self.store.create_run(run, records, slots)
         except TransientBackendError:
@@ -194,19 +196,10 @@ class Engine(control.Controls):
             # A run whose roots were never sent would be found by the poller
             # and executed after its caller was told the start failed (and
             # may have started it again). A failed start leaves no run.
-            self._discard_failed_start(run_id)
+            starts.discard_failed(self, run_id)
             raise
         logger.info("run %s started: %d tasks", run_id, len(self.dag.tasks))
         return run_id, True
-
-    def _discard_failed_start(self, run_id: str) -> None:
-        try:
-            self.payloads.delete_run(run_id)
-            self.store.delete_run(run_id)
-        except Exception:  # the original error matters more; say what is left
-            logger.exception("run %s: start failed and its records could not be "
-                             "deleted; delete them with cleanup or retry the start "
-                             "with the same run id", run_id)
 
     # --------------------------------------------------------------- messages
 
@@ -226,7 +219,7 @@ class Engine(control.Controls):
 
     def execute(self, run_id: str, task_id: str, attempt: int) -> str:
         """Claim attempt `attempt` of a task and, if this call won, run it."""
-        now = self.clock()
+        now, since = self.clock(), tracing.now()
         lease = DEFAULT_LEASE_SECONDS
 
         def claim(tx: Transaction) -> tuple[Step, TaskRecord | None]:
@@ -284,7 +277,8 @@ class Engine(control.Controls):
                              lease)
         spec = self.graph.spec(task_id, task)
         assert spec is not None and run is not None
-        return self._run_body(run, task_id, spec, attempt, task, now + lease)
+        return tracing.claimed(run, task_id, attempt, since, lambda: self._run_body(
+            run, task_id, spec, attempt, task, now + lease))
 
     def _run_body(self, run: RunRecord, task_id: str, spec: TaskSpec, attempt: int,
                   claimed: TaskRecord, claimed_until: float) -> str:
@@ -303,7 +297,8 @@ class Engine(control.Controls):
                 "item": self.payloads.load(claimed.item, f"the item of {task_id!r}"),
                 "item_key": claimed.item_key, "item_id": task_id}
             body = self._body(run, task_id, spec, attempt, claimed, item)
-            with output.capturing(run_id, task_id, attempt) as captured:
+            with tracing.body(run_id, task_id, attempt), \
+                    output.capturing(run_id, task_id, attempt) as captured:
                 value = self.executor.run(body, spec.timeout, what)
             if spec.call is not None and spec.call.asynchronous:
                 request = waiting.make_request(run, spec, attempt, value)
@@ -373,11 +368,12 @@ class Engine(control.Controls):
             logger.warning("external event for unknown trigger %r; acknowledged", trigger_id)
             return "unknown_trigger"
         run_id, task_id, attempt = trigger.run_id, trigger.task_id, trigger.attempt
-        versions.admit_event(self, trigger)  # a blocked run: RunBlockedError
-        outcome = self.complete(run_id, task_id, attempt, ok=ok, value=value,
-                                error=error, trigger_id=trigger_id, retry=retry)
-        logger.info("external event: run %s task %s attempt %d: %s",
-                    run_id, task_id, attempt, outcome)
+        with tracing.completing(self.store, trigger, None if ok else error or "failed"):
+            versions.admit_event(self, trigger)  # a blocked run: RunBlockedError
+            outcome = self.complete(run_id, task_id, attempt, ok=ok, value=value,
+                                    error=error, trigger_id=trigger_id, retry=retry)
+            logger.info("external event: run %s task %s attempt %d: %s",
+                        run_id, task_id, attempt, outcome)
         return outcome
 
     def complete(self, run_id: str, task_id: str, attempt: int, *, ok: bool,

@@ -96,6 +96,7 @@ class RunRecord:
     blocked_by: str | None = None  # and that definition's hash; None when not blocked
     paused_at: float | None = None  # when paused (None: not), see core/control.py
     resumed_at: float | None = None  # its last resume: an embedded run's process re-sends
+    traceparent: str | None = None  # W3C context of the run's root span (function_flow/tracing.py)
     history: list[dict[str, Any]] | None = None  # each pause, resume, redrive (history.py)
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,13 +7,15 @@ created, however often it arrives. A start with that id but other
 arguments, or for another job, is a different request: answering it with
 the old run would tell the caller that what it asked for started when it
 did not. It is refused (RunConflictError; the start function answers 409)
-and nothing is written.
+and nothing is written. A start whose root messages could not be sent is
+undone (`discard_failed`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,8 @@ from function_flow.errors import RunConflictError
 
 if TYPE_CHECKING:
     from function_flow.core.engine import Engine
+
+logger = logging.getLogger("function_flow.engine")
 
 #: A caller-chosen run id: 1-200 letters, digits, '.', '_', ':' or '-', starting
 #: with a letter or digit (a Firestore document id, a blob path component, and
@@ -79,3 +83,14 @@ def canonical(value: Any) -> str:
 def quoted(value: Any) -> str:
     text = canonical(value)
     return text if len(text) <= QUOTED_CHARS else text[:QUOTED_CHARS] + "..."
+
+
+def discard_failed(engine: "Engine", run_id: str) -> None:
+    """Delete what a start whose roots could not be sent wrote: a failed start leaves no run."""
+    try:
+        engine.payloads.delete_run(run_id)
+        engine.store.delete_run(run_id)
+    except Exception:  # the original error matters more; say what is left
+        logger.exception("run %s: start failed and its records could not be "
+                         "deleted; delete them with cleanup or retry the start "
+                         "with the same run id", run_id)

@@ -3,13 +3,15 @@
 Adapters implement ports.Caller for one `Call.kind`: pubsub.py (publishes
 to the topic), openfaas.py (the gateway), http.py, and, on the embedded
 backend, hosting.py (the workflow file's own remote functions, in this
-process). backends.py decides which adapters a backend has.
+process). backends.py decides which adapters a backend has. Each call is a
+span (tracing.remote_call), whose context the adapter's message carries.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
+from function_flow import tracing
 from function_flow.core.definition import Call
 from function_flow.core.ports import Caller, Request
 from function_flow.errors import ConfigurationError
@@ -31,7 +33,9 @@ class Dispatcher:
         return adapter
 
     def call(self, call: Call, request: Request, timeout: float | None) -> Any:
-        return self._adapter(call, request).call(call, request, timeout)
+        with tracing.remote_call(call, request):  # the adapter sends its context along
+            return self._adapter(call, request).call(call, request, timeout)
 
     def send(self, call: Call, request: Request) -> None:
-        self._adapter(call, request).send(call, request)
+        with tracing.remote_call(call, request):
+            self._adapter(call, request).send(call, request)

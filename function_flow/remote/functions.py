@@ -24,6 +24,7 @@ import traceback
 import types
 from typing import Any, Callable
 
+from function_flow import tracing
 from function_flow.cloud import delivery
 from function_flow.cloud.delivery import NotAnEnvelope, Rejected
 from function_flow.core.records import MAX_MESSAGE_VALUE_BYTES, storable
@@ -101,27 +102,30 @@ class RemoteFunction:
         job_id = job_id_of(payload)
         run_id = attributes.get("run_id", "")
         key = DELIVERY_KEY_PREFIX + job_id
-        if store is not None and not store.first_delivery(key, run_id):
-            logger.info("%s: job %s already answered; duplicate acknowledged",
-                        self.__name__, job_id)
-            return "duplicate"
-        try:
-            value = storable(f"the result of {self.__name__}()", self.func(payload, context),
-                             limit=MAX_MESSAGE_VALUE_BYTES)
-            message = answer_message(job_id, value=value)
-        except Exception:  # the function's own error: it is the task's failure
-            error = bounded_error(traceback.format_exc())
-            logger.warning("%s: job %s failed:\n%s", self.__name__, job_id, error)
-            message = answer_message(job_id, error=error)
-        try:
-            reply(message, {"run_id": run_id, "job_id": job_id})
-        except BaseException:
-            # Unanswered: a redelivery must be able to act on it again.
-            if store is not None:
-                store.forget_delivery(key)
-            raise
-        logger.info("%s: job %s of run %s answered (%s)", self.__name__, job_id,
-                    run_id or "?", "failed" if message["status"]["code"] else "ok")
+        with tracing.serving(self.__name__, attributes, job_id) as span:  # the send span's child
+            if store is not None and not store.first_delivery(key, run_id):
+                logger.info("%s: job %s already answered; duplicate acknowledged",
+                            self.__name__, job_id)
+                span.set_attribute(tracing.OUTCOME, "duplicate")
+                return "duplicate"
+            try:
+                value = storable(f"the result of {self.__name__}()",
+                                 self.func(payload, context), limit=MAX_MESSAGE_VALUE_BYTES)
+                message = answer_message(job_id, value=value)
+            except Exception as exc:  # the function's own error: it is the task's failure
+                tracing.record_error(exc)
+                error = bounded_error(traceback.format_exc())
+                logger.warning("%s: job %s failed:\n%s", self.__name__, job_id, error)
+                message = answer_message(job_id, error=error)
+            try:
+                reply(message, {"run_id": run_id, "job_id": job_id})
+            except BaseException:
+                # Unanswered: a redelivery must be able to act on it again.
+                if store is not None:
+                    store.forget_delivery(key)
+                raise
+            logger.info("%s: job %s of run %s answered (%s)", self.__name__, job_id,
+                        run_id or "?", "failed" if message["status"]["code"] else "ok")
         return "answered"
 
     # ------------------------------------------------------------ deployed
@@ -136,6 +140,7 @@ class RemoteFunction:
             from function_flow.signing import Keys
 
             settings = Settings.from_env()
+            tracing.configure(settings)  # a remote function builds no backend
             topic = Topic(settings.events_topic or "SCHEDULE_EXTERNAL_EVENTS",
                           project_for(settings), create=False,
                           keys=Keys.from_settings(settings))
@@ -186,6 +191,7 @@ def function(func: Callable[..., Any] | None = None, *, topic: str | None = None
 
         # A plain function, because functions-framework (and so Cloud
         # Functions) serves nothing else; it carries its RemoteFunction.
+        @tracing.flushed
         @functools.wraps(f)
         def entry_point(event: Any, context: Any = None) -> Any:
             return remote(event, context)

@@ -28,6 +28,7 @@ import types
 import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
+from function_flow import tracing
 from function_flow.core.definition import Call
 from function_flow.core.ports import Request
 from function_flow.errors import ConfigurationError
@@ -101,7 +102,8 @@ class LocalHost:
         answers_later(call)
 
     def send(self, call: Call, request: Request) -> None:
-        self.publish(call.target, request_data(request), request_attributes(request))
+        self.publish(call.target, request_data(request),
+                     tracing.inject(request_attributes(request)))
 
     def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> None:
         """Deliver one Pub/Sub message: to the listener, or to a hosted function."""

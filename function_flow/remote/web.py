@@ -21,6 +21,7 @@ import dataclasses
 import json
 from typing import Any
 
+from function_flow import tracing
 from function_flow.core.ports import Request
 
 #: Names the run on every outgoing call, so a remote function can log it.
@@ -81,7 +82,8 @@ def post_bytes(what: str, url: str, data: bytes, run_id: str, *,
     """POST JSON `data` as `post` does (also the completion callback's POST)."""
     import requests
 
-    sent = {"Content-Type": "application/json", RUN_ID_HEADER: run_id, **(headers or {})}
+    sent = tracing.inject({"Content-Type": "application/json", RUN_ID_HEADER: run_id,
+                           **(headers or {})})  # and the current span's traceparent
     try:
         with requests.post(url, data=data, headers=sent, auth=auth,
                            timeout=timeout, allow_redirects=False, stream=True) as response:
