@@ -13,10 +13,11 @@ import json
 import time
 from typing import Any, Mapping
 
-from function_flow.asl import context as ctx, engine_states, validate
+from function_flow.asl import context as ctx, engine_states, map_state, validate
 from function_flow.asl.local import Execution
 from function_flow.asl.machine import compile_machine, record_id
 from function_flow.asl.resources import Resources
+from function_flow.core import completion, foreach
 from function_flow.core.definition import Backoff, make_spec
 from function_flow.core.graph import Dag
 from function_flow.core.records import RunStatus, TaskRecord, TaskStatus
@@ -82,6 +83,8 @@ class StateMachine(Job):
             call=lambda call, context: self.resources.call(call, context),
             clock=engine.clock)
         visit.ended_records = lambda: _ended(engine, run_id, task.id)
+        visit.add_records = lambda records: foreach.add_missing(engine, run_id, records)
+        visit.stop_items = lambda info: _stop(engine, run_id, info)
         visit.load = lambda value: engine.payloads.load(value, f"a result in run {run_id}")
         visit.waited = lambda: next(iter(engine.store.get_tasks(
             run_id, list(engine.store.get_tasks(run_id, [task.id])[0].deps or [])[:1])), None)
@@ -134,5 +137,12 @@ class StateMachine(Job):
 def _ended(engine: Any, run_id: str, join_id: str) -> list[TaskRecord]:
     """The records that ended the branches or items a join waits for."""
     own = engine.store.get_tasks(run_id, [join_id])
-    keys = sorted((own[0].deps_done or {}).keys()) if own else []
-    return engine.store.get_tasks(run_id, keys) if keys else []
+    return map_state.ended(engine, run_id, own[0]) if own else []
+
+
+def _stop(engine: Any, run_id: str, info: dict[str, Any]) -> None:
+    """A Map's item fails: skip the items not started when past the tolerance,
+    then decide the groups that skipping completed (as any join)."""
+    if map_state.stop(engine, run_id, info):
+        for group in map_state.groups_of(info["join"], int(info["count"])):
+            completion.check_join(engine, run_id, group)
