@@ -66,6 +66,11 @@ class StateRetry(Exception):
         self.retry_not_before = not_before
 
 
+def remote_template(template: str) -> str:
+    """The template of the record that calls a Task state's remote resource."""
+    return f"{template}.call"
+
+
 def failure_of(error: str | None) -> AslError:
     """The ASL error a failed record stands for (its StateFailed line, else the text)."""
     text = (error or "").strip()
@@ -185,6 +190,8 @@ class Visit:
                                   [self.record], trigger_rule="all_done")
             self.suspend(answer, outcome, approval.token)
             return _Suspended(approval)
+        if isinstance(outcome, stepper.Call) and self.remote(outcome.resource) is not None:
+            return self._remote_call(outcome, retries)
         if isinstance(outcome, stepper.Call):
             try:
                 result = self.call(outcome, context)
@@ -192,6 +199,21 @@ class Visit:
                 return stepper.Raised(failure)
             return stepper.finish(self.spec, self.name, self.value, context, result)
         return outcome
+
+    def _remote_call(self, outcome: stepper.Call, retries: list[int]) -> Grow:
+        """A remote resource: a record the engine calls it for (template
+        `<state template>.call`, job.py), and the answer's record after it,
+        which applies the result fields, or Retry and Catch to its failure."""
+        scope, seq = self.env.get("scope", ""), int(self.env.get("seq", 1))
+        call = self._record(self.machine, self.name, scope, seq + 1,
+                            {"phase": "call", "payload": outcome.payload, **self._scoped()},
+                            [self.record])
+        call.template = remote_template(self.template)
+        answer = self._record(self.machine, self.name, scope, seq + 2,
+                              {"phase": "callback", "in": self.value, "retries": retries,
+                               **self._scoped()}, [call.task_id], trigger_rule="all_done")
+        call.dependents, call.role = [answer.task_id], "member"
+        return Grow(self.value, [call, answer], [call.task_id])
 
     def answered(self) -> stepper.Outcome:
         """A callback's answer: the waiting visit's result, or its failure."""
@@ -206,6 +228,8 @@ class Visit:
         """The engine's answer for an outcome: a Grow, a Pending, or an exception."""
         if isinstance(outcome, _Suspended):
             return outcome.approval
+        if isinstance(outcome, Grow):  # a remote call's records
+            return outcome
         if isinstance(outcome, stepper.Raised):
             failure = outcome.failure
             count = len(self.spec.get("Retry") or [])
@@ -305,3 +329,5 @@ class Visit:
     #: Set by the job: an item of a Map fails (map_state.stop).
     stop_items: Callable[[dict[str, Any]], Any] = staticmethod(lambda info: None)
     load: Callable[[Any], Any] = staticmethod(lambda value: value)
+    #: Set by the job: the remote call a Resource names (resources.remote_of), or None.
+    remote: Callable[[str], Any] = staticmethod(lambda resource: None)

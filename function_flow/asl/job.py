@@ -53,6 +53,7 @@ class StateMachine(Job):
             first = self.compiled.template_of[(0, start)]
             dag = Dag(self.name, [self._spec(record_id("", 1, start), first)])
             dag.templates.update({t: self._spec(t, t) for t in self.compiled.templates})
+            dag.templates.update(self._call_specs())
             self._dag = dag
             self._engine = None
         return self._dag
@@ -66,6 +67,27 @@ class StateMachine(Job):
 
         body.__name__ = f"state_{template}"
         return make_spec(task_id, (), body, retries=attempts, retry_backoff=_NO_BACKOFF)
+
+    def _call_specs(self) -> dict[str, Any]:
+        """A spec per Task state whose Resource is remote: its record's body hands
+        the effective input to the engine, which calls the target (a remote task)."""
+        specs = {}
+        for template in self.compiled.templates:
+            _, _, state = self.compiled.spec(template)
+            target = self.resources.remote(state["Resource"]) \
+                if state.get("Type") == "Task" else None
+            if target is None:
+                continue
+            name = engine_states.remote_template(template)
+
+            def payload(task: Any, job: Any) -> Any:
+                return task.item.get("payload")
+
+            payload.__name__ = f"call_{template}"
+            timeout = state.get("TimeoutSeconds")
+            specs[name] = make_spec(name, (), payload, call=target,
+                                    timeout=None if timeout is None else float(timeout))
+        return specs
 
     def _visit(self, task: Any, job: Any, template: str) -> Any:
         args = job.get_arguments()
@@ -101,6 +123,7 @@ class StateMachine(Job):
             self.resources.worker(engine, call.resource, token, call.payload)
 
         visit.suspend = suspend
+        visit.remote = self.resources.remote
         return visit.run()
 
     # ---------------------------------------------------------------- runs
