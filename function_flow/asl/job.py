@@ -143,18 +143,30 @@ class StateMachine(Job):
     def outcome(self, run_id: str) -> Execution:
         """How run `run_id` ended, as Step Functions reports an execution."""
         engine = self.engine
-        run = engine.run_status(run_id)
-        records = engine.store.get_tasks(run_id)
-        top = [r for r in records if not (r.item or {}).get("scope")
-               and not r.task_id.startswith("__")]
-        if run.status is RunStatus.SUCCEEDED:
-            last = [r for r in top if r.status is TaskStatus.SUCCEEDED and r.dependents == []]
-            value = engine.payloads.load(last[-1].result, "the output") if last else None
-            return Execution("SUCCEEDED", output=value)
-        failed = [r for r in top if r.status is TaskStatus.FAILED]
-        failure = engine_states.failure_of(failed[-1].error if failed else run.error)
-        status = "ABORTED" if run.status is RunStatus.CANCELLED else "FAILED"
-        return Execution(status, error=failure.error, cause=failure.cause)
+        return outcome_of(engine.run_status(run_id), engine.store.get_tasks(run_id),
+                          lambda value: engine.payloads.load(value, "the output"))
+
+    def describe_end(self, run: Any, records: list[TaskRecord]) -> str:
+        """The line `run` and `dev` print once a run ended: its output, or its error
+        (a value stored as a blob is shown by its reference)."""
+        outcome = outcome_of(run, records, lambda value: value)
+        if outcome.status == "SUCCEEDED":
+            return "output: " + json.dumps(outcome.output)
+        return f"error: {outcome.error}; cause: {outcome.cause}"
+
+
+def outcome_of(run: Any, records: list[TaskRecord], load: Any) -> Execution:
+    """An ended run's Execution, from its records: the output is the result of the
+    last top-level visit that ended the machine; the error, its last failure's."""
+    top = [r for r in records if not (r.item or {}).get("scope")
+           and not r.task_id.startswith("__")]
+    if run.status is RunStatus.SUCCEEDED:
+        last = [r for r in top if r.status is TaskStatus.SUCCEEDED and r.dependents == []]
+        return Execution("SUCCEEDED", output=load(last[-1].result) if last else None)
+    failed = [r for r in top if r.status is TaskStatus.FAILED]
+    failure = engine_states.failure_of(failed[-1].error if failed else run.error)
+    status = "ABORTED" if run.status is RunStatus.CANCELLED else "FAILED"
+    return Execution(status, error=failure.error, cause=failure.cause)
 
 
 def _ended(engine: Any, run_id: str, join_id: str) -> list[TaskRecord]:
