@@ -28,7 +28,7 @@ import time
 from typing import Any, Callable
 
 from function_flow import futures
-from function_flow.asl import context as ctx, map_state, stepper
+from function_flow.asl import context as ctx, map_state, stepper, tokens
 from function_flow.asl.errors import AslError
 from function_flow.asl.local import map_failure, tolerates
 from function_flow.asl.machine import Compiled, record_id
@@ -178,11 +178,12 @@ class Visit:
         retries = self.retries = (self.retries + [0] * count)[:count]
         approval = None
         if is_task and self.spec["Resource"].endswith(stepper.TOKEN_SUFFIX):
-            approval = futures.Approval(timeout=self.spec.get("TimeoutSeconds"))
+            approval = futures.Approval()  # its end: tokens.timed, below
         context = self.context(retries if is_task else None,
                                token=approval.token if approval else None)
         outcome = stepper.enter(self.spec, self.name, self.value, context, now=self.clock())
         if isinstance(outcome, stepper.Call) and approval is not None:
+            tokens.timed(approval, self.name, self.clock(), outcome.timeout, outcome.heartbeat)
             answer = self._record(self.machine, self.name, self.env.get("scope", ""),
                                   int(self.env.get("seq", 1)) + 1,
                                   {"phase": "callback", "in": self.value, "retries": retries,

@@ -1,5 +1,5 @@
 """The `function-flow` command line: run, resume, status, logs, graph, approve,
-reject, pause, cancel, dashboard, dev, deploy, validate (a state machine).
+reject, heartbeat, pause, cancel, dashboard, dev, deploy, validate (a state machine).
 
 One module per job: common.py (exit codes, the one-line error, loading a
 workflow file), stores.py (which store `status` and `resume` read), run.py
@@ -26,7 +26,7 @@ import click
 
 from function_flow import __version__
 from function_flow.cli import progress
-from function_flow.cli.approvals import approve, reject
+from function_flow.cli.approvals import approve, heartbeat, reject
 from function_flow.cli.common import (EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE,  # noqa: F401
                                       VERBOSE, CliError, fail, load_job, parse_args,
                                       remote_functions_for, remote_option)
@@ -78,8 +78,8 @@ def setup_logging(verbose: bool) -> None:
     log_format.install("function_flow", level=logging.INFO if verbose else logging.ERROR)
 
 
-for command in (run, resume, redrive, status, logs, graph, approve, reject, pause, cancel,
-                dashboard, deploy, validate):
+for command in (run, resume, redrive, status, logs, graph, approve, reject, heartbeat, pause,
+                cancel, dashboard, deploy, validate):
     cli.add_command(command)
 
 
