@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from function_flow.asl.job import StateMachine
 from function_flow.backends import Backend, embedded
 from function_flow.bus.local import LocalBus
