@@ -167,10 +167,12 @@ def heartbeat(store: "Store", token: Any, now: float) -> float | None:
     beat = on_timeout.get("heartbeat")
     if not isinstance(beat, (int, float)) or isinstance(beat, bool):
         return None
-    deadline = float(on_timeout.get("deadline") or now + beat)
-    until = min(now + float(beat), deadline)
-    if until >= deadline and on_timeout.get("deadline_error"):
-        on_timeout["error"] = on_timeout["deadline_error"]
+    until = now + float(beat)
+    deadline = on_timeout.get("deadline")
+    if deadline is not None and until >= float(deadline):
+        until = float(deadline)
+        if on_timeout.get("deadline_error"):
+            on_timeout["error"] = on_timeout["deadline_error"]
 
     def extend(tx: Any) -> bool:
         task = tx.get_tasks(trigger.run_id, [trigger.task_id]).get(trigger.task_id)

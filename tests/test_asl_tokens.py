@@ -33,11 +33,12 @@ def _ask(name: str, **fields: Any) -> dict[str, Any]:
 
 DEFINITION = {"StartAt": "Beat", "States": {
     # Heartbeats keep it waiting; when they stop, HeartbeatTimeout, caught.
-    "Beat": _ask("beat", HeartbeatSeconds=2, TimeoutSeconds=600, ResultPath="$.beat",
+    "Beat": _ask("beat", HeartbeatSeconds=4, TimeoutSeconds=600, ResultPath="$.beat",
                  Next="Slow", Catch=[{"ErrorEquals": ["States.HeartbeatTimeout"],
                                       "ResultPath": "$.late", "Next": "Slow"}]),
-    # TimeoutSeconds: States.Timeout, retried once with a new token, then uncaught.
-    "Slow": _ask("slow", TimeoutSeconds=2, HeartbeatSeconds=60, End=True,
+    # A heartbeat never carries the wait past TimeoutSeconds: States.Timeout then,
+    # which the Retry takes (a new token); the retry's HeartbeatTimeout is uncaught.
+    "Slow": _ask("slow", TimeoutSeconds=2, HeartbeatSeconds=1.5, End=True,
                  Retry=[{"ErrorEquals": ["States.Timeout"], "MaxAttempts": 1,
                          "IntervalSeconds": 0}])}}
 
@@ -84,7 +85,7 @@ def test_heartbeats_and_timeouts_are_durable_timers_seen_by_retry_and_catch(
         answer = client.post("/heartbeat", json={"token": token})   # the endpoint
         assert answer.status_code == 200 and answer.json["task_id"] == "0001.Beat"
         assert answer.json["until"] >= until and lease() == answer.json["until"]
-        # No more heartbeats: the wait ends 2 s after the last, through the Catch.
+        # No more heartbeats: the wait ends 4 s after the last, through the Catch.
         slow = _wait(lambda: sent.get("slow"), "the Slow token")[0]
         # A token whose time passed, before the engine ended its wait, names its state.
         _wait(lambda: store.get_trigger(approvals.token_hash(slow)), "the Slow wait")
@@ -95,6 +96,10 @@ def test_heartbeats_and_timeouts_are_durable_timers_seen_by_retry_and_catch(
                 tokens.send_success(job.engine, slow, "late")
         finally:
             job.engine.clock = now
+        # A heartbeat a second later: its HeartbeatSeconds would pass TimeoutSeconds.
+        wait_end = store.get_trigger(approvals.token_hash(slow))
+        capped = approvals.heartbeat(store, slow, time.time() + 1)
+        assert capped == store.get_tasks(run_id, [wait_end.task_id])[0].lease_until
         before = store.get_tasks(run_id, ["0001.Beat", "0002.Beat"])
         refused = client.post("/heartbeat", json={"token": token})
         assert refused.status_code == 404, refused.json
@@ -116,9 +121,11 @@ def test_heartbeats_and_timeouts_are_durable_timers_seen_by_retry_and_catch(
         store.close()
     records = {r.task_id: r for r in SqliteStore(str(tmp_path / "ff.db")).get_tasks(run_id)}
     assert run.status.value == "FAILED"
-    assert (outcome.error, outcome.status) == ("States.Timeout", "FAILED")
-    assert "TimeoutSeconds (2)" in outcome.cause
+    assert (outcome.error, outcome.status) == ("States.HeartbeatTimeout", "FAILED")
+    assert "HeartbeatSeconds (1.5)" in outcome.cause
+    first_slow = records["0003.Slow"]  # the first wait: capped, so States.Timeout
+    assert '"States.Timeout"' in first_slow.error and "TimeoutSeconds (2)" in first_slow.error
     late = json.loads(json.dumps(records["0003.Slow"].item))["in"]["late"]
-    assert late["Error"] == "States.HeartbeatTimeout" and "HeartbeatSeconds (2)" in \
+    assert late["Error"] == "States.HeartbeatTimeout" and "HeartbeatSeconds (4)" in \
         late["Cause"]
     assert records["0001.Beat"].status is TaskStatus.FAILED
