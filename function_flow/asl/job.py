@@ -32,8 +32,10 @@ class StateMachine(Job):
 
     resources: Resource string -> a Python function (called with the
     effective input), or a remote target (`remote.PubSub`, `OpenFaaS`,
-    `Http`). Raises AslDefinitionError (naming the state) for a definition
-    that cannot run, before anything runs.
+    `Http`); a Resource it does not name may name a remote function itself
+    (`pubsub:T`, `openfaas:F`, `openfaas-async:F`, `https://...`, see
+    asl/resources.py). Raises AslDefinitionError (naming the state) for a
+    definition that cannot run, before anything runs.
     """
 
     def __init__(self, definition: Mapping[str, Any], name: str = "state_machine", *,
