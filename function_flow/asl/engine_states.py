@@ -281,9 +281,9 @@ class Visit:
             task_id=join_id, template=self.template, trigger_rule="all_done",
             deps=[f"{self.record}.b{i}" for i in range(len(inputs))], dependents=[],
             role="member" if scope else None,
-            item={"scope": scope, "seq": seq, "phase": "join", "exits": self.env.get(
-                "exits", []), "in": self.value, "fan": self.record, "kind": "b",
-                "retries": self.retries, "count": len(inputs)})
+            item={"scope": scope, "seq": seq, "phase": "join", **self._scoped(),
+                  "in": self.value, "fan": self.record, "kind": "b",
+                  "retries": self.retries, "count": len(inputs)})
         firsts = [self._record(machine, self.compiled.machines[machine]["StartAt"],
                                f"{self.record}.b{index}.", 1,
                                {"in": value, "exits": [join_id]}, [self.record],

@@ -70,7 +70,7 @@ def plan(visit: "Visit", outcome: stepper.Items, join_id: str, seq: int
     join = TaskRecord(
         task_id=join_id, template=visit.template, trigger_rule="all_done",
         deps=groups, dependents=[], role="member" if scope else None,
-        item={"scope": scope, "seq": seq, "phase": "join", "exits": visit.env.get("exits", []),
+        item={"scope": scope, "seq": seq, "phase": "join", **visit._scoped(),
               "in": visit.value, "fan": fan, "kind": "i", "retries": visit.retries,
               "count": count, "tolerated_count": outcome.tolerated_count,
               "tolerated_percentage": outcome.tolerated_percentage})
