@@ -93,3 +93,26 @@ def test_items_past_the_tolerated_failures_never_run(tmp_path: Any) -> None:
     finally:
         backend2.bus.close()
         backend2.close()
+
+
+def test_a_failure_inside_a_parallel_inside_an_item_fails_the_map_and_stops_it(
+        tmp_path: Any) -> None:
+    branch = {"StartAt": "Check", "States": {
+        "Check": {"Type": "Choice", "Choices": [
+            {"Variable": "$", "NumericEquals": 3, "Next": "Bad"}], "Default": "Ok"},
+        "Bad": {"Type": "Fail", "Error": "Three", "Cause": "3 is bad"},
+        "Ok": {"Type": "Pass", "End": True}}}
+    processor = {"StartAt": "Both", "States": {"Both": {
+        "Type": "Parallel", "Branches": [branch], "End": True}}}
+    job = StateMachine(_map(processor, MaxConcurrency=1))
+    backend = embedded(str(tmp_path / "ff.db"), workers=4)
+    job.use_backend(backend)
+    try:
+        outcome = job.execute({"xs": [1, 2, 3, 4, 5]}, timeout=60)
+        records = {r.task_id: r for r in job.engine.store.get_tasks(job.id)}
+    finally:
+        backend.bus.close()
+        backend.close()
+    assert (outcome.status, outcome.error, outcome.cause) == ("FAILED", "Three", "3 is bad")
+    assert [records[f"0001.Each.i{i}.0001.Both"].status for i in (3, 4)] == \
+        [TaskStatus.SKIPPED] * 2

@@ -279,7 +279,8 @@ class Visit:
             return Grow(self.value, [], firsts)
         join = TaskRecord(
             task_id=join_id, template=self.template, trigger_rule="all_done",
-            deps=[f"{self.record}.b{i}" for i in range(len(inputs))], dependents=[],
+            deps=[f"{self.record}.b{i}" for i in range(len(inputs))],
+            dependents=list(self.env.get("exits") or []),  # its failure's: see _record
             role="member" if scope else None,
             item={"scope": scope, "seq": seq, "phase": "join", **self._scoped(),
                   "in": self.value, "fan": self.record, "kind": "b",

@@ -69,7 +69,8 @@ def plan(visit: "Visit", outcome: stepper.Items, join_id: str, seq: int
             "tolerated_percentage": outcome.tolerated_percentage}
     join = TaskRecord(
         task_id=join_id, template=visit.template, trigger_rule="all_done",
-        deps=groups, dependents=[], role="member" if scope else None,
+        deps=groups, dependents=list(visit.env.get("exits") or []),  # as Visit._record
+        role="member" if scope else None,
         item={"scope": scope, "seq": seq, "phase": "join", **visit._scoped(),
               "in": visit.value, "fan": fan, "kind": "i", "retries": visit.retries,
               "count": count, "tolerated_count": outcome.tolerated_count,
