@@ -80,15 +80,15 @@ def _failed(error: str, cause: str) -> str:
 def _refused(engine: Any, token: Any, exc: approvals.ApprovalError) -> approvals.ApprovalError:
     """The refusal in Step Functions' words, naming the state when it is known."""
     names = {approvals.MalformedToken: "InvalidToken", approvals.UnknownToken:
-             "TaskDoesNotExist", approvals.TokenExpired: "TaskTimedOut"}
+             "TaskDoesNotExist", approvals.RunEnded: "TaskDoesNotExist",
+             approvals.TokenExpired: "TaskTimedOut"}
     name = next((n for kind, n in names.items() if isinstance(exc, kind)), "InvalidToken")
     trigger = engine.store.get_trigger(approvals.token_hash(token)) \
         if isinstance(token, str) else None
     where = "" if trigger is None else (
         f" (the token of state {trigger.task_id.rsplit('.', 1)[-1]!r}, "
         f"task {trigger.task_id} of run {trigger.run_id})")
-    refused = type(exc)(f"{name}: {exc}{where}")
-    return refused
+    return type(exc)(f"{name}: {exc}{where}")
 
 
 def send_success(engine: Any, token: str, output: Any, *, wait: bool = False) -> Any:
