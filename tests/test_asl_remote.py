@@ -78,13 +78,16 @@ def test_remote_resources_answer_as_task_results_and_their_failures_retry_and_ca
     assert gateway.invocations("echo")[0].json()["result"] == {"x": 42}
 
 
-@pytest.mark.parametrize("resource, why", [
-    ("pubsub:goog-topic", "not a Pub/Sub topic name"),
-    ("openfaas:bad name", "must match"),
-    ("https://", "needs an http:// or https:// URL")])
+@pytest.mark.parametrize("resource, given, why", [
+    ("pubsub:goog-topic", None, "not a Pub/Sub topic name"),
+    ("openfaas:bad name", None, "must match"),
+    ("https://", None, "needs an http:// or https:// URL"),
+    ("pubsub:T.waitForTaskToken", None, "nothing provides"),
+    ("ask.waitForTaskToken", remote.PubSub("ASK"), "give it a Python function")])
 def test_a_remote_resource_that_cannot_be_called_is_a_definition_error_naming_the_state(
-        resource: str, why: str) -> None:
+        resource: str, given: Any, why: str) -> None:
     with pytest.raises(AslDefinitionError, match=why) as raised:
         StateMachine({"StartAt": "Call", "States": {"Call": {
-            "Type": "Task", "Resource": resource, "End": True}}}, resources={})
+            "Type": "Task", "Resource": resource, "End": True}}},
+            resources={} if given is None else {resource: given})
     assert raised.value.state == "Call"

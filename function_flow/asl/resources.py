@@ -45,7 +45,7 @@ def remote_of(resource: str, functions: Mapping[str, Any]) -> Call | None:
     Raises ValueError, saying why, for a target Pub/Sub, OpenFaaS or HTTP
     would refuse (targets.check)."""
     value = functions.get(resource)
-    if value is None:
+    if value is None and not resource.endswith(".waitForTaskToken"):  # a worker's
         for prefix, make in SCHEMES.items():
             if resource.startswith(prefix):
                 value = make(resource[len(prefix):])

@@ -68,6 +68,11 @@ def _resource(resource: str, resources: Mapping[str, Any] | None) -> list[str]:
     called, or (when `resources` are given) one nothing provides."""
     from function_flow.asl.resources import SCHEMES, remote_of
 
+    if resource.endswith(".waitForTaskToken") and (resources or {}).get(resource) \
+            is not None and not callable((resources or {})[resource]):
+        return [f"Resource {resource!r} waits for a task token: give it a Python function "
+                "(the worker, which gets $$.Task.Token and answers with it), not a remote "
+                "target (a remote function's answer is a plain Task's result)"]
     try:
         if remote_of(resource, resources or {}) is not None:
             return []
