@@ -13,7 +13,10 @@ callback (cloud/approval_routes.py) call:
   its retries do not apply (a retry would only ask again);
 - no decision within the Approval's timeout: the task fails (retries
   apply, each retry sends a new token: a reminder), or succeeds with the
-  Approval's default (core/recovery.py, `_end_wait`).
+  Approval's default (core/recovery.py, `_end_wait`);
+- heartbeat: the wait goes on, for a wait that takes heartbeats (a Step
+  Functions task token with HeartbeatSeconds; `function-flow heartbeat`,
+  POST /heartbeat).
 
 A token that is malformed, unknown, already used, expired, or whose run has
 ended is refused with an `ApprovalError` (its `status` is the HTTP answer)
@@ -144,6 +147,45 @@ def find(store: "Store", token: Any, now: float) -> Waiting:
         raise TokenExpired(f"the approval token of {where} expired: its timeout passed "
                            "(the task fails or takes its default); nothing was changed")
     return Waiting(trigger, run)
+
+
+def heartbeat(store: "Store", token: Any, now: float) -> float | None:
+    """The holder of `token` is still at work: extend the wait by its heartbeat.
+
+    A wait whose trigger sets `on_timeout["heartbeat"]` (seconds; a Step
+    Functions Task's HeartbeatSeconds, asl/tokens.py) ends with its
+    `on_timeout` error unless a heartbeat comes within that many seconds of
+    the last; heartbeats never carry it past `on_timeout["deadline"]`
+    (TimeoutSeconds), and the last one before it makes the deadline's error
+    (`on_timeout["deadline_error"]`) the one the timeout gives. Returns the
+    wait's new end (None: a wait without heartbeats, only checked). An
+    ApprovalError, changing nothing, as for a decision.
+    """
+    waiting = find(store, token, now)
+    trigger = waiting.trigger
+    on_timeout = dict(trigger.on_timeout or {})
+    beat = on_timeout.get("heartbeat")
+    if not isinstance(beat, (int, float)) or isinstance(beat, bool):
+        return None
+    until = now + float(beat)
+    deadline = on_timeout.get("deadline")
+    if deadline is not None and until >= float(deadline):
+        until = float(deadline)
+        if on_timeout.get("deadline_error"):
+            on_timeout["error"] = on_timeout["deadline_error"]
+
+    def extend(tx: Any) -> bool:
+        task = tx.get_tasks(trigger.run_id, [trigger.task_id]).get(trigger.task_id)
+        if task is None or task.status is not TaskStatus.RUNNING \
+                or task.attempt != trigger.attempt or (task.lease_until or 0) <= now:
+            return False
+        tx.update_task(trigger.run_id, trigger.task_id, {"lease_until": until})
+        tx.put_trigger(dataclasses.replace(trigger, on_timeout=on_timeout))
+        return True
+
+    if not store.transact(extend):
+        raise UnknownToken(UNKNOWN_TOKEN)  # answered, or timed out, meanwhile
+    return until
 
 
 def approve(engine: "Engine", token: Any, data: Any = None) -> Decision:

@@ -15,8 +15,10 @@ the transaction that records this one's success), or a failure:
   timer: a claim before then is sent again for later);
 - Retry: the engine's next attempt, not before the backoff (a Task), or a
   new visit (a Parallel or Map);
-- Parallel/Map: the first record of each branch or item, and a join record
-  that runs when they all ended and applies the state's result fields.
+- Parallel: the first record of each branch, and a join record that runs
+  when they all ended and applies the state's result fields;
+- Map: the same through group records, added before the visit succeeds,
+  its items in lanes (map_state.py).
 """
 
 from __future__ import annotations
@@ -26,15 +28,13 @@ import time
 from typing import Any, Callable
 
 from function_flow import futures
-from function_flow.asl import context as ctx, stepper
+from function_flow.asl import context as ctx, map_state, stepper, tokens
 from function_flow.asl.errors import AslError
 from function_flow.asl.local import map_failure, tolerates
 from function_flow.asl.machine import Compiled, record_id
 from function_flow.core.growth import Grow
 from function_flow.core.records import TaskRecord, TaskStatus
 
-#: AWS runs at most 40 iterations of an inline Map at once.
-MAP_LANES = 40
 _MARK = "StateFailed: "
 #: How a SendTaskFailure reaches the record (approvals.reject's error).
 _REJECTED = "ApprovalRejected: "
@@ -64,6 +64,11 @@ class StateRetry(Exception):
         super().__init__(json.dumps({"Error": failure.error, "Cause": failure.cause,
                                      "retries": retries}))
         self.retry_not_before = not_before
+
+
+def remote_template(template: str) -> str:
+    """The template of the record that calls a Task state's remote resource."""
+    return f"{template}.call"
 
 
 def failure_of(error: str | None) -> AslError:
@@ -123,19 +128,24 @@ class Visit:
                           item={"scope": scope, "seq": seq, **envelope},
                           role="member" if scope else None, **fields)
 
+    def _scoped(self) -> dict[str, Any]:
+        """What every record of this scope carries: its exits, its Map's limits."""
+        kept = {"exits": self.env.get("exits", [])}
+        if "map" in self.env:
+            kept["map"] = self.env["map"]
+        return kept
+
     def _next(self, name: str, value: Any, **fields: Any) -> Grow:
         scope, seq = self.env.get("scope", ""), int(self.env.get("seq", 1)) + 1
         record = self._record(self.machine, name, scope, seq,
-                              {"in": value, "exits": self.env.get("exits", [])},
-                              [self.record], **fields)
+                              {"in": value, **self._scoped()}, [self.record], **fields)
         return Grow(value, [record], [record.task_id])
 
     def _continue(self, output: Any, envelope: dict[str, Any], **fields: Any) -> Grow:
         """Another record of this same state (after a Wait, a join, a retry)."""
         scope, seq = self.env.get("scope", ""), int(self.env.get("seq", 1)) + 1
         record = self._record(self.machine, self.name, scope, seq,
-                              {"exits": self.env.get("exits", []), **envelope},
-                              [self.record], **fields)
+                              {**self._scoped(), **envelope}, [self.record], **fields)
         return Grow(output, [record], [record.task_id])
 
     # ------------------------------------------------------------ outcomes
@@ -168,18 +178,21 @@ class Visit:
         retries = self.retries = (self.retries + [0] * count)[:count]
         approval = None
         if is_task and self.spec["Resource"].endswith(stepper.TOKEN_SUFFIX):
-            approval = futures.Approval(timeout=self.spec.get("TimeoutSeconds"))
+            approval = futures.Approval()  # its end: tokens.timed, below
         context = self.context(retries if is_task else None,
                                token=approval.token if approval else None)
         outcome = stepper.enter(self.spec, self.name, self.value, context, now=self.clock())
         if isinstance(outcome, stepper.Call) and approval is not None:
+            tokens.timed(approval, self.name, self.clock(), outcome.timeout, outcome.heartbeat)
             answer = self._record(self.machine, self.name, self.env.get("scope", ""),
                                   int(self.env.get("seq", 1)) + 1,
                                   {"phase": "callback", "in": self.value, "retries": retries,
-                                   "exits": self.env.get("exits", [])},
+                                   **self._scoped()},
                                   [self.record], trigger_rule="all_done")
             self.suspend(answer, outcome, approval.token)
             return _Suspended(approval)
+        if isinstance(outcome, stepper.Call) and self.remote(outcome.resource) is not None:
+            return self._remote_call(outcome, retries)
         if isinstance(outcome, stepper.Call):
             try:
                 result = self.call(outcome, context)
@@ -187,6 +200,21 @@ class Visit:
                 return stepper.Raised(failure)
             return stepper.finish(self.spec, self.name, self.value, context, result)
         return outcome
+
+    def _remote_call(self, outcome: stepper.Call, retries: list[int]) -> Grow:
+        """A remote resource: a record the engine calls it for (template
+        `<state template>.call`, job.py), and the answer's record after it,
+        which applies the result fields, or Retry and Catch to its failure."""
+        scope, seq = self.env.get("scope", ""), int(self.env.get("seq", 1))
+        call = self._record(self.machine, self.name, scope, seq + 1,
+                            {"phase": "call", "payload": outcome.payload, **self._scoped()},
+                            [self.record])
+        call.template = remote_template(self.template)
+        answer = self._record(self.machine, self.name, scope, seq + 2,
+                              {"phase": "callback", "in": self.value, "retries": retries,
+                               **self._scoped()}, [call.task_id], trigger_rule="all_done")
+        call.dependents, call.role = [answer.task_id], "member"
+        return Grow(self.value, [call, answer], [call.task_id])
 
     def answered(self) -> stepper.Outcome:
         """A callback's answer: the waiting visit's result, or its failure."""
@@ -201,6 +229,8 @@ class Visit:
         """The engine's answer for an outcome: a Grow, a Pending, or an exception."""
         if isinstance(outcome, _Suspended):
             return outcome.approval
+        if isinstance(outcome, Grow):  # a remote call's records
+            return outcome
         if isinstance(outcome, stepper.Raised):
             failure = outcome.failure
             count = len(self.spec.get("Retry") or [])
@@ -219,6 +249,8 @@ class Visit:
         if isinstance(outcome, stepper.Succeed):
             return Grow(outcome.output, [], list(self.env.get("exits", [])))
         if isinstance(outcome, stepper.Fail):
+            if "map" in self.env:  # an item fails: past the tolerance, the rest never run
+                self.stop_items(self.env["map"])
             raise StateFailed(outcome.error, outcome.cause)
         if isinstance(outcome, stepper.Wait):
             then = {"output": outcome.then.output}
@@ -234,42 +266,31 @@ class Visit:
 
     def fan_out(self, outcome: stepper.Branches | stepper.Items) -> Any:
         children = self.compiled.children[(self.machine, self.name)]
-        if isinstance(outcome, stepper.Branches):
-            inputs = [outcome.input] * len(outcome.branches)
-            machines, kind, lanes = children, "b", len(children)
-        else:
-            inputs = outcome.inputs
-            machines, kind = [children[0]] * len(inputs), "i"
-            lanes = min(len(inputs), outcome.max_concurrency or MAP_LANES)
+        inputs = [outcome.input] * len(children) \
+            if isinstance(outcome, stepper.Branches) else outcome.inputs
         if not inputs:
             return self.settle(stepper.finish(self.spec, self.name, self.value,
                                               self.context(), []))
         scope, seq = self.env.get("scope", ""), int(self.env.get("seq", 1)) + 1
         join_id = record_id(scope, seq, self.name)
-        limits = {} if isinstance(outcome, stepper.Branches) else {
-            "tolerated_count": outcome.tolerated_count,
-            "tolerated_percentage": outcome.tolerated_percentage}
+        if isinstance(outcome, stepper.Items):  # any number of items: map_state.py
+            records, firsts = map_state.plan(self, outcome, join_id, seq)
+            self.add_records(records)
+            return Grow(self.value, [], firsts)
         join = TaskRecord(
             task_id=join_id, template=self.template, trigger_rule="all_done",
-            deps=[f"{self.record}.{kind}{i}" for i in range(len(inputs))], dependents=[],
+            deps=[f"{self.record}.b{i}" for i in range(len(inputs))],
+            dependents=list(self.env.get("exits") or []),  # its failure's: see _record
             role="member" if scope else None,
-            item={"scope": scope, "seq": seq, "phase": "join", "exits": self.env.get(
-                "exits", []), "in": self.value, "fan": self.record, "kind": kind,
-                "retries": self.retries,
-                "count": len(inputs), **limits})
-        firsts = []
-        for index, (machine, value) in enumerate(zip(machines, inputs)):
-            start = self.compiled.machines[machine]["StartAt"]
-            inner = f"{self.record}.{kind}{index}."
-            after = index + lanes
-            exits = [join_id] + ([record_id(f"{self.record}.{kind}{after}.", 1,
-                                            self.compiled.machines[machines[after]]["StartAt"])]
-                                 if after < len(inputs) else [])
-            firsts.append(self._record(
-                machine, start, inner, 1, {"in": value, "exits": exits},
-                [self.record] if index < lanes else [f"{self.record}.lane{index - lanes}"],
-                trigger_rule="all_done"))
-        return Grow(self.value, [join] + firsts, [r.task_id for r in firsts[:lanes]])
+            item={"scope": scope, "seq": seq, "phase": "join", **self._scoped(),
+                  "in": self.value, "fan": self.record, "kind": "b",
+                  "retries": self.retries, "count": len(inputs)})
+        firsts = [self._record(machine, self.compiled.machines[machine]["StartAt"],
+                               f"{self.record}.b{index}.", 1,
+                               {"in": value, "exits": [join_id]}, [self.record],
+                               trigger_rule="all_done")
+                  for index, (machine, value) in enumerate(zip(children, inputs))]
+        return Grow(self.value, [join] + firsts, [r.task_id for r in firsts])
 
     def join(self) -> stepper.Outcome:
         """Every branch or item ended: their outputs in order, or the failure."""
@@ -285,6 +306,8 @@ class Visit:
                               self.env.get("tolerated_percentage"))
         for index in range(count):
             record = by_index.get(index)
+            if record is not None and record.status is TaskStatus.SKIPPED:
+                continue  # not run: the Map stopped (map_state.stop); a failure decides
             if record is not None and record.status is TaskStatus.SUCCEEDED:
                 outputs.append(self.load(record.result))
                 continue
@@ -303,4 +326,10 @@ class Visit:
     waited: Callable[[], TaskRecord | None]
     #: Set by the job: reads the records that ended a fan-out (deps_done keys).
     ended_records: Callable[[], list[TaskRecord]]
+    #: Set by the job: adds a Map's records before its visit succeeds (chunked).
+    add_records: Callable[[list[TaskRecord]], Any]
+    #: Set by the job: an item of a Map fails (map_state.stop).
+    stop_items: Callable[[dict[str, Any]], Any] = staticmethod(lambda info: None)
     load: Callable[[Any], Any] = staticmethod(lambda value: value)
+    #: Set by the job: the remote call a Resource names (resources.remote_of), or None.
+    remote: Callable[[str], Any] = staticmethod(lambda resource: None)

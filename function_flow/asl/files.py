@@ -31,12 +31,20 @@ def read(path: str) -> dict[str, Any]:
     return definition
 
 
+def companion(path: str) -> str | None:
+    """The Python file beside a state machine file (machine.json -> machine.py), if any:
+    its RESOURCES, and the @remote.function(topic=...) functions that `run` hosts
+    and `dev` serves."""
+    beside = os.path.splitext(path)[0] + ".py"
+    return beside if os.path.exists(beside) else None
+
+
 def resources_for(path: str) -> dict[str, Any] | None:
     """RESOURCES of the Python file beside `path` (machine.json -> machine.py), if any."""
     from function_flow import loader
 
-    beside = os.path.splitext(path)[0] + ".py"
-    if not os.path.exists(beside):
+    beside = companion(path)
+    if beside is None:
         return None
     module = loader.load_module(beside)
     found = getattr(module, "RESOURCES", None)

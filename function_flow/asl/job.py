@@ -13,10 +13,11 @@ import json
 import time
 from typing import Any, Mapping
 
-from function_flow.asl import context as ctx, engine_states, validate
+from function_flow.asl import context as ctx, engine_states, map_state, validate
 from function_flow.asl.local import Execution
 from function_flow.asl.machine import compile_machine, record_id
 from function_flow.asl.resources import Resources
+from function_flow.core import completion, foreach
 from function_flow.core.definition import Backoff, make_spec
 from function_flow.core.graph import Dag
 from function_flow.core.records import RunStatus, TaskRecord, TaskStatus
@@ -31,8 +32,10 @@ class StateMachine(Job):
 
     resources: Resource string -> a Python function (called with the
     effective input), or a remote target (`remote.PubSub`, `OpenFaaS`,
-    `Http`). Raises AslDefinitionError (naming the state) for a definition
-    that cannot run, before anything runs.
+    `Http`); a Resource it does not name may name a remote function itself
+    (`pubsub:T`, `openfaas:F`, `openfaas-async:F`, `https://...`, see
+    asl/resources.py). Raises AslDefinitionError (naming the state) for a
+    definition that cannot run, before anything runs.
     """
 
     def __init__(self, definition: Mapping[str, Any], name: str = "state_machine", *,
@@ -52,6 +55,7 @@ class StateMachine(Job):
             first = self.compiled.template_of[(0, start)]
             dag = Dag(self.name, [self._spec(record_id("", 1, start), first)])
             dag.templates.update({t: self._spec(t, t) for t in self.compiled.templates})
+            dag.templates.update(self._call_specs())
             self._dag = dag
             self._engine = None
         return self._dag
@@ -65,6 +69,27 @@ class StateMachine(Job):
 
         body.__name__ = f"state_{template}"
         return make_spec(task_id, (), body, retries=attempts, retry_backoff=_NO_BACKOFF)
+
+    def _call_specs(self) -> dict[str, Any]:
+        """A spec per Task state whose Resource is remote: its record's body hands
+        the effective input to the engine, which calls the target (a remote task)."""
+        specs = {}
+        for template in self.compiled.templates:
+            _, _, state = self.compiled.spec(template)
+            target = self.resources.remote(state["Resource"]) \
+                if state.get("Type") == "Task" else None
+            if target is None:
+                continue
+            name = engine_states.remote_template(template)
+
+            def payload(task: Any, job: Any) -> Any:
+                return task.item.get("payload")
+
+            payload.__name__ = f"call_{template}"
+            timeout = state.get("TimeoutSeconds")
+            specs[name] = make_spec(name, (), payload, call=target,
+                                    timeout=None if timeout is None else float(timeout))
+        return specs
 
     def _visit(self, task: Any, job: Any, template: str) -> Any:
         args = job.get_arguments()
@@ -82,6 +107,8 @@ class StateMachine(Job):
             call=lambda call, context: self.resources.call(call, context),
             clock=engine.clock)
         visit.ended_records = lambda: _ended(engine, run_id, task.id)
+        visit.add_records = lambda records: foreach.add_missing(engine, run_id, records)
+        visit.stop_items = lambda info: _stop(engine, run_id, info)
         visit.load = lambda value: engine.payloads.load(value, f"a result in run {run_id}")
         visit.waited = lambda: next(iter(engine.store.get_tasks(
             run_id, list(engine.store.get_tasks(run_id, [task.id])[0].deps or [])[:1])), None)
@@ -98,6 +125,7 @@ class StateMachine(Job):
             self.resources.worker(engine, call.resource, token, call.payload)
 
         visit.suspend = suspend
+        visit.remote = self.resources.remote
         return visit.run()
 
     # ---------------------------------------------------------------- runs
@@ -117,22 +145,41 @@ class StateMachine(Job):
     def outcome(self, run_id: str) -> Execution:
         """How run `run_id` ended, as Step Functions reports an execution."""
         engine = self.engine
-        run = engine.run_status(run_id)
-        records = engine.store.get_tasks(run_id)
-        top = [r for r in records if not (r.item or {}).get("scope")
-               and not r.task_id.startswith("__")]
-        if run.status is RunStatus.SUCCEEDED:
-            last = [r for r in top if r.status is TaskStatus.SUCCEEDED and r.dependents == []]
-            value = engine.payloads.load(last[-1].result, "the output") if last else None
-            return Execution("SUCCEEDED", output=value)
-        failed = [r for r in top if r.status is TaskStatus.FAILED]
-        failure = engine_states.failure_of(failed[-1].error if failed else run.error)
-        status = "ABORTED" if run.status is RunStatus.CANCELLED else "FAILED"
-        return Execution(status, error=failure.error, cause=failure.cause)
+        return outcome_of(engine.run_status(run_id), engine.store.get_tasks(run_id),
+                          lambda value: engine.payloads.load(value, "the output"))
+
+    def describe_end(self, run: Any, records: list[TaskRecord]) -> str:
+        """The line `run` and `dev` print once a run ended: its output, or its error
+        (a value stored as a blob is shown by its reference)."""
+        outcome = outcome_of(run, records, lambda value: value)
+        if outcome.status == "SUCCEEDED":
+            return "output: " + json.dumps(outcome.output)
+        return f"error: {outcome.error}; cause: {outcome.cause}"
+
+
+def outcome_of(run: Any, records: list[TaskRecord], load: Any) -> Execution:
+    """An ended run's Execution, from its records: the output is the result of the
+    last top-level visit that ended the machine; the error, its last failure's."""
+    top = [r for r in records if not (r.item or {}).get("scope")
+           and not r.task_id.startswith("__")]
+    if run.status is RunStatus.SUCCEEDED:
+        last = [r for r in top if r.status is TaskStatus.SUCCEEDED and r.dependents == []]
+        return Execution("SUCCEEDED", output=load(last[-1].result) if last else None)
+    failed = [r for r in top if r.status is TaskStatus.FAILED]
+    failure = engine_states.failure_of(failed[-1].error if failed else run.error)
+    status = "ABORTED" if run.status is RunStatus.CANCELLED else "FAILED"
+    return Execution(status, error=failure.error, cause=failure.cause)
 
 
 def _ended(engine: Any, run_id: str, join_id: str) -> list[TaskRecord]:
     """The records that ended the branches or items a join waits for."""
     own = engine.store.get_tasks(run_id, [join_id])
-    keys = sorted((own[0].deps_done or {}).keys()) if own else []
-    return engine.store.get_tasks(run_id, keys) if keys else []
+    return map_state.ended(engine, run_id, own[0]) if own else []
+
+
+def _stop(engine: Any, run_id: str, info: dict[str, Any]) -> None:
+    """A Map's item fails: skip the items not started when past the tolerance,
+    then decide the groups that skipping completed (as any join)."""
+    if map_state.stop(engine, run_id, info):
+        for group in map_state.groups_of(info["join"], int(info["count"])):
+            completion.check_join(engine, run_id, group)

@@ -6,13 +6,54 @@ it raises is the task's failure. An exception with `error` and `cause`
 attributes (the corpus's `tasks.TaskFailed`, or `function_flow.asl.TaskFailed`)
 fails with exactly that Error and Cause; any other with its class name and
 message, as a Lambda function's error reaches Step Functions.
+
+Or a remote function (the remote-task issue), declared either way:
+
+- in the resources mapping, a `remote.PubSub(topic)`, `remote.OpenFaaS(name,
+  asynchronous=)` or `remote.Http(url, audience=, timeout=)` as the value;
+- by the Resource string itself, when the mapping does not name it:
+  `pubsub:TOPIC`, `openfaas:NAME`, `openfaas-async:NAME`, `http://...` or
+  `https://...`.
+
+The engine makes the call (engine_states: a record of its own, so the
+call's retries, timeouts, signing and answers are a remote task's): the
+function gets Function Flow's request, whose `result` is the effective
+input, and its answer is the Task's result. A failed call is the Task's
+failure, `States.Timeout` when TimeoutSeconds passed, else
+`States.TaskFailed` with the call's error as Cause; Retry and Catch apply.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from function_flow.asl.errors import AslError
+from function_flow.core.definition import Call
+from function_flow.remote import targets
+
+#: Resource string prefixes that name a remote function by themselves.
+SCHEMES: dict[str, Callable[[str], Call]] = {
+    "pubsub:": targets.PubSub, "openfaas:": targets.OpenFaaS,
+    "openfaas-async:": lambda name: targets.OpenFaaS(name, asynchronous=True),
+    "http://": lambda rest: targets.Http("http://" + rest),
+    "https://": lambda rest: targets.Http("https://" + rest)}
+
+
+def remote_of(resource: str, functions: Mapping[str, Any]) -> Call | None:
+    """The remote call `resource` stands for, or None (a Python function, or nothing).
+
+    Raises ValueError, saying why, for a target Pub/Sub, OpenFaaS or HTTP
+    would refuse (targets.check)."""
+    value = functions.get(resource)
+    if value is None and not resource.endswith(".waitForTaskToken"):  # a worker's
+        for prefix, make in SCHEMES.items():
+            if resource.startswith(prefix):
+                value = make(resource[len(prefix):])
+                break
+    if not isinstance(value, Call):
+        return None
+    targets.check(value)
+    return value
 
 
 class TaskFailed(Exception):
@@ -48,8 +89,9 @@ class Resources:
     def __init__(self, functions: Any) -> None:
         self.functions = dict(functions)
 
-    def provides(self, resource: str) -> bool:
-        return resource in self.functions
+    def remote(self, resource: str) -> Call | None:
+        """The remote call of a Task's Resource (validated when the machine was)."""
+        return remote_of(resource, self.functions)
 
     def function(self, resource: str) -> Any:
         try:

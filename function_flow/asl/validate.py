@@ -52,16 +52,37 @@ def problems(definition: Any, resources: Mapping[str, Any] | None = None,
             for index, inner in enumerate(_machines(state)):
                 found += problems(inner, resources, f"{where}{name} (branch {index}): ")
             resource = state.get("Resource")
-            if state.get("Type") == "Task" and isinstance(resource, str) \
-                    and resources is not None and resource not in resources:
-                found.append((name, f"{where}state {name!r}: nothing provides the Resource "
-                                    f"{resource!r}; pass it in resources"))
+            if state.get("Type") == "Task" and isinstance(resource, str):
+                found += [(name, f"{where}state {name!r}: {m}")
+                          for m in _resource(resource, resources)]
     if isinstance(start, str) and start in states:
         for name in states:
             if name not in _reachable(start, states):
                 found.append((name, f"{where}state {name!r} is unreachable: no Next, "
                                     "Default, Choice or Catch leads to it"))
     return found
+
+
+def _resource(resource: str, resources: Mapping[str, Any] | None) -> list[str]:
+    """What is wrong with a Task's Resource: a remote target that cannot be
+    called, or (when `resources` are given) one nothing provides."""
+    from function_flow.asl.resources import SCHEMES, remote_of
+
+    if resource.endswith(".waitForTaskToken") and (resources or {}).get(resource) \
+            is not None and not callable((resources or {})[resource]):
+        return [f"Resource {resource!r} waits for a task token: give it a Python function "
+                "(the worker, which gets $$.Task.Token and answers with it), not a remote "
+                "target (a remote function's answer is a plain Task's result)"]
+    try:
+        if remote_of(resource, resources or {}) is not None:
+            return []
+    except ValueError as exc:
+        return [f"Resource {resource!r}: {exc}"]
+    if resources is None or resource in resources:
+        return []
+    return [f"nothing provides the Resource {resource!r}; pass it in resources (a "
+            "function or a remote target), or name a remote function: "
+            + ", ".join(f"{p}..." for p in SCHEMES)]
 
 
 def _machines(state: dict[str, Any]) -> list[Any]:

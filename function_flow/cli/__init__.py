@@ -1,5 +1,5 @@
 """The `function-flow` command line: run, resume, status, logs, graph, approve,
-reject, pause, cancel, dashboard, dev, deploy, validate (a state machine).
+reject, heartbeat, pause, cancel, dashboard, dev, deploy, validate (a state machine).
 
 One module per job: common.py (exit codes, the one-line error, loading a
 workflow file), stores.py (which store `status` and `resume` read), run.py
@@ -26,7 +26,7 @@ import click
 
 from function_flow import __version__
 from function_flow.cli import progress
-from function_flow.cli.approvals import approve, reject
+from function_flow.cli.approvals import approve, heartbeat, reject
 from function_flow.cli.common import (EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE,  # noqa: F401
                                       VERBOSE, CliError, fail, load_job, parse_args,
                                       remote_functions_for, remote_option)
@@ -78,8 +78,8 @@ def setup_logging(verbose: bool) -> None:
     log_format.install("function_flow", level=logging.INFO if verbose else logging.ERROR)
 
 
-for command in (run, resume, redrive, status, logs, graph, approve, reject, pause, cancel,
-                dashboard, deploy, validate):
+for command in (run, resume, redrive, status, logs, graph, approve, reject, heartbeat, pause,
+                cancel, dashboard, deploy, validate):
     cli.add_command(command)
 
 
@@ -94,10 +94,12 @@ for command in (run, resume, redrive, status, logs, graph, approve, reject, paus
                    "1st gen event, 2nd gen cloudevent, or http (raw push envelope).")
 @click.option("--callback-url", metavar="URL", default=None,
               help="POST the run's results, signed with the dev key, to URL once it ended.")
+@click.option("--input", "input_json", metavar="JSON", default=None,
+              help="A state machine's execution input (FILE.json), as JSON.")
 @remote_option
 def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
                 signature_type: str, callback_url: str | None,
-                remote_pairs: tuple[str, ...]) -> None:
+                input_json: str | None, remote_pairs: tuple[str, ...]) -> None:
     """Run FILE on the deployed topology, locally: Firestore and Pub/Sub
     emulators, one functions-framework process per entry point and per
     remote function, each behind a push subscription from its topic."""
@@ -108,6 +110,10 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
     from function_flow.core.engine import new_run_id
 
     args = parse_args(arg_pairs)
+    if file.endswith(".json"):  # a state machine (asl/): --input is its execution input
+        from function_flow.cli.machines import execution_args
+
+        args = execution_args(input_json, arg_pairs)
     job = load_job(file, job_name)
     answered = remote_functions_for(job, file, remote_pairs)
     try:

@@ -1,4 +1,5 @@
-"""`approve` and `reject`: decide a task waiting on `futures.Approval`, by its token.
+"""`approve` and `reject`: decide a task waiting on `futures.Approval`, by its token;
+`heartbeat`: tell a Step Functions task token's wait its worker is alive.
 
 They work on the backend the settings select (cli/stores.py), like `status`.
 The token is checked against the store first, read-only: a malformed,
@@ -68,6 +69,27 @@ def approve(token: str, data_json: str | None, file: str | None) -> None:
 def reject(token: str, reason: str | None, file: str | None) -> None:
     """Reject the task waiting for TOKEN: it fails with --reason, without retries."""
     _decide(token, file, lambda engine: approvals.reject(engine, token, reason))
+
+
+@click.command()
+@click.argument("token")
+def heartbeat(token: str) -> None:
+    """Tell the task waiting for TOKEN that its worker is alive (Step Functions'
+    SendTaskHeartbeat): its HeartbeatSeconds start again. Changes only the
+    wait's end, in the store, so no workflow file is loaded."""
+    selected = open_selected(Settings.from_env())
+    if selected.store is None:
+        fail(f"{approvals.UNKNOWN_TOKEN} (there are no runs in {selected.description})")
+    try:
+        waiting = approvals.find(selected.store, token, time.time())
+        until = approvals.heartbeat(selected.store, token, time.time())
+    except approvals.ApprovalError as exc:
+        fail(str(exc))
+    finally:
+        selected.close()
+    where = f"task {waiting.task_id} of run {waiting.run.run_id}"
+    click.echo(f"heartbeat: {where} still waits" + (
+        "" if until is None else f", now until {progress.format_time(until)}"))
 
 
 def _parse_data(data_json: str | None) -> Any:

@@ -107,9 +107,15 @@ def remote_functions_for(job: Job, path: str, pairs: tuple[str, ...]) -> dict[st
     """{topic: function name} of FILE for the job's remote tasks; fails in one line."""
     from function_flow.local import remotes
 
+    source: str | None = path
+    if path.endswith(".json"):  # a state machine: its functions are in machine.py
+        from function_flow.asl.files import companion
+
+        source = companion(path)
     try:
-        answered = remotes.remote_functions(loader.load_module(path), path, pairs)
-        remotes.check_answered(job, answered, path, pairs)
+        answered = remotes.remote_functions(loader.load_module(source), source, pairs) \
+            if source is not None else {}
+        remotes.check_answered(job, answered, source or path, pairs)
     except (remotes.RemoteSetupError, loader.LoadError) as exc:
         fail(str(exc))
     return answered

@@ -165,6 +165,9 @@ def follow_dev_run(stack: Any, job: Job, run_id: str, out: Any, err: Any) -> int
                        order=job.dag.order)
     report(out, run, tasks, sinks=job.dag.sinks, details=False,
            hook_records=hook_records(stack.store, run))
+    describe_end = getattr(job, "describe_end", None)  # a state machine: its output
+    if describe_end is not None:
+        out.print(describe_end(run, tasks), markup=False, soft_wrap=True)
     out.print(f"function logs: {stack.log_path}", markup=False)
     if run.status is RunStatus.SUCCEEDED:
         return EXIT_OK

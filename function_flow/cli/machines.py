@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import Any, NoReturn
 
 import click
@@ -14,18 +15,25 @@ from function_flow.cli.common import EXIT_OK, fail
 from function_flow.cli.follow import follow_to_end
 
 
-def run(job: Any, file: str, input_json: str | None, workers: int | None,
-        callback_url: str | None) -> NoReturn:
-    """Start an execution with --input and follow it; print its output or error."""
+def execution_args(input_json: str | None, arg_pairs: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A state machine run's arguments: the execution input (--input) and its start."""
+    if arg_pairs:
+        fail("a state machine takes its execution input as --input JSON, not --arg")
     try:
         value = json.loads(input_json) if input_json is not None else {}
     except ValueError as exc:
         fail(f"--input is not JSON: {exc}")
+    return {"input": value, "started": time.time()}
+
+
+def run(job: Any, file: str, input_json: str | None, workers: int | None,
+        callback_url: str | None) -> NoReturn:
+    """Start an execution with --input and follow it; print its output or error."""
+    args = execution_args(input_json)
     backend = backends.embedded(workers=workers)
     job.use_backend(backend)
     try:
-        run_id = job.start({"input": value, "started": __import__("time").time()},
-                           source=os.path.abspath(file), callback_url=callback_url)
+        run_id = job.start(args, source=os.path.abspath(file), callback_url=callback_url)
     except (TypeError, ValueError) as exc:
         fail(f"cannot start {file}: {exc}")
 

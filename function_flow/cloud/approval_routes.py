@@ -1,7 +1,8 @@
 """Approvals over HTTP: `POST /approve` and `POST /reject` on the callback entry point.
 
-    POST {callback}/approve  {"token": "...", "data": <any JSON, the task's result>}
-    POST {callback}/reject   {"token": "...", "reason": "why"}
+    POST {callback}/approve    {"token": "...", "data": <any JSON, the task's result>}
+    POST {callback}/reject     {"token": "...", "reason": "why"}
+    POST {callback}/heartbeat  {"token": "..."}  (a task token's SendTaskHeartbeat)
 
 The body is signed like every internal message (signing.py): headers
 X-Function-Flow-Timestamp and X-Function-Flow-Signature, an HMAC-SHA256 of
@@ -9,7 +10,9 @@ X-Function-Flow-Timestamp and X-Function-Flow-Signature, an HMAC-SHA256 of
 not decide over HTTP.
 
 Answers are JSON. 200 `{"outcome": "approved"|"rejected", "run_id",
-"task_id", "run_status"}` when the decision was recorded. Refusals change nothing:
+"task_id", "run_status"}` when the decision was recorded; 200 `{"outcome":
+"heartbeat", "run_id", "task_id", "until"}` for a heartbeat (until: when the
+wait now ends, epoch seconds; null for a wait that takes no heartbeats). Refusals change nothing:
 400 a body that is not a JSON object, without a string "token", a token that
 is not one, data that cannot be stored or a reason that is not text; 404 an
 unknown token, one already used, or one whose wait ended (a second, or a
@@ -59,9 +62,21 @@ def reject(site: "Site", request: Any, rest: str) -> Answer:
                                             body.get("reason")))
 
 
+def heartbeat(site: "Site", request: Any, rest: str) -> Answer:
+    """POST /heartbeat: the waiting task's worker is alive (its HeartbeatSeconds restart)."""
+    body = _body(site, request, "heartbeat", rest)
+    try:
+        waiting = approvals.find(site.store, body["token"], time.time())
+        until = approvals.heartbeat(site.store, body["token"], time.time())
+    except approvals.ApprovalError as exc:
+        raise HttpError(exc.status, str(exc)) from exc
+    return {"outcome": "heartbeat", "run_id": waiting.run.run_id,
+            "task_id": waiting.task_id, "until": until}, 200
+
+
 #: The callback entry point's routes this module serves (cloud/callback.py).
-ROUTES: dict[str, Callable[["Site", Any, str], Answer]] = {"approve": approve,
-                                                          "reject": reject}
+ROUTES: dict[str, Callable[["Site", Any, str], Answer]] = {
+    "approve": approve, "reject": reject, "heartbeat": heartbeat}
 
 
 def _engine(site: "Site", token: str) -> "Engine":

@@ -6,7 +6,7 @@ One deployed function serves every kind of answer, routed by the first
 segment of the request's path (ROUTES):
 
     POST /openfaas/<job id>?<signature>   the OpenFaaS queue worker's answer to an async call
-    POST /approve, /reject                signed approvals (approval_routes.py)
+    POST /approve, /reject, /heartbeat    signed approvals (approval_routes.py)
 
 Every route checks a signature (signing.py) before it reads the store: an
 OpenFaaS answer's URL carries the one this function_flow made; an

@@ -213,7 +213,7 @@ def expand(engine: "Engine", run: RunRecord, spec: TaskSpec, attempt: int) -> An
     if not items:
         return {} if mapping else []
     records = plan(engine, run_id, spec, attempt, keys, items)
-    fresh = _add_missing(engine, run_id, records)
+    fresh = add_missing(engine, run_id, records)
     wait = spec.timeout or DEFAULT_WAIT_SECONDS
 
     def hold(tx: "Transaction") -> bool:
@@ -261,7 +261,7 @@ def _message(run_id: str, record: TaskRecord) -> Any:
     return Message(run_id, record.task_id, record.attempt)
 
 
-def _add_missing(engine: "Engine", run_id: str, records: list[TaskRecord]) -> bool:
+def add_missing(engine: "Engine", run_id: str, records: list[TaskRecord]) -> bool:
     """Add the records the run does not have yet, CHUNK per transaction.
 
     The first expansion finds none, so it adds before it reads (a read per

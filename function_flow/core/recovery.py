@@ -140,9 +140,10 @@ def _end_wait(engine: "Engine", run_id: str, task: TaskRecord, trigger: Trigger,
     error = on_timeout.get("error") or (
         f"TimeoutError: attempt {task.attempt} of task {task.task_id!r} got no answer "
         f"or event for {trigger.trigger_id!r} within {limit}")
+    # retry False: the waiting front end applies its own retries (asl/tokens.py).
     engine.complete(run_id, task.task_id, task.attempt, ok=False, error=str(error),
                     cause=None if on_timeout.get("error") else TimeoutError(),
-                    trigger_id=trigger.trigger_id)
+                    trigger_id=trigger.trigger_id, retry=on_timeout.get("retry", True))
     return "lease_expired"
 
 

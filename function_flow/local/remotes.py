@@ -65,7 +65,9 @@ def check_answered(job: Job, answered: dict[str, str], path: str,
     has no gateway to call."""
     from function_flow.config import Settings
 
-    topics = {spec.call.target for spec in job.dag.tasks.values()
+    # A state machine's remote Task states call from templates (asl/job.py).
+    specs = [*job.dag.tasks.values(), *job.dag.templates.values()]
+    topics = {spec.call.target for spec in specs
               if spec.call is not None and spec.call.kind == "pubsub"}
     for topic in parse_pairs(pairs):
         if topic not in topics:
@@ -73,13 +75,13 @@ def check_answered(job: Job, answered: dict[str, str], path: str,
                 f"--remote {topic}=...: no task of job {job.name!r} sends to {topic!r}; its "
                 f"remote topics are: {', '.join(sorted(topics)) or 'none'}")
     gateway = Settings.from_env().openfaas_gateway
-    for spec in job.dag.tasks.values():
+    for spec in specs:
         if spec.call is not None and spec.call.kind == "openfaas" and not gateway:
             raise RemoteSetupError(
                 f"task {spec.task_id!r} calls the OpenFaaS function {spec.call.target!r}, "
                 "and no gateway is set: set FUNCTION_FLOW_OPENFAAS_GATEWAY (and its "
                 "password, see the README)")
-    for spec in job.dag.tasks.values():
+    for spec in specs:
         call = spec.call
         if call is not None and call.kind == "pubsub" and call.target not in answered:
             raise RemoteSetupError(

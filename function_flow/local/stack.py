@@ -398,9 +398,12 @@ class LocalStack:
             if name == "callback":
                 env["FUNCTION_FLOW_CALLBACK_URL"] = function.url
         remote_env = dict(env, **offline_credentials_env(self._workdir))
+        # A state machine's remote functions are in the Python file beside it.
+        remote_source = self.source if not self.source.endswith(".json") \
+            else os.path.splitext(self.source)[0] + ".py"
         for topic, name in self.remote_functions.items():
             function = framework.start_function(
-                self.source, name, "event", remote_env, function_timeout=self.function_timeout,
+                remote_source, name, "event", remote_env, function_timeout=self.function_timeout,
                 on_line=lambda line, name=name: self._write(name, line))
             self.functions[name] = function
             self._event(f"{name} (remote function for {topic}) on {function.url} "

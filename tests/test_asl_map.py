@@ -1,0 +1,118 @@
+"""Map states at scale and when they fail: groups instead of one join written by
+every item, chunked adding on Firestore, and the items a failed Map stops."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from function_flow.asl.job import StateMachine
+from function_flow.backends import Backend, embedded
+from function_flow.bus.local import LocalBus
+from function_flow.core import foreach
+from function_flow.core.records import TaskStatus
+
+
+def _map(processor: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {"StartAt": "Each", "States": {"Each": {
+        "Type": "Map", "ItemsPath": "$.xs", "End": True, "ItemProcessor": processor,
+        **fields}}}
+
+
+NOOP = {"StartAt": "Echo", "States": {"Echo": {"Type": "Pass", "End": True}}}
+
+
+#: More records than one Firestore transaction may write (500), kept small for time.
+ITEMS = 520
+
+
+def test_a_map_larger_than_a_firestore_transaction_runs_without_a_hot_join(
+        firestore_store: Any) -> None:
+    job = StateMachine(_map(NOOP))
+    job.use_backend(Backend("embedded", firestore_store, LocalBus(8)))
+    try:
+        outcome = job.execute({"xs": list(range(ITEMS))}, timeout=170)
+    finally:
+        job.engine.bus.close()
+    assert outcome.status == "SUCCEEDED", outcome
+    assert outcome.output == list(range(ITEMS))  # every item, in order
+    records = firestore_store.get_tasks(job.id)
+    groups = {r.task_id for r in records if r.task_id.startswith("__group__")}
+    assert len(groups) == 6
+    # The most deps_done entries any record holds: a group's 100, not one per item.
+    assert max(len(r.deps_done or {}) for r in records) == foreach.GROUP_SIZE
+    join = next(r for r in records if r.task_id == "0002.Each")
+    assert set(join.deps_done) == groups
+
+
+def _failing_map(tmp_path: Any, **limits: Any) -> tuple[StateMachine, Any]:
+    processor = {"StartAt": "Check", "States": {
+        "Check": {"Type": "Choice", "Choices": [
+            {"Variable": "$", "NumericEquals": 3, "Next": "Bad"}], "Default": "Ok"},
+        "Bad": {"Type": "Fail", "Error": "Three", "Cause": "3 is bad"},
+        "Ok": {"Type": "Pass", "End": True}}}
+    definition = {"StartAt": "Each", "States": {
+        "Each": {"Type": "Map", "ItemsPath": "$.xs", "MaxConcurrency": 1, "Next": "Done",
+                 "ItemProcessor": processor, **limits,
+                 "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Caught"}]},
+        "Caught": {"Type": "Pass", "End": True},
+        "Done": {"Type": "Pass", "End": True}}}
+    job = StateMachine(definition)
+    backend = embedded(str(tmp_path / "ff.db"), workers=4)
+    job.use_backend(backend)
+    return job, backend
+
+
+def test_items_past_the_tolerated_failures_never_run(tmp_path: Any) -> None:
+    job, backend = _failing_map(tmp_path)
+    try:
+        outcome = job.execute({"xs": [1, 2, 3, 4, 5, 6, 7, 8]}, timeout=60)
+        assert outcome.status == "SUCCEEDED"  # the Catch took the Map's failure
+        assert outcome.output == {"Error": "Three", "Cause": "3 is bad"}
+        records = {r.task_id: r for r in job.engine.store.get_tasks(job.id)}
+        firsts = {int(t.split(".i")[1].split(".")[0]): r for t, r in records.items()
+                  if ".i" in t and t.endswith(".0001.Check")}
+        assert records["0001.Each.i2.0002.Bad"].status is TaskStatus.FAILED
+        # One item at a time: item 2 (3) failed, so items 3-7 never ran.
+        assert [firsts[i].status for i in range(8)] == [TaskStatus.SUCCEEDED] * 3 + [
+            TaskStatus.SKIPPED] * 5
+        assert not [t for t in records if ".i" in t and t.split(".i")[1][0] in "34567"
+                    and not t.endswith(".0001.Check")]
+        assert records["0003.Caught"].status is TaskStatus.SUCCEEDED
+
+        # Tolerating that failure: every item runs and the Map succeeds.
+        job2, backend2 = _failing_map(tmp_path / "2", ToleratedFailureCount=1)
+    finally:
+        backend.bus.close()
+        backend.close()
+    try:
+        tolerant = job2.execute({"xs": [1, 2, 3, 4, 5, 6, 7, 8]}, timeout=60)
+        assert tolerant.status == "SUCCEEDED" and tolerant.output[3] is None or \
+            tolerant.output == [1, 2, {"Error": "Three", "Cause": "3 is bad"}, 4, 5, 6, 7, 8]
+        statuses = [r.status for r in job2.engine.store.get_tasks(job2.id)]
+        assert TaskStatus.SKIPPED not in statuses
+    finally:
+        backend2.bus.close()
+        backend2.close()
+
+
+def test_a_failure_inside_a_parallel_inside_an_item_fails_the_map_and_stops_it(
+        tmp_path: Any) -> None:
+    branch = {"StartAt": "Check", "States": {
+        "Check": {"Type": "Choice", "Choices": [
+            {"Variable": "$", "NumericEquals": 3, "Next": "Bad"}], "Default": "Ok"},
+        "Bad": {"Type": "Fail", "Error": "Three", "Cause": "3 is bad"},
+        "Ok": {"Type": "Pass", "End": True}}}
+    processor = {"StartAt": "Both", "States": {"Both": {
+        "Type": "Parallel", "Branches": [branch], "End": True}}}
+    job = StateMachine(_map(processor, MaxConcurrency=1))
+    backend = embedded(str(tmp_path / "ff.db"), workers=4)
+    job.use_backend(backend)
+    try:
+        outcome = job.execute({"xs": [1, 2, 3, 4, 5]}, timeout=60)
+        records = {r.task_id: r for r in job.engine.store.get_tasks(job.id)}
+    finally:
+        backend.bus.close()
+        backend.close()
+    assert (outcome.status, outcome.error, outcome.cause) == ("FAILED", "Three", "3 is bad")
+    assert [records[f"0001.Each.i{i}.0001.Both"].status for i in (3, 4)] == \
+        [TaskStatus.SKIPPED] * 2

@@ -1,0 +1,131 @@
+"""`.waitForTaskToken` Tasks: SendTaskSuccess/Failure/Heartbeat through the API, the
+CLI and the callback endpoint; HeartbeatSeconds and TimeoutSeconds as durable
+timers whose failures Retry and Catch see; refused tokens change nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from function_flow import approvals
+from function_flow.asl import tokens
+from function_flow.asl.job import StateMachine
+from function_flow.backends import Backend
+from function_flow.bus.local import LocalBus
+from function_flow.core.records import TaskStatus
+from function_flow.store.sqlite import SqliteStore
+from functions_stack import http_client
+from signatures import KEYS
+from test_approvals_http import SignedClient
+from test_cli import assert_one_error_line, flow
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _ask(name: str, **fields: Any) -> dict[str, Any]:
+    return {"Type": "Task", "Resource": f"{name}.waitForTaskToken",
+            "Parameters": {"token.$": "$$.Task.Token"}, **fields}
+
+
+DEFINITION = {"StartAt": "Beat", "States": {
+    # Heartbeats keep it waiting; when they stop, HeartbeatTimeout, caught.
+    "Beat": _ask("beat", HeartbeatSeconds=4, TimeoutSeconds=600, ResultPath="$.beat",
+                 Next="Slow", Catch=[{"ErrorEquals": ["States.HeartbeatTimeout"],
+                                      "ResultPath": "$.late", "Next": "Slow"}]),
+    # A heartbeat never carries the wait past TimeoutSeconds: States.Timeout then,
+    # which the Retry takes (a new token); the retry's HeartbeatTimeout is uncaught.
+    "Slow": _ask("slow", TimeoutSeconds=2, HeartbeatSeconds=1.5, End=True,
+                 Retry=[{"ErrorEquals": ["States.Timeout"], "MaxAttempts": 1,
+                         "IntervalSeconds": 0}])}}
+
+
+def _tokens_of(job: StateMachine) -> dict[str, list[str]]:
+    sent: dict[str, list[str]] = {}
+    job.resources.worker = lambda engine, resource, token, payload: sent.setdefault(
+        resource.split(".")[0], []).append(token)
+    return sent
+
+
+def _wait(condition: Any, what: str) -> Any:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_heartbeats_and_timeouts_are_durable_timers_seen_by_retry_and_catch(
+        tmp_path: Path) -> None:
+    store, bus = SqliteStore(str(tmp_path / "ff.db")), LocalBus(4)
+    job = StateMachine(DEFINITION, resources={"beat.waitForTaskToken": print,
+                                              "slow.waitForTaskToken": print})
+    job.use_backend(Backend("embedded", store, bus, keys=KEYS))
+    sent = _tokens_of(job)
+    client = SignedClient(http_client(job.make_callback(), "asl-token-callback"))
+    env = {"FUNCTION_FLOW_DB": str(tmp_path / "ff.db")}
+    try:
+        run_id = job.start_execution({"q": 1})
+        token = _wait(lambda: sent.get("beat"), "the Beat token")[0]
+
+        def lease() -> float:
+            return _wait(lambda: [r for r in store.get_tasks(run_id, ["0001.Beat"])
+                                  if r.trigger_id], "the wait")[0].lease_until
+
+        first = lease()
+        until = tokens.send_heartbeat(job.engine, token)            # the API
+        assert until is not None and until >= first and lease() == until
+        beat = flow(tmp_path, "heartbeat", token, env=env)          # the CLI
+        assert beat.returncode == 0 and "0001.Beat of run" in beat.stdout, beat.stderr
+        answer = client.post("/heartbeat", json={"token": token})   # the endpoint
+        assert answer.status_code == 200 and answer.json["task_id"] == "0001.Beat"
+        assert answer.json["until"] >= until and lease() == answer.json["until"]
+        # No more heartbeats: the wait ends 4 s after the last, through the Catch.
+        slow = _wait(lambda: sent.get("slow"), "the Slow token")[0]
+        # A token whose time passed, before the engine ended its wait, names its state.
+        _wait(lambda: store.get_trigger(approvals.token_hash(slow)), "the Slow wait")
+        now = job.engine.clock
+        job.engine.clock = lambda: now() + 3600
+        try:
+            with pytest.raises(approvals.TokenExpired, match="TaskTimedOut.*state 'Slow'"):
+                tokens.send_success(job.engine, slow, "late")
+        finally:
+            job.engine.clock = now
+        # A heartbeat a second later: its HeartbeatSeconds would pass TimeoutSeconds.
+        wait_end = store.get_trigger(approvals.token_hash(slow))
+        capped = approvals.heartbeat(store, slow, time.time() + 1)
+        assert capped == store.get_tasks(run_id, [wait_end.task_id])[0].lease_until
+        before = store.get_tasks(run_id, ["0001.Beat", "0002.Beat"])
+        refused = client.post("/heartbeat", json={"token": token})
+        assert refused.status_code == 404, refused.json
+        with pytest.raises(approvals.UnknownToken, match="TaskDoesNotExist"):
+            tokens.send_success(job.engine, token, "too late")
+        with pytest.raises(approvals.MalformedToken, match="InvalidToken"):
+            tokens.send_failure(job.engine, "not a token!", "E", "C")
+        with pytest.raises(approvals.UnknownToken, match="TaskDoesNotExist"):
+            tokens.send_heartbeat(job.engine, "F" * 43)  # forged
+        assert_one_error_line(flow(tmp_path, "heartbeat", "F" * 43, env=env),
+                              "unknown approval token")
+        assert [r.to_dict() for r in store.get_tasks(run_id, ["0001.Beat", "0002.Beat"])] \
+            == [r.to_dict() for r in before]  # nothing changed
+        run = job.wait(run_id, timeout=60)
+        outcome = job.outcome(run_id)
+        assert len(sent["slow"]) == 2  # the Retry asked again, with a new token
+    finally:
+        bus.close()
+        store.close()
+    records = {r.task_id: r for r in SqliteStore(str(tmp_path / "ff.db")).get_tasks(run_id)}
+    assert run.status.value == "FAILED"
+    assert (outcome.error, outcome.status) == ("States.HeartbeatTimeout", "FAILED")
+    assert "HeartbeatSeconds (1.5)" in outcome.cause
+    first_slow = records["0003.Slow"]  # the first wait: capped, so States.Timeout
+    assert '"States.Timeout"' in first_slow.error and "TimeoutSeconds (2)" in first_slow.error
+    late = json.loads(json.dumps(records["0003.Slow"].item))["in"]["late"]
+    assert late["Error"] == "States.HeartbeatTimeout" and "HeartbeatSeconds (4)" in \
+        late["Cause"]
+    assert records["0001.Beat"].status is TaskStatus.FAILED
