@@ -382,7 +382,7 @@ def _describe(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             count = int(seconds // size)
             return f"{count} {unit}{'s' if count != 1 else ''}"
-    return f"{seconds:g} seconds"
+    return f"{seconds:g} second{'' if seconds == 1 else 's'}"
 
 
 def get_value(obj: Mapping[str, Any], keypath: str) -> Any:

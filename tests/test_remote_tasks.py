@@ -25,6 +25,7 @@ from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.remote import hosting
 from function_flow.remote.caller import Dispatcher
 from function_flow.remote.functions import RemoteFunction, answer_message
+from functions_stack import wait_for
 from signatures import TEST_HMAC_KEY, signed
 
 WORKFLOW = pathlib.Path(__file__).resolve().parent / "workflows_gcp" / "remote_round_trip.py"
@@ -251,7 +252,9 @@ def test_a_run_that_fails_cancels_the_attempts_still_waiting(workflow, execution
     assert run.status is RunStatus.FAILED
     classic, = job.engine.store.get_tasks(run.run_id, ["classic"])
     assert classic.status is TaskStatus.CANCELLED
-    request, = received(executions, "classic_remote")
+    # The hosted function runs on its own thread: its record may come after the run ended.
+    request, = wait_for(lambda: received(executions, "classic_remote"), "the classic request",
+                        timeout=30)
     assert job.engine.store.get_trigger(request["job_id"]) is None
 
 
