@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import logging
 import os
 import re
@@ -92,6 +93,14 @@ def add_run(store: SqliteStore, run_id: str, job_name: str, created_at: float,
         store.transact(lambda tx: tx.update_run(run_id, dict(fields)))
 
 
+def strict_json(text: str) -> object:
+    """json.loads refusing NaN and Infinity, as jq and JSON.parse do."""
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON: {text}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 def test_status_filters_by_job_and_status_and_prints_stable_json(tmp_path: Path,
                                                                  quiet_cli) -> None:
     db = tmp_path / "ff.db"
@@ -104,7 +113,8 @@ def test_status_filters_by_job_and_status_and_prints_stable_json(tmp_path: Path,
     add_run(store, "etl-4", "etl", 50.0, paused_at=51.0)
     store.transact(lambda tx: tx.update_task("etl-1", "load", {
         "status": "FAILED", "attempt": 2, "error": "Traceback ...\nValueError: E",
-        "started_at": 11.0, "finished_at": 12.0}))
+        "started_at": 11.0, "finished_at": 12.0,
+        "result": {"loss": math.nan, "bounds": [-math.inf, math.inf, 1.5]}}))
     store.close()
     env = {"FUNCTION_FLOW_DB": str(db)}
 
@@ -135,14 +145,16 @@ def test_status_filters_by_job_and_status_and_prints_stable_json(tmp_path: Path,
     assert json.loads(status("--json", "--job", "nope")) == {"runs": []}
     assert "no runs of job nope in" in status("--job", "nope")
 
-    one = json.loads(status("etl-1", "--json"))
+    one = strict_json(status("etl-1", "--json"))
     assert tuple(one) == run_json.RUN_KEYS + ("tasks",)
     assert one["error"] == "task 'load' failed: E"
     assert one["tasks"] == [{
         "task_id": "load", "status": "FAILED", "attempts": 2, "interrupted": 0,
         "started_at": "1970-01-01T00:00:11.000Z", "finished_at": "1970-01-01T00:00:12.000Z",
         "duration_seconds": 1.0, "not_before": None,
-        "error": "Traceback ...\nValueError: E", "result": None}]
+        "error": "Traceback ...\nValueError: E",
+        # Standard JSON has no NaN or infinities: they are written as strings.
+        "result": {"loss": "NaN", "bounds": ["-Infinity", "Infinity", 1.5]}}]
 
     refused = quiet_cli.invoke(cli, ["status", "etl-1", "--job", "etl"], env=env)
     assert refused.exit_code == 2 and "without RUN_ID" in refused.output

@@ -8,7 +8,6 @@ cannot be checked, and the view says that rather than guess.
 
 from __future__ import annotations
 
-import json
 
 import click
 
@@ -90,7 +89,7 @@ def list_runs(selected: backends.SelectedStore, limit: int, job_name: str | None
     runs = matching_runs(selected, limit, job_name, status_name)
     notes, stopped = run_notes(selected.kind, runs)
     if as_json:
-        click.echo(json.dumps(run_json.runs_document(runs, notes), ensure_ascii=False))
+        click.echo(run_json.dumps(run_json.runs_document(runs, notes)))
         return
     filters = "".join([f" of job {job_name}" if job_name else "",
                        f" in status {status_name}" if status_name else ""])
@@ -150,7 +149,7 @@ def show_run(selected: backends.SelectedStore, run_id: str, as_json: bool = Fals
     tasks = ordered_tasks(records)
     if as_json:
         note = run_notes(selected.kind, [run])[0].get(run_id)
-        click.echo(json.dumps(run_json.run_document(run, tasks, note), ensure_ascii=False))
+        click.echo(run_json.dumps(run_json.run_document(run, tasks, note)))
         return
     out.print(headline(selected.kind, run), markup=False, soft_wrap=True)
     if run.blocked and run.status is RunStatus.RUNNING:
