@@ -20,10 +20,16 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
+from function_flow.errors import ConfigurationError
+
 #: The fields a list of runs is filtered by (Store.list_runs's job_name, status).
 LISTED_BY = ("job_name", "status")
 #: The order of every list of runs: newest first.
 NEWEST_FIRST = ("created_at", "DESCENDING")
+
+
+class MissingIndexError(ConfigurationError):
+    """Firestore refused a query for want of one of these indexes; says which."""
 
 
 @dataclasses.dataclass(frozen=True)
