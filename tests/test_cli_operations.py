@@ -18,7 +18,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from click.testing import CliRunner
@@ -283,3 +283,32 @@ def test_run_with_an_existing_run_id_and_other_arguments_is_one_error_line(
         '{"n":1}', '{"n":2}')
     assert_one_error_line(flow(tmp_path, "run", workflow("simple"), "--run-id", "a/b"),
                           "--run-id 'a/b' must be")
+
+
+def test_status_without_the_composite_index_lists_unordered_with_a_warning(
+        tmp_path: Path, capsys) -> None:
+    """Production Firestore refuses a filtered list newest first until its index
+    exists (the emulator never does): status then sorts an unordered read."""
+    from function_flow import backends
+    from function_flow.cli import inspect
+    from function_flow.store.indexes import MissingIndexError
+
+    class Unindexed(SqliteStore):
+        def list_runs(self, *args: Any, newest_first: bool = False, **kwargs: Any) -> Any:
+            if newest_first and (kwargs.get("job_name") or kwargs.get("status")):
+                raise MissingIndexError("listing runs by job_name newest first needs a "
+                                        "composite index on runs")
+            return super().list_runs(*args, **kwargs)
+
+    store = Unindexed(str(tmp_path / "ff.db"))
+    for n, created in enumerate((30.0, 10.0, 20.0)):
+        add_run(store, f"etl-{n}", "etl", created)
+    selected = backends.SelectedStore("embedded", store, "a test store")
+    assert [r.run_id for r in inspect.matching_runs(selected, 5, "etl", None)] == \
+        ["etl-0", "etl-2", "etl-1"]
+    warning = capsys.readouterr().err
+    assert warning.startswith("warning: listing runs by job_name newest first needs")
+    assert "the newest runs may be missing past --limit" in warning
+    assert [r.run_id for r in inspect.matching_runs(selected, 5, None, None)] == \
+        ["etl-0", "etl-2", "etl-1"] and capsys.readouterr().err == ""
+    store.close()
