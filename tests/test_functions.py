@@ -130,7 +130,10 @@ def http_start(job: tasks.Job, body: bytes | str = b"", run_id: str | None = Non
     headers = {RUN_ID_HEADER: run_id} if run_id else {}
     with FLASK_APP.test_request_context("/", method="POST", data=body, headers=headers,
                                         content_type="application/json"):
-        return job.make_start()(flask.request)
+        answer = job.make_start()(flask.request)
+    if answer[1] in (200, 409):  # the run id is a header of the answer too
+        assert answer[2] == {RUN_ID_HEADER: answer[0]["run_id"]}, answer
+    return answer[0], answer[1]
 
 
 def deliver_all(job: tasks.Job, form: Callable) -> list[Any]:

@@ -186,7 +186,8 @@ def make_start(job: "Job") -> Callable[..., Any]:
 
     A caller-chosen run id (header X-Function-Flow-Run-Id) makes a retried
     request idempotent: the second call answers the run the first created;
-    the same id with other arguments is refused with a 409.
+    the same id with other arguments is refused with a 409. The answer names
+    the run in its body and in the header X-Function-Flow-Run-Id.
     A header X-Function-Flow-Callback-Url gives the run a completion
     callback (callbacks.py); a header, because the body is the arguments.
     Every bad request gets a 4xx with a JSON error; only a transient backend
@@ -210,7 +211,7 @@ def make_start(job: "Job") -> Callable[..., Any]:
                                                     callback_url=callback_url)
         except RunConflictError as exc:  # the run id names another start (core/starts.py)
             logger.warning("start: refused (409): %s", exc)
-            return {"error": str(exc), "run_id": exc.run_id}, 409
+            return {"error": str(exc), "run_id": exc.run_id}, 409, {RUN_ID_HEADER: exc.run_id}
         except RecordTooLargeError as exc:
             return {"error": str(exc)}, 413
         except (TypeError, ValueError, RecursionError) as exc:
@@ -226,7 +227,8 @@ def make_start(job: "Job") -> Callable[..., Any]:
             return {"error": f"internal error ({type(exc).__name__}: {exc}); the "
                              "function's logs have the traceback"}, 500
         logger.info("start: run %s %s", started, "created" if created else "already exists")
-        return {"run_id": started, "created": created}, 200
+        # The run id in the body and, as faas-flow's X-Faas-Flow-Reqid, a header.
+        return {"run_id": started, "created": created}, 200, {RUN_ID_HEADER: started}
 
     return start
 
