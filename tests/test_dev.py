@@ -111,6 +111,15 @@ def assert_all_stopped(log: str, remote_functions: int = 0) -> None:
 # ---------------------------------------------------------------------- tests
 
 
+def test_a_local_stack_serves_the_files_remote_functions_as_dev_does() -> None:
+    """README's `LocalStack("samples/main.py")` answers the sample's remote tasks:
+    without remote_functions= it serves the file's own @remote.function ones."""
+    from function_flow.local.stack import LocalStack
+
+    assert LocalStack(str(SAMPLE)).remote_functions == {"PRICING_REQUESTS": "regional_pricing"}
+    assert LocalStack(str(SAMPLE), remote_functions={}).remote_functions == {}
+
+
 @needs_emulators
 def test_dev_runs_the_sample_through_pubsub_and_functions_framework(tmp_path: Path) -> None:
     output_dir = tmp_path / "report"
