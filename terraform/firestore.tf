@@ -73,4 +73,6 @@ resource "google_firestore_index" "runs" {
       order      = fields.value.order
     }
   }
+
+  depends_on = [google_project_service.api]
 }
