@@ -40,7 +40,7 @@ def raw_start(job, environ: dict[str, Any], body: bytes) -> tuple[dict, int]:
     with FLASK_APP.test_request_context("/", method="POST", input_stream=io.BytesIO(body),
                                         content_type="application/json",
                                         environ_overrides=environ):
-        return job.make_start()(flask.request)[:2]
+        return job.make_start()(flask.request)
 
 
 # ------------------------------------------------------------- start
