@@ -57,6 +57,11 @@ logger = logging.getLogger("function_flow.tracing")
 VARIABLE = "FUNCTION_FLOW_TRACING"
 MODES = ("off", "console", "otlp", "gcp")
 EXTRA = "pip install 'function-flow-orchestrator[tracing]'"
+#: The distributions each mode imports (of the `tracing` extra): what a
+#: deployment with `function-flow deploy --tracing MODE` installs.
+PACKAGES = {"off": (), "console": ("opentelemetry-sdk",),
+            "otlp": ("opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http"),
+            "gcp": ("opentelemetry-sdk", "opentelemetry-exporter-gcp-trace")}
 #: Span attributes (OpenTelemetry's convention: a namespace, then the name).
 JOB, RUN_ID, TASK_ID, ATTEMPT = ("function_flow.job", "function_flow.run_id",
                                  "function_flow.task_id", "function_flow.attempt")

@@ -48,6 +48,14 @@ resource "google_project_iam_member" "runtime_datastore_user" {
   member  = local.runtime_member
 }
 
+resource "google_project_iam_member" "runtime_cloudtrace_agent" {
+  count = var.tracing == "gcp" ? 1 : 0
+
+  project = var.project
+  role    = "roles/cloudtrace.agent"
+  member  = local.runtime_member
+}
+
 resource "google_pubsub_topic_iam_member" "runtime_publisher" {
   for_each = local.topics
 

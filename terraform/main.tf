@@ -105,6 +105,7 @@ locals {
     var.blobs_bucket == null ? {} : { FUNCTION_FLOW_BUCKET = var.blobs_bucket },
     local.callback_url == null ? {} : { FUNCTION_FLOW_CALLBACK_URL = local.callback_url },
     var.run_ttl ? { FUNCTION_FLOW_RUN_TTL_DAYS = tostring(var.run_ttl_days) } : {},
+    var.tracing == "off" ? {} : { FUNCTION_FLOW_TRACING = var.tracing },
   )
 
   # The members of the grants in iam.tf (the module README's role table).
@@ -114,7 +115,7 @@ locals {
   pubsub_agent_member = "serviceAccount:service-${data.google_project.project.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
   sink_writer_member  = one(google_logging_project_sink.bigquery[*].writer_identity)
 
-  apis = [
+  apis = concat([
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
     "cloudfunctions.googleapis.com",
@@ -127,7 +128,7 @@ locals {
     "run.googleapis.com",
     "secretmanager.googleapis.com",
     "storage.googleapis.com",
-  ]
+  ], var.tracing == "gcp" ? ["cloudtrace.googleapis.com"] : [])
 }
 
 resource "google_project_service" "api" {

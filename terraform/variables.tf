@@ -439,6 +439,19 @@ variable "blobs_bucket" {
   }
 }
 
+# ------------------------------------------------------------------ tracing
+
+variable "tracing" {
+  description = "Where the functions send their spans (FUNCTION_FLOW_TRACING): gcp (Cloud Trace: the runtime account gets roles/cloudtrace.agent), otlp, console or off. The source archive must install the exporter (function-flow deploy --build-only --tracing MODE writes its requirements.txt)."
+  type        = string
+  default     = "off"
+
+  validation {
+    condition     = contains(["off", "gcp", "otlp", "console"], var.tracing)
+    error_message = "tracing must be off, gcp (Cloud Trace), otlp or console."
+  }
+}
+
 # ------------------------------------------------------------------ logging
 
 variable "bigquery_log_sink" {

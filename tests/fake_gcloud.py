@@ -14,6 +14,9 @@ contract where the deployment depends on it:
   is not idempotent fails the second time;
 - the describes whose output is captured print a value: the project
   number, a function's URL, a sink's writer identity;
+- `firestore indexes composite create` is keyed by its collection group
+  and fields (the index has no name of ours), so creating it again fails
+  with ALREADY_EXISTS, as Firestore's API answers;
 - `secrets create` fails unless it read a key of 32 characters or more;
 - FAKE_GCLOUD_FAIL=TEXT makes any command whose argv contains TEXT fail.
 
@@ -38,10 +41,11 @@ if [ -n "${FAKE_GCLOUD_FAIL:-}" ] && [[ "$all" == *"$FAKE_GCLOUD_FAIL"* ]]; then
     echo "ERROR: (gcloud) failing as asked: $FAKE_GCLOUD_FAIL" >&2; exit 1
 fi
 if [ "${1:-}" = projects ] && [ "${2:-}" = describe ]; then echo "@NUMBER@"; exit 0; fi
-group=(); verb=""; name=""; database=""; format=""
+group=(); verb=""; name=""; database=""; format=""; index=""
 for a in "$@"; do
     case "$a" in
         --database=*) database="${a#--database=}" ;;
+        --collection-group=*|--field-config=*) index="$index ${a#--*=}" ;;
         --format=*) format="${a#--format=}" ;;
         --*) ;;
         *) if [ -z "$verb" ]; then
@@ -52,6 +56,7 @@ done
 [ -z "$verb" ] && exit 0
 [ -z "$name" ] && name="$database"
 g="${group[*]}"
+[ "$g" = "firestore indexes composite" ] && name="$database$index"
 [ "$g" = "iam service-accounts" ] && name="${name%%@*}"  # described by e-mail, made by id
 mkdir -p "$FAKE_GCLOUD_STATE"
 key="$FAKE_GCLOUD_STATE/$(printf '%s %s' "$g" "$name" | tr ' /()' '_~[]')"

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import logging
 import os
 import re
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from click.testing import CliRunner
@@ -92,6 +93,14 @@ def add_run(store: SqliteStore, run_id: str, job_name: str, created_at: float,
         store.transact(lambda tx: tx.update_run(run_id, dict(fields)))
 
 
+def strict_json(text: str) -> object:
+    """json.loads refusing NaN and Infinity, as jq and JSON.parse do."""
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON: {text}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 def test_status_filters_by_job_and_status_and_prints_stable_json(tmp_path: Path,
                                                                  quiet_cli) -> None:
     db = tmp_path / "ff.db"
@@ -104,7 +113,8 @@ def test_status_filters_by_job_and_status_and_prints_stable_json(tmp_path: Path,
     add_run(store, "etl-4", "etl", 50.0, paused_at=51.0)
     store.transact(lambda tx: tx.update_task("etl-1", "load", {
         "status": "FAILED", "attempt": 2, "error": "Traceback ...\nValueError: E",
-        "started_at": 11.0, "finished_at": 12.0}))
+        "started_at": 11.0, "finished_at": 12.0,
+        "result": {"loss": math.nan, "bounds": [-math.inf, math.inf, 1.5]}}))
     store.close()
     env = {"FUNCTION_FLOW_DB": str(db)}
 
@@ -135,14 +145,16 @@ def test_status_filters_by_job_and_status_and_prints_stable_json(tmp_path: Path,
     assert json.loads(status("--json", "--job", "nope")) == {"runs": []}
     assert "no runs of job nope in" in status("--job", "nope")
 
-    one = json.loads(status("etl-1", "--json"))
+    one = strict_json(status("etl-1", "--json"))
     assert tuple(one) == run_json.RUN_KEYS + ("tasks",)
     assert one["error"] == "task 'load' failed: E"
     assert one["tasks"] == [{
         "task_id": "load", "status": "FAILED", "attempts": 2, "interrupted": 0,
         "started_at": "1970-01-01T00:00:11.000Z", "finished_at": "1970-01-01T00:00:12.000Z",
         "duration_seconds": 1.0, "not_before": None,
-        "error": "Traceback ...\nValueError: E", "result": None}]
+        "error": "Traceback ...\nValueError: E",
+        # Standard JSON has no NaN or infinities: they are written as strings.
+        "result": {"loss": "NaN", "bounds": ["-Infinity", "Infinity", 1.5]}}]
 
     refused = quiet_cli.invoke(cli, ["status", "etl-1", "--job", "etl"], env=env)
     assert refused.exit_code == 2 and "without RUN_ID" in refused.output
@@ -271,3 +283,32 @@ def test_run_with_an_existing_run_id_and_other_arguments_is_one_error_line(
         '{"n":1}', '{"n":2}')
     assert_one_error_line(flow(tmp_path, "run", workflow("simple"), "--run-id", "a/b"),
                           "--run-id 'a/b' must be")
+
+
+def test_status_without_the_composite_index_lists_unordered_with_a_warning(
+        tmp_path: Path, capsys) -> None:
+    """Production Firestore refuses a filtered list newest first until its index
+    exists (the emulator never does): status then sorts an unordered read."""
+    from function_flow import backends
+    from function_flow.cli import inspect
+    from function_flow.store.indexes import MissingIndexError
+
+    class Unindexed(SqliteStore):
+        def list_runs(self, *args: Any, newest_first: bool = False, **kwargs: Any) -> Any:
+            if newest_first and (kwargs.get("job_name") or kwargs.get("status")):
+                raise MissingIndexError("listing runs by job_name newest first needs a "
+                                        "composite index on runs")
+            return super().list_runs(*args, **kwargs)
+
+    store = Unindexed(str(tmp_path / "ff.db"))
+    for n, created in enumerate((30.0, 10.0, 20.0)):
+        add_run(store, f"etl-{n}", "etl", created)
+    selected = backends.SelectedStore("embedded", store, "a test store")
+    assert [r.run_id for r in inspect.matching_runs(selected, 5, "etl", None)] == \
+        ["etl-0", "etl-2", "etl-1"]
+    warning = capsys.readouterr().err
+    assert warning.startswith("warning: listing runs by job_name newest first needs")
+    assert "the newest runs may be missing past --limit" in warning
+    assert [r.run_id for r in inspect.matching_runs(selected, 5, None, None)] == \
+        ["etl-0", "etl-2", "etl-1"] and capsys.readouterr().err == ""
+    store.close()

@@ -449,3 +449,78 @@ def test_resume_on_google_cloud_sends_the_queued_tasks_on_the_schedule_topic(
                              timeout=30).received_messages
     assert [Message.from_json(m.message.data) for m in pulled] == [Message("held", "a", 1)]
     subscriber.close()
+
+
+def test_live_updates_read_only_what_can_have_changed(tmp_path) -> None:
+    """A poll reads the records that can have moved (not final, or waiting for
+    finished ones), cascading to the dependents of what just finished; what it
+    shows is what a full read shows; a change of the run or a graph that grew
+    makes it read everything again."""
+    from function_flow.core import foreach
+    from function_flow.dashboard.app import EXTENSION
+    from function_flow.store.sqlite import SqliteStore
+
+    count, lanes = 2_000, 100
+    job = Job("fans")
+    job.task("src")(lambda task, job: list(range(count)))
+    job.foreach("fan", over="src")(lambda task, job: None)
+    tasks = [TaskRecord("src", status=TaskStatus.SUCCEEDED, attempt=1),
+             TaskRecord("fan", status=TaskStatus.RUNNING, attempt=1,
+                        result=foreach.summary("fan", list(range(count)), False))]
+    items = [TaskRecord(
+        foreach.item_id("fan", i), role="item", template="fan", item_key=i,
+        trigger_rule="all_done", attempt=1 if i < 1000 else 0,
+        status=TaskStatus.SUCCEEDED if i < 900 else TaskStatus.RUNNING if i < 1000
+        else TaskStatus.WAITING,
+        deps=[foreach.item_id("fan", i - lanes)] if i >= lanes else [],
+        dependents=([foreach.item_id("fan", i + lanes)] if i + lanes < count else [])
+        + [foreach.group_id("fan", i // 100)]) for i in range(count)]
+    groups = [TaskRecord(foreach.group_id("fan", g), template="fan", role="group",
+                         trigger_rule="all_done", dependents=[foreach.collector_id("fan")],
+                         deps=[foreach.item_id("fan", i) for i in range(g * 100, g * 100 + 100)])
+              for g in range(count // 100)]
+    collector = TaskRecord(foreach.collector_id("fan"), template="fan", role="collect",
+                           trigger_rule="all_done", dependents=[],
+                           deps=[foreach.group_id("fan", g) for g in range(count // 100)])
+    store = SqliteStore(str(tmp_path / "state.db"))
+    add_run(store, "fans-1", tasks + groups + [collector] + items, job_name="fans",
+            dag_hash=versions.of(job.dag).hash)
+    app = create_app(lambda: store, jobs={"fans": job})
+    live, client = app.extensions[EXTENSION].live, app.test_client()
+
+    def polled() -> dict:
+        state = client.get("/api/runs/fans-1").json
+        state.pop("duration")  # a running run's duration grows between two reads
+        return state
+
+    def fully_read() -> dict:
+        state = create_app(lambda: store, jobs={"fans": job}).test_client().get(
+            "/api/runs/fans-1").json
+        state.pop("duration")
+        return state
+
+    assert client.get("/runs/fans-1").status_code == 200
+    assert live.last.full and live.last.records == len(tasks + groups + items) + 1
+    first = polled()
+    # The 100 running items, the foreach, and the 9 groups whose items all finished.
+    assert not live.last.full and live.last.records == 100 + 1 + 9
+    assert first == fully_read()
+
+    def update(task_id: str, **fields: Any) -> None:
+        store.transact(lambda tx: tx.update_task("fans-1", task_id, fields))
+
+    update("fan[900]", status="SUCCEEDED", finished_at=200.0)
+    update("fan[1000]", status="QUEUED", attempt=1)
+    second = polled()
+    # and fan[900]'s waiting dependents: fan[1000] and its group
+    assert not live.last.full and live.last.records == 110 + 2
+    assert second == fully_read() and second != first
+    assert ["QUEUED", 0.0005] in second["nodes"]["fan"][2]
+
+    store.transact(lambda tx: tx.update_run("fans-1", {"redrives": 1}))
+    update("fan[0]", status="FAILED")  # final records change only with the run (a redrive)
+    assert polled() == fully_read() and live.last.full
+
+    store.transact(lambda tx: tx.add_task("fans-1", TaskRecord("later", template="src")))
+    update("fan[950]", dependents=["later"])  # a body that grew the graph (core/growth.py)
+    assert polled() == fully_read() and live.last.full

@@ -27,7 +27,7 @@ from function_flow import loader
 from function_flow.cli import main
 from function_flow.cli.deploy import deploy_script
 from function_flow.deploy import commands, plan as planning
-from function_flow.store import expiry
+from function_flow.store import expiry, indexes
 
 REPO = Path(__file__).resolve().parent.parent
 SNAPSHOT = Path(__file__).parent / "snapshots" / "deploy_sample.sh"
@@ -164,7 +164,11 @@ def test_deploy_runs_what_the_script_runs_and_deploying_again_converges(sample, 
     log.unlink()
     again = flow(sample, "deploy", "samples/main.py", *ARGS, env=env)
     assert again.returncode == 0, again.stderr  # nothing is created twice
-    assert not [a for a in argvs(log) if "create" in a]
+    # A composite index has no name to describe: its create is refused as existing.
+    composite = ["firestore", "indexes", "composite", "create"]
+    assert not [a for a in argvs(log) if "create" in a and a[:4] != composite]
+    for index in indexes.composite_indexes():
+        assert f"need an index: {index.describe()}: exists" in again.stderr
     # The three push subscriptions, the scheduler job and the sink are updated instead.
     assert sum(1 for a in argvs(log) if "update" in a and "fields" not in a) == 5
     assert sum(1 for a in argvs(log) if a[:2] == ["functions", "deploy"]) == \
@@ -272,6 +276,9 @@ def test_bad_input_is_one_error_line_before_any_command(deploy_in, tmp_path) -> 
                           "deploy sets FUNCTION_FLOW_BACKEND itself")
     assert_one_error_line(deploy_in(good, *ARGS, "--max-delivery-attempts", "3"),
                           "from 5 to 100")
+    assert_one_error_line(deploy_in(good, *ARGS, "--env", "FUNCTION_FLOW_TRACING=gcp"),
+                          "deploy sets FUNCTION_FLOW_TRACING itself: use --tracing MODE")
+    assert_one_error_line(deploy_in(good, *ARGS, "--tracing", "jaeger"), "--tracing")
 
 
 def test_the_upload_of_a_file_not_named_main_py(tmp_path: Path) -> None:
@@ -323,3 +330,41 @@ def test_a_remote_topic_the_file_does_not_answer_is_created_and_reported(
     # The Job's topics reach every function: a remote function answers on the events topic.
     assert "FUNCTION_FLOW_SCHEDULE_TOPIC=SCHEDULE,FUNCTION_FLOW_EVENTS_TOPIC=" \
            "SCHEDULE_EXTERNAL_EVENTS" in script
+
+
+def test_tracing_gcp_sets_the_mode_installs_the_exporter_and_grants_cloud_trace(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    from function_flow.tracing import PACKAGES
+
+    path = write(tmp_path, "deploy_traced")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(["deploy", path, *ARGS, "--dry-run", "--tracing", "gcp",
+              "--env", "FUNCTION_FLOW_BUCKET=my-bucket"])
+    script = capsys.readouterr().out
+    assert exited.value.code == 0
+    deploys = [line for line in script.split("\n\n") if "gcloud functions deploy" in line]
+    assert deploys and all("FUNCTION_FLOW_TRACING=gcp" in d for d in deploys)
+    assert "cloudtrace.googleapis.com" in script
+    assert '--member=serviceAccount:"${SA}" \\\n    --role=roles/cloudtrace.agent' in script
+    requirements = (tmp_path / ".function_flow/deploy/wf/requirements.txt").read_text()
+    listed = {line.split(">")[0].split("=")[0] for line in requirements.splitlines()}
+    assert set(PACKAGES["gcp"]) <= listed
+    # The role table of deploy/README.md is every role the service account gets.
+    granted = {word.removeprefix("--role=") for word in script.split()
+               if word.startswith("--role=")}
+    if "functions add-invoker-policy-binding" in script:
+        granted.add("roles/run.invoker")
+    agents = {"roles/iam.serviceAccountTokenCreator", "roles/pubsub.subscriber"}
+    readme = (REPO / "deploy" / "README.md").read_text()
+    table = {row.split("|")[1].strip() for row in readme.splitlines()
+             if row.startswith("| roles/")}
+    assert table == granted - agents
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["deploy", path, *ARGS, "--dry-run"])
+    untraced = capsys.readouterr().out
+    assert "FUNCTION_FLOW_TRACING" not in untraced and "cloudtrace" not in untraced
+    assert "opentelemetry-sdk" not in (tmp_path / ".function_flow/deploy/wf/requirements.txt"
+                                       ).read_text()

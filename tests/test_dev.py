@@ -111,6 +111,15 @@ def assert_all_stopped(log: str, remote_functions: int = 0) -> None:
 # ---------------------------------------------------------------------- tests
 
 
+def test_a_local_stack_serves_the_files_remote_functions_as_dev_does() -> None:
+    """README's `LocalStack("samples/main.py")` answers the sample's remote tasks:
+    without remote_functions= it serves the file's own @remote.function ones."""
+    from function_flow.local.stack import LocalStack
+
+    assert LocalStack(str(SAMPLE)).remote_functions == {"PRICING_REQUESTS": "regional_pricing"}
+    assert LocalStack(str(SAMPLE), remote_functions={}).remote_functions == {}
+
+
 @needs_emulators
 def test_dev_runs_the_sample_through_pubsub_and_functions_framework(tmp_path: Path) -> None:
     output_dir = tmp_path / "report"
@@ -138,6 +147,13 @@ def test_dev_runs_the_sample_through_pubsub_and_functions_framework(tmp_path: Pa
     assert "function logs: .function_flow/dev-sample_job-" in out
     assert re.search(r'^pause, resume or cancel the run: POST \{"action": "pause", "run_id": '
                      r'"sample_job-\S+"\} to http://127\.0\.0\.1:\d+/$', out, re.M), out
+    # How to watch it with `logs --follow` or the dashboard: the emulator it runs on.
+    firestore = re.search(r"Firestore emulator on (127\.0\.0\.1:\d+), project (\S+)$", out,
+                          re.M)
+    assert firestore, out
+    assert re.search(rf"^watch it from another shell while it runs: FIRESTORE_EMULATOR_HOST="
+                     rf"{firestore[1]} GOOGLE_CLOUD_PROJECT={firestore[2]} function-flow logs "
+                     rf"sample_job-\S+ --follow \(or dashboard\)$", out, re.M), out
     # Every task ran in the scheduler process, delivered by a push subscription;
     # the remote tasks' answers came from their own function, through the
     # events topic and the listener.

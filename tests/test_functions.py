@@ -447,3 +447,22 @@ def test_poller_sends_a_lost_message_again_once_it_is_overdue(tmp_path, form):
     poll()
     assert outbox.take() == [Message(run_id, "a", 1)]
     assert calls == []
+
+
+def test_the_start_answer_names_the_run_in_a_header_too(tmp_path):
+    """Served (as functions-framework serves it), the answer carries
+    X-Function-Flow-Run-Id, on a start and on a conflicting one; called in
+    Python it stays (body, status)."""
+    from functions_stack import http_client
+
+    job, _ = make_job(tmp_path)
+    client = http_client(job.make_start(), "start")
+    first = client.post("/", json={"n": 1}, headers={RUN_ID_HEADER: "nightly-1"})
+    assert (first.status_code, first.headers[RUN_ID_HEADER]) == (200, "nightly-1")
+    generated = client.post("/", json={"n": 1})
+    assert generated.headers[RUN_ID_HEADER] == generated.get_json()["run_id"] != "nightly-1"
+    conflict = client.post("/", json={"n": 2}, headers={RUN_ID_HEADER: "nightly-1"})
+    assert (conflict.status_code, conflict.headers[RUN_ID_HEADER]) == (409, "nightly-1")
+    assert RUN_ID_HEADER not in client.post("/", data=b"[1]").headers  # no run: no id
+    assert http_start(job, json.dumps({"n": 1}), run_id="nightly-1") == (
+        {"run_id": "nightly-1", "created": False}, 200)

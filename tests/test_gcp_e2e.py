@@ -18,6 +18,7 @@ import json
 import pathlib
 import threading
 import time
+import urllib.request
 from typing import Any
 
 import pytest
@@ -372,6 +373,11 @@ def test_start_twice_with_the_same_run_id_makes_one_run(stack, firestore_store, 
 
     assert first == (200, {"run_id": "nightly-2026-11-22", "created": True})
     assert second == (200, {"run_id": "nightly-2026-11-22", "created": False})
+    # The answer names the run in a header too (faas-flow's X-Faas-Flow-Reqid).
+    again = urllib.request.Request(start.url, data=b'{"x": 2}', method="POST", headers={
+        "Content-Type": "application/json", RUN_ID_HEADER: "nightly-2026-11-22"})
+    with urllib.request.urlopen(again, timeout=60) as response:
+        assert response.headers[RUN_ID_HEADER] == "nightly-2026-11-22"
     # Other arguments under the same id: refused (core/starts.py), not answered
     # with the old run as if they had started.
     assert other[0] == 409 and other[1]["run_id"] == "nightly-2026-11-22", other

@@ -176,8 +176,9 @@ ENTRY_POINT_CHECK = textwrap.dedent("""
 def test_the_uploaded_source_installs_in_a_clean_venv_and_serves(tmp_path: Path) -> None:
     import json
 
+    # Built as `deploy --tracing gcp` builds it: the SDK and exporter come along.
     built = source.build(str(REPO / "samples" / "main.py"), str(tmp_path / "upload"),
-                         ["start", "scheduler"])
+                         ["start", "scheduler"], tracing="gcp")
     python = clean_venv(tmp_path / "venv", ["-r", str(built / "requirements.txt")])
     # Deployed, the key comes from Secret Manager (--set-secrets); no Google Cloud here.
     deployed = {**clean_env(), "FUNCTION_FLOW_HMAC_KEY": "k" * 40,
@@ -195,6 +196,15 @@ def test_the_uploaded_source_installs_in_a_clean_venv_and_serves(tmp_path: Path)
     assert seen["scheduler"][1] == 400 and "push envelope" in seen["scheduler"][0]["error"]
     for name, answer in seen["pushed"].items():
         assert answer == [{"outcome": "rejected"}, 200], name
+    # FUNCTION_FLOW_TRACING=gcp finds what it imports there (Cloud Trace's exporter).
+    from function_flow.local.credentials import offline_credentials_env
+
+    exporter = subprocess.run([str(python), "-c", (
+        "from function_flow import tracing; provider = tracing.provider_for('gcp', 'p'); "
+        "print(type(provider._active_span_processor._span_processors[0].span_exporter)"
+        ".__name__)")], cwd=built, env={**clean_env(), **offline_credentials_env(str(tmp_path))},
+        capture_output=True, text=True, timeout=60)
+    assert exporter.stdout.strip() == "CloudTraceSpanExporter", exporter.stderr
     # The command line there says what it lacks, in one line.
     cli = subprocess.run([str(python), "-m", "function_flow", "--version"], cwd=built,
                          env=clean_env(), capture_output=True, text=True, timeout=60)

@@ -170,7 +170,10 @@ def test_roles_are_exactly_the_readme_table() -> None:
     assert _grants() == documented
     project_wide = {(MEMBERS[body["member"]], body["role"])
                     for body in MODULE.of_type("google_project_iam_member").values()}
-    assert project_wide == {("runtime", "roles/datastore.user"), ("build", "roles/run.builder")}
+    assert project_wide == {("runtime", "roles/datastore.user"), ("build", "roles/run.builder"),
+                            ("runtime", "roles/cloudtrace.agent")}
+    assert MODULE.resource("google_project_iam_member", "runtime_cloudtrace_agent")["count"] \
+        == '${var.tracing == "gcp" ? 1 : 0}'
     accounts = {name: MODULE.locals[f"{name}_member"] for name in ("runtime", "invoker", "build")}
     assert "google_service_account.runtime.email" in accounts["runtime"]
     assert "google_service_account.invoker.email" in accounts["invoker"]
@@ -268,6 +271,9 @@ def test_the_functions_get_the_ttl_that_makes_the_store_write_expire_at() -> Non
     main_tf = (tf.ROOT / "terraform" / "main.tf").read_text()
     assert "var.run_ttl ? { FUNCTION_FLOW_RUN_TTL_DAYS = tostring(var.run_ttl_days) } : {}" \
         in main_tf
+    # The mode tracing.configure reads, and the API the gcp exporter writes to.
+    assert 'var.tracing == "off" ? {} : { FUNCTION_FLOW_TRACING = var.tracing }' in main_tf
+    assert 'var.tracing == "gcp" ? ["cloudtrace.googleapis.com"] : []' in main_tf
 
 
 @pytest.mark.parametrize("change, message", [
@@ -287,6 +293,7 @@ def test_the_functions_get_the_ttl_that_makes_the_store_write_expire_at() -> Non
     ({"source_bucket": "b", "source_object": "o.zip"}, "exactly one of source_archive"),
     ({"timeout_seconds": 900}, "600 (Pub/Sub's longest ack deadline)"),
     ({"region": "Europe West"}, "region must be"),
+    ({"tracing": "jaeger"}, "tracing must be off, gcp (Cloud Trace), otlp or console"),
 ], ids=lambda value: json.dumps(value)[:40] if isinstance(value, dict) else None)
 def test_variable_validation(scratch: pathlib.Path, change: dict, message: str) -> None:
     errors = tf.plan_errors(scratch, dict(SAMPLE, **change))

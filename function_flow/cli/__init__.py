@@ -139,6 +139,12 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
             out.print(f"pause, resume or cancel the run: POST {{\"action\": \"pause\", "
                       f"\"run_id\": \"{run_id}\"}} to {stack.control_url}", markup=False,
                       soft_wrap=True)
+            prefix = f"FUNCTION_FLOW_COLLECTION_PREFIX={stack.collection_prefix} " \
+                if stack.collection_prefix else ""
+            out.print(f"watch it from another shell while it runs: FIRESTORE_EMULATOR_HOST="
+                      f"{stack.firestore.host} GOOGLE_CLOUD_PROJECT={stack.project} {prefix}"
+                      f"function-flow logs {run_id} --follow (or dashboard)", markup=False,
+                      soft_wrap=True)
             run_id = stack.start_run(args, run_id=run_id, callback_url=callback_url)
             code = follow_dev_run(stack, job, run_id, out, err)
         except KeyboardInterrupt:

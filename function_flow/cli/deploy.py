@@ -54,6 +54,11 @@ def default_source_dir(job_name: str) -> str:
 @click.option("--scheduler-job", metavar="NAME", help="Cloud Scheduler job [JOB-poller].")
 @click.option("--max-delivery-attempts", type=int, default=10, show_default=True,
               help="Deliveries of a message before it goes to the dead-letter topic.")
+@click.option("--tracing", type=click.Choice(planning.TRACING_MODES), default="off",
+              show_default=True,
+              help="Where the functions send their spans (FUNCTION_FLOW_TRACING): gcp is "
+                   "Cloud Trace (the service account gets roles/cloudtrace.agent); the "
+                   "upload installs the SDK and exporter.")
 @click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
               help="Another environment variable of the functions. Repeatable.")
 def deploy(file: str, project: str, region: str, dry_run: bool, build_only: bool,
@@ -75,7 +80,8 @@ def deploy(file: str, project: str, region: str, dry_run: bool, build_only: bool
                                    **settings)  # type: ignore[arg-type]
         plan = planning.derive(loader.load_module(file), job, file, options)
         directory = source_dir or default_source_dir(job.name)
-        built = source.build(file, directory, [f.entry_point for f in plan.functions])
+        built = source.build(file, directory, [f.entry_point for f in plan.functions],
+                             tracing=options.tracing)
     except FunctionFlowError as exc:
         fail(str(exc))
     click.echo(f"built {directory} ({_count(built)} files) from {file}", err=True)

@@ -8,7 +8,6 @@ cannot be checked, and the view says that rather than guess.
 
 from __future__ import annotations
 
-import json
 
 import click
 
@@ -20,6 +19,7 @@ from function_flow.cli import items
 from function_flow.cli.hook_lines import print_hooks
 from function_flow.core.control import shown_status
 from function_flow.core.listing import ordered_tasks
+from function_flow.store.indexes import MissingIndexError
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus
 
 
@@ -60,15 +60,23 @@ def matching_runs(selected: backends.SelectedStore, limit: int, job_name: str | 
     """Up to `limit` runs of `job_name` in `status_name`, newest first.
 
     PAUSED is a RUNNING run with paused_at set: RUNNING runs are read and
-    the paused ones kept. A filtered list is sorted here: on Firestore a
-    filtered query comes unordered (ordering it would need a composite index).
+    the paused ones kept. On Firestore a filtered list newest first needs a
+    composite index (store/indexes.py; deploy and terraform/ create them):
+    without it, the list is read unordered and sorted here, with a warning
+    that the newest may be missing past `limit`.
     """
     if selected.store is None:
         return []
     paused = status_name == "PAUSED"
     stored = RunStatus.RUNNING if paused else RunStatus(status_name) if status_name else None
-    runs = selected.store.list_runs(limit if not paused else max(limit, 1000),
-                                    status=stored, job_name=job_name)
+    count = limit if not paused else max(limit, 1000)
+    try:
+        runs = selected.store.list_runs(count, status=stored, job_name=job_name,
+                                        newest_first=True)
+    except MissingIndexError as exc:  # Firestore without the composite index
+        click.echo(f"warning: {exc}; listing without order, the newest runs may be missing "
+                   "past --limit", err=True)
+        runs = selected.store.list_runs(count, status=stored, job_name=job_name)
     if paused:
         runs = [run for run in runs if shown_status(run) == "PAUSED"]
     return sorted(runs, key=lambda run: run.created_at, reverse=True)[:limit]
@@ -90,7 +98,7 @@ def list_runs(selected: backends.SelectedStore, limit: int, job_name: str | None
     runs = matching_runs(selected, limit, job_name, status_name)
     notes, stopped = run_notes(selected.kind, runs)
     if as_json:
-        click.echo(json.dumps(run_json.runs_document(runs, notes), ensure_ascii=False))
+        click.echo(run_json.dumps(run_json.runs_document(runs, notes)))
         return
     filters = "".join([f" of job {job_name}" if job_name else "",
                        f" in status {status_name}" if status_name else ""])
@@ -150,7 +158,7 @@ def show_run(selected: backends.SelectedStore, run_id: str, as_json: bool = Fals
     tasks = ordered_tasks(records)
     if as_json:
         note = run_notes(selected.kind, [run])[0].get(run_id)
-        click.echo(json.dumps(run_json.run_document(run, tasks, note), ensure_ascii=False))
+        click.echo(run_json.dumps(run_json.run_document(run, tasks, note)))
         return
     out.print(headline(selected.kind, run), markup=False, soft_wrap=True)
     if run.blocked and run.status is RunStatus.RUNNING:

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import collections
 import datetime
-import json
 import time
 from typing import Any, Iterable
 
 import click
 
 from function_flow import history
-from function_flow.cli import items, progress
+from function_flow.cli import items, progress, run_json
 from function_flow.cli.common import fail
 from function_flow.cli.stores import get_run, open_selected
 from function_flow.core.records import ITEM_ROLES, RunRecord, TaskRecord, TaskStatus
@@ -213,7 +212,7 @@ class Printer:
                 continue
             self.seen.add(key)
             if self.as_json:
-                found.append(json.dumps(event.to_json(), ensure_ascii=False))
+                found.append(run_json.dumps(event.to_json()))
             else:
                 found.extend(self.lines(event))
         return found

@@ -3,12 +3,16 @@
 For scripts and monitoring (`function-flow status --json | jq`), so the keys
 are a promise: every key is always present (null when it has no value),
 times are ISO 8601 in UTC, durations are seconds. New keys may be added;
-none is renamed or removed.
+none is renamed or removed. The output is standard JSON (RFC 8259), which
+has no NaN or infinities: a float that is one (a model's loss can be NaN)
+is written as the string "NaN", "Infinity" or "-Infinity" (`dumps`).
 """
 
 from __future__ import annotations
 
 import datetime
+import json
+import math
 from typing import Any
 
 from function_flow.cli import progress
@@ -21,6 +25,31 @@ RUN_KEYS = ("run_id", "job", "status", "created_at", "finished_at", "duration_se
 #: The keys of one task, in this order.
 TASK_KEYS = ("task_id", "status", "attempts", "interrupted", "started_at", "finished_at",
              "duration_seconds", "not_before", "error", "result")
+
+
+#: How a float JSON cannot hold is written: as the string Python's json would print bare.
+NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by its name as a string.
+
+    Python's json writes them as bare NaN/Infinity, which jq, JavaScript's
+    JSON.parse and every other standard parser refuse; null would lose the
+    fact that a result was NaN, a string keeps it readable.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return NON_FINITE.get(value, "NaN")
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
+
+
+def dumps(document: Any) -> str:
+    """One line of standard JSON (every --json output of the CLI is one)."""
+    return json.dumps(finite(document), ensure_ascii=False, allow_nan=False)
 
 
 def iso(timestamp: float | None) -> str | None:

@@ -186,7 +186,8 @@ def make_start(job: "Job") -> Callable[..., Any]:
 
     A caller-chosen run id (header X-Function-Flow-Run-Id) makes a retried
     request idempotent: the second call answers the run the first created;
-    the same id with other arguments is refused with a 409.
+    the same id with other arguments is refused with a 409. The answer names
+    the run in its body and in the header X-Function-Flow-Run-Id.
     A header X-Function-Flow-Callback-Url gives the run a completion
     callback (callbacks.py); a header, because the body is the arguments.
     Every bad request gets a 4xx with a JSON error; only a transient backend
@@ -210,6 +211,7 @@ def make_start(job: "Job") -> Callable[..., Any]:
                                                     callback_url=callback_url)
         except RunConflictError as exc:  # the run id names another start (core/starts.py)
             logger.warning("start: refused (409): %s", exc)
+            _name_the_run(exc.run_id)
             return {"error": str(exc), "run_id": exc.run_id}, 409
         except RecordTooLargeError as exc:
             return {"error": str(exc)}, 413
@@ -226,9 +228,23 @@ def make_start(job: "Job") -> Callable[..., Any]:
             return {"error": f"internal error ({type(exc).__name__}: {exc}); the "
                              "function's logs have the traceback"}, 500
         logger.info("start: run %s %s", started, "created" if created else "already exists")
+        _name_the_run(started)
         return {"run_id": started, "created": created}, 200
 
     return start
+
+
+def _name_the_run(run_id: str) -> None:
+    """The answer's header X-Function-Flow-Run-Id (faas-flow's X-Faas-Flow-Reqid),
+    besides the body's run_id; the answer stays (body, status) for callers in
+    Python, and a call outside a request (a test's dict) gets no header."""
+    import flask
+
+    if flask.has_request_context():
+        @flask.after_this_request
+        def header(response: Any) -> Any:
+            response.headers[RUN_ID_HEADER] = run_id
+            return response
 
 
 def _callback_url_of(request: Any) -> str | None:

@@ -43,7 +43,7 @@ def runs() -> Any:
 
 @blueprint.get("/api/runs/<run_id>")
 def run_state(run_id: str) -> Any:
-    _, view = views.run_page(run_id)
+    _, view = views.run_page(run_id, live=True)
     return jsonify(view.live_state())
 
 

@@ -26,6 +26,7 @@ from function_flow.core.ports import Store
 from function_flow.dashboard import guard, responses
 from function_flow.errors import ConfigurationError, TransientBackendError
 from function_flow.dashboard.definitions import Definitions
+from function_flow.dashboard.live import LiveRecords
 
 #: The key of the Dashboard in app.extensions.
 EXTENSION = "function_flow_dashboard"
@@ -46,6 +47,8 @@ class Dashboard:
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     #: Processes an action started (`function-flow redrive|resume`), reaped later.
     children: list[Any] = dataclasses.field(default_factory=list)
+    #: The records of the runs shown, for live updates that read only changes.
+    live: LiveRecords = dataclasses.field(default_factory=LiveRecords)
 
     def store(self) -> Store | None:
         """The store, opened on first use; None while there is none (no runs yet)."""

@@ -17,6 +17,7 @@ from flask import Blueprint, abort, render_template, request, url_for
 
 from function_flow.cli import inspect, progress
 from function_flow.core.control import shown_status
+from function_flow.core.graph import RunGraph
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus
 from function_flow.dashboard import graph, layout, model, responses
 from function_flow.dashboard.app import Dashboard, dashboard
@@ -147,22 +148,27 @@ def runs() -> Any:
 # ------------------------------------------------------------------ a run
 
 
-def run_page(run_id: str) -> tuple[RunRecord, model.RunView]:
-    """The run and everything its page shows (`open=` names the groups shown open)."""
+def run_page(run_id: str, live: bool = False) -> tuple[RunRecord, model.RunView]:
+    """The run and everything its page shows (`open=` names the groups shown open).
+
+    The page reads all of the run's records; its live updates (`live`) read
+    only those that can have changed since (dashboard/live.py).
+    """
     dash = dashboard()
     run = found_run(dash, run_id)
     store = dash.store()
     assert store is not None
-    records = store.get_tasks(run_id)
     expanded = [g for g in request.args.getlist("open") if len(g) <= MAX_PARAMETER_CHARS]
     dag, why = dash.definitions.dag_for(run)
+    records = dash.live.read(store, run, lambda found: RunGraph(
+        dag or graph.from_records(run.job_name, found)), full=not live)
     view = model.run_view(run, records, dag, expanded)
     view.undefined_because = why
     return run, view
 
 
 def poll_seconds(view: model.RunView) -> float:
-    """How often the page asks for news: each look reads every record of the run."""
+    """How often the page asks for news: each look draws the whole run again."""
     return min(10.0, max(1.0, view.records / 1000))
 
 

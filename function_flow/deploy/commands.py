@@ -15,7 +15,10 @@ holding only
 - roles/secretmanager.secretAccessor on the HMAC secret alone;
 - roles/run.invoker on the pushed functions and the poller: push
   subscriptions and Cloud Scheduler call them with OIDC tokens of the SA;
-- roles/storage.objectUser on FUNCTION_FLOW_BUCKET's bucket, when --env sets one.
+- roles/storage.objectUser on FUNCTION_FLOW_BUCKET's bucket, when --env sets one;
+- roles/cloudtrace.agent on the project, with --tracing gcp: the functions
+  write their spans to Cloud Trace (a project-wide role: traces have no
+  narrower resource).
 Nothing is public: every function is deployed --no-allow-unauthenticated.
 Pub/Sub's service agent may mint the SA's tokens for the pushes, publish to
 the dead-letter topics and acknowledge on the push subscriptions it
@@ -37,6 +40,9 @@ APIS = ("cloudfunctions.googleapis.com", "run.googleapis.com", "cloudbuild.googl
         "artifactregistry.googleapis.com", "pubsub.googleapis.com",
         "firestore.googleapis.com", "cloudscheduler.googleapis.com",
         "secretmanager.googleapis.com", "logging.googleapis.com", "iam.googleapis.com")
+
+#: The API --tracing gcp writes to.
+TRACE_API = "cloudtrace.googleapis.com"
 
 _SA_MEMBER = word("serviceAccount:", SA)
 _PUBSUB_AGENT = word("serviceAccount:service-", PROJECT_NUMBER,
@@ -69,7 +75,8 @@ def _foundation(plan: Plan) -> list[Step]:
     o = plan.options
     database = word("--database=", o.database)
     found: list[Step] = [
-        Run("enable the APIs a deployment uses", gcloud("services", "enable", *APIS)),
+        Run("enable the APIs a deployment uses",
+            gcloud("services", "enable", *APIS, *([TRACE_API] if o.tracing == "gcp" else []))),
         Run("the project number names Pub/Sub's service agent",
             command("gcloud", "projects", "describe", PROJECT, "--format=value(projectNumber)"),
             capture=PROJECT_NUMBER.name),
@@ -81,6 +88,10 @@ def _foundation(plan: Plan) -> list[Step]:
             command("gcloud", "projects", "add-iam-policy-binding", PROJECT,
                     word("--member=", *_SA_MEMBER), "--role=roles/datastore.user",
                     "--condition=None")),
+        *([Run("the functions write their spans to Cloud Trace (--tracing gcp)",
+               command("gcloud", "projects", "add-iam-policy-binding", PROJECT,
+                       word("--member=", *_SA_MEMBER), "--role=roles/cloudtrace.agent",
+                       "--condition=None"))] if o.tracing == "gcp" else []),
         Run("the Firestore database",
             gcloud("firestore", "databases", "create", database,
                    word("--location=", o.firestore_location or REGION),
@@ -97,6 +108,14 @@ def _foundation(plan: Plan) -> list[Step]:
                 gcloud("firestore", "indexes", "fields", "update", "expire_at",
                        f"--collection-group={group}", "--disable-indexes", database,
                        "--async"))]
+    for index in plan.composite_indexes:
+        found.append(Run(
+            f"the filtered lists of runs, newest first, need an index: {index.describe()}",
+            gcloud("firestore", "indexes", "composite", "create",
+                   f"--collection-group={index.collection_group}", "--query-scope=collection",
+                   *(f"--field-config=field-path={path},order={order.lower()}"
+                     for path, order in index.fields), database, "--async"),
+            exists_if="ALREADY_EXISTS"))
     found += [
         Run("the HMAC key that signs function_flow's messages, generated once",
             gcloud("secrets", "create", o.secret, "--replication-policy=automatic",
@@ -136,6 +155,8 @@ def _env(plan: Plan, function: Function) -> Command:
         ("FUNCTION_FLOW_EVENTS_TOPIC", (plan.events_topic,)),
         ("FUNCTION_FLOW_FIRESTORE_DATABASE", (o.database,)),
         ("FUNCTION_FLOW_RUN_TTL_DAYS", (str(o.run_ttl_days),))]
+    if o.tracing != "off":
+        pairs.append(("FUNCTION_FLOW_TRACING", (o.tracing,)))
     callback = plan.function("callback")
     if callback is not None and function is not callback:
         pairs.append(("FUNCTION_FLOW_CALLBACK_URL", (url_var(callback),)))

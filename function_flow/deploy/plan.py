@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 
 from function_flow.errors import FunctionFlowError
 from function_flow.remote.targets import is_topic_name
-from function_flow.store import expiry
+from function_flow.store import expiry, indexes
+from function_flow.tracing import MODES as TRACING_MODES
 
 if TYPE_CHECKING:
     from function_flow.tasks import Job
@@ -50,7 +51,8 @@ BIGQUERY_LOG_FILTER = ('resource.type="bigquery_resource" AND '
 RESERVED_ENV = ("FUNCTION_FLOW_BACKEND", "GOOGLE_CLOUD_PROJECT", "FUNCTION_FLOW_CALLBACK_URL",
                 "FUNCTION_FLOW_SCHEDULE_TOPIC", "FUNCTION_FLOW_EVENTS_TOPIC",
                 "FUNCTION_FLOW_FIRESTORE_DATABASE", "FUNCTION_FLOW_RUN_TTL_DAYS",
-                "FUNCTION_FLOW_HMAC_KEY", "FUNCTION_FLOW_HMAC_PREVIOUS_KEY")
+                "FUNCTION_FLOW_HMAC_KEY", "FUNCTION_FLOW_HMAC_PREVIOUS_KEY",
+                "FUNCTION_FLOW_TRACING")
 
 _FUNCTION = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
 _PROJECT = re.compile(r"(?:[a-z][-a-z0-9.]{0,61}[a-z0-9]:)?[a-z][-a-z0-9]{4,28}[a-z0-9]")
@@ -86,6 +88,8 @@ class Options:
     scheduler_job: str | None = None
     max_delivery_attempts: int = 10
     env: tuple[tuple[str, str], ...] = ()
+    #: FUNCTION_FLOW_TRACING of the functions; with `gcp`, the SA may write to Cloud Trace.
+    tracing: str = "off"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,9 +137,19 @@ class Plan:
         return tuple(f for f in self.functions if f.topic is not None)
 
     @property
+    def collection_prefix(self) -> str:
+        """FUNCTION_FLOW_COLLECTION_PREFIX as --env sets it (the store's collection names)."""
+        return dict(self.options.env).get("FUNCTION_FLOW_COLLECTION_PREFIX", "")
+
+    @property
     def collection_groups(self) -> list[str]:
         """The Firestore collection groups the TTL policy covers."""
-        return expiry.collection_groups()
+        return expiry.collection_groups(self.collection_prefix)
+
+    @property
+    def composite_indexes(self) -> list[indexes.CompositeIndex]:
+        """The composite indexes the store's queries need (store/indexes.py)."""
+        return indexes.composite_indexes(self.collection_prefix)
 
     @property
     def bucket(self) -> str | None:
@@ -254,6 +268,8 @@ def check_options(options: Options) -> None:
                         f"got {options.max_delivery_attempts}")
     if options.run_ttl_days < 1:
         raise PlanError(f"--run-ttl-days must be 1 or more, got {options.run_ttl_days}")
+    if options.tracing not in TRACING_MODES:
+        raise PlanError(f"--tracing {options.tracing!r} is not one of {', '.join(TRACING_MODES)}")
     if options.hmac_previous_version is not None and options.hmac_previous_version < 1:
         raise PlanError("--hmac-previous-version must be a version number of the secret "
                         f"(1 or more), got {options.hmac_previous_version}")
@@ -261,7 +277,9 @@ def check_options(options: Options) -> None:
         if not _ENV_NAME.fullmatch(name):
             raise PlanError(f"--env {name}=...: {name!r} is not an environment variable name")
         if name in RESERVED_ENV:
-            raise PlanError(f"--env {name}=...: deploy sets {name} itself")
+            hint = ": use --tracing MODE (it also installs the exporter)" \
+                if name == "FUNCTION_FLOW_TRACING" else ""
+            raise PlanError(f"--env {name}=...: deploy sets {name} itself{hint}")
         if "," in value:
             raise PlanError(f"--env {name}=...: the value has a ',', which gcloud's "
                             "--set-env-vars cannot carry; set it on the functions afterwards")

@@ -74,7 +74,13 @@ def _run(step: Run, variables: dict[str, str], gcloud: str, env: dict[str, str],
     result = subprocess.run(_argv(argv, variables, gcloud), env=environment, text=True,
                             input=secret if secret is not None else None,
                             stdin=None if secret is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE if step.capture else None)
+                            stdout=subprocess.PIPE if step.capture else None,
+                            stderr=subprocess.PIPE if step.exists_if else None)
+    if step.exists_if and result.returncode != 0 and step.exists_if in result.stderr:
+        say(f"# {step.does}: exists")
+        return
+    if step.exists_if and result.stderr:
+        say(result.stderr.rstrip())
     if result.returncode != 0:
         raise DeployError(f"{' '.join(_argv(argv, variables, '')[1:4]) or 'a command'} "
                           f"failed ({step.does}), exit code {result.returncode}: see gcloud's "

@@ -67,6 +67,10 @@ def _render_run(step: Run) -> str:
     create = render_command(step.argv, "  " if step.update else "")
     if step.secret_input:
         create = f"{SECRET_GENERATOR} |\n    {create.lstrip()}"
+    if step.exists_if:
+        marker = shlex.quote(step.exists_if)
+        return (f'{comment}if ! out="$({create} 2>&1)"; then\n'
+                f'  grep -q {marker} <<<"$out" || {{ echo "$out" >&2; exit 1; }}\nfi')
     if step.unless is None:
         return comment + create
     check = render_command(step.unless) + " >/dev/null 2>&1"

@@ -6,8 +6,10 @@
     function_flow/     this package, as the CLI runs it: no release needed
     function_flow_orchestrator-VERSION.dist-info/METADATA
                        so the vendored package knows its version
-    requirements.txt   function_flow's runtime dependencies, then the
-                       workflow directory's own requirements.txt
+    requirements.txt   function_flow's runtime dependencies (with
+                       `tracing`, the SDK and exporter that mode needs, from
+                       the `tracing` extra), then the workflow directory's
+                       own requirements.txt
 
 The dependencies are pyproject.toml's `dependencies` when the package runs
 from a checkout (the vendored code is that checkout's), else the installed
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
 import sys
 from typing import Iterable
@@ -70,6 +73,39 @@ def runtime_requirements() -> list[str]:
     return [r for r in listed if "extra ==" not in r.replace('"', "").replace("'", "")]
 
 
+def tracing_requirements(mode: str) -> list[str]:
+    """The `tracing` extra's requirements FUNCTION_FLOW_TRACING=mode imports (none for off)."""
+    from function_flow.tracing import PACKAGES
+
+    wanted = set(PACKAGES[mode])
+    if not wanted:
+        return []
+    project = checkout_project()
+    if project is not None:
+        listed = list(project.get("optional-dependencies", {}).get("tracing", []))
+    else:
+        from importlib.metadata import PackageNotFoundError, requires
+
+        try:
+            every = requires(DISTRIBUTION) or []
+        except PackageNotFoundError:
+            raise SourceError("cannot tell the tracing extra's requirements: function_flow is "
+                              "neither installed nor run from a checkout") from None
+        listed = [r.split(";")[0].strip() for r in every
+                  if re.search(r"extra\s*==\s*['\"]tracing['\"]", r)]
+    found = [r for r in listed if _name(r) in wanted]
+    missing = wanted - {_name(r) for r in found}
+    if missing:
+        raise SourceError(f"the tracing extra lists no {', '.join(sorted(missing))}: "
+                          "reinstall function_flow")
+    return found
+
+
+def _name(requirement: str) -> str:
+    match = re.match(r"[A-Za-z0-9._-]+", requirement.strip())
+    return match.group(0).lower().replace("_", "-") if match else ""
+
+
 def version() -> str:
     """The vendored package's version: its checkout's, else the installed one's."""
     project = checkout_project()
@@ -89,8 +125,10 @@ def _toml(path: pathlib.Path) -> dict:
         return tomllib.load(handle)
 
 
-def build(workflow: str, target: str, entry_points: Iterable[str]) -> pathlib.Path:
-    """Build the upload directory for `workflow` at `target` (replacing an older build)."""
+def build(workflow: str, target: str, entry_points: Iterable[str],
+          tracing: str = "off") -> pathlib.Path:
+    """Build the upload directory for `workflow` at `target` (replacing an older build);
+    its requirements include what FUNCTION_FLOW_TRACING=`tracing` needs."""
     source = pathlib.Path(workflow).resolve()
     folder = source.parent
     out = pathlib.Path(target).resolve()
@@ -118,7 +156,7 @@ def build(workflow: str, target: str, entry_points: Iterable[str]) -> pathlib.Pa
     shutil.copytree(package_dir(), out / "function_flow",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     _write_metadata(out)
-    _write_requirements(out, folder / "requirements.txt")
+    _write_requirements(out, folder / "requirements.txt", tracing)
     (out / MARKER).write_text(f"built from {source} by function-flow deploy\n",
                               encoding="utf-8")
     return out
@@ -171,9 +209,13 @@ def _write_metadata(out: pathlib.Path) -> None:
                                    f"Version: {version()}\n", encoding="utf-8")
 
 
-def _write_requirements(out: pathlib.Path, own: pathlib.Path) -> None:
+def _write_requirements(out: pathlib.Path, own: pathlib.Path, tracing: str) -> None:
     lines = ["# function_flow's runtime dependencies (it is vendored in function_flow/)",
              *runtime_requirements()]
+    traced = tracing_requirements(tracing)
+    if traced:
+        lines += [f"# FUNCTION_FLOW_TRACING={tracing}: the OpenTelemetry SDK and exporter",
+                  *traced]
     if own.is_file():
         extra = [line.strip() for line in own.read_text(encoding="utf-8").splitlines()]
         extra = [line for line in extra if line and not line.startswith("#")

@@ -42,6 +42,9 @@ class Run:
 
     capture: store argv's standard output (stripped) in this variable.
     secret_input: feed argv a newly generated secret on standard input.
+    exists_if: for a create that has no describe (a Firestore composite
+    index has no name of ours): its failure with this text in the error
+    output means the resource exists already, which is success.
     """
 
     does: str
@@ -50,6 +53,7 @@ class Run:
     update: Command | None = None
     capture: str | None = None
     secret_input: bool = False
+    exists_if: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

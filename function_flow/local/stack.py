@@ -90,7 +90,8 @@ class LocalStack:
     file, kept after `stop()` so that it can still be read.
     on_event: called with each line the stack itself logs (startup steps).
     remote_functions: {topic: name of a function in `source`}: each is served
-    from the workflow file itself, pushed its topic (local/remotes.py).
+    from the workflow file itself, pushed its topic (local/remotes.py); by
+    default (None) the file's own @remote.function functions, as `dev` does.
     hmac_key: the key every function signs and checks messages with
     (`function-flow dev` passes the one of .function_flow/hmac.key).
     """
@@ -127,8 +128,14 @@ class LocalStack:
         self.hmac_key = signing.check_key(
             hmac_key or os.environ.get(signing.KEY_VARIABLE) or secrets.token_hex(32)
         ).decode("utf-8")
+        if remote_functions is None:  # the file's own, as `function-flow dev` serves them
+            from function_flow import loader
+            from function_flow.local import remotes
+
+            remote_functions = remotes.remote_functions(loader.load_module(self.source),
+                                                        self.source)
         #: topic -> function of `source` answering it (local/remotes.py).
-        self.remote_functions = dict(remote_functions or {})
+        self.remote_functions = dict(remote_functions)
         self.startup_timeout = startup_timeout
         self.on_event = on_event or (lambda line: None)
         self.firestore = firestore

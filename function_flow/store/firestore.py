@@ -70,6 +70,7 @@ from function_flow.store.firestore_transactions import (commit_compare_and_set,
                                                         commit_transaction, decode, doc_id,
                                                         encode, transient)
 from function_flow.store.firestore_transactions import translated as _translated
+from function_flow.store.indexes import MissingIndexError
 
 T = TypeVar("T")
 
@@ -340,10 +341,11 @@ class FirestoreStore(FirestoreContext):
         try:
             snapshots = self._query(query.limit(limit))
         except gexc.FailedPrecondition as exc:  # the composite index is missing
-            raise ConfigurationError(
+            raise MissingIndexError(
                 f"listing runs by {' and '.join(filtered)} newest first needs a composite "
                 f"index on {self.prefix}runs: {', '.join(filtered)}, created_at descending "
-                f"(README, \"Firestore indexes\"); Firestore says: {exc.message}") from exc
+                "(function-flow deploy and terraform/ create it; README, \"Firestore "
+                f"indexes\"); Firestore says: {exc.message}") from exc
         return [RunRecord.from_dict(decode(s.to_dict())) for s in snapshots]
 
     @_translated

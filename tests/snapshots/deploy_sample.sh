@@ -140,6 +140,43 @@ gcloud firestore indexes fields update expire_at \
     --async \
     --project="${PROJECT}"
 
+# the filtered lists of runs, newest first, need an index: job_name, created_at descending
+if ! out="$(gcloud firestore indexes composite create \
+    --collection-group=runs \
+    --query-scope=collection \
+    --field-config=field-path=job_name,order=ascending \
+    --field-config=field-path=created_at,order=descending \
+    --database='(default)' \
+    --async \
+    --project="${PROJECT}" 2>&1)"; then
+  grep -q ALREADY_EXISTS <<<"$out" || { echo "$out" >&2; exit 1; }
+fi
+
+# the filtered lists of runs, newest first, need an index: status, created_at descending
+if ! out="$(gcloud firestore indexes composite create \
+    --collection-group=runs \
+    --query-scope=collection \
+    --field-config=field-path=status,order=ascending \
+    --field-config=field-path=created_at,order=descending \
+    --database='(default)' \
+    --async \
+    --project="${PROJECT}" 2>&1)"; then
+  grep -q ALREADY_EXISTS <<<"$out" || { echo "$out" >&2; exit 1; }
+fi
+
+# the filtered lists of runs, newest first, need an index: job_name, status, created_at descending
+if ! out="$(gcloud firestore indexes composite create \
+    --collection-group=runs \
+    --query-scope=collection \
+    --field-config=field-path=job_name,order=ascending \
+    --field-config=field-path=status,order=ascending \
+    --field-config=field-path=created_at,order=descending \
+    --database='(default)' \
+    --async \
+    --project="${PROJECT}" 2>&1)"; then
+  grep -q ALREADY_EXISTS <<<"$out" || { echo "$out" >&2; exit 1; }
+fi
+
 # the HMAC key that signs function_flow's messages, generated once
 gcloud secrets describe function-flow-hmac --project="${PROJECT}" >/dev/null 2>&1 ||
     python3 -c 'import secrets; print(secrets.token_urlsafe(48), end="")' |
