@@ -524,3 +524,36 @@ def test_live_updates_read_only_what_can_have_changed(tmp_path) -> None:
     store.transact(lambda tx: tx.add_task("fans-1", TaskRecord("later", template="src")))
     update("fan[950]", dependents=["later"])  # a body that grew the graph (core/growth.py)
     assert polled() == fully_read() and live.last.full
+
+    # Every other change of the run itself, and the clock, make the next poll a full read.
+    for fields in ({"paused_at": 300.0}, {"resumed_at": 301.0}, {"dag_hash": "v2"},
+                   {"status": "CANCELLED", "finished_at": 302.0}):
+        polled()
+        assert not live.last.full
+        store.transact(lambda tx: tx.update_run("fans-1", fields))
+        polled()
+        assert live.last.full, fields
+    real_clock = live.clock
+    live.clock = lambda: real_clock() + 301  # past FULL_READ_SECONDS (5 minutes)
+    polled()
+    assert live.last.full
+
+    # A foreach that has just fanned out: its summary names items the cache never saw.
+    add_run(store, "fans-2", [TaskRecord("src", status=TaskStatus.SUCCEEDED, attempt=1),
+                              TaskRecord("fan", status=TaskStatus.RUNNING, attempt=1)],
+            job_name="fans", dag_hash=versions.of(job.dag).hash)
+    live.clock = real_clock
+    client.get("/runs/fans-2")
+    client.get("/api/runs/fans-2")
+    assert not live.last.full and live.last.records == 1
+    store.transact(lambda tx: [tx.add_task("fans-2", record) for record in (
+        TaskRecord(foreach.item_id("fan", 0), role="item", template="fan", item_key=0,
+                   dependents=[foreach.group_id("fan", 0)]),
+        TaskRecord(foreach.group_id("fan", 0), template="fan", role="group",
+                   deps=[foreach.item_id("fan", 0)], dependents=[foreach.collector_id("fan")]),
+        TaskRecord(foreach.collector_id("fan"), template="fan", role="collect",
+                   deps=[foreach.group_id("fan", 0)]))])
+    store.transact(lambda tx: tx.update_task("fans-2", "fan", {
+        "result": foreach.summary("fan", [0], False)}))
+    client.get("/api/runs/fans-2")
+    assert live.last.full and live.last.records == 5
