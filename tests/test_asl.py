@@ -58,6 +58,13 @@ def test_cli_runs_graphs_and_validates_a_machine_file(tmp_path: Path) -> None:
     assert_one_error_line(flow(tmp_path, "run", "bad.json", env=env), "state 'A'")
     (tmp_path / "broken.json").write_text('{"StartAt": ')
     assert_one_error_line(flow(tmp_path, "run", "broken.json", env=env), "is not JSON")
+    # machine.py's @remote.function answers the pubsub: Task, hosted by `run` itself.
+    for name in ("scored.json", "scored.py"):
+        shutil.copy(MACHINES / name, tmp_path / name)
+    scored = flow(tmp_path, "run", "scored.json", "--input", '{"name": "ada"}', env=env)
+    assert scored.returncode == 0, scored.stderr
+    assert 'output: {"name": "ada", "greeting": "hello ada", "score": {"letters": 3}}' \
+        in scored.stdout, scored.stdout
 
 
 def test_a_definition_error_names_the_state_before_anything_runs() -> None:

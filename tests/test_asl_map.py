@@ -116,3 +116,33 @@ def test_a_failure_inside_a_parallel_inside_an_item_fails_the_map_and_stops_it(
     assert (outcome.status, outcome.error, outcome.cause) == ("FAILED", "Three", "3 is bad")
     assert [records[f"0001.Each.i{i}.0001.Both"].status for i in (3, 4)] == \
         [TaskStatus.SKIPPED] * 2
+
+
+def test_a_map_runs_at_most_40_items_at_once_and_an_exceeded_tolerance_is_named(
+        tmp_path: Any) -> None:
+    """MaxConcurrency above AWS's 40 still runs 40 lanes; a Map that sets a
+    tolerance and exceeds it fails with States.ExceedToleratedFailureThreshold."""
+    job = StateMachine(_map(NOOP, MaxConcurrency=100))
+    backend = embedded(str(tmp_path / "ff.db"), workers=4)
+    job.use_backend(backend)
+    try:
+        outcome = job.execute({"xs": list(range(45))}, timeout=60)
+        records = {r.task_id: r for r in job.engine.store.get_tasks(job.id)}
+    finally:
+        backend.bus.close()
+        backend.close()
+    assert outcome.status == "SUCCEEDED" and outcome.output == list(range(45))
+    first = {i: records[f"0001.Each.i{i}.0001.Echo"] for i in (0, 39, 40, 44)}
+    # Items 0-39 start with the Map; item 40 waits for the end of item 0, 44 of 4.
+    assert first[0].deps == first[39].deps == ["0001.Each"]
+    assert (first[40].deps, first[44].deps) == (["0001.Each.lane0"], ["0001.Each.lane4"])
+    assert first[40].started_at >= records["0001.Each.i0.0001.Echo"].finished_at
+
+    job2, backend2 = _failing_map(tmp_path / "2", ToleratedFailureCount=0)
+    try:
+        caught = job2.execute({"xs": [1, 2, 3, 4]}, timeout=60)
+    finally:
+        backend2.bus.close()
+        backend2.close()
+    assert caught.status == "SUCCEEDED"  # through the Catch
+    assert caught.output["Error"] == "States.ExceedToleratedFailureThreshold"

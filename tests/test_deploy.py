@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -368,3 +369,18 @@ def test_tracing_gcp_sets_the_mode_installs_the_exporter_and_grants_cloud_trace(
     assert "FUNCTION_FLOW_TRACING" not in untraced and "cloudtrace" not in untraced
     assert "opentelemetry-sdk" not in (tmp_path / ".function_flow/deploy/wf/requirements.txt"
                                        ).read_text()
+
+    # otlp installs the OTLP/HTTP exporter, console only the SDK; neither touches Cloud Trace.
+    extra = {line.split(">")[0]: line for line in tomllib.loads(
+        (REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["tracing"]}
+    for mode in ("otlp", "console"):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            main(["deploy", path, *ARGS, "--dry-run", "--tracing", mode])
+        script = capsys.readouterr().out
+        assert exited.value.code == 0 and f"FUNCTION_FLOW_TRACING={mode}" in script
+        assert "cloudtrace" not in script
+        lines = (tmp_path / ".function_flow/deploy/wf/requirements.txt").read_text().splitlines()
+        traced = [line for line in lines if line.startswith("opentelemetry-")
+                  and not line.startswith("opentelemetry-api")]
+        assert traced == [extra[name] for name in PACKAGES[mode]], (mode, traced)
