@@ -1,7 +1,7 @@
 """What one live poll of the dashboard's run page reads, on a big run.
 
-    .venv/bin/python bench/dashboard_poll.py                 # embedded store (SQLite), ~10 s
-    .venv/bin/python bench/dashboard_poll.py --firestore     # Firestore emulator (started here), ~1 min
+    .venv/bin/python bench/dashboard_poll.py                 # embedded store (SQLite), a few seconds
+    .venv/bin/python bench/dashboard_poll.py --firestore     # Firestore emulator (started here), ~30 s
 
 The run has 1,000 tasks (10 levels of 100) and a foreach of 10,000 items in
 100 lanes: 900 items done, 100 running, 9,000 waiting their turn. Its records

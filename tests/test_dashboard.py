@@ -557,3 +557,26 @@ def test_live_updates_read_only_what_can_have_changed(tmp_path) -> None:
         "result": foreach.summary("fan", [0], False)}))
     client.get("/api/runs/fans-2")
     assert live.last.full and live.last.records == 5
+
+
+def test_a_filtered_list_without_its_composite_index_is_a_503_naming_it(tmp_path) -> None:
+    """Production Firestore refuses a filtered list newest first until its index
+    exists (the emulator never does): the page names the index, the rest works."""
+    from function_flow.store.indexes import MissingIndexError
+    from function_flow.store.sqlite import SqliteStore
+
+    class Unindexed(SqliteStore):
+        def list_runs(self, *args: Any, newest_first: bool = False, **kwargs: Any) -> Any:
+            if newest_first and (kwargs.get("job_name") or kwargs.get("status")):
+                raise MissingIndexError("listing runs by job_name newest first needs a "
+                                        "composite index on runs: job_name, created_at "
+                                        "descending")
+            return super().list_runs(*args, newest_first=newest_first, **kwargs)
+
+    store = Unindexed(str(tmp_path / "state.db"))
+    add_run(store, "etl-1", [TaskRecord("a")], job_name="etl")
+    client = create_app(lambda: store).test_client()
+    assert client.get("/").status_code == 200
+    refused = client.get("/?job=etl")
+    assert refused.status_code == 503
+    assert "composite index on runs: job_name, created_at descending" in refused.text
