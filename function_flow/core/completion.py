@@ -79,9 +79,12 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
             and not engine.graph.single_dependency_dependents(task_id, claimed):
         # Our slot will be free: hand it straight to a READY task (found
         # by a query now, compare-and-set in the transaction) instead of
-        # freeing it and making fill_slots look for both again.
-        ready = engine.store.find_tasks(run_id, TaskStatus.READY, 1)
-        successor = ready[0].task_id if ready else None
+        # freeing it and making fill_slots look for both again; a foreach
+        # item hands it to the next item of its lane, with no query.
+        successor = foreach.lane_successor(claimed)
+        if successor is None:
+            ready = engine.store.find_tasks(run_id, TaskStatus.READY, 1)
+            successor = ready[0].task_id if ready else None
 
     def finish(tx: Transaction, trust_claim: bool = True) -> Step | None:
         # The task's own record is read even while the claim's lease holds:

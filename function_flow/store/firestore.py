@@ -65,6 +65,7 @@ from function_flow.core.ports import RecordExistsError
 from function_flow.core.records import (JoinProgress, RunRecord, RunStatus, TaskRecord,
                                         TaskStatus, Trigger)
 from function_flow.store import expiry
+from function_flow.store.firestore_cache import DocumentCache
 from function_flow.store.firestore_context import FirestoreContext
 from function_flow.store.firestore_transactions import (commit_compare_and_set,
                                                         commit_transaction, decode, doc_id,
@@ -98,6 +99,9 @@ class FirestoreStore(FirestoreContext):
         self._lock = threading.Lock()
         self.reads = 0
         self.writes = 0
+        #: What this process last wrote or read of each document, for
+        #: compare-and-set to start from (firestore_cache.py).
+        self.known = DocumentCache()
 
     # ------------------------------------------------------------ plumbing
 
@@ -157,6 +161,7 @@ class FirestoreStore(FirestoreContext):
     def _query(self, query: Any) -> list[Any]:
         snapshots = list(query.stream())
         self._count(reads=max(1, len(snapshots)))
+        self.known.remember(snapshots)
         return snapshots
 
     @staticmethod
@@ -207,10 +212,12 @@ class FirestoreStore(FirestoreContext):
             batch.set(ref, data)
         batch.create(run_ref, run_data)
         try:
-            batch.commit(retry=None)
+            results = batch.commit(retry=None)
         except gexc.AlreadyExists:
             return False
         self._count(writes=len(documents) + 1)
+        for (ref, data), result in zip([*documents, (run_ref, run_data)], results or []):
+            self.known.put(ref.path, data, getattr(result, "update_time", None))
         return True
 
     def _create_in_batches(self, run_id: str, run_ref: Any, run_data: dict[str, Any],
@@ -264,6 +271,7 @@ class FirestoreStore(FirestoreContext):
             raise
 
     def _delete_refs(self, refs: list[Any]) -> None:
+        self.known.drop(ref.path for ref in refs)
         for start in range(0, len(refs), MAX_WRITES):
             batch = self.client.batch()
             chunk = refs[start:start + MAX_WRITES]
@@ -277,7 +285,9 @@ class FirestoreStore(FirestoreContext):
     @_translated
     def get_run(self, run_id: str) -> RunRecord | None:
         self._count(reads=1)
-        return self._run_from(self._run_ref(run_id).get())
+        snapshot = self._run_ref(run_id).get()
+        self.known.remember([snapshot])
+        return self._run_from(snapshot)
 
     @_translated
     def get_tasks(self, run_id: str,
@@ -290,7 +300,9 @@ class FirestoreStore(FirestoreContext):
             return []
         self._count(reads=len(wanted))
         found = {}
-        for snapshot in self.client.get_all([self._task_ref(run_id, t) for t in wanted]):
+        snapshots = list(self.client.get_all([self._task_ref(run_id, t) for t in wanted]))
+        self.known.remember(snapshots)
+        for snapshot in snapshots:
             if snapshot.exists:
                 record = TaskRecord.from_dict(decode(snapshot.to_dict()))
                 found[record.task_id] = record
@@ -398,6 +410,7 @@ class FirestoreStore(FirestoreContext):
         context once more: a value a late body set meanwhile.
         """
         run_ref = self._run_ref(run_id)
+        self.known.drop_under(run_ref.path + "/")
         refs: list[Any] = []
         for name in ("tasks", "slots", "context"):
             refs.extend(self._listed(run_ref.collection(name)))

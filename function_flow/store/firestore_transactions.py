@@ -25,6 +25,7 @@ read the dependent's document and never contend on it.
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import re
@@ -40,6 +41,7 @@ from google.cloud.firestore_v1.field_path import FieldPath
 from function_flow.core.ports import ReadAfterWriteError
 from function_flow.errors import TransientBackendError, transient_google_errors
 from function_flow.core.records import RunRecord, TaskRecord, Trigger
+from function_flow.store.firestore_cache import Known, updated
 
 if TYPE_CHECKING:
     from function_flow.store.firestore import FirestoreStore
@@ -137,9 +139,15 @@ class CompareAndSet:
     None otherwise, and the caller falls back to a real transaction.
     """
 
-    def __init__(self, client: Any) -> None:
-        self._client = client
+    def __init__(self, store: "FirestoreStore", remembering: bool = True) -> None:
+        self._store = store
+        #: Whether documents the store remembers stand in for reads.
+        self._remembering = remembering
+        self._client = store.client
         self.read_times: dict[str, Any] = {}  # document path -> update time (None: missing)
+        self.read_data: dict[str, dict[str, Any]] = {}  # document path -> content read
+        #: Paths answered from what the store remembered (firestore_cache.py).
+        self.remembered: set[str] = set()
         self.writes: list[tuple[str, Any, dict[str, Any]]] = []
         #: Whether the batch carries preconditions (then it must not be resent).
         self.guarded = False
@@ -148,12 +156,50 @@ class CompareAndSet:
         return self.get_all([ref])
 
     def get_all(self, refs: list[Any]) -> list[Any]:
-        snapshots = list(self._client.get_all(refs))
+        answers: dict[str, Any] = {}
+        wanted = []
+        for ref in refs:
+            known = self._store.known.get(ref.path) \
+                if self._remembering and ref.path not in self.read_times else None
+            if known is not None:
+                answers[ref.path] = Known(ref, *known)
+                self.remembered.add(ref.path)
+            else:
+                wanted.append(ref)
+        if wanted:
+            fetched = list(self._client.get_all(wanted))
+            self._store._count(reads=len(wanted))
+            self._store.known.remember(fetched)
+            answers.update((snapshot.reference.path, snapshot) for snapshot in fetched)
+        snapshots = [answers[ref.path] for ref in refs if ref.path in answers]
         for snapshot in snapshots:
             # A document read twice is checked against its first read.
-            self.read_times.setdefault(snapshot.reference.path,
-                                       snapshot.update_time if snapshot.exists else None)
+            path = snapshot.reference.path
+            if path not in self.read_times:
+                self.read_times[path] = snapshot.update_time if snapshot.exists else None
+                self.read_data[path] = (snapshot.to_dict() or {}) if snapshot.exists else {}
         return snapshots
+
+    def trusts_memory(self) -> bool:
+        """Whether every remembered document this attempt used is checked by a
+        precondition (it is written); else the attempt must be decided again."""
+        written = {ref.path for _, ref, _ in self.writes}
+        return self.remembered <= written
+
+    def remember_commit(self, results: list[Any]) -> None:
+        """After the batch committed: what each document it wrote now holds."""
+        known = self._store.known
+        counts = collections.Counter(ref.path for _, ref, _ in self.writes)
+        for (kind, ref, data), result in zip(self.writes, results):
+            path = ref.path
+            update_time = getattr(result, "update_time", None)
+            if counts[path] > 1 or kind in ("delete", "update") and path not in self.read_times:
+                known.drop([path])
+            elif path in self.read_times:  # guarded: it was what we read, plus this
+                known.put(path, updated(self.read_data[path], data, kind == "update"),
+                          update_time)
+            else:  # created or set whole
+                known.put(path, dict(data), update_time)
 
     def update(self, ref: Any, data: dict[str, Any]) -> None:
         self.writes.append(("update", ref, data))
@@ -204,18 +250,32 @@ class FirestoreTransaction:
     transaction could check.
     """
 
-    def __init__(self, store: "FirestoreStore", tx: Any, batch: bool = False) -> None:
+    def __init__(self, store: "FirestoreStore", tx: Any, batch: bool = False,
+                 counted: bool = True) -> None:
         self._store = store
         self._tx = tx
         self._batch = batch
+        #: Whether reads are counted here (a CompareAndSet counts its own).
+        self._counted = counted
         self.writes = 0
+        #: Paths of the documents written, so the store forgets what it knew of them.
+        self.written: list[str] = []
+        #: Slot -> the task read here that holds it; slots read here.
+        self._holders: dict[int, str] = {}
+        self._slots_read: set[int] = set()
 
     def _reading(self, documents: int) -> None:
         if self._batch:
             raise NeedsRead
         if self.writes:
             raise ReadAfterWriteError("transaction read after a write")
-        self._store._count(reads=max(1, documents))
+        if self._counted:
+            self._store._count(reads=max(1, documents))
+
+    def _wrote(self, ref: Any) -> Any:
+        self.writes += 1
+        self.written.append(ref.path)
+        return ref
 
     def get_run(self, run_id: str) -> RunRecord | None:
         self._reading(1)
@@ -230,9 +290,15 @@ class FirestoreTransaction:
         found = {}
         for snapshot in self._tx.get_all(refs):
             if snapshot.exists:
-                record = TaskRecord.from_dict(decode(snapshot.to_dict()))
+                record = self._task_from(snapshot)
                 found[record.task_id] = record
         return found
+
+    def _task_from(self, snapshot: Any) -> TaskRecord:
+        record = TaskRecord.from_dict(decode(snapshot.to_dict()))
+        if record.slot is not None:
+            self._holders[record.slot] = record.task_id
+        return record
 
     def get_run_and_tasks(self, run_id: str, task_ids: Iterable[str]
                           ) -> tuple[RunRecord | None, dict[str, TaskRecord]]:
@@ -244,57 +310,63 @@ class FirestoreTransaction:
             if snapshot.reference.path == run_ref.path:
                 run = self._store._run_from(snapshot)
             elif snapshot.exists:
-                record = TaskRecord.from_dict(decode(snapshot.to_dict()))
+                record = self._task_from(snapshot)
                 found[record.task_id] = record
         return run, found
 
     def get_slot(self, run_id: str, slot: int) -> str | None:
         self._reading(1)
+        self._slots_read.add(slot)
         snapshot = next(iter(self._tx.get(self._store._slot_ref(run_id, slot))))
         return (snapshot.to_dict() or {}).get("holder") if snapshot.exists else None
 
     def update_run(self, run_id: str, fields: dict[str, Any]) -> None:
-        self.writes += 1
-        self._tx.update(self._store._run_ref(run_id), update_paths(fields))
+        self._tx.update(self._wrote(self._store._run_ref(run_id)), update_paths(fields))
 
     def update_task(self, run_id: str, task_id: str, fields: dict[str, Any]) -> None:
-        self.writes += 1
-        self._tx.update(self._store._task_ref(run_id, task_id),
+        self._tx.update(self._wrote(self._store._task_ref(run_id, task_id)),
                         update_paths(self._store._expiring(fields)))
 
     def set_slot(self, run_id: str, slot: int, holder: str | None) -> None:
-        self.writes += 1
-        self._tx.set(self._store._slot_ref(run_id, slot),
+        if holder is not None and slot not in self._slots_read \
+                and self._holders.get(slot, holder) != holder:
+            # A task read here hands its own slot to its heir: the slot's
+            # document stays taken (its holder's name is never read, only
+            # whether it has one), so a write per hand-over is saved.
+            return
+        self._tx.set(self._wrote(self._store._slot_ref(run_id, slot)),
                      self._store._expiring({"holder": holder}))
 
     def add_task(self, run_id: str, record: TaskRecord) -> None:
-        self.writes += 1
-        self._tx.create(self._store._task_ref(run_id, record.task_id),
+        self._tx.create(self._wrote(self._store._task_ref(run_id, record.task_id)),
                         self._store._expiring(encode(record.to_dict())))
 
     def replace_task(self, run_id: str, record: TaskRecord) -> None:
-        self.writes += 1
-        self._tx.set(self._store._task_ref(run_id, record.task_id),
+        self._tx.set(self._wrote(self._store._task_ref(run_id, record.task_id)),
                      self._store._expiring(encode(record.to_dict())))
 
     def put_trigger(self, trigger: Trigger) -> None:
-        self.writes += 1
-        self._tx.set(self._store._trigger_ref(trigger.trigger_id),
+        self._tx.set(self._wrote(self._store._trigger_ref(trigger.trigger_id)),
                      self._store._expiring(trigger.to_dict()))
 
     def delete_trigger(self, trigger_id: str) -> None:
-        self.writes += 1
-        self._tx.delete(self._store._trigger_ref(trigger_id))
+        self._tx.delete(self._wrote(self._store._trigger_ref(trigger_id)))
 
 
 def commit_compare_and_set(store: "FirestoreStore", fn: Callable[[Any], T]) -> T:
     """ports.Store.transact(compare_and_set=True): see CompareAndSet."""
+    remembering = True
     for attempt in range(store.max_attempts):
-        recorder = CompareAndSet(store.client)
+        recorder = CompareAndSet(store, remembering)
         try:
-            result = fn(FirestoreTransaction(store, recorder))
+            result = fn(FirestoreTransaction(store, recorder, counted=False))
         except TRANSIENT as exc:
             raise transient(exc) from exc
+        if not recorder.trusts_memory():
+            # Decided on a remembered document that no precondition would
+            # check (firestore_cache.py): decide again on fresh reads.
+            remembering = False
+            continue
         if not recorder.writes:
             return result
         batch = recorder.batch()
@@ -303,20 +375,24 @@ def commit_compare_and_set(store: "FirestoreStore", fn: Callable[[Any], T]) -> T
         try:
             # No automatic retry: a resend of a commit that did land would
             # fail its preconditions and look like a lost race, and the
-            # step would be decided again on top of itstore. An error that
+            # step would be decided again on top of itself. An error that
             # leaves the outcome unknown is raised instead (transient), so
             # the message is redelivered and the engine sees what landed.
             if recorder.guarded:
-                batch.commit(retry=None)
+                results = batch.commit(retry=None)
             else:  # blind writes: a resend writes the same values again
-                batch.commit()
+                results = batch.commit()
         except (gexc.FailedPrecondition, gexc.Aborted):
             # Someone changed what we read: decide again on fresh reads,
             # after a short random pause so two losers do not collide again.
+            store.known.drop(recorder.read_times)
             time.sleep(random.uniform(0, 0.005 * 2 ** min(attempt, 6)))
             continue
         except TRANSIENT as exc:
+            store.known.drop(recorder.read_times)
+            store.known.drop(ref.path for _, ref, _ in recorder.writes)
             raise transient(exc) from exc
+        recorder.remember_commit(list(results or []))
         store._count(writes=len(recorder.writes))
         return result
     raise TransientBackendError(
@@ -332,6 +408,7 @@ def commit_transaction(store: "FirestoreStore", fn: Callable[[Any], T]) -> T:
         pass
     else:
         if probe.writes:
+            store.known.drop(probe.written)
             try:
                 batch.commit()
             except TRANSIENT as exc:
@@ -364,7 +441,9 @@ def commit_transaction(store: "FirestoreStore", fn: Callable[[Any], T]) -> T:
                 raise
             aborted = exc
         else:
-            store._count(writes=attempts[-1].writes if attempts else 0)
+            if attempts:
+                store.known.drop(attempts[-1].written)
+                store._count(writes=attempts[-1].writes)
             return result
         time.sleep(random.uniform(0, min(1.0, 0.02 * 2 ** attempt)))
     raise TransientBackendError(
