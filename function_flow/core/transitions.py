@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from function_flow.core import attempts, hooks
 from function_flow.core.attempts import bounded_error
-from function_flow.core.definition import END_TASK_ID, RUNS_AFTER_ONE_SUCCESS, TaskSpec
+from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import RunGraph
 from function_flow.core.records import (ITEM_ROLES, JoinProgress, Message, RunRecord,
                                         RunStatus, TaskRecord, TaskStatus, Verdict)
@@ -193,9 +193,8 @@ def succeed(graph: RunGraph, task: TaskRecord, run_id: str, value: Any, now: flo
     for dependent in () if ends_run(graph, task, has_end_task) \
             else graph.dependents_of(task.task_id, task):
         if task.slot is not None and not handed_slot and heir is not None \
-                and heir.task_id == dependent and waits_only_for(graph, heir, task.task_id):
-            # A foreach item's lane successor (foreach.lane_successor): our
-            # success alone lets it run, so it takes our slot in this commit.
+                and heir.task_id == dependent and graph.runs_after(heir, task.task_id):
+            # A foreach item's lane successor (foreach.lane_successor) takes our slot.
             step.task(dependent, **done_field, status=Q.value, attempt=1, queued_at=now,
                       slot=task.slot)
             step.slot(task.slot, dependent)
@@ -234,13 +233,6 @@ def succeed(graph: RunGraph, task: TaskRecord, run_id: str, value: Any, now: flo
     end_run_with_tasks(step, run, now)
     step.joins = tuple(joins)
     return step
-
-
-def waits_only_for(graph: RunGraph, record: TaskRecord, task_id: str) -> bool:
-    """Whether WAITING `record` runs once `task_id`, its only dependency, succeeds."""
-    return record.status is W and not record.deps_done \
-        and list(graph.deps_of(record.task_id, record)) == [task_id] \
-        and graph.rule_of(record.task_id, record) in RUNS_AFTER_ONE_SUCCESS
 
 
 def end_run_with_tasks(step: Step, run: RunRecord | None, now: float) -> None:

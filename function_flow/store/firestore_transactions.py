@@ -2,7 +2,7 @@
 
 `FirestoreTransaction` is ports.Transaction over one attempt of a Firestore
 transaction (or a batch write, when the function only writes).
-`CompareAndSet` stands in for a transaction without locks: reads happen at
+`CompareAndSet` (firestore_cas.py) stands in for a transaction without locks: reads happen at
 once and remember each document's update time, and the writes commit as one
 batch whose writes carry "unchanged since read" preconditions (see
 docs/design.md, "No hot document").
@@ -25,7 +25,6 @@ read the dependent's document and never contend on it.
 
 from __future__ import annotations
 
-import collections
 import functools
 import json
 import re
@@ -41,7 +40,8 @@ from google.cloud.firestore_v1.field_path import FieldPath
 from function_flow.core.ports import ReadAfterWriteError
 from function_flow.errors import TransientBackendError, transient_google_errors
 from function_flow.core.records import RunRecord, TaskRecord, Trigger
-from function_flow.store.firestore_cache import Known, updated
+from function_flow.store.firestore_absent import created, merge_write, synthesized
+from function_flow.store.firestore_cas import CompareAndSet
 
 if TYPE_CHECKING:
     from function_flow.store.firestore import FirestoreStore
@@ -86,6 +86,20 @@ def doc_id(key: str) -> str:
     return key
 
 
+def key_of(document_id: str) -> str:
+    """The run, task or trigger id of a document id (doc_id undone)."""
+    return urllib.parse.unquote(document_id[1:]) if document_id.startswith("~") \
+        else document_id
+
+
+def task_from(snapshot: Any) -> TaskRecord:
+    """The task record of an existing document. One a merge made (firestore_absent.py)
+    may hold only some fields: the rest are TaskRecord's defaults."""
+    data = decode(snapshot.to_dict())
+    data.setdefault("task_id", key_of(snapshot.reference.id))
+    return TaskRecord.from_dict(data)
+
+
 def encode(fields: dict[str, Any]) -> dict[str, Any]:
     """Record fields -> document fields (JSON fields as text)."""
     data = {}
@@ -123,123 +137,6 @@ class NeedsRead(Exception):
     """A transaction function read something: it needs a real transaction."""
 
 
-class CompareAndSet:
-    """Stands in for a Firestore Transaction, without locks.
-
-    Reads happen at once, outside any transaction, and remember each
-    document's update time. Writes are kept and committed later as one batch
-    (atomic) in which the first write to each document read carries the
-    precondition "unchanged since it was read". A conflicting writer makes
-    the commit fail at once with FailedPrecondition; the caller runs the
-    function again on fresh reads. A Firestore transaction would instead
-    hold a lock that makes the other side wait (on the emulator a flat 2 s
-    per conflict) before one of them aborts.
-
-    Only correct when every document read is also written: `batch()` answers
-    None otherwise, and the caller falls back to a real transaction.
-    """
-
-    def __init__(self, store: "FirestoreStore", remembering: bool = True) -> None:
-        self._store = store
-        #: Whether documents the store remembers stand in for reads.
-        self._remembering = remembering
-        self._client = store.client
-        self.read_times: dict[str, Any] = {}  # document path -> update time (None: missing)
-        self.read_data: dict[str, dict[str, Any]] = {}  # document path -> content read
-        #: Paths answered from what the store remembered (firestore_cache.py).
-        self.remembered: set[str] = set()
-        self.writes: list[tuple[str, Any, dict[str, Any]]] = []
-        #: Whether the batch carries preconditions (then it must not be resent).
-        self.guarded = False
-
-    def get(self, ref: Any) -> list[Any]:
-        return self.get_all([ref])
-
-    def get_all(self, refs: list[Any]) -> list[Any]:
-        answers: dict[str, Any] = {}
-        wanted = []
-        for ref in refs:
-            known = self._store.known.get(ref.path) \
-                if self._remembering and ref.path not in self.read_times else None
-            if known is not None:
-                answers[ref.path] = Known(ref, *known)
-                self.remembered.add(ref.path)
-            else:
-                wanted.append(ref)
-        if wanted:
-            fetched = list(self._client.get_all(wanted))
-            self._store._count(reads=len(wanted))
-            self._store.known.remember(fetched)
-            answers.update((snapshot.reference.path, snapshot) for snapshot in fetched)
-        snapshots = [answers[ref.path] for ref in refs if ref.path in answers]
-        for snapshot in snapshots:
-            # A document read twice is checked against its first read.
-            path = snapshot.reference.path
-            if path not in self.read_times:
-                self.read_times[path] = snapshot.update_time if snapshot.exists else None
-                self.read_data[path] = (snapshot.to_dict() or {}) if snapshot.exists else {}
-        return snapshots
-
-    def trusts_memory(self) -> bool:
-        """Whether every remembered document this attempt used is checked by a
-        precondition (it is written); else the attempt must be decided again."""
-        written = {ref.path for _, ref, _ in self.writes}
-        return self.remembered <= written
-
-    def remember_commit(self, results: list[Any]) -> None:
-        """After the batch committed: what each document it wrote now holds."""
-        known = self._store.known
-        counts = collections.Counter(ref.path for _, ref, _ in self.writes)
-        for (kind, ref, data), result in zip(self.writes, results):
-            path = ref.path
-            update_time = getattr(result, "update_time", None)
-            if counts[path] > 1 or kind in ("delete", "update") and path not in self.read_times:
-                known.drop([path])
-            elif path in self.read_times:  # guarded: it was what we read, plus this
-                known.put(path, updated(self.read_data[path], data, kind == "update"),
-                          update_time)
-            else:  # created or set whole
-                known.put(path, dict(data), update_time)
-
-    def update(self, ref: Any, data: dict[str, Any]) -> None:
-        self.writes.append(("update", ref, data))
-
-    def set(self, ref: Any, data: dict[str, Any]) -> None:
-        self.writes.append(("set", ref, data))
-
-    def create(self, ref: Any, data: dict[str, Any]) -> None:
-        self.writes.append(("create", ref, data))
-
-    def delete(self, ref: Any) -> None:
-        self.writes.append(("delete", ref, None))
-
-    def batch(self) -> Any | None:
-        """The guarded batch to commit, or None if preconditions cannot cover the reads."""
-        written = {ref.path for _, ref, _ in self.writes}
-        if any(path not in written or update_time is None
-               for path, update_time in self.read_times.items()):
-            return None
-        batch = self._client.batch()
-        guarded: set[str] = set()
-        for kind, ref, data in self.writes:
-            if ref.path in self.read_times and ref.path not in guarded:
-                guarded.add(ref.path)
-                self.guarded = True
-                # A document read exists, so a set of it is an update of the
-                # fields it has (records are written with all their fields).
-                option = self._client.write_option(last_update_time=self.read_times[ref.path])
-                batch.update(ref, data, option=option)
-            elif kind == "set":
-                batch.set(ref, data)
-            elif kind == "create":
-                batch.create(ref, data)
-            elif kind == "delete":
-                batch.delete(ref)
-            else:
-                batch.update(ref, data)
-        return batch
-
-
 class FirestoreTransaction:
     """ports.Transaction over one attempt of a Firestore transaction.
 
@@ -260,6 +157,10 @@ class FirestoreTransaction:
         self.writes = 0
         #: Paths of the documents written, so the store forgets what it knew of them.
         self.written: list[str] = []
+        #: Tasks read here, and those read as absent (firestore_absent.py).
+        self._read: set[str] = set()
+        self._synthesized: set[str] = set()
+        self._made: set[str] = set()
         #: Slot -> the task read here that holds it; slots read here.
         self._holders: dict[int, str] = {}
         self._slots_read: set[int] = set()
@@ -292,10 +193,21 @@ class FirestoreTransaction:
             if snapshot.exists:
                 record = self._task_from(snapshot)
                 found[record.task_id] = record
+        return self._with_absent(run_id, task_ids, found)
+
+    def _with_absent(self, run_id: str, task_ids: Iterable[str],
+                     found: dict[str, TaskRecord]) -> dict[str, TaskRecord]:
+        """`found` plus the absent tasks among `task_ids` (firestore_absent.py)."""
+        wanted = list(dict.fromkeys(task_ids))
+        self._read.update(wanted)
+        if len(found) < len(wanted):
+            for record in synthesized(wanted, found, self._store.absent_ids(run_id)):
+                self._synthesized.add(record.task_id)
+                found[record.task_id] = record
         return found
 
     def _task_from(self, snapshot: Any) -> TaskRecord:
-        record = TaskRecord.from_dict(decode(snapshot.to_dict()))
+        record = task_from(snapshot)
         if record.slot is not None:
             self._holders[record.slot] = record.task_id
         return record
@@ -312,7 +224,7 @@ class FirestoreTransaction:
             elif snapshot.exists:
                 record = self._task_from(snapshot)
                 found[record.task_id] = record
-        return run, found
+        return run, self._with_absent(run_id, task_ids, found)
 
     def get_slot(self, run_id: str, slot: int) -> str | None:
         self._reading(1)
@@ -324,8 +236,19 @@ class FirestoreTransaction:
         self._tx.update(self._wrote(self._store._run_ref(run_id)), update_paths(fields))
 
     def update_task(self, run_id: str, task_id: str, fields: dict[str, Any]) -> None:
-        self._tx.update(self._wrote(self._store._task_ref(run_id, task_id)),
-                        update_paths(self._store._expiring(fields)))
+        ref = self._wrote(self._store._task_ref(run_id, task_id))
+        if task_id in self._synthesized:  # read as absent here: create it whole
+            self._synthesized.discard(task_id)
+            self._made.add(task_id)
+            self._tx.create(ref, self._store._expiring(encode(created(task_id, fields))))
+        elif task_id in self._made or task_id not in self._read \
+                and task_id in self._store.absent_ids(run_id):
+            # Blind, and maybe still absent: a merge creates it if missing (a
+            # commit checks every write against the documents before it, so
+            # a second write of a document this commit creates is one too).
+            self._tx.set(ref, *merge_write(task_id, encode(self._store._expiring(fields))))
+        else:
+            self._tx.update(ref, update_paths(self._store._expiring(fields)))
 
     def set_slot(self, run_id: str, slot: int, holder: str | None) -> None:
         if holder is not None and slot not in self._slots_read \
@@ -382,8 +305,10 @@ def commit_compare_and_set(store: "FirestoreStore", fn: Callable[[Any], T]) -> T
                 results = batch.commit(retry=None)
             else:  # blind writes: a resend writes the same values again
                 results = batch.commit()
-        except (gexc.FailedPrecondition, gexc.Aborted):
-            # Someone changed what we read: decide again on fresh reads,
+        except (gexc.FailedPrecondition, gexc.Aborted, gexc.AlreadyExists) as exc:
+            if isinstance(exc, gexc.AlreadyExists) and not recorder.creates_missing():
+                raise  # a task added twice (ports.RecordExistsError)
+            # Someone changed (or made) what we read: decide again on fresh reads,
             # after a short random pause so two losers do not collide again.
             store.known.drop(recorder.read_times)
             time.sleep(random.uniform(0, 0.005 * 2 ** min(attempt, 6)))
