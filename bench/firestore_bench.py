@@ -48,6 +48,7 @@ from typing import Any
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH_DIR)
 
+import baseline  # noqa: E402
 import harness  # noqa: E402
 import instrument  # noqa: E402
 from firestore_report import Result, render  # noqa: E402
@@ -233,6 +234,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also print the dollars per 1,000 runs of each shape on Google "
                              "Cloud at list prices, beside Cloud Workflows and Step Functions "
                              "(bench/prices.py)")
+    parser.add_argument("--baseline", default=baseline.PATH,
+                        help="previous figures to print this run's ratio to (default "
+                             "bench/firestore_baseline.json)")
+    parser.add_argument("--save-baseline", metavar="NOTE",
+                        help="write this run's figures to --baseline, with NOTE saying "
+                             "which code and when (merged into the figures there)")
     parser.add_argument("--verbose", action="store_true",
                         help="print each case's scheduler outcomes (claimed, duplicate...)")
     args = parser.parse_args(argv)
@@ -325,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         for emulator in reversed(started):
             emulator.stop()
     render(results, {"ours": args.timeout, "upstream": args.upstream_timeout}, args)
+    previous = baseline.load(args.baseline)
+    print(baseline.table(results, previous))
+    if args.save_baseline:
+        baseline.save(results, args.save_baseline, args.baseline, keep=previous)
     print(f"(warnings and errors of the run are logged in {log_path})")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:

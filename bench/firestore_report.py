@@ -241,6 +241,8 @@ def _render_sites(console: Any, results: list[Result]) -> None:
 #: upstream with one worker starts 5 tasks per invocation there: its numbers
 #: are shown, with no target.
 OPS_TARGET_SHAPES = ("chain-10", "chain-50", "fan-1-50-1", "sample")
+#: Issue 11: document operations per task, at most (chains 5, fan-outs 6).
+OPS_TARGETS = {"chain-10": 5, "chain-50": 5, "fan-1-50-1": 6, "sample": 6}
 
 
 def check_targets(results: list[Result]) -> list[tuple[bool | None, str]]:
@@ -257,10 +259,13 @@ def check_targets(results: list[Result]) -> list[tuple[bool | None, str]]:
                            f"{small.doc_ops_per_task:.2f} vs chain-50 "
                            f"{big.doc_ops_per_task:.2f} ({spread:.0%}, target <= 10%)"))
     for r in ours.values():
-        if r.shape in OPS_TARGET_SHAPES:
-            checks.append((r.finished and r.doc_ops_per_task <= 8,
+        target = OPS_TARGETS.get(r.shape)
+        if r.shape == "fan-1-50-1-p5" and r.workers == 8:
+            target = 10  # issue 11: with max_parallel_tasks 5 and 8 schedulers
+        if target is not None:
+            checks.append((r.finished and r.doc_ops_per_task <= target,
                            f"{r.shape} w{r.workers}: {r.doc_ops_per_task:.2f} doc ops/task "
-                           "(target <= 8)"))
+                           f"(target <= {target})"))
         else:
             why = "with concurrency slots" if r.shape.endswith("-p5") else "per item" \
                 if r.shape.startswith("foreach") else "wide"

@@ -94,8 +94,11 @@ def sample() -> Shape:
 
 SHAPES: dict[str, Shape] = {s.name: s for s in (chain(10), chain(50), fan(50), fan(50, 5),
                                                   sample(), foreach(50), fan(1000),
-                                                  foreach(1000), foreach(10_000))}
+                                                  foreach(1000), foreach(2000), foreach(4000),
+                                                  foreach(10_000))}
 #: What runs without --shapes: the 1,000-wide ones take minutes (--wide adds
 #: them); foreach-1-10000-1 (half an hour) only when named with --shapes.
 WIDE = ("fan-1-1000-1", "foreach-1-1000-1")
-DEFAULT_SHAPES = [name for name in SHAPES if name not in WIDE + ("foreach-1-10000-1",)]
+#: Sizes for checking that an item's cost stays flat (only when named with --shapes).
+SCALING = ("foreach-1-2000-1", "foreach-1-4000-1", "foreach-1-10000-1")
+DEFAULT_SHAPES = [name for name in SHAPES if name not in WIDE + SCALING]

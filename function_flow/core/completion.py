@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from function_flow.core import (attempts, foreach, growth, hooks, leftovers, payloads,
                                 transitions)
 from function_flow.core.definition import END_TASK_ID, branch_choice
-from function_flow.core.records import Message, TaskRecord, TaskStatus
+from function_flow.core.records import JoinProgress, Message, TaskRecord, TaskStatus, Verdict
 from function_flow.core.transitions import Step
 from function_flow.errors import RecordTooLargeError, TransientBackendError
 
@@ -79,9 +79,12 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
             and not engine.graph.single_dependency_dependents(task_id, claimed):
         # Our slot will be free: hand it straight to a READY task (found
         # by a query now, compare-and-set in the transaction) instead of
-        # freeing it and making fill_slots look for both again.
-        ready = engine.store.find_tasks(run_id, TaskStatus.READY, 1)
-        successor = ready[0].task_id if ready else None
+        # freeing it and making fill_slots look for both again; a foreach
+        # item hands it to the next item of its lane, with no query.
+        successor = foreach.lane_successor(claimed)
+        if successor is None:
+            ready = engine.store.find_tasks(run_id, TaskStatus.READY, 1)
+            successor = ready[0].task_id if ready else None
 
     def finish(tx: Transaction, trust_claim: bool = True) -> Step | None:
         # The task's own record is read even while the claim's lease holds:
@@ -270,8 +273,12 @@ def check_join(engine: "Engine", run_id: str, join_id: str,
     def resolve(tx: Transaction) -> Step | None:
         join = tx.get_tasks(run_id, [join_id]).get(join_id)
         run = None
+        # The run only when this ends it: a sink that is queued neither reads
+        # nor writes it, so the compare-and-set needs no lock on the run.
         if join is not None and (join_id == END_TASK_ID or transitions.ends_run(
-                engine.graph, join, engine.end_record)):
+                engine.graph, join, engine.end_record) and JoinProgress.of(join).verdict(
+                len(engine.graph.deps_of(join_id, join)), engine.graph.rule_of(join_id, join))
+                not in (Verdict.RUN, Verdict.WAIT)):
             run = tx.get_run(run_id)
         step = transitions.resolve_join(engine.graph, join_id, join, run_id, now, run=run,
                                         slots=engine.slots,

@@ -91,7 +91,11 @@ def plan(engine: "Engine", run_id: str, spec: TaskSpec, attempt: int, keys: list
     the collector. Items too large for a record go to blobs (payloads.py)."""
     assert spec.foreach is not None
     node, count = spec.task_id, len(items)
-    lanes = min(spec.foreach.max_concurrency or count, count)
+    # With concurrency slots, at most `engine.slots` items run at once anyway:
+    # as many lanes, so each item hands its slot to its lane's next item
+    # (no query for a READY task per item: on the emulator a query scans
+    # every record of the run, which made a foreach's time grow as N^2).
+    lanes = min(spec.foreach.max_concurrency or count, count, engine.slots or count)
     groups = math.ceil(count / GROUP_SIZE)
     queued = TaskStatus.READY if engine.slots else TaskStatus.QUEUED
     now = engine.clock()
@@ -164,6 +168,13 @@ def _instance(spec: TaskSpec, index: int, lanes: int, count: int,
             deps=[prefix + dep for dep in inner.deps] or lane,
             dependents=[prefix + d for d in sub.dependents[task_id]] or [record.task_id]))
     return members
+
+
+def lane_successor(record: TaskRecord) -> str | None:
+    """The item that waits for `record`, a foreach item, in its lane (None if none)."""
+    if record.role != "item":
+        return None
+    return next((d for d in record.dependents or [] if not d.startswith("__")), None)
 
 
 def joins_instance(spec: TaskSpec, record: TaskRecord) -> bool:

@@ -14,7 +14,7 @@ import collections
 import dataclasses
 import hashlib
 import json
-from typing import Iterable
+from typing import Any, Iterable
 
 from function_flow.core.definition import (EARLY_RULES, END_TASK_ID, FAILURE_HANDLING_RULES,
                                            RUNS_AFTER_ONE_SUCCESS, Backoff, TaskSpec,
@@ -298,6 +298,13 @@ class RunGraph:
         return tuple(d for d in self.dependents_of(task_id)
                      if d != END_TASK_ID and len(self.dag.tasks[d].deps) == 1
                      and self.dag.tasks[d].trigger_rule in RUNS_AFTER_ONE_SUCCESS)
+
+
+    def runs_after(self, record: Any, task_id: str) -> bool:
+        """Whether WAITING `record` runs once `task_id`, its only dependency, succeeds."""
+        return getattr(record, "status", None) == "WAITING" and not record.deps_done \
+            and list(self.deps_of(record.task_id, record)) == [task_id] \
+            and self.rule_of(record.task_id, record) in RUNS_AFTER_ONE_SUCCESS
 
 
 class TaskRecordLike:

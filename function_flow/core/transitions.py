@@ -192,6 +192,15 @@ def succeed(graph: RunGraph, task: TaskRecord, run_id: str, value: Any, now: flo
     joins = []
     for dependent in () if ends_run(graph, task, has_end_task) \
             else graph.dependents_of(task.task_id, task):
+        if task.slot is not None and not handed_slot and heir is not None \
+                and heir.task_id == dependent and graph.runs_after(heir, task.task_id):
+            # A foreach item's lane successor (foreach.lane_successor) takes our slot.
+            step.task(dependent, **done_field, status=Q.value, attempt=1, queued_at=now,
+                      slot=task.slot)
+            step.slot(task.slot, dependent)
+            step.messages.append(Message(run_id, dependent, 1))
+            handed_slot = True
+            continue
         if dependent not in single:
             skipped = chosen is not None and dependent not in chosen \
                 and dependent != END_TASK_ID

@@ -60,26 +60,28 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from function_flow.config import DEFAULT_PROJECT
-from function_flow.errors import ConfigurationError, RecordTooLargeError, TransientBackendError
+from function_flow.errors import ConfigurationError, RecordTooLargeError
 from function_flow.core.ports import RecordExistsError
 from function_flow.core.records import (JoinProgress, RunRecord, RunStatus, TaskRecord,
                                         TaskStatus, Trigger)
 from function_flow.store import expiry
+from function_flow.store import firestore_absent
+from function_flow.store.firestore_absent import AbsentLists
+from function_flow.store.firestore_cache import DocumentCache
 from function_flow.store.firestore_context import FirestoreContext
+from function_flow.store.firestore_create import MAX_WRITES, FirestoreCreation
 from function_flow.store.firestore_transactions import (commit_compare_and_set,
                                                         commit_transaction, decode, doc_id,
-                                                        encode, transient)
+                                                        task_from)
 from function_flow.store.firestore_transactions import translated as _translated
 from function_flow.store.indexes import MissingIndexError
 
 T = TypeVar("T")
 
-#: Firestore's limit of writes in one transaction or batch.
-MAX_WRITES = 500
 #: Attempts of a transaction before it counts as a transient failure.
 DEFAULT_MAX_ATTEMPTS = 20
 
-class FirestoreStore(FirestoreContext):
+class FirestoreStore(FirestoreContext, FirestoreCreation):
     """ports.Store on Firestore (see module docstring for schema and counting).
 
     Building it is free of network calls: the client is made on first use,
@@ -99,6 +101,11 @@ class FirestoreStore(FirestoreContext):
         self._lock = threading.Lock()
         self.reads = 0
         self.writes = 0
+        #: What this process last wrote or read of each document, for
+        #: compare-and-set to start from (firestore_cache.py).
+        self.known = DocumentCache()
+        #: Per run, the tasks it started without documents (firestore_absent.py).
+        self.absent = AbsentLists()
 
     # ------------------------------------------------------------ plumbing
 
@@ -158,11 +165,24 @@ class FirestoreStore(FirestoreContext):
     def _query(self, query: Any) -> list[Any]:
         snapshots = list(query.stream())
         self._count(reads=max(1, len(snapshots)))
+        self.known.remember(snapshots)
         return snapshots
 
-    @staticmethod
-    def _run_from(snapshot: Any) -> RunRecord | None:
-        return RunRecord.from_dict(decode(snapshot.to_dict())) if snapshot.exists else None
+    def _run_from(self, snapshot: Any) -> RunRecord | None:
+        if not snapshot.exists:
+            return None
+        data = snapshot.to_dict()
+        self.absent.learn(data.get("run_id", ""), data)
+        return RunRecord.from_dict(decode(data))
+
+    def absent_ids(self, run_id: str) -> frozenset[str]:
+        """The run's tasks that have no document until first written (firestore_absent.py)."""
+        ids = self.absent.known(run_id)
+        if ids is None:
+            self._count(reads=1)
+            snapshot = self._run_ref(run_id).get()
+            ids = self.absent.learn(run_id, snapshot.to_dict() if snapshot.exists else None)
+        return ids
 
     # --------------------------------------------------------- transactions
 
@@ -180,91 +200,8 @@ class FirestoreStore(FirestoreContext):
                     "most 1 MiB") from exc
             raise
 
-    @_translated
-    def create_run(self, run: RunRecord, tasks: list[TaskRecord],
-                   slots: dict[int, str | None]) -> bool:
-        run_ref = self._run_ref(run.run_id)
-        since = run.created_at or None
-        documents = [(self._task_ref(run.run_id, t.task_id),
-                      self._expiring(encode(t.to_dict()), since)) for t in tasks]
-        documents += [(self._slot_ref(run.run_id, n), self._expiring({"holder": holder}, since))
-                      for n, holder in slots.items()]
-        run_data = self._expiring(encode(run.to_dict()), since)
-        if len(documents) + 1 <= MAX_WRITES:
-            return self._create_in_one_batch(run_ref, run_data, documents)
-        return self._create_in_batches(run.run_id, run_ref, run_data, documents)
-
-    def _create_in_one_batch(self, run_ref: Any, run_data: dict[str, Any],
-                             documents: list[tuple[Any, dict[str, Any]]]) -> bool:
-        """One atomic batch whose `create` of the run document fails if it exists.
-
-        No transaction, so no lock: concurrent starts with one run id (a
-        client retrying) fail at once on the existing document instead of
-        waiting for each other's locks. Not resent by the client: a resent
-        commit that had landed would look like someone else's run.
-        """
-        batch = self.client.batch()
-        for ref, data in documents:
-            batch.set(ref, data)
-        batch.create(run_ref, run_data)
-        try:
-            batch.commit(retry=None)
-        except gexc.AlreadyExists:
-            return False
-        self._count(writes=len(documents) + 1)
-        return True
-
-    def _create_in_batches(self, run_id: str, run_ref: Any, run_data: dict[str, Any],
-                           documents: list[tuple[Any, dict[str, Any]]]) -> bool:
-        self._count(reads=1)
-        if run_ref.get().exists:
-            return False
-        written: list[Any] = []
-        try:
-            for start in range(0, len(documents), MAX_WRITES):
-                chunk = documents[start:start + MAX_WRITES]
-                batch = self.client.batch()
-                for ref, data in chunk:
-                    batch.create(ref, data)
-                batch.commit()
-                self._count(writes=len(chunk))
-                written.extend(ref for ref, _ in chunk)
-
-            @firestore.transactional
-            def create(tx: Any) -> bool:
-                self._count(reads=1)
-                if next(iter(tx.get(run_ref))).exists:
-                    return False
-                tx.create(run_ref, run_data)
-                return True
-
-            created = self._commit(create)
-        except gexc.AlreadyExists as exc:
-            self._delete_refs(written)
-            if self._run_ref(run_id).get().exists:
-                return False
-            raise TransientBackendError(
-                f"run {run_id!r} is being created by another caller at the same time "
-                "(or an interrupted creation left its tasks behind: `delete_run` "
-                "removes them); retry later") from exc
-        except BaseException:
-            self._delete_refs(written)
-            raise
-        if not created:
-            self._delete_refs(written)
-            return False
-        self._count(writes=1)
-        return True
-
-    def _commit(self, fn: Any) -> bool:
-        try:
-            return fn(self.client.transaction(max_attempts=self.max_attempts))
-        except ValueError as exc:
-            if isinstance(exc.__cause__, gexc.Aborted):
-                raise transient(exc) from exc
-            raise
-
     def _delete_refs(self, refs: list[Any]) -> None:
+        self.known.drop(ref.path for ref in refs)
         for start in range(0, len(refs), MAX_WRITES):
             batch = self.client.batch()
             chunk = refs[start:start + MAX_WRITES]
@@ -278,23 +215,36 @@ class FirestoreStore(FirestoreContext):
     @_translated
     def get_run(self, run_id: str) -> RunRecord | None:
         self._count(reads=1)
-        return self._run_from(self._run_ref(run_id).get())
+        snapshot = self._run_ref(run_id).get()
+        self.known.remember([snapshot])
+        return self._run_from(snapshot)
 
     @_translated
     def get_tasks(self, run_id: str,
                   task_ids: Iterable[str] | None = None) -> list[TaskRecord]:
         if task_ids is None:
             snapshots = self._query(self._run_ref(run_id).collection("tasks"))
-            return [TaskRecord.from_dict(decode(s.to_dict())) for s in snapshots]
+            records = [task_from(s) for s in snapshots]
+            absent = self.absent_ids(run_id)
+            if not absent:
+                return records
+            records += firestore_absent.synthesized(
+                sorted(absent), (r.task_id for r in records), absent)
+            return sorted(records, key=lambda r: doc_id(r.task_id))
         wanted = list(dict.fromkeys(task_ids))
         if not wanted:
             return []
         self._count(reads=len(wanted))
         found = {}
-        for snapshot in self.client.get_all([self._task_ref(run_id, t) for t in wanted]):
+        snapshots = list(self.client.get_all([self._task_ref(run_id, t) for t in wanted]))
+        self.known.remember(snapshots)
+        for snapshot in snapshots:
             if snapshot.exists:
-                record = TaskRecord.from_dict(decode(snapshot.to_dict()))
+                record = task_from(snapshot)
                 found[record.task_id] = record
+        if len(found) < len(wanted):
+            found.update((r.task_id, r) for r in firestore_absent.synthesized(
+                wanted, found, self.absent_ids(run_id)))
         return [found[t] for t in wanted if t in found]
 
     def join_progress(self, run_id: str, task_id: str) -> JoinProgress | None:
@@ -309,7 +259,20 @@ class FirestoreStore(FirestoreContext):
         query = (self._run_ref(run_id).collection("tasks")
                  .where(filter=FieldFilter("status", "==", TaskStatus(status).value))
                  .limit(limit))
-        return [TaskRecord.from_dict(decode(s.to_dict())) for s in self._query(query)]
+        found = [task_from(s) for s in self._query(query)]
+        if TaskStatus(status) is not TaskStatus.WAITING or len(found) >= limit:
+            return found
+        # Absent tasks, and documents a merge made without a status, are WAITING
+        # too, and no query on `status` sees them (firestore_absent.py).
+        have = {r.task_id for r in found}
+        rest = [t for t in sorted(self.absent_ids(run_id)) if t not in have]
+        for start in range(0, len(rest), 300):
+            for record in self.get_tasks(run_id, rest[start:start + 300]):
+                if record.status is TaskStatus.WAITING and len(found) < limit:
+                    found.append(record)
+            if len(found) >= limit:
+                break
+        return found
 
     @_translated
     def find_free_slots(self, run_id: str, count: int, limit: int) -> list[int]:
@@ -400,6 +363,8 @@ class FirestoreStore(FirestoreContext):
         context once more: a value a late body set meanwhile.
         """
         run_ref = self._run_ref(run_id)
+        self.known.drop_under(run_ref.path + "/")
+        self.absent.forget(run_id)
         refs: list[Any] = []
         for name in ("tasks", "slots", "context"):
             refs.extend(self._listed(run_ref.collection(name)))

@@ -2,7 +2,7 @@
 
 `FirestoreTransaction` is ports.Transaction over one attempt of a Firestore
 transaction (or a batch write, when the function only writes).
-`CompareAndSet` stands in for a transaction without locks: reads happen at
+`CompareAndSet` (firestore_cas.py) stands in for a transaction without locks: reads happen at
 once and remember each document's update time, and the writes commit as one
 batch whose writes carry "unchanged since read" preconditions (see
 docs/design.md, "No hot document").
@@ -40,6 +40,8 @@ from google.cloud.firestore_v1.field_path import FieldPath
 from function_flow.core.ports import ReadAfterWriteError
 from function_flow.errors import TransientBackendError, transient_google_errors
 from function_flow.core.records import RunRecord, TaskRecord, Trigger
+from function_flow.store.firestore_absent import created, merge_write, synthesized
+from function_flow.store.firestore_cas import CompareAndSet
 
 if TYPE_CHECKING:
     from function_flow.store.firestore import FirestoreStore
@@ -84,6 +86,20 @@ def doc_id(key: str) -> str:
     return key
 
 
+def key_of(document_id: str) -> str:
+    """The run, task or trigger id of a document id (doc_id undone)."""
+    return urllib.parse.unquote(document_id[1:]) if document_id.startswith("~") \
+        else document_id
+
+
+def task_from(snapshot: Any) -> TaskRecord:
+    """The task record of an existing document. One a merge made (firestore_absent.py)
+    may hold only some fields: the rest are TaskRecord's defaults."""
+    data = decode(snapshot.to_dict())
+    data.setdefault("task_id", key_of(snapshot.reference.id))
+    return TaskRecord.from_dict(data)
+
+
 def encode(fields: dict[str, Any]) -> dict[str, Any]:
     """Record fields -> document fields (JSON fields as text)."""
     data = {}
@@ -121,79 +137,6 @@ class NeedsRead(Exception):
     """A transaction function read something: it needs a real transaction."""
 
 
-class CompareAndSet:
-    """Stands in for a Firestore Transaction, without locks.
-
-    Reads happen at once, outside any transaction, and remember each
-    document's update time. Writes are kept and committed later as one batch
-    (atomic) in which the first write to each document read carries the
-    precondition "unchanged since it was read". A conflicting writer makes
-    the commit fail at once with FailedPrecondition; the caller runs the
-    function again on fresh reads. A Firestore transaction would instead
-    hold a lock that makes the other side wait (on the emulator a flat 2 s
-    per conflict) before one of them aborts.
-
-    Only correct when every document read is also written: `batch()` answers
-    None otherwise, and the caller falls back to a real transaction.
-    """
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self.read_times: dict[str, Any] = {}  # document path -> update time (None: missing)
-        self.writes: list[tuple[str, Any, dict[str, Any]]] = []
-        #: Whether the batch carries preconditions (then it must not be resent).
-        self.guarded = False
-
-    def get(self, ref: Any) -> list[Any]:
-        return self.get_all([ref])
-
-    def get_all(self, refs: list[Any]) -> list[Any]:
-        snapshots = list(self._client.get_all(refs))
-        for snapshot in snapshots:
-            # A document read twice is checked against its first read.
-            self.read_times.setdefault(snapshot.reference.path,
-                                       snapshot.update_time if snapshot.exists else None)
-        return snapshots
-
-    def update(self, ref: Any, data: dict[str, Any]) -> None:
-        self.writes.append(("update", ref, data))
-
-    def set(self, ref: Any, data: dict[str, Any]) -> None:
-        self.writes.append(("set", ref, data))
-
-    def create(self, ref: Any, data: dict[str, Any]) -> None:
-        self.writes.append(("create", ref, data))
-
-    def delete(self, ref: Any) -> None:
-        self.writes.append(("delete", ref, None))
-
-    def batch(self) -> Any | None:
-        """The guarded batch to commit, or None if preconditions cannot cover the reads."""
-        written = {ref.path for _, ref, _ in self.writes}
-        if any(path not in written or update_time is None
-               for path, update_time in self.read_times.items()):
-            return None
-        batch = self._client.batch()
-        guarded: set[str] = set()
-        for kind, ref, data in self.writes:
-            if ref.path in self.read_times and ref.path not in guarded:
-                guarded.add(ref.path)
-                self.guarded = True
-                # A document read exists, so a set of it is an update of the
-                # fields it has (records are written with all their fields).
-                option = self._client.write_option(last_update_time=self.read_times[ref.path])
-                batch.update(ref, data, option=option)
-            elif kind == "set":
-                batch.set(ref, data)
-            elif kind == "create":
-                batch.create(ref, data)
-            elif kind == "delete":
-                batch.delete(ref)
-            else:
-                batch.update(ref, data)
-        return batch
-
-
 class FirestoreTransaction:
     """ports.Transaction over one attempt of a Firestore transaction.
 
@@ -204,18 +147,36 @@ class FirestoreTransaction:
     transaction could check.
     """
 
-    def __init__(self, store: "FirestoreStore", tx: Any, batch: bool = False) -> None:
+    def __init__(self, store: "FirestoreStore", tx: Any, batch: bool = False,
+                 counted: bool = True) -> None:
         self._store = store
         self._tx = tx
         self._batch = batch
+        #: Whether reads are counted here (a CompareAndSet counts its own).
+        self._counted = counted
         self.writes = 0
+        #: Paths of the documents written, so the store forgets what it knew of them.
+        self.written: list[str] = []
+        #: Tasks read here, and those read as absent (firestore_absent.py).
+        self._read: set[str] = set()
+        self._synthesized: set[str] = set()
+        self._made: set[str] = set()
+        #: Slot -> the task read here that holds it; slots read here.
+        self._holders: dict[int, str] = {}
+        self._slots_read: set[int] = set()
 
     def _reading(self, documents: int) -> None:
         if self._batch:
             raise NeedsRead
         if self.writes:
             raise ReadAfterWriteError("transaction read after a write")
-        self._store._count(reads=max(1, documents))
+        if self._counted:
+            self._store._count(reads=max(1, documents))
+
+    def _wrote(self, ref: Any) -> Any:
+        self.writes += 1
+        self.written.append(ref.path)
+        return ref
 
     def get_run(self, run_id: str) -> RunRecord | None:
         self._reading(1)
@@ -230,9 +191,26 @@ class FirestoreTransaction:
         found = {}
         for snapshot in self._tx.get_all(refs):
             if snapshot.exists:
-                record = TaskRecord.from_dict(decode(snapshot.to_dict()))
+                record = self._task_from(snapshot)
+                found[record.task_id] = record
+        return self._with_absent(run_id, task_ids, found)
+
+    def _with_absent(self, run_id: str, task_ids: Iterable[str],
+                     found: dict[str, TaskRecord]) -> dict[str, TaskRecord]:
+        """`found` plus the absent tasks among `task_ids` (firestore_absent.py)."""
+        wanted = list(dict.fromkeys(task_ids))
+        self._read.update(wanted)
+        if len(found) < len(wanted):
+            for record in synthesized(wanted, found, self._store.absent_ids(run_id)):
+                self._synthesized.add(record.task_id)
                 found[record.task_id] = record
         return found
+
+    def _task_from(self, snapshot: Any) -> TaskRecord:
+        record = task_from(snapshot)
+        if record.slot is not None:
+            self._holders[record.slot] = record.task_id
+        return record
 
     def get_run_and_tasks(self, run_id: str, task_ids: Iterable[str]
                           ) -> tuple[RunRecord | None, dict[str, TaskRecord]]:
@@ -244,57 +222,74 @@ class FirestoreTransaction:
             if snapshot.reference.path == run_ref.path:
                 run = self._store._run_from(snapshot)
             elif snapshot.exists:
-                record = TaskRecord.from_dict(decode(snapshot.to_dict()))
+                record = self._task_from(snapshot)
                 found[record.task_id] = record
-        return run, found
+        return run, self._with_absent(run_id, task_ids, found)
 
     def get_slot(self, run_id: str, slot: int) -> str | None:
         self._reading(1)
+        self._slots_read.add(slot)
         snapshot = next(iter(self._tx.get(self._store._slot_ref(run_id, slot))))
         return (snapshot.to_dict() or {}).get("holder") if snapshot.exists else None
 
     def update_run(self, run_id: str, fields: dict[str, Any]) -> None:
-        self.writes += 1
-        self._tx.update(self._store._run_ref(run_id), update_paths(fields))
+        self._tx.update(self._wrote(self._store._run_ref(run_id)), update_paths(fields))
 
     def update_task(self, run_id: str, task_id: str, fields: dict[str, Any]) -> None:
-        self.writes += 1
-        self._tx.update(self._store._task_ref(run_id, task_id),
-                        update_paths(self._store._expiring(fields)))
+        ref = self._wrote(self._store._task_ref(run_id, task_id))
+        if task_id in self._synthesized:  # read as absent here: create it whole
+            self._synthesized.discard(task_id)
+            self._made.add(task_id)
+            self._tx.create(ref, self._store._expiring(encode(created(task_id, fields))))
+        elif task_id in self._made or task_id not in self._read \
+                and task_id in self._store.absent_ids(run_id):
+            # Blind, and maybe still absent: a merge creates it if missing (a
+            # commit checks every write against the documents before it, so
+            # a second write of a document this commit creates is one too).
+            self._tx.set(ref, *merge_write(task_id, encode(self._store._expiring(fields))))
+        else:
+            self._tx.update(ref, update_paths(self._store._expiring(fields)))
 
     def set_slot(self, run_id: str, slot: int, holder: str | None) -> None:
-        self.writes += 1
-        self._tx.set(self._store._slot_ref(run_id, slot),
+        if holder is not None and slot not in self._slots_read \
+                and self._holders.get(slot, holder) != holder:
+            # A task read here hands its own slot to its heir: the slot's
+            # document stays taken (its holder's name is never read, only
+            # whether it has one), so a write per hand-over is saved.
+            return
+        self._tx.set(self._wrote(self._store._slot_ref(run_id, slot)),
                      self._store._expiring({"holder": holder}))
 
     def add_task(self, run_id: str, record: TaskRecord) -> None:
-        self.writes += 1
-        self._tx.create(self._store._task_ref(run_id, record.task_id),
+        self._tx.create(self._wrote(self._store._task_ref(run_id, record.task_id)),
                         self._store._expiring(encode(record.to_dict())))
 
     def replace_task(self, run_id: str, record: TaskRecord) -> None:
-        self.writes += 1
-        self._tx.set(self._store._task_ref(run_id, record.task_id),
+        self._tx.set(self._wrote(self._store._task_ref(run_id, record.task_id)),
                      self._store._expiring(encode(record.to_dict())))
 
     def put_trigger(self, trigger: Trigger) -> None:
-        self.writes += 1
-        self._tx.set(self._store._trigger_ref(trigger.trigger_id),
+        self._tx.set(self._wrote(self._store._trigger_ref(trigger.trigger_id)),
                      self._store._expiring(trigger.to_dict()))
 
     def delete_trigger(self, trigger_id: str) -> None:
-        self.writes += 1
-        self._tx.delete(self._store._trigger_ref(trigger_id))
+        self._tx.delete(self._wrote(self._store._trigger_ref(trigger_id)))
 
 
 def commit_compare_and_set(store: "FirestoreStore", fn: Callable[[Any], T]) -> T:
     """ports.Store.transact(compare_and_set=True): see CompareAndSet."""
+    remembering = True
     for attempt in range(store.max_attempts):
-        recorder = CompareAndSet(store.client)
+        recorder = CompareAndSet(store, remembering)
         try:
-            result = fn(FirestoreTransaction(store, recorder))
+            result = fn(FirestoreTransaction(store, recorder, counted=False))
         except TRANSIENT as exc:
             raise transient(exc) from exc
+        if not recorder.trusts_memory():
+            # Decided on a remembered document that no precondition would
+            # check (firestore_cache.py): decide again on fresh reads.
+            remembering = False
+            continue
         if not recorder.writes:
             return result
         batch = recorder.batch()
@@ -303,20 +298,26 @@ def commit_compare_and_set(store: "FirestoreStore", fn: Callable[[Any], T]) -> T
         try:
             # No automatic retry: a resend of a commit that did land would
             # fail its preconditions and look like a lost race, and the
-            # step would be decided again on top of itstore. An error that
+            # step would be decided again on top of itself. An error that
             # leaves the outcome unknown is raised instead (transient), so
             # the message is redelivered and the engine sees what landed.
             if recorder.guarded:
-                batch.commit(retry=None)
+                results = batch.commit(retry=None)
             else:  # blind writes: a resend writes the same values again
-                batch.commit()
-        except (gexc.FailedPrecondition, gexc.Aborted):
-            # Someone changed what we read: decide again on fresh reads,
+                results = batch.commit()
+        except (gexc.FailedPrecondition, gexc.Aborted, gexc.AlreadyExists) as exc:
+            if isinstance(exc, gexc.AlreadyExists) and not recorder.creates_missing():
+                raise  # a task added twice (ports.RecordExistsError)
+            # Someone changed (or made) what we read: decide again on fresh reads,
             # after a short random pause so two losers do not collide again.
+            store.known.drop(recorder.read_times)
             time.sleep(random.uniform(0, 0.005 * 2 ** min(attempt, 6)))
             continue
         except TRANSIENT as exc:
+            store.known.drop(recorder.read_times)
+            store.known.drop(ref.path for _, ref, _ in recorder.writes)
             raise transient(exc) from exc
+        recorder.remember_commit(list(results or []))
         store._count(writes=len(recorder.writes))
         return result
     raise TransientBackendError(
@@ -332,6 +333,7 @@ def commit_transaction(store: "FirestoreStore", fn: Callable[[Any], T]) -> T:
         pass
     else:
         if probe.writes:
+            store.known.drop(probe.written)
             try:
                 batch.commit()
             except TRANSIENT as exc:
@@ -364,7 +366,9 @@ def commit_transaction(store: "FirestoreStore", fn: Callable[[Any], T]) -> T:
                 raise
             aborted = exc
         else:
-            store._count(writes=attempts[-1].writes if attempts else 0)
+            if attempts:
+                store.known.drop(attempts[-1].written)
+                store._count(writes=attempts[-1].writes)
             return result
         time.sleep(random.uniform(0, min(1.0, 0.02 * 2 ** attempt)))
     raise TransientBackendError(

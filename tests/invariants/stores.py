@@ -77,7 +77,9 @@ class FirestoreStores:
                 ref = ref.collection("tasks").document(doc_id(key[1]))
             elif key[0] == "slot":
                 ref = ref.collection("slots").document(str(int(key[1])))
-            ref.update({"harness_conflicts": firestore.Increment(1)})
+            # A merge: a task the store has not written yet has no document
+            # (store/firestore_absent.py); a concurrent writer makes it.
+            ref.set({"harness_conflicts": firestore.Increment(1)}, merge=True)
         return conflict
 
     def close(self) -> None:
