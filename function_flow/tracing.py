@@ -203,8 +203,11 @@ def claimed(run: "RunRecord", task_id: str, attempt: int, since: int,
     The span starts at `since`, before the claim's commit, and is created
     once the run is known (its stored context is the parent); a failed
     outcome makes it an error (the body span says why, or the completion
-    that refused the result).
+    that refused the result). Without a recording provider, no span at all:
+    the no-op one still costs a context switch per attempt.
     """
+    if not recording():
+        return act()
     parent = _stored(run.traceparent)
     span = _current_tracer().start_span(
         f"claim {task_id}", context=parent, kind=SpanKind.CONSUMER, start_time=since,
@@ -222,6 +225,8 @@ def claimed(run: "RunRecord", task_id: str, attempt: int, since: int,
 def body(run_id: str, task_id: str, attempt: int) -> Any:
     """The span of a task's body (the current claim's child); an exception makes it an
     error with the exception and its traceback recorded."""
+    if not recording():
+        return contextlib.nullcontext()
     return _current_tracer().start_as_current_span(
         f"body {task_id}", attributes={RUN_ID: run_id, TASK_ID: task_id, ATTEMPT: attempt})
 

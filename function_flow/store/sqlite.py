@@ -28,7 +28,8 @@ from function_flow.core.ports import ReadAfterWriteError, RecordExistsError
 from function_flow.core.records import (JoinProgress, RunRecord, RunStatus, TaskRecord,
                                         TaskStatus, Trigger)
 from function_flow.store.sqlite_context import SqliteContext
-from function_flow.store.sqlite_rows import (ADDED_COLUMNS, BATCH, DEP_PREFIX, SCHEMA,
+from function_flow.store.sqlite_rows import (ADDED_COLUMNS, BATCH, DEP_PREFIX, RUN_REVISIONS,
+                                             SCHEMA,
                                           TRIGGER_COLUMNS, trigger_of, trigger_row, TASK_COLUMNS, dumps,
                                              merge_fields, new_task_json, parse_deps,
                                              select_tasks, task_record, task_record_of,
@@ -199,6 +200,17 @@ class _SqliteTransaction:
         self._conn.execute("DELETE FROM triggers WHERE trigger_id = ?", (trigger_id,))
 
 
+#: Most run records SqliteStore keeps parsed (runs in progress, typically a few).
+_CACHED_RUNS = 256
+
+
+def _copy_run(record: RunRecord) -> RunRecord:
+    """A record of its own for the caller (who may set its fields), sharing values."""
+    copy = RunRecord.__new__(RunRecord)
+    copy.__dict__.update(record.__dict__)
+    return copy
+
+
 def _unavailable(path: str, exc: BaseException) -> StoreUnavailableError:
     """Why the database at `path` cannot be used, and what to do about it."""
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -226,6 +238,12 @@ class SqliteStore(SqliteContext):
     def __init__(self, path: str = DEFAULT_PATH) -> None:
         self.path = path
         self._local = threading.local()
+        #: run id -> (revision, record): every task's claim reads its run,
+        #: whose record holds one fingerprint per task (versions.py), so
+        #: parsing it each time made a task's cost grow with the run's size.
+        #: A row whose revision is unchanged is not read again (see
+        #: sqlite_rows.RUN_REVISIONS).
+        self._runs: dict[str, tuple[int, RunRecord]] = {}
         # Open the file and create the schema now: a bad path or a file that
         # is not a database fails here, with advice, not in a worker thread.
         try:
@@ -233,6 +251,7 @@ class SqliteStore(SqliteContext):
             with self._connection() as conn:
                 conn.executescript(SCHEMA)
                 _add_missing_columns(conn)
+                conn.executescript(RUN_REVISIONS)
                 conn.execute("CREATE INDEX IF NOT EXISTS triggers_by_watch ON triggers(watch)")
         except (OSError, sqlite3.Error) as exc:
             self.close()
@@ -310,9 +329,24 @@ class SqliteStore(SqliteContext):
         return True
 
     def get_run(self, run_id: str) -> RunRecord | None:
-        row = self._connection().execute("SELECT data FROM runs WHERE run_id = ?",
-                                         (run_id,)).fetchone()
-        return RunRecord.from_dict(json.loads(row[0])) if row else None
+        conn = self._connection()
+        cached = self._runs.get(run_id)
+        if cached is not None:
+            row = conn.execute("SELECT revision FROM runs INDEXED BY runs_revision "
+                               "WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                return None
+            if row[0] == cached[0]:
+                return _copy_run(cached[1])
+        row = conn.execute("SELECT revision, data FROM runs WHERE run_id = ?",
+                           (run_id,)).fetchone()
+        if row is None:
+            return None
+        record = RunRecord.from_dict(json.loads(row[1]))
+        if len(self._runs) >= _CACHED_RUNS:
+            self._runs.clear()
+        self._runs[run_id] = (row[0], record)
+        return _copy_run(record)
 
     def get_tasks(self, run_id: str,
                   task_ids: Iterable[str] | None = None) -> list[TaskRecord]:

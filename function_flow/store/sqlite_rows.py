@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS runs (
     job_name   TEXT NOT NULL,
     status     TEXT NOT NULL,
     created_at REAL NOT NULL,
-    data       TEXT NOT NULL
+    data       TEXT NOT NULL,
+    revision   INTEGER NOT NULL DEFAULT 0 -- see RUN_REVISIONS
 );
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at, run_id);
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_name, created_at, run_id);
@@ -100,11 +101,30 @@ CREATE TABLE IF NOT EXISTS triggers (
 );
 """
 
+#: A run row's `revision` changes with every write of its data, whoever
+#: writes it (triggers, so another process or an earlier release too), and a
+#: new row starts at a random one: a process that has parsed a revision
+#: (SqliteStore's run cache) knows the row is unchanged while it reads the
+#: same revision, even across a delete and a new run of the same id. Run
+#: after ADDED_COLUMNS (an older database gets the column first).
+RUN_REVISIONS = """
+-- The revision is read alone, from this index: in the row it comes after
+-- the data, which spans overflow pages in a run of thousands of tasks.
+CREATE INDEX IF NOT EXISTS runs_revision ON runs (run_id, revision);
+CREATE TRIGGER IF NOT EXISTS run_created AFTER INSERT ON runs BEGIN
+    UPDATE runs SET revision = random() WHERE run_id = NEW.run_id;
+END;
+CREATE TRIGGER IF NOT EXISTS run_revised AFTER UPDATE OF data ON runs BEGIN
+    UPDATE runs SET revision = OLD.revision + 1 WHERE run_id = NEW.run_id;
+END;
+"""
+
 
 #: Columns added after the first release; databases made before get them
 #: on open (see SqliteStore.__init__).
 ADDED_COLUMNS = {"triggers": (("watch", "TEXT"), ("on_timeout", "TEXT"),
-                              ("definition", "TEXT"))}
+                              ("definition", "TEXT")),
+                 "runs": (("revision", "INTEGER NOT NULL DEFAULT 0"),)}
 
 
 def trigger_row(trigger: Trigger) -> tuple[Any, ...]:
