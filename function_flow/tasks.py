@@ -33,6 +33,7 @@ from function_flow.context import RunContext
 from function_flow.entry_points import EntryPoints
 from function_flow.task_view import Task, remote_call, topic_of
 from function_flow.run_hooks import HookDecorators
+from function_flow.run_end import NOTIFIED_LOOK_SECONDS, RunChanges
 from function_flow.core.graph import Backoff, Dag, TaskSpec, make_spec
 from function_flow.errors import DefinitionError, FunctionFlowError, RunNotFoundError
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus
@@ -301,14 +302,24 @@ class Job(EntryPoints, HookDecorators):
         return run
 
     def wait(self, run_id: Optional[str] = None, timeout: Optional[float] = None,
-             poll_interval: float = 0.05, *, hooks: bool = True) -> RunRecord:
+             poll_interval: Optional[float] = None, *, hooks: bool = True) -> RunRecord:
         """Block until the run ends, and its hooks and callback have run
-        (hooks=False: only until it ends); returns its final record."""
+        (hooks=False: only until it ends); returns its final record.
+
+        On the embedded backend the store tells this process's waiters of
+        the commit that ends the run (run_end.py), and `poll_interval`
+        (default 1 s) is only how often it looks anyway, for what other
+        processes write; elsewhere it polls every `poll_interval` (0.05 s).
+        """
         run_id = run_id or self.id
         if run_id is None:
             raise FunctionFlowError("no run to wait for: call job.start() first")
+        changes = RunChanges(self.engine.store)
+        if poll_interval is None:
+            poll_interval = NOTIFIED_LOOK_SECONDS if changes.notified else 0.05
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            changes.mark()
             run = self.engine.run_status(run_id)
             if run.status.is_final and not (hooks and run.hooks_pending):
                 # The commit that ends a run comes before its follow-ups (the
@@ -319,7 +330,8 @@ class Job(EntryPoints, HookDecorators):
             self.repair_if_stalled(run_id)
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} still {run.status.value} after {timeout} s")
-            time.sleep(poll_interval)
+            changes.pause(poll_interval if deadline is None
+                          else max(0.0, min(poll_interval, deadline - time.monotonic())))
 
     def repair_if_stalled(self, run_id: str, every: float = 2.0) -> None:
         """On the embedded backend, do what the poller does on Google Cloud.

@@ -22,6 +22,7 @@ from function_flow.cli.hook_lines import hook_lines, print_hooks
 from function_flow.core.listing import ordered_tasks
 from function_flow.core.ports import Store
 from function_flow.core.records import RunRecord, RunStatus, TaskRecord, TaskStatus
+from function_flow.run_end import RunChanges
 from function_flow.tasks import Job
 
 #: Once a run has ended, how long `run` and `resume` wait for its tasks that
@@ -46,12 +47,15 @@ def follow_to_end(job: Job, backend: backends.Backend, run_id: str, *,
     out.print(f"{verb} run {run_id} (job {job.name}, {len(job.dag.tasks)} tasks)",
               markup=False)
 
+    changes = RunChanges(engine.store)  # the run's end cuts a pause short
+
     def fetch() -> tuple[RunRecord, list[TaskRecord]]:
         job.repair_if_stalled(run_id)
+        changes.mark()
         return engine.run_status(run_id), engine.task_records(run_id)
 
     try:
-        progress.follow(fetch, out)
+        progress.follow(fetch, out, pause=changes.pause)
         follow_hooks(job, run_id, out)
         settle(job, backend, run_id)
     except KeyboardInterrupt:

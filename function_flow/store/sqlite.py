@@ -50,6 +50,7 @@ class _SqliteTransaction:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._wrote = False
+        self.wrote_run = False  # for SqliteStore.wait_run_write
         #: (run, task) -> (JSON fields, deps_done rows), or None if missing.
         self._tasks: dict[tuple[str, str], tuple[dict[str, Any], dict[str, str]] | None] = {}
         self._runs: dict[str, dict[str, Any] | None] = {}
@@ -102,6 +103,7 @@ class _SqliteTransaction:
         if data is None:
             return
         data.update(fields)
+        self.wrote_run = True
         self._conn.execute("UPDATE runs SET status = ?, data = ? WHERE run_id = ?",
                            (data["status"], dumps(data), run_id))
 
@@ -235,8 +237,13 @@ class SqliteStore(SqliteContext):
     """The embedded backend's store (see module docstring; the run context
     is in sqlite_context.py)."""
 
-    def __init__(self, path: str = DEFAULT_PATH) -> None:
+    def __init__(self, path: str = DEFAULT_PATH, synchronous: str = "normal") -> None:
         self.path = path
+        if synchronous.lower() not in ("normal", "full"):
+            raise ValueError(f"synchronous={synchronous!r}: use 'normal' or 'full'")
+        #: NORMAL: a commit survives kill -9; FULL: an fsync per commit, so it
+        #: survives a power cut too (bench/README.md has the cost).
+        self.synchronous = synchronous.upper()
         self._local = threading.local()
         #: run id -> (revision, record): every task's claim reads its run,
         #: whose record holds one fingerprint per task (versions.py), so
@@ -244,6 +251,10 @@ class SqliteStore(SqliteContext):
         #: A row whose revision is unchanged is not read again (see
         #: sqlite_rows.RUN_REVISIONS).
         self._runs: dict[str, tuple[int, RunRecord]] = {}
+        #: Commits of this process that wrote a run record, counted, so that
+        #: job.wait() learns of a run's end at once (wait_run_write).
+        self._run_writes = 0
+        self._run_written = threading.Condition()
         # Open the file and create the schema now: a bad path or a file that
         # is not a database fails here, with advice, not in a worker thread.
         try:
@@ -264,7 +275,7 @@ class SqliteStore(SqliteContext):
                 conn = sqlite3.connect(self.path, timeout=60, isolation_level=None,
                                        check_same_thread=False)
                 conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
                 conn.execute("PRAGMA busy_timeout=60000")
             except sqlite3.Error:
                 if conn is not None:  # do not leak a half-opened connection
@@ -305,7 +316,31 @@ class SqliteStore(SqliteContext):
         # Writers are serialized by BEGIN IMMEDIATE: nothing to gain from
         # compare-and-set, and nothing ever conflicts.
         with self._writing() as conn:
-            return fn(_SqliteTransaction(conn))
+            tx = _SqliteTransaction(conn)
+            result = fn(tx)
+        if tx.wrote_run:
+            self._ran_write()
+        return result
+
+    def _ran_write(self) -> None:
+        with self._run_written:
+            self._run_writes += 1
+            self._run_written.notify_all()
+
+    def run_writes(self) -> int:
+        """How many commits of this process have written a run record so far."""
+        return self._run_writes
+
+    def wait_run_write(self, seen: int, timeout: float) -> int:
+        """Wait until this process commits a run record write after the `seen`-th
+        (run_writes() before reading), at most `timeout` seconds; the new count.
+
+        Only this process's commits notify: what another process writes (a
+        `function-flow cancel`) is seen at the caller's next look.
+        """
+        with self._run_written:
+            self._run_written.wait_for(lambda: self._run_writes != seen, timeout)
+            return self._run_writes
 
     def create_run(self, run: RunRecord, tasks: list[TaskRecord],
                    slots: dict[int, str | None]) -> bool:
@@ -326,6 +361,7 @@ class SqliteStore(SqliteContext):
             conn.executemany(
                 "INSERT INTO slots (run_id, slot, holder) VALUES (?, ?, ?)",
                 [(run.run_id, slot, holder) for slot, holder in slots.items()])
+        self._ran_write()
         return True
 
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -440,6 +476,7 @@ class SqliteStore(SqliteContext):
             for table in ("tasks", "deps_done", "join_counts", "slots", "triggers",
                           "deliveries", "context", "runs"):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+        self._ran_write()
 
     def runs_started_before(self, timestamp: float) -> list[str]:
         return [r[0] for r in self._connection().execute(
