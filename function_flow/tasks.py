@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import contextvars
-import copy
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -410,7 +409,8 @@ class Job(EntryPoints, HookDecorators):
 
     def invoke(self, spec: TaskSpec, run_id: str, attempt: int, **item: Any) -> Any:
         """Call a task's function the way it was declared (engine.Workflow)."""
-        bound_job = copy.copy(self)
+        bound_job = object.__new__(type(self))  # copy.copy, without its protocol's cost
+        bound_job.__dict__.update(self.__dict__)
         bound_job.id = run_id
         bound_job._args_cache = None
         bound_job._scope = subdags.scope_of(item.get("item_id", spec.task_id))

@@ -76,6 +76,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # ------------------------------------------------------------- the tracer
 
+#: Whether OpenTelemetry's variable names a provider class (read at start, as
+#: OpenTelemetry reads it once, at the first get_tracer_provider()).
+_PROVIDER_NAMED = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+
 
 def _current_tracer() -> trace.Tracer:
     global _tracer
@@ -88,8 +92,15 @@ def _current_tracer() -> trace.Tracer:
 
 
 def recording() -> bool:
-    """Whether spans go anywhere: a TracerProvider of the SDK (or any real one) is set."""
-    provider = _provider or trace.get_tracer_provider()
+    """Whether spans go anywhere: a TracerProvider of the SDK (or any real one) is set.
+
+    Asked several times per task: with none set (and none named by the
+    environment), it answers without get_tracer_provider's environment look-up.
+    """
+    provider = _provider or getattr(trace, "_TRACER_PROVIDER", None)
+    if provider is None and not _PROVIDER_NAMED:
+        return False
+    provider = provider or trace.get_tracer_provider()
     return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 

@@ -63,6 +63,11 @@ _FINAL_TASK_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskS
                                   TaskStatus.UPSTREAM_FAILED, TaskStatus.CANCELLED})
 
 
+#: Status by value: a dict look-up, where TaskStatus(value) costs an enum call
+#: per record read.
+_TASK_STATUSES: dict[str, TaskStatus] = {s.value: s for s in TaskStatus}
+
+
 @dataclasses.dataclass
 class RunRecord:
     """`runs/{run_id}`: written at start and when the run ends, never per task."""
@@ -165,7 +170,8 @@ class TaskRecord:
     def from_dict(cls, data: dict[str, Any]) -> "TaskRecord":
         fields = _field_names(cls)
         values = {k: v for k, v in data.items() if k in fields}
-        values["status"] = TaskStatus(values.get("status", "WAITING"))
+        status = values.get("status", "WAITING")
+        values["status"] = _TASK_STATUSES.get(status) or TaskStatus(status)
         values["deps_done"] = dict(values.get("deps_done") or {})
         return cls(**values)
 

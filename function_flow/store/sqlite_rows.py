@@ -146,8 +146,22 @@ def trigger_of(row: tuple[Any, ...]) -> Trigger:
 BATCH = 500
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+_STRICT = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def dumps(data: Any, allow_nan: bool = True) -> str:
-    return json.dumps(data, separators=(",", ":"), allow_nan=allow_nan)
+    return (_COMPACT if allow_nan else _STRICT).encode(data)
+
+
+def task_json(fields: dict[str, Any]) -> str:
+    """A task record's data column: its fields but those that are None.
+
+    Every TaskRecord field that may be None defaults to None, so the record
+    reads back the same, and a row holds the few fields a task uses, not
+    all of them (the row is written at every step and read at most).
+    """
+    return _COMPACT.encode({k: v for k, v in fields.items() if v is not None})
 
 
 def chunks(items: list[str]) -> Iterator[list[str]]:
@@ -205,7 +219,7 @@ def new_task_json(conn: sqlite3.Connection, run_id: str, record: TaskRecord) -> 
     entries = fields.pop("deps_done")
     if entries:
         write_deps_done(conn, run_id, record.task_id, entries)
-    return dumps(fields)
+    return task_json(fields)
 
 
 def merge_fields(data: dict[str, Any], fields: dict[str, Any]) -> None:
