@@ -125,3 +125,64 @@ def test_synchronous_full_on_request_and_refused_when_unknown(embedded, tmp_path
         Settings.from_env({"FUNCTION_FLOW_SQLITE_SYNCHRONOUS": "off"})
     with pytest.raises(ValueError, match="'normal' or 'full'"):
         SqliteStore(str(tmp_path / "other.db"), synchronous="extra")
+
+
+def test_writers_waiting_meanwhile_share_one_commit_and_a_failure_undoes_only_its_own(
+        tmp_path):
+    import time
+
+    from function_flow.core.records import RunRecord, TaskRecord
+
+    store = SqliteStore(str(tmp_path / "runs.db"))
+    store.create_run(RunRecord("r", "job", "h", {}), [TaskRecord(t) for t in "abc"], {})
+    statements: list[str] = []
+    opened = store._writer._connect
+
+    def traced():
+        conn = opened()
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    store._writer.close()
+    store._writer._connect = traced
+    release = threading.Event()
+
+    def first(tx):
+        tx.update_task("r", "a", {"error": "a wrote"})
+        assert release.wait(DEADLINE)
+
+    def failing(tx):
+        tx.update_task("r", "b", {"error": "b wrote"})
+        raise KeyError("b fails")
+
+    def third(tx):
+        tx.update_task("r", "c", {"error": "c wrote"})
+
+    outcomes: dict[str, object] = {}
+
+    def write(name, fn):
+        try:
+            store.transact(fn)
+            outcomes[name] = "committed"
+        except KeyError as exc:
+            outcomes[name] = exc
+
+    threads = [threading.Thread(target=write, args=("a", first))]
+    threads[0].start()
+    deadline = time.monotonic() + DEADLINE
+    while not store._writer._using and time.monotonic() < deadline:
+        time.sleep(0.001)
+    threads += [threading.Thread(target=write, args=args)
+                for args in (("b", failing), ("c", third))]
+    for thread in threads[1:]:
+        thread.start()
+    while store._writer._waiting < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    release.set()
+    for thread in threads:
+        thread.join(DEADLINE)
+    assert outcomes["a"] == outcomes["c"] == "committed"
+    assert isinstance(outcomes["b"], KeyError)
+    assert statements.count("COMMIT") == 1, statements
+    errors = {t.task_id: t.error for t in store.get_tasks("r")}
+    assert errors == {"a": "a wrote", "b": None, "c": "c wrote"}

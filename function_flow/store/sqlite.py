@@ -1,13 +1,12 @@
 """SQLite store: the embedded backend's durable state, one file per project.
 
 WAL mode with synchronous=NORMAL: a commit survives the process being
-killed (kill -9) at any point; only a power cut can lose the last commits.
-Each thread gets its own connection; `BEGIN IMMEDIATE` serializes writers,
-so a transaction never needs retrying. Writers wait in SQLite's busy
-handler, not on a Python lock: a lock handed from thread to thread forces a
-thread switch per transaction (a convoy under the GIL), while the busy
-handler lets the thread that just committed start its next transaction at
-once; bench/engine_bench.py measured the lock 20-30% slower.
+killed (kill -9) at any point; only a power cut can lose the last commits
+(synchronous="full": an fsync per commit, which survives that too). Each
+thread reads on its own connection; every write transaction of the process
+runs on one connection (sqlite_writer.py: `BEGIN IMMEDIATE`, so a
+transaction never needs retrying, and the transactions that wait while one
+runs are committed with it, so writers never sleep in SQLite's busy handler).
 
 Each process keeps the run records it read, parsed, while their rows'
 revision is unchanged (a run's record holds a fingerprint per task, and
@@ -20,13 +19,11 @@ steps use in sqlite_transaction.py.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sqlite3
 import threading
-import time
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, ContextManager, Iterable, TypeVar
 
 from function_flow.errors import StoreUnavailableError
 from function_flow.core.records import JoinProgress, RunRecord, RunStatus, TaskRecord, TaskStatus, \
@@ -36,6 +33,7 @@ from function_flow.store.sqlite_rows import (ADDED_COLUMNS, BATCH, RUN_REVISIONS
                                              TASK_COLUMNS, TRIGGER_COLUMNS, dumps, new_task_json,
                                              select_tasks, task_record, trigger_of)
 from function_flow.store.sqlite_transaction import SqliteTransaction
+from function_flow.store.sqlite_writer import GroupCommitWriter
 
 DEFAULT_PATH = os.path.join(".function_flow", "function_flow.db")
 
@@ -84,6 +82,8 @@ class SqliteStore(SqliteContext):
         #: survives a power cut too (bench/README.md has the cost).
         self.synchronous = synchronous.upper()
         self._local = threading.local()
+        #: One connection for every write of this process (sqlite_writer.py).
+        self._writer = GroupCommitWriter(self._open)
         #: run id -> (revision, record): every task's claim reads its run,
         #: whose record holds one fingerprint per task (versions.py), so
         #: parsing it each time made a task's cost grow with the run's size.
@@ -108,19 +108,24 @@ class SqliteStore(SqliteContext):
             raise _unavailable(path, exc) from exc
 
     def _connection(self) -> sqlite3.Connection:
+        """This thread's connection, for reads outside transactions."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            try:
-                conn = sqlite3.connect(self.path, timeout=60, isolation_level=None,
-                                       check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(f"PRAGMA synchronous={self.synchronous}")
-                conn.execute("PRAGMA busy_timeout=60000")
-            except sqlite3.Error:
-                if conn is not None:  # do not leak a half-opened connection
-                    conn.close()
-                raise
-            self._local.conn = conn
+            conn = self._local.conn = self._open()
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        conn = None
+        try:
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute("PRAGMA busy_timeout=60000")
+        except sqlite3.Error:
+            if conn is not None:  # do not leak a half-opened connection
+                conn.close()
+            raise
         return conn
 
     def close(self) -> None:
@@ -128,28 +133,12 @@ class SqliteStore(SqliteContext):
         if conn is not None:
             conn.close()
             self._local.conn = None
+        self._writer.close()
 
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the body raises."""
-        conn = self._connection()
-        for attempt in range(50):
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as exc:  # database is locked
-                if "locked" not in str(exc) or attempt == 49:
-                    raise
-                time.sleep(0.01 * (attempt + 1))
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            # Also when COMMIT itself failed: a connection left inside a
-            # transaction would fail every later BEGIN on this thread.
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    def _writing(self) -> ContextManager[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the body raises: a transaction
+        of this process's writer, committed with those that wait meanwhile."""
+        return self._writer.transaction()
 
     def transact(self, fn: Callable[[Any], T], *, compare_and_set: bool = False) -> T:
         # Writers are serialized by BEGIN IMMEDIATE: nothing to gain from
