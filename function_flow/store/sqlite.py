@@ -143,10 +143,14 @@ class SqliteStore(SqliteContext):
     def transact(self, fn: Callable[[Any], T], *, compare_and_set: bool = False) -> T:
         # Writers are serialized by BEGIN IMMEDIATE: nothing to gain from
         # compare-and-set, and nothing ever conflicts.
-        with self._writing() as conn:
-            tx = SqliteTransaction(conn)
-            result = fn(tx)
-        if tx.wrote_run:
+        made: list[SqliteTransaction] = []
+
+        def step(conn: sqlite3.Connection) -> T:
+            made.append(SqliteTransaction(conn))
+            return fn(made[0])
+
+        result = self._writer.run(step)
+        if made[0].wrote_run:
             self._ran_write()
         return result
 

@@ -21,6 +21,10 @@ from function_flow.store.sqlite_rows import (DEP_PREFIX, TRIGGER_COLUMNS, dumps,
                                              write_deps_done)
 
 
+#: Integers SQLite binds as they are (64 bits); larger ones go as JSON text.
+_INT64 = 2 ** 63
+
+
 class SqliteTransaction:
     """One BEGIN IMMEDIATE transaction; it holds the write lock throughout.
 
@@ -127,14 +131,21 @@ class SqliteTransaction:
             return False
         if "status" in fields:  # a TaskStatus, or its value already
             fields = dict(fields, status=getattr(fields["status"], "value", fields["status"]))
-        try:
-            values = [dumps(v, allow_nan=False) for v in fields.values()]
-        except ValueError:
-            return False
-        paths = ", ".join(f"'$.{name}', json(?)" for name in fields)
+        values, paths = [], []
+        for name, value in fields.items():
+            if value is None or (type(value) is str and value.isascii()) or (
+                    type(value) is int and -_INT64 <= value < _INT64):
+                paths.append(f"'$.{name}', ?")  # SQLite's JSON writes these as Python's does
+                values.append(value)
+                continue
+            try:  # floats too: SQLite would write 15 digits, Python's repr up to 17
+                values.append(dumps(value, allow_nan=False))
+            except ValueError:
+                return False
+            paths.append(f"'$.{name}', json(?)")
         status = "status = ?, " if "status" in fields else ""
         self._conn.execute(
-            f"UPDATE tasks SET {status}data = json_set(data, {paths}) "
+            f"UPDATE tasks SET {status}data = json_set(data, {', '.join(paths)}) "
             "WHERE run_id = ? AND task_id = ?",
             ([fields["status"]] if status else []) + values + [run_id, task_id])
         return True

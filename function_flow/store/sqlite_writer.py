@@ -25,7 +25,9 @@ import contextlib
 import sqlite3
 import threading
 import time
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
+
+T = TypeVar("T")
 
 #: Most transactions one commit holds: a group's first caller waits for the
 #: last one's writes, so groups are bounded.
@@ -48,9 +50,30 @@ class GroupCommitWriter:
         self._committed = 0     # number of the last group committed
         self._failed: dict[int, BaseException] = {}  # groups whose commit failed
 
+    def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn` in a transaction: its writes are committed (durably) when this returns."""
+        conn, group = self._enter()
+        try:
+            result = fn(conn)
+        except BaseException as exc:
+            self._undo_step(conn, group, exc)
+            raise
+        self._keep_step(conn, group)
+        return result
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One transaction: its writes are committed (durably) when this returns."""
+        """`run` for a block: its writes are committed when it exits."""
+        conn, group = self._enter()
+        try:
+            yield conn
+        except BaseException as exc:
+            self._undo_step(conn, group, exc)
+            raise
+        self._keep_step(conn, group)
+
+    def _enter(self) -> tuple[sqlite3.Connection, int]:
+        """Wait for the connection; a savepoint in the open transaction, or a new one."""
         with self._cond:
             if self._using and self._owner == threading.get_ident():
                 raise RuntimeError("a write transaction inside another on the same "
@@ -62,22 +85,22 @@ class GroupCommitWriter:
             self._using, self._owner = True, threading.get_ident()
         try:
             conn = self._begin()
+            conn.execute("SAVEPOINT step")
         except BaseException:
             self._hand_on()
             raise
-        group = self._group
         self._members += 1
-        conn.execute("SAVEPOINT step")
-        try:
-            yield conn
-        except BaseException as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK TO step")
-                conn.execute("RELEASE step")
-                self._end(group, wait=False)
-            else:  # SQLite rolled the whole transaction back: the group is lost
-                self._lose(group, exc)
-            raise
+        return conn, self._group
+
+    def _undo_step(self, conn: sqlite3.Connection, group: int, exc: BaseException) -> None:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK TO step")
+            conn.execute("RELEASE step")
+            self._end(group, wait=False)
+        else:  # SQLite rolled the whole transaction back: the group is lost
+            self._lose(group, exc)
+
+    def _keep_step(self, conn: sqlite3.Connection, group: int) -> None:
         conn.execute("RELEASE step")
         self._end(group, wait=True)
 
