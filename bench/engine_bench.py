@@ -269,6 +269,7 @@ def measure(scenario: Scenario, runner: str, workers: int, repeat: int,
     """Timed runs, then one untimed run under tracemalloc. Runs in a child."""
     deps = graph(scenario.shape, scenario.size)
     walls: list[float] = []
+    cpus: list[float] = []  # the process's CPU time (every thread) per timed run
     if runner == "floor":
         return {"walls": [floor_loop(scenario, synchronous) for _ in range(repeat)]}
     if runner != "in-process":  # imports are not part of a run's memory
@@ -282,9 +283,10 @@ def measure(scenario: Scenario, runner: str, workers: int, repeat: int,
             walls.append(time.perf_counter() - started)
         else:
             embedded_run = EmbeddedRun(scenario, workers, synchronous=synchronous)
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             embedded_run.run()
             walls.append(time.perf_counter() - started)
+            cpus.append(time.process_time() - cpu)
             embedded_run.check()
             embedded_run.close()
     rss_growth_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
@@ -300,7 +302,8 @@ def measure(scenario: Scenario, runner: str, workers: int, repeat: int,
     tracemalloc.stop()
     if embedded_run is not None:
         embedded_run.close()
-    return {"walls": walls, "heap_peak": heap_peak, "rss_growth": rss_growth_kib * 1024}
+    return {"walls": walls, "cpus": cpus, "heap_peak": heap_peak,
+            "rss_growth": rss_growth_kib * 1024}
 
 
 def measure_in_child(scenario: Scenario, runner: str, workers: int,
@@ -322,7 +325,8 @@ def _size(n_bytes: float) -> str:
 
 
 COLUMNS = ("scenario", "tasks", "in-process\nms/task", "floor\nms/task",
-           "embedded\nwall s", "embedded\nms/task", "x floor", "before\nms/task",
+           "embedded\nwall s", "embedded\nms/task", "embedded\nCPU ms/task", "x floor",
+           "before\nms/task",
            "x before", "embedded\nheap", "embedded\nRSS growth", "target\nms/task", "met")
 
 
@@ -354,6 +358,7 @@ def table_rows(rows: list[Row], synchronous: str = "normal") -> list[list[str]]:
         cells.append([
             scenario.label, f"{count:,}", f"{local_wall * 1000 / count:.4f}",
             f"{floor_per_task:.3f}", f"{durable_wall:.3f}", f"{per_task:.3f}",
+            f"{statistics.median(durable['cpus']) * 1000 / count:.3f}",
             f"{per_task / floor_per_task:.1f}",
             "-" if previous is None else f"{previous:.3f}",
             "-" if previous is None else f"{per_task / previous:.2f}",
@@ -371,7 +376,8 @@ def print_table(rows: list[Row], workers: int, repeat: int, markdown: bool = Fal
     caption = ("ms/task = wall / tasks in the DAG; foreach rows: wall / items. wall = "
                "job.start() until job.wait() returns the SUCCEEDED record. floor = two "
                "committed WAL transactions per task in one thread at the same synchronous "
-               "setting (floor_loop); x floor = embedded / floor. before = the figure before "
+               "setting (floor_loop); CPU = the process's CPU time (all threads) over the run, "
+               "less sensitive than wall to other work on the machine; x floor = embedded / floor. before = the figure before "
                "issue 11's work (bench/engine_baseline.json); x before = embedded / before. "
                "heap = tracemalloc peak of one extra untimed run (all threads); RSS = "
                "resource.getrusage maxrss growth over the timed runs, each scenario in a "
