@@ -40,7 +40,12 @@ class GroupCommitWriter:
     def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
         self._connect = connect
         self._conn: sqlite3.Connection | None = None
-        self._cond = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        #: Two conditions on one lock, so that each wake-up is for a thread
+        #: that can use it: `_free` (the connection is free: one waiter takes
+        #: it) and `_done` (a group committed, or failed: all its callers).
+        self._cond = self._free = threading.Condition(lock)
+        self._done = threading.Condition(lock)
         self._using = False     # a thread has the connection now
         self._owner = 0         # which one
         self._waiting = 0       # threads waiting for it
@@ -80,7 +85,7 @@ class GroupCommitWriter:
                                    "thread would wait for itself")
             self._waiting += 1
             while self._using:
-                self._cond.wait()
+                self._free.wait()
             self._waiting -= 1
             self._using, self._owner = True, threading.get_ident()
         try:
@@ -124,7 +129,7 @@ class GroupCommitWriter:
     def _hand_on(self) -> None:
         with self._cond:
             self._using = False
-            self._cond.notify_all()
+            self._free.notify()
 
     def _end(self, group: int, wait: bool) -> None:
         """Leave the group open to a waiting thread, or commit it; with `wait`,
@@ -132,9 +137,9 @@ class GroupCommitWriter:
         with self._cond:
             if self._waiting and self._members < MAX_GROUP:
                 self._using = False
-                self._cond.notify_all()
+                self._free.notify()
                 while wait and self._committed < group and group not in self._failed:
-                    self._cond.wait()
+                    self._done.wait()
                 self._raise_if_failed(group, wait)
                 return
         assert self._conn is not None
@@ -152,7 +157,8 @@ class GroupCommitWriter:
             else:
                 self._failed[group] = failure
             self._using = False
-            self._cond.notify_all()
+            self._done.notify_all()
+            self._free.notify()
         if failure is not None and wait:
             raise failure
 
@@ -161,7 +167,8 @@ class GroupCommitWriter:
             self._group = 0
             self._failed[group] = exc
             self._using = False
-            self._cond.notify_all()
+            self._done.notify_all()
+            self._free.notify()
 
     def _raise_if_failed(self, group: int, wait: bool) -> None:
         failure = self._failed.get(group)
