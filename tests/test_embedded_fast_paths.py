@@ -186,3 +186,37 @@ def test_writers_waiting_meanwhile_share_one_commit_and_a_failure_undoes_only_it
     assert statements.count("COMMIT") == 1, statements
     errors = {t.task_id: t.error for t in store.get_tasks("r")}
     assert errors == {"a": "a wrote", "b": None, "c": "c wrote"}
+
+
+def test_the_cli_progress_view_ends_with_the_run_not_at_its_next_refresh(tmp_path):
+    """`function-flow run` follows a run with progress.follow and run_end.RunChanges."""
+    import io
+
+    from rich.console import Console
+
+    from function_flow.cli import progress
+    from function_flow.core.records import RunRecord
+    from function_flow.run_end import RunChanges
+
+    store = SqliteStore(str(tmp_path / "runs.db"))
+    store.create_run(RunRecord("r", "job", "h", {}), [], {})
+    changes, paused = RunChanges(store), threading.Event()
+
+    def fetch():
+        changes.mark()
+        return store.get_run("r"), []
+
+    def pause(seconds):
+        paused.set()
+        changes.pause(seconds)
+
+    ended = {}
+    follower = threading.Thread(target=lambda: ended.update(view=progress.follow(
+        fetch, Console(file=io.StringIO()), live=False, interval=3600, pause=pause)),
+        daemon=True)
+    follower.start()
+    assert paused.wait(DEADLINE)
+    store.transact(lambda tx: tx.update_run("r", {"status": "SUCCEEDED"}))
+    follower.join(DEADLINE)
+    assert not follower.is_alive(), "the view waited for its refresh interval"
+    assert ended["view"][0].status is RunStatus.SUCCEEDED

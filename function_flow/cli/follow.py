@@ -79,7 +79,10 @@ def hook_records(store: Store, run: RunRecord) -> list[TaskRecord]:
 def follow_hooks(job: Job, run_id: str, out: Any, interval: float = 0.1) -> None:
     """After the run ended, wait for its hooks and callback (core/hooks.py), saying
     what each does meanwhile (the summary says how they ended): a callback
-    that keeps failing is retried here with its backoff."""
+    that keeps failing is retried here with its backoff. The commit of the
+    hooks' end cuts a pause short (run_end.RunChanges)."""
+    changes = RunChanges(job.engine.store)
+    changes.mark()
     run = job.engine.run_status(run_id)
     shown: list[str] = []
     while run.hooks_pending:
@@ -88,8 +91,9 @@ def follow_hooks(job: Job, run_id: str, out: Any, interval: float = 0.1) -> None
             if line not in shown:
                 out.print(line, markup=False, soft_wrap=True)
         shown = lines
-        time.sleep(interval)
+        changes.pause(interval)
         job.repair_if_stalled(run_id)
+        changes.mark()
         run = job.engine.run_status(run_id)
 
 
