@@ -1,6 +1,7 @@
 """Per-task overhead of the embedded backend, beside a plain in-process loop.
 
-    .venv/bin/python bench/engine_bench.py [--sizes 1000] [--workers 8] [--repeat 3]
+    .venv/bin/python bench/engine_bench.py [--sizes 1000 10000] [--workers 8] [--repeat 3]
+    .venv/bin/python bench/engine_bench.py --synchronous full   # fsync per commit
     .venv/bin/python bench/engine_bench.py --profile fanout   # where the time goes
     .venv/bin/python bench/engine_bench.py --foreach-sizes 1000 10000 --markdown
 
@@ -20,12 +21,17 @@ Foreach rows run for each --foreach-sizes N (default: the --sizes), so
 `--foreach-sizes 1000 10000` shows whether an item's cost stays flat
 beside the chain and fan-out rows of the same invocation.
 
-Each scenario runs twice per repeat: as a `graphlib.TopologicalSorter` loop
-that calls the task functions in this process (the floor: no durability, no
-threads), and on the embedded backend (SqliteStore in a temp dir: WAL,
-synchronous=NORMAL, survives kill -9; LocalBus worker pool) through the
-public API (`tasks.Job(...).use_backend(embedded(...))`, start, wait).
-The table shows the median of --repeat runs.
+Each scenario runs three ways per repeat: as a `graphlib.TopologicalSorter`
+loop that calls the task functions in this process (no durability, no
+threads); as the durable floor, a loop that commits per task the two WAL
+transactions any durable engine needs (the claim before the body, the
+outcome before its effects) at the same synchronous setting, in one thread
+(`floor_loop`); and on the embedded backend (SqliteStore in a temp dir: WAL,
+synchronous=NORMAL by default, survives kill -9; LocalBus worker pool)
+through the public API (`tasks.Job(...).use_backend(embedded(...))`,
+start, wait). The table shows the median of --repeat runs, the ratio of
+the embedded figure to the floor, and to the figure before issue 11's work
+(bench/engine_baseline.json, measured on the same machine).
 
 Every scenario runs in its own child process, so that its peak RSS growth
 (`resource.getrusage` maxrss after the timed runs minus maxrss before them)
@@ -53,8 +59,12 @@ import time
 import tracemalloc
 from typing import Any, Callable
 
-TARGET_MS_PER_TASK = 1.0
+#: Issue 11's target for chains and 1 -> N -> 1 fan-outs (no slots) at NORMAL.
+TARGET_MS_PER_TASK = 0.12
+TARGET_SHAPES = ("chain", "fanout")
 SLOTTED_PARALLELISM = 50
+#: ms/task before issue 11's work, per synchronous setting and Scenario.key().
+BASELINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine_baseline.json")
 #: --profile NAME: (shape, limited to SLOTTED_PARALLELISM at once).
 PROFILES = {"chain": ("chain", False), "fanout": ("fanout", False),
             "fanout-slots": ("fanout", True), "foreach": ("foreach", False),
@@ -142,6 +152,44 @@ def run_in_process(deps: dict[str, list[str]]) -> None:
             sorter.done(task_id)
 
 
+def floor_loop(scenario: "Scenario", synchronous: str) -> float:
+    """The durable floor: per task, the claim and the outcome, each one committed
+    BEGIN IMMEDIATE transaction on a WAL database at `synchronous`. Returns the wall
+    time of the loop (the rows are made first, untimed)."""
+    import sqlite3
+
+    directory = tempfile.mkdtemp(prefix="ff-floor-")
+    try:
+        conn = sqlite3.connect(os.path.join(directory, "floor.db"), isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        conn.execute("CREATE TABLE tasks (run_id TEXT, task_id TEXT, status TEXT, "
+                     "data TEXT, PRIMARY KEY (run_id, task_id)) WITHOUT ROWID")
+        ids = list(graph(scenario.shape, scenario.size)) if scenario.shape != "foreach" \
+            else [f"work[{i}]" for i in range(scenario.size)]
+        data = json.dumps({"task_id": "x" * 8, "status": "SUCCEEDED", "result": None,
+                           "attempts": [{"attempt": 1, "outcome": "succeeded"}]})
+        conn.executemany("INSERT INTO tasks VALUES ('r', ?, 'QUEUED', ?)",
+                         [(task_id, data) for task_id in ids])
+        started = time.perf_counter()
+        for number, task_id in enumerate(ids):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("UPDATE tasks SET status = 'RUNNING' WHERE run_id = 'r' "
+                         "AND task_id = ?", (task_id,))
+            conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("UPDATE tasks SET status = 'SUCCEEDED', data = ? WHERE run_id = 'r' "
+                         "AND task_id = ?", (data, task_id))
+            conn.execute("UPDATE tasks SET status = 'QUEUED' WHERE run_id = 'r' "
+                         "AND task_id = ?", (ids[(number + 1) % len(ids)],))
+            conn.execute("COMMIT")
+        wall = time.perf_counter() - started
+        conn.close()
+        return wall
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 class EmbeddedRun:
     """One fresh embedded backend (own temp dir) and a job defined on it.
 
@@ -150,14 +198,14 @@ class EmbeddedRun:
     """
 
     def __init__(self, scenario: Scenario, workers: int,
-                 wrap_handler: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None
-                 ) -> None:
+                 wrap_handler: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+                 synchronous: str = "normal") -> None:
         from function_flow import tasks
         from function_flow.backends import embedded
 
         self.directory = tempfile.mkdtemp(prefix="ff-bench-")
         self.backend = embedded(db_path=os.path.join(self.directory, "bench.db"),
-                                workers=workers)
+                                workers=workers, synchronous=synchronous)
         self.scenario = scenario
         self.job = tasks.Job(name=f"bench-{scenario.shape}",
                              max_parallel_tasks=scenario.max_parallel)
@@ -174,10 +222,9 @@ class EmbeddedRun:
             scenario.size if scenario.shape == "foreach" else 0)
 
     def run(self) -> None:
-        # job.run() polls every 50 ms; poll every 1 ms so the measurement is
-        # not rounded up to the poll interval (the reads cost microseconds).
+        # The store tells job.wait() of the run's end: no poll interval to round up to.
         self.job.start()
-        record = self.job.wait(timeout=300, poll_interval=0.001)
+        record = self.job.wait(timeout=300)
         if record.status.value != "SUCCEEDED":
             raise RuntimeError(f"benchmark run ended {record.status.value}: {record.error}")
 
@@ -217,10 +264,14 @@ def define_foreach(job: Any, scenario: Scenario) -> None:
     job.task("join", deps=["work"])(join)
 
 
-def measure(scenario: Scenario, runner: str, workers: int, repeat: int) -> dict[str, Any]:
+def measure(scenario: Scenario, runner: str, workers: int, repeat: int,
+            synchronous: str = "normal") -> dict[str, Any]:
     """Timed runs, then one untimed run under tracemalloc. Runs in a child."""
     deps = graph(scenario.shape, scenario.size)
     walls: list[float] = []
+    cpus: list[float] = []  # the process's CPU time (every thread) per timed run
+    if runner == "floor":
+        return {"walls": [floor_loop(scenario, synchronous) for _ in range(repeat)]}
     if runner != "in-process":  # imports are not part of a run's memory
         import function_flow.backends  # noqa: F401
         import function_flow.tasks  # noqa: F401
@@ -231,15 +282,17 @@ def measure(scenario: Scenario, runner: str, workers: int, repeat: int) -> dict[
             run_in_process(deps)
             walls.append(time.perf_counter() - started)
         else:
-            embedded_run = EmbeddedRun(scenario, workers)
-            started = time.perf_counter()
+            embedded_run = EmbeddedRun(scenario, workers, synchronous=synchronous)
+            started, cpu = time.perf_counter(), time.process_time()
             embedded_run.run()
             walls.append(time.perf_counter() - started)
+            cpus.append(time.process_time() - cpu)
             embedded_run.check()
             embedded_run.close()
     rss_growth_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
 
-    embedded_run = None if runner == "in-process" else EmbeddedRun(scenario, workers)
+    embedded_run = None if runner == "in-process" else \
+        EmbeddedRun(scenario, workers, synchronous=synchronous)
     tracemalloc.start()
     if embedded_run is None:
         run_in_process(deps)
@@ -249,13 +302,15 @@ def measure(scenario: Scenario, runner: str, workers: int, repeat: int) -> dict[
     tracemalloc.stop()
     if embedded_run is not None:
         embedded_run.close()
-    return {"walls": walls, "heap_peak": heap_peak, "rss_growth": rss_growth_kib * 1024}
+    return {"walls": walls, "cpus": cpus, "heap_peak": heap_peak,
+            "rss_growth": rss_growth_kib * 1024}
 
 
 def measure_in_child(scenario: Scenario, runner: str, workers: int,
-                     repeat: int) -> dict[str, Any]:
+                     repeat: int, synchronous: str = "normal") -> dict[str, Any]:
     command = [sys.executable, os.path.abspath(__file__), "--child", scenario.key(),
-               runner, "--workers", str(workers), "--repeat", str(repeat)]
+               runner, "--workers", str(workers), "--repeat", str(repeat),
+               "--synchronous", synchronous]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         sys.stderr.write(done.stderr)
@@ -269,41 +324,67 @@ def _size(n_bytes: float) -> str:
     return f"{n_bytes / 2**20:.1f} MiB"
 
 
-COLUMNS = ("scenario", "tasks", "in-process\nwall s", "in-process\nms/task",
-           "in-process\nheap", "embedded\nwall s", "embedded\nms/task", "embedded\nheap",
-           "embedded\nRSS growth", "target\nms/task", "met")
+COLUMNS = ("scenario", "tasks", "in-process\nms/task", "floor\nms/task",
+           "embedded\nwall s", "embedded\nms/task", "embedded\nCPU ms/task", "x floor",
+           "before\nms/task",
+           "x before", "embedded\nheap", "embedded\nRSS growth", "target\nms/task", "met")
 
 
-def table_rows(rows: list[tuple[Scenario, dict[str, Any], dict[str, Any]]]
-               ) -> list[list[str]]:
-    """The table's cells, one list per scenario ("met" is "yes" or "no")."""
+def baseline(synchronous: str) -> dict[str, float]:
+    """ms/task before issue 11's work, by Scenario.key() ({} when not recorded)."""
+    try:
+        with open(BASELINE, encoding="utf-8") as file:
+            return json.load(file).get(synchronous, {})
+    except FileNotFoundError:
+        return {}
+
+
+Row = tuple[Scenario, dict[str, Any], dict[str, Any], dict[str, Any]]
+
+
+def table_rows(rows: list[Row], synchronous: str = "normal") -> list[list[str]]:
+    """The table's cells, one list per scenario ("met" is "yes", "no" or "-")."""
+    before = baseline(synchronous)
     cells = []
-    for scenario, local, durable in rows:
+    for scenario, local, floor, durable in rows:
         count = scenario.units
         local_wall = statistics.median(local["walls"])
+        floor_per_task = statistics.median(floor["walls"]) * 1000 / count
         durable_wall = statistics.median(durable["walls"])
         per_task = durable_wall * 1000 / count
+        previous = before.get(scenario.key())
+        targeted = scenario.shape in TARGET_SHAPES and scenario.max_parallel == scenario.size \
+            and synchronous == "normal"
         cells.append([
-            scenario.label, f"{count:,}",
-            f"{local_wall:.4f}", f"{local_wall * 1000 / count:.4f}", _size(local["heap_peak"]),
-            f"{durable_wall:.3f}", f"{per_task:.3f}", _size(durable["heap_peak"]),
-            _size(durable["rss_growth"]), f"<= {TARGET_MS_PER_TASK:.2f}",
-            "yes" if per_task <= TARGET_MS_PER_TASK else "no"])
+            scenario.label, f"{count:,}", f"{local_wall * 1000 / count:.4f}",
+            f"{floor_per_task:.3f}", f"{durable_wall:.3f}", f"{per_task:.3f}",
+            f"{statistics.median(durable['cpus']) * 1000 / count:.3f}",
+            f"{per_task / floor_per_task:.1f}",
+            "-" if previous is None else f"{previous:.3f}",
+            "-" if previous is None else f"{per_task / previous:.2f}",
+            _size(durable["heap_peak"]), _size(durable["rss_growth"]),
+            f"<= {TARGET_MS_PER_TASK:.2f}" if targeted else "-",
+            ("yes" if per_task <= TARGET_MS_PER_TASK else "no") if targeted else "-"])
     return cells
 
 
-def print_table(rows: list[tuple[Scenario, dict[str, Any], dict[str, Any]]],
-                workers: int, repeat: int, markdown: bool = False) -> None:
-    title = (f"function_flow embedded backend vs in-process loop "
-             f"(median of {repeat}, {workers} workers, no-op tasks)")
+def print_table(rows: list[Row], workers: int, repeat: int, markdown: bool = False,
+                synchronous: str = "normal") -> None:
+    title = (f"function_flow embedded backend vs in-process loop and durable floor "
+             f"(synchronous={synchronous.upper()}, median of {repeat}, {workers} workers, "
+             "no-op tasks)")
     caption = ("ms/task = wall / tasks in the DAG; foreach rows: wall / items. wall = "
-               "job.start() until the run record is SUCCEEDED. heap = tracemalloc peak of "
-               "one extra untimed run (all threads); RSS = resource.getrusage maxrss growth "
-               "over the timed runs, each scenario in a fresh process. Embedded = "
-               "SqliteStore (WAL, synchronous=NORMAL, temp dir) + LocalBus. "
+               "job.start() until job.wait() returns the SUCCEEDED record. floor = two "
+               "committed WAL transactions per task in one thread at the same synchronous "
+               "setting (floor_loop); CPU = the process's CPU time (all threads) over the run, "
+               "less sensitive than wall to other work on the machine; x floor = embedded / floor. before = the figure before "
+               "issue 11's work (bench/engine_baseline.json); x before = embedded / before. "
+               "heap = tracemalloc peak of one extra untimed run (all threads); RSS = "
+               "resource.getrusage maxrss growth over the timed runs, each scenario in a "
+               "fresh process. Embedded = SqliteStore (WAL, temp dir) + LocalBus. "
                f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end "
                "(other work on the machine inflates the embedded column).")
-    cells = table_rows(rows)
+    cells = table_rows(rows, synchronous)
     if markdown:
         print(f"{title}\n")
         print("| " + " | ".join(c.replace("\n", " ") for c in COLUMNS) + " |")
@@ -320,8 +401,8 @@ def print_table(rows: list[tuple[Scenario, dict[str, Any], dict[str, Any]]],
         table.add_column(column, justify="left" if column == "scenario" else
                          "center" if column == "met" else "right")
     for row in cells:
-        met = row[-1] == "yes"
-        table.add_row(*row[:-1], "[green]yes[/]" if met else "[red]no[/]")
+        met = {"yes": "[green]yes[/]", "no": "[red]no[/]"}.get(row[-1], row[-1])
+        table.add_row(*row[:-1], met)
     console = Console(width=max(150, shutil.get_terminal_size((150, 24)).columns))
     console.print(table)
 
@@ -369,14 +450,17 @@ def profile(scenario: Scenario, workers: int, top: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000],
-                        help="task counts N (default 1000)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000],
+                        help="task counts N (default 1000 10000: is the cost flat?)")
+    parser.add_argument("--synchronous", choices=("normal", "full"), default="normal",
+                        help="SQLite's synchronous setting for the embedded backend and "
+                             "the floor (full: an fsync per commit)")
     parser.add_argument("--workers", type=int, default=8,
                         help="LocalBus worker threads (default 8, the embedded default)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per cell (median)")
     parser.add_argument("--foreach-sizes", type=int, nargs="+", default=None,
-                        help="item counts of the foreach rows (default: the --sizes); "
-                             "10000 takes about a minute more")
+                        help="item counts of the foreach rows (default: the first "
+                             "--sizes); 10000 takes about a minute more")
     parser.add_argument("--markdown", action="store_true",
                         help="print the table as Markdown (for an issue or a README)")
     parser.add_argument("--profile", choices=list(PROFILES),
@@ -392,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.child:
         result = measure(Scenario.parse(args.child[0]), args.child[1],
-                         args.workers, args.repeat)
+                         args.workers, args.repeat, args.synchronous)
         print(json.dumps(result))
         return 0
     if args.profile:
@@ -403,11 +487,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     rows = []
-    for scenario in scenarios(args.sizes, args.foreach_sizes):
+    for scenario in scenarios(args.sizes, args.foreach_sizes or args.sizes[:1]):
         local = measure_in_child(scenario, "in-process", args.workers, args.repeat)
-        durable = measure_in_child(scenario, "embedded", args.workers, args.repeat)
-        rows.append((scenario, local, durable))
-    print_table(rows, args.workers, args.repeat, args.markdown)
+        floor = measure_in_child(scenario, "floor", args.workers, args.repeat,
+                                 args.synchronous)
+        durable = measure_in_child(scenario, "embedded", args.workers, args.repeat,
+                                   args.synchronous)
+        rows.append((scenario, local, floor, durable))
+    print_table(rows, args.workers, args.repeat, args.markdown, args.synchronous)
     return 0
 
 

@@ -162,8 +162,13 @@ def gcs_watching(settings: Settings, job: Any = None) -> dict[str, Any]:
 
 
 def embedded(db_path: str | None = None, workers: int | None = None,
-             settings: Settings | None = None) -> Backend:
-    """SQLite store plus the in-process bus: no cloud account needed."""
+             settings: Settings | None = None, *,
+             synchronous: str | None = None) -> Backend:
+    """SQLite store plus the in-process bus: no cloud account needed.
+
+    synchronous: "normal" (default; survives kill -9) or "full" (an fsync
+    per commit, survives a power cut); None: FUNCTION_FLOW_SQLITE_SYNCHRONOUS.
+    """
     from function_flow.blobs.local import LocalBlobs
     from function_flow.bus.local import LocalBus
     from function_flow.local.child import ChildProcessExecutor
@@ -174,7 +179,7 @@ def embedded(db_path: str | None = None, workers: int | None = None,
     configure_tracing(settings)  # FUNCTION_FLOW_TRACING, once per process
     path = db_path or settings.db_path
     bus = LocalBus(workers or settings.workers)
-    store = SqliteStore(path)
+    store = SqliteStore(path, synchronous or settings.sqlite_synchronous)
     hosting = LocalHost(settings.project or DEFAULT_PROJECT,
                         settings.events_topic or DEFAULT_EVENTS_TOPIC)
     backend = Backend("embedded", store, bus,

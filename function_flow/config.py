@@ -58,6 +58,9 @@ class Settings:
 
     backend: str = "embedded"
     db_path: str = os.path.join(".function_flow", "function_flow.db")
+    #: SQLite's synchronous setting: "normal" (survives kill -9) or "full"
+    #: (an fsync per commit: survives a power cut too), see store/sqlite.py.
+    sqlite_synchronous: str = "normal"
     workers: int = 8
     project: str | None = None
     firestore_database: str = "(default)"
@@ -124,6 +127,7 @@ class Settings:
         return cls(
             backend=backend,
             db_path=env.get("FUNCTION_FLOW_DB") or cls.db_path,
+            sqlite_synchronous=_synchronous(env.get("FUNCTION_FLOW_SQLITE_SYNCHRONOUS", "")),
             workers=workers,
             project=project,
             firestore_database=env.get("FUNCTION_FLOW_FIRESTORE_DATABASE") or "(default)",
@@ -191,3 +195,16 @@ def _number(env: Mapping[str, str], name: str, default: T, kind: Callable[[str],
             "a number of days" if name.endswith("_DAYS") else "a number of seconds"
         raise ConfigurationError(f"{name} must be {what} greater than 0, got {raw!r}")
     return value
+
+
+#: The values FUNCTION_FLOW_SQLITE_SYNCHRONOUS accepts.
+SYNCHRONOUS_MODES = ("normal", "full")
+
+
+def _synchronous(value: str) -> str:
+    mode = value.strip().lower() or "normal"
+    if mode not in SYNCHRONOUS_MODES:
+        raise ConfigurationError(
+            f"FUNCTION_FLOW_SQLITE_SYNCHRONOUS={value!r} is not a mode; use 'normal' "
+            "(survives kill -9) or 'full' (an fsync per commit: survives a power cut)")
+    return mode

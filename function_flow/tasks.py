@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import contextvars
-import copy
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -33,6 +32,7 @@ from function_flow.context import RunContext
 from function_flow.entry_points import EntryPoints
 from function_flow.task_view import Task, remote_call, topic_of
 from function_flow.run_hooks import HookDecorators
+from function_flow.run_end import NOTIFIED_LOOK_SECONDS, RunChanges
 from function_flow.core.graph import Backoff, Dag, TaskSpec, make_spec
 from function_flow.errors import DefinitionError, FunctionFlowError, RunNotFoundError
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus
@@ -301,14 +301,24 @@ class Job(EntryPoints, HookDecorators):
         return run
 
     def wait(self, run_id: Optional[str] = None, timeout: Optional[float] = None,
-             poll_interval: float = 0.05, *, hooks: bool = True) -> RunRecord:
+             poll_interval: Optional[float] = None, *, hooks: bool = True) -> RunRecord:
         """Block until the run ends, and its hooks and callback have run
-        (hooks=False: only until it ends); returns its final record."""
+        (hooks=False: only until it ends); returns its final record.
+
+        On the embedded backend the store tells this process's waiters of
+        the commit that ends the run (run_end.py), and `poll_interval`
+        (default 1 s) is only how often it looks anyway, for what other
+        processes write; elsewhere it polls every `poll_interval` (0.05 s).
+        """
         run_id = run_id or self.id
         if run_id is None:
             raise FunctionFlowError("no run to wait for: call job.start() first")
+        changes = RunChanges(self.engine.store)
+        if poll_interval is None:
+            poll_interval = NOTIFIED_LOOK_SECONDS if changes.notified else 0.05
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            changes.mark()
             run = self.engine.run_status(run_id)
             if run.status.is_final and not (hooks and run.hooks_pending):
                 # The commit that ends a run comes before its follow-ups (the
@@ -319,7 +329,8 @@ class Job(EntryPoints, HookDecorators):
             self.repair_if_stalled(run_id)
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} still {run.status.value} after {timeout} s")
-            time.sleep(poll_interval)
+            changes.pause(poll_interval if deadline is None
+                          else max(0.0, min(poll_interval, deadline - time.monotonic())))
 
     def repair_if_stalled(self, run_id: str, every: float = 2.0) -> None:
         """On the embedded backend, do what the poller does on Google Cloud.
@@ -398,7 +409,8 @@ class Job(EntryPoints, HookDecorators):
 
     def invoke(self, spec: TaskSpec, run_id: str, attempt: int, **item: Any) -> Any:
         """Call a task's function the way it was declared (engine.Workflow)."""
-        bound_job = copy.copy(self)
+        bound_job = object.__new__(type(self))  # copy.copy, without its protocol's cost
+        bound_job.__dict__.update(self.__dict__)
         bound_job.id = run_id
         bound_job._args_cache = None
         bound_job._scope = subdags.scope_of(item.get("item_id", spec.task_id))

@@ -81,6 +81,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # ------------------------------------------------------------- the tracer
 
+#: Whether OpenTelemetry's variable names a provider class (read at start, as
+#: OpenTelemetry reads it once, at the first get_tracer_provider()).
+_PROVIDER_NAMED = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+
 
 def _current_tracer() -> trace.Tracer:
     global _tracer
@@ -93,8 +97,15 @@ def _current_tracer() -> trace.Tracer:
 
 
 def recording() -> bool:
-    """Whether spans go anywhere: a TracerProvider of the SDK (or any real one) is set."""
-    provider = _provider or trace.get_tracer_provider()
+    """Whether spans go anywhere: a TracerProvider of the SDK (or any real one) is set.
+
+    Asked several times per task: with none set (and none named by the
+    environment), it answers without get_tracer_provider's environment look-up.
+    """
+    provider = _provider or getattr(trace, "_TRACER_PROVIDER", None)
+    if provider is None and not _PROVIDER_NAMED:
+        return False
+    provider = provider or trace.get_tracer_provider()
     return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
@@ -208,8 +219,11 @@ def claimed(run: "RunRecord", task_id: str, attempt: int, since: int,
     The span starts at `since`, before the claim's commit, and is created
     once the run is known (its stored context is the parent); a failed
     outcome makes it an error (the body span says why, or the completion
-    that refused the result).
+    that refused the result). Without a recording provider, no span at all:
+    the no-op one still costs a context switch per attempt.
     """
+    if not recording():
+        return act()
     parent = _stored(run.traceparent)
     span = _current_tracer().start_span(
         f"claim {task_id}", context=parent, kind=SpanKind.CONSUMER, start_time=since,
@@ -227,6 +241,8 @@ def claimed(run: "RunRecord", task_id: str, attempt: int, since: int,
 def body(run_id: str, task_id: str, attempt: int) -> Any:
     """The span of a task's body (the current claim's child); an exception makes it an
     error with the exception and its traceback recorded."""
+    if not recording():
+        return contextlib.nullcontext()
     return _current_tracer().start_as_current_span(
         f"body {task_id}", attributes={RUN_ID: run_id, TASK_ID: task_id, ATTEMPT: attempt})
 

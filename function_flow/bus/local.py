@@ -12,7 +12,12 @@ expired lease is still found and unrelated work is not held up behind it.
 Per message the bus wakes one worker and nobody else: the timer thread is
 woken only when a new delay is due sooner than every other (each claimed
 task schedules a lease check an hour ahead, which must not cost a thread
-switch), and wait_idle() only when the bus becomes idle.
+switch), and wait_idle() only when the bus becomes idle. And a message a
+worker publishes while it handles one, outside a task body (a completion's
+follow-up queuing the next task), is kept for that worker to handle next:
+the first of them, the others go to the pool at once. A chain then runs on
+one thread, with no hand-off per task. Inside a body (which may wait for
+what it published) everything goes to the pool.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import time
 from typing import Callable
 
 from function_flow import tracing
+from function_flow.core import output
 from function_flow.core.ports import Bus
 from function_flow.core.records import Message, MessageKind
 
@@ -56,6 +62,8 @@ class LocalBus(Bus):
         self._delayed_work = 0     # delayed RUN_TASK messages (retries)
         self._threads: list[threading.Thread] = []
         self._closed = False
+        #: On a worker thread: `next`, the message it keeps for itself (or None).
+        self._worker = threading.local()
 
     def subscribe(self, handler: Callable[[Message], object]) -> None:
         """Set the handler and start the threads (idempotent)."""
@@ -92,14 +100,27 @@ class LocalBus(Bus):
                     self._timer_wakeup.notify()
                 return
             self._busy += 1
+        if message.kind is not MessageKind.CHECK_LEASE:
+            worker = self._worker
+            if getattr(worker, "next", False) is None and output.current() is None:
+                worker.next = (message, deliveries, sender)
+                return
         self._queue_for(message).put((message, deliveries, sender))
 
     def _queue_for(self, message: Message) -> queue.SimpleQueue:
         return self._control if message.kind is MessageKind.CHECK_LEASE else self._ready
 
     def _work(self, inbox: queue.SimpleQueue) -> None:
+        worker = self._worker
+        keeps = inbox is self._ready  # the control thread keeps nothing
+        if keeps:
+            worker.next = None
         while True:
-            item = inbox.get()
+            item = worker.next if keeps else None
+            if item is None:
+                item = inbox.get()
+            else:
+                worker.next = None
             if item is _STOP:
                 return
             message, deliveries, sender = item

@@ -22,6 +22,7 @@ from function_flow.cli.hook_lines import hook_lines, print_hooks
 from function_flow.core.listing import ordered_tasks
 from function_flow.core.ports import Store
 from function_flow.core.records import RunRecord, RunStatus, TaskRecord, TaskStatus
+from function_flow.run_end import RunChanges
 from function_flow.tasks import Job
 
 #: Once a run has ended, how long `run` and `resume` wait for its tasks that
@@ -46,12 +47,15 @@ def follow_to_end(job: Job, backend: backends.Backend, run_id: str, *,
     out.print(f"{verb} run {run_id} (job {job.name}, {len(job.dag.tasks)} tasks)",
               markup=False)
 
+    changes = RunChanges(engine.store)  # the run's end cuts a pause short
+
     def fetch() -> tuple[RunRecord, list[TaskRecord]]:
         job.repair_if_stalled(run_id)
+        changes.mark()
         return engine.run_status(run_id), engine.task_records(run_id)
 
     try:
-        progress.follow(fetch, out)
+        progress.follow(fetch, out, pause=changes.pause)
         follow_hooks(job, run_id, out)
         settle(job, backend, run_id)
     except KeyboardInterrupt:
@@ -75,7 +79,10 @@ def hook_records(store: Store, run: RunRecord) -> list[TaskRecord]:
 def follow_hooks(job: Job, run_id: str, out: Any, interval: float = 0.1) -> None:
     """After the run ended, wait for its hooks and callback (core/hooks.py), saying
     what each does meanwhile (the summary says how they ended): a callback
-    that keeps failing is retried here with its backoff."""
+    that keeps failing is retried here with its backoff. The commit of the
+    hooks' end cuts a pause short (run_end.RunChanges)."""
+    changes = RunChanges(job.engine.store)
+    changes.mark()
     run = job.engine.run_status(run_id)
     shown: list[str] = []
     while run.hooks_pending:
@@ -84,8 +91,9 @@ def follow_hooks(job: Job, run_id: str, out: Any, interval: float = 0.1) -> None
             if line not in shown:
                 out.print(line, markup=False, soft_wrap=True)
         shown = lines
-        time.sleep(interval)
+        changes.pause(interval)
         job.repair_if_stalled(run_id)
+        changes.mark()
         run = job.engine.run_status(run_id)
 
 

@@ -54,29 +54,34 @@ def make_console(stderr: bool = False) -> Console:
 
 
 def follow(fetch: Fetch, console: Console, *, live: bool | None = None,
-           interval: float = 0.1, lines: Lines | None = None
+           interval: float = 0.1, lines: Lines | None = None,
+           pause: Callable[[float], None] = time.sleep
            ) -> tuple[RunRecord, list[TaskRecord]]:
     """Show the run's progress until it reaches a final status; return the last view.
 
     `lines(run, tasks)`: what to print of each view instead of the state
     changes (plain lines; `function-flow logs --follow` prints events).
+    `pause(interval)` between views: one that a run's end cuts short
+    (run_end.RunChanges) lets the caller return as soon as the run ends.
     """
     if live is None:
         live = console.is_terminal and lines is None
     if not live:
-        return _follow_plain(fetch, console, interval, lines)
+        return _follow_plain(fetch, console, interval, lines, pause)
     run, tasks = fetch()
     with Live(render_progress(run, tasks, console.size.height), console=console,
               transient=True, refresh_per_second=8) as view:
         while not run.status.is_final:
-            time.sleep(interval)
+            pause(interval)
             run, tasks = fetch()
             view.update(render_progress(run, tasks, console.size.height))
     return run, tasks
 
 
 def _follow_plain(fetch: Fetch, console: Console, interval: float,
-                  lines: Lines | None = None) -> tuple[RunRecord, list[TaskRecord]]:
+                  lines: Lines | None = None,
+                  pause: Callable[[float], None] = time.sleep
+                  ) -> tuple[RunRecord, list[TaskRecord]]:
     seen: dict[str, tuple[TaskStatus, int]] = {}
     while True:
         run, tasks = fetch()
@@ -84,7 +89,7 @@ def _follow_plain(fetch: Fetch, console: Console, interval: float,
             console.print(line, markup=False, soft_wrap=True)
         if run.status.is_final:
             return run, tasks
-        time.sleep(interval)
+        pause(interval)
 
 
 def state_changes(seen: dict[str, tuple[TaskStatus, int]],

@@ -65,8 +65,9 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
         grow, value = value, value.value
     if ok:
         try:
-            value = engine.payloads.store(f"the result of task {task_id!r}", value,
-                                          payloads.result_key(run_id, task_id, attempt))
+            value = engine.payloads.store(
+                f"the result of task {task_id!r}", value,
+                lambda: payloads.result_key(run_id, task_id, attempt))
             chosen = _branches_chosen(engine, run_id, task_id, claimed, value)
         except Exception as exc:  # not JSON, too large, a bad branch, the blob store failed
             ok, value, error = False, None, f"{type(exc).__name__}: {exc}"

@@ -236,6 +236,7 @@ class RunGraph:
 
     def __init__(self, dag: Dag) -> None:
         self.dag = dag
+        self._single: dict[str, tuple[str, ...]] = {}  # single_dependency_dependents
 
     @property
     def name(self) -> str:
@@ -292,12 +293,15 @@ class RunGraph:
         """
         if getattr(record, "dependents", None) is not None:
             return ()
-        spec = self.dag.tasks.get(task_id)
-        if spec is None or spec.branch:
-            return ()
-        return tuple(d for d in self.dependents_of(task_id)
-                     if d != END_TASK_ID and len(self.dag.tasks[d].deps) == 1
-                     and self.dag.tasks[d].trigger_rule in RUNS_AFTER_ONE_SUCCESS)
+        found = self._single.get(task_id)
+        if found is None:
+            spec = self.dag.tasks.get(task_id)
+            found = () if spec is None or spec.branch else tuple(
+                d for d in self.dependents_of(task_id)
+                if d != END_TASK_ID and len(self.dag.tasks[d].deps) == 1
+                and self.dag.tasks[d].trigger_rule in RUNS_AFTER_ONE_SUCCESS)
+            self._single[task_id] = found  # the definition's edges never change
+        return found
 
 
     def runs_after(self, record: Any, task_id: str) -> bool:

@@ -113,18 +113,26 @@ def labels() -> dict[str, Any]:
     return _labels.get() or {}
 
 
-@contextlib.contextmanager
-def capturing(run_id: str, task_id: str, attempt: int) -> Iterator[Capture]:
-    """Capture what this thread (and the threads it starts) print and log."""
-    install()
-    capture = Capture({**(_labels.get() or {}), "run_id": run_id, "task_id": task_id,
-                       "attempt": attempt})
-    token = _current.set(capture)
-    try:
-        yield capture
-    finally:
-        capture.open = False
-        _current.reset(token)
+class capturing:  # noqa: N801 -- used as a function: `with capturing(...) as capture`
+    """Capture what this thread (and the threads it starts) print and log.
+
+    A class, not a generator: every attempt enters one, and a body that
+    prints nothing should cost next to nothing.
+    """
+
+    def __init__(self, run_id: str, task_id: str, attempt: int) -> None:
+        self._ids = {"run_id": run_id, "task_id": task_id, "attempt": attempt}
+
+    def __enter__(self) -> Capture:
+        install()
+        outer = _labels.get()
+        self._capture = Capture({**outer, **self._ids} if outer else self._ids)
+        self._token = _current.set(self._capture)
+        return self._capture
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._capture.open = False
+        _current.reset(self._token)
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ import hashlib
 import json
 import urllib.parse
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from function_flow.core.ports import BlobNotFoundError, Blobs
 from function_flow.core.records import MAX_VALUE_BYTES, RunRecord, json_text
@@ -45,6 +45,11 @@ REFERENCE_FIELD = "function_flow_blob"
 DEFAULT_INLINE_LIMIT_BYTES = 256 * 1024
 #: What to set when a value is too large for a record and there is no blob store.
 BUCKET_SETTING = "FUNCTION_FLOW_BUCKET"
+#: Values `store` keeps without measuring them: they are JSON as they are,
+#: and at most _SHORT_JSON bytes of it (a character is at most 6 bytes of JSON).
+_SMALL_INT, _SHORT_TEXT = 2 ** 63, 1024
+_SHORT_JSON = 6 * _SHORT_TEXT + 2
+
 #: Longest id kept readable in a key; longer ones are hashed (file names
 #: have at most 255 bytes).
 _MAX_COMPONENT = 120
@@ -111,14 +116,20 @@ class Payloads:
         self.blobs = blobs
         self.inline_limit = inline_limit
 
-    def store(self, what: str, value: Any, key: str, *, allow_nan: bool = True) -> Any:
+    def store(self, what: str, value: Any, key: str | Callable[[], str], *,
+              allow_nan: bool = True) -> Any:
         """What a record keeps for `value`: the value itself, or a reference to a
-        blob just written under `key`.
+        blob just written under `key` (or the key `key()` makes, only then).
 
         Measures the value once (its compact JSON text, which is also what
         the blob holds). Raises TypeError or ValueError saying what to do
         when the value cannot be stored; the blob store's own errors pass.
         """
+        if self.inline_limit >= _SHORT_JSON and (
+                value is None or value is True or value is False
+                or (type(value) is int and -_SMALL_INT < value < _SMALL_INT)
+                or (type(value) is str and len(value) <= _SHORT_TEXT)):
+            return value  # what most bodies return: stays as it is, in the record
         text = json_text(what, value, allow_nan=allow_nan)
         size = len(text)  # ASCII: characters are bytes
         shaped = is_reference(value)
@@ -133,6 +144,8 @@ class Payloads:
                 f"set {BUCKET_SETTING} to a Cloud Storage bucket (or store the data "
                 "elsewhere, a gs:// object, and return its location)")
         data = text.encode("ascii")
+        if not isinstance(key, str):
+            key = key()
         self.blobs.put(key, data)
         return {REFERENCE_FIELD: {"key": key, "bytes": size,
                                   "sha256": hashlib.sha256(data).hexdigest(),

@@ -63,6 +63,11 @@ _FINAL_TASK_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskS
                                   TaskStatus.UPSTREAM_FAILED, TaskStatus.CANCELLED})
 
 
+#: Status by value: a dict look-up, where TaskStatus(value) costs an enum call
+#: per record read.
+_TASK_STATUSES: dict[str, TaskStatus] = {s.value: s for s in TaskStatus}
+
+
 @dataclasses.dataclass
 class RunRecord:
     """`runs/{run_id}`: written at start and when the run ends, never per task."""
@@ -164,16 +169,34 @@ class TaskRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TaskRecord":
         fields = _field_names(cls)
-        values = {k: v for k, v in data.items() if k in fields}
-        values["status"] = TaskStatus(values.get("status", "WAITING"))
-        values["deps_done"] = dict(values.get("deps_done") or {})
-        return cls(**values)
+        if cls is not TaskRecord or "task_id" not in data or not data.keys() <= fields.keys():
+            values = {k: v for k, v in data.items() if k in fields}
+            status = values.get("status", "WAITING")
+            values["status"] = _TASK_STATUSES.get(status) or TaskStatus(status)
+            values["deps_done"] = dict(values.get("deps_done") or {})
+            return cls(**values)
+        # Every record read takes this way (stores write only these fields):
+        # the defaults, then the data, without __init__'s keyword matching.
+        record = object.__new__(cls)
+        values = dict(_TASK_DEFAULTS)
+        values.update(data)
+        status = values["status"]
+        values["status"] = _TASK_STATUSES.get(status) or TaskStatus(status)
+        values["deps_done"] = dict(values["deps_done"] or {})
+        record.__dict__.update(values)
+        return record
 
     @property
     def duration(self) -> float | None:
         if self.started_at is None or self.finished_at is None:
             return None
         return self.finished_at - self.started_at
+
+
+#: TaskRecord's defaults, for from_dict (deps_done's factory: it makes a dict of its own).
+_TASK_DEFAULTS: dict[str, Any] = {
+    f.name: None if f.name == "deps_done" else f.default
+    for f in dataclasses.fields(TaskRecord) if f.name != "task_id"}
 
 
 @dataclasses.dataclass(frozen=True)

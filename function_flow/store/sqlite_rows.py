@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS runs (
     job_name   TEXT NOT NULL,
     status     TEXT NOT NULL,
     created_at REAL NOT NULL,
-    data       TEXT NOT NULL
+    data       TEXT NOT NULL,
+    revision   INTEGER NOT NULL DEFAULT 0 -- see RUN_REVISIONS
 );
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at, run_id);
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_name, created_at, run_id);
@@ -100,11 +101,30 @@ CREATE TABLE IF NOT EXISTS triggers (
 );
 """
 
+#: A run row's `revision` changes with every write of its data, whoever
+#: writes it (triggers, so another process or an earlier release too), and a
+#: new row starts at a random one: a process that has parsed a revision
+#: (SqliteStore's run cache) knows the row is unchanged while it reads the
+#: same revision, even across a delete and a new run of the same id. Run
+#: after ADDED_COLUMNS (an older database gets the column first).
+RUN_REVISIONS = """
+-- The revision is read alone, from this index: in the row it comes after
+-- the data, which spans overflow pages in a run of thousands of tasks.
+CREATE INDEX IF NOT EXISTS runs_revision ON runs (run_id, revision);
+CREATE TRIGGER IF NOT EXISTS run_created AFTER INSERT ON runs BEGIN
+    UPDATE runs SET revision = random() WHERE run_id = NEW.run_id;
+END;
+CREATE TRIGGER IF NOT EXISTS run_revised AFTER UPDATE OF data ON runs BEGIN
+    UPDATE runs SET revision = OLD.revision + 1 WHERE run_id = NEW.run_id;
+END;
+"""
+
 
 #: Columns added after the first release; databases made before get them
 #: on open (see SqliteStore.__init__).
 ADDED_COLUMNS = {"triggers": (("watch", "TEXT"), ("on_timeout", "TEXT"),
-                              ("definition", "TEXT"))}
+                              ("definition", "TEXT")),
+                 "runs": (("revision", "INTEGER NOT NULL DEFAULT 0"),)}
 
 
 def trigger_row(trigger: Trigger) -> tuple[Any, ...]:
@@ -126,8 +146,22 @@ def trigger_of(row: tuple[Any, ...]) -> Trigger:
 BATCH = 500
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+_STRICT = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def dumps(data: Any, allow_nan: bool = True) -> str:
-    return json.dumps(data, separators=(",", ":"), allow_nan=allow_nan)
+    return (_COMPACT if allow_nan else _STRICT).encode(data)
+
+
+def task_json(fields: dict[str, Any]) -> str:
+    """A task record's data column: its fields but those that are None.
+
+    Every TaskRecord field that may be None defaults to None, so the record
+    reads back the same, and a row holds the few fields a task uses, not
+    all of them (the row is written at every step and read at most).
+    """
+    return _COMPACT.encode({k: v for k, v in fields.items() if v is not None})
 
 
 def chunks(items: list[str]) -> Iterator[list[str]]:
@@ -185,7 +219,7 @@ def new_task_json(conn: sqlite3.Connection, run_id: str, record: TaskRecord) -> 
     entries = fields.pop("deps_done")
     if entries:
         write_deps_done(conn, run_id, record.task_id, entries)
-    return dumps(fields)
+    return task_json(fields)
 
 
 def merge_fields(data: dict[str, Any], fields: dict[str, Any]) -> None:

@@ -1,0 +1,222 @@
+"""The embedded backend's fast paths keep their promises (issue 11).
+
+- job.wait() learns of a run's end from the store, not from a poll: with a
+  poll interval of an hour it still returns when the run ends;
+- the run cache of SqliteStore never serves a record another writer
+  changed (another store on the same file, a run deleted and started
+  again under its id);
+- a body that starts a run and waits for it does not hold that run's first
+  message on its own, blocked, worker thread;
+- synchronous=full is what the connections use, from the argument or the
+  environment, and a bad value is refused with the accepted ones.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from function_flow import backends, tasks
+from function_flow.config import Settings
+from function_flow.core.records import RunStatus
+from function_flow.errors import ConfigurationError
+from function_flow.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.timeout(120)
+
+#: Deadlines, not timed assertions: each is far beyond what the step needs.
+DEADLINE = 60.0
+
+
+@pytest.fixture
+def embedded(tmp_path):
+    made = []
+
+    def make(workers: int = 2, **options) -> backends.Backend:
+        backend = backends.embedded(db_path=str(tmp_path / "runs.db"), workers=workers,
+                                    **options)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        backend.close()
+
+
+def test_wait_returns_when_the_run_ends_not_at_the_next_poll(embedded):
+    release, waiting = threading.Event(), threading.Event()
+    job = tasks.Job(name="notified")
+
+    @job.task("first")
+    def first(task, job):
+        assert release.wait(DEADLINE)
+
+    @job.task("second", deps=["first"])
+    def second(task, job):
+        return "done"
+
+    job.use_backend(embedded())
+    store = job.engine.store
+    wait_run_write = store.wait_run_write
+
+    def spied(seen, timeout):  # the waiter is in its pause: the run has not ended
+        waiting.set()
+        return wait_run_write(seen, timeout)
+
+    store.wait_run_write = spied
+    run_id = job.start()
+    outcome = {}
+    waiter = threading.Thread(target=lambda: outcome.update(
+        record=job.wait(run_id, poll_interval=3600)), daemon=True)
+    waiter.start()
+    assert waiting.wait(DEADLINE)
+    release.set()
+    waiter.join(DEADLINE)
+    assert not waiter.is_alive(), "job.wait slept its poll interval: no notification"
+    assert outcome["record"].status is RunStatus.SUCCEEDED
+
+
+def test_the_run_cache_sees_what_other_writers_change(tmp_path):
+    from function_flow.core.records import RunRecord
+
+    path = str(tmp_path / "runs.db")
+    mine, other = SqliteStore(path), SqliteStore(path)  # another process, in effect
+    mine.create_run(RunRecord("r1", "job", "h", {"n": 1}), [], {})
+    assert mine.get_run("r1").args == {"n": 1}  # now cached
+    other.transact(lambda tx: tx.update_run("r1", {"status": "CANCELLED"}))
+    assert mine.get_run("r1").status is RunStatus.CANCELLED
+    other.delete_run("r1")
+    assert mine.get_run("r1") is None
+    other.create_run(RunRecord("r1", "job", "h", {"n": 2}), [], {})  # same id, anew
+    assert mine.get_run("r1").args == {"n": 2}
+    record = mine.get_run("r1")
+    record.args = {"changed": "by the caller"}
+    assert mine.get_run("r1").args == {"n": 2}, "callers share the cached record"
+
+
+def test_a_body_that_waits_for_a_run_it_started_is_not_sitting_on_it(embedded):
+    job = tasks.Job(name="starter")
+    inner_ran = threading.Event()
+
+    @job.task("outer")
+    def outer(task, job):
+        if job.get_arguments().get("inner"):
+            inner_ran.set()
+            return "inner"
+        job.start({"inner": True})
+        return inner_ran.wait(DEADLINE)  # the other worker runs the run it started
+
+    job.use_backend(embedded(workers=2))
+    record = job.run(timeout=DEADLINE)
+    assert record.status is RunStatus.SUCCEEDED
+    assert job.get_task_result("outer") is True
+
+
+def test_synchronous_full_on_request_and_refused_when_unknown(embedded, tmp_path):
+    def mode(store: SqliteStore) -> int:
+        return store._connection().execute("PRAGMA synchronous").fetchone()[0]
+
+    assert mode(embedded().store) == 1  # NORMAL, the default
+    assert mode(embedded(synchronous="full").store) == 2  # FULL
+    settings = Settings.from_env({"FUNCTION_FLOW_SQLITE_SYNCHRONOUS": "FULL"})
+    assert mode(embedded(settings=settings).store) == 2
+    with pytest.raises(ConfigurationError, match="'normal'.*'full'"):
+        Settings.from_env({"FUNCTION_FLOW_SQLITE_SYNCHRONOUS": "off"})
+    with pytest.raises(ValueError, match="'normal' or 'full'"):
+        SqliteStore(str(tmp_path / "other.db"), synchronous="extra")
+
+
+def test_writers_waiting_meanwhile_share_one_commit_and_a_failure_undoes_only_its_own(
+        tmp_path):
+    import time
+
+    from function_flow.core.records import RunRecord, TaskRecord
+
+    store = SqliteStore(str(tmp_path / "runs.db"))
+    store.create_run(RunRecord("r", "job", "h", {}), [TaskRecord(t) for t in "abc"], {})
+    statements: list[str] = []
+    opened = store._writer._connect
+
+    def traced():
+        conn = opened()
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    store._writer.close()
+    store._writer._connect = traced
+    release = threading.Event()
+
+    def first(tx):
+        tx.update_task("r", "a", {"error": "a wrote"})
+        assert release.wait(DEADLINE)
+
+    def failing(tx):
+        tx.update_task("r", "b", {"error": "b wrote"})
+        raise KeyError("b fails")
+
+    def third(tx):
+        tx.update_task("r", "c", {"error": "c wrote"})
+
+    outcomes: dict[str, object] = {}
+
+    def write(name, fn):
+        try:
+            store.transact(fn)
+            outcomes[name] = "committed"
+        except KeyError as exc:
+            outcomes[name] = exc
+
+    threads = [threading.Thread(target=write, args=("a", first))]
+    threads[0].start()
+    deadline = time.monotonic() + DEADLINE
+    while not store._writer._using and time.monotonic() < deadline:
+        time.sleep(0.001)
+    threads += [threading.Thread(target=write, args=args)
+                for args in (("b", failing), ("c", third))]
+    for thread in threads[1:]:
+        thread.start()
+    while store._writer._waiting < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    release.set()
+    for thread in threads:
+        thread.join(DEADLINE)
+    assert outcomes["a"] == outcomes["c"] == "committed"
+    assert isinstance(outcomes["b"], KeyError)
+    assert statements.count("COMMIT") == 1, statements
+    errors = {t.task_id: t.error for t in store.get_tasks("r")}
+    assert errors == {"a": "a wrote", "b": None, "c": "c wrote"}
+
+
+def test_the_cli_progress_view_ends_with_the_run_not_at_its_next_refresh(tmp_path):
+    """`function-flow run` follows a run with progress.follow and run_end.RunChanges."""
+    import io
+
+    from rich.console import Console
+
+    from function_flow.cli import progress
+    from function_flow.core.records import RunRecord
+    from function_flow.run_end import RunChanges
+
+    store = SqliteStore(str(tmp_path / "runs.db"))
+    store.create_run(RunRecord("r", "job", "h", {}), [], {})
+    changes, paused = RunChanges(store), threading.Event()
+
+    def fetch():
+        changes.mark()
+        return store.get_run("r"), []
+
+    def pause(seconds):
+        paused.set()
+        changes.pause(seconds)
+
+    ended = {}
+    follower = threading.Thread(target=lambda: ended.update(view=progress.follow(
+        fetch, Console(file=io.StringIO()), live=False, interval=3600, pause=pause)),
+        daemon=True)
+    follower.start()
+    assert paused.wait(DEADLINE)
+    store.transact(lambda tx: tx.update_run("r", {"status": "SUCCEEDED"}))
+    follower.join(DEADLINE)
+    assert not follower.is_alive(), "the view waited for its refresh interval"
+    assert ended["view"][0].status is RunStatus.SUCCEEDED
