@@ -1,4 +1,4 @@
-"""`function-flow deploy FILE.py --project P --region R [--dry-run]`.
+"""`function-flow deploy FILE.py|MACHINE.json --project P --region R [--dry-run]`.
 
 Loads the workflow as `run` does, derives the deployment (deploy/plan.py,
 where every name is checked, so a bad one is one `error:` line before any
@@ -14,11 +14,13 @@ import os
 import click
 
 from function_flow import loader
+from function_flow.asl.files import companion
 from function_flow.cli.common import fail, load_job
 from function_flow.deploy import commands, plan as planning, script, source
 from function_flow.deploy.runner import DeployError, run_steps
 from function_flow.deploy.steps import Step
 from function_flow.errors import FunctionFlowError
+from function_flow.tasks import Job
 
 
 def default_source_dir(job_name: str) -> str:
@@ -78,7 +80,7 @@ def deploy(file: str, project: str, region: str, dry_run: bool, build_only: bool
     try:
         options = planning.Options(project=project, region=region, env=tuple(env),
                                    **settings)  # type: ignore[arg-type]
-        plan = planning.derive(loader.load_module(file), job, file, options)
+        plan = derive(file, job, options)
         directory = source_dir or default_source_dir(job.name)
         built = source.build(file, directory, [f.entry_point for f in plan.functions],
                              tracing=options.tracing)
@@ -96,6 +98,16 @@ def deploy(file: str, project: str, region: str, dry_run: bool, build_only: bool
                   lambda line: click.echo(line, err=True))
     except DeployError as exc:
         fail(str(exc))
+
+
+def derive(file: str, job: Job, options: planning.Options) -> planning.Plan:
+    """The plan of a workflow file, or of a state machine file (.json): its remote
+    functions are in the Python file beside it, and main.py is generated."""
+    if file.endswith(".json"):
+        beside = companion(file)
+        return planning.derive_machine(job, loader.load_module(beside) if beside else None,
+                                       file, options)
+    return planning.derive(loader.load_module(file), job, file, options)
 
 
 def dry_run_script(plan: planning.Plan, steps: list[Step], file: str, directory: str) -> str:

@@ -287,7 +287,7 @@ def _summary(plan: Plan) -> list[Step]:
         said.append(Say(word('pause, resume or cancel a run: POST {"action": ..., "run_id": '
                              '...} to ', url_var(control), token)))
     for topic in plan.unanswered:
-        said.append(Say(word(f"no @remote.function in {plan.workflow} answers the topic "
-                             f"{topic}: deploy the function that does (--trigger-topic "
-                             f"{topic}; it answers on {plan.events_topic})")))
+        said.append(Say(word(f"no @remote.function in {plan.functions_file or plan.workflow} "
+                             f"answers the topic {topic}: deploy the function that does "
+                             f"(--trigger-topic {topic}; it answers on {plan.events_topic})")))
     return said

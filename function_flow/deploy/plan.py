@@ -20,9 +20,10 @@ policy. cloud/delivery.py reads the push envelope they then receive.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from function_flow.errors import FunctionFlowError
 from function_flow.remote.targets import is_topic_name
@@ -127,6 +128,9 @@ class Plan:
     scheduler_job: str
     #: Remote topics no function of the file answers (deployed elsewhere).
     unanswered: tuple[str, ...] = ()
+    #: The Python file whose @remote.function functions are deployed: the workflow
+    #: itself, or the one beside a state machine file.
+    functions_file: str = ""
 
     def function(self, entry_point: str) -> Function | None:
         return next((f for f in self.functions if f.entry_point == entry_point), None)
@@ -175,13 +179,28 @@ def derive(module: ModuleType, job: "Job", path: str, options: Options) -> Plan:
         raise PlanError(f"{path} defines no {', '.join(missing)} at module level: these are "
                         f"the Cloud Functions deployed; add `{lines}`")
     entry_points = [e for e in ENTRY_POINTS if callable(getattr(module, e, None))]
-    answered = _remote_functions(module, path)
+    return _plan(job, path, options, entry_points, _remote_functions(module, path), path)
+
+
+def derive_machine(job: "Job", companion: ModuleType | None, path: str,
+                   options: Options) -> Plan:
+    """The Plan for the state machine file `path` (asl/files.py): its main.py is
+    generated (deploy/source.py) with every entry point, and its remote functions are
+    the @remote.function(topic=...) functions of `companion`, the Python file beside it."""
+    check_options(options)
+    functions_file = os.path.splitext(path)[0] + ".py"
+    answered = _remote_functions(companion, functions_file) if companion is not None else {}
+    return _plan(job, path, options, list(ENTRY_POINTS), answered, functions_file)
+
+
+def _plan(job: "Job", path: str, options: Options, entry_points: list[str],
+          answered: dict[str, str], functions_file: str) -> Plan:
     topics_of = {"scheduler": job.schedule_topic,
                  "external_event_listener": job.external_event_topic}
     functions = [Function(function_name(e), e, topics_of.get(e)) for e in entry_points]
     functions += [Function(function_name(name), name, topic) for topic, name in answered.items()]
-    _check_functions(functions, path)
-    remote_topics = [spec.call.target for spec in job.dag.tasks.values()
+    _check_functions(functions, functions_file)
+    remote_topics = [spec.call.target for spec in _specs(job)
                      if spec.call is not None and spec.call.kind == "pubsub"]
     topics = list(dict.fromkeys([job.schedule_topic, job.external_event_topic,
                                  *remote_topics, *answered]))
@@ -199,7 +218,14 @@ def derive(module: ModuleType, job: "Job", path: str, options: Options) -> Plan:
                 topics=tuple(topics), schedule_topic=job.schedule_topic,
                 events_topic=job.external_event_topic,
                 scheduler_job=scheduler_job,
-                unanswered=tuple(t for t in dict.fromkeys(remote_topics) if t not in answered))
+                unanswered=tuple(t for t in dict.fromkeys(remote_topics) if t not in answered),
+                functions_file=functions_file)
+
+
+def _specs(job: "Job") -> list[Any]:
+    """Every task spec that may call a target: declared tasks, and the templates the
+    tasks a run adds are made from (a state machine's Task states, asl/job.py)."""
+    return [*job.dag.tasks.values(), *job.dag.templates.values()]
 
 
 def _remote_functions(module: ModuleType, path: str) -> dict[str, str]:
@@ -227,7 +253,7 @@ def _check_functions(functions: list[Function], path: str) -> None:
 def _check_calls(job: "Job", options: Options, has_callback: bool) -> None:
     """OpenFaaS tasks need a gateway, and asynchronous ones the callback function."""
     env = dict(options.env)
-    for spec in job.dag.tasks.values():
+    for spec in _specs(job):
         call = spec.call
         if call is None or call.kind != "openfaas":
             continue

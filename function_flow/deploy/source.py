@@ -1,7 +1,8 @@
 """The directory `gcloud functions deploy --source` uploads, built from a workflow file.
 
     main.py            the workflow (or, for another file name, a module
-                       importing its entry points from it)
+                       importing its entry points from it; for a state
+                       machine file, one building its Job: machine_main)
     the rest of the workflow's directory (its data, its helper modules)
     function_flow/     this package, as the CLI runs it: no release needed
     function_flow_orchestrator-VERSION.dist-info/METADATA
@@ -128,7 +129,8 @@ def _toml(path: pathlib.Path) -> dict:
 def build(workflow: str, target: str, entry_points: Iterable[str],
           tracing: str = "off") -> pathlib.Path:
     """Build the upload directory for `workflow` at `target` (replacing an older build);
-    its requirements include what FUNCTION_FLOW_TRACING=`tracing` needs."""
+    its requirements include what FUNCTION_FLOW_TRACING=`tracing` needs. A state
+    machine file (.json) gets a generated main.py (machine_main)."""
     source = pathlib.Path(workflow).resolve()
     folder = source.parent
     out = pathlib.Path(target).resolve()
@@ -136,11 +138,13 @@ def build(workflow: str, target: str, entry_points: Iterable[str],
         raise SourceError(f"--source-dir {target} would hold the workflow's own directory: "
                           "choose a directory elsewhere")
     files = _files_of(folder, out, source)
+    machine = source.suffix == ".json"
     if source.name != "main.py" and any(f.name == "main.py" and f.parent == folder
                                         for f in files):
+        deployed = f"generated for {source.name}" if machine else f"{source.name}"
         raise SourceError(f"{folder} has a main.py of its own, and the deployed main.py must "
-                          f"be {source.name}: rename one of them")
-    if source.name != "main.py" and not _importable(source.stem):
+                          f"be {deployed}: rename one of them")
+    if not machine and source.name != "main.py" and not _importable(source.stem):
         raise SourceError(f"{source.name} cannot be imported by the deployed main.py: name the "
                           "workflow file main.py, or give it a Python module name")
     _replace(out, target)
@@ -148,7 +152,9 @@ def build(workflow: str, target: str, entry_points: Iterable[str],
         destination = out / path.relative_to(folder)
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, destination)
-    if source.name != "main.py":
+    if machine:
+        (out / "main.py").write_text(machine_main(source, list(entry_points)), encoding="utf-8")
+    elif source.name != "main.py":
         names = ", ".join(entry_points)
         (out / "main.py").write_text(
             f'"""The Cloud Functions of {source.name} (written by function-flow deploy)."""\n\n'
@@ -160,6 +166,29 @@ def build(workflow: str, target: str, entry_points: Iterable[str],
     (out / MARKER).write_text(f"built from {source} by function-flow deploy\n",
                               encoding="utf-8")
     return out
+
+
+def machine_main(source: pathlib.Path, entry_points: list[str]) -> str:
+    """main.py of a state machine file: the Job built from the bundled JSON (with the
+    RESOURCES of the Python file beside it, asl/files.py), its entry points, and the
+    companion's remote functions (the other `entry_points`), from the very module
+    files.load imported."""
+    from function_flow.deploy.plan import ENTRY_POINTS
+
+    companion = source.with_suffix(".py").name
+    lines = [f'"""The Cloud Functions of {source.name} (written by function-flow deploy): '
+             "its Job is built",
+             f'from the bundled definition and the RESOURCES of {companion}, if any."""',
+             "", "import os", "", "from function_flow import loader",
+             "from function_flow.asl import files", "",
+             "_HERE = os.path.dirname(os.path.abspath(__file__))",
+             f"job = files.load(os.path.join(_HERE, {source.name!r}))", ""]
+    lines += [f"{name} = job.make_{name}()" for name in entry_points if name in ENTRY_POINTS]
+    remote = [name for name in entry_points if name not in ENTRY_POINTS]
+    if remote:
+        lines += ["", f"_companion = loader.load_module(os.path.join(_HERE, {companion!r}))"]
+        lines += [f"{name} = _companion.{name}" for name in remote]
+    return "\n".join(lines) + "\n"
 
 
 def _importable(stem: str) -> bool:
