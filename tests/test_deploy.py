@@ -12,8 +12,10 @@ snapshot and deploy/deploy.sh after an intended change.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -384,3 +386,89 @@ def test_tracing_gcp_sets_the_mode_installs_the_exporter_and_grants_cloud_trace(
         traced = [line for line in lines if line.startswith("opentelemetry-")
                   and not line.startswith("opentelemetry-api")]
         assert traced == [extra[name] for name in PACKAGES[mode]], (mode, traced)
+
+
+# ------------------------------------------------------------ state machines
+
+MACHINE_FUNCTIONS = {"callback", "start", "control", "poller", "scheduler",
+                     "external-event-listener", "score"}
+#: Run in a fresh interpreter whose only path entry is the upload: the deployed
+#: main.py's start runs an execution of the bundled JSON on the embedded backend.
+DEPLOYED_RUN = """
+import json, flask, main, function_flow
+with flask.Flask("t").test_request_context(json={"input": {"name": "ada"}}):
+    body, status = main.start(flask.request)
+main.job.wait(body["run_id"], timeout=60)
+outcome = main.job.outcome(body["run_id"])
+print(json.dumps({"package": function_flow.__file__, "status": outcome.status,
+                  "output": outcome.output, "job": type(main.job).__name__,
+                  "callable": [n for n in ("start", "scheduler", "external_event_listener",
+                               "poller", "callback", "control", "score")
+                               if callable(getattr(main, n, None))]}))
+"""
+
+
+def test_a_state_machine_deploys_its_entry_points_and_remote_functions(
+        tmp_path: Path, gcloud, monkeypatch, capsys) -> None:
+    """machine.json with machine.py beside it: every entry point and the companion's
+    @remote.function are Cloud Functions, and the upload runs the bundled definition."""
+    env, log = gcloud
+    folder = tmp_path / "machines"
+    folder.mkdir()
+    for name in ("scored.json", "scored.py"):
+        shutil.copy(REPO / "tests" / "workflows" / "asl" / name, folder / name)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(["deploy", "machines/scored.json", *ARGS, "--dry-run"])
+    script = capsys.readouterr().out
+    assert exited.value.code == 0 and argvs(log) == []
+    assert set(re.findall(r"gcloud functions deploy (\S+)", script)) == MACHINE_FUNCTIONS
+    topics = re.findall(r"gcloud pubsub topics create (\S+)", script)
+    assert [t for t in topics if not t.endswith("-dead-letter")] == \
+        ["SCHEDULE", "SCHEDULE_EXTERNAL_EVENTS", "ASL_DEV_SCORE"]
+    assert set(re.findall(r"subscriptions create (\S+-push) \\\n\s+--topic=(\S+)", script)) == {
+        ("scheduler-push", "SCHEDULE"), ("external-event-listener-push",
+                                         "SCHEDULE_EXTERNAL_EVENTS"),
+        ("score-push", "ASL_DEV_SCORE")}
+    assert "scored-poller" in script  # the poller's Cloud Scheduler job, named by the job
+
+    # A remote Task state nothing beside the machine answers: its topic is created, reported.
+    (tmp_path / "solo").mkdir()
+    (tmp_path / "solo" / "solo.json").write_text(json.dumps({"StartAt": "R", "States": {
+        "R": {"Type": "Task", "Resource": "pubsub:DEPLOY_ELSEWHERE", "End": True}}}))
+    with pytest.raises(SystemExit) as exited:
+        main(["deploy", "solo/solo.json", *ARGS, "--dry-run"])
+    script = capsys.readouterr().out
+    assert exited.value.code == 0
+    assert "gcloud pubsub topics create DEPLOY_ELSEWHERE" in script
+    assert "no @remote.function in solo/solo.py answers the topic DEPLOY_ELSEWHERE" in script
+
+    with pytest.raises(SystemExit) as exited:
+        main(["deploy", "machines/scored.json", *ARGS, "--build-only", "--source-dir", "up"])
+    assert exited.value.code in (0, None)
+    built = tmp_path / "up"
+    assert {"scored.json", "scored.py", "main.py"} <= {p.name for p in built.iterdir()}
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("FUNCTION_FLOW_") and k != "PYTHONPATH"}
+    ran = subprocess.run([sys.executable, "-c", DEPLOYED_RUN], cwd=tmp_path, timeout=100,
+                         env={**clean, "PYTHONPATH": str(built), "FUNCTION_FLOW_BACKEND":
+                              "embedded", "FUNCTION_FLOW_DB": str(tmp_path / "runs.db")},
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert ran.returncode == 0, ran.stderr
+    seen = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert seen["package"].startswith(str(built))  # the vendored package, not the checkout
+    assert seen["job"] == "StateMachine"
+    assert seen["status"] == "SUCCEEDED" and seen["output"] == {
+        "name": "ada", "greeting": "hello ada", "score": {"letters": 3}}
+    assert seen["callable"] == ["start", "scheduler", "external_event_listener", "poller",
+                                "callback", "control", "score"]
+
+
+def test_an_invalid_state_machine_is_one_error_line_naming_the_state(deploy_in,
+                                                                     tmp_path) -> None:
+    machine = tmp_path / "broken.json"
+    machine.write_text('{"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "Nope"}}}')
+    assert_one_error_line(deploy_in(str(machine), *ARGS, "--dry-run"),
+                          "invalid state machine in", "state 'A'", "'Nope'")
+    (tmp_path / "notjson.json").write_text("{nope")
+    assert_one_error_line(deploy_in(str(tmp_path / "notjson.json"), *ARGS), "is not JSON")
