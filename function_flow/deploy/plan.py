@@ -7,6 +7,9 @@ every topic (the Job's two, each remote task's); and the names of
 everything else. A remote function written for Function Flow,
 `f(event, context)`, is deployed as Function Flow deploys it, with a
 Pub/Sub trigger of its own: its topic is created and reported unanswered.
+A state machine file (machine.json, asl/files.py) is deployed with every
+entry point (its main.py is generated) and the remote functions of
+machine.py beside it (derive_machine).
 Every name is checked against what Cloud Functions, Pub/Sub, Cloud
 Scheduler, Secret Manager and IAM accept, so a bad one is a one-line
 PlanError before any command runs.
