@@ -472,3 +472,9 @@ def test_an_invalid_state_machine_is_one_error_line_naming_the_state(deploy_in,
                           "invalid state machine in", "state 'A'", "'Nope'")
     (tmp_path / "notjson.json").write_text("{nope")
     assert_one_error_line(deploy_in(str(tmp_path / "notjson.json"), *ARGS), "is not JSON")
+    (tmp_path / "m").mkdir()  # main.json's companion would be the deployed main.py
+    (tmp_path / "m" / "main.json").write_text('{"StartAt": "A", "States": {"A": {"Type": '
+                                              '"Pass", "End": true}}}')
+    (tmp_path / "m" / "main.py").write_text("RESOURCES = {}\n")
+    assert_one_error_line(deploy_in(str(tmp_path / "m" / "main.json"), *ARGS, "--dry-run"),
+                          "has a main.py of its own", "generated for main.json")
