@@ -227,7 +227,11 @@ class Visit:
         if waited is not None and waited.status is TaskStatus.SUCCEEDED:
             return stepper.finish(self.spec, self.name, self.value, context,
                                   self.load(waited.result))
-        return stepper.Raised(failure_of(waited.error if waited else "the wait was lost"))
+        failure = failure_of(waited.error if waited else "the wait was lost")
+        if waited is not None and waited.timeout and waited.duration is not None \
+                and waited.duration >= waited.timeout:  # the call's own limit said so first
+            failure = AslError("States.Timeout", failure.cause)
+        return stepper.Raised(failure)
 
     def settle(self, outcome: Any) -> Any:
         """The engine's answer for an outcome: a Grow, a Pending, or an exception."""
