@@ -36,7 +36,7 @@ class Harness:
 
     def fail(self, payload: Any) -> Any:
         assert self.executing.wait(30), "the slow state never started"
-        raise RuntimeError("branch A broke")
+        raise RuntimeError("branch A broke")  # (or item 1)
 
     def until_stopped(self, payload: Any) -> Any:
         self.executing.set()
@@ -106,7 +106,7 @@ def test_a_stopped_maps_running_item_starts_no_further_state(tmp_path: Any) -> N
     processor = {"StartAt": "Check", "States": {
         "Check": {"Type": "Choice", "Choices": [
             {"Variable": "$", "NumericEquals": 0, "Next": "Bad"}], "Default": "Slow"},
-        "Bad": {"Type": "Fail", "Error": "Zero", "Cause": "0 is bad"},
+        "Bad": {"Type": "Task", "Resource": "Fails", "End": True},
         "Slow": {"Type": "Task", "Resource": "Slow", "Next": "Next"},
         "Next": {"Type": "Task", "Resource": "Next", "End": True}}}
     definition = {"StartAt": "Each", "States": {
@@ -116,10 +116,11 @@ def test_a_stopped_maps_running_item_starts_no_further_state(tmp_path: Any) -> N
         "Caught": {"Type": "Pass", "End": True},
         "Done": {"Type": "Pass", "End": True}}}
     job = StateMachine(definition, resources={"Slow": harness.until_stopped,
+                                              "Fails": harness.fail,
                                               "Next": harness.counted("Next")})
     outcome, records = harness.run(job, {"xs": [1, 0, 2]}, tmp_path)
     assert (outcome.status, outcome.output) == (
-        "SUCCEEDED", {"Error": "Zero", "Cause": "0 is bad"})
+        "SUCCEEDED", {"Error": "RuntimeError", "Cause": "branch A broke"})
     assert harness.calls == {}  # item 0's Next never ran
     assert records["0001.Each.i0.0002.Slow"].status is TaskStatus.SUCCEEDED
     assert records["0001.Each.i0.0003.Next"].status is TaskStatus.SKIPPED

@@ -20,6 +20,7 @@ from function_flow.asl.resources import Resources
 from function_flow.core import foreach
 from function_flow.core.definition import Backoff, make_spec
 from function_flow.core.graph import Dag
+from function_flow.core.growth import Grow
 from function_flow.core.records import RunStatus, TaskRecord, TaskStatus
 from function_flow.tasks import Job
 
@@ -130,7 +131,10 @@ class StateMachine(Job):
 
         visit.suspend = suspend
         visit.remote = self.resources.remote
-        return visit.run()
+        outcome = visit.run()
+        if isinstance(outcome, Grow):  # inside a fan-out: what it adds (stopping.py)
+            return stopping.grow_unless_stopped(engine, run_id, task, outcome)
+        return outcome
 
     # ---------------------------------------------------------------- runs
 

@@ -9,13 +9,14 @@ When a state fails uncaught in a scope (a branch or an item fails) past
 what the scope tolerates, `stop`:
 
 1. marks the scope's join (`item.stopped`, the failing record's id): from
-   then on, no state inside it starts. A record that a running state adds
-   afterwards, or one already queued, ends SKIPPED when it is claimed,
-   without running (`skip_if_stopped`); the state that was executing
-   finishes, and its result is ignored;
-2. skips what has not started: a Map's items not begun, and every queued
-   or ready record of the scope (a Wait's timer, a retry's backoff), so
-   nothing waits for them;
+   then on, no state inside it starts. A state that was executing
+   finishes, and its result is ignored: it adds no next record
+   (`grow_unless_stopped`), and a record claimed after the mark ends
+   SKIPPED without running (`skip_if_stopped`);
+2. skips what has not started: a Map's items not begun, and every record
+   of the scope that waits in a chain (the next state, a Wait's or a
+   retry's timer, a call's or a task token's answer), so nothing waits
+   for them;
 3. lets the joins those skips wrote into decide, as any join.
 
 The scope's join then sees every branch or item ended (SKIPPED ones count
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from function_flow.asl import map_state, stepper
 from function_flow.asl.local import tolerates
 from function_flow.core import completion, transitions
+from function_flow.core.growth import Grow
 from function_flow.core.records import TaskRecord, TaskStatus
 
 if TYPE_CHECKING:
@@ -77,9 +79,9 @@ def stop(engine: "Engine", run_id: str, info: dict[str, Any], by: str) -> int:
         ids = [map_state.first_id(info["fan"], i, info["start"])
                for i in range(int(info["count"]))]
     prefix = f"{info['fan']}."
-    for status in (TaskStatus.QUEUED, TaskStatus.READY):
+    for status in _NOT_STARTED:
         ids += [r.task_id for r in engine.store.find_tasks(run_id, status, SCAN_LIMIT)
-                if r.task_id.startswith(prefix) and r.task_id != by]
+                if r.task_id.startswith(prefix) and r.task_id != by and _chained(r)]
     ids = list(dict.fromkeys(ids))
     skipping, now = set(ids), engine.clock()
     joins: dict[str, None] = {}
@@ -105,6 +107,12 @@ def stop(engine: "Engine", run_id: str, info: dict[str, Any], by: str) -> int:
     completion.follow_up(engine, run_id, transitions.Step(joins=tuple(joins),
                                                           fill_slots=slots))
     return skipped
+
+
+def _chained(record: TaskRecord) -> bool:
+    """Whether a record waits for one record of its chain (the next state, a
+    timer, a call's answer), not a join of branches or items still running."""
+    return record.role not in ("group", "collect") and len(record.deps or ()) <= 1
 
 
 def _skip(step: transitions.Step, record: TaskRecord, now: float,
@@ -158,6 +166,43 @@ def skip_if_stopped(engine: "Engine", run_id: str, task: Any) -> bool:
     if step is not None:
         completion.follow_up(engine, run_id, step)
     return True
+
+
+def grow_unless_stopped(engine: "Engine", run_id: str, task: Any, grow: Grow) -> Grow:
+    """A state inside a fan-out goes on (`grow`): add its records, WAITING as
+    usual, or SKIPPED when the fan-out stopped meanwhile (the state that ran
+    succeeds; what it leads to never runs, and its scope's exits learn so).
+
+    One transaction reads the stop marks and adds the records, so a stop
+    either comes first, or finds the records and skips them: nothing is left
+    waiting for a timer (a Wait, a retry)."""
+    within = ((task.item or {}).get("limits") or {}).get("within") \
+        if isinstance(task.item, dict) else None
+    if not within or not grow.records:
+        return grow
+    now = engine.clock()
+    ids = {r.task_id for r in grow.records}
+
+    def add(tx: "Transaction") -> transitions.Step:
+        found = tx.get_tasks(run_id, [*within, *ids])
+        stop = any(isinstance(found[j].item, dict) and found[j].item.get("stopped")
+                   for j in within if j in found)
+        step = transitions.Step("skipped" if stop else "grown")
+        for record in grow.records:
+            if record.task_id in found:  # a retried body added them already
+                continue
+            if stop:
+                _skip(step, record, now, ids)
+                record.status, record.finished_at = TaskStatus.SKIPPED, now
+            tx.add_task(run_id, record)
+        step.writes = [w for w in step.writes if w.key not in ids]  # added whole, above
+        step.write_to(tx, run_id)
+        return step
+
+    step = engine.store.transact(add)
+    if step.joins:
+        completion.follow_up(engine, run_id, step)
+    return Grow(grow.value, [], grow.dependents)
 
 
 class Stopped(Exception):
