@@ -27,6 +27,8 @@ class Harness:
         self.job: StateMachine | None = None
         self.run_id: str | None = None
         self.executing = threading.Event()
+        #: A record that must exist before the failure (a Wait's timer, say).
+        self.await_record: str | None = None
 
     def counted(self, name: str) -> Any:
         def function(payload: Any) -> Any:
@@ -36,7 +38,15 @@ class Harness:
 
     def fail(self, payload: Any) -> Any:
         assert self.executing.wait(30), "the slow state never started"
+        deadline = time.monotonic() + 30
+        while self.await_record and not self._exists(self.await_record):
+            assert time.monotonic() < deadline, f"{self.await_record} never came"
+            time.sleep(0.02)
         raise RuntimeError("branch A broke")  # (or item 1)
+
+    def _exists(self, task_id: str) -> bool:
+        return bool(self.job and self.run_id
+                    and self.job.engine.store.get_tasks(self.run_id, [task_id]))
 
     def until_stopped(self, payload: Any) -> Any:
         self.executing.set()
@@ -55,7 +65,7 @@ class Harness:
         self.job = job
         try:
             self.run_id = job.start_execution(value)
-            job.wait(self.run_id, timeout=60)
+            job.wait(self.run_id, timeout=30)
             outcome = job.outcome(self.run_id)
             records = {r.task_id: r for r in job.engine.store.get_tasks(self.run_id)}
         finally:
@@ -74,6 +84,7 @@ def _chain(*names: str, start: dict[str, Any] | None = None) -> dict[str, Any]:
 def test_a_failing_branch_stops_its_siblings_and_the_parallels_catch_sees_its_error(
         tmp_path: Any) -> None:
     harness = Harness()
+    harness.await_record = "0001.Both.b2.0002.Nap"  # branch C waits for its timer
     waiting = {"StartAt": "Nap", "States": {
         "Nap": {"Type": "Wait", "Seconds": 3600, "Next": "AfterNap"},
         "AfterNap": {"Type": "Task", "Resource": "AfterNap", "End": True}}}
