@@ -27,8 +27,8 @@ class Harness:
         self.job: StateMachine | None = None
         self.run_id: str | None = None
         self.executing = threading.Event()
-        #: A record that must exist before the failure (a Wait's timer, say).
-        self.await_record: str | None = None
+        #: Records that must exist before the failure (Waits' timers, say).
+        self.await_records: list[str] = []
 
     def counted(self, name: str) -> Any:
         def function(payload: Any) -> Any:
@@ -39,8 +39,8 @@ class Harness:
     def fail(self, payload: Any) -> Any:
         assert self.executing.wait(30), "the slow state never started"
         deadline = time.monotonic() + 30
-        while self.await_record and not self._exists(self.await_record):
-            assert time.monotonic() < deadline, f"{self.await_record} never came"
+        while not all(self._exists(task_id) for task_id in self.await_records):
+            assert time.monotonic() < deadline, f"{self.await_records} never came"
             time.sleep(0.02)
         raise RuntimeError("branch A broke")  # (or item 1)
 
@@ -84,26 +84,30 @@ def _chain(*names: str, start: dict[str, Any] | None = None) -> dict[str, Any]:
 def test_a_failing_branch_stops_its_siblings_and_the_parallels_catch_sees_its_error(
         tmp_path: Any) -> None:
     harness = Harness()
-    harness.await_record = "0001.Both.b2.0002.Nap"  # branch C waits for its timer
+    # Branch C waits for an hour; so does the item of branch D's Map (nested).
+    harness.await_records = ["0001.Both.b2.0002.Nap",
+                             "0001.Both.b3.0001.Inner.i0.0002.Nap"]
     waiting = {"StartAt": "Nap", "States": {
         "Nap": {"Type": "Wait", "Seconds": 3600, "Next": "AfterNap"},
         "AfterNap": {"Type": "Task", "Resource": "AfterNap", "End": True}}}
+    nested = {"StartAt": "Inner", "States": {"Inner": {
+        "Type": "Map", "ItemsPath": "$.xs", "ItemProcessor": waiting, "End": True}}}
     definition = {"StartAt": "Both", "States": {
         "Both": {"Type": "Parallel", "Next": "Done",
                  "Branches": [_chain("Fails"), _chain("Slow", "Later1", "Later2", "Later3"),
-                              waiting],
+                              waiting, nested],
                  "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Caught"}]},
         "Caught": {"Type": "Pass", "End": True},
         "Done": {"Type": "Pass", "End": True}}}
     resources = {"Fails": harness.fail, "Slow": harness.until_stopped,
                  **{name: harness.counted(name) for name in ("Later1", "Later2", "Later3",
                                                              "AfterNap")}}
-    outcome, records = harness.run(StateMachine(definition, resources=resources), {},
-                                   tmp_path)
-    # The Catch took branch A's failure (not an hour later: the Wait was skipped).
+    outcome, records = harness.run(StateMachine(definition, resources=resources),
+                                   {"xs": [1]}, tmp_path)
+    # The Catch took branch A's failure (not an hour later: the Waits were skipped).
     assert outcome.status == "SUCCEEDED", outcome
     assert outcome.output == {"Error": "RuntimeError", "Cause": "branch A broke"}
-    assert harness.calls == {}  # no later state of B or C ran
+    assert harness.calls == {}  # no later state of B, C or D ran
     slow = records["0001.Both.b1.0001.Slow"]
     assert slow.status is TaskStatus.SUCCEEDED  # it was executing: it finished
     assert records["0001.Both.b1.0002.Later1"].status is TaskStatus.SKIPPED
