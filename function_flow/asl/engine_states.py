@@ -19,6 +19,9 @@ the transaction that records this one's success), or a failure:
   when they all ended and applies the state's result fields;
 - Map: the same through group records, added before the visit succeeds,
   its items in lanes (map_state.py).
+
+A branch or item that fails uncaught stops its fan-out (stopping.py): no
+further state inside it starts, and the join fails with that failure.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import time
 from typing import Any, Callable
 
 from function_flow import futures
-from function_flow.asl import context as ctx, map_state, stepper, tokens
+from function_flow.asl import context as ctx, map_state, stepper, stopping, tokens
 from function_flow.asl.errors import AslError
 from function_flow.asl.local import map_failure, tolerates
 from function_flow.asl.machine import Compiled, record_id
@@ -129,10 +132,10 @@ class Visit:
                           role="member" if scope else None, **fields)
 
     def _scoped(self) -> dict[str, Any]:
-        """What every record of this scope carries: its exits, its Map's limits."""
+        """What every record of this scope carries: its exits, its fan-out's limits."""
         kept = {"exits": self.env.get("exits", [])}
-        if "map" in self.env:
-            kept["map"] = self.env["map"]
+        if "limits" in self.env:
+            kept["limits"] = self.env["limits"]
         return kept
 
     def _next(self, name: str, value: Any, **fields: Any) -> Grow:
@@ -210,6 +213,7 @@ class Visit:
                             {"phase": "call", "payload": outcome.payload, **self._scoped()},
                             [self.record])
         call.template = remote_template(self.template)
+        call.timeout = outcome.timeout  # TimeoutSeconds(Path): the engine's limit
         answer = self._record(self.machine, self.name, scope, seq + 2,
                               {"phase": "callback", "in": self.value, "retries": retries,
                                **self._scoped()}, [call.task_id], trigger_rule="all_done")
@@ -223,7 +227,11 @@ class Visit:
         if waited is not None and waited.status is TaskStatus.SUCCEEDED:
             return stepper.finish(self.spec, self.name, self.value, context,
                                   self.load(waited.result))
-        return stepper.Raised(failure_of(waited.error if waited else "the wait was lost"))
+        failure = failure_of(waited.error if waited else "the wait was lost")
+        if waited is not None and waited.timeout and waited.duration is not None \
+                and waited.duration >= waited.timeout:  # the call's own limit said so first
+            failure = AslError("States.Timeout", failure.cause)
+        return stepper.Raised(failure)
 
     def settle(self, outcome: Any) -> Any:
         """The engine's answer for an outcome: a Grow, a Pending, or an exception."""
@@ -249,8 +257,8 @@ class Visit:
         if isinstance(outcome, stepper.Succeed):
             return Grow(outcome.output, [], list(self.env.get("exits", [])))
         if isinstance(outcome, stepper.Fail):
-            if "map" in self.env:  # an item fails: past the tolerance, the rest never run
-                self.stop_items(self.env["map"])
+            if "limits" in self.env:  # a branch or an item fails: stopping.py
+                self.stop_scope(self.env["limits"])
             raise StateFailed(outcome.error, outcome.cause)
         if isinstance(outcome, stepper.Wait):
             then = {"output": outcome.then.output}
@@ -285,10 +293,12 @@ class Visit:
             item={"scope": scope, "seq": seq, "phase": "join", **self._scoped(),
                   "in": self.value, "fan": self.record, "kind": "b",
                   "retries": self.retries, "count": len(inputs)})
+        limits = stopping.limits(join_id, self.record, "b", len(inputs),
+                                 self.env.get("limits"))
         firsts = [self._record(machine, self.compiled.machines[machine]["StartAt"],
                                f"{self.record}.b{index}.", 1,
-                               {"in": value, "exits": [join_id]}, [self.record],
-                               trigger_rule="all_done")
+                               {"in": value, "exits": [join_id], "limits": limits},
+                               [self.record], trigger_rule="all_done")
                   for index, (machine, value) in enumerate(zip(children, inputs))]
         return Grow(self.value, [join] + firsts, [r.task_id for r in firsts])
 
@@ -307,7 +317,7 @@ class Visit:
         for index in range(count):
             record = by_index.get(index)
             if record is not None and record.status is TaskStatus.SKIPPED:
-                continue  # not run: the Map stopped (map_state.stop); a failure decides
+                continue  # not run: the fan-out stopped (stopping.py); a failure decides
             if record is not None and record.status is TaskStatus.SUCCEEDED:
                 outputs.append(self.load(record.result))
                 continue
@@ -328,8 +338,8 @@ class Visit:
     ended_records: Callable[[], list[TaskRecord]]
     #: Set by the job: adds a Map's records before its visit succeeds (chunked).
     add_records: Callable[[list[TaskRecord]], Any]
-    #: Set by the job: an item of a Map fails (map_state.stop).
-    stop_items: Callable[[dict[str, Any]], Any] = staticmethod(lambda info: None)
+    #: Set by the job: a branch or an item fails uncaught (stopping.stop).
+    stop_scope: Callable[[dict[str, Any]], Any] = staticmethod(lambda info: None)
     load: Callable[[Any], Any] = staticmethod(lambda value: value)
     #: Set by the job: the remote call a Resource names (resources.remote_of), or None.
     remote: Callable[[str], Any] = staticmethod(lambda resource: None)

@@ -13,13 +13,14 @@ import json
 import time
 from typing import Any, Mapping
 
-from function_flow.asl import context as ctx, engine_states, map_state, validate
+from function_flow.asl import context as ctx, engine_states, map_state, stopping, validate
 from function_flow.asl.local import Execution
 from function_flow.asl.machine import compile_machine, record_id
 from function_flow.asl.resources import Resources
-from function_flow.core import completion, foreach
+from function_flow.core import foreach
 from function_flow.core.definition import Backoff, make_spec
 from function_flow.core.graph import Dag
+from function_flow.core.growth import Grow
 from function_flow.core.records import RunStatus, TaskRecord, TaskStatus
 from function_flow.tasks import Job
 
@@ -83,6 +84,8 @@ class StateMachine(Job):
             name = engine_states.remote_template(template)
 
             def payload(task: Any, job: Any) -> Any:
+                if stopping.skip_if_stopped(job.engine, job.id, task):
+                    raise stopping.Stopped(f"{task.id}: its Parallel or Map stopped")
                 return task.item.get("payload")
 
             payload.__name__ = f"call_{template}"
@@ -92,8 +95,10 @@ class StateMachine(Job):
         return specs
 
     def _visit(self, task: Any, job: Any, template: str) -> Any:
-        args = job.get_arguments()
         engine, run_id = job.engine, job.id
+        if stopping.skip_if_stopped(engine, run_id, task):
+            return None  # its Parallel or Map stopped: it does not run
+        args = job.get_arguments()
         envelope = task.item if isinstance(task.item, dict) else {
             "in": args.get("input"), "exits": [], "scope": "", "seq": 1}
         previous = None
@@ -108,7 +113,7 @@ class StateMachine(Job):
             clock=engine.clock)
         visit.ended_records = lambda: _ended(engine, run_id, task.id)
         visit.add_records = lambda records: foreach.add_missing(engine, run_id, records)
-        visit.stop_items = lambda info: _stop(engine, run_id, info)
+        visit.stop_scope = lambda info: stopping.stop(engine, run_id, info, task.id)
         visit.load = lambda value: engine.payloads.load(value, f"a result in run {run_id}")
         visit.waited = lambda: next(iter(engine.store.get_tasks(
             run_id, list(engine.store.get_tasks(run_id, [task.id])[0].deps or [])[:1])), None)
@@ -126,7 +131,10 @@ class StateMachine(Job):
 
         visit.suspend = suspend
         visit.remote = self.resources.remote
-        return visit.run()
+        outcome = visit.run()
+        if isinstance(outcome, Grow):  # inside a fan-out: what it adds (stopping.py)
+            return stopping.grow_unless_stopped(engine, run_id, task, outcome)
+        return outcome
 
     # ---------------------------------------------------------------- runs
 
@@ -177,9 +185,3 @@ def _ended(engine: Any, run_id: str, join_id: str) -> list[TaskRecord]:
     return map_state.ended(engine, run_id, own[0]) if own else []
 
 
-def _stop(engine: Any, run_id: str, info: dict[str, Any]) -> None:
-    """A Map's item fails: skip the items not started when past the tolerance,
-    then decide the groups that skipping completed (as any join)."""
-    if map_state.stop(engine, run_id, info):
-        for group in map_state.groups_of(info["join"], int(info["count"])):
-            completion.check_join(engine, run_id, group)

@@ -17,10 +17,10 @@ success, which then only starts the first lane of each: a Map of any size
 fits Firestore's 500 writes per transaction. Adding is idempotent (ids are
 fixed), so a visit whose process died adds them again harmlessly.
 
-When an item fails beyond what the Map tolerates, `stop` skips every item
-that has not started (SKIPPED, counted in its group), so they never run,
-as AWS stops a failed Map's iterations; items already running end their
-current state's chain.
+When an item fails beyond what the Map tolerates, the Map stops as a
+Parallel does when a branch fails (stopping.py): items not begun are
+SKIPPED (counted in their groups), and no further state of a running item
+starts.
 """
 
 from __future__ import annotations
@@ -28,22 +28,17 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from function_flow.asl import stepper
-from function_flow.asl.local import tolerates
+from function_flow.asl import stepper, stopping
 from function_flow.asl.machine import record_id
 from function_flow.core import foreach
-from function_flow.core.records import TaskRecord, TaskStatus
+from function_flow.core.records import TaskRecord
 
 if TYPE_CHECKING:
     from function_flow.asl.engine_states import Visit
     from function_flow.core.engine import Engine
-    from function_flow.core.ports import Transaction
 
 #: AWS runs at most 40 iterations of an inline Map at once.
 MAP_LANES = 40
-#: Items skipped per transaction by `stop` (a read and a write each, and groups).
-STOP_CHUNK = 150
-_NOT_STARTED = (TaskStatus.WAITING, TaskStatus.QUEUED, TaskStatus.READY)
 
 
 def first_id(fan: str, index: int, start: str) -> str:
@@ -64,9 +59,9 @@ def plan(visit: "Visit", outcome: stepper.Items, join_id: str, seq: int
     lanes = min(count, outcome.max_concurrency or MAP_LANES, MAP_LANES)
     scope, fan = visit.env.get("scope", ""), visit.record
     groups = groups_of(join_id, count)
-    info = {"join": join_id, "fan": fan, "count": count, "start": start,
-            "tolerated_count": outcome.tolerated_count,
-            "tolerated_percentage": outcome.tolerated_percentage}
+    info = stopping.limits(join_id, fan, "i", count, visit.env.get("limits"), start=start,
+                           tolerated_count=outcome.tolerated_count,
+                           tolerated_percentage=outcome.tolerated_percentage)
     join = TaskRecord(
         task_id=join_id, template=visit.template, trigger_rule="all_done",
         deps=groups, dependents=list(visit.env.get("exits") or []),  # as Visit._record
@@ -85,7 +80,7 @@ def plan(visit: "Visit", outcome: stepper.Items, join_id: str, seq: int
         exits = [groups[index // foreach.GROUP_SIZE]] + (
             [first_id(fan, after, start)] if after < count else [])
         records.append(visit._record(
-            machine, start, f"{fan}.i{index}.", 1, {"in": value, "exits": exits, "map": info},
+            machine, start, f"{fan}.i{index}.", 1, {"in": value, "exits": exits, "limits": info},
             [fan] if index < lanes else [f"{fan}.lane{index - lanes}"],
             trigger_rule="all_done"))
     return records, [first_id(fan, i, start) for i in range(lanes)]
@@ -101,46 +96,3 @@ def ended(engine: "Engine", run_id: str, join: TaskRecord) -> list[TaskRecord]:
         keys = sorted({key for group in engine.store.get_tasks(run_id, groups)
                        for key in (group.deps_done or {})})
     return engine.store.get_tasks(run_id, keys)
-
-
-def stop(engine: "Engine", run_id: str, info: dict[str, Any]) -> int:
-    """An item is failing: past the Map's tolerance, skip the items not started yet.
-
-    Counts the failures its groups recorded, and this one (not recorded
-    yet). Returns how many items were skipped (0 while the Map tolerates).
-    """
-    count = int(info["count"])
-    groups = groups_of(info["join"], count)
-    failed = 1
-    for group in groups:
-        progress = engine.store.join_progress(run_id, group)
-        failed += progress.failed if progress is not None else 0
-    limits = stepper.Items({}, [], 0, info.get("tolerated_count"),
-                           info.get("tolerated_percentage"))
-    if tolerates(limits, failed, count):
-        return 0
-    ids = [first_id(info["fan"], i, info["start"]) for i in range(count)]
-    now, skipped = engine.clock(), 0
-    for begin in range(0, count, STOP_CHUNK):
-        chunk = ids[begin:begin + STOP_CHUNK]
-
-        def skip(tx: "Transaction", chunk: list[str] = chunk, begin: int = begin) -> int:
-            found = tx.get_tasks(run_id, chunk)
-            into: dict[str, dict[str, Any]] = {}
-            for offset, task_id in enumerate(chunk):
-                record = found.get(task_id)
-                if record is None or record.status not in _NOT_STARTED:
-                    continue
-                tx.update_task(run_id, task_id, {"status": TaskStatus.SKIPPED.value,
-                                                 "finished_at": now, "slot": None})
-                if record.slot is not None:
-                    tx.set_slot(run_id, record.slot, None)
-                group = groups[(begin + offset) // foreach.GROUP_SIZE]
-                into.setdefault(group, {})[f"deps_done.{task_id}"] = \
-                    TaskStatus.SKIPPED.value
-            for group, fields in into.items():  # one write per group
-                tx.update_task(run_id, group, fields)
-            return sum(len(f) for f in into.values())
-
-        skipped += engine.store.transact(skip)
-    return skipped

@@ -21,6 +21,11 @@ function gets Function Flow's request, whose `result` is the effective
 input, and its answer is the Task's result. A failed call is the Task's
 failure, `States.Timeout` when TimeoutSeconds passed, else
 `States.TaskFailed` with the call's error as Cause; Retry and Catch apply.
+TimeoutSecondsPath gives the limit per execution, read from the state's
+input as InputPath selected it (the call's record carries it:
+TaskRecord.timeout); a path that selects no positive integer fails the
+state with States.Runtime. HeartbeatSecondsPath is checked the same way,
+and applies to `.waitForTaskToken` resources (tokens.py) only.
 """
 
 from __future__ import annotations

@@ -186,22 +186,30 @@ def _number_field(name: str, spec: dict[str, Any], field: str, data: Any,
     if field in spec:
         return float(spec[field])
     if field + "Path" in spec:
-        value = paths.select(name, field + "Path", spec[field + "Path"], data, context)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise runtime(name, f"The {field}Path field refers to value {value!r}, which is "
-                                "not a positive number")
+        path = spec[field + "Path"]
+        try:
+            value = paths.select(name, field + "Path", path, data, context)
+        except AslError:
+            raise runtime(name, f"The {field}Path parameter does not reference an input "
+                                f"value: {path}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 \
+                or value != int(value):
+            raise runtime(name, f"The {field}Path parameter references {paths._short(value)}, "
+                                f"which is not a positive integer: {path}")
         return float(value)
     return None
 
 
 def _task(spec: dict[str, Any], name: str, data: Any, context: Any, now: float,
           rng: Any) -> Outcome:
-    effective = paths.parameters(name, spec, paths.input_path(name, spec, data, context),
-                                 context, rng)
+    selected = paths.input_path(name, spec, data, context)
+    # The Path fields read the state's input as InputPath selected it, as AWS does.
+    timeout = _number_field(name, spec, "TimeoutSeconds", selected, context)
+    heartbeat = _number_field(name, spec, "HeartbeatSeconds", selected, context)
+    effective = paths.parameters(name, spec, selected, context, rng)
     resource = spec["Resource"]
     return Call(resource, effective, callback=resource.endswith(TOKEN_SUFFIX),
-                timeout=_number_field(name, spec, "TimeoutSeconds", data, context),
-                heartbeat=_number_field(name, spec, "HeartbeatSeconds", data, context))
+                timeout=timeout, heartbeat=heartbeat)
 
 
 def _parallel(spec: dict[str, Any], name: str, data: Any, context: Any, now: float,

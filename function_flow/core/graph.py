@@ -245,7 +245,11 @@ class RunGraph:
     def spec(self, task_id: str, record: TaskRecordLike | None = None) -> TaskSpec | None:
         """The declared task that `task_id` runs as (None for the end task or unknown ids)."""
         template = getattr(record, "template", None) or task_id
-        return self.dag.spec_of(template) or self.dag.hooks.get(task_id)
+        spec = self.dag.spec_of(template) or self.dag.hooks.get(task_id)
+        own = getattr(record, "timeout", None)  # a timeout of its own (records.TaskRecord)
+        if spec is not None and own is not None and own != spec.timeout:
+            spec = dataclasses.replace(spec, timeout=float(own))
+        return spec
 
     def knows(self, task_id: str, record: TaskRecordLike | None = None) -> bool:
         """Whether `task_id` is a task of this run (the end task included)."""

@@ -161,6 +161,9 @@ class TaskRecord:
     node_attempt: int | None = None
     #: A trigger rule of its own (None: its template's).
     trigger_rule: str | None = None
+    #: A timeout of its own, in seconds (None: its template's), for a task a run
+    #: adds whose limit is known only then (an ASL TimeoutSecondsPath).
+    timeout: float | None = None
     attempts: list[dict[str, Any]] | None = None  # the ended ones: core/attempts.py
 
     def to_dict(self) -> dict[str, Any]:
