@@ -403,7 +403,9 @@ def test_the_callback_server_stops_with_its_backend(new_job, gateway):
     gateway.register("render", doubler)
     job = remote_job(new_job, remote.OpenFaaS("render", asynchronous=True), timeout=60)
     assert job.run(timeout=60).status is RunStatus.SUCCEEDED
-    url = gateway.callbacks[0].url
+    # The gateway notes its callback once our server has answered it, which
+    # may be just after the run ended.
+    url = wait_for(lambda: gateway.callbacks, "the gateway's callback", timeout=30)[0].url
 
     job.backend.close()
 
