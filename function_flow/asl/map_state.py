@@ -26,7 +26,7 @@ starts.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from function_flow.asl import stepper, stopping
 from function_flow.asl.machine import record_id
