@@ -5,6 +5,9 @@ timers whose failures Retry and Catch see; refused tokens change nothing."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -129,3 +132,41 @@ def test_heartbeats_and_timeouts_are_durable_timers_seen_by_retry_and_catch(
     assert late["Error"] == "States.HeartbeatTimeout" and "HeartbeatSeconds (4)" in \
         late["Cause"]
     assert records["0001.Beat"].status is TaskStatus.FAILED
+
+
+def test_a_worker_that_answers_later_leaves_the_wait_to_function_flow_approve(
+        tmp_path: Path) -> None:
+    """SendTaskSuccess from the command line: the worker mails the token and
+    returns ANSWER_LATER; `function-flow approve TOKEN --data` answers it."""
+    (tmp_path / "ask.json").write_text(json.dumps({"StartAt": "Ask", "States": {
+        "Ask": {"Type": "Task", "Resource": "mail.waitForTaskToken",
+                "Parameters": {"token.$": "$$.Task.Token"}, "TimeoutSeconds": 300,
+                "ResultPath": "$.answer", "End": True}}}))
+    (tmp_path / "ask.py").write_text(
+        "import pathlib\n"
+        "from function_flow.asl.resources import ANSWER_LATER\n"
+        "def mail(event):\n"
+        "    pathlib.Path('token.txt').write_text(event['token'])\n"
+        "    return ANSWER_LATER\n"
+        "RESOURCES = {'mail.waitForTaskToken': mail}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FUNCTION_FLOW_")}
+    running = subprocess.Popen(
+        [sys.executable, "-m", "function_flow.cli", "run", "ask.json", "--input", '{"q": 1}'],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        token_file = tmp_path / "token.txt"
+        token = _wait(lambda: token_file.exists() and token_file.read_text(), "the token")
+        assert running.poll() is None  # it waits for the answer
+
+        answered = flow(tmp_path, "approve", token, "--data", '{"ok": true}')
+
+        assert answered.returncode == 0, answered.stderr
+        out, err = running.communicate(timeout=60)
+        assert running.returncode == 0, err
+        assert "Traceback" not in err  # the worker's thread sent nothing, and failed nothing
+        assert 'output: {"q": 1, "answer": {"ok": true}}' in out
+        assert_one_error_line(flow(tmp_path, "approve", token), "already used")
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait()

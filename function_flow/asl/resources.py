@@ -61,6 +61,13 @@ def remote_of(resource: str, functions: Mapping[str, Any]) -> Call | None:
     return value
 
 
+#: What a `.waitForTaskToken` worker returns to leave the answer to someone
+#: else: a person (`function-flow approve|reject TOKEN`, the callback's
+#: /approve and /reject) or another system (`tokens.send_success`). The worker
+#: has sent the token on (by mail, to a queue...); the Task waits for it.
+ANSWER_LATER = object()
+
+
 class TaskFailed(Exception):
     """Raise from a task function to fail with an ASL error name and cause."""
 
@@ -88,7 +95,8 @@ class Resources:
     `$$.Task.Token`) and its visit waits for SendTaskSuccess/SendTaskFailure
     (`function_flow.asl.tokens`). A Python function given for one plays the
     worker: it runs beside the run, and its return value (or TaskFailed) is
-    sent with the token once the wait is recorded.
+    sent with the token once the wait is recorded, unless it returns
+    ANSWER_LATER (someone else answers).
     """
 
     def __init__(self, functions: Any) -> None:
@@ -127,6 +135,7 @@ class Resources:
                 failure = task_failure(exc)
                 tokens.send_failure(engine, token, failure.error, failure.cause, wait=True)
             else:
-                tokens.send_success(engine, token, value, wait=True)
+                if value is not ANSWER_LATER:
+                    tokens.send_success(engine, token, value, wait=True)
 
         threading.Thread(target=work, name=f"asl-worker-{resource}", daemon=True).start()
