@@ -17,6 +17,7 @@ import pytest
 from function_flow import approvals
 from function_flow.asl import tokens
 from function_flow.asl.job import StateMachine
+from function_flow.asl.resources import ANSWER_LATER
 from function_flow.backends import Backend
 from function_flow.bus.local import LocalBus
 from function_flow.core.records import TaskStatus
@@ -170,3 +171,32 @@ def test_a_worker_that_answers_later_leaves_the_wait_to_function_flow_approve(
         if running.poll() is None:
             running.kill()
             running.wait()
+
+
+def test_a_rejected_token_fails_the_task_with_states_task_failed(tmp_path: Path) -> None:
+    """SendTaskFailure as `function-flow reject` does it (approvals.reject)."""
+    sent: list[str] = []
+
+    def mail(event: dict[str, Any]) -> Any:
+        sent.append(event["token"])
+        return ANSWER_LATER
+
+    definition = {"StartAt": "Ask", "States": {
+        "Ask": {"Type": "Task", "Resource": "mail.waitForTaskToken",
+                "Parameters": {"token.$": "$$.Task.Token"}, "Next": "Done",
+                "Catch": [{"ErrorEquals": ["States.TaskFailed"], "ResultPath": "$.why",
+                           "Next": "Done"}]},
+        "Done": {"Type": "Pass", "End": True}}}
+    job = StateMachine(definition, resources={"mail.waitForTaskToken": mail})
+    job.use_backend(Backend("embedded", SqliteStore(str(tmp_path / "ff.db")), LocalBus(2),
+                            keys=KEYS))
+    run_id = job.start_execution({"q": 1})
+    token = _wait(lambda: sent, "the token")[0]
+    _wait(lambda: [r for r in job.engine.store.get_tasks(run_id, ["0001.Ask"])
+                   if r.trigger_id], "the wait")
+
+    approvals.reject(job.engine, token, "not today")
+
+    job.wait(run_id, timeout=30)
+    assert job.outcome(run_id).output == {
+        "q": 1, "why": {"Error": "States.TaskFailed", "Cause": "not today"}}
