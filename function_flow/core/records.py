@@ -159,10 +159,9 @@ class TaskRecord:
     item: Any = None
     item_key: Any = None
     node_attempt: int | None = None
-    #: A trigger rule of its own (None: its template's).
-    trigger_rule: str | None = None
-    #: A timeout of its own, in seconds (None: its template's), for a task a run
-    #: adds whose limit is known only then (an ASL TimeoutSecondsPath).
+    trigger_rule: str | None = None  # its own trigger rule (None: its template's)
+    #: Its own timeout in seconds (None: its template's), known only when a run
+    #: adds the record (an ASL TimeoutSecondsPath).
     timeout: float | None = None
     attempts: list[dict[str, Any]] | None = None  # the ended ones: core/attempts.py
 
