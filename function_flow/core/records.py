@@ -160,8 +160,7 @@ class TaskRecord:
     item_key: Any = None
     node_attempt: int | None = None
     trigger_rule: str | None = None  # its own trigger rule (None: its template's)
-    #: Its own timeout in seconds (None: its template's), known only when a run
-    #: adds the record (an ASL TimeoutSecondsPath).
+    #: Its own timeout, s (None: its template's): known only at run time (ASL TimeoutSecondsPath).
     timeout: float | None = None
     attempts: list[dict[str, Any]] | None = None  # the ended ones: core/attempts.py
 
