@@ -243,7 +243,9 @@ def test_async_answer_arrives_through_the_callback(new_job, gateway):
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/openfaas/" + result["job_id"]
                         + r"\?function_flow_timestamp=\d+&function_flow_signature=sha256%3D"
                         r"[0-9a-f]{64}", sent.headers["X-Callback-Url"])
-    [callback] = gateway.callbacks
+    # The gateway records its callback after the POST answers, which can be
+    # just after the run ends.
+    [callback] = wait_for(lambda: gateway.callbacks, "the gateway's callback")
     assert callback.status == 200 and callback.answer["outcome"] == "succeeded"
     assert records(job, run.run_id)["after"].result == {"seen": result}
 

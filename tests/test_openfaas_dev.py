@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from functions_stack import wait_for
 from openfaas_gateway import Gateway
 from test_dev import assert_all_stopped, dev_log, needs_emulators, run_dev
 
@@ -35,13 +36,14 @@ def test_dev_runs_an_async_openfaas_task_through_its_callback_function(tmp_path:
         result = run_dev(tmp_path, str(SOURCE), "--arg", "x=4",
                          FUNCTION_FLOW_OPENFAAS_GATEWAY=gateway.url,
                          FUNCTION_FLOW_OPENFAAS_PASSWORD=password)
+        # The gateway records its callback after the POST answers.
+        [answer] = wait_for(lambda: gateway.callbacks, "the gateway's callback", 30)
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"^\s*render\s+SUCCEEDED\s+1\b", result.stdout, re.M), result.stdout
     assert re.search(r'^\s+publish: .*"double": 16', result.stdout, re.M), result.stdout
     log = dev_log(tmp_path)
     port = re.search(r" callback \(http function\) on http://127\.0\.0\.1:(\d+)/", log)
     assert port, log
-    [answer] = gateway.callbacks
     assert answer.url.startswith(f"http://127.0.0.1:{port.group(1)}/openfaas/")
     assert answer.status == 200 and answer.answer["outcome"] == "succeeded"
     assert_all_stopped(log)
