@@ -54,6 +54,7 @@ class GroupCommitWriter:
         self._last = 0          # number of the last group made
         self._committed = 0     # number of the last group committed
         self._failed: dict[int, BaseException] = {}  # groups whose commit failed
+        self._close_when_done = False  # close() came while a group was open
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """`fn` in a transaction: its writes are committed (durably) when this returns."""
@@ -157,6 +158,7 @@ class GroupCommitWriter:
             else:
                 self._failed[group] = failure
             self._using = False
+            self._close_if_asked()
             self._done.notify_all()
             self._free.notify()
         if failure is not None and wait:
@@ -167,6 +169,7 @@ class GroupCommitWriter:
             self._group = 0
             self._failed[group] = exc
             self._using = False
+            self._close_if_asked()
             self._done.notify_all()
             self._free.notify()
 
@@ -178,8 +181,20 @@ class GroupCommitWriter:
             raise failure
 
     def close(self) -> None:
-        """Close the connection, unless a transaction uses it now."""
+        """Close the connection now, or when the group open on it ends.
+
+        Between two members of a group nobody uses the connection, but the
+        transaction on it is still open: closing it then would roll back the
+        members that already ran, and the next member would go on on a new
+        connection outside any transaction.
+        """
         with self._cond:
-            if self._conn is not None and not self._using:
-                self._conn.close()
-                self._conn = None
+            self._close_when_done = True
+            if not self._using and not self._group:
+                self._close_if_asked()
+
+    def _close_if_asked(self) -> None:
+        if self._close_when_done and self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._close_when_done = False
