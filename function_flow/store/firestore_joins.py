@@ -42,8 +42,9 @@ from function_flow.core.records import (OUTCOME_FAILED, OUTCOME_SKIPPED, OUTCOME
 
 #: The run document's marker: its join documents carry counters.
 MARKER = COUNTED_JOINS
-#: Task document fields: counts by outcome (a map), and len(deps) or -1.
-COUNTS, DEPS = "join_counts", "join_deps"
+#: Task document fields: counts by outcome (a map), len(deps) or -1, how many
+#: writes each entry had (a map), and how many entries were written again.
+COUNTS, DEPS, WRITES, REWRITES = "join_counts", "join_deps", "join_writes", "join_rewrites"
 #: The order Firestore returns transform results in: by field path (the
 #: client sorts a write's transforms so).
 OUTCOMES = (OUTCOME_FAILED, OUTCOME_SKIPPED, OUTCOME_SUCCEEDED)
@@ -57,7 +58,8 @@ def whole(data: dict[str, Any]) -> dict[str, Any]:
         counts = dict.fromkeys(OUTCOMES, 0)
         for status in data["deps_done"].values():
             counts[outcome_of(status)] += 1
-        data = {**data, COUNTS: counts}
+        data = {**data, COUNTS: counts, WRITES: dict.fromkeys(data["deps_done"], 1),
+                REWRITES: 0}
     if "deps" in data:
         deps = data["deps"]
         data = {**data, DEPS: len(deps) if deps is not None else -1}
@@ -75,13 +77,17 @@ def transforms(fields: dict[str, Any]) -> dict[str, Any]:
         return {}
     ops: dict[str, Any] = {f"{COUNTS}.{o}": firestore.Increment(added[o]) for o in OUTCOMES}
     ops[DEPS] = firestore.Maximum(-1)
+    ops[REWRITES] = firestore.Increment(0)
+    for key in fields:
+        if key.startswith(DEPS_PREFIX):
+            ops[f"{WRITES}.{key[len(DEPS_PREFIX):]}"] = firestore.Increment(1)
     return ops
 
 
 def stored(data: dict[str, Any]) -> dict[str, Any]:
     """Document fields without the counters (records do not have them)."""
-    data.pop(COUNTS, None)
-    data.pop(DEPS, None)
+    for field in (COUNTS, DEPS, WRITES, REWRITES):
+        data.pop(field, None)
     return data
 
 
@@ -101,24 +107,35 @@ class FreshCounts:
         """A new transaction begins: what earlier commits returned is no longer fresh."""
         self._paths().clear()
 
-    def learn(self, written: Iterable[str | None], results: list[Any]) -> None:
+    def learn(self, written: Iterable[str | None], results: list[Any]) -> list[str]:
         """Keep the counts returned for each write of a commit (`written`: the
-        path of each write that carried the transforms, else None; in order)."""
+        path of each write that carried the transforms, else None; in order).
+        Returns the paths whose entry was written again: their counts are no
+        longer exact, which `rewritten` must record on the document."""
         paths = self._paths()
+        again = []
         for path, result in zip(written, results):
             if path is None:
                 continue
+            paths.pop(path, None)
+            # In field path order: the counts, join_deps, join_rewrites, then
+            # join_writes.<entry> for each entry written.
             values = [_integer(v) for v in getattr(result, "transform_results", None) or ()]
-            if len(values) != len(OUTCOMES) + 1 or None in values:
-                paths.pop(path, None)
+            if len(values) <= len(OUTCOMES) + 2 or None in values:
+                again.append(path)  # not what was asked for: trust the map only
                 continue
-            counts = dict(zip(OUTCOMES, values))
-            deps = values[-1]
+            numbers, (deps, rewrites), writes = values[:3], values[3:5], values[5:]
+            if any(n != 1 for n in writes):
+                again.append(path)
+            if any(n != 1 for n in writes) or rewrites:
+                continue  # an entry was written twice: only the map is exact
+            counts = dict(zip(OUTCOMES, numbers))
             # The status is unknown (not returned): WAITING, as far as the counts
             # go; whoever acts on the answer reads the record (module docstring).
             paths[path] = JoinProgress(
                 TaskStatus.WAITING, counts[OUTCOME_SUCCEEDED], counts[OUTCOME_FAILED],
-                counts[OUTCOME_SKIPPED], deps if deps is not None and deps >= 0 else None)
+                counts[OUTCOME_SKIPPED], deps if deps >= 0 else None)
+        return again
 
     def take(self, path: str) -> JoinProgress | None:
         return self._paths().pop(path, None)
@@ -131,4 +148,11 @@ def _integer(value: Any) -> int | None:
     return int(value.integer_value)
 
 
-__all__ = ["COUNTS", "DEPS", "FreshCounts", "MARKER", "stored", "transforms", "whole"]
+def rewritten() -> dict[str, Any]:
+    """The update marking a join whose entry was written again: its counters
+    over-count from now on, so answers come from its record."""
+    return {REWRITES: firestore.Increment(1)}
+
+
+__all__ = ["COUNTS", "DEPS", "FreshCounts", "MARKER", "rewritten", "stored", "transforms",
+           "whole"]

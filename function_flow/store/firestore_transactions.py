@@ -267,10 +267,14 @@ class FirestoreTransaction:
 
     def learn_counts(self, results: list[Any]) -> None:
         """After the commit: keep the join counts its transforms returned."""
-        if self.counting:
-            self._store.fresh.learn(
-                [path if i in self.counting else None for i, path in enumerate(self.written)],
-                results)
+        if not self.counting:
+            return
+        again = self._store.fresh.learn(
+            [path if i in self.counting else None for i, path in enumerate(self.written)],
+            results)
+        for path in again:  # rare: an entry written twice (firestore_joins.py)
+            self._store.client.document(path).update(firestore_joins.rewritten())
+            self._store._count(writes=1)
 
     def set_slot(self, run_id: str, slot: int, holder: str | None) -> None:
         if holder is not None and slot not in self._slots_read \
