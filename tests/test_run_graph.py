@@ -114,3 +114,29 @@ def test_firestore_names_a_write_too_large_for_a_document(firestore_store) -> No
         firestore_store.transact(lambda tx: tx.update_task(run_id, "t", {"error": "z" * 2_000_000}))
     assert not isinstance(raised.value, TransientBackendError)
     assert "1 MiB" in str(raised.value)
+
+
+def test_a_finishing_task_hands_its_slot_down_its_lane_of_ready_siblings(store) -> None:
+    """With 2 slots, siblings b0..b5 (sorted by id) form lanes b0 -> b2 -> b4 and
+    b1 -> b3 -> b5: a finishing sibling queues its own lane's next one (no READY
+    query, which every finishing sibling would answer with the same task), and
+    every sibling still runs once."""
+    ran: list[str] = []
+    job = Job("lanes", max_parallel_tasks=2)
+    job.task(task_id="root")(lambda task, job: 1)
+    for i in range(6):
+        job.task(task_id=f"b{i}", deps=["root"])(
+            lambda task, job, i=i: ran.append(f"b{i}") or i)
+    job.task(task_id="join", deps=[f"b{i}" for i in range(6)])(lambda task, job: 0)
+    bus = Outbox()
+    engine = Engine(job, store, bus, lease_check_messages=False)
+    run_id, _ = engine.start({})
+    drain(engine, bus, limit=1)  # the root: b0 takes its slot, fill_slots gives b1 the other
+    assert sorted(m.task_id for m in bus.sent) == ["b0", "b1"]
+    bus.sent.sort(key=lambda m: m.task_id, reverse=True)
+    drain(engine, bus, limit=1)  # b1 finishes first: its heir is b3, not the first READY b2
+    status = {t.task_id: t.status for t in engine.task_records(run_id)}
+    assert status["b3"] is TaskStatus.QUEUED and status["b2"] is TaskStatus.READY
+    drain(engine, bus)
+    assert engine.run_status(run_id).status is RunStatus.SUCCEEDED
+    assert sorted(ran) == [f"b{i}" for i in range(6)]

@@ -82,7 +82,8 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
         # by a query now, compare-and-set in the transaction) instead of
         # freeing it and making fill_slots look for both again; a foreach
         # item hands it to the next item of its lane, with no query.
-        successor = foreach.lane_successor(claimed)
+        successor = foreach.lane_successor(claimed) \
+            or engine.graph.slot_heir(task_id, claimed, engine.slots)
         if successor is None:
             ready = engine.store.find_tasks(run_id, TaskStatus.READY, 1)
             successor = ready[0].task_id if ready else None

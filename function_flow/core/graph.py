@@ -237,6 +237,7 @@ class RunGraph:
     def __init__(self, dag: Dag) -> None:
         self.dag = dag
         self._single: dict[str, tuple[str, ...]] = {}  # single_dependency_dependents
+        self._lanes: dict[str, tuple[dict[str, int], tuple[str, ...]]] = {}  # slot_heir
 
     @property
     def name(self) -> str:
@@ -307,6 +308,33 @@ class RunGraph:
             self._single[task_id] = found  # the definition's edges never change
         return found
 
+
+    def slot_heir(self, task_id: str, record: TaskRecordLike | None,
+                  slots: int) -> str | None:
+        """The sibling that takes `task_id`'s concurrency slot when it succeeds.
+
+        A task's success makes all of its single-dependency dependents
+        READY at once (the first takes its slot). Sorted by id, they form
+        `slots` lanes: the i-th hands its slot to the (i + slots)-th, so
+        the tasks running at once never compete for one READY successor
+        (the first `slots` of them take the slots fill_slots hands out,
+        which a store's READY query returns by id too). Only a hint: the
+        hand-over checks that the heir is still READY.
+        """
+        if not slots or getattr(record, "deps", None) is not None:
+            return None
+        spec = self.dag.tasks.get(task_id)
+        if spec is None or len(spec.deps) != 1:
+            return None
+        lane = self._lanes.get(spec.deps[0])
+        if lane is None:
+            siblings = tuple(sorted(self.single_dependency_dependents(spec.deps[0])))
+            lane = self._lanes[spec.deps[0]] = (
+                {t: i for i, t in enumerate(siblings)}, siblings)
+        index = lane[0].get(task_id)
+        if index is None or index + slots >= len(lane[1]):
+            return None
+        return lane[1][index + slots]
 
     def runs_after(self, record: Any, task_id: str) -> bool:
         """Whether WAITING `record` runs once `task_id`, its only dependency, succeeds."""

@@ -69,6 +69,7 @@ from function_flow.store import firestore_absent
 from function_flow.store.firestore_absent import AbsentLists
 from function_flow.store.firestore_cache import DocumentCache
 from function_flow.store.firestore_context import FirestoreContext
+from function_flow.store.firestore_joins import FreshCounts
 from function_flow.store.firestore_create import MAX_WRITES, FirestoreCreation
 from function_flow.store.firestore_transactions import (commit_compare_and_set,
                                                         commit_transaction, decode, doc_id,
@@ -106,6 +107,8 @@ class FirestoreStore(FirestoreContext, FirestoreCreation):
         self.known = DocumentCache()
         #: Per run, the tasks it started without documents (firestore_absent.py).
         self.absent = AbsentLists()
+        #: Join counts this thread's latest commit returned (firestore_joins.py).
+        self.fresh = FreshCounts()
 
     # ------------------------------------------------------------ plumbing
 
@@ -187,6 +190,7 @@ class FirestoreStore(FirestoreContext, FirestoreCreation):
     # --------------------------------------------------------- transactions
 
     def transact(self, fn: Callable[[Any], T], *, compare_and_set: bool = False) -> T:
+        self.fresh.clear()
         try:
             if compare_and_set:
                 return commit_compare_and_set(self, fn)
@@ -248,6 +252,12 @@ class FirestoreStore(FirestoreContext, FirestoreCreation):
         return [found[t] for t in wanted if t in found]
 
     def join_progress(self, run_id: str, task_id: str) -> JoinProgress | None:
+        # The counts this thread's commit just wrote into the join, when its
+        # run keeps them (firestore_joins.py): only their "it still waits" is
+        # final, so a decided rule is checked on the record, read here.
+        fresh = self.fresh.take(self._task_ref(run_id, task_id).path)
+        if fresh is not None and self.absent.counts_joins(run_id):
+            return fresh
         # One document read whatever its size: counting would not be cheaper.
         records = self.get_tasks(run_id, [task_id])
         return JoinProgress.of(records[0]) if records else None

@@ -37,6 +37,8 @@ from function_flow.core.records import TaskRecord
 
 #: The run document's field listing the tasks created when first written.
 FIELD = "absent_json"
+#: The run document's marker that its joins keep counters (firestore_joins.MARKER).
+COUNTED_JOINS = "counted_joins"
 #: Above this many bytes of ids, a run's records are all written at the start
 #: (a run document holds at most 1 MiB, and every claim reads it).
 MAX_BYTES = 200_000
@@ -86,15 +88,25 @@ def merge_write(task_id: str, encoded: dict[str, Any]) -> tuple[dict[str, Any], 
 
 
 class AbsentLists:
-    """Run id -> the ids its run document lists as absent; thread-safe."""
+    """Run id -> the ids its run document lists as absent; thread-safe.
+
+    Also whether the run document says its joins carry counters
+    (firestore_joins.MARKER): another fact of a run that never changes.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._runs: collections.OrderedDict[str, frozenset[str]] = collections.OrderedDict()
+        self._counted: set[str] = set()
 
     def known(self, run_id: str) -> frozenset[str] | None:
         with self._lock:
             return self._runs.get(run_id)
+
+    def counts_joins(self, run_id: str) -> bool:
+        """Whether the run's join documents keep counters (False when unknown)."""
+        with self._lock:
+            return run_id in self._counted
 
     def learn(self, run_id: str, run_data: dict[str, Any] | None) -> frozenset[str]:
         """Remember the list of a run document just read (None: the run is gone)."""
@@ -106,13 +118,16 @@ class AbsentLists:
         with self._lock:
             self._runs[run_id] = ids
             self._runs.move_to_end(run_id)
+            if run_data.get(COUNTED_JOINS):
+                self._counted.add(run_id)
             while len(self._runs) > REMEMBERED_RUNS:
-                self._runs.popitem(last=False)
+                self._counted.discard(self._runs.popitem(last=False)[0])
         return ids
 
     def forget(self, run_id: str) -> None:
         with self._lock:
             self._runs.pop(run_id, None)
+            self._counted.discard(run_id)
 
 
 def synthesized(ids: Iterable[str], present: Iterable[str], absent: frozenset[str]

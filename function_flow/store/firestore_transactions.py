@@ -40,6 +40,7 @@ from google.cloud.firestore_v1.field_path import FieldPath
 from function_flow.core.ports import ReadAfterWriteError
 from function_flow.errors import TransientBackendError, transient_google_errors
 from function_flow.core.records import RunRecord, TaskRecord, Trigger
+from function_flow.store import firestore_joins
 from function_flow.store.firestore_absent import created, merge_write, synthesized
 from function_flow.store.firestore_cas import CompareAndSet
 
@@ -101,19 +102,20 @@ def task_from(snapshot: Any) -> TaskRecord:
 
 
 def encode(fields: dict[str, Any]) -> dict[str, Any]:
-    """Record fields -> document fields (JSON fields as text)."""
+    """Record fields -> document fields (JSON fields as text; a join's counters
+    beside a whole deps_done map, see firestore_joins.py)."""
     data = {}
     for key, value in fields.items():
         if key in JSON_FIELDS:
             data[JSON_FIELDS[key]] = json.dumps(value)
         else:
             data[key] = value
-    return data
+    return firestore_joins.whole(data)
 
 
 def decode(data: dict[str, Any]) -> dict[str, Any]:
     """Document fields -> record fields."""
-    fields = dict(data)
+    fields = firestore_joins.stored(dict(data))
     for key, stored in JSON_FIELDS.items():
         if stored in fields:
             text = fields.pop(stored)
@@ -157,6 +159,8 @@ class FirestoreTransaction:
         self.writes = 0
         #: Paths of the documents written, so the store forgets what it knew of them.
         self.written: list[str] = []
+        #: Which of those writes carry a join's counter transforms (firestore_joins.py).
+        self.counting: set[int] = set()
         #: Tasks read here, and those read as absent (firestore_absent.py).
         self._read: set[str] = set()
         self._synthesized: set[str] = set()
@@ -246,9 +250,31 @@ class FirestoreTransaction:
             # Blind, and maybe still absent: a merge creates it if missing (a
             # commit checks every write against the documents before it, so
             # a second write of a document this commit creates is one too).
+            fields = self._counting(fields)
             self._tx.set(ref, *merge_write(task_id, encode(self._store._expiring(fields))))
         else:
+            fields = self._counting(fields)
             self._tx.update(ref, update_paths(self._store._expiring(fields)))
+
+    def _counting(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """`fields` of a blind update, with the join counters' transforms if it
+        writes deps_done entries (firestore_joins.py)."""
+        ops = firestore_joins.transforms(fields)
+        if not ops:
+            return fields
+        self.counting.add(len(self.written) - 1)
+        return {**fields, **ops}
+
+    def learn_counts(self, results: list[Any]) -> None:
+        """After the commit: keep the join counts its transforms returned."""
+        if not self.counting:
+            return
+        again = self._store.fresh.learn(
+            [path if i in self.counting else None for i, path in enumerate(self.written)],
+            results)
+        for path in again:  # rare: an entry written twice (firestore_joins.py)
+            self._store.client.document(path).update(firestore_joins.rewritten())
+            self._store._count(writes=1)
 
     def set_slot(self, run_id: str, slot: int, holder: str | None) -> None:
         if holder is not None and slot not in self._slots_read \
@@ -281,8 +307,9 @@ def commit_compare_and_set(store: "FirestoreStore", fn: Callable[[Any], T]) -> T
     remembering = True
     for attempt in range(store.max_attempts):
         recorder = CompareAndSet(store, remembering)
+        wrapper = FirestoreTransaction(store, recorder, counted=False)
         try:
-            result = fn(FirestoreTransaction(store, recorder, counted=False))
+            result = fn(wrapper)
         except TRANSIENT as exc:
             raise transient(exc) from exc
         if not recorder.trusts_memory():
@@ -318,6 +345,7 @@ def commit_compare_and_set(store: "FirestoreStore", fn: Callable[[Any], T]) -> T
             store.known.drop(ref.path for _, ref, _ in recorder.writes)
             raise transient(exc) from exc
         recorder.remember_commit(list(results or []))
+        wrapper.learn_counts(list(results or []))
         store._count(writes=len(recorder.writes))
         return result
     raise TransientBackendError(
@@ -335,9 +363,10 @@ def commit_transaction(store: "FirestoreStore", fn: Callable[[Any], T]) -> T:
         if probe.writes:
             store.known.drop(probe.written)
             try:
-                batch.commit()
+                results = batch.commit()
             except TRANSIENT as exc:
                 raise transient(exc) from exc
+            probe.learn_counts(list(results or []))
             store._count(writes=probe.writes)
         return result
     attempts: list[FirestoreTransaction] = []

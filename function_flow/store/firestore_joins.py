@@ -1,0 +1,158 @@
+"""Per-outcome counters on a join's document, so its completers need not read it.
+
+Every completer of a join writes `deps_done.<itself>` into the join's
+document (a blind write), then asks how far the join is
+(`Store.join_progress`): without help, a read of the whole document per
+completer, which is most of what a fan-out task costs beyond a chain task.
+So each such write also carries Firestore field transforms on the same
+document: `join_counts.<outcome>` Increment(1) for its outcome and
+Increment(0) for the others, and `join_deps` Maximum(-1). A commit returns
+the values those transforms left (WriteResult.transform_results), so the
+completer learns the join's counts, and how many dependencies its record
+lists (`join_deps`, -1: as the definition says), from its own commit, for
+free. Whole-record writes (create_run, add_task, replace_task, an absent
+task created whole) store the counts of their `deps_done` map and
+`join_deps`, so the counters start right.
+
+Only ever an over-count: an entry written twice (a resent blind batch, an
+outcome overwritten) counts twice, while no entry goes uncounted. The
+answer is therefore used only the way check_join uses it: counts that say
+the rule still waits mean it waits (more entries could only decide it
+sooner); counts that say it has decided are checked on the record itself,
+which the join's transaction reads anyway. A fan-out's last completer is
+then the only one that reads the join.
+
+Runs created before this have join documents without counters: their run
+document has no `counted_joins` marker, and their completers read the join
+as before (FirestoreStore.join_progress). Fresh counts are kept per thread
+and only until the thread's next transaction: they answer the follow-up of
+the commit that returned them, nothing later.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterable
+
+from google.cloud import firestore
+
+from function_flow.store.firestore_absent import COUNTED_JOINS
+from function_flow.core.records import (OUTCOME_FAILED, OUTCOME_SKIPPED, OUTCOME_SUCCEEDED,
+                                        JoinProgress, TaskStatus, outcome_of)
+
+#: The run document's marker: its join documents carry counters.
+MARKER = COUNTED_JOINS
+#: Task document fields: counts by outcome (a map), len(deps) or -1, how many
+#: writes each entry had (a map), and how many entries were written again.
+COUNTS, DEPS, WRITES, REWRITES = "join_counts", "join_deps", "join_writes", "join_rewrites"
+#: The order Firestore returns transform results in: by field path (the
+#: client sorts a write's transforms so).
+OUTCOMES = (OUTCOME_FAILED, OUTCOME_SKIPPED, OUTCOME_SUCCEEDED)
+DEPS_PREFIX = "deps_done."
+
+
+def whole(data: dict[str, Any]) -> dict[str, Any]:
+    """Encoded record fields plus the counters, for a write of a whole `deps_done`
+    map and/or `deps` list (unchanged when it writes neither)."""
+    if "deps_done" in data and isinstance(data["deps_done"], dict):
+        counts = dict.fromkeys(OUTCOMES, 0)
+        for status in data["deps_done"].values():
+            counts[outcome_of(status)] += 1
+        data = {**data, COUNTS: counts, WRITES: dict.fromkeys(data["deps_done"], 1),
+                REWRITES: 0}
+    if "deps" in data:
+        deps = data["deps"]
+        data = {**data, DEPS: len(deps) if deps is not None else -1}
+    return data
+
+
+def transforms(fields: dict[str, Any]) -> dict[str, Any]:
+    """The counter transforms (as dotted record keys) for a blind update writing
+    `deps_done.<dep>` entries; empty when it writes none."""
+    added = dict.fromkeys(OUTCOMES, 0)
+    for key, value in fields.items():
+        if key.startswith(DEPS_PREFIX):
+            added[outcome_of(value)] += 1
+    if not any(added.values()) or "deps_done" in fields:
+        return {}
+    ops: dict[str, Any] = {f"{COUNTS}.{o}": firestore.Increment(added[o]) for o in OUTCOMES}
+    ops[DEPS] = firestore.Maximum(-1)
+    ops[REWRITES] = firestore.Increment(0)
+    for key in fields:
+        if key.startswith(DEPS_PREFIX):
+            ops[f"{WRITES}.{key[len(DEPS_PREFIX):]}"] = firestore.Increment(1)
+    return ops
+
+
+def stored(data: dict[str, Any]) -> dict[str, Any]:
+    """Document fields without the counters (records do not have them)."""
+    for field in (COUNTS, DEPS, WRITES, REWRITES):
+        data.pop(field, None)
+    return data
+
+
+class FreshCounts:
+    """Per thread: document path -> the join counts its latest commit returned."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def _paths(self) -> dict[str, JoinProgress]:
+        paths = getattr(self._local, "paths", None)
+        if paths is None:
+            paths = self._local.paths = {}
+        return paths
+
+    def clear(self) -> None:
+        """A new transaction begins: what earlier commits returned is no longer fresh."""
+        self._paths().clear()
+
+    def learn(self, written: Iterable[str | None], results: list[Any]) -> list[str]:
+        """Keep the counts returned for each write of a commit (`written`: the
+        path of each write that carried the transforms, else None; in order).
+        Returns the paths whose entry was written again: their counts are no
+        longer exact, which `rewritten` must record on the document."""
+        paths = self._paths()
+        again = []
+        for path, result in zip(written, results):
+            if path is None:
+                continue
+            paths.pop(path, None)
+            # In field path order: the counts, join_deps, join_rewrites, then
+            # join_writes.<entry> for each entry written.
+            values = [_integer(v) for v in getattr(result, "transform_results", None) or ()]
+            if len(values) <= len(OUTCOMES) + 2 or None in values:
+                again.append(path)  # not what was asked for: trust the map only
+                continue
+            numbers, (deps, rewrites), writes = values[:3], values[3:5], values[5:]
+            if any(n != 1 for n in writes):
+                again.append(path)
+            if any(n != 1 for n in writes) or rewrites:
+                continue  # an entry was written twice: only the map is exact
+            counts = dict(zip(OUTCOMES, numbers))
+            # The status is unknown (not returned): WAITING, as far as the counts
+            # go; whoever acts on the answer reads the record (module docstring).
+            paths[path] = JoinProgress(
+                TaskStatus.WAITING, counts[OUTCOME_SUCCEEDED], counts[OUTCOME_FAILED],
+                counts[OUTCOME_SKIPPED], deps if deps >= 0 else None)
+        return again
+
+    def take(self, path: str) -> JoinProgress | None:
+        return self._paths().pop(path, None)
+
+
+def _integer(value: Any) -> int | None:
+    """The integer a transform result holds (a google.firestore.v1.Value)."""
+    if getattr(value, "_pb", value).WhichOneof("value_type") != "integer_value":
+        return None
+    return int(value.integer_value)
+
+
+def rewritten() -> dict[str, Any]:
+    """The update marking a join whose entry was written again: its counters
+    over-count from now on, so answers come from its record."""
+    return {REWRITES: firestore.Increment(1)}
+
+
+__all__ = ["COUNTS", "DEPS", "FreshCounts", "MARKER", "rewritten", "stored", "transforms",
+           "whole"]
