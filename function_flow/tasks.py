@@ -21,7 +21,7 @@ import time
 from typing import Any, Callable, Optional
 
 from function_flow.core import engine as engine_module
-from function_flow.core import control, leftovers, watches
+from function_flow.core import control, watches
 from function_flow.backends import Backend, from_settings
 from function_flow.owners import pid_alive
 from function_flow.config import Settings
@@ -323,13 +323,9 @@ class Job(EntryPoints, HookDecorators):
             if run.status.is_final and not (hooks and run.hooks_pending):
                 # The commit that ends a run comes before its follow-ups (the
                 # tasks below a failure marked UPSTREAM_FAILED): let this
-                # process's bus finish them, briefly, so the records agree.
+                # process's bus finish them, briefly, so the records agree (it
+                # counts hosted remote functions' answers too: LocalBus.beside).
                 self.backend.bus.wait_idle(timeout=FOLLOW_UP_GRACE_SECONDS)
-                if run.status is not RunStatus.SUCCEEDED:
-                    # The completion that ended it may have come outside the bus
-                    # (a hosted remote function's answer), still retiring the
-                    # run's leftovers on its own thread: they are ended on return.
-                    leftovers.retire(self.engine, run_id, run.status)
                 return run
             self.repair_if_stalled(run_id)
             if deadline is not None and time.monotonic() > deadline:
