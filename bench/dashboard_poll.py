@@ -26,7 +26,8 @@ import tempfile
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [REPO, os.path.join(REPO, "tests")]  # the run is tests/dashboard_runs.py's
 
 from function_flow.core import foreach, versions  # noqa: E402
 from function_flow.core.records import RunRecord, TaskRecord, TaskStatus  # noqa: E402
@@ -34,22 +35,12 @@ from function_flow.dashboard import create_app  # noqa: E402
 from function_flow.dashboard.app import EXTENSION  # noqa: E402
 from function_flow.tasks import Job  # noqa: E402
 
+from dashboard_runs import big_job  # noqa: E402
+
 logging.disable(logging.WARNING)
 
 LANES = 100
 GROUP = 100
-
-
-def big_job() -> Job:
-    """1,000 tasks in 10 levels of 100 (each waits for one of the level above),
-    plus a foreach over the first task's result (as tests/test_dashboard.py)."""
-    job = Job("big")
-    for level in range(10):
-        for index in range(100):
-            deps = [f"t{level - 1}_{index}"] if level else None
-            job.task(f"t{level}_{index}", deps)(lambda task, job: None)
-    job.foreach("fan", over="t0_0")(lambda task, job: None)
-    return job
 
 
 def records(job: Job, items: int, done: int, running: int) -> list[TaskRecord]:

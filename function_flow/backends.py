@@ -181,7 +181,7 @@ def embedded(db_path: str | None = None, workers: int | None = None,
     bus = LocalBus(workers or settings.workers)
     store = SqliteStore(path, synchronous or settings.sqlite_synchronous)
     hosting = LocalHost(settings.project or DEFAULT_PROJECT,
-                        settings.events_topic or DEFAULT_EVENTS_TOPIC)
+                        settings.events_topic or DEFAULT_EVENTS_TOPIC, bus=bus)
     backend = Backend("embedded", store, bus,
                       description=describe_embedded(path),
                       keys=Keys.for_process(settings),

@@ -17,32 +17,24 @@ from __future__ import annotations
 import collections
 import contextvars
 import threading
-import time
 from typing import Any, Callable, Optional
 
 from function_flow.core import engine as engine_module
-from function_flow.core import control, leftovers, watches
 from function_flow.backends import Backend, from_settings
 from function_flow.owners import pid_alive
 from function_flow.config import Settings
-from function_flow import callbacks, subdags
+from function_flow import callbacks, run_end, subdags
 from function_flow.core import foreach as foreach_module
 from function_flow.core.definition import DEFAULT_FOREACH_MAX_ITEMS, Call, ForEach
 from function_flow.context import RunContext
 from function_flow.entry_points import EntryPoints
 from function_flow.task_view import Task, remote_call, topic_of
 from function_flow.run_hooks import HookDecorators
-from function_flow.run_end import NOTIFIED_LOOK_SECONDS, RunChanges
 from function_flow.core.graph import Backoff, Dag, TaskSpec, make_spec
 from function_flow.errors import DefinitionError, FunctionFlowError, RunNotFoundError
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus
 
 JobStatus = RunStatus  # Function Flow's name for the status of a run
-
-#: How long `Job.wait` lets the in-process bus finish a run's follow-ups
-#: after the run ended (tasks still running in a failed run may take longer;
-#: they are not waited for).
-FOLLOW_UP_GRACE_SECONDS = 2.0
 
 #: (job name, run id) of the task body running in this thread. Function
 #: Flow's scheduler set `id` on the module-level job before calling a task,
@@ -91,8 +83,7 @@ class Job(EntryPoints, HookDecorators):
         self._engine: engine_module.Engine | None = None
         self._lock = threading.Lock()
         self._args_cache: tuple[str, dict[str, Any]] | None = None  # (run id, args)
-        self._last_repair = 0.0
-        self._resumes_seen: dict[str, float] = {}  # run id -> resumed_at acted on
+        self._repairs = run_end.Repairs()
 
     @property
     def id(self) -> str | None:
@@ -313,50 +304,13 @@ class Job(EntryPoints, HookDecorators):
         run_id = run_id or self.id
         if run_id is None:
             raise FunctionFlowError("no run to wait for: call job.start() first")
-        changes = RunChanges(self.engine.store)
-        if poll_interval is None:
-            poll_interval = NOTIFIED_LOOK_SECONDS if changes.notified else 0.05
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            changes.mark()
-            run = self.engine.run_status(run_id)
-            if run.status.is_final and not (hooks and run.hooks_pending):
-                # The commit that ends a run comes before its follow-ups (the
-                # tasks below a failure marked UPSTREAM_FAILED): let this
-                # process's bus finish them, briefly, so the records agree.
-                self.backend.bus.wait_idle(timeout=FOLLOW_UP_GRACE_SECONDS)
-                if run.status is not RunStatus.SUCCEEDED:
-                    # The completion that ended it may have come outside the bus
-                    # (a hosted remote function's answer), still retiring the
-                    # run's leftovers on its own thread: they are ended on return.
-                    leftovers.retire(self.engine, run_id, run.status)
-                return run
-            self.repair_if_stalled(run_id)
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"run {run_id} still {run.status.value} after {timeout} s")
-            changes.pause(poll_interval if deadline is None
-                          else max(0.0, min(poll_interval, deadline - time.monotonic())))
+        return run_end.wait(self, run_id, timeout, poll_interval, hooks=hooks)
 
     def repair_if_stalled(self, run_id: str, every: float = 2.0) -> None:
-        """On the embedded backend, do what the poller does on Google Cloud.
-
-        When the in-process bus has nothing queued, running or delayed but
-        the run has not ended, a follow-up step may have been lost to an
-        error between a commit and its messages: `recover` redoes it. Rate
-        limited; while the bus is busy, it only looks for the Cloud Storage
-        objects the run's GCSFutures wait for. A run resumed from another
-        process (`function-flow resume`) gets its held tasks sent again here.
-        """
-        now = time.monotonic()
-        if now - self._last_repair < every:
-            return
-        self._last_repair = now
-        if control.resend_if_resumed(self.engine, run_id, self._resumes_seen):
-            return
-        if self.backend.bus.wait_idle(0):
-            self.engine.poll(stale_after=every, run_ids=[run_id])
-        else:
-            watches.check(self.engine, run_ids=[run_id])
+        """On the embedded backend, do what the poller does on Google Cloud
+        (run_end.Repairs): redo a follow-up lost between a commit and its
+        messages, look for GCSFutures' objects, resend a resumed run's tasks."""
+        self._repairs.if_stalled(self, run_id, every)
 
     def run(self, argv: Optional[dict[str, Any]] = None,
             timeout: Optional[float] = None, *, run_id: Optional[str] = None) -> RunRecord:

@@ -25,7 +25,8 @@ Off by default: with no TracerProvider configured, OpenTelemetry's API is a
 no-op and none of this costs more than a few attribute lookups; no
 traceparent is stored or sent. An application that sets its own provider
 gets function_flow's spans in it. FUNCTION_FLOW_TRACING=console|otlp|gcp
-makes `configure` install one (the SDK and exporters: the `tracing` extra).
+makes `configure` install one (the SDK and exporters: the `tracing` extra);
+that set-up is tracing_setup.py's, its names importable from here too.
 """
 
 from __future__ import annotations
@@ -34,10 +35,7 @@ import contextlib
 import functools
 import logging
 import os
-import sys
-import threading
 import time
-import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar
 
 from opentelemetry import context as otel_context
@@ -45,7 +43,10 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from function_flow.errors import ConfigurationError
+# Where spans go, and the names that say so: re-exported, as they were defined here.
+from function_flow.tracing_setup import (EXTRA, FLUSH_TIMEOUT_MILLIS, MODES, PACKAGES,  # noqa: F401
+                                         VARIABLE, configure, flush, flushed, mode_of,
+                                         provider_for)
 
 if TYPE_CHECKING:
     from function_flow.core.definition import Call
@@ -54,27 +55,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("function_flow.tracing")
 
-VARIABLE = "FUNCTION_FLOW_TRACING"
-MODES = ("off", "console", "otlp", "gcp")
-EXTRA = "pip install 'function-flow-orchestrator[tracing]'"
-#: The distributions each mode imports (of the `tracing` extra): what a
-#: deployment with `function-flow deploy --tracing MODE` installs.
-PACKAGES = {"off": (), "console": ("opentelemetry-sdk",),
-            "otlp": ("opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http"),
-            "gcp": ("opentelemetry-sdk", "opentelemetry-exporter-gcp-trace")}
 #: Span attributes (OpenTelemetry's convention: a namespace, then the name).
 JOB, RUN_ID, TASK_ID, ATTEMPT = ("function_flow.job", "function_flow.run_id",
                                  "function_flow.task_id", "function_flow.attempt")
 JOB_ID, CALL, OUTCOME = "function_flow.job_id", "function_flow.call", "function_flow.outcome"
-#: How long the end of an entry point waits for its spans to be exported.
-FLUSH_TIMEOUT_MILLIS = 10_000
-
 _W3C = TraceContextTextMapPropagator()  # the stored form, whatever OTEL_PROPAGATORS says
-_lock = threading.Lock()
 #: The provider function_flow's spans go to instead of the global one (tests).
 _provider: Any = None
-#: The provider `configure` installed (it flushes it), and for which mode.
-_installed: tuple[str, Any] | None = None
 _tracer: tuple[Any, Any] = (None, None)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -313,117 +300,3 @@ def _whole(text: str | None) -> int:
 def _first_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else text[:300]
-
-
-# ------------------------------------------------------------ exporting
-
-
-def flush() -> None:
-    """Export the spans `configure`'s provider still holds (the end of a function call:
-    Cloud Functions may freeze the instance until the next request)."""
-    installed = _installed
-    if installed is not None:
-        installed[1].force_flush(FLUSH_TIMEOUT_MILLIS)
-
-
-def flushed(entry_point: F) -> F:
-    """An entry point that exports its spans before it returns."""
-    @functools.wraps(entry_point)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return entry_point(*args, **kwargs)
-        finally:
-            flush()
-
-    return call  # type: ignore[return-value]
-
-
-def mode_of(value: str | None) -> str:
-    """FUNCTION_FLOW_TRACING checked: one of MODES (unset: off)."""
-    mode = (value or "").strip().lower() or "off"
-    if mode not in MODES:
-        raise ConfigurationError(f"{VARIABLE}={value!r} is not a tracing mode; use "
-                                 "'gcp' (Cloud Trace), 'otlp' (OTEL_EXPORTER_OTLP_ENDPOINT), "
-                                 "'console' or 'off'")
-    return mode
-
-
-def configure(settings: Any) -> None:
-    """Install the TracerProvider FUNCTION_FLOW_TRACING asks for, once per process.
-
-    Nothing for `off`, or when the application installed a provider of its
-    own (function_flow's spans then go to it). ConfigurationError naming the
-    `tracing` extra when the SDK or the exporter is not installed.
-    """
-    global _installed
-    mode = mode_of(getattr(settings, "tracing", None))
-    if mode == "off" or (_installed is not None and _installed[0] == mode):
-        return
-    with _lock:
-        if _installed is not None:
-            if _installed[0] != mode:
-                logger.warning("%s=%s ignored: this process already traces with %s",
-                               VARIABLE, mode, _installed[0])
-            return
-        if recording():
-            logger.warning("%s=%s ignored: the application set its own TracerProvider, "
-                           "which gets function_flow's spans", VARIABLE, mode)
-            return
-        provider = provider_for(mode, getattr(settings, "project", None))
-        trace.set_tracer_provider(provider)
-        _installed = (mode, provider)
-    logger.info("tracing: spans are exported to %s", mode)
-
-
-def provider_for(mode: str, project: str | None = None) -> Any:
-    """A new SDK TracerProvider exporting to `mode`'s exporter (not installed)."""
-    sdk = _require("opentelemetry.sdk.trace", "opentelemetry-sdk", mode)
-    export = _require("opentelemetry.sdk.trace.export", "opentelemetry-sdk", mode)
-    resources = _require("opentelemetry.sdk.resources", "opentelemetry-sdk", mode)
-    # The environment's OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win.
-    name = os.environ.get("K_SERVICE") or os.environ.get("FUNCTION_TARGET") or "function-flow"
-    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": name}
-    provider = sdk.TracerProvider(resource=resources.Resource.create(attributes))
-    if mode == "console":
-        exporter = export.ConsoleSpanExporter(
-            out=_Stderr(), formatter=lambda span: span.to_json(indent=None) + "\n")
-        provider.add_span_processor(export.SimpleSpanProcessor(exporter))
-        return provider
-    if mode == "otlp":
-        protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                    or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf")
-        module, package = ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
-                           "opentelemetry-exporter-otlp-proto-grpc") if protocol == "grpc" \
-            else ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
-                  "opentelemetry-exporter-otlp-proto-http")
-        exporter = _require(module, package, mode).OTLPSpanExporter()
-    else:
-        cloud_trace = _require("opentelemetry.exporter.cloud_trace",
-                               "opentelemetry-exporter-gcp-trace", mode)
-        with warnings.catch_warnings():  # it points to Google's OTLP endpoint (otlp does)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            exporter = cloud_trace.CloudTraceSpanExporter(project_id=project)
-    provider.add_span_processor(export.BatchSpanProcessor(exporter))
-    return provider
-
-
-def _require(module: str, package: str, mode: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ConfigurationError(
-            f"{VARIABLE}={mode} needs {package}, which is not installed: {EXTRA}; deployed "
-            f"with function-flow deploy, add {package} to the requirements.txt beside the "
-            f"workflow file; or unset {VARIABLE}") from None
-
-
-class _Stderr:
-    """Writes to whatever sys.stderr is at the time (a test's capture, a redirect)."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()

@@ -1,7 +1,8 @@
 """The ASL corpus (tests/asl_corpus, 250 executions recorded on AWS Step Functions).
 
-Every case runs twice: in memory (asl/local.py, the language alone, with a
-test clock) and through the engine on the embedded backend
+Every case runs twice: in memory (asl/local.py, the oracle for the language
+alone, with a test clock: branches and items one after another, so it has
+no sibling to stop, test_asl_stop.py) and through the engine on the embedded backend
 (function_flow.asl.adapter: SQLite, the in-process bus, real timers), each
 compared with what AWS recorded by the corpus's own runner.compare. The
 engine runs are made once per session by a pool of processes, because

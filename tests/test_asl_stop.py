@@ -1,6 +1,9 @@
 """What stops when a branch or an item fails, as AWS aborts them: a Parallel's
-sibling branches and a stopped Map's running items start no further state;
-and a remote Task's TimeoutSecondsPath, against a local server that is slow."""
+sibling branches and a stopped Map's running items start no further state
+(asl/stopping.py, the engine's; the in-memory oracle of the language,
+asl/local.py, runs them one after another and has none to stop, with the
+same outcome); and a remote Task's TimeoutSecondsPath, against a local
+server that is slow."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from typing import Any
 import pytest
 from openfaas_gateway import Gateway
 
+from function_flow.asl import local
 from function_flow.asl.job import StateMachine
 from function_flow.backends import embedded
 from function_flow.core.records import TaskStatus
@@ -114,6 +118,19 @@ def test_a_failing_branch_stops_its_siblings_and_the_parallels_catch_sees_its_er
     assert not [t for t in records if t.endswith(("Later2", "Later3", "AfterNap"))]
     assert records["0003.Caught"].status is TaskStatus.SUCCEEDED
     assert "0003.Done" not in records
+    # The language's oracle (asl/local.py) gives the same outcome. It runs the
+    # branches one after another: after branch A failed no other starts, so it
+    # has nothing to stop (asl/stopping.py is the engine's, checked above).
+    in_memory = Harness()
+
+    def broke(payload: Any) -> Any:
+        raise RuntimeError("branch A broke")
+
+    oracle = local.run(definition, {"xs": [1]}, {
+        "Fails": broke, **{name: in_memory.counted(name) for name in resources
+                           if name != "Fails"}}, test_clock=True)
+    assert (oracle.status, oracle.output) == (outcome.status, outcome.output)
+    assert in_memory.calls == {}
 
 
 def test_a_stopped_maps_running_item_starts_no_further_state(tmp_path: Any) -> None:

@@ -120,6 +120,23 @@ def test_a_lost_compare_and_set_commit_is_run_again_and_recorded_once(
     assert not problems, harness.report(problems)
     assert harness.store.conflicts > 10
     assert harness.store.reruns >= harness.store.conflicts
+    # The other writer changed existing records (the "unchanged since read"
+    # precondition's race), not only created missing ones.
+    assert stores.conflicts["existing"] > 10
+
+
+def test_a_task_another_writer_creates_before_the_commit_is_decided_again(
+        stores: FirestoreStores) -> None:
+    """A task the store has not written yet (no document: store/firestore_absent.py)
+    that a compare-and-set transaction read is created by another writer before its
+    commit (here: t03, ended UPSTREAM_FAILED after t00 failed): the commit's create
+    must fail and the transaction run again on what is there now."""
+    scenario = Scenario(deps=[[], [], [0, 1], [2]], max_parallel=1, retries=[0] * 4,
+                        fail_attempts={0: frozenset({1})}, seed=3, conflict_rate=1.0)
+    harness, problems = run_scenario(scenario, store_factory=stores)
+    assert not problems, harness.report(problems)
+    assert stores.conflicts["absent"] >= 1
+    assert harness.store.reruns >= harness.store.conflicts
 
 
 @pytest.mark.parametrize("compare_and_set", [False, True])

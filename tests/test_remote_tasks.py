@@ -13,6 +13,7 @@ import base64
 import importlib.util
 import json
 import pathlib
+import threading
 import uuid
 from typing import Any
 
@@ -256,6 +257,29 @@ def test_a_run_that_fails_cancels_the_attempts_still_waiting(workflow, execution
     request, = wait_for(lambda: received(executions, "classic_remote"), "the classic request",
                         timeout=30)
     assert job.engine.store.get_trigger(request["job_id"]) is None
+
+
+def test_a_hosted_function_counts_as_the_buses_work_until_it_returns():
+    """What makes job.wait see the end of a run a hosted answer ended: the
+    function (and the answer it publishes) runs on the hosting pool, and the
+    in-process bus counts it as busy meanwhile (run_end.wait waits for it idle)."""
+    from function_flow.bus.local import LocalBus
+
+    bus = LocalBus(1)
+    host = hosting.LocalHost("p", "EVENTS", bus=bus)
+    started, release = threading.Event(), threading.Event()
+    hosting.host("RT_SLOW", lambda event, context: (started.set(), release.wait(30)))
+    try:
+        host.publish("RT_SLOW", b"{}", {"job_id": "j"})
+        assert started.wait(30)
+        assert not bus.wait_idle(0)
+        release.set()
+        assert bus.wait_idle(30)
+    finally:
+        release.set()
+        hosting.unhost("RT_SLOW")
+        host.close()
+        bus.close()
 
 
 def test_an_answer_that_cannot_be_sent_is_forgotten_so_a_redelivery_answers(store):

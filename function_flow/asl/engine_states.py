@@ -33,7 +33,6 @@ from typing import Any, Callable
 from function_flow import futures
 from function_flow.asl import context as ctx, map_state, stepper, stopping, tokens
 from function_flow.asl.errors import AslError
-from function_flow.asl.local import map_failure, tolerates
 from function_flow.asl.machine import Compiled, record_id
 from function_flow.core.growth import Grow
 from function_flow.core.records import TaskRecord, TaskStatus
@@ -324,8 +323,8 @@ class Visit:
             failure = failure_of(record.error if record is not None else "branch lost")
             failures.append(failure)
             outputs.append({"Error": failure.error, "Cause": failure.cause})
-            if kind == "b" or not tolerates(items, len(failures), count):
-                error = failure if kind == "b" else map_failure(
+            if kind == "b" or not stepper.tolerates(items, len(failures), count):
+                error = failure if kind == "b" else stepper.map_failure(
                     items, stepper.Fail(failure.error, failure.cause))
                 return stepper.Raised(error)
         return stepper.finish(self.spec, self.name, self.value, self.context(), outputs)

@@ -1,11 +1,19 @@
-"""A state machine run in memory: the stepper driven by a loop, for checks.
+"""A state machine run in memory: the stepper driven by a loop, the language's oracle.
 
 The engine integration (asl/engine_states.py) is how state machines run for
-real, durably; this interpreter is the smallest driver of the same rules.
-`function-flow validate` and the tests use it to compare the engine's
-answer with the language's, and the corpus's in-memory adapter uses it.
-Time is injectable (`clock`, `sleep`): a test clock makes Wait and Retry
-delays cost nothing.
+real, durably; this interpreter is the smallest driver of the same rules
+(stepper.py, where they live once). `function-flow validate` and the tests
+use it to compare the engine's answer with the language's, and the corpus's
+in-memory adapter uses it. Time is injectable (`clock`, `sleep`): a test
+clock makes Wait and Retry delays cost nothing.
+
+It is the oracle for the language only, not for how a run is carried out:
+it runs a Parallel's branches and a Map's items one after another, so a
+failure past what the state tolerates ends the state before a later sibling
+starts, and there is nothing running to stop. The outcome (status, output,
+error and cause) is the language's; which siblings' resources were called
+before the failure is not (AWS runs them at once and aborts the others, as
+the engine does with asl/stopping.py; tests/test_asl_stop.py checks that).
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import uuid
 from typing import Any, Callable
 
 from function_flow.asl import context as ctx, stepper
-from function_flow.asl.errors import EXCEEDED_TOLERATED_FAILURE, AslError
+from function_flow.asl.errors import AslError
 from function_flow.asl.resources import task_failure
 
 
@@ -126,8 +134,8 @@ class Interpreter:
             if isinstance(ended, stepper.Fail):
                 failures.append(ended)
                 outputs.append({"Error": ended.error, "Cause": ended.cause})
-                if not tolerates(outcome, len(failures), len(outcome.inputs)):
-                    return stepper.Raised(map_failure(outcome, ended))
+                if not stepper.tolerates(outcome, len(failures), len(outcome.inputs)):
+                    return stepper.Raised(stepper.map_failure(outcome, ended))
             else:
                 outputs.append(ended.output)
         return stepper.finish(spec, name, value, context, outputs, self.rng)
@@ -141,24 +149,6 @@ class Interpreter:
             return function(call.payload)
         except Exception as exc:  # the task's own failure, as Retry/Catch see it
             raise task_failure(exc) from None
-
-
-def tolerates(items: stepper.Items, failed: int, total: int) -> bool:
-    """Whether a Map with `failed` of `total` items failed goes on."""
-    if items.tolerated_count is None and items.tolerated_percentage is None:
-        return failed == 0
-    if items.tolerated_count is not None and failed <= items.tolerated_count:
-        return True
-    return items.tolerated_percentage is not None and total > 0 \
-        and failed * 100.0 / total <= items.tolerated_percentage
-
-
-def map_failure(items: stepper.Items, failed: stepper.Fail) -> AslError:
-    """The error a Map fails with: the item's own, or the threshold's when it sets one."""
-    if items.tolerated_count is None and items.tolerated_percentage is None:
-        return AslError(failed.error, failed.cause)
-    return AslError(EXCEEDED_TOLERATED_FAILURE,
-                    "The specified tolerated failure threshold was exceeded")
 
 
 def run(definition: dict[str, Any], value: Any, resources: dict[str, Callable[[Any], Any]],

@@ -14,7 +14,8 @@ import dataclasses
 from typing import Any
 
 from function_flow.asl import choice, context as ctx, paths, retry
-from function_flow.asl.errors import NO_CHOICE_MATCHED, AslError, runtime
+from function_flow.asl.errors import (EXCEEDED_TOLERATED_FAILURE, NO_CHOICE_MATCHED, AslError,
+                                      runtime)
 
 #: Wait delays AWS refuses ("Wait state delay is too long"): ~2^31 seconds.
 MAX_WAIT_SECONDS = 2 ** 31 - 1
@@ -287,3 +288,21 @@ def recover(spec: dict[str, Any], name: str, data: Any, failure: AslError,
     except AslError as again:
         return Fail(again.error, again.cause)
     return Goto(catcher["Next"], output)
+
+
+def tolerates(items: Items, failed: int, total: int) -> bool:
+    """Whether a Map with `failed` of `total` items failed goes on."""
+    if items.tolerated_count is None and items.tolerated_percentage is None:
+        return failed == 0
+    if items.tolerated_count is not None and failed <= items.tolerated_count:
+        return True
+    return items.tolerated_percentage is not None and total > 0 \
+        and failed * 100.0 / total <= items.tolerated_percentage
+
+
+def map_failure(items: Items, failed: Fail) -> AslError:
+    """The error a Map fails with: the item's own, or the threshold's when it sets one."""
+    if items.tolerated_count is None and items.tolerated_percentage is None:
+        return AslError(failed.error, failed.cause)
+    return AslError(EXCEEDED_TOLERATED_FAILURE,
+                    "The specified tolerated failure threshold was exceeded")

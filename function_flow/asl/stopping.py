@@ -28,7 +28,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from function_flow.asl import map_state, stepper
-from function_flow.asl.local import tolerates
 from function_flow.core import completion, transitions
 from function_flow.core.growth import Grow
 from function_flow.core.records import TaskRecord, TaskStatus
@@ -62,8 +61,8 @@ def past_tolerance(engine: "Engine", run_id: str, info: dict[str, Any]) -> bool:
     for group in map_state.groups_of(info["join"], count):
         progress = engine.store.join_progress(run_id, group)
         failed += progress.failed if progress is not None else 0
-    return not tolerates(stepper.Items({}, [], 0, info.get("tolerated_count"),
-                                       info.get("tolerated_percentage")), failed, count)
+    return not stepper.tolerates(stepper.Items({}, [], 0, info.get("tolerated_count"),
+                                               info.get("tolerated_percentage")), failed, count)
 
 
 def stop(engine: "Engine", run_id: str, info: dict[str, Any], by: str) -> int:

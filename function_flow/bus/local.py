@@ -133,10 +133,32 @@ class LocalBus(Bus):
                 self._publish(message, min(10.0, 0.05 * 2 ** deliveries), deliveries + 1,
                               sender)
             finally:
-                with self._lock:
-                    self._busy -= 1
-                    if not self._busy and not self._delayed_work:
-                        self._idle.notify_all()
+                self._done()
+
+    def beside(self, work: Callable[[], object]) -> Callable[[], None]:
+        """`work`, counted as this bus's own from now until it returns.
+
+        For work that another thread pool does on the bus's behalf (a hosted
+        remote function's answer completes its attempt there, and the end of
+        a run retires its leftovers there): wait_idle() waits for it as for
+        a message, so a run that work ended is all recorded when it returns.
+        """
+        with self._lock:
+            self._busy += 1
+
+        def counted() -> None:
+            try:
+                work()
+            finally:
+                self._done()
+
+        return counted
+
+    def _done(self) -> None:
+        with self._lock:
+            self._busy -= 1
+            if not self._busy and not self._delayed_work:
+                self._idle.notify_all()
 
     def _tick(self) -> None:
         with self._lock:

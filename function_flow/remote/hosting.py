@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import datetime
+import functools
 import json
 import logging
 import threading
@@ -35,6 +36,7 @@ from function_flow.errors import ConfigurationError
 from function_flow.remote.pubsub import answers_later, request_attributes, request_data
 
 if TYPE_CHECKING:
+    from function_flow.bus.local import LocalBus
     from function_flow.core.engine import Engine
 
 logger = logging.getLogger("function_flow.remote")
@@ -85,11 +87,18 @@ def _name(function: Any) -> str:
 
 
 class LocalHost:
-    """ports.Caller for `Call.kind == "pubsub"` on the embedded backend."""
+    """ports.Caller for `Call.kind == "pubsub"` on the embedded backend.
 
-    def __init__(self, project: str, events_topic: str, workers: int = 8) -> None:
+    Its functions and their answers run on a pool of its own, counted as
+    `bus`'s work (LocalBus.beside): an answer that ends a run retires the
+    run's leftovers there, and `job.wait` waits for the bus to be idle.
+    """
+
+    def __init__(self, project: str, events_topic: str, workers: int = 8,
+                 bus: "LocalBus | None" = None) -> None:
         self.project = project
         self.events_topic = events_topic
+        self._bus = bus
         self._pool = concurrent.futures.ThreadPoolExecutor(
             workers, thread_name_prefix="function-flow-remote")
         self._engine: Engine | None = None
@@ -109,7 +118,7 @@ class LocalHost:
         """Deliver one Pub/Sub message: to the listener, or to a hosted function."""
         _published.count = getattr(_published, "count", 0) + 1
         if topic == self.events_topic:
-            self._pool.submit(self._event, data)
+            self._submit(self._event, data)
             return
         function = hosted().get(topic)
         if function is None:
@@ -118,7 +127,11 @@ class LocalHost:
                 f"function with @remote.function(topic={topic!r}) in the workflow file, or "
                 f"host one written for Function Flow (function-flow run --remote "
                 f"{topic}=FUNCTION, or remote.host({topic!r}, function) in Python)")
-        self._pool.submit(self._run, topic, function, data, attributes)
+        self._submit(self._run, topic, function, data, attributes)
+
+    def _submit(self, work: Callable[..., None], *args: Any) -> None:
+        task = functools.partial(work, *args)
+        self._pool.submit(task if self._bus is None else self._bus.beside(task))
 
     def _run(self, topic: str, function: Callable[..., Any], data: bytes,
              attributes: dict[str, str]) -> None:

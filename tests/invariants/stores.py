@@ -10,6 +10,7 @@ fakes.RecordingStore, Scenario.conflict_rate).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
@@ -56,6 +57,10 @@ class FirestoreStores:
 
         self.project = project
         self.client = firestore.Client(project=project)
+        #: Conflicts made, by what the other writer found: "existing" (it
+        #: updated the record's document) or "absent" (a task the store had not
+        #: written yet, store/firestore_absent.py: it created the document).
+        self.conflicts: collections.Counter[str] = collections.Counter()
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[StoreUnderTest]:
@@ -67,19 +72,28 @@ class FirestoreStores:
         yield StoreUnderTest(store, f"firestore (prefix {prefix})", self._conflict(prefix))
 
     def _conflict(self, prefix: str) -> Conflict:
+        from google.api_core.exceptions import NotFound
         from google.cloud import firestore
         from function_flow.store.firestore import doc_id
 
         def conflict(run_id: str, key: RecordKey) -> None:
-            """Another writer updates the record's document (a field no record has)."""
+            """Another writer changes a record a compare-and-set transaction read,
+            before its commit, in a field no record has: an update of the record's
+            document, whose new update time the commit's "unchanged since read"
+            precondition must catch; or, when the task has no document yet, its
+            creation, which the commit's create must fail on. Either way the store
+            has to run the transaction again (fakes.RecordingStore checks it did)."""
             ref: Any = self.client.collection(f"{prefix}runs").document(doc_id(run_id))
             if key[0] == "task":
                 ref = ref.collection("tasks").document(doc_id(key[1]))
             elif key[0] == "slot":
                 ref = ref.collection("slots").document(str(int(key[1])))
-            # A merge: a task the store has not written yet has no document
-            # (store/firestore_absent.py); a concurrent writer makes it.
-            ref.set({"harness_conflicts": firestore.Increment(1)}, merge=True)
+            try:
+                ref.update({"harness_conflicts": firestore.Increment(1)})
+                self.conflicts["existing"] += 1
+            except NotFound:
+                ref.create({"harness_conflicts": 1})
+                self.conflicts["absent"] += 1
         return conflict
 
     def close(self) -> None:

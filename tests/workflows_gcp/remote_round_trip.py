@@ -10,13 +10,15 @@ what they received in $FUNCTION_FLOW_TEST_EXECUTIONS (record.py).
 
 Run arguments steer the faults: fail_first (the wrapped function raises on
 its first call of the run), classic_fails (the classic answer has code 1),
-silent (the classic function never answers), classic_raises, wrapped_fails.
+silent (the classic function never answers), classic_raises, wrapped_fails
+(every call fails, once classic's request is out).
 """
 
 import base64
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,7 +26,7 @@ import google.auth  # noqa: E402
 from google.cloud import pubsub_v1  # noqa: E402
 
 from function_flow import remote, tasks  # noqa: E402
-from record import record_payload  # noqa: E402
+from record import calls_of, record_payload  # noqa: E402
 
 job = tasks.Job(name="remote_round_trip", max_parallel_tasks=4)
 
@@ -58,6 +60,13 @@ def multiply(payload, context):
     if payload["job_args"].get("fail_first") and calls == 1:
         raise ValueError("the first call fails")
     if payload["job_args"].get("wrapped_fails"):
+        # Not before classic's request is out: the run's failure must find
+        # classic's attempt waiting for its answer (not yet sent, it would
+        # simply be cancelled unsent).
+        deadline = time.monotonic() + 30
+        while not calls_of("classic_remote", payload["job_args"].get("test_run", "")) \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
         raise ValueError("every call fails")
     return {"product": payload["result"]["n"] * payload["task_args"]["factor"]}
 
