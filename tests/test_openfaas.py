@@ -452,3 +452,37 @@ def test_an_openfaas_name_outside_the_gateways_rule_is_a_definition_error(name):
         job.task(task_id="score", call=remote.OpenFaaS(name))(lambda: None)
     assert "task 'score'" in str(caught.value) and "[-a-zA-Z_0-9.]+" in str(caught.value)
     assert caught.value.task_id == "score"
+
+
+def test_a_callback_being_handled_counts_as_the_buses_work(monkeypatch):
+    """An asynchronous answer completes its attempt on the callback server's
+    thread: the bus counts it as busy meanwhile, so job.wait (which waits for
+    the bus to be idle) sees all of a run's end that the answer caused."""
+    from types import SimpleNamespace
+
+    from function_flow.bus.local import LocalBus
+    from function_flow.cloud import callback
+    from function_flow.local.callback_server import LocalCallbackServer
+
+    bus = LocalBus(1)
+    started, release = threading.Event(), threading.Event()
+
+    def slow_handle(site, request):
+        started.set()
+        release.wait(30)
+        return {"outcome": "ignored"}, 200
+
+    monkeypatch.setattr(callback, "handle", slow_handle)
+    server = LocalCallbackServer(SimpleNamespace(bus=bus, store=None, engines={}))
+    poster = threading.Thread(target=post_callback, args=(server.url() + "openfaas/x", b"{}"))
+    try:
+        poster.start()
+        assert started.wait(30)
+        assert not bus.wait_idle(0)
+        release.set()
+        assert bus.wait_idle(30)
+    finally:
+        release.set()
+        poster.join(30)
+        server.close()
+        bus.close()
