@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from functions_stack import wait_for
 from processes import process_exists
 
 from function_flow import backends, tasks
@@ -117,21 +118,20 @@ def test_every_worker_stuck_in_a_body_that_never_returns(embedded):
         return "done"
 
     job.use_backend(embedded(workers=2))
-    began = time.monotonic()
-    run = job.run(timeout=30)
-    took = time.monotonic() - began
+    # Were the hung bodies not stopped, `other` would never get a worker and
+    # the run would not end: run() raises TimeoutError then (no timed assertion).
+    run = job.run(timeout=60)
     assert run.status is RunStatus.FAILED
     assert "stopped at its timeout of 1 s" in run.error
     # The other hung task may still be in its last attempt: it is killed
     # at its own timeout, and then no worker is left inside a body.
-    assert job.backend.bus.wait_idle(timeout=15)
+    assert job.backend.bus.wait_idle(timeout=60)
     found = records(job, run.run_id)
     assert found["other"].status is TaskStatus.SUCCEEDED and found["other"].result == "done"
     for hung in ("hang_a", "hang_b"):
         assert found[hung].status in (TaskStatus.FAILED, TaskStatus.CANCELLED), found[hung]
     assert found["hang_a"].status is TaskStatus.FAILED or \
         found["hang_b"].status is TaskStatus.FAILED
-    assert took < 15, took
 
 
 def test_processes_a_body_started_die_with_it_at_the_timeout(embedded, tmp_path):
@@ -149,10 +149,8 @@ def test_processes_a_body_started_die_with_it_at_the_timeout(embedded, tmp_path)
     assert run.status is RunStatus.FAILED and "stopped at its timeout" in run.error
     child, grandchild = (int(p) for p in lines(pids)[0])
     assert not process_exists(child)
-    deadline = time.monotonic() + 5  # init reaps the orphan: allow it a moment
-    while process_exists(grandchild) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not process_exists(grandchild)
+    # Killed with the child's group; init reaps the orphan when it gets to it.
+    wait_for(lambda: not process_exists(grandchild), "the grandchild to be gone")
 
 
 # ------------------------------------------------- what bodies may end with
