@@ -230,10 +230,13 @@ def test_an_overrun_is_interrupted_and_retried_after_the_local_function_timeout(
 def test_ctrl_c_mid_run_stops_every_process(tmp_path: Path) -> None:
     # Also covers plain HTTP functions reading the raw push envelope.
     markers, gate = tmp_path / "markers", tmp_path / "gate"
+    # Ctrl-C as in a terminal: a suite started in the background of a script
+    # (no job control) hands its children SIGINT ignored, and Python keeps that.
     process = subprocess.Popen(
         dev_command(str(WORKFLOWS / "durable.py"), "--signature-type", "http"),
         cwd=tmp_path, env=clean_env(FF_TEST_MARKERS=str(markers), FF_TEST_GATE=str(gate)),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # `blocker` runs inside the scheduler function until the gate exists,
         # which it never does: the run is deterministically mid-way.

@@ -160,7 +160,7 @@ class CustomStop(BaseException):
     """Not an Exception: like KeyboardInterrupt, it bypasses `except Exception`."""
 
 
-@pytest.mark.parametrize("timeout", [None, 5], ids=["inline", "child"])
+@pytest.mark.parametrize("timeout", [None, 60], ids=["inline", "child"])
 @pytest.mark.parametrize("raised", [KeyboardInterrupt, GeneratorExit, CustomStop],
                          ids=lambda cls: cls.__name__)
 def test_base_exceptions_fail_the_attempt_like_any_error(embedded, timeout, raised):
@@ -171,22 +171,22 @@ def test_base_exceptions_fail_the_attempt_like_any_error(embedded, timeout, rais
         raise raised("from the body")
 
     job.use_backend(embedded())
-    began = time.monotonic()
+    # A worker thread killed by the exception would leave the attempt to its
+    # lease: run() would raise TimeoutError (and no test times how long it took).
     run = job.run(timeout=30)
     assert run.status is RunStatus.FAILED
-    assert time.monotonic() - began < 10
     record = records(job, run.run_id)["interrupts"]
     assert record.status is TaskStatus.FAILED
     # The traceback names the line of the body that raised, child or not.
     assert 'raise raised("from the body")' in record.error, record.error
     assert record.error.strip().splitlines()[-1].endswith(f"{raised.__name__}: from the body")
-    assert job.backend.bus.wait_idle(timeout=10)  # the worker threads survived
+    assert job.backend.bus.wait_idle(timeout=60)  # the worker threads survived
 
 
 def test_an_exception_that_cannot_be_pickled_keeps_its_traceback(embedded):
     job = tasks.Job(name="local_exc")
 
-    @job.task(task_id="raises", timeout=5)
+    @job.task(task_id="raises", timeout=60)
     def raises():
         class LocalError(Exception):
             pass
@@ -229,7 +229,7 @@ def test_a_child_that_dies_fails_its_attempt_and_retries_apply(embedded, tmp_pat
 def test_a_result_that_cannot_be_pickled_fails_with_a_clear_message(embedded):
     job = tasks.Job(name="unpicklable")
 
-    @job.task(task_id="lock", timeout=5)
+    @job.task(task_id="lock", timeout=60)
     def lock():
         return threading.Lock()
 
