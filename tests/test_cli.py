@@ -125,13 +125,10 @@ def test_run_failing_task_exits_1_and_status_shows_traceback(tmp_path: Path) -> 
 
 
 def test_failed_run_exits_without_waiting_for_leftover_tasks(tmp_path: Path) -> None:
-    # slow sleeps 20 s and flaky waits out a 60-120 s retry backoff when
-    # explode fails the run; the command must end soon after that.
-    started = time.monotonic()
+    # slow sleeps 600 s and flaky waits out a 600 s retry backoff when explode
+    # fails the run; the command ends then (flow() would time out waiting).
     result = flow(tmp_path, "run", workflow("leftovers"))
-    elapsed = time.monotonic() - started
     assert result.returncode == 1, (result.stdout, result.stderr)
-    assert elapsed < 15, f"took {elapsed:.1f}s"
     assert "task 'explode' failed: ValueError: boom" in result.stderr
     # What it did not wait for is cancelled, not left running in an ended run.
     shown = flow(tmp_path, "status", run_id_of(result.stderr))
