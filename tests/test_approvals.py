@@ -32,13 +32,15 @@ NO_DEFAULT = object()
 
 def approval_job(name: str, tokens: list[str], *, timeout: Any = None,
                  default: Any = NO_DEFAULT, retries: int = 0) -> Job:
-    """ask (waits for a person) -> use (reads ask's result)."""
+    """ask (waits for a person) -> use (reads ask's result). A callable
+    `timeout` gives each attempt's: timeout(attempt)."""
     job = Job(name)
 
     @job.task("ask", retries=retries, retry_backoff=0.01)
     def ask(task, job):
         options = {} if default is NO_DEFAULT else {"default": default}
-        approval = futures.Approval(timeout=timeout, **options)
+        approval = futures.Approval(
+            timeout=timeout(task.attempt) if callable(timeout) else timeout, **options)
         tokens.append(approval.token)  # the e-mail
         return approval
 
@@ -241,7 +243,10 @@ def test_timeout_with_a_default_completes_the_task_with_it(store, default) -> No
 
 def test_timeout_with_retries_asks_again_with_a_new_token(store) -> None:
     tokens: list[str] = []
-    job = on(store, approval_job("reminder", tokens, timeout=0.5, retries=1))
+    # The first ask times out; the second waits long enough for the approval
+    # below however loaded the machine is.
+    job = on(store, approval_job("reminder", tokens, retries=1,
+                                 timeout=lambda attempt: 0.5 if attempt == 1 else 3600))
     run_id = started(job, tokens, count=2)
 
     with pytest.raises(approvals.UnknownToken):

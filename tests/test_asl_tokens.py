@@ -4,13 +4,15 @@ timers whose failures Retry and Catch see; refused tokens change nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -64,6 +66,25 @@ def _wait(condition: Any, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@contextlib.contextmanager
+def _kept_alive(job: StateMachine, token: str) -> Iterator[None]:
+    """Heartbeats through the API every 0.2 s while the block runs (a command's
+    start under load takes longer than the Beat's HeartbeatSeconds allow)."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(0.2):
+            tokens.send_heartbeat(job.engine, token)
+
+    keeper = threading.Thread(target=beat, daemon=True)
+    keeper.start()
+    try:
+        yield
+    finally:
+        done.set()
+        keeper.join(30)
+
+
 def test_heartbeats_and_timeouts_are_durable_timers_seen_by_retry_and_catch(
         tmp_path: Path) -> None:
     store, bus = SqliteStore(str(tmp_path / "ff.db")), LocalBus(4)
@@ -84,7 +105,8 @@ def test_heartbeats_and_timeouts_are_durable_timers_seen_by_retry_and_catch(
         first = lease()
         until = tokens.send_heartbeat(job.engine, token)            # the API
         assert until is not None and until >= first and lease() == until
-        beat = flow(tmp_path, "heartbeat", token, env=env)          # the CLI
+        with _kept_alive(job, token):  # a process's start may outlast HeartbeatSeconds
+            beat = flow(tmp_path, "heartbeat", token, env=env)      # the CLI
         assert beat.returncode == 0 and "0001.Beat of run" in beat.stdout, beat.stderr
         answer = client.post("/heartbeat", json={"token": token})   # the endpoint
         assert answer.status_code == 200 and answer.json["task_id"] == "0001.Beat"

@@ -17,7 +17,6 @@ import logging
 import subprocess
 import sys
 import tempfile
-import time
 import pathlib
 from typing import Any
 
@@ -47,11 +46,10 @@ def raw_start(job, environ: dict[str, Any], body: bytes) -> tuple[dict, int]:
 
 
 def test_start_refuses_a_5_mb_body_with_413_at_once(tmp_path):
+    # "At once": by its size, not by parsing it (the next test); no timing here.
     job, _ = make_job(tmp_path)
-    began = time.monotonic()
     answer, status = http_start(job, json.dumps({"x": "a" * 5_000_000}))
     assert status == 413
-    assert time.monotonic() - began < 5
     assert "1,048,576" in answer["error"] and "gs://" in answer["error"]
     assert job.engine.store.list_runs() == []
 

@@ -68,7 +68,9 @@ def test_the_dashboard_command_redrives_a_failed_run(tmp_path: Path) -> None:
         assert re.match(rf"(redrive of run {run_id}: process \d+ executes it|"
                         rf"function-flow redrive {run_id}: )", answer["message"]), answer
         store = SqliteStore(str(tmp_path / ".function_flow" / "function_flow.db"))
-        run = wait_for(lambda: (r := store.get_run(run_id)).status.is_final and r,
+        # The end of the redrive, not the failure before it.
+        run = wait_for(lambda: (r := store.get_run(run_id)).redrives and r.status.is_final
+                       and r,
                        "the redriven run to end", timeout=60)
         assert run.status is RunStatus.SUCCEEDED and run.redrives == 1
         assert (tmp_path / "extracted.txt").read_text() == "x"  # extract did not run again

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from functions_stack import wait_for
 from processes import process_exists
 
 WORKFLOWS = Path(__file__).parent / "workflows"
@@ -244,10 +245,7 @@ def test_a_killed_run_takes_the_bodies_of_its_child_processes_with_it(tmp_path: 
     [(_, _, body_pid)] = scene.marks()
     assert body_pid != process.pid  # the body runs in a child of the run
     kill(process)
-    deadline = time.monotonic() + 10
-    while process_exists(body_pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not process_exists(body_pid)
+    wait_for(lambda: not process_exists(body_pid), "the body's process to die with the run")
 
     scene.gate.touch()
     resumed = scene.flow("resume", run_id)

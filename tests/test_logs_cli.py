@@ -142,8 +142,9 @@ def test_logs_follow_streams_events_until_the_run_ends(store, cli_env, tmp_path)
                                  "--follow"], cwd=tmp_path, env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout],
-                     daemon=True).start()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout],
+                              daemon=True)
+    reader.start()
     seen: list[str] = []
     try:
         deadline = time.monotonic() + 60
@@ -156,7 +157,8 @@ def test_logs_follow_streams_events_until_the_run_ends(store, cli_env, tmp_path)
         if follower.poll() is None:
             follower.kill()
             follower.wait()
-    time.sleep(0.2)  # the reader thread takes the last lines
+    reader.join(60)  # it ends at the follower's end of output, with the last lines taken
+    assert not reader.is_alive(), "the follower's output never ended"
     while not lines.empty():
         seen.append(lines.get())
     assert [e for e in events_of("".join(seen)) if e[0] != "queued"] == [

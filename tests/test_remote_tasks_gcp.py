@@ -103,10 +103,23 @@ def test_both_forms_round_trip_through_push_subscriptions_once_per_request(
     # Two attempts (the first raised), each acted on once despite two deliveries.
     assert len(wrapped_requests) == 2, stack.logs()[-3000:]
     assert len({r["job_id"] for r in wrapped_requests}) == 2
-    assert "already answered; duplicate acknowledged" in multiply.log()
+    # The second subscription's copy may arrive after the run ended.
+    wait_for(lambda: "already answered; duplicate acknowledged" in multiply.log(),
+             "a duplicated request to be acknowledged", timeout=60)
     assert records["combine"].result == {"wrapped": {"product": 50},
                                          "classic": records["classic"].result}
     assert "Traceback (most recent call last)" not in listener.log() + scheduler.log()
+
+    def last_spans_written() -> bool:
+        # A span ends after the commit it covers, and its process writes it when
+        # the delivery returns: combine's claim (it ended the run) and the
+        # listener's completions may come after the test saw the run end.
+        spans = Spans.in_logs(stack.logs())
+        return any(c["attributes"]["function_flow.task_id"] == "combine" for c in
+                   spans.named("claim", run_id=run.run_id)) and \
+            len(spans.named("complete", run_id=run.run_id, task_id="wrapped")) >= 2
+
+    wait_for(last_spans_written, "the run's last spans to be written", timeout=60)
     assert_one_trace_across_functions(Spans.in_logs(stack.logs()), run.run_id)
     assert_logs_sit_under_the_trace(stack.logs(), Spans.in_logs(stack.logs()), run.run_id)
 

@@ -71,7 +71,7 @@ def test_a_timeout_is_a_timeout_error_for_retry_on(tmp_path):
 
     picky_job = Job("picky")
 
-    @picky_job.task(task_id="picky", timeout=5, retries=2, retry_on=TimeoutError)
+    @picky_job.task(task_id="picky", timeout=60, retries=2, retry_on=TimeoutError)
     def picky(task, job):
         raise KeyError("not a timeout")  # raised in the child, seen here as KeyError
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from functions_stack import wait_for
 from processes import process_exists
 
 from function_flow import backends, tasks
@@ -117,21 +118,20 @@ def test_every_worker_stuck_in_a_body_that_never_returns(embedded):
         return "done"
 
     job.use_backend(embedded(workers=2))
-    began = time.monotonic()
-    run = job.run(timeout=30)
-    took = time.monotonic() - began
+    # Were the hung bodies not stopped, `other` would never get a worker and
+    # the run would not end: run() raises TimeoutError then (no timed assertion).
+    run = job.run(timeout=60)
     assert run.status is RunStatus.FAILED
     assert "stopped at its timeout of 1 s" in run.error
     # The other hung task may still be in its last attempt: it is killed
     # at its own timeout, and then no worker is left inside a body.
-    assert job.backend.bus.wait_idle(timeout=15)
+    assert job.backend.bus.wait_idle(timeout=60)
     found = records(job, run.run_id)
     assert found["other"].status is TaskStatus.SUCCEEDED and found["other"].result == "done"
     for hung in ("hang_a", "hang_b"):
         assert found[hung].status in (TaskStatus.FAILED, TaskStatus.CANCELLED), found[hung]
     assert found["hang_a"].status is TaskStatus.FAILED or \
         found["hang_b"].status is TaskStatus.FAILED
-    assert took < 15, took
 
 
 def test_processes_a_body_started_die_with_it_at_the_timeout(embedded, tmp_path):
@@ -149,10 +149,8 @@ def test_processes_a_body_started_die_with_it_at_the_timeout(embedded, tmp_path)
     assert run.status is RunStatus.FAILED and "stopped at its timeout" in run.error
     child, grandchild = (int(p) for p in lines(pids)[0])
     assert not process_exists(child)
-    deadline = time.monotonic() + 5  # init reaps the orphan: allow it a moment
-    while process_exists(grandchild) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not process_exists(grandchild)
+    # Killed with the child's group; init reaps the orphan when it gets to it.
+    wait_for(lambda: not process_exists(grandchild), "the grandchild to be gone")
 
 
 # ------------------------------------------------- what bodies may end with
@@ -162,7 +160,7 @@ class CustomStop(BaseException):
     """Not an Exception: like KeyboardInterrupt, it bypasses `except Exception`."""
 
 
-@pytest.mark.parametrize("timeout", [None, 5], ids=["inline", "child"])
+@pytest.mark.parametrize("timeout", [None, 60], ids=["inline", "child"])
 @pytest.mark.parametrize("raised", [KeyboardInterrupt, GeneratorExit, CustomStop],
                          ids=lambda cls: cls.__name__)
 def test_base_exceptions_fail_the_attempt_like_any_error(embedded, timeout, raised):
@@ -173,22 +171,22 @@ def test_base_exceptions_fail_the_attempt_like_any_error(embedded, timeout, rais
         raise raised("from the body")
 
     job.use_backend(embedded())
-    began = time.monotonic()
+    # A worker thread killed by the exception would leave the attempt to its
+    # lease: run() would raise TimeoutError (and no test times how long it took).
     run = job.run(timeout=30)
     assert run.status is RunStatus.FAILED
-    assert time.monotonic() - began < 10
     record = records(job, run.run_id)["interrupts"]
     assert record.status is TaskStatus.FAILED
     # The traceback names the line of the body that raised, child or not.
     assert 'raise raised("from the body")' in record.error, record.error
     assert record.error.strip().splitlines()[-1].endswith(f"{raised.__name__}: from the body")
-    assert job.backend.bus.wait_idle(timeout=10)  # the worker threads survived
+    assert job.backend.bus.wait_idle(timeout=60)  # the worker threads survived
 
 
 def test_an_exception_that_cannot_be_pickled_keeps_its_traceback(embedded):
     job = tasks.Job(name="local_exc")
 
-    @job.task(task_id="raises", timeout=5)
+    @job.task(task_id="raises", timeout=60)
     def raises():
         class LocalError(Exception):
             pass
@@ -231,7 +229,7 @@ def test_a_child_that_dies_fails_its_attempt_and_retries_apply(embedded, tmp_pat
 def test_a_result_that_cannot_be_pickled_fails_with_a_clear_message(embedded):
     job = tasks.Job(name="unpicklable")
 
-    @job.task(task_id="lock", timeout=5)
+    @job.task(task_id="lock", timeout=60)
     def lock():
         return threading.Lock()
 

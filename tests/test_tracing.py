@@ -19,6 +19,7 @@ import pytest
 from function_flow import backends, remote, tasks, tracing
 from function_flow.core.records import RunStatus
 from function_flow.remote import hosting
+from functions_stack import wait_for
 from spans import Spans, memory_provider
 from test_http_tasks import Service
 
@@ -162,7 +163,16 @@ def test_a_remote_function_answers_inside_the_runs_trace(tmp_path, exporter, mon
         hosting.unhost("RT_CLASSIC")
         backend.close()
     assert run.status is RunStatus.SUCCEEDED, run.error
-    spans = Spans.of(exporter).of_run(run.run_id)
+
+    def hosted_spans_ended() -> Spans | None:
+        # The hosted functions' spans and the completions they delivered end on
+        # their own threads, which may be just after the run has ended.
+        spans = Spans.of(exporter).of_run(run.run_id)
+        done = len(spans.named("remote")) == 2 and len(spans.named(
+            "complete", task_id="wrapped")) == 2 and spans.named("complete", task_id="classic")
+        return spans if done else None
+
+    spans = wait_for(hosted_spans_ended, "the hosted functions' spans to end", timeout=30)
     root = spans.one("run", run_id=run.run_id)
 
     for attempt in (1, 2):
