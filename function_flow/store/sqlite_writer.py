@@ -4,8 +4,9 @@ Every write transaction of the process's threads runs on one connection,
 one at a time. A transaction that ends while other threads wait to write
 leaves the SQLite transaction open for them: each of theirs runs inside
 it, under a savepoint of its own (a body that raises rolls back to it and
-undoes only its own writes), and the last one commits for all of them
-(group commit). No caller returns before the COMMIT that holds its writes
+undoes only its own writes; the group's first needs none, a rollback of
+the whole transaction undoes only its writes), and the last one commits
+for all of them (group commit). No caller returns before the COMMIT that holds its writes
 has returned, so what a caller acts on is durable, at NORMAL (kill -9) as
 at FULL (power cut), where one fsync then serves the whole group.
 
@@ -90,7 +91,8 @@ class GroupCommitWriter:
             self._using, self._owner = True, threading.get_ident()
         try:
             conn = self._begin()
-            conn.execute("SAVEPOINT step")
+            if self._members:  # the group's first transaction needs no savepoint
+                conn.execute("SAVEPOINT step")
         except BaseException:
             self._hand_on()
             raise
@@ -98,7 +100,11 @@ class GroupCommitWriter:
         return conn, self._group
 
     def _undo_step(self, conn: sqlite3.Connection, group: int, exc: BaseException) -> None:
-        if conn.in_transaction:
+        if self._members == 1:  # the first: only its own writes to undo
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._close_group()
+        elif conn.in_transaction:
             conn.execute("ROLLBACK TO step")
             conn.execute("RELEASE step")
             self._end(group, wait=False)
@@ -106,7 +112,8 @@ class GroupCommitWriter:
             self._lose(group, exc)
 
     def _keep_step(self, conn: sqlite3.Connection, group: int) -> None:
-        conn.execute("RELEASE step")
+        if self._members > 1:
+            conn.execute("RELEASE step")
         self._end(group, wait=True)
 
     def _begin(self) -> sqlite3.Connection:
@@ -161,6 +168,14 @@ class GroupCommitWriter:
             self._free.notify()
         if failure is not None and wait:
             raise failure
+
+    def _close_group(self) -> None:
+        """The group's first transaction failed and was rolled back: no group, no
+        caller waits for it."""
+        with self._cond:
+            self._group = 0
+            self._using = False
+            self._free.notify()
 
     def _lose(self, group: int, exc: BaseException) -> None:
         with self._cond:
