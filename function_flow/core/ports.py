@@ -89,7 +89,13 @@ class Transaction(Protocol):
 
 
 class Store(Protocol):
-    """Durable run state."""
+    """Durable run state.
+
+    Optional capability (looked up with getattr, so a store without it needs
+    nothing): `commits_together()`, a context manager in which the
+    transactions the calling thread runs commit as one when it ends, each
+    returning before that commit (SqliteStore; used by core/chaining.py).
+    """
 
     def transact(self, fn: Callable[[Transaction], T], *,
                  compare_and_set: bool = False) -> T:

@@ -19,11 +19,12 @@ steps use in sqlite_transaction.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
-from typing import Any, Callable, ContextManager, Iterable, TypeVar
+from typing import Any, Callable, ContextManager, Iterable, Iterator, TypeVar
 
 from function_flow.errors import StoreUnavailableError
 from function_flow.core.records import JoinProgress, RunRecord, RunStatus, TaskRecord, TaskStatus, \
@@ -151,8 +152,28 @@ class SqliteStore(SqliteContext):
 
         result = self._writer.run(step)
         if made[0].wrote_run:
-            self._ran_write()
+            if getattr(self._local, "holding", False):
+                self._local.held_run_write = True  # told when the block commits
+            else:
+                self._ran_write()
         return result
+
+    @contextlib.contextmanager
+    def commits_together(self) -> Iterator[None]:
+        """The transactions this thread runs in the block commit as one, at its end
+        (ports.Store's optional capability: a chain's next claim rides along
+        with the completion that queued it, core/chaining.py)."""
+        if getattr(self._local, "holding", False):
+            yield
+            return
+        self._local.holding, self._local.held_run_write = True, False
+        try:
+            with self._writer.held():
+                yield
+        finally:
+            self._local.holding = False
+            if self._local.held_run_write:
+                self._ran_write()
 
     def _ran_write(self) -> None:
         with self._run_written:

@@ -55,6 +55,7 @@ class GroupCommitWriter:
         self._last = 0          # number of the last group made
         self._committed = 0     # number of the last group committed
         self._failed: dict[int, BaseException] = {}  # groups whose commit failed
+        self._holder = 0        # the thread inside `held`, whose commits wait for its end
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """`fn` in a transaction: its writes are committed (durably) when this returns."""
@@ -78,17 +79,41 @@ class GroupCommitWriter:
             raise
         self._keep_step(conn, group)
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """The transactions this thread runs in the block commit together when it
+        ends, however it ends (a nested block: with the outer one's).
+
+        Each `run` in it returns before that commit: its caller must not act
+        on what it wrote until the block has ended (core/chaining.py).
+        """
+        me = threading.get_ident()
+        if self._holder == me:
+            yield
+            return
+        self._holder = me
+        try:
+            yield
+        finally:
+            self._holder = 0
+            with self._cond:
+                mine = self._using and self._owner == me
+            if mine:
+                self._end(self._group, wait=True)
+
     def _enter(self) -> tuple[sqlite3.Connection, int]:
         """Wait for the connection; a savepoint in the open transaction, or a new one."""
         with self._cond:
             if self._using and self._owner == threading.get_ident():
-                raise RuntimeError("a write transaction inside another on the same "
-                                   "thread would wait for itself")
-            self._waiting += 1
-            while self._using:
-                self._free.wait()
-            self._waiting -= 1
-            self._using, self._owner = True, threading.get_ident()
+                if self._holder != self._owner:
+                    raise RuntimeError("a write transaction inside another on the same "
+                                       "thread would wait for itself")
+            else:  # (a held block keeps the connection between its transactions)
+                self._waiting += 1
+                while self._using:
+                    self._free.wait()
+                self._waiting -= 1
+                self._using, self._owner = True, threading.get_ident()
         try:
             conn = self._begin()
             if self._members:  # the group's first transaction needs no savepoint
@@ -140,7 +165,10 @@ class GroupCommitWriter:
 
     def _end(self, group: int, wait: bool) -> None:
         """Leave the group open to a waiting thread, or commit it; with `wait`,
-        return once the group is committed (raise if its commit failed)."""
+        return once the group is committed (raise if its commit failed). Inside
+        `held`, neither: the block's end does it."""
+        if self._holder and self._holder == threading.get_ident():
+            return
         with self._cond:
             if self._waiting and self._members < MAX_GROUP:
                 self._using = False
