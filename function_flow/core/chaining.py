@@ -1,14 +1,15 @@
 """A chain's next task, claimed in the commit of the completion that queued it.
 
 When a task's success queues exactly one dependent and does nothing else
-(no join to look at, no slot to fill, no run to end: a chain's step), the
-executor that will run that dependent next is this one anyway (the local
-bus keeps such a message for the worker that published it). On a store
-that can commit several transactions as one (`Store.commits_together`, an
-optional capability: SQLite's single writer has it, Firestore does not),
-the completion and the dependent's claim are two transactions, each a
-compare-and-set of its own task's record as before, committed together:
-one commit and no message per chain step instead of two and one.
+(no join to look at, no slot to fill, no run to end: a chain's step), and
+the bus would keep that message for this very thread to handle next
+(`Bus.keeps_next`, an optional capability: the local bus's worker outside
+a body), and the store can commit several transactions as one
+(`Store.commits_together`, optional too: SQLite's single writer has it,
+Firestore does not), the completion and the dependent's claim are two
+transactions, each a compare-and-set of its own task's record as before,
+committed together: one commit and no message per chain step instead of
+two and one.
 
 Nothing acts on either before that commit: the claimed attempt is kept
 here and run by `deliver`, after the completion's delivery returns (so a
@@ -106,7 +107,8 @@ def together(engine: "Engine") -> Iterator[_Ahead]:
     """A completion's transaction, and maybe its successor's claim, in one commit."""
     claims = getattr(_local, "claims", None)
     commits_together: Any = getattr(engine.store, "commits_together", None)
-    if claims is None or commits_together is None:
+    keeps_next: Any = getattr(engine.bus, "keeps_next", None)
+    if claims is None or commits_together is None or keeps_next is None or not keeps_next():
         yield _Ahead(engine, None)
         return
     with commits_together():

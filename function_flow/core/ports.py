@@ -241,7 +241,9 @@ class Bus(Protocol):
     """Delivers scheduling messages at least once, in any order.
 
     The bodies below are what a bus that delivers elsewhere does (Pub/Sub
-    pushes to the scheduler function); a bus may inherit them.
+    pushes to the scheduler function); a bus may inherit them. Optional
+    (getattr): `keeps_next()`, whether a message published now would be
+    handled next by the calling thread (LocalBus; core/chaining.py).
     """
 
     def publish(self, message: Message, delay: float = 0.0) -> None:
