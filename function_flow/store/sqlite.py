@@ -151,7 +151,6 @@ class SqliteStore(SqliteContext):
             return fn(made[0])
 
         result = self._writer.run(step)
-        self._local.revisions = made[0].revisions  # for the next get_run (only)
         if made[0].wrote_run:
             if getattr(self._local, "holding", False):
                 self._local.held_run_write = True  # told when the block commits
@@ -221,11 +220,6 @@ class SqliteStore(SqliteContext):
     def get_run(self, run_id: str) -> RunRecord | None:
         conn = self._connection()
         cached = self._runs.get(run_id)
-        revisions = getattr(self._local, "revisions", None)
-        if revisions:  # this thread's last transaction read the run's revision
-            self._local.revisions = None
-            if cached is not None and revisions.get(run_id) == cached[0]:
-                return _copy_run(cached[1])
         if cached is not None:
             row = conn.execute("SELECT revision FROM runs INDEXED BY runs_revision "
                                "WHERE run_id = ?", (run_id,)).fetchone()

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 from function_flow.core.ports import ReadAfterWriteError, RecordExistsError
 from function_flow.core.records import RunRecord, TaskRecord, Trigger
-from function_flow.store.sqlite_rows import (DEP_PREFIX, TASK_COLUMNS, TRIGGER_COLUMNS, dumps,
+from function_flow.store.sqlite_rows import (DEP_PREFIX, TRIGGER_COLUMNS, dumps,
                                              merge_fields, parse_deps, select_tasks,
                                              task_json, task_record_of, trigger_row,
                                              write_deps_done)
@@ -23,9 +23,6 @@ from function_flow.store.sqlite_rows import (DEP_PREFIX, TASK_COLUMNS, TRIGGER_C
 
 #: Integers SQLite binds as they are (64 bits); larger ones go as JSON text.
 _INT64 = 2 ** 63
-#: One task's row and its run's revision (the index holds it: see RUN_REVISIONS).
-_ONE_TASK = (f"SELECT {TASK_COLUMNS}, (SELECT revision FROM runs INDEXED BY runs_revision "
-             "WHERE run_id = ?1) FROM tasks WHERE run_id = ?1 AND task_id = ?2")
 
 
 class SqliteTransaction:
@@ -43,10 +40,6 @@ class SqliteTransaction:
         #: (run, task) -> (JSON fields, deps_done rows), or None if missing.
         self._tasks: dict[tuple[str, str], tuple[dict[str, Any], dict[str, str]] | None] = {}
         self._runs: dict[str, dict[str, Any] | None] = {}
-        #: run id -> its row's revision, read with a task of the run (under the
-        #: write lock, so it holds at the commit): SqliteStore.get_run right
-        #: after the commit needs no read of its own (see SqliteStore.transact).
-        self.revisions: dict[str, int] = {}
 
     def _reading(self) -> None:
         if self._wrote:
@@ -68,14 +61,7 @@ class SqliteTransaction:
         self._reading()
         wanted = list(dict.fromkeys(task_ids))
         unread = [t for t in wanted if (run_id, t) not in self._tasks]
-        if len(unread) == 1 and run_id not in self.revisions:  # a claim, a completion
-            key = (run_id, unread[0])
-            self._tasks[key] = None
-            row = self._conn.execute(_ONE_TASK, key).fetchone()
-            if row is not None:
-                self._tasks[key] = (json.loads(row[1]), parse_deps(row[2]))
-                self.revisions[run_id] = row[3]
-        elif unread:
+        if unread:
             for task_id in unread:
                 self._tasks[(run_id, task_id)] = None
             for task_id, data, deps in select_tasks(self._conn, run_id, unread):
@@ -99,7 +85,6 @@ class SqliteTransaction:
 
     def update_run(self, run_id: str, fields: dict[str, Any]) -> None:
         self._wrote = True
-        self.revisions.pop(run_id, None)  # the write changes it
         data = self._run_data(run_id)
         if data is None:
             return
