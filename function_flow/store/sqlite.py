@@ -263,11 +263,13 @@ class SqliteStore(SqliteContext):
         # primary key range instead: O(tasks) per call, 75 us at 1000 tasks.
         # That is what the statuses the index leaves out get (a run's end,
         # a cancel, the dashboard: not once per task).
-        index = f"INDEXED BY tasks_active WHERE {ACTIVE} AND" \
-            if status.value in ACTIVE_STATUSES else "WHERE"
+        # The index's own term goes last: before `status = ?`, SQLite probes
+        # the index with it (every active task of the run: 0.2 ms at 2,000).
+        index, term = ("INDEXED BY tasks_active", f" AND {ACTIVE}") \
+            if status.value in ACTIVE_STATUSES else ("", "")
         rows = self._connection().execute(
-            f"SELECT {TASK_COLUMNS} FROM tasks {index} run_id = ? AND status = ? LIMIT ?",
-            (run_id, status.value, limit)).fetchall()
+            f"SELECT {TASK_COLUMNS} FROM tasks {index} WHERE run_id = ? AND status = ?{term} "
+            "LIMIT ?", (run_id, status.value, limit)).fetchall()
         return [task_record(r[1], r[2]) for r in rows]
 
     def find_free_slots(self, run_id: str, count: int, limit: int) -> list[int]:
