@@ -28,6 +28,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
 
+from function_flow import tracing
 from function_flow.core.records import MessageKind, TaskRecord
 
 if TYPE_CHECKING:
@@ -56,14 +57,16 @@ class Claim(NamedTuple):
 def deliver(engine: "Engine", run_id: str, task_id: str, attempt: int) -> str:
     """Execute one delivered attempt, then the attempts its completions claimed."""
     outer = getattr(_local, "claims", None)  # a body that delivers messages itself
-    _local.claims = claims = []
+    _local.claims = claims = []  # (claim, the trace context its message would carry)
     try:
         outcome = engine.execute(run_id, task_id, attempt)
         while claims:
-            outcome = engine.after_claim(claims.pop())
+            claim, sender = claims.pop()
+            with tracing.resumed(sender):  # its claim span links to its predecessor's
+                outcome = engine.after_claim(claim)
         return outcome
     except BaseException:
-        for claim in claims:  # committed, never run: put back QUEUED and sent again
+        for claim, _ in claims:  # committed, never run: put back QUEUED and sent again
             _put_back(engine, claim)
         raise
     finally:
@@ -83,7 +86,7 @@ def _put_back(engine: "Engine", claim: Claim) -> None:
 class _Ahead:
     """Inside `together`: claims the one task a committed-to-be step queues."""
 
-    def __init__(self, engine: "Engine", claims: list[Claim] | None) -> None:
+    def __init__(self, engine: "Engine", claims: list[tuple[Claim, Any]] | None) -> None:
         self.engine = engine
         self.claims = claims
 
@@ -99,7 +102,7 @@ class _Ahead:
                            exc_info=True)
             return
         step.messages = []
-        self.claims.append(claim)
+        self.claims.append((claim, tracing.sender()))
 
 
 @contextlib.contextmanager
