@@ -107,6 +107,13 @@ class LocalBus(Bus):
                 return
         self._queue_for(message).put((message, deliveries, sender))
 
+    def keeps_next(self) -> bool:
+        """Whether a message published now would be kept for this thread to handle
+        next (a worker, outside a task body, keeping nothing yet). ports.Bus's
+        optional capability: core/chaining.py then claims that attempt with
+        the commit that queues it and runs it here, without a message."""
+        return getattr(self._worker, "next", False) is None and output.current() is None
+
     def _queue_for(self, message: Message) -> queue.SimpleQueue:
         return self._control if message.kind is MessageKind.CHECK_LEASE else self._ready
 

@@ -14,8 +14,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from function_flow.core import (attempts, foreach, growth, hooks, leftovers, payloads,
-                                transitions)
+from function_flow.core import (attempts, chaining, foreach, growth, hooks, leftovers,
+                                payloads, transitions)
 from function_flow.core.definition import END_TASK_ID, branch_choice
 from function_flow.core.records import JoinProgress, Message, TaskRecord, TaskStatus, Verdict
 from function_flow.core.transitions import Step
@@ -130,7 +130,9 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
     # taken), except the run's when it has already ended: compare-and-set
     # is safe, and a store falls back to a transaction for that case.
     try:
-        step = engine.store.transact(finish, compare_and_set=True)
+        with chaining.together(engine) as ahead:  # a chain's next claim may ride along
+            step = engine.store.transact(finish, compare_and_set=True)
+            ahead.claim_next(step)
     except RecordTooLargeError as exc:
         if not ok:
             raise

@@ -20,24 +20,21 @@ nothing. See docs/design.md for the measurements behind this shape.
 
 from __future__ import annotations
 
-import datetime
 import logging
-import os
 import random
-import socket
 import time
 import traceback
-import uuid
 from typing import Any, Callable, Iterable, Protocol
 
-from function_flow.core import (completion, control, foreach, hooks, leftovers, output,
-                                payloads, recovery, redrive, starts, transitions, versions,
-                                waiting, watches)
+from function_flow.core import (chaining, completion, control, foreach, hooks, leftovers,
+                                output, payloads, recovery, redrive, starts, transitions,
+                                versions, waiting, watches)
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Request,
                                       Store, Transaction, Watcher)
 from function_flow.core.listing import ordered_tasks
+from function_flow.core.starts import new_run_id, process_owner  # noqa: F401 (their home)
 from function_flow.core.records import ITEM_ROLES, Message, MessageKind, RunRecord, TaskRecord
 from function_flow.core.waiting import Pending
 from function_flow.core.transitions import Step
@@ -66,17 +63,6 @@ class Workflow(Protocol):
 
         For an item of a foreach, `item` holds item= and item_key=.
         """
-
-
-def new_run_id(job_name: str) -> str:
-    """Readable, sortable and unique: `<job>-<UTC time>-<random>`."""
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return f"{job_name}-{stamp}-{uuid.uuid4().hex[:6]}"
-
-
-def process_owner() -> str:
-    """Identifies this process, for runs the embedded backend executes."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class Engine(control.Controls):
@@ -215,14 +201,18 @@ class Engine(control.Controls):
         if message.kind is MessageKind.CHECK_LEASE:
             return recovery.check_lease(self, message.run_id, message.task_id,
                                         message.attempt)
-        return self.execute(message.run_id, message.task_id, message.attempt)
+        return chaining.deliver(self, message.run_id, message.task_id, message.attempt)
 
     def execute(self, run_id: str, task_id: str, attempt: int) -> str:
         """Claim attempt `attempt` of a task and, if this call won, run it."""
+        return self.after_claim(self.claim(run_id, task_id, attempt))
+
+    def claim(self, run_id: str, task_id: str, attempt: int) -> chaining.Claim:
+        """The claim's transaction (see `after_claim` for what follows its commit)."""
         now, since = self.clock(), tracing.now()
         lease = DEFAULT_LEASE_SECONDS
 
-        def claim(tx: Transaction) -> tuple[Step, TaskRecord | None]:
+        def take(tx: Transaction) -> tuple[Step, TaskRecord | None]:
             nonlocal lease
             task = tx.get_tasks(run_id, [task_id]).get(task_id)
             spec = self.graph.spec(task_id, task)
@@ -235,7 +225,12 @@ class Engine(control.Controls):
 
         # Only the task's own record is read and written: duplicates of one
         # message fail fast on a changed record instead of locking it.
-        step, task = self.store.transact(claim, compare_and_set=True)
+        step, task = self.store.transact(take, compare_and_set=True)
+        return chaining.Claim(run_id, task_id, attempt, step, task, now, since, lease)
+
+    def after_claim(self, claimed: chaining.Claim) -> str:
+        """Once the claim has committed: look at the run, then run the body."""
+        run_id, task_id, attempt, step, task, now, since, lease = claimed
         if step.verdict == "unknown_task":
             run = self.store.get_run(run_id)
             if run is None:

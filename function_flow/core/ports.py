@@ -89,7 +89,13 @@ class Transaction(Protocol):
 
 
 class Store(Protocol):
-    """Durable run state."""
+    """Durable run state.
+
+    Optional capability (looked up with getattr, so a store without it needs
+    nothing): `commits_together()`, a context manager in which the
+    transactions the calling thread runs commit as one when it ends, each
+    returning before that commit (SqliteStore; used by core/chaining.py).
+    """
 
     def transact(self, fn: Callable[[Transaction], T], *,
                  compare_and_set: bool = False) -> T:
@@ -235,7 +241,9 @@ class Bus(Protocol):
     """Delivers scheduling messages at least once, in any order.
 
     The bodies below are what a bus that delivers elsewhere does (Pub/Sub
-    pushes to the scheduler function); a bus may inherit them.
+    pushes to the scheduler function); a bus may inherit them. Optional
+    (getattr): `keeps_next()`, whether a message published now would be
+    handled next by the calling thread (LocalBus; core/chaining.py).
     """
 
     def publish(self, message: Message, delay: float = 0.0) -> None:

@@ -13,10 +13,14 @@ undone (`discard_failed`).
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import logging
+import os
 import re
+import socket
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from function_flow.core.payloads import REFERENCE_FIELD, is_reference
@@ -27,6 +31,17 @@ if TYPE_CHECKING:
     from function_flow.core.engine import Engine
 
 logger = logging.getLogger("function_flow.engine")
+
+
+def new_run_id(job_name: str) -> str:
+    """Readable, sortable and unique: `<job>-<UTC time>-<random>`."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{job_name}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def process_owner() -> str:
+    """Identifies this process, for runs the embedded backend executes."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 #: A caller-chosen run id: 1-200 letters, digits, '.', '_', ':' or '-', starting
 #: with a letter or digit (a Firestore document id, a blob path component, and

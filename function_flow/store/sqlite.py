@@ -19,18 +19,19 @@ steps use in sqlite_transaction.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
-from typing import Any, Callable, ContextManager, Iterable, TypeVar
+from typing import Any, Callable, ContextManager, Iterable, Iterator, TypeVar
 
 from function_flow.errors import StoreUnavailableError
 from function_flow.core.records import JoinProgress, RunRecord, RunStatus, TaskRecord, TaskStatus, \
     Trigger
 from function_flow.store.sqlite_context import SqliteContext
-from function_flow.store.sqlite_rows import (ADDED_COLUMNS, BATCH, RUN_REVISIONS, SCHEMA,
-                                             TASK_COLUMNS, TRIGGER_COLUMNS, dumps, new_task_json,
+from function_flow.store.sqlite_rows import (ACTIVE, ACTIVE_STATUSES, ADDED_COLUMNS, BATCH,
+                                             RUN_REVISIONS, SCHEMA, TASK_COLUMNS, TRIGGER_COLUMNS, dumps, new_task_json,
                                              select_tasks, task_record, trigger_of)
 from function_flow.store.sqlite_transaction import SqliteTransaction
 from function_flow.store.sqlite_writer import GroupCommitWriter
@@ -151,8 +152,28 @@ class SqliteStore(SqliteContext):
 
         result = self._writer.run(step)
         if made[0].wrote_run:
-            self._ran_write()
+            if getattr(self._local, "holding", False):
+                self._local.held_run_write = True  # told when the block commits
+            else:
+                self._ran_write()
         return result
+
+    @contextlib.contextmanager
+    def commits_together(self) -> Iterator[None]:
+        """The transactions this thread runs in the block commit as one, at its end
+        (ports.Store's optional capability: a chain's next claim rides along
+        with the completion that queued it, core/chaining.py)."""
+        if getattr(self._local, "holding", False):
+            yield
+            return
+        self._local.holding, self._local.held_run_write = True, False
+        try:
+            with self._writer.held():
+                yield
+        finally:
+            self._local.holding = False
+            if self._local.held_run_write:
+                self._ran_write()
 
     def _ran_write(self) -> None:
         with self._run_written:
@@ -240,10 +261,15 @@ class SqliteStore(SqliteContext):
     def find_tasks(self, run_id: str, status: TaskStatus, limit: int) -> list[TaskRecord]:
         # Without INDEXED BY, SQLite (no ANALYZE statistics) scans the run's
         # primary key range instead: O(tasks) per call, 75 us at 1000 tasks.
+        # That is what the statuses the index leaves out get (a run's end,
+        # a cancel, the dashboard: not once per task).
+        # The index's own term goes last: before `status = ?`, SQLite probes
+        # the index with it (every active task of the run: 0.2 ms at 2,000).
+        index, term = ("INDEXED BY tasks_active", f" AND {ACTIVE}") \
+            if status.value in ACTIVE_STATUSES else ("", "")
         rows = self._connection().execute(
-            f"SELECT {TASK_COLUMNS} FROM tasks INDEXED BY tasks_by_status "
-            "WHERE run_id = ? AND status = ? LIMIT ?",
-            (run_id, status.value, limit)).fetchall()
+            f"SELECT {TASK_COLUMNS} FROM tasks {index} WHERE run_id = ? AND status = ?{term} "
+            "LIMIT ?", (run_id, status.value, limit)).fetchall()
         return [task_record(r[1], r[2]) for r in rows]
 
     def find_free_slots(self, run_id: str, count: int, limit: int) -> list[int]:

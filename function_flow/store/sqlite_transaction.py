@@ -97,14 +97,16 @@ class SqliteTransaction:
         self._wrote = True
         key = (run_id, task_id)
         deps = {k[len(DEP_PREFIX):]: v for k, v in fields.items() if k.startswith(DEP_PREFIX)}
-        if deps:  # a completer's blind write: rows of their own, the record is not read
+        if deps and len(deps) == len(fields):
+            # A completer's blind write into a join: rows of their own (counted
+            # for join_progress), the record is not read. With fields of the
+            # record's own (a dependent its only dependency queues), the entry
+            # goes into the record's JSON in the same write (see sqlite_rows).
             write_deps_done(self._conn, run_id, task_id, deps)
-            fields = {k: v for k, v in fields.items() if not k.startswith(DEP_PREFIX)}
             cached = self._tasks.get(key)
             if cached is not None:
                 cached[1].update(deps)
-            if not fields:
-                return
+            return
         if key not in self._tasks and self._set_in_sql(run_id, task_id, fields):
             return
         if key not in self._tasks:
@@ -127,11 +129,22 @@ class SqliteTransaction:
         of the record through Python. Values SQLite's JSON refuses (NaN,
         infinities, which Python's json writes) take the read-and-merge way.
         """
-        if not all(name.isidentifier() for name in fields):
+        deps = [(f'$."{k[len(DEP_PREFIX):]}"', v) for k, v in fields.items()
+                if k.startswith(DEP_PREFIX)]
+        if deps:
+            fields = {k: v for k, v in fields.items() if not k.startswith(DEP_PREFIX)}
+        if not all(name.isidentifier() for name in fields) or any(
+                '"' in path[3:-1] or "\\" in path or type(value) is not str
+                for path, value in deps):
             return False
         if "status" in fields:  # a TaskStatus, or its value already
             fields = dict(fields, status=getattr(fields["status"], "value", fields["status"]))
-        values, paths = [], []
+        values: list[Any] = []
+        paths = []
+        if deps:  # entries of the deps_done object, made if missing
+            paths.append("'$.deps_done', json_set(coalesce(json_extract(data, '$.deps_done'), "
+                         f"'{{}}'), {', '.join('?, ?' for _ in deps)})")
+            values += [part for entry in deps for part in entry]
         for name, value in fields.items():
             if value is None or (type(value) is str and value.isascii()) or (
                     type(value) is int and -_INT64 <= value < _INT64):

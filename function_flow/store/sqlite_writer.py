@@ -4,8 +4,9 @@ Every write transaction of the process's threads runs on one connection,
 one at a time. A transaction that ends while other threads wait to write
 leaves the SQLite transaction open for them: each of theirs runs inside
 it, under a savepoint of its own (a body that raises rolls back to it and
-undoes only its own writes), and the last one commits for all of them
-(group commit). No caller returns before the COMMIT that holds its writes
+undoes only its own writes; the group's first needs none, a rollback of
+the whole transaction undoes only its writes), and the last one commits
+for all of them (group commit). No caller returns before the COMMIT that holds its writes
 has returned, so what a caller acts on is durable, at NORMAL (kill -9) as
 at FULL (power cut), where one fsync then serves the whole group.
 
@@ -55,6 +56,8 @@ class GroupCommitWriter:
         self._committed = 0     # number of the last group committed
         self._failed: dict[int, BaseException] = {}  # groups whose commit failed
         self._close_when_done = False  # close() came while a group was open
+        #: Per thread: `holding` (inside `held`) and `group` (its last transaction's).
+        self._mine = threading.local()
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """`fn` in a transaction: its writes are committed (durably) when this returns."""
@@ -78,6 +81,49 @@ class GroupCommitWriter:
             raise
         self._keep_step(conn, group)
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """The transactions this thread runs in the block are committed by the
+        block's end at the latest, however it ends (a nested block: the outer
+        one's end).
+
+        Each `run` in it returns before its commit: its caller must not act on
+        what it wrote until the block has ended (core/chaining.py). Between
+        them the connection is handed on as usual, so a waiting thread's
+        transaction may join the group, and commit it, meanwhile; the block
+        never holds the connection while its own code runs (which may wait
+        for a lock of a thread that waits for the connection).
+        """
+        mine = self._mine
+        if getattr(mine, "holding", False):
+            yield
+            return
+        mine.holding, mine.group = True, 0
+        try:
+            yield
+        finally:
+            mine.holding = False
+            if mine.group:
+                self._finish_held(mine.group)
+
+    def _finish_held(self, group: int) -> None:
+        """The end of a held block: `group` (its last) committed, or commit it now."""
+        with self._cond:
+            self._waiting += 1  # whoever has the connection leaves the group open for us
+            while self._using and not self._settled(group):
+                self._free.wait()
+            self._waiting -= 1
+            if self._settled(group):
+                if not self._using:
+                    self._free.notify()  # the wake-up we took was someone else's
+                self._raise_if_failed(group, wait=True)
+                return
+            self._using, self._owner = True, threading.get_ident()
+        self._end(group, wait=True)
+
+    def _settled(self, group: int) -> bool:
+        return self._committed >= group or group in self._failed
+
     def _enter(self) -> tuple[sqlite3.Connection, int]:
         """Wait for the connection; a savepoint in the open transaction, or a new one."""
         with self._cond:
@@ -91,7 +137,8 @@ class GroupCommitWriter:
             self._using, self._owner = True, threading.get_ident()
         try:
             conn = self._begin()
-            conn.execute("SAVEPOINT step")
+            if self._members:  # the group's first transaction needs no savepoint
+                conn.execute("SAVEPOINT step")
         except BaseException:
             self._hand_on()
             raise
@@ -99,7 +146,11 @@ class GroupCommitWriter:
         return conn, self._group
 
     def _undo_step(self, conn: sqlite3.Connection, group: int, exc: BaseException) -> None:
-        if conn.in_transaction:
+        if self._members == 1:  # the first: only its own writes to undo
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._close_group()
+        elif conn.in_transaction:
             conn.execute("ROLLBACK TO step")
             conn.execute("RELEASE step")
             self._end(group, wait=False)
@@ -107,7 +158,8 @@ class GroupCommitWriter:
             self._lose(group, exc)
 
     def _keep_step(self, conn: sqlite3.Connection, group: int) -> None:
-        conn.execute("RELEASE step")
+        if self._members > 1:
+            conn.execute("RELEASE step")
         self._end(group, wait=True)
 
     def _begin(self) -> sqlite3.Connection:
@@ -134,7 +186,12 @@ class GroupCommitWriter:
 
     def _end(self, group: int, wait: bool) -> None:
         """Leave the group open to a waiting thread, or commit it; with `wait`,
-        return once the group is committed (raise if its commit failed)."""
+        return once the group is committed (raise if its commit failed). Inside
+        `held`, hand the connection on and leave both to the block's end."""
+        if getattr(self._mine, "holding", False):  # committed by the block's end
+            self._mine.group = group
+            self._hand_on()
+            return
         with self._cond:
             if self._waiting and self._members < MAX_GROUP:
                 self._using = False
@@ -163,6 +220,15 @@ class GroupCommitWriter:
             self._free.notify()
         if failure is not None and wait:
             raise failure
+
+    def _close_group(self) -> None:
+        """The group's first transaction failed and was rolled back: no group, no
+        caller waits for it."""
+        with self._cond:
+            self._group = 0
+            self._using = False
+            self._close_if_asked()
+            self._free.notify()
 
     def _lose(self, group: int, exc: BaseException) -> None:
         with self._cond:
