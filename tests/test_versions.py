@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from function_flow.backends import Backend
+from function_flow.backends import Backend, embedded
 from function_flow.cli import cli
 from function_flow.core import fingerprints, versions
 from function_flow.core.engine import Engine
@@ -520,3 +520,38 @@ def test_a_definition_hash_is_the_same_in_every_process() -> None:
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                              text=True, timeout=60, check=True).stdout.strip()
         assert out == here
+
+
+def test_a_dag_is_fingerprinted_once_when_its_engine_is_built(monkeypatch, tmp_path) -> None:
+    """Not in job.start(): a run's start writes the fingerprints computed with the engine,
+    and tasks sharing one body (or one body's code with other closures) each get theirs."""
+    def make(n: int):
+        def body(task, job):
+            return n
+        return body
+
+    shared, one, two = make(0), make(1), make(2)
+    job = Job(name="fingerprinted-once")
+    job.task("a")(shared)
+    job.task("b", deps=["a"])(shared)
+    job.task("c", deps=["a"], task_args={"k": 1})(shared)
+    job.task("d", deps=["b", "c"])(one)
+    job.task("e", deps=["d"])(two)
+    computed = []
+    real = fingerprints.of_dag
+    monkeypatch.setattr(fingerprints, "of_dag", lambda dag: computed.append(dag) or real(dag))
+    backend = embedded(db_path=str(tmp_path / "ff.db"))
+    job.use_backend(backend)
+    try:
+        engine = job.engine
+        assert computed == [engine.dag]
+        job.start()
+        assert job.wait(timeout=60).status is RunStatus.SUCCEEDED
+        assert computed == [engine.dag]  # nothing computed in the start
+    finally:
+        backend.close()
+    found = versions.of(engine.dag).fingerprints
+    assert found == {**{t: fingerprints.fingerprint(s) for t, s in engine.dag.tasks.items()},
+                     "__end__": found["__end__"]}
+    assert len({found[t].split(".")[2] for t in "abc"}) == 1
+    assert len({found[t].split(".")[2] for t in "ade"}) == 3

@@ -110,6 +110,7 @@ class Engine(control.Controls):
         #: several sinks need the virtual end task to join them (see
         #: Dag.end_deps for what else it may wait for).
         self.end_record = len(workflow.dag.end_deps) > 1
+        versions.of(workflow.dag)  # the run's fingerprints, once, before any start
 
     def lease_of(self, spec: TaskSpec) -> float:
         """How long a claimed attempt is its executor's before others may act.
