@@ -1,4 +1,4 @@
-"""What a task costs in Firestore document operations (issue 11: at most 5 on a chain).
+"""What a task costs in Firestore document operations (issue 11: at most 5 on a chain, 6 on a fan-out).
 
 Counted at the Firestore client's RPC layer exactly as bench/instrument.py
 counts for the benchmark (a get: 1 read per document asked for; a query:
@@ -21,16 +21,19 @@ from test_run_graph import Outbox, drain
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "bench"))
 import instrument  # noqa: E402
 
-#: Issue 11's targets: a chain task (4.83 measured here: the roots' claims
-#: read the records the start just wrote), a fan-out task (5.67; 6.83
-#: before the join's completers learned its counts from their own commit,
-#: store/firestore_joins.py), and a fan-out task with fewer concurrency
-#: slots than branches (7.9 here, delivered in order; the benchmark's 8
-#: concurrent schedulers measured 28.7 before slots went down lanes,
-#: graph.RunGraph.slot_heir, and 9.7 after).
-CHAIN_TASK_OPS = 5
-FAN_TASK_OPS = 6
-SLOTTED_FAN_TASK_OPS = 10
+#: Issue 11's targets are 5 (chain), 6 (fan-out) and 10 (fan-out with fewer
+#: concurrency slots than branches). The bounds are what these runs cost
+#: (deterministic: one engine delivering its own messages in order), so any
+#: added operation fails. One store does everything here, so every claim
+#: starts from the document this process's merge made or its start wrote
+#: (store/firestore_cache.py, firestore_joins.py): a chain task 47/12 = 3.92
+#: (4.83 before claims started from merged documents), a fan-out task
+#: 58/12 = 4.83 (5.67; 6.83 before the join's completers learned its counts
+#: from their own commit), a slotted one 182/22 = 8.27 (9.0). The benchmark's
+#: 8 schedulers, each with its own store, measure 4.70, 5.96 and 8.8-9.3.
+CHAIN_TASK_OPS = 47 / 12
+FAN_TASK_OPS = 58 / 12
+SLOTTED_FAN_TASK_OPS = 182 / 22
 
 
 def operations_per_task(job: Job, store, tasks: int) -> float:
@@ -49,7 +52,7 @@ def operations_per_task(job: Job, store, tasks: int) -> float:
     return (counts["reads"] + counts["writes"] - 3) / tasks
 
 
-def test_a_chain_task_costs_at_most_five_document_operations(firestore_store) -> None:
+def test_a_chain_task_costs_under_four_document_operations(firestore_store) -> None:
     job = Job("chain_ops")
     for i in range(12):
         job.task(task_id=f"t{i}", deps=[f"t{i - 1}"] if i else [])(lambda **_: 1)
@@ -65,11 +68,11 @@ def fan(name: str, width: int, parallel: int) -> Job:
     return job
 
 
-def test_a_fan_out_task_costs_at_most_six_document_operations(firestore_store) -> None:
+def test_a_fan_out_task_costs_under_five_document_operations(firestore_store) -> None:
     assert operations_per_task(fan("fan_ops", 10, 20), firestore_store, 12) <= FAN_TASK_OPS
 
 
-def test_a_fan_out_task_waiting_for_slots_costs_at_most_ten(firestore_store) -> None:
+def test_a_fan_out_task_waiting_for_slots_costs_under_nine(firestore_store) -> None:
     assert operations_per_task(fan("fan_p5", 20, 5), firestore_store, 22) \
         <= SLOTTED_FAN_TASK_OPS
 

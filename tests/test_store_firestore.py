@@ -87,3 +87,42 @@ def test_engine_runs_a_dag_on_firestore(firestore_store) -> None:
                        "c3": [11, 3], "d": 6}
     assert sorted(ran) == sorted(results)  # each body ran exactly once
     assert ran[:2] == ["a", "b"] and ran[-1] == "d"
+
+
+def test_a_document_a_counting_merge_made_is_known_exactly(firestore_store) -> None:
+    """The content the store remembers of a task document its merge made is the
+    stored one (so a claim can start from it), and only then (firestore_joins.py)."""
+    from google.cloud import firestore
+
+    from function_flow.store.firestore_joins import MARKED
+
+    store = firestore_store
+    make_run(store, task_ids=["a", "b", "c", "d", "e"])
+    path = {t: store._task_ref("run-1", t).path for t in "bcde"}
+
+    def write(task_id: str, fields: dict[str, Any]) -> None:
+        store.transact(lambda tx: tx.update_task("run-1", task_id, fields),
+                       compare_and_set=True)
+
+    write("b", {"deps_done.a": "SUCCEEDED", "status": "QUEUED", "attempts": [{"n": 1}]})
+    snapshot = store._task_ref("run-1", "b").get()
+    assert store.known.get(path["b"]) == (snapshot.to_dict(), snapshot.update_time)
+    store.reset_counts()
+    claimed = store.transact(lambda tx: (tx.get_tasks("run-1", ["b"])["b"], tx.update_task(
+        "run-1", "b", {"status": "RUNNING"}))[0], compare_and_set=True)
+    assert store.reads == 0 and claimed.status is TaskStatus.QUEUED
+    assert claimed.deps_done == {"a": "SUCCEEDED"} and claimed.attempts == [{"n": 1}]
+    # Another kind of write came first: the merge did not make the document.
+    write("c", {"status": "CANCELLED"})
+    write("c", {"deps_done.a": "SUCCEEDED"})
+    assert store.known.get(path["c"]) is None
+    # A second entry: the counts are not this write's own.
+    write("d", {"deps_done.a": "SUCCEEDED"})
+    assert store.known.get(path["d"]) is not None
+    write("d", {"deps_done.b": "SUCCEEDED"})
+    assert store.known.get(path["d"]) is None
+    # A run whose writes do not mark documents (made before this): nothing is known.
+    store._run_ref("run-1").update({MARKED: firestore.DELETE_FIELD})
+    store.absent.forget("run-1")
+    write("e", {"deps_done.a": "SUCCEEDED"})
+    assert store.known.get(path["e"]) is None

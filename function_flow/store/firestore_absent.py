@@ -39,6 +39,8 @@ from function_flow.core.records import TaskRecord
 FIELD = "absent_json"
 #: The run document's marker that its joins keep counters (firestore_joins.MARKER).
 COUNTED_JOINS = "counted_joins"
+#: The run document's marker that its task writes mark documents (firestore_joins.MARKED).
+MARKED_WRITES = "marked_writes"
 #: Above this many bytes of ids, a run's records are all written at the start
 #: (a run document holds at most 1 MiB, and every claim reads it).
 MAX_BYTES = 200_000
@@ -98,6 +100,7 @@ class AbsentLists:
         self._lock = threading.Lock()
         self._runs: collections.OrderedDict[str, frozenset[str]] = collections.OrderedDict()
         self._counted: set[str] = set()
+        self._marked: set[str] = set()
 
     def known(self, run_id: str) -> frozenset[str] | None:
         with self._lock:
@@ -107,6 +110,11 @@ class AbsentLists:
         """Whether the run's join documents keep counters (False when unknown)."""
         with self._lock:
             return run_id in self._counted
+
+    def marks_writes(self, run_id: str) -> bool:
+        """Whether the run's task writes mark documents (False when unknown)."""
+        with self._lock:
+            return run_id in self._marked
 
     def learn(self, run_id: str, run_data: dict[str, Any] | None) -> frozenset[str]:
         """Remember the list of a run document just read (None: the run is gone)."""
@@ -120,14 +128,19 @@ class AbsentLists:
             self._runs.move_to_end(run_id)
             if run_data.get(COUNTED_JOINS):
                 self._counted.add(run_id)
+            if run_data.get(MARKED_WRITES):
+                self._marked.add(run_id)
             while len(self._runs) > REMEMBERED_RUNS:
-                self._counted.discard(self._runs.popitem(last=False)[0])
+                gone = self._runs.popitem(last=False)[0]
+                self._counted.discard(gone)
+                self._marked.discard(gone)
         return ids
 
     def forget(self, run_id: str) -> None:
         with self._lock:
             self._runs.pop(run_id, None)
             self._counted.discard(run_id)
+            self._marked.discard(run_id)
 
 
 def synthesized(ids: Iterable[str], present: Iterable[str], absent: frozenset[str]

@@ -3,8 +3,9 @@
 A compare-and-set (firestore_transactions.CompareAndSet) reads each record,
 decides, and commits its writes on the condition "unchanged since read"
 (`last_update_time`). When this process itself wrote a document a moment
-ago (a claim, then the same attempt's completion) or read it (a join's
-counts, then the compare-and-set that queues it), it already knows the
+ago (a claim, then the same attempt's completion; a completion's merge that
+made a task's document, then its claim: firestore_joins.py) or read it (a
+join's counts, then the compare-and-set that queues it), it already knows the
 content and the update time the condition needs: reading it again would
 only cost a document read. So the store remembers, per document path, the
 last content and update time it saw, and a compare-and-set starts from

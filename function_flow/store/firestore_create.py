@@ -45,13 +45,15 @@ class FirestoreCreation:
         since = run.created_at or None
         tasks, absent = firestore_absent.split(tasks)
         documents = [(self._task_ref(run.run_id, t.task_id),
-                      self._expiring(encode(t.to_dict()), since)) for t in tasks]
+                      self._expiring(firestore_joins.marked(encode(t.to_dict())), since))
+                     for t in tasks]
         documents += [(self._slot_ref(run.run_id, n), self._expiring({"holder": holder}, since))
                       for n, holder in slots.items()]
         run_data = self._expiring(encode(run.to_dict()), since)
         if absent:
             run_data[firestore_absent.FIELD] = json.dumps(absent)
         run_data[firestore_joins.MARKER] = True
+        run_data[firestore_joins.MARKED] = True
         if len(documents) + 1 <= MAX_WRITES:
             created = self._create_in_one_batch(run_ref, run_data, documents)
         else:

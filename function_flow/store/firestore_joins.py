@@ -22,6 +22,15 @@ sooner); counts that say it has decided are checked on the record itself,
 which the join's transaction reads anyway. A fan-out's last completer is
 then the only one that reads the join.
 
+Every other write of a task document (whole, or without `deps_done`
+entries) sets `join_other` to 1, and the counting writes carry Maximum(0) on
+it. So a commit also learns whether only counting writes ever touched the
+document; when it did, and the counts are its own entries, written once,
+this write made the document and its whole content is known: it is
+remembered (store/firestore_cache.py) for the claim that follows (a chain's
+next task claimed by the process that queued it reads nothing). Only in runs
+whose run document says every write marks (`MARKED_WRITES`).
+
 Runs created before this have join documents without counters: their run
 document has no `counted_joins` marker, and their completers read the join
 as before (FirestoreStore.join_progress). Fresh counts are kept per thread
@@ -36,15 +45,20 @@ from typing import Any, Iterable
 
 from google.cloud import firestore
 
-from function_flow.store.firestore_absent import COUNTED_JOINS
+from function_flow.store.firestore_absent import COUNTED_JOINS, MARKED_WRITES
 from function_flow.core.records import (OUTCOME_FAILED, OUTCOME_SKIPPED, OUTCOME_SUCCEEDED,
                                         JoinProgress, TaskStatus, outcome_of)
 
 #: The run document's marker: its join documents carry counters.
 MARKER = COUNTED_JOINS
+#: The run document's marker: every task document write of the run sets or
+#: checks `join_other` (firestore_absent.MARKED_WRITES).
+MARKED = MARKED_WRITES
 #: Task document fields: counts by outcome (a map), len(deps) or -1, how many
 #: writes each entry had (a map), and how many entries were written again.
 COUNTS, DEPS, WRITES, REWRITES = "join_counts", "join_deps", "join_writes", "join_rewrites"
+#: 1 once a write other than a counting one touched the document.
+OTHER = "join_other"
 #: The order Firestore returns transform results in: by field path (the
 #: client sorts a write's transforms so).
 OUTCOMES = (OUTCOME_FAILED, OUTCOME_SKIPPED, OUTCOME_SUCCEEDED)
@@ -77,6 +91,7 @@ def transforms(fields: dict[str, Any]) -> dict[str, Any]:
         return {}
     ops: dict[str, Any] = {f"{COUNTS}.{o}": firestore.Increment(added[o]) for o in OUTCOMES}
     ops[DEPS] = firestore.Maximum(-1)
+    ops[OTHER] = firestore.Maximum(0)
     ops[REWRITES] = firestore.Increment(0)
     for key in fields:
         if key.startswith(DEPS_PREFIX):
@@ -86,7 +101,7 @@ def transforms(fields: dict[str, Any]) -> dict[str, Any]:
 
 def stored(data: dict[str, Any]) -> dict[str, Any]:
     """Document fields without the counters (records do not have them)."""
-    for field in (COUNTS, DEPS, WRITES, REWRITES):
+    for field in (COUNTS, DEPS, WRITES, REWRITES, OTHER):
         data.pop(field, None)
     return data
 
@@ -107,35 +122,43 @@ class FreshCounts:
         """A new transaction begins: what earlier commits returned is no longer fresh."""
         self._paths().clear()
 
-    def learn(self, written: Iterable[str | None], results: list[Any]) -> list[str]:
+    def learn(self, written: Iterable[str | None], results: list[Any]
+              ) -> tuple[list[str], dict[str, dict[str, Any]]]:
         """Keep the counts returned for each write of a commit (`written`: the
         path of each write that carried the transforms, else None; in order).
-        Returns the paths whose entry was written again: their counts are no
-        longer exact, which `rewritten` must record on the document."""
+        Returns the paths whose entry was written again (their counts are no
+        longer exact, which `rewritten` must record on the document), and the
+        counters of each document this commit's write made (`made_content`)."""
         paths = self._paths()
-        again = []
+        again: list[str] = []
+        made: dict[str, dict[str, Any]] = {}
         for path, result in zip(written, results):
             if path is None:
                 continue
             paths.pop(path, None)
-            # In field path order: the counts, join_deps, join_rewrites, then
-            # join_writes.<entry> for each entry written.
+            # In field path order: the counts, join_deps, join_other,
+            # join_rewrites, then join_writes.<entry> for each entry written.
             values = [_integer(v) for v in getattr(result, "transform_results", None) or ()]
-            if len(values) <= len(OUTCOMES) + 2 or None in values:
+            if len(values) <= len(OUTCOMES) + 3 or None in values:
                 again.append(path)  # not what was asked for: trust the map only
                 continue
-            numbers, (deps, rewrites), writes = values[:3], values[3:5], values[5:]
+            numbers, (deps, other, rewrites), writes = values[:3], values[3:6], values[6:]
             if any(n != 1 for n in writes):
                 again.append(path)
             if any(n != 1 for n in writes) or rewrites:
                 continue  # an entry was written twice: only the map is exact
+            if not other and sum(numbers) == len(writes):
+                # Only this write's entries, and never another kind of write:
+                # this write made the document.
+                made[path] = {COUNTS: dict(zip(OUTCOMES, numbers)), DEPS: deps, OTHER: 0,
+                              REWRITES: 0}
             counts = dict(zip(OUTCOMES, numbers))
             # The status is unknown (not returned): WAITING, as far as the counts
             # go; whoever acts on the answer reads the record (module docstring).
             paths[path] = JoinProgress(
                 TaskStatus.WAITING, counts[OUTCOME_SUCCEEDED], counts[OUTCOME_FAILED],
                 counts[OUTCOME_SKIPPED], deps if deps >= 0 else None)
-        return again
+        return again, made
 
     def take(self, path: str) -> JoinProgress | None:
         return self._paths().pop(path, None)
@@ -148,11 +171,26 @@ def _integer(value: Any) -> int | None:
     return int(value.integer_value)
 
 
+def made_content(merged: dict[str, Any], counters: dict[str, Any]) -> dict[str, Any]:
+    """The whole content of a document a counting merge made: the merge's data
+    (firestore_absent.merge_write) plus the counters its commit returned."""
+    data = {key: value for key, value in merged.items()
+            if not type(value).__module__.startswith("google.cloud.firestore_v1.transforms")}
+    data.update(counters)
+    data[WRITES] = dict.fromkeys(merged.get("deps_done") or {}, 1)
+    return data
+
+
+def marked(data: dict[str, Any]) -> dict[str, Any]:
+    """Encoded fields of a write other than a counting one: it marks the document."""
+    return {**data, OTHER: 1}
+
+
 def rewritten() -> dict[str, Any]:
     """The update marking a join whose entry was written again: its counters
     over-count from now on, so answers come from its record."""
     return {REWRITES: firestore.Increment(1)}
 
 
-__all__ = ["COUNTS", "DEPS", "FreshCounts", "MARKER", "rewritten", "stored", "transforms",
-           "whole"]
+__all__ = ["COUNTS", "DEPS", "FreshCounts", "MARKED", "MARKER", "OTHER", "made_content",
+           "marked", "rewritten", "stored", "transforms", "whole"]

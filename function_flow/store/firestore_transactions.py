@@ -161,6 +161,9 @@ class FirestoreTransaction:
         self.written: list[str] = []
         #: Which of those writes carry a join's counter transforms (firestore_joins.py).
         self.counting: set[int] = set()
+        #: Write index -> the data of a counting merge, in a run whose writes mark
+        #: documents: its content once the commit says it made the document.
+        self.merged: dict[int, dict[str, Any]] = {}
         #: Tasks read here, and those read as absent (firestore_absent.py).
         self._read: set[str] = set()
         self._synthesized: set[str] = set()
@@ -244,17 +247,27 @@ class FirestoreTransaction:
         if task_id in self._synthesized:  # read as absent here: create it whole
             self._synthesized.discard(task_id)
             self._made.add(task_id)
-            self._tx.create(ref, self._store._expiring(encode(created(task_id, fields))))
+            self._tx.create(ref, self._store._expiring(
+                firestore_joins.marked(encode(created(task_id, fields)))))
         elif task_id in self._made or task_id not in self._read \
                 and task_id in self._store.absent_ids(run_id):
             # Blind, and maybe still absent: a merge creates it if missing (a
             # commit checks every write against the documents before it, so
             # a second write of a document this commit creates is one too).
-            fields = self._counting(fields)
-            self._tx.set(ref, *merge_write(task_id, encode(self._store._expiring(fields))))
+            counted = self._counting(fields)
+            data, paths = merge_write(task_id, self._marking(
+                encode(self._store._expiring(counted))))
+            if counted is not fields and self._store.absent.marks_writes(run_id):
+                self.merged[len(self.written) - 1] = data
+            self._tx.set(ref, data, paths)
         else:
-            fields = self._counting(fields)
-            self._tx.update(ref, update_paths(self._store._expiring(fields)))
+            counted = self._counting(fields)
+            self._tx.update(ref, self._marking(update_paths(self._store._expiring(counted))))
+
+    def _marking(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The latest write's `data` (encoded), marked as a write other than a
+        counting one unless it counts (firestore_joins.py)."""
+        return data if len(self.written) - 1 in self.counting else firestore_joins.marked(data)
 
     def _counting(self, fields: dict[str, Any]) -> dict[str, Any]:
         """`fields` of a blind update, with the join counters' transforms if it
@@ -266,12 +279,17 @@ class FirestoreTransaction:
         return {**fields, **ops}
 
     def learn_counts(self, results: list[Any]) -> None:
-        """After the commit: keep the join counts its transforms returned."""
+        """After the commit: keep the join counts its transforms returned, and
+        the whole content of each document a counting merge made (firestore_joins.py)."""
         if not self.counting:
             return
-        again = self._store.fresh.learn(
-            [path if i in self.counting else None for i, path in enumerate(self.written)],
-            results)
+        paths = [path if i in self.counting else None for i, path in enumerate(self.written)]
+        again, made = self._store.fresh.learn(paths, results)
+        for i, data in self.merged.items():
+            path = self.written[i]
+            if path in made and self.written.count(path) == 1 and i < len(results):
+                self._store.known.put(path, firestore_joins.made_content(data, made[path]),
+                                      getattr(results[i], "update_time", None))
         for path in again:  # rare: an entry written twice (firestore_joins.py)
             self._store.client.document(path).update(firestore_joins.rewritten())
             self._store._count(writes=1)
@@ -288,11 +306,11 @@ class FirestoreTransaction:
 
     def add_task(self, run_id: str, record: TaskRecord) -> None:
         self._tx.create(self._wrote(self._store._task_ref(run_id, record.task_id)),
-                        self._store._expiring(encode(record.to_dict())))
+                        self._store._expiring(firestore_joins.marked(encode(record.to_dict()))))
 
     def replace_task(self, run_id: str, record: TaskRecord) -> None:
         self._tx.set(self._wrote(self._store._task_ref(run_id, record.task_id)),
-                     self._store._expiring(encode(record.to_dict())))
+                     self._store._expiring(firestore_joins.marked(encode(record.to_dict()))))
 
     def put_trigger(self, trigger: Trigger) -> None:
         self._tx.set(self._wrote(self._store._trigger_ref(trigger.trigger_id)),
