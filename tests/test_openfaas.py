@@ -465,6 +465,7 @@ def test_a_callback_being_handled_counts_as_the_buses_work(monkeypatch):
     from function_flow.bus.local import LocalBus
     from function_flow.cloud import callback
     from function_flow.local.callback_server import LocalCallbackServer
+    from test_remote_tasks import assert_busy_until_released
 
     bus = LocalBus(1)
     started, release = threading.Event(), threading.Event()
@@ -479,10 +480,7 @@ def test_a_callback_being_handled_counts_as_the_buses_work(monkeypatch):
     poster = threading.Thread(target=post_callback, args=(server.url() + "openfaas/x", b"{}"))
     try:
         poster.start()
-        assert started.wait(30)
-        assert not bus.wait_idle(0)
-        release.set()
-        assert bus.wait_idle(30)
+        assert_busy_until_released(bus, started, release)
     finally:
         release.set()
         poster.join(30)

@@ -259,6 +259,14 @@ def test_a_run_that_fails_cancels_the_attempts_still_waiting(workflow, execution
     assert job.engine.store.get_trigger(request["job_id"]) is None
 
 
+def assert_busy_until_released(bus, started: threading.Event, release: threading.Event) -> None:
+    """Once the work has started, the bus is busy; once released, idle again."""
+    assert started.wait(30)
+    assert not bus.wait_idle(0)
+    release.set()
+    assert bus.wait_idle(30)
+
+
 def test_a_hosted_function_counts_as_the_buses_work_until_it_returns():
     """What makes job.wait see the end of a run a hosted answer ended: the
     function (and the answer it publishes) runs on the hosting pool, and the
@@ -271,10 +279,7 @@ def test_a_hosted_function_counts_as_the_buses_work_until_it_returns():
     hosting.host("RT_SLOW", lambda event, context: (started.set(), release.wait(30)))
     try:
         host.publish("RT_SLOW", b"{}", {"job_id": "j"})
-        assert started.wait(30)
-        assert not bus.wait_idle(0)
-        release.set()
-        assert bus.wait_idle(30)
+        assert_busy_until_released(bus, started, release)
     finally:
         release.set()
         hosting.unhost("RT_SLOW")
