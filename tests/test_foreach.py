@@ -326,3 +326,31 @@ def test_an_expansion_cut_short_is_finished_by_the_next_one(store) -> None:
     assert sorted(ran) == list(range(count))
     have = {t.task_id for t in store.get_tasks(run_id)}
     assert {r.task_id for r in planned} <= have
+
+
+class SlotReadsStore(CountingStore):
+    """Counts the held slots read by find_free_slots."""
+
+    def __init__(self, store) -> None:
+        super().__init__(store)
+        self.slot_reads = 0
+
+    def find_free_slots(self, run_id, count, limit):
+        free = self._store.find_free_slots(run_id, count, limit)
+        self.slot_reads += count - len(free)  # limit is count in fill_slots
+        return free
+
+
+def test_items_under_many_slots_do_not_read_every_held_slot(tmp_path) -> None:
+    """A foreach as wide as max_parallel_tasks: every item holds a slot at
+    once, and no task waits for one. Completions then look for a READY task
+    first instead of reading all the held slots (that was O(items) each, so
+    O(items²) in all: 6-7.5 ms per item at 10,000 against 1.85 at 1,000)."""
+    count = 300
+    store = SlotReadsStore(SqliteStore(str(tmp_path / "state.db")))
+    job = squares_job("saturated", list(range(count)))
+    job.max_parallel_tasks = count
+    on(store, job)
+    assert job.run(timeout=120).status is RunStatus.SUCCEEDED
+    assert len(job.get_task_result("report")) == count
+    assert store.slot_reads < 10 * count, store.slot_reads

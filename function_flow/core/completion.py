@@ -36,6 +36,10 @@ LEASE_SAFETY_MARGIN_SECONDS = 10.0
 #: that leaves unknown whether the first try landed (see complete).
 COMPLETION_RETRY_DELAYS = (0.2, 1.0, 3.0)
 
+#: Up to this many slots, fill_slots reads the held ones without first
+#: asking whether any task is READY (reading a few costs less than the query).
+FEW_SLOTS = 50
+
 
 def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: bool,
              value: Any = None, error: str | None = None,
@@ -315,6 +319,13 @@ def fill_slots(engine: "Engine", run_id: str) -> None:
         return
     failed_on = None
     while True:
+        # With many slots, finding the free ones reads every held one: a
+        # foreach of 10,000 items under max_parallel_tasks=10,000 read them
+        # all at each completion. One READY record says first whether any
+        # task waits for a slot at all.
+        if engine.slots > FEW_SLOTS and not engine.store.find_tasks(
+                run_id, TaskStatus.READY, 1):
+            return
         # Free slots first: usually one, so only that many READY records
         # are read (reading `slots` of them per completion dominated).
         free = engine.store.find_free_slots(run_id, engine.slots, engine.slots)
