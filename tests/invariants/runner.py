@@ -75,7 +75,11 @@ class Harness:
         self.bodies: dict[tuple[str, int], dict[str, Any]] = {}
         self.executing: dict[tuple[str, int], float] = {}
         self.max_executing = 0
+        #: Attempts whose executor died: the delivered one, and any attempt its
+        #: delivery ran after it (a chain's next claim runs in the same delivery).
         self.crashed_deliveries: set[tuple[str, int]] = set()
+        #: Per thread: the bodies the delivery in progress has started.
+        self.local = threading.local()
         self.trace: list[str] = []
         self.steps = 0
         self.recover_rounds = 0
@@ -204,18 +208,22 @@ class Harness:
         message = item.message
         armed = self.crasher.armed()
         self.crasher.local.armed = True
+        outer_bodies = getattr(self.local, "bodies", None)
+        self.local.bodies = started = []
         try:
             outcome = self.engine.handle(message)
         except SimulatedCrash as crash:
             outcome = f"CRASH ({crash}); redelivered later"
-            if message.kind is MessageKind.RUN_TASK:
-                with self.body_lock:
+            with self.body_lock:
+                if message.kind is MessageKind.RUN_TASK:
                     self.crashed_deliveries.add((message.task_id, message.attempt))
+                self.crashed_deliveries.update(started)
             # Not acknowledged: Pub/Sub delivers it again after the ack deadline.
             self.bus.put(message, self.clock.now() + self.rng.uniform(0.0, 10.0),
                          item.generation)
         finally:
             self.crasher.local.armed = armed
+            self.local.bodies = outer_bodies
         self._log(f"deliver {message.task_id} a{message.attempt} {message.kind.value} "
                   f"(copy gen {item.generation}) -> {outcome}")
 

@@ -66,6 +66,9 @@ class HarnessWorkflow:
                 rec.violation(f"body of {task_id} attempt {attempt} started twice")
             start = h.clock.now()
             h.bodies[key] = {"outcome": "started", "start": start}
+            started = getattr(h.local, "bodies", None)
+            if started is not None:  # dies with its delivery if that crashes
+                started.append(key)
             h.executing[key] = start
             # A body whose lease has run out counts as dead (its function
             # timed out), whether or not it is still unwinding here.
