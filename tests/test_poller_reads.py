@@ -2,8 +2,9 @@
 
 On each store: a run of 115 waiting foreach items costs the poller two
 bounded queries per call, and still gets its lost messages sent again; a
-join nobody queued is found by reading the whole run, when the run has
-nothing queued or running, or in the calls chosen at random.
+join nobody queued is found by reading the whole run, when nothing in the
+run moves (nothing queued or running, or all of it stalled), or in the
+calls chosen at random.
 """
 
 from __future__ import annotations
@@ -64,11 +65,12 @@ def test_a_busy_run_costs_two_bounded_queries_and_lost_messages_are_sent_again(s
     drain(engine, bus, limit=2)  # list, then the foreach: 5 items queued
     assert [m.task_id for m in bus.sent] == [f"work[{i}]" for i in range(5)]
     bus.sent.clear()  # lost
+    engine.claim(run_id, "work[0]", 1)  # its executor runs it (an hour's lease)
     now[0] += recovery.POLLER_STALE_AFTER_SECONDS + 1
     engine.store.whole_runs = 0
     engine.poll()
     assert engine.store.whole_runs == 0  # 115 waiting items not read
-    assert sorted(m.task_id for m in bus.sent) == [f"work[{i}]" for i in range(5)]
+    assert sorted(m.task_id for m in bus.sent) == [f"work[{i}]" for i in range(1, 5)]
 
 
 def join_job(name: str, busy: bool) -> Job:
@@ -120,5 +122,24 @@ def test_a_busy_runs_lost_join_is_found_by_a_full_scan_call(store, monkeypatch):
     engine.rng = FixedRandom(0.0)  # this call draws the full scan
     engine.poll()
     assert "b" in [m.task_id for m in bus.sent] and engine.store.whole_runs == 1
+    drain(engine, bus)
+    assert engine.run_status(run_id).status is RunStatus.SUCCEEDED
+
+
+def test_a_stalled_runs_lost_message_and_lost_join_are_repaired_in_one_call(store,
+                                                                          monkeypatch):
+    """One crash can lose a message and a join's check at once: when nothing
+    else moves, one call sends both (not the message now, the join a minute later)."""
+    now = [1_000_000.0]
+    engine, bus = engine_on(join_job("stalled_lost_join", busy=True), store, lottery=0.5,
+                            now=now)
+    run_id, _ = engine.start({})
+    lose_the_follow_up_of_a(engine, bus, monkeypatch)
+    bus.sent.clear()  # slow's message is lost too
+    now[0] += recovery.POLLER_STALE_AFTER_SECONDS + 1
+    engine.store.whole_runs = 0
+    engine.poll()
+    assert sorted(m.task_id for m in bus.sent) == ["b", "slow"]
+    assert engine.store.whole_runs == 1
     drain(engine, bus)
     assert engine.run_status(run_id).status is RunStatus.SUCCEEDED

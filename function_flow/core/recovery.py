@@ -210,7 +210,8 @@ def recover(engine: "Engine", run_id: str, executors_dead: bool = False,
     run = engine.store.get_run(run_id)
     # A paused run's queued tasks wait for its resume, which sends them (control.py).
     paused = run is not None and run.paused_at is not None and not run.status.is_final
-    for task in _records_to_check(engine, run_id, only, bounded and not executors_dead):
+    for task in _records_to_check(engine, run_id, only, bounded and not executors_dead,
+                                  now, stale_after):
         if not engine.graph.knows(task.task_id, task):
             continue
         if task.status is TaskStatus.QUEUED:
@@ -238,23 +239,36 @@ def recover(engine: "Engine", run_id: str, executors_dead: bool = False,
 
 
 def _records_to_check(engine: "Engine", run_id: str, only: Iterable[str] | None,
-                      bounded: bool) -> Iterable[TaskRecord]:
+                      bounded: bool, now: float, stale_after: float
+                      ) -> Iterable[TaskRecord]:
     """The records one recovery pass looks at.
 
     All of them, unless `bounded`: then the queued and running ones (two
     queries of at most POLLER_MAX_TASKS), so that a poller checking a
     foreach of 10,000 items does not read 10,000 records a minute. Joins
     nobody queued (a process died after a failure's commit) are found by
-    reading the whole run, which the poller does when nothing is queued or
-    running, and otherwise in one call out of POLLER_FULL_SCAN_EVERY.
+    reading the whole run, which the poller does when nothing in it moves:
+    nothing is queued or running, or all of it is stalled (one crash can
+    lose a message and a join's check at once: both are then repaired in
+    one pass, not in two a minute apart); and
+    otherwise in one call out of POLLER_FULL_SCAN_EVERY.
     """
     if only is not None or not bounded:
         return engine.store.get_tasks(run_id, only)
     busy = [task for status in (TaskStatus.QUEUED, TaskStatus.RUNNING)
             for task in engine.store.find_tasks(run_id, status, POLLER_MAX_TASKS)]
-    if not busy or engine.rng.random() * POLLER_FULL_SCAN_EVERY < 1:
+    if all(_stalled(task, now, stale_after) for task in busy) \
+            or engine.rng.random() * POLLER_FULL_SCAN_EVERY < 1:
         return engine.store.get_tasks(run_id)
     return busy
+
+
+def _stalled(task: TaskRecord, now: float, stale_after: float) -> bool:
+    """Queued `stale_after` past its due time (its message is lost, as `recover`
+    judges it), or running past its lease (its executor is gone)."""
+    if task.status is TaskStatus.QUEUED:
+        return max(task.not_before or 0.0, task.queued_at or 0.0) + stale_after <= now
+    return task.lease_until is not None and task.lease_until <= now
 
 
 def _run_lives(engine: "Engine", run_id: str) -> bool:
