@@ -29,11 +29,11 @@ document; when it did, and the counts are its own entries, written once,
 this write made the document and its whole content is known: it is
 remembered (store/firestore_cache.py) for the claim that follows (a chain's
 next task claimed by the process that queued it reads nothing). Only in runs
-whose run document says every write marks (`MARKED_WRITES`).
+whose schema version says every write marks (firestore_schema.MARKED_WRITES).
 
-Runs created before this have join documents without counters: their run
-document has no `counted_joins` marker, and their completers read the join
-as before (FirestoreStore.join_progress). Fresh counts are kept per thread
+Runs created before the counters have join documents without them: their
+schema version is below firestore_schema.COUNTED_JOINS, and their completers
+read the join as before (FirestoreStore.join_progress). Fresh counts are kept per thread
 and only until the thread's next transaction: they answer the follow-up of
 the commit that returned them, nothing later.
 """
@@ -45,15 +45,9 @@ from typing import Any, Iterable
 
 from google.cloud import firestore
 
-from function_flow.store.firestore_absent import COUNTED_JOINS, MARKED_WRITES
 from function_flow.core.records import (OUTCOME_FAILED, OUTCOME_SKIPPED, OUTCOME_SUCCEEDED,
                                         JoinProgress, TaskStatus, outcome_of)
 
-#: The run document's marker: its join documents carry counters.
-MARKER = COUNTED_JOINS
-#: The run document's marker: every task document write of the run sets or
-#: checks `join_other` (firestore_absent.MARKED_WRITES).
-MARKED = MARKED_WRITES
 #: Task document fields: counts by outcome (a map), len(deps) or -1, how many
 #: writes each entry had (a map), and how many entries were written again.
 COUNTS, DEPS, WRITES, REWRITES = "join_counts", "join_deps", "join_writes", "join_rewrites"
@@ -192,5 +186,5 @@ def rewritten() -> dict[str, Any]:
     return {REWRITES: firestore.Increment(1)}
 
 
-__all__ = ["COUNTS", "DEPS", "FreshCounts", "MARKED", "MARKER", "OTHER", "made_content",
+__all__ = ["COUNTS", "DEPS", "FreshCounts", "OTHER", "made_content",
            "marked", "rewritten", "stored", "transforms", "whole"]
