@@ -1,6 +1,6 @@
 """Whether the process executing an embedded run still runs.
 
-An embedded run records its owner as "host:pid" (engine.process_owner);
+An embedded run records its owner as "host:pid" (core/starts.py process_owner);
 `status` says whether that process is alive, `resume` refuses to take over a
 run whose owner still runs, and `approve` says who will pick up the work.
 """

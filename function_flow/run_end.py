@@ -9,9 +9,10 @@ of at the next poll. Stores that cannot notify (Firestore) are polled.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from function_flow.core import control, watches
+from function_flow.core.ports import Store
 from function_flow.core.records import RunRecord
 
 if TYPE_CHECKING:
@@ -34,25 +35,17 @@ class RunChanges:
     ends between the read and the pause is not missed.
     """
 
-    def __init__(self, store: Any) -> None:
-        self._count = getattr(store, "run_writes", None)
-        self._wait = getattr(store, "wait_run_write", None)
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        #: Whether the store tells of its run writes (else pauses are sleeps).
+        self.notified = store.run_writes() is not None
         self._seen = 0
 
-    @property
-    def notified(self) -> bool:
-        """Whether the store tells of its run writes (else pauses are sleeps)."""
-        return self._wait is not None
-
     def mark(self) -> None:
-        if self._count is not None:
-            self._seen = self._count()
+        self._seen = self._store.run_writes() or 0
 
     def pause(self, seconds: float) -> None:
-        if self._wait is None:
-            time.sleep(seconds)
-        else:
-            self._seen = self._wait(self._seen, seconds)
+        self._seen = self._store.wait_run_write(self._seen, seconds)
 
 
 def wait(job: "Job", run_id: str, timeout: Optional[float] = None,

@@ -26,6 +26,7 @@ from function_flow.config import Settings
 from function_flow import callbacks, run_end, subdags
 from function_flow.core import foreach as foreach_module
 from function_flow.core.definition import DEFAULT_FOREACH_MAX_ITEMS, Call, ForEach
+from function_flow.core.starts import process_owner
 from function_flow.context import RunContext
 from function_flow.entry_points import EntryPoints
 from function_flow.task_view import Task, remote_call, topic_of
@@ -278,7 +279,7 @@ class Job(EntryPoints, HookDecorators):
             raise FunctionFlowError(
                 f"job {self.name!r}: arguments must be a dict, got {type(argv).__name__}")
         callbacks.check_start(callback_url)
-        owner = engine_module.process_owner() if self.backend.kind == "embedded" else None
+        owner = process_owner() if self.backend.kind == "embedded" else None
         run_id, _ = self.engine.start(argv or {}, run_id=run_id, owner=owner,
                                       source=source, callback_url=callback_url)
         self.id = run_id
@@ -286,7 +287,7 @@ class Job(EntryPoints, HookDecorators):
 
     def resume(self, run_id: str) -> RunRecord:
         """Finish a run whose process died; succeeded tasks do not run again."""
-        run = self.engine.resume(run_id, owner=engine_module.process_owner(),
+        run = self.engine.resume(run_id, owner=process_owner(),
                                  owner_alive=pid_alive)
         self.id = run_id
         return run

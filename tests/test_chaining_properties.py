@@ -26,7 +26,8 @@ CHAINED = settings(max_examples=max(1, EXAMPLES), deadline=None,
 
 class KeepingBus:
     """The harness's bus, saying (as LocalBus's workers do) that it keeps the next
-    message for the thread that publishes it."""
+    message for the thread that publishes it (ports.Bus.keeps_next; the rest,
+    `beside` included, is the harness's PoolBus, a ports.Bus)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner

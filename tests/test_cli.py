@@ -257,12 +257,10 @@ def stalled_run(db: Path, owner: str) -> str:
     from function_flow.backends import Backend
     from function_flow.store.sqlite import SqliteStore
 
-    class DroppingBus:
+    from function_flow.core.ports import Bus
+
+    class DroppingBus(Bus):
         def publish(self, message, delay=0.0): pass
-        def subscribe(self, handler): pass
-        def release_due(self, limit=500): return 0
-        def wait_idle(self, timeout=None): return False
-        def close(self): pass
 
     job = loader.load_job(workflow("simple"), None)
     store = SqliteStore(str(db))

@@ -24,6 +24,7 @@ from emulators import PROJECT
 from function_flow import loader
 from function_flow.backends import Backend
 from function_flow.bus.local import LocalBus
+from function_flow.core.ports import Bus
 from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.local.emulators import free_port
 from function_flow.store.firestore import FirestoreStore
@@ -35,7 +36,7 @@ GCP_WORKFLOWS = Path(__file__).parent / "workflows_gcp"
 pytestmark = pytest.mark.timeout(180)
 
 
-class DroppingBus:
+class DroppingBus(Bus):
     """A bus that loses every message, like a publish that never arrived."""
 
     def __init__(self) -> None:
@@ -43,18 +44,6 @@ class DroppingBus:
 
     def publish(self, message, delay: float = 0.0) -> None:
         self.dropped.append(message)
-
-    def subscribe(self, handler) -> None:
-        pass
-
-    def release_due(self, limit: int = 500) -> int:
-        return 0
-
-    def wait_idle(self, timeout=None) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
 
 
 def make_run(path: str, store: FirestoreStore, bus, args: dict | None = None) -> str:

@@ -220,3 +220,42 @@ def test_the_cli_progress_view_ends_with_the_run_not_at_its_next_refresh(tmp_pat
     follower.join(DEADLINE)
     assert not follower.is_alive(), "the view waited for its refresh interval"
     assert ended["view"][0].status is RunStatus.SUCCEEDED
+
+
+def test_a_chain_step_rides_along_only_where_the_store_commits_together(tmp_path):
+    """core/chaining.py: on SQLite a chain's next task is claimed in the commit
+    that completes its predecessor, so no message goes out per step; a store
+    answering the declared ports.Store default (commits_together() -> None:
+    cannot) gets one message per step, and the run succeeds the same."""
+    from function_flow.bus.local import LocalBus
+    from function_flow.core.ports import Store
+    from function_flow.core.records import MessageKind
+
+    class CountingBus(LocalBus):
+        def __init__(self) -> None:
+            super().__init__(workers=1)
+            self.sent = 0
+
+        def publish(self, message, delay=0.0):
+            self.sent += message.kind is MessageKind.RUN_TASK
+            super().publish(message, delay)
+
+    class Separate(SqliteStore):
+        def commits_together(self):
+            return Store.commits_together(self)
+
+    steps = 6
+    sent = {}
+    for name, store_class in (("together", SqliteStore), ("separate", Separate)):
+        job = tasks.Job(name=f"chain_{name}")
+        for i in range(steps):
+            job.task(f"t{i}", deps=[f"t{i - 1}"] if i else [])(lambda task, job: None)
+        bus = CountingBus()
+        backend = backends.Backend("embedded", store_class(str(tmp_path / f"{name}.db")), bus)
+        try:
+            job.use_backend(backend)
+            assert job.run(timeout=DEADLINE).status is RunStatus.SUCCEEDED
+            sent[name] = bus.sent
+        finally:
+            backend.close()
+    assert sent == {"together": 1, "separate": steps}, sent

@@ -77,28 +77,57 @@ def test_a_fan_out_task_waiting_for_slots_costs_under_nine(firestore_store) -> N
         <= SLOTTED_FAN_TASK_OPS
 
 
-def test_a_run_made_before_the_join_counters_still_resolves_its_joins(firestore_store,
-                                                                       firestore_env) -> None:
-    """A run whose join document holds deps_done entries without counters, and
-    whose run document has no marker (made by an older version), is decided
-    by reading the join, as before: its counts alone would say it waits."""
+def test_a_run_documents_schema_version_and_the_markers_before_it() -> None:
+    """store/firestore_schema.py's table: the field when present, else what the
+    markers older code wrote imply, else version 1."""
+    from function_flow.store.firestore_schema import CURRENT, FIELD, version_of
+
+    assert CURRENT == 3
+    assert version_of({FIELD: 3}) == 3 and version_of({FIELD: 2, "marked_writes": True}) == 2
+    assert version_of({"counted_joins": True, "marked_writes": True}) == 3
+    assert version_of({"counted_joins": True}) == 2
+    assert version_of({}) == 1 and version_of({"counted_joins": False}) == 1
+
+
+def test_runs_in_the_shape_older_code_wrote_still_complete(firestore_store,
+                                                           firestore_env) -> None:
+    """Runs in flight across a deploy. A run document as older code wrote it,
+    with both markers (`counted_joins`, `marked_writes`: version 3) or with
+    neither (version 1: made before the join counters, so its join document
+    holds deps_done entries without them), completes on a store that never
+    saw it as it was. The first still trusts its join's counters (its
+    completers do not read the join); the second reads the join, as its
+    counts alone would say it waits."""
     from google.cloud import firestore
 
+    from function_flow.store import firestore_schema
     from function_flow.store.firestore import FirestoreStore
-    from function_flow.store.firestore_joins import COUNTS, MARKER
+    from function_flow.store.firestore_joins import COUNTS
 
-    job = fan("fan_old", 3, 20)
-    bus = Outbox()
-    engine = Engine(job, firestore_store, bus, lease_check_messages=False)
-    run_id, _ = engine.start({})
-    drain(engine, bus, limit=3)  # the root and two branches
-    firestore_store._run_ref(run_id).update({MARKER: firestore.DELETE_FIELD})
-    firestore_store._task_ref(run_id, "join").update({COUNTS: firestore.DELETE_FIELD})
-    # An instance that never saw the run's document as it was.
-    later = FirestoreStore(project=firestore_store.project, prefix=firestore_store.prefix)
-    try:
-        engine = Engine(job, later, bus, lease_check_messages=False)
-        drain(engine, bus, limit=20)
-        assert engine.run_status(run_id).status is RunStatus.SUCCEEDED
-    finally:
-        later.close()
+    counters = instrument.install()
+    reads = {}
+    for markers in (("counted_joins", "marked_writes"), ()):
+        job = fan(f"fan_old{len(markers)}", 5, 20)
+        bus = Outbox()
+        engine = Engine(job, firestore_store, bus, lease_check_messages=False)
+        run_id, _ = engine.start({})
+        run_ref = firestore_store._run_ref(run_id)
+        written = run_ref.get().to_dict()
+        assert written[firestore_schema.FIELD] == firestore_schema.CURRENT
+        assert not set(written) & set(firestore_schema.LEGACY_MARKERS)
+        drain(engine, bus, limit=2)  # the root and one branch
+        run_ref.update({firestore_schema.FIELD: firestore.DELETE_FIELD,
+                        **dict.fromkeys(markers, True)})
+        if not markers:
+            firestore_store._task_ref(run_id, "join").update({COUNTS: firestore.DELETE_FIELD})
+        later = FirestoreStore(project=firestore_store.project, prefix=firestore_store.prefix)
+        try:
+            engine = Engine(job, later, bus, lease_check_messages=False)
+            counters.reset()
+            drain(engine, bus, limit=20)
+            reads[markers] = counters.snapshot()["reads"]
+            with instrument.uncounted():
+                assert engine.run_status(run_id).status is RunStatus.SUCCEEDED
+        finally:
+            later.close()
+    assert reads[()] > reads[("counted_joins", "marked_writes")], reads

@@ -82,7 +82,9 @@ def test_cleanup_expired_jobs_with_an_upstream_db_client_cleans_firestore(
     job = Job("cleanup_fs")
     job.task("a")(lambda task, job: None)
 
-    class Quiet:
+    from function_flow.core.ports import Bus
+
+    class Quiet(Bus):
         def publish(self, message, delay=0.0):
             pass
 

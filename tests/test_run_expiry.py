@@ -14,6 +14,7 @@ import time
 from function_flow import backends, futures
 from function_flow.config import Settings
 from function_flow.core.engine import Engine
+from function_flow.core.ports import Bus
 from function_flow.core.records import Message
 from function_flow.store import expiry
 from function_flow.store.firestore import FirestoreStore
@@ -22,7 +23,7 @@ from function_flow.tasks import Job
 PROJECT = "function-flow-local"
 
 
-class Collect:
+class Collect(Bus):
     """A bus that keeps what the engine publishes, to be handled in turn."""
 
     def __init__(self) -> None:

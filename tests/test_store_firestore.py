@@ -94,7 +94,7 @@ def test_a_document_a_counting_merge_made_is_known_exactly(firestore_store) -> N
     stored one (so a claim can start from it), and only then (firestore_joins.py)."""
     from google.cloud import firestore
 
-    from function_flow.store.firestore_joins import MARKED
+    from function_flow.store import firestore_schema
 
     store = firestore_store
     make_run(store, task_ids=["a", "b", "c", "d", "e"])
@@ -121,8 +121,10 @@ def test_a_document_a_counting_merge_made_is_known_exactly(firestore_store) -> N
     assert store.known.get(path["d"]) is not None
     write("d", {"deps_done.b": "SUCCEEDED"})
     assert store.known.get(path["d"]) is None
-    # A run whose writes do not mark documents (made before this): nothing is known.
-    store._run_ref("run-1").update({MARKED: firestore.DELETE_FIELD})
+    # A run whose writes do not all mark documents (version 2, as code before
+    # marked writes made it, with only its `counted_joins` marker): nothing is known.
+    store._run_ref("run-1").update({firestore_schema.FIELD: firestore.DELETE_FIELD,
+                                    "counted_joins": True})
     store.absent.forget("run-1")
     write("e", {"deps_done.a": "SUCCEEDED"})
     assert store.known.get(path["e"]) is None

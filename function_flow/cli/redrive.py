@@ -19,8 +19,8 @@ from function_flow.cli.follow import follow_to_end
 from function_flow.cli.run import WORKERS_HELP, host_remote_functions, job_of
 from function_flow.cli.stores import get_run, open_selected
 from function_flow.config import Settings
-from function_flow.core.engine import process_owner
 from function_flow.core.redrive import REDRIVABLE, RedriveRefusedError
+from function_flow.core.starts import process_owner
 from function_flow.errors import RunNotFoundError
 
 

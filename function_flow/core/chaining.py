@@ -3,13 +3,12 @@
 When a task's success queues exactly one dependent and does nothing else
 (no join to look at, no slot to fill, no run to end: a chain's step), and
 the bus would keep that message for this very thread to handle next
-(`Bus.keeps_next`, an optional capability: the local bus's worker outside
-a body), and the store can commit several transactions as one
-(`Store.commits_together`, optional too: SQLite's single writer has it,
-Firestore does not), the completion and the dependent's claim are two
-transactions, each a compare-and-set of its own task's record as before,
-committed together: one commit and no message per chain step instead of
-two and one.
+(`Bus.keeps_next`: the local bus's worker outside a body), and the store
+can commit several transactions as one (`Store.commits_together`: SQLite's
+single writer can, Firestore cannot), the completion and the dependent's
+claim are two transactions, each a compare-and-set of its own task's
+record as before, committed together: one commit and no message per chain
+step instead of two and one.
 
 Nothing acts on either before that commit: the claimed attempt is kept
 here and run by `deliver`, after the completion's delivery returns (so a
@@ -108,13 +107,13 @@ class _Ahead:
 @contextlib.contextmanager
 def together(engine: "Engine") -> Iterator[_Ahead]:
     """A completion's transaction, and maybe its successor's claim, in one commit."""
-    claims = getattr(_local, "claims", None)
-    commits_together: Any = getattr(engine.store, "commits_together", None)
-    keeps_next: Any = getattr(engine.bus, "keeps_next", None)
-    if claims is None or commits_together is None or keeps_next is None or not keeps_next():
+    claims = getattr(_local, "claims", None)  # None outside `deliver`
+    block = None if claims is None or not engine.bus.keeps_next() \
+        else engine.store.commits_together()
+    if block is None:
         yield _Ahead(engine, None)
         return
-    with commits_together():
+    with block:
         yield _Ahead(engine, claims)
 
 

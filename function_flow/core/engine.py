@@ -34,7 +34,7 @@ from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Request,
                                       Store, Transaction, Watcher)
 from function_flow.core.listing import ordered_tasks
-from function_flow.core.starts import new_run_id, process_owner  # noqa: F401 (their home)
+from function_flow.core.starts import new_run_id
 from function_flow.core.records import ITEM_ROLES, Message, MessageKind, RunRecord, TaskRecord
 from function_flow.core.waiting import Pending
 from function_flow.core.transitions import Step

@@ -4,8 +4,11 @@ Adapters (store/sqlite.py, store/firestore.py, bus/local.py, bus/pubsub.py,
 blobs/local.py, blobs/gcs.py, local/child.py) implement these protocols and
 nothing else: they store, send and run, the engine decides. Every operation
 some caller uses is declared here, so nobody probes an adapter with
-getattr. The conformance suites in tests/ run against every store and
-every blob store adapter.
+getattr. What only some adapters can do (a store committing several
+transactions as one, a bus keeping a message for the publishing thread) is
+declared too, with a default body saying "cannot" that the others inherit
+(stores and buses subclass Store and Bus). The conformance suites in tests/
+run against every store and every blob store adapter.
 
 Transaction rules, which Firestore imposes and SQLite follows for parity:
 all reads come before the first write, and the transaction function may run
@@ -14,7 +17,9 @@ more than once, so it must not have side effects outside the transaction.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import time
 from typing import Any, Callable, Iterable, Protocol, TypeVar
 
 from function_flow.core.definition import Call
@@ -91,10 +96,9 @@ class Transaction(Protocol):
 class Store(Protocol):
     """Durable run state.
 
-    Optional capability (looked up with getattr, so a store without it needs
-    nothing): `commits_together()`, a context manager in which the
-    transactions the calling thread runs commit as one when it ends, each
-    returning before that commit (SqliteStore; used by core/chaining.py).
+    The operations after `close` are capabilities only some stores have;
+    their bodies here are the answer of a store that has not (a store
+    inherits them by subclassing Store).
     """
 
     def transact(self, fn: Callable[[Transaction], T], *,
@@ -207,6 +211,35 @@ class Store(Protocol):
     def close(self) -> None:
         """Release connections; the store may be used again afterwards."""
 
+    def commits_together(self) -> contextlib.AbstractContextManager[None] | None:
+        """A block in which the transactions the calling thread runs commit as one.
+
+        Each `transact` in the block returns before that commit, which comes
+        when the block ends; an error in the block rolls them all back.
+        core/chaining.py commits a chain's completion and its successor's
+        claim so (SqliteStore's single writer can). None, the default: this
+        store cannot, every transaction commits on its own (Firestore).
+        """
+        return None
+
+    def run_writes(self) -> int | None:
+        """How many commits of this process have written a run record so far.
+
+        With `wait_run_write`, lets `job.wait()` (run_end.py) return as soon
+        as a run ends instead of at its next look. None, the default: this
+        store does not count them (Firestore), and waiting is polling.
+        """
+        return None
+
+    def wait_run_write(self, seen: int, timeout: float) -> int:
+        """Wait until this process commits a run record write after the `seen`-th
+        (run_writes() before reading), at most `timeout` seconds; the new count.
+
+        The default, for a store that does not count: sleep `timeout`.
+        """
+        time.sleep(timeout)
+        return seen
+
 
 class BlobNotFoundError(LookupError):
     """`Blobs.get` found no blob under the key (every adapter raises this one)."""
@@ -241,9 +274,7 @@ class Bus(Protocol):
     """Delivers scheduling messages at least once, in any order.
 
     The bodies below are what a bus that delivers elsewhere does (Pub/Sub
-    pushes to the scheduler function); a bus may inherit them. Optional
-    (getattr): `keeps_next()`, whether a message published now would be
-    handled next by the calling thread (LocalBus; core/chaining.py).
+    pushes to the scheduler function); a bus inherits them by subclassing Bus.
     """
 
     def publish(self, message: Message, delay: float = 0.0) -> None:
@@ -271,6 +302,26 @@ class Bus(Protocol):
 
     def close(self) -> None:
         """Stop delivering and release clients."""
+
+    def keeps_next(self) -> bool:
+        """Whether a message published now would be kept for the calling thread
+        to handle next, rather than delivered anywhere.
+
+        core/chaining.py then claims that attempt in the commit that queues
+        it and runs it here, without a message (LocalBus's workers, outside
+        a task body). False, the default: messages go out (Pub/Sub).
+        """
+        return False
+
+    def beside(self, work: Callable[[], object]) -> Callable[[], object]:
+        """`work`, counted as this bus's own from now until it returns.
+
+        For work another thread pool does on the bus's behalf (a hosted
+        remote function's answer completes its attempt there), so that
+        `wait_idle` waits for it as for a message. The default, for a bus
+        that cannot know it is idle anyway: `work` unchanged.
+        """
+        return work
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,9 +32,10 @@ from typing import Any, Callable
 from function_flow import approvals, backends, owners
 from function_flow.cli.approvals import LeftToTheOwner
 from function_flow.core import control
-from function_flow.core.engine import Engine, process_owner
+from function_flow.core.engine import Engine
 from function_flow.core.records import RunRecord, RunStatus
 from function_flow.core.redrive import REDRIVABLE, RedriveRefusedError
+from function_flow.core.starts import process_owner
 from function_flow.dashboard.app import Dashboard
 from function_flow.dashboard.definitions import Found
 from function_flow.errors import RunEndedError, RunNotFoundError

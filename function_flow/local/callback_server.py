@@ -81,12 +81,10 @@ class LocalCallbackServer:
             del path
             # An answer completes its attempt on this server's thread: the
             # in-process bus counts that as its work, so that job.wait sees
-            # all of a run's end that an answer caused (LocalBus.beside).
-            beside = getattr(site.backend.bus, "beside", None)
-            if beside is None:
-                return callback.handle(site, flask.request)
+            # all of a run's end that an answer caused (Bus.beside).
             answers: list[Any] = []
-            beside(lambda: answers.append(callback.handle(site, flask.request)))()
+            site.backend.bus.beside(
+                lambda: answers.append(callback.handle(site, flask.request)))()
             return answers[0]
 
         self._server = make_server(self.host, 0, app, threaded=True)

@@ -61,7 +61,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from function_flow.config import DEFAULT_PROJECT
 from function_flow.errors import ConfigurationError, RecordTooLargeError
-from function_flow.core.ports import RecordExistsError
+from function_flow.core.ports import RecordExistsError, Store
 from function_flow.core.records import (JoinProgress, RunRecord, RunStatus, TaskRecord,
                                         TaskStatus, Trigger)
 from function_flow.store import expiry
@@ -82,7 +82,7 @@ T = TypeVar("T")
 #: Attempts of a transaction before it counts as a transient failure.
 DEFAULT_MAX_ATTEMPTS = 20
 
-class FirestoreStore(FirestoreContext, FirestoreCreation):
+class FirestoreStore(FirestoreContext, FirestoreCreation, Store):
     """ports.Store on Firestore (see module docstring for schema and counting).
 
     Building it is free of network calls: the client is made on first use,

@@ -34,13 +34,10 @@ from typing import Any, Iterable
 from google.cloud.firestore_v1.field_path import FieldPath
 
 from function_flow.core.records import TaskRecord
+from function_flow.store import firestore_schema
 
 #: The run document's field listing the tasks created when first written.
 FIELD = "absent_json"
-#: The run document's marker that its joins keep counters (firestore_joins.MARKER).
-COUNTED_JOINS = "counted_joins"
-#: The run document's marker that its task writes mark documents (firestore_joins.MARKED).
-MARKED_WRITES = "marked_writes"
 #: Above this many bytes of ids, a run's records are all written at the start
 #: (a run document holds at most 1 MiB, and every claim reads it).
 MAX_BYTES = 200_000
@@ -92,29 +89,33 @@ def merge_write(task_id: str, encoded: dict[str, Any]) -> tuple[dict[str, Any], 
 class AbsentLists:
     """Run id -> the ids its run document lists as absent; thread-safe.
 
-    Also whether the run document says its joins carry counters
-    (firestore_joins.MARKER): another fact of a run that never changes.
+    Also the run's schema version (firestore_schema.py): another fact of a
+    run that never changes.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._runs: collections.OrderedDict[str, frozenset[str]] = collections.OrderedDict()
-        self._counted: set[str] = set()
-        self._marked: set[str] = set()
+        self._runs: collections.OrderedDict[str, tuple[frozenset[str], int]] = \
+            collections.OrderedDict()
 
     def known(self, run_id: str) -> frozenset[str] | None:
         with self._lock:
-            return self._runs.get(run_id)
+            found = self._runs.get(run_id)
+        return None if found is None else found[0]
+
+    def _version(self, run_id: str) -> int:
+        """The run's schema version; 1 (promising nothing) when unknown."""
+        with self._lock:
+            found = self._runs.get(run_id)
+        return 1 if found is None else found[1]
 
     def counts_joins(self, run_id: str) -> bool:
         """Whether the run's join documents keep counters (False when unknown)."""
-        with self._lock:
-            return run_id in self._counted
+        return self._version(run_id) >= firestore_schema.COUNTED_JOINS
 
     def marks_writes(self, run_id: str) -> bool:
         """Whether the run's task writes mark documents (False when unknown)."""
-        with self._lock:
-            return run_id in self._marked
+        return self._version(run_id) >= firestore_schema.MARKED_WRITES
 
     def learn(self, run_id: str, run_data: dict[str, Any] | None) -> frozenset[str]:
         """Remember the list of a run document just read (None: the run is gone)."""
@@ -124,23 +125,15 @@ class AbsentLists:
         text = run_data.get(FIELD)
         ids = frozenset(json.loads(text)) if text else frozenset()
         with self._lock:
-            self._runs[run_id] = ids
+            self._runs[run_id] = (ids, firestore_schema.version_of(run_data))
             self._runs.move_to_end(run_id)
-            if run_data.get(COUNTED_JOINS):
-                self._counted.add(run_id)
-            if run_data.get(MARKED_WRITES):
-                self._marked.add(run_id)
             while len(self._runs) > REMEMBERED_RUNS:
-                gone = self._runs.popitem(last=False)[0]
-                self._counted.discard(gone)
-                self._marked.discard(gone)
+                self._runs.popitem(last=False)
         return ids
 
     def forget(self, run_id: str) -> None:
         with self._lock:
             self._runs.pop(run_id, None)
-            self._counted.discard(run_id)
-            self._marked.discard(run_id)
 
 
 def synthesized(ids: Iterable[str], present: Iterable[str], absent: frozenset[str]

@@ -16,7 +16,7 @@ from google.cloud import firestore
 
 from function_flow.core.records import RunRecord, TaskRecord
 from function_flow.errors import TransientBackendError
-from function_flow.store import firestore_absent, firestore_joins
+from function_flow.store import firestore_absent, firestore_joins, firestore_schema
 from function_flow.store.firestore_transactions import encode, transient
 from function_flow.store.firestore_transactions import translated as _translated
 
@@ -52,8 +52,7 @@ class FirestoreCreation:
         run_data = self._expiring(encode(run.to_dict()), since)
         if absent:
             run_data[firestore_absent.FIELD] = json.dumps(absent)
-        run_data[firestore_joins.MARKER] = True
-        run_data[firestore_joins.MARKED] = True
+        run_data[firestore_schema.FIELD] = firestore_schema.CURRENT
         if len(documents) + 1 <= MAX_WRITES:
             created = self._create_in_one_batch(run_ref, run_data, documents)
         else:

@@ -29,11 +29,11 @@ document; when it did, and the counts are its own entries, written once,
 this write made the document and its whole content is known: it is
 remembered (store/firestore_cache.py) for the claim that follows (a chain's
 next task claimed by the process that queued it reads nothing). Only in runs
-whose run document says every write marks (`MARKED_WRITES`).
+whose schema version says every write marks (firestore_schema.MARKED_WRITES).
 
-Runs created before this have join documents without counters: their run
-document has no `counted_joins` marker, and their completers read the join
-as before (FirestoreStore.join_progress). Fresh counts are kept per thread
+Runs created before the counters have join documents without them: their
+schema version is below firestore_schema.COUNTED_JOINS, and their completers
+read the join as before (FirestoreStore.join_progress). Fresh counts are kept per thread
 and only until the thread's next transaction: they answer the follow-up of
 the commit that returned them, nothing later.
 """
@@ -41,19 +41,16 @@ the commit that returned them, nothing later.
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from google.cloud import firestore
 
-from function_flow.store.firestore_absent import COUNTED_JOINS, MARKED_WRITES
 from function_flow.core.records import (OUTCOME_FAILED, OUTCOME_SKIPPED, OUTCOME_SUCCEEDED,
                                         JoinProgress, TaskStatus, outcome_of)
 
-#: The run document's marker: its join documents carry counters.
-MARKER = COUNTED_JOINS
-#: The run document's marker: every task document write of the run sets or
-#: checks `join_other` (firestore_absent.MARKED_WRITES).
-MARKED = MARKED_WRITES
+if TYPE_CHECKING:
+    from function_flow.store.firestore import FirestoreStore
+
 #: Task document fields: counts by outcome (a map), len(deps) or -1, how many
 #: writes each entry had (a map), and how many entries were written again.
 COUNTS, DEPS, WRITES, REWRITES = "join_counts", "join_deps", "join_writes", "join_rewrites"
@@ -164,6 +161,61 @@ class FreshCounts:
         return self._paths().pop(path, None)
 
 
+class CountingWrites:
+    """The writes of one transaction attempt that carry a join's counter
+    transforms, and what to do with their commit's transform results.
+
+    FirestoreTransaction keeps one, and asks it about each task document
+    write by its index among the transaction's writes.
+    """
+
+    def __init__(self) -> None:
+        #: Indexes of the writes that carry the transforms.
+        self._counting: set[int] = set()
+        #: Write index -> the data of a counting merge, in a run whose writes mark
+        #: documents: its content once the commit says it made the document.
+        self._merged: dict[int, dict[str, Any]] = {}
+
+    def fields(self, write: int, fields: dict[str, Any]) -> dict[str, Any]:
+        """`fields` of blind update number `write`, with the counters' transforms
+        if it writes deps_done entries (then it is a counting write)."""
+        ops = transforms(fields)
+        if not ops:
+            return fields
+        self._counting.add(write)
+        return {**fields, **ops}
+
+    def marking(self, write: int, data: dict[str, Any]) -> dict[str, Any]:
+        """Write number `write`'s `data` (encoded), marked as a write other than a
+        counting one unless it counts."""
+        return data if write in self._counting else marked(data)
+
+    def merged(self, write: int, data: dict[str, Any]) -> None:
+        """Write number `write` is a merge (firestore_absent.merge_write) of `data`,
+        in a run whose writes mark documents: if it counts, and its commit says it
+        made the document, `learn` remembers the document's whole content."""
+        if write in self._counting:
+            self._merged[write] = data
+
+    def learn(self, store: "FirestoreStore", written: list[str], results: list[Any]) -> None:
+        """After the commit (`written`: the path of each write, in order; `results`:
+        the commit's WriteResults): keep the join counts its transforms returned
+        (store.fresh), and the content of each document a counting merge made
+        (store.known); mark the joins whose entry was written again."""
+        if not self._counting:
+            return
+        paths = [path if i in self._counting else None for i, path in enumerate(written)]
+        again, made = store.fresh.learn(paths, results)
+        for i, data in self._merged.items():
+            path = written[i]
+            if path in made and written.count(path) == 1 and i < len(results):
+                store.known.put(path, made_content(data, made[path]),
+                                getattr(results[i], "update_time", None))
+        for path in again:  # rare: an entry written twice (module docstring)
+            store.client.document(path).update(rewritten())
+            store._count(writes=1)
+
+
 def _integer(value: Any) -> int | None:
     """The integer a transform result holds (a google.firestore.v1.Value)."""
     if getattr(value, "_pb", value).WhichOneof("value_type") != "integer_value":
@@ -192,5 +244,5 @@ def rewritten() -> dict[str, Any]:
     return {REWRITES: firestore.Increment(1)}
 
 
-__all__ = ["COUNTS", "DEPS", "FreshCounts", "MARKED", "MARKER", "OTHER", "made_content",
+__all__ = ["COUNTS", "CountingWrites", "DEPS", "FreshCounts", "OTHER", "made_content",
            "marked", "rewritten", "stored", "transforms", "whole"]

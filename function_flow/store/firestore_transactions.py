@@ -159,11 +159,8 @@ class FirestoreTransaction:
         self.writes = 0
         #: Paths of the documents written, so the store forgets what it knew of them.
         self.written: list[str] = []
-        #: Which of those writes carry a join's counter transforms (firestore_joins.py).
-        self.counting: set[int] = set()
-        #: Write index -> the data of a counting merge, in a run whose writes mark
-        #: documents: its content once the commit says it made the document.
-        self.merged: dict[int, dict[str, Any]] = {}
+        #: Those writes that carry a join's counter transforms (firestore_joins.py).
+        self.counts = firestore_joins.CountingWrites()
         #: Tasks read here, and those read as absent (firestore_absent.py).
         self._read: set[str] = set()
         self._synthesized: set[str] = set()
@@ -254,45 +251,22 @@ class FirestoreTransaction:
             # Blind, and maybe still absent: a merge creates it if missing (a
             # commit checks every write against the documents before it, so
             # a second write of a document this commit creates is one too).
-            counted = self._counting(fields)
-            data, paths = merge_write(task_id, self._marking(
-                encode(self._store._expiring(counted))))
-            if counted is not fields and self._store.absent.marks_writes(run_id):
-                self.merged[len(self.written) - 1] = data
+            write = len(self.written) - 1
+            counted = self.counts.fields(write, fields)
+            data, paths = merge_write(task_id, self.counts.marking(
+                write, encode(self._store._expiring(counted))))
+            if self._store.absent.marks_writes(run_id):
+                self.counts.merged(write, data)
             self._tx.set(ref, data, paths)
         else:
-            counted = self._counting(fields)
-            self._tx.update(ref, self._marking(update_paths(self._store._expiring(counted))))
-
-    def _marking(self, data: dict[str, Any]) -> dict[str, Any]:
-        """The latest write's `data` (encoded), marked as a write other than a
-        counting one unless it counts (firestore_joins.py)."""
-        return data if len(self.written) - 1 in self.counting else firestore_joins.marked(data)
-
-    def _counting(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """`fields` of a blind update, with the join counters' transforms if it
-        writes deps_done entries (firestore_joins.py)."""
-        ops = firestore_joins.transforms(fields)
-        if not ops:
-            return fields
-        self.counting.add(len(self.written) - 1)
-        return {**fields, **ops}
+            write = len(self.written) - 1
+            counted = self.counts.fields(write, fields)
+            self._tx.update(ref, self.counts.marking(
+                write, update_paths(self._store._expiring(counted))))
 
     def learn_counts(self, results: list[Any]) -> None:
-        """After the commit: keep the join counts its transforms returned, and
-        the whole content of each document a counting merge made (firestore_joins.py)."""
-        if not self.counting:
-            return
-        paths = [path if i in self.counting else None for i, path in enumerate(self.written)]
-        again, made = self._store.fresh.learn(paths, results)
-        for i, data in self.merged.items():
-            path = self.written[i]
-            if path in made and self.written.count(path) == 1 and i < len(results):
-                self._store.known.put(path, firestore_joins.made_content(data, made[path]),
-                                      getattr(results[i], "update_time", None))
-        for path in again:  # rare: an entry written twice (firestore_joins.py)
-            self._store.client.document(path).update(firestore_joins.rewritten())
-            self._store._count(writes=1)
+        """After the commit: what its counter transforms returned (firestore_joins.py)."""
+        self.counts.learn(self._store, self.written, results)
 
     def set_slot(self, run_id: str, slot: int, holder: str | None) -> None:
         if holder is not None and slot not in self._slots_read \

@@ -27,6 +27,7 @@ import threading
 from typing import Any, Callable, ContextManager, Iterable, Iterator, TypeVar
 
 from function_flow.errors import StoreUnavailableError
+from function_flow.core.ports import Store
 from function_flow.core.records import JoinProgress, RunRecord, RunStatus, TaskRecord, TaskStatus, \
     Trigger
 from function_flow.store.sqlite_context import SqliteContext
@@ -71,7 +72,7 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
-class SqliteStore(SqliteContext):
+class SqliteStore(SqliteContext, Store):
     """The embedded backend's store (see module docstring; the run context
     is in sqlite_context.py)."""
 
@@ -161,8 +162,8 @@ class SqliteStore(SqliteContext):
     @contextlib.contextmanager
     def commits_together(self) -> Iterator[None]:
         """The transactions this thread runs in the block commit as one, at its end
-        (ports.Store's optional capability: a chain's next claim rides along
-        with the completion that queued it, core/chaining.py)."""
+        (ports.Store.commits_together: a chain's next claim rides along with
+        the completion that queued it, core/chaining.py)."""
         if getattr(self._local, "holding", False):
             yield
             return

@@ -295,5 +295,7 @@ class RecordingStore:
                 self.recorder.record_create(tasks, slots)
         return created
 
-    def __getattr__(self, name: str) -> Any:  # plain reads and the rest
+    def __getattr__(self, name: str) -> Any:
+        # Plain reads and the rest, the inner store's ports.Store capabilities
+        # (commits_together, run_writes) included: what it can, this can.
         return getattr(self.inner, name)
