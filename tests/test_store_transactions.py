@@ -140,11 +140,13 @@ def test_compare_and_set_loses_no_update(store: Store) -> None:
 
 
 
-def test_compare_and_set_slot_handover_gives_each_slot_once(store: Store) -> None:
+@pytest.mark.parametrize("written", [True, False], ids=["records", "no-records-yet"])
+def test_compare_and_set_slot_handover_gives_each_slot_once(store: Store, written: bool) -> None:
     """Many takers race for two free slots: each slot gets exactly one task,
-    and each task at most one slot (the engine's _take_slot, as a store sees it)."""
+    and each task at most one slot (the engine's _take_slot, as a store sees it).
+    Also for slots with no record yet (a definition now allowing more)."""
     tasks = [f"t{i}" for i in range(6)]
-    make_run(store, task_ids=tasks, slot_count=2, slots={0: None, 1: None})
+    make_run(store, task_ids=tasks, slot_count=2, slots={0: None, 1: None} if written else {})
 
     def ready(tx) -> None:
         for task_id in tasks:
@@ -239,7 +241,6 @@ def test_free_slots_are_found_without_reading_the_held_ones(store: Store) -> Non
     assert found == [3, 150, 210, 211]
     # 190 more held slots: a read of each would cost hundreds more steps.
     assert many <= few + 25, (few, many)
-    print("work", few, many)
     if not isinstance(store, SqliteStore):
         assert many <= 4, many  # the 3 free documents, and one past the last
 
