@@ -8,6 +8,8 @@ adapter that passes them runs the engine.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from typing import Any, Callable
 
@@ -29,6 +31,39 @@ def make_run(store: Store, run_id: str = "run-1", task_ids: list[str] | None = N
     tasks = [TaskRecord(task_id=t) for t in (task_ids or ["a", "b", "c"])]
     return store.create_run(run, tasks, slots or {})
 
+
+def work_of(store: Store, fn: Callable[[], Any]) -> tuple[Any, int]:
+    """fn()'s result and the work the store did for it, counted below the adapter.
+
+    Firestore: documents read, as the client's RPC layer sees them (counted
+    as Firestore bills them, bench/instrument.py). SQLite: virtual-machine
+    instructions of this thread's connection, which grow with every row or
+    index entry a statement visits, also those its WHERE clause drops.
+    """
+    from function_flow.store.sqlite import SqliteStore
+
+    if isinstance(store, SqliteStore):
+        steps = [0]
+
+        def step() -> int:
+            steps[0] += 1
+            return 0
+
+        connection = store._connection()
+        connection.set_progress_handler(step, 1)
+        try:
+            return fn(), steps[0]
+        finally:
+            connection.set_progress_handler(None, 1)
+    bench = os.path.join(os.path.dirname(os.path.dirname(__file__)), "bench")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    import instrument
+
+    counters = instrument.install()
+    before = counters.snapshot()["reads"]
+    result = fn()
+    return result, counters.snapshot()["reads"] - before
 
 
 def in_threads(count: int, fn: Callable[[int], Any]) -> list[Any]:

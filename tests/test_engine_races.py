@@ -76,6 +76,43 @@ def test_a_filler_that_loses_its_candidate_to_a_slot_hand_over_fills_its_slot(tm
                                        "c": "QUEUED", "d": "QUEUED"}
 
 
+def test_slots_a_new_definition_allows_are_taken_in_order_when_a_take_fails(tmp_path):
+    """A run made under max_parallel_tasks=1 (one slot record), continued
+    under 5: slots 1-4 have no record yet. While a filler pairs t2 and t3
+    with slots 2 and 3, t0 finishes and hands its slot to t2: the take of 2
+    fails, and 3 must not be taken before 2 (the records stay a prefix, or
+    slot 2 would never be found again and only 4 tasks could run)."""
+    def job(parallel: int) -> tasks.Job:
+        made = tasks.Job(name="grown", max_parallel_tasks=parallel)
+        for n in range(6):
+            made.task(task_id=f"t{n}")(lambda task, job: 1)
+        return made
+
+    store = SqliteStore(str(tmp_path / "runs.db"))
+    before = Engine(job(1), store, Outbox(), lease_check_messages=False)
+    run_id, _ = before.start({})
+    after = Engine(job(5), store, Outbox(), lease_check_messages=False)
+    assert (before.slots, after.slots) == (1, 5)
+
+    find_ready = store.find_tasks
+    def find_tasks_while_t0_finishes(run: str, status: TaskStatus, limit: int) -> list:
+        found = find_ready(run, status, limit)
+        if status is TaskStatus.READY and limit == 2 and store.find_tasks is not find_ready:
+            store.find_tasks = find_ready  # once
+            assert [t.task_id for t in found] == ["t2", "t3"]
+            assert before.execute(run_id, "t0", 1) == "succeeded"  # hands slot 0 to t2
+        return found
+    store.find_tasks = find_tasks_while_t0_finishes  # type: ignore[method-assign]
+
+    after.fill_slots(run_id)
+    assert store.find_tasks is find_ready
+    records = {t.task_id: t for t in store.get_tasks(run_id) if t.task_id.startswith("t")}
+    assert {t: r.status.value for t, r in records.items()} == {
+        "t0": "SUCCEEDED", **{f"t{n}": "QUEUED" for n in range(1, 6)}}
+    assert sorted(r.slot for r in records.values() if r.slot is not None) == [0, 1, 2, 3, 4]
+    assert store.find_free_slots(run_id, 5, 5) == []
+
+
 class FailingCommits:
     """The SQLite store, except that chosen commits raise a transient error,
     either before writing (nothing landed) or after (the outcome is unknown

@@ -29,11 +29,12 @@ import instrument  # noqa: E402
 #: (store/firestore_cache.py, firestore_joins.py): a chain task 47/12 = 3.92
 #: (4.83 before claims started from merged documents), a fan-out task
 #: 58/12 = 4.83 (5.67; 6.83 before the join's completers learned its counts
-#: from their own commit), a slotted one 182/22 = 8.27 (9.0). The benchmark's
+#: from their own commit), a slotted one 175/22 = 7.95 (8.27 while finding
+#: free slots read every held slot document; 9.0 before). The benchmark's
 #: 8 schedulers, each with its own store, measure 4.70, 5.96 and 8.8-9.3.
 CHAIN_TASK_OPS = 47 / 12
 FAN_TASK_OPS = 58 / 12
-SLOTTED_FAN_TASK_OPS = 182 / 22
+SLOTTED_FAN_TASK_OPS = 175 / 22
 
 
 def operations_per_task(job: Job, store, tasks: int) -> float:

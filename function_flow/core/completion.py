@@ -36,10 +36,6 @@ LEASE_SAFETY_MARGIN_SECONDS = 10.0
 #: that leaves unknown whether the first try landed (see complete).
 COMPLETION_RETRY_DELAYS = (0.2, 1.0, 3.0)
 
-#: Up to this many slots, fill_slots reads the held ones without first
-#: asking whether any task is READY (reading a few costs less than the query).
-FEW_SLOTS = 50
-
 
 def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: bool,
              value: Any = None, error: str | None = None,
@@ -314,21 +310,22 @@ def fill_slots(engine: "Engine", run_id: str) -> None:
     a finishing task handing its own slot to our candidate, which leaves
     our free slot to us. So look again, until there is nothing to pair
     or the same pairs fail twice (the store is then ahead of us anyway).
+
+    Each look reads as many free slots as it may pair, then as many READY
+    records: one of each at first (usually a single slot was freed, and
+    often no task waits for it: a foreach as wide as max_parallel_tasks),
+    twice as many after each look that paired them all; a look that found
+    fewer than it asked for and took them all is the last. Takes go in the
+    store's order and a look ends at the first that fails: slot numbers
+    with no record yet are then taken in order, so the records stay a
+    prefix (ports.Store.find_free_slots).
     """
     if not engine.slots:
         return
     failed_on = None
+    wanted = 1
     while True:
-        # With many slots, finding the free ones reads every held one: a
-        # foreach of 10,000 items under max_parallel_tasks=10,000 read them
-        # all at each completion. One READY record says first whether any
-        # task waits for a slot at all.
-        if engine.slots > FEW_SLOTS and not engine.store.find_tasks(
-                run_id, TaskStatus.READY, 1):
-            return
-        # Free slots first: usually one, so only that many READY records
-        # are read (reading `slots` of them per completion dominated).
-        free = engine.store.find_free_slots(run_id, engine.slots, engine.slots)
+        free = engine.store.find_free_slots(run_id, engine.slots, wanted)
         if not free:
             return
         ready = engine.store.find_tasks(run_id, TaskStatus.READY, len(free))
@@ -337,15 +334,19 @@ def fill_slots(engine: "Engine", run_id: str) -> None:
         pairs = list(zip((t.task_id for t in ready), free))
         if pairs == failed_on:
             return
-        progressed = False
+        taken = 0
         for task_id, slot in pairs:
             step = engine.store.transact(
                 lambda tx, t=task_id, s=slot: _take_slot(engine, tx, run_id, t, s),
                 compare_and_set=True)
-            if step is not None:
-                publish(engine, step)
-                progressed = True
-        failed_on = None if progressed else pairs
+            if step is None:
+                break
+            publish(engine, step)
+            taken += 1
+        if taken == len(pairs) < wanted:
+            return  # all there was, as of the queries: later ones look themselves
+        failed_on = None if taken else pairs
+        wanted = min(engine.slots, 2 * wanted) if taken == wanted else 1
 
 
 def _take_slot(engine: "Engine", tx: Transaction, run_id: str, task_id: str,

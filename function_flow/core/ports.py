@@ -139,7 +139,16 @@ class Store(Protocol):
         """Up to `limit` tasks of a run in `status` (a query, not a scan)."""
 
     def find_free_slots(self, run_id: str, count: int, limit: int) -> list[int]:
-        """Up to `limit` free slot numbers among 0..count-1."""
+        """Up to `limit` free slot numbers among 0..count-1, ascending by kind:
+        slot records without a holder first, then numbers no record was
+        written for yet, lowest first.
+
+        Reads O(limit) records, never the held ones (a foreach as wide as
+        max_parallel_tasks holds 10,000). A run's slot records are a prefix
+        0..P-1 (create_run writes them all; fill_slots takes the numbers past
+        it in order), so the never-written numbers are those past the last
+        record: more than P only when the definition now allows more slots.
+        """
 
     def list_runs(self, limit: int = 50, status: RunStatus | None = None,
                   hooks_pending: bool = False, *, job_name: str | None = None,

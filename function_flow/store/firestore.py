@@ -71,6 +71,7 @@ from function_flow.store.firestore_cache import DocumentCache
 from function_flow.store.firestore_context import FirestoreContext
 from function_flow.store.firestore_joins import FreshCounts
 from function_flow.store.firestore_create import MAX_WRITES, FirestoreCreation
+from function_flow.store.firestore_slots import FirestoreSlots
 from function_flow.store.firestore_transactions import (commit_compare_and_set,
                                                         commit_transaction, decode, doc_id,
                                                         task_from)
@@ -82,7 +83,7 @@ T = TypeVar("T")
 #: Attempts of a transaction before it counts as a transient failure.
 DEFAULT_MAX_ATTEMPTS = 20
 
-class FirestoreStore(FirestoreContext, FirestoreCreation, Store):
+class FirestoreStore(FirestoreContext, FirestoreCreation, FirestoreSlots, Store):
     """ports.Store on Firestore (see module docstring for schema and counting).
 
     Building it is free of network calls: the client is made on first use,
@@ -109,6 +110,8 @@ class FirestoreStore(FirestoreContext, FirestoreCreation, Store):
         self.absent = AbsentLists()
         #: Join counts this thread's latest commit returned (firestore_joins.py).
         self.fresh = FreshCounts()
+        #: Per run, how many slots are known to have documents (firestore_slots.py).
+        self._written_slots: dict[str, int] = {}
 
     # ------------------------------------------------------------ plumbing
 
@@ -285,13 +288,6 @@ class FirestoreStore(FirestoreContext, FirestoreCreation, Store):
         return found
 
     @_translated
-    def find_free_slots(self, run_id: str, count: int, limit: int) -> list[int]:
-        query = (self._run_ref(run_id).collection("slots")
-                 .where(filter=FieldFilter("holder", "!=", None)))
-        taken = {int(s.id) for s in self._query(query)}
-        return [n for n in range(count) if n not in taken][:max(0, limit)]
-
-    @_translated
     def list_runs(self, limit: int = 50, status: RunStatus | None = None,
                   hooks_pending: bool = False, *, job_name: str | None = None,
                   before: tuple[float, str] | None = None,
@@ -375,6 +371,7 @@ class FirestoreStore(FirestoreContext, FirestoreCreation, Store):
         run_ref = self._run_ref(run_id)
         self.known.drop_under(run_ref.path + "/")
         self.absent.forget(run_id)
+        self._written_slots.pop(run_id, None)
         refs: list[Any] = []
         for name in ("tasks", "slots", "context"):
             refs.extend(self._listed(run_ref.collection(name)))

@@ -37,6 +37,7 @@ class FirestoreCreation:
     _count: Callable[..., None]
     _expiring: Callable[..., dict[str, Any]]
     _delete_refs: Callable[[list[Any]], None]
+    _written_slots: dict[str, int]
 
     @_translated
     def create_run(self, run: RunRecord, tasks: list[TaskRecord],
@@ -59,6 +60,8 @@ class FirestoreCreation:
             created = self._create_in_batches(run.run_id, run_ref, run_data, documents)
         if created:
             self.absent.learn(run.run_id, run_data)
+            if set(slots) == set(range(len(slots))):
+                self._written_slots[run.run_id] = len(slots)  # firestore_slots.py
         return created
 
     def _create_in_one_batch(self, run_ref: Any, run_data: dict[str, Any],

@@ -1,8 +1,8 @@
 """The composite indexes Firestore needs for function_flow's queries, declared once.
 
 Firestore serves a query from an index: the single-field ones it makes by
-itself serve every query of the engine (`status ==` on tasks, `holder !=`
-on slots, `created_at` order and `<` on runs, `run_id ==` and `watch` on
+itself serve every query of the engine (`status ==` on tasks, `holder ==`
+null on slots, `created_at` order and `<` on runs, `run_id ==` and `watch` on
 triggers, equalities merged). Only the lists of runs filtered by job and/or
 status *newest first* (the dashboard's list, `function-flow status --job
 --status`) need composite ones: the equalities, then `created_at`

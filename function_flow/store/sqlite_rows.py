@@ -89,6 +89,9 @@ CREATE TABLE IF NOT EXISTS slots (
     holder TEXT,
     PRIMARY KEY (run_id, slot)
 ) WITHOUT ROWID;
+-- The free slots alone (Store.find_free_slots reads O(limit) entries, never
+-- the held ones: 10,000 of them in a foreach as wide as max_parallel_tasks).
+CREATE INDEX IF NOT EXISTS slots_free ON slots (run_id, slot) WHERE holder IS NULL;
 CREATE TABLE IF NOT EXISTS deliveries (
     key    TEXT PRIMARY KEY,
     run_id TEXT NOT NULL
