@@ -27,7 +27,7 @@ from function_flow.store.sqlite import SqliteStore
 from functions_stack import http_client
 from signatures import KEYS
 from test_approvals_http import SignedClient
-from test_cli import assert_one_error_line, flow
+from cli_runs import assert_one_error_line, flow
 
 pytestmark = pytest.mark.timeout(120)
 
