@@ -4,15 +4,13 @@ timers whose failures Retry and Catch see; refused tokens change nothing."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -27,7 +25,7 @@ from function_flow.store.sqlite import SqliteStore
 from functions_stack import http_client
 from signatures import KEYS
 from test_approvals_http import SignedClient
-from test_cli import assert_one_error_line, flow
+from cli_runs import assert_one_error_line, flow
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,14 +37,26 @@ def _ask(name: str, **fields: Any) -> dict[str, Any]:
 
 DEFINITION = {"StartAt": "Beat", "States": {
     # Heartbeats keep it waiting; when they stop, HeartbeatTimeout, caught.
-    "Beat": _ask("beat", HeartbeatSeconds=4, TimeoutSeconds=600, ResultPath="$.beat",
+    "Beat": _ask("beat", HeartbeatSeconds=300, TimeoutSeconds=3600, ResultPath="$.beat",
                  Next="Slow", Catch=[{"ErrorEquals": ["States.HeartbeatTimeout"],
                                       "ResultPath": "$.late", "Next": "Slow"}]),
     # A heartbeat never carries the wait past TimeoutSeconds: States.Timeout then,
     # which the Retry takes (a new token); the retry's HeartbeatTimeout is uncaught.
-    "Slow": _ask("slow", TimeoutSeconds=2, HeartbeatSeconds=1.5, End=True,
+    "Slow": _ask("slow", TimeoutSeconds=120, HeartbeatSeconds=90, End=True,
                  Retry=[{"ErrorEquals": ["States.Timeout"], "MaxAttempts": 1,
                          "IntervalSeconds": 0}])}}
+
+
+class Clock:
+    """The engine's time, which moves only when the test moves it: a wait's
+    HeartbeatSeconds pass when the test says, however slow the machine is.
+    It starts at the real time, which the CLI's own process keeps."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def _tokens_of(job: StateMachine) -> dict[str, list[str]]:
@@ -66,66 +76,65 @@ def _wait(condition: Any, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@contextlib.contextmanager
-def _kept_alive(job: StateMachine, token: str) -> Iterator[None]:
-    """Heartbeats through the API every 0.2 s while the block runs (a command's
-    start under load takes longer than the Beat's HeartbeatSeconds allow)."""
-    done = threading.Event()
-
-    def beat() -> None:
-        while not done.wait(0.2):
-            tokens.send_heartbeat(job.engine, token)
-
-    keeper = threading.Thread(target=beat, daemon=True)
-    keeper.start()
-    try:
-        yield
-    finally:
-        done.set()
-        keeper.join(30)
-
-
 def test_heartbeats_and_timeouts_are_durable_timers_seen_by_retry_and_catch(
         tmp_path: Path) -> None:
     store, bus = SqliteStore(str(tmp_path / "ff.db")), LocalBus(4)
     job = StateMachine(DEFINITION, resources={"beat.waitForTaskToken": print,
                                               "slow.waitForTaskToken": print})
     job.use_backend(Backend("embedded", store, bus, keys=KEYS))
+    clock = job.engine.clock = Clock()
     sent = _tokens_of(job)
     client = SignedClient(http_client(job.make_callback(), "asl-token-callback"))
     env = {"FUNCTION_FLOW_DB": str(tmp_path / "ff.db")}
+
+    def poller_pass() -> None:  # what ends a wait whose time passed (as every minute)
+        job.engine.poll(stale_after=3600, run_ids=[run_id])
+
+    def task(task_id: str) -> Any:
+        return store.get_tasks(run_id, [task_id])[0]
+
     try:
         run_id = job.start_execution({"q": 1})
         token = _wait(lambda: sent.get("beat"), "the Beat token")[0]
+        begun = clock.now
 
         def lease() -> float:
             return _wait(lambda: [r for r in store.get_tasks(run_id, ["0001.Beat"])
                                   if r.trigger_id], "the wait")[0].lease_until
 
         first = lease()
-        until = tokens.send_heartbeat(job.engine, token)            # the API
-        assert until is not None and until >= first and lease() == until
-        with _kept_alive(job, token):  # a process's start may outlast HeartbeatSeconds
-            beat = flow(tmp_path, "heartbeat", token, env=env)      # the CLI
+        assert first == begun + 300
+        # The CLI's process and the endpoint keep the real time (the engine's start).
+        beat = flow(tmp_path, "heartbeat", token, env=env)          # the CLI
         assert beat.returncode == 0 and "0001.Beat of run" in beat.stdout, beat.stderr
         answer = client.post("/heartbeat", json={"token": token})   # the endpoint
         assert answer.status_code == 200 and answer.json["task_id"] == "0001.Beat"
-        assert answer.json["until"] >= until and lease() == answer.json["until"]
-        # No more heartbeats: the wait ends 4 s after the last, through the Catch.
+        assert answer.json["until"] >= first and lease() == answer.json["until"]
+        clock.now = begun + 200
+        until = tokens.send_heartbeat(job.engine, token)            # the API
+        assert until == begun + 500 and lease() == until
+        # Past the wait's first end: the heartbeats keep it alive.
+        clock.now = begun + 400
+        poller_pass()
+        assert task("0001.Beat").status is TaskStatus.RUNNING and "slow" not in sent
+        # No more heartbeats: HeartbeatSeconds after the last, the wait ends, caught.
+        clock.now = begun + 501
+        poller_pass()
         slow = _wait(lambda: sent.get("slow"), "the Slow token")[0]
         # A token whose time passed, before the engine ended its wait, names its state.
-        _wait(lambda: store.get_trigger(approvals.token_hash(slow)), "the Slow wait")
-        now = job.engine.clock
-        job.engine.clock = lambda: now() + 3600
+        wait_end = _wait(lambda: store.get_trigger(approvals.token_hash(slow)),
+                         "the Slow wait")
+        slow_begun = clock.now
+        clock.now = slow_begun + 3600
         try:
             with pytest.raises(approvals.TokenExpired, match="TaskTimedOut.*state 'Slow'"):
                 tokens.send_success(job.engine, slow, "late")
         finally:
-            job.engine.clock = now
-        # A heartbeat a second later: its HeartbeatSeconds would pass TimeoutSeconds.
-        wait_end = store.get_trigger(approvals.token_hash(slow))
-        capped = approvals.heartbeat(store, slow, time.time() + 1)
-        assert capped == store.get_tasks(run_id, [wait_end.task_id])[0].lease_until
+            clock.now = slow_begun
+        # A heartbeat a minute later: its HeartbeatSeconds would pass TimeoutSeconds.
+        clock.now = slow_begun + 60
+        capped = tokens.send_heartbeat(job.engine, slow)
+        assert capped == slow_begun + 120 == task(wait_end.task_id).lease_until
         before = store.get_tasks(run_id, ["0001.Beat", "0002.Beat"])
         refused = client.post("/heartbeat", json={"token": token})
         assert refused.status_code == 404, refused.json
@@ -139,22 +148,33 @@ def test_heartbeats_and_timeouts_are_durable_timers_seen_by_retry_and_catch(
                               "unknown approval token")
         assert [r.to_dict() for r in store.get_tasks(run_id, ["0001.Beat", "0002.Beat"])] \
             == [r.to_dict() for r in before]  # nothing changed
+        # Past TimeoutSeconds (the heartbeat's HeartbeatSeconds not yet): States.Timeout,
+        # and the Retry asks again, with a new token.
+        clock.now = slow_begun + 121
+        poller_pass()
+        _wait(lambda: len(sent["slow"]) == 2, "the retry's token")
+        # That wait is not heartbeated: HeartbeatSeconds after it began, it ends.
+        retry_wait = _wait(lambda: store.get_trigger(approvals.token_hash(sent["slow"][1])),
+                           "the retry's wait")
+        assert task(retry_wait.task_id).lease_until == clock.now + 90
+        clock.now += 91
+        poller_pass()
         run = job.wait(run_id, timeout=60)
         outcome = job.outcome(run_id)
-        assert len(sent["slow"]) == 2  # the Retry asked again, with a new token
     finally:
         bus.close()
         store.close()
     records = {r.task_id: r for r in SqliteStore(str(tmp_path / "ff.db")).get_tasks(run_id)}
     assert run.status.value == "FAILED"
     assert (outcome.error, outcome.status) == ("States.HeartbeatTimeout", "FAILED")
-    assert "HeartbeatSeconds (1.5)" in outcome.cause
+    assert "HeartbeatSeconds (90)" in outcome.cause
     first_slow = records["0003.Slow"]  # the first wait: capped, so States.Timeout
-    assert '"States.Timeout"' in first_slow.error and "TimeoutSeconds (2)" in first_slow.error
+    assert '"States.Timeout"' in first_slow.error and "TimeoutSeconds (120)" in first_slow.error
     late = json.loads(json.dumps(records["0003.Slow"].item))["in"]["late"]
-    assert late["Error"] == "States.HeartbeatTimeout" and "HeartbeatSeconds (4)" in \
+    assert late["Error"] == "States.HeartbeatTimeout" and "HeartbeatSeconds (300)" in \
         late["Cause"]
     assert records["0001.Beat"].status is TaskStatus.FAILED
+    assert len(sent["slow"]) == 2
 
 
 def test_a_worker_that_answers_later_leaves_the_wait_to_function_flow_approve(

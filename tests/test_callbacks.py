@@ -23,7 +23,7 @@ from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.errors import ConfigurationError
 
 from callback_receiver import Receiver
-from test_cli import flow, run_id_of, workflow
+from cli_runs import flow, run_id_of, workflow
 from test_run_graph import Outbox
 
 KEY = "0123456789abcdef0123456789abcdef-test-key"

@@ -29,7 +29,7 @@ from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.local.emulators import free_port
 from function_flow.store.firestore import FirestoreStore
 from functions_stack import Stack
-from test_cli import assert_one_error_line, flow, workflow
+from cli_runs import assert_one_error_line, flow, workflow
 
 GCP_WORKFLOWS = Path(__file__).parent / "workflows_gcp"
 

@@ -30,7 +30,7 @@ from function_flow.core.records import RunRecord, RunStatus, TaskRecord, TaskSta
 from function_flow.errors import RunConflictError
 from function_flow.store.sqlite import SqliteStore
 from functions_stack import wait_for
-from test_cli import assert_one_error_line, flow, run_id_of, workflow
+from cli_runs import assert_one_error_line, flow, run_id_of, workflow
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from test_cli import assert_one_error_line, flow
+from cli_runs import assert_one_error_line, flow
 
 WORKFLOW = str(Path(__file__).resolve().parent / "workflows_gcp" / "remote_round_trip.py")
 

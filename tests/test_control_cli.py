@@ -21,7 +21,7 @@ import pytest
 from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.store.sqlite import SqliteStore
 from functions_stack import wait_for
-from test_cli import WORKFLOWS, assert_one_error_line, flow
+from cli_runs import WORKFLOWS, assert_one_error_line, flow
 
 pytestmark = pytest.mark.timeout(240)
 

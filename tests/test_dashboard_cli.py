@@ -22,7 +22,7 @@ import pytest
 from function_flow.core.records import RunStatus
 from function_flow.store.sqlite import SqliteStore
 from functions_stack import wait_for
-from test_cli import flow, run_id_of
+from cli_runs import flow, run_id_of
 from test_redrive_cli import FLAKY
 
 pytestmark = pytest.mark.timeout(120)

@@ -21,7 +21,6 @@ FF_PROPERTY_EXAMPLES_FIRESTORE=100 FF_PROPERTY_MAX_TASKS_FIRESTORE=60, with
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -163,9 +162,12 @@ def test_a_crash_inside_a_transaction_rolls_back(stores: FirestoreStores,
             recording.transact(claim, compare_and_set=compare_and_set)
         assert store.get_tasks("run-1", ["t00"])[0].status is TaskStatus.QUEUED
         assert store.get_run("run-1").status is RunStatus.RUNNING
-        began = time.monotonic()
+        # No lock left behind: the next transaction on the same records commits
+        # at its first attempt. (A lock the crashed one kept would make the
+        # emulator abort it, however fast or slow the machine: one attempt
+        # allowed, that is TransientBackendError, not a wait that times out.)
+        store.max_attempts = 1
         recording.transact(claim, compare_and_set=compare_and_set)
-        assert time.monotonic() - began < 1.0  # no lock left behind
         assert store.get_tasks("run-1", ["t00"])[0].status is TaskStatus.RUNNING
         assert recording.recorder.status["t00"] is TaskStatus.RUNNING
         assert not recording.recorder.violations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_cli import flow, run_id_of, workflow
+from cli_runs import flow, run_id_of, workflow
 
 
 def test_run_and_status_count_a_foreach_and_show_its_failures(tmp_path: Path) -> None:

@@ -509,7 +509,7 @@ SHOWN = re.compile(r"^\s+echo: <5,242,8\d\d bytes of JSON in (\S+)>$", re.M)
 
 
 def test_function_flow_run_shows_a_large_result_by_size_and_location(tmp_path) -> None:
-    from test_cli import flow
+    from cli_runs import flow
 
     result = flow(tmp_path, "run", WORKFLOW, "--arg", "n=3")
     assert result.returncode == 0, result.stderr
@@ -524,7 +524,7 @@ def test_function_flow_run_shows_a_large_result_by_size_and_location(tmp_path) -
 
 
 def test_function_flow_status_shows_large_arguments_by_size(embedded_env) -> None:
-    from test_cli import flow
+    from cli_runs import flow
 
     job = Job("args_shown")
     job.task(task_id="t")(lambda task, job: None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_cli import flow, run_id_of
+from cli_runs import flow, run_id_of
 
 FLAKY = '''
 import os

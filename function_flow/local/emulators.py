@@ -34,6 +34,10 @@ _EMULATORS = {
     "pubsub": (["beta", "emulators", "pubsub", "start"], "pubsub-emulator"),
 }
 
+#: What an emulator's log says when its port is taken, and how many ports it tries.
+PORT_TAKEN = "Address already in use"
+PORT_TRIES = 3
+
 _INSTALL_HINT = ("install the Google Cloud CLI (https://cloud.google.com/sdk/docs/install), "
                  "then `gcloud components install beta cloud-firestore-emulator "
                  "pubsub-emulator` (or the apt packages google-cloud-cli-firestore-emulator "
@@ -112,12 +116,39 @@ def check_requirements(names: tuple[str, ...] = ("firestore", "pubsub")) -> None
 
 def start(name: str, project: str = DEFAULT_PROJECT, port: int | None = None,
           timeout: float = 90.0) -> Emulator:
-    """Start emulator `name` ("firestore", "pubsub" or "storage") and wait until it answers."""
+    """Start emulator `name` ("firestore", "pubsub" or "storage") and wait until it answers.
+
+    On a free port, or `port`; a free port that another process binds before
+    the emulator does is replaced by a fresh one (PORT_TRIES in all).
+    """
     if name not in _EMULATORS and name != "storage":
         raise ValueError(f"unknown emulator {name!r}; use one of "
                          f"{sorted([*_EMULATORS, 'storage'])}")
     check_requirements((name,))
-    port = port or free_port()
+    for tries in range(1, PORT_TRIES + 1):
+        emulator = _spawn(name, project, port or free_port())
+        try:
+            _wait_until_ready(emulator, timeout)
+        except _PortTaken as exc:
+            # free_port found the port free; another process bound it before
+            # the emulator could. Again on a fresh one, unless the caller chose it.
+            tail = emulator.log_tail()
+            emulator.stop()
+            if port is not None or tries == PORT_TRIES:
+                raise EmulatorError(f"{exc}\n{tail}") from None
+            continue
+        except EmulatorError as exc:
+            tail = emulator.log_tail()
+            emulator.stop()
+            raise EmulatorError(f"{exc}\n{tail}") from None
+        except BaseException:
+            emulator.stop()
+            raise
+        return emulator
+    raise AssertionError("unreachable")
+
+
+def _spawn(name: str, project: str, port: int) -> Emulator:
     host = f"127.0.0.1:{port}"
     if name == "storage":
         args = [str(_storage_command()), "start", "--host=127.0.0.1", f"--port={port}",
@@ -130,17 +161,7 @@ def start(name: str, project: str = DEFAULT_PROJECT, port: int | None = None,
                                       suffix=".log", delete=False)
     with log:
         process = processes.spawn(args, dict(os.environ), log=log, name=name).process
-    emulator = Emulator(name, host, project, process, log.name)
-    try:
-        _wait_until_ready(emulator, timeout)
-    except EmulatorError as exc:
-        tail = emulator.log_tail()
-        emulator.stop()
-        raise EmulatorError(f"{exc}\n{tail}") from None
-    except BaseException:
-        emulator.stop()
-        raise
-    return emulator
+    return Emulator(name, host, project, process, log.name)
 
 
 def _storage_command() -> str | None:
@@ -167,10 +188,17 @@ def create_bucket(emulator: Emulator, project: str, name: str) -> None:
         client.create_bucket(name)
 
 
+class _PortTaken(EmulatorError):
+    """The emulator could not bind its port: another process has it."""
+
+
 def _wait_until_ready(emulator: Emulator, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     url = f"http://{emulator.host}/"
     while True:
+        if PORT_TAKEN in emulator.log_tail(200):  # Java and Python both say so
+            raise _PortTaken(f"the {emulator.name} emulator could not bind "
+                             f"{emulator.host}: another process has it; its log:")
         if emulator.process.poll() is not None:
             raise EmulatorError(f"the {emulator.name} emulator exited with code "
                                 f"{emulator.process.returncode} before answering; its log:")

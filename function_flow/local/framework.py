@@ -18,6 +18,7 @@ waits that long instead of Cloud Functions' default 540 s.
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import json
 import os
@@ -38,6 +39,10 @@ LOCAL_FUNCTION_TIMEOUT_SECONDS = 30
 #: overrunning requests with its threaded worker, and a sync worker closes
 #: every connection, which stalls the Pub/Sub emulator's push client.
 DEFAULT_THREADS = 8
+#: What a server says when its port is taken: gunicorn, then Python's socket.
+PORT_TAKEN = ("Connection in use: ('127.0.0.1',", "Address already in use")
+#: How many times a function starts again on a fresh port.
+MAX_RESTARTS = 3
 
 
 def platform_timeout_env(seconds: int) -> dict[str, str]:
@@ -86,13 +91,39 @@ class FunctionProcess:
     """One running functions-framework server: POST to `url`."""
 
     def __init__(self, target: str, signature_type: str, port: int, child: Child,
-                 log_path: str | None = None) -> None:
+                 log_path: str | None = None,
+                 respawn: Callable[[int], Child] | None = None,
+                 lines: collections.deque[str] | None = None) -> None:
         self.target = target
         self.signature_type = signature_type
         self.port = port
         self.child = child
         #: Its own log file, when it writes one (see start_function).
         self.log_path = log_path
+        #: Starts the same server on another port (see restarted_if_port_taken).
+        self._respawn = respawn
+        self._log_start = 0  # where this child's part of log_path begins
+        #: Its last lines, when they go to an on_line callback.
+        self._lines: collections.deque[str] = collections.deque() if lines is None else lines
+        self.restarts = 0
+
+    def port_taken(self) -> bool:
+        """Whether its server said the port was bound meanwhile by another process
+        (free_port found it free, then someone else took it before the child bound it)."""
+        text = "".join(self._lines) if self.log_path is None else self.log()[self._log_start:]
+        return any(sign in text for sign in PORT_TAKEN)
+
+    def restarted_if_port_taken(self) -> bool:
+        """Start it again on a fresh port if its port was taken (at most MAX_RESTARTS)."""
+        if self._respawn is None or self.restarts >= MAX_RESTARTS or not self.port_taken():
+            return False
+        stop_functions([self], grace=0.5)
+        self.restarts += 1
+        self._lines.clear()
+        self._log_start = len(self.log())
+        self.port = processes.free_port()
+        self.child = self._respawn(self.port)
+        return True
 
     @property
     def name(self) -> str:
@@ -172,19 +203,33 @@ def start_function(source: str | os.PathLike, target: str, signature_type: str,
     `log`, or `on_line` (one call per line, from a pump thread).
     Call wait_until_answering before sending requests.
     """
-    port = processes.free_port()
-    command = [*functions_framework_command(), f"--source={source}", f"--target={target}",
-               f"--signature-type={signature_type}", "--host=127.0.0.1", f"--port={port}"]
     full_env = dict(os.environ, **env, WORKERS=str(workers), THREADS=str(threads),
                     PYTHONUNBUFFERED="1")
     if function_timeout is not None:
         full_env.update(platform_timeout_env(function_timeout))
-    if log_path is not None:
-        with open(log_path, "a", encoding="utf-8") as own_log:
-            child = processes.spawn(command, full_env, log=own_log, name=target)
-    else:
-        child = processes.spawn(command, full_env, log=log, on_line=on_line, name=target)
-    return FunctionProcess(target, signature_type, port, child, log_path)
+    lines: collections.deque[str] = collections.deque(maxlen=50)
+
+    def spawn(port: int) -> Child:
+        command = [*functions_framework_command(), f"--source={source}",
+                   f"--target={target}", f"--signature-type={signature_type}",
+                   "--host=127.0.0.1", f"--port={port}"]
+        if log_path is not None:
+            with open(log_path, "a", encoding="utf-8") as own_log:
+                return processes.spawn(command, full_env, log=own_log, name=target)
+        if on_line is None:
+            return processes.spawn(command, full_env, log=log, name=target)
+
+        def line(text: str) -> None:
+            lines.append(text)
+            on_line(text)
+        return processes.spawn(command, full_env, on_line=line, name=target)
+
+    port = processes.free_port()
+    # With an open `log` (or none) this process cannot read what the server
+    # said, so it cannot tell a taken port: no restart then.
+    readable = log_path is not None or on_line is not None
+    return FunctionProcess(target, signature_type, port, spawn(port), log_path,
+                           spawn if readable else None, lines)
 
 
 def wait_until_answering(functions: Iterable[FunctionProcess], timeout: float = 90.0,
@@ -192,12 +237,17 @@ def wait_until_answering(functions: Iterable[FunctionProcess], timeout: float = 
                          ) -> None:
     """Wait until every function answers HTTP; DevError if one exits or is too slow.
 
+    A function whose port another process took before it could bind it
+    starts again on a fresh port (its `url` changes).
+
     describe(function) says what to show of a failed function (its log).
     """
     deadline = time.monotonic() + timeout
     waiting = list(functions)
     while waiting:
         for function in list(waiting):
+            if function.restarted_if_port_taken():
+                continue
             if function.child.exited():
                 time.sleep(0.2)  # let its last lines reach the log
                 raise DevError(f"the {function.target} function exited with code "

@@ -9,7 +9,8 @@ docs/design.md, "No hot document").
 
 Record fields are stored as they are, except `args` (run) and `result`
 (task), which hold arbitrary JSON and are stored as JSON text in `args_json`
-and `result_json`: Firestore refuses arrays of arrays, very large integers and
+and `result_json` (and a foreach item's `item`, a piece of a result, in
+`item_json`): Firestore refuses arrays of arrays, very large integers and
 map keys like "__x__", so JSON text is the only lossless form. A task's
 `attempts` and a run's `history` (lists of small maps) are JSON text too,
 in `attempts_json` and `history_json`: one index entry, not one per
@@ -75,7 +76,7 @@ def translated(method: Callable[..., T]) -> Callable[..., T]:
 
 
 #: Record fields holding arbitrary JSON, and the document field storing it.
-JSON_FIELDS = {"args": "args_json", "result": "result_json",
+JSON_FIELDS = {"args": "args_json", "result": "result_json", "item": "item_json",
                "attempts": "attempts_json", "history": "history_json"}
 RESERVED_ID = re.compile(r"^__.*__$|^\.{1,2}$|^~|/")
 

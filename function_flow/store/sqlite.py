@@ -250,11 +250,26 @@ class SqliteStore(SqliteContext, Store):
         return [task_record(found[t][1], found[t][2]) for t in wanted if t in found]
 
     def join_progress(self, run_id: str, task_id: str) -> JoinProgress | None:
-        row = self._connection().execute(
-            "SELECT status, coalesce(succeeded, 0), coalesce(failed, 0), coalesce(skipped, 0), "
-            "CASE json_type(data, '$.deps') WHEN 'array' THEN json_array_length(data, '$.deps') END "
-            "FROM tasks LEFT JOIN join_counts USING (run_id, task_id) "
-            "WHERE run_id = ? AND task_id = ?", (run_id, task_id)).fetchone()
+        conn = self._connection()
+        try:
+            row = conn.execute(
+                "SELECT status, coalesce(succeeded, 0), coalesce(failed, 0), "
+                "coalesce(skipped, 0), CASE json_type(data, '$.deps') WHEN 'array' "
+                "THEN json_array_length(data, '$.deps') END "
+                "FROM tasks LEFT JOIN join_counts USING (run_id, task_id) "
+                "WHERE run_id = ? AND task_id = ?", (run_id, task_id)).fetchone()
+        except sqlite3.OperationalError as exc:
+            # A record holding NaN or an infinity (a foreach item from a result),
+            # which Python's json writes and SQLite's JSON functions refuse.
+            if "malformed JSON" not in str(exc):
+                raise
+            row = conn.execute(
+                "SELECT status, coalesce(succeeded, 0), coalesce(failed, 0), "
+                "coalesce(skipped, 0), data FROM tasks LEFT JOIN join_counts "
+                "USING (run_id, task_id) WHERE run_id = ? AND task_id = ?",
+                (run_id, task_id)).fetchone()
+            deps = json.loads(row[4]).get("deps")
+            row = (*row[:4], len(deps) if isinstance(deps, list) else None)
         if row is None:
             return None
         return JoinProgress(TaskStatus(row[0]), row[1], row[2], row[3], row[4])

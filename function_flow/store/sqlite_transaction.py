@@ -127,7 +127,8 @@ class SqliteTransaction:
 
         That is an executor completing the attempt it claimed: no round trip
         of the record through Python. Values SQLite's JSON refuses (NaN,
-        infinities, which Python's json writes) take the read-and-merge way.
+        infinities, which Python's json writes), given or already in the
+        record, take the read-and-merge way.
         """
         deps = [(f'$."{k[len(DEP_PREFIX):]}"', v) for k, v in fields.items()
                 if k.startswith(DEP_PREFIX)]
@@ -157,10 +158,15 @@ class SqliteTransaction:
                 return False
             paths.append(f"'$.{name}', json(?)")
         status = "status = ?, " if "status" in fields else ""
-        self._conn.execute(
-            f"UPDATE tasks SET {status}data = json_set(data, {', '.join(paths)}) "
-            "WHERE run_id = ? AND task_id = ?",
-            ([fields["status"]] if status else []) + values + [run_id, task_id])
+        try:
+            self._conn.execute(
+                f"UPDATE tasks SET {status}data = json_set(data, {', '.join(paths)}) "
+                "WHERE run_id = ? AND task_id = ?",
+                ([fields["status"]] if status else []) + values + [run_id, task_id])
+        except sqlite3.OperationalError as exc:
+            if "malformed JSON" not in str(exc):  # the record holds NaN (an item's)
+                raise
+            return False  # the statement changed nothing: read and merge
         return True
 
     def set_slot(self, run_id: str, slot: int, holder: str | None) -> None:
