@@ -10,13 +10,17 @@ inside and after those transactions, duplicates, and four instances at once.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
+from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
 
+from function_flow.core import chaining
 from function_flow.core.engine import Engine
 from invariants import Scenario, properties, sqlite_store
+from invariants.runner import run_scenario
 from invariants.strategies import scenarios
 
 EXAMPLES = int(os.environ.get("FF_PROPERTY_EXAMPLES", "60")) // 3
@@ -53,3 +57,22 @@ def test_every_invariant_holds_when_chained_claims_crash(scenario: Scenario) -> 
 def test_every_invariant_holds_with_chained_claims_on_four_instances(
         scenario: Scenario) -> None:
     properties.judge(scenario, sqlite_store, chaining_engine)
+
+
+def test_the_harness_catches_a_chained_claim_that_drops_its_queuing() -> None:
+    """A chain's step whose write of the next task keeps only the claim's fields
+    (replaced, not merged): no deps_done entry, no attempt 1. The oracle must
+    refuse that WAITING -> RUNNING."""
+    original = chaining._Ahead.claim_in
+
+    def claim_in(self: Any, step: Any, run_id: str, dependent: Any, now: float) -> None:
+        original(self, step, run_id, dependent, now)
+        if self.pending is not None:
+            step.writes[:] = [dataclasses.replace(w, value=self.pending.step.writes[0].value)
+                              if w.key == self.pending.task_id else w for w in step.writes]
+
+    chain = Scenario(deps=[[], [0], [1]], max_parallel=1, retries=[0] * 3, seed=5)
+    with mock.patch.object(chaining._Ahead, "claim_in", claim_in):
+        _, problems = run_scenario(chain, chaining_engine)
+    assert any("went WAITING -> RUNNING, which only the success of its only dependency"
+               in p for p in problems), problems
