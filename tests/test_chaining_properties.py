@@ -65,8 +65,9 @@ def test_the_harness_catches_a_chained_claim_that_drops_its_queuing() -> None:
     refuse that WAITING -> RUNNING."""
     original = chaining._Ahead.claim_in
 
-    def claim_in(self: Any, step: Any, run_id: str, dependent: Any, now: float) -> None:
-        original(self, step, run_id, dependent, now)
+    def claim_in(self: Any, step: Any, tx: Any, run_id: str, dependent: Any,
+                 now: float) -> None:
+        original(self, step, tx, run_id, dependent, now)
         if self.pending is not None:
             step.writes[:] = [dataclasses.replace(w, value=self.pending.step.writes[0].value)
                               if w.key == self.pending.task_id else w for w in step.writes]
@@ -76,3 +77,32 @@ def test_the_harness_catches_a_chained_claim_that_drops_its_queuing() -> None:
         _, problems = run_scenario(chain, chaining_engine)
     assert any("went WAITING -> RUNNING, which only the success of its only dependency"
                in p for p in problems), problems
+
+
+@settings(CHAINED, max_examples=max(1, EXAMPLES // 2))
+@given(scenarios(crashes=True, controls=True))
+def test_every_invariant_holds_when_a_chained_run_is_paused_resumed_and_cancelled(
+        scenario: Scenario) -> None:
+    """A chain's next claim reads the run in its predecessor's transaction: a pause
+    or cancel committed before it still stops its body."""
+    properties.judge(scenario, sqlite_store, chaining_engine)
+
+
+def test_the_harness_catches_a_chained_claim_that_ignores_a_pause() -> None:
+    original = chaining._Ahead.claim_in
+
+    def claim_in(self: Any, step: Any, tx: Any, run_id: str, dependent: Any,
+                 now: float) -> None:
+        original(self, step, tx, run_id, dependent, now)
+        if self.pending is not None and self.pending.run is not None:
+            self.pending = self.pending._replace(
+                run=dataclasses.replace(self.pending.run, paused_at=None))
+
+    # The pause commits inside t0's body (while other roots' messages are
+    # delivered there): t0's success then claims t1 in a paused run.
+    paused_chain = Scenario(deps=[[], [0], [1], [], [], []], max_parallel=6,
+                            retries=[0] * 6, seed=2, controls=((3, "pause"),),
+                            interleave_rate=1.0)
+    with mock.patch.object(chaining._Ahead, "claim_in", claim_in):
+        _, problems = run_scenario(paused_chain, chaining_engine)
+    assert any("started while the run is paused" in p for p in problems), problems

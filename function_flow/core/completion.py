@@ -128,7 +128,7 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
         hooks.after_hook(step, task_id, run, now)
         attempts.add_output(step, task_id, output)
         if next_id:
-            ahead.claim_in(step, run_id, records.get(next_id), now)
+            ahead.claim_in(step, tx, run_id, records.get(next_id), now)
         if ok and grow is not None:
             growth.write(tx, run_id, task, grow)
         step.write_to(tx, run_id)

@@ -147,7 +147,7 @@ class SqliteStore(SqliteContext):
         made: list[SqliteTransaction] = []
 
         def step(conn: sqlite3.Connection) -> T:
-            made.append(SqliteTransaction(conn))
+            made.append(SqliteTransaction(conn, self._cached_run))
             return fn(made[0])
 
         result = self._writer.run(step)
@@ -236,6 +236,11 @@ class SqliteStore(SqliteContext):
             self._runs.clear()
         self._runs[run_id] = (row[0], record)
         return _copy_run(record)
+
+    def _cached_run(self, run_id: str, revision: int) -> RunRecord | None:
+        """A copy of the run record parsed at `revision`, if it is the one kept."""
+        cached = self._runs.get(run_id)
+        return _copy_run(cached[1]) if cached is not None and cached[0] == revision else None
 
     def get_tasks(self, run_id: str,
                   task_ids: Iterable[str] | None = None) -> list[TaskRecord]:
