@@ -17,8 +17,9 @@ contention), and it is queued and sent as usual.
 
 Nothing acts on the claim before that commit: the claimed attempt is kept
 here and run by `deliver`, after the completion's delivery returns (so a
-chain of 10,000 tasks runs in a loop, not 10,000 frames deep), and it reads
-the run after the commit like any claim (a pause or cancel committed before
+chain of 10,000 tasks runs in a loop, not 10,000 frames deep). The run is
+read in that transaction, which holds the write lock until its commit, for
+what any claim checks after its commit (a pause or cancel committed before
 stops it). A process killed before the commit loses both (the completed
 task is found RUNNING, as when it dies before recording a result); one killed
 after it leaves a claimed attempt whose executor died, which its lease
@@ -97,8 +98,8 @@ def _put_back(engine: "Engine", claim: Claim) -> None:
 
 
 class _Ahead:
-    """Inside `together`: claims, in the completion's own transaction, the one task
-    a chain's step queues."""
+    """Made by `together`: claims, in the completion's own transaction, the one task
+    a chain's step queues (a retry queued with no backoff is sent as usual)."""
 
     def __init__(self, engine: "Engine", claims: list[tuple[Claim, Any]] | None) -> None:
         self.engine = engine
