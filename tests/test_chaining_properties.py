@@ -10,13 +10,17 @@ inside and after those transactions, duplicates, and four instances at once.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
+from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
 
+from function_flow.core import chaining
 from function_flow.core.engine import Engine
 from invariants import Scenario, properties, sqlite_store
+from invariants.runner import run_scenario
 from invariants.strategies import scenarios
 
 EXAMPLES = int(os.environ.get("FF_PROPERTY_EXAMPLES", "60")) // 3
@@ -54,3 +58,52 @@ def test_every_invariant_holds_when_chained_claims_crash(scenario: Scenario) -> 
 def test_every_invariant_holds_with_chained_claims_on_four_instances(
         scenario: Scenario) -> None:
     properties.judge(scenario, sqlite_store, chaining_engine)
+
+
+def test_the_harness_catches_a_chained_claim_that_drops_its_queuing() -> None:
+    """A chain's step whose write of the next task keeps only the claim's fields
+    (replaced, not merged): no deps_done entry, no attempt 1. The oracle must
+    refuse that WAITING -> RUNNING."""
+    original = chaining._Ahead.claim_in
+
+    def claim_in(self: Any, step: Any, tx: Any, run_id: str, dependent: Any,
+                 now: float) -> None:
+        original(self, step, tx, run_id, dependent, now)
+        if self.pending is not None:
+            step.writes[:] = [dataclasses.replace(w, value=self.pending.step.writes[0].value)
+                              if w.key == self.pending.task_id else w for w in step.writes]
+
+    chain = Scenario(deps=[[], [0], [1]], max_parallel=1, retries=[0] * 3, seed=5)
+    with mock.patch.object(chaining._Ahead, "claim_in", claim_in):
+        _, problems = run_scenario(chain, chaining_engine)
+    assert any("went WAITING -> RUNNING, which only the success of its only dependency"
+               in p for p in problems), problems
+
+
+@settings(CHAINED, max_examples=max(1, EXAMPLES // 2))
+@given(scenarios(crashes=True, controls=True))
+def test_every_invariant_holds_when_a_chained_run_is_paused_resumed_and_cancelled(
+        scenario: Scenario) -> None:
+    """A chain's next claim reads the run in its predecessor's transaction: a pause
+    or cancel committed before it still stops its body."""
+    properties.judge(scenario, sqlite_store, chaining_engine)
+
+
+def test_the_harness_catches_a_chained_claim_that_ignores_a_pause() -> None:
+    original = chaining._Ahead.claim_in
+
+    def claim_in(self: Any, step: Any, tx: Any, run_id: str, dependent: Any,
+                 now: float) -> None:
+        original(self, step, tx, run_id, dependent, now)
+        if self.pending is not None and self.pending.run is not None:
+            self.pending = self.pending._replace(
+                run=dataclasses.replace(self.pending.run, paused_at=None))
+
+    # The pause commits inside t0's body (while other roots' messages are
+    # delivered there): t0's success then claims t1 in a paused run.
+    paused_chain = Scenario(deps=[[], [0], [1], [], [], []], max_parallel=6,
+                            retries=[0] * 6, seed=2, controls=((3, "pause"),),
+                            interleave_rate=1.0)
+    with mock.patch.object(chaining._Ahead, "claim_in", claim_in):
+        _, problems = run_scenario(paused_chain, chaining_engine)
+    assert any("started while the run is paused" in p for p in problems), problems

@@ -222,11 +222,12 @@ def test_the_cli_progress_view_ends_with_the_run_not_at_its_next_refresh(tmp_pat
     assert ended["view"][0].status is RunStatus.SUCCEEDED
 
 
-def test_a_chain_step_rides_along_only_where_the_store_commits_together(tmp_path):
+def test_a_chain_step_rides_along_only_where_the_store_locks_for_writes(tmp_path):
     """core/chaining.py: on SQLite a chain's next task is claimed in the commit
     that completes its predecessor, so no message goes out per step; a store
-    answering the declared ports.Store default (commits_together() -> None:
-    cannot) gets one message per step, and the run succeeds the same."""
+    answering the declared ports.Store default (locks_for_writes() -> False:
+    a store that compares and sets) gets one message per step, and the run
+    succeeds the same."""
     from function_flow.bus.local import LocalBus
     from function_flow.core.ports import Store
     from function_flow.core.records import MessageKind
@@ -241,8 +242,8 @@ def test_a_chain_step_rides_along_only_where_the_store_commits_together(tmp_path
             super().publish(message, delay)
 
     class Separate(SqliteStore):
-        def commits_together(self):
-            return Store.commits_together(self)
+        def locks_for_writes(self):
+            return Store.locks_for_writes(self)
 
     steps = 6
     sent = {}

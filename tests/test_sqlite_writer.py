@@ -79,39 +79,6 @@ def test_a_failed_transaction_in_a_group_undoes_only_its_own_writes(tmp_path: Pa
     writer.close()
 
 
-def test_a_held_block_commits_its_transactions_at_its_end_and_never_blocks_others(
-        tmp_path: Path) -> None:
-    """What core/chaining.py relies on: nothing a held block wrote is visible
-    (committed) before its end, everything is after it; and between its
-    transactions another thread's transaction gets the connection (the block
-    may wait for that thread: a lock around both, as the property harness has)."""
-    writer, reader = _writer(tmp_path)
-    lock = threading.Lock()
-    done = threading.Event()
-
-    def other() -> None:  # holds the lock while it waits for the connection
-        with lock:
-            writer.run(lambda conn: conn.execute("INSERT INTO t VALUES ('other')"))
-        done.set()
-
-    with writer.held():
-        writer.run(lambda conn: conn.execute("INSERT INTO t VALUES ('first')"))
-        assert _keys(reader) == []  # returned, not committed
-        thread = threading.Thread(target=other)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not lock.locked() and time.monotonic() < deadline:
-            time.sleep(0.001)
-        # Waits for `other`, which needs the connection.
-        assert lock.acquire(timeout=30), "the held block kept the connection: deadlock"
-        writer.run(lambda conn: conn.execute("INSERT INTO t VALUES ('second')"))
-        lock.release()
-    assert done.wait(30)
-    thread.join(30)
-    assert _keys(reader) == ["first", "other", "second"]
-    writer.close()
-
-
 def test_close_from_another_thread_never_loses_or_breaks_a_group(tmp_path: Path) -> None:
     """close() may come from another thread at any moment (a test's teardown,
     a process shutting down): between two members of a group nobody uses the

@@ -88,12 +88,16 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
             ready = engine.store.find_tasks(run_id, TaskStatus.READY, 1)
             successor = ready[0].task_id if ready else None
 
+    ahead = chaining.together(engine)  # a chain's next claim may ride along
+
     def finish(tx: Transaction, trust_claim: bool = True) -> Step | None:
         # The task's own record is read even while the claim's lease holds:
         # a cancel (control.py) may have ended the attempt under its
         # executor, and this read makes the commit conditional on it.
         heir_id = successor if successor and trust_claim else None
-        records = tx.get_tasks(run_id, [task_id, *([heir_id] if heir_id else [])])
+        next_id = ahead.next_of(task_id, claimed) if ok and trust_claim else None
+        records = tx.get_tasks(run_id, [task_id, *([heir_id] if heir_id else []),
+                                        *([next_id] if next_id else [])])
         task = records.get(task_id)
         heir = records.get(heir_id) if heir_id else None
         spec = engine.graph.spec(task_id, task)
@@ -119,6 +123,8 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
                                     graph=engine.graph, has_end_task=engine.end_record)
         hooks.after_hook(step, task_id, run, now)
         attempts.add_output(step, task_id, output)
+        if next_id:
+            ahead.claim_in(step, tx, run_id, records.get(next_id), now)
         if ok and grow is not None:
             growth.write(tx, run_id, task, grow)
         step.write_to(tx, run_id)
@@ -127,12 +133,12 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
         return step
 
     # Every record read here is written (the successor too, when it is
-    # taken), except the run's when it has already ended: compare-and-set
-    # is safe, and a store falls back to a transaction for that case.
+    # taken, and a chain's next task, which a success always queues), except
+    # the run's when it has already ended: compare-and-set is safe, and a
+    # store falls back to a transaction for that case.
     try:
-        with chaining.together(engine) as ahead:  # a chain's next claim may ride along
-            step = engine.store.transact(finish, compare_and_set=True)
-            ahead.claim_next(step)
+        step = engine.store.transact(finish, compare_and_set=True)
+        ahead.keep()
     except RecordTooLargeError as exc:
         if not ok:
             raise

@@ -231,7 +231,7 @@ class Engine(control.Controls):
 
     def after_claim(self, claimed: chaining.Claim) -> str:
         """Once the claim has committed: look at the run, then run the body."""
-        run_id, task_id, attempt, step, task, now, since, lease = claimed
+        run_id, task_id, attempt, step, task, now, since, lease, run = claimed
         if step.verdict == "unknown_task":
             run = self.store.get_run(run_id)
             if run is None:
@@ -242,11 +242,11 @@ class Engine(control.Controls):
             logger.warning("message for unknown task %r of run %s dropped", task_id, run_id)
             return step.verdict
         assert task is not None
-        run = None
         if step.verdict in ("claimed", "early"):
-            # The claim read only the task: look at the run after it
-            # committed. If the run ended meanwhile, the attempt never runs.
-            run = self.store.get_run(run_id)
+            # The claim read only the task (but a chain's step, see
+            # chaining.py): look at the run after it committed. If the run
+            # ended meanwhile, the attempt never runs.
+            run = run or self.store.get_run(run_id)
             if run is None or (run.status.is_final and not hooks.is_hook(task_id)):
                 leftovers.cancel_claim(self, run_id, task_id, attempt)
                 return f"run_{run.status.value.lower()}" if run else "unknown_run"

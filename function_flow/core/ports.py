@@ -220,16 +220,17 @@ class Store(Protocol):
     def close(self) -> None:
         """Release connections; the store may be used again afterwards."""
 
-    def commits_together(self) -> contextlib.AbstractContextManager[None] | None:
-        """A block in which the transactions the calling thread runs commit as one.
+    def locks_for_writes(self) -> bool:
+        """Whether a transaction holds the store's write lock from its first read
+        to its commit (SQLite's BEGIN IMMEDIATE): nothing it read changes before
+        it commits, and a read in it costs no other writer anything.
 
-        Each `transact` in the block returns before that commit, which comes
-        when the block ends; an error in the block rolls them all back.
-        core/chaining.py commits a chain's completion and its successor's
-        claim so (SqliteStore's single writer can). None, the default: this
-        store cannot, every transaction commits on its own (Firestore).
+        core/chaining.py then reads a chain's next task and the run in the
+        completion's transaction and claims that task in the same commit.
+        False, the default: a store whose transactions compare and set
+        (Firestore), where every read a commit depends on is contention.
         """
-        return None
+        return False
 
     def run_writes(self) -> int | None:
         """How many commits of this process have written a run record so far.

@@ -12,6 +12,7 @@ How a task moves (see docs/design.md for why it is shaped this way):
 
   WAITING --deps done--> QUEUED (or READY, then QUEUED once it holds a slot)
   QUEUED  --claim: compare-and-set of the task's own record--> RUNNING
+  WAITING --queued and claimed in its only dependency's success (chaining.py)--> RUNNING
   RUNNING --complete: the task's own record--> SUCCEEDED
           |  which also writes `deps_done.<task>` into each dependent
           |  (blind writes: they read nothing, so they never contend)
@@ -51,6 +52,7 @@ LEGAL_TRANSITIONS: dict[tuple[TaskStatus, TaskStatus], str] = {
     (W, RD): "same",  # its last dependency succeeded; it waits for a slot
     (RD, Q): "next",  # it took a free slot, or a finishing task handed it one
     (Q, R): "same",   # claimed by an executor
+    (W, R): "one",   # W -> Q -> R in the commit of its only dependency's success
     (R, S): "same",   # its body returned, or its event arrived
     (R, F): "same",   # it failed with no retry left
     (R, Q): "next|same",  # retried, or its executor died; "same": held (control.hold)
@@ -137,8 +139,7 @@ def claim(task: TaskRecord | None, run_id: str, attempt: int, now: float,
     if task.status is S and task.attempt == attempt:
         # An earlier delivery may have died between its commit and its
         # follow-up messages: the engine repeats them (harmless if not).
-        step.verdict = "redelivered"
-        return step
+        return Step("redelivered")
     if task.attempt > attempt or task.status is W:
         step.verdict = "stale"
         if task.attempt > attempt and task.status is Q:
@@ -147,8 +148,7 @@ def claim(task: TaskRecord | None, run_id: str, attempt: int, now: float,
             step.delay = max(0.0, (task.not_before or now) - now)
             step.messages.append(Message(run_id, task.task_id, task.attempt))
         return step
-    step.verdict = "duplicate"
-    return step
+    return Step("duplicate")
 
 
 def cancel(task: TaskRecord, attempt: int, now: float,

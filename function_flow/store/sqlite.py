@@ -148,33 +148,18 @@ class SqliteStore(SqliteContext, Store):
         made: list[SqliteTransaction] = []
 
         def step(conn: sqlite3.Connection) -> T:
-            made.append(SqliteTransaction(conn))
+            made.append(SqliteTransaction(conn, self._cached_run))
             return fn(made[0])
 
         result = self._writer.run(step)
         if made[0].wrote_run:
-            if getattr(self._local, "holding", False):
-                self._local.held_run_write = True  # told when the block commits
-            else:
-                self._ran_write()
+            self._ran_write()
         return result
 
-    @contextlib.contextmanager
-    def commits_together(self) -> Iterator[None]:
-        """The transactions this thread runs in the block commit as one, at its end
-        (ports.Store.commits_together: a chain's next claim rides along with
-        the completion that queued it, core/chaining.py)."""
-        if getattr(self._local, "holding", False):
-            yield
-            return
-        self._local.holding, self._local.held_run_write = True, False
-        try:
-            with self._writer.held():
-                yield
-        finally:
-            self._local.holding = False
-            if self._local.held_run_write:
-                self._ran_write()
+    def locks_for_writes(self) -> bool:
+        """True: every transaction is BEGIN IMMEDIATE on the one writer
+        (ports.Store.locks_for_writes; core/chaining.py)."""
+        return True
 
     def _ran_write(self) -> None:
         with self._run_written:
@@ -237,6 +222,11 @@ class SqliteStore(SqliteContext, Store):
             self._runs.clear()
         self._runs[run_id] = (row[0], record)
         return _copy_run(record)
+
+    def _cached_run(self, run_id: str, revision: int) -> RunRecord | None:
+        """A copy of the run record parsed at `revision`, if it is the one kept."""
+        cached = self._runs.get(run_id)
+        return _copy_run(cached[1]) if cached is not None and cached[0] == revision else None
 
     def get_tasks(self, run_id: str,
                   task_ids: Iterable[str] | None = None) -> list[TaskRecord]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from function_flow.core.ports import ReadAfterWriteError, RecordExistsError
 from function_flow.core.records import RunRecord, TaskRecord, Trigger
@@ -33,8 +33,13 @@ class SqliteTransaction:
     other writer can change the row while this transaction holds the lock.
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection,
+                 cached_run: Callable[[str, int], RunRecord | None] | None = None) -> None:
         self._conn = conn
+        #: (run id, revision) -> the run record the store keeps parsed for that
+        #: revision, or None (SqliteStore's run cache: a run's record holds a
+        #: fingerprint per task, too long to parse at every read).
+        self._cached_run = cached_run
         self._wrote = False
         self.wrote_run = False  # for SqliteStore.wait_run_write
         #: (run, task) -> (JSON fields, deps_done rows), or None if missing.
@@ -54,6 +59,16 @@ class SqliteTransaction:
 
     def get_run(self, run_id: str) -> RunRecord | None:
         self._reading()
+        if run_id not in self._runs and self._cached_run is not None:
+            row = self._conn.execute("SELECT revision FROM runs INDEXED BY runs_revision "
+                                     "WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                return None
+            # Only committed revisions are cached (readers see nothing else), and
+            # a revision only grows: the same revision is the same record.
+            cached = self._cached_run(run_id, row[0])
+            if cached is not None:
+                return cached
         data = self._run_data(run_id)
         return RunRecord.from_dict(data) if data is not None else None
 

@@ -56,8 +56,6 @@ class GroupCommitWriter:
         self._committed = 0     # number of the last group committed
         self._failed: dict[int, BaseException] = {}  # groups whose commit failed
         self._close_when_done = False  # close() came while a group was open
-        #: Per thread: `holding` (inside `held`) and `group` (its last transaction's).
-        self._mine = threading.local()
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """`fn` in a transaction: its writes are committed (durably) when this returns."""
@@ -80,49 +78,6 @@ class GroupCommitWriter:
             self._undo_step(conn, group, exc)
             raise
         self._keep_step(conn, group)
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        """The transactions this thread runs in the block are committed by the
-        block's end at the latest, however it ends (a nested block: the outer
-        one's end).
-
-        Each `run` in it returns before its commit: its caller must not act on
-        what it wrote until the block has ended (core/chaining.py). Between
-        them the connection is handed on as usual, so a waiting thread's
-        transaction may join the group, and commit it, meanwhile; the block
-        never holds the connection while its own code runs (which may wait
-        for a lock of a thread that waits for the connection).
-        """
-        mine = self._mine
-        if getattr(mine, "holding", False):
-            yield
-            return
-        mine.holding, mine.group = True, 0
-        try:
-            yield
-        finally:
-            mine.holding = False
-            if mine.group:
-                self._finish_held(mine.group)
-
-    def _finish_held(self, group: int) -> None:
-        """The end of a held block: `group` (its last) committed, or commit it now."""
-        with self._cond:
-            self._waiting += 1  # whoever has the connection leaves the group open for us
-            while self._using and not self._settled(group):
-                self._free.wait()
-            self._waiting -= 1
-            if self._settled(group):
-                if not self._using:
-                    self._free.notify()  # the wake-up we took was someone else's
-                self._raise_if_failed(group, wait=True)
-                return
-            self._using, self._owner = True, threading.get_ident()
-        self._end(group, wait=True)
-
-    def _settled(self, group: int) -> bool:
-        return self._committed >= group or group in self._failed
 
     def _enter(self) -> tuple[sqlite3.Connection, int]:
         """Wait for the connection; a savepoint in the open transaction, or a new one."""
@@ -186,12 +141,7 @@ class GroupCommitWriter:
 
     def _end(self, group: int, wait: bool) -> None:
         """Leave the group open to a waiting thread, or commit it; with `wait`,
-        return once the group is committed (raise if its commit failed). Inside
-        `held`, hand the connection on and leave both to the block's end."""
-        if getattr(self._mine, "holding", False):  # committed by the block's end
-            self._mine.group = group
-            self._hand_on()
-            return
+        return once the group is committed (raise if its commit failed)."""
         with self._cond:
             if self._waiting and self._members < MAX_GROUP:
                 self._using = False

@@ -297,5 +297,5 @@ class RecordingStore:
 
     def __getattr__(self, name: str) -> Any:
         # Plain reads and the rest, the inner store's ports.Store capabilities
-        # (commits_together, run_writes) included: what it can, this can.
+        # (locks_for_writes, run_writes) included: what it can, this can.
         return getattr(self.inner, name)

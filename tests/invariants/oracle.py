@@ -7,6 +7,8 @@ status and attempt and of every slot's holder, and checks at every commit:
 
 - each status change is in core.transitions.LEGAL_TRANSITIONS and sets the
   attempt as that table says (the same table the engine's rules follow);
+  WAITING -> RUNNING only in the commit of the task's only dependency's
+  success (a chain's next task queued and claimed at once, core/chaining.py);
 - no transition of an attempt commits twice (exactly once per attempt);
 - the run's final status is written once, and nothing after it;
 - a transaction advances exactly one task's own record (plus blind
@@ -131,6 +133,7 @@ class Recorder:
                     f"record (and hand its slot to at most one READY task), this one "
                     f"advanced {actors}, heirs {sorted(heirs)}: {writes}")
             actor = actors[0] if actors else "?"
+            self._check_chain_claims(seq, actor, writes)
             for write in writes:
                 if write[0] == "task":
                     # A blind deps_done write is the completer's, even into its
@@ -143,6 +146,25 @@ class Recorder:
                 else:
                     self._slot_write(actor, write[1], write[2])
             self._check_parallelism(seq)
+
+    def _check_chain_claims(self, seq: int, actor: str, writes: list[tuple]) -> None:
+        """WAITING -> RUNNING is a chain's step only (core/chaining.py): the commit
+        records the success of the task's only dependency, which writes its entry
+        into the task's deps_done in the same write that claims it."""
+        for write in writes:
+            if write[0] != "task" or write[2].get("status") != R.value \
+                    or self.status.get(write[1]) is not W:
+                continue
+            own = [w[2] for w in writes if w[0] == "task" and w[1] == actor]
+            spec = self.dag.tasks.get(write[1])
+            if spec is None or list(spec.deps) != [actor] \
+                    or write[2].get(f"deps_done.{actor}") != S.value \
+                    or self.status.get(actor) is not R \
+                    or not any(w.get("status") == S.value for w in own):
+                self.violations.append(
+                    f"commit {seq}: {write[1]} went WAITING -> RUNNING, which only the "
+                    f"success of its only dependency may do (it queues and claims it "
+                    f"at once), in a commit of {actor}: {writes}")
 
     def _task_write(self, seq: int, actor: str, task_id: str, fields: dict[str, Any]) -> None:
         key = ("task", task_id)
@@ -184,7 +206,7 @@ class Recorder:
             self.transition_keys.add(tkey)
         self.transitions.append(Transition(seq, task_id, old, new, old_attempt, new_attempt,
                                            "interrupted" in fields, held))
-        if (old, new) == (Q, R):
+        if new is R:  # QUEUED -> RUNNING, or WAITING -> RUNNING in a chain's step
             self.claim_seq[(task_id, new_attempt)] = seq
             # A claim committed after the run ended is allowed: claims are
             # compare-and-set on the task alone, and the claimer then reads
