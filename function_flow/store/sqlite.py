@@ -33,7 +33,8 @@ from function_flow.core.records import JoinProgress, RunRecord, RunStatus, TaskR
 from function_flow.store.sqlite_context import SqliteContext
 from function_flow.store.sqlite_rows import (ACTIVE, ACTIVE_STATUSES, ADDED_COLUMNS, BATCH,
                                              RUN_REVISIONS, SCHEMA, TASK_COLUMNS, TRIGGER_COLUMNS, dumps, new_task_json,
-                                             select_tasks, task_record, trigger_of)
+                                             run_revision, select_tasks, task_record,
+                                             trigger_of)
 from function_flow.store.sqlite_transaction import SqliteTransaction
 from function_flow.store.sqlite_writer import GroupCommitWriter
 
@@ -205,14 +206,13 @@ class SqliteStore(SqliteContext, Store):
 
     def get_run(self, run_id: str) -> RunRecord | None:
         conn = self._connection()
-        cached = self._runs.get(run_id)
-        if cached is not None:
-            row = conn.execute("SELECT revision FROM runs INDEXED BY runs_revision "
-                               "WHERE run_id = ?", (run_id,)).fetchone()
-            if row is None:
+        if run_id in self._runs:
+            revision = run_revision(conn, run_id)
+            if revision is None:
                 return None
-            if row[0] == cached[0]:
-                return _copy_run(cached[1])
+            cached = self._cached_run(run_id, revision)
+            if cached is not None:
+                return cached
         row = conn.execute("SELECT revision, data FROM runs WHERE run_id = ?",
                            (run_id,)).fetchone()
         if row is None:

@@ -213,6 +213,15 @@ def task_record(data: str, deps: str | None) -> TaskRecord:
     return task_record_of(json.loads(data), parse_deps(deps))
 
 
+def run_revision(conn: sqlite3.Connection, run_id: str) -> int | None:
+    """The run row's revision (None: no such run), from its index alone: every
+    write of the run record raises it, so an unchanged revision is an
+    unchanged record (SqliteStore's parsed-run cache)."""
+    row = conn.execute("SELECT revision FROM runs INDEXED BY runs_revision "
+                       "WHERE run_id = ?", (run_id,)).fetchone()
+    return None if row is None else row[0]
+
+
 def select_tasks(conn: sqlite3.Connection, run_id: str,
                   task_ids: list[str]) -> list[tuple[str, str, str | None]]:
     """(task_id, data, deps_done) rows of the given tasks, one query per BATCH ids."""

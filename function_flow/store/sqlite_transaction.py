@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 from function_flow.core.ports import ReadAfterWriteError, RecordExistsError
 from function_flow.core.records import RunRecord, TaskRecord, Trigger
 from function_flow.store.sqlite_rows import (DEP_PREFIX, TRIGGER_COLUMNS, dumps,
-                                             merge_fields, parse_deps, select_tasks,
+                                             merge_fields, parse_deps, run_revision, select_tasks,
                                              task_json, task_record_of, trigger_row,
                                              write_deps_done)
 
@@ -60,13 +60,12 @@ class SqliteTransaction:
     def get_run(self, run_id: str) -> RunRecord | None:
         self._reading()
         if run_id not in self._runs and self._cached_run is not None:
-            row = self._conn.execute("SELECT revision FROM runs INDEXED BY runs_revision "
-                                     "WHERE run_id = ?", (run_id,)).fetchone()
-            if row is None:
+            revision = run_revision(self._conn, run_id)
+            if revision is None:
                 return None
             # Only committed revisions are cached (readers see nothing else), and
             # a revision only grows: the same revision is the same record.
-            cached = self._cached_run(run_id, row[0])
+            cached = self._cached_run(run_id, revision)
             if cached is not None:
                 return cached
         data = self._run_data(run_id)
