@@ -178,8 +178,12 @@ def embedded(db_path: str | None = None, workers: int | None = None,
     settings = settings or Settings.from_env()
     configure_tracing(settings)  # FUNCTION_FLOW_TRACING, once per process
     path = db_path or settings.db_path
-    bus = LocalBus(workers or settings.workers)
-    store = SqliteStore(path, synchronous or settings.sqlite_synchronous)
+    synchronous = synchronous or settings.sqlite_synchronous
+    # At FULL a commit is an fsync: workers woken at once commit together
+    # (one fsync for the group); at NORMAL, one worker at a time is faster.
+    bus = LocalBus(workers or settings.workers,
+                   eager=str(synchronous).lower() == "full")
+    store = SqliteStore(path, synchronous)
     hosting = LocalHost(settings.project or DEFAULT_PROJECT,
                         settings.events_topic or DEFAULT_EVENTS_TOPIC, bus=bus)
     backend = Backend("embedded", store, bus,

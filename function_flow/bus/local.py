@@ -18,17 +18,33 @@ follow-up queuing the next task), is kept for that worker to handle next:
 the first of them, the others go to the pool at once. A chain then runs on
 one thread, with no hand-off per task. Inside a body (which may wait for
 what it published) everything goes to the pool.
+
+Workers are woken lazily, as Go's scheduler hands off a processor: a
+message queued while a worker is busy outside a task body wakes nobody
+(that worker takes it next), and the timer thread, while such a backlog
+lasts, looks every millisecond and wakes one more worker if the queue
+made no progress since it last looked or every busy worker is inside a
+body (`blocking`). Engine steps hold the GIL but for SQLite's calls,
+which release it: every runnable thread more turns each of those calls
+into a thread switch, so a fan-out of no-op tasks on eight eager workers
+cost twice what it costs on one (issue 11). Bodies that block (I/O, a
+remote call, a sleep) still get all the workers, one more per poll. An
+`eager` bus wakes a worker per message instead (the embedded backend at
+synchronous=FULL: there a commit is an fsync, and the transactions of the
+workers woken meanwhile share it).
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import heapq
 import itertools
 import logging
 import queue
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 from function_flow import tracing
 from function_flow.core import output
@@ -39,6 +55,9 @@ logger = logging.getLogger("function_flow.bus")
 
 _STOP = object()
 
+#: Seconds between the timer thread's looks at a backlog (see the docstring).
+BACKLOG_POLL = 0.001
+
 
 class LocalBus(Bus):
     """Delivers messages to one handler on `workers` threads.
@@ -47,17 +66,31 @@ class LocalBus(Bus):
     messages itself.
     """
 
-    def __init__(self, workers: int = 8, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, workers: int = 8, clock: Callable[[], float] = time.monotonic,
+                 *, eager: bool = False) -> None:
         self.workers = max(1, int(workers))
+        #: Wake a worker for every message queued, as a plain pool does (for
+        #: SQLite at synchronous=FULL, where a commit is an fsync: the
+        #: transactions of workers woken meanwhile are committed with it).
+        self.eager = eager
         self._clock = clock
         self._handler: Callable[[Message], object] | None = None
-        self._ready: queue.SimpleQueue = queue.SimpleQueue()
+        #: Messages waiting for a worker; `_work_ready` wakes one.
+        self._ready: collections.deque = collections.deque()
         self._control: queue.SimpleQueue = queue.SimpleQueue()  # lease checks
         self._timers: list[tuple[float, int, Message, int, object]] = []
         self._sequence = itertools.count()
         self._lock = threading.Lock()
         self._timer_wakeup = threading.Condition(self._lock)  # the heap's head changed
         self._idle = threading.Condition(self._lock)          # nothing left to do
+        self._work_ready = threading.Condition(self._lock)    # a worker may take one
+        self._waiting_workers = 0  # workers waiting in _take
+        self._handling = 0         # workers handling a message
+        self._in_bodies = 0        # of those, inside a task body (blocking)
+        self._passes = 0           # wake-ups that may take a message anyway (_take)
+        self._taken = 0            # messages taken from _ready so far
+        self._backlog_seen = -1    # _taken when the timer thread last looked (-1: not looking)
+        self._backlog_look = 0.0   # time.monotonic() of its next look
         self._busy = 0             # messages queued or being handled now
         self._delayed_work = 0     # delayed RUN_TASK messages (retries)
         self._threads: list[threading.Thread] = []
@@ -71,7 +104,7 @@ class LocalBus(Bus):
         if self._threads:
             return
         for number in range(self.workers):
-            thread = threading.Thread(target=self._work, args=(self._ready,),
+            thread = threading.Thread(target=self._work, args=(None,),
                                       name=f"function-flow-worker-{number}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -100,12 +133,15 @@ class LocalBus(Bus):
                     self._timer_wakeup.notify()
                 return
             self._busy += 1
-        if message.kind is not MessageKind.CHECK_LEASE:
-            worker = self._worker
-            if getattr(worker, "next", False) is None and output.current() is None:
-                worker.next = (message, deliveries, sender)
-                return
-        self._queue_for(message).put((message, deliveries, sender))
+        if message.kind is MessageKind.CHECK_LEASE:
+            self._control.put((message, deliveries, sender))
+            return
+        worker = self._worker
+        if getattr(worker, "next", False) is None and output.current() is None:
+            worker.next = (message, deliveries, sender)
+            return
+        with self._lock:
+            self._queue_work((message, deliveries, sender))
 
     def keeps_next(self) -> bool:
         """Whether a message published now would be kept for this thread to handle
@@ -114,20 +150,100 @@ class LocalBus(Bus):
         the commit that queues it and runs it here, without a message."""
         return getattr(self._worker, "next", False) is None and output.current() is None
 
-    def _queue_for(self, message: Message) -> queue.SimpleQueue:
-        return self._control if message.kind is MessageKind.CHECK_LEASE else self._ready
+    def _queue_work(self, item: tuple[Message, int, object]) -> None:
+        """Queue a message for the workers (holding the lock); wake one only if
+        no worker outside a body would come for it (see the docstring)."""
+        self._ready.append(item)
+        if self.eager or self._handling - self._in_bodies <= 0:
+            self._wake_one()
+        else:
+            self._watch_backlog()
 
-    def _work(self, inbox: queue.SimpleQueue) -> None:
+    def _wake_one(self) -> None:
+        """Wake a waiting worker, with a pass to handle a message even though
+        another worker is outside a body (holding the lock)."""
+        if self._waiting_workers:
+            self._passes = min(self._passes + 1, self._waiting_workers)
+            self._work_ready.notify()
+
+    def _watch_backlog(self) -> None:
+        """Make the timer thread look at the queue while it is not empty."""
+        if self._backlog_seen < 0:
+            self._backlog_seen = self._taken
+            self._backlog_look = time.monotonic() + BACKLOG_POLL
+            self._timer_wakeup.notify()
+
+    def _take(self, handled: bool) -> object:
+        """The next message for this worker (`handled`: it has just handled one).
+
+        It waits while the queue is empty, and also while another worker is
+        busy outside a body, unless woken with a pass: one worker runs the
+        engine's steps, the others run bodies (see the docstring).
+        """
+        with self._lock:
+            if handled:
+                self._handling -= 1
+            while not self._ready or (self._handling - self._in_bodies > 0 and not self.eager
+                                      and not self._passes and not self._closed):
+                if self._ready:
+                    self._watch_backlog()
+                self._waiting_workers += 1
+                self._work_ready.wait()
+                self._waiting_workers -= 1
+            if self._passes:
+                self._passes -= 1
+            self._taken += 1
+            item = self._ready.popleft()
+            if item is not _STOP:
+                self._handling += 1
+            return item
+
+    @contextlib.contextmanager
+    def blocking(self) -> Iterator[None]:
+        """While a task body runs on this worker (ports.Bus): the timer thread
+        wakes another worker for the backlog if the body takes a while."""
+        if getattr(self._worker, "next", False) is False:  # not a worker of this bus
+            yield
+            return
+        with self._lock:
+            self._in_bodies += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_bodies -= 1
+
+    def _look_at_backlog(self) -> float | None:
+        """The timer thread, holding the lock: when a look is due, wake one more
+        worker if the queue made no progress since the last or every busy
+        worker is in a body; seconds until the next look (None: no backlog)."""
+        if not self._ready or self._closed:
+            self._backlog_seen = -1
+            return None
+        now = time.monotonic()
+        if now < self._backlog_look:
+            return self._backlog_look - now
+        if self._taken == self._backlog_seen or self._handling - self._in_bodies <= 0:
+            self._wake_one()
+        self._backlog_seen, self._backlog_look = self._taken, now + BACKLOG_POLL
+        return BACKLOG_POLL
+
+    def _work(self, inbox: queue.SimpleQueue | None) -> None:
+        """A worker's loop (inbox None: the shared queue) or the control thread's."""
         worker = self._worker
-        keeps = inbox is self._ready  # the control thread keeps nothing
+        keeps = inbox is None  # the control thread keeps nothing
         if keeps:
             worker.next = None
+        handled = False
         while True:
             item = worker.next if keeps else None
-            if item is None:
-                item = inbox.get()
-            else:
+            if item is not None:
                 worker.next = None
+            elif inbox is None:
+                item = self._take(handled)
+            else:
+                item = inbox.get()
+            handled = True
             if item is _STOP:
                 return
             message, deliveries, sender = item
@@ -176,8 +292,15 @@ class LocalBus(Bus):
                     if message.kind is MessageKind.RUN_TASK:
                         self._delayed_work -= 1
                     self._busy += 1
-                    self._queue_for(message).put((message, deliveries, sender))
+                    if message.kind is MessageKind.CHECK_LEASE:
+                        self._control.put((message, deliveries, sender))
+                    else:
+                        self._queue_work((message, deliveries, sender))
                 timeout = self._timers[0][0] - now if self._timers else None
+                if self._backlog_seen >= 0:
+                    poll = self._look_at_backlog()
+                    if poll is not None:
+                        timeout = poll if timeout is None else min(timeout, poll)
                 self._timer_wakeup.wait(timeout)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
@@ -203,9 +326,11 @@ class LocalBus(Bus):
             self._closed = True
             self._timer_wakeup.notify_all()
             self._idle.notify_all()
-        for thread in self._threads:
-            if thread.name.startswith("function-flow-worker"):
-                self._ready.put(_STOP)
-            elif thread.name == "function-flow-control":
-                self._control.put(_STOP)
+        with self._lock:
+            for thread in self._threads:
+                if thread.name.startswith("function-flow-worker"):
+                    self._ready.append(_STOP)
+                    self._work_ready.notify()
+                elif thread.name == "function-flow-control":
+                    self._control.put(_STOP)
         self._threads = []

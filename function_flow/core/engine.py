@@ -294,7 +294,8 @@ class Engine(control.Controls):
                 "item_key": claimed.item_key, "item_id": task_id}
             body = self._body(run, task_id, spec, attempt, claimed, item)
             with tracing.body(run_id, task_id, attempt), \
-                    output.capturing(run_id, task_id, attempt) as captured:
+                    output.capturing(run_id, task_id, attempt) as captured, \
+                    self.bus.blocking():
                 value = self.executor.run(body, spec.timeout, what)
             if spec.call is not None and spec.call.asynchronous:
                 request = waiting.make_request(run, spec, attempt, value)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from typing import Any, Callable, Iterable, Protocol, TypeVar
+from typing import Any, Callable, ContextManager, Iterable, Protocol, TypeVar
 
 from function_flow.core.definition import Call
 from function_flow.core.records import (JoinProgress, Message, RunRecord, RunStatus,
@@ -322,6 +322,16 @@ class Bus(Protocol):
         a task body). False, the default: messages go out (Pub/Sub).
         """
         return False
+
+    def blocking(self) -> ContextManager[None]:
+        """Entered while a task body runs on the calling thread, which may wait
+        off the CPU (I/O, a remote call, a sleep).
+
+        A bus with a worker pool learns that this worker may block, so it
+        may wake another for what is queued (LocalBus wakes workers lazily).
+        The default does nothing.
+        """
+        return contextlib.nullcontext()
 
     def beside(self, work: Callable[[], object]) -> Callable[[], object]:
         """`work`, counted as this bus's own from now until it returns.

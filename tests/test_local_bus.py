@@ -1,0 +1,112 @@
+"""The in-process bus wakes workers lazily, yet never leaves work behind a
+blocked one (bus/local.py).
+
+A burst of quick messages is handled by one worker at a time (more
+runnable threads only trade the GIL back and forth at each SQLite call),
+while handlers that block, in a task body or anywhere, get the other
+workers within a few of the timer thread's looks.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from function_flow.bus.local import LocalBus
+from function_flow.core.records import Message, MessageKind
+
+
+def _message(number: int | str) -> Message:
+    return Message("run", f"t{number}", 1, MessageKind.RUN_TASK)
+
+
+@pytest.fixture
+def bus():
+    bus = LocalBus(workers=8)
+    yield bus
+    bus.close()
+
+
+def test_handlers_blocked_in_bodies_get_every_worker(bus) -> None:
+    """Eight bodies that wait for each other finish: a worker that enters a body
+    makes the bus wake another for the queued messages."""
+    together = threading.Barrier(8, timeout=20)
+    passed = []
+
+    def handle(message: Message) -> None:
+        if message.task_id == "troot":  # a worker publishes: it keeps one, wakes nobody
+            for number in range(8):
+                bus.publish(_message(number))
+            return
+        with bus.blocking():
+            together.wait()
+        passed.append(message.task_id)
+
+    bus.subscribe(handle)
+    bus.publish(_message("root"))
+    assert bus.wait_idle(timeout=30)
+    assert sorted(passed) == sorted(f"t{n}" for n in range(8))
+
+
+def test_a_handler_blocked_outside_any_body_does_not_hold_up_the_queue(bus) -> None:
+    """A handler stuck in engine code (a store call that waits, say) stops the
+    queue's progress: the timer thread sees that and wakes another worker."""
+    second_handled = threading.Event()
+    waited_behind: list[str] = []
+
+    def handle(message: Message) -> None:
+        if message.task_id == "troot":
+            bus.publish(_message(0))  # kept for this worker
+            bus.publish(_message(1))  # queued, waking nobody
+        elif message.task_id == "t0":
+            if not second_handled.wait(timeout=20):
+                waited_behind.append(message.task_id)
+        else:
+            second_handled.set()
+
+    bus.subscribe(handle)
+    bus.publish(_message("root"))
+    assert bus.wait_idle(timeout=30)
+    assert second_handled.is_set() and not waited_behind
+
+
+def test_a_burst_of_quick_messages_is_not_spread_over_every_worker(bus) -> None:
+    """Messages a worker publishes while it handles one wake nobody: the
+    handlers run one at a time, bar the odd extra worker the timer thread
+    wakes when the machine stalls the first."""
+    lock = threading.Lock()
+    running, overlapping, handled = [0], [0], [0]
+
+    def handle(message: Message) -> None:
+        with lock:
+            running[0] += 1
+            overlapping[0] += running[0] > 1
+            handled[0] += 1
+        if message.task_id == "troot":
+            for number in range(2000):
+                bus.publish(_message(number))
+        sum(range(200))  # a little work outside any body, like an engine step
+        with lock:
+            running[0] -= 1
+
+    bus.subscribe(handle)
+    bus.publish(_message("root"))
+    assert bus.wait_idle(timeout=60)
+    assert handled[0] == 2001
+    # Woken eagerly, eight workers overlap in nearly every handling.
+    assert overlapping[0] < handled[0] * 0.3, overlapping[0]
+
+
+def test_the_embedded_backend_wakes_eagerly_only_where_commits_are_fsyncs(tmp_path) -> None:
+    """At synchronous=FULL the workers woken at once share an fsync (group
+    commit), which is worth more than sparing them the GIL's hand-offs."""
+    from function_flow import backends
+
+    for synchronous, eager in (("normal", False), ("full", True)):
+        backend = backends.embedded(db_path=str(tmp_path / f"{synchronous}.db"),
+                                    synchronous=synchronous)
+        try:
+            assert backend.bus.eager is eager
+        finally:
+            backend.close()
