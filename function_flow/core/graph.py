@@ -51,10 +51,13 @@ class Dag:
                         f"task {spec.task_id!r} depends on unknown task {dep!r}"
                         f"{_did_you_mean(dep, self.tasks)}", spec.task_id)
         self.order = self._topological_order()
-        self.dependents: dict[str, tuple[str, ...]] = {t: () for t in self.tasks}
+        # Lists first: a tuple grown per dependent made a wide fan-out quadratic.
+        dependents: dict[str, list[str]] = {t: [] for t in self.tasks}
         for spec in self.tasks.values():
             for dep in spec.deps:
-                self.dependents[dep] += (spec.task_id,)
+                dependents[dep].append(spec.task_id)
+        self.dependents: dict[str, tuple[str, ...]] = {
+            t: tuple(d) for t, d in dependents.items()}
         #: Queued when a run starts: tasks without dependencies, and those
         #: whose trigger rule is `always` (Airflow: they run at any time).
         self.roots = tuple(t for t in self.order if not self.tasks[t].deps
