@@ -77,6 +77,8 @@ class Job(EntryPoints, HookDecorators):
         self._specs: list[TaskSpec] = []
         self._hooks: dict[str, TaskSpec] = {}
         self._subdags: list[subdags.SubDag] = []
+        #: Each id above -> "task" or "sub-DAG" (subdags.declare keeps it).
+        self._ids: dict[str, str] = {}
         #: The sub-DAG use a bound job's body runs in ("left/"): see get_task_result.
         self._scope = ""
         self._dag: Dag | None = None
@@ -150,12 +152,8 @@ class Job(EntryPoints, HookDecorators):
                              retry_backoff=retry_backoff, timeout=timeout,
                              task_args=task_args, call=call, retry_on=retry_on,
                              trigger_rule=trigger_rule, branch=branch, foreach=foreach)
-            if any(s.task_id == task_id for s in self._specs):
-                raise DefinitionError(
-                    f"task {task_id!r} is defined twice in job {self.name!r}; "
-                    "task ids must be unique", task_id)
-            subdags.check_free(self, task_id)
-            self._specs.append(spec)
+            subdags.check_free(self, task_id, adding="task")
+            subdags.declare(self, spec)
             self.tasks.append(Task(task_id, list(spec.deps), topic_of(call),
                                    spec.task_args, func))
             self._dag = None
@@ -196,7 +194,7 @@ class Job(EntryPoints, HookDecorators):
                 f"foreach {task_id!r} of job {self.name!r} runs job {dag.name!r} per item; "
                 f"{', '.join(sorted(options))} belong to that job's tasks, not here",
                 task_id)
-        self._subdags.append(subdags.add(self, task_id, dag, deps, foreach=spec))
+        subdags.declare(self, subdags.add(self, task_id, dag, deps, foreach=spec))
         self._dag = None
         self._engine = None
         return None
@@ -205,7 +203,7 @@ class Job(EntryPoints, HookDecorators):
         """Use job `dag` (its tasks declared) as node `task_id`, after `deps`: its
         task `t` runs as `task_id/t`; the node's result is its sink's (or
         {sink: result}). See function_flow/subdags.py."""
-        self._subdags.append(subdags.add(self, task_id, dag, deps))
+        subdags.declare(self, subdags.add(self, task_id, dag, deps))
         self._dag = None
         self._engine = None
 

@@ -91,13 +91,14 @@ def plan(engine: "Engine", run_id: str, spec: TaskSpec, attempt: int, keys: list
     the collector. Items too large for a record go to blobs (payloads.py)."""
     assert spec.foreach is not None
     node, count = spec.task_id, len(items)
-    # With concurrency slots, at most `engine.slots` items run at once anyway:
+    slots = item_slots(engine, spec, count)
+    # With concurrency slots, at most `slots` items run at once anyway:
     # as many lanes, so each item hands its slot to its lane's next item
     # (no query for a READY task per item: on the emulator a query scans
     # every record of the run, which made a foreach's time grow as N^2).
-    lanes = min(spec.foreach.max_concurrency or count, count, engine.slots or count)
+    lanes = min(spec.foreach.max_concurrency or count, count, slots or count)
     groups = math.ceil(count / GROUP_SIZE)
-    queued = TaskStatus.READY if engine.slots else TaskStatus.QUEUED
+    queued = TaskStatus.READY if slots else TaskStatus.QUEUED
     now = engine.clock()
     records = []
     for index, (key, item) in enumerate(zip(keys, items)):
@@ -132,6 +133,23 @@ def plan(engine: "Engine", run_id: str, spec: TaskSpec, attempt: int, keys: list
     # (and sent by the poller) must find the group it writes into.
     itemized = [r for r in records if r.role in ITEM_ROLES]
     return [r for r in records if r.role not in ITEM_ROLES] + itemized
+
+
+def item_slots(engine: "Engine", spec: TaskSpec, count: int) -> int:
+    """The concurrency slots `count` items of foreach `spec` take turns in: the
+    run's, or 0 when the graph, with this foreach at `count` items, can never
+    run more than max_parallel_tasks at once (Dag.width_bound_with).
+
+    A foreach as wide as max_parallel_tasks then queues every item at once,
+    as if the run had no slots: slots would cost each item a transaction to
+    take one, and its completion two queries for a READY task that never
+    comes (and every completer raced the others for the same free slots).
+    """
+    dag = engine.graph.dag
+    if engine.slots and spec.task_id in dag.tasks \
+            and dag.width_bound_with(spec.task_id, count) <= engine.slots:
+        return 0
+    return engine.slots
 
 
 def _queue(record: TaskRecord, queued: TaskStatus, now: float) -> None:
@@ -244,6 +262,8 @@ def expand(engine: "Engine", run: RunRecord, spec: TaskSpec, attempt: int) -> An
 
     if not engine.store.transact(hold, compare_and_set=False):
         return None
+    # The slot the foreach held is free now (hold), whether its items take
+    # slots or not: a READY task elsewhere in the run may take it.
     step = Step("expanded", fill_slots=bool(engine.slots))
     if fresh:  # the plan says what it queued
         step.messages += [_message(run_id, r) for r in records

@@ -51,10 +51,13 @@ class Dag:
                         f"task {spec.task_id!r} depends on unknown task {dep!r}"
                         f"{_did_you_mean(dep, self.tasks)}", spec.task_id)
         self.order = self._topological_order()
-        self.dependents: dict[str, tuple[str, ...]] = {t: () for t in self.tasks}
+        # Lists first: a tuple grown per dependent made a wide fan-out quadratic.
+        dependents: dict[str, list[str]] = {t: [] for t in self.tasks}
         for spec in self.tasks.values():
             for dep in spec.deps:
-                self.dependents[dep] += (spec.task_id,)
+                dependents[dep].append(spec.task_id)
+        self.dependents: dict[str, tuple[str, ...]] = {
+            t: tuple(d) for t, d in dependents.items()}
         #: Queued when a run starts: tasks without dependencies, and those
         #: whose trigger rule is `always` (Airflow: they run at any time).
         self.roots = tuple(t for t in self.order if not self.tasks[t].deps
@@ -164,11 +167,20 @@ class Dag:
             bound = len(self.tasks) - _max_matching(self)
             for spec in self.tasks.values():
                 if spec.foreach is not None:  # one task of the graph, many at run time
-                    limit = spec.foreach.max_concurrency or spec.foreach.max_items
-                    inner = spec.foreach.dag.width_bound if spec.foreach.dag else 1
-                    bound += limit * inner - 1
+                    bound += _foreach_width(spec) - 1
             self._width_bound = bound
         return self._width_bound
+
+    def width_bound_with(self, task_id: str, items: int) -> int:
+        """`width_bound` once foreach `task_id` is known to run over `items` items.
+
+        The definition bounds a foreach by its max_items; its attempt knows
+        how many it has. When even then the graph can never run more than
+        max_parallel_tasks at once, its items need no concurrency slots
+        (foreach.item_slots): the bound holds whoever else holds slots.
+        """
+        spec = self.tasks[task_id]
+        return self.width_bound - _foreach_width(spec) + _foreach_width(spec, items)
 
     def digest(self) -> str:
         """A hash of the graph's shape, stored on each run.
@@ -179,6 +191,16 @@ class Dag:
         shape = [[t, list(self.tasks[t].deps), self.tasks[t].trigger_rule,
                   self.tasks[t].branch] for t in sorted(self.tasks)]
         return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
+
+
+def _foreach_width(spec: TaskSpec, items: int | None = None) -> int:
+    """How many tasks foreach `spec`'s items can run at once (over `items` items
+    when known): its lanes times its sub-DAG's own width."""
+    assert spec.foreach is not None
+    limit = spec.foreach.max_concurrency or spec.foreach.max_items
+    inner = spec.foreach.dag.width_bound if spec.foreach.dag else 1
+    lanes = limit if items is None else min(limit, items)
+    return lanes * inner
 
 
 def _max_matching(dag: Dag) -> int:
