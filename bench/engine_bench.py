@@ -42,6 +42,7 @@ tracemalloc (which traces every thread, and would slow the timed runs).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import dataclasses
 import graphlib
@@ -50,6 +51,7 @@ import os
 import pstats
 import resource
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -57,7 +59,7 @@ import tempfile
 import threading
 import time
 import tracemalloc
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 #: Issue 11's target for chains and 1 -> N -> 1 fan-outs (no slots) at NORMAL.
 TARGET_MS_PER_TASK = 0.12
@@ -156,8 +158,6 @@ def floor_loop(scenario: "Scenario", synchronous: str) -> float:
     """The durable floor: per task, the claim and the outcome, each one committed
     BEGIN IMMEDIATE transaction on a WAL database at `synchronous`. Returns the wall
     time of the loop (the rows are made first, untimed)."""
-    import sqlite3
-
     directory = tempfile.mkdtemp(prefix="ff-floor-")
     try:
         conn = sqlite3.connect(os.path.join(directory, "floor.db"), isolation_level=None)
@@ -300,10 +300,40 @@ def measure(scenario: Scenario, runner: str, workers: int, repeat: int,
         embedded_run.run()
     _, heap_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    statements = None
     if embedded_run is not None:
         embedded_run.close()
+        embedded_run = EmbeddedRun(scenario, workers, synchronous=synchronous)
+        with counting_statements() as counted:
+            embedded_run.run()
+        statements = counted[0]
+        embedded_run.close()
     return {"walls": walls, "cpus": cpus, "heap_peak": heap_peak,
-            "rss_growth": rss_growth_kib * 1024}
+            "rss_growth": rss_growth_kib * 1024, "statements": statements}
+
+
+@contextlib.contextmanager
+def counting_statements() -> Iterator[list[int]]:
+    """Counts the SQL statements that every SQLite connection opened meanwhile
+    runs (sqlite3's trace callback; statements inside triggers not apart):
+    the embedded backend's operations, as firestore_bench.py counts Firestore's."""
+    counted = [0]
+    real_connect = sqlite3.connect
+
+    def count(statement: str) -> None:
+        if not statement.startswith("--"):  # a trigger's statement, reported apart
+            counted[0] += 1
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = real_connect(*args, **kwargs)
+        conn.set_trace_callback(count)
+        return conn
+
+    sqlite3.connect = connect  # type: ignore[assignment]
+    try:
+        yield counted
+    finally:
+        sqlite3.connect = real_connect  # type: ignore[assignment]
 
 
 def measure_in_child(scenario: Scenario, runner: str, workers: int,
@@ -325,7 +355,8 @@ def _size(n_bytes: float) -> str:
 
 
 COLUMNS = ("scenario", "tasks", "in-process\nms/task", "floor\nms/task",
-           "embedded\nwall s", "embedded\nms/task", "embedded\nCPU ms/task", "x floor",
+           "embedded\nwall s", "embedded\nms/task", "embedded\nCPU ms/task",
+           "embedded\nSQL/task", "x floor",
            "before\nms/task",
            "x before", "embedded\nheap", "embedded\nRSS growth", "target\nms/task", "met")
 
@@ -359,6 +390,8 @@ def table_rows(rows: list[Row], synchronous: str = "normal") -> list[list[str]]:
             scenario.label, f"{count:,}", f"{local_wall * 1000 / count:.4f}",
             f"{floor_per_task:.3f}", f"{durable_wall:.3f}", f"{per_task:.3f}",
             f"{statistics.median(durable['cpus']) * 1000 / count:.3f}",
+            "-" if durable.get("statements") is None
+            else f"{durable['statements'] / count:.1f}",
             f"{per_task / floor_per_task:.1f}",
             "-" if previous is None else f"{previous:.3f}",
             "-" if previous is None else f"{per_task / previous:.2f}",
@@ -377,7 +410,9 @@ def print_table(rows: list[Row], workers: int, repeat: int, markdown: bool = Fal
                "job.start() until job.wait() returns the SUCCEEDED record. floor = two "
                "committed WAL transactions per task in one thread at the same synchronous "
                "setting (floor_loop); CPU = the process's CPU time (all threads) over the run, "
-               "less sensitive than wall to other work on the machine; x floor = embedded / floor. before = the figure before "
+               "less sensitive than wall to other work on the machine; SQL/task = SQL "
+               "statements per task of one extra untimed run (BEGIN and COMMIT included; "
+               "the floor runs 6); x floor = embedded / floor. before = the figure before "
                "issue 11's work (bench/engine_baseline.json); x before = embedded / before. "
                "heap = tracemalloc peak of one extra untimed run (all threads); RSS = "
                "resource.getrusage maxrss growth over the timed runs, each scenario in a "

@@ -71,6 +71,29 @@ def test_a_handler_blocked_outside_any_body_does_not_hold_up_the_queue(bus) -> N
     assert second_handled.is_set() and not waited_behind
 
 
+def test_a_message_does_not_wait_for_another_workers_long_chain(bus) -> None:
+    """A worker that keeps handling what it publishes (a chain of quick steps)
+    wakes nobody, yet a message it queued beside gets a worker within a few
+    of the timer thread's looks, not at the chain's end."""
+    steps, other_seen_at = [0], []
+
+    def handle(message: Message) -> None:
+        if message.task_id == "tother":
+            other_seen_at.append(steps[0])
+            return
+        steps[0] += 1
+        if steps[0] < 20_000 and not other_seen_at:
+            bus.publish(_message("step"))  # kept for this worker
+            sum(range(200))
+        if steps[0] == 10:
+            bus.publish(_message("other"))  # queued: this worker is busy, nobody woken
+
+    bus.subscribe(handle)
+    bus.publish(_message("step"))
+    assert bus.wait_idle(timeout=60)
+    assert other_seen_at and other_seen_at[0] < 20_000, (steps, other_seen_at)
+
+
 def test_a_burst_of_quick_messages_is_not_spread_over_every_worker(bus) -> None:
     """Messages a worker publishes while it handles one wake nobody: the
     handlers run one at a time, bar the odd extra worker the timer thread

@@ -15,23 +15,25 @@ task schedules a lease check an hour ahead, which must not cost a thread
 switch), and wait_idle() only when the bus becomes idle. And a message a
 worker publishes while it handles one, outside a task body (a completion's
 follow-up queuing the next task), is kept for that worker to handle next:
-the first of them, the others go to the pool at once. A chain then runs on
+the first of them, the others go to the queue. A chain then runs on
 one thread, with no hand-off per task. Inside a body (which may wait for
 what it published) everything goes to the pool.
 
 Workers are woken lazily, as Go's scheduler hands off a processor: a
 message queued while a worker is busy outside a task body wakes nobody
-(that worker takes it next), and the timer thread, while such a backlog
-lasts, looks every millisecond and wakes one more worker if the queue
-made no progress since it last looked or every busy worker is inside a
-body (`blocking`). Engine steps hold the GIL but for SQLite's calls,
-which release it: every runnable thread more turns each of those calls
-into a thread switch, so a fan-out of no-op tasks on eight eager workers
-cost twice what it costs on one (issue 11). Bodies that block (I/O, a
-remote call, a sleep) still get all the workers, one more per poll. An
-`eager` bus wakes a worker per message instead (the embedded backend at
-synchronous=FULL: there a commit is an fsync, and the transactions of the
-workers woken meanwhile share it).
+(that worker takes it next), and a worker that finds another busy outside a
+body waits instead of taking work (its kept message goes to the queue),
+unless it was woken with a pass. The timer thread, while the queue is not
+empty, looks every millisecond and wakes one worker, with a pass, if the
+queue's head has waited since its last look or every busy worker is inside
+a body (`blocking`): so no message waits much longer than a look. Engine
+steps hold the GIL but for SQLite's calls, which release it: every runnable
+thread more turns each of those calls into a thread switch, so a fan-out of
+no-op tasks on eight eager workers cost twice what it costs on one (issue
+11). Bodies that block (I/O, a remote call, a sleep) still get all the
+workers, one more per look. An `eager` bus wakes a worker per message
+instead (the embedded backend at synchronous=FULL: there a commit is an
+fsync, and the transactions of the workers woken meanwhile share it).
 """
 
 from __future__ import annotations
@@ -88,8 +90,8 @@ class LocalBus(Bus):
         self._handling = 0         # workers handling a message
         self._in_bodies = 0        # of those, inside a task body (blocking)
         self._passes = 0           # wake-ups that may take a message anyway (_take)
-        self._taken = 0            # messages taken from _ready so far
-        self._backlog_seen = -1    # _taken when the timer thread last looked (-1: not looking)
+        #: The queue's head when the timer thread last looked (None: not looking).
+        self._backlog_head: object = None
         self._backlog_look = 0.0   # time.monotonic() of its next look
         self._busy = 0             # messages queued or being handled now
         self._delayed_work = 0     # delayed RUN_TASK messages (retries)
@@ -168,8 +170,8 @@ class LocalBus(Bus):
 
     def _watch_backlog(self) -> None:
         """Make the timer thread look at the queue while it is not empty."""
-        if self._backlog_seen < 0:
-            self._backlog_seen = self._taken
+        if self._backlog_head is None:
+            self._backlog_head = self._ready[0]
             self._backlog_look = time.monotonic() + BACKLOG_POLL
             self._timer_wakeup.notify()
 
@@ -192,7 +194,6 @@ class LocalBus(Bus):
                 self._waiting_workers -= 1
             if self._passes:
                 self._passes -= 1
-            self._taken += 1
             item = self._ready.popleft()
             if item is not _STOP:
                 self._handling += 1
@@ -215,18 +216,28 @@ class LocalBus(Bus):
 
     def _look_at_backlog(self) -> float | None:
         """The timer thread, holding the lock: when a look is due, wake one more
-        worker if the queue made no progress since the last or every busy
-        worker is in a body; seconds until the next look (None: no backlog)."""
+        worker if the queue's head has waited since the last look or every
+        busy worker is in a body; seconds until the next look (None: no
+        backlog). So no message waits much longer than a look for a worker."""
         if not self._ready or self._closed:
-            self._backlog_seen = -1
+            self._backlog_head = None
             return None
         now = time.monotonic()
         if now < self._backlog_look:
             return self._backlog_look - now
-        if self._taken == self._backlog_seen or self._handling - self._in_bodies <= 0:
+        head = self._ready[0]
+        if head is self._backlog_head or self._handling - self._in_bodies <= 0:
             self._wake_one()
-        self._backlog_seen, self._backlog_look = self._taken, now + BACKLOG_POLL
+        self._backlog_head, self._backlog_look = head, now + BACKLOG_POLL
         return BACKLOG_POLL
+
+    def _yield_kept(self, item: tuple[Message, int, object]) -> None:
+        """Queue the message this worker kept, and let `_take` park it: another
+        worker is busy outside a body (a slot's hand-over keeps a message for
+        each completer, so without this every worker woken once would stay)."""
+        with self._lock:
+            self._ready.append(item)
+            self._watch_backlog()
 
     def _work(self, inbox: queue.SimpleQueue | None) -> None:
         """A worker's loop (inbox None: the shared queue) or the control thread's."""
@@ -239,10 +250,11 @@ class LocalBus(Bus):
             item = worker.next if keeps else None
             if item is not None:
                 worker.next = None
-            elif inbox is None:
-                item = self._take(handled)
-            else:
-                item = inbox.get()
+                if self._handling - self._in_bodies > 1 and not self.eager:
+                    self._yield_kept(item)  # another worker is busy outside a body
+                    item = None
+            if item is None:
+                item = self._take(handled) if inbox is None else inbox.get()
             handled = True
             if item is _STOP:
                 return
@@ -297,7 +309,7 @@ class LocalBus(Bus):
                     else:
                         self._queue_work((message, deliveries, sender))
                 timeout = self._timers[0][0] - now if self._timers else None
-                if self._backlog_seen >= 0:
+                if self._backlog_head is not None:
                     poll = self._look_at_backlog()
                     if poll is not None:
                         timeout = poll if timeout is None else min(timeout, poll)
