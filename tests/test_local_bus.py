@@ -10,6 +10,7 @@ workers within a few of the timer thread's looks.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -133,3 +134,42 @@ def test_the_embedded_backend_wakes_eagerly_only_where_commits_are_fsyncs(tmp_pa
             assert backend.bus.eager is eager
         finally:
             backend.close()
+
+
+def test_a_long_lived_process_does_not_keep_a_lease_check_per_attempt_it_ran(tmp_path) -> None:
+    """Each claim schedules a lease check an hour ahead; once its attempt has
+    ended it is forgotten, so the timer's heap does not grow with every task
+    the process ever ran (nor does a check still wanted go missing)."""
+    from function_flow import backends
+    from function_flow.bus.local import FORGOTTEN_KEPT
+    from function_flow.tasks import Job
+
+    tasks = 3 * FORGOTTEN_KEPT
+    job = Job("long-lived")
+    for number in range(tasks):
+        job.task(f"t{number}", deps=[f"t{number - 1}"] if number else None)(
+            lambda task, job: None)
+    backend = backends.embedded(db_path=str(tmp_path / "runs.db"), workers=2)
+    try:
+        job.use_backend(backend)
+        assert job.run(timeout=120).status.value == "SUCCEEDED"
+        assert backend.bus.delayed <= FORGOTTEN_KEPT + 1, backend.bus.delayed
+    finally:
+        backend.close()
+
+
+def test_a_forgotten_lease_check_is_dropped_and_one_wanted_again_is_delivered(bus) -> None:
+    """Only checks still wanted are delivered, even under the same message."""
+    checks: list[Message] = []
+    bus.subscribe(checks.append)
+    ended = Message("run", "ended", 1, MessageKind.CHECK_LEASE)
+    held = Message("run", "held", 1, MessageKind.CHECK_LEASE)
+    bus.publish(ended, 0.05)
+    bus.publish(held, 0.05)
+    bus.forget(ended)
+    bus.forget(held)
+    bus.publish(held, 0.1)  # claimed again after a hold: the same attempt's check
+    deadline = time.monotonic() + 20
+    while held not in checks and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert checks.count(held) >= 1 and ended not in checks

@@ -59,6 +59,8 @@ _STOP = object()
 
 #: Seconds between the timer thread's looks at a backlog (see the docstring).
 BACKLOG_POLL = 0.001
+#: Forgotten lease checks the heap holds before it is rebuilt without them.
+FORGOTTEN_KEPT = 1024
 
 
 class LocalBus(Bus):
@@ -95,6 +97,10 @@ class LocalBus(Bus):
         self._backlog_look = 0.0   # time.monotonic() of its next look
         self._busy = 0             # messages queued or being handled now
         self._delayed_work = 0     # delayed RUN_TASK messages (retries)
+        #: Lease checks in _timers, per message, and those no longer wanted
+        #: (`forget`): dropped when due, or all at once when they pile up.
+        self._lease_checks: collections.Counter[Message] = collections.Counter()
+        self._forgotten: set[Message] = set()
         self._threads: list[threading.Thread] = []
         self._closed = False
         #: On a worker thread: `next`, the message it keeps for itself (or None).
@@ -131,6 +137,9 @@ class LocalBus(Bus):
                 heapq.heappush(self._timers, entry)
                 if message.kind is MessageKind.RUN_TASK:
                     self._delayed_work += 1
+                else:
+                    self._lease_checks[message] += 1
+                    self._forgotten.discard(message)  # wanted again (a claim after a hold)
                 if self._timers[0] is entry:  # due before anything the timer waits for
                     self._timer_wakeup.notify()
                 return
@@ -303,6 +312,8 @@ class LocalBus(Bus):
                     _, _, message, deliveries, sender = heapq.heappop(self._timers)
                     if message.kind is MessageKind.RUN_TASK:
                         self._delayed_work -= 1
+                    elif self._lease_check_due(message):
+                        continue
                     self._busy += 1
                     if message.kind is MessageKind.CHECK_LEASE:
                         self._control.put((message, deliveries, sender))
@@ -314,6 +325,43 @@ class LocalBus(Bus):
                     if poll is not None:
                         timeout = poll if timeout is None else min(timeout, poll)
                 self._timer_wakeup.wait(timeout)
+
+    def forget(self, message: Message) -> None:
+        """Drop a delayed lease check no longer wanted: its attempt ended (ports.Bus).
+
+        Each claim schedules one an hour ahead; kept until due, a process
+        that runs tasks for hours would hold one per attempt it ever ran.
+        """
+        if message.kind is not MessageKind.CHECK_LEASE:
+            return
+        with self._lock:
+            if not self._lease_checks.get(message):
+                return
+            self._forgotten.add(message)
+            if len(self._forgotten) >= FORGOTTEN_KEPT and \
+                    len(self._forgotten) * 2 >= len(self._lease_checks):
+                self._timers = [entry for entry in self._timers
+                                if entry[2] not in self._forgotten]
+                heapq.heapify(self._timers)
+                for forgotten in self._forgotten:
+                    del self._lease_checks[forgotten]
+                self._forgotten.clear()
+
+    def _lease_check_due(self, message: Message) -> bool:
+        """A lease check left the heap (holding the lock): whether it was forgotten."""
+        self._lease_checks[message] -= 1
+        if self._lease_checks[message] <= 0:
+            del self._lease_checks[message]
+            if message in self._forgotten:
+                self._forgotten.discard(message)
+                return True
+        return message in self._forgotten
+
+    @property
+    def delayed(self) -> int:
+        """Messages waiting for their time here: retries' backoffs, lease checks."""
+        with self._lock:
+            return len(self._timers)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until nothing is queued, running or waiting to be retried.

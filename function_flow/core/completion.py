@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from function_flow.core import (attempts, chaining, foreach, growth, hooks, leftovers,
                                 payloads, transitions)
 from function_flow.core.definition import END_TASK_ID, branch_choice
-from function_flow.core.records import JoinProgress, Message, TaskRecord, TaskStatus, Verdict
+from function_flow.core.records import (JoinProgress, Message, MessageKind, TaskRecord,
+                                        TaskStatus, Verdict)
 from function_flow.core.transitions import Step
 from function_flow.errors import RecordTooLargeError, TransientBackendError
 
@@ -152,6 +153,8 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
                     run_id, task_id, attempt)
         engine.payloads.discard(value)  # nothing committed references its blob
         return "stale"
+    # The attempt has ended: its lease check, an hour ahead, is not wanted.
+    engine.bus.forget(Message(run_id, task_id, attempt, MessageKind.CHECK_LEASE))
     follow_up(engine, run_id, step)
     return "succeeded" if ok else "failed"
 

@@ -323,6 +323,11 @@ class Bus(Protocol):
         """
         return False
 
+    def forget(self, message: Message) -> None:
+        """A delayed message no longer wanted (the lease check of an attempt that
+        ended): a bus that holds it may drop it. The default keeps it: when
+        delivered it finds nothing to do."""
+
     def blocking(self) -> ContextManager[None]:
         """Entered while a task body runs on the calling thread, which may wait
         off the CPU (I/O, a remote call, a sleep).
