@@ -133,3 +133,47 @@ def test_the_embedded_backend_wakes_eagerly_only_where_commits_are_fsyncs(tmp_pa
             assert backend.bus.eager is eager
         finally:
             backend.close()
+
+
+def test_a_worker_reserves_the_message_it_would_handle_next_and_may_spend_it() -> None:
+    """ports.Bus.reserve_next: a worker outside a body gets the RUN_TASK message of
+    the run it names that it would handle next (the queue's head, never past
+    it); settle_next(True) spends it, unhandled, settle_next(False) leaves it
+    for this worker; the bus still knows when it is idle."""
+    from function_flow.core import output
+
+    bus = LocalBus(workers=1)
+    handled: list[str] = []
+    seen: dict[str, object] = {}
+
+    def handle(message: Message) -> None:
+        handled.append(message.task_id)
+        if message.task_id == "troot":
+            bus.publish(_message(0))  # kept for this worker
+            for queued in (Message("other", "t9", 1, MessageKind.RUN_TASK), _message(1),
+                           _message(2), _message(3)):
+                bus.publish(queued)
+        elif message.task_id == "t0":
+            seen["another run's at the head"] = bus.reserve_next("run")
+        elif message.task_id == "t9":
+            seen["spent"] = bus.reserve_next("run")
+            bus.settle_next(True)
+            with output.capturing("run", "t9", 1):
+                seen["in a body"] = bus.reserve_next("run")
+            seen["kept"] = bus.reserve_next("run")
+            bus.settle_next(False)
+            seen["the kept one again"] = bus.reserve_next("run")
+            bus.settle_next(False)
+
+    try:
+        bus.subscribe(handle)
+        assert bus.reserve_next("run") is None  # not a worker of this bus
+        bus.publish(_message("root"))
+        assert bus.wait_idle(timeout=30)
+    finally:
+        bus.close()
+    assert handled == ["troot", "t0", "t9", "t2", "t3"], handled
+    reserved = {what: None if found is None else found[0].task_id  # type: ignore[index]
+                for what, found in seen.items()}
+    assert reserved == {"another run's at the head": None, "spent": "t1", "in a body": None,
+                        "kept": "t2", "the kept one again": "t2"}, reserved
