@@ -163,9 +163,12 @@ class LocalBus(Bus):
     def reserve_next(self, run_id: str) -> tuple[Message, object] | None:
         """The RUN_TASK message of `run_id` this worker handles next (ports.Bus): the
         one it keeps, or else the queue's head, which it then keeps. A worker
-        outside a task body only, as for `keeps_next`."""
+        outside a task body only, as for `keeps_next`, and none while another
+        worker is busy outside a body: this one is to wait once its delivery
+        ends (`_work`), so that one worker runs the engine's steps."""
         worker = self._worker
-        if getattr(worker, "next", False) is False or output.current() is not None:
+        if getattr(worker, "next", False) is False or output.current() is not None \
+                or self._handling - self._in_bodies > 1 and not self.eager:
             return None
         item = worker.next
         if item is None:
@@ -174,17 +177,24 @@ class LocalBus(Bus):
                         or not _runs_task_of(self._ready[0][0], run_id):
                     return None
                 item = worker.next = self._ready.popleft()
-                self._taken += 1
+            worker.popped = True
         elif not _runs_task_of(item[0], run_id):
             return None
         return item[0], item[2]
 
     def settle_next(self, claimed: bool) -> None:
-        """A reserved message whose attempt was claimed is spent: it leaves the
-        bus; otherwise this worker handles it next (ports.Bus)."""
+        """A reserved message whose attempt was claimed is spent: it leaves the bus.
+        Otherwise it is where it was: kept for this worker, or the queue's head."""
+        worker = self._worker
+        popped, worker.popped = getattr(worker, "popped", False), False
         if claimed:
-            self._worker.next = None
+            worker.next = None
             self._done()
+        elif popped:
+            with self._lock:
+                self._ready.appendleft(worker.next)
+                self._watch_backlog()
+            worker.next = None
 
     def _queue_work(self, item: tuple[Message, int, object]) -> None:
         """Queue a message for the workers (holding the lock); wake one only if
