@@ -19,9 +19,10 @@ the first of them, the others go to the queue. A chain then runs on
 one thread, with no hand-off per task. Inside a body (which may wait for
 what it published) everything goes to the pool. A completion may also
 take, for its worker, the RUN_TASK message that worker would handle next
-(`reserve_next`: the one it keeps, or the queue's head) and claim that
-attempt in its own commit (core/chaining.py); the message then leaves
-the bus unhandled (`settle_next`).
+(`reserve_next`: the one it keeps, or the queue's head; nothing while
+another worker is busy outside a body, since this one is to wait then)
+and claim that attempt in its own commit (core/chaining.py); the message
+then leaves the bus unhandled (`settle_next`).
 
 Workers are woken lazily, as Go's scheduler hands off a processor: a
 message queued while a worker is busy outside a task body wakes nobody

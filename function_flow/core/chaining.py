@@ -25,7 +25,8 @@ same commit; the message is then spent (`Bus.settle_next`), else the
 worker handles it as usual. Only a success that writes neither the run
 nor that task claims so: the claim then reads nothing the completion
 writes, so the one commit is the completion's followed at once by the
-claim's. A fan-out's member then costs one transaction and no message.
+claim's. A fan-out's member then costs one transaction, and its message
+is dropped unhandled.
 
 Nothing acts on the claim before that commit: the claimed attempt is kept
 here and run by `deliver`, after the completion's delivery returns (so a
