@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
+import threading
 from typing import Any
 from unittest import mock
 
@@ -19,7 +21,9 @@ from hypothesis import HealthCheck, given, settings
 
 from function_flow.core import chaining
 from function_flow.core.engine import Engine
+from function_flow.core.records import Message, MessageKind
 from invariants import Scenario, properties, sqlite_store
+from invariants.fakes import Pending
 from invariants.runner import run_scenario
 from invariants.strategies import scenarios
 
@@ -30,14 +34,47 @@ CHAINED = settings(max_examples=max(1, EXAMPLES), deadline=None,
 
 class KeepingBus:
     """The harness's bus, saying (as LocalBus's workers do) that it keeps the next
-    message for the thread that publishes it (ports.Bus.keeps_next; the rest,
-    `beside` included, is the harness's PoolBus, a ports.Bus)."""
+    message for the thread that publishes it (ports.Bus.keeps_next), and
+    offering the thread a due RUN_TASK message of the pool to handle next
+    (ports.Bus.reserve_next), which a completion may claim in its own commit:
+    most times there is one, one at random, sometimes delivered twice meanwhile
+    (the copy stays in the pool). Not claimed, it goes back to the pool, as
+    Pub/Sub redelivers a message nobody acknowledged; claimed, it is spent.
+    The rest, `beside` included, is the harness's PoolBus, a ports.Bus."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
+        self.rng = random.Random(7)
+        self.local = threading.local()
+        #: (task, attempt) of every reservation whose attempt a completion claimed.
+        self.claimed: list[tuple[str, int]] = []
 
     def keeps_next(self) -> bool:
         return True
+
+    def reserve_next(self, run_id: str) -> tuple[Message, Any] | None:
+        pool = self.inner
+        with pool.cond:
+            now = pool.clock.now()
+            due = [p for p in pool.pool if p.due <= now and p.message.run_id == run_id
+                   and p.message.kind is MessageKind.RUN_TASK]
+            if not due or self.rng.random() < 0.2:
+                return None
+            item = self.rng.choice(due)
+            pool.pool.remove(item)
+            pool.delivered.append(item.message)
+            if item.generation < 2 and self.rng.random() < 0.2:
+                pool.seq += 1
+                pool.pool.append(Pending(now, pool.seq, item.message, item.generation + 1))
+        self.local.reserved = item
+        return item.message, None
+
+    def settle_next(self, claimed: bool) -> None:
+        item, self.local.reserved = self.local.reserved, None
+        if claimed:
+            self.claimed.append((item.message.task_id, item.message.attempt))
+        else:
+            self.inner.put(item.message, item.due, item.generation)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -107,3 +144,72 @@ def test_the_harness_catches_a_chained_claim_that_ignores_a_pause() -> None:
     with mock.patch.object(chaining._Ahead, "claim_in", claim_in):
         _, problems = run_scenario(paused_chain, chaining_engine)
     assert any("started while the run is paused" in p for p in problems), problems
+
+
+#: root -> four tasks -> join: each member's success may claim a sibling ahead.
+FAN_OUT = dict(deps=[[], [0], [0], [0], [0], [1, 2, 3, 4]], retries=[0] * 6)
+
+
+def test_a_fan_out_claims_its_members_ahead_and_every_invariant_holds() -> None:
+    """Sequentially, with the pool holding the members' messages: successes claim
+    the reserved ones in their own commits (the oracle allows exactly that)."""
+    buses: list[KeepingBus] = []
+
+    def engine(workflow: Any, store: Any, bus: Any, **options: Any) -> Engine:
+        made = chaining_engine(workflow, store, bus, **options)
+        buses.append(made.bus)
+        return made
+
+    for seed, max_parallel in ((3, 6), (4, 2)):  # without slots, and with two
+        _, problems = run_scenario(Scenario(max_parallel=max_parallel, seed=seed, **FAN_OUT),
+                                   engine)
+        assert not problems, problems
+        assert buses[-1].claimed, "no completion claimed a reserved message"
+
+
+def test_the_harness_catches_a_claim_riding_along_a_failure() -> None:
+    """A failure (t00's first attempt, retried) that claims a reserved message:
+    only a success's commit may carry another task's claim."""
+    original = chaining.together
+
+    def together(engine: Any, run_id: str, task_id: str, record: Any, ok: bool) -> Any:
+        return original(engine, run_id, task_id, record, True)
+
+    failing = Scenario(deps=[[], [], [], [], [0, 1, 2, 3]], max_parallel=5,
+                       retries=[1, 0, 0, 0, 0], fail_attempts={0: frozenset({1})}, seed=2)
+    with mock.patch.object(chaining, "together", together):
+        _, problems = run_scenario(failing, chaining_engine)
+    assert any("besides t00's own record" in p for p in problems), problems
+
+
+def test_the_harness_catches_a_claim_ahead_that_writes_more_than_a_claim() -> None:
+    """A ride-along claim that also restarts the attempt count: not a claim's fields,
+    so the commit advances two tasks' records."""
+    original = chaining._Ahead.claim_in
+
+    def claim_in(self: Any, step: Any, tx: Any, run_id: str, record: Any,
+                 now: float) -> None:
+        original(self, step, tx, run_id, record, now)
+        if self.pending is not None and self.reserved is not None:
+            step.writes[-1] = dataclasses.replace(step.writes[-1],
+                                                  value={**step.writes[-1].value, "attempt": 1})
+
+    with mock.patch.object(chaining._Ahead, "claim_in", claim_in):
+        _, problems = run_scenario(Scenario(max_parallel=6, seed=3, **FAN_OUT),
+                                   chaining_engine)
+    assert any("must advance exactly one task's own record" in p for p in problems), problems
+
+
+def test_the_harness_catches_a_reserved_message_spent_without_its_claim() -> None:
+    """A completion that spends the message it reserved although it claimed nothing:
+    the attempt is never delivered, and the run needs the poller without a crash."""
+    def settle(self: Any, *exc: object) -> None:
+        if self.reserved is not None:
+            self.engine.bus.settle_next(True)
+            self.reserved = None
+
+    with mock.patch.object(chaining._Ahead, "__exit__", settle), \
+            mock.patch.object(chaining._Ahead, "claim_in", lambda *args: None):
+        _, problems = run_scenario(Scenario(max_parallel=6, seed=3, **FAN_OUT),
+                                   chaining_engine)
+    assert any(p.startswith("liveness") for p in problems), problems

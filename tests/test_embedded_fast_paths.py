@@ -260,3 +260,62 @@ def test_a_chain_step_rides_along_only_where_the_store_locks_for_writes(tmp_path
         finally:
             backend.close()
     assert sent == {"together": 1, "separate": steps}, sent
+
+
+def _define_fan_out(job: tasks.Job, members: int) -> None:
+    job.task("root")(lambda task, job: None)
+    for i in range(members):
+        job.task(f"m{i}", deps=["root"])(lambda task, job: None)
+    job.task("join", deps=[f"m{i}" for i in range(members)])(lambda task, job: None)
+
+
+def _define_foreach(job: tasks.Job, items: int) -> None:
+    job.task("root")(lambda task, job: list(range(items)))
+    job.foreach(task_id="work", over="root")(lambda task, job: None)
+    job.task("join", deps=["work"])(lambda task, job: len(job.get_task_result("work")))
+
+
+# The foreach's own steps, root -> work and work -> join, are a chain's (claimed
+# ahead on SQLite only, too).
+@pytest.mark.parametrize("define,chain_steps", [(_define_fan_out, 0), (_define_foreach, 2)])
+def test_a_fan_out_member_claims_its_next_sibling_in_its_own_commit(tmp_path, define,
+                                                                    chain_steps):
+    """core/chaining.py: on SQLite each success of a fan-out's member (root -> N ->
+    join) or of a foreach's item also claims the one queued next (the local
+    bus reserves its message for the worker), so N - 1 claims take no
+    transaction of their own; a store answering the ports.Store default
+    (locks_for_writes() -> False) claims each in its own, and the run
+    succeeds the same."""
+    from function_flow.bus.local import LocalBus
+    from function_flow.core.ports import Store
+
+    class Counting(SqliteStore):
+        transactions = 0
+
+        def transact(self, fn, **options):
+            type(self).transactions += 1
+            return super().transact(fn, **options)
+
+    class Together(Counting):
+        transactions = 0
+
+    class Separate(Counting):
+        transactions = 0
+
+        def locks_for_writes(self):
+            return Store.locks_for_writes(self)
+
+    members = 6
+    for store_class in (Together, Separate):
+        job = tasks.Job(name=f"fan_out_{store_class.__name__}")
+        define(job, members)
+        # One worker: the members' messages wait in its queue, in order.
+        backend = backends.Backend("embedded", store_class(
+            str(tmp_path / f"{store_class.__name__}.db")), LocalBus(workers=1))
+        try:
+            job.use_backend(backend)
+            assert job.run(timeout=DEADLINE).status is RunStatus.SUCCEEDED
+        finally:
+            backend.close()
+    assert Separate.transactions - Together.transactions == members - 1 + chain_steps, \
+        (Separate.transactions, Together.transactions)

@@ -173,3 +173,76 @@ def test_a_forgotten_lease_check_is_dropped_and_one_wanted_again_is_delivered(bu
     while held not in checks and time.monotonic() < deadline:
         time.sleep(0.01)
     assert checks.count(held) >= 1 and ended not in checks
+
+
+def test_a_worker_reserves_the_message_it_would_handle_next_and_may_spend_it() -> None:
+    """ports.Bus.reserve_next: a worker outside a body gets the RUN_TASK message of
+    the run it names that it would handle next (the one it keeps, else the
+    queue's head, never past it); settle_next(True) spends it, unhandled,
+    settle_next(False) leaves it where it was; the bus still knows when it is
+    idle."""
+    from function_flow.core import output
+
+    bus = LocalBus(workers=1)
+    handled: list[str] = []
+    seen: dict[str, object] = {}
+
+    def handle(message: Message) -> None:
+        handled.append(message.task_id)
+        if message.task_id == "troot":
+            bus.publish(_message(0))  # kept for this worker
+            for queued in (Message("other", "t9", 1, MessageKind.RUN_TASK), _message(1),
+                           _message(2), _message(3)):
+                bus.publish(queued)
+        elif message.task_id == "t0":
+            seen["another run's at the head"] = bus.reserve_next("run")
+        elif message.task_id == "t9":
+            seen["spent"] = bus.reserve_next("run")
+            bus.settle_next(True)
+            with output.capturing("run", "t9", 1):
+                seen["in a body"] = bus.reserve_next("run")
+            seen["the head, put back"] = bus.reserve_next("run")
+            bus.settle_next(False)
+            bus.publish(_message(4))  # kept for this worker
+            seen["the kept one"] = bus.reserve_next("run")
+            bus.settle_next(False)
+
+    try:
+        bus.subscribe(handle)
+        assert bus.reserve_next("run") is None  # not a worker of this bus
+        bus.publish(_message("root"))
+        assert bus.wait_idle(timeout=30)
+    finally:
+        bus.close()
+    assert handled == ["troot", "t0", "t9", "t4", "t2", "t3"], handled
+    reserved = {what: None if found is None else found[0].task_id  # type: ignore[index]
+                for what, found in seen.items()}
+    assert reserved == {"another run's at the head": None, "spent": "t1", "in a body": None,
+                        "the head, put back": "t2", "the kept one": "t4"}, reserved
+
+
+def test_a_worker_reserves_nothing_while_another_is_busy_outside_a_body() -> None:
+    """The second worker, woken for a queue stalled behind the first (busy in engine
+    code), reserves nothing: it is to wait once its delivery ends, so that one
+    worker runs the engine's steps (LocalBus.reserve_next)."""
+    bus = LocalBus(workers=2)
+    second_looked = threading.Event()
+    seen: dict[str, object] = {}
+
+    def handle(message: Message) -> None:
+        if message.task_id == "troot":
+            for number in range(3):
+                bus.publish(_message(number))  # t0 kept, t1 and t2 queued
+        elif message.task_id == "t0":
+            second_looked.wait(timeout=20)  # outside a body: the queue stalls
+        elif message.task_id == "t1":
+            seen["t1"] = bus.reserve_next("run")
+            second_looked.set()
+
+    try:
+        bus.subscribe(handle)
+        bus.publish(_message("root"))
+        assert bus.wait_idle(timeout=30)
+    finally:
+        bus.close()
+    assert seen == {"t1": None}, seen

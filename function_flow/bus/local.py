@@ -17,7 +17,12 @@ worker publishes while it handles one, outside a task body (a completion's
 follow-up queuing the next task), is kept for that worker to handle next:
 the first of them, the others go to the queue. A chain then runs on
 one thread, with no hand-off per task. Inside a body (which may wait for
-what it published) everything goes to the pool.
+what it published) everything goes to the pool. A completion may also
+take, for its worker, the RUN_TASK message that worker would handle next
+(`reserve_next`: the one it keeps, or the queue's head; nothing while
+another worker is busy outside a body, since this one is to wait then)
+and claim that attempt in its own commit (core/chaining.py); the message
+then leaves the bus unhandled (`settle_next`).
 
 Workers are woken lazily, as Go's scheduler hands off a processor: a
 message queued while a worker is busy outside a task body wakes nobody
@@ -61,6 +66,10 @@ _STOP = object()
 BACKLOG_POLL = 0.001
 #: Forgotten lease checks the heap holds before it is rebuilt without them.
 FORGOTTEN_KEPT = 1024
+
+
+def _runs_task_of(message: Message, run_id: str) -> bool:
+    return message.kind is MessageKind.RUN_TASK and message.run_id == run_id
 
 
 class LocalBus(Bus):
@@ -160,6 +169,42 @@ class LocalBus(Bus):
         optional capability: core/chaining.py then claims that attempt with
         the commit that queues it and runs it here, without a message."""
         return getattr(self._worker, "next", False) is None and output.current() is None
+
+    def reserve_next(self, run_id: str) -> tuple[Message, object] | None:
+        """The RUN_TASK message of `run_id` this worker handles next (ports.Bus): the
+        one it keeps, or else the queue's head, which it then keeps. A worker
+        outside a task body only, as for `keeps_next`, and none while another
+        worker is busy outside a body: this one is to wait once its delivery
+        ends (`_work`), so that one worker runs the engine's steps."""
+        worker = self._worker
+        if getattr(worker, "next", False) is False or output.current() is not None \
+                or self._handling - self._in_bodies > 1 and not self.eager:
+            return None
+        item = worker.next
+        if item is None:
+            with self._lock:
+                if not self._ready or self._ready[0] is _STOP \
+                        or not _runs_task_of(self._ready[0][0], run_id):
+                    return None
+                item = worker.next = self._ready.popleft()
+            worker.popped = True
+        elif not _runs_task_of(item[0], run_id):
+            return None
+        return item[0], item[2]
+
+    def settle_next(self, claimed: bool) -> None:
+        """A reserved message whose attempt was claimed is spent: it leaves the bus.
+        Otherwise it is where it was: kept for this worker, or the queue's head."""
+        worker = self._worker
+        popped, worker.popped = getattr(worker, "popped", False), False
+        if claimed:
+            worker.next = None
+            self._done()
+        elif popped:
+            with self._lock:
+                self._ready.appendleft(worker.next)
+                self._watch_backlog()
+            worker.next = None
 
     def _queue_work(self, item: tuple[Message, int, object]) -> None:
         """Queue a message for the workers (holding the lock); wake one only if

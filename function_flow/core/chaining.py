@@ -1,4 +1,4 @@
-"""A chain's next task, claimed in the commit of the completion that queued it.
+"""The attempt a worker handles next, claimed in the commit of a completion.
 
 When a task's success queues exactly one dependent and does nothing else
 (no join to look at, no slot to fill, no run to end: a chain's step), and
@@ -14,6 +14,19 @@ transaction and no message per chain step instead of two, two and one.
 Where the store has no single writer, the dependent stays out of the
 completion's read set (on Firestore a read the commit depends on is
 contention), and it is queued and sent as usual.
+
+Any other success (a fan-out's member, a foreach's item) may claim ahead
+too, on the same stores: the bus reserves for this worker the RUN_TASK
+message of the same run it would handle next (`Bus.reserve_next`: the
+local bus's kept message, or its queue's head), the transaction reads
+that message's task with the task's own record and, if transitions.claim
+takes the attempt at once, writes the claim (QUEUED -> RUNNING) in the
+same commit; the message is then spent (`Bus.settle_next`), else the
+worker handles it as usual. Only a success that writes neither the run
+nor that task claims so: the claim then reads nothing the completion
+writes, so the one commit is the completion's followed at once by the
+claim's. A fan-out's member then costs one transaction, and its message
+is dropped unhandled.
 
 Nothing acts on the claim before that commit: the claimed attempt is kept
 here and run by `deliver`, after the completion's delivery returns (so a
@@ -35,7 +48,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from function_flow import tracing
 from function_flow.core import transitions
-from function_flow.core.records import MessageKind, TaskRecord, TaskStatus
+from function_flow.core.records import Message, MessageKind, TaskRecord, TaskStatus
 
 if TYPE_CHECKING:
     from function_flow.core.engine import Engine
@@ -98,42 +111,62 @@ def _put_back(engine: "Engine", claim: Claim) -> None:
 
 
 class _Ahead:
-    """Made by `together`: claims, in the completion's own transaction, the one task
-    a chain's step queues (a retry queued with no backoff is sent as usual)."""
+    """Made by `together`: claims, in a completion's own transaction, the attempt
+    its worker handles next: the one task a chain's step queues (a retry
+    queued with no backoff is sent as usual), or that of the message the bus
+    reserved for this worker."""
 
-    def __init__(self, engine: "Engine", claims: list[tuple[Claim, Any]] | None) -> None:
+    def __init__(self, engine: "Engine", claims: list[tuple[Claim, Any]] | None,
+                 next_id: str | None = None,
+                 reserved: tuple[Message, Any] | None = None) -> None:
         self.engine = engine
         self.claims = claims
+        #: The task the transaction reads besides the completed one: a chain's
+        #: next, or the reserved message's (None: none).
+        self.next_id = next_id if claims is not None else None
+        #: The message the bus reserved for this worker, and its trace context.
+        self.reserved = reserved
         #: The claim the last run of the transaction's function made (None: none).
         self.pending: Claim | None = None
+        self.spent = False  # the reserved message's attempt was claimed and committed
 
-    def next_of(self, task_id: str, record: TaskRecord | None) -> str | None:
-        """The dependent a success of `task_id` may queue and claim at once: its only
-        one, of which it is the only dependency (read in the same transaction).
-        Asked at the start of each run of the transaction's function."""
+    def begin(self) -> str | None:
+        """The task to read with the completed one; asked at the start of each run
+        of the transaction's function."""
         self.pending = None
-        if self.claims is None:
-            return None
-        graph = self.engine.graph
-        single = graph.single_dependency_dependents(task_id, record)
-        return single[0] if len(single) == 1 \
-            and graph.dependents_of(task_id, record) == single else None
+        return self.next_id
 
     def claim_in(self, step: "Step", tx: "Transaction", run_id: str,
-                 dependent: TaskRecord | None, now: float) -> None:
-        """Make `step`, a success that queues `dependent` (as read before it), claim it too.
-
-        The dependent's write then takes it WAITING -> RUNNING in the one commit,
-        the fields of the claim (transitions.claim) merged into those of its
-        queuing, and no message goes. Anything else (no chain's step, a claim
-        that would not be taken at once) leaves the step as it is. Before the
-        step's writes: the run is read in the same transaction, for what
-        Engine.after_claim checks (a single writer's store: that read is as
-        late as one after the commit, and cheaper; it is not written, which
-        only a store that locks, never one that compares and sets, allows).
-        """
+                 record: TaskRecord | None, now: float) -> None:
+        """Make `step`, a success, claim the task `begin` named too (`record`, as read
+        before it), or leave it as it is (no claim taken at once, or one that
+        would read what the step writes). Before the step's writes: the run is
+        read in the same transaction, for what Engine.after_claim checks (a
+        single writer's store: that read is as late as one after the commit,
+        and cheaper; it is not written, which only a store that locks, never
+        one that compares and sets, allows)."""
         self.pending = None
-        if self.claims is None or dependent is None or not _queues_only_one(step):
+        if self.claims is None or record is None:
+            return
+        if self.reserved is None:
+            self._chain_in(step, tx, run_id, record, now)
+            return
+        attempt = self.reserved[0].attempt
+        if step.run_ended is not None or any(write.kind == "run" or write.kind == "task"
+                                             and write.key == record.task_id
+                                             for write in step.writes):
+            return
+        claim = self._claimed(record, run_id, attempt, now)
+        if claim is not None:
+            step.writes.append(claim.step.writes[0])
+            self.pending = claim._replace(run=tx.get_run(run_id))
+
+    def _chain_in(self, step: "Step", tx: "Transaction", run_id: str,
+                  dependent: TaskRecord, now: float) -> None:
+        """A chain's step that queues `dependent`: its write takes it WAITING ->
+        RUNNING, the fields of the claim merged into those of its queuing, and
+        no message goes."""
+        if not _queues_only_one(step):
             return
         message = step.messages[0]
         index = next((i for i, write in enumerate(step.writes) if write.kind == "task"
@@ -141,33 +174,64 @@ class _Ahead:
         if message.task_id != dependent.task_id or index is None:
             return
         queued = _as_written(dependent, step.writes[index].value)
-        spec = self.engine.graph.spec(queued.task_id, queued)
-        if spec is None:
-            return
-        lease = self.engine.lease_of(spec)
-        claim = transitions.claim(queued, run_id, message.attempt, now, lease)
-        if claim.verdict != "claimed":
+        claim = self._claimed(queued, run_id, message.attempt, now)
+        if claim is None:
             return
         step.writes[index] = transitions.Write("task", queued.task_id,
                                                {**step.writes[index].value,
-                                                **claim.writes[0].value})
+                                                **claim.step.writes[0].value})
         step.messages = []
-        self.pending = Claim(run_id, queued.task_id, message.attempt, claim, queued, now,
-                             tracing.now(), lease, tx.get_run(run_id))
+        self.pending = claim._replace(run=tx.get_run(run_id))
+
+    def _claimed(self, task: TaskRecord, run_id: str, attempt: int,
+                 now: float) -> Claim | None:
+        """The claim of `attempt` of `task` (as it will be before the claim's write),
+        if it is taken at once (transitions.claim's "claimed")."""
+        spec = self.engine.graph.spec(task.task_id, task)
+        if spec is None:
+            return None
+        lease = self.engine.lease_of(spec)
+        step = transitions.claim(task, run_id, attempt, now, lease)
+        if step.verdict != "claimed":
+            return None
+        return Claim(run_id, task.task_id, attempt, step, task, now, tracing.now(), lease)
 
     def keep(self) -> None:
         """The transaction committed: its claim runs after this delivery's attempt."""
         if self.pending is not None and self.claims is not None:
-            self.claims.append((self.pending, tracing.sender()))
+            sender = tracing.sender() if self.reserved is None else self.reserved[1]
+            self.claims.append((self.pending, sender))
+            self.spent = self.reserved is not None
         self.pending = None
 
+    def __enter__(self) -> "_Ahead":
+        return self
 
-def together(engine: "Engine") -> _Ahead:
-    """For a completion's transaction, which may claim its successor too."""
+    def __exit__(self, *exc: object) -> None:
+        """The message reserved, if any, is spent or handled as usual; nothing
+        claims it any more (a retry of the transaction reads no other task)."""
+        if self.reserved is not None:
+            self.engine.bus.settle_next(self.spent)
+            self.reserved, self.next_id = None, None
+
+
+def together(engine: "Engine", run_id: str, task_id: str, record: TaskRecord | None,
+             ok: bool) -> _Ahead:
+    """For the transaction that completes `task_id` (`record`: as claimed, if known;
+    `ok`: a success), which may claim the attempt this worker runs next.
+    Settle its reservation with `with`, around the transaction."""
     claims = getattr(_local, "claims", None)  # None outside `deliver`
-    if claims is None or not engine.bus.keeps_next() or not engine.store.locks_for_writes():
+    if claims is None or not ok or not engine.store.locks_for_writes():
         return _Ahead(engine, None)
-    return _Ahead(engine, claims)
+    if engine.bus.keeps_next():
+        graph = engine.graph
+        single = graph.single_dependency_dependents(task_id, record)
+        if len(single) == 1 and graph.dependents_of(task_id, record) == single:
+            return _Ahead(engine, claims, single[0])
+    reserved = engine.bus.reserve_next(run_id)
+    if reserved is None:
+        return _Ahead(engine, None)
+    return _Ahead(engine, claims, reserved[0].task_id, reserved)
 
 
 def _as_written(record: TaskRecord, fields: dict[str, Any]) -> TaskRecord:

@@ -89,16 +89,17 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
             ready = engine.store.find_tasks(run_id, TaskStatus.READY, 1)
             successor = ready[0].task_id if ready else None
 
-    ahead = chaining.together(engine)  # a chain's next claim may ride along
+    # The attempt this worker runs next may be claimed in the same commit.
+    ahead = chaining.together(engine, run_id, task_id, claimed, ok)
 
     def finish(tx: Transaction, trust_claim: bool = True) -> Step | None:
         # The task's own record is read even while the claim's lease holds:
         # a cancel (control.py) may have ended the attempt under its
         # executor, and this read makes the commit conditional on it.
         heir_id = successor if successor and trust_claim else None
-        next_id = ahead.next_of(task_id, claimed) if ok and trust_claim else None
-        records = tx.get_tasks(run_id, [task_id, *([heir_id] if heir_id else []),
-                                        *([next_id] if next_id else [])])
+        next_id = ahead.begin() if trust_claim else None
+        records = tx.get_tasks(run_id, dict.fromkeys(
+            [task_id, *([heir_id] if heir_id else []), *([next_id] if next_id else [])]))
         task = records.get(task_id)
         heir = records.get(heir_id) if heir_id else None
         spec = engine.graph.spec(task_id, task)
@@ -136,10 +137,12 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
     # Every record read here is written (the successor too, when it is
     # taken, and a chain's next task, which a success always queues), except
     # the run's when it has already ended: compare-and-set is safe, and a
-    # store falls back to a transaction for that case.
+    # store falls back to a transaction for that case. (A claim ahead reads
+    # more, but only where the store locks for writes: chaining.py.)
     try:
-        step = engine.store.transact(finish, compare_and_set=True)
-        ahead.keep()
+        with ahead:  # a message reserved for this worker is settled either way
+            step = engine.store.transact(finish, compare_and_set=True)
+            ahead.keep()
     except RecordTooLargeError as exc:
         if not ok:
             raise

@@ -328,6 +328,16 @@ class Bus(Protocol):
         ended): a bus that holds it may drop it. The default keeps it: when
         delivered it finds nothing to do."""
 
+    def reserve_next(self, run_id: str) -> tuple[Message, object] | None:
+        """The RUN_TASK message of `run_id` the calling thread would handle next,
+        reserved for it, with its trace context (core/chaining.py claims that
+        attempt in the commit in progress). None, the default: cannot (Pub/Sub)."""
+        return None
+
+    def settle_next(self, claimed: bool) -> None:
+        """After `reserve_next`: `claimed`, its attempt was claimed and runs here, so
+        the message is spent; else it is handled as if it had never been reserved."""
+
     def blocking(self) -> ContextManager[None]:
         """Entered while a task body runs on the calling thread, which may wait
         off the CPU (I/O, a remote call, a sleep).

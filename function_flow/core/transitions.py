@@ -11,7 +11,7 @@ oracle checks committed writes against `LEGAL_TRANSITIONS`.
 How a task moves (see docs/design.md for why it is shaped this way):
 
   WAITING --deps done--> QUEUED (or READY, then QUEUED once it holds a slot)
-  QUEUED  --claim: compare-and-set of the task's own record--> RUNNING
+  QUEUED  --claim: compare-and-set of its record (or in another's success)--> RUNNING
   WAITING --queued and claimed in its only dependency's success (chaining.py)--> RUNNING
   RUNNING --complete: the task's own record--> SUCCEEDED
           |  which also writes `deps_done.<task>` into each dependent

@@ -12,7 +12,10 @@ status and attempt and of every slot's holder, and checks at every commit:
 - no transition of an attempt commits twice (exactly once per attempt);
 - the run's final status is written once, and nothing after it;
 - a transaction advances exactly one task's own record (plus blind
-  deps_done writes, and at most one READY heir of its slot);
+  deps_done writes, and at most one READY heir of its slot); a success's
+  commit may also claim one QUEUED task, with a claim's fields alone and
+  nothing of the run written (the attempt its worker runs next,
+  core/chaining.py);
 - never more RUNNING tasks than max_parallel_tasks, each holding a slot.
 
 It also notes who writes each record, for the hot-document checks after
@@ -39,6 +42,9 @@ S, F, C = TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED
 SK, UF = TaskStatus.SKIPPED, TaskStatus.UPSTREAM_FAILED
 #: The actor of commits that write only the run record: control actions.
 CONTROL = "control"
+#: What a claim writes (transitions.claim): QUEUED -> RUNNING, the attempt unchanged.
+CLAIM_FIELDS = frozenset({"status", "started_at", "lease_until", "not_before",
+                          "finished_at"})
 
 
 @dataclasses.dataclass
@@ -78,6 +84,9 @@ class Recorder:
         self.transitions: list[Transition] = []
         self.transition_keys: set[tuple[str, int, TaskStatus, TaskStatus]] = set()
         self.claim_seq: dict[tuple[str, int], int] = {}
+        #: (task, attempt) claimed in another task's commit (core/chaining.py): its
+        #: delivery may put it back unrun if it fails before running it.
+        self.claimed_ahead: set[tuple[str, int]] = set()
         #: record -> set of actors (tasks whose transition wrote it)
         self.writers: dict[tuple, set[str]] = collections.defaultdict(set)
         self.write_count: collections.Counter = collections.Counter()
@@ -122,9 +131,14 @@ class Recorder:
                      and not any(k.startswith("deps_done.") for k in w[2])}
             # The commit that ends the run, or a hook, also queues the next hook.
             queued_hooks = hook_checks.side_writes(self.status, writes)
+            # A QUEUED task claimed with another task's success (core/chaining.py).
+            claims = {w[1] for w in writes if w[0] == "task" and set(w[2]) == CLAIM_FIELDS
+                      and w[2]["status"] == R.value and self.status.get(w[1]) is Q}
             actors = [w[1] for w in writes if w[0] == "task" and w[1] not in heirs
-                      and w[1] not in queued_hooks
-                      and not any(k.startswith("deps_done.") for k in w[2])] or sorted(heirs)
+                      and w[1] not in queued_hooks and w[1] not in claims
+                      and not any(k.startswith("deps_done.") for k in w[2])] \
+                or sorted(heirs) or sorted(claims)
+            riders = claims - set(actors)
             if not actors and all(w[0] == "run" or w[1] in queued_hooks for w in writes):
                 actors = [CONTROL]  # pause, resume, or the end of a cancelled run
             if len(actors) != 1 or len(heirs) > 1:
@@ -134,17 +148,22 @@ class Recorder:
                     f"advanced {actors}, heirs {sorted(heirs)}: {writes}")
             actor = actors[0] if actors else "?"
             self._check_chain_claims(seq, actor, writes)
+            self._check_riders(seq, actor, riders, writes)
             for write in writes:
                 if write[0] == "task":
                     # A blind deps_done write is the completer's, even into its
                     # heir (a one_success task may be READY before all its deps end).
                     blind = any(k.startswith("deps_done.") for k in write[2])
-                    writer = write[1] if write[1] in heirs and not blind else actor
+                    writer = write[1] if write[1] in heirs and not blind \
+                        or write[1] in riders else actor
                     self._task_write(seq, writer, write[1], write[2])
                 elif write[0] == "run":
                     self._run_write(seq, actor, write[1])
                 else:
                     self._slot_write(actor, write[1], write[2])
+                if write[0] == "task" and write[1] != actor \
+                        and write[2].get("status") == R.value:
+                    self.claimed_ahead.add((write[1], self.attempt[write[1]]))
             self._check_parallelism(seq)
 
     def _check_chain_claims(self, seq: int, actor: str, writes: list[tuple]) -> None:
@@ -165,6 +184,22 @@ class Recorder:
                     f"commit {seq}: {write[1]} went WAITING -> RUNNING, which only the "
                     f"success of its only dependency may do (it queues and claims it "
                     f"at once), in a commit of {actor}: {writes}")
+
+    def _check_riders(self, seq: int, actor: str, riders: set[str],
+                      writes: list[tuple]) -> None:
+        """A claim besides the actor's own record (core/chaining.py): at most one,
+        only in the commit of the actor's success, and with nothing of the run
+        written (the claim reads the run before the commit's writes)."""
+        if not riders:
+            return
+        own = [w[2] for w in writes if w[0] == "task" and w[1] == actor]
+        if len(riders) > 1 or self.status.get(actor) is not R \
+                or not any(w.get("status") == S.value for w in own) \
+                or any(w[0] == "run" for w in writes):
+            self.violations.append(
+                f"commit {seq}: claimed {sorted(riders)} besides {actor}'s own record: "
+                f"only one claim may ride along, with a success that writes nothing of "
+                f"the run: {writes}")
 
     def _task_write(self, seq: int, actor: str, task_id: str, fields: dict[str, Any]) -> None:
         key = ("task", task_id)
@@ -188,9 +223,12 @@ class Recorder:
         held = (old, new) == (R, Q) and new_attempt == old_attempt
         if held:
             # A claim put back unrun (control.hold): only when the claimer
-            # read the run paused, so it was paused at some point after the claim.
-            if not self.paused and self.unpaused_seq < self.claim_seq.get((task_id, old_attempt),
-                                                                          seq):
+            # read the run paused, so it was paused at some point after the
+            # claim, or a claim made in another task's commit whose delivery
+            # failed before running it (chaining.deliver; a body run twice
+            # would show in the bodies' log).
+            if not self.paused and (task_id, old_attempt) not in self.claimed_ahead \
+                    and self.unpaused_seq < self.claim_seq.get((task_id, old_attempt), seq):
                 self.violations.append(
                     f"commit {seq}: {task_id} RUNNING -> QUEUED kept attempt {new_attempt} "
                     "although the run was not paused after its claim")
