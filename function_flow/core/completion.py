@@ -98,8 +98,8 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
         # executor, and this read makes the commit conditional on it.
         heir_id = successor if successor and trust_claim else None
         next_id = ahead.begin() if trust_claim else None
-        records = tx.get_tasks(run_id, dict.fromkeys(
-            [task_id, *([heir_id] if heir_id else []), *([next_id] if next_id else [])]))
+        records = tx.get_tasks(run_id, [task_id, *([heir_id] if heir_id else []),
+                                        *([next_id] if next_id else [])])
         task = records.get(task_id)
         heir = records.get(heir_id) if heir_id else None
         spec = engine.graph.spec(task_id, task)
