@@ -4,18 +4,24 @@ processes.free_port finds a port nothing listens on, then closes it; the
 server binds it a moment later, and on a busy machine another process can
 have bound it in between. Here that other process is this test, holding the
 first port the picker hands out: the function (functions-framework, its
-gunicorn) and the emulator start again on a fresh port and answer there.
+gunicorn) and the emulator start again on a fresh port and answer there,
+and `function-flow dev`'s stack tells its functions where the callback
+function answers after such a restart.
 """
 
 from __future__ import annotations
 
 import socket
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from functions_stack import wait_for
+from openfaas_gateway import Gateway
 
+from function_flow.core.records import RunStatus
 from function_flow.local import emulators, framework, processes
 
 pytestmark = pytest.mark.timeout(120)
@@ -68,3 +74,37 @@ def test_an_emulator_whose_port_was_taken_starts_on_a_fresh_one(taken,
             assert answer.status == 200
     finally:
         emulator.stop()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.usefixtures("gcloud_available")
+def test_the_dev_stack_tells_its_functions_the_callbacks_url_after_it_moved(
+        taken, monkeypatch, firestore_emulator, pubsub_emulator, storage_emulator,
+        collection_prefix, tmp_path: Path) -> None:
+    """callback starts first and the others are told its URL; when its port was
+    taken it answers on a fresh one, and the asynchronous answer must go there."""
+    from function_flow.local.stack import LocalStack
+
+    source = Path(__file__).resolve().parent / "workflows_gcp" / "openfaas.py"
+    suffix = collection_prefix.strip("_-")[-8:]
+    password = uuid.uuid4().hex
+    monkeypatch.setattr(processes, "free_port", picker(taken))
+    with Gateway(user="admin", password=password) as gateway:
+        for name in ("score", "render"):
+            gateway.register(name, lambda call: {"double": call.json()["result"]["x"] * 2})
+        stack = LocalStack(str(source), collection_prefix=collection_prefix,
+                           schedule_topic=f"SCHEDULE-{suffix}", events_topic=f"EVENTS-{suffix}",
+                           firestore=firestore_emulator, pubsub=pubsub_emulator,
+                           storage=storage_emulator, log_path=str(tmp_path / "dev.log"),
+                           extra_env={"FUNCTION_FLOW_OPENFAAS_GATEWAY": gateway.url,
+                                      "FUNCTION_FLOW_OPENFAAS_PASSWORD": password})
+        with stack:
+            callback = stack.functions["callback"]
+            assert callback.restarts == 1 and callback.port != taken.getsockname()[1]
+            run_id = stack.start_run({"x": 4})
+            [answer] = wait_for(lambda: gateway.callbacks, "the gateway's callback")
+            assert answer.url.startswith(f"{callback.url}openfaas/"), stack.log_tail(60)
+            assert answer.status == 200, answer
+            run = wait_for(lambda: (r := stack.store.get_run(run_id)).status.is_final and r,
+                           "the run to end")
+            assert run.status is RunStatus.SUCCEEDED, stack.log_tail(60)

@@ -153,6 +153,8 @@ class LocalStack:
         self._poller: threading.Thread | None = None
         self._store: Any = None
         self._wiring: EmulatorPubSub | None = None
+        self._entry = ""  # the generated module the functions serve (entry.py)
+        self._told_callback_url = ""  # what the other functions were told
 
     # ------------------------------------------------------------ lifecycle
 
@@ -178,9 +180,9 @@ class LocalStack:
             self._event(f"topics {self.schedule_topic} and {self.events_topic} "
                         f"in project {self.project}")
             self._start_functions()
-            framework.wait_until_answering(
-                self.functions.values(), self.startup_timeout,
-                lambda f: f"last lines of {self._log_path}:\n{self.log_tail(15)}")
+            self._wait_until_answering(list(self.functions.values()))
+            if self.functions["callback"].url != self._told_callback_url:
+                self._restart_callers()
             self._event("every function answers")
             self._create_push_subscriptions()
             if self.poll_interval:
@@ -385,26 +387,35 @@ class LocalStack:
 
     def _start_functions(self) -> None:
         self._workdir = tempfile.mkdtemp(prefix="function-flow-dev-")
-        entry = os.path.join(self._workdir, "function_flow_dev_entry.py")
-        with open(entry, "w", encoding="utf-8") as handle:
+        self._entry = os.path.join(self._workdir, "function_flow_dev_entry.py")
+        with open(self._entry, "w", encoding="utf-8") as handle:
             handle.write(ENTRY_MODULE)
-        env = dict(self.env, FUNCTION_FLOW_DEV_SOURCE=self.source,
-                   FUNCTION_FLOW_DEV_JOB=self.job_name or "")
         self._event(f"function timeout {self.function_timeout} s (a request running "
                     "longer is interrupted; an overrun task's retry waits that long)")
-        for name in FUNCTIONS:
+        self._start_entry_points(FUNCTIONS[:1], {})
+        self._start_callers()
+
+    def _start_entry_points(self, names: tuple[str, ...], env: dict[str, str]) -> None:
+        env = dict(self.env, FUNCTION_FLOW_DEV_SOURCE=self.source,
+                   FUNCTION_FLOW_DEV_JOB=self.job_name or "", **env)
+        for name in names:
             signature = self.signature_type \
                 if name in ("scheduler", "external_event_listener") else "http"
             function = framework.start_function(
-                entry, name, signature, dict(env, FUNCTION_FLOW_DEV_TARGET=name),
+                self._entry, name, signature, dict(env, FUNCTION_FLOW_DEV_TARGET=name),
                 function_timeout=self.function_timeout,
                 on_line=lambda line, name=name: self._write(name, line))
             self.functions[name] = function
             self._event(f"{name} ({signature} function) on {function.url} "
                         f"(pid {function.pid})")
-            if name == "callback":
-                env["FUNCTION_FLOW_CALLBACK_URL"] = function.url
-        remote_env = dict(env, **offline_credentials_env(self._workdir))
+
+    def _start_callers(self) -> None:
+        """Every function but callback, told its current URL (FUNCTION_FLOW_CALLBACK_URL)."""
+        self._told_callback_url = self.functions["callback"].url
+        told = {"FUNCTION_FLOW_CALLBACK_URL": self._told_callback_url}
+        self._start_entry_points(FUNCTIONS[1:], told)
+        assert self._workdir is not None
+        remote_env = dict(self.env, **told, **offline_credentials_env(self._workdir))
         # A state machine's remote functions are in the Python file beside it.
         remote_source = self.source if not self.source.endswith(".json") \
             else os.path.splitext(self.source)[0] + ".py"
@@ -415,6 +426,28 @@ class LocalStack:
             self.functions[name] = function
             self._event(f"{name} (remote function for {topic}) on {function.url} "
                         f"(pid {function.pid})")
+
+    def _wait_until_answering(self, functions: list[FunctionProcess]) -> None:
+        """Wait until they answer, then log those that moved (their first port
+        was taken: framework.restarted_if_port_taken)."""
+        framework.wait_until_answering(
+            functions, self.startup_timeout,
+            lambda f: f"last lines of {self._log_path}:\n{self.log_tail(15)}")
+        for function in functions:
+            if function.restarts:
+                self._event(f"{function.name} moved to {function.url} (pid {function.pid})")
+
+    def _restart_callers(self) -> None:
+        """The others were told callback's first URL; it answers elsewhere now,
+        so they would send every asynchronous answer to a dead port."""
+        def callers() -> list[FunctionProcess]:
+            return [f for name, f in self.functions.items() if name != "callback"]
+        stopped = callers()
+        framework.stop_functions(stopped, grace=0.5)  # idle: nothing pushes to them yet
+        self._event("stopped " + ", ".join(f"{f.name} (pid {f.pid})" for f in stopped)
+                    + " to tell them callback's new URL")
+        self._start_callers()
+        self._wait_until_answering(callers())
 
     def _create_push_subscriptions(self) -> None:
         """Push each topic to its function, as a Pub/Sub trigger does when deployed."""
