@@ -300,32 +300,59 @@ def measure(scenario: Scenario, runner: str, workers: int, repeat: int,
         embedded_run.run()
     _, heap_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    statements = None
+    statements = sql_seconds = None
     if embedded_run is not None:
         embedded_run.close()
         embedded_run = EmbeddedRun(scenario, workers, synchronous=synchronous)
         with counting_statements() as counted:
             embedded_run.run()
-        statements = counted[0]
         embedded_run.close()
+        statements, sql_seconds = counted
     return {"walls": walls, "cpus": cpus, "heap_peak": heap_peak,
-            "rss_growth": rss_growth_kib * 1024, "statements": statements}
+            "rss_growth": rss_growth_kib * 1024, "statements": statements,
+            "sql_seconds": sql_seconds}
+
+
+class _TimedConnection(sqlite3.Connection):
+    """A connection that adds the time spent in its execute calls to `spent`
+    (where SQLite parses, steps and commits: the store's SQL cost)."""
+
+    spent: list[float]
+
+    def execute(self, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        started = time.perf_counter()
+        try:
+            return super().execute(*args)
+        finally:
+            self.spent[0] += time.perf_counter() - started
+
+    def executemany(self, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        started = time.perf_counter()
+        try:
+            return super().executemany(*args)
+        finally:
+            self.spent[0] += time.perf_counter() - started
 
 
 @contextlib.contextmanager
-def counting_statements() -> Iterator[list[int]]:
-    """Counts the SQL statements that every SQLite connection opened meanwhile
-    runs (sqlite3's trace callback; statements inside triggers not apart):
-    the embedded backend's operations, as firestore_bench.py counts Firestore's."""
-    counted = [0]
+def counting_statements() -> Iterator[list[Any]]:
+    """[statements, seconds]: the SQL statements that every SQLite connection
+    opened meanwhile runs (sqlite3's trace callback; statements inside
+    triggers not apart), the embedded backend's operations, as
+    firestore_bench.py counts Firestore's; and the seconds spent in their
+    execute calls, all threads together (the rest of a run is Python)."""
+    counted: list[Any] = [0, 0.0]
     real_connect = sqlite3.connect
 
     def count(statement: str) -> None:
         if not statement.startswith("--"):  # a trigger's statement, reported apart
             counted[0] += 1
 
+    class Timed(_TimedConnection):
+        spent = counted[1:]  # a view would not do: read back below
+
     def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        conn = real_connect(*args, **kwargs)
+        conn = real_connect(*args, factory=Timed, **kwargs)
         conn.set_trace_callback(count)
         return conn
 
@@ -334,6 +361,7 @@ def counting_statements() -> Iterator[list[int]]:
         yield counted
     finally:
         sqlite3.connect = real_connect  # type: ignore[assignment]
+        counted[1] = Timed.spent[0]
 
 
 def measure_in_child(scenario: Scenario, runner: str, workers: int,
@@ -356,7 +384,7 @@ def _size(n_bytes: float) -> str:
 
 COLUMNS = ("scenario", "tasks", "in-process\nms/task", "floor\nms/task",
            "embedded\nwall s", "embedded\nms/task", "embedded\nCPU ms/task",
-           "embedded\nSQL/task", "x floor",
+           "embedded\nSQL/task", "embedded\nSQL ms/task", "x floor",
            "before\nms/task",
            "x before", "embedded\nheap", "embedded\nRSS growth", "target\nms/task", "met")
 
@@ -392,6 +420,8 @@ def table_rows(rows: list[Row], synchronous: str = "normal") -> list[list[str]]:
             f"{statistics.median(durable['cpus']) * 1000 / count:.3f}",
             "-" if durable.get("statements") is None
             else f"{durable['statements'] / count:.1f}",
+            "-" if durable.get("sql_seconds") is None
+            else f"{durable['sql_seconds'] * 1000 / count:.3f}",
             f"{per_task / floor_per_task:.1f}",
             "-" if previous is None else f"{previous:.3f}",
             "-" if previous is None else f"{per_task / previous:.2f}",
@@ -412,7 +442,9 @@ def print_table(rows: list[Row], workers: int, repeat: int, markdown: bool = Fal
                "setting (floor_loop); CPU = the process's CPU time (all threads) over the run, "
                "less sensitive than wall to other work on the machine; SQL/task = SQL "
                "statements per task of one extra untimed run (BEGIN and COMMIT included; "
-               "the floor runs 6); x floor = embedded / floor. before = the figure before "
+               "the floor runs 6); SQL ms/task = time inside sqlite3's execute calls of that run "
+               "(parsing, stepping, committing; all threads; the rest of a task's cost is "
+               "Python); x floor = embedded / floor. before = the figure before "
                "issue 11's work (bench/engine_baseline.json); x before = embedded / before. "
                "heap = tracemalloc peak of one extra untimed run (all threads); RSS = "
                "resource.getrusage maxrss growth over the timed runs, each scenario in a "
