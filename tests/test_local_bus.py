@@ -246,3 +246,29 @@ def test_a_worker_reserves_nothing_while_another_is_busy_outside_a_body() -> Non
     finally:
         bus.close()
     assert seen == {"t1": None}, seen
+
+
+def test_a_message_kept_for_a_worker_goes_to_the_pool_when_it_enters_a_body() -> None:
+    """A worker may keep a message for itself and then run a body (a completion
+    that claimed the next attempt ahead queues that attempt's own successors
+    first): the body may wait for what that message starts, so entering the
+    body hands the kept message to another worker."""
+    bus = LocalBus(workers=2)
+    started = threading.Event()
+    waited: list[bool] = []
+
+    def handle(message: Message) -> None:
+        if message.task_id == "troot":
+            bus.publish(_message("kept"))  # outside a body: kept for this worker
+            with bus.blocking():  # the body waits for what the kept message does
+                waited.append(started.wait(timeout=10))
+        elif message.task_id == "tkept":
+            started.set()
+
+    try:
+        bus.subscribe(handle)
+        bus.publish(_message("root"))
+        assert bus.wait_idle(timeout=30)
+    finally:
+        bus.close()
+    assert waited == [True]

@@ -17,7 +17,8 @@ worker publishes while it handles one, outside a task body (a completion's
 follow-up queuing the next task), is kept for that worker to handle next:
 the first of them, the others go to the queue. A chain then runs on
 one thread, with no hand-off per task. Inside a body (which may wait for
-what it published) everything goes to the pool. A completion may also
+what it published) everything goes to the pool, and so does a message kept
+before the body began (`blocking`). A completion may also
 take, for its worker, the RUN_TASK message that worker would handle next
 (`reserve_next`: the one it keeps, or the queue's head; nothing while
 another worker is busy outside a body, since this one is to wait then)
@@ -257,11 +258,18 @@ class LocalBus(Bus):
     def blocking(self) -> Iterator[None]:
         """While a task body runs on this worker (ports.Bus): the timer thread
         wakes another worker for the backlog if the body takes a while."""
-        if getattr(self._worker, "next", False) is False:  # not a worker of this bus
+        worker = self._worker
+        if getattr(worker, "next", False) is False:  # not a worker of this bus
             yield
             return
         with self._lock:
             self._in_bodies += 1
+            # A message kept for this worker (the successors of an attempt a
+            # completion claimed ahead, queued before its body) goes to the
+            # pool: the body may wait for what it starts.
+            kept, worker.next = worker.next, None
+            if kept is not None:
+                self._queue_work(kept)
         try:
             yield
         finally:
