@@ -10,6 +10,7 @@ outlives us.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import os
@@ -20,6 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from typing import Callable
 
 from function_flow.config import DEFAULT_PROJECT
 from function_flow.local import processes
@@ -146,6 +148,25 @@ def start(name: str, project: str = DEFAULT_PROJECT, port: int | None = None,
             raise
         return emulator
     raise AssertionError("unreachable")
+
+
+def start_together(names: list[str], project: str,
+                   started: Callable[[str, Emulator], None]) -> None:
+    """Start the `names` emulators at once (each takes seconds) and wait for all.
+
+    started(name, emulator) is called for every one that came up, also when
+    another failed or Ctrl-C came, so that the caller owns (and will stop)
+    whatever runs; the failure is raised after.
+    """
+    with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+        futures = {name: pool.submit(start, name, project) for name in names}
+        try:
+            for future in futures.values():
+                future.result()
+        finally:
+            for name, future in futures.items():
+                with contextlib.suppress(BaseException):
+                    started(name, future.result())
 
 
 def _spawn(name: str, project: str, port: int) -> Emulator:

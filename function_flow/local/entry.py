@@ -4,7 +4,7 @@ Deployed, the workflow file itself is the function's source and defines
 `scheduler = job.make_scheduler()` and friends. `function-flow dev` takes
 any workflow file, which need not define them and may hold several jobs
 (`--job NAME`), so its functions serve a small generated module instead
-(ENTRY_MODULE, written to a temporary directory by stack.LocalStack) that
+(ENTRY_MODULE, written to a temporary directory by dev_functions.py) that
 builds the six entry points from the Job the environment names.
 """
 

@@ -9,9 +9,10 @@
     every 2 s (Cloud Scheduler's part) --------------------------> poller
 
 `LocalStack` assembles the building blocks the tests use one by one:
-emulators.py (the emulators), framework.py (one functions-framework server
-per entry point, FUNCTION_FLOW_BACKEND=gcp, the emulator hosts in its
-environment), pubsub.py (topics and push subscriptions) and processes.py
+emulators.py (the emulators), dev_functions.py (one functions-framework
+server per entry point, framework.py, FUNCTION_FLOW_BACKEND=gcp, the
+emulator hosts in its environment), pubsub.py (topics and push
+subscriptions), dev_log.py (the one log file) and processes.py
 (every child in its own process group, stopped by group id, so the Java
 emulators' children never outlive the stack). Messages take the real path:
 publish -> Pub/Sub emulator -> push subscription -> functions-framework ->
@@ -28,27 +29,25 @@ The functions' output goes to one log file, each line tagged with the
 function that wrote it; the log also names every PID started. The
 functions serve a small generated module (entry.py) instead of the
 workflow file itself, so any workflow file works and `--job NAME` picks
-one of several jobs.
+one of several jobs; dev_functions.py starts them in the order their
+environments need (callback's URL first).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import datetime
 import os
 import secrets
-import shutil
-import tempfile
 import threading
-from typing import IO, Any, Callable
+from typing import Any, Callable
 
 from function_flow import signing
 from function_flow.local import emulators, framework, processes
 from function_flow.local.calls import post_json
-from function_flow.local.credentials import offline_credentials_env
+from function_flow.local.dev_functions import FUNCTIONS, DevFunctions
+from function_flow.local.dev_log import DevLog
 from function_flow.local.emulators import Emulator, EmulatorError
-from function_flow.local.entry import ENTRY_MODULE, default_log_path, entry_points
+from function_flow.local.entry import default_log_path, entry_points
 from function_flow.local.framework import FunctionProcess
 from function_flow.local.processes import (DevError, Terminated, signals_ignored,
                                            sigterm_unwinds, stop_groups)
@@ -63,15 +62,9 @@ SIGNATURE_TYPES = ("event", "cloudevent", "http")
 #: Bucket of large results and arguments on the storage emulator (the
 #: collection prefix is its folder, so stacks may share the emulator).
 DEV_BUCKET = "function-flow-dev"
-#: The entry points, as deployed. callback comes first: the others are told
-#: its URL (FUNCTION_FLOW_CALLBACK_URL), where asynchronous answers arrive.
-FUNCTIONS = ("callback", "start", "scheduler", "external_event_listener", "poller",
-             "control")
 #: How often the poller runs: Cloud Scheduler's job, made fast for local use
 #: (retry backoff and timers resolve to this period).
 POLL_INTERVAL_SECONDS = 2.0
-#: How long a stopping function may finish a running task before SIGKILL.
-FUNCTION_GRACE_SECONDS = 3.0
 
 class LocalStack:
     """Emulators, topics, push subscriptions and one process per entry point.
@@ -138,23 +131,18 @@ class LocalStack:
         self.remote_functions = dict(remote_functions)
         self.startup_timeout = startup_timeout
         self.on_event = on_event or (lambda line: None)
+        self._log = DevLog(log_path, self.on_event)
         self.firestore = firestore
         self.pubsub = pubsub
         #: gcp-storage-emulator, holding the blobs of large values; None when
         #: it is not installed (values then stay in their records, up to 900 KB).
         self.storage = storage
         self._own_emulators: list[Emulator] = []
-        self.functions: dict[str, FunctionProcess] = {}
-        self._workdir: str | None = None
-        self._log_path = log_path
-        self._log: IO[str] | None = None
-        self._log_lock = threading.Lock()
+        self._functions: DevFunctions | None = None  # made by start()
         self._poller_stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._store: Any = None
         self._wiring: EmulatorPubSub | None = None
-        self._entry = ""  # the generated module the functions serve (entry.py)
-        self._told_callback_url = ""  # what the other functions were told
 
     # ------------------------------------------------------------ lifecycle
 
@@ -170,20 +158,20 @@ class LocalStack:
         On any failure (or Ctrl-C) everything started so far is stopped.
         """
         try:
-            self._open_log()
+            self._log.open()
             self._start_emulators()
             self._create_bucket()
             assert self.pubsub is not None
             self._wiring = EmulatorPubSub(self.pubsub.host, self.project)
             for topic in (self.schedule_topic, self.events_topic, *self.remote_functions):
                 self._wiring.ensure_topic(topic)
-            self._event(f"topics {self.schedule_topic} and {self.events_topic} "
-                        f"in project {self.project}")
-            self._start_functions()
-            self._wait_until_answering(list(self.functions.values()))
-            if self.functions["callback"].url != self._told_callback_url:
-                self._restart_callers()
-            self._event("every function answers")
+            self._log.event(f"topics {self.schedule_topic} and {self.events_topic} "
+                            f"in project {self.project}")
+            self._functions = DevFunctions(self.source, self.job_name, self.signature_type,
+                                           self.remote_functions, self.function_timeout,
+                                           self.startup_timeout, self._log)
+            self._functions.start(self.env)
+            self._log.event("every function answers")
             self._create_push_subscriptions()
             if self.poll_interval:
                 self._poller = threading.Thread(target=self._poll_forever,
@@ -206,13 +194,8 @@ class LocalStack:
             with contextlib.suppress(Exception):
                 self._wiring.close()
             self._wiring = None
-        functions = list(self.functions.values())
-        self.functions = {}
-        with contextlib.suppress(Exception):
-            framework.stop_functions(functions, min(timeout, FUNCTION_GRACE_SECONDS))
-            if functions:
-                self._write("dev", "stopped " + ", ".join(f"{f.name} (pid {f.pid})"
-                                                          for f in functions))
+        if self._functions is not None:
+            self._functions.stop(timeout)  # also removes the generated entry module
         if self._store is not None:
             with contextlib.suppress(Exception):
                 self._store.close()
@@ -223,21 +206,20 @@ class LocalStack:
         for emulator in owned:
             with contextlib.suppress(Exception):
                 emulator.stop(timeout)  # already ended; removes its log file
-                self._write("dev", f"stopped the {emulator.name} emulator "
-                                   f"(pid {emulator.process.pid})")
-        if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
-        with self._log_lock:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
+                self._log.write("dev", f"stopped the {emulator.name} emulator "
+                                       f"(pid {emulator.process.pid})")
+        self._log.close()
 
     # ------------------------------------------------------------- facts
 
     @property
     def log_path(self) -> str | None:
-        return self._log_path
+        return self._log.path
+
+    @property
+    def functions(self) -> dict[str, FunctionProcess]:
+        """The running functions by name (entry points and remote functions)."""
+        return self._functions.functions if self._functions is not None else {}
 
     @property
     def start_url(self) -> str:
@@ -317,137 +299,36 @@ class LocalStack:
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines of the functions' log."""
-        if not self._log_path:
-            return ""
-        with self._log_lock:
-            if self._log is not None:
-                self._log.flush()
-        try:
-            with open(self._log_path, encoding="utf-8", errors="replace") as log:
-                return "".join(log.readlines()[-lines:])
-        except OSError:
-            return ""
+        return self._log.tail(lines)
 
     # ------------------------------------------------------------- internals
-
-    def _open_log(self) -> None:
-        if self._log_path is None:
-            handle, self._log_path = tempfile.mkstemp(prefix="function-flow-dev-",
-                                                      suffix=".log")
-            os.close(handle)
-        directory = os.path.dirname(os.path.abspath(self._log_path))
-        os.makedirs(directory, exist_ok=True)
-        self._log = open(self._log_path, "a", encoding="utf-8", buffering=1)
-
-    def _write(self, who: str, line: str) -> None:
-        stamp = datetime.datetime.now().strftime("%H:%M:%S.%f")[:-3]
-        with self._log_lock:
-            if self._log is not None:
-                self._log.write(f"{stamp} {who:<23} {line.rstrip()}\n")
-
-    def _event(self, line: str) -> None:
-        self._write("dev", line)
-        self.on_event(line)
 
     def _start_emulators(self) -> None:
         """Start the missing emulators, all at once (each takes seconds)."""
         wanted = [name for name in ("firestore", "pubsub") if getattr(self, name) is None]
         if self.storage is None:
             if emulators.missing_requirements(("storage",)):
-                self._event("gcp-storage-emulator is not installed: results and arguments "
-                            "over 900,000 bytes will fail (pip install gcp-storage-emulator)")
+                self._log.event("gcp-storage-emulator is not installed: results and "
+                                "arguments over 900,000 bytes will fail "
+                                "(pip install gcp-storage-emulator)")
             else:
                 wanted.append("storage")
         if not wanted:
             return
         emulators.check_requirements(tuple(wanted))
-        self._event(f"starting the {' and '.join(wanted)} emulator(s)")
-        with concurrent.futures.ThreadPoolExecutor(len(wanted)) as pool:
-            futures = {name: pool.submit(emulators.start, name, self.project)
-                       for name in wanted}
-            try:
-                for name, future in futures.items():
-                    setattr(self, name, future.result())
-            finally:
-                # Own whatever started, also when the other one failed or
-                # Ctrl-C came: stop() must find it.
-                for name, future in futures.items():
-                    with contextlib.suppress(BaseException):
-                        emulator = future.result()
-                        self._own_emulators.append(emulator)
-                        setattr(self, name, emulator)
-                        self._event(f"{name} emulator on {emulator.host} "
-                                    f"(pid {emulator.process.pid})")
+        self._log.event(f"starting the {' and '.join(wanted)} emulator(s)")
+
+        def own(name: str, emulator: Emulator) -> None:  # stop() must find it
+            self._own_emulators.append(emulator)
+            setattr(self, name, emulator)
+            self._log.event(f"{name} emulator on {emulator.host} (pid {emulator.process.pid})")
+        emulators.start_together(wanted, self.project, own)
 
     def _create_bucket(self) -> None:
         """The bucket FUNCTION_FLOW_BUCKET names, on the storage emulator."""
         if self.storage is not None:
             emulators.create_bucket(self.storage, self.project, DEV_BUCKET)
-            self._event(f"bucket gs://{DEV_BUCKET} for large values on the storage emulator")
-
-    def _start_functions(self) -> None:
-        self._workdir = tempfile.mkdtemp(prefix="function-flow-dev-")
-        self._entry = os.path.join(self._workdir, "function_flow_dev_entry.py")
-        with open(self._entry, "w", encoding="utf-8") as handle:
-            handle.write(ENTRY_MODULE)
-        self._event(f"function timeout {self.function_timeout} s (a request running "
-                    "longer is interrupted; an overrun task's retry waits that long)")
-        self._start_entry_points(FUNCTIONS[:1], {})
-        self._start_callers()
-
-    def _start_entry_points(self, names: tuple[str, ...], env: dict[str, str]) -> None:
-        env = dict(self.env, FUNCTION_FLOW_DEV_SOURCE=self.source,
-                   FUNCTION_FLOW_DEV_JOB=self.job_name or "", **env)
-        for name in names:
-            signature = self.signature_type \
-                if name in ("scheduler", "external_event_listener") else "http"
-            function = framework.start_function(
-                self._entry, name, signature, dict(env, FUNCTION_FLOW_DEV_TARGET=name),
-                function_timeout=self.function_timeout,
-                on_line=lambda line, name=name: self._write(name, line))
-            self.functions[name] = function
-            self._event(f"{name} ({signature} function) on {function.url} "
-                        f"(pid {function.pid})")
-
-    def _start_callers(self) -> None:
-        """Every function but callback, told its current URL (FUNCTION_FLOW_CALLBACK_URL)."""
-        self._told_callback_url = self.functions["callback"].url
-        told = {"FUNCTION_FLOW_CALLBACK_URL": self._told_callback_url}
-        self._start_entry_points(FUNCTIONS[1:], told)
-        assert self._workdir is not None
-        remote_env = dict(self.env, **told, **offline_credentials_env(self._workdir))
-        # A state machine's remote functions are in the Python file beside it.
-        remote_source = self.source if not self.source.endswith(".json") \
-            else os.path.splitext(self.source)[0] + ".py"
-        for topic, name in self.remote_functions.items():
-            function = framework.start_function(
-                remote_source, name, "event", remote_env, function_timeout=self.function_timeout,
-                on_line=lambda line, name=name: self._write(name, line))
-            self.functions[name] = function
-            self._event(f"{name} (remote function for {topic}) on {function.url} "
-                        f"(pid {function.pid})")
-
-    def _wait_until_answering(self, functions: list[FunctionProcess]) -> None:
-        """Wait until they answer, then log those that moved (their first port
-        was taken: framework.restarted_if_port_taken)."""
-        framework.wait_until_answering(
-            functions, self.startup_timeout,
-            lambda f: f"last lines of {self._log_path}:\n{self.log_tail(15)}")
-        for function in functions:
-            if function.restarts:
-                self._event(f"{function.name} moved to {function.url} (pid {function.pid})")
-
-    def _restart_callers(self) -> None:
-        """The others were told callback's first URL; it answers elsewhere now,
-        so they would send every asynchronous answer to a dead port."""
-        def callers() -> list[FunctionProcess]:
-            return [f for name, f in self.functions.items() if name != "callback"]
-        stopped = callers()
-        framework.stop_functions(stopped, grace=0.5)  # idle: nothing pushes to them yet
-        self._event("stopped " + ", ".join(f"{f.name} (pid {f.pid})" for f in stopped)
-                    + " to tell them callback's new URL")
-        self._start_callers()
-        self._wait_until_answering(callers())
+            self._log.event(f"bucket gs://{DEV_BUCKET} for large values on the storage emulator")
 
     def _create_push_subscriptions(self) -> None:
         """Push each topic to its function, as a Pub/Sub trigger does when deployed."""
@@ -458,7 +339,7 @@ class LocalStack:
             name = f"{self.collection_prefix}{topic}-{target}-push"
             self._wiring.push(topic, self.functions[target].url, name,
                               MAX_ACK_DEADLINE_SECONDS)
-            self._event(f"push subscription {name}: {topic} -> {target}")
+            self._log.event(f"push subscription {name}: {topic} -> {target}")
 
     def _poll_forever(self) -> None:
         assert self.poll_interval
@@ -467,7 +348,7 @@ class LocalStack:
                 self.poll()
             except DevError as exc:
                 if not self._poller_stop.is_set():
-                    self._write("dev", f"poller call failed: {exc}")
+                    self._log.write("dev", f"poller call failed: {exc}")
 
 
 __all__ = ["LocalStack", "FunctionProcess", "DevError", "EmulatorError", "Terminated",
