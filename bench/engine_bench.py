@@ -444,7 +444,7 @@ def print_table(rows: list[Row], workers: int, repeat: int, markdown: bool = Fal
                "statements per task of one extra untimed run (BEGIN and COMMIT included; "
                "the floor runs 6); SQL ms/task = time inside sqlite3's execute calls of that run "
                "(parsing, stepping, committing; all threads; the rest of a task's cost is "
-               "Python); x floor = embedded / floor. before = the figure before "
+               "Python; at FULL it holds the fsyncs, which vary from run to run); x floor = embedded / floor. before = the figure before "
                "issue 11's work (bench/engine_baseline.json); x before = embedded / before. "
                "heap = tracemalloc peak of one extra untimed run (all threads); RSS = "
                "resource.getrusage maxrss growth over the timed runs, each scenario in a "
