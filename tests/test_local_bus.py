@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 import pytest
 
@@ -20,6 +21,16 @@ from function_flow.core.records import Message, MessageKind
 
 def _message(number: int | str) -> Message:
     return Message("run", f"t{number}", 1, MessageKind.RUN_TASK)
+
+
+def _deliver_root(bus: LocalBus, handle: Callable[[Message], None]) -> None:
+    """Deliver message "troot" to `handle` and what it publishes, then close the bus."""
+    try:
+        bus.subscribe(handle)
+        bus.publish(_message("root"))
+        assert bus.wait_idle(timeout=30)
+    finally:
+        bus.close()
 
 
 @pytest.fixture
@@ -239,12 +250,7 @@ def test_a_worker_reserves_nothing_while_another_is_busy_outside_a_body() -> Non
             seen["t1"] = bus.reserve_next("run")
             second_looked.set()
 
-    try:
-        bus.subscribe(handle)
-        bus.publish(_message("root"))
-        assert bus.wait_idle(timeout=30)
-    finally:
-        bus.close()
+    _deliver_root(bus, handle)
     assert seen == {"t1": None}, seen
 
 
@@ -265,10 +271,5 @@ def test_a_message_kept_for_a_worker_goes_to_the_pool_when_it_enters_a_body() ->
         elif message.task_id == "tkept":
             started.set()
 
-    try:
-        bus.subscribe(handle)
-        bus.publish(_message("root"))
-        assert bus.wait_idle(timeout=30)
-    finally:
-        bus.close()
+    _deliver_root(bus, handle)
     assert waited == [True]
