@@ -129,6 +129,7 @@ class _Ahead:
         #: The claim the last run of the transaction's function made (None: none).
         self.pending: Claim | None = None
         self.spent = False  # the reserved message's attempt was claimed and committed
+        self.settled = False  # the reservation was settled (__exit__)
 
     def begin(self) -> str | None:
         """The task to read with the completed one; asked at the start of each run
@@ -197,7 +198,10 @@ class _Ahead:
         return Claim(run_id, task.task_id, attempt, step, task, now, tracing.now(), lease)
 
     def keep(self) -> None:
-        """The transaction committed: its claim runs after this delivery's attempt."""
+        """The transaction committed: its claim runs after this delivery's attempt.
+        Also after the reservation was settled, when the commit an error left
+        unknown is found to have landed (completion._complete_again): the
+        claim landed with it, and its message, put back, finds it claimed."""
         if self.pending is not None and self.claims is not None:
             sender = tracing.sender() if self.reserved is None else self.reserved[1]
             self.claims.append((self.pending, sender))
@@ -210,9 +214,10 @@ class _Ahead:
     def __exit__(self, *exc: object) -> None:
         """The message reserved, if any, is spent or handled as usual; nothing
         claims it any more (a retry of the transaction reads no other task)."""
-        if self.reserved is not None:
+        if self.reserved is not None and not self.settled:
+            self.settled = True
             self.engine.bus.settle_next(self.spent)
-            self.reserved, self.next_id = None, None
+        self.next_id = None
 
 
 def together(engine: "Engine", run_id: str, task_id: str, record: TaskRecord | None,
