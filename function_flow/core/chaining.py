@@ -26,14 +26,16 @@ worker handles it as usual. Only a success that writes neither the run
 nor that task claims so: the claim then reads nothing the completion
 writes, so the one commit is the completion's followed at once by the
 claim's. A fan-out's member then costs one transaction, and its message
-is dropped unhandled.
+is dropped unhandled. Such a claim's run is read when it runs, as after
+any claim: the completion's follow-up comes first and may end the run (a
+foreach's collector failing it), and then nothing new may start.
 
 Nothing acts on the claim before that commit: the claimed attempt is kept
 here and run by `deliver`, after the completion's delivery returns (so a
-chain of 10,000 tasks runs in a loop, not 10,000 frames deep). The run is
-read in that transaction, which holds the write lock until its commit, for
-what any claim checks after its commit (a pause or cancel committed before
-stops it). A process killed before the commit loses both (the completed
+chain of 10,000 tasks runs in a loop, not 10,000 frames deep). A chain's
+step reads the run in that transaction, which holds the write lock until
+its commit, for what any claim checks after its commit (a pause or cancel
+committed before stops it; the step has no follow-up that could end it). A process killed before the commit loses both (the completed
 task is found RUNNING, as when it dies before recording a result); one killed
 after it leaves a claimed attempt whose executor died, which its lease
 finds, as after any claim. Only a delivery through `deliver` claims ahead:
@@ -141,11 +143,12 @@ class _Ahead:
                  record: TaskRecord | None, now: float) -> None:
         """Make `step`, a success, claim the task `begin` named too (`record`, as read
         before it), or leave it as it is (no claim taken at once, or one that
-        would read what the step writes). Before the step's writes: the run is
-        read in the same transaction, for what Engine.after_claim checks (a
-        single writer's store: that read is as late as one after the commit,
-        and cheaper; it is not written, which only a store that locks, never
-        one that compares and sets, allows)."""
+        would read what the step writes). Before the step's writes, a chain's
+        step reads the run in the same transaction, for what Engine.after_claim
+        checks (a single writer's store: that read is as late as one after the
+        commit, since such a step has no follow-up, and cheaper; it is not
+        written, which only a store that locks, never one that compares and
+        sets, allows)."""
         self.pending = None
         if self.claims is None or record is None:
             return
@@ -157,10 +160,13 @@ class _Ahead:
                                              and write.key == record.task_id
                                              for write in step.writes):
             return
+        # The run is not read here: the completion's follow-up, which runs
+        # before this claim does, may end it (a foreach's collector failing
+        # it, say), so Engine.after_claim reads it then, as after any claim.
         claim = self._claimed(record, run_id, attempt, now)
         if claim is not None:
             step.writes.append(claim.step.writes[0])
-            self.pending = claim._replace(run=tx.get_run(run_id))
+            self.pending = claim
 
     def _chain_in(self, step: "Step", tx: "Transaction", run_id: str,
                   dependent: TaskRecord, now: float) -> None:
