@@ -204,15 +204,21 @@ class _Ahead:
         return Claim(run_id, task.task_id, attempt, step, task, now, tracing.now(), lease)
 
     def keep(self) -> None:
-        """The transaction committed: its claim runs after this delivery's attempt.
-        Also after the reservation was settled, when the commit an error left
-        unknown is found to have landed (completion._complete_again): the
-        claim landed with it, and its message, put back, finds it claimed."""
+        """The transaction committed: its claim runs after this delivery's attempt."""
         if self.pending is not None and self.claims is not None:
             sender = tracing.sender() if self.reserved is None else self.reserved[1]
             self.claims.append((self.pending, sender))
             self.spent = self.reserved is not None
         self.pending = None
+
+    def landed(self) -> None:
+        """The commit an error left unknown landed after all (completion._complete_again),
+        and so did its claim: it runs too, with its run read then (the tries
+        since may have missed a pause). A reserved message, put back by then,
+        finds the attempt claimed."""
+        if self.pending is not None:
+            self.pending = self.pending._replace(run=None)
+        self.keep()
 
     def __enter__(self) -> "_Ahead":
         return self

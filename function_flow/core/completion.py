@@ -150,7 +150,7 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
                         error=f"RecordTooLargeError: {exc}", trigger_id=trigger_id)
     except TransientBackendError as exc:
         step = _complete_again(engine, run_id, task_id, attempt, ok, exc,
-                               lambda tx: finish(tx, trust_claim=False), ahead.keep)
+                               lambda tx: finish(tx, trust_claim=False), ahead.landed)
     if step is None:
         logger.info("run %s task %s attempt %d already completed; outcome ignored",
                     run_id, task_id, attempt)
