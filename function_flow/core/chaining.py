@@ -35,10 +35,11 @@ here and run by `deliver`, after the completion's delivery returns (so a
 chain of 10,000 tasks runs in a loop, not 10,000 frames deep). A chain's
 step reads the run in that transaction, which holds the write lock until
 its commit, for what any claim checks after its commit (a pause or cancel
-committed before stops it; the step has no follow-up that could end it). A process killed before the commit loses both (the completed
-task is found RUNNING, as when it dies before recording a result); one killed
-after it leaves a claimed attempt whose executor died, which its lease
-finds, as after any claim. Only a delivery through `deliver` claims ahead:
+committed before stops it; the step has no follow-up that could end it). A
+process killed before the commit loses both (the completed task is found
+RUNNING, as when it dies before recording a result); one killed after it
+leaves a claimed attempt whose executor died, which its lease finds, as
+after any claim. Only a delivery through `deliver` claims ahead:
 a completion from an event or a lease check publishes the message as usual.
 """
 
