@@ -319,3 +319,38 @@ def test_a_fan_out_member_claims_its_next_sibling_in_its_own_commit(tmp_path, de
             backend.close()
     assert Separate.transactions - Together.transactions == members - 1 + chain_steps, \
         (Separate.transactions, Together.transactions)
+
+
+def test_a_task_claimed_ahead_does_not_start_once_the_completion_ended_the_run(tmp_path):
+    """README: a run that fails fast starts nothing new. The foreach's last item
+    claims x0, queued next, in its own commit (core/chaining.py); that item's
+    follow-up then fails the foreach (its other item failed), which ends the
+    run FAILED: x0 is looked at with the run as it is then, and never starts."""
+    from function_flow.bus.local import LocalBus
+
+    started: list[str] = []
+    job = tasks.Job(name="ended_by_follow_up", max_parallel_tasks=10)
+    job.task("root")(lambda task, job: [0, 1])
+
+    def item(task, job, item=None):
+        started.append(task.id)
+        if item == 0:
+            raise RuntimeError("item 0 fails")
+
+    # One lane: work[1] is queued by work[0]'s failure and handled at once,
+    # with the x tasks' messages waiting in the queue behind it.
+    job.foreach(task_id="work", over="root", max_concurrency=1)(item)
+    for number in range(3):
+        job.task(f"x{number}", deps=["root"])(lambda task, job: started.append(task.id))
+    backend = backends.Backend("embedded", SqliteStore(str(tmp_path / "runs.db")),
+                               LocalBus(workers=1))
+    try:
+        job.use_backend(backend)
+        run_id = job.start()
+        assert backend.bus.wait_idle(timeout=DEADLINE)
+        records = {t.task_id: t.status.value for t in job.engine.task_records(run_id)}
+        assert job.engine.run_status(run_id).status is RunStatus.FAILED
+    finally:
+        backend.close()
+    assert started == ["work[0]", "work[1]"], (started, records)
+    assert {records[f"x{number}"] for number in range(3)} == {"CANCELLED"}, records

@@ -161,6 +161,51 @@ def test_a_completion_whose_commit_fails_is_recorded_once_without_waiting_for_th
     assert ran == ["first", "second"]
 
 
+class FailingCompletion(FailingCommits):
+    """FailingCommits whose `failures` go to completions' transactions only."""
+
+    def transact(self, fn: Any, **options: Any) -> Any:
+        if getattr(fn, "__qualname__", "") != "complete.<locals>.finish":
+            return self.inner.transact(fn, **options)
+        return super().transact(fn, **options)
+
+
+@pytest.mark.parametrize("fan_out", [True, False])
+def test_a_claim_ahead_in_a_commit_that_landed_unknown_still_runs(tmp_path, monkeypatch,
+                                                                  fan_out):
+    """core/chaining.py: m0's success also claims the attempt its worker runs next
+    (a sibling's queued message, or a chain's next task), and its commit lands
+    but raises. _complete_again finds the success recorded: the claim landed
+    with it, so that attempt runs too, instead of staying RUNNING, unrun, until
+    its lease ends (its message, put back, finds it claimed)."""
+    from function_flow import backends
+    from function_flow.bus.local import LocalBus
+
+    monkeypatch.setattr(completion, "COMPLETION_RETRY_DELAYS", (0.0, 0.0))
+    job = tasks.Job(name="ahead", max_parallel_tasks=10)
+    ran: list[str] = []
+    job.task("root")(lambda task, job: ran.append("root"))
+    members = ["m0", "m1", "m2"] if fan_out else ["m0"]
+    for member in members:
+        job.task(member, deps=["root"])(lambda task, job: ran.append(task.id))
+    if not fan_out:
+        job.task("m1", deps=["m0"])(lambda task, job: ran.append("m1"))
+    store = FailingCompletion(SqliteStore(str(tmp_path / "runs.db")))
+    store.failures = [None, "after"]  # root's success, then m0's, which claims m1
+    bus = LocalBus(workers=1)  # the members' messages wait in its queue, in order
+    backend = backends.Backend("embedded", store, bus)  # type: ignore[arg-type]
+    try:
+        job.use_backend(backend)
+        run_id = job.start()
+        assert bus.wait_idle(timeout=60)
+        assert not store.failures
+        assert job.engine.run_status(run_id).status is RunStatus.SUCCEEDED, \
+            {t.task_id: t.status.value for t in job.engine.task_records(run_id)}
+    finally:
+        backend.close()
+    assert sorted(ran) == sorted(["root", *members, *([] if fan_out else ["m1"])]), ran
+
+
 def test_a_completion_that_keeps_failing_is_left_to_redelivery(tmp_path, monkeypatch):
     monkeypatch.setattr(completion, "COMPLETION_RETRY_DELAYS", (0.0, 0.0))
     job = tasks.Job(name="one")

@@ -26,17 +26,20 @@ worker handles it as usual. Only a success that writes neither the run
 nor that task claims so: the claim then reads nothing the completion
 writes, so the one commit is the completion's followed at once by the
 claim's. A fan-out's member then costs one transaction, and its message
-is dropped unhandled.
+is dropped unhandled. Such a claim's run is read when it runs, as after
+any claim: the completion's follow-up comes first and may end the run (a
+foreach's collector failing it), and then nothing new may start.
 
 Nothing acts on the claim before that commit: the claimed attempt is kept
 here and run by `deliver`, after the completion's delivery returns (so a
-chain of 10,000 tasks runs in a loop, not 10,000 frames deep). The run is
-read in that transaction, which holds the write lock until its commit, for
-what any claim checks after its commit (a pause or cancel committed before
-stops it). A process killed before the commit loses both (the completed
-task is found RUNNING, as when it dies before recording a result); one killed
-after it leaves a claimed attempt whose executor died, which its lease
-finds, as after any claim. Only a delivery through `deliver` claims ahead:
+chain of 10,000 tasks runs in a loop, not 10,000 frames deep). A chain's
+step reads the run in that transaction, which holds the write lock until
+its commit, for what any claim checks after its commit (a pause or cancel
+committed before stops it; the step has no follow-up that could end it). A
+process killed before the commit loses both (the completed task is found
+RUNNING, as when it dies before recording a result); one killed after it
+leaves a claimed attempt whose executor died, which its lease finds, as
+after any claim. Only a delivery through `deliver` claims ahead:
 a completion from an event or a lease check publishes the message as usual.
 """
 
@@ -129,6 +132,7 @@ class _Ahead:
         #: The claim the last run of the transaction's function made (None: none).
         self.pending: Claim | None = None
         self.spent = False  # the reserved message's attempt was claimed and committed
+        self.settled = False  # the reservation was settled (__exit__)
 
     def begin(self) -> str | None:
         """The task to read with the completed one; asked at the start of each run
@@ -140,11 +144,12 @@ class _Ahead:
                  record: TaskRecord | None, now: float) -> None:
         """Make `step`, a success, claim the task `begin` named too (`record`, as read
         before it), or leave it as it is (no claim taken at once, or one that
-        would read what the step writes). Before the step's writes: the run is
-        read in the same transaction, for what Engine.after_claim checks (a
-        single writer's store: that read is as late as one after the commit,
-        and cheaper; it is not written, which only a store that locks, never
-        one that compares and sets, allows)."""
+        would read what the step writes). Before the step's writes, a chain's
+        step reads the run in the same transaction, for what Engine.after_claim
+        checks (a single writer's store: that read is as late as one after the
+        commit, since such a step has no follow-up, and cheaper; it is not
+        written, which only a store that locks, never one that compares and
+        sets, allows)."""
         self.pending = None
         if self.claims is None or record is None:
             return
@@ -156,10 +161,13 @@ class _Ahead:
                                              and write.key == record.task_id
                                              for write in step.writes):
             return
+        # The run is not read here: the completion's follow-up, which runs
+        # before this claim does, may end it (a foreach's collector failing
+        # it, say), so Engine.after_claim reads it then, as after any claim.
         claim = self._claimed(record, run_id, attempt, now)
         if claim is not None:
             step.writes.append(claim.step.writes[0])
-            self.pending = claim._replace(run=tx.get_run(run_id))
+            self.pending = claim
 
     def _chain_in(self, step: "Step", tx: "Transaction", run_id: str,
                   dependent: TaskRecord, now: float) -> None:
@@ -204,15 +212,25 @@ class _Ahead:
             self.spent = self.reserved is not None
         self.pending = None
 
+    def landed(self) -> None:
+        """The commit an error left unknown landed after all (completion._complete_again),
+        and so did its claim: it runs too, with its run read then (the tries
+        since may have missed a pause). A reserved message, put back by then,
+        finds the attempt claimed."""
+        if self.pending is not None:
+            self.pending = self.pending._replace(run=None)
+        self.keep()
+
     def __enter__(self) -> "_Ahead":
         return self
 
     def __exit__(self, *exc: object) -> None:
         """The message reserved, if any, is spent or handled as usual; nothing
         claims it any more (a retry of the transaction reads no other task)."""
-        if self.reserved is not None:
+        if self.reserved is not None and not self.settled:
+            self.settled = True
             self.engine.bus.settle_next(self.spent)
-            self.reserved, self.next_id = None, None
+        self.next_id = None
 
 
 def together(engine: "Engine", run_id: str, task_id: str, record: TaskRecord | None,

@@ -150,7 +150,7 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
                         error=f"RecordTooLargeError: {exc}", trigger_id=trigger_id)
     except TransientBackendError as exc:
         step = _complete_again(engine, run_id, task_id, attempt, ok, exc,
-                                    lambda tx: finish(tx, trust_claim=False))
+                               lambda tx: finish(tx, trust_claim=False), ahead.landed)
     if step is None:
         logger.info("run %s task %s attempt %d already completed; outcome ignored",
                     run_id, task_id, attempt)
@@ -180,14 +180,17 @@ def _branches_chosen(engine: "Engine", run_id: str, task_id: str,
 
 def _complete_again(engine: "Engine", run_id: str, task_id: str, attempt: int, ok: bool,
                     error: TransientBackendError,
-                    finish: Callable[[Transaction], Step | None]) -> Step | None:
+                    finish: Callable[[Transaction], Step | None],
+                    landed: Callable[[], None]) -> Step | None:
     """Record an outcome after the store failed to say whether it did.
 
     The body's result exists only in this process: redelivering the
     message would find the attempt RUNNING and wait for its lease (an
     hour by default), then fail a task that succeeded. So try again here,
     reading the record this time: if the first commit landed, only its
-    follow-up messages are missing, and they are sent again.
+    follow-up messages are missing, and they are sent again, and the
+    attempt it claimed too (core/chaining.py) runs here (`landed`): else
+    nobody would run it before its lease ran out.
     """
     for delay in COMPLETION_RETRY_DELAYS:
         logger.warning("run %s task %s attempt %d: recording the outcome failed (%s); "
@@ -202,7 +205,8 @@ def _complete_again(engine: "Engine", run_id: str, task_id: str, attempt: int, o
             records = engine.store.get_tasks(run_id, [task_id])
             if records and records[0].status is TaskStatus.SUCCEEDED \
                     and records[0].attempt == attempt:
-                advance_after_success(engine, run_id, task_id)  # the first try landed
+                landed()  # the first try landed, and the claim riding along it
+                advance_after_success(engine, run_id, task_id)
                 return Step()
         return step
     raise error
