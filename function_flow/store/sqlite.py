@@ -117,6 +117,14 @@ class SqliteStore(SqliteContext, Store):
             conn = self._local.conn = self._open()
         return conn
 
+    @contextlib.contextmanager
+    def _point_read(self) -> Iterator[sqlite3.Connection]:
+        """A connection for a read of a few rows, fetched before the block ends:
+        the writer's when it is idle (its page cache is warm: see
+        GroupCommitWriter.reading), else this thread's."""
+        with self._writer.reading() as conn:
+            yield conn if conn is not None else self._connection()
+
     def _open(self) -> sqlite3.Connection:
         conn = None
         try:
@@ -205,16 +213,16 @@ class SqliteStore(SqliteContext, Store):
         return True
 
     def get_run(self, run_id: str) -> RunRecord | None:
-        conn = self._connection()
-        if run_id in self._runs:
-            revision = run_revision(conn, run_id)
-            if revision is None:
-                return None
-            cached = self._cached_run(run_id, revision)
-            if cached is not None:
-                return cached
-        row = conn.execute("SELECT revision, data FROM runs WHERE run_id = ?",
-                           (run_id,)).fetchone()
+        with self._point_read() as conn:
+            if run_id in self._runs:
+                revision = run_revision(conn, run_id)
+                if revision is None:
+                    return None
+                cached = self._cached_run(run_id, revision)
+                if cached is not None:
+                    return cached
+            row = conn.execute("SELECT revision, data FROM runs WHERE run_id = ?",
+                               (run_id,)).fetchone()
         if row is None:
             return None
         record = RunRecord.from_dict(json.loads(row[1]))
@@ -230,17 +238,21 @@ class SqliteStore(SqliteContext, Store):
 
     def get_tasks(self, run_id: str,
                   task_ids: Iterable[str] | None = None) -> list[TaskRecord]:
-        conn = self._connection()
         if task_ids is None:
-            rows = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ?",
-                                (run_id,)).fetchall()
+            rows = self._connection().execute(
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ?", (run_id,)).fetchall()
             return [task_record(r[1], r[2]) for r in rows]
         wanted = list(dict.fromkeys(task_ids))
-        found = {r[0]: r for r in select_tasks(conn, run_id, wanted)}
+        with self._point_read() as conn:
+            found = {r[0]: r for r in select_tasks(conn, run_id, wanted)}
         return [task_record(found[t][1], found[t][2]) for t in wanted if t in found]
 
     def join_progress(self, run_id: str, task_id: str) -> JoinProgress | None:
-        conn = self._connection()
+        with self._point_read() as conn:
+            return self._read_join(conn, run_id, task_id)
+
+    @staticmethod
+    def _read_join(conn: sqlite3.Connection, run_id: str, task_id: str) -> JoinProgress | None:
         try:
             row = conn.execute(
                 "SELECT status, coalesce(succeeded, 0), coalesce(failed, 0), "
@@ -281,7 +293,12 @@ class SqliteStore(SqliteContext, Store):
     def find_free_slots(self, run_id: str, count: int, limit: int) -> list[int]:
         # The free rows from their own index, then the numbers past the last
         # row (MAX on the primary key: one probe), never the held rows.
-        conn = self._connection()
+        with self._point_read() as conn:
+            return self._read_free_slots(conn, run_id, count, limit)
+
+    @staticmethod
+    def _read_free_slots(conn: sqlite3.Connection, run_id: str, count: int,
+                         limit: int) -> list[int]:
         free = [r[0] for r in conn.execute(
             "SELECT slot FROM slots INDEXED BY slots_free "
             "WHERE run_id = ? AND holder IS NULL AND slot < ? ORDER BY slot LIMIT ?",
