@@ -3,7 +3,8 @@
 WAL mode with synchronous=NORMAL: a commit survives the process being
 killed (kill -9) at any point; only a power cut can lose the last commits
 (synchronous="full": an fsync per commit, which survives that too). Each
-thread reads on its own connection; every write transaction of the process
+thread reads on its own connection, except point reads while the writer's
+is idle (_point_read); every write transaction of the process
 runs on one connection (sqlite_writer.py: `BEGIN IMMEDIATE`, so a
 transaction never needs retrying, and the transactions that wait while one
 runs are committed with it, so writers never sleep in SQLite's busy handler).
