@@ -8,7 +8,6 @@ adapter that passes them runs the engine.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import threading
@@ -50,25 +49,12 @@ def work_of(store: Store, fn: Callable[[], Any]) -> tuple[Any, int]:
             steps[0] += 1
             return 0
 
-        # This thread's reads on its own connection, which counts them (the
-        # store lends the writer's when it is idle: SqliteStore._point_read).
-        # Only this thread's: others may use the store meanwhile.
-        caller = threading.get_ident()
-        lent = store._point_read
-
-        def point_read() -> Any:
-            if threading.get_ident() == caller:
-                return contextlib.nullcontext(store._connection())
-            return lent()
-
         connection = store._connection()
         connection.set_progress_handler(step, 1)
-        store._point_read = point_read  # type: ignore[method-assign]
         try:
             return fn(), steps[0]
         finally:
             connection.set_progress_handler(None, 1)
-            store.__dict__.pop("_point_read", None)
     bench = os.path.join(os.path.dirname(os.path.dirname(__file__)), "bench")
     if bench not in sys.path:
         sys.path.insert(0, bench)

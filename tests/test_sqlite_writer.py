@@ -119,46 +119,6 @@ def test_close_from_another_thread_never_loses_or_breaks_a_group(tmp_path: Path)
     assert set(returned) <= set(_keys(reader))  # what a caller was told is committed, is
 
 
-def test_a_read_gets_the_writers_connection_only_when_it_is_idle(tmp_path: Path) -> None:
-    """reading() lends the connection (its page cache is warm) for a read outside
-    any transaction; while a transaction holds it, the caller gets None and reads
-    elsewhere: on it, the read would see writes not committed yet."""
-    writer, reader = _writer(tmp_path)
-    writer.run(lambda conn: conn.execute("INSERT INTO t VALUES ('committed')"))
-    written, release = threading.Event(), threading.Event()
-    lent: list[sqlite3.Connection | None] = []
-
-    def write_and_hold(conn: sqlite3.Connection) -> None:
-        conn.execute("INSERT INTO t VALUES ('pending')")
-        written.set()
-        release.wait(30)
-
-    thread = threading.Thread(target=lambda: writer.run(write_and_hold))
-    thread.start()
-    assert written.wait(30)
-    with writer.reading() as conn:
-        lent.append(conn)
-    release.set()
-    thread.join(30)
-    assert lent == [None]
-    with writer.reading() as conn:
-        assert conn is not None
-        assert sorted(r[0] for r in conn.execute("SELECT k FROM t")) == ["committed", "pending"]
-    writer.run(lambda conn: conn.execute("INSERT INTO t VALUES ('after')"))  # not left locked
-    assert _keys(reader) == ["after", "committed", "pending"]
-    writer.close()
-
-
-def test_close_during_a_read_waits_for_its_end(tmp_path: Path) -> None:
-    writer, _ = _writer(tmp_path)
-    writer.run(lambda conn: conn.execute("INSERT INTO t VALUES ('a')"))
-    with writer.reading() as conn:
-        assert conn is not None
-        writer.close()
-        assert conn.execute("SELECT count(*) FROM t").fetchone() == (1,)
-    assert writer._conn is None
-
-
 def test_the_wal_is_checkpointed_every_4000_pages_and_cut_back(tmp_path: Path) -> None:
     """A checkpoint (two fsyncs inside a commit, every writer waiting) comes every
     4,000 pages (sqlite._CHECKPOINT_PAGES), not SQLite's 1,000, so the WAL grows

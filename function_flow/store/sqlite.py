@@ -3,8 +3,7 @@
 WAL mode with synchronous=NORMAL: a commit survives the process being
 killed (kill -9) at any point; only a power cut can lose the last commits
 (synchronous="full": an fsync per commit, which survives that too). Each
-thread reads on its own connection, except point reads while the writer's
-is idle (_point_read); every write transaction of the process
+thread reads on its own connection; every write transaction of the process
 runs on one connection (sqlite_writer.py: `BEGIN IMMEDIATE`, so a
 transaction never needs retrying, and the transactions that wait while one
 runs are committed with it, so writers never sleep in SQLite's busy handler).
@@ -47,13 +46,15 @@ T = TypeVar("T")
 _CACHED_RUNS = 256
 
 #: WAL pages (frames) after which a commit copies the WAL into the database
-#: (a checkpoint). At SQLite's default of 1,000 that was every ~280 chain
-#: steps, and each checkpoint, run inside the commit that crosses the mark
-#: while every writer of the process waits, took 5-20 ms (two fsyncs, even at
-#: NORMAL): 25-40 us per task. At 4,000 a page written again and again (a
-#: run's few hot pages) is copied once per checkpoint, not four times, and
-#: the fsyncs are shared by four times the commits: about half the cost per
-#: task. Durability is unchanged (a commit is in the WAL either way).
+#: (a checkpoint), at synchronous=NORMAL. At SQLite's default of 1,000 that
+#: was every ~280 chain steps, and each checkpoint, run inside the commit
+#: that crosses the mark while every writer of the process waits, took 5-20
+#: ms, most of it its two fsyncs (the only ones at NORMAL): 25-40 us per
+#: task. At 4,000 a page written again and again (a run's few hot pages) is
+#: copied once per checkpoint, not four times, and the fsyncs serve four
+#: times the commits. Durability is unchanged: a commit is in the WAL either
+#: way. At FULL, SQLite's default stays: each commit's fsync there is dearer
+#: while the WAL file grows than once it is reused in place (bench/README.md).
 _CHECKPOINT_PAGES = 4000
 #: What the WAL file is cut back to when it starts over after a checkpoint
 #: (bytes; SQLite keeps it at its largest otherwise): the 4 MiB it grew to at
@@ -132,14 +133,6 @@ class SqliteStore(SqliteContext, Store):
             conn = self._local.conn = self._open()
         return conn
 
-    @contextlib.contextmanager
-    def _point_read(self) -> Iterator[sqlite3.Connection]:
-        """A connection for a read of a few rows, fetched before the block ends:
-        the writer's when it is idle (its page cache is warm: see
-        GroupCommitWriter.reading), else this thread's."""
-        with self._writer.reading() as conn:
-            yield conn if conn is not None else self._connection()
-
     def _open(self) -> sqlite3.Connection:
         conn = None
         try:
@@ -148,8 +141,9 @@ class SqliteStore(SqliteContext, Store):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA busy_timeout=60000")
-            conn.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
-            conn.execute(f"PRAGMA journal_size_limit={_WAL_KEPT_BYTES}")
+            if self.synchronous == "NORMAL":
+                conn.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
+                conn.execute(f"PRAGMA journal_size_limit={_WAL_KEPT_BYTES}")
         except sqlite3.Error:
             if conn is not None:  # do not leak a half-opened connection
                 conn.close()
@@ -230,16 +224,16 @@ class SqliteStore(SqliteContext, Store):
         return True
 
     def get_run(self, run_id: str) -> RunRecord | None:
-        with self._point_read() as conn:
-            if run_id in self._runs:
-                revision = run_revision(conn, run_id)
-                if revision is None:
-                    return None
-                cached = self._cached_run(run_id, revision)
-                if cached is not None:
-                    return cached
-            row = conn.execute("SELECT revision, data FROM runs WHERE run_id = ?",
-                               (run_id,)).fetchone()
+        conn = self._connection()
+        if run_id in self._runs:
+            revision = run_revision(conn, run_id)
+            if revision is None:
+                return None
+            cached = self._cached_run(run_id, revision)
+            if cached is not None:
+                return cached
+        row = conn.execute("SELECT revision, data FROM runs WHERE run_id = ?",
+                           (run_id,)).fetchone()
         if row is None:
             return None
         record = RunRecord.from_dict(json.loads(row[1]))
@@ -255,21 +249,17 @@ class SqliteStore(SqliteContext, Store):
 
     def get_tasks(self, run_id: str,
                   task_ids: Iterable[str] | None = None) -> list[TaskRecord]:
+        conn = self._connection()
         if task_ids is None:
-            rows = self._connection().execute(
-                f"SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ?", (run_id,)).fetchall()
+            rows = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ?",
+                                (run_id,)).fetchall()
             return [task_record(r[1], r[2]) for r in rows]
         wanted = list(dict.fromkeys(task_ids))
-        with self._point_read() as conn:
-            found = {r[0]: r for r in select_tasks(conn, run_id, wanted)}
+        found = {r[0]: r for r in select_tasks(conn, run_id, wanted)}
         return [task_record(found[t][1], found[t][2]) for t in wanted if t in found]
 
     def join_progress(self, run_id: str, task_id: str) -> JoinProgress | None:
-        with self._point_read() as conn:
-            return self._read_join(conn, run_id, task_id)
-
-    @staticmethod
-    def _read_join(conn: sqlite3.Connection, run_id: str, task_id: str) -> JoinProgress | None:
+        conn = self._connection()
         try:
             row = conn.execute(
                 "SELECT status, coalesce(succeeded, 0), coalesce(failed, 0), "
@@ -310,12 +300,7 @@ class SqliteStore(SqliteContext, Store):
     def find_free_slots(self, run_id: str, count: int, limit: int) -> list[int]:
         # The free rows from their own index, then the numbers past the last
         # row (MAX on the primary key: one probe), never the held rows.
-        with self._point_read() as conn:
-            return self._read_free_slots(conn, run_id, count, limit)
-
-    @staticmethod
-    def _read_free_slots(conn: sqlite3.Connection, run_id: str, count: int,
-                         limit: int) -> list[int]:
+        conn = self._connection()
         free = [r[0] for r in conn.execute(
             "SELECT slot FROM slots INDEXED BY slots_free "
             "WHERE run_id = ? AND holder IS NULL AND slot < ? ORDER BY slot LIMIT ?",

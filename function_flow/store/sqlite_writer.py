@@ -79,37 +79,6 @@ class GroupCommitWriter:
             raise
         self._keep_step(conn, group)
 
-    @contextlib.contextmanager
-    def reading(self) -> Iterator[sqlite3.Connection | None]:
-        """This connection for a read outside any transaction, if it is idle now;
-        else None (the caller reads on a connection of its own), never a wait.
-
-        A connection's page cache is dropped whenever another connection has
-        committed since its last read, so a reader connection reads every page
-        of a lookup again after each commit of this process (a fan-out's join
-        check: 35-40 us on a reader, about 10 on this one, whose cache holds
-        what it wrote). Idle: no thread uses it, none waits for it, and no
-        transaction is open on it (a group between members holds writes not
-        committed yet, which a read must not see). The read runs in autocommit,
-        so it sees what is committed, like a reader connection; the caller
-        must fetch every row before the block ends (no statement left open).
-        """
-        with self._cond:
-            idle = not self._using and not self._waiting and not self._group \
-                and self._conn is not None
-            if idle:
-                self._using, self._owner = True, threading.get_ident()
-        if not idle:
-            yield None
-            return
-        try:
-            yield self._conn
-        finally:
-            with self._cond:
-                self._using = False
-                self._close_if_asked()
-                self._free.notify()
-
     def _enter(self) -> tuple[sqlite3.Connection, int]:
         """Wait for the connection; a savepoint in the open transaction, or a new one."""
         with self._cond:
