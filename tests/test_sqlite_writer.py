@@ -4,7 +4,6 @@ joined one that another thread's transaction left open."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -117,26 +116,3 @@ def test_close_from_another_thread_never_loses_or_breaks_a_group(tmp_path: Path)
     assert not raised, raised[:3]
     assert len(returned) == 400
     assert set(returned) <= set(_keys(reader))  # what a caller was told is committed, is
-
-
-def test_the_wal_is_checkpointed_every_4000_pages_and_cut_back(tmp_path: Path) -> None:
-    """A checkpoint (two fsyncs inside a commit, every writer waiting) comes every
-    4,000 pages (sqlite._CHECKPOINT_PAGES), not SQLite's 1,000, so the WAL grows
-    to about 16 MiB; when it starts over it is cut back to 4 MiB, not kept at
-    its largest."""
-    from function_flow.store.sqlite import SqliteStore, _WAL_KEPT_BYTES
-    from store_conformance import make_run
-
-    wal = str(tmp_path / "state.db") + "-wal"
-    store = SqliteStore(str(tmp_path / "state.db"))
-    make_run(store)
-    sizes = [0]
-    for key in range(400):  # 100 KB each: 25 pages
-        assert store.set_context("run-1", f"k{key}", "x" * 100_000)
-        sizes.append(os.path.getsize(wal))
-        if sizes[-1] < sizes[-2]:
-            break
-    store.close()
-    assert sizes[-1] < sizes[-2], "the WAL never started over"
-    assert max(sizes) > 3 * _WAL_KEPT_BYTES, max(sizes)
-    assert sizes[-1] <= _WAL_KEPT_BYTES, sizes[-1]

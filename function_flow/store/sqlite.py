@@ -45,22 +45,6 @@ T = TypeVar("T")
 #: Most run records SqliteStore keeps parsed (runs in progress, typically a few).
 _CACHED_RUNS = 256
 
-#: WAL pages (frames) after which a commit copies the WAL into the database
-#: (a checkpoint), at synchronous=NORMAL. At SQLite's default of 1,000 that
-#: was every ~280 chain steps, and each checkpoint, run inside the commit
-#: that crosses the mark while every writer of the process waits, took 5-20
-#: ms, most of it its two fsyncs (the only ones at NORMAL): 25-40 us per
-#: task. At 4,000 a page written again and again (a run's few hot pages) is
-#: copied once per checkpoint, not four times, and the fsyncs serve four
-#: times the commits. Durability is unchanged: a commit is in the WAL either
-#: way. At FULL, SQLite's default stays: each commit's fsync there is dearer
-#: while the WAL file grows than once it is reused in place (bench/README.md).
-_CHECKPOINT_PAGES = 4000
-#: What the WAL file is cut back to when it starts over after a checkpoint
-#: (bytes; SQLite keeps it at its largest otherwise): the 4 MiB it grew to at
-#: the default checkpoint interval.
-_WAL_KEPT_BYTES = 4 * 1024 * 1024
-
 
 def _copy_run(record: RunRecord) -> RunRecord:
     """A record of its own for the caller (who may set its fields), sharing values."""
@@ -141,9 +125,6 @@ class SqliteStore(SqliteContext, Store):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA busy_timeout=60000")
-            if self.synchronous == "NORMAL":
-                conn.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
-                conn.execute(f"PRAGMA journal_size_limit={_WAL_KEPT_BYTES}")
         except sqlite3.Error:
             if conn is not None:  # do not leak a half-opened connection
                 conn.close()
