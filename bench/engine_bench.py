@@ -42,7 +42,6 @@ tracemalloc (which traces every thread, and would slow the timed runs).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import dataclasses
 import graphlib
@@ -59,7 +58,10 @@ import tempfile
 import threading
 import time
 import tracemalloc
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sqlite_counting import counting_statements  # noqa: E402
 
 #: Issue 11's target for chains and 1 -> N -> 1 fan-outs (no slots) at NORMAL.
 TARGET_MS_PER_TASK = 0.12
@@ -311,57 +313,6 @@ def measure(scenario: Scenario, runner: str, workers: int, repeat: int,
     return {"walls": walls, "cpus": cpus, "heap_peak": heap_peak,
             "rss_growth": rss_growth_kib * 1024, "statements": statements,
             "sql_seconds": sql_seconds}
-
-
-class _TimedConnection(sqlite3.Connection):
-    """A connection that adds the time spent in its execute calls to `spent`
-    (where SQLite parses, steps and commits: the store's SQL cost)."""
-
-    spent: list[float]
-
-    def execute(self, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
-        started = time.perf_counter()
-        try:
-            return super().execute(*args)
-        finally:
-            self.spent[0] += time.perf_counter() - started
-
-    def executemany(self, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
-        started = time.perf_counter()
-        try:
-            return super().executemany(*args)
-        finally:
-            self.spent[0] += time.perf_counter() - started
-
-
-@contextlib.contextmanager
-def counting_statements() -> Iterator[list[Any]]:
-    """[statements, seconds]: the SQL statements that every SQLite connection
-    opened meanwhile runs (sqlite3's trace callback; statements inside
-    triggers not apart), the embedded backend's operations, as
-    firestore_bench.py counts Firestore's; and the seconds spent in their
-    execute calls, all threads together (the rest of a run is Python)."""
-    counted: list[Any] = [0, 0.0]
-    real_connect = sqlite3.connect
-
-    def count(statement: str) -> None:
-        if not statement.startswith("--"):  # a trigger's statement, reported apart
-            counted[0] += 1
-
-    class Timed(_TimedConnection):
-        spent = counted[1:]  # a view would not do: read back below
-
-    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        conn = real_connect(*args, factory=Timed, **kwargs)
-        conn.set_trace_callback(count)
-        return conn
-
-    sqlite3.connect = connect  # type: ignore[assignment]
-    try:
-        yield counted
-    finally:
-        sqlite3.connect = real_connect  # type: ignore[assignment]
-        counted[1] = Timed.spent[0]
 
 
 def measure_in_child(scenario: Scenario, runner: str, workers: int,
