@@ -132,7 +132,6 @@ class _Ahead:
         #: The claim the last run of the transaction's function made (None: none).
         self.pending: Claim | None = None
         self.spent = False  # the reserved message's attempt was claimed and committed
-        self.settled = False  # the reservation was settled (__exit__)
 
     def begin(self) -> str | None:
         """The task to read with the completed one; asked at the start of each run
@@ -227,8 +226,7 @@ class _Ahead:
     def __exit__(self, *exc: object) -> None:
         """The message reserved, if any, is spent or handled as usual; nothing
         claims it any more (a retry of the transaction reads no other task)."""
-        if self.reserved is not None and not self.settled:
-            self.settled = True
+        if self.reserved is not None:
             self.engine.bus.settle_next(self.spent)
         self.next_id = None
 
