@@ -152,7 +152,7 @@ def test_a_long_lived_process_does_not_keep_a_lease_check_per_attempt_it_ran(tmp
     ended it is forgotten, so the timer's heap does not grow with every task
     the process ever ran (nor does a check still wanted go missing)."""
     from function_flow import backends
-    from function_flow.bus.local import FORGOTTEN_KEPT
+    from function_flow.bus.lease_checks import FORGOTTEN_KEPT
     from function_flow.tasks import Job
 
     tasks = 3 * FORGOTTEN_KEPT

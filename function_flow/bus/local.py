@@ -55,6 +55,7 @@ import time
 from typing import Callable, Iterator
 
 from function_flow import tracing
+from function_flow.bus.lease_checks import LeaseChecks
 from function_flow.core import output
 from function_flow.core.ports import Bus
 from function_flow.core.records import Message, MessageKind
@@ -65,8 +66,6 @@ _STOP = object()
 
 #: Seconds between the timer thread's looks at a backlog (see the docstring).
 BACKLOG_POLL = 0.001
-#: Forgotten lease checks the heap holds before it is rebuilt without them.
-FORGOTTEN_KEPT = 1024
 
 
 def _runs_task_of(message: Message, run_id: str) -> bool:
@@ -107,10 +106,7 @@ class LocalBus(Bus):
         self._backlog_look = 0.0   # time.monotonic() of its next look
         self._busy = 0             # messages queued or being handled now
         self._delayed_work = 0     # delayed RUN_TASK messages (retries)
-        #: Lease checks in _timers, per message, and those no longer wanted
-        #: (`forget`): dropped when due, or all at once when they pile up.
-        self._lease_checks: collections.Counter[Message] = collections.Counter()
-        self._forgotten: set[Message] = set()
+        self._lease_checks = LeaseChecks()  # those in _timers, and the forgotten
         self._threads: list[threading.Thread] = []
         self._closed = False
         #: On a worker thread: `next`, the message it keeps for itself (or None).
@@ -148,8 +144,7 @@ class LocalBus(Bus):
                 if message.kind is MessageKind.RUN_TASK:
                     self._delayed_work += 1
                 else:
-                    self._lease_checks[message] += 1
-                    self._forgotten.discard(message)  # wanted again (a claim after a hold)
+                    self._lease_checks.scheduled(message)
                 if self._timers[0] is entry:  # due before anything the timer waits for
                     self._timer_wakeup.notify()
                 return
@@ -365,7 +360,7 @@ class LocalBus(Bus):
                     _, _, message, deliveries, sender = heapq.heappop(self._timers)
                     if message.kind is MessageKind.RUN_TASK:
                         self._delayed_work -= 1
-                    elif self._lease_check_due(message):
+                    elif self._lease_checks.due(message):
                         continue
                     self._busy += 1
                     if message.kind is MessageKind.CHECK_LEASE:
@@ -388,27 +383,7 @@ class LocalBus(Bus):
         if message.kind is not MessageKind.CHECK_LEASE:
             return
         with self._lock:
-            if not self._lease_checks.get(message):
-                return
-            self._forgotten.add(message)
-            if len(self._forgotten) >= FORGOTTEN_KEPT and \
-                    len(self._forgotten) * 2 >= len(self._lease_checks):
-                self._timers = [entry for entry in self._timers
-                                if entry[2] not in self._forgotten]
-                heapq.heapify(self._timers)
-                for forgotten in self._forgotten:
-                    del self._lease_checks[forgotten]
-                self._forgotten.clear()
-
-    def _lease_check_due(self, message: Message) -> bool:
-        """A lease check left the heap (holding the lock): whether it was forgotten."""
-        self._lease_checks[message] -= 1
-        if self._lease_checks[message] <= 0:
-            del self._lease_checks[message]
-            if message in self._forgotten:
-                self._forgotten.discard(message)
-                return True
-        return message in self._forgotten
+            self._timers = self._lease_checks.forget(message, self._timers)
 
     @property
     def delayed(self) -> int:
