@@ -61,13 +61,21 @@ def dev_log(cwd: Path) -> str:
     return logs[0].read_text(encoding="utf-8")
 
 
-def started_processes(log: str) -> tuple[list[int], list[int]]:
-    """PIDs and 127.0.0.1 ports of what `dev` says it started (emulators, functions)."""
-    lines = [line for line in log.splitlines() if " dev " in line and "(pid " in line
-             and not re.search(r"\bstopped\b", line)]
-    pids = [int(pid) for line in lines for pid in re.findall(r"\(pid (\d+)\)", line)]
-    ports = [int(port) for line in lines for port in re.findall(r"127\.0\.0\.1:(\d+)", line)]
-    return pids, ports
+def started_processes(log: str) -> tuple[dict[str, tuple[int, int]], list[int]]:
+    """What `dev` says it started, by name (emulators, functions): the last PID
+    and 127.0.0.1 port logged for each (a function whose first port was taken
+    logs "moved to", and the functions restarted to learn callback's new URL
+    log their start again), and every PID it logged, for the liveness check."""
+    latest: dict[str, tuple[int, int]] = {}
+    every_pid = []
+    for line in log.splitlines():
+        started = re.match(r"\S+ dev +(\S+) .*127\.0\.0\.1:(\d+).*\(pid (\d+)\)", line)
+        if started is None or re.search(r"\bstopped\b", line):
+            continue
+        name, port, pid = started.group(1), int(started.group(2)), int(started.group(3))
+        latest[name] = (pid, port)
+        every_pid.append(pid)
+    return latest, every_pid
 
 
 def live_members(pgid: int) -> list[int]:
@@ -98,17 +106,33 @@ def assert_all_stopped(log: str, remote_functions: int = 0) -> None:
     started, and nothing of them is left."""
     from function_flow.local.stack import FUNCTIONS
 
-    pids, ports = started_processes(log)
+    latest, every_pid = started_processes(log)
     expected = 3 + len(FUNCTIONS) + remote_functions
-    assert len(pids) == expected, (f"expected 3 emulators + {len(FUNCTIONS)} functions + "
-                                   f"{remote_functions} remote in the log:\n{log}")
-    assert len(ports) == expected, log
-    left = {pid: live_members(pid) for pid in pids if live_members(pid)}
+    assert len(latest) == expected, (f"expected 3 emulators + {len(FUNCTIONS)} functions + "
+                                     f"{remote_functions} remote in the log:\n{log}")
+    left = {pid: live_members(pid) for pid in every_pid if live_members(pid)}
     assert not left, f"process groups still alive after dev exited: {left}"
-    assert not [port for port in ports if port_open(port)], "a port is still open"
+    assert not [port for _, port in latest.values() if port_open(port)], "a port is still open"
 
 
 # ---------------------------------------------------------------------- tests
+
+
+def test_the_stop_check_counts_a_moved_or_restarted_function_once() -> None:
+    """A function whose first port was taken logs its start twice; the check of
+    the other tests counts it once and looks at its last port."""
+    log = "\n".join([
+        "12:00:00.000 dev                     firestore emulator on 127.0.0.1:9001 (pid 11)",
+        "12:00:00.000 dev                     callback (http function) on "
+        "http://127.0.0.1:9002 (pid 12)",
+        "12:00:01.000 dev                     callback moved to http://127.0.0.1:9003 (pid 13)",
+        "12:00:01.000 dev                     stopped start (pid 14) to tell them callback's "
+        "new URL",
+        "12:00:01.000 start                   Serving on http://127.0.0.1:9004 (pid 99)",
+    ])
+    latest, every_pid = started_processes(log)
+    assert latest == {"firestore": (11, 9001), "callback": (13, 9003)}
+    assert every_pid == [11, 12, 13]
 
 
 def test_a_local_stack_serves_the_files_remote_functions_as_dev_does() -> None:
