@@ -89,6 +89,15 @@ def test_unknown_dependency_suggests_the_closest_id():
     assert error.task_id == "report"
 
 
+def test_unknown_dependency_never_suggests_the_task_itself():
+    # 'stepl' (a typo of 'step1') is as close to 'step2', the task that has the dep:
+    # suggesting it would propose a cycle.
+    job = job_with(("step1", None), ("step2", ["stepl"]))
+    error = definition_error(job.validate)
+    assert str(error) == ("task 'step2' depends on unknown task 'stepl' "
+                          "(did you mean 'step1'?)")
+
+
 def test_unknown_dependency_without_a_close_match():
     error = definition_error(job_with(("a", None), ("b", ["zzz"])).validate)
     assert "task 'b' depends on unknown task 'zzz'" in str(error)

@@ -49,7 +49,9 @@ class Dag:
                 if dep not in self.tasks:
                     raise DefinitionError(
                         f"task {spec.task_id!r} depends on unknown task {dep!r}"
-                        f"{_did_you_mean(dep, self.tasks)}", spec.task_id)
+                        # Never the task itself: depending on it would be a cycle.
+                        f"{_did_you_mean(dep, (t for t in self.tasks if t != spec.task_id))}",
+                        spec.task_id)
         self.order = self._topological_order()
         # Lists first: a tuple grown per dependent made a wide fan-out quadratic.
         dependents: dict[str, list[str]] = {t: [] for t in self.tasks}
