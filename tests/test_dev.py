@@ -118,19 +118,21 @@ def assert_all_stopped(log: str, remote_functions: int = 0) -> None:
 # ---------------------------------------------------------------------- tests
 
 
-def test_the_stop_check_counts_a_moved_or_restarted_function_once() -> None:
+def test_the_stop_check_counts_a_moved_or_restarted_function_once(tmp_path: Path) -> None:
     """A function whose first port was taken logs its start twice; the check of
-    the other tests counts it once and looks at its last port."""
-    log = "\n".join([
-        "12:00:00.000 dev                     firestore emulator on 127.0.0.1:9001 (pid 11)",
-        "12:00:00.000 dev                     callback (http function) on "
-        "http://127.0.0.1:9002 (pid 12)",
-        "12:00:01.000 dev                     callback moved to http://127.0.0.1:9003 (pid 13)",
-        "12:00:01.000 dev                     stopped start (pid 14) to tell them callback's "
-        "new URL",
-        "12:00:01.000 start                   Serving on http://127.0.0.1:9004 (pid 99)",
-    ])
-    latest, every_pid = started_processes(log)
+    the other tests counts it once and looks at its last port. The lines go
+    through the stack's own DevLog, so they have its stamps and columns."""
+    from function_flow.local.dev_log import DevLog
+
+    log = DevLog(str(tmp_path / "dev.log"))
+    log.open()
+    log.event("firestore emulator on 127.0.0.1:9001 (pid 11)")
+    log.event("callback (http function) on http://127.0.0.1:9002 (pid 12)")
+    log.event("callback moved to http://127.0.0.1:9003 (pid 13)")
+    log.event("stopped start (pid 14) to tell them callback's new URL")
+    log.write("start", "Serving on http://127.0.0.1:9004 (pid 99)")  # a function's own line
+    log.close()
+    latest, every_pid = started_processes((tmp_path / "dev.log").read_text(encoding="utf-8"))
     assert latest == {"firestore": (11, 9001), "callback": (13, 9003)}
     assert every_pid == [11, 12, 13]
 
