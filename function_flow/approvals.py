@@ -32,7 +32,8 @@ import re
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from function_flow.core.records import RunRecord, RunStatus, TaskStatus, Trigger, storable
+from function_flow.core.records import RunRecord, RunStatus, TaskStatus, Trigger
+from function_flow.core.values import storable
 from function_flow.errors import FunctionFlowError
 
 if TYPE_CHECKING:

@@ -166,7 +166,7 @@ def blobs_dir_for(db_path: str) -> str:
 
 
 def _inline_limit(text: str) -> int:
-    from function_flow.core.records import MAX_VALUE_BYTES
+    from function_flow.core.values import MAX_VALUE_BYTES
 
     if not text.strip():
         return Settings.inline_limit_bytes

@@ -27,7 +27,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Iterator
 
-from function_flow.core.records import json_text
+from function_flow.core.values import json_text
 from function_flow.errors import ContextError
 
 if TYPE_CHECKING:

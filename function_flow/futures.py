@@ -23,7 +23,7 @@ import uuid
 from typing import Any, ClassVar, Mapping, Optional
 
 from function_flow import approvals
-from function_flow.core.records import storable
+from function_flow.core.values import storable
 from function_flow.core.waiting import Pending
 
 logger = logging.getLogger("function_flow.futures")

@@ -21,11 +21,12 @@ from typing import Any
 
 import pytest
 
-from function_flow.core.ports import Bus
 from function_flow import Backoff, DefinitionError, FunctionFlowError, backends, futures, tasks
 from function_flow.backends import Backend
 from function_flow.core.engine import Engine
-from function_flow.core.records import Message, MessageKind, RunStatus, TaskStatus
+from function_flow.core.messages import Message, MessageKind
+from function_flow.core.ports import Bus
+from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.store.sqlite import SqliteStore
 from signatures import KEYS, signed
 

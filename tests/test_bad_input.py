@@ -26,8 +26,8 @@ from cloudevents.http import CloudEvent
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from function_flow.cloud.delivery import MAX_START_BODY_BYTES
-from function_flow.core.records import MAX_VALUE_BYTES
 from function_flow.core.records import TaskStatus
+from function_flow.core.values import MAX_VALUE_BYTES
 from function_flow.errors import transient_google_errors
 from signatures import signed
 from test_functions import (FLASK_APP, FORMS, as_legacy, deliver_all, http_start, make_job,

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 
 from function_flow.core import chaining
 from function_flow.core.engine import Engine
-from function_flow.core.records import Message, MessageKind
+from function_flow.core.messages import Message, MessageKind
 from invariants import Scenario, properties, sqlite_store
 from invariants.fakes import Pending
 from invariants.runner import run_scenario

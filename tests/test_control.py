@@ -20,7 +20,8 @@ from function_flow import approvals, futures
 from function_flow.backends import Backend
 from function_flow.bus.local import LocalBus
 from function_flow.core import control, transitions
-from function_flow.core.records import Message, RunStatus, TaskStatus
+from function_flow.core.messages import Message
+from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.errors import RunEndedError, RunNotFoundError
 from function_flow.tasks import Job
 from functions_stack import wait_for

@@ -185,7 +185,7 @@ def test_resume_on_google_cloud_sends_the_queued_tasks_on_the_schedule_topic(
     from google.cloud import pubsub_v1
 
     from function_flow.config import Settings
-    from function_flow.core.records import Message
+    from function_flow.core.messages import Message
 
     topic = f"dash-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("FUNCTION_FLOW_SCHEDULE_TOPIC", topic)

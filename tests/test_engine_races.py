@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from function_flow.core.ports import Bus
-from function_flow.core import completion
 from function_flow import tasks
+from function_flow.core import completion
 from function_flow.core.engine import Engine, Pending
+from function_flow.core.messages import Message
+from function_flow.core.ports import Bus
+from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.errors import TransientBackendError
-from function_flow.core.records import Message, RunStatus, TaskStatus
 from function_flow.store.sqlite import SqliteStore
 
 

@@ -24,14 +24,15 @@ import flask
 import pytest
 from cloudevents.http import CloudEvent
 
-from function_flow.core.ports import Bus
 from function_flow import futures, tasks
 from function_flow.backends import Backend
 from function_flow.bus.pubsub import PubSubBus
-from function_flow.local.emulators import free_port
-from function_flow.errors import TransientBackendError
 from function_flow.cloud.functions import RUN_ID_HEADER
-from function_flow.core.records import Message, RunStatus, TaskStatus
+from function_flow.core.messages import Message
+from function_flow.core.ports import Bus
+from function_flow.core.records import RunStatus, TaskStatus
+from function_flow.errors import TransientBackendError
+from function_flow.local.emulators import free_port
 from function_flow.store.sqlite import SqliteStore
 from signatures import KEYS, signed
 

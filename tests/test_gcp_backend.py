@@ -8,8 +8,9 @@ import pytest
 
 from function_flow.backends import from_settings
 from function_flow.config import Settings
+from function_flow.core.messages import Message
+from function_flow.core.records import RunStatus
 from function_flow.errors import ConfigurationError
-from function_flow.core.records import Message, RunStatus
 from function_flow.tasks import Job
 from signatures import TEST_HMAC_KEY
 

@@ -26,7 +26,8 @@ import pytest
 from emulators import PROJECT
 from function_flow import history
 from function_flow.cloud.functions import RUN_ID_HEADER
-from function_flow.core.records import Message, RunStatus, TaskStatus
+from function_flow.core.messages import Message
+from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.store.firestore_timers import FirestoreTimers
 from functions_stack import Stack, post, wait_for
 from signatures import signed

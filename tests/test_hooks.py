@@ -14,7 +14,8 @@ import pytest
 
 from function_flow.core import hooks, recovery, transitions
 from function_flow.core.engine import Engine
-from function_flow.core.records import Message, RunStatus, TaskStatus
+from function_flow.core.messages import Message
+from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.errors import DefinitionError
 from function_flow.tasks import Job
 

@@ -25,8 +25,10 @@ from function_flow import backends, remote, tasks
 from function_flow.config import Settings
 from function_flow.core import payloads
 from function_flow.core.engine import Engine
+from function_flow.core.messages import Message
 from function_flow.core.ports import BlobNotFoundError, Bus, Request
-from function_flow.core.records import MAX_VALUE_BYTES, Message, RunStatus, TaskStatus
+from function_flow.core.records import RunStatus, TaskStatus
+from function_flow.core.values import MAX_VALUE_BYTES
 from function_flow.errors import ConfigurationError, PayloadMissingError, RunConflictError
 from function_flow.tasks import Job
 from test_run_graph import Outbox, drain

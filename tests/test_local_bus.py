@@ -16,7 +16,7 @@ from typing import Callable
 import pytest
 
 from function_flow.bus.local import LocalBus
-from function_flow.core.records import Message, MessageKind
+from function_flow.core.messages import Message, MessageKind
 
 
 def _message(number: int | str) -> Message:

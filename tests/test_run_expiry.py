@@ -14,8 +14,8 @@ import time
 from function_flow import backends, futures
 from function_flow.config import Settings
 from function_flow.core.engine import Engine
+from function_flow.core.messages import Message
 from function_flow.core.ports import Bus
-from function_flow.core.records import Message
 from function_flow.store import expiry
 from function_flow.store.firestore import FirestoreStore
 from function_flow.tasks import Job

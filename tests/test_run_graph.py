@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 
 from function_flow.core.engine import Engine
+from function_flow.core.messages import Message
 from function_flow.core.ports import Bus
-from function_flow.core.records import Message, RunStatus, TaskRecord, TaskStatus
+from function_flow.core.records import RunStatus, TaskRecord, TaskStatus
 from function_flow.tasks import Job
 
 

@@ -12,7 +12,6 @@ callbacks in test_openfaas_e2e.py and test_approvals_http.py.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import json
 import logging
@@ -30,8 +29,9 @@ from function_flow import backends, remote, signing
 from function_flow.bus.pubsub import PubSubBus
 from function_flow.cloud import callback, delivery
 from function_flow.config import Settings
+from function_flow.core.messages import Message
 from function_flow.core.ports import Request
-from function_flow.core.records import Message, TaskStatus
+from function_flow.core.records import TaskStatus
 from function_flow.errors import ConfigurationError
 from function_flow.local.callback_server import BackendSite
 from function_flow.local.keys import dev_key

@@ -24,7 +24,7 @@ from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.tasks import Job
 from test_run_graph import Outbox, drain
 
-#: The errors a value refused at the boundary gives (records.json_text, storable,
+#: The errors a value refused at the boundary gives (values.json_text, storable,
 #: context.value_text): each says it cannot be stored and what to do instead.
 REFUSED = re.compile(r"cannot be stored|too deeply to be stored|more than the [\d,]+ ")
 

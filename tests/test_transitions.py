@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 from function_flow.core import attempts, control, transitions
 from function_flow.core.definition import END_TASK_ID, make_spec
 from function_flow.core.graph import Dag, RunGraph
-from function_flow.core.records import Message, RunRecord, RunStatus, TaskRecord, TaskStatus
-from function_flow.core.transitions import LEGAL_TRANSITIONS, Step
+from function_flow.core.messages import Message
+from function_flow.core.records import RunRecord, RunStatus, TaskRecord, TaskStatus
+from function_flow.core.step import Step
+from function_flow.core.transitions import LEGAL_TRANSITIONS
 
 NOW = 1000.0
 # a -> b, a -> c, (b, c) -> d

@@ -20,10 +20,11 @@ from function_flow.backends import Backend
 from function_flow.cli import cli
 from function_flow.core import versions
 from function_flow.core.engine import Engine
-from function_flow.core.records import Message, MessageKind, RunStatus, TaskStatus
+from function_flow.core.messages import Message, MessageKind
+from function_flow.core.records import RunStatus, TaskStatus
+from function_flow.errors import RunBlockedError, TransientBackendError
 from function_flow.futures import GCSFuture
 from function_flow.services.gcs import GcsWatcher
-from function_flow.errors import RunBlockedError, TransientBackendError
 from test_functions import as_legacy, as_push
 from signatures import KEYS
 from test_run_graph import Outbox, drain

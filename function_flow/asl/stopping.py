@@ -28,9 +28,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from function_flow.asl import map_state, stepper
-from function_flow.core import completion, transitions
+from function_flow.core import completion
 from function_flow.core.growth import Grow
 from function_flow.core.records import TaskRecord, TaskStatus
+from function_flow.core.step import Step
 
 if TYPE_CHECKING:
     from function_flow.core.engine import Engine
@@ -89,8 +90,8 @@ def stop(engine: "Engine", run_id: str, info: dict[str, Any], by: str) -> int:
     for begin in range(0, len(ids), STOP_CHUNK):
         chunk = ids[begin:begin + STOP_CHUNK]
 
-        def skip(tx: "Transaction", chunk: list[str] = chunk) -> transitions.Step:
-            step = transitions.Step("skipped")
+        def skip(tx: "Transaction", chunk: list[str] = chunk) -> Step:
+            step = Step("skipped")
             for record in tx.get_tasks(run_id, chunk).values():
                 if record.status in _NOT_STARTED:
                     _skip(step, record, now, skipping)
@@ -103,7 +104,7 @@ def stop(engine: "Engine", run_id: str, info: dict[str, Any], by: str) -> int:
         joins.update(dict.fromkeys(step.joins))
         slots = slots or step.fill_slots
     # The joins decide once every skip is written (none queues a record skipped later).
-    completion.follow_up(engine, run_id, transitions.Step(joins=tuple(joins),
+    completion.follow_up(engine, run_id, Step(joins=tuple(joins),
                                                           fill_slots=slots))
     return skipped
 
@@ -114,7 +115,7 @@ def _chained(record: TaskRecord) -> bool:
     return record.role not in ("group", "collect") and len(record.deps or ()) <= 1
 
 
-def _skip(step: transitions.Step, record: TaskRecord, now: float,
+def _skip(step: Step, record: TaskRecord, now: float,
           skipping: frozenset[str] | set[str] = frozenset()) -> None:
     """Write `record` SKIPPED into the step, and its end into its dependents
     (until its success, its scope's exits), except those skipped with it."""
@@ -151,12 +152,12 @@ def skip_if_stopped(engine: "Engine", run_id: str, task: Any) -> bool:
         return False
     now = engine.clock()
 
-    def skip(tx: "Transaction") -> transitions.Step | None:
+    def skip(tx: "Transaction") -> Step | None:
         record = tx.get_tasks(run_id, [task.id]).get(task.id)
         if record is None or record.status is not TaskStatus.RUNNING \
                 or record.attempt != task.attempt:
             return None
-        step = transitions.Step("skipped")
+        step = Step("skipped")
         _skip(step, record, now)
         step.write_to(tx, run_id)
         return step
@@ -182,11 +183,11 @@ def grow_unless_stopped(engine: "Engine", run_id: str, task: Any, grow: Grow) ->
     now = engine.clock()
     ids = {r.task_id for r in grow.records}
 
-    def add(tx: "Transaction") -> transitions.Step:
+    def add(tx: "Transaction") -> Step:
         found = tx.get_tasks(run_id, [*within, *ids])
         stop = any(isinstance(found[j].item, dict) and found[j].item.get("stopped")
                    for j in within if j in found)
-        step = transitions.Step("skipped" if stop else "grown")
+        step = Step("skipped" if stop else "grown")
         for record in grow.records:
             if record.task_id in found:  # a retried body added them already
                 continue

@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import heapq
 
-from function_flow.core.records import Message
+from function_flow.core.messages import Message
 
 #: Forgotten lease checks the heap holds before it is rebuilt without them.
 FORGOTTEN_KEPT = 1024

@@ -57,8 +57,8 @@ from typing import Callable, Iterator
 from function_flow import tracing
 from function_flow.bus.lease_checks import LeaseChecks
 from function_flow.core import output
+from function_flow.core.messages import Message, MessageKind
 from function_flow.core.ports import Bus
-from function_flow.core.records import Message, MessageKind
 
 logger = logging.getLogger("function_flow.bus")
 

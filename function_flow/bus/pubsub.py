@@ -1,6 +1,6 @@
 """Pub/Sub bus: scheduling messages on the SCHEDULE topic.
 
-Each message is `records.Message.to_json()` with its run, task, attempt and
+Each message is `messages.Message.to_json()` with its run, task, attempt and
 kind as attributes, so a message means something in Cloud Logging and in
 the Pub/Sub console. Every message a Topic publishes (scheduling messages,
 remote requests, remote answers) is signed: `function_flow_timestamp` and
@@ -26,10 +26,10 @@ import time
 from typing import Any, Callable, Protocol
 
 from function_flow import signing, tracing
+from function_flow.core.messages import Message
+from function_flow.core.ports import Bus
 from function_flow.errors import (ConfigurationError, TransientBackendError,
                                   transient_google_errors)
-from function_flow.core.ports import Bus
-from function_flow.core.records import Message
 
 logger = logging.getLogger("function_flow.bus.pubsub")
 

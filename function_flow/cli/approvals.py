@@ -33,8 +33,9 @@ from function_flow.cli.run import job_of
 from function_flow.cli.stores import open_selected
 from function_flow.config import Settings
 from function_flow.core.engine import Engine
+from function_flow.core.messages import Message
 from function_flow.core.ports import Bus
-from function_flow.core.records import Message, RunStatus
+from function_flow.core.records import RunStatus
 
 FILE_HELP = "Workflow file to use instead of the one the run recorded (needed for deployed runs)."
 

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("function_flow.cloud.approvals")
 
 Answer = tuple[dict[str, Any], int]
-#: Largest body read: the data may be up to records.MAX_VALUE_BYTES of JSON.
+#: Largest body read: the data may be up to values.MAX_VALUE_BYTES of JSON.
 MAX_BODY_BYTES = 1024 * 1024
 
 

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("function_flow.cloud.callback")
 
-#: Largest callback body read (a result is stored: see records.MAX_VALUE_BYTES).
+#: Largest callback body read (a result is stored: see values.MAX_VALUE_BYTES).
 MAX_CALLBACK_BODY_BYTES = web.MAX_ANSWER_BYTES
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 

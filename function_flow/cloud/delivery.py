@@ -49,7 +49,7 @@ from function_flow.errors import TransientBackendError, transient_google_errors
 logger = logging.getLogger("function_flow.cloud.delivery")
 
 #: Largest body `start` reads. The engine refuses arguments over
-#: core.records.MAX_VALUE_BYTES (900,000 bytes of compact JSON); this leaves
+#: core.values.MAX_VALUE_BYTES (900,000 bytes of compact JSON); this leaves
 #: room for whitespace, and a larger body is refused before it is parsed.
 MAX_START_BODY_BYTES = 1024 * 1024
 _READ_CHUNK_BYTES = 64 * 1024

@@ -27,7 +27,7 @@ from function_flow.cloud.callback import make_callback
 from function_flow.cloud.control import make_control
 from function_flow.cloud.delivery import HttpError, NotAnEnvelope, Rejected
 from function_flow.core import starts
-from function_flow.core.records import Message
+from function_flow.core.messages import Message
 from function_flow.core.output import labelled
 from function_flow.errors import ConfigurationError, RecordTooLargeError, RunConflictError
 from function_flow.log_format import install_for_functions as log_like_a_cloud_function

@@ -35,7 +35,7 @@ from function_flow.core import output
 from function_flow.core.records import RunRecord, TaskRecord, TaskStatus
 
 if TYPE_CHECKING:
-    from function_flow.core.transitions import Step
+    from function_flow.core.step import Step
 
 #: Longest error text kept for an attempt. A body can raise an exception
 #: whose message is megabytes long; a record must stay storable (a Firestore

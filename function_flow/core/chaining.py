@@ -51,13 +51,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from function_flow import tracing
 from function_flow.core import transitions
-from function_flow.core.records import Message, MessageKind, TaskRecord, TaskStatus
+from function_flow.core.messages import Message, MessageKind
+from function_flow.core.records import TaskRecord, TaskStatus
+from function_flow.core.step import Write
 
 if TYPE_CHECKING:
     from function_flow.core.engine import Engine
     from function_flow.core.ports import Transaction
     from function_flow.core.records import RunRecord
-    from function_flow.core.transitions import Step
+    from function_flow.core.step import Step
 
 logger = logging.getLogger("function_flow.engine")
 
@@ -184,7 +186,7 @@ class _Ahead:
         claim = self._claimed(queued, run_id, message.attempt, now)
         if claim is None:
             return
-        step.writes[index] = transitions.Write("task", queued.task_id,
+        step.writes[index] = Write("task", queued.task_id,
                                                {**step.writes[index].value,
                                                 **claim.step.writes[0].value})
         step.messages = []

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from function_flow.core import (attempts, chaining, foreach, growth, hooks, leftovers,
                                 payloads, transitions)
 from function_flow.core.definition import END_TASK_ID, branch_choice
-from function_flow.core.records import (JoinProgress, Message, MessageKind, TaskRecord,
-                                        TaskStatus, Verdict)
-from function_flow.core.transitions import Step
+from function_flow.core.messages import Message, MessageKind
+from function_flow.core.records import JoinProgress, TaskRecord, TaskStatus, Verdict
+from function_flow.core.step import Step
 from function_flow.errors import RecordTooLargeError, TransientBackendError
 
 if TYPE_CHECKING:

@@ -38,7 +38,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from function_flow.core import attempts, hooks, leftovers, transitions, waiting
 from function_flow.core.definition import END_TASK_ID
-from function_flow.core.records import Message, RunRecord, RunStatus, TaskRecord, TaskStatus
+from function_flow.core.messages import Message
+from function_flow.core.records import RunRecord, RunStatus, TaskRecord, TaskStatus
+from function_flow.core.step import Step
 from function_flow.errors import RunEndedError, RunNotFoundError
 
 if TYPE_CHECKING:
@@ -183,15 +185,15 @@ def resend_if_resumed(engine: "Engine", run_id: str, seen: dict[str, float]) -> 
     return True
 
 
-def held(task: TaskRecord | None, attempt: int) -> transitions.Step:
+def held(task: TaskRecord | None, attempt: int) -> Step:
     """The rule of a claim of a paused run: back to QUEUED, unrun, same attempt.
 
     It never started, so it uses up no retry (transitions.LEGAL_TRANSITIONS
     allows RUNNING -> QUEUED with the same attempt for this alone).
     """
     if task is None or task.status is not TaskStatus.RUNNING or task.attempt != attempt:
-        return transitions.Step("stale")
-    step = transitions.Step("held")
+        return Step("stale")
+    step = Step("held")
     step.task(task.task_id, status=TaskStatus.QUEUED.value, started_at=None, lease_until=None)
     return step
 
@@ -204,7 +206,7 @@ def hold(engine: "Engine", run_id: str, task_id: str, attempt: int) -> str:
     RUNNING when the resume looked), so it is sent again here; a cancel
     that came meanwhile may have missed it too, so it is cancelled here.
     """
-    def put_back(tx: "Transaction") -> transitions.Step:
+    def put_back(tx: "Transaction") -> Step:
         step = held(tx.get_tasks(run_id, [task_id]).get(task_id), attempt)
         step.write_to(tx, run_id)
         return step
@@ -233,7 +235,7 @@ def cancel(store: "Store", run_id: str, now: float, bus: "Bus | None" = None) ->
     A cancel of a run already CANCELLED is refused (RunEndedError), after
     finishing what an earlier cancel that died half way left unfinished.
     """
-    def end(tx: "Transaction") -> tuple[RunRecord | None, transitions.Step | None]:
+    def end(tx: "Transaction") -> tuple[RunRecord | None, Step | None]:
         run = tx.get_run(run_id)
         step = transitions.end_run(run, RunStatus.CANCELLED, CANCELLED_ERROR, now)
         if step is not None:

@@ -26,19 +26,20 @@ import time
 import traceback
 from typing import Any, Callable, Iterable, Protocol
 
+from function_flow import tracing
 from function_flow.core import (chaining, completion, control, foreach, hooks, leftovers,
                                 output, payloads, recovery, redrive, starts, transitions,
                                 versions, waiting, watches)
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
+from function_flow.core.listing import ordered_tasks
+from function_flow.core.messages import Message, MessageKind
 from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Request,
                                       Store, Transaction, Watcher)
-from function_flow.core.listing import ordered_tasks
+from function_flow.core.records import ITEM_ROLES, RunRecord, TaskRecord
 from function_flow.core.starts import new_run_id
-from function_flow.core.records import ITEM_ROLES, Message, MessageKind, RunRecord, TaskRecord
+from function_flow.core.step import Step
 from function_flow.core.waiting import Pending
-from function_flow.core.transitions import Step
-from function_flow import tracing
 from function_flow.errors import RunNotFoundError, TransientBackendError
 
 logger = logging.getLogger("function_flow.engine")

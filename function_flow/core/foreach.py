@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from function_flow.core.definition import TaskSpec
 from function_flow.core.records import ITEM_ROLES, RunRecord, TaskRecord, TaskStatus
-from function_flow.core.transitions import Step
+from function_flow.core.step import Step
 
 if TYPE_CHECKING:
     from function_flow.core.engine import Engine
@@ -287,7 +287,7 @@ def expand(engine: "Engine", run: RunRecord, spec: TaskSpec, attempt: int) -> An
 
 
 def _message(run_id: str, record: TaskRecord) -> Any:
-    from function_flow.core.records import Message
+    from function_flow.core.messages import Message
 
     return Message(run_id, record.task_id, record.attempt)
 

@@ -33,12 +33,13 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any, Callable
 
 from function_flow.core.definition import Backoff, TaskSpec, make_spec
-from function_flow.core.records import Message, RunRecord, RunStatus, TaskStatus
+from function_flow.core.messages import Message
+from function_flow.core.records import RunRecord, RunStatus, TaskStatus
 from function_flow.errors import DefinitionError
 
 if TYPE_CHECKING:
     from function_flow.core.engine import Engine
-    from function_flow.core.transitions import Step
+    from function_flow.core.step import Step
 
 ON_FAILURE = "__on_failure__"
 ON_END = "__on_end__"

@@ -36,7 +36,8 @@ import uuid
 from typing import Any, Callable
 
 from function_flow.core.ports import BlobNotFoundError, Blobs
-from function_flow.core.records import MAX_VALUE_BYTES, RunRecord, json_text
+from function_flow.core.records import RunRecord
+from function_flow.core.values import MAX_VALUE_BYTES, json_text
 from function_flow.errors import PayloadMissingError
 
 #: The key of a reference, in place of the value in a record.

@@ -23,8 +23,9 @@ import time
 from typing import Any, Callable, ContextManager, Iterable, Protocol, TypeVar
 
 from function_flow.core.definition import Call
-from function_flow.core.records import (JoinProgress, Message, RunRecord, RunStatus,
-                                        TaskRecord, TaskStatus, Trigger)
+from function_flow.core.messages import Message
+from function_flow.core.records import (JoinProgress, RunRecord, RunStatus, TaskRecord,
+                                        TaskStatus, Trigger)
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""What the engine stores and sends: run and task records, and messages.
+"""What the engine stores: run and task records, their statuses and join progress.
 
 Records are plain dataclasses that every store adapter turns into rows or
 documents with `to_dict`/`from_dict`. Times are seconds since the epoch
@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
-import json
 from typing import Any, NamedTuple
 
 
@@ -338,113 +337,3 @@ def outcome_of(status: str) -> str:
     if status == TaskStatus.SKIPPED.value:
         return OUTCOME_SKIPPED
     return OUTCOME_FAILED
-
-
-#: Longest run or task id a message may name. Firestore allows document ids
-#: of 1,500 bytes; anything near that is garbage, not an id we created.
-MAX_ID_LENGTH = 500
-
-
-class MessageKind(str, enum.Enum):
-    """What a scheduling message asks for."""
-
-    RUN_TASK = "run_task"          # claim and execute attempt `attempt`
-    CHECK_LEASE = "check_lease"    # has attempt `attempt` overrun its lease?
-
-
-@dataclasses.dataclass(frozen=True)
-class Message:
-    """A scheduling message. It names its target; it never says "schedule something"."""
-
-    run_id: str
-    task_id: str
-    attempt: int
-    kind: MessageKind = MessageKind.RUN_TASK
-
-    def to_json(self) -> bytes:
-        return json.dumps({"run_id": self.run_id, "task_id": self.task_id,
-                           "attempt": self.attempt,
-                           "kind": self.kind.value}).encode()
-
-    def attributes(self) -> dict[str, str]:
-        """Pub/Sub attributes, so a message is meaningful in logs."""
-        return {"run_id": self.run_id, "task_id": self.task_id,
-                "attempt": str(self.attempt), "kind": self.kind.value}
-
-    @classmethod
-    def from_json(cls, data: bytes | str) -> "Message":
-        """Parse a message; raises ValueError with a readable reason."""
-        try:
-            payload = json.loads(data)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"message is not JSON: {exc}") from exc
-        if not isinstance(payload, dict):
-            raise ValueError("message is not a JSON object")
-        try:
-            run_id, task_id, attempt = payload["run_id"], payload["task_id"], payload["attempt"]
-        except KeyError as exc:
-            raise ValueError(f"message lacks field {exc.args[0]!r}") from exc
-        if not isinstance(run_id, str) or not isinstance(task_id, str) \
-                or not isinstance(attempt, int) or isinstance(attempt, bool):
-            raise ValueError("message fields have the wrong types")
-        for name, value in (("run_id", run_id), ("task_id", task_id)):
-            if not value or len(value) > MAX_ID_LENGTH:
-                raise ValueError(f"message {name} must be 1 to {MAX_ID_LENGTH} characters")
-        try:
-            kind = MessageKind(payload.get("kind", MessageKind.RUN_TASK.value))
-        except ValueError as exc:
-            raise ValueError(f"unknown message kind {payload.get('kind')!r}") from exc
-        return cls(run_id=run_id, task_id=task_id, attempt=attempt, kind=kind)
-
-
-#: Largest result or argument set a record holds, as compact JSON text. A
-#: Firestore document holds at most 1 MiB; results never travel in
-#: messages. The same limit on every backend, so a workflow that runs
-#: locally also runs deployed. Larger values are stored as blobs the record
-#: references (core/payloads.py), where the backend has a blob store.
-MAX_VALUE_BYTES = 900_000
-
-
-def json_text(what: str, value: Any, *, allow_nan: bool = True) -> str:
-    """`value` as compact JSON (ASCII, so its length is its size in bytes).
-
-    Raises TypeError or ValueError saying what to return instead. Results
-    may hold NaN and infinities (a model's loss can be NaN), which Python's
-    json round-trips; arguments come from clients of other languages and
-    must be standard JSON (allow_nan=False).
-    """
-    try:
-        return json.dumps(value, allow_nan=allow_nan, separators=(",", ":"))
-    except RecursionError:
-        raise ValueError(f"{what} is nested too deeply to be stored as JSON") from None
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"{what} is a {type(value).__name__} that cannot be stored ({exc}); use "
-            "JSON-compatible data (dict, list, str, number, bool, None)") from exc
-
-
-#: Largest JSON value a remote request or answer may carry: a Pub/Sub
-#: message holds 10 MB, and its envelope and attributes need some of it.
-MAX_MESSAGE_VALUE_BYTES = 9_000_000
-
-
-def storable(what: str, value: Any, *, allow_nan: bool = True,
-             limit: int = MAX_VALUE_BYTES) -> Any:
-    """Results and arguments must survive every backend: JSON, at most `limit` bytes
-    (what a record holds; MAX_MESSAGE_VALUE_BYTES for what travels in a message).
-
-    Returns the value as JSON gives it back (tuples become lists). Raises
-    TypeError or ValueError saying what to return instead.
-    """
-    text = json_text(what, value, allow_nan=allow_nan)
-    if len(text) > limit:
-        raise ValueError(too_large(what, len(text), limit))
-    return json.loads(text)
-
-
-def too_large(what: str, size: int, limit: int = MAX_VALUE_BYTES) -> str:
-    """Why a value of `size` bytes of JSON cannot be kept in a record (or message)."""
-    holder = "a record" if limit == MAX_VALUE_BYTES else "a Pub/Sub message"
-    return (f"{what} is {size:,} bytes of JSON, more than the {limit:,} {holder} can "
-            "hold; store large data elsewhere (a file, a gs:// object) and return its "
-            "location")

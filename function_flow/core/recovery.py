@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from function_flow.core import hooks, transitions, versions, waiting, watches
 from function_flow.core.definition import END_TASK_ID
-from function_flow.core.records import (JoinProgress, Message, MessageKind, RunRecord,
-                                        RunStatus, TaskRecord, TaskStatus, Trigger)
-from function_flow.core.transitions import Step
+from function_flow.core.messages import Message, MessageKind
+from function_flow.core.records import (JoinProgress, RunRecord, RunStatus, TaskRecord,
+                                        TaskStatus, Trigger)
+from function_flow.core.step import Step
 from function_flow.errors import RunBlockedError, RunNotFoundError, RunStillActiveError
 
 if TYPE_CHECKING:

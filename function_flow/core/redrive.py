@@ -28,7 +28,7 @@ from function_flow.core import attempts, hooks, versions
 from function_flow.core.definition import END_TASK_ID
 from function_flow.core.records import (ITEM_ROLES, RunRecord, RunStatus, TaskRecord,
                                         TaskStatus)
-from function_flow.core.transitions import Step
+from function_flow.core.step import Step
 from function_flow.errors import FunctionFlowError, RunNotFoundError
 
 if TYPE_CHECKING:

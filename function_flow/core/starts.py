@@ -23,8 +23,10 @@ import socket
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from function_flow.core.messages import Message
 from function_flow.core.payloads import REFERENCE_FIELD, is_reference
-from function_flow.core.records import Message, RunRecord, RunStatus, TaskStatus, json_text
+from function_flow.core.records import RunRecord, RunStatus, TaskStatus
+from function_flow.core.values import json_text
 from function_flow.errors import RunConflictError
 
 if TYPE_CHECKING:

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from function_flow.core import attempts, versions
 from function_flow.core.definition import Call, TaskSpec
+from function_flow.core.messages import Message, MessageKind
 from function_flow.core.ports import Request, Store, Transaction
-from function_flow.core.records import (MAX_MESSAGE_VALUE_BYTES, Message, MessageKind,
-                                        RunRecord, TaskRecord, TaskStatus,
-                                        Trigger, storable)
+from function_flow.core.records import RunRecord, TaskRecord, TaskStatus, Trigger
+from function_flow.core.values import MAX_MESSAGE_VALUE_BYTES, storable
 from function_flow.errors import ConfigurationError
 
 if TYPE_CHECKING:

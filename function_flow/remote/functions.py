@@ -27,8 +27,8 @@ from typing import Any, Callable
 from function_flow import tracing
 from function_flow.cloud import delivery
 from function_flow.cloud.delivery import NotAnEnvelope, Rejected
-from function_flow.core.records import MAX_MESSAGE_VALUE_BYTES, storable
 from function_flow.core.attempts import bounded_error
+from function_flow.core.values import MAX_MESSAGE_VALUE_BYTES, storable
 from function_flow.errors import ConfigurationError
 from function_flow.remote.targets import PubSub, check
 

@@ -22,8 +22,8 @@ import uuid
 from typing import Any, Callable
 
 from function_flow.bus.pubsub import transient_errors
+from function_flow.core.messages import Message
 from function_flow.errors import TransientBackendError
-from function_flow.core.records import Message
 
 logger = logging.getLogger("function_flow.store.firestore_timers")
 

@@ -20,8 +20,8 @@ import random
 import threading
 from typing import Any, Callable, Iterable
 
+from function_flow.core.messages import Message
 from function_flow.core.ports import Bus, Store
-from function_flow.core.records import Message
 
 #: A record as the oracle names it: ("task", task_id), ("run",) or ("slot", n).
 RecordKey = tuple

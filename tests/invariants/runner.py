@@ -33,7 +33,8 @@ from typing import Any, Callable
 from function_flow.core import control, hooks
 from function_flow.core.engine import Engine
 from function_flow.core.graph import END_TASK_ID
-from function_flow.core.records import MessageKind, RunStatus, TaskStatus
+from function_flow.core.messages import MessageKind
+from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.core.recovery import POLLER_STALE_AFTER_SECONDS
 from function_flow.errors import RunEndedError
 
