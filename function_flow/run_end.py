@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Optional
 
 from function_flow.core import control, watches
+from function_flow.core.hooks import is_hook
 from function_flow.core.ports import Store
 from function_flow.core.records import RunRecord
 
@@ -64,13 +65,27 @@ def wait(job: "Job", run_id: str, timeout: Optional[float] = None,
             # tasks below a failure marked UPSTREAM_FAILED): let this
             # process's bus finish them, briefly, so the records agree (it
             # counts hosted remote functions' answers too: LocalBus.beside).
-            job.backend.bus.wait_idle(timeout=FOLLOW_UP_GRACE_SECONDS)
+            # A hook still running is bus work too, which hooks=False does
+            # not wait for: then the records say when the follow-ups are done.
+            if run.hooks_pending:
+                _wait_for_tasks_ended(job.engine.store, run_id, FOLLOW_UP_GRACE_SECONDS)
+            else:
+                job.backend.bus.wait_idle(timeout=FOLLOW_UP_GRACE_SECONDS)
             return run
         job.repair_if_stalled(run_id)
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"run {run_id} still {run.status.value} after {timeout} s")
         changes.pause(poll_interval if deadline is None
                       else max(0.0, min(poll_interval, deadline - time.monotonic())))
+
+
+def _wait_for_tasks_ended(store: Store, run_id: str, timeout: float,
+                          every: float = 0.01) -> None:
+    """Until every task of the run but its hooks has ended, or `timeout` passed."""
+    deadline = time.monotonic() + timeout
+    while any(not t.status.is_final and not is_hook(t.task_id)
+              for t in store.get_tasks(run_id)) and time.monotonic() < deadline:
+        time.sleep(every)
 
 
 class Repairs:

@@ -1,7 +1,8 @@
 """The embedded backend's fast paths keep their promises (issue 11).
 
 - job.wait() learns of a run's end from the store, not from a poll: with a
-  poll interval of an hour it still returns when the run ends;
+  poll interval of an hour it still returns when the run ends; with
+  hooks=False it returns while a hook still runs, its follow-ups done;
 - the run cache of SqliteStore never serves a record another writer
   changed (another store on the same file, a run deleted and started
   again under its id);
@@ -17,9 +18,10 @@ import threading
 
 import pytest
 
-from function_flow import backends, tasks
+from function_flow import backends, run_end, tasks
 from function_flow.config import Settings
-from function_flow.core.records import RunStatus
+from function_flow.core import hooks
+from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.errors import ConfigurationError
 from function_flow.store.sqlite import SqliteStore
 
@@ -75,6 +77,39 @@ def test_wait_returns_when_the_run_ends_not_at_the_next_poll(embedded):
     waiter.join(DEADLINE)
     assert not waiter.is_alive(), "job.wait slept its poll interval: no notification"
     assert outcome["record"].status is RunStatus.SUCCEEDED
+
+
+def test_wait_without_hooks_returns_while_a_hook_runs_with_the_follow_ups_done(
+        embedded, monkeypatch):
+    """The grace for follow-ups is ten minutes here: a waiter that counted the
+    running hook as a follow-up would return only once the hook gave up waiting."""
+    monkeypatch.setattr(run_end, "FOLLOW_UP_GRACE_SECONDS", 10 * DEADLINE)
+    release = threading.Event()
+    job = tasks.Job(name="slow_hook")
+
+    @job.task("fails")
+    def fails(task, job):
+        raise RuntimeError("boom")
+
+    job.task("below", deps=["fails"])(lambda task, job: "never")
+    job.task("beside")(lambda task, job: "done")
+
+    @job.on_end
+    def clean_up(run):
+        assert release.wait(DEADLINE)
+
+    job.use_backend(embedded())
+    run_id = job.start()
+    try:
+        record = job.wait(run_id, hooks=False)
+        statuses = {t.task_id: t.status for t in job.engine.store.get_tasks(run_id)}
+    finally:
+        release.set()
+    assert record.status is RunStatus.FAILED
+    assert not statuses[hooks.ON_END].is_final, "job.wait(hooks=False) waited for on_end"
+    assert statuses["below"] is TaskStatus.UPSTREAM_FAILED
+    assert statuses["beside"].is_final
+    assert not job.wait(run_id).hooks_pending
 
 
 def test_the_run_cache_sees_what_other_writers_change(tmp_path):
@@ -229,8 +264,8 @@ def test_a_chain_step_rides_along_only_where_the_store_locks_for_writes(tmp_path
     a store that compares and sets) gets one message per step, and the run
     succeeds the same."""
     from function_flow.bus.local import LocalBus
+    from function_flow.core.messages import MessageKind
     from function_flow.core.ports import Store
-    from function_flow.core.records import MessageKind
 
     class CountingBus(LocalBus):
         def __init__(self) -> None:
