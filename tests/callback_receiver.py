@@ -2,7 +2,9 @@
 
 It answers each POST with the next status of its script (the last one
 repeats), records what arrived, and checks every signature with
-function_flow.signing.verify, as a receiver would.
+function_flow.signing.verify, as a receiver would. With `hold_first`, it
+answers its first POST only once `close()` is called or that many seconds
+passed (a receiver too slow for the sender's timeout).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from function_flow import signing
 
 
 class Receiver:
-    def __init__(self, statuses: list[int], key: str) -> None:
+    def __init__(self, statuses: list[int], key: str, hold_first: float = 0.0) -> None:
         self.statuses = list(statuses)
+        self.released = threading.Event()
         self.key = key
         self.posts: list[dict[str, Any]] = []
         self.lock = threading.Lock()
@@ -38,6 +41,8 @@ class Receiver:
                     receiver.posts.append({"body": json.loads(body), "raw": body,
                                            "headers": dict(self.headers.items()),
                                            "signature": signed, "answered": status})
+                if index == 0 and hold_first:
+                    receiver.released.wait(hold_first)
                 self.send_response(status)
                 self.send_header("Content-Type", "text/plain")
                 self.end_headers()
@@ -61,5 +66,6 @@ class Receiver:
         raise AssertionError(f"{count} callback POST(s) expected, got {len(self.posts)}")
 
     def close(self) -> None:
+        self.released.set()
         self.server.shutdown()
         self.server.server_close()

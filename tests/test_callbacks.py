@@ -36,8 +36,8 @@ def receiver_for(monkeypatch):
     monkeypatch.setenv("FUNCTION_FLOW_CALLBACK_BACKOFF", "0.01")
     made = []
 
-    def make(*statuses: int) -> Receiver:
-        receiver = Receiver(list(statuses), KEY)
+    def make(*statuses: int, hold_first: float = 0.0) -> Receiver:
+        receiver = Receiver(list(statuses), KEY, hold_first)
         made.append(receiver)
         return receiver
 
@@ -143,7 +143,7 @@ def test_a_receiver_that_refuses_the_callback_is_not_asked_again(
     assert (run.status, run.hooks_pending) == (RunStatus.SUCCEEDED, False)
 
 
-@pytest.mark.parametrize("status", [408, 429, 503])
+@pytest.mark.parametrize("status", [408, 425, 429, 503])
 def test_busy_or_timed_out_answers_are_retried(store, receiver_for, status) -> None:
     receiver = receiver_for(status, 204)
     bus = DelayedOutbox()
@@ -152,6 +152,22 @@ def test_busy_or_timed_out_answers_are_retried(store, receiver_for, status) -> N
     drain(engine, bus)
     assert [p["answered"] for p in receiver.wait_for(2)] == [status, 204]
     assert callback_record(store, run_id).status is TaskStatus.SUCCEEDED
+
+
+def test_a_post_slower_than_the_callback_timeout_is_given_up_and_retried(
+        store, receiver_for, monkeypatch) -> None:
+    """The first answer comes after a minute (or at the end of the test); with
+    FUNCTION_FLOW_CALLBACK_TIMEOUT at half a second, the sender stops waiting
+    for it and the second POST delivers the callback."""
+    monkeypatch.setenv("FUNCTION_FLOW_CALLBACK_TIMEOUT", "0.5")
+    receiver = receiver_for(200, 200, hold_first=60)
+    bus = DelayedOutbox()
+    engine = Engine(two_step(), store, bus, lease_check_messages=False)
+    run_id, _ = engine.start({}, callback_url=receiver.url)
+    drain(engine, bus)
+    record = callback_record(store, run_id)
+    assert (record.status, record.attempt) == (TaskStatus.SUCCEEDED, 2)
+    assert len(receiver.wait_for(2)) == 2
 
 
 def test_an_unreachable_receiver_is_retried_as_many_times_as_configured(
