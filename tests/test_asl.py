@@ -4,7 +4,6 @@ properties of the language core (the corpus is in test_asl_corpus.py)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -18,7 +17,6 @@ from function_flow.asl import choice, jsonpath, paths, tokens
 from function_flow.asl.errors import AslDefinitionError, AslError, PathError
 from function_flow.asl.job import StateMachine
 from function_flow.backends import embedded
-from function_flow.core.records import TaskStatus
 from tests.test_cli import assert_one_error_line, flow
 
 MACHINES = Path(__file__).parent / "workflows" / "asl"

@@ -19,12 +19,11 @@ steps use in sqlite_transaction.py.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sqlite3
 import threading
-from typing import Any, Callable, ContextManager, Iterable, Iterator, TypeVar
+from typing import Any, Callable, ContextManager, Iterable, TypeVar
 
 from function_flow.errors import StoreUnavailableError
 from function_flow.core.ports import Store
