@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
-import threading
 from typing import Any
 from unittest import mock
 
@@ -21,63 +19,14 @@ from hypothesis import HealthCheck, given, settings
 
 from function_flow.core import chaining
 from function_flow.core.engine import Engine
-from function_flow.core.messages import Message, MessageKind
 from invariants import Scenario, properties, sqlite_store
-from invariants.fakes import Pending
+from invariants.fakes import KeepingBus
 from invariants.runner import run_scenario
 from invariants.strategies import scenarios
 
 EXAMPLES = int(os.environ.get("FF_PROPERTY_EXAMPLES", "60")) // 3
 CHAINED = settings(max_examples=max(1, EXAMPLES), deadline=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-class KeepingBus:
-    """The harness's bus, saying (as LocalBus's workers do) that it keeps the next
-    message for the thread that publishes it (ports.Bus.keeps_next), and
-    offering the thread a due RUN_TASK message of the pool to handle next
-    (ports.Bus.reserve_next), which a completion may claim in its own commit:
-    most times there is one, one at random, sometimes delivered twice meanwhile
-    (the copy stays in the pool). Not claimed, it goes back to the pool, as
-    Pub/Sub redelivers a message nobody acknowledged; claimed, it is spent.
-    The rest, `beside` included, is the harness's PoolBus, a ports.Bus."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.rng = random.Random(7)
-        self.local = threading.local()
-        #: (task, attempt) of every reservation whose attempt a completion claimed.
-        self.claimed: list[tuple[str, int]] = []
-
-    def keeps_next(self) -> bool:
-        return True
-
-    def reserve_next(self, run_id: str) -> tuple[Message, Any] | None:
-        pool = self.inner
-        with pool.cond:
-            now = pool.clock.now()
-            due = [p for p in pool.pool if p.due <= now and p.message.run_id == run_id
-                   and p.message.kind is MessageKind.RUN_TASK]
-            if not due or self.rng.random() < 0.2:
-                return None
-            item = self.rng.choice(due)
-            pool.pool.remove(item)
-            pool.delivered.append(item.message)
-            if item.generation < 2 and self.rng.random() < 0.2:
-                pool.seq += 1
-                pool.pool.append(Pending(now, pool.seq, item.message, item.generation + 1))
-        self.local.reserved = item
-        return item.message, None
-
-    def settle_next(self, claimed: bool) -> None:
-        item, self.local.reserved = self.local.reserved, None
-        if claimed:
-            self.claimed.append((item.message.task_id, item.message.attempt))
-        else:
-            self.inner.put(item.message, item.due, item.generation)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 def chaining_engine(workflow: Any, store: Any, bus: Any, **options: Any) -> Engine:
@@ -203,13 +152,7 @@ def test_the_harness_catches_a_claim_ahead_that_writes_more_than_a_claim() -> No
 def test_the_harness_catches_a_reserved_message_spent_without_its_claim() -> None:
     """A completion that spends the message it reserved although it claimed nothing:
     the attempt is never delivered, and the run needs the poller without a crash."""
-    def settle(self: Any, *exc: object) -> None:
-        if self.reserved is not None:
-            self.engine.bus.settle_next(True)
-            self.reserved = None
-
-    with mock.patch.object(chaining._Ahead, "__exit__", settle), \
-            mock.patch.object(chaining._Ahead, "claim_in", lambda *args: None):
+    with properties.reservations_spent_unclaimed():
         _, problems = run_scenario(Scenario(max_parallel=6, seed=3, **FAN_OUT),
                                    chaining_engine)
     assert any(p.startswith("liveness") for p in problems), problems

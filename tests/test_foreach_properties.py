@@ -7,23 +7,36 @@ delivery, each item's body succeeds at most once, no more than
 max_concurrency items are ever queued or running, every item ends, and the
 foreach ends as its tolerance says, with the results in item order. Half
 the plans run a sub-DAG per item (`dag=`: a -> b, a failing as drawn).
+
+Delivery goes through the bus the chaining tests use (invariants.fakes's
+KeepingBus): as the in-process bus does, it reserves for a completing item
+the next RUN_TASK message of the pool, whose attempt the completion may
+claim in its own commit (core/chaining.py). That happens on SQLite only
+(its single writer); on Firestore the bus is never asked, and messages go
+as usual. Where claims ahead happen, each body also counts the items busy
+when it starts: a claim ahead must not exceed max_concurrency either.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
+from typing import Any
+from unittest import mock
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from function_flow.core import foreach
+from function_flow.core import chaining, foreach
 from function_flow.core.engine import Engine
-from function_flow.core.records import RunStatus, TaskStatus
+from function_flow.core.records import RunStatus, TaskRecord, TaskStatus
 from function_flow.tasks import Job
 
+from invariants import properties
+from invariants.fakes import Crasher, FakeClock, KeepingBus, PoolBus
 from invariants.stores import sqlite_store
-from test_run_graph import Outbox
 
 EXAMPLES = int(os.environ.get("FF_PROPERTY_EXAMPLES", "60"))
 
@@ -49,8 +62,25 @@ def plans(draw: st.DrawFn, max_items: int = 250) -> dict:
     }
 
 
-def check_plan(plan: dict, store) -> None:
+def check_plan(plan: dict, store) -> KeepingBus:
+    """Run `plan` on `store`, delivering at random, and assert what must hold.
+    Returns the bus, whose `claimed` lists the claims ahead."""
     count, rng = plan["count"], random.Random(plan["seed"])
+    limit = plan["concurrency"]
+    claims_ahead = store.locks_for_writes()  # chaining.together: a single writer only
+
+    #: Too many items busy when a body started (the engine would catch an
+    #: assertion raised there as the body's failure).
+    crowded: list[str] = []
+
+    def too_busy() -> str | None:
+        if limit is None or not count or plan["branch"] != "list":
+            return None
+        busy = {t.task_id.partition("/")[0] for s in (TaskStatus.QUEUED, TaskStatus.RUNNING)
+                for t in store.find_tasks(run_id, s, 1000)
+                if t.role == "member" or (t.role == "item" and not plan["copies"])}
+        return f"{len(busy)} items busy, max_concurrency {limit}" if len(busy) > limit else None
+
     items = {f"k{i}": i for i in range(count)} if plan["mapping"] else list(range(count))
     ran: dict[tuple[int, int], str] = {}
     job = Job("prop_foreach")
@@ -61,6 +91,8 @@ def check_plan(plan: dict, store) -> None:
     def work(task, **_):
         item = task.item
         key = (item, task.attempt)
+        if claims_ahead and (problem := too_busy()):
+            crowded.append(f"item {item} started with {problem}")
         assert key not in ran, f"item {item} attempt {task.attempt} ran twice"
         if task.attempt in plan["fails"].get(item, ()):
             ran[key] = "raised"
@@ -80,33 +112,30 @@ def check_plan(plan: dict, store) -> None:
 
     job.task(task_id="after", deps=["work", "other"],
              trigger_rule="none_failed_min_one_success")(lambda **_: "after")
-    bus = Outbox()
+    bus = KeepingBus(PoolBus(FakeClock(), Crasher({})), seed=plan["seed"])
+    pool = bus.inner
     engine = Engine(job, store, bus, lease_check_messages=False)
     run_id, _ = engine.start({})
-    limit = plan["concurrency"]
     steps = 0
-    while bus.sent and steps < 20_000:
+    while pool.pool and steps < 20_000:
         steps += 1
-        message = bus.sent.pop(rng.randrange(len(bus.sent)))
+        message = pool.pool.pop(rng.randrange(len(pool.pool))).message
         engine.handle(message)
         if rng.random() < plan["duplicates"]:
-            bus.sent.append(message)
+            pool.put(message, pool.clock.now())
         if rng.random() < plan["recover"]:
             engine.recover(run_id)
-        if limit is not None and count and plan["branch"] == "list":
-            busy = {t.task_id.partition("/")[0] for s in (TaskStatus.QUEUED, TaskStatus.RUNNING)
-                    for t in store.find_tasks(run_id, s, 1000)
-                    if t.role == "member" or (t.role == "item" and not plan["copies"])}
-            assert len(busy) <= limit, f"{len(busy)} items busy, max_concurrency {limit}"
+        problem = crowded[0] if crowded else too_busy()
+        assert problem is None, problem
     run = store.get_run(run_id)
     records = {t.task_id: t for t in store.get_tasks(run_id)}
-    assert run.status.is_final and all(t.status.is_final for t in records.values()), \
-        {t: r.status.value for t, r in records.items() if not r.status.is_final}
+    unended = {t: r.status.value for t, r in records.items() if not r.status.is_final}
+    assert run.status.is_final and not unended, f"not every task ended: {unended}"
     if plan["branch"] == "other":
         assert records["list"].status is TaskStatus.SKIPPED
         assert records["work"].status is TaskStatus.SKIPPED and not ran
         assert run.status is RunStatus.SUCCEEDED
-        return
+        return bus
     doomed = {i for i, attempts in plan["fails"].items()
               if set(range(1, plan["retries"] + 2)) <= attempts}
     for i in range(count):
@@ -130,6 +159,7 @@ def check_plan(plan: dict, store) -> None:
         assert records["work"].status is TaskStatus.FAILED
         assert records["after"].status is TaskStatus.UPSTREAM_FAILED
         assert run.status is RunStatus.FAILED
+    return bus
 
 
 @settings(max_examples=EXAMPLES, deadline=None,
@@ -146,3 +176,47 @@ def test_foreach_holds_whatever_the_delivery_on_sqlite(plan: dict) -> None:
 def test_foreach_holds_whatever_the_delivery_on_firestore(plan: dict, firestore_stores) -> None:
     with firestore_stores() as under_test:
         check_plan(plan, under_test.store)
+
+
+#: A fixed plan for the tests below: 30 items, 3 at once, no failures.
+FIXED = dict(count=30, mapping=False, concurrency=3, tolerated=0, retries=0, fails={},
+             branch="list", seed=1, duplicates=0.2, recover=0.0, copies=False)
+
+
+def test_items_claim_ahead_under_the_harness() -> None:
+    """The harness really takes the path of claims ahead (else the properties above
+    would hold without it): completions claim reserved items in their commits,
+    with and without max_concurrency, with and without a sub-DAG per item."""
+    for concurrency, copies in ((3, False), (None, False), (3, True)):
+        with sqlite_store() as under_test:
+            bus = check_plan({**FIXED, "concurrency": concurrency, "copies": copies},
+                             under_test.store)
+        assert bus.claimed, f"no claim ahead (max_concurrency {concurrency}, dag {copies})"
+
+
+def test_the_harness_catches_a_claim_ahead_beyond_max_concurrency() -> None:
+    """A claim ahead that takes the reserved attempt whatever its task's record says,
+    as if its lane had room (an item is QUEUED only once the item
+    max_concurrency places before it ended; transitions.claim, which
+    _Ahead._claimed asks, takes QUEUED attempts only): a stale copy of a done
+    item's message starts it again, beside the next item of its lane."""
+    original = chaining._Ahead._claimed
+
+    def claimed(self: Any, task: TaskRecord, run_id: str, attempt: int,
+                now: float) -> Any:
+        if self.reserved is not None:
+            task = dataclasses.replace(task, status=TaskStatus.QUEUED, attempt=attempt,
+                                       not_before=None)
+        return original(self, task, run_id, attempt, now)
+
+    with mock.patch.object(chaining._Ahead, "_claimed", claimed), sqlite_store() as under:
+        with pytest.raises(AssertionError, match="items busy, max_concurrency 3"):
+            check_plan({**FIXED, "duplicates": 0.5}, under.store)
+
+
+def test_the_harness_catches_a_reserved_message_spent_without_its_claim() -> None:
+    """A completion that spends the message it reserved without claiming its attempt:
+    the item is never delivered and stays QUEUED (the harness has no poller)."""
+    with properties.reservations_spent_unclaimed(), sqlite_store() as under:
+        with pytest.raises(AssertionError, match=r"'work\[\d+\]': 'QUEUED'"):
+            check_plan(FIXED, under.store)

@@ -4,6 +4,9 @@
   leases expire only for executors that are dead (or bodies that overrun).
 - `PoolBus`: a ports.Bus that does not deliver on publish. Messages wait in
   a pool; the runner (runner.py) picks what arrives when.
+- `KeepingBus` wraps a PoolBus: it keeps a published message for its
+  publisher and reserves one of the pool for it, so completions claim
+  attempts ahead in their own commits (core/chaining.py), as on LocalBus.
 - `Crasher`: numbers the operations of deliveries (transactions, publishes)
   and crashes the planned ones with `SimulatedCrash`.
 - `RecordingStore` wraps any ports.Store. Every committed transaction's
@@ -20,7 +23,7 @@ import random
 import threading
 from typing import Any, Callable, Iterable
 
-from function_flow.core.messages import Message
+from function_flow.core.messages import Message, MessageKind
 from function_flow.core.ports import Bus, Store
 
 #: A record as the oracle names it: ("task", task_id), ("run",) or ("slot", n).
@@ -142,6 +145,55 @@ class PoolBus(Bus):
     def advance_clock(self) -> None:
         """Nothing is due: let time pass until the next message is."""
         self.clock.advance_to(min(p.due for p in self.pool))
+
+
+class KeepingBus:
+    """The harness's bus, saying (as LocalBus's workers do) that it keeps the next
+    message for the thread that publishes it (ports.Bus.keeps_next), and
+    offering the thread a due RUN_TASK message of the pool to handle next
+    (ports.Bus.reserve_next), which a completion may claim in its own commit:
+    most times there is one, one at random, sometimes delivered twice meanwhile
+    (the copy stays in the pool). Not claimed, it goes back to the pool, as
+    Pub/Sub redelivers a message nobody acknowledged; claimed, it is spent.
+    The rest, `beside` included, is the harness's PoolBus, a ports.Bus.
+    Shared by test_chaining_properties.py and test_foreach_properties.py."""
+
+    def __init__(self, inner: "PoolBus", seed: int = 7) -> None:
+        self.inner = inner
+        self.rng = random.Random(seed)
+        self.local = threading.local()
+        #: (task, attempt) of every reservation whose attempt a completion claimed.
+        self.claimed: list[tuple[str, int]] = []
+
+    def keeps_next(self) -> bool:
+        return True
+
+    def reserve_next(self, run_id: str) -> tuple[Message, Any] | None:
+        pool = self.inner
+        with pool.cond:
+            now = pool.clock.now()
+            due = [p for p in pool.pool if p.due <= now and p.message.run_id == run_id
+                   and p.message.kind is MessageKind.RUN_TASK]
+            if not due or self.rng.random() < 0.2:
+                return None
+            item = self.rng.choice(due)
+            pool.pool.remove(item)
+            pool.delivered.append(item.message)
+            if item.generation < 2 and self.rng.random() < 0.2:
+                pool.seq += 1
+                pool.pool.append(Pending(now, pool.seq, item.message, item.generation + 1))
+        self.local.reserved = item
+        return item.message, None
+
+    def settle_next(self, claimed: bool) -> None:
+        item, self.local.reserved = self.local.reserved, None
+        if claimed:
+            self.claimed.append((item.message.task_id, item.message.attempt))
+        else:
+            self.inner.put(item.message, item.due, item.generation)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 class RecordingTx:

@@ -10,14 +10,15 @@ retries must each be caught, on every store.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from unittest import mock
 
 from hypothesis import event
 
-from function_flow.core import completion, hooks
+from function_flow.core import chaining, completion, hooks
 from function_flow.core.engine import Engine
 from function_flow.core.graph import Dag, make_spec
 from function_flow.core.records import RunStatus
@@ -158,6 +159,21 @@ def catches_a_hook_never_queued(stores: StoreFactory) -> None:
     with mock.patch.object(hooks, "after_hook", lambda *args: None):
         harness, problems = run_scenario(scenario, Engine, stores)
     assert any("__on_end__ ended WAITING" in p for p in problems), problems
+
+
+@contextlib.contextmanager
+def reservations_spent_unclaimed() -> Iterator[None]:
+    """A planted bug for the tests of claims ahead (core/chaining.py): a completion
+    spends the message the bus reserved for it (settle_next(True)) although it
+    wrote no claim of its attempt, which then is never delivered."""
+    def settle(self: Any, *exc: object) -> None:
+        if self.reserved is not None:
+            self.engine.bus.settle_next(True)
+            self.reserved = None
+
+    with mock.patch.object(chaining._Ahead, "__exit__", settle), \
+            mock.patch.object(chaining._Ahead, "claim_in", lambda *args: None):
+        yield
 
 
 PLANTED_BUGS = [catches_ignored_max_parallel_tasks, catches_a_forgotten_dependency,
