@@ -16,17 +16,18 @@ import math
 import re
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from function_flow.backends import Backend
-from function_flow.core.records import RunStatus, TaskStatus
+from function_flow.core.records import RunStatus, TaskStatus, json_text
 from function_flow.tasks import Job
 from test_run_graph import Outbox, drain
 
 #: The errors a value refused at the boundary gives (values.json_text, storable,
 #: context.value_text): each says it cannot be stored and what to do instead.
-REFUSED = re.compile(r"cannot be stored|too deeply to be stored|more than the [\d,]+ ")
+REFUSED = re.compile(r"cannot be stored|more than the [\d,]+ ")
 
 
 def nested(depth: int, leaf: Any) -> Any:
@@ -127,3 +128,11 @@ def test_a_value_comes_back_exactly_or_is_refused_with_a_clear_error(store, valu
     every = {r.task_id: r for r in store.get_tasks(run_id)}  # the whole run's read
     assert same(every["a"].result, value)
     assert run_id in [r.run_id for r in store.list_runs(limit=100)]
+
+
+def test_a_value_nested_too_deeply_says_it_cannot_be_stored_and_what_to_return() -> None:
+    """The README's promise: the error says it "cannot be stored" and what to return."""
+    with pytest.raises(ValueError) as refused:
+        json_text("the result of task 'deep'", nested(1500, 1))
+    message = str(refused.value)
+    assert "cannot be stored" in message and "return a flatter value" in message, message

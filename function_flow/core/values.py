@@ -29,7 +29,10 @@ def json_text(what: str, value: Any, *, allow_nan: bool = True) -> str:
     try:
         return json.dumps(value, allow_nan=allow_nan, separators=(",", ":"))
     except RecursionError:
-        raise ValueError(f"{what} is nested too deeply to be stored as JSON") from None
+        raise ValueError(
+            f"{what} is nested too deeply (Python's json writes about 1,000 levels) and "
+            "cannot be stored; return a flatter value (a list of rows, a dict of "
+            "lists)") from None
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"{what} is a {type(value).__name__} that cannot be stored ({exc}); use "
