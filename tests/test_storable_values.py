@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from function_flow.backends import Backend
-from function_flow.core.records import RunStatus, TaskStatus, json_text
+from function_flow.core.records import RunStatus, TaskStatus
+from function_flow.core.values import json_text
 from function_flow.tasks import Job
 from test_run_graph import Outbox, drain
 
