@@ -44,6 +44,27 @@ def test_console_writes_one_json_line_per_span_on_stderr(capsys):
     assert span["resource"]["attributes"]["service.name"] == "function-flow"
 
 
+@pytest.mark.parametrize("environment, expected", [
+    ({}, "function-flow"),
+    ({"FUNCTION_TARGET": "scheduler"}, "scheduler"),  # functions-framework's target
+    ({"K_SERVICE": "sales-scheduler", "FUNCTION_TARGET": "scheduler"}, "sales-scheduler"),
+    ({"K_SERVICE": "sales-scheduler", "OTEL_SERVICE_NAME": "mine"}, "mine"),
+    ({"K_SERVICE": "sales-scheduler",
+      "OTEL_RESOURCE_ATTRIBUTES": "team=data,service.name=mine"}, "mine"),
+])
+def test_the_service_name_is_the_functions_unless_otel_variables_name_one(
+        monkeypatch, environment, expected):
+    """README: the function's name (K_SERVICE or FUNCTION_TARGET); OTEL_SERVICE_NAME
+    and OTEL_RESOURCE_ATTRIBUTES win over it."""
+    for name in ("K_SERVICE", "FUNCTION_TARGET", "OTEL_SERVICE_NAME",
+                 "OTEL_RESOURCE_ATTRIBUTES"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    provider = tracing.provider_for("console")
+    assert provider.resource.attributes["service.name"] == expected
+
+
 class OtlpReceiver:
     """POST /v1/traces, OTLP over HTTP with protobuf bodies, as a collector takes it."""
 
