@@ -86,6 +86,34 @@ def test_unknown_runs_tasks_and_bad_parameters(tmp_path) -> None:
 
 
 
+def test_pages_of_50_runs_up_to_500_and_a_long_result_cut_at_4000_characters(
+        tmp_path) -> None:
+    """README: 50 runs a page (`?limit=` up to 500); a task's result as JSON, cut at
+    4,000 characters, on its page and in /api/runs/RUN/tasks/TASK alike."""
+    from function_flow.store.sqlite import SqliteStore
+
+    store = SqliteStore(str(tmp_path / "state.db"))
+    for number in range(51):
+        add_run(store, f"run-{number:02}", [TaskRecord("a")], created_at=100.0 + number)
+    add_run(store, "long", [TaskRecord("a", status=TaskStatus.SUCCEEDED, attempt=1,
+                                       result={"text": "x" * 10_000})],
+            created_at=10.0, status="SUCCEEDED")
+    client = client_for(store)
+    first = client.get("/").text
+    assert len(re.findall(r'<tr data-run="', first)) == 50 and 'rel="next"' in first
+    assert len(client.get("/api/runs?limit=500").json["runs"]) == 52
+    refused = client.get("/api/runs?limit=501")
+    assert refused.status_code == 400
+    assert refused.json["error"] == "the 'limit' parameter must be from 1 to 500, got 501"
+
+    shown = client.get("/api/runs/long/tasks/a").json["result"]
+    assert shown.startswith('{"text": "xxx') and shown.endswith("... (10012 chars)")
+    assert len(shown) == 4000 + len("... (10012 chars)")
+    page = client.get("/runs/long/tasks/a").text
+    assert "x" * 3990 in page and "x" * 4000 not in page and "(10012 chars)" in page
+
+
+
 def test_actions_on_an_ended_run_are_refused_and_change_nothing(tmp_path) -> None:
     from function_flow.store.sqlite import SqliteStore
 
