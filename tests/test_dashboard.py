@@ -138,6 +138,31 @@ def test_actions_on_an_ended_run_are_refused_and_change_nothing(tmp_path) -> Non
 
 
 
+def test_a_redrive_without_the_workflow_is_a_409_saying_so(tmp_path) -> None:
+    """README: redrive needs the workflow (the file the run recorded, or --file)."""
+    from function_flow.store.sqlite import SqliteStore
+
+    store = SqliteStore(str(tmp_path / "state.db"))
+    failed = [TaskRecord("a", status=TaskStatus.FAILED, attempt=1, error="ValueError: x")]
+    add_run(store, "deployed", failed, status="FAILED", finished_at=150.0)
+    add_run(store, "moved", failed, status="FAILED", finished_at=150.0,
+            source=str(tmp_path / "gone.py"))
+    client = client_for(store)
+    for run_id, why in (("deployed", "records no workflow file: start the dashboard with "
+                                     "--file FILE.py"),
+                        ("moved", "gone.py (the workflow file) does not exist")):
+        before = store.get_run(run_id)
+        answer = client.post(f"/runs/{run_id}/actions/redrive",
+                             data={"csrf_token": token_of(client, run_id)},
+                             headers={"Accept": "application/json"})
+        assert answer.status_code == 409
+        assert answer.json["error"].startswith(f"redriving run {run_id} needs its workflow: ")
+        assert why in answer.json["error"] and answer.json["error"].endswith(
+            "nothing was changed")
+        assert store.get_run(run_id) == before
+
+
+
 def test_approve_and_redrive_a_run_of_this_process(tmp_path) -> None:
     """A Job given to create_app: its own engine records the decision and runs
     the redriven tasks, as `function-flow approve` and `redrive` would."""
