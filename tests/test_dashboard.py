@@ -46,6 +46,7 @@ def test_list_run_page_and_actions_on_each_store(store: Any) -> None:
 
     page = client.get("/runs/run-3")
     assert page.status_code == 200
+    assert 'data-interval="1.0"' in page.text  # a small run's page asks every second
     assert 'data-node="a"' in page.text and 'class="node task st-SUCCEEDED"' in page.text
     assert client.get("/api/runs/run-3").json["summary"] == "1/2 done, 0 running, 0 failed"
     answer = client.post("/runs/run-3/actions/pause", data={"csrf_token": token_of(

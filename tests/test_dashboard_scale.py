@@ -35,6 +35,7 @@ def test_a_run_of_1000_tasks_and_a_foreach_of_10000_items(tmp_path) -> None:
 
     page = client.get("/runs/big-run").text
     assert page.count('data-node="') == 1001
+    assert 'data-interval="10.0"' in page  # 11,102 records: the page asks every 10 s
     assert page.count('marker-end="url(#arrow)"') == 901  # every edge of the definition
     assert 'data-cell="' not in page
     assert "10,000/10,000 items done, 10 failed" in page
