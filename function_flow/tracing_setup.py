@@ -142,8 +142,12 @@ def _require(module: str, package: str, mode: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
+        # The extra installs what PACKAGES names; the gRPC exporter (OTLP over
+        # grpc) is not among them, and the extra would not help.
+        extra = any(package in packages for packages in PACKAGES.values())
+        how = EXTRA if extra else f"pip install {package} (not in the tracing extra)"
         raise ConfigurationError(
-            f"{VARIABLE}={mode} needs {package}, which is not installed: {EXTRA}; deployed "
+            f"{VARIABLE}={mode} needs {package}, which is not installed: {how}; deployed "
             f"with function-flow deploy, add {package} to the requirements.txt beside the "
             f"workflow file; or unset {VARIABLE}") from None
 

@@ -157,6 +157,19 @@ def test_a_missing_package_names_the_tracing_extra(monkeypatch, mode, package):
     assert not tracing.recording()
 
 
+def test_otlp_over_grpc_names_its_exporter_which_the_extra_does_not_install(monkeypatch):
+    """The tracing extra has the OTLP/HTTP exporter only: for grpc, the error says
+    to install the gRPC exporter itself, not the extra (which would not help)."""
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+                        None)  # as if not installed (it is not, in the test extra)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    with pytest.raises(ConfigurationError) as error:
+        tracing.configure(Settings(tracing="otlp"))
+    assert "pip install opentelemetry-exporter-otlp-proto-grpc" in str(error.value)
+    assert "[tracing]" not in str(error.value)
+    assert not tracing.recording()
+
+
 def test_an_unknown_mode_is_refused_and_off_is_the_default():
     assert Settings.from_env({}).tracing == "off"
     assert Settings.from_env({"FUNCTION_FLOW_TRACING": " GCP "}).tracing == "gcp"
