@@ -33,7 +33,6 @@ from function_flow.core import versions  # noqa: E402
 from function_flow.core.records import RunRecord  # noqa: E402
 from function_flow.dashboard import create_app  # noqa: E402
 from function_flow.dashboard.app import EXTENSION  # noqa: E402
-from function_flow.tasks import Job  # noqa: E402
 
 from dashboard_runs import big_job, poll_records as records  # noqa: E402
 
