@@ -12,6 +12,7 @@ attempts), test_dashboard_scale.py (big runs, what a live poll reads).
 from __future__ import annotations
 
 import html
+import os
 import re
 import time
 from typing import Any
@@ -112,6 +113,26 @@ def test_pages_of_50_runs_up_to_500_and_a_long_result_cut_at_4000_characters(
     assert len(shown) == 4000 + len("... (10012 chars)")
     page = client.get("/runs/long/tasks/a").text
     assert "x" * 3990 in page and "x" * 4000 not in page and "(10012 chars)" in page
+
+
+
+def test_a_running_run_whose_process_died_says_process_gone(tmp_path) -> None:
+    import socket
+    import subprocess
+
+    from function_flow.store.sqlite import SqliteStore
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # a pid no process has now
+    store = SqliteStore(str(tmp_path / "state.db"))
+    add_run(store, "orphan", [TaskRecord("a", status=TaskStatus.RUNNING, attempt=1)],
+            owner=f"{socket.gethostname()}:{ended.pid}")
+    add_run(store, "here", [TaskRecord("a")], created_at=50.0,
+            owner=f"{socket.gethostname()}:{os.getpid()}")
+    client = client_for(store)
+    notes = {r["run_id"]: r["note"] for r in client.get("/api/runs").json["runs"]}
+    assert notes == {"orphan": "process gone", "here": None}
+    assert '<span class="note">(process gone)</span>' in client.get("/").text
 
 
 
