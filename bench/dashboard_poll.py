@@ -29,47 +29,14 @@ from typing import Any
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "tests")]  # the run is tests/dashboard_runs.py's
 
-from function_flow.core import foreach, versions  # noqa: E402
-from function_flow.core.records import RunRecord, TaskRecord, TaskStatus  # noqa: E402
+from function_flow.core import versions  # noqa: E402
+from function_flow.core.records import RunRecord  # noqa: E402
 from function_flow.dashboard import create_app  # noqa: E402
 from function_flow.dashboard.app import EXTENSION  # noqa: E402
-from function_flow.tasks import Job  # noqa: E402
 
-from dashboard_runs import big_job  # noqa: E402
+from dashboard_runs import big_job, poll_records as records  # noqa: E402
 
 logging.disable(logging.WARNING)
-
-LANES = 100
-GROUP = 100
-
-
-def records(job: Job, items: int, done: int, running: int) -> list[TaskRecord]:
-    """The run's records: every task done but the foreach, whose items run in
-    LANES lanes (item i waits for item i - LANES) and end into groups of GROUP."""
-    tasks = [TaskRecord(t, status=TaskStatus.SUCCEEDED, attempt=1) for t in job.dag.tasks]
-    tasks[-1] = TaskRecord("fan", status=TaskStatus.RUNNING, attempt=1,
-                           result=foreach.summary("fan", list(range(items)), False))
-    fan = []
-    for i in range(items):
-        status = (TaskStatus.SUCCEEDED if i < done else
-                  TaskStatus.RUNNING if i < done + running else TaskStatus.WAITING)
-        fan.append(TaskRecord(
-            foreach.item_id("fan", i), role="item", template="fan", item_key=i,
-            trigger_rule="all_done", status=status, attempt=1 if i < done + running else 0,
-            deps=[foreach.item_id("fan", i - LANES)] if i >= LANES else [],
-            dependents=([foreach.item_id("fan", i + LANES)] if i + LANES < items else [])
-            + [foreach.group_id("fan", i // GROUP)]))
-    groups = [TaskRecord(foreach.group_id("fan", g), template="fan", role="group",
-                         trigger_rule="all_done",
-                         deps=[foreach.item_id("fan", i)
-                               for i in range(g * GROUP, min(items, g * GROUP + GROUP))],
-                         dependents=[foreach.collector_id("fan")])
-              for g in range((items + GROUP - 1) // GROUP)]
-    collector = TaskRecord(foreach.collector_id("fan"), template="fan", role="collect",
-                           trigger_rule="all_done", dependents=[],
-                           deps=[g.task_id for g in groups])
-    return tasks + groups + [collector] + fan
-
 
 def measure(store: Any, label: str, args: argparse.Namespace) -> None:
     job = big_job()

@@ -110,15 +110,10 @@ class Settings:
             raise ConfigurationError(
                 f"FUNCTION_FLOW_BACKEND={backend!r} is not a backend; "
                 "use 'embedded' or 'gcp'")
-        try:
-            workers = int(env.get("FUNCTION_FLOW_WORKERS", "8"))
-        except ValueError as exc:
-            raise ConfigurationError("FUNCTION_FLOW_WORKERS must be an integer") from exc
-        try:
-            function_timeout = float(env.get("FUNCTION_FLOW_FUNCTION_TIMEOUT", "540"))
-        except ValueError as exc:
-            raise ConfigurationError(
-                "FUNCTION_FLOW_FUNCTION_TIMEOUT must be a number of seconds") from exc
+        # Positive, as --workers is: 0 workers would not mean one, nor a
+        # timeout of 0 s that an overrunning task may be retried at once.
+        workers = _number(env, "FUNCTION_FLOW_WORKERS", 8, int)
+        function_timeout = _number(env, "FUNCTION_FLOW_FUNCTION_TIMEOUT", 540.0, float)
         inline_limit = _inline_limit(env.get("FUNCTION_FLOW_INLINE_LIMIT_BYTES", ""))
         gcs_poll_interval = _number(env, "FUNCTION_FLOW_GCS_POLL_INTERVAL", 10.0, float)
         gcs_poll_batch = _number(env, "FUNCTION_FLOW_GCS_POLL_BATCH", 100, int)

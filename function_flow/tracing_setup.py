@@ -106,9 +106,12 @@ def provider_for(mode: str, project: str | None = None) -> Any:
     sdk = _require("opentelemetry.sdk.trace", "opentelemetry-sdk", mode)
     export = _require("opentelemetry.sdk.trace.export", "opentelemetry-sdk", mode)
     resources = _require("opentelemetry.sdk.resources", "opentelemetry-sdk", mode)
-    # The environment's OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win.
+    # The function's name, unless OTEL_SERVICE_NAME or a service.name in
+    # OTEL_RESOURCE_ATTRIBUTES names the service: attributes given to
+    # Resource.create would win over both, so give none then.
     name = os.environ.get("K_SERVICE") or os.environ.get("FUNCTION_TARGET") or "function-flow"
-    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": name}
+    named = "service.name" in resources.OTELResourceDetector().detect().attributes
+    attributes = {} if named else {"service.name": name}
     provider = sdk.TracerProvider(resource=resources.Resource.create(attributes))
     if mode == "console":
         exporter = export.ConsoleSpanExporter(
@@ -139,8 +142,12 @@ def _require(module: str, package: str, mode: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
+        # The extra installs what PACKAGES names; the gRPC exporter (OTLP over
+        # grpc) is not among them, and the extra would not help.
+        extra = any(package in packages for packages in PACKAGES.values())
+        how = EXTRA if extra else f"pip install {package} (not in the tracing extra)"
         raise ConfigurationError(
-            f"{VARIABLE}={mode} needs {package}, which is not installed: {EXTRA}; deployed "
+            f"{VARIABLE}={mode} needs {package}, which is not installed: {how}; deployed "
             f"with function-flow deploy, add {package} to the requirements.txt beside the "
             f"workflow file; or unset {VARIABLE}") from None
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from function_flow.core.records import RunRecord, TaskRecord
+from function_flow.core import foreach
+from function_flow.core.records import RunRecord, TaskRecord, TaskStatus
 from function_flow.dashboard import create_app
 from function_flow.tasks import Job
 
@@ -54,3 +55,37 @@ def big_job() -> Job:
             job.task(f"t{level}_{index}", deps)(lambda task, job: None)
     job.foreach("fan", over="t0_0")(lambda task, job: None)
     return job
+
+
+LANES = 100
+GROUP = 100
+
+
+def poll_records(job: Job, items: int = 10_000, done: int = 900,
+                 running: int = 100) -> list[TaskRecord]:
+    """big_job's records as bench/dashboard_poll.py measures them: every task done
+    but the foreach, whose items run in LANES lanes (item i waits for item
+    i - LANES) and end into groups of GROUP."""
+    tasks = [TaskRecord(t, status=TaskStatus.SUCCEEDED, attempt=1) for t in job.dag.tasks]
+    tasks[-1] = TaskRecord("fan", status=TaskStatus.RUNNING, attempt=1,
+                           result=foreach.summary("fan", list(range(items)), False))
+    fan = []
+    for i in range(items):
+        status = (TaskStatus.SUCCEEDED if i < done else
+                  TaskStatus.RUNNING if i < done + running else TaskStatus.WAITING)
+        fan.append(TaskRecord(
+            foreach.item_id("fan", i), role="item", template="fan", item_key=i,
+            trigger_rule="all_done", status=status, attempt=1 if i < done + running else 0,
+            deps=[foreach.item_id("fan", i - LANES)] if i >= LANES else [],
+            dependents=([foreach.item_id("fan", i + LANES)] if i + LANES < items else [])
+            + [foreach.group_id("fan", i // GROUP)]))
+    groups = [TaskRecord(foreach.group_id("fan", g), template="fan", role="group",
+                         trigger_rule="all_done",
+                         deps=[foreach.item_id("fan", i)
+                               for i in range(g * GROUP, min(items, g * GROUP + GROUP))],
+                         dependents=[foreach.collector_id("fan")])
+              for g in range((items + GROUP - 1) // GROUP)]
+    collector = TaskRecord(foreach.collector_id("fan"), template="fan", role="collect",
+                           trigger_rule="all_done", dependents=[],
+                           deps=[g.task_id for g in groups])
+    return tasks + groups + [collector] + fan

@@ -12,6 +12,7 @@ attempts), test_dashboard_scale.py (big runs, what a live poll reads).
 from __future__ import annotations
 
 import html
+import os
 import re
 import time
 from typing import Any
@@ -46,6 +47,7 @@ def test_list_run_page_and_actions_on_each_store(store: Any) -> None:
 
     page = client.get("/runs/run-3")
     assert page.status_code == 200
+    assert 'data-interval="1.0"' in page.text  # a small run's page asks every second
     assert 'data-node="a"' in page.text and 'class="node task st-SUCCEEDED"' in page.text
     assert client.get("/api/runs/run-3").json["summary"] == "1/2 done, 0 running, 0 failed"
     answer = client.post("/runs/run-3/actions/pause", data={"csrf_token": token_of(
@@ -86,6 +88,54 @@ def test_unknown_runs_tasks_and_bad_parameters(tmp_path) -> None:
 
 
 
+def test_pages_of_50_runs_up_to_500_and_a_long_result_cut_at_4000_characters(
+        tmp_path) -> None:
+    """README: 50 runs a page (`?limit=` up to 500); a task's result as JSON, cut at
+    4,000 characters, on its page and in /api/runs/RUN/tasks/TASK alike."""
+    from function_flow.store.sqlite import SqliteStore
+
+    store = SqliteStore(str(tmp_path / "state.db"))
+    for number in range(51):
+        add_run(store, f"run-{number:02}", [TaskRecord("a")], created_at=100.0 + number)
+    add_run(store, "long", [TaskRecord("a", status=TaskStatus.SUCCEEDED, attempt=1,
+                                       result={"text": "x" * 10_000})],
+            created_at=10.0, status="SUCCEEDED")
+    client = client_for(store)
+    first = client.get("/").text
+    assert len(re.findall(r'<tr data-run="', first)) == 50 and 'rel="next"' in first
+    assert len(client.get("/api/runs?limit=500").json["runs"]) == 52
+    refused = client.get("/api/runs?limit=501")
+    assert refused.status_code == 400
+    assert refused.json["error"] == "the 'limit' parameter must be from 1 to 500, got 501"
+
+    shown = client.get("/api/runs/long/tasks/a").json["result"]
+    assert shown.startswith('{"text": "xxx') and shown.endswith("... (10012 chars)")
+    assert len(shown) == 4000 + len("... (10012 chars)")
+    page = client.get("/runs/long/tasks/a").text
+    assert "x" * 3990 in page and "x" * 4000 not in page and "(10012 chars)" in page
+
+
+
+def test_a_running_run_whose_process_died_says_process_gone(tmp_path) -> None:
+    import socket
+    import subprocess
+
+    from function_flow.store.sqlite import SqliteStore
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # a pid no process has now
+    store = SqliteStore(str(tmp_path / "state.db"))
+    add_run(store, "orphan", [TaskRecord("a", status=TaskStatus.RUNNING, attempt=1)],
+            owner=f"{socket.gethostname()}:{ended.pid}")
+    add_run(store, "here", [TaskRecord("a")], created_at=50.0,
+            owner=f"{socket.gethostname()}:{os.getpid()}")
+    client = client_for(store)
+    notes = {r["run_id"]: r["note"] for r in client.get("/api/runs").json["runs"]}
+    assert notes == {"orphan": "process gone", "here": None}
+    assert '<span class="note">(process gone)</span>' in client.get("/").text
+
+
+
 def test_actions_on_an_ended_run_are_refused_and_change_nothing(tmp_path) -> None:
     from function_flow.store.sqlite import SqliteStore
 
@@ -107,6 +157,31 @@ def test_actions_on_an_ended_run_are_refused_and_change_nothing(tmp_path) -> Non
     assert "only FAILED or CANCELLED runs can be redriven" in answer.text
     assert store.get_run("done") == before
     assert [t.status for t in store.get_tasks("done")] == [TaskStatus.SUCCEEDED]
+
+
+
+def test_a_redrive_without_the_workflow_is_a_409_saying_so(tmp_path) -> None:
+    """README: redrive needs the workflow (the file the run recorded, or --file)."""
+    from function_flow.store.sqlite import SqliteStore
+
+    store = SqliteStore(str(tmp_path / "state.db"))
+    failed = [TaskRecord("a", status=TaskStatus.FAILED, attempt=1, error="ValueError: x")]
+    add_run(store, "deployed", failed, status="FAILED", finished_at=150.0)
+    add_run(store, "moved", failed, status="FAILED", finished_at=150.0,
+            source=str(tmp_path / "gone.py"))
+    client = client_for(store)
+    for run_id, why in (("deployed", "records no workflow file: start the dashboard with "
+                                     "--file FILE.py"),
+                        ("moved", "gone.py (the workflow file) does not exist")):
+        before = store.get_run(run_id)
+        answer = client.post(f"/runs/{run_id}/actions/redrive",
+                             data={"csrf_token": token_of(client, run_id)},
+                             headers={"Accept": "application/json"})
+        assert answer.status_code == 409
+        assert answer.json["error"].startswith(f"redriving run {run_id} needs its workflow: ")
+        assert why in answer.json["error"] and answer.json["error"].endswith(
+            "nothing was changed")
+        assert store.get_run(run_id) == before
 
 
 

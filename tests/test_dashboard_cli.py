@@ -3,7 +3,8 @@
 The command serves the store the settings select; a run that `function-flow
 run` left FAILED is redriven from its page: the dashboard starts a
 `function-flow redrive` process (the workflow file is the one the run
-recorded), which executes the run to its end.
+recorded), which executes the run to its end; a paused run whose process died
+is resumed by a `function-flow resume` process the dashboard starts.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from function_flow.store.sqlite import SqliteStore
 from functions_stack import wait_for
 from cli_runs import flow, run_id_of
 from test_redrive_cli import FLAKY
+from test_control_cli import held_or_ran, running  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -96,3 +98,40 @@ def test_a_port_in_use_is_one_error_line(tmp_path: Path, monkeypatch) -> None:
     assert refused.value.format_message() == (
         f"cannot listen on 127.0.0.1:{port}: Address already in use; choose another --port "
         "(0 picks a free one)")
+
+
+def test_resume_of_a_run_whose_process_died_starts_function_flow_resume(
+        running, tmp_path: Path, monkeypatch) -> None:
+    """README: a resume of an embedded run whose process is gone is carried out by
+    a `function-flow resume` process the dashboard starts, which ends the run."""
+    from function_flow.config import Settings
+    from function_flow.dashboard import create_app
+
+    run = running()
+    assert run.flow("pause", run.run_id).returncode == 0
+    run.open("first")
+    wait_for(lambda: held_or_ran(run, "next"), "next to be held")
+    run.kill()
+    run.open("long")
+    for name, value in run.env.items():  # what the started process inherits
+        if name.startswith("FF_TEST_"):
+            monkeypatch.setenv(name, value)
+    database = str(tmp_path / ".function_flow" / "function_flow.db")
+    store = SqliteStore(database)
+    client = create_app(lambda: store, kind="embedded",
+                        settings=Settings(db_path=database)).test_client()
+    try:
+        page = client.get(f"/runs/{run.run_id}").text
+        token = re.search(r'<meta name="csrf-token" content="([^"]+)"', page).group(1)
+        answer = client.post(f"/runs/{run.run_id}/actions/resume", data={"csrf_token": token},
+                             headers={"Accept": "application/json"})
+        assert answer.status_code == 200, answer.text
+        assert re.match(rf"(resume of run {run.run_id}: process \d+ executes it|"
+                        rf"function-flow resume {run.run_id}: )", answer.json["message"]), \
+            answer.json
+        ended = wait_for(lambda: (r := store.get_run(run.run_id)).status.is_final and r,
+                         "the resumed run to end", timeout=60)
+        assert ended.status is RunStatus.SUCCEEDED and ended.paused_at is None
+        assert len(run.ran("next")) == 1 and run.ran("next") != [run.process.pid]
+    finally:
+        store.close()

@@ -108,3 +108,21 @@ def test_a_changed_workflow_draws_the_edges_only_if_they_are_the_same(tmp_path) 
     assert other.count("marker-end=") == 0
     assert "the tasks or dependencies of job &#39;changing&#39; changed since this run " \
            "started" in other
+
+
+def test_a_level_wider_than_8_wraps_onto_rows_below_its_dependencies() -> None:
+    """README: a task sits a level below the deepest of its dependencies; a level
+    wider than 8 wraps onto several rows (20 roots: rows of 8, 8 and 4)."""
+    from function_flow.dashboard import layout
+
+    job = Job("wide")
+    for index in range(20):
+        job.task(f"r{index:02}")(lambda task, job: None)
+    job.task("mid", deps=["r00"])(lambda task, job: None)
+    job.task("last", deps=["mid", "r19"])(lambda task, job: None)
+    drawing = layout.layout(job.dag, foreach=set(), expanded=set(), item_counts={})
+    rows: dict[float, list[str]] = {}
+    for box in drawing.boxes:
+        rows.setdefault(box.y, []).append(box.id)
+    assert [len(ids) for _, ids in sorted(rows.items())] == [8, 8, 4, 1, 1]
+    assert [ids for _, ids in sorted(rows.items())][3:] == [["mid"], ["last"]]

@@ -46,6 +46,40 @@ def test_cross_site_posts_are_refused_and_change_nothing(tmp_path) -> None:
 
 
 
+def test_flasks_own_refusals_are_the_dashboards_errors_too(tmp_path) -> None:
+    """An unknown path, a wrong method, a body over the limit and a Host that is not
+    the dashboard's are answered like every other error: JSON under /api/ (or when
+    asked for), else the error page; never Flask's bare HTML."""
+    from function_flow.store.sqlite import SqliteStore
+
+    store = SqliteStore(str(tmp_path / "state.db"))
+    add_run(store, "live", [TaskRecord("a", status=TaskStatus.RUNNING, attempt=1)])
+    client = client_for(store)
+    token = token_of(client, "live")
+    as_json = {"Accept": "application/json"}
+    answers = [
+        (client.get("/api/nope"), 404, "no page at '/api/nope'"),
+        (client.get("/api/runs/live/tasks"), 404, "no page at"),
+        (client.get("/runs/live/actions/pause", headers=as_json), 405,
+         "get is not allowed on '/runs/live/actions/pause'"),
+        (client.post("/runs/live/actions/pause", data={"csrf_token": token,
+                                                        "pad": "x" * 3 * 1024 * 1024},
+                     headers=as_json), 413, "over the dashboard's 2,097,152 bytes"),
+        (client.get("/api/runs", headers={"Host": "evil.example:8765"}), 400,
+         "evil.example:8765"),
+    ]
+    for answer, status, words in answers:
+        assert answer.status_code == status, (status, answer.text[:200])
+        assert answer.is_json and words in answer.json["error"].lower(), answer.text[:200]
+    page = client.get("/runs/live/nothing-here")
+    assert page.status_code == 404 and 'id="error"' in page.text
+    # A page for a Host it does not trust could link nowhere: JSON for a browser too.
+    refused = client.get("/", headers={"Host": "evil.example:8765"})
+    assert refused.status_code == 400 and refused.json["error"].startswith(
+        "Host 'evil.example:8765' is not trusted. This dashboard answers only its loopback")
+    assert store.get_run("live").paused_at is None
+
+
 def test_html_in_results_errors_and_ids_is_shown_as_text(tmp_path) -> None:
     from function_flow.store.sqlite import SqliteStore
 

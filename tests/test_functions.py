@@ -340,6 +340,24 @@ def gcs_event(run_id: str) -> bytes:
 
 
 @pytest.mark.parametrize("form", FORMS)
+def test_an_event_no_future_recognises_is_acknowledged_as_ignored(tmp_path, caplog, form):
+    """The events topic also carries what is none of the job's business (the log
+    sink's every BigQuery job, other jobs' answers): acknowledged as "ignored",
+    logged at INFO, not as a warning each."""
+    job, calls = make_job(tmp_path)
+    run_id = http_start(job, '{"wait_for_file": true}')[0]["run_id"]
+    deliver_all(job, as_legacy)
+    before = snapshot(job, run_id)
+    with caplog.at_level(logging.INFO, logger="function_flow"):
+        answer = FORMS[form](job.make_external_event_listener(),
+                             b'{"protoPayload": {"methodName": "jobservice.jobcompleted"}}')
+    assert answer == (({"outcome": "ignored"}, 200) if form == "push" else None)
+    assert "matched no Future class" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert snapshot(job, run_id) == before and calls == ["a", "b"]
+
+
+@pytest.mark.parametrize("form", FORMS)
 def test_external_event_completes_a_waiting_task_in_every_form(tmp_path, form):
     job, calls = make_job(tmp_path)
     run_id = http_start(job, '{"wait_for_file": true}')[0]["run_id"]

@@ -16,6 +16,7 @@ import datetime
 import json
 import logging
 import os
+import pathlib
 import re
 import stat
 import subprocess
@@ -125,6 +126,23 @@ def test_an_openssl_signature_verifies() -> None:
                             check=True).stdout.decode().split()[-1]
     signing.verify(BODY, {"X-Function-Flow-Timestamp": stamp,
                           "X-Function-Flow-Signature": f"sha256={digest}"}, TEST_HMAC_KEY)
+
+
+def test_the_readmes_secret_holds_the_key_without_a_newline(tmp_path) -> None:
+    """The README makes the Secret Manager secret from `openssl rand -hex 32`. The
+    functions get the secret's bytes as they are, while an approver reads it back
+    with `$(gcloud secrets versions access ...)`, which drops a trailing newline:
+    with one in the secret, every approval it signs would be a 401."""
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+    line, = [line for line in readme.splitlines() if "gcloud secrets create" in line]
+    made = line.split("| gcloud secrets create")[0]
+    secret = subprocess.run(["bash", "-c", made], capture_output=True, check=True).stdout
+    assert re.fullmatch(rb"[0-9a-f]{64}", secret), secret
+    (tmp_path / "secret").write_bytes(secret)
+    read_back = subprocess.run(["bash", "-c", 'key=$(cat secret); printf %s "$key"'],
+                               cwd=tmp_path, capture_output=True, check=True).stdout
+    headers = signing.sign(BODY, secret)  # what a function signs with
+    signing.verify(BODY, headers, read_back)  # what the approver checks and signs with
 
 
 # ------------------------------------------ the age, measured at publishing

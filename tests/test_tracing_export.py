@@ -44,6 +44,27 @@ def test_console_writes_one_json_line_per_span_on_stderr(capsys):
     assert span["resource"]["attributes"]["service.name"] == "function-flow"
 
 
+@pytest.mark.parametrize("environment, expected", [
+    ({}, "function-flow"),
+    ({"FUNCTION_TARGET": "scheduler"}, "scheduler"),  # functions-framework's target
+    ({"K_SERVICE": "sales-scheduler", "FUNCTION_TARGET": "scheduler"}, "sales-scheduler"),
+    ({"K_SERVICE": "sales-scheduler", "OTEL_SERVICE_NAME": "mine"}, "mine"),
+    ({"K_SERVICE": "sales-scheduler",
+      "OTEL_RESOURCE_ATTRIBUTES": "team=data,service.name=mine"}, "mine"),
+])
+def test_the_service_name_is_the_functions_unless_otel_variables_name_one(
+        monkeypatch, environment, expected):
+    """README: the function's name (K_SERVICE or FUNCTION_TARGET); OTEL_SERVICE_NAME
+    and OTEL_RESOURCE_ATTRIBUTES win over it."""
+    for name in ("K_SERVICE", "FUNCTION_TARGET", "OTEL_SERVICE_NAME",
+                 "OTEL_RESOURCE_ATTRIBUTES"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    provider = tracing.provider_for("console")
+    assert provider.resource.attributes["service.name"] == expected
+
+
 class OtlpReceiver:
     """POST /v1/traces, OTLP over HTTP with protobuf bodies, as a collector takes it."""
 
@@ -133,6 +154,19 @@ def test_a_missing_package_names_the_tracing_extra(monkeypatch, mode, package):
         tracing.configure(Settings(tracing=mode))
     assert package in str(error.value)
     assert "function-flow-orchestrator[tracing]" in str(error.value)
+    assert not tracing.recording()
+
+
+def test_otlp_over_grpc_names_its_exporter_which_the_extra_does_not_install(monkeypatch):
+    """The tracing extra has the OTLP/HTTP exporter only: for grpc, the error says
+    to install the gRPC exporter itself, not the extra (which would not help)."""
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+                        None)  # as if not installed (it is not, in the test extra)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    with pytest.raises(ConfigurationError) as error:
+        tracing.configure(Settings(tracing="otlp"))
+    assert "pip install opentelemetry-exporter-otlp-proto-grpc" in str(error.value)
+    assert "[tracing]" not in str(error.value)
     assert not tracing.recording()
 
 

@@ -19,7 +19,8 @@ import secrets
 import threading
 from typing import Any, Callable, Mapping, Sequence
 
-from flask import Flask, current_app
+from flask import Flask, current_app, request
+from werkzeug.exceptions import HTTPException, SecurityError
 
 from function_flow.config import Settings
 from function_flow.core.ports import Store
@@ -30,6 +31,8 @@ from function_flow.dashboard.live import LiveRecords
 
 #: The key of the Dashboard in app.extensions.
 EXTENSION = "function_flow_dashboard"
+#: The largest request body an action takes (a form with an approval's data).
+MAX_BODY_BYTES = 2 * 1024 * 1024
 
 
 @dataclasses.dataclass
@@ -82,7 +85,7 @@ def create_app(store_factory: Callable[[], Store | None], *, kind: str = "embedd
     app = Flask(__name__, template_folder="templates", static_folder="static")
     app.config.update(SECRET_KEY=secrets.token_bytes(32), JSON_SORT_KEYS=False,
                       SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_HTTPONLY=True,
-                      MAX_CONTENT_LENGTH=2 * 1024 * 1024)
+                      MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
     app.jinja_env.autoescape = True  # .svg and .html partials alike
     app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True
     app.extensions[EXTENSION] = Dashboard(
@@ -100,6 +103,27 @@ def create_app(store_factory: Callable[[], Store | None], *, kind: str = "embedd
         # The store cannot answer (an unreadable file, a missing index, an
         # unreachable Firestore): say why, once per request, no traceback.
         return responses.error(503, str(exc))
+
+    @app.errorhandler(HTTPException)
+    def _refused(exc: HTTPException) -> Any:
+        # Flask's own refusals (no such path, a wrong method, a body over
+        # MAX_CONTENT_LENGTH, a Host not trusted) in the dashboard's form:
+        # JSON under /api/, else the error page, like every other error.
+        if exc.code is None or exc.code < 400:
+            return exc
+        path = request.path[:200]
+        message = {
+            404: f"no page at {path!r} in this dashboard",
+            405: f"{request.method} is not allowed on {path!r}: actions are POSTs from the "
+                 "dashboard's pages; nothing was changed",
+            413: f"the request body is over the dashboard's {MAX_BODY_BYTES:,} bytes; "
+                 "nothing was changed",
+        }.get(exc.code, exc.description or exc.name)
+        if isinstance(exc, SecurityError):  # TRUSTED_HOSTS (guard.py): no page can link
+            return responses.error(400, f"{exc.description} This dashboard answers only "
+                                        "its loopback names (127.0.0.1, localhost) unless "
+                                        "started with --host", page=False)
+        return responses.error(exc.code, message)
 
     return app
 

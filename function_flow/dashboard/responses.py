@@ -22,9 +22,13 @@ def wants_json() -> bool:
         and accept["application/json"] > accept["text/html"]
 
 
-def error(status: int, message: str, **extra: Any) -> Any:
-    """An error answer: nothing was done, and the message says why."""
-    if wants_json():
+def error(status: int, message: str, *, page: bool = True, **extra: Any) -> Any:
+    """An error answer: nothing was done, and the message says why.
+
+    page=False: JSON even for a browser (the error page links to the
+    dashboard, which cannot be done for a Host it does not trust).
+    """
+    if wants_json() or not page:
         response = jsonify({"error": message, **extra})
         response.status_code = status
         return response
