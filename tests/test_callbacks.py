@@ -84,13 +84,21 @@ def callback_record(store, run_id: str):
     return store.get_tasks(run_id, [hooks.CALLBACK])[0]
 
 
+def run_to_the_end(store, receiver: Receiver, job: tasks.Job | None = None,
+                   args: dict | None = None) -> tuple[Engine, str]:
+    """Runs the job (two_step() by default) with its callback to `receiver`,
+    delivering every message, retries after their backoff, until none is left."""
+    bus = DelayedOutbox()
+    engine = Engine(job or two_step(), store, bus, lease_check_messages=False)
+    run_id, _ = engine.start(args or {}, callback_url=receiver.url)
+    drain(engine, bus)
+    return engine, run_id
+
+
 def test_the_callback_is_retried_until_it_gets_a_2xx_and_every_post_is_signed(
         store, receiver_for) -> None:
     receiver = receiver_for(500, 500, 200)
-    bus = DelayedOutbox()
-    engine = Engine(two_step(), store, bus, lease_check_messages=False)
-    run_id, _ = engine.start({"day": "monday"}, callback_url=receiver.url)
-    drain(engine, bus)
+    engine, run_id = run_to_the_end(store, receiver, args={"day": "monday"})
     posts = receiver.wait_for(3)
     assert len(posts) == 3 and [p["answered"] for p in posts] == [500, 500, 200]
     assert all(p["signature"] == "ok" for p in posts)
@@ -114,10 +122,7 @@ def test_a_failed_run_reports_its_error_after_its_hooks(store, receiver_for) -> 
     ran = []
     job.on_failure(lambda run: ran.append("on_failure"))
     job.on_end(lambda run: ran.append("on_end"))
-    bus = DelayedOutbox()
-    engine = Engine(job, store, bus, lease_check_messages=False)
-    run_id, _ = engine.start({}, callback_url=receiver.url)
-    drain(engine, bus)
+    _, run_id = run_to_the_end(store, receiver, job)
     body = receiver.wait_for(1)[0]["body"]
     assert (body["status"], body["failed_tasks"], body["results"]) == ("FAILED", ["b"], {})
     assert body["error"] == "task 'b' failed: RuntimeError: b broke"
@@ -131,10 +136,7 @@ def test_a_failed_run_reports_its_error_after_its_hooks(store, receiver_for) -> 
 def test_a_receiver_that_refuses_the_callback_is_not_asked_again(
         store, receiver_for, status) -> None:
     receiver = receiver_for(status, 200)
-    bus = DelayedOutbox()
-    engine = Engine(two_step(), store, bus, lease_check_messages=False)
-    run_id, _ = engine.start({}, callback_url=receiver.url)
-    drain(engine, bus)
+    engine, run_id = run_to_the_end(store, receiver)
     assert len(receiver.wait_for(1)) == 1
     record = callback_record(store, run_id)
     assert (record.status, record.attempt) == (TaskStatus.FAILED, 1)
@@ -146,10 +148,7 @@ def test_a_receiver_that_refuses_the_callback_is_not_asked_again(
 @pytest.mark.parametrize("status", [408, 425, 429, 503])
 def test_busy_or_timed_out_answers_are_retried(store, receiver_for, status) -> None:
     receiver = receiver_for(status, 204)
-    bus = DelayedOutbox()
-    engine = Engine(two_step(), store, bus, lease_check_messages=False)
-    run_id, _ = engine.start({}, callback_url=receiver.url)
-    drain(engine, bus)
+    _, run_id = run_to_the_end(store, receiver)
     assert [p["answered"] for p in receiver.wait_for(2)] == [status, 204]
     assert callback_record(store, run_id).status is TaskStatus.SUCCEEDED
 
@@ -161,10 +160,7 @@ def test_a_post_slower_than_the_callback_timeout_is_given_up_and_retried(
     for it and the second POST delivers the callback."""
     monkeypatch.setenv("FUNCTION_FLOW_CALLBACK_TIMEOUT", "0.5")
     receiver = receiver_for(200, 200, hold_first=60)
-    bus = DelayedOutbox()
-    engine = Engine(two_step(), store, bus, lease_check_messages=False)
-    run_id, _ = engine.start({}, callback_url=receiver.url)
-    drain(engine, bus)
+    _, run_id = run_to_the_end(store, receiver)
     record = callback_record(store, run_id)
     assert (record.status, record.attempt) == (TaskStatus.SUCCEEDED, 2)
     assert len(receiver.wait_for(2)) == 2
@@ -175,10 +171,7 @@ def test_an_unreachable_receiver_is_retried_as_many_times_as_configured(
     monkeypatch.setenv("FUNCTION_FLOW_CALLBACK_ATTEMPTS", "3")
     receiver = receiver_for(200)
     receiver.close()  # nobody listens there any more
-    bus = DelayedOutbox()
-    engine = Engine(two_step(), store, bus, lease_check_messages=False)
-    run_id, _ = engine.start({}, callback_url=receiver.url)
-    drain(engine, bus)
+    engine, run_id = run_to_the_end(store, receiver)
     record = callback_record(store, run_id)
     assert (record.status, record.attempt) == (TaskStatus.FAILED, 3)
     assert "cannot reach the callback to" in record.error

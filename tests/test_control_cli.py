@@ -105,6 +105,16 @@ def held_or_ran(run: Run, task_id: str) -> bool:
         re.search(rf"task {task_id} attempt \d+: held", run.log.read_text()) is not None
 
 
+def paused_and_orphaned(run: Run) -> None:
+    """Pauses the run, lets `first` end and `next` be held, then kills its
+    process: a paused run nobody executes, with `long` free to end when asked."""
+    assert run.flow("pause", run.run_id).returncode == 0
+    run.open("first")
+    wait_for(lambda: held_or_ran(run, "next"), "next to be held")
+    run.kill()
+    run.open("long")
+
+
 def test_pause_and_resume_from_other_processes(running) -> None:
     run = running()
 
@@ -169,11 +179,7 @@ def test_cancel_from_another_process_ends_the_run_and_its_tasks(running) -> None
 
 def test_resume_of_a_paused_run_whose_process_died_continues_it_here(running) -> None:
     run = running()
-    assert run.flow("pause", run.run_id).returncode == 0
-    run.open("first")
-    wait_for(lambda: held_or_ran(run, "next"), "next to be held")
-    run.kill()
-    run.open("long")
+    paused_and_orphaned(run)
 
     resumed = run.flow("resume", run.run_id)
 

@@ -25,7 +25,7 @@ from function_flow.store.sqlite import SqliteStore
 from functions_stack import wait_for
 from cli_runs import flow, run_id_of
 from test_redrive_cli import FLAKY
-from test_control_cli import held_or_ran, running  # noqa: F401  (a fixture)
+from test_control_cli import paused_and_orphaned, running  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -108,11 +108,7 @@ def test_resume_of_a_run_whose_process_died_starts_function_flow_resume(
     from function_flow.dashboard import create_app
 
     run = running()
-    assert run.flow("pause", run.run_id).returncode == 0
-    run.open("first")
-    wait_for(lambda: held_or_ran(run, "next"), "next to be held")
-    run.kill()
-    run.open("long")
+    paused_and_orphaned(run)
     for name, value in run.env.items():  # what the started process inherits
         if name.startswith("FF_TEST_"):
             monkeypatch.setenv(name, value)
