@@ -24,7 +24,7 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from function_flow import backends, tasks
+from function_flow import backends, selection, tasks
 from function_flow.cli import cli, items, progress, run_json
 from function_flow.core.records import RunRecord, RunStatus, TaskRecord, TaskStatus
 from function_flow.errors import RunConflictError
@@ -303,7 +303,7 @@ def test_status_without_the_composite_index_lists_unordered_with_a_warning(
     store = Unindexed(str(tmp_path / "ff.db"))
     for n, created in enumerate((30.0, 10.0, 20.0)):
         add_run(store, f"etl-{n}", "etl", created)
-    selected = backends.SelectedStore("embedded", store, "a test store")
+    selected = selection.SelectedStore("embedded", store, "a test store")
     assert [r.run_id for r in inspect.matching_runs(selected, 5, "etl", None)] == \
         ["etl-0", "etl-2", "etl-1"]
     warning = capsys.readouterr().err

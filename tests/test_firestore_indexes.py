@@ -19,7 +19,7 @@ from google.cloud.firestore_v1.query import Query
 from google.cloud.firestore_v1.types import StructuredQuery
 
 import terraform_hcl as tf
-from function_flow import backends, loader
+from function_flow import loader, selection
 from function_flow.cli import inspect
 from function_flow.core.records import RunRecord, RunStatus, TaskRecord
 from function_flow.dashboard import create_app
@@ -100,7 +100,7 @@ def test_the_indexes_the_queries_need_are_the_ones_declared(firestore_store, sen
     for query in ("", "?job=etl", "?status=FAILED", "?job=etl&status=FAILED",
                   "?job=etl&limit=1&before=12.0:r2"):
         assert client.get(f"/api/runs{query}").status_code == 200
-    selected = backends.SelectedStore("gcp", store, "the emulator")
+    selected = selection.SelectedStore("gcp", store, "the emulator")
     for job, status in ((None, None), ("etl", None), (None, "FAILED"), ("etl", "FAILED"),
                         (None, "PAUSED")):
         inspect.matching_runs(selected, 10, job, status)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import click
 
-from function_flow import approvals, backends, owners
+from function_flow import approvals, backends, owners, selection
 from function_flow.cli import progress
 from function_flow.cli.common import command_for, fail
 from function_flow.cli.run import job_of
@@ -124,7 +124,7 @@ def _decide(token: str, file: str | None,
     if selected.kind == "gcp":
         selected.close()
         backend = backends.gcp(settings, job)
-        backends.check_topic(backend.bus)
+        selection.check_topic(backend.bus)
     else:
         assert selected.store is not None
         backend = backends.Backend("embedded", selected.store, LeftToTheOwner(),

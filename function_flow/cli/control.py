@@ -29,7 +29,7 @@ from typing import Callable
 
 import click
 
-from function_flow import backends, owners
+from function_flow import backends, owners, selection
 from function_flow.cli import progress
 from function_flow.cli.approvals import LeftToTheOwner
 from function_flow.cli.common import EXIT_OK, command_for, fail, load_job
@@ -79,7 +79,7 @@ def cancel(run_id: str) -> None:
                   "what they return is discarded", markup=False, soft_wrap=True)
 
 
-def resume_paused(selected: backends.SelectedStore, settings: Settings, run: RunRecord,
+def resume_paused(selected: selection.SelectedStore, settings: Settings, run: RunRecord,
                   file: str | None) -> None:
     """`function-flow resume` of a paused run: clear the pause, say who continues it.
 
@@ -94,7 +94,7 @@ def resume_paused(selected: backends.SelectedStore, settings: Settings, run: Run
         backend = backends.gcp(settings, job)
         topic = backend.bus.topic_path  # type: ignore[attr-defined]
         try:
-            backends.check_topic(backend.bus)
+            selection.check_topic(backend.bus)
             outcome = _act(lambda: control.unpause(backend.store, backend.bus, run_id,
                                                    time.time()))
         finally:
@@ -120,7 +120,7 @@ def resume_paused(selected: backends.SelectedStore, settings: Settings, run: Run
     sys.exit(EXIT_OK)
 
 
-def _live_run(run_id: str, action: str) -> tuple[backends.SelectedStore, RunRecord]:
+def _live_run(run_id: str, action: str) -> tuple[selection.SelectedStore, RunRecord]:
     """The selected store and the run; one error line if it is unknown or ended."""
     selected = open_selected(Settings.from_env())
     run = get_run(selected, run_id)

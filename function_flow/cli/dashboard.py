@@ -13,7 +13,7 @@ import socket
 
 import click
 
-from function_flow import backends
+from function_flow import selection
 from function_flow.cli import progress
 from function_flow.cli.common import fail
 from function_flow.cli.stores import open_selected
@@ -42,7 +42,7 @@ def dashboard(host: str, port: int, files: tuple[str, ...]) -> None:
     settings = Settings.from_env()
     selected = open_selected(settings)  # an unreachable Firestore is one error line now
     loopback = host in guard.LOOPBACK_NAMES
-    app = create_app(lambda: selected.store or backends.selected_store(settings).store,
+    app = create_app(lambda: selected.store or selection.selected_store(settings).store,
                      kind=selected.kind, description=selected.description,
                      settings=settings, files=files,
                      allowed_hosts=guard.LOOPBACK_NAMES if loopback else None)

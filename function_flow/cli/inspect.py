@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import click
 
-from function_flow import backends, owners
+from function_flow import owners, selection
 from function_flow.cli import progress, run_json
 from function_flow.cli.common import command_for, fail
 from function_flow.cli.stores import get_run, open_selected
@@ -55,7 +55,7 @@ def status(run_id: str | None, job_name: str | None, status_name: str | None, li
         show_run(selected, run_id, as_json)
 
 
-def matching_runs(selected: backends.SelectedStore, limit: int, job_name: str | None,
+def matching_runs(selected: selection.SelectedStore, limit: int, job_name: str | None,
                   status_name: str | None) -> list[RunRecord]:
     """Up to `limit` runs of `job_name` in `status_name`, newest first.
 
@@ -92,7 +92,7 @@ def owner_of(kind: str, run: RunRecord) -> str | None:
     return owners.owner_state(run.owner)
 
 
-def list_runs(selected: backends.SelectedStore, limit: int, job_name: str | None = None,
+def list_runs(selected: selection.SelectedStore, limit: int, job_name: str | None = None,
               status_name: str | None = None, as_json: bool = False) -> None:
     out = progress.make_console()
     runs = matching_runs(selected, limit, job_name, status_name)
@@ -150,7 +150,7 @@ def headline(kind: str, run: RunRecord) -> str:
     return line
 
 
-def show_run(selected: backends.SelectedStore, run_id: str, as_json: bool = False) -> None:
+def show_run(selected: selection.SelectedStore, run_id: str, as_json: bool = False) -> None:
     out = progress.make_console()
     run = get_run(selected, run_id)
     assert selected.store is not None

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from function_flow import backends
+from function_flow import backends, selection
 from function_flow.cli import progress
 from function_flow.cli.common import EXIT_OK, command_for, fail, remote_option
 from function_flow.cli.follow import follow_to_end
@@ -47,7 +47,7 @@ def redrive(run_id: str, file: str | None, workers: int | None,
     if selected.kind == "gcp":
         backend = backends.gcp(settings, job)
         job.use_backend(backend)
-        backends.check_topic(backend.bus)
+        selection.check_topic(backend.bus)
         redriven = _redrive(job, run_id)
         progress.make_console().print(
             f"redrove run {run_id} (redrive {redriven.redrives}) in {backend.description}; "

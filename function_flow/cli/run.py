@@ -15,7 +15,7 @@ from typing import NoReturn
 
 import click
 
-from function_flow import backends, owners
+from function_flow import backends, owners, selection
 from function_flow.cli import progress
 from function_flow.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED,
                                       command_for, fail, load_job, parse_args,
@@ -160,7 +160,7 @@ def resume_deployed(job: Job, settings: Settings, run_id: str) -> NoReturn:
     """
     backend = backends.gcp(settings, job)
     job.use_backend(backend)
-    backends.check_topic(backend.bus)
+    selection.check_topic(backend.bus)
     out, err = progress.make_console(), progress.make_console(stderr=True)
     store = backend.store
     before = ordered_tasks(store.get_tasks(run_id), job.dag.order)

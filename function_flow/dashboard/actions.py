@@ -29,7 +29,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from function_flow import approvals, backends, owners
+from function_flow import approvals, backends, owners, selection
 from function_flow.cli.approvals import LeftToTheOwner
 from function_flow.core import control
 from function_flow.core.engine import Engine
@@ -160,8 +160,8 @@ def _deployed(dash: Dashboard, found: Found) -> backends.Backend:
     """A gcp backend whose bus reaches the deployed scheduler, or Refused(503)."""
     backend = backends.gcp(dash.settings, found.job)
     try:
-        backends.check_topic(backend.bus)
-    except backends.BackendUnavailableError as exc:
+        selection.check_topic(backend.bus)
+    except selection.BackendUnavailableError as exc:
         backend.close()
         raise Refused(503, f"{exc}; nothing was changed") from None
     return backend

@@ -155,10 +155,10 @@ class RemoteFunction:
     def _deployed_store(self) -> Any:
         """The store the settings select (Firestore, deployed), for job ids seen."""
         if self._store is None:
-            from function_flow import backends
+            from function_flow import selection
             from function_flow.config import Settings
 
-            self._store = backends.selected_store(Settings.from_env()).store
+            self._store = selection.selected_store(Settings.from_env()).store
         return self._store
 
 
