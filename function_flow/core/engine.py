@@ -7,6 +7,7 @@ entry point does: `start` a run, `handle` a scheduling message,
 `complete_trigger` with an external event's outcome, `poll` (the poller's
 whole policy, in recovery.py), `resume` a run whose process died,
 `pause`, `unpause` or `cancel` a run (control.py).
+Once an attempt is claimed, bodies.py runs what it claimed.
 
 A dependent with a single dependency is queued inside the completing
 transaction. A join (several dependencies) is read after the commit by each
@@ -23,23 +24,21 @@ from __future__ import annotations
 import logging
 import random
 import time
-import traceback
 from typing import Any, Callable, Iterable, Protocol
 
 from function_flow import tracing
-from function_flow.core import (chaining, completion, control, foreach, hooks, leftovers,
-                                output, payloads, recovery, redrive, starts, transitions,
-                                versions, waiting, watches)
+from function_flow.core import (bodies, chaining, completion, control, hooks, leftovers,
+                                payloads, recovery, redrive, starts, transitions, versions,
+                                waiting, watches)
 from function_flow.core.definition import END_TASK_ID, TaskSpec
 from function_flow.core.graph import Dag, RunGraph
 from function_flow.core.listing import ordered_tasks
 from function_flow.core.messages import Message, MessageKind
-from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Request,
-                                      Store, Transaction, Watcher)
-from function_flow.core.records import ITEM_ROLES, RunRecord, TaskRecord
+from function_flow.core.ports import (Blobs, Bus, Caller, Executor, InlineExecutor, Store,
+                                      Transaction, Watcher)
+from function_flow.core.records import RunRecord, TaskRecord
 from function_flow.core.starts import new_run_id
 from function_flow.core.step import Step
-from function_flow.core.waiting import Pending
 from function_flow.errors import RunNotFoundError, TransientBackendError
 
 logger = logging.getLogger("function_flow.engine")
@@ -274,82 +273,8 @@ class Engine(control.Controls):
                              lease)
         spec = self.graph.spec(task_id, task)
         assert spec is not None and run is not None
-        return tracing.claimed(run, task_id, attempt, since, lambda: self._run_body(
-            run, task_id, spec, attempt, task, now + lease))
-
-    def _run_body(self, run: RunRecord, task_id: str, spec: TaskSpec, attempt: int,
-                  claimed: TaskRecord, claimed_until: float) -> str:
-        run_id = run.run_id
-        what = f"attempt {attempt} of task {task_id!r}"
-        request: Request | None = None
-        captured = None  # what the body prints and logs (core/output.py)
-        if spec.foreach is not None and claimed.role is None:
-            return foreach.run_attempt(self, run, spec, attempt)
-        try:
-            if spec.call is not None:  # a remote function gets the real arguments
-                run = self.payloads.with_args(run)
-            # A foreach's items, and any record a run added with its own input.
-            item = {} if claimed.role not in ITEM_ROLES and claimed.item is None \
-                else {
-                "item": self.payloads.load(claimed.item, f"the item of {task_id!r}"),
-                "item_key": claimed.item_key, "item_id": task_id}
-            body = self._body(run, task_id, spec, attempt, claimed, item)
-            with tracing.body(run_id, task_id, attempt), \
-                    output.capturing(run_id, task_id, attempt) as captured, \
-                    self.bus.blocking():
-                value = self.executor.run(body, spec.timeout, what)
-            if spec.call is not None and spec.call.asynchronous:
-                request = waiting.make_request(run, spec, attempt, value)
-                value = waiting.RemoteAnswer(request.job_id)
-            if isinstance(value, Pending):
-                if not waiting.await_event(self, run_id, task_id, spec, attempt, value,
-                                           captured):
-                    return "stale"
-                if request is None:
-                    return "waiting"
-                assert spec.call is not None
-                self.caller.send(spec.call, request)
-                logger.info("run %s task %s attempt %d: sent to %s as job %s",
-                            run_id, task_id, attempt, spec.call.describe(), request.job_id)
-                return "waiting"
-        except BaseException as exc:  # noqa: B036 -- the task's own error: record it
-            error = traceback.format_exc()
-            logger.warning("run %s task %s attempt %d failed:\n%s",
-                           run_id, task_id, attempt, error)
-            # An exception may say when its retry may start (`retry_not_before`,
-            # epoch seconds) or that no retry may follow (`no_retry`).
-            return self.complete(run_id, task_id, attempt, ok=False, error=error,
-                                 claimed=claimed, claimed_until=claimed_until,
-                                 trigger_id=None if request is None else request.job_id,
-                                 cause=exc, output=captured,
-                                 not_before=getattr(exc, "retry_not_before", 0.0),
-                                 retry=not getattr(exc, "no_retry", False))
-        return self.complete(run_id, task_id, attempt, ok=True, value=value,
-                             claimed=claimed, claimed_until=claimed_until, output=captured)
-
-    def _body(self, run: RunRecord, task_id: str, spec: TaskSpec, attempt: int,
-              claimed: TaskRecord, item: dict[str, Any]) -> Callable[[], Any]:
-        """What an attempt runs: a hook, an item's sub-DAG's join, or the task's body."""
-        if hooks.is_hook(task_id):
-            return hooks.body(self, run, spec)
-        if foreach.joins_instance(spec, claimed):
-            return lambda: foreach.instance_result(self, run.run_id, claimed)
-        return lambda: self._attempt(run, spec, attempt, item)
-
-    def _attempt(self, run: RunRecord, spec: TaskSpec, attempt: int,
-                 item: dict[str, Any] | None = None) -> Any:
-        """The body, then, for a synchronous remote task, its call (both inside
-        the executor, so the task's timeout covers the two)."""
-        value = self.workflow.invoke(spec, run.run_id, attempt, **(item or {}))
-        if spec.call is None:
-            return value
-        if isinstance(value, Pending):
-            raise TypeError(f"task {spec.task_id!r} calls {spec.call.describe()}, so its "
-                            "body returns what to send, not a Future")
-        if spec.call.asynchronous:
-            return value
-        return self.caller.call(spec.call, waiting.make_request(run, spec, attempt, value),
-                                spec.timeout)
+        return tracing.claimed(run, task_id, attempt, since, lambda: bodies.run_claimed(
+            self, run, task_id, spec, attempt, task, now + lease))
 
     # ------------------------------------------------------------- completion
 
