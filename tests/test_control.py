@@ -237,6 +237,28 @@ def test_cancel_marks_every_unfinished_task_and_ends_the_run(flows) -> None:
     assert [t for t, _ in flow.ran if t in ("b", "c")] == []
 
 
+def test_a_body_returning_after_a_cancel_whose_sweep_died_changes_nothing(
+        flows, monkeypatch) -> None:
+    """The cancel's end committed, then its process died before the sweep
+    (control.cancel_unfinished): the run's last task, still executing, returns.
+    Its completion reads the run, sees the cancel and discards the result: the
+    task ends CANCELLED, as the README promises, not SUCCEEDED in a CANCELLED run."""
+    flow = flows("cancel_then_return")
+    flow.task("a", blocks=True)
+    run_id = flow.job.start()
+    flow.body_started("a")
+    monkeypatch.setattr(control, "cancel_unfinished", lambda *args: 0)
+
+    assert flow.engine.cancel(run_id).run.status is RunStatus.CANCELLED
+    assert flow.status(run_id, "a") is TaskStatus.RUNNING  # nobody swept it
+
+    flow.gate.set()
+    flow.idle()
+    record = flow.records(run_id)["a"]
+    assert (record.status, record.result) == (TaskStatus.CANCELLED, None)
+    assert flow.store.get_run(run_id).status is RunStatus.CANCELLED
+
+
 def test_cancel_of_a_paused_run_cancels_its_held_tasks(flows) -> None:
     flow = chain(flows, "cancel_paused")
     run_id = flow.paused_while_a_runs()

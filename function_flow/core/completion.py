@@ -158,6 +158,11 @@ def complete(engine: "Engine", run_id: str, task_id: str, attempt: int, *, ok: b
         return "stale"
     # The attempt has ended: its lease check, an hour ahead, is not wanted.
     engine.bus.forget(Message(run_id, task_id, attempt, MessageKind.CHECK_LEASE))
+    if step.verdict == "cancelled":  # the run was cancelled first
+        logger.info("run %s task %s attempt %d: the run was cancelled; outcome discarded",
+                    run_id, task_id, attempt)
+        engine.payloads.discard(value)
+        return step.verdict
     follow_up(engine, run_id, step)
     return "succeeded" if ok else "failed"
 

@@ -138,6 +138,9 @@ def succeed(graph: RunGraph, task: TaskRecord, run_id: str, value: Any, now: flo
     For a branch task, `chosen` holds the dependents its result chose: the
     others see this task as SKIPPED.
     """
+    cancelled = discarded_by_cancel(task, run, now)
+    if cancelled is not None:
+        return cancelled
     step = Step("succeeded")
     done_field = {f"deps_done.{task.task_id}": S.value}
     single = set(graph.single_dependency_dependents(task.task_id, task))
@@ -188,6 +191,22 @@ def succeed(graph: RunGraph, task: TaskRecord, run_id: str, value: Any, now: flo
     return step
 
 
+def discarded_by_cancel(task: TaskRecord, run: RunRecord | None, now: float) -> Step | None:
+    """The attempt ended after its run was cancelled: its outcome is discarded.
+
+    The task ends CANCELLED, as the cancel's sweep (control.py) would have
+    left it had it come first; the README promises that what a body returns
+    after a cancel changes nothing. Only a completion that reads the run
+    (one that may end it, or a failure for good) can see the cancel; any
+    other completing between the cancel's commit and the sweep keeps its
+    outcome, and nothing starts after it (the claim reads the run). Hooks
+    run after the end, so theirs stand.
+    """
+    if run is None or run.status is not RunStatus.CANCELLED or hooks.is_hook(task.task_id):
+        return None
+    return cancel(task, task.attempt, now, among=(R,))
+
+
 def end_run_with_tasks(step: Step, run: RunRecord | None, now: float) -> None:
     """The run's last task ended: the run ends, FAILED if a task failed on the way.
 
@@ -227,6 +246,9 @@ def fail(spec: TaskSpec, task: TaskRecord, run_id: str, error: str, now: float, 
     retry=False fails the task whatever retries are left (a rejected approval).
     """
     error = bounded_error(error)
+    cancelled = discarded_by_cancel(task, run, now)
+    if cancelled is not None:
+        return cancelled
     if retry and retries_left(spec, task):
         step = Step("failed", delay=retry_delay)
         step.task(task.task_id, status=Q.value, attempt=task.attempt + 1, error=error,
