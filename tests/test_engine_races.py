@@ -13,7 +13,8 @@ import pytest
 
 from function_flow import tasks
 from function_flow.core import completion
-from function_flow.core.engine import Engine, Pending
+from function_flow.core.engine import Engine
+from function_flow.core.waiting import Pending
 from function_flow.core.messages import Message
 from function_flow.core.ports import Bus
 from function_flow.core.records import RunStatus, TaskStatus
