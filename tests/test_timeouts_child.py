@@ -1,0 +1,84 @@
+"""What a body with a timeout can and cannot do: it runs in a forked copy of
+the program (the embedded backend), or inline where there is no os.fork.
+
+Real runs on a real embedded backend, as in test_timeouts.py, whose
+fixture and helpers these tests share.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from functions_stack import wait_for
+from processes import process_exists
+from test_timeouts import embedded, lines, records  # noqa: F401 -- a fixture
+
+from function_flow import tasks
+from function_flow.core.records import RunStatus
+
+pytestmark = pytest.mark.timeout(120)
+
+#: What a body in a child changes; the rest of the run keeps its own copy.
+SEEN_BY_THE_RUN = {"value": "the program's"}
+
+
+@pytest.mark.parametrize("ending", ["returns", "raises"])
+def test_processes_a_body_started_die_with_it_when_it_ends(embedded, tmp_path,  # noqa: F811
+                                                           ending) -> None:
+    pids = tmp_path / "pids.txt"
+    job = tasks.Job(name="leaves_a_sleeper")
+
+    @job.task(task_id="spawner", timeout=60)
+    def spawner():
+        sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        pids.write_text(f"{sleeper.pid}\n")
+        if ending == "raises":
+            raise RuntimeError("left a sleeper behind")
+        return "left a sleeper behind"
+
+    job.use_backend(embedded())
+    run = job.run(timeout=30)
+    assert run.status is (RunStatus.SUCCEEDED if ending == "returns" else RunStatus.FAILED)
+    [[sleeper]] = lines(pids)
+    # Killed with the body's group as the attempt ended; init reaps the orphan.
+    wait_for(lambda: not process_exists(int(sleeper)),
+             f"the body's own process {sleeper} to be gone", timeout=60)
+
+
+def test_a_body_in_a_child_changes_its_own_copy_of_the_program(embedded) -> None:  # noqa: F811
+    job = tasks.Job(name="globals")
+
+    @job.task(task_id="changes", timeout=10)
+    def changes():
+        SEEN_BY_THE_RUN["value"] = "the child's"
+        return SEEN_BY_THE_RUN["value"]
+
+    @job.task(task_id="reads", deps=["changes"])
+    def reads():
+        return SEEN_BY_THE_RUN["value"]
+
+    job.use_backend(embedded())
+    run = job.run(timeout=30)
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    found = records(job, run.run_id)
+    assert found["changes"].result == "the child's"
+    assert found["reads"].result == "the program's"  # return values pass data on
+    assert SEEN_BY_THE_RUN["value"] == "the program's"
+
+
+def test_a_body_in_a_child_cannot_start_other_runs(embedded) -> None:  # noqa: F811
+    job = tasks.Job(name="starts")
+
+    @job.task(task_id="starter", timeout=10)
+    def starter(task, job):
+        return job.start({})
+
+    job.use_backend(embedded())
+    run = job.run(timeout=30)
+    assert run.status is RunStatus.FAILED
+    assert "store.create_run() inside a task body with a timeout" in run.error
+    assert "start other runs from a task without a timeout" in run.error
+    assert [r.run_id for r in job.engine.store.list_runs(10)] == [run.run_id]
