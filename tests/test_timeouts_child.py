@@ -10,14 +10,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 from functions_stack import wait_for
 from processes import process_exists
 from test_timeouts import embedded, lines, records  # noqa: F401 -- a fixture
 
-from function_flow import tasks
-from function_flow.core.records import RunStatus
+from function_flow import backends, tasks
+from function_flow.core.records import RunStatus, TaskStatus
+from function_flow.local.child import ChildProcessExecutor
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -82,3 +84,37 @@ def test_a_body_in_a_child_cannot_start_other_runs(embedded) -> None:  # noqa: F
     assert "store.create_run() inside a task body with a timeout" in run.error
     assert "start other runs from a task without a timeout" in run.error
     assert [r.run_id for r in job.engine.store.list_runs(10)] == [run.run_id]
+
+
+def test_without_os_fork_a_timeout_only_fails_the_attempt(tmp_path, monkeypatch) -> None:
+    """Windows: the body runs inline; at its timeout the attempt fails and its
+    retry starts, while the first body still runs (nothing can stop it)."""
+    monkeypatch.delattr(os, "fork")
+    released, running = threading.Event(), []
+    job = tasks.Job(name="no_fork")
+
+    @job.task(task_id="slow", timeout=0.5, retries=1, retry_backoff=0.01)
+    def slow(task):
+        running.append(task.attempt)
+        if task.attempt == 1:
+            released.wait(60)
+        return [task.attempt, os.getpid(), list(running)]
+
+    backend = backends.embedded(db_path=str(tmp_path / "runs.db"))
+    try:
+        assert not isinstance(backend.executor, ChildProcessExecutor)
+        job.use_backend(backend)
+        try:
+            run = job.run(timeout=60)
+        finally:
+            released.set()
+        assert run.status is RunStatus.SUCCEEDED, run.error
+        record = records(job, run.run_id)["slow"]
+        assert record.status is TaskStatus.SUCCEEDED
+        # Attempt 2 ran in this process while attempt 1 had not returned.
+        assert record.result == [2, os.getpid(), [1, 2]]
+        assert "TimeoutError: attempt 1 of task 'slow' did not finish within its timeout " \
+               "(0.5 s)" in record.attempts[0]["error"]
+    finally:
+        assert backend.bus.wait_idle(timeout=60)
+        backend.close()
