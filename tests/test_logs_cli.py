@@ -108,6 +108,11 @@ def test_logs_prints_a_runs_events_in_order_with_output_and_errors(store, cli_en
 
     code, text, err = cli(cli_env, "logs", run_id)
     assert code == 0, err
+    header, day = text.splitlines()[:2]
+    where = ("the embedded store " + cli_env["FUNCTION_FLOW_DB"]
+             if "FUNCTION_FLOW_DB" in cli_env else "the Firestore emulator at ")
+    assert header.startswith(f"run {run_id} (job report) in {where}"), header
+    assert re.fullmatch(r"--- \d{4}-\d\d-\d\d ---", day), day
     assert events_of(text) == [
         ("created", "run"), ("queued", "extract #1"), ("claimed", "extract #1"),
         ("succeeded", "extract #1"), ("queued", "flaky #1"), ("claimed", "flaky #1"),
