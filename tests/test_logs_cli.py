@@ -30,7 +30,7 @@ from function_flow.errors import ConfigurationError
 from function_flow.store.sqlite import SqliteStore
 from function_flow.tasks import Job
 
-from cli_runs import assert_one_error_line, flow
+from cli_runs import assert_one_error_line
 from test_history import engine_on
 from test_run_graph import drain
 
