@@ -30,7 +30,7 @@ from function_flow.errors import ConfigurationError
 from function_flow.store.sqlite import SqliteStore
 from function_flow.tasks import Job
 
-from cli_runs import assert_one_error_line
+from cli_runs import assert_one_error_line, flow, run_id_of
 from test_history import engine_on
 from test_run_graph import drain
 
@@ -309,3 +309,18 @@ def test_the_cli_logs_json_lines_when_asked_and_refuses_an_unknown_format(
         "INFO", "run r-9 started", "function_flow.engine")
     one_error_line(cli({"FUNCTION_FLOW_LOG_FORMAT": "yaml"}, "status"),
                    "FUNCTION_FLOW_LOG_FORMAT='yaml' is not a log format")
+
+
+def test_function_flow_run_keeps_a_bodys_info_records_without_printing_them(tmp_path) -> None:
+    (tmp_path / "chatty.py").write_text(
+        "import logging\n"
+        "from function_flow import tasks\n"
+        "job = tasks.Job(name='chatty')\n"
+        "@job.task(task_id='talks')\n"
+        "def talks(task, job):\n"
+        "    logging.getLogger('chatty.body').info('loaded %d rows', 3)\n")
+    ran = flow(tmp_path, "run", "chatty.py")
+    assert ran.returncode == 0, ran.stderr
+    assert "loaded 3 rows" not in ran.stdout + ran.stderr  # the root logger has no handler
+    shown = flow(tmp_path, "logs", run_id_of(ran.stdout))
+    assert "    | INFO chatty.body: loaded 3 rows\n" in shown.stdout, shown.stdout
