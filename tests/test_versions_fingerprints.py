@@ -167,6 +167,27 @@ def test_bodies_of_every_kind_get_a_fingerprint_and_closures_count() -> None:
     assert fingerprints.body_hash(namespace["no_source"], {}).isalnum()
 
 
+def test_every_task_setting_counts_in_its_fingerprint_and_only_there() -> None:
+    from function_flow import remote
+
+    def fingerprint_with(**settings: Any) -> list[str]:
+        job = Job(name="versioned")
+        job.task(task_id="a", **settings)(a_v1)
+        return fingerprints.of_dag(job.dag)["a"].split(".")
+
+    plain = fingerprint_with()
+    for settings in [dict(retries=2), dict(retry_backoff=5), dict(timeout=30),
+                     dict(task_args={"day": 1}), dict(retry_on=(KeyError,)),
+                     dict(remote_topic="topic-one"), dict(remote_topic="topic-two"),
+                     dict(call=remote.Http("http://127.0.0.1:1/a")),
+                     dict(call=remote.Http("http://127.0.0.1:1/b"))]:
+        deps, setting, body = fingerprint_with(**settings)
+        assert (deps, body) == (plain[0], plain[2]) and setting != plain[1], settings
+    assert fingerprint_with(retry_on=(KeyError,)) != fingerprint_with(retry_on=(ValueError,))
+    assert fingerprint_with(remote_topic="topic-one") != fingerprint_with(
+        remote_topic="topic-two")
+
+
 def test_a_definition_hash_is_the_same_in_every_process() -> None:
     path = WORKFLOWS / "versioned.py"
     here = versions.of(load(path)["job"].dag).hash
