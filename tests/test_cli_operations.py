@@ -262,6 +262,9 @@ def test_a_start_with_an_existing_run_id_and_other_arguments_is_refused(tmp_path
                 job.start(args, run_id="n-1")
             assert "already exists with other arguments" in str(refused.value)
             assert "\n" not in str(refused.value)
+        with pytest.raises(RunConflictError, match="already exists with other arguments"):
+            job.run({"day": 2, "tags": ["a"]}, run_id="n-1")
+        assert job.run({"tags": ["a"], "day": 1}, run_id="n-1").run_id == "n-1"
         with pytest.raises(RunConflictError, match="as a run of job 'nightly', not 'weekly'"):
             other.start({"day": 1, "tags": ["a"]}, run_id="n-1")
         assert job.engine.store.get_run("n-1").args == {"day": 1, "tags": ["a"]}
