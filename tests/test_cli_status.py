@@ -6,6 +6,7 @@ backend's database (.function_flow/function_flow.db) is private to it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -94,6 +95,8 @@ def test_status_of_a_run_owned_on_another_host_says_it_cannot_tell(tmp_path: Pat
     listed = flow(tmp_path, "status", env=env)
     assert re.search(rf"{re.escape(run_id)}\s+simple\s+RUNNING \(run by other-host:1234\)",
                      listed.stdout), listed.stdout
+    [as_json] = json.loads(flow(tmp_path, "status", "--json", env=env).stdout)["runs"]
+    assert (as_json["status"], as_json["note"]) == ("RUNNING", "run by other-host:1234")
 
 
 def test_status_says_when_the_process_of_a_run_is_gone(tmp_path: Path) -> None:
@@ -130,6 +133,8 @@ def test_status_says_when_the_process_of_a_run_is_gone(tmp_path: Path) -> None:
     listed = flow(tmp_path, "status")
     row = next(line for line in listed.stdout.splitlines() if run_id in line)
     assert re.search(r"RUNNING \(process gone\)\s.*\s-\s*$", row), row
+    [as_json] = json.loads(flow(tmp_path, "status", "--json").stdout)["runs"]
+    assert (as_json["status"], as_json["note"]) == ("RUNNING", "process gone")
     assert "continue one with function-flow resume RUN_ID" in listed.stdout
 
 
