@@ -224,6 +224,24 @@ def test_a_foreach_over_a_sub_dag_is_shown_by_item_with_its_copys_tasks() -> Non
     assert len(View(("work[7]",), False).chosen(records)) == 2
 
 
+def test_a_foreach_of_more_than_10_items_shows_5_of_its_failed_items() -> None:
+    from function_flow.cli.logs import View
+    from function_flow.core.records import TaskRecord, TaskStatus
+
+    def foreach(count: int, failed: int) -> list[TaskRecord]:
+        return [TaskRecord("work", TaskStatus.FAILED)] + [
+            TaskRecord(f"work[{i}]", TaskStatus.FAILED if i < failed else TaskStatus.SUCCEEDED,
+                       role="item", template="work") for i in range(count)]
+
+    assert len(View((), False).chosen(foreach(10, 0))) == 11  # 10 items: all of them
+    records = foreach(11, 7)
+    assert [t.task_id for t in View((), False).chosen(records)] == [
+        "work", "work[0]", "work[1]", "work[2]", "work[3]", "work[4]"]
+    assert View((), False).notes(records) == [
+        "(6 items of work not shown: 4 SUCCEEDED, 2 FAILED; --items shows them, "
+        "--task 'work[N]' one of them)"]
+
+
 def test_a_sub_dag_node_covers_its_tasks_and_a_redriven_attempt_says_so() -> None:
     from function_flow import history
     from function_flow.cli.logs import Printer, View
