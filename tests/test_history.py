@@ -219,6 +219,9 @@ def test_huge_and_undecodable_output_is_kept_bounded_and_storable(store) -> None
 
 
 def test_many_attempts_keep_the_first_and_the_last_within_bounds() -> None:
+    # The README's numbers: a task keeps its first attempt and its last 24,
+    # each with the last 16,000 characters of its output.
+    assert (attempts.MAX_ENTRIES, output.MAX_OUTPUT_CHARS) == (1 + 24, 16_000)
     entries: list[dict] = []
     for n in range(1, 61):
         entries = attempts.appended(entries, {
