@@ -292,6 +292,10 @@ def test_json_log_lines_carry_severity_labels_and_the_current_trace(monkeypatch)
     assert "logging.googleapis.com/labels" not in plain
     assert plain["logging.googleapis.com/sourceLocation"]["function"] == \
         "test_json_log_lines_carry_severity_labels_and_the_current_trace"
+    assert isinstance(plain["logging.googleapis.com/sourceLocation"]["line"], str)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", plain["time"]), plain
+    assert plain["logger"] == "test_logs_cli.json"
+    assert traced["logging.googleapis.com/trace_sampled"] is True
     assert traced["severity"] == "ERROR" and traced["message"] == "inside a span: \\udcff"
     assert traced["logging.googleapis.com/labels"] == {"run_id": "r-1", "task_id": "t",
                                                        "attempt": "2"}
