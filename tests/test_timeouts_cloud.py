@@ -76,3 +76,36 @@ def test_an_overrun_fails_at_its_timeout_and_its_retry_waits_for_the_function_ti
     # The first body finished after all: its late result is ignored.
     record = store.get_tasks(run_id, ["x"])[0]
     assert (record.status, record.attempt, record.result) == (TaskStatus.QUEUED, 2, None)
+
+
+def test_an_attempt_inside_its_lease_is_left_alone_by_the_poller_and_resume(tmp_path) -> None:
+    """Its function may still be running: neither retried nor sent again."""
+    released = threading.Event()
+    job = tasks.Job(name="long")
+
+    @job.task(task_id="x", timeout=3600)
+    def x():
+        released.wait(60)
+        return "done"
+
+    bus = Outbox()
+    job.use_backend(Backend(kind="gcp", store=SqliteStore(str(tmp_path / "runs.db")), bus=bus,
+                            lease_check_messages=False, keys=KEYS, retry_after_overrun=540))
+    store = job.engine.store
+    run_id = job.start({})
+    [first] = bus.take()
+    request = threading.Thread(target=as_legacy,
+                               args=(job.make_scheduler(), first.to_json(), first.attributes()))
+    request.start()
+    try:
+        wait_for(lambda: store.get_tasks(run_id, ["x"])[0].status is TaskStatus.RUNNING,
+                 "the attempt to start")
+        job.make_poller()(None, None)
+        job.engine.poll(stale_after=0, run_ids=[run_id])  # what resume does on Google Cloud
+        record = store.get_tasks(run_id, ["x"])[0]
+        assert (record.status, record.attempt, record.error) == (TaskStatus.RUNNING, 1, None)
+        assert bus.take() == []
+    finally:
+        released.set()
+        request.join(60)
+    assert store.get_tasks(run_id, ["x"])[0].result == "done"
