@@ -38,7 +38,9 @@ def test_status_of_a_run_shows_its_tasks(tmp_path: Path) -> None:
     run_id = run_id_of(flow(tmp_path, "run", workflow("simple"), "--arg", "n=1").stdout)
     shown = flow(tmp_path, "status", run_id)
     assert shown.returncode == 0
-    assert f"run {run_id} SUCCEEDED" in shown.stdout
+    assert re.match(rf"run {run_id} SUCCEEDED in \d+\.\d\ds\njob simple, started "
+                    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d, args \{\"n\": 1\}\n", shown.stdout), \
+        shown.stdout
     for task in "abcd":
         assert re.search(rf"^\s*{task}\s+SUCCEEDED\s+1\s", shown.stdout, re.MULTILINE)
     assert '{"n": 1}' in shown.stdout
