@@ -8,6 +8,7 @@ fixture and helpers these tests share.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -48,6 +49,27 @@ def test_processes_a_body_started_die_with_it_when_it_ends(embedded, tmp_path,  
     # Killed with the body's group as the attempt ended; init reaps the orphan.
     wait_for(lambda: not process_exists(int(sleeper)),
              f"the body's own process {sleeper} to be gone", timeout=60)
+
+
+def test_a_process_the_body_moved_to_its_own_session_is_its_own_business(
+        embedded, tmp_path) -> None:  # noqa: F811
+    pids = tmp_path / "pids.txt"
+    job = tasks.Job(name="daemon")
+
+    @job.task(task_id="starts_a_daemon", timeout=60)
+    def starts_a_daemon():
+        daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                                  start_new_session=True)
+        pids.write_text(f"{daemon.pid}\n")
+
+    job.use_backend(embedded())
+    run = job.run(timeout=30)
+    [[daemon]] = lines(pids)
+    try:
+        assert run.status is RunStatus.SUCCEEDED, run.error
+        assert process_exists(int(daemon))  # the attempt ended; the daemon lives on
+    finally:
+        os.kill(int(daemon), signal.SIGKILL)
 
 
 def test_a_body_in_a_child_changes_its_own_copy_of_the_program(embedded) -> None:  # noqa: F811
