@@ -72,6 +72,23 @@ def test_a_process_the_body_moved_to_its_own_session_is_its_own_business(
         os.kill(int(daemon), signal.SIGKILL)
 
 
+def test_a_body_killed_at_its_timeout_runs_no_finally(embedded, tmp_path) -> None:  # noqa: F811
+    cleaned = tmp_path / "cleaned"
+    job = tasks.Job(name="no_cleanup")
+
+    @job.task(task_id="hangs", timeout=0.5)
+    def hangs():
+        try:
+            threading.Event().wait()
+        finally:
+            cleaned.touch()
+
+    job.use_backend(embedded())
+    run = job.run(timeout=30)
+    assert run.status is RunStatus.FAILED and "stopped at its timeout" in run.error
+    assert not cleaned.exists()  # SIGKILL: the child was reaped before the attempt failed
+
+
 def test_a_body_in_a_child_changes_its_own_copy_of_the_program(embedded) -> None:  # noqa: F811
     job = tasks.Job(name="globals")
 
