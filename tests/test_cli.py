@@ -8,8 +8,10 @@ tests/test_cli_status.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -38,7 +40,9 @@ def test_run_succeeds_shows_tasks_results_and_hint(tmp_path: Path) -> None:
     assert value["parts"] == ["from b", "from c"]
     run_id = run_id_of(out)
     assert run_id.startswith("simple-")
-    assert (tmp_path / ".function_flow" / "function_flow.db").exists()
+    db = tmp_path / ".function_flow" / "function_flow.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:  # WAL stays set in the file
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
 def test_run_database_location_follows_env(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -206,6 +207,34 @@ def test_resume_on_gcp_resends_a_lost_message_and_the_deployed_functions_finish(
     assert run.status is RunStatus.SUCCEEDED
     assert all(t.status is TaskStatus.SUCCEEDED for t in store.get_tasks(run_id)
                if t.task_id != "__end__")
+
+
+def test_ctrl_c_while_resume_follows_a_run_on_gcp_stops_following_only(tmp_path, stack,
+                                                                       store) -> None:
+    diamond = str(GCP_WORKFLOWS / "diamond.py")
+    # A subscriber, but no scheduler behind it: the run waits as long as we look.
+    stack.pubsub.push(stack.schedule_topic, f"http://127.0.0.1:{free_port()}/",
+                      f"nobody-{stack.suffix}")
+    run_id = make_run(diamond, store, DroppingBus())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "function_flow.cli", "resume", run_id], cwd=tmp_path,
+        env=dict(os.environ, **stack.env, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        first = process.stdout.readline()
+        assert first.startswith(f"resuming run {run_id}"), first + process.stderr.read()
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, out + err
+    assert f"interrupted; run {run_id} goes on in the deployed functions" in err, err
+    assert "Traceback" not in err
+    assert store.get_run(run_id).status is RunStatus.RUNNING
+    assert store.get_tasks(run_id, ["a"])[0].status is TaskStatus.QUEUED
 
 
 @pytest.mark.parametrize("subscribed", [False, True])

@@ -160,6 +160,24 @@ def test_status_filters_by_job_and_status_and_prints_stable_json(tmp_path: Path,
     assert refused.exit_code == 2 and "without RUN_ID" in refused.output
 
 
+def test_status_lists_the_50_newest_runs_unless_limit_says_otherwise(tmp_path: Path,
+                                                                    quiet_cli) -> None:
+    db = tmp_path / "ff.db"
+    store = SqliteStore(str(db))
+    for n in range(52):
+        add_run(store, f"r-{n:02d}", "etl", float(n))
+    store.close()
+
+    def listed(*args: str) -> list[str]:
+        result = quiet_cli.invoke(cli, ["status", "--json", *args],
+                                  env={"FUNCTION_FLOW_DB": str(db)})
+        assert result.exit_code == 0, result.output
+        return [r["run_id"] for r in json.loads(result.output)["runs"]]
+
+    assert listed() == [f"r-{n:02d}" for n in range(51, 1, -1)]  # 50, newest first
+    assert listed("--limit", "3") == ["r-51", "r-50", "r-49"]
+
+
 # ------------------------------------------------------------ live view
 
 
@@ -262,6 +280,9 @@ def test_a_start_with_an_existing_run_id_and_other_arguments_is_refused(tmp_path
                 job.start(args, run_id="n-1")
             assert "already exists with other arguments" in str(refused.value)
             assert "\n" not in str(refused.value)
+        with pytest.raises(RunConflictError, match="already exists with other arguments"):
+            job.run({"day": 2, "tags": ["a"]}, run_id="n-1")
+        assert job.run({"tags": ["a"], "day": 1}, run_id="n-1").run_id == "n-1"
         with pytest.raises(RunConflictError, match="as a run of job 'nightly', not 'weekly'"):
             other.start({"day": 1, "tags": ["a"]}, run_id="n-1")
         assert job.engine.store.get_run("n-1").args == {"day": 1, "tags": ["a"]}

@@ -6,8 +6,10 @@ backend's database (.function_flow/function_flow.db) is private to it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,7 +39,9 @@ def test_status_of_a_run_shows_its_tasks(tmp_path: Path) -> None:
     run_id = run_id_of(flow(tmp_path, "run", workflow("simple"), "--arg", "n=1").stdout)
     shown = flow(tmp_path, "status", run_id)
     assert shown.returncode == 0
-    assert f"run {run_id} SUCCEEDED" in shown.stdout
+    assert re.match(rf"run {run_id} SUCCEEDED in \d+\.\d\ds\njob simple, started "
+                    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d, args \{\"n\": 1\}\n", shown.stdout), \
+        shown.stdout
     for task in "abcd":
         assert re.search(rf"^\s*{task}\s+SUCCEEDED\s+1\s", shown.stdout, re.MULTILINE)
     assert '{"n": 1}' in shown.stdout
@@ -60,7 +64,7 @@ def test_not_found_after_runs_names_the_store_it_read(tmp_path: Path) -> None:
                               f"no run with id 'simple-nope' in the embedded store {db}")
 
 
-def stalled_run(db: Path, owner: str) -> str:
+def stalled_run(db: Path, owner: str, source: str | None = workflow("simple")) -> str:
     """A RUNNING run in the SQLite file `db`, executed by `owner`, whose messages were lost."""
     from function_flow import loader
     from function_flow.backends import Backend
@@ -75,7 +79,7 @@ def stalled_run(db: Path, owner: str) -> str:
     store = SqliteStore(str(db))
     try:
         engine = Backend("embedded", store, DroppingBus()).engine(job)
-        run_id, _ = engine.start({}, owner=owner, source=workflow("simple"))
+        run_id, _ = engine.start({}, owner=owner, source=source)
     finally:
         store.close()
     return run_id
@@ -94,6 +98,8 @@ def test_status_of_a_run_owned_on_another_host_says_it_cannot_tell(tmp_path: Pat
     listed = flow(tmp_path, "status", env=env)
     assert re.search(rf"{re.escape(run_id)}\s+simple\s+RUNNING \(run by other-host:1234\)",
                      listed.stdout), listed.stdout
+    [as_json] = json.loads(flow(tmp_path, "status", "--json", env=env).stdout)["runs"]
+    assert (as_json["status"], as_json["note"]) == ("RUNNING", "run by other-host:1234")
 
 
 def test_status_says_when_the_process_of_a_run_is_gone(tmp_path: Path) -> None:
@@ -130,6 +136,8 @@ def test_status_says_when_the_process_of_a_run_is_gone(tmp_path: Path) -> None:
     listed = flow(tmp_path, "status")
     row = next(line for line in listed.stdout.splitlines() if run_id in line)
     assert re.search(r"RUNNING \(process gone\)\s.*\s-\s*$", row), row
+    [as_json] = json.loads(flow(tmp_path, "status", "--json").stdout)["runs"]
+    assert (as_json["status"], as_json["note"]) == ("RUNNING", "process gone")
     assert "continue one with function-flow resume RUN_ID" in listed.stdout
 
 
@@ -148,6 +156,27 @@ def test_resume_of_a_failed_run_reports_it_and_exits_1(tmp_path: Path) -> None:
     result = flow(tmp_path, "resume", run_id)
     assert result.returncode == 1
     assert f"run {run_id} already ended: FAILED" in result.stdout
+
+
+def test_resume_needs_file_when_the_run_recorded_none_or_its_file_moved(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    env = {"FUNCTION_FLOW_DB": str(db)}
+    moved = tmp_path / "moved.py"
+    shutil.copy(workflow("simple"), moved)
+    from_a_file = stalled_run(db, "other-host:1", str(moved))
+    from_nowhere = stalled_run(db, "other-host:1", None)  # as the start function makes them
+    moved.unlink()
+
+    assert_one_error_line(flow(tmp_path, "resume", from_a_file, env=env),
+                          f"no such file: {moved} (the workflow file run {from_a_file} "
+                          "recorded); pass --file FILE.py to say where it is now")
+    assert_one_error_line(flow(tmp_path, "resume", from_nowhere, env=env),
+                          f"run {from_nowhere} does not record its workflow file; "
+                          "pass --file FILE.py")
+    for run_id in (from_a_file, from_nowhere):
+        resumed = flow(tmp_path, "resume", run_id, "--file", workflow("simple"), env=env)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert f"run {run_id} SUCCEEDED" in resumed.stdout
 
 
 def test_the_exit_of_a_failed_run_leaves_no_attempt_to_a_bus_worker(tmp_path: Path) -> None:

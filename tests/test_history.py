@@ -158,6 +158,20 @@ def test_a_cancelled_queued_attempt_and_an_interrupted_one_are_kept(tmp_path) ->
          "finished_at": 3.0}]
 
 
+def test_a_failure_and_what_it_left_unrun_are_events(store) -> None:
+    job = Job("breaks")
+    job.task(task_id="load")(lambda task, job: {}["region"])
+    job.task(task_id="report", deps=["load"])(lambda task, job: 1)
+    engine, bus = engine_on(job, store)
+    run_id, _ = engine.start({})
+    drain(engine, bus)
+    found = [(e.kind, e.task_id) for e in history.events(engine.run_status(run_id),
+                                                         store.get_tasks(run_id))]
+    assert found == [("created", None), ("queued", "load"), ("claimed", "load"),
+                     # The failing commit ends the run; what it left unrun is ended after.
+                     ("failed", "load"), ("ended", None), ("upstream_failed", "report")]
+
+
 def test_a_body_raising_base_exception_still_records_its_attempt(tmp_path) -> None:
     from function_flow.store.sqlite import SqliteStore
 
@@ -205,6 +219,9 @@ def test_huge_and_undecodable_output_is_kept_bounded_and_storable(store) -> None
 
 
 def test_many_attempts_keep_the_first_and_the_last_within_bounds() -> None:
+    # The README's numbers: a task keeps its first attempt and its last 24,
+    # each with the last 16,000 characters of its output.
+    assert (attempts.MAX_ENTRIES, output.MAX_OUTPUT_CHARS) == (1 + 24, 16_000)
     entries: list[dict] = []
     for n in range(1, 61):
         entries = attempts.appended(entries, {

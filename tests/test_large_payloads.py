@@ -511,7 +511,7 @@ SHOWN = re.compile(r"^\s+echo: <5,242,8\d\d bytes of JSON in (\S+)>$", re.M)
 
 
 def test_function_flow_run_shows_a_large_result_by_size_and_location(tmp_path) -> None:
-    from cli_runs import flow
+    from cli_runs import flow, run_id_of
 
     result = flow(tmp_path, "run", WORKFLOW, "--arg", "n=3")
     assert result.returncode == 0, result.stderr
@@ -523,6 +523,10 @@ def test_function_flow_run_shows_a_large_result_by_size_and_location(tmp_path) -
     assert path.startswith(str(tmp_path / ".function_flow" / "function_flow-blobs" / "runs"))
     with open(path, encoding="ascii") as handle:
         assert len(json.load(handle)["blob"]) == FIVE_MIB
+    as_json = json.loads(flow(tmp_path, "status", run_id_of(result.stdout), "--json").stdout)
+    [echo] = [t for t in as_json["tasks"] if t["task_id"] == "echo"]
+    reference = echo["result"]["function_flow_blob"]  # the reference, not 5 MiB of JSON
+    assert reference["location"] == path and reference["bytes"] > FIVE_MIB
 
 
 def test_function_flow_status_shows_large_arguments_by_size(embedded_env) -> None:

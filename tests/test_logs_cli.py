@@ -30,7 +30,7 @@ from function_flow.errors import ConfigurationError
 from function_flow.store.sqlite import SqliteStore
 from function_flow.tasks import Job
 
-from cli_runs import assert_one_error_line, flow
+from cli_runs import assert_one_error_line, flow, run_id_of
 from test_history import engine_on
 from test_run_graph import drain
 
@@ -108,6 +108,11 @@ def test_logs_prints_a_runs_events_in_order_with_output_and_errors(store, cli_en
 
     code, text, err = cli(cli_env, "logs", run_id)
     assert code == 0, err
+    header, day = text.splitlines()[:2]
+    where = ("the embedded store " + cli_env["FUNCTION_FLOW_DB"]
+             if "FUNCTION_FLOW_DB" in cli_env else "the Firestore emulator at ")
+    assert header.startswith(f"run {run_id} (job report) in {where}"), header
+    assert re.fullmatch(r"--- \d{4}-\d\d-\d\d ---", day), day
     assert events_of(text) == [
         ("created", "run"), ("queued", "extract #1"), ("claimed", "extract #1"),
         ("succeeded", "extract #1"), ("queued", "flaky #1"), ("claimed", "flaky #1"),
@@ -219,6 +224,24 @@ def test_a_foreach_over_a_sub_dag_is_shown_by_item_with_its_copys_tasks() -> Non
     assert len(View(("work[7]",), False).chosen(records)) == 2
 
 
+def test_a_foreach_of_more_than_10_items_shows_5_of_its_failed_items() -> None:
+    from function_flow.cli.logs import View
+    from function_flow.core.records import TaskRecord, TaskStatus
+
+    def foreach(count: int, failed: int) -> list[TaskRecord]:
+        return [TaskRecord("work", TaskStatus.FAILED)] + [
+            TaskRecord(f"work[{i}]", TaskStatus.FAILED if i < failed else TaskStatus.SUCCEEDED,
+                       role="item", template="work") for i in range(count)]
+
+    assert len(View((), False).chosen(foreach(10, 0))) == 11  # 10 items: all of them
+    records = foreach(11, 7)
+    assert [t.task_id for t in View((), False).chosen(records)] == [
+        "work", "work[0]", "work[1]", "work[2]", "work[3]", "work[4]"]
+    assert View((), False).notes(records) == [
+        "(6 items of work not shown: 4 SUCCEEDED, 2 FAILED; --items shows them, "
+        "--task 'work[N]' one of them)"]
+
+
 def test_a_sub_dag_node_covers_its_tasks_and_a_redriven_attempt_says_so() -> None:
     from function_flow import history
     from function_flow.cli.logs import Printer, View
@@ -269,6 +292,10 @@ def test_json_log_lines_carry_severity_labels_and_the_current_trace(monkeypatch)
     assert "logging.googleapis.com/labels" not in plain
     assert plain["logging.googleapis.com/sourceLocation"]["function"] == \
         "test_json_log_lines_carry_severity_labels_and_the_current_trace"
+    assert isinstance(plain["logging.googleapis.com/sourceLocation"]["line"], str)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", plain["time"]), plain
+    assert plain["logger"] == "test_logs_cli.json"
+    assert traced["logging.googleapis.com/trace_sampled"] is True
     assert traced["severity"] == "ERROR" and traced["message"] == "inside a span: \\udcff"
     assert traced["logging.googleapis.com/labels"] == {"run_id": "r-1", "task_id": "t",
                                                        "attempt": "2"}
@@ -304,3 +331,18 @@ def test_the_cli_logs_json_lines_when_asked_and_refuses_an_unknown_format(
         "INFO", "run r-9 started", "function_flow.engine")
     one_error_line(cli({"FUNCTION_FLOW_LOG_FORMAT": "yaml"}, "status"),
                    "FUNCTION_FLOW_LOG_FORMAT='yaml' is not a log format")
+
+
+def test_function_flow_run_keeps_a_bodys_info_records_without_printing_them(tmp_path) -> None:
+    (tmp_path / "chatty.py").write_text(
+        "import logging\n"
+        "from function_flow import tasks\n"
+        "job = tasks.Job(name='chatty')\n"
+        "@job.task(task_id='talks')\n"
+        "def talks(task, job):\n"
+        "    logging.getLogger('chatty.body').info('loaded %d rows', 3)\n")
+    ran = flow(tmp_path, "run", "chatty.py")
+    assert ran.returncode == 0, ran.stderr
+    assert "loaded 3 rows" not in ran.stdout + ran.stderr  # the root logger has no handler
+    shown = flow(tmp_path, "logs", run_id_of(ran.stdout))
+    assert "    | INFO chatty.body: loaded 3 rows\n" in shown.stdout, shown.stdout

@@ -25,7 +25,7 @@ from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.errors import RunBlockedError, TransientBackendError
 from function_flow.futures import GCSFuture
 from function_flow.services.gcs import GcsWatcher
-from test_functions import as_legacy, as_push
+from test_functions import as_legacy, as_push, gcs_event
 from signatures import KEYS
 from test_run_graph import Outbox, drain
 from versions_jobs import (RAN, Counting, _fresh_log, a_v2, a_waits, b_v2,  # noqa: F401
@@ -232,6 +232,37 @@ def test_the_scheduler_function_acknowledges_a_message_of_a_blocked_run(store) -
     assert as_legacy(scheduler, message.to_json()) is None  # acknowledged, not raised
     assert "task 'b' changed (body)" in store.get_run(run_id).blocked
     assert RAN == ["a1"] and bus.sent == []
+
+
+def a_watches_its_folder(task, job):
+    RAN.append("a-watches")
+    return GCSFuture(f"gs://bucket/{task.run_id}/")
+
+
+def test_the_event_listener_keeps_back_an_event_of_a_blocked_run(store) -> None:
+    """Only the event carries its outcome: Pub/Sub must deliver it again (the
+    function raises), and an HTTP sender gets a 503 to send it again."""
+    bus = Outbox()
+    first = engine_of(store, bus, a=a_watches_its_folder)
+    run_id, _ = first.start({})
+    assert drain(first, bus) == ["waiting"]
+
+    def listener(**definition: Any):
+        deployed = job_of(a=a_watches_its_folder, **definition)
+        deployed.use_backend(Backend(kind="gcp", store=store, bus=bus,
+                                     lease_check_messages=False, keys=KEYS))
+        return deployed.make_external_event_listener()
+
+    answer, status = as_push(listener(b=b_v2), gcs_event(run_id))
+    assert status == 503 and "task 'b' changed (body)" in answer["error"], answer
+    with pytest.raises(RunBlockedError):
+        as_legacy(listener(b=b_v2), gcs_event(run_id))
+    assert store.get_tasks(run_id, ["a"])[0].status is TaskStatus.RUNNING
+
+    assert as_push(listener(), gcs_event(run_id)) == ({"outcome": "succeeded"}, 200)
+    drain(first, bus)
+    assert store.get_run(run_id).status is RunStatus.SUCCEEDED
+    assert RAN == ["a-watches", "b1", "c1"]
 
 
 def test_resume_on_google_cloud_refuses_a_definition_that_would_block_the_run(

@@ -18,6 +18,7 @@ from typing import Any
 
 from function_flow.backends import embedded
 from function_flow.core import fingerprints, versions
+from function_flow.core.definition import END_TASK_ID
 from function_flow.core.graph import Dag, make_spec
 from function_flow.core.records import RunRecord, RunStatus, TaskRecord, TaskStatus
 from function_flow.tasks import Job
@@ -58,7 +59,11 @@ def test_the_fingerprints_of_a_1000_task_run_fit_its_record(store) -> None:
     dag = Dag("wide", specs)
     run = RunRecord(run_id="wide-1", job_name="wide", args={}, **versions.recorded(dag))
 
-    assert len(run.task_versions) < 50_000
+    recorded = versions.parse(run)
+    # README: 26 characters plus the task id each, about 40 KB for 1,000 tasks.
+    assert {len(fingerprint) for task_id, fingerprint in recorded.items()
+            if task_id != END_TASK_ID} == {26}  # the virtual end task's: its sinks
+    assert 35_000 < len(run.task_versions) < 45_000
     assert len(json.dumps(run.to_dict())) < 100_000  # a Firestore document holds 1 MiB
     assert store.create_run(run, [TaskRecord(task_id="root")], {})
     assert versions.parse(store.get_run("wide-1")) == versions.of(dag).fingerprints
@@ -160,6 +165,27 @@ def test_bodies_of_every_kind_get_a_fingerprint_and_closures_count() -> None:
     namespace: dict[str, Any] = {}
     exec("def no_source(task, job):\n    return 7\n", namespace)  # noqa: S102
     assert fingerprints.body_hash(namespace["no_source"], {}).isalnum()
+
+
+def test_every_task_setting_counts_in_its_fingerprint_and_only_there() -> None:
+    from function_flow import remote
+
+    def fingerprint_with(**settings: Any) -> list[str]:
+        job = Job(name="versioned")
+        job.task(task_id="a", **settings)(a_v1)
+        return fingerprints.of_dag(job.dag)["a"].split(".")
+
+    plain = fingerprint_with()
+    for settings in [dict(retries=2), dict(retry_backoff=5), dict(timeout=30),
+                     dict(task_args={"day": 1}), dict(retry_on=(KeyError,)),
+                     dict(remote_topic="topic-one"), dict(remote_topic="topic-two"),
+                     dict(call=remote.Http("http://127.0.0.1:1/a")),
+                     dict(call=remote.Http("http://127.0.0.1:1/b"))]:
+        deps, setting, body = fingerprint_with(**settings)
+        assert (deps, body) == (plain[0], plain[2]) and setting != plain[1], settings
+    assert fingerprint_with(retry_on=(KeyError,)) != fingerprint_with(retry_on=(ValueError,))
+    assert fingerprint_with(remote_topic="topic-one") != fingerprint_with(
+        remote_topic="topic-two")
 
 
 def test_a_definition_hash_is_the_same_in_every_process() -> None:

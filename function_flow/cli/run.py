@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -128,6 +128,24 @@ def resume(run_id: str, file: str | None, workers: int | None,
     follow_to_end(job, backend, run_id, resumed=True)
 
 
+def resend(job: Job, backend: backends.Backend, run_id: str, out: Any) -> None:
+    """The poller's policy for this run once, and what it sent again, in words."""
+    before = ordered_tasks(backend.store.get_tasks(run_id), job.dag.order)
+    job.engine.poll(stale_after=0, run_ids=[run_id])
+    queued = [t.task_id for t in before if t.status is TaskStatus.QUEUED]
+    running = [t.task_id for t in before if t.status is TaskStatus.RUNNING]
+    topic = backend.bus.topic_path  # type: ignore[attr-defined]
+    out.print(f"resuming run {run_id} (job {job.name}, {len(job.dag.tasks)} tasks) in "
+              f"{backend.description}", markup=False, soft_wrap=True)
+    out.print(f"sent the messages of {len(queued)} queued task(s) again on {topic}"
+              + (f" ({', '.join(queued)})" if queued else "")
+              + "; the deployed functions execute them", markup=False, soft_wrap=True)
+    if running:
+        out.print(f"still running in deployed functions: {', '.join(running)} (an "
+                  "attempt whose function died is retried when its lease expires)",
+                  markup=False, soft_wrap=True)
+
+
 def host_remote_functions(job: Job, file: str, pairs: tuple[str, ...]) -> None:
     """Answer the job's remote topics in this process, with FILE's functions."""
     from function_flow import loader
@@ -163,21 +181,8 @@ def resume_deployed(job: Job, settings: Settings, run_id: str) -> NoReturn:
     selection.check_topic(backend.bus)
     out, err = progress.make_console(), progress.make_console(stderr=True)
     store = backend.store
-    before = ordered_tasks(store.get_tasks(run_id), job.dag.order)
-    job.engine.poll(stale_after=0, run_ids=[run_id])
-    queued = [t.task_id for t in before if t.status is TaskStatus.QUEUED]
-    running = [t.task_id for t in before if t.status is TaskStatus.RUNNING]
-    topic = backend.bus.topic_path  # type: ignore[attr-defined]
-    out.print(f"resuming run {run_id} (job {job.name}, {len(job.dag.tasks)} tasks) in "
-              f"{backend.description}", markup=False, soft_wrap=True)
-    out.print(f"sent the messages of {len(queued)} queued task(s) again on {topic}"
-              + (f" ({', '.join(queued)})" if queued else "")
-              + "; the deployed functions execute them", markup=False, soft_wrap=True)
-    if running:
-        out.print(f"still running in deployed functions: {', '.join(running)} (an "
-                  "attempt whose function died is retried when its lease expires)",
-                  markup=False, soft_wrap=True)
-    try:
+    try:  # a Ctrl-C at any point stops this command only: the deployment goes on
+        resend(job, backend, run_id, out)
         run, tasks = watch(store, run_id, backend.description, out, order=job.dag.order)
     except KeyboardInterrupt:
         err.print(f"interrupted; run {run_id} goes on in the deployed functions. "
