@@ -310,7 +310,6 @@ def test_status_without_the_composite_index_lists_unordered_with_a_warning(
         tmp_path: Path, capsys) -> None:
     """Production Firestore refuses a filtered list newest first until its index
     exists (the emulator never does): status then sorts an unordered read."""
-    from function_flow import backends
     from function_flow.cli import inspect
     from function_flow.store.indexes import MissingIndexError
 
