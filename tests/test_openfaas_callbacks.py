@@ -8,9 +8,12 @@ are forged change nothing they should not.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import pytest
@@ -152,6 +155,13 @@ def test_forged_and_malformed_callbacks_change_nothing(new_job, gateway):
         got, answer = post_callback(target, '{"forged": true}', **headers)
         assert got == status, (target, headers, answer)
         assert said in str(answer), (target, headers, answer)
+    for method in ("GET", "PUT"):  # a wrong method: 405, a JSON error
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(
+                url, data=b"{}" if method == "PUT" else None, method=method,
+                headers={"X-Function-Status": "200"}), timeout=30)
+        assert refused.value.code == 405
+        assert "POSTed" in json.loads(refused.value.read())["error"]
     assert job.engine.run_status(run_id).status is RunStatus.RUNNING
     record = records(job, run_id)["remote"]
     assert (record.status, record.attempt, record.result) == (TaskStatus.RUNNING, 1, None)
