@@ -171,6 +171,7 @@ def test_dev_runs_the_sample_through_pubsub_and_functions_framework(tmp_path: Pa
     assert (output_dir / "sales_report.md").exists()
     log = dev_log(tmp_path)
     assert "function logs: .function_flow/dev-sample_job-" in out
+    assert "function timeout 30 s (a request running longer is interrupted" in log, log
     assert re.search(r'^pause, resume or cancel the run: POST \{"action": "pause", "run_id": '
                      r'"sample_job-\S+"\} to http://127\.0\.0\.1:\d+/$', out, re.M), out
     # How to watch it with `logs --follow` or the dashboard: the emulator it runs on.
