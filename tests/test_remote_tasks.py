@@ -359,7 +359,8 @@ def test_an_answer_that_never_comes_is_logged_and_waited_for_a_week_or_the_timeo
         lambda task, job: "payload")
     backend = backends.embedded(db_path=str(tmp_path / "runs.db"), workers=2)
     job.use_backend(backend)
-    remote.host("NOBODY_ANSWERS", lambda event, context: None)
+    events: list[dict[str, Any]] = []
+    remote.host("NOBODY_ANSWERS", lambda event, context: events.append(event))
     try:
         with caplog.at_level("WARNING", logger="function_flow"):
             started = time.time()
@@ -370,6 +371,11 @@ def test_an_answer_that_never_comes_is_logged_and_waited_for_a_week_or_the_timeo
         assert (record.status, record.attempt) == (TaskStatus.RUNNING, 1)
         assert started + wait <= record.lease_until <= time.time() + wait
         assert job.engine.run_status(run_id).status is RunStatus.RUNNING
+        # The request's attributes name the run, the task, the attempt and the job id.
+        [event] = events
+        assert {key: event["attributes"].get(key) for key in (
+            "run_id", "task_id", "attempt", "job_id")} == {
+            "run_id": run_id, "task_id": "r", "attempt": "1", "job_id": record.trigger_id}
     finally:
         hosting.unhost("NOBODY_ANSWERS")
         backend.close()
