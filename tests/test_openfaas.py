@@ -66,6 +66,18 @@ def test_a_2xx_body_is_json_when_it_parses_else_text(new_job, gateway, reply, ex
     assert records(job, run.run_id)["remote"].result == expected
 
 
+def test_a_2xx_body_that_is_not_utf8_text_fails_the_attempt(new_job, gateway):
+    gateway.register("picture", lambda call: Reply(200, b"\x89PNG\r\n\xff\xfe", "image/png"))
+    job = remote_job(new_job, remote.OpenFaaS("picture"))
+
+    run = job.run(timeout=60)
+
+    assert run.status is RunStatus.FAILED
+    error = records(job, run.run_id)["remote"].error
+    assert "OpenFaaS function 'picture'" in error
+    assert "answered 8 bytes that are not UTF-8 text (Content-Type image/png)" in error
+
+
 def test_a_500_fails_the_attempt_with_the_status_and_the_start_of_the_body(new_job, gateway):
     gateway.register("broken", lambda call: Reply(500, "boom: " + "x" * 2000))
     job = remote_job(new_job, remote.OpenFaaS("broken"))
