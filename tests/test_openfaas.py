@@ -148,6 +148,22 @@ def test_the_password_can_come_from_a_secret_file(new_job, gateway, settings_env
     assert run.status is RunStatus.SUCCEEDED, run.error
 
 
+def test_a_password_and_a_password_file_together_fail_naming_both(new_job, gateway,
+                                                                 settings_env, tmp_path):
+    (tmp_path / "basic-auth-password").write_text(PASSWORD)
+    settings_env.setenv("FUNCTION_FLOW_OPENFAAS_PASSWORD_FILE",
+                        str(tmp_path / "basic-auth-password"))
+    gateway.register("double", doubler)
+    job = remote_job(new_job, remote.OpenFaaS("double"))
+
+    run = job.run(timeout=60)
+
+    assert run.status is RunStatus.FAILED
+    assert ("set FUNCTION_FLOW_OPENFAAS_PASSWORD or FUNCTION_FLOW_OPENFAAS_PASSWORD_FILE, "
+            "not both") in records(job, run.run_id)["remote"].error
+    assert not gateway.invocations("double")
+
+
 def test_an_unreadable_password_file_names_the_setting(new_job, gateway, settings_env,
                                                        tmp_path):
     settings_env.delenv("FUNCTION_FLOW_OPENFAAS_PASSWORD")
