@@ -32,11 +32,12 @@ pytestmark = pytest.mark.timeout(120)
 # --------------------------------------------------------------- asynchronous
 
 
-def test_async_answer_arrives_through_the_callback(new_job, gateway):
+def test_async_answer_arrives_through_the_callback(new_job, gateway, caplog):
     gateway.register("render", doubler)
     job = remote_job(new_job, remote.OpenFaaS("render", asynchronous=True), timeout=60)
 
-    run = job.run({"day": 1}, timeout=60)
+    with caplog.at_level("INFO", logger="function_flow"):
+        run = job.run({"day": 1}, timeout=60)
 
     assert run.status is RunStatus.SUCCEEDED, run.error
     result = records(job, run.run_id)["remote"].result
@@ -51,6 +52,12 @@ def test_async_answer_arrives_through_the_callback(new_job, gateway):
     [callback] = wait_for(lambda: gateway.callbacks, "the gateway's callback")
     assert callback.status == 200 and callback.answer["outcome"] == "succeeded"
     assert records(job, run.run_id)["after"].result == {"seen": result}
+    # The gateway's X-Call-Id is logged when the call is sent and when its answer comes.
+    call_id = callback.headers["X-Call-Id"]
+    assert f"OpenFaaS accepted job {result['job_id']} for render as call id {call_id};" \
+        in caplog.text
+    assert f"callback /openfaas/{result['job_id']}: OpenFaaS call id {call_id}, status 200" \
+        in caplog.text
 
 
 def test_async_error_status_fails_the_attempt_with_status_and_body(new_job, gateway):
