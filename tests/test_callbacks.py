@@ -106,7 +106,8 @@ def test_the_callback_is_retried_until_it_gets_a_2xx_and_every_post_is_signed(
     posts = receiver.wait_for(3)
     assert len(posts) == 3 and [p["answered"] for p in posts] == [500, 500, 200]
     assert all(p["signature"] == "ok" for p in posts)
-    assert all(p["headers"]["X-Function-Flow-Run-Id"] == run_id for p in posts)
+    assert all(p["headers"]["X-Function-Flow-Run-Id"] == run_id
+               and p["headers"]["Content-Type"] == "application/json" for p in posts)
     body = posts[-1]["body"]
     run = engine.run_status(run_id)
     assert body == {"run_id": run_id, "job": "called_back", "status": "SUCCEEDED",
