@@ -1,11 +1,16 @@
 """Remote functions hosted in-process (embedded backend), as a script or `function-flow
-run` uses them: an answer that never comes.
+run` uses them: an answer that never comes, and a script that starts a run and returns.
 
-Real parts only: SQLite, the in-process bus and LocalHost.
+Real parts only: SQLite, the in-process bus and LocalHost, and for the
+script a Python subprocess that imports this worktree's function_flow.
 """
 
 from __future__ import annotations
 
+import os
+import pathlib
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -48,3 +53,30 @@ def test_an_answer_that_never_comes_is_logged_and_waited_for_a_week_or_the_timeo
         hosting.unhost("NOBODY_ANSWERS")
         backend.close()
 
+
+AT_EXIT_SCRIPT = """
+from function_flow import backends, remote, tasks
+job = tasks.Job(name="at_exit")
+job.task(task_id="ask", remote_topic="AT_EXIT")(lambda task, job: {"n": 2})
+job.task(task_id="after", deps=["ask"])(lambda task, job: job.get_task_result("ask")["n2"])
+remote.host("AT_EXIT", remote.function(lambda payload, context: {"n2": payload["result"]["n"]
+                                                                 * 2}, topic="AT_EXIT"))
+job.use_backend(backends.embedded(db_path="runs.db"))
+print(job.start({}))
+"""
+
+
+def test_a_script_that_starts_a_run_and_returns_waits_for_its_hosted_functions(tmp_path):
+    (tmp_path / "script.py").write_text(AT_EXIT_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FUNCTION_FLOW_")}
+    env["PYTHONPATH"] = str(pathlib.Path(__file__).resolve().parent.parent)
+    done = subprocess.run([sys.executable, "script.py"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    backend = backends.embedded(db_path=str(tmp_path / "runs.db"), workers=1)
+    try:
+        run_id = done.stdout.split()[-1]
+        assert backend.store.get_run(run_id).status is RunStatus.SUCCEEDED
+        assert backend.store.get_tasks(run_id, ["after"])[0].result == 4
+    finally:
+        backend.close()
