@@ -28,7 +28,7 @@
 | FUNCTION_FLOW_HMAC_PREVIOUS_KEY | unset | during a key rotation, the old key: it still verifies (never signs); unset it once every sender has the new key. Deployed: `--set-secrets FUNCTION_FLOW_HMAC_PREVIOUS_KEY=SECRET:VERSION` |
 | FUNCTION_FLOW_HMAC_TOLERANCE | 300 | seconds a signed message may be old (or ahead, a clock's error) before it is refused as a replay |
 | FUNCTION_FLOW_CALLBACK_ATTEMPTS | 36 | most POSTs of one completion callback (retried with backoff up to an hour apart: about a day) |
-| FUNCTION_FLOW_CALLBACK_BACKOFF | 2 | seconds before the first retry of a callback; each later one waits twice as long, up to an hour |
+| FUNCTION_FLOW_CALLBACK_BACKOFF | 2 | most seconds before the first retry of a callback; each later wait may be twice as long, up to an hour |
 | FUNCTION_FLOW_CALLBACK_TIMEOUT | 30 | seconds one callback POST may take |
 | FUNCTION_FLOW_TRACING | off | `gcp` (Cloud Trace), `otlp` (OTEL_EXPORTER_OTLP_ENDPOINT), `console` (one JSON line per span on stderr) or `off`: where the spans of one trace per run go (tracing.py; the SDK and exporters are the `tracing` extra) |
 | FUNCTION_FLOW_LOG_FORMAT | json in a deployed function (FUNCTION_TARGET set), else text | `json`: one Cloud Logging JSON object per log line; `text`: readable lines (log_format.py) |

@@ -171,6 +171,7 @@ def test_dev_runs_the_sample_through_pubsub_and_functions_framework(tmp_path: Pa
     assert (output_dir / "sales_report.md").exists()
     log = dev_log(tmp_path)
     assert "function logs: .function_flow/dev-sample_job-" in out
+    assert "function timeout 30 s (a request running longer is interrupted" in log, log
     assert re.search(r'^pause, resume or cancel the run: POST \{"action": "pause", "run_id": '
                      r'"sample_job-\S+"\} to http://127\.0\.0\.1:\d+/$', out, re.M), out
     # How to watch it with `logs --follow` or the dashboard: the emulator it runs on.
@@ -323,3 +324,31 @@ def test_missing_gcloud_is_one_clear_error(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "gcloud" in lines[0] and "install" in lines[0], lines[0]
     assert not (tmp_path / ".function_flow").exists()
+
+
+def test_a_local_function_keeps_its_connection_alive_under_the_request_timeout(
+        tmp_path: Path) -> None:
+    """With the request timeout on (dev's 30 s), functions-framework 3.10.2 alone
+    closes the connection after each request, and each push from the emulator
+    then stalls for 2 s; serve.py's fix keeps it open for the next request."""
+    import http.client
+
+    from function_flow.local import framework
+
+    (tmp_path / "main.py").write_text("def hello(request):\n    return 'hello'\n")
+    function = framework.start_function(tmp_path / "main.py", "hello", "http", {},
+                                        log_path=str(tmp_path / "hello.log"))
+    try:
+        framework.wait_until_answering([function], 60)
+        connection = http.client.HTTPConnection("127.0.0.1", function.port, timeout=30)
+        answers, sockets = [], []
+        for _ in range(3):
+            connection.request("POST", "/", body=b"{}")
+            response = connection.getresponse()
+            answers.append((response.status, response.read()))
+            sockets.append(connection.sock)
+        connection.close()
+        assert answers == [(200, b"hello")] * 3
+        assert sockets[0] is not None and sockets.count(sockets[0]) == 3  # one connection
+    finally:
+        function.stop()

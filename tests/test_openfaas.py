@@ -66,6 +66,18 @@ def test_a_2xx_body_is_json_when_it_parses_else_text(new_job, gateway, reply, ex
     assert records(job, run.run_id)["remote"].result == expected
 
 
+def test_a_2xx_body_that_is_not_utf8_text_fails_the_attempt(new_job, gateway):
+    gateway.register("picture", lambda call: Reply(200, b"\x89PNG\r\n\xff\xfe", "image/png"))
+    job = remote_job(new_job, remote.OpenFaaS("picture"))
+
+    run = job.run(timeout=60)
+
+    assert run.status is RunStatus.FAILED
+    error = records(job, run.run_id)["remote"].error
+    assert "OpenFaaS function 'picture'" in error
+    assert "answered 8 bytes that are not UTF-8 text (Content-Type image/png)" in error
+
+
 def test_a_500_fails_the_attempt_with_the_status_and_the_start_of_the_body(new_job, gateway):
     gateway.register("broken", lambda call: Reply(500, "boom: " + "x" * 2000))
     job = remote_job(new_job, remote.OpenFaaS("broken"))
@@ -134,6 +146,22 @@ def test_the_password_can_come_from_a_secret_file(new_job, gateway, settings_env
     run = remote_job(new_job, remote.OpenFaaS("double")).run(timeout=60)
 
     assert run.status is RunStatus.SUCCEEDED, run.error
+
+
+def test_a_password_and_a_password_file_together_fail_naming_both(new_job, gateway,
+                                                                 settings_env, tmp_path):
+    (tmp_path / "basic-auth-password").write_text(PASSWORD)
+    settings_env.setenv("FUNCTION_FLOW_OPENFAAS_PASSWORD_FILE",
+                        str(tmp_path / "basic-auth-password"))
+    gateway.register("double", doubler)
+    job = remote_job(new_job, remote.OpenFaaS("double"))
+
+    run = job.run(timeout=60)
+
+    assert run.status is RunStatus.FAILED
+    assert ("set FUNCTION_FLOW_OPENFAAS_PASSWORD or FUNCTION_FLOW_OPENFAAS_PASSWORD_FILE, "
+            "not both") in records(job, run.run_id)["remote"].error
+    assert not gateway.invocations("double")
 
 
 def test_an_unreadable_password_file_names_the_setting(new_job, gateway, settings_env,

@@ -8,9 +8,12 @@ are forged change nothing they should not.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import pytest
@@ -29,11 +32,12 @@ pytestmark = pytest.mark.timeout(120)
 # --------------------------------------------------------------- asynchronous
 
 
-def test_async_answer_arrives_through_the_callback(new_job, gateway):
+def test_async_answer_arrives_through_the_callback(new_job, gateway, caplog):
     gateway.register("render", doubler)
     job = remote_job(new_job, remote.OpenFaaS("render", asynchronous=True), timeout=60)
 
-    run = job.run({"day": 1}, timeout=60)
+    with caplog.at_level("INFO", logger="function_flow"):
+        run = job.run({"day": 1}, timeout=60)
 
     assert run.status is RunStatus.SUCCEEDED, run.error
     result = records(job, run.run_id)["remote"].result
@@ -48,6 +52,12 @@ def test_async_answer_arrives_through_the_callback(new_job, gateway):
     [callback] = wait_for(lambda: gateway.callbacks, "the gateway's callback")
     assert callback.status == 200 and callback.answer["outcome"] == "succeeded"
     assert records(job, run.run_id)["after"].result == {"seen": result}
+    # The gateway's X-Call-Id is logged when the call is sent and when its answer comes.
+    call_id = callback.headers["X-Call-Id"]
+    assert f"OpenFaaS accepted job {result['job_id']} for render as call id {call_id};" \
+        in caplog.text
+    assert f"callback /openfaas/{result['job_id']}: OpenFaaS call id {call_id}, status 200" \
+        in caplog.text
 
 
 def test_async_error_status_fails_the_attempt_with_status_and_body(new_job, gateway):
@@ -152,6 +162,13 @@ def test_forged_and_malformed_callbacks_change_nothing(new_job, gateway):
         got, answer = post_callback(target, '{"forged": true}', **headers)
         assert got == status, (target, headers, answer)
         assert said in str(answer), (target, headers, answer)
+    for method in ("GET", "PUT"):  # a wrong method: 405, a JSON error
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(
+                url, data=b"{}" if method == "PUT" else None, method=method,
+                headers={"X-Function-Status": "200"}), timeout=30)
+        assert refused.value.code == 405
+        assert "POSTed" in json.loads(refused.value.read())["error"]
     assert job.engine.run_status(run_id).status is RunStatus.RUNNING
     record = records(job, run_id)["remote"]
     assert (record.status, record.attempt, record.result) == (TaskStatus.RUNNING, 1, None)

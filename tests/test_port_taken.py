@@ -108,3 +108,36 @@ def test_the_dev_stack_tells_its_functions_the_callbacks_url_after_it_moved(
             run = wait_for(lambda: (r := stack.store.get_run(run_id)).status.is_final and r,
                            "the run to end")
             assert run.status is RunStatus.SUCCEEDED, stack.log_tail(60)
+
+
+def always(taken: socket.socket) -> tuple[Callable[[], int], list[int]]:
+    """free_port that always hands out the taken port, and the ports it handed."""
+    handed: list[int] = []
+
+    def free_port() -> int:
+        handed.append(taken.getsockname()[1])
+        return handed[-1]
+    return free_port, handed
+
+
+def test_a_function_gives_up_after_3_fresh_ports_were_taken_too(taken, monkeypatch,
+                                                                tmp_path: Path) -> None:
+    (tmp_path / "main.py").write_text("def hello(request):\n    return 'hello'\n")
+    free_port, handed = always(taken)
+    monkeypatch.setattr(processes, "free_port", free_port)
+    function = framework.start_function(tmp_path / "main.py", "hello", "http", {},
+                                        log_path=str(tmp_path / "hello.log"))
+    try:
+        with pytest.raises(framework.DevError, match="the hello function exited"):
+            framework.wait_until_answering([function], 90)
+        assert function.restarts == 3 and len(handed) == 4
+    finally:
+        function.stop()
+
+
+def test_an_emulator_gives_up_after_3_fresh_ports_were_taken_too(taken, monkeypatch) -> None:
+    free_port, handed = always(taken)
+    monkeypatch.setattr(emulators, "free_port", free_port)
+    with pytest.raises(emulators.EmulatorError, match="could not bind"):
+        emulators.start("storage")
+    assert len(handed) == 4  # the first port, then 3 fresh ones

@@ -29,6 +29,8 @@ def test_the_defaults_of_the_configuration_table() -> None:
     assert settings.inline_limit_bytes == 262144 and settings.function_timeout == 540
     assert (settings.gcs_poll_interval, settings.gcs_poll_batch) == (10, 100)
     assert settings.dataflow_endpoint == "https://dataflow.googleapis.com"
+    assert (settings.callback_attempts, settings.callback_backoff,
+            settings.callback_timeout) == (36, 2, 30)
     named = Settings.from_env({"FUNCTION_FLOW_FIRESTORE_DATABASE": "flows",
                                "FUNCTION_FLOW_WORKERS": "3"})
     assert (named.firestore_database, named.workers) == ("flows", 3)

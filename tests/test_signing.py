@@ -80,6 +80,25 @@ def test_a_bad_signature_is_refused_saying_why(values, reason) -> None:
     delivery.check_signature(BODY, attributes(), signing.ATTRIBUTES, KEYS, at=NOW + 300)
 
 
+def test_signatures_of_changed_old_or_foreign_requests_do_not_verify() -> None:
+    body = b'{"run_id": "r"}'
+    headers = signing.sign(body, TEST_HMAC_KEY, timestamp=1_000_000)
+    signing.verify(body, headers, TEST_HMAC_KEY, now=1_000_100)
+    with pytest.raises(signing.SignatureError, match="does not match"):
+        signing.verify(body + b" ", headers, TEST_HMAC_KEY, now=1_000_100)
+    with pytest.raises(signing.SignatureError, match="does not match"):
+        signing.verify(body, headers, TEST_HMAC_KEY[::-1], now=1_000_100)
+    moved = dict(headers, **{signing.TIMESTAMP_HEADER: "1000050"})  # replayed "now"
+    with pytest.raises(signing.SignatureError, match="does not match"):
+        signing.verify(body, moved, TEST_HMAC_KEY, now=1_000_100)
+    with pytest.raises(signing.SignatureError, match="replay"):
+        signing.verify(body, headers, TEST_HMAC_KEY, now=1_000_000 + 301)
+    with pytest.raises(signing.SignatureError, match="not signed"):
+        signing.verify(body, {}, TEST_HMAC_KEY)
+    lower = {k.lower(): v for k, v in headers.items()}
+    signing.verify(body, lower, TEST_HMAC_KEY, now=1_000_000)
+
+
 def test_during_a_rotation_the_previous_key_verifies_and_never_signs() -> None:
     old = signed(BODY, key=OLD_KEY, timestamp=NOW)
     rotating = signing.Keys.from_settings(Settings.from_env({

@@ -36,9 +36,10 @@ _EMULATORS = {
     "pubsub": (["beta", "emulators", "pubsub", "start"], "pubsub-emulator"),
 }
 
-#: What an emulator's log says when its port is taken, and how many ports it tries.
+#: What an emulator's log says when its port is taken, and how many ports it tries:
+#: the first, then up to 3 fresh ones, as a function gets (framework.MAX_RESTARTS).
 PORT_TAKEN = "Address already in use"
-PORT_TRIES = 3
+PORT_TRIES = 4
 
 _INSTALL_HINT = ("install the Google Cloud CLI (https://cloud.google.com/sdk/docs/install), "
                  "then `gcloud components install beta cloud-firestore-emulator "

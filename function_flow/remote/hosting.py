@@ -131,7 +131,16 @@ class LocalHost:
 
     def _submit(self, work: Callable[..., None], *args: Any) -> None:
         task = functools.partial(work, *args)
-        self._pool.submit(task if self._bus is None else self._bus.beside(task))
+        counted = task if self._bus is None else self._bus.beside(task)
+        try:
+            self._pool.submit(counted)
+        except RuntimeError:
+            # At interpreter exit concurrent.futures refuses new work before
+            # atexit runs the bus's wait (backends.embedded), so a script that
+            # called job.start() and returned would lose this request, and the
+            # wait, which counts it already, would never end: a thread of its own.
+            threading.Thread(target=counted, name="function-flow-remote-at-exit",
+                             daemon=True).start()
 
     def _run(self, topic: str, function: Callable[..., Any], data: bytes,
              attributes: dict[str, str]) -> None:
