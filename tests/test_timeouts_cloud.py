@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from typing import Any
 
 import pytest
 from functions_stack import wait_for
@@ -25,6 +26,23 @@ from function_flow.core.records import TaskStatus
 from function_flow.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.timeout(120)
+
+
+def started_in_a_function(job: tasks.Job, tmp_path,
+                          retry_after_overrun: float) -> tuple[Outbox, Any, str, threading.Thread]:
+    """Start a run on the gcp backend's shape and deliver its first message to
+    the scheduler function in a thread (its request): the bus, the store, the
+    run's id and that request."""
+    bus = Outbox()
+    job.use_backend(Backend(kind="gcp", store=SqliteStore(str(tmp_path / "runs.db")), bus=bus,
+                            lease_check_messages=False, keys=KEYS,
+                            retry_after_overrun=retry_after_overrun))
+    run_id = job.start({})
+    [first] = bus.take()
+    request = threading.Thread(target=as_legacy,
+                               args=(job.make_scheduler(), first.to_json(), first.attributes()))
+    request.start()
+    return bus, job.engine.store, run_id, request
 
 
 def test_an_overrun_fails_at_its_timeout_and_its_retry_waits_for_the_function_timeout(
@@ -42,16 +60,8 @@ def test_an_overrun_fails_at_its_timeout_and_its_retry_waits_for_the_function_ti
     settings = dataclasses.replace(Settings.from_env(), backend="gcp", hmac_key=TEST_HMAC_KEY)
     deployed = from_settings(settings, job)
     assert deployed.retry_after_overrun == 540  # the default function timeout
-    bus = Outbox()
-    job.use_backend(Backend(kind="gcp", store=SqliteStore(str(tmp_path / "runs.db")), bus=bus,
-                            lease_check_messages=False, keys=KEYS,
-                            retry_after_overrun=deployed.retry_after_overrun))
-    store = job.engine.store
-    run_id = job.start({})
-    [first] = bus.take()
-    request = threading.Thread(target=as_legacy,
-                               args=(job.make_scheduler(), first.to_json(), first.attributes()))
-    request.start()
+    bus, store, run_id, request = started_in_a_function(job, tmp_path,
+                                                        deployed.retry_after_overrun)
     try:
         running = wait_for(lambda: next((t for t in store.get_tasks(run_id, ["x"])
                                          if t.status is TaskStatus.RUNNING
@@ -88,15 +98,7 @@ def test_an_attempt_inside_its_lease_is_left_alone_by_the_poller_and_resume(tmp_
         released.wait(60)
         return "done"
 
-    bus = Outbox()
-    job.use_backend(Backend(kind="gcp", store=SqliteStore(str(tmp_path / "runs.db")), bus=bus,
-                            lease_check_messages=False, keys=KEYS, retry_after_overrun=540))
-    store = job.engine.store
-    run_id = job.start({})
-    [first] = bus.take()
-    request = threading.Thread(target=as_legacy,
-                               args=(job.make_scheduler(), first.to_json(), first.attributes()))
-    request.start()
+    bus, store, run_id, request = started_in_a_function(job, tmp_path, 540)
     try:
         wait_for(lambda: store.get_tasks(run_id, ["x"])[0].status is TaskStatus.RUNNING,
                  "the attempt to start")
