@@ -272,3 +272,19 @@ def test_cli_approves_a_run_that_job_start_began_in_this_process(tmp_path, monke
     assert run.status is RunStatus.SUCCEEDED, run.error
     assert job.engine.store.get_tasks(run_id, ["use"])[0].result == {"got": [1, 2]}
     backend.close()
+
+
+def test_a_token_of_a_run_that_ended_says_so_and_changes_nothing(running) -> None:
+    """The run's end deletes its waits' triggers, so such a token is unknown;
+    the refusal must still name that case, not only "already used"."""
+    run = running()
+    run.kill()
+    cancelled = flow(run.cwd, "cancel", run.run_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    before = run.records()
+
+    result = flow(run.cwd, "approve", run.token)
+
+    assert_one_error_line(result, "unknown approval token, one already used (a token works "
+                          "once), or one of a run that ended: nothing was changed")
+    assert run.records() == before
