@@ -184,14 +184,17 @@ def test_dataflow_job_still_stopping_is_asked_again_until_it_is_done(dataflow_ap
     assert dataflow_api.tokens_issued == 1  # one token for every call
 
 
-def test_dataflow_job_that_never_ends_fails_after_the_bounded_checks(dataflow_api,
-                                                                    monkeypatch) -> None:
-    monkeypatch.setattr(futures.DataFlowFuture, "STATUS_CHECK_RETRY_TIMES", 4)
+def test_dataflow_job_that_never_ends_fails_after_the_bounded_checks(dataflow_api) -> None:
+    """The README's defaults: 12 checks (the fixture shortens only the sleep)."""
     dataflow_api.states["j8"] = ["JOB_STATE_DRAINING"]
     result = futures.DataFlowFuture.handle_message(dataflow_worker_pool_stopped("j8"))
     assert not result.is_success and result.trigger_id == "j8"
-    assert "still JOB_STATE_DRAINING after 4 checks" in result.error
-    assert len(dataflow_api.requests) == 4
+    assert "still JOB_STATE_DRAINING after 12 checks" in result.error
+    assert len(dataflow_api.requests) == 12
+
+
+def test_dataflow_checks_are_5_seconds_apart_by_default() -> None:
+    assert futures.DataFlowFuture.STATUS_CHECK_SLEEP_SECS == 5
 
 
 def test_dataflow_job_the_api_does_not_know_fails_saying_so(dataflow_api) -> None:
@@ -272,6 +275,14 @@ def state(job: tasks.Job, run_id: str) -> list[tuple]:
     run = job.engine.run_status(run_id)
     return [(run.status, run.error)] + [(t.task_id, t.status, t.attempt, t.result, t.error)
                                         for t in job.engine.task_records(run_id)]
+
+
+def test_a_future_of_a_task_without_a_timeout_waits_seven_days(embedded_job) -> None:
+    before = embedded_job.engine.clock()
+    run_id = waiting(embedded_job, "BigQueryFuture", "bqjob_slow")
+    after = embedded_job.engine.clock()
+    lease_until = embedded_job.engine.store.get_tasks(run_id, ["wait"])[0].lease_until
+    assert before + 7 * 86400 <= lease_until <= after + 7 * 86400
 
 
 @pytest.mark.parametrize("form", [bigquery_jobcompleted, bigquery_job_change])
