@@ -366,3 +366,24 @@ def test_remote_function_reply_through_the_listener(embedded_job) -> None:
     assert embedded_job.wait(run_id, timeout=30).status is RunStatus.SUCCEEDED
     assert embedded_job.get_task_result("wait") == {
         "job_id": "remote-job-1", "message": "loaded 12 rows", "code": 0}
+
+
+def test_a_parsers_error_is_acknowledged_unless_it_is_transient(embedded_job, caplog) -> None:
+    class Picky(futures.Future):
+        @classmethod
+        def handle_message(cls, message):
+            if message.attributes.get("kind") != "picky":
+                return None
+            raise TransientBackendError("down") if message.get("again") else KeyError("x")
+
+    try:
+        listener = embedded_job.make_external_event_listener()
+        run_id = waiting(embedded_job, "BigQueryFuture", "bqjob_picky")
+        before = state(embedded_job, run_id)
+        assert listener(pubsub_event(b"{}", {"kind": "picky"}), None) is None
+        assert "Picky.handle_message failed; acknowledged" in caplog.text
+        with pytest.raises(TransientBackendError):  # Pub/Sub delivers it again
+            listener(pubsub_event(b'{"again": true}', {"kind": "picky"}), None)
+        assert state(embedded_job, run_id) == before
+    finally:
+        futures.Future.all_futures.remove(Picky)
