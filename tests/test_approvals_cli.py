@@ -288,3 +288,21 @@ def test_a_token_of_a_run_that_ended_says_so_and_changes_nothing(running) -> Non
     assert_one_error_line(result, "unknown approval token, one already used (a token works "
                           "once), or one of a run that ended: nothing was changed")
     assert run.records() == before
+
+
+def test_a_file_that_defines_other_tasks_is_refused_and_changes_nothing(running) -> None:
+    run = running()
+    run.kill()
+    other = run.cwd / "other.py"
+    other.write_text("from function_flow import tasks\n\njob = tasks.Job(name='approval')\n\n\n"
+                     "@job.task(task_id='ask')\ndef ask(task, job):\n    return 1\n\n\n"
+                     "@job.task(task_id='publish', deps=['ask'])\n"
+                     "def publish(task, job):\n    return 2\n")
+    before = run.records()
+
+    result = flow(run.cwd, "approve", run.token, "--file", str(other))
+
+    assert_one_error_line(result, "was started with a different definition",
+                          "task 'use' was removed")
+    assert run.records() == before
+    assert flow(run.cwd, "approve", run.token).returncode == 0  # the token still works
