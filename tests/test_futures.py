@@ -387,3 +387,22 @@ def test_a_parsers_error_is_acknowledged_unless_it_is_transient(embedded_job, ca
         assert state(embedded_job, run_id) == before
     finally:
         futures.Future.all_futures.remove(Picky)
+
+
+def test_a_future_past_its_timeout_fails_the_attempt_and_its_retries_apply(tmp_path) -> None:
+    backend = backends.embedded(db_path=str(tmp_path / "runs.db"), workers=2)
+    job = tasks.Job(name="future_timeout")
+
+    @job.task(task_id="wait", timeout=0.5, retries=1, retry_backoff=0.01)
+    def wait(task, job):  # in a child process (it has a timeout)
+        return futures.BigQueryFuture(f"never_{task.attempt}")
+
+    job.use_backend(backend)
+    try:
+        run = job.run({}, timeout=60)
+        record = job.engine.store.get_tasks(run.run_id, ["wait"])[0]
+    finally:
+        backend.close()
+    assert run.status is RunStatus.FAILED and "TimeoutError" in run.error
+    assert record.attempt == 2  # the retry waited again, and timed out too
+    assert record.trigger_id == "never_2"
