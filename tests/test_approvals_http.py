@@ -262,6 +262,7 @@ def test_deployed_run_approved_with_the_cli(deployed, stack, firestore_store,
 
     no_file = cli(stack.env, tmp_path, "approve", token)
     assert no_file.returncode == 2 and "--file" in no_file.stderr, no_file.stderr
+    assert "POST the token to the deployed callback's /approve" in no_file.stderr
     assert len(no_file.stderr.strip().splitlines()) == 1
     assert {t.task_id: t for t in firestore_store.get_tasks(run_id)} == before
 
