@@ -339,6 +339,12 @@ def test_dataflow_completion_through_the_listener(embedded_job, dataflow_api) ->
              None)
     run = embedded_job.wait(failed_run, timeout=30)
     assert run.status is RunStatus.FAILED and "ended JOB_STATE_CANCELLED" in run.error
+    # The sink sees every job of the project: one no task waits for costs one call.
+    dataflow_api.states["2024-03-01_09_00_00-9"] = ["JOB_STATE_DONE"]
+    asked, before = len(dataflow_api.requests), state(embedded_job, failed_run)
+    stranger = encoded(dataflow_worker_pool_stopped("2024-03-01_09_00_00-9"))
+    assert listener(pubsub_event(stranger), None) is None
+    assert len(dataflow_api.requests) == asked + 1 and state(embedded_job, failed_run) == before
 
 
 def test_dataflow_api_down_leaves_the_event_for_redelivery(embedded_job, dataflow_api) -> None:
