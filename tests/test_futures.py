@@ -203,10 +203,15 @@ def test_dataflow_job_the_api_does_not_know_fails_saying_so(dataflow_api) -> Non
     assert "does not exist" in result.error and "Could not find job" in result.error
 
 
-def test_dataflow_api_unavailable_is_transient(dataflow_api) -> None:
-    dataflow_api.status = 503
-    with pytest.raises(TransientBackendError, match="503"):
-        futures.DataFlowFuture.handle_message(dataflow_worker_pool_stopped("j9"))
+def test_dataflow_api_unavailable_is_transient_and_a_refusal_fails(dataflow_api) -> None:
+    for status in (503, 429):
+        dataflow_api.status = status
+        with pytest.raises(TransientBackendError, match=str(status)):
+            futures.DataFlowFuture.handle_message(dataflow_worker_pool_stopped("j9"))
+    dataflow_api.status = 403
+    refused = futures.DataFlowFuture.handle_message(dataflow_worker_pool_stopped("j9"))
+    assert not refused.is_success and "may not be read" in refused.error
+    assert "roles/dataflow.viewer" in refused.error
 
 
 @pytest.mark.parametrize("broken", ["no labels", "no job_id", "no region", "labels text"])
