@@ -1,4 +1,5 @@
-"""BigQueryFuture (both audit-log forms), DataFlowFuture, RemoteFunctionFuture.
+"""BigQueryFuture, DataFlowFuture, RemoteFunctionFuture (the audit-log forms of
+BigQuery one by one: test_bigquery_future.py).
 
 Parsed from realistic log entries (tests/log_entries.py), one by one and
 through the external event listener of an embedded run. The Dataflow API is
@@ -80,46 +81,6 @@ def test_get_value_keeps_function_flow_name_and_never_raises() -> None:
     assert futures._get_value({"a": {"b": 2}}, "a.c") is None
     assert futures._get_value({"a": "text"}, "a.b") is None
     assert futures._get_value({"a": [1]}, "a.0") is None
-
-
-# ------------------------------------------------------------- BigQuery forms
-
-
-@pytest.mark.parametrize("form", [bigquery_jobcompleted, bigquery_job_change])
-def test_bigquery_log_entry_of_either_form(form) -> None:
-    ok = futures.BigQueryFuture.handle_message(form("bqjob_r1a2_0001"))
-    assert ok.is_success and ok.trigger_id == "bqjob_r1a2_0001"
-    assert ok.result == {"job_id": "bqjob_r1a2_0001", "location": "EU"}
-    failed = futures.BigQueryFuture.handle_message(
-        form("bqjob_r1a2_0002", error="Syntax error: Unexpected end of script at [1:9]"))
-    assert not failed.is_success and failed.trigger_id == "bqjob_r1a2_0002"
-    assert failed.error == "Syntax error: Unexpected end of script at [1:9]"
-
-
-def test_job_change_other_than_done_is_not_a_completion() -> None:
-    for before, after in (("PENDING", "RUNNING"), ("", "PENDING")):
-        entry = bigquery_job_change("bqjob_3", before=before, after=after)
-        assert futures.BigQueryFuture.handle_message(entry) is None
-
-
-@pytest.mark.parametrize("job_name", [None, "", "projects/p/jobs/", "bqjob-only", 7])
-def test_job_change_without_a_usable_job_name_is_ignored(job_name) -> None:
-    entry = bigquery_job_change("bqjob_4")
-    job = entry["protoPayload"]["metadata"]["jobChange"]["job"]
-    if job_name is None:
-        del job["jobName"]
-    else:
-        job["jobName"] = job_name
-    assert futures.BigQueryFuture.handle_message(entry) is None
-
-
-def test_other_bigquery_entries_are_not_completions() -> None:
-    insert = bigquery_jobcompleted("bqjob_5")
-    insert["protoPayload"]["methodName"] = "jobservice.insert"
-    del insert["protoPayload"]["serviceData"]["jobCompletedEvent"]
-    assert futures.BigQueryFuture.handle_message(insert) is None
-    assert futures.BigQueryFuture.handle_message({"resource": {"type": "bigquery_resource"}}) \
-        is None
 
 
 # ------------------------------------------------------------------- Dataflow
