@@ -116,6 +116,8 @@ def test_post_reject_fails_the_task_with_the_reason(served) -> None:
     ("POST", "/approve", b'{"token": "no good!"}', 400, "not an approval token"),
     ("POST", "/approve", b'{"token": "TOKEN", "data": NaN}', 400, "NaN"),
     ("POST", "/reject", b'{"token": "TOKEN", "reason": ["x"]}', 400, "text"),
+    ("POST", "/approve", b'{"token": "TOKEN", "data": "' + b"x" * 950_000 + b'"}', 400,
+     "more than the 900,000"),  # under the 1 MiB body limit, over what a record holds
     ("POST", "/approve", b'{"token": "' + b"x" * 43 + b'"}', 404, "unknown approval token"),
     ("POST", "/approve", b'{"token": "TOKEN", "data": "' + b"x" * 2_000_000 + b'"}', 413,
      "more than"),
