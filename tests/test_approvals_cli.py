@@ -165,6 +165,7 @@ def test_bad_tokens_and_data_are_refused_with_one_line(running, args, fragment) 
     assert run.records() == before
     assert flow(run.cwd, "approve", run.token).returncode == 0  # the real token still works
     assert run.finish().returncode == 0
+    assert run.records()["use"].result == {"got": None}  # no --data: null
 
 
 def test_when_its_process_is_gone_approve_says_so_and_resume_finishes(running) -> None:
