@@ -116,8 +116,8 @@ class Decision:
     run_status: RunStatus
 
 
-UNKNOWN_TOKEN = ("unknown approval token, or one already used (a token works once): "
-            "nothing was changed")
+UNKNOWN_TOKEN = ("unknown approval token, one already used (a token works once), or one "
+                 "of a run that ended: nothing was changed")
 
 
 def find(store: "Store", token: Any, now: float) -> Waiting:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -311,7 +312,8 @@ def test_an_approval_timeout_must_be_positive_seconds(timeout) -> None:
 def test_the_token_is_new_each_time_and_never_in_the_repr() -> None:
     made = [futures.Approval() for _ in range(50)]
     assert len({a.token for a in made}) == 50
-    assert all(len(a.token) >= 43 for a in made)  # 32 random bytes: 256 bits
+    # 32 random bytes (256 bits): 43 letters, digits, "-" and "_", as the README says.
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{43}", a.token) for a in made)
     assert all(a.trigger_id == approvals.token_hash(a.token) for a in made)
     assert all(a.token not in repr(a) and a.token not in str(a) for a in made)
 

@@ -165,6 +165,7 @@ def test_bad_tokens_and_data_are_refused_with_one_line(running, args, fragment) 
     assert run.records() == before
     assert flow(run.cwd, "approve", run.token).returncode == 0  # the real token still works
     assert run.finish().returncode == 0
+    assert run.records()["use"].result == {"got": None}  # no --data: null
 
 
 def test_when_its_process_is_gone_approve_says_so_and_resume_finishes(running) -> None:
@@ -272,3 +273,37 @@ def test_cli_approves_a_run_that_job_start_began_in_this_process(tmp_path, monke
     assert run.status is RunStatus.SUCCEEDED, run.error
     assert job.engine.store.get_tasks(run_id, ["use"])[0].result == {"got": [1, 2]}
     backend.close()
+
+
+def test_a_token_of_a_run_that_ended_says_so_and_changes_nothing(running) -> None:
+    """The run's end deletes its waits' triggers, so such a token is unknown;
+    the refusal must still name that case, not only "already used"."""
+    run = running()
+    run.kill()
+    cancelled = flow(run.cwd, "cancel", run.run_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    before = run.records()
+
+    result = flow(run.cwd, "approve", run.token)
+
+    assert_one_error_line(result, "unknown approval token, one already used (a token works "
+                          "once), or one of a run that ended: nothing was changed")
+    assert run.records() == before
+
+
+def test_a_file_that_defines_other_tasks_is_refused_and_changes_nothing(running) -> None:
+    run = running()
+    run.kill()
+    other = run.cwd / "other.py"
+    other.write_text("from function_flow import tasks\n\njob = tasks.Job(name='approval')\n\n\n"
+                     "@job.task(task_id='ask')\ndef ask(task, job):\n    return 1\n\n\n"
+                     "@job.task(task_id='publish', deps=['ask'])\n"
+                     "def publish(task, job):\n    return 2\n")
+    before = run.records()
+
+    result = flow(run.cwd, "approve", run.token, "--file", str(other))
+
+    assert_one_error_line(result, "was started with a different definition",
+                          "task 'use' was removed")
+    assert run.records() == before
+    assert flow(run.cwd, "approve", run.token).returncode == 0  # the token still works

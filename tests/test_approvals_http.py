@@ -23,13 +23,14 @@ import flask
 import pytest
 
 from emulators import PROJECT
-from function_flow import approvals
+from function_flow import approvals, backends
 from function_flow.backends import Backend
 from function_flow.bus.local import LocalBus
 from function_flow.core.records import RunStatus, TaskStatus
+from function_flow.local.callback_server import LocalCallbackServer
 from function_flow.store.sqlite import SqliteStore
 from functions_stack import Stack, http_client, post, wait_for
-from signatures import KEYS, signed_headers
+from signatures import KEYS, TEST_HMAC_KEY, signed_headers
 from test_approvals import approval_job, dump_store, records, started
 
 pytestmark = pytest.mark.timeout(240)
@@ -116,6 +117,8 @@ def test_post_reject_fails_the_task_with_the_reason(served) -> None:
     ("POST", "/approve", b'{"token": "no good!"}', 400, "not an approval token"),
     ("POST", "/approve", b'{"token": "TOKEN", "data": NaN}', 400, "NaN"),
     ("POST", "/reject", b'{"token": "TOKEN", "reason": ["x"]}', 400, "text"),
+    ("POST", "/approve", b'{"token": "TOKEN", "data": "' + b"x" * 950_000 + b'"}', 400,
+     "more than the 900,000"),  # under the 1 MiB body limit, over what a record holds
     ("POST", "/approve", b'{"token": "' + b"x" * 43 + b'"}', 404, "unknown approval token"),
     ("POST", "/approve", b'{"token": "TOKEN", "data": "' + b"x" * 2_000_000 + b'"}', 413,
      "more than"),
@@ -262,6 +265,7 @@ def test_deployed_run_approved_with_the_cli(deployed, stack, firestore_store,
 
     no_file = cli(stack.env, tmp_path, "approve", token)
     assert no_file.returncode == 2 and "--file" in no_file.stderr, no_file.stderr
+    assert "POST the token to the deployed callback's /approve" in no_file.stderr
     assert len(no_file.stderr.strip().splitlines()) == 1
     assert {t.task_id: t for t in firestore_store.get_tasks(run_id)} == before
 
@@ -281,3 +285,30 @@ def test_deployed_run_approved_with_the_cli(deployed, stack, firestore_store,
     assert len(reused.stderr.strip().splitlines()) == 1
     assert firestore_store.get_tasks(run_id, ["ask"])[0].result == {"n": 5}
     assert token not in dump_store(firestore_store)
+
+
+@pytest.mark.parametrize("hmac_key", [None, "set"])
+def test_the_local_callback_server_serves_approvals_signed_with_the_set_key(
+        tmp_path, monkeypatch, hmac_key) -> None:
+    """A `function-flow run`'s own callback server: without FUNCTION_FLOW_HMAC_KEY
+    only that process can sign, and the 401 says to set it."""
+    for name in [k for k in os.environ if k.startswith("FUNCTION_FLOW_")]:
+        monkeypatch.delenv(name)
+    if hmac_key:
+        monkeypatch.setenv("FUNCTION_FLOW_HMAC_KEY", TEST_HMAC_KEY)
+    backend = backends.embedded(str(tmp_path / "state.db"), workers=2)
+    tokens: list[str] = []
+    job = approval_job("local_server", tokens, timeout=3600)
+    job.use_backend(backend)
+    server = LocalCallbackServer(backend)
+    try:
+        run_id = started(job, tokens)
+        status, answer = signed_post(server.url() + "approve", {"token": tokens[0]})
+        if hmac_key:
+            assert status == 200 and answer["outcome"] == "approved", answer
+        else:
+            assert status == 401 and "set FUNCTION_FLOW_HMAC_KEY" in answer["error"], answer
+            assert records(job, run_id)["ask"].status is TaskStatus.RUNNING
+    finally:
+        server.close()
+        backend.close()

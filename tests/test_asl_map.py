@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from function_flow.asl.job import StateMachine
 from function_flow.backends import Backend, embedded
 from function_flow.bus.local import LocalBus
@@ -146,3 +148,21 @@ def test_a_map_runs_at_most_40_items_at_once_and_an_exceeded_tolerance_is_named(
         backend2.close()
     assert caught.status == "SUCCEEDED"  # through the Catch
     assert caught.output["Error"] == "States.ExceedToleratedFailureThreshold"
+
+
+@pytest.mark.parametrize("percentage, error", [(20, None),
+                                               (10, "States.ExceedToleratedFailureThreshold")])
+def test_a_tolerated_failure_percentage_of_the_items(tmp_path: Any, percentage: float,
+                                                     error: Any) -> None:
+    """One item of eight fails: 12.5%, within 20% and past 10%."""
+    job, backend = _failing_map(tmp_path, ToleratedFailurePercentage=percentage)
+    try:
+        outcome = job.execute({"xs": [1, 2, 3, 4, 5, 6, 7, 8]}, timeout=60)
+    finally:
+        backend.bus.close()
+        backend.close()
+    assert outcome.status == "SUCCEEDED", outcome  # the Map's, or its Catch's
+    if error is None:
+        assert outcome.output[:2] == [1, 2] and outcome.output[3:] == [4, 5, 6, 7, 8]
+    else:
+        assert outcome.output["Error"] == error

@@ -242,3 +242,35 @@ def test_a_rejected_token_fails_the_task_with_states_task_failed(tmp_path: Path)
     job.wait(run_id, timeout=30)
     assert job.outcome(run_id).output == {
         "q": 1, "why": {"Error": "States.TaskFailed", "Cause": "not today"}}
+
+
+def test_heartbeat_seconds_path_is_read_from_the_input_after_input_path(tmp_path) -> None:
+    sent: list[str] = []
+
+    def mail(event: dict[str, Any]) -> Any:
+        sent.append(event["token"])
+        return ANSWER_LATER
+
+    definition = {"StartAt": "Ask", "States": {
+        "Ask": _ask("mail", InputPath="$.limits", HeartbeatSecondsPath="$.beat", End=True,
+                    Catch=[{"ErrorEquals": ["States.Runtime"], "Next": "Bad"}]),
+        "Bad": {"Type": "Pass", "End": True}}}
+    job = StateMachine(definition, resources={"mail.waitForTaskToken": mail})
+    job.use_backend(Backend("embedded", SqliteStore(str(tmp_path / "ff.db")), LocalBus(2),
+                            keys=KEYS))
+    clock = job.engine.clock = Clock()
+    run_id = job.start_execution({"limits": {"beat": 120}})
+    token = _wait(lambda: sent, "the token")[0]
+    wait = _wait(lambda: [r for r in job.engine.store.get_tasks(run_id, ["0001.Ask"])
+                          if r.trigger_id], "the wait")[0]
+    assert wait.lease_until == clock.now + 120
+    tokens.send_success(job.engine, token, "ok")
+    assert job.wait(run_id, timeout=30) and job.outcome(run_id).output == "ok"
+
+    for beat in ("soon", 0, None):
+        bad = job.start_execution({"limits": {"beat": beat}})
+        job.wait(bad, timeout=30)
+        cause = job.outcome(bad).output
+        assert cause["Error"] == "States.Runtime", cause
+        assert "'Ask'" in cause["Cause"] and "HeartbeatSecondsPath" in cause["Cause"]
+    assert len(sent) == 1  # the bad paths sent no token

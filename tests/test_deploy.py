@@ -431,6 +431,7 @@ def test_a_state_machine_deploys_its_entry_points_and_remote_functions(
                                          "SCHEDULE_EXTERNAL_EVENTS"),
         ("score-push", "ASL_DEV_SCORE")}
     assert "scored-poller" in script  # the poller's Cloud Scheduler job, named by the job
+    assert "SOURCE=.function_flow/deploy/scored\n" in script  # the upload, named by the file
 
     # A remote Task state nothing beside the machine answers: its topic is created, reported.
     (tmp_path / "solo").mkdir()

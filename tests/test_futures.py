@@ -1,4 +1,5 @@
-"""BigQueryFuture (both audit-log forms), DataFlowFuture, RemoteFunctionFuture.
+"""BigQueryFuture, DataFlowFuture, RemoteFunctionFuture (the audit-log forms of
+BigQuery one by one: test_bigquery_future.py).
 
 Parsed from realistic log entries (tests/log_entries.py), one by one and
 through the external event listener of an embedded run. The Dataflow API is
@@ -82,46 +83,6 @@ def test_get_value_keeps_function_flow_name_and_never_raises() -> None:
     assert futures._get_value({"a": [1]}, "a.0") is None
 
 
-# ------------------------------------------------------------- BigQuery forms
-
-
-@pytest.mark.parametrize("form", [bigquery_jobcompleted, bigquery_job_change])
-def test_bigquery_log_entry_of_either_form(form) -> None:
-    ok = futures.BigQueryFuture.handle_message(form("bqjob_r1a2_0001"))
-    assert ok.is_success and ok.trigger_id == "bqjob_r1a2_0001"
-    assert ok.result == {"job_id": "bqjob_r1a2_0001", "location": "EU"}
-    failed = futures.BigQueryFuture.handle_message(
-        form("bqjob_r1a2_0002", error="Syntax error: Unexpected end of script at [1:9]"))
-    assert not failed.is_success and failed.trigger_id == "bqjob_r1a2_0002"
-    assert failed.error == "Syntax error: Unexpected end of script at [1:9]"
-
-
-def test_job_change_other_than_done_is_not_a_completion() -> None:
-    for before, after in (("PENDING", "RUNNING"), ("", "PENDING")):
-        entry = bigquery_job_change("bqjob_3", before=before, after=after)
-        assert futures.BigQueryFuture.handle_message(entry) is None
-
-
-@pytest.mark.parametrize("job_name", [None, "", "projects/p/jobs/", "bqjob-only", 7])
-def test_job_change_without_a_usable_job_name_is_ignored(job_name) -> None:
-    entry = bigquery_job_change("bqjob_4")
-    job = entry["protoPayload"]["metadata"]["jobChange"]["job"]
-    if job_name is None:
-        del job["jobName"]
-    else:
-        job["jobName"] = job_name
-    assert futures.BigQueryFuture.handle_message(entry) is None
-
-
-def test_other_bigquery_entries_are_not_completions() -> None:
-    insert = bigquery_jobcompleted("bqjob_5")
-    insert["protoPayload"]["methodName"] = "jobservice.insert"
-    del insert["protoPayload"]["serviceData"]["jobCompletedEvent"]
-    assert futures.BigQueryFuture.handle_message(insert) is None
-    assert futures.BigQueryFuture.handle_message({"resource": {"type": "bigquery_resource"}}) \
-        is None
-
-
 # ------------------------------------------------------------------- Dataflow
 
 
@@ -184,14 +145,17 @@ def test_dataflow_job_still_stopping_is_asked_again_until_it_is_done(dataflow_ap
     assert dataflow_api.tokens_issued == 1  # one token for every call
 
 
-def test_dataflow_job_that_never_ends_fails_after_the_bounded_checks(dataflow_api,
-                                                                    monkeypatch) -> None:
-    monkeypatch.setattr(futures.DataFlowFuture, "STATUS_CHECK_RETRY_TIMES", 4)
+def test_dataflow_job_that_never_ends_fails_after_the_bounded_checks(dataflow_api) -> None:
+    """The README's defaults: 12 checks (the fixture shortens only the sleep)."""
     dataflow_api.states["j8"] = ["JOB_STATE_DRAINING"]
     result = futures.DataFlowFuture.handle_message(dataflow_worker_pool_stopped("j8"))
     assert not result.is_success and result.trigger_id == "j8"
-    assert "still JOB_STATE_DRAINING after 4 checks" in result.error
-    assert len(dataflow_api.requests) == 4
+    assert "still JOB_STATE_DRAINING after 12 checks" in result.error
+    assert len(dataflow_api.requests) == 12
+
+
+def test_dataflow_checks_are_5_seconds_apart_by_default() -> None:
+    assert futures.DataFlowFuture.STATUS_CHECK_SLEEP_SECS == 5
 
 
 def test_dataflow_job_the_api_does_not_know_fails_saying_so(dataflow_api) -> None:
@@ -200,10 +164,15 @@ def test_dataflow_job_the_api_does_not_know_fails_saying_so(dataflow_api) -> Non
     assert "does not exist" in result.error and "Could not find job" in result.error
 
 
-def test_dataflow_api_unavailable_is_transient(dataflow_api) -> None:
-    dataflow_api.status = 503
-    with pytest.raises(TransientBackendError, match="503"):
-        futures.DataFlowFuture.handle_message(dataflow_worker_pool_stopped("j9"))
+def test_dataflow_api_unavailable_is_transient_and_a_refusal_fails(dataflow_api) -> None:
+    for status in (503, 429):
+        dataflow_api.status = status
+        with pytest.raises(TransientBackendError, match=str(status)):
+            futures.DataFlowFuture.handle_message(dataflow_worker_pool_stopped("j9"))
+    dataflow_api.status = 403
+    refused = futures.DataFlowFuture.handle_message(dataflow_worker_pool_stopped("j9"))
+    assert not refused.is_success and "may not be read" in refused.error
+    assert "roles/dataflow.viewer" in refused.error
 
 
 @pytest.mark.parametrize("broken", ["no labels", "no job_id", "no region", "labels text"])
@@ -274,6 +243,14 @@ def state(job: tasks.Job, run_id: str) -> list[tuple]:
                                         for t in job.engine.task_records(run_id)]
 
 
+def test_a_future_of_a_task_without_a_timeout_waits_seven_days(embedded_job) -> None:
+    before = embedded_job.engine.clock()
+    run_id = waiting(embedded_job, "BigQueryFuture", "bqjob_slow")
+    after = embedded_job.engine.clock()
+    lease_until = embedded_job.engine.store.get_tasks(run_id, ["wait"])[0].lease_until
+    assert before + 7 * 86400 <= lease_until <= after + 7 * 86400
+
+
 @pytest.mark.parametrize("form", [bigquery_jobcompleted, bigquery_job_change])
 def test_bigquery_completion_through_the_listener(embedded_job, form) -> None:
     listener = embedded_job.make_external_event_listener()
@@ -328,6 +305,12 @@ def test_dataflow_completion_through_the_listener(embedded_job, dataflow_api) ->
              None)
     run = embedded_job.wait(failed_run, timeout=30)
     assert run.status is RunStatus.FAILED and "ended JOB_STATE_CANCELLED" in run.error
+    # The sink sees every job of the project: one no task waits for costs one call.
+    dataflow_api.states["2024-03-01_09_00_00-9"] = ["JOB_STATE_DONE"]
+    asked, before = len(dataflow_api.requests), state(embedded_job, failed_run)
+    stranger = encoded(dataflow_worker_pool_stopped("2024-03-01_09_00_00-9"))
+    assert listener(pubsub_event(stranger), None) is None
+    assert len(dataflow_api.requests) == asked + 1 and state(embedded_job, failed_run) == before
 
 
 def test_dataflow_api_down_leaves_the_event_for_redelivery(embedded_job, dataflow_api) -> None:
@@ -355,3 +338,43 @@ def test_remote_function_reply_through_the_listener(embedded_job) -> None:
     assert embedded_job.wait(run_id, timeout=30).status is RunStatus.SUCCEEDED
     assert embedded_job.get_task_result("wait") == {
         "job_id": "remote-job-1", "message": "loaded 12 rows", "code": 0}
+
+
+def test_a_parsers_error_is_acknowledged_unless_it_is_transient(embedded_job, caplog) -> None:
+    class Picky(futures.Future):
+        @classmethod
+        def handle_message(cls, message):
+            if message.attributes.get("kind") != "picky":
+                return None
+            raise TransientBackendError("down") if message.get("again") else KeyError("x")
+
+    try:
+        listener = embedded_job.make_external_event_listener()
+        run_id = waiting(embedded_job, "BigQueryFuture", "bqjob_picky")
+        before = state(embedded_job, run_id)
+        assert listener(pubsub_event(b"{}", {"kind": "picky"}), None) is None
+        assert "Picky.handle_message failed; acknowledged" in caplog.text
+        with pytest.raises(TransientBackendError):  # Pub/Sub delivers it again
+            listener(pubsub_event(b'{"again": true}', {"kind": "picky"}), None)
+        assert state(embedded_job, run_id) == before
+    finally:
+        futures.Future.all_futures.remove(Picky)
+
+
+def test_a_future_past_its_timeout_fails_the_attempt_and_its_retries_apply(tmp_path) -> None:
+    backend = backends.embedded(db_path=str(tmp_path / "runs.db"), workers=2)
+    job = tasks.Job(name="future_timeout")
+
+    @job.task(task_id="wait", timeout=0.5, retries=1, retry_backoff=0.01)
+    def wait(task, job):  # in a child process (it has a timeout)
+        return futures.BigQueryFuture(f"never_{task.attempt}")
+
+    job.use_backend(backend)
+    try:
+        run = job.run({}, timeout=60)
+        record = job.engine.store.get_tasks(run.run_id, ["wait"])[0]
+    finally:
+        backend.close()
+    assert run.status is RunStatus.FAILED and "TimeoutError" in run.error
+    assert record.attempt == 2  # the retry waited again, and timed out too
+    assert record.trigger_id == "never_2"

@@ -134,7 +134,10 @@ def test_the_threshold_default_and_both_sides_of_it(embedded_env) -> None:
     records = {t.task_id: t.result for t in job.engine.store.get_tasks(run.run_id)}
     assert records["under"] == "u" * (LIMIT - 2)
     assert payloads.is_reference(records["over"])
-    assert records["over"][payloads.REFERENCE_FIELD]["bytes"] == LIMIT + 1
+    reference = records["over"][payloads.REFERENCE_FIELD]
+    assert reference["bytes"] == LIMIT + 1
+    assert set(reference) == {"key", "bytes", "sha256", "location"}  # what the README shows
+    assert re.fullmatch(rf"runs/{run.run_id}/tasks/over/1-[\w-]+\.json", reference["key"])
     assert run.args == {"v": "a" * (LIMIT - 8)}
     assert job.get_task_result("over") == "o" * (LIMIT - 1)
 
