@@ -18,6 +18,8 @@ import pytest
 from function_flow import backends
 from function_flow.config import Settings
 from function_flow.errors import ConfigurationError
+from function_flow.local.framework import local_function_timeout
+from function_flow.local.processes import DevError
 
 
 def test_the_defaults_of_the_configuration_table() -> None:
@@ -73,3 +75,16 @@ def test_the_cli_says_so_in_one_line(tmp_path: Path) -> None:
     assert ran.returncode == 2 and ran.stderr.splitlines() == [
         "error: FUNCTION_FLOW_WORKERS must be a whole number greater than 0, got '0'"]
     assert not (tmp_path / ".function_flow").exists()
+
+
+@pytest.mark.parametrize("value, seconds", [("", 30), ("120", 120), ("2.5", 3), ("0.2", 1)])
+def test_dev_gives_its_functions_whole_seconds_rounded_up(value, seconds) -> None:
+    """functions-framework takes whole seconds: a fraction never stops a function early."""
+    assert local_function_timeout({"FUNCTION_FLOW_FUNCTION_TIMEOUT": value}) == seconds
+
+
+@pytest.mark.parametrize("value", ["-5", "0", "soon", "inf", "nan"])
+def test_dev_refuses_a_function_timeout_that_is_not_positive(value) -> None:
+    with pytest.raises(DevError, match="FUNCTION_FLOW_FUNCTION_TIMEOUT must be a number of "
+                                       "seconds greater than 0"):
+        local_function_timeout({"FUNCTION_FLOW_FUNCTION_TIMEOUT": value})

@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import importlib.util
 import json
+import math
 import os
 import signal
 import sys
@@ -68,15 +69,22 @@ def platform_timeout_env(seconds: int) -> dict[str, str]:
 
 
 def local_function_timeout(env: dict[str, str] | None = None) -> int:
-    """FUNCTION_FLOW_FUNCTION_TIMEOUT if the caller set it, else 30 s."""
+    """FUNCTION_FLOW_FUNCTION_TIMEOUT if the caller set it, else 30 s.
+
+    Whole seconds (functions-framework's CLOUD_RUN_TIMEOUT_SECONDS takes no
+    fraction), rounded up, so no function is stopped before the time set.
+    """
     value = (os.environ if env is None else env).get("FUNCTION_FLOW_FUNCTION_TIMEOUT")
     if not value:
         return LOCAL_FUNCTION_TIMEOUT_SECONDS
     try:
-        return max(1, int(float(value)))
+        seconds = float(value)
     except ValueError:
-        raise DevError("FUNCTION_FLOW_FUNCTION_TIMEOUT must be a number of seconds, "
-                       f"got {value!r}") from None
+        seconds = math.nan
+    if not (0 < seconds < math.inf):
+        raise DevError("FUNCTION_FLOW_FUNCTION_TIMEOUT must be a number of seconds "
+                       f"greater than 0, got {value!r}")
+    return math.ceil(seconds)
 
 
 def functions_framework_command() -> list[str]:
