@@ -162,10 +162,10 @@ def test_forged_and_malformed_callbacks_change_nothing(new_job, gateway):
         got, answer = post_callback(target, '{"forged": true}', **headers)
         assert got == status, (target, headers, answer)
         assert said in str(answer), (target, headers, answer)
-    for method in ("GET", "PUT"):  # a wrong method: 405, a JSON error
+    for method in ("GET", "PUT", "PATCH", "PROPFIND"):  # a wrong method: 405, a JSON error
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(urllib.request.Request(
-                url, data=b"{}" if method == "PUT" else None, method=method,
+                url, data=None if method == "GET" else b"{}", method=method,
                 headers={"X-Function-Status": "200"}), timeout=30)
         assert refused.value.code == 405
         assert "POSTed" in json.loads(refused.value.read())["error"]

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("function_flow.local.callback_server")
 
+#: The methods handed to cloud/callback.py, which answers each path's wrong
+#: ones in its own words; any other gets the 405 of `not_allowed`.
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
 
 class BackendSite:
     """callback.Site over every engine of one backend (one per job it runs)."""
@@ -70,13 +74,18 @@ class LocalCallbackServer:
         import flask
         from werkzeug.serving import make_server
 
-        from function_flow.cloud import callback
+        from function_flow.cloud import callback, delivery
 
         app = flask.Flask("function_flow_callback")
         site = self.site
 
-        @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT", "DELETE"])
-        @app.route("/<path:path>", methods=["GET", "POST", "PUT", "DELETE"])
+        @app.errorhandler(405)
+        def not_allowed(error: Any) -> Any:  # a method no route takes: JSON, as the rest
+            return delivery.HttpError(405, f"{flask.request.method} is not allowed: "
+                                           "callbacks and approvals are POSTed").answer()
+
+        @app.route("/", defaults={"path": ""}, methods=METHODS)
+        @app.route("/<path:path>", methods=METHODS)
         def serve(path: str) -> Any:
             del path
             # An answer completes its attempt on this server's thread: the
