@@ -164,6 +164,19 @@ def test_the_readmes_secret_holds_the_key_without_a_newline(tmp_path) -> None:
     signing.verify(BODY, headers, read_back)  # what the approver checks and signs with
 
 
+@pytest.mark.parametrize("command", ["deploy.sh", "deploy/README.md"])
+def test_deploy_makes_and_rotates_the_key_without_a_newline(command) -> None:
+    """deploy.sh's first key and deploy/README.md's rotated one: the same
+    pipeline, whose output is the secret's bytes (no newline, for the reason above)."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    text = (root / "deploy" / "deploy.sh" if command == "deploy.sh"
+            else root / command).read_text()
+    made, = [line.strip().rstrip("|").strip() for line in text.splitlines()
+             if "secrets.token_urlsafe" in line]
+    secret = subprocess.run(["bash", "-c", made], capture_output=True, check=True).stdout
+    assert re.fullmatch(rb"[A-Za-z0-9_-]{64}", secret), secret
+
+
 # ------------------------------------------ the age, measured at publishing
 
 
