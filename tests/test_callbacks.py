@@ -296,10 +296,17 @@ def test_the_start_function_takes_the_callback_url_from_a_header(tmp_path,
     assert status == 400 and "X-Function-Flow-Callback-Url" in answer["error"]
 
 
-def test_the_start_function_says_when_the_deployment_cannot_sign(tmp_path,
-                                                                  monkeypatch) -> None:
-    monkeypatch.delenv("FUNCTION_FLOW_HMAC_KEY", raising=False)
+@pytest.mark.parametrize("key", [None, "short-key"])
+def test_the_start_function_says_when_the_deployment_cannot_sign(tmp_path, monkeypatch,
+                                                                  key) -> None:
+    """No key, or one under 32 characters: a 501 naming the variable, and no run.
+    (A backend is not built with a short key at all; the key is read again at
+    the start, as a deployment's changed secret would be.)"""
+    if key is None:
+        monkeypatch.delenv("FUNCTION_FLOW_HMAC_KEY", raising=False)
     job = two_step().use_backend(backends.embedded(str(tmp_path / "ff.db")))
+    if key is not None:
+        monkeypatch.setenv("FUNCTION_FLOW_HMAC_KEY", key)
     start = functions.make_start(job)
     header = {"X-Function-Flow-Callback-Url": "https://example.com/hook"}
     with FLASK_APP.test_request_context("/", method="POST", json={}, headers=header):
