@@ -112,11 +112,11 @@ class Settings:
                 "use 'embedded' or 'gcp'")
         # Positive, as --workers is: 0 workers would not mean one, nor a
         # timeout of 0 s that an overrunning task may be retried at once.
-        workers = _number(env, "FUNCTION_FLOW_WORKERS", 8, int)
-        function_timeout = _number(env, "FUNCTION_FLOW_FUNCTION_TIMEOUT", 540.0, float)
+        workers = positive_number(env, "FUNCTION_FLOW_WORKERS", 8, int)
+        function_timeout = positive_number(env, "FUNCTION_FLOW_FUNCTION_TIMEOUT", 540.0, float)
         inline_limit = _inline_limit(env.get("FUNCTION_FLOW_INLINE_LIMIT_BYTES", ""))
-        gcs_poll_interval = _number(env, "FUNCTION_FLOW_GCS_POLL_INTERVAL", 10.0, float)
-        gcs_poll_batch = _number(env, "FUNCTION_FLOW_GCS_POLL_BATCH", 100, int)
+        gcs_poll_interval = positive_number(env, "FUNCTION_FLOW_GCS_POLL_INTERVAL", 10.0, float)
+        gcs_poll_batch = positive_number(env, "FUNCTION_FLOW_GCS_POLL_BATCH", 100, int)
         project = (env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT")
                    or env.get("GCP_PROJECT") or None)
         return cls(
@@ -144,12 +144,12 @@ class Settings:
                                or cls.dataflow_endpoint).rstrip("/"),
             hmac_key=env.get("FUNCTION_FLOW_HMAC_KEY") or None,
             hmac_previous_key=env.get("FUNCTION_FLOW_HMAC_PREVIOUS_KEY") or None,
-            hmac_tolerance=_number(env, "FUNCTION_FLOW_HMAC_TOLERANCE", 300.0, float),
-            callback_attempts=_number(env, "FUNCTION_FLOW_CALLBACK_ATTEMPTS", 36, int),
-            callback_backoff=_number(env, "FUNCTION_FLOW_CALLBACK_BACKOFF", 2.0, float),
-            callback_timeout=_number(env, "FUNCTION_FLOW_CALLBACK_TIMEOUT", 30.0, float),
+            hmac_tolerance=positive_number(env, "FUNCTION_FLOW_HMAC_TOLERANCE", 300.0, float),
+            callback_attempts=positive_number(env, "FUNCTION_FLOW_CALLBACK_ATTEMPTS", 36, int),
+            callback_backoff=positive_number(env, "FUNCTION_FLOW_CALLBACK_BACKOFF", 2.0, float),
+            callback_timeout=positive_number(env, "FUNCTION_FLOW_CALLBACK_TIMEOUT", 30.0, float),
             tracing=tracing.mode_of(env.get(tracing.VARIABLE)),
-            run_ttl_days=_number(env, "FUNCTION_FLOW_RUN_TTL_DAYS", None, float),
+            run_ttl_days=positive_number(env, "FUNCTION_FLOW_RUN_TTL_DAYS", None, float),
         )
 
 
@@ -176,7 +176,7 @@ def _inline_limit(text: str) -> int:
     return limit
 
 
-def _number(env: Mapping[str, str], name: str, default: T, kind: Callable[[str], T]) -> T:
+def positive_number(env: Mapping[str, str], name: str, default: T, kind: Callable[[str], T]) -> T:
     """A positive number from the environment, or `default` when unset."""
     raw = env.get(name, "").strip()
     if not raw:

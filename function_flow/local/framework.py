@@ -30,6 +30,8 @@ import urllib.error
 import urllib.request
 from typing import IO, Any, Callable, Iterable
 
+from function_flow.config import positive_number
+from function_flow.errors import ConfigurationError
 from function_flow.local import processes
 from function_flow.local.processes import Child, DevError
 
@@ -69,21 +71,19 @@ def platform_timeout_env(seconds: int) -> dict[str, str]:
 
 
 def local_function_timeout(env: dict[str, str] | None = None) -> int:
-    """FUNCTION_FLOW_FUNCTION_TIMEOUT if the caller set it, else 30 s.
+    """FUNCTION_FLOW_FUNCTION_TIMEOUT if the caller set it (by Settings' rule), else 30 s.
 
     Whole seconds (functions-framework's CLOUD_RUN_TIMEOUT_SECONDS takes no
     fraction), rounded up, so no function is stopped before the time set.
     """
-    value = (os.environ if env is None else env).get("FUNCTION_FLOW_FUNCTION_TIMEOUT")
-    if not value:
-        return LOCAL_FUNCTION_TIMEOUT_SECONDS
+    name = "FUNCTION_FLOW_FUNCTION_TIMEOUT"
+    env = os.environ if env is None else env
     try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not (0 < seconds < math.inf):
-        raise DevError("FUNCTION_FLOW_FUNCTION_TIMEOUT must be a number of seconds "
-                       f"greater than 0, got {value!r}")
+        seconds = positive_number(env, name, float(LOCAL_FUNCTION_TIMEOUT_SECONDS), float)
+    except ConfigurationError as exc:
+        raise DevError(str(exc)) from None
+    if seconds == math.inf:
+        raise DevError(f"{name} must be a number of seconds greater than 0, got {env[name]!r}")
     return math.ceil(seconds)
 
 
