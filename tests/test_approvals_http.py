@@ -27,6 +27,7 @@ from function_flow import approvals, backends
 from function_flow.backends import Backend
 from function_flow.bus.local import LocalBus
 from function_flow.core.records import RunStatus, TaskStatus
+from function_flow.errors import TransientBackendError
 from function_flow.local.callback_server import LocalCallbackServer
 from function_flow.store.sqlite import SqliteStore
 from functions_stack import Stack, http_client, post, wait_for
@@ -159,6 +160,44 @@ def test_an_approval_not_signed_with_our_key_gets_401_and_changes_nothing(served
     answer = client.open("/approve", data=other, headers=signed_headers(body))
     assert answer.status_code == 401 and records(job, run_id) == before  # a changed body
     assert client.post("/approve", json={"token": tokens[0]}).status_code == 200
+
+
+def test_a_token_of_a_run_that_just_ended_gets_409_and_changes_nothing(served) -> None:
+    """The moment between a run's end committing and its end forgetting the
+    tokens (leftovers.retire): the token is still there, the run is not."""
+    job, tokens, client, run_id = served
+    job.engine.store.transact(lambda tx: tx.update_run(run_id, {"status": "FAILED"}))
+    before = records(job, run_id)
+
+    answer = client.post("/approve", json={"token": tokens[0], "data": "late"})
+
+    assert answer.status_code == 409, answer.json
+    assert "already ended (FAILED)" in answer.json["error"]
+    assert "nothing was changed" in answer.json["error"]
+    assert records(job, run_id) == before
+    assert records(job, run_id)["ask"].status is TaskStatus.RUNNING
+
+
+def test_a_store_that_fails_for_a_moment_gets_503_and_the_same_request_then_works(
+        served, monkeypatch) -> None:
+    job, tokens, client, run_id = served
+    store = job.engine.store
+    before = records(job, run_id)
+
+    def unavailable(trigger_id: str) -> Any:
+        raise TransientBackendError("the store did not answer in time")
+
+    monkeypatch.setattr(store, "get_trigger", unavailable)
+    answer = client.post("/approve", json={"token": tokens[0], "data": "first try"})
+
+    assert answer.status_code == 503, answer.json
+    assert "retry later" in answer.json["error"]
+    assert records(job, run_id) == before
+    monkeypatch.undo()
+    again = client.post("/approve", json={"token": tokens[0], "data": "second try"})
+    assert again.status_code == 200, again.json
+    assert job.wait(run_id, timeout=60).status is RunStatus.SUCCEEDED
+    assert records(job, run_id)["ask"].result == "second try"
 
 
 def test_an_expired_token_gets_410(tmp_path) -> None:

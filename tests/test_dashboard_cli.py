@@ -131,3 +131,29 @@ def test_resume_of_a_run_whose_process_died_starts_function_flow_resume(
         assert len(run.ran("next")) == 1 and run.ran("next") != [run.process.pid]
     finally:
         store.close()
+
+
+def test_on_a_non_loopback_host_it_warns_and_serves_any_name_but_still_guards_actions(
+        tmp_path: Path) -> None:
+    """`--host 0.0.0.0`: the warning the README promises, pages under the
+    name the machine is reached by, and actions that still need the token."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FUNCTION_FLOW_")}
+    server = subprocess.Popen([sys.executable, "-m", "function_flow.cli", "dashboard",
+                               "--host", "0.0.0.0", "--port", "0"], cwd=tmp_path, env=env,
+                              text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        first, note = server.stdout.readline(), server.stdout.readline()
+        port = re.search(r"at http://0\.0\.0\.0:(\d+)/ ", first)
+        assert port, first
+        assert note.strip() == ("note: listening on 0.0.0.0: anyone who can reach this port "
+                                "can pause, cancel and redrive runs")
+        base = f"http://127.0.0.1:{port.group(1)}"
+        named = urllib.request.Request(f"{base}/api/runs",
+                                       headers={"Host": f"ops-box.internal:{port.group(1)}"})
+        with urllib.request.urlopen(named, timeout=30) as answer:
+            assert answer.status == 200 and json.load(answer)["runs"] == []
+        status, refused = post(f"{base}/runs/nope/actions/cancel", base, "not-the-token")
+        assert status == 403 and "nothing was changed" in refused["error"], refused
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

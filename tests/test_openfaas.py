@@ -136,6 +136,19 @@ def test_bad_credentials_fail_the_attempt_with_a_clear_error(new_job, gateway, s
     assert not gateway.invocations("double")
 
 
+def test_a_403_names_the_credential_settings_too(new_job, gateway):
+    """A gateway behind an authorizing proxy answers 403 where OpenFaaS's own
+    basic auth answers 401: the README promises the same hint for both."""
+    gateway.register("guarded", lambda invocation: Reply(403, "forbidden\n"))
+    job = remote_job(new_job, remote.OpenFaaS("guarded"))
+
+    run = job.run(timeout=60)
+
+    assert run.status is RunStatus.FAILED
+    error = records(job, run.run_id)["remote"].error
+    assert "answered HTTP 403" in error and "FUNCTION_FLOW_OPENFAAS_PASSWORD" in error
+
+
 def test_the_password_can_come_from_a_secret_file(new_job, gateway, settings_env, tmp_path):
     secret = tmp_path / "basic-auth-password"
     secret.write_text(PASSWORD + "\n")
