@@ -18,9 +18,13 @@ demo: $(STAMP)
 	$(BIN)/function-flow run samples/main.py --arg region=EMEA
 	@echo; cat samples/output/sales_report.md
 
+# One test process per core, at most 4 (each starts its own emulators); the
+# long property and end-to-end tests are stolen by idle processes. Serial: PYTEST_WORKERS=
+PYTEST_WORKERS ?= -n auto --maxprocesses=4 --dist worksteal
+
 test: $(STAMP) chromium
 	@$(BIN)/python -m function_flow.local.emulators --check
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_WORKERS)
 
 # The dashboard's browser tests drive Debian's chromium (tests/test_dashboard_browser.py).
 chromium:

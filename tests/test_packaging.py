@@ -87,6 +87,20 @@ def test_setup_py_is_a_shim_and_the_makefile_installs_from_pyproject() -> None:
     assert PYPROJECT["tool"]["setuptools"]["package-data"]["function_flow"] == ["py.typed"]
 
 
+@pytest.mark.parametrize("override, expected", [
+    ([], "-m pytest -n auto --maxprocesses=4 --dist worksteal"),
+    (["PYTEST_WORKERS="], "-m pytest"),  # the README's way to run it in one process
+])
+def test_make_test_spreads_the_suite_over_at_most_4_processes(override, expected) -> None:
+    planned = subprocess.run(["make", "-n", "-s", "test", *override], cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+    assert planned.returncode == 0, planned.stderr
+    pytest_lines = [line.strip() for line in planned.stdout.splitlines()
+                    if "-m pytest" in line]
+    assert pytest_lines == [f".venv/bin/python {expected}"], planned.stdout
+    assert "pytest-xdist" in " ".join(PROJECT["optional-dependencies"]["test"])
+
+
 @functools.lru_cache(maxsize=None)
 def imported_modules() -> frozenset[str]:
     """Every module named by an import in the package, the tests and the samples."""
