@@ -12,7 +12,6 @@ import time
 from typing import TYPE_CHECKING, Optional
 
 from function_flow.core import control, watches
-from function_flow.core.hooks import is_hook
 from function_flow.core.ports import Store
 from function_flow.core.records import RunRecord
 
@@ -81,9 +80,14 @@ def wait(job: "Job", run_id: str, timeout: Optional[float] = None,
 
 def _wait_for_tasks_ended(store: Store, run_id: str, timeout: float,
                           every: float = 0.01) -> None:
-    """Until every task of the run but its hooks has ended, or `timeout` passed."""
+    """Until every task of the run has ended, or `timeout` passed.
+
+    Only the workflow's own tasks: not function_flow's records (`__` ids),
+    the hooks, which may run for long, and the end task, which a failed run
+    may leave WAITING for good (core/leftovers.py leaves it so).
+    """
     deadline = time.monotonic() + timeout
-    while any(not t.status.is_final and not is_hook(t.task_id)
+    while any(not t.status.is_final and not t.task_id.startswith("__")
               for t in store.get_tasks(run_id)) and time.monotonic() < deadline:
         time.sleep(every)
 

