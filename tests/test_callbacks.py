@@ -225,6 +225,21 @@ def test_the_callback_sends_a_large_result_by_reference(tmp_path, receiver_for,
     assert json.loads(open(blob["location"]).read()) == "x" * 5000
 
 
+def test_the_callback_sends_a_foreach_sinks_item_results_large_ones_by_reference(
+        tmp_path, receiver_for, monkeypatch) -> None:
+    monkeypatch.setenv("FUNCTION_FLOW_INLINE_LIMIT_BYTES", "1000")
+    receiver = receiver_for(200)
+    job = tasks.Job("foreach_sink")
+    job.task(task_id="src")(lambda **_: [1, 5000])
+    job.foreach(task_id="each", over="src")(lambda task, job: "x" * task.item)
+    job.use_backend(backends.embedded(str(tmp_path / "ff.db")))
+    run_id = job.start({}, callback_url=receiver.url)
+    job.wait(run_id, timeout=60)
+    small, big = receiver.wait_for(1)[0]["body"]["results"]["each"]
+    assert small == "x"
+    assert json.loads(open(big["function_flow_blob"]["location"]).read()) == "x" * 5000
+
+
 def test_job_wait_returns_once_the_callback_was_delivered(tmp_path, receiver_for) -> None:
     receiver = receiver_for(500, 200)
     job = two_step().use_backend(backends.embedded(str(tmp_path / "ff.db")))

@@ -45,6 +45,17 @@ def test_run_succeeds_shows_tasks_results_and_hint(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
+def test_run_shows_a_foreach_sinks_results_as_its_items_results(tmp_path: Path) -> None:
+    (tmp_path / "fe.py").write_text(
+        "from function_flow import tasks\n"
+        "job = tasks.Job(name='fe')\n"
+        "job.task(task_id='src')(lambda **_: ['a', 'b'])\n"
+        "job.foreach(task_id='each', over='src')(lambda task, job: task.item.upper())\n")
+    result = flow(tmp_path, "run", "fe.py")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\nresults:\n", 1)[1].splitlines()[0] == '  each: ["A", "B"]'
+
+
 def test_run_database_location_follows_env(tmp_path: Path) -> None:
     db = tmp_path / "elsewhere" / "runs.db"
     result = flow(tmp_path, "run", workflow("simple"), env={"FUNCTION_FLOW_DB": str(db)})

@@ -28,6 +28,21 @@ def boom(**_):
     raise RuntimeError("boom")
 
 
+@pytest.mark.parametrize("over, shown", [(["x", "y"], ["X", "Y"]),
+                                          ({"k": "x", "j": "y"}, {"k": "X", "j": "Y"})])
+def test_a_foreach_sink_is_seen_by_its_items_results(store, over, shown) -> None:
+    """Not the summary the foreach's own record holds (what it stores to
+    assemble them), and the same as job.get_task_result gives a task."""
+    seen: list = []
+    job = Job("foreach_sink")
+    job.task(task_id="src")(lambda **_: over)
+    job.foreach(task_id="each", over="src")(lambda task, job: task.item.upper())
+    job.on_end(lambda run: seen.append(run.results))
+    engine, run_id, bus = start(job, store)
+    drain(engine, bus)
+    assert seen == [{"each": shown}]
+
+
 def hooked(calls: list, shape: str = "chain", *, on_failure: dict | None = None,
            failing_hook: int = 0) -> Job:
     """A job with both hooks; `shape` picks how its runs end.

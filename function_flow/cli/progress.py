@@ -25,7 +25,7 @@ from rich.text import Text
 
 from function_flow import history, subdags
 from function_flow.cli import items, overview
-from function_flow.core import payloads
+from function_flow.core import foreach, payloads
 from function_flow.core.control import shown_status
 from function_flow.core.records import RunRecord, TaskRecord, TaskStatus
 
@@ -243,8 +243,16 @@ def results_lines(tasks: list[TaskRecord], task_ids: Iterable[str]) -> list[str]
     for task_id in task_ids:
         task = by_id.get(task_id)
         if task is not None and task.status is TaskStatus.SUCCEEDED:
-            lines.append(f"{task_id}: {compact_json(task.result)}")
+            value = task.result
+            if foreach.is_summary_of(task_id, value):  # its items' results
+                value = foreach.assemble(task_id, value, by_id, _shown_inline)
+            lines.append(f"{task_id}: {compact_json(value)}")
     return lines
+
+
+def _shown_inline(stored: Any, _what: str) -> Any:
+    """A foreach item's result inside its foreach's: a blob by its description."""
+    return payloads.describe(stored) if payloads.is_reference(stored) else stored
 
 
 def compact_json(value: Any, limit: int = 2000) -> str:

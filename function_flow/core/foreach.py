@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from function_flow.core.definition import TaskSpec
 from function_flow.core.records import ITEM_ROLES, RunRecord, TaskRecord, TaskStatus
@@ -346,19 +346,34 @@ def collect(engine: "Engine", run_id: str, node: str, attempt: int) -> str:
                f"function-flow status {run_id}"))
 
 
-def results(engine: "Engine", run_id: str, node: str, value: dict[str, Any]) -> Any:
-    """A foreach's results: a list in item order, or a mapping by key (None for
-    items that did not succeed)."""
-    count = int(value.get("items", 0))
-    ids = [item_id(node, i) for i in range(count)]
-    records = {t.task_id: t for t in engine.store.get_tasks(run_id, ids)}
+def is_summary_of(task_id: str, value: Any) -> bool:
+    """Whether `value` is the summary the foreach `task_id` stored as its result."""
+    return is_summary(value) and value["__foreach__"] == task_id
+
+
+def assemble(node: str, value: dict[str, Any], records: Mapping[str, TaskRecord],
+             load: Callable[[Any, str], Any]) -> Any:
+    """A foreach's results from its summary and its items' records: a list in
+    item order, or a mapping by key (None for items that did not succeed).
+    `load(stored, what)` turns a stored result into the value shown."""
     pairs = []
-    for index, task_id in enumerate(ids):
+    for index in range(int(value.get("items", 0))):
+        task_id = item_id(node, index)
         record = records.get(task_id)
         result = None
         if record is not None and record.status is TaskStatus.SUCCEEDED:
-            result = engine.payloads.load(record.result, f"the result of {task_id!r}")
+            result = load(record.result, f"the result of {task_id!r}")
         pairs.append((record.item_key if record is not None else index, result))
     if value.get("mapping"):
         return dict(pairs)
     return [result for _, result in pairs]
+
+
+def results(engine: "Engine", run_id: str, node: str, value: dict[str, Any], *,
+            load: bool = True) -> Any:
+    """A foreach's results, read from the store (see `assemble`). load=False
+    keeps large values as their references (what the callback sends)."""
+    ids = [item_id(node, i) for i in range(int(value.get("items", 0)))]
+    records = {t.task_id: t for t in engine.store.get_tasks(run_id, ids)}
+    return assemble(node, value, records,
+                    engine.payloads.load if load else (lambda stored, _what: stored))

@@ -32,6 +32,7 @@ import inspect
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Callable
 
+from function_flow.core import foreach
 from function_flow.core.definition import Backoff, TaskSpec, make_spec
 from function_flow.core.messages import Message
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus
@@ -199,10 +200,14 @@ def run_info(engine: "Engine", run: RunRecord, *, load: bool = True) -> RunInfo:
     run_id = run.run_id
     results = {}
     for record in engine.store.get_tasks(run_id, engine.dag.sinks):
-        if record.status is TaskStatus.SUCCEEDED:
-            results[record.task_id] = engine.payloads.load(
-                record.result, f"the result of task {record.task_id!r} of run {run_id!r}") \
-                if load else record.result
+        if record.status is not TaskStatus.SUCCEEDED:
+            continue
+        value = engine.payloads.load(
+            record.result, f"the result of task {record.task_id!r} of run {run_id!r}") \
+            if load else record.result
+        if foreach.is_summary_of(record.task_id, value):  # its items' results
+            value = foreach.results(engine, run_id, record.task_id, value, load=load)
+        results[record.task_id] = value
     failed = sorted(t.task_id for t in engine.store.find_tasks(run_id, TaskStatus.FAILED,
                                                                MAX_FAILED_LISTED))
     args = engine.payloads.with_args(run).args if load else run.args
