@@ -252,6 +252,26 @@ def test_a_failing_hook_is_retried_and_never_changes_the_run(store) -> None:
     assert "the pager is down" in store.get_tasks(run_id, [hooks.ON_FAILURE])[0].error
 
 
+@pytest.mark.parametrize("returned", [object(), {1, 2}, float("nan")])
+def test_a_hook_returning_what_cannot_be_stored_succeeds_once(store, caplog,
+                                                             returned) -> None:
+    """Its work is done: it is not failed and run again for a value nobody reads."""
+    caplog.set_level("WARNING", logger="function_flow")
+    ran: list = []
+    job = Job("returns_junk")
+    job.task(task_id="a")(lambda **_: 1)
+    job.on_end(retries=2, retry_backoff=0)(lambda run: ran.append(1) or returned)
+    engine, run_id, bus = start(job, store)
+    drain(engine, bus)
+    record = store.get_tasks(run_id, [hooks.ON_END])[0]
+    if isinstance(returned, float):  # NaN is a value results may hold: kept
+        assert (ran, record.status, record.result != record.result) == ([1], S, True)
+        return
+    assert (ran, record.status, record.attempt, record.result) == ([1], S, 1, None)
+    assert "what the on_end hook returned is a" in caplog.text
+    assert "cannot be stored" in caplog.text and "it is not kept" in caplog.text
+
+
 @pytest.mark.parametrize("died_before", [0, transitions.MAX_INTERRUPTED_ATTEMPTS])
 def test_a_hook_whose_process_died_is_run_again(store, died_before) -> None:
     """Resumed, it runs again; one that killed its process every time fails,
@@ -351,6 +371,11 @@ def test_hook_functions_with_the_wrong_signature_are_refused_at_definition() -> 
     with pytest.raises(DefinitionError, match="already has an on_failure hook"):
         job.on_failure(lambda run: None)
     job.on_end(lambda *runs: None)
+    with pytest.raises(DefinitionError, match=r"job 'bad_hooks': the on_failure hook: "
+                                              r"page\(\) is an async function"):
+        @Job("bad_hooks").on_failure
+        async def page(run):
+            pass
 
 
 def none_args():

@@ -205,6 +205,24 @@ def one_optional(value=1):
     return None
 
 
+async def coroutine_body(task, job):
+    return None
+
+
+async def generator_body(task, job):
+    yield None
+
+
+@pytest.mark.parametrize("func", [coroutine_body, generator_body])
+def test_an_async_function_is_refused_naming_the_task(func):
+    job = tasks.Job(name="checked")
+    message = str(definition_error(lambda: job.task(task_id="later")(func)))
+    assert message.startswith(f"task 'later': {func.__name__}() is an async function")
+    assert "asyncio.run" in message
+    message = str(definition_error(lambda: job.foreach(task_id="each", over="x")(func)))
+    assert message.startswith(f"task 'each': {func.__name__}() is an async function")
+
+
 def task_positional_only(task, /, **context):
     return None
 

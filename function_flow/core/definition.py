@@ -218,6 +218,16 @@ def _foreach(task_id: str, deps: tuple[str, ...], foreach: ForEach | None) -> Fo
     return foreach
 
 
+def refuse_async(what: str, func: Callable[..., Any], task_id: str) -> None:
+    """An `async def` would return a coroutine nobody awaits: refused now."""
+    if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+        name = getattr(func, "__name__", repr(func))
+        raise DefinitionError(
+            f"{what}: {name}() is an async function, and bodies are called as plain "
+            f"functions; declare it with `def` and run its coroutine inside with "
+            f"asyncio.run(...)", task_id)
+
+
 def _takes_item(func: Callable[..., Any]) -> bool:
     params = inspect.signature(func).parameters.values()
     return any(p.name == "item" or p.kind == inspect.Parameter.VAR_KEYWORD for p in params)
@@ -388,6 +398,7 @@ def make_spec(task_id: Any, deps: Any, func: Callable[..., Any] | None, *,
     if func is not None:
         if not callable(func):
             raise DefinitionError(f"task {task_id!r}: {func!r} is not callable", task_id)
+        refuse_async(f"task {task_id!r}", func, task_id)
         style, pass_task, pass_job = _call_style(
             task_id, func, frozenset({"item"}) if foreach is not None else frozenset())
     return TaskSpec(task_id=task_id, deps=deps, func=func, retries=retries,

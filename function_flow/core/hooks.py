@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Callable
 
-from function_flow.core import foreach
-from function_flow.core.definition import Backoff, TaskSpec, make_spec
+from function_flow.core import foreach, values
+from function_flow.core.definition import Backoff, TaskSpec, make_spec, refuse_async
 from function_flow.core.messages import Message
 from function_flow.core.records import RunRecord, RunStatus, TaskStatus
 from function_flow.errors import DefinitionError
@@ -41,6 +42,8 @@ from function_flow.errors import DefinitionError
 if TYPE_CHECKING:
     from function_flow.core.engine import Engine
     from function_flow.core.step import Step
+
+logger = logging.getLogger("function_flow.engine")
 
 ON_FAILURE = "__on_failure__"
 ON_END = "__on_end__"
@@ -99,6 +102,7 @@ def hook_spec(hook_id: str, func: Callable[..., Any], *, job_name: str, retries:
         signature = inspect.signature(func)
     except (TypeError, ValueError) as exc:
         raise DefinitionError(f"{what}: cannot inspect {func!r}: {exc}", hook_id) from None
+    refuse_async(what, func, hook_id)
     try:
         signature.bind(None)
     except TypeError:
@@ -189,6 +193,13 @@ def body(engine: "Engine", run: RunRecord, spec: TaskSpec) -> Callable[[], Any]:
         if hasattr(value, "trigger_id"):
             raise TypeError(f"the {NAMES[spec.task_id]} hook returned a Future; hooks "
                             "run after the run ended and cannot wait for events")
+        try:
+            values.json_text(f"what the {NAMES[spec.task_id]} hook returned", value)
+        except (TypeError, ValueError) as exc:
+            # Its work is done and nothing reads the value but `status`:
+            # failing (and retrying) the hook would do that work again.
+            logger.warning("run %s: %s; it is not kept", run.run_id, exc)
+            return None
         return value
 
     return call
