@@ -231,14 +231,21 @@ def add(parent: Any, node_id: Any, dag: Any, deps: Any,
             + ("is this job" if dag is parent else f"contains job {parent.name!r}")
             + "; a DAG cannot contain itself", node_id)
     sub = _sub_dag(dag, node_id, parent.name)  # its own errors, now, naming the node
+    if foreach is not None:
+        _refuse_inner_foreach(node_id, parent.name, dag.name, sub)
+    return SubDag(node_id, dag, spec.deps, len(parent._specs), foreach)
+
+
+def _refuse_inner_foreach(node_id: str, parent: str, job_name: str, sub: Dag) -> None:
+    """A foreach's copied job may not run a foreach: checked where it is used,
+    and again when the graph is built (a task added to that job later)."""
     inner = [t for t, s in sub.tasks.items() if s.foreach is not None]
-    if foreach is not None and inner:
+    if inner:
         raise DefinitionError(
-            f"foreach {node_id!r} of job {parent.name!r} runs job {dag.name!r} per item, "
+            f"foreach {node_id!r} of job {parent!r} runs job {job_name!r} per item, "
             f"whose task {inner[0]!r} is a foreach itself; a foreach inside a foreach's "
             "sub-DAG is not supported: run the inner foreach as a task of the parent",
             node_id)
-    return SubDag(node_id, dag, spec.deps, len(parent._specs), foreach)
 
 
 def check_free(parent: Any, task_id: str, adding: str = "sub-DAG") -> None:
@@ -317,6 +324,7 @@ def compose(job: Any) -> Dag:
             sources.append((node.job, sub))
             names[node.node_id] = node.job.name
             if node.foreach is not None:  # one copy per item, as the run goes
+                _refuse_inner_foreach(node.node_id, job.name, node.job.name, sub)
                 specs.append(make_spec(node.node_id, node.deps, None,
                                        foreach=dataclasses.replace(node.foreach, dag=sub)))
                 continue

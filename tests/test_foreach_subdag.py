@@ -219,6 +219,19 @@ def test_a_foreach_inside_a_foreachs_sub_dag_is_refused_clearly():
         job.foreach(task_id="f", over="list", dag=inner)
 
 
+
+def test_a_foreach_added_to_the_copied_job_after_its_use_is_refused_too():
+    inner = Job("inner")
+    inner.task(task_id="list")(lambda **_: [1])
+    job = Job("parent")
+    job.task(task_id="list")(lambda **_: [1])
+    job.foreach(task_id="f", over="list", dag=inner)
+    inner.foreach(task_id="each", over="list")(lambda item, **_: item)
+    with pytest.raises(DefinitionError, match="foreach 'f' of job 'parent' runs job 'inner' "
+                                              "per item, whose task 'each' is a foreach"):
+        job.validate()
+
+
 def test_no_record_is_written_by_every_copy(tmp_path) -> None:
     """The per-item cost stays flat: no record lists every item's copy."""
     from function_flow.store.sqlite import SqliteStore
