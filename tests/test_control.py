@@ -126,7 +126,7 @@ def test_pause_lets_the_running_task_finish_and_starts_nothing_new(flows) -> Non
 
     paused = flow.engine.pause(run_id)
 
-    assert (paused.outcome, control.shown_status(paused.run)) == ("paused", "PAUSED")
+    assert (paused.outcome, paused.run_status) == ("paused", "PAUSED")
     assert not paused.run.status.is_final
     flow.gate.set()
     flow.until(run_id, "a", TaskStatus.SUCCEEDED)
@@ -149,7 +149,7 @@ def test_pause_lets_the_running_task_finish_and_starts_nothing_new(flows) -> Non
 
     resumed = flow.engine.unpause(run_id)
 
-    assert resumed.outcome == "resumed" and control.shown_status(resumed.run) == "RUNNING"
+    assert resumed.outcome == "resumed" and resumed.run_status == "RUNNING"
     finished = flow.finished(run_id)
     assert finished.status is RunStatus.SUCCEEDED, finished.error
     assert flow.ran == [("a", 1), ("b", 1), ("c", 1)]  # b was held, not retried

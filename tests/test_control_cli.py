@@ -9,6 +9,7 @@ Google Cloud (the emulators) see test_control_http.py.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -142,6 +143,9 @@ def test_pause_and_resume_from_other_processes(running) -> None:
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed run {run.run_id}: its process" in resumed.stdout
     assert "starts its held tasks again" in resumed.stdout
+    repeated = run.flow("resume", run.run_id)  # harmless: the run is its process's
+    assert (repeated.returncode, repeated.stderr) == (0, ""), repeated.stderr
+    assert f"run {run.run_id} is not paused, and its process" in repeated.stdout
     # `long` still runs, so its process is busy: it saw the resume anyway.
     wait_for(lambda: run.ran("next"), "next to run after the resume")
     assert run.status("long") is TaskStatus.RUNNING
@@ -163,6 +167,9 @@ def test_cancel_from_another_process_ends_the_run_and_its_tasks(running) -> None
     lines = cancelled.stdout.splitlines()
     assert lines[0] == f"cancelled run {run.run_id}: 3 unfinished task(s) marked CANCELLED"
     assert "bodies still executing (first, long) finish in their process" in lines[1]
+    resumed = run.flow("resume", run.run_id)  # its process is still alive
+    assert resumed.returncode == 1, resumed.stderr
+    assert resumed.stdout.startswith(f"run {run.run_id} already ended: CANCELLED")
     finished = run.finish()
     assert finished.returncode == 1
     assert "error: cancelled on request" in finished.stderr
@@ -190,6 +197,43 @@ def test_resume_of_a_paused_run_whose_process_died_continues_it_here(running) ->
     assert run.ran("first") == [run.process.pid]  # it succeeded before: not run again
     records, record = run.records()
     assert record.status is RunStatus.SUCCEEDED and record.paused_at is None
+
+
+HOOK_HELD = """
+import os, time
+from function_flow import tasks
+job = tasks.Job(name="held_hook")
+job.task(task_id="a")(lambda **_: 1)
+
+@job.on_end
+def clean_up(run):
+    open("hook.started", "w").close()
+    deadline = time.monotonic() + 120
+    while not os.path.exists("hook.gate") and time.monotonic() < deadline:
+        time.sleep(0.02)
+"""
+
+
+def test_resume_of_an_ended_run_whose_process_still_runs_its_hooks_reports_it(
+        tmp_path) -> None:
+    (tmp_path / "held_hook.py").write_text(HOOK_HELD)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FUNCTION_FLOW_")}
+    process = subprocess.Popen([sys.executable, "-m", "function_flow.cli", "run",
+                                "held_hook.py"], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (tmp_path / "hook.started").exists(), "the on_end hook to start")
+        run_id = json.loads(flow(tmp_path, "status", "--json").stdout)["runs"][0]["run_id"]
+        resumed = flow(tmp_path, "resume", run_id)
+        assert (resumed.returncode, resumed.stderr) == (0, ""), resumed.stderr
+        assert resumed.stdout.startswith(
+            f"run {run_id} already ended: SUCCEEDED; its process ")
+        assert "is still running its hooks; nothing to resume" in resumed.stdout
+    finally:
+        (tmp_path / "hook.gate").touch()
+        out, err = process.communicate(timeout=100)
+    assert process.returncode == 0, err
+    assert "on_end: SUCCEEDED (attempt 1)" in out
 
 
 def test_actions_on_unknown_or_ended_runs_are_one_error_line(running, tmp_path) -> None:

@@ -93,9 +93,15 @@ def resume(run_id: str, file: str | None, workers: int | None,
     selected = open_selected(settings)
     run = get_run(selected, run_id)
     out = progress.make_console()
-    if run.status.is_final and not run.hooks_pending:
+    # An embedded run whose process still runs it needs nothing from us
+    # (repeating a resume is harmless); it is not resumed under that process.
+    live = selected.kind != "gcp" and bool(run.owner) \
+        and owners.owner_state(run.owner) == owners.OWNER_ALIVE
+    if run.status.is_final and (live or not run.hooks_pending):
         assert selected.store is not None
-        out.print(f"run {run_id} already ended: {run.status.value}; nothing to resume",
+        hooks = f"; its process {run.owner} is still running its hooks" \
+            if run.hooks_pending else ""
+        out.print(f"run {run_id} already ended: {run.status.value}{hooks}; nothing to resume",
                   markup=False)
         out.print(progress.summary_table(ordered_tasks(selected.store.get_tasks(run_id))))
         sys.exit(EXIT_OK if run.status is RunStatus.SUCCEEDED else EXIT_RUN_FAILED)
@@ -103,6 +109,12 @@ def resume(run_id: str, file: str | None, workers: int | None,
         from function_flow.cli.control import resume_paused
 
         resume_paused(selected, settings, run, file)  # exits, unless this process continues it
+    if live:
+        out.print(f"run {run_id} is not paused, and its process {run.owner} is still "
+                  f"running it; nothing to resume. Follow it with "
+                  f"{command_for(selected.kind, 'status ' + run_id)}",
+                  markup=False, soft_wrap=True)
+        sys.exit(EXIT_OK)
     job = job_of(run, file)
     if selected.kind == "gcp":
         if workers is not None:

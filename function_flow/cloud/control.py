@@ -1,8 +1,8 @@
-"""The `control` entry point: pause, resume or cancel a run over HTTP.
+"""The `control` entry point: pause, resume, cancel or redrive a run over HTTP.
 
     control = job.make_control()     # an HTTP function (--trigger-http), NOT public
 
-    POST {"action": "pause" | "resume" | "cancel", "run_id": "<run id>"}
+    POST {"action": "pause" | "resume" | "cancel" | "redrive", "run_id": "<run id>"}
 
 It is not public: deploy it without unauthenticated access
 (`--no-allow-unauthenticated`), so that only principals granted
@@ -13,12 +13,13 @@ of it does.
 
 Answers are JSON. 200 when the action was applied or already in effect:
 `{"action", "run_id", "outcome", "run_status"}` where outcome is "paused"
-or "already_paused", "resumed" or "not_paused", "cancelled"; run_status is
-what `status` shows (PAUSED for a paused run); a cancel adds
-"tasks_cancelled", a resume "tasks_sent". Refusals change nothing: 400 a
-body that is not a JSON object, an unknown "action", a "run_id" that is not
-a run id; 404 no such run (or a run of another job); 409 the run already
-ended (its "run_status" says how); 405 not a POST; 413 a body over 64 KiB.
+or "already_paused", "resumed" or "not_paused", "cancelled", "redriven"; run_status
+is what `status` shows (PAUSED for a paused run); a cancel adds
+"tasks_cancelled", a resume "tasks_sent", a redrive "redrives". Refusals
+change nothing: 400 a body that is not a JSON object, an unknown "action", a
+"run_id" that is not a run id; 404 no such run (or a run of another job); 409
+the run already ended (its "run_status" says how), or cannot be redriven; 405
+not a POST; 413 a body over 64 KiB.
 Only the store or bus failing is a 5xx (503 when transient: worth
 retrying, and every action may be repeated safely).
 

@@ -88,10 +88,15 @@ class Outcome:
         done, already = OUTCOMES[self.action]
         return done if self.changed else already
 
+    @property
+    def run_status(self) -> str:
+        """The run's status as `status` shows it (PAUSED for a paused run)."""
+        return shown_status(self.run)
+
     def to_json(self) -> dict[str, Any]:
         """The control endpoint's answer."""
         answer: dict[str, Any] = {"action": self.action, "run_id": self.run.run_id,
-                                  "outcome": self.outcome, "run_status": shown_status(self.run)}
+                                  "outcome": self.outcome, "run_status": self.run_status}
         if self.action == "cancel":
             answer["tasks_cancelled"] = self.tasks
         if self.action == "resume":
