@@ -116,6 +116,29 @@ def test_inside_a_foreach_only_the_failed_items_run_again(store) -> None:
     assert records[foreach.item_id("work", 7)].status is TaskStatus.SUCCEEDED
 
 
+def test_a_changed_foreach_whose_items_partly_succeeded_is_refused_naming_them(
+        store) -> None:
+    """Its items that succeeded keep the old body's results."""
+    def listed(**_):
+        return [1, 2]
+
+    job = Job("items")
+    job.task(task_id="list")(listed)
+    job.foreach(task_id="work", over="list")(lambda item, **_: 1 / (item - 2))
+    engine, bus = engine_for(job, store)
+    run_id, _ = engine.start({})
+    drain(engine, bus)
+    assert engine.run_status(run_id).status is RunStatus.FAILED
+    fixed = Job("items")
+    fixed.task(task_id="list")(listed)
+    fixed.foreach(task_id="work", over="list")(lambda item, **_: item)
+    with pytest.raises(RedriveRefusedError) as refused:
+        Engine(fixed, store, bus).redrive(run_id)
+    assert f"run {run_id} cannot be redriven on this definition: task 'work' changed " \
+        "(body), and its items that succeeded are kept; its results" in str(refused.value)
+    assert engine.run_status(run_id).status is RunStatus.FAILED
+
+
 def _backend_of(store, bus):
     from function_flow.backends import Backend
 
@@ -165,8 +188,12 @@ def test_redrive_on_a_definition_that_changed_a_succeeded_task_is_refused(store)
     changed = Job("changed")
     changed.task(task_id="a", retries=3)(flaky.body("a"))  # a finished task changed
     changed.task(task_id="b", deps=["a"])(flaky.body("b"))
-    with pytest.raises(RedriveRefusedError, match="cannot be redriven on this definition"):
+    with pytest.raises(RedriveRefusedError) as refused:
         Engine(changed, store, bus).redrive(run_id)
+    assert str(refused.value).startswith(
+        f"run {run_id} cannot be redriven on this definition: task 'a' succeeded but "
+        "changed (settings); its results would not be")
+    assert str(refused.value).count("cannot be redriven") == 1
     assert engine.run_status(run_id).status is RunStatus.FAILED
     # A fix in the failed task itself is what redrive is for.
     fixed = Job("changed")

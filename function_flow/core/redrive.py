@@ -63,8 +63,7 @@ def redrive(engine: "Engine", run_id: str) -> RunRecord:
     tasks = engine.store.get_tasks(run_id)
     allowed, reason = versions.redrive_allowed(run, tasks, engine.dag)
     if not allowed:
-        raise RedriveRefusedError(f"run {run_id} cannot be redriven on this definition: "
-                                  f"{reason}")
+        raise RedriveRefusedError(reason)  # it names the run
     # A foreach that runs again counts its items again: its groups and
     # collector (which always end SUCCEEDED, with counts) start over too.
     again_nodes = {t.task_id for t in tasks if t.status is not TaskStatus.SUCCEEDED}

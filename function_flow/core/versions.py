@@ -298,10 +298,15 @@ def redrive_allowed(run: RunRecord, tasks: Iterable[TaskRecord],
         if was is None and now is None:
             continue  # a task the run added, declared by neither definition
         if now is None:
-            found.append(f"task {name!r} succeeded but is no longer defined")
+            change = "is no longer defined"
         elif was != now:
-            found.append(f"task {name!r} succeeded but changed "
-                         f"({', '.join(changed_parts(str(was), now))})")
+            change = f"changed ({', '.join(changed_parts(str(was), now))})"
+        else:
+            continue
+        if name == task.task_id:
+            found.append(f"task {name!r} succeeded but {change}")
+        else:  # a foreach's item, or a task of an item's copy: kept as it is
+            found.append(f"task {name!r} {change}, and its items that succeeded are kept")
     if not found:
         return True, ""
     shown = sorted(set(found))
