@@ -21,14 +21,20 @@ def ordered_tasks(records: list[TaskRecord], order: list[str] | None = None
     if order is not None:
         position = {task_id: i for i, task_id in enumerate(order)}
 
-        def key(t: TaskRecord) -> tuple:
-            if t.role in ITEM_ROLES and t.template is not None:
-                node, _, index = t.task_id.partition("]")[0].rpartition("[")
-                number = int(index) if index.isdigit() else 0
-                return (position.get(node, len(position)), 1, number, t.role == "member",
-                        t.queued_at or never, t.task_id)
-            return (position.get(t.task_id, len(position)), 0, 0, False,
-                    t.queued_at or never, t.task_id)
+        def rank(task_id: str) -> tuple:
+            return (position.get(task_id, len(position)),)
+    else:  # when each started; a redriven foreach's items still follow it
+        began = {t.task_id: t.started_at or t.queued_at or never for t in tasks}
 
-        return sorted(tasks, key=key)
-    return sorted(tasks, key=lambda t: (t.started_at or t.queued_at or never, t.task_id))
+        def rank(task_id: str) -> tuple:
+            return (began.get(task_id, never), task_id)
+
+    def key(t: TaskRecord) -> tuple:
+        if t.role in ITEM_ROLES and t.template is not None:
+            node, _, index = t.task_id.partition("]")[0].rpartition("[")
+            number = int(index) if index.isdigit() else 0
+            return (*rank(node), 1, number, t.role == "member", t.queued_at or never,
+                    t.task_id)
+        return (*rank(t.task_id), 0, 0, False, t.queued_at or never, t.task_id)
+
+    return sorted(tasks, key=key)
