@@ -172,7 +172,8 @@ def test_cancel_from_another_process_ends_the_run_and_its_tasks(running) -> None
     assert resumed.stdout.startswith(f"run {run.run_id} already ended: CANCELLED")
     finished = run.finish()
     assert finished.returncode == 1
-    assert "error: cancelled on request" in finished.stderr
+    assert finished.stderr.endswith("error: cancelled on request\n"
+                                    f"see its tasks with: function-flow status {run.run_id}\n")
     records, record = run.records()
     assert record.status is RunStatus.CANCELLED
     assert {t: r.status for t, r in records.items() if t != "__end__"} == \

@@ -101,8 +101,8 @@ def exit_by_outcome(err: Any, run: RunRecord, kind: str) -> NoReturn:
     if run.status is RunStatus.SUCCEEDED:
         sys.exit(EXIT_OK)
     err.print(f"error: {run.error or 'run ' + run.status.value}", markup=False, soft_wrap=True)
-    err.print(f"see the traceback with: {command_for(kind, 'status ' + run.run_id)}",
-              markup=False)
+    hint = "see the traceback with" if run.status is RunStatus.FAILED else "see its tasks with"
+    err.print(f"{hint}: {command_for(kind, 'status ' + run.run_id)}", markup=False)
     sys.exit(EXIT_RUN_FAILED)
 
 
