@@ -217,6 +217,21 @@ def test_a_result_it_cannot_run_over_fails_the_foreach_saying_why(
     assert message in failed.error
 
 
+def test_a_foreach_whose_rule_lets_it_run_over_a_skipped_source_says_so(store) -> None:
+    job = Job("skipped_source")
+    job.task(task_id="pick", branch=True)(lambda **_: [])  # chooses no branch
+    job.task(task_id="list", deps=["pick"])(lambda **_: [1, 2])
+    job.foreach(task_id="square", over="list", deps=["list"],
+                trigger_rule="all_done")(lambda item, **_: item * item)
+    run = on(store, job).run(timeout=60)
+    assert run.status is RunStatus.FAILED
+    failed = records(job, run.run_id)["square"]
+    assert (failed.status, records(job, run.run_id)["list"].status) == \
+        (TaskStatus.FAILED, TaskStatus.SKIPPED)
+    assert "foreach task 'square' runs over the result of 'list', which has none: it " \
+        "ended SKIPPED" in failed.error
+
+
 @pytest.mark.parametrize("options, message", [
     ({"max_concurrency": 0}, "max_concurrency must be an integer >= 1"),
     ({"tolerated_failures": -1}, "tolerated_failures must be an integer >= 0"),

@@ -236,6 +236,10 @@ def expand(engine: "Engine", run: RunRecord, spec: TaskSpec, attempt: int) -> An
     assert spec.foreach is not None
     run_id, node = run.run_id, spec.task_id
     source = engine.store.get_tasks(run_id, [spec.foreach.over])
+    if source and source[0].status is not TaskStatus.SUCCEEDED:  # its trigger rule let it run
+        raise ValueError(
+            f"foreach task {node!r} runs over the result of {spec.foreach.over!r}, which "
+            f"has none: it ended {source[0].status.value}")
     value = engine.payloads.load(source[0].result if source else None,
                                  f"the result of task {spec.foreach.over!r}")
     keys, items, mapping = items_of(spec, value)
