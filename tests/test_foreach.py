@@ -177,6 +177,63 @@ def test_too_many_failures_fail_the_foreach_and_its_downstream(store) -> None:
     assert all(done[foreach.item_id("work", i)].status.is_final for i in range(20))
 
 
+def test_a_run_failing_beside_a_foreach_ends_it_and_its_unstarted_items(store) -> None:
+    """The foreach waits for its items, runs no body: it ends CANCELLED with
+    the run, as its unstarted items do; items already running finish."""
+    job = Job("fails_beside")
+    job.task(task_id="list")(lambda **_: list(range(10)))
+    job.foreach(task_id="work", over="list", max_concurrency=2)(
+        lambda item, **_: time.sleep(0.2) or item)
+
+    @job.task(task_id="boom")
+    def boom(**_):
+        time.sleep(0.3)
+        raise ValueError("boom")
+
+    run = on(store, job).run(timeout=60)
+    assert run.status is RunStatus.FAILED
+    every = records(job, run.run_id)
+    assert every["work"].status is TaskStatus.CANCELLED
+    left = {t: r.status.value for t, r in every.items()
+            if not r.status.is_final and t != "__end__"}
+    assert left == {}
+    items = [every[foreach.item_id("work", i)].status for i in range(10)]
+    assert TaskStatus.CANCELLED in items and set(items) <= {TaskStatus.SUCCEEDED,
+                                                            TaskStatus.CANCELLED}
+
+
+def test_items_added_while_the_run_failed_are_ended_too(store, monkeypatch) -> None:
+    """The run fails (and its leftovers are ended) after the foreach's claim,
+    just before it adds its items: what it adds is ended as well."""
+    from function_flow.core import leftovers, transitions
+
+    job = Job("failed_meanwhile")
+    job.task(task_id="list")(lambda **_: list(range(250)))
+    job.foreach(task_id="work", over="list", max_concurrency=3)(lambda item, **_: item)
+    bus = Outbox()
+    engine = Engine(job, store, bus, lease_check_messages=False)
+    run_id, _ = engine.start({})
+    add_missing = foreach.add_missing
+
+    def then_the_run_fails(*args):
+        store.transact(lambda tx: transitions.end_run(
+            tx.get_run(run_id), RunStatus.FAILED, "failed meanwhile", engine.clock()
+        ).write_to(tx, run_id))
+        leftovers.retire(engine, run_id, RunStatus.FAILED)  # before the items exist
+        return add_missing(*args)
+
+    monkeypatch.setattr(foreach, "add_missing", then_the_run_fails)
+    for _ in range(20):
+        if not bus.sent:
+            break
+        engine.handle(bus.sent.pop(0))
+    every = {t.task_id: t for t in store.get_tasks(run_id)}
+    assert len(every) > 250  # the items were added
+    left = {t: r.status.value for t, r in every.items()
+            if not r.status.is_final and t != "__end__"}
+    assert left == {} and every["work"].status is TaskStatus.CANCELLED
+
+
 def test_each_item_is_retried_on_its_own(store) -> None:
     tries: dict[int, int] = {}
     job = Job("flaky")

@@ -265,6 +265,13 @@ def expand(engine: "Engine", run: RunRecord, spec: TaskSpec, attempt: int) -> An
         return True
 
     if not engine.store.transact(hold, compare_and_set=False):
+        ended = engine.store.get_run(run_id)
+        if ended is not None and ended.status.is_final:
+            # The run ended (and its leftovers were ended) while this attempt
+            # added its items: they are leftovers too.
+            from function_flow.core import leftovers
+
+            leftovers.retire(engine, run_id, ended.status)
         return None
     # The slot the foreach held is free now (hold), whether its items take
     # slots or not: a READY task elsewhere in the run may take it.

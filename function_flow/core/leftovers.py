@@ -12,7 +12,7 @@ own checks end it instead (a claim of an ended run's task cancels it).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 from function_flow.core import transitions, waiting
 from function_flow.core.definition import END_TASK_ID
@@ -27,6 +27,8 @@ logger = logging.getLogger("function_flow.engine")
 
 #: Tasks an ended run still shows as not done, that no executor holds.
 UNSTARTED = (TaskStatus.WAITING, TaskStatus.READY, TaskStatus.QUEUED)
+#: A foreach's own records that count its items (core/foreach.py).
+FOREACH_COUNTERS = ("group", "collect")
 
 
 def retire(engine: "Engine", run_id: str, ended: RunStatus) -> None:
@@ -41,17 +43,19 @@ def retire(engine: "Engine", run_id: str, ended: RunStatus) -> None:
         return  # every task ended: nothing waits, nothing is left
     cancel_waits(engine, run_id)
     every = {t.task_id: t for t in engine.store.get_tasks(run_id)}
+    now = engine.clock()
+    cancel_foreach_waits(engine, run_id, every.values(), now)
     # Not function_flow's own records: the end task, and hooks (core/hooks.py),
-    # which the run's end has just queued or left waiting for their turn.
-    records = [t for t in every.values()
-               if not t.task_id.startswith("__") and t.status in UNSTARTED]
+    # which the run's end has just queued or left waiting for their turn; but
+    # a foreach's groups and collector, which only its items would end.
+    records = [t for t in every.values() if t.status in UNSTARTED
+               and (not t.task_id.startswith("__") or t.role in FOREACH_COUNTERS)]
     if not records:
         return
     position = {task_id: i for i, task_id in enumerate(engine.dag.order)}
     records.sort(key=lambda t: (position.get(t.template or t.task_id, len(position)),
                                 t.task_id))
     failed_upstream: set[str] = set()
-    now = engine.clock()
     ended_here: set[str] = set()
     for record in records:
         if _may_be_queued_blindly(engine, record, every, ended_here):
@@ -65,6 +69,31 @@ def retire(engine: "Engine", run_id: str, ended: RunStatus) -> None:
             ended_here.add(record.task_id)
             if status is TaskStatus.UPSTREAM_FAILED:
                 failed_upstream.add(record.task_id)
+
+
+def cancel_foreach_waits(engine: "Engine", run_id: str, records: Iterable[TaskRecord],
+                        now: float) -> None:
+    """A run ended: a foreach task RUNNING (its items added, or being added)
+    ends CANCELLED now, as an attempt waiting for an event does.
+
+    It runs no body of its own: it waits for its collector, which items
+    cancelled or never started would never complete. Its items already
+    running finish, and what they return changes nothing for it.
+    """
+    for record in records:
+        spec = engine.dag.spec_of(record.template or record.task_id)
+        if record.status is not TaskStatus.RUNNING or record.role is not None \
+                or spec is None or spec.foreach is None:
+            continue
+
+        def cancel(tx: "Transaction", task_id: str = record.task_id,
+                   attempt: int = record.attempt) -> None:
+            task = tx.get_tasks(run_id, [task_id]).get(task_id)
+            if task is not None:
+                transitions.cancel(task, attempt, now, among=(TaskStatus.RUNNING,)
+                                   ).write_to(tx, run_id)
+
+        engine.store.transact(cancel, compare_and_set=True)
 
 
 def cancel_claim(engine: "Engine", run_id: str, task_id: str, attempt: int) -> None:
