@@ -137,6 +137,13 @@ def test_logs_prints_a_runs_events_in_order_with_output_and_errors(store, cli_en
     one_error_line(cli(cli_env, "logs", "no-such-run"), "no run with id 'no-such-run'")
 
 
+@pytest.mark.parametrize("options", [(), ("--json",), ("--follow",)])
+def test_logs_where_no_run_was_ever_stored_is_one_error_line(cli, tmp_path,
+                                                              options) -> None:
+    env = {"FUNCTION_FLOW_BACKEND": "embedded", "FUNCTION_FLOW_DB": str(tmp_path / "new.db")}
+    one_error_line(cli(env, "logs", "x", *options), "no run with id 'x'")
+
+
 def test_logs_follow_streams_events_until_the_run_ends(store, cli_env, tmp_path) -> None:
     engine, bus = engine_on(report_job(), store)
     run_id, _ = engine.start({})

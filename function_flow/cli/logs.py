@@ -52,9 +52,9 @@ def logs(run_id: str, task_ids: tuple[str, ...], follow: bool, all_items: bool,
     """Print the events of RUN_ID in order (created, queued, claimed, succeeded,
     retried, failed, skipped, paused, ...) with the output of each attempt."""
     selected = open_selected()
+    run = get_run(selected, run_id)  # one error line when there is no store yet
     store = selected.store
     assert store is not None
-    run = get_run(selected, run_id)
     tasks = store.get_tasks(run_id)
     check_tasks(run_id, task_ids, tasks)
     out = progress.make_console()
