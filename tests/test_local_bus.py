@@ -273,3 +273,26 @@ def test_a_message_kept_for_a_worker_goes_to_the_pool_when_it_enters_a_body() ->
 
     _deliver_root(bus, handle)
     assert waited == [True]
+
+
+def test_more_workers_than_the_system_lets_start_is_a_configuration_error(
+        monkeypatch) -> None:
+    """What `--workers 1000000` meets: the threads started are stopped again."""
+    from function_flow.errors import ConfigurationError
+
+    real_start, started = threading.Thread.start, []
+
+    def start(thread: threading.Thread) -> None:
+        if len(started) == 3:
+            raise RuntimeError("can't start new thread")
+        started.append(thread)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    bus = LocalBus(workers=10)
+    with pytest.raises(ConfigurationError, match=r"cannot start 10 worker threads \(can't "
+                                                 r"start new thread, after 3\); use fewer"):
+        bus.subscribe(lambda message: None)
+    for thread in started:
+        thread.join(timeout=10)
+        assert not thread.is_alive()

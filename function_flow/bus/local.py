@@ -59,6 +59,7 @@ from function_flow.bus.lease_checks import LeaseChecks
 from function_flow.core import output
 from function_flow.core.messages import Message, MessageKind
 from function_flow.core.ports import Bus
+from function_flow.errors import ConfigurationError
 
 logger = logging.getLogger("function_flow.bus")
 
@@ -120,7 +121,13 @@ class LocalBus(Bus):
         for number in range(self.workers):
             thread = threading.Thread(target=self._work, args=(None,),
                                       name=f"function-flow-worker-{number}", daemon=True)
-            thread.start()
+            try:
+                thread.start()
+            except RuntimeError as exc:  # the system's limit of threads
+                self.close()
+                raise ConfigurationError(
+                    f"cannot start {self.workers:,} worker threads ({exc}, after "
+                    f"{number:,}); use fewer (--workers, FUNCTION_FLOW_WORKERS)") from None
             self._threads.append(thread)
         control = threading.Thread(target=self._work, args=(self._control,),
                                    name="function-flow-control", daemon=True)
