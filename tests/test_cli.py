@@ -26,7 +26,8 @@ pytestmark = pytest.mark.timeout(120)
 def test_run_succeeds_shows_tasks_results_and_hint(tmp_path: Path) -> None:
     result = flow(tmp_path, "run", workflow("simple"),
                   "--arg", "n=3", "--arg", "name=bob", "--arg", "ids=[1,2]",
-                  "--arg", "dry=true", "--arg", "label=[not json")
+                  "--arg", "dry=true", "--arg", "label=[not json", "--arg", "x=NaN",
+                  "--arg", "big=1e400", "--arg", "ratio=0.5")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for task in "abcd":
@@ -36,7 +37,7 @@ def test_run_succeeds_shows_tasks_results_and_hint(tmp_path: Path) -> None:
     assert results[0].startswith("  d: "), out
     value = json.loads(results[0].split(": ", 1)[1])
     assert value["args"] == {"n": 3, "name": "bob", "ids": [1, 2], "dry": True,
-                             "label": "[not json"}
+                             "label": "[not json", "x": "NaN", "big": "1e400", "ratio": 0.5}
     assert value["parts"] == ["from b", "from c"]
     run_id = run_id_of(out)
     assert run_id.startswith("simple-")

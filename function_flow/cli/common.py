@@ -8,6 +8,7 @@ used. Every error is one line on stderr starting with "error:".
 from __future__ import annotations
 
 import json
+import math
 import os
 import traceback
 from typing import Any, NoReturn
@@ -63,10 +64,24 @@ def parse_args(pairs: tuple[str, ...]) -> dict[str, Any]:
         if not sep or not key.strip():
             fail(f"--arg {pair!r} must look like key=value")
         try:
-            args[key.strip()] = json.loads(value)
-        except ValueError:
+            args[key.strip()] = json.loads(value, parse_constant=_not_json,
+                                           parse_float=_finite)
+        except ValueError:  # not JSON (NaN, Infinity, 1e400 are not either): the text
             args[key.strip()] = value
     return args
+
+
+def _not_json(constant: str) -> Any:
+    """Python's json reads NaN and Infinity; standard JSON (and run arguments) has none."""
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(text: str) -> float:
+    """A number too large for a float (1e400) would be read as infinity."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is out of range")
+    return number
 
 
 def load_job(path: str, job_name: str | None) -> Job:
