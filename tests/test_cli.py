@@ -55,6 +55,9 @@ def test_run_shows_a_foreach_sinks_results_as_its_items_results(tmp_path: Path) 
     result = flow(tmp_path, "run", "fe.py")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\nresults:\n", 1)[1].splitlines()[0] == '  each: ["A", "B"]'
+    shown = json.loads(flow(tmp_path, "status", run_id_of(result.stdout), "--json").stdout)
+    assert [(t["task_id"], t["result"]) for t in shown["tasks"]] == [
+        ("src", ["a", "b"]), ("each", ["A", "B"]), ("each[0]", "A"), ("each[1]", "B")]
 
 
 def test_run_database_location_follows_env(tmp_path: Path) -> None:

@@ -137,7 +137,10 @@ def test_status_says_when_the_process_of_a_run_is_gone(tmp_path: Path) -> None:
     row = next(line for line in listed.stdout.splitlines() if run_id in line)
     assert re.search(r"RUNNING \(process gone\)\s.*\s-\s*$", row), row
     [as_json] = json.loads(flow(tmp_path, "status", "--json").stdout)["runs"]
-    assert (as_json["status"], as_json["note"]) == ("RUNNING", "process gone")
+    assert (as_json["status"], as_json["note"], as_json["duration_seconds"]) == \
+        ("RUNNING", "process gone", None)
+    one = json.loads(flow(tmp_path, "status", run_id, "--json").stdout)
+    assert (one["note"], one["duration_seconds"]) == ("process gone", None)
     assert "continue one with function-flow resume RUN_ID" in listed.stdout
 
 

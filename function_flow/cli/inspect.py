@@ -98,7 +98,7 @@ def list_runs(selected: selection.SelectedStore, limit: int, job_name: str | Non
     runs = matching_runs(selected, limit, job_name, status_name)
     notes, stopped = run_notes(selected.kind, runs)
     if as_json:
-        click.echo(run_json.dumps(run_json.runs_document(runs, notes)))
+        click.echo(run_json.dumps(run_json.runs_document(runs, notes, stopped)))
         return
     filters = "".join([f" of job {job_name}" if job_name else "",
                        f" in status {status_name}" if status_name else ""])
@@ -157,8 +157,9 @@ def show_run(selected: selection.SelectedStore, run_id: str, as_json: bool = Fal
     records = selected.store.get_tasks(run_id)
     tasks = ordered_tasks(records)
     if as_json:
-        note = run_notes(selected.kind, [run])[0].get(run_id)
-        click.echo(run_json.dumps(run_json.run_document(run, tasks, note)))
+        notes, stopped = run_notes(selected.kind, [run])
+        click.echo(run_json.dumps(run_json.run_document(run, tasks, notes.get(run_id),
+                                                        run_id in stopped)))
         return
     out.print(headline(selected.kind, run), markup=False, soft_wrap=True)
     if run.blocked and run.status is RunStatus.RUNNING:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import datetime
 import json
 import math
-from typing import Any
+from typing import Any, Collection, Mapping
 
 from function_flow.cli import progress
+from function_flow.core import foreach
 from function_flow.core.control import shown_status
 from function_flow.core.records import RunRecord, TaskRecord
 
@@ -59,30 +60,42 @@ def iso(timestamp: float | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def run_object(run: RunRecord, note: str | None = None) -> dict[str, Any]:
+def run_object(run: RunRecord, note: str | None = None,
+               stopped: bool = False) -> dict[str, Any]:
     """One run: status as `status` shows it (PAUSED for a paused run), note as
-    the table's words after it ("process gone"), or null."""
-    duration = progress.run_duration(run)
+    the table's words after it ("process gone"), or null. A run nothing
+    executes (`stopped`: its process is gone) has no duration, as in the table."""
+    duration = None if stopped else progress.run_duration(run)
     return {"run_id": run.run_id, "job": run.job_name, "status": shown_status(run),
             "created_at": iso(run.created_at), "finished_at": iso(run.finished_at),
             "duration_seconds": None if duration is None else round(duration, 3),
             "error": run.error, "args": run.args, "redrives": run.redrives, "note": note}
 
 
-def task_object(task: TaskRecord) -> dict[str, Any]:
+def task_object(task: TaskRecord, others: Mapping[str, TaskRecord] | None = None
+                ) -> dict[str, Any]:
     """One task: its whole last error (a traceback), its stored result (a large
-    one as the reference to its blob), and when a retry waits, `not_before`."""
+    one as the reference to its blob; a foreach's, its items' results from
+    `others`, the run's records), and when a retry waits, `not_before`."""
     duration = task.duration
+    result = task.result
+    if others is not None and foreach.is_summary_of(task.task_id, result):
+        result = foreach.assemble(task.task_id, result, others, lambda stored, _what: stored)
     return {"task_id": task.task_id, "status": task.status.value, "attempts": task.attempt,
             "interrupted": task.interrupted, "started_at": iso(task.started_at),
             "finished_at": iso(task.finished_at),
             "duration_seconds": None if duration is None else round(duration, 3),
-            "not_before": iso(task.not_before), "error": task.error, "result": task.result}
+            "not_before": iso(task.not_before), "error": task.error, "result": result}
 
 
-def runs_document(runs: list[RunRecord], notes: dict[str, str]) -> dict[str, Any]:
-    return {"runs": [run_object(run, notes.get(run.run_id)) for run in runs]}
+def runs_document(runs: list[RunRecord], notes: dict[str, str],
+                  stopped: Collection[str] = ()) -> dict[str, Any]:
+    return {"runs": [run_object(run, notes.get(run.run_id), run.run_id in stopped)
+                     for run in runs]}
 
 
-def run_document(run: RunRecord, tasks: list[TaskRecord], note: str | None) -> dict[str, Any]:
-    return {**run_object(run, note), "tasks": [task_object(task) for task in tasks]}
+def run_document(run: RunRecord, tasks: list[TaskRecord], note: str | None,
+                 stopped: bool = False) -> dict[str, Any]:
+    by_id = {task.task_id: task for task in tasks}
+    return {**run_object(run, note, stopped),
+            "tasks": [task_object(task, by_id) for task in tasks]}
