@@ -244,3 +244,13 @@ def test_graph_mermaid_escapes_awkward_task_ids(tmp_path: Path) -> None:
     edge = next(line.strip() for line in result.stdout.splitlines() if "-->" in line)
     source, target = edge.split(" --> ")
     assert source != "end" and " " not in target  # reserved word and space replaced
+
+
+def test_run_counts_one_task_in_the_singular(tmp_path: Path) -> None:
+    (tmp_path / "one.py").write_text("from function_flow import tasks\n"
+                                     "job = tasks.Job(name='one')\n"
+                                     "job.task(task_id='a')(lambda **_: object())\n")
+    result = flow(tmp_path, "run", "one.py")
+    assert result.returncode == 1
+    assert "(job one, 1 task)" in result.stdout.splitlines()[0]
+    assert "the result of task 'a' is an object that cannot be stored" in result.stdout

@@ -156,7 +156,7 @@ BAD = [
     (lambda c: c.delete("k" * (MAX_KEY_LENGTH + 1)), "has 257 characters"),
     (lambda c: c.set("\ud800", 1), "not valid Unicode text"),
     (lambda c: c.set("when", object()),
-     "run context value of key 'when' is a object that cannot be stored"),
+     "run context value of key 'when' is an object that cannot be stored"),
     (lambda c: c.set("ids", {1, 2}), "value of key 'ids' is a set that cannot be stored"),
     (lambda c: c.set("big", "x" * MAX_VALUE_BYTES),
      "value of key 'big' is 65,538 bytes of JSON, more than the 65,536 a context value "

@@ -255,6 +255,11 @@ def _shown_inline(stored: Any, _what: str) -> Any:
     return payloads.describe(stored) if payloads.is_reference(stored) else stored
 
 
+def counted(count: int, noun: str) -> str:
+    """"1 task", "3 tasks"."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def compact_json(value: Any, limit: int = 2000) -> str:
     """A result on one line, cut at `limit` characters so a big one stays readable.
 
@@ -311,5 +316,5 @@ def final_status_line(run: RunRecord) -> str:
 
 
 __all__ = ["Fetch", "follow", "make_console", "render_progress", "summary_table",
-           "runs_table", "results_lines", "state_changes", "final_status_line",
+           "runs_table", "results_lines", "counted", "state_changes", "final_status_line",
            "last_line"]

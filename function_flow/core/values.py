@@ -34,8 +34,10 @@ def json_text(what: str, value: Any, *, allow_nan: bool = True) -> str:
             "cannot be stored; return a flatter value (a list of rows, a dict of "
             "lists)") from None
     except (TypeError, ValueError) as exc:
+        kind = type(value).__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
         raise TypeError(
-            f"{what} is a {type(value).__name__} that cannot be stored ({exc}); use "
+            f"{what} is {article} {kind} that cannot be stored ({exc}); use "
             "JSON-compatible data (dict, list, str, number, bool, None)") from exc
 
 
