@@ -386,3 +386,11 @@ def test_back_edge_is_reported_as_a_real_cycle(data):
         # "u -> v" reads "u runs before v": v depends on u.
         assert int(before[1:]) in deps[int(after[1:])], (before, after, cycle)
     assert caught.value.task_id in cycle
+
+
+def test_a_foreach_that_is_not_a_foreach_is_refused_naming_the_task():
+    job = tasks.Job(name="checked")
+    message = str(definition_error(lambda: job.task(task_id="fan", foreach=[1, 2])(
+        lambda task, job: None)))
+    assert message.startswith("task 'fan': foreach must be a ForEach, got [1, 2]")
+    assert "@job.foreach(" in message

@@ -196,6 +196,10 @@ def _foreach(task_id: str, deps: tuple[str, ...], foreach: ForEach | None) -> Fo
     def bad(what: str) -> DefinitionError:
         return DefinitionError(f"task {task_id!r}: {what}", task_id)
 
+    if not isinstance(foreach, ForEach):
+        raise bad(f"foreach must be a ForEach, got {foreach!r}; declare a foreach with "
+                  "@job.foreach(task_id=..., over='the task whose result it runs over')")
+
     if foreach.over not in deps:
         raise bad(f"foreach over {foreach.over!r} must also be one of its deps")
     whole = (int,)
