@@ -341,6 +341,39 @@ def test_remote_function_reply_through_the_listener(embedded_job) -> None:
         "job_id": "remote-job-1", "message": "loaded 12 rows", "code": 0}
 
 
+def test_a_failing_or_base_future_class_does_not_keep_an_event_from_the_right_one(
+        embedded_job, caplog) -> None:
+    """A base class of the user's Futures (no handle_message of its own), and
+    one whose parser raises, declared before the class the event is for."""
+    class Base(futures.Future):
+        pass
+
+    class Choking(Base):
+        @classmethod
+        def handle_message(cls, message):
+            raise KeyError("not my kind of event")
+
+    class Mine(Base):
+        @classmethod
+        def handle_message(cls, message):
+            if message.get("mine") is None:
+                return None
+            return futures.Result(trigger_id=message["mine"], is_success=True, result=7)
+
+    try:
+        listener = embedded_job.make_external_event_listener()
+        run_id = waiting(embedded_job, "Future", "mine-1")
+        with caplog.at_level(logging.WARNING, logger="function_flow"):
+            assert listener(pubsub_event(b'{"mine": "mine-1"}'), None) is None
+        assert embedded_job.wait(run_id, timeout=30).status is RunStatus.SUCCEEDED
+        assert embedded_job.get_task_result("wait") == 7
+        assert "Choking.handle_message failed" in caplog.text
+        assert "Base" not in caplog.text and "NotImplementedError" not in caplog.text
+    finally:
+        for made in (Base, Choking, Mine):
+            futures.Future.all_futures.remove(made)
+
+
 def test_a_parsers_error_is_acknowledged_unless_it_is_transient(embedded_job, caplog) -> None:
     class Picky(futures.Future):
         @classmethod
@@ -355,7 +388,8 @@ def test_a_parsers_error_is_acknowledged_unless_it_is_transient(embedded_job, ca
         before = state(embedded_job, run_id)
         with caplog.at_level(logging.WARNING, logger="function_flow"):  # whatever set it
             assert listener(pubsub_event(b"{}", {"kind": "picky"}), None) is None
-        assert "Picky.handle_message failed; acknowledged" in caplog.text
+        assert "Picky.handle_message failed; trying the other Future classes" in caplog.text
+        assert "matched no Future class, and one failed; acknowledged" in caplog.text
         with pytest.raises(TransientBackendError):  # Pub/Sub delivers it again
             listener(pubsub_event(b'{"again": true}', {"kind": "picky"}), None)
         assert state(embedded_job, run_id) == before

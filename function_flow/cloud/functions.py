@@ -130,15 +130,20 @@ def _complete_from_event(job: "Job", payload: "futures.Event") -> str:
     A parser's transient error (the Dataflow API unreachable) propagates, so
     the event is delivered again; any other error is logged and acknowledged.
     """
+    failed = False
     for future_class in futures.Future.all_futures:
+        if future_class.handle_message.__func__ is futures.Future.handle_message.__func__:
+            continue  # a base class of the user's Futures: it recognises nothing
         try:
             result = future_class.handle_message(payload)
         except Exception as exc:  # a user's parser choking on a foreign event
             if delivery.is_transient(exc):
                 raise
-            logger.warning("external event: %s.handle_message failed; acknowledged",
-                           future_class.__name__, exc_info=True)
-            return "rejected"
+            # Another class may still be the one this event is for.
+            logger.warning("external event: %s.handle_message failed; trying the other "
+                           "Future classes", future_class.__name__, exc_info=True)
+            failed = True
+            continue
         if result is None:
             continue
         if isinstance(result, futures.PathCreated):
@@ -150,6 +155,9 @@ def _complete_from_event(job: "Job", payload: "futures.Event") -> str:
         error = None if result.is_success else str(result.error or "failed")
         return job.engine.complete_trigger(result.trigger_id, ok=bool(result.is_success),
                                            value=result.result, error=error)
+    if failed:
+        logger.warning("external event matched no Future class, and one failed; acknowledged")
+        return "rejected"
     logger.info("external event matched no Future class; acknowledged")
     return "ignored"
 
