@@ -183,11 +183,12 @@ def test_resume_needs_file_when_the_run_recorded_none_or_its_file_moved(tmp_path
 
 
 def test_the_exit_of_a_failed_run_leaves_no_attempt_to_a_bus_worker(tmp_path: Path) -> None:
-    """`run`'s exit path (follow.settle) queues a still-running attempt again and
-    cancels it. A bus worker must not take that attempt: the exit would cut it
-    off between its claim and its cancel, leaving the task RUNNING in an ended
-    run. The store here holds such a worker inside that window until the test
-    has looked."""
+    """`run`'s exit path (follow.settle) cancels a still-running attempt of the
+    ended run: attempt 1 ends CANCELLED, not counted as interrupted (its process
+    did not die), and no second attempt is queued. A bus worker must not take
+    it: the exit would cut it off between its claim and its cancel, leaving the
+    task RUNNING in an ended run. The store here would hold such a worker inside
+    that window until the test has looked."""
     import threading
 
     from function_flow import backends, tasks
@@ -208,7 +209,7 @@ def test_the_exit_of_a_failed_run_leaves_no_attempt_to_a_bus_worker(tmp_path: Pa
 
         def find_tasks(self, *args, **kwargs):  # the exit path's look for queued ones
             if exiting.is_set() and threading.current_thread() is threading.main_thread():
-                claimed.wait(2)  # lets a worker claim first, if one takes the message
+                claimed.wait(0.5)  # lets a worker claim first, if one takes a message
             return super().find_tasks(*args, **kwargs)
 
     job = tasks.Job(name="exit_path")
@@ -238,4 +239,6 @@ def test_the_exit_of_a_failed_run_leaves_no_attempt_to_a_bus_worker(tmp_path: Pa
         looked.set()
         body_done.set()
         backend.close()
-    assert slow_record.status is TaskStatus.CANCELLED, slow_record
+    assert (slow_record.status, slow_record.attempt, slow_record.interrupted) == \
+        (TaskStatus.CANCELLED, 1, 0), slow_record
+    assert not claimed.is_set()

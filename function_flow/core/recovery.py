@@ -183,13 +183,19 @@ def retire_leftovers(engine: "Engine", run_id: str) -> None:
     For a process about to exit while attempts of an ended run are still
     busy in it (a body that overran its timeout, a retry waiting out its
     backoff): they cannot change the outcome, and the records must not
-    show them running forever. Running attempts count as interrupted and
-    are queued again; a queued task of an ended run is cancelled when
-    its message is handled.
+    show them running forever. Each ends CANCELLED, as a claim of an
+    ended run's task does (the bodies die with the process), and what
+    waited for it ends too. Hooks are not touched: they run after the end.
     """
-    recover(engine, run_id, executors_dead=True)
-    for task in engine.store.find_tasks(run_id, TaskStatus.QUEUED, 100_000):
-        engine.handle(Message(run_id, task.task_id, task.attempt))
+    from function_flow.core import leftovers
+
+    run = engine.store.get_run(run_id)
+    if run is None or not run.status.is_final:
+        return
+    for status in (TaskStatus.RUNNING, TaskStatus.QUEUED):
+        for task in engine.store.find_tasks(run_id, status, 100_000):
+            if not hooks.is_hook(task.task_id):
+                leftovers.cancel_claim(engine, run_id, task.task_id, task.attempt)
 
 
 def recover(engine: "Engine", run_id: str, executors_dead: bool = False,
