@@ -240,15 +240,21 @@ def test_a_body_that_kills_its_process_every_time_ends_failed(tmp_path: Path) ->
 
 def test_a_killed_run_takes_the_bodies_of_its_child_processes_with_it(tmp_path: Path) -> None:
     """kill -9 of `function-flow run`: a body running in a child process
-    (its task has a timeout) dies too, so it cannot overlap the attempt
-    that `resume` starts."""
+    (its task has a timeout) dies too, and so does the process it started,
+    so neither can overlap the attempt that `resume` starts."""
     scene = Scenario(tmp_path)
     process = scene.start(str(WORKFLOWS / "timed_blocker.py"))
     run_id = scene.wait_until_blocked(process)
     [(_, _, body_pid)] = scene.marks()
     assert body_pid != process.pid  # the body runs in a child of the run
+    spawned = tmp_path / "markers.txt.spawned"
+    wait_for(lambda: spawned.exists() and spawned.read_text().endswith("\n"),
+             "the body to start its process")
+    [spawned_pid] = (int(pid) for pid in spawned.read_text().split())
+    assert process_exists(spawned_pid)
     kill(process)
     wait_for(lambda: not process_exists(body_pid), "the body's process to die with the run")
+    wait_for(lambda: not process_exists(spawned_pid), "the process the body started to die")
 
     scene.gate.touch()
     resumed = scene.flow("resume", run_id)

@@ -49,14 +49,14 @@ On Linux the child also dies with SIGKILL when the thread that forked it
 ends (the whole program killed, or exiting), so no body outlives its
 program and runs alongside the attempt a later `function-flow resume`
 starts. Processes the body started in its group are killed with it at
-the timeout, or when it ends; those it moved to a session of their own
-(`start_new_session=True`) are its own business.
+the timeout, or when it ends, or, by a watcher process in the group
+(`child_death.watch_group`), when the program is killed; those it moved to a session
+of their own (`start_new_session=True`) are its own business.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import os
 import pickle
@@ -70,6 +70,7 @@ import traceback
 from typing import Any, Callable
 
 from function_flow.core import output
+from function_flow.local import child_death
 from function_flow.local.child_pipe import (ANSWER, CALL, HEADER, OUTPUT, REPLY,
                                             STORE_FORWARDED, STORE_READS, STORE_WRITES,
                                             BodyDiedError, BodyError, Channel,
@@ -79,7 +80,6 @@ from function_flow.local.child_pipe import (ANSWER, CALL, HEADER, OUTPUT, REPLY,
 
 #: Exit code of a child whose answer could not be written.
 _NO_ANSWER = 70
-_PR_SET_PDEATHSIG = 1
 class ChildProcessExecutor:
     """Runs a body with a timeout in a forked child it kills at that timeout.
 
@@ -206,7 +206,9 @@ def _child(body: Callable[[], Any], up: int, down: int, parent: int,
     code = _NO_ANSWER
     try:
         os.setpgid(0, 0)
-        _die_with_parent(parent)
+        if not child_death.die_with_parent(parent):
+            os._exit(_NO_ANSWER)  # the parent died before that took effect
+        child_death.watch_group(os.getpid(), (up, down))
         channel = Channel(up, down)
         if store is not None:
             read_through_parent(store, channel)
@@ -227,30 +229,6 @@ def _child(body: Callable[[], Any], up: int, down: int, parent: int,
             traceback.print_exc()
     finally:
         os._exit(code)
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    """prctl(2) on Linux, resolved here in the parent: a child must not dlopen
-    (the loader's lock may have been held by another thread at the fork)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _load_prctl()
-
-
-def _die_with_parent(parent: int) -> None:  # pragma: no cover -- runs in the child
-    """Linux: SIGKILL this child when the thread that forked it ends."""
-    if _PRCTL is None:
-        return
-    with contextlib.suppress(Exception):
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(_NO_ANSWER)
 
 
 # ------------------------------------------------------------------ parent
