@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -122,6 +123,30 @@ def test_resume_after_kill_runs_only_unfinished_tasks(tmp_path: Path) -> None:
     assert again.returncode == 0
     assert f"run {run_id} already ended: SUCCEEDED" in again.stdout
     assert scene.marks() == after
+
+
+def test_logs_follow_says_the_process_is_gone_and_follows_the_resume(tmp_path: Path) -> None:
+    scene = Scenario(tmp_path)
+    process = scene.start(str(WORKFLOWS / "durable.py"))
+    run_id = scene.wait_until_blocked(process)
+    kill(process)
+    follower = subprocess.Popen(scene.command("logs", run_id, "--follow"), cwd=scene.root,
+                                env=scene.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        note = follower.stderr.readline()
+        assert note.startswith(f"note: the process that ran run {run_id} ("), note
+        assert f"is gone, so nothing advances it until function-flow resume {run_id}; " \
+            "still following" in note
+        scene.gate.touch()
+        assert scene.flow("resume", run_id).returncode == 0
+        out, err = follower.communicate(timeout=60)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    assert follower.returncode == 0, err
+    assert re.search(r"ended\s+run  SUCCEEDED$", out, re.MULTILINE), out
 
 
 def test_resume_leaves_a_run_to_the_process_that_still_runs_it(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 import click
 
-from function_flow import history
+from function_flow import history, owners
 from function_flow.cli import items, progress, run_json
 from function_flow.cli.common import fail
 from function_flow.cli.stores import get_run, open_selected
@@ -66,13 +66,19 @@ def logs(run_id: str, task_ids: tuple[str, ...], follow: bool, all_items: bool,
         printer.show(view.events(run, tasks))
         printer.notes(view.notes(tasks))
         return
-    follow_run(store, run_id, selected.description, tasks, view, printer)
+    follow_run(store, run_id, selected.description, tasks, view, printer,
+               embedded=selected.kind == "embedded")
 
 
 def follow_run(store: Any, run_id: str, where: str, tasks: list[TaskRecord], view: "View",
-               printer: "Printer") -> None:
-    """Print new events until the run has ended and its last tasks have settled."""
+               printer: "Printer", embedded: bool = False) -> None:
+    """Print new events until the run has ended and its last tasks have settled.
+
+    An embedded run whose process is gone advances no more until someone
+    resumes it: that is said once (on stderr), and the following goes on.
+    """
     last = [0.0]
+    told = [False]
 
     def fetch() -> tuple[RunRecord, list[TaskRecord]]:
         pause = len(tasks) / READS_PER_SECOND - (time.monotonic() - last[0])
@@ -83,6 +89,12 @@ def follow_run(store: Any, run_id: str, where: str, tasks: list[TaskRecord], vie
         if current is None:
             fail(f"run {run_id} vanished from {where}")
         tasks[:] = store.get_tasks(run_id)
+        if embedded and not told[0] and not current.status.is_final and current.owner \
+                and owners.owner_state(current.owner) == owners.OWNER_GONE:
+            told[0] = True
+            click.echo(f"note: the process that ran run {run_id} ({current.owner}) is gone, "
+                       f"so nothing advances it until function-flow resume {run_id}; "
+                       "still following (Ctrl-C stops)", err=True)
         return current, tasks
 
     def new_lines(current: RunRecord, records: list[TaskRecord]) -> list[str]:
