@@ -10,6 +10,7 @@ is running. The marker counts then prove what ran again after the resume.
 from __future__ import annotations
 
 import collections
+import json
 import os
 import re
 import shutil
@@ -199,9 +200,13 @@ def test_resume_refuses_a_workflow_whose_graph_changed(tmp_path: Path) -> None:
     path.write_text(path.read_text() + (
         "\n\n@job.task(task_id='extra', deps=['last'])\n"
         "def extra(task, job):\n    mark(task)\n"))
+    before = scene.flow("status", run_id, "--json").stdout
     changed = scene.flow("resume", run_id)
     assert_one_error_line(changed, "was started with a different definition", run_id)
     assert counts(scene.marks())["blocker"] == 1
+    # Refused, it changed nothing: the run is still one whose process is gone.
+    assert scene.flow("status", run_id, "--json").stdout == before
+    assert json.loads(before)["note"] == "process gone"
 
 
 def test_resume_accepts_a_workflow_changed_only_in_tasks_the_run_finished(

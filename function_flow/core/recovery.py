@@ -167,7 +167,7 @@ def resume(engine: "Engine", run_id: str, owner: str | None = None,
         raise RunStillActiveError(
             f"run {run_id} is still being executed by process {run.owner}; "
             "wait for it or stop that process first")
-    why = versions.check(engine, run)
+    why = versions.check(engine, run, record=False)  # refused: nothing changes
     if why is not None:
         raise RunBlockedError(why)
     if owner is not None:

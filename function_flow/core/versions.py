@@ -171,7 +171,7 @@ def refusal(run: RunRecord, store: "Store", dag: Dag) -> str | None:
     return reason(run, found) if found else None
 
 
-def check(engine: "Engine", run: RunRecord | None) -> str | None:
+def check(engine: "Engine", run: RunRecord | None, *, record: bool = True) -> str | None:
     """None when `engine`'s definition may advance `run`, else why not.
 
     O(1) when the run was started with this definition, or was already
@@ -179,7 +179,8 @@ def check(engine: "Engine", run: RunRecord | None) -> str | None:
     says so. Otherwise the run's task records are read once (per process
     and definition, when the change is found not to matter). A blocked
     run's record says why, and the first engine that may advance it lifts
-    the block.
+    the block. record=False only asks (a `resume` that is refused changes
+    nothing).
     """
     if run is None or run.status is not RunStatus.RUNNING:
         return None
@@ -195,8 +196,9 @@ def check(engine: "Engine", run: RunRecord | None) -> str | None:
         found = difference(run, engine.store.get_tasks(run.run_id), engine.dag)
         if found:
             why = reason(run, found)
-            logger.warning("%s", why)
-            _set_block(engine, run, why, definition.hash)
+            if record:
+                logger.warning("%s", why)
+                _set_block(engine, run, why, definition.hash)
             return why
         if len(definition.accepted) >= ACCEPTED_LIMIT:
             definition.accepted.clear()
