@@ -72,7 +72,7 @@ class LocalCallbackServer:
 
     def _start(self) -> None:
         import flask
-        from werkzeug.serving import make_server
+        from werkzeug.serving import WSGIRequestHandler, make_server
 
         from function_flow.cloud import callback, delivery
 
@@ -96,7 +96,14 @@ class LocalCallbackServer:
                 lambda: answers.append(callback.handle(site, flask.request)))()
             return answers[0]
 
-        self._server = make_server(self.host, 0, app, threaded=True)
+        class Quiet(WSGIRequestHandler):
+            """No access line on the command's stderr (werkzeug's own handler
+            writes one, colour codes and signed URL included): -v logs it."""
+
+            def log_request(self, code: Any = "-", size: Any = "-") -> None:
+                logger.debug("callback server: %s %s", self.requestline, code)
+
+        self._server = make_server(self.host, 0, app, threaded=True, request_handler=Quiet)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="function-flow-callback", daemon=True)
         self._thread.start()
