@@ -235,6 +235,8 @@ def test_an_unreachable_service_fails_the_attempt(new_job):
     (lambda: remote.Http("enrich-service"), "needs an http:// or https:// URL"),
     (lambda: remote.Http("https://svc.example/", timeout=0), "positive number of seconds"),
     (lambda: remote.Http("https://svc.example/", timeout=True), "positive number of seconds"),
+    (lambda: remote.Http("https://svc.example/", timeout=float("nan")),
+     "positive number of seconds, got nan"),
 ])
 def test_an_http_task_without_a_usable_url_or_timeout_is_a_definition_error(call, said):
     job = tasks.Job(name="defs")

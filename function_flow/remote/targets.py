@@ -86,7 +86,8 @@ def check(call: Call) -> None:
             raise ValueError(f"an HTTP task needs an http:// or https:// URL, got {target!r}")
         timeout = call.options.get("timeout")
         if timeout is not None and (isinstance(timeout, bool)
-                                    or not isinstance(timeout, (int, float)) or timeout <= 0):
+                                    or not isinstance(timeout, (int, float))
+                                    or not timeout > 0):  # NaN too
             raise ValueError("the HTTP timeout must be a positive number of seconds, "
                              f"got {timeout!r}")
     else:
