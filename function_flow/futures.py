@@ -373,7 +373,8 @@ def _seconds(timeout: float | datetime.timedelta | None) -> float | None:
         raise TypeError(f"Approval timeout must be seconds or a timedelta, "
                         f"got {type(timeout).__name__}")
     if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"Approval timeout must be more than 0 seconds, got {timeout!r}")
+        raise ValueError(f"Approval timeout must be a finite number of seconds greater "
+                         f"than 0, got {timeout!r}")
     return seconds
 
 

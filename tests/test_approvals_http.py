@@ -122,7 +122,7 @@ def test_post_reject_fails_the_task_with_the_reason(served) -> None:
      "more than the 900,000"),  # under the 1 MiB body limit, over what a record holds
     ("POST", "/approve", b'{"token": "' + b"x" * 43 + b'"}', 404, "unknown approval token"),
     ("POST", "/approve", b'{"token": "TOKEN", "data": "' + b"x" * 2_000_000 + b'"}', 413,
-     "more than"),
+     "more than the 1,048,576 bytes an approval or a rejection may take"),
     ("POST", "/elsewhere", b'{"token": "TOKEN"}', 404, "no callback route '/elsewhere'"),
     ("GET", "/approve", b"", 405, "POST"),
     ("PUT", "/approve", b'{"token": "TOKEN"}', 405, "POST"),

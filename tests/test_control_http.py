@@ -136,7 +136,7 @@ def test_post_redrive_restarts_a_cancelled_run_and_refuses_a_running_one(served)
     ("POST", "/", b'{"action": "pause", "run_id": "RUN", "x": NaN}', 400, "NaN"),
     ("POST", "/", b'{"action": "pause", "run_id": "nope"}', 404, "no run 'nope' of job"),
     ("POST", "/", b'{"action": "pause", "run_id": "RUN", "pad": "' + b"x" * 70_000 + b'"}',
-     413, "more than"),
+     413, "bytes a control request may take"),
     ("POST", "/runs/RUN:pause", b'{"action": "pause", "run_id": "RUN"}', 404,
      "no control route"),
     ("GET", "/", b"", 405, "POST"),

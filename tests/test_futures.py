@@ -414,3 +414,15 @@ def test_a_future_past_its_timeout_fails_the_attempt_and_its_retries_apply(tmp_p
     assert run.status is RunStatus.FAILED and "TimeoutError" in run.error
     assert record.attempt == 2  # the retry waited again, and timed out too
     assert record.trigger_id == "never_2"
+
+
+@pytest.mark.parametrize("trigger_id", [42, "", None])
+def test_a_future_whose_trigger_id_is_not_text_fails_its_task_saying_so(tmp_path,
+                                                                        trigger_id) -> None:
+    job = tasks.Job("bad_trigger")
+    job.task(task_id="wait")(lambda **_: futures.Future(trigger_id))
+    job.use_backend(backends.embedded(str(tmp_path / "ff.db")))
+    run = job.run(timeout=60)
+    assert run.status is RunStatus.FAILED
+    assert f"task 'wait' returned a Future whose trigger id is not a non-empty string, got " \
+        f"{trigger_id!r}" in run.error

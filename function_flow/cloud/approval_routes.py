@@ -94,7 +94,8 @@ def _body(site: "Site", request: Any, route: str, rest: str) -> dict[str, Any]:
     if rest:
         raise HttpError(404, f"no route /{route}/{rest}: POST a JSON body to /{route}")
     body = delivery.posted_object(request, MAX_BODY_BYTES, '{"token": "..."}',
-                                  signed_by=lambda: site.keys)
+                                  signed_by=lambda: site.keys,
+                                  what="an approval or a rejection")
     if not isinstance(body.get("token"), str):
         raise HttpError(400, "the body needs \"token\": the approval token, a string")
     return body

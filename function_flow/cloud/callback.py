@@ -158,7 +158,7 @@ def openfaas_answer(site: Site, request: Any, rest: str) -> Answer:
     except delivery.Unsigned as exc:
         return ignored(where, f"{exc} (the callback URL this function_flow gave the "
                               "gateway carries its signature)")
-    body = delivery.http_body(request, MAX_CALLBACK_BODY_BYTES)
+    body = delivery.http_body(request, MAX_CALLBACK_BODY_BYTES, "a function's answer")
     found = find_waiting(site, job_id)
     if isinstance(found, str):
         return ignored(where, found)

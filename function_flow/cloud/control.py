@@ -83,7 +83,8 @@ def _parse(request: Any) -> tuple[str, str]:
     if (request.path or "/").strip("/"):
         raise HttpError(404, f"no control route {request.path!r}: POST a JSON body to /")
     body = delivery.posted_object(request, MAX_BODY_BYTES,
-                                  '{"action": "pause", "run_id": "..."}')
+                                  '{"action": "pause", "run_id": "..."}',
+                                  what="a control request")
     action, run_id = body.get("action"), body.get("run_id")
     if not isinstance(action, str) or action not in control.ACTIONS:
         raise HttpError(400, f"\"action\" must be one of {', '.join(control.ACTIONS)}; "

@@ -266,18 +266,20 @@ def _attributes_of(message: dict[str, Any]) -> dict[str, str]:
 
 
 def posted_object(request: Any, limit: int, example: str,
-                  signed_by: Callable[[], signing.Keys] | None = None) -> dict[str, Any]:
+                  signed_by: Callable[[], signing.Keys] | None = None,
+                  what: str = "this request") -> dict[str, Any]:
     """The JSON object a request POSTs: HttpError 405, 413 or 400 saying why not.
 
     `example` shows the body expected ('{"token": "..."}') in the errors.
     Standard JSON only (no NaN): the sender may be any language's client.
     signed_by: the body must be signed in its headers by these keys (asked
-    for once the body is read): HttpError 401 when it is not.
+    for once the body is read): HttpError 401 when it is not. `what` names
+    the body in the 413 ("an approval").
     """
     if request.method != "POST":
         raise HttpError(405, f"{request.method} is not allowed: POST a JSON body like "
                              f"{example}")
-    raw = http_body(request, limit)
+    raw = http_body(request, limit, what)
     if signed_by is not None:
         try:
             check_signature(raw, request.headers, signing.HEADERS, signed_by())
@@ -296,7 +298,8 @@ def posted_object(request: Any, limit: int, example: str,
     return body
 
 
-def http_body(request: Any, limit: int = MAX_START_BODY_BYTES) -> bytes:
+def http_body(request: Any, limit: int = MAX_START_BODY_BYTES,
+              what: str = "a run's arguments") -> bytes:
     """The request's body, refused with 413 before it is parsed when over `limit`.
 
     Content-Length is checked first, so a big upload is refused unread; the
@@ -305,7 +308,7 @@ def http_body(request: Any, limit: int = MAX_START_BODY_BYTES) -> bytes:
     """
     declared = request.content_length
     if declared is not None and declared > limit:
-        raise HttpError(413, _too_large(declared, limit))
+        raise HttpError(413, _too_large(declared, limit, what))
     body = getattr(request, "_cached_data", None)  # someone read it with cache=True
     if body is None:
         chunks: list[bytes] = []
@@ -318,13 +321,13 @@ def http_body(request: Any, limit: int = MAX_START_BODY_BYTES) -> bytes:
             size += len(chunk)
         body = b"".join(chunks)
     if len(body) > limit:
-        raise HttpError(413, _too_large(None, limit))
+        raise HttpError(413, _too_large(None, limit, what))
     return body
 
 
-def _too_large(size: int | None, limit: int) -> str:
+def _too_large(size: int | None, limit: int, what: str) -> str:
     said = f"{size:,} bytes, more than" if size is not None else "more than"
-    return (f"request body is {said} the {limit:,} bytes a run's arguments may take; "
+    return (f"request body is {said} the {limit:,} bytes {what} may take; "
             "store large data elsewhere (a gs:// object) and pass its location")
 
 

@@ -99,7 +99,8 @@ def await_event(engine: "Engine", run_id: str, task_id: str, spec: TaskSpec, att
     """
     trigger_id = pending.trigger_id
     if not isinstance(trigger_id, str) or not trigger_id:
-        raise ValueError(f"task {task_id!r} returned a Future without a trigger id")
+        raise ValueError(f"task {task_id!r} returned a Future whose trigger id is not a "
+                         f"non-empty string, got {trigger_id!r}")
     trigger = Trigger(trigger_id, run_id, task_id, attempt,
                       watch=getattr(pending, "watch", None),
                       on_timeout=getattr(pending, "on_timeout", None),
