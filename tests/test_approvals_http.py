@@ -123,7 +123,8 @@ def test_post_reject_fails_the_task_with_the_reason(served) -> None:
     ("POST", "/approve", b'{"token": "' + b"x" * 43 + b'"}', 404, "unknown approval token"),
     ("POST", "/approve", b'{"token": "TOKEN", "data": "' + b"x" * 2_000_000 + b'"}', 413,
      "more than the 1,048,576 bytes an approval or a rejection may take"),
-    ("POST", "/elsewhere", b'{"token": "TOKEN"}', 404, "no callback route '/elsewhere'"),
+    ("POST", "/elsewhere", b'{"token": "TOKEN"}', 404, "no callback route '/elsewhere'; this "
+     "function serves POSTs to /approve, /heartbeat, /openfaas, /reject"),
     ("GET", "/approve", b"", 405, "POST"),
     ("PUT", "/approve", b'{"token": "TOKEN"}', 405, "POST"),
 ])

@@ -204,10 +204,10 @@ def handle(site: Site, request: Any) -> Answer:
     segment, _, rest = (request.path or "/").strip("/").partition("/")
     route = ROUTES.get(segment)
     if route is None:
-        known = ", ".join(f"/{name}/..." for name in sorted(ROUTES))
+        known = ", ".join(f"/{name}" for name in sorted(ROUTES))
         logger.warning("callback: no route for %s %s", request.method, request.path)
-        return {"error": f"no callback route {request.path!r}; this function serves {known}"
-                }, 404
+        return {"error": f"no callback route {request.path!r}; this function serves "
+                         f"POSTs to {known}"}, 404
     try:
         return route(site, request, rest)
     except ConfigurationError as exc:  # the deployment's fault, not the sender's
