@@ -156,8 +156,12 @@ def test_forged_and_malformed_callbacks_change_nothing(new_job, gateway):
         (url, {"X_Function_Status": "200", "X_Function_Name": "other"}, 200, "ignored"),
         (f"{base}/openfaas/", {"X_Function_Status": "200"}, 400, "/openfaas/<job id>"),
         (f"{base}/openfaas/{'x' * 300}", {"X_Function_Status": "200"}, 400, "job id"),
-        (f"{base}/nowhere/{job_id}", {"X_Function_Status": "200"}, 404, "/openfaas/"),
+        (f"{base}/nowhere/{job_id}", {"X_Function_Status": "200"}, 404, "/openfaas,"),
+        # The job id alone does not do: the URL the gateway was given is signed.
+        (f"{base}/openfaas/{job_id}", {"X_Function_Status": "200"}, 200, "not signed: "),
     ]
+    assert url.startswith(f"{base}/openfaas/{job_id}?function_flow_timestamp=")
+    assert "&function_flow_signature=" in url
     for target, headers, status, said in forged:
         got, answer = post_callback(target, '{"forged": true}', **headers)
         assert got == status, (target, headers, answer)
