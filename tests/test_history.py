@@ -212,7 +212,7 @@ def test_huge_and_undecodable_output_is_kept_bounded_and_storable(store) -> None
     assert engine.run_status(run_id).status is RunStatus.SUCCEEDED
     entry = task_of(store, run_id, "loud").attempts[-1]
     assert len(entry["output"]) == output.MAX_OUTPUT_CHARS
-    end = "the end \\udcff\\udcfe of it\nraw \ufffd bytes\n"  # as stored: escaped, replaced
+    end = "the end \\udcff\\udcfe of it\nraw \\udcff bytes\n"  # as stored: escaped
     assert entry["output"].endswith("line 19999 " + "x" * 40 + "\n" + end)
     assert entry["output_cut"] == 20_000 * 52 + len(end) - output.MAX_OUTPUT_CHARS
     entry["output"].encode("utf-8")  # valid UTF-8: Firestore took it

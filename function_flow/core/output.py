@@ -193,7 +193,9 @@ class _BufferTee:
     def write(self, data: Any) -> int:
         capture = current()
         if capture is not None and isinstance(data, (bytes, bytearray, memoryview)):
-            capture.write(bytes(data).decode("utf-8", "replace"))
+            # Bytes that are not UTF-8 are kept as lone surrogates, stored
+            # escaped (\udcff), as os.fsdecode'd text is: nothing is lost.
+            capture.write(bytes(data).decode("utf-8", "surrogateescape"))
         return self._real.write(data)
 
     def __getattr__(self, name: str) -> Any:
