@@ -131,7 +131,7 @@ class _CurrentStream(logging.StreamHandler):
 def install(logger_name: str = "", *, level: int = logging.INFO, kind: str | None = None,
             stream: str = "stderr", default: str | None = None) -> logging.Handler:
     """Log `logger_name` (the root logger by default) at `level` in the chosen
-    format to sys.stdout or sys.stderr; returns the handler.
+    format to sys.stdout or sys.stderr; returns the handler (at `level`).
 
     The root logger is set to INFO when it was at Python's default (WARNING),
     so that a task body's INFO records are made and captured with its
@@ -143,7 +143,10 @@ def install(logger_name: str = "", *, level: int = logging.INFO, kind: str | Non
     for installed in [h for h in logger.handlers if isinstance(h, _CurrentStream)]:
         logger.removeHandler(installed)  # installed before (each CLI command installs)
     logger.addHandler(handler)
-    logger.setLevel(level)
+    handler.setLevel(level)
+    # Its WARNING records are still made when the handler prints only ERROR
+    # (function-flow without -v): a body's are captured with its attempt.
+    logger.setLevel(min(level, logging.WARNING))
     root = logging.getLogger()
     if root.level == logging.WARNING:
         root.setLevel(logging.INFO)
