@@ -137,3 +137,14 @@ def test_a_value_nested_too_deeply_says_it_cannot_be_stored_and_what_to_return()
         json_text("the result of task 'deep'", nested(1500, 1))
     message = str(refused.value)
     assert "cannot be stored" in message and "return a flatter value" in message, message
+
+
+def test_dict_keys_that_are_not_strings_come_back_as_strings(store) -> None:
+    """The README's one exception, as with json itself."""
+    bus = Outbox()
+    value = {1: "a", "1": "b", None: True}
+    job = job_keeping(value).use_backend(Backend("embedded", store, bus,
+                                                 lease_check_messages=False))
+    run_id, _ = job.engine.start({})
+    drain(job.engine, bus)
+    assert store.get_tasks(run_id, ["a"])[0].result == {"1": "b", "null": True}
