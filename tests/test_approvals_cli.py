@@ -282,6 +282,7 @@ def test_a_token_of_a_run_that_ended_says_so_and_changes_nothing(running) -> Non
     run.kill()
     cancelled = flow(run.cwd, "cancel", run.run_id)
     assert cancelled.returncode == 0, cancelled.stderr
+    assert "bodies still executing" not in cancelled.stdout  # it waited for a decision
     before = run.records()
 
     result = flow(run.cwd, "approve", run.token)

@@ -35,7 +35,7 @@ from function_flow.cli.approvals import LeftToTheOwner
 from function_flow.cli.common import EXIT_OK, command_for, fail, load_job
 from function_flow.cli.stores import get_run, open_selected
 from function_flow.config import Settings
-from function_flow.core import control
+from function_flow.core import control, foreach, waiting
 from function_flow.core.records import RunRecord, TaskStatus
 from function_flow.errors import RunEndedError, RunNotFoundError
 
@@ -69,7 +69,11 @@ def cancel(run_id: str) -> None:
     selected, _ = _live_run(run_id, "cancel")
     store = selected.store
     assert store is not None
-    running = [t.task_id for t in store.find_tasks(run_id, TaskStatus.RUNNING, 50)]
+    # What is RUNNING but waits (for an event, an approval, a foreach's items)
+    # executes no body: only the others go on in their process.
+    running = [t.task_id for t in store.find_tasks(run_id, TaskStatus.RUNNING, 50)
+               if waiting.waiting_trigger(store, run_id, t) is None
+               and not foreach.is_summary_of(t.task_id, t.result)]
     outcome = _act(lambda: control.cancel(store, run_id, time.time()))
     out = progress.make_console()
     out.print(f"cancelled run {run_id}: {outcome.tasks} unfinished task(s) marked CANCELLED",
