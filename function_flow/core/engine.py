@@ -288,7 +288,9 @@ class Engine(control.Controls):
         """
         trigger = self.store.get_trigger(trigger_id)
         if trigger is None:
-            logger.warning("external event for unknown trigger %r; acknowledged", trigger_id)
+            logger.warning("external event for unknown trigger %r: nothing waits for it (a "
+                           "duplicate of one that completed its task, one after its wait "
+                           "timed out, or never issued); acknowledged", trigger_id)
             return "unknown_trigger"
         run_id, task_id, attempt = trigger.run_id, trigger.task_id, trigger.attempt
         with tracing.completing(self.store, trigger, None if ok else error or "failed"):
