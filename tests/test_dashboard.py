@@ -113,6 +113,12 @@ def test_pages_of_50_runs_up_to_500_and_a_long_result_cut_at_4000_characters(
     assert len(shown) == 4000 + len("... (10012 chars)")
     page = client.get("/runs/long/tasks/a").text
     assert "x" * 3990 in page and "x" * 4000 not in page and "(10012 chars)" in page
+    add_run(store, "fanned", [TaskRecord("each", status=TaskStatus.SUCCEEDED, attempt=1,
+                                         result={"__foreach__": "each", "items": 1200,
+                                                 "mapping": False})],
+            created_at=11.0, status="SUCCEEDED")
+    assert client.get("/api/runs/fanned/tasks/each").json["result"] == \
+        "the results of its 1,200 items, in item order"
 
 
 

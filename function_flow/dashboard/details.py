@@ -15,8 +15,9 @@ from typing import Any
 
 from function_flow import history
 from function_flow.cli import progress
+from function_flow.core import foreach
 from function_flow.core.ports import Store
-from function_flow.core.records import TaskStatus
+from function_flow.core.records import TaskRecord, TaskStatus
 
 #: Characters of a result or an item shown; the rest is cut, saying how much.
 PREVIEW_CHARS = 4000
@@ -49,7 +50,7 @@ def task_detail(store: Store, run_id: str, task_id: str,
         else None,
         "error": task.error,
         "last_error": progress.last_line(task.error) if task.error else None,
-        "result": preview(task.result) if task.result is not None else None,
+        "result": _result(task),
         "item_key": None if task.item_key is None else preview(task.item_key),
         "item": preview(task.item) if task.role == "item" else None,
         "deps": list(task.deps) if task.deps is not None else None,
@@ -86,6 +87,15 @@ def _attempt(attempt: history.Attempt, now: float) -> dict[str, Any]:
         "error_line": progress.last_line(attempt.error) if attempt.error else None,
         "output": attempt.output, "output_cut": attempt.output_cut,
     }
+
+
+def _result(task: TaskRecord) -> str | None:
+    """Its result, previewed; a foreach's is its items', which the page lists
+    (reading every item here would make one look cost a read per item)."""
+    if foreach.is_summary_of(task.task_id, task.result):
+        how = "by key" if task.result.get("mapping") else "in item order"
+        return f"the results of its {int(task.result.get('items', 0)):,} items, {how}"
+    return preview(task.result) if task.result is not None else None
 
 
 def preview(value: Any) -> str:
