@@ -118,9 +118,9 @@ def settle(job: Job, backend: backends.Backend, run_id: str) -> None:
     """
     bus = backend.bus
     if not bus.wait_idle(timeout=FINAL_GRACE_SECONDS):
-        # Stop the bus first: a worker taking an attempt retire_leftovers queues
-        # again would be cut off by the exit between its claim and its cancel,
-        # leaving the task RUNNING in an ended run. This thread ends them all.
+        # Stop the bus first: a worker taking a queued attempt would be cut
+        # off by the exit between its claim and its cancel, leaving the task
+        # RUNNING in an ended run. This thread cancels them all.
         bus.close()
         job.engine.retire_leftovers(run_id)
     # backends.embedded() waits for the bus at exit, for scripts that call
