@@ -347,27 +347,16 @@ def test_function_flow_run_keeps_a_bodys_info_records_without_printing_them(tmp_
         "job = tasks.Job(name='chatty')\n"
         "@job.task(task_id='talks')\n"
         "def talks(task, job):\n"
-        "    logging.getLogger('chatty.body').info('loaded %d rows', 3)\n")
+        "    logging.getLogger('chatty.body').info('loaded %d rows', 3)\n"
+        "    logging.getLogger('function_flow.mine').warning('careful')\n"
+        "    logging.getLogger('function_flow.mine').info('chatter')\n")
     ran = flow(tmp_path, "run", "chatty.py")
     assert ran.returncode == 0, ran.stderr
     assert "loaded 3 rows" not in ran.stdout + ran.stderr  # the root logger has no handler
+    assert "careful" not in ran.stderr  # without -v the command prints only errors
     shown = flow(tmp_path, "logs", run_id_of(ran.stdout))
     assert "    | INFO chatty.body: loaded 3 rows\n" in shown.stdout, shown.stdout
+    # function_flow's own records are kept from WARNING up, also without -v.
+    assert "    | WARNING function_flow.mine: careful\n" in shown.stdout
+    assert "chatter" not in shown.stdout
 
-
-def test_a_bodys_function_flow_warnings_are_captured_under_the_cli(tmp_path) -> None:
-    """`function-flow run` prints only errors of its own without -v, yet a
-    body's WARNING records are kept with its attempt, function_flow's too."""
-    (tmp_path / "warns.py").write_text(
-        "import logging\n"
-        "from function_flow import tasks\n"
-        "job = tasks.Job(name='warns')\n"
-        "@job.task(task_id='a')\n"
-        "def a(**_):\n"
-        "    logging.getLogger('function_flow.mine').warning('careful')\n"
-        "    logging.getLogger('function_flow.mine').info('chatter')\n")
-    ran = flow(tmp_path, "run", "warns.py")
-    assert ran.returncode == 0 and "careful" not in ran.stderr, ran.stderr
-    shown = flow(tmp_path, "logs", run_id_of(ran.stdout)).stdout
-    assert "| WARNING function_flow.mine: careful" in shown
-    assert "chatter" not in shown  # function_flow's own below WARNING are left out
