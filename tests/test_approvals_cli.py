@@ -97,6 +97,25 @@ def running(tmp_path: Path):
             run.kill()
 
 
+def test_an_approval_on_the_command_line_is_traced_as_the_settings_say(running) -> None:
+    """Its `complete ask` span is exported, as the callback function's is."""
+    from test_tracing_export import OtlpReceiver
+
+    run = running()
+    receiver = OtlpReceiver()
+    try:
+        result = flow(run.cwd, "approve", run.token, env={
+            "FUNCTION_FLOW_TRACING": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url})
+    finally:
+        receiver.server.shutdown()
+    assert result.returncode == 0, result.stderr
+    names = [span.name for _, request in receiver.requests
+             for resource in request.resource_spans
+             for scope in resource.scope_spans for span in scope.spans]
+    assert "complete ask" in names, names
+    assert run.finish().returncode == 0
+
+
 def test_approve_with_data_finishes_the_run_in_its_own_process(running) -> None:
     run = running()
 

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import click
 
-from function_flow import approvals, backends, owners, selection
+from function_flow import approvals, backends, owners, selection, tracing
 from function_flow.cli import progress
 from function_flow.cli.common import command_for, fail
 from function_flow.cli.run import job_of
@@ -127,6 +127,7 @@ def _decide(token: str, file: str | None,
         selection.check_topic(backend.bus)
     else:
         assert selected.store is not None
+        tracing.configure(settings)  # its `complete` span joins the run's trace
         backend = backends.Backend("embedded", selected.store, LeftToTheOwner(),
                                    description=selected.description)
     try:

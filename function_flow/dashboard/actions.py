@@ -29,7 +29,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from function_flow import approvals, backends, owners, selection
+from function_flow import approvals, backends, owners, selection, tracing
 from function_flow.cli.approvals import LeftToTheOwner
 from function_flow.core import control
 from function_flow.core.engine import Engine
@@ -233,6 +233,7 @@ def decide(dash: Dashboard, run_id: str, token: str, *, approve: bool, data: Any
     elif _runs_here(found, run):
         engine = found.job.engine
     else:
+        tracing.configure(dash.settings)  # its `complete` span joins the run's trace
         engine = backends.Backend("embedded", store, LeftToTheOwner()).engine(found.job)
     try:
         decision = approvals.approve(engine, token.strip(), data) if approve else \
