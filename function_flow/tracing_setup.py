@@ -129,9 +129,18 @@ def provider_for(mode: str, project: str | None = None) -> Any:
     else:
         cloud_trace = _require("opentelemetry.exporter.cloud_trace",
                                "opentelemetry-exporter-gcp-trace", mode)
+        from google.auth.exceptions import DefaultCredentialsError
+
         with warnings.catch_warnings():  # it points to Google's OTLP endpoint (otlp does)
             warnings.simplefilter("ignore", DeprecationWarning)
-            exporter = cloud_trace.CloudTraceSpanExporter(project_id=project)
+            try:
+                exporter = cloud_trace.CloudTraceSpanExporter(project_id=project)
+            except DefaultCredentialsError:
+                raise ConfigurationError(
+                    f"{VARIABLE}=gcp needs Google credentials to write to Cloud Trace, and "
+                    "none were found: run `gcloud auth application-default login` (or set "
+                    "GOOGLE_APPLICATION_CREDENTIALS), or trace locally with "
+                    f"{VARIABLE}=otlp or console") from None
     provider.add_span_processor(export.BatchSpanProcessor(exporter))
     return provider
 

@@ -140,6 +140,20 @@ def test_gcp_writes_to_cloud_trace_under_the_project(monkeypatch, tmp_path):
     assert span.display_name.value == "body t"
 
 
+def test_gcp_without_credentials_is_one_configuration_error(monkeypatch):
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    def no_credentials(*args, **kwargs):
+        raise DefaultCredentialsError("Your default credentials were not found.")
+
+    monkeypatch.setattr(google.auth, "default", no_credentials)
+    with pytest.raises(ConfigurationError) as error:
+        tracing.provider_for("gcp", "traced-project")
+    assert str(error.value).startswith("FUNCTION_FLOW_TRACING=gcp needs Google credentials")
+    assert "gcloud auth application-default login" in str(error.value)
+
+
 @pytest.mark.parametrize("mode, package", [
     ("gcp", "opentelemetry-exporter-gcp-trace"),
     ("otlp", "opentelemetry-exporter-otlp-proto-http"),
