@@ -194,11 +194,14 @@ def _foreach_state(record: TaskRecord | None, found: list[TaskRecord]) -> NodeSt
         "QUEUED" if t.status in (TaskStatus.READY, TaskStatus.QUEUED) else t.status.value
         for t in found)
     total = len(found)
-    done = sum(n for s, n in counts.items() if TaskStatus(s).is_final)
+    # Done as the run's own line counts (cli/overview.py): succeeded or skipped.
+    done = counts["SUCCEEDED"] + counts["SKIPPED"]
     text = f"{done:,}/{total:,} items done"
     failed = counts["FAILED"] + counts["UPSTREAM_FAILED"]  # (a task of its copy failed)
     if failed:
         text += f", {failed:,} failed"
+    if counts["CANCELLED"]:
+        text += f", {counts['CANCELLED']:,} cancelled"
     state.text = text
     state.bar = [(s, counts[s] / total) for s in BAR_ORDER if counts[s]]
     return state
