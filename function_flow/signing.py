@@ -32,7 +32,7 @@ import hmac
 import re
 import secrets
 import time
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from function_flow.errors import ConfigurationError, FunctionFlowError
 
@@ -86,21 +86,36 @@ def signature(body: bytes, key: str | bytes, timestamp: int) -> str:
     return f"sha256={mac.hexdigest()}"
 
 
+def _bytes(body: Any) -> bytes:
+    """The body as sent: bytes. A str would be encoded by whoever sends it
+    (and http.client does not use UTF-8), so it is refused, saying so."""
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body)
+    raise TypeError(f"the body to sign or verify must be the bytes sent, got "
+                    f"{type(body).__name__}; pass body.encode() and send those bytes")
+
+
 def sign(body: bytes, key: str | bytes, timestamp: int | None = None,
          names: tuple[str, str] = HEADERS) -> dict[str, str]:
     """The headers (or, with names=ATTRIBUTES, attributes) that sign `body` now."""
+    body = _bytes(body)
     stamp = int(time.time() if timestamp is None else timestamp)
     return {names[0]: str(stamp), names[1]: signature(body, key, stamp)}
 
 
 def verify(body: bytes, headers: Mapping[str, str], key: str | bytes, *,
-           tolerance: float = DEFAULT_TOLERANCE_SECONDS, now: float | None = None) -> None:
-    """Raise SignatureError unless `headers` sign `body` with `key` within `tolerance`.
+           tolerance: float | None = None, now: float | None = None) -> None:
+    """Raise SignatureError unless `headers` sign `body` with `key` within `tolerance`
+    seconds (default: FUNCTION_FLOW_HMAC_TOLERANCE, else 300).
 
     `headers` may be any mapping; lookups try the header names as written and
     in lower case (a plain dict of a server's headers).
     """
-    _verify(body, headers, HEADERS, [check_key(key)], tolerance, now)
+    if tolerance is None:
+        from function_flow.config import Settings
+
+        tolerance = Settings.from_env().hmac_tolerance
+    _verify(_bytes(body), headers, HEADERS, [check_key(key)], tolerance, now)
 
 
 def is_signed(values: Mapping[str, str], names: tuple[str, str] = ATTRIBUTES) -> bool:
@@ -194,10 +209,14 @@ def _verify(body: bytes, values: Mapping[str, str], names: tuple[str, str],
     timestamp = int(stamp)
     current = time.time() if now is None else now
     oldest = tolerance if max_age is None else max_age
-    if current - timestamp > oldest or timestamp - current > tolerance:
+    if current - timestamp > oldest:
         raise SignatureError(
-            f"signature too old: signed {_age(current - timestamp)}, more than the "
-            f"{tolerance:g} s of {TOLERANCE_VARIABLE} (a replay, or a wrong clock)")
+            f"signature too old: signed {current - timestamp:.0f} s ago, more than the "
+            f"{oldest:g} s of {TOLERANCE_VARIABLE} (a replay, or a wrong clock)")
+    if timestamp - current > tolerance:
+        raise SignatureError(
+            f"signature from the future: signed {timestamp - current:.0f} s from now, more "
+            f"than the {tolerance:g} s of {TOLERANCE_VARIABLE} (a wrong clock)")
     if not _SIGNATURE.fullmatch(given.strip()):
         raise SignatureError(f"signature malformed: {signature_name} is not "
                              "sha256=<64 hex digits>")
@@ -207,6 +226,3 @@ def _verify(body: bytes, values: Mapping[str, str], names: tuple[str, str],
         raise SignatureError("the signature does not match (forged, signed with another "
                              "key, or the body was changed)")
 
-
-def _age(seconds: float) -> str:
-    return f"{seconds:.0f} s ago" if seconds >= 0 else f"{-seconds:.0f} s in the future"

@@ -65,7 +65,7 @@ def attributes(**changes: str) -> dict[str, str]:
     (attributes(function_flow_signature="sha256=" + "0" * 64), "does not match"),
     (attributes(function_flow_timestamp=str(NOW + 1)), "does not match"),  # moved stamp
     (signed(BODY, timestamp=NOW - 301), "signed 301 s ago"),  # a replay
-    (signed(BODY, timestamp=NOW + 301), "301 s in the future"),
+    (signed(BODY, timestamp=NOW + 301), "signature from the future: signed 301 s from now"),
     (attributes(function_flow_timestamp="yesterday"), "not a time in epoch seconds"),
     (attributes(function_flow_timestamp="1e9"), "not a time in epoch seconds"),
     (attributes(function_flow_timestamp="-5"), "not a time in epoch seconds"),
@@ -97,6 +97,21 @@ def test_signatures_of_changed_old_or_foreign_requests_do_not_verify() -> None:
         signing.verify(body, {}, TEST_HMAC_KEY)
     lower = {k.lower(): v for k, v in headers.items()}
     signing.verify(body, lower, TEST_HMAC_KEY, now=1_000_000)
+
+
+def test_verify_takes_its_tolerance_from_the_settings_and_wants_the_bytes_sent(
+        monkeypatch) -> None:
+    body = b'{"run_id": "r"}'
+    headers = signing.sign(body, TEST_HMAC_KEY, timestamp=1_000_000)
+    monkeypatch.setenv("FUNCTION_FLOW_HMAC_TOLERANCE", "1000")
+    signing.verify(body, headers, TEST_HMAC_KEY, now=1_000_000 + 900)
+    with pytest.raises(signing.SignatureError, match="more than the 1000 s of "
+                                                     "FUNCTION_FLOW_HMAC_TOLERANCE"):
+        signing.verify(body, headers, TEST_HMAC_KEY, now=1_000_000 + 1001)
+    with pytest.raises(TypeError, match=r"must be the bytes sent, got str; pass body.encode"):
+        signing.sign(body.decode(), TEST_HMAC_KEY)
+    with pytest.raises(TypeError, match="must be the bytes sent"):
+        signing.verify(body.decode(), headers, TEST_HMAC_KEY)
 
 
 def test_during_a_rotation_the_previous_key_verifies_and_never_signs() -> None:
