@@ -62,6 +62,9 @@ def test_flasks_own_refusals_are_the_dashboards_errors_too(tmp_path) -> None:
         (client.get("/api/runs/live/tasks"), 404, "no page at"),
         (client.get("/runs/live/actions/pause", headers=as_json), 405,
          "get is not allowed on '/runs/live/actions/pause'"),
+        # Without the dashboard's token too: the route takes no such method.
+        (client.delete("/api/runs"), 405, "delete is not allowed on '/api/runs'"),
+        (client.post("/api/nope"), 404, "no page at '/api/nope'"),
         (client.post("/runs/live/actions/pause", data={"csrf_token": token,
                                                         "pad": "x" * 3 * 1024 * 1024},
                      headers=as_json), 413, "over the dashboard's 2,097,152 bytes"),

@@ -37,7 +37,9 @@ def install(app: Flask, allowed_hosts: Sequence[str] | None) -> None:
 
     @app.before_request
     def refuse_cross_site() -> Any:
-        if request.method in SAFE_METHODS:
+        # A request no route takes (a wrong method or path) acts on nothing:
+        # it gets its 404 or 405, which says more than a refusal would.
+        if request.method in SAFE_METHODS or request.routing_exception is not None:
             return None
         from function_flow.dashboard.app import dashboard
 
