@@ -288,6 +288,9 @@ def test_resume_on_google_cloud_sends_the_queued_tasks_on_the_schedule_topic(
     assert answer.json["message"] == ("resumed run held: sent its 1 queued task(s) again; "
                                       "the deployed functions continue it")
     assert firestore_store.get_run("held").paused_at is None
+    again = client.post("/runs/held/actions/resume", data={"csrf_token": token}, headers=json)
+    assert (again.status_code, again.json["message"]) == (
+        200, "run held is not paused: there is nothing to resume; nothing was changed")
     pulled = subscriber.pull(request={"subscription": subscription, "max_messages": 10},
                              timeout=30).received_messages
     assert [Message.from_json(m.message.data) for m in pulled] == [Message("held", "a", 1)]

@@ -94,6 +94,10 @@ def _resume(dash: Dashboard, run: RunRecord) -> str:
     store = dash.store()
     assert store is not None
     run_id, found = run.run_id, dash.definitions.job_for(run)
+    alive = bool(run.owner) and owners.owner_state(run.owner) != owners.OWNER_GONE
+    if run.paused_at is None and (dash.kind == "gcp" or _runs_here(found, run) or alive):
+        # (A run whose process is gone is continued, paused or not.)
+        return f"run {run_id} is not paused: there is nothing to resume; nothing was changed"
     if dash.kind == "gcp":
         backend = _deployed(dash, found)
         try:
@@ -107,8 +111,7 @@ def _resume(dash: Dashboard, run: RunRecord) -> str:
         outcome = found.job.engine.unpause(run_id)
         return f"resumed run {run_id}: its {outcome.tasks} queued task(s) were sent again"
     control.unpause(store, LeftToTheOwner(), run_id, time.time())
-    state = owners.owner_state(run.owner) if run.owner else owners.OWNER_GONE
-    if state != owners.OWNER_GONE:
+    if alive:
         return (f"resumed run {run_id}: its process {run.owner} starts its held tasks again "
                 "within seconds")
     if found.path is None:
