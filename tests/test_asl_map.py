@@ -166,3 +166,18 @@ def test_a_tolerated_failure_percentage_of_the_items(tmp_path: Any, percentage: 
         assert outcome.output[:2] == [1, 2] and outcome.output[3:] == [4, 5, 6, 7, 8]
     else:
         assert outcome.output["Error"] == error
+
+
+def test_the_command_line_counts_a_map_of_many_items_in_one_row(tmp_path: Any) -> None:
+    """More items than `run` and `status` list one by one: one row counts them."""
+    import json
+
+    from cli_runs import flow, run_id_of
+
+    (tmp_path / "many.json").write_text(json.dumps(_map(NOOP)))
+    ran = flow(tmp_path, "run", "many.json", "--input", json.dumps({"xs": list(range(12))}))
+    assert ran.returncode == 0, ran.stderr
+    assert "0001.Each.i*.0001.Echo   12 SUCCEEDED" in ran.stdout, ran.stdout
+    assert ran.stdout.rstrip().endswith(f"output: {list(range(12))}")
+    shown = flow(tmp_path, "status", run_id_of(ran.stdout))
+    assert shown.returncode == 0 and "0001.Each.i*.0001.Echo" in shown.stdout, shown.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
 from typing import Iterable, Union
 
 from function_flow import subdags
@@ -72,8 +73,19 @@ def _counted(group: list[TaskRecord]) -> ItemsRow:
     started = [t.started_at for t in group if t.started_at is not None]
     finished = [t.finished_at for t in group if t.finished_at is not None]
     duration = max(finished) - min(started) if started and finished else None
-    # "work[0..9999]", or "work[0..9999]/clean" for a task of the copies.
-    head, _, tail = group[0].task_id.rpartition("[")
-    return ItemsRow(label=f"{head}[0..{len(group) - 1}]{tail[tail.index(']') + 1:]}",
+    return ItemsRow(label=_label(group),
                     counts=dict(sorted(counts.items(), key=lambda kv: -kv[1])),
                     attempts=sum(t.attempt for t in group), duration=duration)
+
+
+def _label(group: list[TaskRecord]) -> str:
+    """"work[0..9999]", or "work[0..9999]/clean" for a task of the copies; for
+    items named otherwise (a Step Functions Map's, "0001.M.i7.0001.T"), the
+    part their ids share around a "*": "0001.M.i*.0001.T"."""
+    head, _, tail = group[0].task_id.rpartition("[")
+    if head and "]" in tail:
+        return f"{head}[0..{len(group) - 1}]{tail[tail.index(']') + 1:]}"
+    ids = [t.task_id for t in group]
+    prefix = os.path.commonprefix(ids)
+    suffix = os.path.commonprefix([i[len(prefix):][::-1] for i in ids])[::-1]
+    return f"{prefix}*{suffix}"
