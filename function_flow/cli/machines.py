@@ -39,10 +39,12 @@ def run(job: Any, file: str, input_json: str | None, workers: int | None,
 
     def epilogue(out: Any) -> None:
         outcome = job.outcome(run_id)
+        # One line each, however long (soft_wrap): scripts read the output's JSON.
         if outcome.status == "SUCCEEDED":
-            out.print("output: " + json.dumps(outcome.output), markup=False)
+            out.print("output: " + json.dumps(outcome.output), markup=False, soft_wrap=True)
         else:
-            out.print(f"error: {outcome.error}; cause: {outcome.cause}", markup=False)
+            out.print(f"error: {outcome.error}; cause: {outcome.cause}", markup=False,
+                      soft_wrap=True)
 
     follow_to_end(job, backend, run_id, epilogue=epilogue)
 
