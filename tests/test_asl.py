@@ -51,6 +51,26 @@ def test_cli_runs_graphs_and_validates_a_machine_file(tmp_path: Path) -> None:
     assert any("state 'C': no rule can match" in line for line in lines)
     assert any("state 'B' is unreachable" in line for line in lines)
     assert flow(tmp_path, "validate", "greet.json", env=env).returncode == 0
+    # A Resource nothing provides: `validate` says so, as `run` does.
+    (tmp_path / "alone.json").write_text(json.dumps({"StartAt": "B", "States": {
+        "B": {"Type": "Task", "Resource": "unknown", "End": True}}}))
+    alone = flow(tmp_path, "validate", "alone.json", env=env)
+    assert alone.returncode == 1 and "nothing provides the Resource 'unknown'" in alone.stderr
+    (tmp_path / "odd.json").write_text((tmp_path / "alone.json").read_text())
+    (tmp_path / "odd.py").write_text("RESOURCES = 5\n")
+    assert_one_error_line(flow(tmp_path, "validate", "odd.json", env=env),
+                          "odd.py: RESOURCES must be a dict", "of odd.json, got int")
+    # A machine.py of remote functions only needs no RESOURCES.
+    (tmp_path / "only.json").write_text(json.dumps({"StartAt": "S", "States": {
+        "S": {"Type": "Task", "Resource": "pubsub:ONLY_SCORE", "End": True}}}))
+    (tmp_path / "only.py").write_text(
+        "from function_flow import remote\n"
+        "@remote.function(topic='ONLY_SCORE')\n"
+        "def score(payload, context):\n"
+        "    return {'letters': 3}\n")
+    only = flow(tmp_path, "run", "only.json", "--input", "{}", env=env)
+    assert only.returncode == 0, only.stderr
+    assert only.stdout.rstrip().endswith('output: {"letters": 3}'), only.stdout
     assert_one_error_line(flow(tmp_path, "run", "greet.json", "--input", "{x", env=env),
                           "--input is not JSON")
     assert_one_error_line(flow(tmp_path, "run", "bad.json", env=env), "state 'A'")

@@ -47,10 +47,11 @@ def resources_for(path: str) -> dict[str, Any] | None:
     if beside is None:
         return None
     module = loader.load_module(beside)
-    found = getattr(module, "RESOURCES", None)
+    found = getattr(module, "RESOURCES", {})  # none: it may hold only remote functions
     if not isinstance(found, dict):
-        raise MachineFileError(f"{beside} defines no RESOURCES dict (Resource string -> "
-                               "function) for the Task states of {path}")
+        raise MachineFileError(f"{beside}: RESOURCES must be a dict (Resource string -> "
+                               f"function) for the Task states of {path}, got "
+                               f"{type(found).__name__}")
     return found
 
 
@@ -71,7 +72,8 @@ def load(path: str) -> Any:
 def problems(path: str) -> list[str]:
     """Every definition error of `path`, one line each (empty: it can run)."""
     definition = read(path)
-    return [message for _, message in validate.problems(definition, resources_for(path))]
+    # What `run` would have: no machine.py beside it provides no Python Resource.
+    return [message for _, message in validate.problems(definition, resources_for(path) or {})]
 
 
 def render(definition: dict[str, Any], fmt: str = "text") -> str:
