@@ -95,6 +95,69 @@ def test_a_definition_error_names_the_state_before_anything_runs() -> None:
         StateMachine({"States": {"A": {"Type": "Pass", "End": True}}})
 
 
+def _pass_state(**fields: Any) -> dict[str, Any]:
+    return {"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True, **fields}}}
+
+
+def _task_state(**fields: Any) -> dict[str, Any]:
+    return {"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": "r", "End": True,
+                                             **fields}}}
+
+
+@pytest.mark.parametrize("definition, said", [
+    (_task_state(Retry={"ErrorEquals": ["States.ALL"]}), "Retry must be a list of objects"),
+    (_task_state(Retry=[{"MaxAttempts": 2}]), "Retry[0] needs ErrorEquals"),
+    (_task_state(Catch=[{"ErrorEquals": ["States.ALL"]}]), "Catch[0] needs a Next"),
+    (_task_state(Retry=[{"ErrorEquals": ["States.ALL"]}, {"ErrorEquals": ["E"]}]),
+     "Retry[0]: States.ALL must be the only error of the last Retry"),
+    (_task_state(Retry=[{"ErrorEquals": ["E"], "MaxAttempts": -1}]),
+     "Retry[0]: MaxAttempts must be a whole number of at least 0, got -1"),
+    (_task_state(Retry=[{"ErrorEquals": ["E"], "BackoffRate": 0.5}]),
+     "BackoffRate must be a number of at least 1.0"),
+    (_pass_state(Retry=[{"ErrorEquals": ["E"]}]), "Retry is only for Task, Parallel and Map"),
+    (_task_state(TimeoutSeconds=0), "TimeoutSeconds must be a whole number of at least 1"),
+    (_task_state(TimeoutSeconds=5, TimeoutSecondsPath="$.t"),
+     "takes TimeoutSeconds or TimeoutSecondsPath, not both"),
+    (_task_state(TimeoutSeconds=60, HeartbeatSeconds=60),
+     "HeartbeatSeconds (60) must be smaller than TimeoutSeconds (60)"),
+    ({"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": "5", "End": True}}},
+     "Seconds must be a whole number of at least 0, got '5'"),
+    ({"StartAt": "W", "States": {"W": {"Type": "Wait", "Timestamp": "yesterday",
+                                       "End": True}}}, "Timestamp must be an ISO 8601 time"),
+    ({"StartAt": "F", "States": {"F": {"Type": "Fail", "Next": "F"}}},
+     "a Fail state ends the machine: it takes no Next"),
+    (_pass_state(Parameters={"x.$": 5}), "Parameters: x.$ must be a JSONPath or an "
+                                         "intrinsic function (a string), got int"),
+    ({"StartAt": "M", "States": {"M": {"Type": "Map", "End": True, "MaxConcurrency": "x",
+                                       "ItemProcessor": _pass_state()}}},
+     "MaxConcurrency must be a whole number of at least 0, got 'x'"),
+    ({"StartAt": "M", "States": {"M": {"Type": "Map", "End": True,
+                                       "ToleratedFailurePercentage": 150,
+                                       "ItemProcessor": _pass_state()}}},
+     "ToleratedFailurePercentage must be a number from 0 to 100, got 150"),
+])
+def test_fields_step_functions_would_refuse_are_definition_errors(definition, said) -> None:
+    """Before: ignored (a Retry without ErrorEquals), taken as given (a Wait of
+    "5"), or failing at run time (a Retry that is an object raised a traceback)."""
+    from function_flow.asl import validate
+
+    with pytest.raises(AslDefinitionError):
+        StateMachine(definition, resources={"r": lambda payload: payload})
+    found = validate.problems(definition, {"r": lambda payload: payload})
+    assert any(said in message and state in ("A", "W", "F", "M")
+               for state, message in found), found
+
+
+def test_the_fields_step_functions_takes_pass() -> None:
+    StateMachine(_task_state(
+        Retry=[{"ErrorEquals": ["E1", "E2"], "MaxAttempts": 0, "IntervalSeconds": 0,
+                "BackoffRate": 1.5, "MaxDelaySeconds": 10}, {"ErrorEquals": ["States.ALL"]}],
+        Catch=[{"ErrorEquals": ["States.ALL"], "Next": "A"}], TimeoutSeconds=60,
+        HeartbeatSeconds=10), resources={"r": lambda payload: payload})
+    StateMachine({"StartAt": "W", "States": {"W": {
+        "Type": "Wait", "Timestamp": "2026-01-01T00:00:00Z", "End": True}}})
+
+
 # ------------------------------------------------------------------- engine
 
 

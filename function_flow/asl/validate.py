@@ -6,14 +6,16 @@ the machine's shape (StartAt, States), each state's Type and required
 fields, Next/Default/Catch targets that name no state, states nothing
 reaches, a state that neither ends nor goes on, JSONPaths and intrinsics
 that do not parse, Choice rules without a comparison, a Choice without a
-Default whose rules cannot match anything, and Resources nothing provides.
+Default whose rules cannot match anything, Resources nothing provides, and
+the fields Step Functions would refuse (validate_fields.py: Retry and Catch,
+numbers, times).
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from function_flow.asl import choice, intrinsics, jsonpath
+from function_flow.asl import choice, intrinsics, jsonpath, validate_fields
 from function_flow.asl.errors import AslDefinitionError, PathError
 
 STATE_TYPES = ("Pass", "Task", "Choice", "Wait", "Succeed", "Fail", "Parallel", "Map")
@@ -152,7 +154,7 @@ def _state(name: str, state: Any, states: dict[str, Any]) -> list[str]:
             found.append(f"{field} {value!r} is not a valid JSONPath")
     for field in _TEMPLATES:
         found += [f"{field}: {m}" for m in _template(state.get(field))]
-    return found
+    return found + validate_fields.problems(kind, state)
 
 
 def _path_ok(path: str, field: str) -> bool:
@@ -173,7 +175,10 @@ def _template(value: Any, at: str = "") -> list[str]:
     found = []
     if isinstance(value, dict):
         for key, inner in value.items():
-            if key.endswith(".$") and isinstance(inner, str):
+            if key.endswith(".$") and not isinstance(inner, str):
+                found.append(f"{at}{key} must be a JSONPath or an intrinsic function (a "
+                             f"string), got {type(inner).__name__}")
+            elif key.endswith(".$"):
                 if intrinsics.is_intrinsic(inner):
                     try:
                         intrinsics.parse(inner)
