@@ -88,6 +88,7 @@ def test_a_remote_resource_that_cannot_be_called_is_a_definition_error_naming_th
         resource: str, given: Any, why: str) -> None:
     with pytest.raises(AslDefinitionError, match=why) as raised:
         StateMachine({"StartAt": "Call", "States": {"Call": {
-            "Type": "Task", "Resource": resource, "End": True}}},
+            "Type": "Task", "Resource": resource, "End": True,
+            "Parameters": {"token.$": "$$.Task.Token"}}}},
             resources={} if given is None else {resource: given})
     assert raised.value.state == "Call"

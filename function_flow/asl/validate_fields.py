@@ -11,6 +11,7 @@ MaxConcurrency of "x" does not fail at run time. validate.py calls
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 
 #: The states that may retry and catch (Step Functions: Task, Parallel, Map).
@@ -31,6 +32,11 @@ def problems(kind: str, state: dict[str, Any]) -> list[str]:
         found += _wait(state)
     if kind == "Task":
         found += _timeouts(state)
+        resource = state.get("Resource")
+        if isinstance(resource, str) and resource.endswith(".waitForTaskToken") \
+                and "$$.Task.Token" not in json.dumps(state.get("Parameters")):
+            found.append("a .waitForTaskToken Task passes its token on in Parameters, e.g. "
+                         '"Parameters": {"token.$": "$$.Task.Token", "input.$": "$"}')
     if kind == "Map":
         found += _whole(state, "MaxConcurrency", 0)
         found += _whole(state, "ToleratedFailureCount", 0)
