@@ -287,3 +287,24 @@ def test_output_path_runtime_errors_are_not_catchable() -> None:
     with pytest.raises(AslError) as raised:
         paths.output_path("S", {"OutputPath": "$.nope"}, {}, {})
     assert raised.value.error == "States.Runtime" and not raised.value.catchable
+
+
+def test_a_choice_whose_variable_selects_nothing_fails_as_on_step_functions(
+        tmp_path: Path) -> None:
+    """States.Runtime, not its Default; IsPresent is how a rule asks."""
+    definition = {"StartAt": "C", "States": {
+        "C": {"Type": "Choice", "Default": "B", "Choices": [
+            {"Variable": "$.x", "IsPresent": False, "Next": "Absent"},
+            {"Variable": "$.x", "NumericGreaterThan": 1, "Next": "A"}]},
+        "Absent": {"Type": "Pass", "Result": "absent", "End": True},
+        "A": {"Type": "Pass", "Result": "a", "End": True},
+        "B": {"Type": "Pass", "Result": "b", "End": True}}}
+    job = _job(definition, tmp_path)
+    assert job.execute({}, timeout=60).output == "absent"
+    assert job.execute({"x": 5}, timeout=60).output == "a"
+    definition["States"]["C"]["Choices"][0] = {"Variable": "$.y", "IsPresent": True,
+                                               "Next": "Absent"}
+    failed = _job(definition, tmp_path).execute({}, timeout=60)
+    assert (failed.status, failed.error) == ("FAILED", "States.Runtime")
+    assert "Invalid path '$.x': The choice state's condition path references an invalid " \
+        "value." in failed.cause

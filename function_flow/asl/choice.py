@@ -3,8 +3,10 @@
 Every comparison operator of the language, with a `...Path` twin that reads
 the value to compare with from the input. A comparison between values of
 different types is false, not an error (the corpus's choice cases record
-that on AWS); a Variable that selects nothing is false too, except for
-`IsPresent: false`, which it makes true.
+that on AWS). A Variable (or a `...Path` operand) that selects nothing is
+an error, as on Step Functions (States.Runtime: "The choice state's
+condition path references an invalid value"), except for `IsPresent`,
+which is how a rule asks whether it selects anything.
 """
 
 from __future__ import annotations
@@ -98,6 +100,15 @@ def _value(path: str, data: Any, context: Any) -> Any:
         return _MISSING
 
 
+def _present(path: str, data: Any, context: Any) -> Any:
+    """What `path` selects; PathError in Step Functions' words when nothing."""
+    value = _value(path, data, context)
+    if value is _MISSING:
+        raise PathError(f"Invalid path '{path}': The choice state's condition path "
+                        "references an invalid value.")
+    return value
+
+
 def operator_of(rule: dict[str, Any]) -> str | None:
     """The comparison a rule makes (None for And/Or/Not or a rule without one)."""
     return next((key for key in rule if key in COMPARISONS), None)
@@ -115,17 +126,13 @@ def matches(rule: dict[str, Any], data: Any, context: Any = None) -> bool:
     if operator is None:
         return False
     operand = rule[operator]
-    value = _value(rule["Variable"], data, context)
     if operator == "IsPresent":
-        return (value is not _MISSING) is bool(operand)
-    if value is _MISSING:
-        return False
+        return (_value(rule["Variable"], data, context) is not _MISSING) is bool(operand)
+    value = _present(rule["Variable"], data, context)
     if operator in TYPE_TESTS:
         return TYPE_TESTS[operator](value) is bool(operand)
     if operator.endswith("Path"):
-        operand = _value(operand, data, context)
-        if operand is _MISSING:
-            return False
+        operand = _present(operand, data, context)
         operator = operator[:-4]
     return OPERATORS[operator](value, operand)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from function_flow.asl import choice, context as ctx, paths, retry
 from function_flow.asl.errors import (EXCEEDED_TOLERATED_FAILURE, NO_CHOICE_MATCHED, AslError,
-                                      runtime)
+                                      PathError, runtime)
 
 #: Wait delays AWS refuses ("Wait state delay is too long"): ~2^31 seconds.
 MAX_WAIT_SECONDS = 2 ** 31 - 1
@@ -119,7 +119,10 @@ def _pass(spec: dict[str, Any], name: str, data: Any, context: Any, now: float,
 def _choice(spec: dict[str, Any], name: str, data: Any, context: Any, now: float,
             rng: Any) -> Outcome:
     effective = paths.input_path(name, spec, data, context)
-    chosen = choice.choose(spec, effective, context)
+    try:
+        chosen = choice.choose(spec, effective, context)
+    except PathError as exc:  # a rule's path selects nothing
+        raise runtime(name, str(exc)) from None
     if chosen is None:
         raise AslError(NO_CHOICE_MATCHED, f"No Choice rule of state {name!r} matched the "
                        "input and it has no Default", catchable=True)
