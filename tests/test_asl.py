@@ -308,3 +308,16 @@ def test_a_choice_whose_variable_selects_nothing_fails_as_on_step_functions(
     assert (failed.status, failed.error) == ("FAILED", "States.Runtime")
     assert "Invalid path '$.x': The choice state's condition path references an invalid " \
         "value." in failed.cause
+
+
+def test_a_result_path_that_cannot_be_applied_is_a_result_path_match_failure(
+        tmp_path: Path) -> None:
+    """Step Functions' error for it, which States.ALL catches (States.Runtime is not)."""
+    definition = {"StartAt": "P", "States": {
+        "P": {"Type": "Task", "Resource": "five", "ResultPath": "$.x", "End": True,
+              "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$", "Next": "C"}]},
+        "C": {"Type": "Pass", "End": True}}}
+    caught = _job(definition, tmp_path, five=lambda payload: 5).execute([1, 2], timeout=60)
+    assert caught.status == "SUCCEEDED"
+    assert caught.output["Error"] == "States.ResultPathMatchFailure"
+    assert "Unable to apply ResultPath '$.x' to the input of state 'P'" in caught.output["Cause"]

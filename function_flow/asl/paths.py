@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from function_flow.asl import intrinsics, jsonpath
-from function_flow.asl.errors import AslError, PathError, runtime
+from function_flow.asl.errors import RESULT_PATH_MATCH_FAILURE, AslError, PathError, runtime
 
 _DEFAULT = object()
 
@@ -55,8 +55,10 @@ def result_path(state: str, spec: dict[str, Any], data: Any, result: Any) -> Any
         return result
     try:
         return jsonpath.assign(path, data, result)
-    except PathError as exc:
-        raise runtime(state, f"Invalid path {path!r} : {exc}") from None
+    except PathError as exc:  # Step Functions' error for it, which a Catch may take
+        raise AslError(RESULT_PATH_MATCH_FAILURE,
+                       f"Unable to apply ResultPath {path!r} to the input of state "
+                       f"{state!r}: {exc}") from None
 
 
 def template(state: str, field: str, value: Any, data: Any, context: Any,
