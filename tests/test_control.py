@@ -11,6 +11,7 @@ test_control_http.py.
 from __future__ import annotations
 
 import concurrent.futures
+import time
 import threading
 from typing import Any, Callable
 
@@ -386,3 +387,22 @@ def test_a_hold_that_raced_a_resume_or_a_cancel_sends_or_cancels_its_attempt(flo
     flow.store.transact(lambda tx: tx.update_run(run_id, {"status": "CANCELLED"}))
     assert control.hold(engine, run_id, "a", 1) == "run_cancelled"
     assert flow.status(run_id, "a") is TaskStatus.CANCELLED
+
+
+def test_a_cancel_counts_tasks_not_a_foreachs_own_records(store) -> None:
+    from function_flow.core.engine import Engine
+    from function_flow.tasks import Job
+    from test_run_graph import Outbox
+
+    job = Job("counted")
+    job.task(task_id="list")(lambda **_: [1, 2, 3])
+    job.foreach(task_id="each", over="list", max_concurrency=1)(lambda item, **_: item)
+    bus = Outbox()
+    engine = Engine(job, store, bus, lease_check_messages=False)
+    run_id, _ = engine.start({})
+    while store.get_tasks(run_id, ["each"])[0].status is not TaskStatus.RUNNING:
+        engine.handle(bus.sent.pop(0))
+    unfinished = [t.task_id for t in store.get_tasks(run_id)
+                  if not t.status.is_final and not t.task_id.startswith("__")]
+    assert len(unfinished) == 4  # the foreach and its three items
+    assert control.cancel(store, run_id, time.time()).tasks == 4

@@ -287,7 +287,9 @@ def cancel_unfinished(store: "Store", run_id: str, now: float) -> int:
                     break
                 for task in batch:
                     done.add((task.task_id, task.attempt))
-                    count += _cancel_one(store, run_id, task, now)
+                    cancelled = _cancel_one(store, run_id, task, now)
+                    # A foreach's groups and collector are its own, not tasks.
+                    count += cancelled if not task.task_id.startswith("__") else 0
                 found += len(batch)
         if not found:
             break
