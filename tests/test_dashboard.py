@@ -63,8 +63,11 @@ def test_unknown_runs_tasks_and_bad_parameters(tmp_path) -> None:
     from function_flow.store.sqlite import SqliteStore
 
     store = SqliteStore(str(tmp_path / "state.db"))
-    add_run(store, "r", [TaskRecord("a")])
+    add_run(store, "r", [TaskRecord("a"), TaskRecord("b", status=TaskStatus.SUCCEEDED,
+                                                     attempt=1, result=3)])
     client = client_for(store)
+    assert client.get("/api/runs/r/items/b").json["error"] == \
+        "task 'b' of run r is not a foreach: it has no items"
     page = client.get("/runs/nope")
     assert page.status_code == 404 and "no run with id &#39;nope&#39;" in page.text
     assert client.get("/api/runs/nope").json == {

@@ -233,6 +233,10 @@ def items_page(run_id: str, node: str) -> tuple[RunRecord, ItemsPage]:
     found = store.get_tasks(run_id, [node])
     if not found:
         abort(responses.error(404, f"run {run_id} has no task {node!r}", run_id=run_id))
+    if not foreach.is_summary_of(node, found[0].result) and not _may_have_items(
+            dash, run, node, found[0]):
+        abort(responses.error(404, f"task {node!r} of run {run_id} is not a foreach: it has "
+                                   "no items", run_id=run_id))
     start = (page - 1) * ITEMS_PER_PAGE
     if status is None:
         summary = found[0].result
@@ -246,6 +250,16 @@ def items_page(run_id: str, node: str) -> tuple[RunRecord, ItemsPage]:
         total, items = len(matching), matching[start:start + ITEMS_PER_PAGE]
     pages = max(1, -(-total // ITEMS_PER_PAGE))
     return run, ItemsPage(node, items, total, page, pages, status)
+
+
+def _may_have_items(dash: Any, run: RunRecord, node: str, record: Any) -> bool:
+    """Whether `node` is a foreach whose items are not added yet: by its
+    definition when the dashboard has it, else by its record (not ended)."""
+    job = dash.definitions.job_for(run).job
+    if job is not None:
+        spec = job.dag.spec_of(node)
+        return spec is not None and spec.foreach is not None
+    return not record.status.is_final
 
 
 @blueprint.get("/runs/<run_id>/items/<path:node>")
