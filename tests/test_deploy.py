@@ -479,3 +479,31 @@ def test_an_invalid_state_machine_is_one_error_line_naming_the_state(deploy_in,
     (tmp_path / "m" / "main.py").write_text("RESOURCES = {}\n")
     assert_one_error_line(deploy_in(str(tmp_path / "m" / "main.json"), *ARGS, "--dry-run"),
                           "has a main.py of its own", "generated for main.json")
+
+
+def test_the_readmes_gcloud_commands_by_hand_take_only_real_flags() -> None:
+    """README, "Running on Google Cloud": each command deploys a function of
+    the sample by its Python name, a 2nd-gen name without '_', with flags
+    `gcloud functions deploy --help` lists, the HMAC key, and nothing public."""
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        pytest.fail("the Google Cloud CLI is needed (make test checks it is installed)")
+    helped = subprocess.run([gcloud, "functions", "deploy", "--help"], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PAGER": "cat"})
+    known = set(re.findall(r"--\[?(?:no-)?\]?([a-z][a-z0-9-]*)", helped.stdout))
+    assert {"gen2", "entry-point", "trigger-topic", "set-secrets"} <= known, helped.stderr
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Running on Google Cloud"):text.index("### What bad input gets")]
+    flags = re.search(r'FLAGS="(.*?)"', section, re.DOTALL).group(1)
+    commands_ = re.findall(r"^gcloud functions deploy (\S+) \$FLAGS (.*?)(?:  #.*)?$",
+                           section, re.MULTILINE)
+    module = loader.load_module(str(REPO / "samples" / "main.py"))
+    assert len(commands_) == 7
+    for name, rest in commands_:
+        given = re.findall(r"--([a-z0-9-]+)", flags + " " + rest)
+        assert set(given) - {"gen2", "no-allow-unauthenticated"} <= known, (name, given)
+        assert "_" not in name and "allow-unauthenticated" not in given, name
+        entry = re.search(r"--entry-point=(\w+)", rest).group(1)
+        assert name == entry.replace("_", "-")
+        assert callable(getattr(module, entry, None)), entry  # the sample defines it
+    assert "--set-secrets=FUNCTION_FLOW_HMAC_KEY=function-flow-hmac:latest" in flags
