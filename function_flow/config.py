@@ -32,12 +32,13 @@
 | FUNCTION_FLOW_CALLBACK_TIMEOUT | 30 | seconds one callback POST may take |
 | FUNCTION_FLOW_TRACING | off | `gcp` (Cloud Trace), `otlp` (OTEL_EXPORTER_OTLP_ENDPOINT), `console` (one JSON line per span on stderr) or `off`: where the spans of one trace per run go (tracing.py; the SDK and exporters are the `tracing` extra) |
 | FUNCTION_FLOW_LOG_FORMAT | json in a deployed function (FUNCTION_TARGET set), else text | `json`: one Cloud Logging JSON object per log line; `text`: readable lines (log_format.py) |
-| FUNCTION_FLOW_RUN_TTL_DAYS | unset | days after its start when Firestore's TTL policy deletes a run (the store writes `expire_at` on its documents, store/expiry.py); unset: no `expire_at` |
+| FUNCTION_FLOW_RUN_TTL_DAYS | unset | days after its start (at most 36,500) when Firestore's TTL policy deletes a run (the store writes `expire_at` on its documents, store/expiry.py); unset: no `expire_at` |
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Callable, Mapping, TypeVar
 
@@ -149,8 +150,21 @@ class Settings:
             callback_backoff=positive_number(env, "FUNCTION_FLOW_CALLBACK_BACKOFF", 2.0, float),
             callback_timeout=positive_number(env, "FUNCTION_FLOW_CALLBACK_TIMEOUT", 30.0, float),
             tracing=tracing.mode_of(env.get(tracing.VARIABLE)),
-            run_ttl_days=positive_number(env, "FUNCTION_FLOW_RUN_TTL_DAYS", None, float),
+            run_ttl_days=run_ttl_days(env),
         )
+
+
+#: Longest run TTL: a run's expire_at is a date, and dates end at the year 9999.
+MAX_RUN_TTL_DAYS = 36_500
+
+
+def run_ttl_days(env: Mapping[str, str]) -> float | None:
+    """FUNCTION_FLOW_RUN_TTL_DAYS: positive, and at most MAX_RUN_TTL_DAYS (100 years)."""
+    days = positive_number(env, "FUNCTION_FLOW_RUN_TTL_DAYS", None, float)
+    if days is not None and days > MAX_RUN_TTL_DAYS:
+        raise ConfigurationError(f"FUNCTION_FLOW_RUN_TTL_DAYS must be at most "
+                                 f"{MAX_RUN_TTL_DAYS:,} days (100 years), got {days:g}")
+    return days
 
 
 def blobs_dir_for(db_path: str) -> str:
@@ -185,7 +199,8 @@ def positive_number(env: Mapping[str, str], name: str, default: T, kind: Callabl
         value = kind(raw)
     except ValueError:
         value = None
-    if value is None or not value > 0:  # type: ignore[operator]
+    # NaN is not > 0; infinity would mean "never" where a time is needed.
+    if value is None or not value > 0 or value == math.inf:  # type: ignore[operator]
         what = "a whole number" if kind is int else \
             "a number of days" if name.endswith("_DAYS") else "a number of seconds"
         raise ConfigurationError(f"{name} must be {what} greater than 0, got {raw!r}")

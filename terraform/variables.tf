@@ -423,8 +423,8 @@ variable "run_ttl_days" {
   default     = 30
 
   validation {
-    condition     = var.run_ttl_days > 0
-    error_message = "run_ttl_days must be a positive number of days."
+    condition     = var.run_ttl_days > 0 && var.run_ttl_days <= 36500
+    error_message = "run_ttl_days must be a positive number of days, at most 36500 (100 years)."
   }
 }
 

@@ -279,6 +279,8 @@ def test_bad_input_is_one_error_line_before_any_command(deploy_in, tmp_path) -> 
                           "deploy sets FUNCTION_FLOW_BACKEND itself")
     assert_one_error_line(deploy_in(good, *ARGS, "--max-delivery-attempts", "3"),
                           "from 5 to 100")
+    assert_one_error_line(deploy_in(good, *ARGS, "--run-ttl-days", "10000000"),
+                          "--run-ttl-days must be from 1 to 36,500 (100 years)")
     assert_one_error_line(deploy_in(good, *ARGS, "--env", "FUNCTION_FLOW_TRACING=gcp"),
                           "deploy sets FUNCTION_FLOW_TRACING itself: use --tracing MODE")
     assert_one_error_line(deploy_in(good, *ARGS, "--tracing", "jaeger"), "--tracing")

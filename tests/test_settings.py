@@ -57,6 +57,12 @@ def test_the_embedded_backend_runs_the_workers_the_setting_asks_for(tmp_path: Pa
                                              "number of seconds greater than 0, got '-5'"),
     ("FUNCTION_FLOW_FUNCTION_TIMEOUT", "soon", "FUNCTION_FLOW_FUNCTION_TIMEOUT must be a "
                                                "number of seconds"),
+    ("FUNCTION_FLOW_HMAC_TOLERANCE", "inf", "FUNCTION_FLOW_HMAC_TOLERANCE must be a number "
+                                            "of seconds greater than 0, got 'inf'"),
+    ("FUNCTION_FLOW_RUN_TTL_DAYS", "inf", "FUNCTION_FLOW_RUN_TTL_DAYS must be a number of "
+                                          "days greater than 0, got 'inf'"),
+    ("FUNCTION_FLOW_RUN_TTL_DAYS", "1e7", "FUNCTION_FLOW_RUN_TTL_DAYS must be at most 36,500 "
+                                          "days (100 years), got 1e+07"),
 ])
 def test_a_bad_value_is_refused_naming_the_variable(name, value, message) -> None:
     with pytest.raises(ConfigurationError) as refused:

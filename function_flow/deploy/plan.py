@@ -28,6 +28,7 @@ import re
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from function_flow.config import MAX_RUN_TTL_DAYS
 from function_flow.errors import FunctionFlowError
 from function_flow.remote.targets import is_topic_name
 from function_flow.store import expiry, indexes
@@ -295,8 +296,9 @@ def check_options(options: Options) -> None:
     if not 5 <= options.max_delivery_attempts <= 100:
         raise PlanError("--max-delivery-attempts must be from 5 to 100 (Pub/Sub's limits), "
                         f"got {options.max_delivery_attempts}")
-    if options.run_ttl_days < 1:
-        raise PlanError(f"--run-ttl-days must be 1 or more, got {options.run_ttl_days}")
+    if not 1 <= options.run_ttl_days <= MAX_RUN_TTL_DAYS:
+        raise PlanError(f"--run-ttl-days must be from 1 to {MAX_RUN_TTL_DAYS:,} (100 years), "
+                        f"got {options.run_ttl_days}")
     if options.tracing not in TRACING_MODES:
         raise PlanError(f"--tracing {options.tracing!r} is not one of {', '.join(TRACING_MODES)}")
     if options.hmac_previous_version is not None and options.hmac_previous_version < 1:

@@ -82,8 +82,6 @@ def local_function_timeout(env: dict[str, str] | None = None) -> int:
         seconds = positive_number(env, name, float(LOCAL_FUNCTION_TIMEOUT_SECONDS), float)
     except ConfigurationError as exc:
         raise DevError(str(exc)) from None
-    if seconds == math.inf:
-        raise DevError(f"{name} must be a number of seconds greater than 0, got {env[name]!r}")
     return math.ceil(seconds)
 
 
