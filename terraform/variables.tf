@@ -141,8 +141,8 @@ variable "remote_functions" {
   default = {}
 
   validation {
-    condition     = alltrue([for name in keys(var.remote_functions) : can(regex("^[a-z][a-z0-9_]{0,40}$", name))])
-    error_message = "Each remote function name must be 1-41 lowercase letters, digits or underscores, starting with a letter (it becomes the function's name, '_' written '-')."
+    condition     = alltrue([for name in keys(var.remote_functions) : can(regex("^[a-z]([a-z0-9_]{0,39}[a-z0-9])?$", name))])
+    error_message = "Each remote function name must be 1-41 lowercase letters, digits or underscores, starting with a letter and not ending with '_' (it becomes the function's name, '_' written '-', which Cloud Functions refuses at the end)."
   }
 
   validation {

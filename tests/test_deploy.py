@@ -270,6 +270,12 @@ def test_bad_input_is_one_error_line_before_any_command(deploy_in, tmp_path) -> 
         f"\n@remote.function(topic='DEPLOY_LONG_TOPIC')\ndef {long_name}(payload, context):"
         "\n    return 1\n"))
     assert_one_error_line(deploy_in(remote, *ARGS), f"{long_name} in", "Cloud Functions refuses")
+    twice = write(tmp_path, "deploy_twice", extra=(
+        "\n@remote.function(topic='DEPLOY_TWICE')\ndef first(payload, context):\n    return 1\n"
+        "\n@remote.function(topic='DEPLOY_TWICE')\ndef second(payload, context):\n    return 2\n"
+        "\nalias = first\n"))  # the same function under another name is no second one
+    assert_one_error_line(deploy_in(twice, *ARGS),
+                          "first and second in", "both answer the topic 'DEPLOY_TWICE'")
     assert_one_error_line(deploy_in(write(tmp_path, "deploy_goog", topic="goog-schedule"),
                                     *ARGS), "'goog-schedule'", "not a Pub/Sub topic name")
     assert_one_error_line(deploy_in(write(tmp_path, "deploy_spaced", name="sales report"),

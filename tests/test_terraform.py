@@ -283,6 +283,8 @@ def test_the_functions_get_the_ttl_that_makes_the_store_write_expire_at() -> Non
     ({"remote_functions": {"f": {"topic": "SCHEDULE"}}}, "a topic of its own"),
     ({"remote_functions": {"a": {"topic": "T_ONE"}, "b": {"topic": "T_ONE"}}}, "a topic of its own"),
     ({"remote_functions": {"poller": {"topic": "T_ONE"}}}, "cannot be named like"),
+    ({"remote_functions": {"pricing_": {"topic": "T_ONE"}}}, "not ending with '_'"),
+    ({"run_ttl_days": 100000}, "at most 36500 (100 years)"),
     ({"remote_functions": {"f": {"topic": "googthing"}}}, "Pub/Sub topic name"),
     ({"schedule_topic": "1bad"}, "Pub/Sub topic name"),
     ({"entry_points": {"poller": None}}, "cannot be left out"),

@@ -45,10 +45,16 @@ def remote_functions(module: ModuleType, path: str, pairs: tuple[str, ...] = ()
                      ) -> dict[str, str]:
     """{topic: name of the module-level function that answers it} for `module`."""
     found: dict[str, str] = {}
-    for name, value in vars(module).items():
+    namespace = vars(module)
+    for name, value in namespace.items():
         remote = remote_function_of(value)
-        if remote is not None and remote.topic is not None and not name.startswith("_"):
-            found.setdefault(remote.topic, name)
+        if remote is None or remote.topic is None or name.startswith("_"):
+            continue
+        first = found.setdefault(remote.topic, name)
+        if first != name and namespace[first] is not value:  # (an alias is the same one)
+            raise RemoteSetupError(
+                f"{first} and {name} in {path} both answer the topic {remote.topic!r}: only "
+                "one function may; give the other a topic of its own")
     for topic, name in parse_pairs(pairs).items():
         function = getattr(module, name, None)
         if not callable(function):
