@@ -22,6 +22,27 @@ from function_flow.local.framework import local_function_timeout
 from function_flow.local.processes import DevError
 
 
+def test_the_readmes_configuration_table_lists_every_variable_settings_read() -> None:
+    """config.py's own table is what Settings reads; the README's holds each of them."""
+    import re
+
+    from function_flow import config
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme[readme.index("### Configuration"):readme.index(
+        "### The embedded backend: durability and waiting")]
+    listed = set(re.findall(r"`(FUNCTION_FLOW_[A-Z_]+|[A-Z_]+_HOST|GOOGLE_CLOUD_PROJECT)`",
+                            table))
+    listed |= {f"FUNCTION_FLOW_CALLBACK{s}" for s in ("_BACKOFF", "_TIMEOUT")} \
+        if "`FUNCTION_FLOW_CALLBACK_ATTEMPTS`, `_BACKOFF`, `_TIMEOUT`" in table else set()
+    listed |= {f"FUNCTION_FLOW_OPENFAAS{s}" for s in ("_USER", "_PASSWORD", "_PASSWORD_FILE")} \
+        if "`FUNCTION_FLOW_OPENFAAS_GATEWAY`, `_USER`, `_PASSWORD`, `_PASSWORD_FILE`" in table \
+        else set()
+    read = {name for row in config.__doc__.splitlines() if row.startswith("| ")
+            for name in re.findall(r"[A-Z][A-Z_]+[A-Z]", row.split("|")[1])}
+    assert read - listed == set()
+
+
 def test_the_defaults_of_the_configuration_table() -> None:
     settings = Settings.from_env({})
     assert settings.backend == "embedded"
