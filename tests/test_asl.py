@@ -321,3 +321,13 @@ def test_a_result_path_that_cannot_be_applied_is_a_result_path_match_failure(
     assert caught.status == "SUCCEEDED"
     assert caught.output["Error"] == "States.ResultPathMatchFailure"
     assert "Unable to apply ResultPath '$.x' to the input of state 'P'" in caught.output["Cause"]
+
+
+def test_graph_links_a_parallel_to_each_of_its_branches() -> None:
+    from function_flow.asl import files
+
+    branch = {"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}}
+    drawn = files.render({"StartAt": "P", "States": {"P": {
+        "Type": "Parallel", "Branches": [branch, branch], "End": True}}})
+    assert "P -> P/0  (Branches[0])" in drawn and "P -> P/1  (Branches[1])" in drawn
+    assert "P/1 -> P/1/A" in drawn

@@ -90,6 +90,8 @@ def render(definition: dict[str, Any], fmt: str = "text") -> str:
                 edges.append((prefix + name, "(end)" if not prefix else prefix + "(end)",
                               "end"))
             for index, inner in enumerate(validate._machines(state)):
+                if state["Type"] == "Parallel":  # the state runs each branch
+                    edges.append((prefix + name, f"{prefix}{name}/{index}", f"Branches[{index}]"))
                 walk(inner, f"{prefix}{name}/{index}/" if state["Type"] == "Parallel"
                      else f"{prefix}{name}/")
 
