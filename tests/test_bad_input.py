@@ -45,16 +45,6 @@ def raw_start(job, environ: dict[str, Any], body: bytes) -> tuple[dict, int]:
 # ------------------------------------------------------------- start
 
 
-@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE"])
-def test_start_starts_a_run_for_a_post_only(tmp_path, method):
-    """A browser's visit or a health check starts nothing."""
-    job, _ = make_job(tmp_path)
-    with FLASK_APP.test_request_context("/", method=method):
-        answer, status = job.make_start()(flask.request)
-    assert status == 405 and answer["error"].startswith(f"{method} is not allowed: POST")
-    assert job.engine.store.list_runs() == []
-
-
 def test_start_refuses_a_5_mb_body_with_413_at_once(tmp_path):
     # "At once": by its size, not by parsing it (the next test); no timing here.
     job, _ = make_job(tmp_path)

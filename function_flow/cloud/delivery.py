@@ -340,9 +340,6 @@ def run_arguments(request: Any) -> dict[str, Any]:
     if not is_http_request(request):
         raise HttpError(400, f"start is an HTTP function; it got {kind_of(request)}: deploy "
                              "it with --trigger-http")
-    if request.method != "POST":  # a browser's visit or a health check starts nothing
-        raise HttpError(405, f"{request.method} is not allowed: POST the run's arguments "
-                             "as a JSON object (an empty body: none) to start a run")
     body = http_body(request)
     if not body.strip():
         return {}
