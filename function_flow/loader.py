@@ -124,8 +124,8 @@ def load_job(path: str, name: str | None = None) -> Job:
 
         try:
             return files.load(path)
-        except files.MachineFileError as exc:
-            raise LoadError(str(exc)) from exc
+        except files.MachineFileError as exc:  # its message says all (no traceback to see)
+            raise LoadError(str(exc)) from None
     module = load_module(path)
     job = find_job(module, path, name)
     try:

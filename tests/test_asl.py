@@ -73,7 +73,9 @@ def test_cli_runs_graphs_and_validates_a_machine_file(tmp_path: Path) -> None:
     assert only.stdout.rstrip().endswith('output: {"letters": 3}'), only.stdout
     assert_one_error_line(flow(tmp_path, "run", "greet.json", "--input", "{x", env=env),
                           "--input is not JSON")
-    assert_one_error_line(flow(tmp_path, "run", "bad.json", env=env), "state 'A'")
+    refused = flow(tmp_path, "run", "bad.json", env=env)
+    assert_one_error_line(refused, "state 'A'")
+    assert "-v" not in refused.stderr  # the message says all: no traceback to see
     (tmp_path / "broken.json").write_text('{"StartAt": ')
     assert_one_error_line(flow(tmp_path, "run", "broken.json", env=env), "is not JSON")
     # machine.py's @remote.function answers the pubsub: Task, hosted by `run` itself.
