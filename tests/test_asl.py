@@ -333,3 +333,17 @@ def test_graph_links_a_parallel_to_each_of_its_branches() -> None:
         "Type": "Parallel", "Branches": [branch, branch], "End": True}}})
     assert "P -> P/0  (Branches[0])" in drawn and "P -> P/1  (Branches[1])" in drawn
     assert "P/1 -> P/1/A" in drawn
+
+
+def test_a_machines_own_fail_and_retries_are_not_logged_as_tracebacks(tmp_path: Path,
+                                                                      caplog) -> None:
+    """A Fail state (or a retrier taking an error) is the machine's outcome: one
+    INFO line, not a WARNING with an engine traceback on a Python caller's stderr."""
+    caplog.set_level("INFO", logger="function_flow")
+    failed = _job({"StartAt": "F", "States": {"F": {"Type": "Fail", "Error": "E",
+                                                    "Cause": "c"}}}, tmp_path).execute(
+        {}, timeout=60)
+    assert (failed.status, failed.error, failed.cause) == ("FAILED", "E", "c")
+    assert not [r for r in caplog.records if r.levelname == "WARNING"
+                and "StateFailed" in r.getMessage()], caplog.text
+    assert "attempt 1 ended: " in caplog.text

@@ -53,6 +53,7 @@ class StateFailed(Exception):
     """A state failed for good (no retry of the engine): Error and Cause, as JSON."""
 
     no_retry = True
+    expected = True  # the machine's own outcome: logged in one line (core/bodies.py)
 
     def __init__(self, error: str | None, cause: str | None) -> None:
         super().__init__(json.dumps({"Error": error, "Cause": cause}))
@@ -61,6 +62,8 @@ class StateFailed(Exception):
 
 class StateRetry(Exception):
     """A Task state's retrier matched: the engine's next attempt, after the delay."""
+
+    expected = True
 
     def __init__(self, failure: AslError, retries: list[int], not_before: float) -> None:
         super().__init__(json.dumps({"Error": failure.error, "Cause": failure.cause,

@@ -209,3 +209,4 @@ class Stopped(Exception):
     """A remote call's record inside a stopped fan-out: no call is made."""
 
     no_retry = True
+    expected = True

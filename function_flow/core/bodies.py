@@ -71,10 +71,16 @@ def run_claimed(engine: "Engine", run: RunRecord, task_id: str, spec: TaskSpec,
             return "waiting"
     except BaseException as exc:  # noqa: B036 -- the task's own error: record it
         error = traceback.format_exc()
-        logger.warning("run %s task %s attempt %d failed:\n%s",
-                       run_id, task_id, attempt, error)
+        if getattr(exc, "expected", False):
+            # An outcome the workflow's own rules raise (a state machine's
+            # Fail state, its retrier): recorded in full, logged in one line.
+            logger.info("run %s task %s attempt %d ended: %s", run_id, task_id, attempt, exc)
+        else:
+            logger.warning("run %s task %s attempt %d failed:\n%s",
+                           run_id, task_id, attempt, error)
         # An exception may say when its retry may start (`retry_not_before`,
-        # epoch seconds) or that no retry may follow (`no_retry`).
+        # epoch seconds), that no retry may follow (`no_retry`), or that it
+        # is no news (`expected`, above).
         return engine.complete(run_id, task_id, attempt, ok=False, error=error,
                                claimed=claimed, claimed_until=claimed_until,
                                trigger_id=None if request is None else request.job_id,
