@@ -181,5 +181,6 @@ def test_the_command_line_counts_a_map_of_many_items_in_one_row(tmp_path: Any) -
     assert "0001.Each.i*.0001.Echo   12 SUCCEEDED" in ran.stdout, ran.stdout
     # One line of JSON, however long (stdout is a pipe here, as in scripts).
     assert ran.stdout.rstrip().splitlines()[-1] == "output: " + json.dumps(items)
+    assert "results:" not in ran.stdout  # a visit's record is no result: the output says it
     shown = flow(tmp_path, "status", run_id_of(ran.stdout))
     assert shown.returncode == 0 and "0001.Each.i*.0001.Echo" in shown.stdout, shown.stderr

@@ -65,7 +65,7 @@ def follow_to_end(job: Job, backend: backends.Backend, run_id: str, *,
         sys.stderr.flush()
         os._exit(EXIT_INTERRUPTED)  # do not wait for the worker threads at exit
     run, tasks = fetch()
-    report(out, run, tasks, sinks=job.dag.sinks, kind=backend.kind,
+    report(out, run, tasks, sinks=results_of(job), kind=backend.kind,
            hook_records=hook_records(engine.store, run))
     if epilogue is not None:  # what the workflow adds (a state machine: its output)
         epilogue(out)
@@ -128,6 +128,13 @@ def settle(job: Job, backend: backends.Backend, run_id: str) -> None:
     atexit.unregister(bus.wait_idle)
 
 
+def results_of(job: Job) -> tuple[str, ...]:
+    """The tasks whose results the summary lists: the sinks; none for a state
+    machine, whose records are state visits (a Map's first visit holds its
+    input) and whose output line says what it produced."""
+    return () if hasattr(job, "describe_end") else job.dag.sinks
+
+
 def report(out: Any, run: RunRecord, tasks: list[TaskRecord], sinks: tuple[str, ...],
            details: bool = True, kind: str = "embedded",
            hook_records: list[TaskRecord] | None = None) -> None:
@@ -175,7 +182,7 @@ def follow_dev_run(stack: Any, job: Job, run_id: str, out: Any, err: Any) -> int
               f"through {stack.start_url}", markup=False)
     run, tasks = watch(stack.store, run_id, "the Firestore emulator", out,
                        order=job.dag.order)
-    report(out, run, tasks, sinks=job.dag.sinks, details=False,
+    report(out, run, tasks, sinks=results_of(job), details=False,
            hook_records=hook_records(stack.store, run))
     describe_end = getattr(job, "describe_end", None)  # a state machine: its output
     if describe_end is not None:

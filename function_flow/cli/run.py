@@ -21,7 +21,7 @@ from function_flow.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED
                                       command_for, fail, load_job, parse_args,
                                       remote_functions_for, remote_option)
 from function_flow.cli.follow import (exit_by_outcome, follow_to_end, hook_records, report,
-                                      watch)
+                                      results_of, watch)
 from function_flow.cli.stores import get_run, open_selected
 from function_flow.config import Settings
 from function_flow.core import starts, versions
@@ -200,6 +200,6 @@ def resume_deployed(job: Job, settings: Settings, run_id: str) -> NoReturn:
         err.print(f"interrupted; run {run_id} goes on in the deployed functions. "
                   f"Follow it with: {command_for('gcp', 'status ' + run_id)}", markup=False)
         sys.exit(EXIT_INTERRUPTED)
-    report(out, run, tasks, sinks=job.dag.sinks, kind="gcp",
+    report(out, run, tasks, sinks=results_of(job), kind="gcp",
            hook_records=hook_records(store, run))
     exit_by_outcome(err, run, "gcp")
