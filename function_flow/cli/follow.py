@@ -44,8 +44,8 @@ def follow_to_end(job: Job, backend: backends.Backend, run_id: str, *,
     out, err = progress.make_console(), progress.make_console(stderr=True)
     engine = job.engine
     verb = "resuming" if resumed else "already started:" if existed else "started"
-    out.print(f"{verb} run {run_id} (job {job.name}, {progress.counted(len(job.dag.tasks), 'task')})",
-              markup=False)
+    counted = progress.counted(len(job.dag.tasks), "task")
+    out.print(f"{verb} run {run_id} (job {job.name}, {counted})", markup=False)
 
     changes = RunChanges(engine.store)  # the run's end cuts a pause short
 
@@ -178,8 +178,9 @@ def watch(store: Store, run_id: str, where: str, out: Any, *,
 
 def follow_dev_run(stack: Any, job: Job, run_id: str, out: Any, err: Any) -> int:
     """`run`'s progress view and summary, reading the run from the Firestore emulator."""
-    out.print(f"started run {run_id} (job {job.name}, {progress.counted(len(job.dag.tasks), 'task')}) "
-              f"through {stack.start_url}", markup=False)
+    counted = progress.counted(len(job.dag.tasks), "task")
+    out.print(f"started run {run_id} (job {job.name}, {counted}) through {stack.start_url}",
+              markup=False)
     run, tasks = watch(stack.store, run_id, "the Firestore emulator", out,
                        order=job.dag.order)
     report(out, run, tasks, sinks=results_of(job), details=False,

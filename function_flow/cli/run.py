@@ -147,8 +147,9 @@ def resend(job: Job, backend: backends.Backend, run_id: str, out: Any) -> None:
     queued = [t.task_id for t in before if t.status is TaskStatus.QUEUED]
     running = [t.task_id for t in before if t.status is TaskStatus.RUNNING]
     topic = backend.bus.topic_path  # type: ignore[attr-defined]
-    out.print(f"resuming run {run_id} (job {job.name}, {progress.counted(len(job.dag.tasks), 'task')}) in "
-              f"{backend.description}", markup=False, soft_wrap=True)
+    counted = progress.counted(len(job.dag.tasks), "task")
+    out.print(f"resuming run {run_id} (job {job.name}, {counted}) in {backend.description}",
+              markup=False, soft_wrap=True)
     out.print(f"sent the messages of {len(queued)} queued task(s) again on {topic}"
               + (f" ({', '.join(queued)})" if queued else "")
               + "; the deployed functions execute them", markup=False, soft_wrap=True)

@@ -80,7 +80,7 @@ def task_object(task: TaskRecord, others: Mapping[str, TaskRecord] | None = None
     duration = task.duration
     result = task.result
     if others is not None and foreach.is_summary_of(task.task_id, result):
-        result = foreach.assemble(task.task_id, result, others, lambda stored, _what: stored)
+        result = foreach.assemble(task.task_id, result, others, foreach.as_stored)
     return {"task_id": task.task_id, "status": task.status.value, "attempts": task.attempt,
             "interrupted": task.interrupted, "started_at": iso(task.started_at),
             "finished_at": iso(task.finished_at),

@@ -132,10 +132,11 @@ def _complete_from_event(job: "Job", payload: "futures.Event") -> str:
     """
     failed = False
     for future_class in futures.Future.all_futures:
-        if future_class.handle_message.__func__ is futures.Future.handle_message.__func__:
+        parser = future_class.handle_message  # a classmethod, or a staticmethod
+        if getattr(parser, "__func__", parser) is futures.Future.handle_message.__func__:
             continue  # a base class of the user's Futures: it recognises nothing
         try:
-            result = future_class.handle_message(payload)
+            result = parser(payload)
         except Exception as exc:  # a user's parser choking on a foreign event
             if delivery.is_transient(exc):
                 raise

@@ -380,6 +380,12 @@ def assemble(node: str, value: dict[str, Any], records: Mapping[str, TaskRecord]
     return [result for _, result in pairs]
 
 
+def as_stored(stored: Any, _what: str) -> Any:
+    """The `load` of `assemble` that keeps each result as stored (a blob as its
+    reference): what the callback sends and `status --json` shows."""
+    return stored
+
+
 def results(engine: "Engine", run_id: str, node: str, value: dict[str, Any], *,
             load: bool = True) -> Any:
     """A foreach's results, read from the store (see `assemble`). load=False
@@ -387,4 +393,4 @@ def results(engine: "Engine", run_id: str, node: str, value: dict[str, Any], *,
     ids = [item_id(node, i) for i in range(int(value.get("items", 0)))]
     records = {t.task_id: t for t in engine.store.get_tasks(run_id, ids)}
     return assemble(node, value, records,
-                    engine.payloads.load if load else (lambda stored, _what: stored))
+                    engine.payloads.load if load else as_stored)

@@ -16,7 +16,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from function_flow.core import hooks, transitions, versions, waiting, watches
+from function_flow.core import hooks, leftovers, transitions, versions, waiting, watches
 from function_flow.core.definition import END_TASK_ID
 from function_flow.core.messages import Message, MessageKind
 from function_flow.core.records import (JoinProgress, RunRecord, RunStatus, TaskRecord,
@@ -187,8 +187,6 @@ def retire_leftovers(engine: "Engine", run_id: str) -> None:
     ended run's task does (the bodies die with the process), and what
     waited for it ends too. Hooks are not touched: they run after the end.
     """
-    from function_flow.core import leftovers
-
     run = engine.store.get_run(run_id)
     if run is None or not run.status.is_final:
         return
