@@ -200,7 +200,11 @@ def resume_deployed(job: Job, settings: Settings, run_id: str) -> NoReturn:
     except KeyboardInterrupt:
         err.print(f"interrupted; run {run_id} goes on in the deployed functions. "
                   f"Follow it with: {command_for('gcp', 'status ' + run_id)}", markup=False)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # As `run` does: a Google client's thread, cut off mid-call, must not
+        # keep the exit waiting (seen once in CI: the command hung after this line).
+        os._exit(EXIT_INTERRUPTED)
     report(out, run, tasks, sinks=results_of(job), kind="gcp",
            hook_records=hook_records(store, run))
     exit_by_outcome(err, run, "gcp")
