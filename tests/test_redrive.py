@@ -203,3 +203,42 @@ def test_redrive_on_a_definition_that_changed_a_succeeded_task_is_refused(store)
     fixed_engine.redrive(run_id)
     drain(fixed_engine, bus)
     assert fixed_engine.run_status(run_id).status is RunStatus.SUCCEEDED
+
+
+def test_the_ends_leftovers_retired_late_leave_a_redrives_reset_tasks_alone(
+        store, monkeypatch) -> None:
+    """The run's end retires its leftovers after its commit (leftovers.retire):
+    a redrive that comes quickly may reset the tasks meanwhile. Retired
+    late, the end must not cancel what the redrive reset (WAITING, attempt
+    0, just like the unstarted tasks it left), else the reopened run never
+    ends."""
+    from function_flow.core import leftovers
+
+    flaky = Flaky()
+    job = Job("quick")
+    job.task(task_id="extract")(flaky.body("extract"))
+    job.task(task_id="transform", deps=["extract"])(flaky.body("transform"))
+    job.task(task_id="load", deps=["transform"])(flaky.body("load"))
+    flaky.broken = {"transform"}
+    engine, bus = engine_for(job, store)
+    run_id, _ = engine.start({})
+    drain(engine, bus)
+    assert engine.run_status(run_id).status is RunStatus.FAILED
+    flaky.broken, flaky.ran = set(), []
+    transact, late = store.transact, []
+
+    def retiring_late(fn, **kwargs):
+        if fn.__name__ == "reopen" and not late:  # every task is reset by now
+            late.append(statuses(engine, run_id))
+            leftovers.retire(engine, run_id, RunStatus.FAILED)
+        return transact(fn, **kwargs)
+
+    monkeypatch.setattr(store, "transact", retiring_late)
+    engine.redrive(run_id)
+    monkeypatch.undo()
+    assert late == [{"extract": TaskStatus.SUCCEEDED, "transform": TaskStatus.WAITING,
+                     "load": TaskStatus.WAITING}]
+    drain(engine, bus)
+    assert engine.run_status(run_id).status is RunStatus.SUCCEEDED
+    assert engine.run_status(run_id).redriving is False
+    assert flaky.ran == ["transform", "load"]

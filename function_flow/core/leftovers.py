@@ -89,7 +89,7 @@ def cancel_foreach_waits(engine: "Engine", run_id: str, records: Iterable[TaskRe
         def cancel(tx: "Transaction", task_id: str = record.task_id,
                    attempt: int = record.attempt) -> None:
             task = tx.get_tasks(run_id, [task_id]).get(task_id)
-            if task is not None:
+            if task is not None and still_ended(engine, run_id):
                 transitions.cancel(task, attempt, now, among=(TaskStatus.RUNNING,)
                                    ).write_to(tx, run_id)
 
@@ -102,7 +102,7 @@ def cancel_claim(engine: "Engine", run_id: str, task_id: str, attempt: int) -> N
 
     def cancel(tx: "Transaction") -> TaskRecord | None:
         task = tx.get_tasks(run_id, [task_id]).get(task_id)
-        if task is None:
+        if task is None or not still_ended(engine, run_id):
             return None
         step = transitions.cancel(task, attempt, now)
         step.write_to(tx, run_id)
@@ -157,7 +157,8 @@ def end_unstarted(engine: "Engine", run_id: str, seen: TaskRecord, status: TaskS
     """End a task that has not started, if it is still as `seen`; True if this did."""
     def end(tx: "Transaction") -> bool:
         task = tx.get_tasks(run_id, [seen.task_id]).get(seen.task_id)
-        if task is None or task.status is not seen.status or task.attempt != seen.attempt:
+        if task is None or task.status is not seen.status or task.attempt != seen.attempt \
+                or not still_ended(engine, run_id):
             return False
         if task.status is TaskStatus.WAITING and status is TaskStatus.UPSTREAM_FAILED:
             tx.update_task(run_id, task.task_id, {"status": status.value, "finished_at": now})
@@ -166,6 +167,22 @@ def end_unstarted(engine: "Engine", run_id: str, seen: TaskRecord, status: TaskS
         return True
 
     return engine.store.transact(end, compare_and_set=True)
+
+
+def still_ended(engine: "Engine", run_id: str) -> bool:
+    """Whether the run is still ended and no redrive has started resetting it.
+
+    Each transaction here calls it after reading its task: the end retires
+    its leftovers after its commit, in its own time, and a quick redrive
+    may meanwhile reset them (WAITING, attempt 0, just like the unstarted
+    tasks the end left) and reopen the run. The run is read from the store,
+    not the transaction (a read without a write would cost the
+    compare-and-set its lock-free commit): a redrive marks the run before
+    it resets a task, so either this sees the mark, or the reset came after
+    the task was read and the compare-and-set fails and runs this again.
+    """
+    run = engine.store.get_run(run_id)
+    return run is not None and run.status.is_final and not run.redriving
 
 
 def cancel_waits(engine: "Engine", run_id: str) -> None:
@@ -185,7 +202,7 @@ def cancel_waits(engine: "Engine", run_id: str) -> None:
                    attempt: int = task.attempt, trigger_id: str = trigger.trigger_id
                    ) -> TaskRecord | None:
             record = tx.get_tasks(run_id, [task_id]).get(task_id)
-            if record is None:
+            if record is None or not still_ended(engine, run_id):
                 return None
             step = transitions.cancel(record, attempt, now)
             if step.verdict != "cancelled":

@@ -92,6 +92,9 @@ class RunRecord:
     hooks_pending: bool = False
     callback_url: str | None = None
     redrives: int = 0  # how many times `redrive` restarted the run (core/redrive.py)
+    #: Set while a redrive resets the ended run's tasks: what the end left
+    #: unfinished is no longer the end's to retire (core/leftovers.py).
+    redriving: bool = False
     #: The fingerprint of each task of the definition the run started with
     #: (JSON text {task: "deps.settings.body"}; `dag_hash` is their hash),
     #: see core/versions.py. Text, not a map: Firestore indexes no subfields.

@@ -72,6 +72,18 @@ def redrive(engine: "Engine", run_id: str) -> RunRecord:
             and t.task_id != END_TASK_ID and not hooks.is_hook(t.task_id)
             and not (t.role in ("group", "collect") and t.template in again_nodes)}
     again = [t for t in tasks if t.task_id not in kept]
+
+    def mark(tx: "Transaction") -> bool:
+        current = tx.get_run(run_id)
+        if current is None or current.status not in REDRIVABLE:
+            return False
+        tx.update_run(run_id, {"redriving": True})
+        return True
+
+    # The run's end may still be retiring its leftovers in another thread or
+    # process (leftovers.py): marked, it leaves the records reset here alone.
+    if not engine.store.transact(mark):
+        raise _changed(run_id)
     for record in again:
         engine.store.transact(lambda tx, r=record: tx.replace_task(run_id, fresh(r, kept)))
 
@@ -80,7 +92,7 @@ def redrive(engine: "Engine", run_id: str) -> RunRecord:
         if current is None or current.status not in REDRIVABLE:
             return None
         fields = {"status": RunStatus.RUNNING.value, "finished_at": None, "error": None,
-                  "redrives": current.redrives + 1, **versions.recorded(engine.dag),
+                  "redrives": current.redrives + 1, "redriving": False, **versions.recorded(engine.dag),
                   **attempts.run_event(current, "redriven", engine.clock(),
                                        ended=current.status.value,
                                        ended_at=current.finished_at, error=current.error)}
@@ -90,8 +102,7 @@ def redrive(engine: "Engine", run_id: str) -> RunRecord:
 
     reopened = engine.store.transact(reopen)
     if reopened is None:
-        raise RedriveRefusedError(f"run {run_id} changed while it was being redriven "
-                                  "(another redrive?); look at it with function-flow status")
+        raise _changed(run_id)
     step = Step("redriven")
     for record in again:
         if record.role in (*ITEM_ROLES, "group", "collect"):
@@ -104,6 +115,11 @@ def redrive(engine: "Engine", run_id: str) -> RunRecord:
     logger.info("run %s redriven (redrive %d): %d tasks run again, %d results kept",
                 run_id, reopened.redrives, len(again), len(kept))
     return reopened
+
+
+def _changed(run_id: str) -> RedriveRefusedError:
+    return RedriveRefusedError(f"run {run_id} changed while it was being redriven "
+                               "(another redrive?); look at it with function-flow status")
 
 
 def fresh(record: TaskRecord, kept: set[str]) -> TaskRecord:
