@@ -97,6 +97,22 @@ def template_of(task_id: str) -> str:
     return _ITEM_INDEX.sub("", task_id) if "[" in task_id else task_id
 
 
+def in_copy(task_id: str, item_id: str) -> str:
+    """The id the declared task `task_id` has in the foreach copy `item_id` is
+    part of: "node[3]/a" for "node/a" seen from "node[3]/b"; any other id as is.
+
+    What a member's `task.deps` shows, so that its ids name records.
+    """
+    match = _ITEM_INDEX.search(item_id)
+    if match is None:
+        return task_id
+    copy = item_id[:match.end()]
+    template = template_of(copy)
+    if task_id.startswith(template + SEPARATOR):
+        return copy + task_id[len(template):]
+    return task_id
+
+
 def resolve(scope: str, task_id: str, known: Container[str]) -> Optional[str]:
     """The task `task_id` names from inside `scope`: innermost level first.
 

@@ -376,7 +376,9 @@ class Job(EntryPoints, HookDecorators):
                     spec.func)
         task.status, task.run_id, task.attempt = TaskStatus.RUNNING, run_id, attempt
         task.item, task.item_key = item.get("item"), item.get("item_key")
-        task.id = item.get("item_id", task.id)  # a foreach's item: work[3]
+        if "item_id" in item:  # a foreach's item (work[3]) or a member of its copy
+            task.id = item["item_id"]
+            task.deps = [subdags.in_copy(dep, task.id) for dep in spec.deps]
         if spec.func is None:
             return None
         token = _executing.set((self.name, run_id))

@@ -177,6 +177,28 @@ def test_a_foreach_over_a_sub_dag_inside_a_sub_dag_nests_its_ids(store) -> None:
     assert records(job, run.run_id)["stage/each[2]/double"].status is TaskStatus.SUCCEEDED
 
 
+def test_a_sub_dag_inside_the_copied_job_gives_each_item_its_sinks_result(store) -> None:
+    """Its join reads the copy's records (the join's task.deps name them);
+    it read the declared ids, which hold no record, and every item got None."""
+    leaf = Job("leaf")
+    leaf.task(task_id="x")(lambda task, **_: task.item * 10)
+    per = Job("per")
+    per.task(task_id="first")(lambda task, **_: task.item)
+    per.subdag(task_id="inner", dag=leaf)
+    per.task(task_id="after", deps=["first", "inner"])(
+        lambda task, job: {"deps": task.deps, "inner": job.get_task_result(task.deps[1]),
+                           "first": job.get_task_result(task.deps[0])})
+    job = Job("outer")
+    job.task(task_id="src")(lambda **_: [1, 2])
+    job.foreach(task_id="each", over="src", dag=per)
+    run = on(store, job).run(timeout=60)
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    assert job.get_task_result("each") == [
+        {"deps": [f"each[{i}]/first", f"each[{i}]/inner"], "inner": item * 10, "first": item}
+        for i, item in enumerate([1, 2])]
+    assert records(job, run.run_id)["each[1]/inner"].result == 20
+
+
 def test_status_counts_each_task_of_many_copies_in_one_row(tmp_path) -> None:
     from function_flow.store.sqlite import SqliteStore
 
