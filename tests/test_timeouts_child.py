@@ -110,19 +110,32 @@ def test_a_body_in_a_child_changes_its_own_copy_of_the_program(embedded) -> None
     assert SEEN_BY_THE_RUN["value"] == "the program's"
 
 
-def test_a_body_in_a_child_cannot_start_other_runs(embedded) -> None:  # noqa: F811
+@pytest.mark.parametrize("whose", ["its own", "another job's, opened before",
+                                   "another job's, opened in the child"])
+def test_a_body_in_a_child_cannot_start_other_runs(embedded, whose, tmp_path,  # noqa: F811
+                                                   monkeypatch) -> None:
+    """Also not through another job's store: one the program opened hung on
+    a writer lock the fork copied held; one the child opened (a job with no
+    backend yet takes the settings') started a run nobody executes."""
     job = tasks.Job(name="starts")
+    other = tasks.Job(name="other")
+    other.task(task_id="o")(lambda: 1)
 
     @job.task(task_id="starter", timeout=10)
     def starter(task, job):
-        return job.start({})
+        return (job if whose == "its own" else other).start({})
 
+    monkeypatch.setenv("FUNCTION_FLOW_DB", str(tmp_path / "runs.db"))
     job.use_backend(embedded())
+    if whose == "another job's, opened before":
+        assert other.run(timeout=30).status is RunStatus.SUCCEEDED  # the settings' backend
     run = job.run(timeout=30)
     assert run.status is RunStatus.FAILED
-    assert "store.create_run() inside a task body with a timeout" in run.error
+    assert "job.start() inside a task body with a timeout" in run.error
     assert "start other runs from a task without a timeout" in run.error
-    assert [r.run_id for r in job.engine.store.list_runs(10)] == [run.run_id]
+    started = [r.job_name for r in job.engine.store.list_runs(10)]
+    assert sorted(started) == (["other", "starts"] if whose == "another job's, opened before"
+                               else ["starts"])
 
 
 def test_without_os_fork_a_timeout_only_fails_the_attempt(tmp_path, monkeypatch) -> None:

@@ -76,7 +76,8 @@ from function_flow.local.child_pipe import (ANSWER, CALL, HEADER, OUTPUT, REPLY,
                                             BodyDiedError, BodyError, Channel,
                                             RemoteTraceback, UnpicklableResultError,
                                             answer_error, answer_ok, frame, outcome,
-                                            read_through_parent, write_all)
+                                            read_through_parent, refuse_other_writes,
+                                            write_all)
 
 #: Exit code of a child whose answer could not be written.
 _NO_ANSWER = 70
@@ -210,6 +211,7 @@ def _child(body: Callable[[], Any], up: int, down: int, parent: int,
             os._exit(_NO_ANSWER)  # the parent died before that took effect
         child_death.watch_group(os.getpid(), (up, down))
         channel = Channel(up, down)
+        refuse_other_writes()
         if store is not None:
             read_through_parent(store, channel)
         capture = output.current()  # the attempt's, copied by the fork: send it on

@@ -71,9 +71,23 @@ def read_through_parent(store: Any, channel: Channel) -> None:  # pragma: no cov
     setattr(store, "close", lambda: None)
 
 
+def refuse_other_writes() -> None:  # pragma: no cover -- runs in the child
+    """In the child: every SQLite store refuses writes, not only the job's.
+
+    `other_job.start()` would write through another job's store: one the
+    parent opened, whose writer lock the fork may have copied held (the
+    child hung on it), or one opened here, whose run nobody would execute.
+    """
+    from function_flow.store.sqlite import SqliteStore
+
+    for name in STORE_WRITES:
+        setattr(SqliteStore, name, functools.partial(refuse_write, name))
+
+
 def refuse_write(name: str, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover
+    call = "job.start()" if name == "create_run" else f"store.{name}()"
     raise RuntimeError(
-        f"store.{name}() inside a task body with a timeout: such a body runs in a child "
+        f"{call} inside a task body with a timeout: such a body runs in a child "
         "process, which can read runs (job.get_task_result, job.get_arguments) but not "
         "write them; start other runs from a task without a timeout")
 
