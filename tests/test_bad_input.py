@@ -14,6 +14,7 @@ import base64
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
 import tempfile
@@ -90,12 +91,14 @@ def test_arguments_under_the_body_limit_but_over_the_engines_get_400(tmp_path):
 
 
 @pytest.mark.parametrize("body", ["[" * 100_000, '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}",
-                                  '{"a": ' + '{"b": ' * 50_000 + "1" + "}" * 50_001])
+                                  '{"a": ' + '{"b": ' * 50_000 + "1" + "}" * 50_001,
+                                  '{"a": ' + "[" * 256 + "]" * 256 + "}"])
 def test_start_answers_400_to_json_nested_too_deeply(tmp_path, body):
+    """Too deep to parse, or deeper than a stored value may be (values.MAX_DEPTH)."""
     job, _ = make_job(tmp_path)
     answer, status = http_start(job, body)
     assert status == 400
-    assert "nested too deeply" in answer["error"]
+    assert re.search(r"nested (too deeply|more than 256 levels deep)", answer["error"]), answer
     assert job.engine.store.list_runs() == []
 
 

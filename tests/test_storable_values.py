@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from function_flow.backends import Backend
 from function_flow.core.records import RunStatus, TaskStatus
-from function_flow.core.values import json_text
+from function_flow.core.values import MAX_DEPTH, json_text, nesting
 from function_flow.tasks import Job
 from test_run_graph import Outbox, drain
 
@@ -46,7 +46,7 @@ LEAVES = st.one_of(
     st.text(max_size=8))
 VALUES = st.recursive(LEAVES, lambda inner: st.lists(inner, max_size=4)
                       | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=12)
-#: How deep the value is put in lists of one item (json writes about 990 deep here).
+#: How deep the value is put in lists of one item (at most MAX_DEPTH is kept).
 DEPTHS = st.one_of(st.just(0), st.integers(min_value=1, max_value=1500))
 EXAMPLES = settings(max_examples=8, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -105,6 +105,10 @@ def job_keeping(value: Any) -> Job:
 @example(value=[[1, 2], [10 ** 30, "😀"]], depth=0)  # a foreach item that is a list
 @example(value=math.nan, depth=900)
 @example(value=1, depth=1500)  # deeper than json can write: refused
+@example(value=1, depth=MAX_DEPTH - 1)  # kept, also in the lists that wrap it
+@example(value=1, depth=MAX_DEPTH)  # kept, but not in a list
+@example(value=1, depth=MAX_DEPTH + 1)  # refused
+@example(value=1, depth=980)  # json wrote it for the check, not in the record: a loop
 def test_a_value_comes_back_exactly_or_is_refused_with_a_clear_error(store, value: Any,
                                                                      depth: int) -> None:
     value = nested(depth, value)
@@ -122,6 +126,11 @@ def test_a_value_comes_back_exactly_or_is_refused_with_a_clear_error(store, valu
         assert "sqlite3" not in a.error and "google" not in a.error, a.error
         assert run.status is RunStatus.FAILED
         return
+    if nesting(value) >= MAX_DEPTH:  # a keeps it; the tasks that wrap it in a list cannot
+        failed = [t for t in store.get_tasks(run_id) if t.status is TaskStatus.FAILED]
+        assert failed and all("levels deep" in t.error for t in failed), failed
+        assert same(a.result, value) and run.status is RunStatus.FAILED
+        return
     assert (run.status, a.status, b.status) == (RunStatus.SUCCEEDED,) + (
         TaskStatus.SUCCEEDED,) * 2, (run.error, a.error, b.error)
     assert same(a.result, value), (a.result, value)
@@ -131,12 +140,39 @@ def test_a_value_comes_back_exactly_or_is_refused_with_a_clear_error(store, valu
     assert run_id in [r.run_id for r in store.list_runs(limit=100)]
 
 
-def test_a_value_nested_too_deeply_says_it_cannot_be_stored_and_what_to_return() -> None:
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 980, 1500])
+def test_a_value_nested_too_deeply_says_it_cannot_be_stored_and_what_to_return(depth) -> None:
     """The README's promise: the error says it "cannot be stored" and what to return."""
+    assert nesting(nested(MAX_DEPTH - 1, [{"a": 1}])) == MAX_DEPTH + 1
+    json_text("the result", nested(MAX_DEPTH - 1, 1))
     with pytest.raises(ValueError) as refused:
-        json_text("the result of task 'deep'", nested(1500, 1))
+        json_text("the result of task 'deep'", nested(depth, 1))
     message = str(refused.value)
+    assert message.startswith("the result of task 'deep' is nested more than 256 levels")
     assert "cannot be stored" in message and "return a flatter value" in message, message
+
+
+def test_a_body_with_a_timeout_returning_a_value_nested_too_deeply_is_told_so(
+        tmp_path) -> None:
+    """Its result crosses a pipe first, whose pickle gives up sooner (about 500
+    levels): the error says the same as without a timeout."""
+    from function_flow import backends
+
+    job = Job(name="deep")
+    for depth in (MAX_DEPTH + 1, 600, 2000):
+        job.task(task_id=f"d{depth}", timeout=30)(
+            lambda task, job: nested(int(task.id[1:]), 1))
+    job.use_backend(backends.embedded(db_path=str(tmp_path / "runs.db")))
+    try:
+        run = job.run(timeout=60)
+        assert run.status is RunStatus.FAILED
+        for record in job.engine.task_records(run.run_id):
+            assert record.status is TaskStatus.FAILED, record
+            assert f"task '{record.task_id}' is nested more than 256 levels" \
+                in record.error, record.error
+            assert "cannot be stored; return a flatter value" in record.error
+    finally:
+        job.backend.close()
 
 
 def test_dict_keys_that_are_not_strings_come_back_as_strings(store) -> None:

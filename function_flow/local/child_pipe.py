@@ -18,6 +18,8 @@ import threading
 import traceback
 from typing import Any
 
+from function_flow.core.values import too_deep
+
 #: Every frame on a pipe: its kind, then the length of its pickled payload.
 HEADER = struct.Struct("!cQ")
 #: OUTPUT: what the body printed or logged (UTF-8), for its attempt's capture.
@@ -95,6 +97,8 @@ def refuse_write(name: str, *args: Any, **kwargs: Any) -> Any:  # pragma: no cov
 def answer_ok(value: Any) -> bytes:  # pragma: no cover -- runs in the child
     try:
         return pickle.dumps(("ok", value), protocol=pickle.HIGHEST_PROTOCOL)
+    except RecursionError:
+        return pickle.dumps(("too_deep",))
     except BaseException as exc:  # noqa: B036 -- pickle raises many kinds
         return pickle.dumps(("unpicklable", f"{type(value).__name__} ({exc})"))
 
@@ -175,6 +179,8 @@ def outcome(answer: bytes | None, status: int, what: str) -> Any:
                         f"its process {ending(status)}") from exc
     if kind == "ok":
         return rest[0]
+    if kind == "too_deep":  # deeper than a stored value may be anyway
+        raise ValueError(too_deep(f"the result of {what}"))
     if kind == "unpicklable":
         raise UnpicklableResultError(
             f"{what} returned a {rest[0]}, which cannot be sent back from the child "
