@@ -101,14 +101,15 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def assert_all_stopped(log: str, remote_functions: int = 0) -> None:
-    """The three emulators, every function and the remote functions were
+def assert_all_stopped(log: str, remote_functions: int = 0, emulators: int = 3) -> None:
+    """The emulators, every function and the remote functions were
     started, and nothing of them is left."""
     from function_flow.local.stack import FUNCTIONS
 
     latest, every_pid = started_processes(log)
-    expected = 3 + len(FUNCTIONS) + remote_functions
-    assert len(latest) == expected, (f"expected 3 emulators + {len(FUNCTIONS)} functions + "
+    expected = emulators + len(FUNCTIONS) + remote_functions
+    assert len(latest) == expected, (f"expected {emulators} emulators + {len(FUNCTIONS)} "
+                                     f"functions + "
                                      f"{remote_functions} remote in the log:\n{log}")
     left = {pid: live_members(pid) for pid in every_pid if live_members(pid)}
     assert not left, f"process groups still alive after dev exited: {left}"
@@ -352,3 +353,41 @@ def test_a_local_function_keeps_its_connection_alive_under_the_request_timeout(
         assert sockets[0] is not None and sockets.count(sockets[0]) == 3  # one connection
     finally:
         function.stop()
+
+
+@needs_emulators
+def test_dev_uses_the_storage_emulator_storage_emulator_host_names(
+        tmp_path: Path, gcs_bucket: str, storage_env) -> None:
+    """A GCSFuture under dev finds the user's objects: dev uses that emulator
+    (it started its own, with none of the user's buckets, and the task waited
+    out its timeout), says where it is, and leaves it running."""
+    from google.cloud import storage
+
+    storage.Client(project="p").bucket(gcs_bucket).blob("exports/x.csv").upload_from_string("a")
+    (tmp_path / "gcsflow.py").write_text(
+        "from function_flow import futures, tasks\n"
+        "job = tasks.Job(name='gcsflow')\n"
+        "@job.task(task_id='wait', timeout=60)\n"
+        "def wait(task, job):\n"
+        f"    return futures.GCSFuture('gs://{gcs_bucket}/exports/')\n")
+    url = storage_env.env["STORAGE_EMULATOR_HOST"]
+    result = run_dev(tmp_path, "gcsflow.py", STORAGE_EMULATOR_HOST=url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"storage emulator on {url} (large values, GCSFuture's poller)" in result.stdout
+    assert re.search(rf'^\s+wait: "gs://{gcs_bucket}/exports/"$', result.stdout, re.M)
+    assert storage.Client(project="p").bucket(gcs_bucket).blob("exports/x.csv").exists()
+    assert_all_stopped(dev_log(tmp_path), emulators=2)  # not the user's
+
+
+def test_dev_with_a_storage_emulator_host_that_does_not_answer_is_one_error(
+        tmp_path: Path) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    result = run_dev(tmp_path, str(WORKFLOWS / "retry_once.py"),
+                     STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{port}")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: STORAGE_EMULATOR_HOST=http://127.0.0.1:{port} "
+                                    "does not answer (")
+    assert result.stderr.strip().endswith("or unset it and dev starts one of its own")
+    assert len(result.stderr.strip().splitlines()) == 1

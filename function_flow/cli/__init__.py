@@ -118,6 +118,7 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
     answered = remote_functions_for(job, file, remote_pairs)
     try:
         emulators.check_requirements()
+        storage = emulators.given_storage(dev.DEV_PROJECT)
     except emulators.EmulatorError as exc:
         fail(str(exc))
     out, err = progress.make_console(), progress.make_console(stderr=True)
@@ -126,7 +127,8 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
     stack = dev.LocalStack(file, job_name, schedule_topic=job.schedule_topic,
                            events_topic=job.external_event_topic,
                            signature_type=signature_type, remote_functions=answered,
-                           log_path=dev.default_log_path(run_id), hmac_key=hmac_key)
+                           log_path=dev.default_log_path(run_id), hmac_key=hmac_key,
+                           storage=storage)
     out.print(f"starting emulators and functions; their log: {stack.log_path}", markup=False)
     out.print(f"messages are signed with the HMAC key of {key_source}", markup=False)
     code = EXIT_RUN_FAILED
@@ -136,6 +138,9 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
             out.print(f"Pub/Sub emulator on {stack.pubsub.host} (topics {job.schedule_topic}, "
                       f"{job.external_event_topic}), Firestore emulator on "
                       f"{stack.firestore.host}, project {stack.project}", markup=False)
+            if stack.storage is not None:
+                out.print(f"storage emulator on {stack.storage.env['STORAGE_EMULATOR_HOST']}"
+                          f" (large values, GCSFuture's poller)", markup=False)
             out.print(f"pause, resume or cancel the run: POST {{\"action\": \"pause\", "
                       f"\"run_id\": \"{run_id}\"}} to {stack.control_url}", markup=False,
                       soft_wrap=True)

@@ -70,6 +70,11 @@ class Emulator:
             else "PUBSUB_EMULATOR_HOST"
         return {variable: self.host}
 
+    @classmethod
+    def running_at(cls, name: str, host: str, project: str) -> "Emulator":
+        """One started by someone else (not stopped by `stop()`'s owner)."""
+        return cls(name, host, project, None, "")  # type: ignore[arg-type]
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             with open(self.log_path, encoding="utf-8", errors="replace") as log:
@@ -195,6 +200,23 @@ def _storage_command() -> str | None:
 def start_storage_emulator(project: str = DEFAULT_PROJECT, port: int | None = None) -> Emulator:
     """gcp-storage-emulator (in memory); point clients at it with `Emulator.env`."""
     return start("storage", project, port)
+
+
+def given_storage(project: str) -> Emulator | None:
+    """The storage emulator STORAGE_EMULATOR_HOST names, if set: `dev` uses it
+    instead of its own, so that a GCSFuture finds the user's buckets there."""
+    url = os.environ.get("STORAGE_EMULATOR_HOST", "").strip()
+    if not url:
+        return None
+    emulator = Emulator.running_at("storage", url.split("://", 1)[-1].rstrip("/"), project)
+    try:
+        with urllib.request.urlopen(f"http://{emulator.host}/", timeout=5):
+            pass
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise EmulatorError(
+            f"STORAGE_EMULATOR_HOST={url} does not answer ({exc}): start "
+            "gcp-storage-emulator there, or unset it and dev starts one of its own") from None
+    return emulator
 
 
 def create_bucket(emulator: Emulator, project: str, name: str) -> None:
