@@ -242,3 +242,38 @@ def test_the_ends_leftovers_retired_late_leave_a_redrives_reset_tasks_alone(
     assert engine.run_status(run_id).status is RunStatus.SUCCEEDED
     assert engine.run_status(run_id).redriving is False
     assert flaky.ran == ["transform", "load"]
+
+
+@pytest.mark.parametrize("change", ["a task added", "a task removed"])
+def test_redrive_on_a_definition_with_other_tasks_is_refused_changing_nothing(
+        store, change) -> None:
+    """A task the definition adds had no record, one it removes kept its own
+    waiting: the redriven run hung RUNNING for good."""
+    flaky = Flaky()
+    job = Job("grown")
+    job.task(task_id="a")(flaky.body("a"))
+    job.task(task_id="b", deps=["a"])(flaky.body("b"))
+    job.task(task_id="c", deps=["b"])(flaky.body("c"))
+    flaky.broken = {"b"}
+    engine, bus = engine_for(job, store)
+    run_id, _ = engine.start({})
+    drain(engine, bus)
+    other = Job("grown")
+    other.task(task_id="a")(flaky.body("a"))
+    if change == "a task added":
+        other.task(task_id="b", deps=["a"])(lambda **_: "fixed")
+        other.task(task_id="c", deps=["b"])(flaky.body("c"))
+        other.task(task_id="d", deps=["c"])(flaky.body("d"))
+        named = "task 'd' is new"
+    else:
+        other.task(task_id="c", deps=["a"])(flaky.body("c"))
+        named = "task 'b' was removed"
+    before = statuses(engine, run_id)
+    with pytest.raises(RedriveRefusedError) as refused:
+        Engine(other, store, bus).redrive(run_id)
+    assert str(refused.value) == (
+        f"run {run_id} cannot be redriven on this definition: {named}; a redrive runs the "
+        "run's own tasks again. Redrive it with the definition it started with (changing "
+        "only tasks that did not succeed), or start a new run")
+    assert engine.run_status(run_id).status is RunStatus.FAILED
+    assert engine.run_status(run_id).redrives == 0 and statuses(engine, run_id) == before

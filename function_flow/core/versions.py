@@ -291,6 +291,19 @@ def redrive_allowed(run: RunRecord, tasks: Iterable[TaskRecord],
         return False, (f"run {run.run_id} was started with a different definition whose "
                        "tasks or dependencies differ; redrive it with the definition it "
                        "started with")
+    # The run's records are its tasks: a task this definition adds would get
+    # none, and one it removes would keep its own, waiting (the run hung).
+    other_tasks = [f"task {name!r} is new" for name in sorted(
+        definition.fingerprints.keys() - old.keys())] + [
+        f"task {name!r} was removed" for name in sorted(old.keys() - definition.fingerprints.keys())]
+    if other_tasks:
+        more = len(other_tasks) - SHOWN_DIFFERENCES
+        return False, (f"run {run.run_id} cannot be redriven on this definition: "
+                       f"{'; '.join(other_tasks[:SHOWN_DIFFERENCES])}"
+                       f"{f'; and {more} more' if more > 0 else ''}; a redrive runs the "
+                       "run's own tasks again. Redrive it with the definition it started "
+                       "with (changing only tasks that did not succeed), or "
+                       "start a new run")
     found = []
     for task in tasks:
         if task.status is not TaskStatus.SUCCEEDED or task.task_id == END_TASK_ID:
