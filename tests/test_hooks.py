@@ -131,6 +131,19 @@ def test_on_failure_is_told_which_tasks_failed_and_the_arguments(store) -> None:
     assert seen == [(["a"], {"day": "monday"}, "told")]
 
 
+def test_a_hook_that_failed_is_not_among_the_failed_tasks_the_next_hook_sees(store) -> None:
+    """Its id (__on_failure__) is function_flow's, not a task of the run."""
+    seen = []
+    job = Job("told")
+    job.task(task_id="a")(boom)
+    job.on_failure(lambda run: boom())
+    job.on_end(lambda run: seen.append(run.failed_tasks))
+    engine, run_id, bus = start(job, store)
+    drain(engine, bus)
+    assert store.get_tasks(run_id, [hooks.ON_FAILURE])[0].status is F
+    assert seen == [["a"]]
+
+
 def test_a_cancelled_run_runs_on_end_but_not_on_failure(store) -> None:
     calls: list = []
     engine, run_id, bus = start(hooked(calls), store)

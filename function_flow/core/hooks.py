@@ -219,8 +219,10 @@ def run_info(engine: "Engine", run: RunRecord, *, load: bool = True) -> RunInfo:
         if foreach.is_summary_of(record.task_id, value):  # its items' results
             value = foreach.results(engine, run_id, record.task_id, value, load=load)
         results[record.task_id] = value
-    failed = sorted(t.task_id for t in engine.store.find_tasks(run_id, TaskStatus.FAILED,
-                                                               MAX_FAILED_LISTED))
+    # Not a hook that failed before this one: the run's own tasks only.
+    failed = sorted(t.task_id for t in engine.store.find_tasks(
+        run_id, TaskStatus.FAILED, MAX_FAILED_LISTED + len(NAMES)) if not is_hook(t.task_id))
+    failed = failed[:MAX_FAILED_LISTED]
     args = engine.payloads.with_args(run).args if load else run.args
     return RunInfo(run_id=run_id, job_name=run.job_name, status=run.status, error=run.error,
                    results=results, failed_tasks=failed, args=dict(args or {}),
