@@ -6,7 +6,7 @@ give a run a `__callback__` hook (core/hooks.py): the last thing the run
 does, after its on_failure and on_end hooks. It POSTs
 
     {"run_id", "job", "status", "error", "results", "failed_tasks",
-     "created_at", "finished_at"}
+     "created_at", "finished_at", "redrives"}
 
 as JSON (results: each succeeded sink's result; one stored as a blob is
 sent as its reference, {"function_flow_blob": {...}}), with the run id in
@@ -19,7 +19,8 @@ default 36 POSTs up to an hour apart: about a day). Any other answer (a
 4xx, or a redirect, which is not followed) means the receiver refuses this
 request, and sending it again would not change that: the callback fails at
 once, and `status` says so. Delivery is at least once, like Pub/Sub's: a
-receiver that must act once keys on the run id.
+receiver that must act once keys on the run id and its redrives (a
+redriven run ends again, and calls back again).
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def payload(run: hooks.RunInfo) -> bytes:
     """The callback's JSON body (standard JSON: NaN results are refused)."""
     body = {"run_id": run.run_id, "job": run.job_name, "status": run.status.value,
             "error": run.error, "results": run.results, "failed_tasks": run.failed_tasks,
-            "created_at": run.created_at, "finished_at": run.finished_at}
+            "created_at": run.created_at, "finished_at": run.finished_at,
+            "redrives": run.redrives}
     try:
         return json.dumps(body, allow_nan=False, separators=(",", ":")).encode("utf-8")
     except ValueError as exc:

@@ -112,13 +112,38 @@ def test_the_callback_is_retried_until_it_gets_a_2xx_and_every_post_is_signed(
     run = engine.run_status(run_id)
     assert body == {"run_id": run_id, "job": "called_back", "status": "SUCCEEDED",
                     "error": None, "results": {"b": "done"}, "failed_tasks": [],
-                    "created_at": run.created_at, "finished_at": run.finished_at}
+                    "created_at": run.created_at, "finished_at": run.finished_at,
+                    "redrives": 0}
     record = callback_record(store, run_id)
     assert (record.status, record.attempt) == (TaskStatus.SUCCEEDED, 3)
     assert record.result == {"delivered": True, "status_code": 200}
     assert not run.hooks_pending and run.callback_url == receiver.url
     # Late duplicates of every message post nothing more.
     assert len(receiver.posts) == 3
+
+
+def test_a_redriven_run_calls_back_again_with_its_redrives(store, receiver_for) -> None:
+    """A receiver acting once per run_id would drop the second end's results:
+    (run_id, redrives) names one end."""
+    receiver = receiver_for(200, 200)
+    broken = [True]
+    job = tasks.Job("called_back")
+    job.task(task_id="a")(lambda **_: {"rows": 3})
+
+    @job.task(task_id="b", deps=["a"])
+    def b(**_):
+        if broken:
+            raise RuntimeError("b broke")
+        return "done"
+
+    engine, run_id = run_to_the_end(store, receiver, job)
+    broken.clear()
+    engine.redrive(run_id)
+    drain(engine, engine.bus)
+    first, second = (p["body"] for p in receiver.wait_for(2))
+    assert (first["run_id"], first["status"], first["redrives"]) == (run_id, "FAILED", 0)
+    assert (second["run_id"], second["status"], second["redrives"], second["results"]) \
+        == (run_id, "SUCCEEDED", 1, {"b": "done"})
 
 
 def test_a_failed_run_reports_its_error_after_its_hooks(store, receiver_for) -> None:

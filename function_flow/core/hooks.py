@@ -70,6 +70,8 @@ class RunInfo:
 
     results: the result of each sink task that succeeded (its id -> value).
     failed_tasks: ids of tasks that FAILED (at most MAX_FAILED_LISTED).
+    redrives: how many times the run was redriven before this end: each
+    end runs the hooks, so (run_id, redrives) names one end.
     """
 
     run_id: str
@@ -82,6 +84,7 @@ class RunInfo:
     created_at: float
     finished_at: float | None
     callback_url: str | None = None
+    redrives: int = 0
 
 
 # ------------------------------------------------------------ definition
@@ -227,7 +230,7 @@ def run_info(engine: "Engine", run: RunRecord, *, load: bool = True) -> RunInfo:
     return RunInfo(run_id=run_id, job_name=run.job_name, status=run.status, error=run.error,
                    results=results, failed_tasks=failed, args=dict(args or {}),
                    created_at=run.created_at, finished_at=run.finished_at,
-                   callback_url=run.callback_url)
+                   callback_url=run.callback_url, redrives=run.redrives)
 
 
 def pending(run: RunRecord | None) -> bool:
