@@ -277,3 +277,25 @@ def test_redrive_on_a_definition_with_other_tasks_is_refused_changing_nothing(
         "only tasks that did not succeed), or start a new run")
     assert engine.run_status(run_id).status is RunStatus.FAILED
     assert engine.run_status(run_id).redrives == 0 and statuses(engine, run_id) == before
+
+
+def test_a_redrive_while_the_previous_ends_hooks_run_is_refused_naming_them(store) -> None:
+    flaky = Flaky()
+    job = Job("hooked")
+    job.task(task_id="a")(flaky.body("a"))
+    job.on_end(lambda run: None)
+    flaky.broken = {"a"}
+    engine, bus = engine_for(job, store)
+    run_id, _ = engine.start({})
+    while bus.sent and not bus.sent[0].task_id.startswith("__"):
+        engine.handle(bus.sent.pop(0))  # the run ends; its on_end is queued, not run
+    assert engine.run_status(run_id).status is RunStatus.FAILED
+    assert engine.run_status(run_id).hooks_pending
+    with pytest.raises(RedriveRefusedError) as refused:
+        engine.redrive(run_id)
+    assert str(refused.value) == (
+        f"run {run_id} ended, but its hooks (on_end) are still running; redrive it once "
+        "they are done (function-flow status shows them)")
+    drain(engine, bus)
+    flaky.broken = set()
+    assert engine.redrive(run_id).redrives == 1

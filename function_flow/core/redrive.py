@@ -58,7 +58,7 @@ def redrive(engine: "Engine", run_id: str) -> RunRecord:
             "redriven" + ("; pause or cancel it first" if not run.status.is_final else ""))
     if run.hooks_pending:
         raise RedriveRefusedError(
-            f"run {run_id} ended, but its hooks (on_failure, on_end, callback) are still "
+            f"run {run_id} ended, but its hooks ({_names(run)}) are still "
             "running; redrive it once they are done (function-flow status shows them)")
     tasks = engine.store.get_tasks(run_id)
     allowed, reason = versions.redrive_allowed(run, tasks, engine.dag)
@@ -115,6 +115,11 @@ def redrive(engine: "Engine", run_id: str) -> RunRecord:
     logger.info("run %s redriven (redrive %d): %d tasks run again, %d results kept",
                 run_id, reopened.redrives, len(again), len(kept))
     return reopened
+
+
+def _names(run: RunRecord) -> str:
+    return ", ".join(hooks.NAMES.get(hook_id, hook_id) for hook_id in run.hooks or ()) \
+        or "on_failure, on_end, callback"
 
 
 def _changed(run_id: str) -> RedriveRefusedError:
