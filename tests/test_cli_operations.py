@@ -286,6 +286,11 @@ def test_a_start_with_an_existing_run_id_and_other_arguments_is_refused(tmp_path
         with pytest.raises(RunConflictError, match="as a run of job 'nightly', not 'weekly'"):
             other.start({"day": 1, "tags": ["a"]}, run_id="n-1")
         assert job.engine.store.get_run("n-1").args == {"day": 1, "tags": ["a"]}
+        # What --run-id and the start function refuse, Python refuses too (a run
+        # "a/b" could not be controlled over HTTP; "" started a new run each time).
+        for bad in ("a/b", "a b", "../x", "x" * 201, "", "__end__", 123):
+            with pytest.raises(ValueError, match=r"^run_id .* must be 1-200 letters"):
+                job.start({}, run_id=bad)
         assert [r.run_id for r in job.engine.store.list_runs()] == ["n-1"]
     finally:
         backend.close()

@@ -144,6 +144,9 @@ class Engine(control.Controls):
         TypeError or ValueError for arguments no backend can store or a bad
         callback_url.
         """
+        if run_id is not None and (not isinstance(run_id, str)
+                                   or not starts.RUN_ID.fullmatch(run_id)):
+            raise ValueError(f"run_id {run_id!r} must be {starts.RUN_ID_RULE}")
         hook_ids, callback_url = hooks.for_start(self.dag, callback_url)
         given = dict(args or {})
         if run_id is not None:  # before any write: a conflicting start changes nothing
