@@ -189,30 +189,36 @@ def heartbeat(store: "Store", token: Any, now: float) -> float | None:
     return until
 
 
-def approve(engine: "Engine", token: Any, data: Any = None) -> Decision:
-    """Complete the waiting attempt with `data` as the task's result."""
+def approve(engine: "Engine", token: Any, data: Any = None, *,
+            record_block: bool = True) -> Decision:
+    """Complete the waiting attempt with `data` as the task's result.
+
+    record_block: see Engine.complete_trigger."""
     try:
         value = storable("the approval's data", data, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise BadDecision(f"{exc}; nothing was changed") from None
-    return _decide(engine, token, approved=True, value=value, error=None)
+    return _decide(engine, token, approved=True, value=value, error=None,
+                   record_block=record_block)
 
 
-def reject(engine: "Engine", token: Any, reason: Any = None) -> Decision:
+def reject(engine: "Engine", token: Any, reason: Any = None, *,
+           record_block: bool = True) -> Decision:
     """Fail the waiting task with `reason`, without retries."""
     if reason is not None and not isinstance(reason, str):
         raise BadDecision(f"the reason must be text, got {type(reason).__name__}; "
                           "nothing was changed")
     reason = " ".join((reason or "").split())[:MAX_REASON_CHARS]
     return _decide(engine, token, approved=False, value=None,
-                   error=f"ApprovalRejected: {reason or 'rejected (no reason given)'}")
+                   error=f"ApprovalRejected: {reason or 'rejected (no reason given)'}",
+                   record_block=record_block)
 
 
 def _decide(engine: "Engine", token: Any, *, approved: bool, value: Any,
-            error: str | None) -> Decision:
+            error: str | None, record_block: bool) -> Decision:
     waiting = find(engine.store, token, engine.clock())
     outcome = engine.complete_trigger(waiting.trigger.trigger_id, ok=approved, value=value,
-                                      error=error, retry=False)
+                                      error=error, retry=False, record_block=record_block)
     if outcome not in ("succeeded", "failed"):
         # Someone else decided first, or the timeout did: theirs stands.
         raise UnknownToken(UNKNOWN_TOKEN)

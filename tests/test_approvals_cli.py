@@ -326,4 +326,9 @@ def test_a_file_that_defines_other_tasks_is_refused_and_changes_nothing(running)
     assert_one_error_line(result, "was started with a different definition",
                           "task 'use' was removed")
     assert run.records() == before
+    store = run.store()
+    try:  # not marked blocked: `status` said so until someone resumed it
+        assert store.get_run(run.run_id).blocked is None
+    finally:
+        store.close()
     assert flow(run.cwd, "approve", run.token).returncode == 0  # the token still works

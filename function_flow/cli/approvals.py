@@ -60,7 +60,8 @@ class LeftToTheOwner(Bus):
 def approve(token: str, data_json: str | None, file: str | None) -> None:
     """Approve the task waiting for TOKEN: it succeeds with --data as its result."""
     data = _parse_data(data_json)
-    _decide(token, file, lambda engine: approvals.approve(engine, token, data))
+    _decide(token, file, lambda engine: approvals.approve(engine, token, data,
+                                                          record_block=False))
 
 
 @click.command()
@@ -69,7 +70,8 @@ def approve(token: str, data_json: str | None, file: str | None) -> None:
 @click.option("--file", "file", type=click.Path(dir_okay=False), help=FILE_HELP)
 def reject(token: str, reason: str | None, file: str | None) -> None:
     """Reject the task waiting for TOKEN: it fails with --reason, without retries."""
-    _decide(token, file, lambda engine: approvals.reject(engine, token, reason))
+    _decide(token, file, lambda engine: approvals.reject(engine, token, reason,
+                                                         record_block=False))
 
 
 @click.command()

@@ -282,12 +282,15 @@ class Engine(control.Controls):
     # ------------------------------------------------------------- completion
 
     def complete_trigger(self, trigger_id: str, *, ok: bool, value: Any = None,
-                         error: str | None = None, retry: bool = True) -> str:
+                         error: str | None = None, retry: bool = True,
+                         record_block: bool = True) -> str:
         """Complete the task attempt waiting for `trigger_id` with an event's outcome.
 
         The trigger is deleted in the same transaction that records the
         outcome; a duplicate event finds it gone ("unknown_trigger").
         retry=False makes a failure final (a rejected approval).
+        record_block=False: refused on a definition that may not advance the
+        run, it leaves the run unmarked (a person's `--file`, not a deployment).
         """
         trigger = self.store.get_trigger(trigger_id)
         if trigger is None:
@@ -297,7 +300,7 @@ class Engine(control.Controls):
             return "unknown_trigger"
         run_id, task_id, attempt = trigger.run_id, trigger.task_id, trigger.attempt
         with tracing.completing(self.store, trigger, None if ok else error or "failed"):
-            versions.admit_event(self, trigger)  # a blocked run: RunBlockedError
+            versions.admit_event(self, trigger, record_block)  # blocked: RunBlockedError
             outcome = self.complete(run_id, task_id, attempt, ok=ok, value=value,
                                     error=error, trigger_id=trigger_id, retry=retry)
             logger.info("external event: run %s task %s attempt %d: %s",

@@ -156,7 +156,8 @@ def reason(run: RunRecord, found: list[str]) -> str:
     return (f"run {run.run_id} was started with a different definition: "
             f"{'; '.join(shown)}{f'; and {more} more' if more > 0 else ''}. Deploy the "
             "definition it started with to let it continue, or cancel it and redrive it "
-            "on the new one (allowed when the tasks it finished are unchanged)")
+            "on the new one (allowed when the tasks it finished are unchanged and no "
+            "task was added or removed)")
 
 
 def refusal(run: RunRecord, store: "Store", dag: Dag) -> str | None:
@@ -236,7 +237,7 @@ def refused(engine: "Engine", run: RunRecord | None, verdict: str, task_id: str,
     return True
 
 
-def admit_event(engine: "Engine", trigger: Trigger) -> None:
+def admit_event(engine: "Engine", trigger: Trigger, record: bool = True) -> None:
     """Raise RunBlockedError when an event must not complete its attempt yet.
 
     Only the event carries its outcome, so it is not acknowledged: Pub/Sub
@@ -246,7 +247,7 @@ def admit_event(engine: "Engine", trigger: Trigger) -> None:
     """
     if trigger.definition == of(engine.dag).hash:
         return
-    why = check(engine, engine.store.get_run(trigger.run_id))
+    why = check(engine, engine.store.get_run(trigger.run_id), record=record)
     if why is not None:
         raise RunBlockedError(why)
 
