@@ -294,6 +294,43 @@ def test_cli_approves_a_run_that_job_start_began_in_this_process(tmp_path, monke
     backend.close()
 
 
+@pytest.mark.parametrize("paused", [False, True])
+def test_the_next_step_after_approving_a_job_start_run_names_its_file(
+        tmp_path, monkeypatch, paused) -> None:
+    """Its process gone, or its run paused: the resume it suggests carries the
+    --file given (without it that resume was refused: no file recorded)."""
+    import socket
+
+    db = tmp_path / "state.db"
+    for name in [k for k in os.environ if k.startswith("FUNCTION_FLOW_")]:
+        monkeypatch.delenv(name)
+    env = {"FUNCTION_FLOW_BACKEND": "embedded", "FUNCTION_FLOW_DB": str(db)}
+    job = loader.load_job(APPROVAL, None)
+    job.use_backend(backends.embedded(str(db), workers=2))
+    token_file = tmp_path / "mail.txt"
+    run_id = job.start({"token_file": str(token_file)})
+    wait_for(token_file.exists, "the approval token")
+    wait_for(lambda: job.engine.store.get_tasks(run_id, ["ask"])[0].trigger_id,
+             "the wait to be recorded")
+    job.backend.close()  # nothing executes it now
+    gone = subprocess.Popen(["true"])  # a pid that is gone
+    gone.wait()
+    store = SqliteStore(str(db))
+    fields = {"paused_at": time.time()} if paused else {
+        "owner": f"{socket.gethostname()}:{gone.pid}"}
+    store.transact(lambda tx: tx.update_run(run_id, fields))
+    store.close()
+
+    approved = CliRunner().invoke(cli, ["approve", token_file.read_text(), "--file", APPROVAL],
+                                  env=env)
+
+    assert approved.exit_code == 0, approved.output
+    resume = f"function-flow resume {run_id} --file {APPROVAL}"
+    expected = f"run {run_id} is paused: it goes on once resumed ({resume})" if paused \
+        else f"is gone: finish the run with {resume}"
+    assert expected in " ".join(approved.output.split()), approved.output
+
+
 def test_a_token_of_a_run_that_ended_says_so_and_changes_nothing(running) -> None:
     """The run's end deletes its waits' triggers, so such a token is unknown;
     the refusal must still name that case, not only "already used"."""

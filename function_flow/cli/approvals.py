@@ -21,6 +21,7 @@ advances the run's graph, and the decision is recorded exactly once:
 
 from __future__ import annotations
 
+import shlex
 import time
 from typing import Any, Callable
 
@@ -138,26 +139,33 @@ def _decide(token: str, file: str | None,
         fail(str(exc))
     finally:
         backend.close()
-    _report(decision, selected.kind, run.owner)
+    # A run job.start() began records no file: resume needs the one given here.
+    _report(decision, selected.kind, run.owner, run.paused_at is not None,
+            file if file and not run.source else None)
 
 
-def _report(decision: approvals.Decision, kind: str, owner: str | None) -> None:
+def _report(decision: approvals.Decision, kind: str, owner: str | None, paused: bool,
+            file: str | None) -> None:
     out = progress.make_console()
     what = "approved" if decision.approved else "rejected"
     became = "succeeded" if decision.approved else "failed"
     out.print(f"{what}: task {decision.task_id} of run {decision.run_id} {became}",
               markup=False, soft_wrap=True)
     status = f"{command_for(kind, 'status ' + decision.run_id)}"
+    resume = command_for(kind, f"resume {decision.run_id}"
+                         + (f" --file {shlex.quote(file)}" if file else ""))
     if decision.run_status is not RunStatus.RUNNING:
         out.print(f"run {decision.run_id} ended: {decision.run_status.value} (see {status})",
+                  markup=False, soft_wrap=True)
+    elif paused:
+        out.print(f"run {decision.run_id} is paused: it goes on once resumed ({resume})",
                   markup=False, soft_wrap=True)
     elif kind == "gcp":
         out.print(f"the deployed functions continue the run; follow it with {status}",
                   markup=False, soft_wrap=True)
     elif owner and owners.owner_state(owner) == owners.OWNER_GONE:
         out.print(f"the process that ran it ({owner}) is gone: finish the run with "
-                  f"{command_for(kind, 'resume ' + decision.run_id)}",
-                  markup=False, soft_wrap=True)
+                  f"{resume}", markup=False, soft_wrap=True)
     else:
         out.print(f"its process ({owner or 'unknown'}) continues the run; follow it with "
                   f"{status}", markup=False, soft_wrap=True)
