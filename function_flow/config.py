@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import urllib.parse
 from typing import Callable, Mapping, TypeVar
 
 from function_flow.errors import ConfigurationError
@@ -141,8 +142,8 @@ class Settings:
             callback_url=env.get("FUNCTION_FLOW_CALLBACK_URL") or None,
             gcs_poll_interval=gcs_poll_interval,
             gcs_poll_batch=gcs_poll_batch,
-            dataflow_endpoint=(env.get("FUNCTION_FLOW_DATAFLOW_ENDPOINT")
-                               or cls.dataflow_endpoint).rstrip("/"),
+            dataflow_endpoint=http_root(env, "FUNCTION_FLOW_DATAFLOW_ENDPOINT",
+                                        cls.dataflow_endpoint),
             hmac_key=env.get("FUNCTION_FLOW_HMAC_KEY") or None,
             hmac_previous_key=env.get("FUNCTION_FLOW_HMAC_PREVIOUS_KEY") or None,
             hmac_tolerance=positive_number(env, "FUNCTION_FLOW_HMAC_TOLERANCE", 300.0, float),
@@ -205,6 +206,19 @@ def positive_number(env: Mapping[str, str], name: str, default: T, kind: Callabl
             "a number of days" if name.endswith("_DAYS") else "a number of seconds"
         raise ConfigurationError(f"{name} must be {what} greater than 0, got {raw!r}")
     return value
+
+
+def http_root(env: Mapping[str, str], name: str, default: str) -> str:
+    """An http(s) root URL from the environment, without its trailing '/'.
+
+    Checked here: a URL without its scheme failed every request later, in
+    the listener, where the event it was asked for was lost."""
+    raw = env.get(name, "").strip() or default
+    parts = urllib.parse.urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"{name} must be an http(s) URL such as {default}, "
+                                 f"got {raw!r}")
+    return raw.rstrip("/")
 
 
 #: The values FUNCTION_FLOW_SQLITE_SYNCHRONOUS accepts.

@@ -166,7 +166,14 @@ class DataFlowFuture(Future):
                      "JOB_STATE_UPDATED")
 
     @classmethod
-    def handle_message(cls, message: Mapping[str, Any]) -> Optional[Result]:
+    def trigger_id_of(cls, message: Mapping[str, Any]) -> Optional[str]:
+        """The job id an entry is about, read without the Dataflow API: the
+        listener asks the API only when a task waits for that job."""
+        labels = cls._labels(message)
+        return labels["job_id"] if labels else None
+
+    @staticmethod
+    def _labels(message: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
         if get_value(message, "resource.type") != "dataflow_step":
             return None
         labels = get_value(message, "resource.labels")
@@ -177,6 +184,14 @@ class DataFlowFuture(Future):
             logger.warning("Dataflow log entry without resource.labels.job_id and region "
                            "(labels: %r); ignored", dict(labels))
             return None
+        return labels
+
+    @classmethod
+    def handle_message(cls, message: Mapping[str, Any]) -> Optional[Result]:
+        labels = cls._labels(message)
+        if labels is None:
+            return None
+        job_id, region = labels["job_id"], labels["region"]
         job_name = labels.get("job_name") or job_id
         from function_flow.services import dataflow
 

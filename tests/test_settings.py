@@ -84,6 +84,10 @@ def test_the_embedded_backend_runs_the_workers_the_setting_asks_for(tmp_path: Pa
                                           "days greater than 0, got 'inf'"),
     ("FUNCTION_FLOW_RUN_TTL_DAYS", "1e7", "FUNCTION_FLOW_RUN_TTL_DAYS must be at most 36,500 "
                                           "days (100 years), got 1e+07"),
+    ("FUNCTION_FLOW_DATAFLOW_ENDPOINT", "dataflow.example.com",
+     "FUNCTION_FLOW_DATAFLOW_ENDPOINT must be an http(s) URL such as "
+     "https://dataflow.googleapis.com, got 'dataflow.example.com'"),
+    ("FUNCTION_FLOW_DATAFLOW_ENDPOINT", "ftp://x", "FUNCTION_FLOW_DATAFLOW_ENDPOINT must be"),
 ])
 def test_a_bad_value_is_refused_naming_the_variable(name, value, message) -> None:
     with pytest.raises(ConfigurationError) as refused:

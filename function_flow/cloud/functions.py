@@ -136,6 +136,9 @@ def _complete_from_event(job: "Job", payload: "futures.Event") -> str:
         if getattr(parser, "__func__", parser) is futures.Future.handle_message.__func__:
             continue  # a base class of the user's Futures: it recognises nothing
         try:
+            waited = _waited_for(job, future_class, payload)
+            if waited is not None:
+                return waited
             result = parser(payload)
         except Exception as exc:  # a user's parser choking on a foreign event
             if delivery.is_transient(exc):
@@ -161,6 +164,20 @@ def _complete_from_event(job: "Job", payload: "futures.Event") -> str:
         return "rejected"
     logger.info("external event matched no Future class; acknowledged")
     return "ignored"
+
+
+def _waited_for(job: "Job", future_class: type, payload: "futures.Event") -> str | None:
+    """"unknown_trigger" when the class can name the event's trigger without
+    its parser (DataFlowFuture.trigger_id_of: the parser asks an API) and
+    nothing waits for it; else None, and the parser decides."""
+    trigger_of = getattr(future_class, "trigger_id_of", None)
+    trigger_id = trigger_of(payload) if trigger_of is not None else None
+    if not isinstance(trigger_id, str) or not trigger_id \
+            or job.engine.store.get_trigger(trigger_id) is not None:
+        return None
+    logger.info("external event for %s %r: no task waits for it; acknowledged",
+                future_class.__name__, trigger_id)
+    return "unknown_trigger"
 
 
 def make_poller(job: "Job") -> Callable[..., Any]:
