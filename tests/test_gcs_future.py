@@ -242,13 +242,20 @@ def test_polling_goes_on_while_other_tasks_keep_the_embedded_bus_busy(embedded) 
     assert job.get_task_result("busy") == "saw the wait complete"
 
 
-def test_a_missing_bucket_is_logged_and_the_task_keeps_waiting(embedded, caplog) -> None:
+def test_a_missing_bucket_is_logged_and_the_task_keeps_waiting(embedded, caplog,
+                                                                monkeypatch) -> None:
+    """As an error the first time, which `function-flow run` shows without -v
+    (a typo in a bucket's name was a silent wait), then as warnings."""
+    monkeypatch.setenv("FUNCTION_FLOW_GCS_POLL_INTERVAL", "0.001")
     job = gcs_job().use_backend(embedded())
     run_id = waiting(job, "gs://ff-no-such-bucket-here/x/")
     with caplog.at_level(logging.WARNING, logger="function_flow"):
-        report = job.engine.poll(run_ids=[run_id])
-    assert report.watches_completed == 0
-    assert "there is no bucket 'ff-no-such-bucket-here'" in caplog.text
+        for _ in range(3):
+            time.sleep(0.01)
+            assert job.engine.poll(run_ids=[run_id]).watches_completed == 0
+    checks = [r for r in caplog.records if "cannot check gs://ff-no-such-bucket-here/x/" in
+              r.getMessage() and "there is no bucket 'ff-no-such-bucket-here'" in r.getMessage()]
+    assert [r.levelname for r in checks] == ["ERROR", "WARNING", "WARNING"], caplog.text
     assert job.engine.store.get_tasks(run_id, ["wait"])[0].status is TaskStatus.RUNNING
 
 
@@ -274,6 +281,8 @@ def test_the_watch_of_an_attempt_that_timed_out_is_deleted_unchecked(embedded) -
     trigger_id = job.engine.store.get_tasks(run_id, ["wait"])[0].trigger_id
     run = job.wait(run_id, timeout=60)  # the lease check fails the attempt at 1 s
     assert run.status is RunStatus.FAILED and "TimeoutError" in run.error
+    assert f"got no answer or event for an object under gs://{bucket}/never/ within" \
+        in run.error, run.error
     asked = len(watcher.asked)
     job.engine.poll()
     assert job.engine.store.get_trigger(trigger_id) is None

@@ -138,9 +138,11 @@ def _end_wait(engine: "Engine", run_id: str, task: TaskRecord, trigger: Trigger,
         engine.complete(run_id, task.task_id, task.attempt, ok=True,
                         value=on_timeout["result"], trigger_id=trigger.trigger_id)
         return "lease_expired"
+    awaited = f"an object under {trigger.watch}" if trigger.watch \
+        else f"{trigger.trigger_id!r}"
     error = on_timeout.get("error") or (
         f"TimeoutError: attempt {task.attempt} of task {task.task_id!r} got no answer "
-        f"or event for {trigger.trigger_id!r} within {limit}")
+        f"or event for {awaited} within {limit}")
     # retry False: the waiting front end applies its own retries (asl/tokens.py).
     engine.complete(run_id, task.task_id, task.attempt, ok=False, error=str(error),
                     cause=None if on_timeout.get("error") else TimeoutError(),

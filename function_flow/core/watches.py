@@ -56,7 +56,16 @@ class Watches:
         self.every = every
         self.batch = max(1, int(batch))
         self._checked: dict[str, float] = {}
+        #: Prefixes whose check failed and was said so as an error.
+        self._reported: set[str] = set()
         self._lock = threading.Lock()
+
+    def reported(self, prefix: str) -> bool:
+        """Whether a failed check of `prefix` was reported before; it is now."""
+        with self._lock:
+            seen = prefix in self._reported
+            self._reported.add(prefix)
+        return seen
 
     def due(self, prefixes: Iterable[str], now: float, known: Iterable[str]) -> list[str]:
         """The prefixes to check now, and remember that they were.
@@ -99,8 +108,11 @@ def check(engine: "Engine", run_ids: Iterable[str] | None = None) -> int:
         try:
             found = watches.watcher.exists(prefix)
         except Exception as exc:  # the adapter's error names the bucket and why
-            logger.warning("cannot check %s, which %d task(s) wait for: %s; checking again "
-                           "in %g s", prefix, len(waiting), exc, watches.every)
+            # An error the first time (`function-flow run` shows those): a bucket
+            # name's typo would otherwise be a silent wait until the timeout.
+            level = logging.WARNING if watches.reported(prefix) else logging.ERROR
+            logger.log(level, "cannot check %s, which %d task(s) wait for: %s; checking "
+                       "again in %g s", prefix, len(waiting), exc, watches.every)
             continue
         if found:
             logger.info("an object exists under %s: completing %d waiting task(s)",
