@@ -439,3 +439,19 @@ def test_graph_lists_the_hooks_after_the_tasks_in_every_format() -> None:
     assert '{{"on_failure: page_someone()"}}' in graphs.render(job.dag, "mermaid")
     assert '"hook: on_failure: page_someone()" [shape=hexagon];' \
         in graphs.render(job.dag, "dot")
+
+
+def test_status_shows_what_a_hook_returned() -> None:
+    """The README: what a hook returns is kept in its record, shown by status."""
+    from function_flow.cli.hook_lines import hook_lines
+    from function_flow.core.records import RunRecord, TaskRecord
+
+    run = RunRecord(run_id="r", job_name="j", dag_hash="h", args={},
+                    status=RunStatus.FAILED, hooks=[hooks.ON_FAILURE, hooks.ON_END])
+    records = [TaskRecord(task_id=hooks.ON_FAILURE, status=S, attempt=1,
+                          result={"paged": "ops", "big": "x" * 500}),
+               TaskRecord(task_id=hooks.ON_END, status=S, attempt=2)]
+    failure, end = hook_lines(run, records)
+    assert failure.startswith('on_failure: SUCCEEDED (attempt 1): {"big": "xxx')
+    assert failure.endswith("... (527 chars)") and len(failure) < 260
+    assert end == "on_end: SUCCEEDED (attempt 2)"  # it returned None

@@ -14,6 +14,10 @@ from function_flow.core import hooks
 from function_flow.core.records import RunRecord, TaskRecord, TaskStatus
 
 
+#: How much of what a hook returned its line shows.
+HOOK_RESULT_CHARS = 200
+
+
 def hook_lines(run: RunRecord, records: list[TaskRecord]) -> list[str]:
     """One line per hook of the run, in the order they run."""
     by_id = {r.task_id: r for r in records}
@@ -44,7 +48,9 @@ def _state(run: RunRecord, record: TaskRecord, previous: str | None) -> str:
         if callback:
             code = record.result.get("status_code") if isinstance(record.result, dict) else None
             return f"delivered (HTTP {code}, attempt {attempt})"
-        return f"SUCCEEDED (attempt {attempt})"
+        kept = "" if record.result is None else \
+            f": {progress.compact_json(record.result, HOOK_RESULT_CHARS)}"
+        return f"SUCCEEDED (attempt {attempt}){kept}"
     if status is TaskStatus.FAILED:
         what = "not delivered" if callback else "FAILED"
         return f"{what} after {attempt} attempt(s): {error}"
