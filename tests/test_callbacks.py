@@ -427,9 +427,11 @@ def test_resume_delivers_the_callback_of_a_run_whose_process_was_killed(
     receiver.statuses = [200]
     listed = flow(tmp_path, "status", env=env).stdout
     run_id = re.search(r"(hooked-\S+)", listed).group(1)
-    assert "SUCCEEDED (hooks still running)" in listed, listed
+    assert "SUCCEEDED (hooks left: process gone)" in listed, listed
     shown = flow(tmp_path, "status", run_id, env=env).stdout
     assert "not delivered yet" in shown or "sending" in shown, shown
+    assert f"is gone before its hooks ran: run them with function-flow resume {run_id}" \
+        in " ".join(shown.split()), shown
     resumed = flow(tmp_path, "resume", run_id, env=env)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"callback to {receiver.url}: delivered (HTTP 200, attempt " in resumed.stdout

@@ -83,11 +83,13 @@ def matching_runs(selected: selection.SelectedStore, limit: int, job_name: str |
 
 
 def owner_of(kind: str, run: RunRecord) -> str | None:
-    """OWNER_GONE / OWNER_ELSEWHERE / OWNER_ALIVE for a RUNNING embedded run, else None.
+    """OWNER_GONE / OWNER_ELSEWHERE / OWNER_ALIVE for an embedded run its process
+    still executes (RUNNING, or ended with hooks to run), else None.
 
     Runs on Google Cloud have no owner: the deployed functions execute them.
     """
-    if kind != "embedded" or run.status is not RunStatus.RUNNING or not run.owner:
+    executing = run.status is RunStatus.RUNNING or (run.status.is_final and run.hooks_pending)
+    if kind != "embedded" or not executing or not run.owner:
         return None
     return owners.owner_state(run.owner)
 
@@ -128,15 +130,20 @@ def run_notes(kind: str, runs: list[RunRecord]) -> tuple[dict[str, str], set[str
         if run.blocked and run.status is RunStatus.RUNNING:
             notes[run.run_id] = "blocked: its definition changed"
         if run.status.is_final and run.hooks_pending:
-            notes[run.run_id] = "hooks still running"
+            notes[run.run_id] = "hooks left: process gone" if state == owners.OWNER_GONE \
+                else "hooks still running"
     return notes, stopped
 
 
 def headline(kind: str, run: RunRecord) -> str:
     """The first line of `status RUN_ID`: status, duration, and who runs it."""
-    if run.status.is_final:
-        return progress.final_status_line(run)
     state = owner_of(kind, run)
+    if run.status.is_final:
+        if state == owners.OWNER_GONE:
+            return (f"{progress.final_status_line(run)}; its process {run.owner} is gone "
+                    f"before its hooks ran: run them with "
+                    f"{command_for(kind, 'resume ' + run.run_id)}")
+        return progress.final_status_line(run)
     if state == owners.OWNER_GONE:
         return (f"run {run.run_id} {shown_status(run)}, but its process {run.owner} is gone; "
                 f"continue it with {command_for(kind, 'resume ' + run.run_id)}")
