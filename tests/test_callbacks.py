@@ -437,3 +437,27 @@ def test_resume_delivers_the_callback_of_a_run_whose_process_was_killed(
     assert f"callback to {receiver.url}: delivered (HTTP 200, attempt " in resumed.stdout
     assert receiver.posts[-1]["answered"] == 200
     assert receiver.posts[-1]["body"]["status"] == "SUCCEEDED"
+
+
+def test_a_start_again_with_another_callback_is_refused_and_a_bad_port_at_once(
+        store) -> None:
+    """The same run id asking for another callback (or none, or one now) would
+    never get it: a conflict, like other arguments. A URL whose port is not
+    one failed each POST, retried for a day."""
+    from function_flow.errors import RunConflictError
+
+    engine = Engine(two_step(), store, Outbox(), lease_check_messages=False)
+    first = "http://127.0.0.1:1/a"
+    assert engine.start({}, run_id="cb-1", callback_url=first) == ("cb-1", True)
+    assert engine.start({}, run_id="cb-1", callback_url=first) == ("cb-1", False)
+    for other, asked in (("http://127.0.0.1:1/b", "the callback URL http://127.0.0.1:1/b"),
+                         (None, "no callback URL")):
+        with pytest.raises(RunConflictError) as refused:
+            engine.start({}, run_id="cb-1", callback_url=other)
+        assert str(refused.value) == (
+            f"run 'cb-1' already exists with the callback URL {first}; this start asks for "
+            f"{asked}: start it the same way to get that run, or choose another run id")
+    with pytest.raises(ValueError, match=r"callback_url 'http://127.0.0.1:99999/x' has a "
+                                         r"bad port \(Port out of range"):
+        engine.start({}, callback_url="http://127.0.0.1:99999/x")
+    assert [r.run_id for r in store.list_runs(10)] == ["cb-1"]

@@ -116,6 +116,13 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
         args = execution_args(input_json, arg_pairs)
     job = load_job(file, job_name)
     answered = remote_functions_for(job, file, remote_pairs)
+    if callback_url is not None:  # before the emulators start, not after
+        from function_flow.core.hooks import check_callback_url
+
+        try:
+            check_callback_url(callback_url)
+        except ValueError as exc:
+            fail(str(exc))
     try:
         emulators.check_requirements()
         storage = emulators.given_storage(dev.DEV_PROJECT)

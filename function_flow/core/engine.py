@@ -152,7 +152,7 @@ class Engine(control.Controls):
         if run_id is not None:  # before any write: a conflicting start changes nothing
             existing = self.store.get_run(run_id)
             if existing is not None:
-                return starts.repeated(self, existing, given)
+                return starts.repeated(self, existing, given, callback_url)
         run_id = run_id or new_run_id(self.workflow.name)
         args_key = payloads.args_key(run_id)
         args = self.payloads.store("the run's arguments", given, args_key, allow_nan=False)

@@ -130,6 +130,10 @@ def check_callback_url(url: Any) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"callback_url must be an http:// or https:// URL with a host, "
                          f"got {url!r}")
+    try:
+        parts.port  # noqa: B018 -- urllib checks the port when asked for it
+    except ValueError as exc:  # each POST would fail, retried for a day
+        raise ValueError(f"callback_url {url!r} has a bad port ({exc})") from None
     return url.strip()
 
 

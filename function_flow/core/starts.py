@@ -56,13 +56,21 @@ RUN_ID_RULE = ("1-200 letters, digits, '.', '_', ':' or '-', starting with a let
 QUOTED_CHARS = 120
 
 
-def repeated(engine: "Engine", existing: RunRecord, args: dict[str, Any]) -> tuple[str, bool]:
+def repeated(engine: "Engine", existing: RunRecord, args: dict[str, Any],
+             callback_url: str | None = None) -> tuple[str, bool]:
     """Answer a start naming `existing`: (run id, False), or RunConflictError.
 
     A retried start may follow one that died before publishing: the roots
-    still queued are sent again (a duplicate is harmless).
+    still queued are sent again (a duplicate is harmless). One asking for
+    another callback than the run's is another start: its callback would
+    never come.
     """
     refusal = conflict(engine, existing, args)
+    if refusal is None and callback_url != existing.callback_url:
+        refusal = (f"run {existing.run_id!r} already exists with "
+                   f"{_callback(existing.callback_url)}; this start asks for "
+                   f"{_callback(callback_url)}: start it the same way to get that run, or "
+                   "choose another run id")
     if refusal is not None:
         raise RunConflictError(existing.run_id, refusal)
     if existing.status is RunStatus.RUNNING:
@@ -70,6 +78,10 @@ def repeated(engine: "Engine", existing: RunRecord, args: dict[str, Any]) -> tup
             if root.status is TaskStatus.QUEUED:
                 engine.bus.publish(Message(existing.run_id, root.task_id, root.attempt))
     return existing.run_id, False
+
+
+def _callback(url: str | None) -> str:
+    return f"the callback URL {url}" if url else "no callback URL"
 
 
 def conflict(engine: "Engine", existing: RunRecord, args: dict[str, Any]) -> str | None:
