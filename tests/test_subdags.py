@@ -339,6 +339,17 @@ def test_node_deps_and_cycles_through_a_node_name_the_node():
         looped.validate()
 
 
+def test_depending_on_a_task_inside_a_sub_dag_says_to_depend_on_its_node():
+    main = Job("main")
+    main.subdag(task_id="p", dag=make_prep())
+    main.task(task_id="after", deps=["p/clean"])(lambda task, job: 1)
+    with pytest.raises(DefinitionError) as refused:
+        main.validate()
+    assert str(refused.value).startswith(
+        "task 'after' depends on unknown task 'p/clean' (a task inside a sub-DAG is not "
+        "depended on from outside it: depend on its node, 'p')")
+
+
 def test_an_error_deep_inside_names_the_whole_path():
     inner, mid, outer = make_prep("inner"), Job("mid"), Job("outer")
     mid.subdag(task_id="i", dag=inner)

@@ -47,8 +47,12 @@ class Dag:
         for spec in self.tasks.values():
             for dep in spec.deps:
                 if dep not in self.tasks:
+                    node = dep.split("/", 1)[0]
+                    inside = f" (a task inside a sub-DAG is not depended on from outside it: " \
+                        f"depend on its node, {node!r})" if "/" in dep and node in self.tasks \
+                        else ""
                     raise DefinitionError(
-                        f"task {spec.task_id!r} depends on unknown task {dep!r}"
+                        f"task {spec.task_id!r} depends on unknown task {dep!r}{inside}"
                         # Never the task itself: depending on it would be a cycle.
                         f"{_did_you_mean(dep, (t for t in self.tasks if t != spec.task_id))}",
                         spec.task_id)
