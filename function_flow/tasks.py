@@ -312,9 +312,11 @@ class Job(EntryPoints, HookDecorators):
         self._repairs.if_stalled(self, run_id, every)
 
     def run(self, argv: Optional[dict[str, Any]] = None,
-            timeout: Optional[float] = None, *, run_id: Optional[str] = None) -> RunRecord:
-        """Start a run and wait for it to end (with `run_id`: idempotent, as start)."""
-        return self.wait(self.start(argv, run_id=run_id), timeout=timeout)
+            timeout: Optional[float] = None, *, run_id: Optional[str] = None,
+            job_args: Optional[dict[str, Any]] = None) -> RunRecord:
+        """Start a run and wait for it to end (with `run_id`: idempotent, as start;
+        `job_args`: the arguments, under start's other name for them)."""
+        return self.wait(self.start(argv, run_id=run_id, job_args=job_args), timeout=timeout)
 
     # ------------------------------------------------ used inside task bodies
 

@@ -151,6 +151,8 @@ def test_start_takes_job_args_or_argv_but_not_both(tmp_path):
             job.start({"x": 1}, job_args={"x": 2})
         assert job.wait(job.start(job_args={"x": 2}), timeout=30).status is RunStatus.SUCCEEDED
         assert job.get_task_result("a") == {"x": 2}
+        assert job.run(job_args={"x": 3}, timeout=30).status is RunStatus.SUCCEEDED  # run too
+        assert job.get_task_result("a") == {"x": 3}
     finally:
         backend.close()
 
