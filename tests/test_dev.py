@@ -175,6 +175,8 @@ def test_dev_runs_the_sample_through_pubsub_and_functions_framework(tmp_path: Pa
     assert "function timeout 30 s (a request running longer is interrupted" in log, log
     assert re.search(r'^pause, resume or cancel the run: POST \{"action": "pause", "run_id": '
                      r'"sample_job-\S+"\} to http://127\.0\.0\.1:\d+/$', out, re.M), out
+    assert re.search(r'^approve or reject an approval: POST a signed \{"token": \.\.\.\} to '
+                     r'(http://127\.0\.0\.1:\d+/)approve or \1reject$', out, re.M), out
     # How to watch it with `logs --follow` or the dashboard: the emulator it runs on.
     firestore = re.search(r"Firestore emulator on (127\.0\.0\.1:\d+), project (\S+)$", out,
                           re.M)

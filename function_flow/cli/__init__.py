@@ -151,6 +151,9 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
             out.print(f"pause, resume or cancel the run: POST {{\"action\": \"pause\", "
                       f"\"run_id\": \"{run_id}\"}} to {stack.control_url}", markup=False,
                       soft_wrap=True)
+            callback = stack.functions["callback"].url
+            out.print(f"approve or reject an approval: POST a signed {{\"token\": ...}} to "
+                      f"{callback}approve or {callback}reject", markup=False, soft_wrap=True)
             prefix = f"FUNCTION_FLOW_COLLECTION_PREFIX={stack.collection_prefix} " \
                 if stack.collection_prefix else ""
             out.print(f"watch it from another shell while it runs: FIRESTORE_EMULATOR_HOST="

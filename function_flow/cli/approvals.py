@@ -21,6 +21,7 @@ advances the run's graph, and the decision is recorded exactly once:
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 from typing import Any, Callable
@@ -120,7 +121,9 @@ def _decide(token: str, file: str | None,
         fail(str(exc))
     run = waiting.run
     if selected.kind == "gcp" and not (file or run.source):
-        fail(f"run {run.run_id} runs on Google Cloud and records no workflow file: pass "
+        where = "the emulators (function-flow dev)" if os.environ.get(
+            "FIRESTORE_EMULATOR_HOST") else "Google Cloud"
+        fail(f"run {run.run_id} runs on {where} and records no workflow file: pass "
              "--file FILE.py (the file deployed), or POST the token to the deployed "
              "callback's /approve or /reject; nothing was changed")
     job = job_of(run, file)
