@@ -394,3 +394,14 @@ def test_a_foreach_that_is_not_a_foreach_is_refused_naming_the_task():
         lambda task, job: None)))
     assert message.startswith("task 'fan': foreach must be a ForEach, got [1, 2]")
     assert "@job.foreach(" in message
+
+
+def test_a_parameter_function_flow_cannot_fill_is_named_with_the_one_it_resembles():
+    job = tasks.Job("typo")
+    with pytest.raises(DefinitionError) as refused:
+        job.task(task_id="t")(lambda task, job_: 1)
+    assert "requires parameter(s) job_ that function_flow cannot supply (a typo? 'job_' for " \
+        "'job'); it is called as func(task=...)" in str(refused.value)
+    with pytest.raises(DefinitionError) as refused:
+        job.task(task_id="u")(lambda task, region: 1)
+    assert "region that function_flow cannot supply; it is called" in str(refused.value)

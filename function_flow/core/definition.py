@@ -7,6 +7,7 @@ Errors name the task, because a workflow file can have dozens of them.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import json
 import random
@@ -275,9 +276,13 @@ def _call_style(task_id: str, func: Callable[..., Any],
     name = getattr(func, "__name__", repr(func))
 
     def cannot_supply(missing: list[str], called_as: str) -> DefinitionError:
+        known = ["task", "job", *extra]
+        close = [f"{m!r} for {c[0]!r}" for m in missing
+                 for c in [difflib.get_close_matches(m.split(" ")[0], known, 1, 0.6)] if c]
+        hint = f" (a typo? {', '.join(close)})" if close else ""
         return DefinitionError(
             f"task {task_id!r}: function {name}() requires parameter(s) "
-            f"{', '.join(missing)} that function_flow cannot supply; it is called "
+            f"{', '.join(missing)} that function_flow cannot supply{hint}; it is called "
             f"as {called_as}; declare it as `def f(task, job)` or `def f(**context)`",
             task_id)
 
