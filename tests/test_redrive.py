@@ -205,6 +205,20 @@ def test_redrive_on_a_definition_that_changed_a_succeeded_task_is_refused(store)
     assert fixed_engine.run_status(run_id).status is RunStatus.SUCCEEDED
 
 
+def failed_chain(store, ids: list[str]) -> tuple[Flaky, Engine, Outbox, str]:
+    """A run of the chain ids[0] -> ids[1] -> ... that FAILED at ids[1]."""
+    flaky = Flaky()
+    job = Job("chain")
+    for before, task_id in zip([None, *ids], ids):
+        job.task(task_id=task_id, deps=[before] if before else None)(flaky.body(task_id))
+    flaky.broken = {ids[1]}
+    engine, bus = engine_for(job, store)
+    run_id, _ = engine.start({})
+    drain(engine, bus)
+    assert engine.run_status(run_id).status is RunStatus.FAILED
+    return flaky, engine, bus, run_id
+
+
 def test_the_ends_leftovers_retired_late_leave_a_redrives_reset_tasks_alone(
         store, monkeypatch) -> None:
     """The run's end retires its leftovers after its commit (leftovers.retire):
@@ -214,16 +228,7 @@ def test_the_ends_leftovers_retired_late_leave_a_redrives_reset_tasks_alone(
     ends."""
     from function_flow.core import leftovers
 
-    flaky = Flaky()
-    job = Job("quick")
-    job.task(task_id="extract")(flaky.body("extract"))
-    job.task(task_id="transform", deps=["extract"])(flaky.body("transform"))
-    job.task(task_id="load", deps=["transform"])(flaky.body("load"))
-    flaky.broken = {"transform"}
-    engine, bus = engine_for(job, store)
-    run_id, _ = engine.start({})
-    drain(engine, bus)
-    assert engine.run_status(run_id).status is RunStatus.FAILED
+    flaky, engine, bus, run_id = failed_chain(store, ["extract", "transform", "load"])
     flaky.broken, flaky.ran = set(), []
     transact, late = store.transact, []
 
@@ -249,16 +254,8 @@ def test_redrive_on_a_definition_with_other_tasks_is_refused_changing_nothing(
         store, change) -> None:
     """A task the definition adds had no record, one it removes kept its own
     waiting: the redriven run hung RUNNING for good."""
-    flaky = Flaky()
-    job = Job("grown")
-    job.task(task_id="a")(flaky.body("a"))
-    job.task(task_id="b", deps=["a"])(flaky.body("b"))
-    job.task(task_id="c", deps=["b"])(flaky.body("c"))
-    flaky.broken = {"b"}
-    engine, bus = engine_for(job, store)
-    run_id, _ = engine.start({})
-    drain(engine, bus)
-    other = Job("grown")
+    flaky, engine, bus, run_id = failed_chain(store, ["a", "b", "c"])
+    other = Job("chain")
     other.task(task_id="a")(flaky.body("a"))
     if change == "a task added":
         other.task(task_id="b", deps=["a"])(lambda **_: "fixed")
