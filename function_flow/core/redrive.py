@@ -12,9 +12,11 @@ has come. Skips are decided again too, from the same succeeded results, so
 a branch not taken stays not taken.
 
 The run record goes back to RUNNING in the same transaction as nothing
-else: the tasks are reset first, one transaction each, while the run is
-still ended (nothing can advance them), then the run is reopened, then
-the tasks whose dependencies are all done are decided. A redrive that dies
+else: the run is marked `redriving` (what its end left to retire is no
+longer the end's, core/leftovers.py), the tasks are reset, one
+transaction each, while the run is still ended (nothing can advance
+them), then the run is reopened, then the tasks whose dependencies are
+all done are decided. A redrive that dies
 half way leaves an ended run, which a second redrive finishes resetting.
 """
 
@@ -92,7 +94,8 @@ def redrive(engine: "Engine", run_id: str) -> RunRecord:
         if current is None or current.status not in REDRIVABLE:
             return None
         fields = {"status": RunStatus.RUNNING.value, "finished_at": None, "error": None,
-                  "redrives": current.redrives + 1, "redriving": False, **versions.recorded(engine.dag),
+                  "redrives": current.redrives + 1, "redriving": False,
+                  **versions.recorded(engine.dag),
                   **attempts.run_event(current, "redriven", engine.clock(),
                                        ended=current.status.value,
                                        ended_at=current.finished_at, error=current.error)}

@@ -294,9 +294,9 @@ def redrive_allowed(run: RunRecord, tasks: Iterable[TaskRecord],
                        "started with")
     # The run's records are its tasks: a task this definition adds would get
     # none, and one it removes would keep its own, waiting (the run hung).
-    other_tasks = [f"task {name!r} is new" for name in sorted(
-        definition.fingerprints.keys() - old.keys())] + [
-        f"task {name!r} was removed" for name in sorted(old.keys() - definition.fingerprints.keys())]
+    declared = definition.fingerprints.keys()
+    other_tasks = [f"task {name!r} is new" for name in sorted(declared - old.keys())] + [
+        f"task {name!r} was removed" for name in sorted(old.keys() - declared)]
     if other_tasks:
         more = len(other_tasks) - SHOWN_DIFFERENCES
         return False, (f"run {run.run_id} cannot be redriven on this definition: "
