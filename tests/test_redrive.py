@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from function_flow.core import foreach
@@ -159,6 +161,40 @@ def test_a_cancelled_run_can_be_redriven(store) -> None:
     drain(engine, bus)
     assert engine.run_status(run_id).status is RunStatus.SUCCEEDED
     assert flaky.ran == ["a", "b"]
+
+
+@pytest.mark.parametrize("ended", ["FAILED", "CANCELLED"])
+def test_a_run_paused_before_it_ended_is_redriven_unpaused(store, ended) -> None:
+    """Its pause held every task the redrive queued: the redrive never ended."""
+    from function_flow.core import control
+
+    broken, pausing = ([True] if ended == "FAILED" else []), [True]
+    job = Job("paused")
+
+    @job.task(task_id="a")
+    def a(task, job):
+        if pausing:  # paused while its first attempt runs
+            pausing.clear()
+            control.pause(store, task.run_id, time.time())
+        if broken:
+            raise RuntimeError("a is broken")
+        return 1
+
+    job.task(task_id="b", deps=["a"])(lambda **_: 2)
+    engine, bus = engine_for(job, store)
+    run_id, _ = engine.start({})
+    drain(engine, bus)  # a ends it FAILED, or b waits, held
+    if ended == "CANCELLED":
+        with pytest.raises(RedriveRefusedError, match=r"is PAUSED: only FAILED or CANCELLED "
+                                                      r"runs can be redriven; cancel it first$"):
+            engine.redrive(run_id)
+        control.cancel(store, run_id, engine.clock())
+    assert engine.run_status(run_id).status.value == ended
+    broken.clear()
+    engine.redrive(run_id)
+    drain(engine, bus)
+    run = engine.run_status(run_id)
+    assert run.status is RunStatus.SUCCEEDED and run.paused_at is None
 
 
 def test_redrive_refuses_running_succeeded_and_unknown_runs(store) -> None:

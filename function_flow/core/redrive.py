@@ -55,9 +55,11 @@ def redrive(engine: "Engine", run_id: str) -> RunRecord:
     if run is None:
         raise RunNotFoundError(run_id)
     if run.status not in REDRIVABLE:
+        paused = run.paused_at is not None and not run.status.is_final
         raise RedriveRefusedError(
-            f"run {run_id} is {run.status.value}: only FAILED or CANCELLED runs can be "
-            "redriven" + ("; pause or cancel it first" if not run.status.is_final else ""))
+            f"run {run_id} is {'PAUSED' if paused else run.status.value}: only FAILED or "
+            "CANCELLED runs can be redriven"
+            + ("; cancel it first" if not run.status.is_final else ""))
     if run.hooks_pending:
         raise RedriveRefusedError(
             f"run {run_id} ended, but its hooks ({_names(run)}) are still "
@@ -95,6 +97,8 @@ def redrive(engine: "Engine", run_id: str) -> RunRecord:
             return None
         fields = {"status": RunStatus.RUNNING.value, "finished_at": None, "error": None,
                   "redrives": current.redrives + 1, "redriving": False,
+                  # A pause the run had when it ended would hold every task.
+                  "paused_at": None,
                   **versions.recorded(engine.dag),
                   **attempts.run_event(current, "redriven", engine.clock(),
                                        ended=current.status.value,
