@@ -299,9 +299,9 @@ def interrupted(spec: TaskSpec, task: TaskRecord, run_id: str, now: float, *,
     if task.interrupted >= MAX_INTERRUPTED_ATTEMPTS:
         return fail(spec, task, run_id, (
             f"ProcessDied: attempt {task.attempt} of task {task.task_id!r} was "
-            f"interrupted: its process died (kill -9, os._exit, out of memory) for the "
-            f"{task.interrupted + 1}th time; attempts interrupted more than "
-            f"{MAX_INTERRUPTED_ATTEMPTS} times count against its retries"),
+            f"interrupted: its process died (kill -9, os._exit, out of memory), after "
+            f"{task.interrupted} interrupted attempts; past {MAX_INTERRUPTED_ATTEMPTS}, each "
+            "one counts against its retries"),
             now, run=run, retry_delay=retry_delay, graph=graph, has_end_task=has_end_task)
     step = Step("interrupted")
     step.task(task.task_id, status=Q.value, attempt=task.attempt + 1,
