@@ -185,6 +185,17 @@ def test_cancel_from_another_process_ends_the_run_and_its_tasks(running) -> None
     assert "run error: cancelled on request" in shown.stdout
 
 
+def test_cancel_of_a_run_whose_process_died_says_nothing_still_executes(running) -> None:
+    run = running()
+    run.kill()  # first and long were RUNNING in it
+
+    cancelled = run.flow("cancel", run.run_id)
+
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.splitlines() == [
+        f"cancelled run {run.run_id}: 3 unfinished task(s) marked CANCELLED"]
+
+
 def test_resume_of_a_paused_run_whose_process_died_continues_it_here(running) -> None:
     run = running()
     paused_and_orphaned(run)

@@ -66,7 +66,7 @@ def pause(run_id: str) -> None:
 @click.argument("run_id")
 def cancel(run_id: str) -> None:
     """Cancel RUN_ID: it ends CANCELLED, with every task that has not finished."""
-    selected, _ = _live_run(run_id, "cancel")
+    selected, run = _live_run(run_id, "cancel")
     store = selected.store
     assert store is not None
     # What is RUNNING but waits (for an event, an approval, a foreach's items)
@@ -78,7 +78,9 @@ def cancel(run_id: str) -> None:
     out = progress.make_console()
     out.print(f"cancelled run {run_id}: {outcome.tasks} unfinished task(s) marked CANCELLED",
               markup=False)
-    if running:
+    gone = selected.kind == "embedded" and (
+        not run.owner or owners.owner_state(run.owner) == owners.OWNER_GONE)
+    if running and not gone:  # a dead process executes nothing
         out.print(f"bodies still executing ({', '.join(running)}) finish in their process; "
                   "what they return is discarded", markup=False, soft_wrap=True)
 
