@@ -134,6 +134,8 @@ def test_logs_prints_a_runs_events_in_order_with_output_and_errors(store, cli_en
 
     one_error_line(cli(cli_env, "logs", run_id, "--task", "nope"),
                    f"run {run_id} has no task 'nope'", "extract, flaky")
+    one_error_line(cli(cli_env, "logs", run_id, "--task", "flaki"),
+                   f"run {run_id} has no task 'flaki' (did you mean 'flaky'?); its tasks: ")
     one_error_line(cli(cli_env, "logs", "no-such-run"), "no run with id 'no-such-run'")
 
 
@@ -360,3 +362,15 @@ def test_function_flow_run_keeps_a_bodys_info_records_without_printing_them(tmp_
     assert "    | WARNING function_flow.mine: careful\n" in shown.stdout
     assert "chatter" not in shown.stdout
 
+
+
+def test_an_unknown_task_lists_the_first_task_ids_and_says_how_many_more() -> None:
+    from function_flow.cli.common import CliError
+    from function_flow.cli.logs import check_tasks
+    from function_flow.core.records import TaskRecord
+
+    tasks = [TaskRecord(task_id=f"t{i:02d}") for i in range(25)] + [TaskRecord("work[0]")]
+    with pytest.raises(CliError) as refused:
+        check_tasks("r-1", ["zzz"], tasks)
+    assert str(refused.value.format_message()).endswith(
+        "its tasks: " + ", ".join(f"t{i:02d}" for i in range(20)) + " and 5 more")

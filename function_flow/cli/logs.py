@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import difflib
 import time
 from typing import Any, Iterable
 
@@ -111,13 +112,21 @@ def follow_run(store: Any, run_id: str, where: str, tasks: list[TaskRecord], vie
     printer.notes(view.notes(tasks))
 
 
+#: How many of a run's task ids an unknown --task's error lists.
+SHOWN_TASKS = 20
+
+
 def check_tasks(run_id: str, wanted: Iterable[str], tasks: list[TaskRecord]) -> None:
     """One error line for a --task the run does not have."""
     known = {t.task_id for t in tasks if not t.task_id.startswith("__")}
     for task_id in wanted:
         if not any(_covers(task_id, k) for k in known):
-            listed = ", ".join(sorted(k for k in known if "[" not in k)[:20])
-            fail(f"run {run_id} has no task {task_id!r}; its tasks: {listed}")
+            names = sorted(k for k in known if "[" not in k)
+            close = difflib.get_close_matches(task_id, names, 1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            more = f" and {len(names) - SHOWN_TASKS} more" if len(names) > SHOWN_TASKS else ""
+            fail(f"run {run_id} has no task {task_id!r}{hint}; its tasks: "
+                 f"{', '.join(names[:SHOWN_TASKS])}{more}")
 
 
 def _covers(wanted: str, task_id: str) -> bool:
