@@ -61,7 +61,10 @@ def selected_store(settings: Settings) -> SelectedStore:
         return SelectedStore("gcp", firestore_store(settings), describe_firestore(settings))
     path = settings.db_path
     if not os.path.exists(path):
-        return SelectedStore("embedded", None, describe_embedded(path))
+        where = f" in {os.getcwd()}" if not os.path.isabs(path) else ""
+        return SelectedStore("embedded", None, (
+            f"{describe_embedded(path)} (no such file{where}: run this where the workflow "
+            "ran, or set FUNCTION_FLOW_DB to its store)"))
     from function_flow.store.sqlite import SqliteStore
 
     return SelectedStore("embedded", SqliteStore(path), describe_embedded(path))

@@ -51,7 +51,9 @@ def test_status_of_a_run_shows_its_tasks(tmp_path: Path) -> None:
 def test_status_without_database_creates_none(tmp_path: Path) -> None:
     result = flow(tmp_path, "status")
     assert result.returncode == 0
-    assert "no runs yet in the embedded store .function_flow/function_flow.db" in result.stdout
+    assert " ".join(result.stdout.split()) == (
+        f"no runs yet in the embedded store .function_flow/function_flow.db (no such file in "
+        f"{tmp_path}: run this where the workflow ran, or set FUNCTION_FLOW_DB to its store)")
     assert not (tmp_path / ".function_flow").exists()
 
 
