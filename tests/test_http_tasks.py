@@ -237,6 +237,10 @@ def test_an_unreachable_service_fails_the_attempt(new_job):
     (lambda: remote.Http("https://svc.example/", timeout=True), "positive number of seconds"),
     (lambda: remote.Http("https://svc.example/", timeout=float("nan")),
      "positive number of seconds, got nan"),
+    (lambda: remote.Http("https://svc.example/", timeout=float("inf")),  # failed at call time
+     "positive number of seconds, got inf"),
+    (lambda: remote.OpenFaaS("score", asynchronous="false"),  # it called asynchronously
+     "OpenFaaS('score'): asynchronous must be True or False, got 'false'"),
 ])
 def test_an_http_task_without_a_usable_url_or_timeout_is_a_definition_error(call, said):
     job = tasks.Job(name="defs")
@@ -244,3 +248,18 @@ def test_an_http_task_without_a_usable_url_or_timeout_is_a_definition_error(call
         job.task(task_id="enrich", call=call())(lambda: None)
     assert str(caught.value).startswith("task 'enrich': ") and said in str(caught.value)
     assert caught.value.task_id == "enrich"
+
+
+@pytest.mark.parametrize("body, expected", [
+    (b'{"loss": NaN, "best": -Infinity}', {"loss": "nan", "best": "-inf"}),
+    (b"\xef\xbb\xbf{\"rows\": 3}", {"rows": "3"}),  # after a UTF-8 byte order mark
+    (b"[1, 2", "[1, 2"),  # not JSON: the text
+])
+def test_an_answer_is_json_decoded_as_python_writes_it(body, expected) -> None:
+    """NaN as Python's json.dumps writes it (an OpenFaaS Python template) comes
+    back a float, as from a @remote.function; it stayed the answer's text."""
+    from function_flow.remote.web import result_of
+
+    value = result_of("the service", 200, body, "application/json")
+    shown = {k: str(v) for k, v in value.items()} if isinstance(value, dict) else value
+    assert shown == expected

@@ -10,6 +10,7 @@ failure at run time.
 
 from __future__ import annotations
 
+import math
 import re
 import urllib.parse
 from typing import Any
@@ -42,8 +43,8 @@ def OpenFaaS(name: str, *, asynchronous: bool = False) -> Call:  # noqa: N802
     call of a function it does not have and never answers it, so the
     attempt waits at most the task's timeout, or an hour when it sets none.
     """
-    options = {"wait": OPENFAAS_ASYNC_WAIT_SECONDS} if asynchronous else {}
-    return Call("openfaas", name, asynchronous=bool(asynchronous), options=options)
+    options = {"wait": OPENFAAS_ASYNC_WAIT_SECONDS} if asynchronous is True else {}
+    return Call("openfaas", name, asynchronous=asynchronous, options=options)  # check()s it
 
 
 def Http(url: str, *, audience: str | None = None,  # noqa: N802
@@ -80,6 +81,9 @@ def check(call: Call) -> None:
         if not isinstance(target, str) or not _OPENFAAS_NAME.fullmatch(target):
             raise ValueError(f"OpenFaaS function name {target!r} must match "
                              "[-a-zA-Z_0-9.]+")
+        if not isinstance(call.asynchronous, bool):  # "false" would be true
+            raise ValueError(f"OpenFaaS({target!r}): asynchronous must be True or False, "
+                             f"got {call.asynchronous!r}")
     elif call.kind == "http":
         parsed = urllib.parse.urlparse(target) if isinstance(target, str) else None
         if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -87,7 +91,7 @@ def check(call: Call) -> None:
         timeout = call.options.get("timeout")
         if timeout is not None and (isinstance(timeout, bool)
                                     or not isinstance(timeout, (int, float))
-                                    or not timeout > 0):  # NaN too
+                                    or not 0 < timeout < math.inf):  # NaN too
             raise ValueError("the HTTP timeout must be a positive number of seconds, "
                              f"got {timeout!r}")
     else:
