@@ -393,3 +393,30 @@ def test_dev_with_a_storage_emulator_host_that_does_not_answer_is_one_error(
                                     "does not answer (")
     assert result.stderr.strip().endswith("or unset it and dev starts one of its own")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@needs_emulators
+def test_dev_runs_a_file_that_builds_a_pubsub_client_at_module_level(tmp_path: Path) -> None:
+    """The README's advice for such a file: dev's own import of it needed
+    credentials this machine may not have (the functions got placeholders)."""
+    (tmp_path / "ff2.py").write_text(
+        "import base64, json\n"
+        "from google.cloud import pubsub_v1\n"
+        "from function_flow import tasks\n"
+        "publisher = pubsub_v1.PublisherClient()\n"
+        "job = tasks.Job(name='ff2')\n"
+        "@job.task(task_id='r', remote_topic='TOPIC2', timeout=60)\n"
+        "def r(task, job):\n"
+        "    return 'x'\n"
+        "def fn(event, context):\n"
+        "    args = json.loads(base64.b64decode(event['data']).decode())\n"
+        "    msg = {'status': {'code': 0, 'message': 'ok'}, 'resource': {\n"
+        "        'type': 'remote_function_resource', 'labels': {'job_id': args['job_id']}}}\n"
+        "    topic = publisher.topic_path('function-flow-dev', 'SCHEDULE_EXTERNAL_EVENTS')\n"
+        "    publisher.publish(topic, json.dumps(msg).encode()).result()\n")
+    env = {"CLOUDSDK_CONFIG": str(tmp_path / "no-gcloud")}  # no credentials here
+    result = run_dev(tmp_path, "ff2.py", "--remote", "TOPIC2=fn", **env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r'^\s+r: \{"code": 0, "job_id": "\w+", "message": "ok"\}$',
+                     result.stdout, re.M), result.stdout
+    assert_all_stopped(dev_log(tmp_path), remote_functions=1)
