@@ -141,3 +141,27 @@ def test_a_finishing_task_hands_its_slot_down_its_lane_of_ready_siblings(store) 
     drain(engine, bus)
     assert engine.run_status(run_id).status is RunStatus.SUCCEEDED
     assert sorted(ran) == [f"b{i}" for i in range(6)]
+
+
+def test_a_multi_line_error_is_summed_up_by_its_first_line(store) -> None:
+    """An HTML page a gateway answered ended in `</html>`, which the run's
+    error, the live view and status showed instead of what failed."""
+    from function_flow.cli.progress import last_line
+
+    def broken(**_):
+        raise ValueError("price table missing for APAC\n(see the pricing runbook)")
+
+    job = Job("lines")
+    job.task(task_id="a")(broken)
+    bus = Outbox()
+    engine = Engine(job, store, bus, lease_check_messages=False)
+    run_id, _ = engine.start({})
+    drain(engine, bus)
+    run = engine.run_status(run_id)
+    assert run.status is RunStatus.FAILED
+    assert run.error == "task 'a' failed: ValueError: price table missing for APAC"
+    record = store.get_tasks(run_id, ["a"])[0]
+    assert record.error.rstrip().endswith("(see the pricing runbook)")  # all of it is kept
+    assert last_line(record.error) == "ValueError: price table missing for APAC"
+    assert last_line("RemoteCallError: answered HTTP 500: <html>\n<p>x</p>\n</html>") \
+        == "RemoteCallError: answered HTTP 500: <html>"

@@ -25,7 +25,7 @@ from rich.text import Text
 
 from function_flow import history, subdags
 from function_flow.cli import items, overview
-from function_flow.core import foreach, payloads
+from function_flow.core import attempts, foreach, payloads
 from function_flow.core.control import shown_status
 from function_flow.core.records import RunRecord, TaskRecord, TaskStatus
 
@@ -306,9 +306,8 @@ def run_duration(run: RunRecord) -> float | None:
 
 
 def last_line(error: str) -> str:
-    """The last non-empty line of a stored error: usually `Type: message`."""
-    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    """The line of a stored error that says what it is: `Type: message`."""
+    return attempts.headline(error)
 
 
 def final_status_line(run: RunRecord) -> str:

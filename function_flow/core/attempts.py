@@ -199,3 +199,20 @@ def run_event(run: RunRecord, event: str, now: float, **details: Any) -> dict[st
     history: merged into the write that pause, resume or redrive already makes."""
     entry = {"event": event, "at": now, **{k: v for k, v in details.items() if v is not None}}
     return {"history": (list(run.history or []) + [entry])[-MAX_RUN_EVENTS:]}
+
+
+def headline(error: str) -> str:
+    """The line that says what an error is: `Type: message`.
+
+    In a traceback, the first line of its last exception (its frames are
+    indented); else the first line. Not the last line: a message of several
+    lines (an HTML error page a gateway answered) ended in `</html>`.
+    """
+    lines = [line.rstrip() for line in error.strip().splitlines()]
+    starts = [i for i, line in enumerate(lines)
+              if line.startswith("Traceback")]
+    if starts:
+        heads = [line for line in lines[starts[-1] + 1:] if line and not line[0].isspace()]
+        if heads:
+            return heads[0]
+    return next((line.strip() for line in lines if line.strip()), "")

@@ -270,8 +270,7 @@ def fail(spec: TaskSpec, task: TaskRecord, run_id: str, error: str, now: float, 
     if task.role in ITEM_ROLES:
         return step  # its foreach decides, by the failures it tolerates
     if run is not None and run.status is RunStatus.RUNNING:
-        first_line = error.strip().splitlines()[-1] if error.strip() else "failed"
-        reason = f"task {task.task_id!r} failed: {first_line}"
+        reason = f"task {task.task_id!r} failed: {attempts.headline(error) or 'failed'}"
         if ends or graph.dag.fails_fast:
             end(step, run, RunStatus.FAILED, now, error=run.error or reason)
         elif not run.error:
