@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from function_flow import backends, remote, tasks
+from function_flow import DefinitionError, backends, remote, tasks
 from function_flow.core.records import RunStatus, TaskStatus
 from function_flow.remote import hosting
 from functions_stack import wait_for
@@ -80,3 +80,23 @@ def test_a_script_that_starts_a_run_and_returns_waits_for_its_hosted_functions(t
         assert backend.store.get_tasks(run_id, ["after"])[0].result == 4
     finally:
         backend.close()
+
+
+@pytest.mark.parametrize("define, said", [
+    (lambda: remote.function(topic="SIG_ASYNC")(_async_answer),
+     "a remote function: _async_answer() is an async function"),
+    (lambda: remote.function(topic="SIG_ONE")(lambda payload: 1),
+     "remote function <lambda>() must take two arguments, (payload, context)"),
+    (lambda: remote.host("SIG_HOST", 5), "a remote function must be a function"),
+    (lambda: remote.host("ab", lambda event, context: None), "is not a Pub/Sub topic name"),
+])
+def test_a_remote_function_that_cannot_be_called_is_refused_when_defined(define, said):
+    """It failed only when a task first called it (a coroutine nobody awaited,
+    a TypeError from the call)."""
+    with pytest.raises((DefinitionError, ValueError)) as refused:
+        define()
+    assert said in str(refused.value)
+
+
+async def _async_answer(payload, context):
+    return 1

@@ -223,7 +223,7 @@ def _foreach(task_id: str, deps: tuple[str, ...], foreach: ForEach | None) -> Fo
     return foreach
 
 
-def refuse_async(what: str, func: Callable[..., Any], task_id: str) -> None:
+def refuse_async(what: str, func: Callable[..., Any], task_id: str | None) -> None:
     """An `async def` would return a coroutine nobody awaits: refused now."""
     if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
         name = getattr(func, "__name__", repr(func))

@@ -27,7 +27,12 @@ def function(func: Callable[..., Any] | None = None, *, topic: str | None = None
 
 
 def host(topic: str, function: Callable[..., Any]) -> None:
-    """Answer `topic` with `function` in this process (embedded backend, dev)."""
-    from function_flow.remote import hosting
+    """Answer `topic` with `function` in this process (embedded backend, dev),
+    as `--remote` does; a topic Pub/Sub refuses or a function that cannot be
+    called as function(event, context) is refused now."""
+    from function_flow.remote import functions, hosting
+    from function_flow.remote.targets import PubSub, check
 
+    check(PubSub(topic))
+    functions.check_callable(function)
     hosting.host(topic, function)

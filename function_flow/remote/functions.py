@@ -18,6 +18,7 @@ task's timeout retries it with a new job id.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import traceback
@@ -28,8 +29,9 @@ from function_flow import tracing
 from function_flow.cloud import delivery
 from function_flow.cloud.delivery import NotAnEnvelope, Rejected
 from function_flow.core.attempts import bounded_error
+from function_flow.core.definition import refuse_async
 from function_flow.core.values import MAX_MESSAGE_VALUE_BYTES, storable
-from function_flow.errors import ConfigurationError
+from function_flow.errors import ConfigurationError, DefinitionError
 from function_flow.remote.targets import PubSub, check
 
 logger = logging.getLogger("function_flow.remote")
@@ -186,6 +188,7 @@ def function(func: Callable[..., Any] | None = None, *, topic: str | None = None
         from function_flow.cloud.functions import log_like_a_cloud_function
         from function_flow.remote import hosting
 
+        check_callable(f)
         log_like_a_cloud_function()
         remote = RemoteFunction(f, topic)
 
@@ -202,6 +205,23 @@ def function(func: Callable[..., Any] | None = None, *, topic: str | None = None
         return entry_point
 
     return wrap(func) if func is not None else wrap
+
+
+def check_callable(func: Any) -> None:
+    """DefinitionError now, naming the function, for one that cannot be called
+    as func(payload, context): it failed only when a task first called it."""
+    name = getattr(func, "__name__", repr(func))
+    if not callable(func):
+        raise DefinitionError(f"a remote function must be a function taking (payload, "
+                              f"context), got {func!r}")
+    refuse_async("a remote function", func, None)
+    try:
+        inspect.signature(func).bind(None, None)
+    except TypeError as exc:
+        raise DefinitionError(f"remote function {name}() must take two arguments, "
+                              f"(payload, context): {exc}") from None
+    except ValueError:  # a builtin without a signature: it is called as it is
+        pass
 
 
 def remote_function_of(function: Any) -> RemoteFunction | None:
