@@ -20,7 +20,6 @@ traceback.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import click
@@ -110,18 +109,15 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
     from function_flow.local.keys import dev_key
     from function_flow.core.starts import new_run_id
 
-    from function_flow.local.credentials import offline_credentials_env
+    from function_flow.local.credentials import placeholder_credentials
 
     args = parse_args(arg_pairs)
-    # Placeholder credentials (none on this machine) for this process's import
-    # of the file too: a Google client built at module level needs some.
-    os.makedirs(".function_flow", exist_ok=True)
-    os.environ.update(offline_credentials_env(os.path.abspath(".function_flow")))
     if file.endswith(".json"):  # a state machine (asl/): --input is its execution input
         from function_flow.cli.machines import execution_args
 
         args = execution_args(input_json, arg_pairs)
-    job = load_job(file, job_name)
+    with placeholder_credentials():  # a Google client built at module level needs some
+        job = load_job(file, job_name)
     answered = remote_functions_for(job, file, remote_pairs)
     if callback_url is not None:  # before the emulators start, not after
         from function_flow.core.hooks import check_callback_url

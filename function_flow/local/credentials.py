@@ -11,8 +11,11 @@ refresh token is not one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
+from typing import Iterator
 
 PLACEHOLDER = {"type": "authorized_user", "client_id": "function-flow-dev",
                "client_secret": "function-flow-dev",
@@ -37,3 +40,19 @@ def offline_credentials_env(directory: str) -> dict[str, str]:
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(PLACEHOLDER, handle)
     return {"GOOGLE_APPLICATION_CREDENTIALS": path}
+
+
+@contextlib.contextmanager
+def placeholder_credentials() -> Iterator[None]:
+    """The placeholder file as GOOGLE_APPLICATION_CREDENTIALS for a while, when
+    the machine has no credentials: `dev` imports the workflow file with it,
+    as its functions do (a client built at module level wants some). Only
+    for the import: this process's own clients must not use it."""
+    with tempfile.TemporaryDirectory(prefix="function-flow-dev-") as directory:
+        told = offline_credentials_env(directory)
+        os.environ.update(told)
+        try:
+            yield
+        finally:
+            for name in told:
+                os.environ.pop(name, None)
