@@ -263,3 +263,16 @@ def test_an_answer_is_json_decoded_as_python_writes_it(body, expected) -> None:
     value = result_of("the service", 200, body, "application/json")
     shown = {k: str(v) for k, v in value.items()} if isinstance(value, dict) else value
     assert shown == expected
+
+
+@pytest.mark.parametrize("returned", [0, "", [], False, None])
+def test_the_payload_leaves_result_out_when_the_body_returns_a_false_value(returned) -> None:
+    """The README's OpenFaaS section: as Function Flow does (payload.get("result"))."""
+    from function_flow.core.ports import Request
+
+    sent = Request(job_id="j", run_id="r", task_id="t", attempt=1, job_args={"a": 1},
+                   task_args={}, result=returned)
+    assert sent.function_flow_payload() == {"job_id": "j", "job_args": {"a": 1},
+                                            "task_args": {}}
+    assert Request(job_id="j", run_id="r", task_id="t", attempt=1, job_args={},
+                   task_args={}, result=3).function_flow_payload()["result"] == 3

@@ -107,9 +107,8 @@ def dev_command(file: str, job_name: str | None, arg_pairs: tuple[str, ...],
     from function_flow.local import emulators
     from function_flow.local import stack as dev
     from function_flow.local.keys import dev_key
-    from function_flow.core.starts import new_run_id
-
     from function_flow.local.credentials import placeholder_credentials
+    from function_flow.core.starts import new_run_id
 
     args = parse_args(arg_pairs)
     if file.endswith(".json"):  # a state machine (asl/): --input is its execution input

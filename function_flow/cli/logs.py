@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import datetime
-import difflib
 import time
 from typing import Any, Iterable
 
@@ -26,6 +25,7 @@ from function_flow import history, owners
 from function_flow.cli import items, progress, run_json
 from function_flow.cli.common import fail
 from function_flow.cli.stores import get_run, open_selected
+from function_flow.core.definition import did_you_mean
 from function_flow.core.records import ITEM_ROLES, RunRecord, TaskRecord, TaskStatus
 
 #: Seconds between two looks at the run with --follow. Each look reads every
@@ -122,8 +122,7 @@ def check_tasks(run_id: str, wanted: Iterable[str], tasks: list[TaskRecord]) -> 
     for task_id in wanted:
         if not any(_covers(task_id, k) for k in known):
             names = sorted(k for k in known if "[" not in k)
-            close = difflib.get_close_matches(task_id, names, 1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(task_id, names)
             more = f" and {len(names) - SHOWN_TASKS} more" if len(names) > SHOWN_TASKS else ""
             fail(f"run {run_id} has no task {task_id!r}{hint}; its tasks: "
                  f"{', '.join(names[:SHOWN_TASKS])}{more}")

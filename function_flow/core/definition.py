@@ -238,12 +238,21 @@ def _takes_item(func: Callable[..., Any]) -> bool:
     return any(p.name == "item" or p.kind == inspect.Parameter.VAR_KEYWORD for p in params)
 
 
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the choice closest to a mistyped `name`, or ""."""
+    close = closest(name, choices)
+    return f" (did you mean {close!r}?)" if close else ""
+
+
+def closest(name: str, choices: Iterable[str]) -> str | None:
+    """The choice a mistyped `name` most likely meant, if one is close enough."""
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return close[0] if close else None
+
+
 def _trigger_rule(task_id: str, rule: Any) -> str:
     if rule not in TRIGGER_RULES:
-        import difflib
-
-        close = difflib.get_close_matches(str(rule), TRIGGER_RULES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(str(rule), TRIGGER_RULES)
         raise DefinitionError(
             f"task {task_id!r}: unknown trigger_rule {rule!r}{hint}; use one of "
             f"{', '.join(TRIGGER_RULES)}", task_id)
@@ -277,8 +286,8 @@ def _call_style(task_id: str, func: Callable[..., Any],
 
     def cannot_supply(missing: list[str], called_as: str) -> DefinitionError:
         known = ["task", "job", *extra]
-        close = [f"{m!r} for {c[0]!r}" for m in missing
-                 for c in [difflib.get_close_matches(m.split(" ")[0], known, 1, 0.6)] if c]
+        close = [f"{m!r} for {c!r}" for m in missing
+                 for c in [closest(m.split(" ")[0], known)] if c]
         hint = f" (a typo? {', '.join(close)})" if close else ""
         return DefinitionError(
             f"task {task_id!r}: function {name}() requires parameter(s) "

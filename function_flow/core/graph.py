@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 from function_flow.core.definition import (EARLY_RULES, END_TASK_ID, FAILURE_HANDLING_RULES,
                                            RUNS_AFTER_ONE_SUCCESS, Backoff, TaskSpec,
-                                           make_spec)
+                                           did_you_mean, make_spec)
 from function_flow.errors import DefinitionError
 
 __all__ = ["Dag", "RunGraph", "TaskRecordLike", "END_TASK_ID", "Backoff", "TaskSpec", "make_spec"]
@@ -54,7 +54,7 @@ class Dag:
                     raise DefinitionError(
                         f"task {spec.task_id!r} depends on unknown task {dep!r}{inside}"
                         # Never the task itself: depending on it would be a cycle.
-                        f"{_did_you_mean(dep, (t for t in self.tasks if t != spec.task_id))}",
+                        f"{did_you_mean(dep, (t for t in self.tasks if t != spec.task_id))}",
                         spec.task_id)
         self.order = self._topological_order()
         # Lists first: a tuple grown per dependent made a wide fan-out quadratic.
@@ -241,12 +241,6 @@ def _max_matching(dag: Dag) -> int:
                     child = previous
                 break
     return len(match_of_child)
-
-
-def _did_you_mean(name: str, choices: Iterable[str]) -> str:
-    import difflib
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class RunGraph:
